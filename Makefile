@@ -1,0 +1,53 @@
+# Thin wrapper over the CMake presets (CMakePresets.json).
+#
+#   make            build (release preset)
+#   make test       build and run the whole suite   (SAN=1: under ASan+UBSan,
+#                                                     SCALAR=1: scalar kernels only)
+#   make run        build, then plumb's main job on this machine
+#   make bench      benchmarks, results in bench/results/
+#   make clean
+#
+# Every target first runs scripts/install-deps.sh, which installs missing
+# Debian packages (and does nothing when all are present).
+
+PRESET ?= release
+ifeq ($(SAN),1)
+PRESET := san
+endif
+ifeq ($(SCALAR),1)
+PRESET := scalar
+endif
+BUILD := build/$(PRESET)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PLUMB := $(BUILD)/plumb
+
+.PHONY: all build deps test run bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake --preset $(PRESET)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build --preset $(PRESET) -j $(JOBS)
+
+test: build
+	ctest --preset $(PRESET) -j $(JOBS)
+
+# The main job. Until `plumb survey` and `plumb plan` exist, it synthesizes a
+# small random-weight Llama-shaped model and generates from it.
+RUN_DIR := build/run
+run: build
+	@mkdir -p $(RUN_DIR)
+	$(PLUMB) synth --shape tiny --type Q8_0 $(RUN_DIR)/tiny-q8_0.gguf
+	$(PLUMB) show $(RUN_DIR)/tiny-q8_0.gguf
+	$(PLUMB) run $(RUN_DIR)/tiny-q8_0.gguf -p "Once upon a time" -n 48 --seed 42
+
+bench: build
+	./bench/run.sh $(PLUMB)
+
+clean:
+	rm -rf build

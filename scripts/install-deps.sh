@@ -1,0 +1,42 @@
+#!/bin/sh
+# Installs the Debian packages plumb needs to build and test, only those that
+# are missing. Safe to run repeatedly: when everything is present it does
+# nothing and needs no privileges. Runs apt-get as root, or through sudo.
+#
+#   build:  gcc, make, cmake, pkg-config
+#   libs:   libjansson-dev (JSON output and reading reference data)
+#   tests:  libcmocka-dev (unit test framework)
+set -eu
+
+PACKAGES="gcc make cmake pkg-config libjansson-dev libcmocka-dev"
+
+missing=""
+for p in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$status" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: missing packages:$missing (and no apt-get here; install them by hand)" >&2
+    exit 1
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "install-deps: missing packages:$missing; run as root or install sudo" >&2
+    exit 1
+fi
+
+echo "install-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
