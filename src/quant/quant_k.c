@@ -1,0 +1,378 @@
+/* The 256-element "K" types: Q4_K, Q5_K, Q6_K and the activation type Q8_K.
+ *
+ * Quantizing a super-block is two-level: first the best scale (and min) of
+ * each sub-block in floating point, by a small search that refits the
+ * scale by weighted least squares for each candidate rounding; then those
+ * scales are themselves quantized (6 or 8 bits) against one fp16 super
+ * scale, and the elements are re-rounded with the scale actually stored.
+ */
+#include "base/fp16.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+#include "quant/round.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- sub-block fitting ---- */
+
+/* Fits x[i] ~ scale * q[i] - min with q in 0..nmax, scale >= 0, min >= 0
+ * (the offset is never positive, as Q4_K/Q5_K store it as a subtracted
+ * non-negative min), minimising sum w[i] * err^2. Tries several roundings
+ * around the plain (max - min) / nmax grid and refits each by least
+ * squares. Writes the codes to q and returns the scale. */
+static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *q, float *min_out)
+{
+    float xmin = x[0], xmax = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < xmin)
+            xmin = x[i];
+        if (x[i] > xmax)
+            xmax = x[i];
+    }
+    if (xmin > 0)
+        xmin = 0;
+    if (!(xmax > xmin)) { /* constant block (or NaN): all codes 0 */
+        memset(q, 0, (size_t)n);
+        *min_out = -xmin;
+        return 0.0f;
+    }
+
+    float best_err = INFINITY, best_scale = (xmax - xmin) / (float)nmax, best_off = xmin;
+    uint8_t cand[QK_K];
+    for (int step = -10; step <= 10; step++) {
+        float iscale = ((float)nmax + 0.1f * (float)step) / (xmax - xmin);
+        float sw = 0, sq = 0, sqq = 0, sx = 0, sqx = 0;
+        for (int i = 0; i < n; i++) {
+            int l = pb_round_clamp(iscale * (x[i] - xmin), 0, nmax);
+            cand[i] = (uint8_t)l;
+            sw += w[i];
+            sq += w[i] * (float)l;
+            sqq += w[i] * (float)(l * l);
+            sx += w[i] * x[i];
+            sqx += w[i] * (float)l * x[i];
+        }
+        /* least squares for x ~ s * l + b */
+        float det = sw * sqq - sq * sq;
+        float s, b;
+        if (det > 0) {
+            s = (sw * sqx - sq * sx) / det;
+            b = (sqq * sx - sq * sqx) / det;
+        } else {
+            s = sqq > 0 ? sqx / sqq : 0;
+            b = 0;
+        }
+        if (b > 0) { /* offset must be <= 0: refit the scale alone */
+            b = 0;
+            s = sqq > 0 ? sqx / sqq : 0;
+        }
+        if (s < 0)
+            continue;
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            float diff = s * (float)cand[i] + b - x[i];
+            err += w[i] * diff * diff;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_scale = s;
+            best_off = b;
+            memcpy(q, cand, (size_t)n);
+        }
+    }
+    if (best_err == INFINITY) { /* no candidate was usable */
+        for (int i = 0; i < n; i++)
+            q[i] = (uint8_t)pb_round_clamp((x[i] - xmin) / best_scale, 0, nmax);
+    }
+    *min_out = -best_off;
+    return best_scale;
+}
+
+/* Fits x[i] ~ scale * q[i] with q in -nmax..nmax-1 (one more step on the
+ * negative side), minimising sum w[i] * err^2 over a few candidate
+ * roundings. Returns the scale, which may be negative. */
+static float fit_scale_symmetric(int n, int nmax, const float *x, const float *w)
+{
+    float amax = 0, max = 0;
+    for (int i = 0; i < n; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    }
+    if (!(amax > 0))
+        return 0.0f;
+    float best_err = INFINITY, best_scale = -max / (float)nmax;
+    for (int step = -9; step <= 9; step++) {
+        /* negative so that the extreme value lands on -nmax */
+        float iscale = -((float)nmax + 0.1f * (float)step) / max;
+        float sqq = 0, sqx = 0;
+        for (int i = 0; i < n; i++) {
+            int l = pb_round_clamp(iscale * x[i], -nmax, nmax - 1);
+            sqq += w[i] * (float)(l * l);
+            sqx += w[i] * (float)l * x[i];
+        }
+        if (!(sqq > 0))
+            continue;
+        float s = sqx / sqq;
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            int l = pb_round_clamp(iscale * x[i], -nmax, nmax - 1);
+            float diff = s * (float)l - x[i];
+            err += w[i] * diff * diff;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_scale = s;
+        }
+    }
+    return best_scale;
+}
+
+/* Per-element weights for the sub-block fits: larger magnitudes matter
+ * more, with a floor so small values are not ignored. */
+static void importance_weights(const float *x, float *w)
+{
+    float sum2 = 0;
+    for (int i = 0; i < QK_K; i++)
+        sum2 += x[i] * x[i];
+    float floor_w = sqrtf(sum2 / QK_K);
+    for (int i = 0; i < QK_K; i++)
+        w[i] = floor_w + fabsf(x[i]);
+}
+
+/* Packs 6-bit scales and mins of the 8 sub-blocks into 12 bytes (the
+ * inverse of q4k_get_scale_min). */
+static void pack_scale_min(const uint8_t *sc, const uint8_t *m, uint8_t *s)
+{
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | (m[j + 4] & 0x0F) << 4);
+    }
+}
+
+/* Shared by Q4_K and Q5_K: fits the 8 sub-blocks of one super-block,
+ * stores d, dmin and the packed scales, and writes the final codes
+ * (0..nmax) to L. */
+static void quant_superblock_scale_min(const float *x, int nmax, uint16_t *d_out, uint16_t *dmin_out,
+                                       uint8_t *scales_out, uint8_t *L)
+{
+    float w[QK_K], scale[8], min[8];
+    importance_weights(x, w);
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        scale[j] = fit_scale_min(32, nmax, x + 32 * j, w + 32 * j, L + 32 * j, &min[j]);
+        if (scale[j] > max_scale)
+            max_scale = scale[j];
+        if (min[j] > max_min)
+            max_min = min[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+    float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)pb_round_clamp(inv_scale * scale[j], 0, 63);
+        mn[j] = (uint8_t)pb_round_clamp(inv_min * min[j], 0, 63);
+    }
+    pack_scale_min(sc, mn, scales_out);
+    *d_out = f32_to_fp16(max_scale / 63.0f);
+    *dmin_out = f32_to_fp16(max_min / 63.0f);
+
+    /* re-round every element with the scale and min as stored */
+    float d = fp16_to_f32(*d_out), dmin = fp16_to_f32(*dmin_out);
+    for (int j = 0; j < 8; j++) {
+        float ds = d * (float)sc[j];
+        if (!(ds > 0)) {
+            memset(L + 32 * j, 0, 32);
+            continue;
+        }
+        float dm = dmin * (float)mn[j];
+        for (int i = 0; i < 32; i++)
+            L[32 * j + i] = (uint8_t)pb_round_clamp((x[32 * j + i] + dm) / ds, 0, nmax);
+    }
+}
+
+/* ---- Q4_K ---- */
+
+void dequant_row_q4_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32) { /* 4 chunks of 64 */
+            uint8_t sc0, m0, sc1, m1;
+            q4k_get_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            q4k_get_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d0 * (float)(q[l] & 0x0F) - mm0;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d1 * (float)(q[l] >> 4) - mm1;
+        }
+    }
+}
+
+void quant_row_q4_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q4_K *b = dst;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        quant_superblock_scale_min(src, 15, &b[i].d, &b[i].dmin, b[i].scales, L);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
+                b[i].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+    }
+}
+
+/* ---- Q5_K ---- */
+
+void dequant_row_q5_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q5_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+        const uint8_t *ql = b[i].qs, *qh = b[i].qh;
+        for (int c = 0; c < 4; c++, ql += 32) {
+            uint8_t sc0, m0, sc1, m1;
+            q4k_get_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            q4k_get_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+            uint8_t bit0 = (uint8_t)(1u << (2 * c)), bit1 = (uint8_t)(2u << (2 * c));
+            for (int l = 0; l < 32; l++)
+                *dst++ = d0 * (float)((ql[l] & 0x0F) + (qh[l] & bit0 ? 16 : 0)) - mm0;
+            for (int l = 0; l < 32; l++)
+                *dst++ = d1 * (float)((ql[l] >> 4) + (qh[l] & bit1 ? 16 : 0)) - mm1;
+        }
+    }
+}
+
+void quant_row_q5_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q5_K *b = dst;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        quant_superblock_scale_min(src, 31, &b[i].d, &b[i].dmin, b[i].scales, L);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int c = 0; c < 4; c++) {
+            for (int l = 0; l < 32; l++) {
+                int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+                b[i].qs[32 * c + l] = (uint8_t)((lo & 0x0F) | (hi & 0x0F) << 4);
+                b[i].qh[l] |= (uint8_t)((lo >> 4) << (2 * c) | (hi >> 4) << (2 * c + 1));
+            }
+        }
+    }
+}
+
+/* ---- Q6_K ---- */
+
+void dequant_row_q6_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = fp16_to_f32(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, dst += 128) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0x0F) | ((qh[l] >> 0) & 3) << 4) - 32;
+                int q2 = ((ql[l + 32] & 0x0F) | ((qh[l] >> 2) & 3) << 4) - 32;
+                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+                int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+                dst[l] = d * (float)sc[is] * (float)q1;
+                dst[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                dst[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                dst[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    }
+}
+
+void quant_row_q6_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float w[QK_K], scale[16];
+        for (int k = 0; k < QK_K; k++)
+            w[k] = src[k] * src[k];
+        float max_scale = 0, amax_scale = 0;
+        for (int j = 0; j < 16; j++) {
+            scale[j] = fit_scale_symmetric(16, 32, src + 16 * j, w + 16 * j);
+            if (fabsf(scale[j]) > amax_scale) {
+                amax_scale = fabsf(scale[j]);
+                max_scale = scale[j];
+            }
+        }
+        uint8_t L[QK_K];
+        if (!(amax_scale > 0)) {
+            memset(b[i].scales, 0, sizeof b[i].scales);
+            b[i].d = 0;
+            memset(L, 32, sizeof L);
+        } else {
+            float iscale = -128.0f / max_scale;
+            for (int j = 0; j < 16; j++)
+                b[i].scales[j] = (int8_t)pb_round_clamp(iscale * scale[j], -128, 127);
+            b[i].d = f32_to_fp16(1.0f / iscale);
+            float d = fp16_to_f32(b[i].d);
+            for (int j = 0; j < 16; j++) {
+                float ds = d * (float)b[i].scales[j];
+                for (int k = 0; k < 16; k++) {
+                    int q = ds != 0 ? pb_round_clamp(src[16 * j + k] / ds, -32, 31) : 0;
+                    L[16 * j + k] = (uint8_t)(q + 32);
+                }
+            }
+        }
+        for (int half = 0; half < 2; half++) {
+            uint8_t *ql = b[i].ql + 64 * half, *qh = b[i].qh + 32 * half;
+            const uint8_t *Lh = L + 128 * half;
+            for (int l = 0; l < 32; l++) {
+                int q1 = Lh[l], q2 = Lh[l + 32], q3 = Lh[l + 64], q4 = Lh[l + 96];
+                ql[l] = (uint8_t)((q1 & 0x0F) | (q3 & 0x0F) << 4);
+                ql[l + 32] = (uint8_t)((q2 & 0x0F) | (q4 & 0x0F) << 4);
+                qh[l] = (uint8_t)((q1 >> 4) | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6);
+            }
+        }
+    }
+}
+
+/* ---- Q8_K: activations for the K-quant dot products. The extreme value
+ * maps to -127 and rounding is to nearest even, as in the reference
+ * implementation, so integer dot products agree with it. ---- */
+
+void dequant_row_q8_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q8_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++)
+        for (int j = 0; j < QK_K; j++)
+            *dst++ = b[i].d * (float)b[i].qs[j];
+}
+
+void quant_row_q8_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q8_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK_K; j++) {
+            if (fabsf(src[j]) > amax) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        }
+        if (!(amax > 0) || !isfinite(amax)) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++)
+            b[i].qs[j] = (int8_t)pb_rint_clamp(iscale * src[j], -128, 127);
+        for (int g = 0; g < QK_K / 16; g++) {
+            int sum = 0;
+            for (int k = 0; k < 16; k++)
+                sum += b[i].qs[16 * g + k];
+            b[i].bsums[g] = (int16_t)sum;
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
