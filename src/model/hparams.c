@@ -1,0 +1,91 @@
+/* Hyperparameters from GGUF metadata, with the range checks that make the
+ * buffer sizes computed from them safe. */
+#include "model/model.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Reads <arch>.<suffix>; absent keys take def, or fail when required. */
+static int arch_int(const struct gguf_file *f, const char *arch, const char *suffix, bool required, int64_t def,
+                    int64_t lo, int64_t hi, int64_t *out, pb_err *err)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_int(f, key, out, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if (required)
+            return pb_fail(err, PB_EFORMAT, "%s: missing metadata '%s'", gguf_name(f), key);
+        *out = def;
+        return PB_OK;
+    }
+    if (*out < lo || *out > hi)
+        return pb_fail(err, PB_EFORMAT, "%s: metadata '%s' is %" PRId64 ", expected %" PRId64 "..%" PRId64,
+                       gguf_name(f), key, *out, lo, hi);
+    return PB_OK;
+}
+
+static int arch_float(const struct gguf_file *f, const char *arch, const char *suffix, double def, double lo,
+                      double hi, float *out, pb_err *err)
+{
+    char key[160];
+    double v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_float(f, key, &v, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        v = def;
+    if (!isfinite(v) || v < lo || v > hi)
+        return pb_fail(err, PB_EFORMAT, "%s: metadata '%s' is %g, expected %g..%g", gguf_name(f), key, v, lo, hi);
+    *out = (float)v;
+    return PB_OK;
+}
+
+int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_err *err)
+{
+    memset(hp, 0, sizeof *hp);
+    struct gguf_str arch;
+    int rc = gguf_get_str(f, "general.architecture", &arch, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return pb_fail(err, PB_EFORMAT, "%s: missing metadata 'general.architecture'", gguf_name(f));
+    if (arch.len == 0 || arch.len >= sizeof hp->arch || memchr(arch.data, 0, arch.len))
+        return pb_fail(err, PB_EFORMAT, "%s: general.architecture is not a valid name", gguf_name(f));
+    memcpy(hp->arch, arch.data, arch.len);
+    const char *a = hp->arch;
+
+    if ((rc = arch_int(f, a, "context_length", false, 0, 0, INT32_MAX, &hp->n_ctx_train, err)) ||
+        (rc = arch_int(f, a, "embedding_length", true, 0, 1, 1 << 20, &hp->n_embd, err)) ||
+        (rc = arch_int(f, a, "block_count", true, 0, 1, 1 << 16, &hp->n_layer, err)) ||
+        (rc = arch_int(f, a, "feed_forward_length", true, 0, 1, 1 << 22, &hp->n_ff, err)) ||
+        (rc = arch_int(f, a, "attention.head_count", true, 0, 1, 1 << 14, &hp->n_head, err)) ||
+        (rc = arch_int(f, a, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv, err)))
+        return rc;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return pb_fail(err, PB_EFORMAT, "%s: %" PRId64 " attention heads are not a multiple of %" PRId64 " KV heads",
+                       gguf_name(f), hp->n_head, hp->n_head_kv);
+    if ((rc = arch_int(f, a, "attention.key_length", false, hp->n_embd / hp->n_head, 1, 1 << 14, &hp->head_dim, err)))
+        return rc;
+    if (hp->head_dim % 2)
+        return pb_fail(err, PB_EFORMAT, "%s: head size %" PRId64 " is odd", gguf_name(f), hp->head_dim);
+    if ((rc = arch_int(f, a, "rope.dimension_count", false, hp->head_dim, 2, hp->head_dim, &hp->n_rot, err)))
+        return rc;
+    if (hp->n_rot % 2)
+        return pb_fail(err, PB_EFORMAT, "%s: RoPE dimension count %" PRId64 " is odd", gguf_name(f), hp->n_rot);
+    if ((rc = arch_float(f, a, "attention.layer_norm_rms_epsilon", 1e-5, 1e-12, 1.0, &hp->rms_eps, err)) ||
+        (rc = arch_float(f, a, "rope.freq_base", 10000.0, 1e-3, 1e12, &hp->rope_base, err)))
+        return rc;
+
+    const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    struct gguf_arr toks;
+    if (emb)
+        hp->n_vocab = emb->ne[1];
+    else if (gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, NULL) == 1)
+        hp->n_vocab = (int64_t)toks.n; /* vocabulary-only file */
+    return PB_OK;
+}

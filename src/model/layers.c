@@ -1,0 +1,103 @@
+/* Layer helpers shared by the forward functions of every architecture. */
+#include "model/model_internal.h"
+
+#include <math.h>
+
+void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
+{
+    for (int t = 0; t < n; t++)
+        op_get_row(&m->tok_embd, tokens[t], x + (size_t)t * (size_t)m->hp.n_embd);
+}
+
+void layer_norm_rows(const struct model *m, const struct pb_tensor *w, const float *x, float *xb, int n)
+{
+    const int64_t E = m->hp.n_embd;
+    for (int t = 0; t < n; t++)
+        op_rmsnorm(xb + (size_t)t * E, x + (size_t)t * E, w->data, E, m->hp.rms_eps);
+}
+
+/* rows[t] += bias for n rows of len (no-op for an absent bias). */
+static void add_bias(float *rows, const struct pb_tensor *bias, int n, int64_t len)
+{
+    if (!bias->data)
+        return;
+    for (int t = 0; t < n; t++)
+        op_add(rows + (size_t)t * len, bias->data, len);
+}
+
+/* Per-head RMS norm (Qwen3's q_norm / k_norm); no-op when absent. */
+static void norm_heads(float *rows, const struct pb_tensor *w, int n, int n_head, int64_t head_dim, float eps)
+{
+    if (!w->data)
+        return;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < n_head; h++) {
+            float *v = rows + ((size_t)t * n_head + h) * head_dim;
+            op_rmsnorm(v, v, w->data, head_dim, eps);
+        }
+}
+
+int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
+{
+    const struct model *m = c->m;
+    const struct model_hparams *hp = &m->hp;
+    const struct layer_weights *lw = &m->layers[l];
+    const int H = (int)hp->n_head, KV = (int)hp->n_head_kv, D = (int)hp->head_dim;
+    const int64_t kv_dim = (int64_t)KV * D;
+    const int64_t pos0 = c->pos;
+    /* K and V projections land directly in the cache rows of their positions */
+    float *k_rows = kv_k(&c->kv, l) + (size_t)pos0 * kv_dim;
+    float *v_rows = kv_v(&c->kv, l) + (size_t)pos0 * kv_dim;
+    int rc;
+
+    if ((rc = op_matmul(c->pool, &lw->wq, c->xb, n, c->q, c->act, err)) ||
+        (rc = op_matmul(c->pool, &lw->wk, c->xb, n, k_rows, c->act, err)) ||
+        (rc = op_matmul(c->pool, &lw->wv, c->xb, n, v_rows, c->act, err)))
+        return rc;
+    add_bias(c->q, &lw->bq, n, (int64_t)H * D);
+    add_bias(k_rows, &lw->bk, n, kv_dim);
+    add_bias(v_rows, &lw->bv, n, kv_dim);
+    norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
+    norm_heads(k_rows, &lw->k_norm, n, KV, D, hp->rms_eps);
+
+    const float *ff = m->rope_freqs.data;
+    for (int t = 0; t < n; t++) {
+        op_rope(c->q + (size_t)t * H * D, H, D, (int)hp->n_rot, pos0 + t, hp->rope_base, m->arch->rope, ff);
+        op_rope(k_rows + (size_t)t * kv_dim, KV, D, (int)hp->n_rot, pos0 + t, hp->rope_base, m->arch->rope, ff);
+    }
+
+    struct attn_args a = {
+        .q = c->q,
+        .k = kv_k(&c->kv, l),
+        .v = kv_v(&c->kv, l),
+        .out = c->att,
+        .n_tok = n,
+        .n_head = H,
+        .n_head_kv = KV,
+        .head_dim = D,
+        .pos0 = pos0,
+        .scale = 1.0f / sqrtf((float)D),
+        .scratch = c->att_scratch,
+    };
+    op_attention(c->pool, &a);
+    return op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err);
+}
+
+int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
+{
+    const struct layer_weights *lw = &c->m->layers[l];
+    int rc;
+    if ((rc = op_matmul(c->pool, &lw->ffn_gate, c->xb, n, c->gate, c->act, err)) ||
+        (rc = op_matmul(c->pool, &lw->ffn_up, c->xb, n, c->up, c->act, err)))
+        return rc;
+    op_swiglu(c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
+    return op_matmul(c->pool, &lw->ffn_down, c->gate, n, c->xb, c->act, err);
+}
+
+int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
+{
+    const struct model *m = c->m;
+    const int64_t E = m->hp.n_embd;
+    op_rmsnorm(c->xb, c->x + (size_t)(n - 1) * E, m->out_norm.data, E, m->hp.rms_eps);
+    return op_matmul(c->pool, &m->output, c->xb, 1, logits, c->act, err);
+}

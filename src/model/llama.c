@@ -1,0 +1,25 @@
+/* Llama (and the many models that share its shape: Mistral, SmolLM, ...):
+ * pre-norm blocks of RMSNorm -> attention with RoPE -> residual,
+ * RMSNorm -> SwiGLU -> residual; final RMSNorm and the output projection. */
+#include "model/model_internal.h"
+
+int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
+{
+    const struct model *m = c->m;
+    const int64_t E = m->hp.n_embd;
+    int rc;
+
+    layer_embed(m, tokens, n, c->x);
+    for (int l = 0; l < (int)m->hp.n_layer; l++) {
+        const struct layer_weights *lw = &m->layers[l];
+        layer_norm_rows(m, &lw->attn_norm, c->x, c->xb, n);
+        if ((rc = layer_attention(c, l, n, err)))
+            return rc;
+        op_add(c->x, c->xb, (int64_t)n * E);
+        layer_norm_rows(m, &lw->ffn_norm, c->x, c->xb, n);
+        if ((rc = layer_ffn_swiglu(c, l, n, err)))
+            return rc;
+        op_add(c->x, c->xb, (int64_t)n * E);
+    }
+    return logits ? layer_logits(c, n, logits, err) : PB_OK;
+}

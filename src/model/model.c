@@ -1,0 +1,303 @@
+/* Loading a model from GGUF (binding tensor views, checking every shape and
+ * type before use), contexts, and evaluation. */
+#include "model/model_internal.h"
+
+#include "kernels/kernels.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum bind_kind {
+    BIND_MATRIX, /* multiplied by activations: needs a dot kernel */
+    BIND_TABLE,  /* rows looked up (embeddings): needs to_float */
+    BIND_VECTOR, /* 1-D (norms, biases): converted to F32 if needed */
+};
+
+/* Converts a 1-D tensor to an owned F32 array unless it already is one. */
+static int own_as_f32(struct model *m, struct pb_tensor *t, const struct pb_type_traits *tr, pb_err *err)
+{
+    if (t->type == PB_TYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
+        return PB_OK;
+    float **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *owned);
+    if (!owned)
+        return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
+    m->owned = owned;
+    float *buf = malloc((size_t)t->ne[0] * sizeof *buf);
+    if (!buf)
+        return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
+    tr->to_float(t->data, buf, t->ne[0]);
+    m->owned[m->n_owned++] = buf;
+    t->data = buf;
+    t->type = PB_TYPE_F32;
+    t->row_bytes = (size_t)t->ne[0] * sizeof(float);
+    return PB_OK;
+}
+
+/* Binds tensor `name` of shape [ne0] (ne1 == 0) or [ne0, ne1] to out.
+ * An absent optional tensor leaves out->data NULL. */
+static int bind(struct model *m, const char *name, enum bind_kind kind, bool required, int64_t ne0, int64_t ne1,
+                struct pb_tensor *out, pb_err *err)
+{
+    const char *file = gguf_name(m->file);
+    const struct gguf_tensor *t = gguf_find_tensor(m->file, name);
+    memset(out, 0, sizeof *out);
+    if (!t) {
+        if (required)
+            return pb_fail(err, PB_EFORMAT, "%s: missing tensor '%s'", file, name);
+        return PB_OK;
+    }
+    int64_t want[4] = {ne0, ne1 ? ne1 : 1, 1, 1};
+    for (int d = 0; d < 4; d++)
+        if (t->ne[d] != want[d])
+            return pb_fail(err, PB_EFORMAT,
+                           "%s: tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                           "], expected [%" PRId64 ", %" PRId64 "]",
+                           file, name, t->ne[0], t->ne[1], t->ne[2], t->ne[3], want[0], want[1]);
+    const struct pb_type_traits *tr = pb_type_get(t->type);
+    if (((uintptr_t)t->data % tr->align) != 0)
+        return pb_fail(err, PB_EFORMAT, "%s: tensor '%s' data is not aligned to %zu bytes", file, name, tr->align);
+    out->name = t->name;
+    out->type = t->type;
+    memcpy(out->ne, want, sizeof want);
+    out->row_bytes = pb_row_size(t->type, t->ne[0]);
+    out->data = t->data;
+    if (kind == BIND_MATRIX && !kern_dot_for(t->type))
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot multiply yet", file,
+                       name, tr->name);
+    if (kind != BIND_MATRIX && !tr->to_float)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot read yet", file, name,
+                       tr->name);
+    if (kind == BIND_VECTOR)
+        return own_as_f32(m, out, tr, err);
+    return PB_OK;
+}
+
+static int bind_layer(struct model *m, int l, pb_err *err)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct layer_weights *lw = &m->layers[l];
+    const int64_t E = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    struct {
+        const char *suffix;
+        enum bind_kind kind;
+        bool required;
+        int64_t ne0, ne1;
+        struct pb_tensor *out;
+    } specs[] = {
+        {"attn_norm.weight", BIND_VECTOR, true, E, 0, &lw->attn_norm},
+        {"attn_q.weight", BIND_MATRIX, true, E, QD, &lw->wq},
+        {"attn_k.weight", BIND_MATRIX, true, E, KVD, &lw->wk},
+        {"attn_v.weight", BIND_MATRIX, true, E, KVD, &lw->wv},
+        {"attn_output.weight", BIND_MATRIX, true, QD, E, &lw->wo},
+        {"attn_q.bias", BIND_VECTOR, false, QD, 0, &lw->bq},
+        {"attn_k.bias", BIND_VECTOR, false, KVD, 0, &lw->bk},
+        {"attn_v.bias", BIND_VECTOR, false, KVD, 0, &lw->bv},
+        {"attn_q_norm.weight", BIND_VECTOR, false, hp->head_dim, 0, &lw->q_norm},
+        {"attn_k_norm.weight", BIND_VECTOR, false, hp->head_dim, 0, &lw->k_norm},
+        {"ffn_norm.weight", BIND_VECTOR, true, E, 0, &lw->ffn_norm},
+        {"ffn_gate.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_gate},
+        {"ffn_up.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_up},
+        {"ffn_down.weight", BIND_MATRIX, true, hp->n_ff, E, &lw->ffn_down},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.%s", l, specs[i].suffix);
+        int rc = bind(m, name, specs[i].kind, specs[i].required, specs[i].ne0, specs[i].ne1, specs[i].out, err);
+        if (rc)
+            return rc;
+        if (specs[i].kind == BIND_MATRIX)
+            m->weight_bytes += specs[i].out->row_bytes * (uint64_t)specs[i].out->ne[1];
+    }
+    return PB_OK;
+}
+
+static int bind_all(struct model *m, pb_err *err)
+{
+    const struct model_hparams *hp = &m->hp;
+    int rc;
+    if (!gguf_find_tensor(m->file, "token_embd.weight"))
+        return pb_fail(err, PB_EFORMAT, "%s: missing tensor 'token_embd.weight'", gguf_name(m->file));
+    if ((rc = bind(m, "token_embd.weight", BIND_TABLE, true, hp->n_embd, hp->n_vocab, &m->tok_embd, err)) ||
+        (rc = bind(m, "output_norm.weight", BIND_VECTOR, true, hp->n_embd, 0, &m->out_norm, err)) ||
+        (rc = bind(m, "output.weight", BIND_MATRIX, false, hp->n_embd, hp->n_vocab, &m->output, err)) ||
+        (rc = bind(m, "rope_freqs.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_freqs, err)))
+        return rc;
+    if (!m->output.data) { /* tied embeddings: the output projection is token_embd */
+        if (!kern_dot_for(m->tok_embd.type))
+            return pb_fail(err, PB_EUNSUPPORTED, "%s: token_embd.weight (used as output) has type %s, which plumb "
+                           "cannot multiply yet", gguf_name(m->file), pb_type_name(m->tok_embd.type));
+        m->output = m->tok_embd;
+    }
+    m->weight_bytes = m->output.row_bytes * (uint64_t)m->output.ne[1];
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return pb_fail(err, PB_ENOMEM, "out of memory for %" PRId64 " layers", hp->n_layer);
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        if ((rc = bind_layer(m, l, err)))
+            return rc;
+    return PB_OK;
+}
+
+int model_load(const char *path, struct model **out, pb_err *err)
+{
+    *out = NULL;
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    int rc = gguf_open(path, &m->file, err);
+    if (rc)
+        goto fail;
+    if ((rc = model_hparams_read(m->file, &m->hp, err)))
+        goto fail;
+    m->arch = arch_find(m->hp.arch);
+    if (!m->arch) {
+        rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama)", path,
+                     m->hp.arch);
+        goto fail;
+    }
+    if (m->hp.n_vocab <= 0 || m->hp.n_vocab > INT32_MAX) {
+        rc = pb_fail(err, PB_EFORMAT, "%s: token_embd.weight is missing or has no rows", path);
+        goto fail;
+    }
+    if ((rc = bind_all(m, err)))
+        goto fail;
+    *out = m;
+    return PB_OK;
+fail:
+    model_free(m);
+    return rc;
+}
+
+void model_free(struct model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gguf_close(m->file);
+    free(m);
+}
+
+const struct model_hparams *model_hparams(const struct model *m) { return &m->hp; }
+const struct gguf_file *model_gguf(const struct model *m) { return m->file; }
+uint64_t model_weight_bytes(const struct model *m) { return m->weight_bytes; }
+
+/* ---- contexts ---- */
+
+static size_t max_matmul_scratch(const struct model *m, int n_batch)
+{
+    size_t max = op_matmul_scratch(&m->output, 1);
+    for (int l = 0; l < (int)m->hp.n_layer; l++) {
+        const struct layer_weights *lw = &m->layers[l];
+        const struct pb_tensor *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t s = op_matmul_scratch(ws[i], n_batch);
+            if (s > max)
+                max = s;
+        }
+    }
+    return max;
+}
+
+static float *alloc_floats(size_t n)
+{
+    return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+}
+
+int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err)
+{
+    *out = NULL;
+    const struct model_hparams *hp = &m->hp;
+    if (p->n_ctx < 1 || p->n_ctx > (1 << 24))
+        return pb_fail(err, PB_EINVAL, "context size %" PRId64 " out of range 1..%d", p->n_ctx, 1 << 24);
+    if (p->n_batch < 1)
+        return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
+    struct model_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = p->n_ctx;
+    c->n_batch = p->n_batch < p->n_ctx ? p->n_batch : (int)p->n_ctx;
+    int rc = pool_create(p->n_threads, &c->pool, err);
+    if (rc)
+        goto fail;
+    if ((rc = kv_alloc(&c->kv, (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim, err)))
+        goto fail;
+    const size_t B = (size_t)c->n_batch;
+    const size_t qd = (size_t)(hp->n_head * hp->head_dim);
+    c->x = alloc_floats(B * (size_t)hp->n_embd);
+    c->xb = alloc_floats(B * (size_t)hp->n_embd);
+    c->q = alloc_floats(B * qd);
+    c->att = alloc_floats(B * qd);
+    c->gate = alloc_floats(B * (size_t)hp->n_ff);
+    c->up = alloc_floats(B * (size_t)hp->n_ff);
+    c->att_scratch = alloc_floats((size_t)pool_size(c->pool) * (size_t)c->n_ctx);
+    size_t act = max_matmul_scratch(m, c->n_batch);
+    c->act = aligned_alloc(64, ((act + 63) / 64) * 64 + 64);
+    if (!c->x || !c->xb || !c->q || !c->att || !c->gate || !c->up || !c->att_scratch || !c->act) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory for activation buffers (batch %d)", c->n_batch);
+        goto fail;
+    }
+    *out = c;
+    return PB_OK;
+fail:
+    model_ctx_free(c);
+    return rc;
+}
+
+void model_ctx_free(struct model_ctx *c)
+{
+    if (!c)
+        return;
+    pool_free(c->pool);
+    kv_free(&c->kv);
+    free(c->x);
+    free(c->xb);
+    free(c->q);
+    free(c->att);
+    free(c->gate);
+    free(c->up);
+    free(c->att_scratch);
+    free(c->act);
+    free(c);
+}
+
+int64_t model_ctx_pos(const struct model_ctx *c) { return c->pos; }
+int64_t model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
+
+void model_ctx_truncate(struct model_ctx *c, int64_t pos)
+{
+    if (pos >= 0 && pos < c->pos)
+        c->pos = pos;
+}
+
+uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
+{
+    return kv_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.kv_dim);
+}
+
+int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
+{
+    if (n <= 0)
+        return pb_fail(err, PB_EINVAL, "nothing to evaluate (0 tokens)");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
+            return pb_fail(err, PB_EINVAL, "token id %" PRId32 " out of range (vocabulary has %" PRId64 " tokens)",
+                           tokens[i], c->m->hp.n_vocab);
+    if ((int64_t)n > c->n_ctx - c->pos)
+        return pb_fail(err, PB_ERANGE, "context full: %" PRId64 " cached + %d new tokens exceed the context size %" PRId64,
+                       c->pos, n, c->n_ctx);
+    for (int i = 0; i < n; i += c->n_batch) {
+        int k = n - i < c->n_batch ? n - i : c->n_batch;
+        int last = i + k == n;
+        int rc = c->m->arch->forward(c, tokens + i, k, last ? logits : NULL, err);
+        if (rc)
+            return rc;
+        c->pos += k;
+    }
+    return PB_OK;
+}

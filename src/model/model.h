@@ -1,0 +1,86 @@
+/* Decoder-only transformer models read from GGUF.
+ *
+ * A model is its hyperparameters, its architecture description and views
+ * of its weights inside the mapped file (nothing is copied but small 1-D
+ * tensors that need converting). A model_ctx is one sequence's state: KV
+ * cache, activation buffers and threads. Many contexts may share a model.
+ *
+ * Each architecture has a description (which optional pieces it has, RoPE
+ * style) and one explicit forward function; they share the layer helpers.
+ */
+#ifndef PLUMB_MODEL_MODEL_H
+#define PLUMB_MODEL_MODEL_H
+
+#include "base/err.h"
+#include "gguf/gguf.h"
+#include "ops/ops.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct model_hparams {
+    char arch[64];        /* general.architecture */
+    int64_t n_vocab;      /* rows of token_embd (0 until weights are read) */
+    int64_t n_ctx_train;  /* <arch>.context_length */
+    int64_t n_embd;       /* <arch>.embedding_length */
+    int64_t n_layer;      /* <arch>.block_count */
+    int64_t n_head;       /* <arch>.attention.head_count */
+    int64_t n_head_kv;    /* <arch>.attention.head_count_kv (GQA), default n_head */
+    int64_t head_dim;     /* <arch>.attention.key_length, default n_embd / n_head */
+    int64_t n_ff;         /* <arch>.feed_forward_length */
+    int64_t n_rot;        /* <arch>.rope.dimension_count, default head_dim */
+    float rms_eps;        /* <arch>.attention.layer_norm_rms_epsilon */
+    float rope_base;      /* <arch>.rope.freq_base, default 10000 */
+};
+
+/* Reads and checks the hyperparameters of f (any supported or unsupported
+ * architecture; n_vocab is filled from token_embd when present). */
+int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_err *err);
+
+struct layer_weights {
+    struct pb_tensor attn_norm;  /* [n_embd] */
+    struct pb_tensor wq;         /* [n_embd] x n_head*head_dim rows */
+    struct pb_tensor wk, wv;     /* [n_embd] x n_head_kv*head_dim rows */
+    struct pb_tensor wo;         /* [n_head*head_dim] x n_embd rows */
+    struct pb_tensor bq, bk, bv; /* optional biases */
+    struct pb_tensor q_norm, k_norm; /* optional per-head RMS norm [head_dim] */
+    struct pb_tensor ffn_norm;   /* [n_embd] */
+    struct pb_tensor ffn_gate, ffn_up; /* [n_embd] x n_ff rows */
+    struct pb_tensor ffn_down;   /* [n_ff] x n_embd rows */
+};
+
+struct model;
+struct model_ctx;
+
+/* Opens path and loads the model (weights mapped, not copied). */
+int model_load(const char *path, struct model **out, pb_err *err);
+void model_free(struct model *m);
+
+const struct model_hparams *model_hparams(const struct model *m);
+const struct gguf_file *model_gguf(const struct model *m);
+/* Bytes of weights the forward pass reads per token (all matrices). */
+uint64_t model_weight_bytes(const struct model *m);
+
+struct model_ctx_params {
+    int64_t n_ctx;   /* KV cache positions */
+    int n_batch;     /* tokens per forward pass (longer inputs are split) */
+    int n_threads;
+};
+
+int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err);
+void model_ctx_free(struct model_ctx *c);
+
+/* Tokens already in the cache (the position of the next token). */
+int64_t model_ctx_pos(const struct model_ctx *c);
+int64_t model_ctx_n_ctx(const struct model_ctx *c);
+/* Forgets cached positions >= pos (0 clears the sequence). */
+void model_ctx_truncate(struct model_ctx *c, int64_t pos);
+/* Bytes the KV cache holds at full context. */
+uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
+
+/* Evaluates n tokens at the next positions and, when logits is non-NULL,
+ * writes the n_vocab logits after the last one. Fails with PB_ERANGE if
+ * the context would overflow, PB_EINVAL for a token id out of range. */
+int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+
+#endif

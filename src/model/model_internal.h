@@ -1,0 +1,71 @@
+/* Shared by the model module's files only: the loaded model, a context,
+ * the architecture descriptions and the layer helpers every forward
+ * function is built from. */
+#ifndef PLUMB_MODEL_INTERNAL_H
+#define PLUMB_MODEL_INTERNAL_H
+
+#include "kv/kv.h"
+#include "model/model.h"
+
+struct model_ctx;
+
+typedef int (*forward_fn)(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+
+struct arch_desc {
+    const char *name;       /* general.architecture */
+    enum rope_style rope;
+    forward_fn forward;
+};
+
+const struct arch_desc *arch_find(const char *name);
+
+struct model {
+    struct model_hparams hp;
+    const struct arch_desc *arch;
+    struct gguf_file *file;
+    struct pb_tensor tok_embd;   /* [n_embd] x n_vocab rows */
+    struct pb_tensor out_norm;   /* [n_embd] */
+    struct pb_tensor output;     /* [n_embd] x n_vocab rows (token_embd when tied) */
+    struct pb_tensor rope_freqs; /* optional [n_rot/2] frequency divisors */
+    struct layer_weights *layers;
+    float **owned;               /* 1-D tensors converted to F32 */
+    int n_owned;
+    uint64_t weight_bytes;
+};
+
+struct model_ctx {
+    const struct model *m;
+    struct pool *pool;
+    struct kv_cache kv;
+    int64_t n_ctx, pos;
+    int n_batch;
+    /* activations, n_batch rows each */
+    float *x;     /* [n_batch x n_embd] residual stream */
+    float *xb;    /* [n_batch x n_embd] normed input / block output */
+    float *q;     /* [n_batch x n_head*head_dim] */
+    float *att;   /* [n_batch x n_head*head_dim] attention output */
+    float *gate;  /* [n_batch x n_ff] */
+    float *up;    /* [n_batch x n_ff] */
+    float *att_scratch; /* [n_threads x n_ctx] scores */
+    void *act;    /* quantized activations for op_matmul */
+};
+
+/* ---- layer helpers (layers.c) ---- */
+
+/* xb[t] = rmsnorm(x[t]) * w for n rows. */
+void layer_norm_rows(const struct model *m, const struct pb_tensor *w, const float *x, float *xb, int n);
+/* Self-attention block of layer l for n tokens starting at c->pos:
+ * reads c->xb (normed input), writes the projected output to c->xb. */
+int layer_attention(struct model_ctx *c, int l, int n, pb_err *err);
+/* SwiGLU feed-forward of layer l: reads c->xb, writes c->xb. */
+int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err);
+/* Final norm of the last row and the output projection into logits. */
+int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err);
+/* x[t] = embedding of tokens[t]. */
+void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);
+
+/* ---- forward functions (one file per architecture) ---- */
+
+int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+
+#endif
