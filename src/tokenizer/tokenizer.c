@@ -1,0 +1,397 @@
+/* Vocabulary loading, lookup, special-token splitting, decoding. */
+#include "tokenizer/tokenizer_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SPACE_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+int32_t tok_lookup(const struct tokenizer *t, const char *text, size_t len)
+{
+    uint64_t mask = t->n_slots - 1;
+    for (uint64_t i = hash_bytes(text, len) & mask;; i = (i + 1) & mask) {
+        int32_t id = t->slots[i];
+        if (id < 0)
+            return -1;
+        if (t->tok[id].len == len && memcmp(t->tok[id].text, text, len) == 0)
+            return id;
+    }
+}
+
+/* Inserts id; a later token with the same text replaces the earlier one,
+ * as in the reference implementation. */
+static void insert(struct tokenizer *t, int32_t id)
+{
+    uint64_t mask = t->n_slots - 1;
+    const struct tok_entry *e = &t->tok[id];
+    for (uint64_t i = hash_bytes(e->text, e->len) & mask;; i = (i + 1) & mask) {
+        int32_t cur = t->slots[i];
+        if (cur < 0 || (t->tok[cur].len == e->len && memcmp(t->tok[cur].text, e->text, e->len) == 0)) {
+            t->slots[i] = id;
+            return;
+        }
+    }
+}
+
+int tok_ids_push(struct tok_ids *ids, int32_t id)
+{
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        int32_t *v = realloc(ids->v, cap * sizeof *v);
+        if (!v)
+            return PB_ENOMEM;
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n++] = id;
+    return PB_OK;
+}
+
+/* Reads an optional token id key; absent keeps *id. */
+static int read_id(const struct gguf_file *f, const char *key, int32_t n, int32_t *id, pb_err *err)
+{
+    int64_t v;
+    int rc = gguf_get_int(f, key, &v, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return PB_OK;
+    if (v == UINT32_MAX) /* u32 -1: converters write it for "none" */
+        v = -1;
+    if (v < -1 || v >= n)
+        return pb_fail(err, PB_EFORMAT, "%s: %s is %" PRId64 ", outside the vocabulary of %" PRId32 " tokens",
+                       gguf_name(f), key, v, n);
+    *id = (int32_t)v;
+    return PB_OK;
+}
+
+static int read_flag(const struct gguf_file *f, const char *key, bool *flag, pb_err *err)
+{
+    int rc = gguf_get_bool(f, key, flag, err);
+    return rc < 0 ? rc : PB_OK;
+}
+
+struct special_key {
+    uint32_t len;
+    int32_t id;
+};
+
+/* longest text first, then lowest id */
+static int cmp_special(const void *a, const void *b)
+{
+    const struct special_key *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int load_vocab(const struct gguf_file *f, struct tokenizer *t, pb_err *err)
+{
+    const char *name = gguf_name(f);
+    struct gguf_arr toks, scores = {0}, types = {0};
+    int rc = gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return pb_fail(err, PB_EFORMAT, "%s: no vocabulary (tokenizer.ggml.tokens is missing)", name);
+    if (toks.type != GGUF_STRING || toks.n == 0 || toks.n > INT32_MAX / 4)
+        return pb_fail(err, PB_EFORMAT, "%s: tokenizer.ggml.tokens must be a non-empty array of strings", name);
+    t->n = (int32_t)toks.n;
+    if ((rc = gguf_get_arr(f, "tokenizer.ggml.scores", &scores, err)) < 0)
+        return rc;
+    if (rc && (scores.n != toks.n || (scores.type != GGUF_F32 && scores.type != GGUF_F64)))
+        return pb_fail(err, PB_EFORMAT, "%s: tokenizer.ggml.scores must hold %" PRId32 " floats", name, t->n);
+    if ((rc = gguf_get_arr(f, "tokenizer.ggml.token_type", &types, err)) < 0)
+        return rc;
+    if (rc && (types.n != toks.n || !gguf_arr_is_int(&types)))
+        return pb_fail(err, PB_EFORMAT, "%s: tokenizer.ggml.token_type must hold %" PRId32 " integers", name, t->n);
+
+    size_t arena = 0;
+    for (int32_t i = 0; i < t->n; i++) {
+        struct gguf_str s = gguf_arr_str(&toks, (uint64_t)i);
+        if (s.len > 65535)
+            return pb_fail(err, PB_EFORMAT, "%s: token %" PRId32 " is %" PRIu64 " bytes long", name, i, s.len);
+        arena += s.len + 1;
+    }
+    t->tok = calloc((size_t)t->n, sizeof *t->tok);
+    t->arena = malloc(arena);
+    t->n_slots = 1;
+    while (t->n_slots < 2 * (uint64_t)t->n)
+        t->n_slots <<= 1;
+    t->slots = malloc(t->n_slots * sizeof *t->slots);
+    if (!t->tok || !t->arena || !t->slots)
+        return pb_fail(err, PB_ENOMEM, "%s: out of memory for a vocabulary of %" PRId32 " tokens", name, t->n);
+    memset(t->slots, 0xff, t->n_slots * sizeof *t->slots);
+
+    char *p = t->arena;
+    for (int32_t i = 0; i < t->n; i++) {
+        struct gguf_str s = gguf_arr_str(&toks, (uint64_t)i);
+        memcpy(p, s.data, s.len);
+        p[s.len] = 0;
+        struct tok_entry *e = &t->tok[i];
+        e->text = p;
+        e->len = (uint32_t)s.len;
+        e->score = scores.n ? (float)gguf_arr_float(&scores, (uint64_t)i) : 0.0f;
+        int64_t ty = types.n ? gguf_arr_int(&types, (uint64_t)i) : TOK_NORMAL;
+        e->attr = (uint8_t)(ty >= TOK_NORMAL && ty <= TOK_BYTE ? ty : TOK_NORMAL);
+        p += s.len + 1;
+        insert(t, i);
+    }
+    return PB_OK;
+}
+
+static int find_byte_tokens(struct tokenizer *t)
+{
+    for (int b = 0; b < 256; b++) {
+        char hex[8];
+        snprintf(hex, sizeof hex, "<0x%02X>", b);
+        t->byte_id[b] = tok_lookup(t, hex, 6);
+    }
+    return PB_OK;
+}
+
+/* Tokens that are matched as a whole inside text: control, user-defined
+ * and unknown tokens with non-empty text, longest first. */
+static int collect_specials(struct tokenizer *t, pb_err *err)
+{
+    struct special_key *keys = malloc((size_t)t->n * sizeof *keys);
+    t->specials = malloc((size_t)t->n * sizeof *t->specials);
+    if (!keys || !t->specials) {
+        free(keys);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    for (int32_t i = 0; i < t->n; i++) {
+        uint8_t a = t->tok[i].attr;
+        if ((a == TOK_CONTROL || a == TOK_USER_DEFINED || a == TOK_UNKNOWN) && t->tok[i].len > 0)
+            keys[t->n_specials++] = (struct special_key){t->tok[i].len, i};
+    }
+    qsort(keys, (size_t)t->n_specials, sizeof *keys, cmp_special);
+    for (int32_t i = 0; i < t->n_specials; i++)
+        t->specials[i] = keys[i].id;
+    free(keys);
+    return PB_OK;
+}
+
+int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
+{
+    *out = NULL;
+    const char *name = gguf_name(f);
+    struct gguf_str model;
+    int rc = gguf_get_str(f, "tokenizer.ggml.model", &model, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return pb_fail(err, PB_EFORMAT, "%s: no tokenizer (tokenizer.ggml.model is missing)", name);
+    if (!gguf_str_eq(model, "llama"))
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tokenizer '%.*s' is not supported yet (supported: llama)", name,
+                       (int)(model.len > 32 ? 32 : model.len), model.data);
+
+    struct tokenizer *t = calloc(1, sizeof *t);
+    if (!t)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    t->kind = TOK_KIND_SPM;
+    t->bos = 1;
+    t->eos = 2;
+    t->unk = 0;
+    t->eot = t->eom = -1;
+    t->add_bos = true;
+    t->add_eos = false;
+    t->add_space_prefix = true;
+    if ((rc = load_vocab(f, t, err)))
+        goto fail;
+    if (t->n <= 2) /* the defaults above would point past the vocabulary */
+        t->bos = t->eos = -1;
+    if ((rc = read_id(f, "tokenizer.ggml.bos_token_id", t->n, &t->bos, err)) ||
+        (rc = read_id(f, "tokenizer.ggml.eos_token_id", t->n, &t->eos, err)) ||
+        (rc = read_id(f, "tokenizer.ggml.unknown_token_id", t->n, &t->unk, err)) ||
+        (rc = read_id(f, "tokenizer.ggml.eot_token_id", t->n, &t->eot, err)) ||
+        (rc = read_id(f, "tokenizer.ggml.eom_token_id", t->n, &t->eom, err)) ||
+        (rc = read_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos, err)) ||
+        (rc = read_flag(f, "tokenizer.ggml.add_eos_token", &t->add_eos, err)) ||
+        (rc = read_flag(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) ||
+        (rc = find_byte_tokens(t)) || (rc = collect_specials(t, err)))
+        goto fail;
+    *out = t;
+    return PB_OK;
+fail:
+    tok_free(t);
+    return rc;
+}
+
+void tok_free(struct tokenizer *t)
+{
+    if (!t)
+        return;
+    free(t->tok);
+    free(t->arena);
+    free(t->slots);
+    free(t->specials);
+    free(t);
+}
+
+enum tok_kind tok_kind(const struct tokenizer *t) { return t->kind; }
+const char *tok_kind_name(const struct tokenizer *t) { (void)t; return "SentencePiece (llama)"; }
+int32_t tok_n_vocab(const struct tokenizer *t) { return t->n; }
+int32_t tok_bos(const struct tokenizer *t) { return t->bos; }
+int32_t tok_eos(const struct tokenizer *t) { return t->eos; }
+bool tok_add_bos(const struct tokenizer *t) { return t->add_bos && t->bos >= 0; }
+
+bool tok_is_eog(const struct tokenizer *t, int32_t id)
+{
+    return id >= 0 && (id == t->eos || id == t->eot || id == t->eom);
+}
+
+enum tok_attr tok_attr(const struct tokenizer *t, int32_t id)
+{
+    return id >= 0 && id < t->n ? (enum tok_attr)t->tok[id].attr : TOK_UNDEFINED;
+}
+
+const char *tok_text(const struct tokenizer *t, int32_t id, size_t *len)
+{
+    if (id < 0 || id >= t->n) {
+        *len = 0;
+        return "";
+    }
+    *len = t->tok[id].len;
+    return t->tok[id].text;
+}
+
+/* The special token matching text at its start, or -1. */
+static int32_t match_special(const struct tokenizer *t, const char *text, size_t len, bool parse_special)
+{
+    for (int32_t i = 0; i < t->n_specials; i++) {
+        const struct tok_entry *e = &t->tok[t->specials[i]];
+        if (!parse_special && e->attr != TOK_USER_DEFINED)
+            continue;
+        if (e->len <= len && memcmp(e->text, text, e->len) == 0)
+            return t->specials[i];
+    }
+    return -1;
+}
+
+int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
+               int32_t **out, size_t *n_out, pb_err *err)
+{
+    struct tok_ids ids = {0};
+    int rc = PB_OK;
+    *out = NULL;
+    *n_out = 0;
+    if (add_special && tok_add_bos(t))
+        rc = tok_ids_push(&ids, t->bos);
+    /* split the text at special tokens; each raw run is encoded on its own,
+     * the first (and any after a special token) with the space prefix */
+    bool prev_special = true;
+    size_t run = 0;
+    for (size_t i = 0; i <= len && rc == PB_OK;) {
+        int32_t sp = i < len && t->n_specials ? match_special(t, text + i, len - i, parse_special) : -1;
+        if (i < len && sp < 0) {
+            i++;
+            continue;
+        }
+        if (i > run) {
+            /* raw text [run, i) */
+            size_t n = i - run;
+            size_t extra = t->add_space_prefix && prev_special ? 1 : 0;
+            char *buf = malloc(n + extra);
+            if (!buf) {
+                rc = PB_ENOMEM;
+                break;
+            }
+            if (extra)
+                buf[0] = ' ';
+            memcpy(buf + extra, text + run, n);
+            rc = spm_encode(t, buf, n + extra, &ids);
+            free(buf);
+            prev_special = false;
+        }
+        if (sp >= 0 && rc == PB_OK) {
+            rc = tok_ids_push(&ids, sp);
+            prev_special = true;
+            i += t->tok[sp].len;
+            run = i;
+            continue;
+        }
+        break; /* i == len */
+    }
+    if (rc == PB_OK && add_special && t->add_eos && t->eos >= 0)
+        rc = tok_ids_push(&ids, t->eos);
+    if (rc) {
+        free(ids.v);
+        return pb_fail(err, rc, "out of memory tokenizing %zu bytes", len);
+    }
+    *out = ids.v;
+    *n_out = ids.n;
+    return PB_OK;
+}
+
+static size_t put(char *buf, size_t size, const char *s, size_t n)
+{
+    if (size)
+        memcpy(buf, s, n < size ? n : size);
+    return n;
+}
+
+size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size)
+{
+    if (id < 0 || id >= t->n)
+        return 0;
+    const struct tok_entry *e = &t->tok[id];
+    switch (e->attr) {
+    case TOK_BYTE: {
+        unsigned v;
+        if (e->len == 6 && sscanf(e->text, "<0x%02X>", &v) == 1) {
+            char b = (char)v;
+            return put(buf, size, &b, 1);
+        }
+        return put(buf, size, e->text, e->len);
+    }
+    case TOK_CONTROL:
+    case TOK_UNKNOWN:
+        return special ? put(buf, size, e->text, e->len) : 0;
+    case TOK_USER_DEFINED:
+        return put(buf, size, e->text, e->len);
+    default: {
+        /* normal: the visible-space mark decodes to a space */
+        size_t o = 0;
+        for (size_t i = 0; i < e->len;) {
+            if (e->len - i >= 3 && memcmp(e->text + i, SPACE_MARK, 3) == 0) {
+                if (o < size)
+                    buf[o] = ' ';
+                o++;
+                i += 3;
+            } else {
+                if (o < size)
+                    buf[o] = e->text[i];
+                o++;
+                i++;
+            }
+        }
+        return o;
+    }
+    }
+}
+
+size_t tok_utf8_complete(const char *buf, size_t len)
+{
+    /* look back at most 3 bytes for the start of a multi-byte sequence */
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)buf[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue; /* continuation byte: keep looking */
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? len - back : len;
+    }
+    return len;
+}

@@ -1,0 +1,70 @@
+/* Tokenizers read from GGUF metadata (tokenizer.ggml.*).
+ *
+ * Supported: SentencePiece-style vocabularies (tokenizer.ggml.model =
+ * "llama"): scores, byte fallback, BOS/EOS, the leading-space prefix.
+ * Encoding follows the reference implementation's algorithm so that ids
+ * agree with it token for token.
+ *
+ * Special tokens (control, user-defined) written in the text are matched
+ * as single tokens only when the caller passes parse_special; user text
+ * does not by default.
+ */
+#ifndef PLUMB_TOKENIZER_TOKENIZER_H
+#define PLUMB_TOKENIZER_TOKENIZER_H
+
+#include "base/err.h"
+#include "gguf/gguf.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tok_kind {
+    TOK_KIND_SPM, /* "llama": SentencePiece with byte fallback */
+};
+
+/* Token attributes, numbered as GGUF's tokenizer.ggml.token_type. */
+enum tok_attr {
+    TOK_UNDEFINED = 0,
+    TOK_NORMAL = 1,
+    TOK_UNKNOWN = 2,
+    TOK_CONTROL = 3,
+    TOK_USER_DEFINED = 4,
+    TOK_UNUSED = 5,
+    TOK_BYTE = 6,
+};
+
+struct tokenizer;
+
+int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err);
+void tok_free(struct tokenizer *t);
+
+enum tok_kind tok_kind(const struct tokenizer *t);
+const char *tok_kind_name(const struct tokenizer *t);
+int32_t tok_n_vocab(const struct tokenizer *t);
+int32_t tok_bos(const struct tokenizer *t); /* -1 when none */
+int32_t tok_eos(const struct tokenizer *t); /* -1 when none */
+bool tok_add_bos(const struct tokenizer *t);
+/* True for ids that end generation (EOS, EOT, EOM). */
+bool tok_is_eog(const struct tokenizer *t, int32_t id);
+enum tok_attr tok_attr(const struct tokenizer *t, int32_t id);
+/* The token's text as stored in the vocabulary. */
+const char *tok_text(const struct tokenizer *t, int32_t id, size_t *len);
+
+/* Encodes len bytes of text. add_special adds BOS (and EOS) where the
+ * vocabulary says to. *out (allocated, caller frees) receives *n_out ids. */
+int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
+               int32_t **out, size_t *n_out, pb_err *err);
+
+/* The bytes token id stands for when decoded (byte tokens give their
+ * byte, "\xe2\x96\x81" gives a space). Control and unknown tokens give
+ * nothing unless special is set, then their text. Writes at most size
+ * bytes to buf and returns the piece's full length. */
+size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size);
+
+/* Streaming helper: how many leading bytes of buf end on a complete UTF-8
+ * character. A trailing incomplete sequence is held back; invalid bytes
+ * are let through so that nothing is held forever. */
+size_t tok_utf8_complete(const char *buf, size_t len);
+
+#endif
