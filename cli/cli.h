@@ -1,0 +1,50 @@
+/* Shared pieces of the plumb command-line tool. The CLI is a thin client
+ * of libplumb: it parses arguments, calls the library, prints results. */
+#ifndef PLUMB_CLI_H
+#define PLUMB_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#define PLUMB_VERSION "0.1.0"
+
+/* Exit statuses: 0 ok, 1 the command failed, 2 bad usage. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+int cmd_show(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+/* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the error, a hint to use --help, and returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict number parsing for option values: the whole string must be a
+ * number within [lo, hi]. On failure prints an error naming opt. */
+bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
+bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
+/* "1.23 GiB", "512 B", ... */
+void cli_fmt_bytes(uint64_t n, char *buf, size_t size);
+/* "1.10 B", "4.59 M", "260.1 K" */
+void cli_fmt_count(uint64_t n, char *buf, size_t size);
+
+/* Prints a JSON value to stdout followed by a newline and frees it. */
+int cli_print_json(json_t *v);
+
+/* True when fd 2 is a terminal (progress bars go there only then). */
+bool cli_stderr_is_tty(void);
+
+
+
+/* A JSON string from bytes that may not be valid UTF-8 (model output):
+ * invalid sequences become U+FFFD. */
+json_t *cli_json_text(const char *s, size_t len);
+#endif

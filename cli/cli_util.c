@@ -1,0 +1,160 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "plumb %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "plumb %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'plumb %s --help'.\n", cmd);
+    return CLI_USAGE;
+}
+
+bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects an integer in %lld..%lld, got '%s'", opt, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s expects a number in %g..%g, got '%s'", opt, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+void cli_fmt_bytes(uint64_t n, char *buf, size_t size)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, size, "%llu B", (unsigned long long)n);
+    else
+        snprintf(buf, size, "%.2f %s", v, units[u]);
+}
+
+void cli_fmt_count(uint64_t n, char *buf, size_t size)
+{
+    if (n >= 1000000000ull)
+        snprintf(buf, size, "%.2f B", (double)n / 1e9);
+    else if (n >= 1000000ull)
+        snprintf(buf, size, "%.2f M", (double)n / 1e6);
+    else if (n >= 1000ull)
+        snprintf(buf, size, "%.1f K", (double)n / 1e3);
+    else
+        snprintf(buf, size, "%llu", (unsigned long long)n);
+}
+
+int cli_print_json(json_t *v)
+{
+    if (!v) {
+        fprintf(stderr, "plumb: out of memory building JSON\n");
+        return CLI_FAIL;
+    }
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    json_decref(v);
+    if (!s) {
+        fprintf(stderr, "plumb: out of memory printing JSON\n");
+        return CLI_FAIL;
+    }
+    puts(s);
+    free(s);
+    return CLI_OK;
+}
+
+bool cli_stderr_is_tty(void)
+{
+    return isatty(STDERR_FILENO) == 1;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_valid_len(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len;
+    unsigned min;
+    if ((s[0] & 0xE0) == 0xC0) {
+        len = 2;
+        min = 0x80;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        len = 3;
+        min = 0x800;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    unsigned cp = s[0] & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+json_t *cli_json_text(const char *s, size_t len)
+{
+    char *buf = malloc(len * 3 + 1);
+    if (!buf)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_valid_len((const unsigned char *)s + i, len - i);
+        if (k == 0) {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    json_t *v = json_stringn(buf, o);
+    free(buf);
+    return v;
+}

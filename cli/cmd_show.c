@@ -1,0 +1,224 @@
+/* plumb show: what a GGUF file holds. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "quant/ftype.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <string.h>
+
+static void help(void)
+{
+    printf("Usage: plumb show FILE [OPTIONS]\n"
+           "\n"
+           "Describes a GGUF model: architecture, parameter count, shape, tensor\n"
+           "types and sizes, context length, tokenizer, chat template.\n"
+           "\n"
+           "Options:\n"
+           "      --json       print a JSON object\n"
+           "      --tensors    also list every tensor\n"
+           "      --metadata   also list every metadata key\n"
+           "  -h, --help       this help\n"
+           "\n"
+           "Example:\n"
+           "  plumb show tiny-llama-q4_0.gguf --tensors\n");
+}
+
+struct type_sum {
+    uint64_t tensors, params, bytes;
+};
+
+static json_t *str_json(struct gguf_str s)
+{
+    return cli_json_text(s.data, (size_t)s.len);
+}
+
+static int show(const struct gguf_file *f, bool json, bool tensors, bool metadata)
+{
+    struct type_sum sums[PB_TYPE_COUNT] = {{0}};
+    uint64_t n_params = 0, n_bytes = 0;
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const struct gguf_tensor *t = gguf_tensor(f, i);
+        uint64_t nel = (uint64_t)gguf_tensor_nelements(t);
+        sums[t->type].tensors++;
+        sums[t->type].params += nel;
+        sums[t->type].bytes += t->nbytes;
+        n_params += nel;
+        n_bytes += t->nbytes;
+    }
+    pb_err herr = {0};
+    struct model_hparams hp;
+    bool have_hp = model_hparams_read(f, &hp, &herr) == PB_OK;
+    struct gguf_str arch = {0, ""}, name = {0, ""}, tokm = {0, ""}, tmpl = {0, ""};
+    bool has_arch = gguf_get_str(f, "general.architecture", &arch, NULL) == 1;
+    bool has_name = gguf_get_str(f, "general.name", &name, NULL) == 1;
+    bool has_tok = gguf_get_str(f, "tokenizer.ggml.model", &tokm, NULL) == 1;
+    bool has_tmpl = gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL) == 1;
+    struct gguf_arr toks = {0};
+    uint64_t n_tokens = gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, NULL) == 1 ? toks.n : 0;
+    int64_t ftype = -1;
+    if (gguf_get_int(f, "general.file_type", &ftype, NULL) != 1)
+        ftype = -1;
+    const char *ftype_name = ftype >= 0 ? pb_ftype_name(ftype) : NULL;
+
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "file", json_string(gguf_name(f)));
+        json_object_set_new(o, "size_bytes", json_integer((json_int_t)gguf_file_size(f)));
+        json_object_set_new(o, "gguf_version", json_integer(gguf_version(f)));
+        json_object_set_new(o, "architecture", has_arch ? str_json(arch) : json_null());
+        json_object_set_new(o, "name", has_name ? str_json(name) : json_null());
+        json_object_set_new(o, "file_type", ftype_name ? json_string(ftype_name) : json_null());
+        json_object_set_new(o, "parameters", json_integer((json_int_t)n_params));
+        json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)n_bytes));
+        if (have_hp) {
+            json_object_set_new(o, "context_length", json_integer(hp.n_ctx_train));
+            json_object_set_new(
+                o, "hparams",
+                json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "n_vocab", (json_int_t)hp.n_vocab, "n_embd",
+                          (json_int_t)hp.n_embd, "n_layer", (json_int_t)hp.n_layer, "n_head", (json_int_t)hp.n_head,
+                          "n_head_kv", (json_int_t)hp.n_head_kv, "head_dim", (json_int_t)hp.head_dim, "n_ff",
+                          (json_int_t)hp.n_ff, "n_rot", (json_int_t)hp.n_rot, "rope_freq_base", (double)hp.rope_base,
+                          "rms_eps", (double)hp.rms_eps));
+        } else {
+            json_object_set_new(o, "context_length", json_null());
+            json_object_set_new(o, "hparams_error", json_string(herr.msg));
+        }
+        json_object_set_new(o, "tokenizer",
+                            has_tok ? json_pack("{s:o,s:I}", "model", str_json(tokm), "tokens", (json_int_t)n_tokens)
+                                    : json_null());
+        json_object_set_new(o, "chat_template", json_boolean(has_tmpl));
+        json_t *types = json_array();
+        for (int t = 0; t < PB_TYPE_COUNT; t++)
+            if (sums[t].tensors)
+                json_array_append_new(types, json_pack("{s:s,s:I,s:I,s:I}", "type", pb_type_name((uint32_t)t),
+                                                       "tensors", (json_int_t)sums[t].tensors, "parameters",
+                                                       (json_int_t)sums[t].params, "bytes", (json_int_t)sums[t].bytes));
+        json_object_set_new(o, "tensor_types", types);
+        if (tensors) {
+            json_t *ta = json_array();
+            for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+                const struct gguf_tensor *t = gguf_tensor(f, i);
+                json_t *shape = json_array();
+                for (uint32_t d = 0; d < t->n_dims; d++)
+                    json_array_append_new(shape, json_integer(t->ne[d]));
+                json_array_append_new(ta, json_pack("{s:s,s:s,s:o,s:I,s:I}", "name", t->name, "type",
+                                                    pb_type_name(t->type), "shape", shape, "bytes",
+                                                    (json_int_t)t->nbytes, "offset", (json_int_t)t->offset));
+            }
+            json_object_set_new(o, "tensors", ta);
+        }
+        if (metadata) {
+            json_t *mo = json_object();
+            for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
+                char buf[256];
+                gguf_kv_format(f, i, buf, sizeof buf);
+                json_object_set_new(mo, gguf_kv_key(f, i),
+                                    gguf_kv_type(f, i) == GGUF_STRING ? str_json(gguf_kv_str(f, i))
+                                                                      : cli_json_text(buf, strlen(buf)));
+            }
+            json_object_set_new(o, "metadata", mo);
+        }
+        return cli_print_json(o);
+    }
+
+    char a[32], b[32];
+    cli_fmt_bytes(gguf_file_size(f), a, sizeof a);
+    printf("file            %s (%s)\n", gguf_name(f), a);
+    printf("format          GGUF v%u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64 "\n",
+           gguf_version(f), gguf_n_kv(f), gguf_n_tensors(f), gguf_alignment(f));
+    printf("architecture    %.*s\n", has_arch ? (int)arch.len : 1, has_arch ? arch.data : "-");
+    if (has_name)
+        printf("name            %.*s\n", (int)(name.len > 200 ? 200 : name.len), name.data);
+    if (ftype_name)
+        printf("file type       %s\n", ftype_name);
+    cli_fmt_count(n_params, a, sizeof a);
+    cli_fmt_bytes(n_bytes, b, sizeof b);
+    printf("parameters      %s (%s of tensor data)\n", a, b);
+    if (have_hp) {
+        printf("context length  %" PRId64 "\n", hp.n_ctx_train);
+        printf("shape           %" PRId64 " layers, embedding %" PRId64 ", FFN %" PRId64 ", vocabulary %" PRId64 "\n",
+               hp.n_layer, hp.n_embd, hp.n_ff, hp.n_vocab);
+        printf("attention       %" PRId64 " heads, %" PRId64 " KV heads, head size %" PRId64
+               ", RoPE base %g on %" PRId64 " dims, RMS eps %g\n",
+               hp.n_head, hp.n_head_kv, hp.head_dim, (double)hp.rope_base, hp.n_rot, (double)hp.rms_eps);
+    } else if (has_arch) {
+        printf("shape           unknown (%s)\n", herr.msg);
+    }
+    if (has_tok)
+        printf("tokenizer       %.*s, %" PRIu64 " tokens\n", (int)(tokm.len > 64 ? 64 : tokm.len), tokm.data,
+               n_tokens);
+    else
+        printf("tokenizer       none\n");
+    if (has_tmpl)
+        printf("chat template   present (%" PRIu64 " bytes)\n", tmpl.len);
+    else
+        printf("chat template   absent\n");
+    printf("\n%-8s %8s %12s %12s\n", "type", "tensors", "parameters", "size");
+    for (int t = 0; t < PB_TYPE_COUNT; t++) {
+        if (!sums[t].tensors)
+            continue;
+        cli_fmt_count(sums[t].params, a, sizeof a);
+        cli_fmt_bytes(sums[t].bytes, b, sizeof b);
+        printf("%-8s %8" PRIu64 " %12s %12s\n", pb_type_name((uint32_t)t), sums[t].tensors, a, b);
+    }
+    if (tensors) {
+        printf("\n%-40s %-8s %-28s %12s\n", "tensor", "type", "shape", "size");
+        for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+            const struct gguf_tensor *t = gguf_tensor(f, i);
+            char shape[64];
+            int o = 0;
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                o += snprintf(shape + o, sizeof shape - (size_t)o, d ? " x %" PRId64 : "%" PRId64, t->ne[d]);
+            cli_fmt_bytes(t->nbytes, b, sizeof b);
+            printf("%-40s %-8s %-28s %12s\n", t->name, pb_type_name(t->type), shape, b);
+        }
+    }
+    if (metadata) {
+        printf("\n%-48s %-7s %s\n", "key", "type", "value");
+        for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
+            char buf[120];
+            gguf_kv_format(f, i, buf, sizeof buf);
+            printf("%-48s %-7s %s\n", gguf_kv_key(f, i), gguf_vtype_name(gguf_kv_type(f, i)), buf);
+        }
+    }
+    return CLI_OK;
+}
+
+enum { OPT_JSON = 256, OPT_TENSORS, OPT_METADATA };
+
+int cmd_show(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, 0, OPT_JSON},
+        {"tensors", no_argument, 0, OPT_TENSORS},
+        {"metadata", no_argument, 0, OPT_METADATA},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    bool json = false, tensors = false, metadata = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_JSON: json = true; break;
+        case OPT_TENSORS: tensors = true; break;
+        case OPT_METADATA: metadata = true; break;
+        case 'h': help(); return CLI_OK;
+        default: return cli_usage_error("show", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error("show", argc - optind == 0 ? "no file given" : "expected one file");
+    pb_err err = {0};
+    struct gguf_file *f;
+    if (gguf_open(argv[optind], &f, &err))
+        return cli_error("show", "%s", err.msg);
+    int rc = show(f, json, tensors, metadata);
+    gguf_close(f);
+    return rc;
+}

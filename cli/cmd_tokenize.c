@@ -1,0 +1,120 @@
+/* plumb tokenize: the ids a model's tokenizer gives a text. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void help(void)
+{
+    printf("Usage: plumb tokenize MODEL (TEXT | -f FILE) [OPTIONS]\n"
+           "\n"
+           "Prints the token ids of TEXT, space-separated, BOS first when the\n"
+           "vocabulary adds one. MODEL may be a vocabulary-only GGUF.\n"
+           "\n"
+           "Options:\n"
+           "  -f, --file FILE   tokenize the exact bytes of FILE\n"
+           "      --no-bos      do not add BOS (or EOS) tokens\n"
+           "      --special     parse special tokens written in the text (<s>, ...)\n"
+           "      --json        print {\"tokens\":[...],\"pieces\":[...]}\n"
+           "  -h, --help        this help\n"
+           "\n"
+           "Example:\n"
+           "  plumb tokenize stories260K.gguf \"Once upon a time\"\n");
+}
+
+enum { OPT_NO_BOS = 256, OPT_SPECIAL, OPT_JSON };
+
+int cmd_tokenize(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"file", required_argument, 0, 'f'},
+        {"no-bos", no_argument, 0, OPT_NO_BOS},
+        {"special", no_argument, 0, OPT_SPECIAL},
+        {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    bool add_bos = true, special = false, json = false;
+    const char *file = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': file = optarg; break;
+        case OPT_NO_BOS: add_bos = false; break;
+        case OPT_SPECIAL: special = true; break;
+        case OPT_JSON: json = true; break;
+        case 'h': help(); return CLI_OK;
+        case ':': return cli_usage_error("tokenize", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("tokenize", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    int want = file ? 1 : 2;
+    if (argc - optind != want)
+        return cli_usage_error("tokenize", file ? "expected MODEL and -f FILE" : "expected MODEL and TEXT");
+
+    const char *text = file ? NULL : argv[optind + 1];
+    size_t len = text ? strlen(text) : 0;
+    char *buf = NULL;
+    if (file) {
+        FILE *f = fopen(file, "rb");
+        if (!f)
+            return cli_error("tokenize", "cannot open %s", file);
+        size_t cap = 1 << 16;
+        buf = malloc(cap);
+        while (buf) {
+            len += fread(buf + len, 1, cap - len, f);
+            if (len < cap)
+                break;
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = nb;
+        }
+        fclose(f);
+        if (!buf)
+            return cli_error("tokenize", "out of memory reading %s", file);
+        text = buf;
+    }
+
+    pb_err err = {0};
+    struct gguf_file *g = NULL;
+    struct tokenizer *t = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int status = CLI_FAIL;
+    if (gguf_open(argv[optind], &g, &err) || tok_load(g, &t, &err) ||
+        tok_encode(t, text, len, add_bos, special, &ids, &n, &err)) {
+        cli_error("tokenize", "%s", err.msg);
+        goto done;
+    }
+    if (json) {
+        json_t *jt = json_array(), *jp = json_array();
+        for (size_t i = 0; i < n; i++) {
+            char piece[512];
+            size_t pl = tok_piece(t, ids[i], true, piece, sizeof piece);
+            json_array_append_new(jt, json_integer(ids[i]));
+            json_array_append_new(jp, cli_json_text(piece, pl < sizeof piece ? pl : sizeof piece));
+        }
+        status = cli_print_json(json_pack("{s:o,s:o}", "tokens", jt, "pieces", jp));
+    } else {
+        for (size_t i = 0; i < n; i++)
+            printf(i ? " %d" : "%d", (int)ids[i]);
+        putchar('\n');
+        status = CLI_OK;
+    }
+done:
+    free(ids);
+    tok_free(t);
+    gguf_close(g);
+    free(buf);
+    return status;
+}

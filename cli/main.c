@@ -1,0 +1,67 @@
+/* plumb: the command-line entry point. Dispatches to one function per
+ * command; each command parses its own options and prints its own help. */
+#include "cli.h"
+
+#include <string.h>
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"run", cmd_run, "generate text from a model, streamed, with speed figures"},
+    {"show", cmd_show, "describe a GGUF model file (architecture, size, tensors, tokenizer)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
+    {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "plumb %s - the local LLM technician's tool\n"
+            "\n"
+            "Usage: plumb COMMAND [OPTIONS]\n"
+            "\n"
+            "Commands:\n",
+            PLUMB_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n"
+                 "Run 'plumb COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        if (argc > 2 && strcmp(name, "help") == 0) {
+            for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+                if (!strcmp(argv[2], commands[i].name)) {
+                    char *sub[] = {argv[2], "--help", NULL};
+                    return commands[i].fn(2, sub);
+                }
+            }
+            fprintf(stderr, "plumb: unknown command '%s'\n", argv[2]);
+            return CLI_USAGE;
+        }
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+        printf("plumb %s\n", PLUMB_VERSION);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(name, commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "plumb: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return CLI_USAGE;
+}
