@@ -36,8 +36,9 @@ void cli_fmt_bytes(uint64_t n, char *buf, size_t size);
 /* "1.10 B", "4.59 M", "260.1 K" */
 void cli_fmt_count(uint64_t n, char *buf, size_t size);
 
-/* Prints a JSON value to stdout followed by a newline and frees it. */
-int cli_print_json(json_t *v);
+/* Prints a JSON value to stdout followed by a newline and frees it:
+ * indented when pretty, else on one line (long token lists). */
+int cli_print_json(json_t *v, bool pretty);
 
 /* True when fd 2 is a terminal (progress bars go there only then). */
 bool cli_stderr_is_tty(void);
@@ -47,4 +48,8 @@ bool cli_stderr_is_tty(void);
 /* A JSON string from bytes that may not be valid UTF-8 (model output):
  * invalid sequences become U+FFFD. */
 json_t *cli_json_text(const char *s, size_t len);
+/* A progress bar on stderr, redrawn in place, only when stderr is a
+ * terminal; done == total ends the line. */
+void cli_progress(uint64_t done, uint64_t total, const char *label);
+
 #endif

@@ -82,13 +82,14 @@ void cli_fmt_count(uint64_t n, char *buf, size_t size)
         snprintf(buf, size, "%llu", (unsigned long long)n);
 }
 
-int cli_print_json(json_t *v)
+int cli_print_json(json_t *v, bool pretty)
 {
     if (!v) {
         fprintf(stderr, "plumb: out of memory building JSON\n");
         return CLI_FAIL;
     }
-    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    size_t flags = JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
+    char *s = json_dumps(v, flags);
     json_decref(v);
     if (!s) {
         fprintf(stderr, "plumb: out of memory printing JSON\n");
@@ -157,4 +158,20 @@ json_t *cli_json_text(const char *s, size_t len)
     json_t *v = json_stringn(buf, o);
     free(buf);
     return v;
+}
+
+void cli_progress(uint64_t done, uint64_t total, const char *label)
+{
+    if (!cli_stderr_is_tty() || total == 0)
+        return;
+    const int width = 30;
+    int fill = (int)((double)done / (double)total * width);
+    char a[32], b[32];
+    cli_fmt_bytes(done, a, sizeof a);
+    cli_fmt_bytes(total, b, sizeof b);
+    fprintf(stderr, "\r\033[K[%.*s%*s] %3d%% %s / %s  %.40s", fill, "##############################", width - fill, "",
+            (int)(100.0 * (double)done / (double)total), a, b, label ? label : "");
+    if (done >= total)
+        fputc('\n', stderr);
+    fflush(stderr);
 }

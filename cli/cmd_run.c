@@ -327,7 +327,7 @@ int cmd_run(int argc, char **argv)
                             json_pack("{s:f,s:f,s:f,s:I}", "load_s", engine_load_seconds(e), "prompt_s", gs.t_prompt,
                                       "gen_s", gs.t_gen, "peak_rss_bytes", (json_int_t)sys_peak_rss()));
         st.tokens = st.top = NULL;
-        status = cli_print_json(out);
+        status = cli_print_json(out, false);
     } else {
         status = CLI_OK;
     }

@@ -122,7 +122,7 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
             }
             json_object_set_new(o, "metadata", mo);
         }
-        return cli_print_json(o);
+        return cli_print_json(o, true);
     }
 
     char a[32], b[32];

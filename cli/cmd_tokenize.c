@@ -104,7 +104,7 @@ int cmd_tokenize(int argc, char **argv)
             json_array_append_new(jt, json_integer(ids[i]));
             json_array_append_new(jp, cli_json_text(piece, pl < sizeof piece ? pl : sizeof piece));
         }
-        status = cli_print_json(json_pack("{s:o,s:o}", "tokens", jt, "pieces", jp));
+        status = cli_print_json(json_pack("{s:o,s:o}", "tokens", jt, "pieces", jp), false);
     } else {
         for (size_t i = 0; i < n; i++)
             printf(i ? " %d" : "%d", (int)ids[i]);

@@ -1,0 +1,433 @@
+#define _POSIX_C_SOURCE 200809L
+/* Synthesizing random-weight models of real architectures' shapes. */
+#include "tools/rows.h"
+#include "tools/tools.h"
+
+#include "base/rng.h"
+#include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_BYTES (16u << 20)
+
+/* Dimensions from each model's published config.json. */
+static const struct synth_shape shapes[] = {
+    {"tiny", "llama", 32000, 512, 256, 4, 8, 4, 0, 768, 10000, 1e-5, true, false, false,
+     "the tiny-llama test model's shape"},
+    {"stories260k", "llama", 512, 512, 64, 5, 8, 4, 0, 172, 10000, 1e-5, false, false, false,
+     "karpathy/tinyllamas stories260K"},
+    {"smollm2-135m", "llama", 49152, 8192, 576, 30, 9, 3, 0, 1536, 100000, 1e-5, true, false, false,
+     "HuggingFaceTB/SmolLM2-135M config.json"},
+    {"tinyllama-1.1b", "llama", 32000, 2048, 2048, 22, 32, 4, 0, 5632, 10000, 1e-5, false, false, false,
+     "TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json"},
+    {"llama-3.2-1b", "llama", 128256, 131072, 2048, 16, 32, 8, 64, 8192, 500000, 1e-5, true, false, false,
+     "meta-llama/Llama-3.2-1B config.json"},
+    {"llama-3.2-3b", "llama", 128256, 131072, 3072, 28, 24, 8, 128, 8192, 500000, 1e-5, true, false, false,
+     "meta-llama/Llama-3.2-3B config.json"},
+    {"llama-3.1-8b", "llama", 128256, 131072, 4096, 32, 32, 8, 128, 14336, 500000, 1e-5, false, false, false,
+     "meta-llama/Llama-3.1-8B config.json"},
+    {"mistral-7b", "llama", 32768, 32768, 4096, 32, 32, 8, 128, 14336, 1000000, 1e-5, false, false, false,
+     "mistralai/Mistral-7B-Instruct-v0.3 config.json"},
+    {"qwen2.5-0.5b", "qwen2", 151936, 32768, 896, 24, 14, 2, 64, 4864, 1000000, 1e-6, true, true, false,
+     "Qwen/Qwen2.5-0.5B config.json"},
+    {"qwen2.5-1.5b", "qwen2", 151936, 32768, 1536, 28, 12, 2, 128, 8960, 1000000, 1e-6, true, true, false,
+     "Qwen/Qwen2.5-1.5B config.json"},
+    {"qwen2.5-7b", "qwen2", 152064, 32768, 3584, 28, 28, 4, 128, 18944, 1000000, 1e-6, false, true, false,
+     "Qwen/Qwen2.5-7B config.json"},
+    {"qwen3-0.6b", "qwen3", 151936, 40960, 1024, 28, 16, 8, 128, 3072, 1000000, 1e-6, true, false, true,
+     "Qwen/Qwen3-0.6B config.json"},
+};
+
+size_t synth_n_shapes(void)
+{
+    return sizeof shapes / sizeof shapes[0];
+}
+
+const struct synth_shape *synth_shape_at(size_t i)
+{
+    return i < synth_n_shapes() ? &shapes[i] : NULL;
+}
+
+const struct synth_shape *synth_shape_find(const char *name)
+{
+    for (size_t i = 0; i < synth_n_shapes(); i++)
+        if (strcmp(shapes[i].name, name) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+static int parse_num(const char *key, const char *val, double lo, double hi, double *out, pb_err *err)
+{
+    char *end;
+    double v = strtod(val, &end);
+    if (end == val || *end || !isfinite(v) || v < lo || v > hi)
+        return pb_fail(err, PB_EINVAL, "--dims: %s=%s is not a number in %g..%g", key, val, lo, hi);
+    *out = v;
+    return PB_OK;
+}
+
+int synth_parse_dims(const char *spec, struct synth_shape *s, pb_err *err)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof buf)
+        return pb_fail(err, PB_EINVAL, "--dims: specification too long");
+    strcpy(buf, spec);
+    struct {
+        const char *key;
+        int64_t *dst;
+        double lo, hi;
+    } ints[] = {
+        {"vocab", &s->n_vocab, 4, 1 << 24}, {"ctx", &s->n_ctx, 1, 1 << 24},     {"dim", &s->n_embd, 2, 1 << 16},
+        {"layers", &s->n_layer, 1, 1024},   {"heads", &s->n_head, 1, 1024},     {"kv_heads", &s->n_head_kv, 1, 1024},
+        {"head_dim", &s->head_dim, 0, 4096}, {"ffn", &s->n_ff, 1, 1 << 20},
+    };
+    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq)
+            return pb_fail(err, PB_EINVAL, "--dims: '%s' is not key=value", item);
+        *eq = 0;
+        const char *key = item, *val = eq + 1;
+        double v = 0;
+        int rc, found = 0;
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+            if (strcmp(key, ints[i].key) == 0) {
+                if ((rc = parse_num(key, val, ints[i].lo, ints[i].hi, &v, err)))
+                    return rc;
+                if (v != floor(v))
+                    return pb_fail(err, PB_EINVAL, "--dims: %s must be an integer", key);
+                *ints[i].dst = (int64_t)v;
+                found = 1;
+            }
+        }
+        if (found)
+            continue;
+        if (strcmp(key, "arch") == 0) {
+            if (strcmp(val, "llama") && strcmp(val, "qwen2") && strcmp(val, "qwen3"))
+                return pb_fail(err, PB_EINVAL, "--dims: arch must be llama, qwen2 or qwen3");
+            snprintf(s->arch, sizeof s->arch, "%s", val);
+            s->qkv_bias = strcmp(val, "qwen2") == 0;
+            s->qk_norm = strcmp(val, "qwen3") == 0;
+        } else if (strcmp(key, "rope_base") == 0) {
+            if ((rc = parse_num(key, val, 1, 1e9, &s->rope_base, err)))
+                return rc;
+        } else if (strcmp(key, "eps") == 0) {
+            if ((rc = parse_num(key, val, 1e-12, 1, &s->rms_eps, err)))
+                return rc;
+        } else if (strcmp(key, "tied") == 0) {
+            if ((rc = parse_num(key, val, 0, 1, &v, err)))
+                return rc;
+            s->tied = v != 0;
+        } else {
+            return pb_fail(err, PB_EINVAL, "--dims: unknown key '%s' (known: arch, dim, layers, heads, kv_heads, "
+                           "head_dim, ffn, vocab, ctx, rope_base, eps, tied)", key);
+        }
+    }
+    int64_t hd = s->head_dim ? s->head_dim : (s->n_head ? s->n_embd / s->n_head : 0);
+    if (s->n_head % s->n_head_kv || hd < 2 || hd % 2)
+        return pb_fail(err, PB_EINVAL, "--dims: heads must be a multiple of kv_heads and the head size even "
+                       "(heads %" PRId64 ", kv_heads %" PRId64 ", head size %" PRId64 ")", s->n_head, s->n_head_kv, hd);
+    snprintf(s->name, sizeof s->name, "custom-%s", s->arch);
+    s->source = "--dims";
+    return PB_OK;
+}
+
+/* ---- vocabulary ---- */
+
+/* A SentencePiece-style vocabulary of exactly n tokens: <unk>, <s>, </s>,
+ * the 256 byte tokens, then pieces of growing length (printable ASCII,
+ * then lowercase letter strings, each with and without the space mark),
+ * scored so that earlier pieces win merges. Enough for byte-exact round
+ * trips of any text; the point is a model of the right size, not a good
+ * tokenizer. */
+static int write_builtin_vocab(struct gguf_writer *w, int64_t n, pb_err *err)
+{
+    if (n < 300)
+        return pb_fail(err, PB_EINVAL, "vocabulary of %" PRId64 " is too small for the built-in one (min 300); "
+                       "use --vocab-from", n);
+    struct gguf_str *toks = malloc((size_t)n * sizeof *toks);
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    char *arena = malloc((size_t)n * 16);
+    if (!toks || !scores || !types || !arena) {
+        free(toks);
+        free(scores);
+        free(types);
+        free(arena);
+        return pb_fail(err, PB_ENOMEM, "out of memory for the vocabulary");
+    }
+    char *p = arena;
+    int64_t k = 0;
+#define ADD(str, len, type)                                                                                            \
+    do {                                                                                                               \
+        memcpy(p, (str), (len));                                                                                       \
+        toks[k] = (struct gguf_str){(uint64_t)(len), p};                                                               \
+        types[k] = (type);                                                                                             \
+        scores[k] = (type) == TOK_NORMAL ? -(float)k : 0.0f;                                                           \
+        p += (len);                                                                                                    \
+        k++;                                                                                                           \
+    } while (0)
+    ADD("<unk>", 5, TOK_UNKNOWN);
+    ADD("<s>", 3, TOK_CONTROL);
+    ADD("</s>", 4, TOK_CONTROL);
+    for (int b = 0; b < 256; b++) {
+        char hex[8];
+        snprintf(hex, sizeof hex, "<0x%02X>", b);
+        ADD(hex, 6, TOK_BYTE);
+    }
+    ADD("\xe2\x96\x81", 3, TOK_NORMAL);
+    for (int c = 33; c < 127 && k + 2 <= n; c++) {
+        char s[4] = {"\xe2\x96\x81"[0], "\xe2\x96\x81"[1], "\xe2\x96\x81"[2], (char)c};
+        ADD(s + 3, 1, TOK_NORMAL);
+        ADD(s, 4, TOK_NORMAL);
+    }
+    for (int len = 2; k < n && len <= 8; len++) {
+        int64_t combos = 1;
+        for (int i = 0; i < len; i++)
+            combos *= 26;
+        for (int64_t c = 0; c < combos && k < n; c++) {
+            char s[12];
+            memcpy(s, "\xe2\x96\x81", 3);
+            int64_t v = c;
+            for (int i = len - 1; i >= 0; i--, v /= 26)
+                s[3 + i] = (char)('a' + v % 26);
+            ADD(s, (size_t)len + 3, TOK_NORMAL);
+            if (k < n)
+                ADD(s + 3, (size_t)len, TOK_NORMAL);
+        }
+    }
+#undef ADD
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)k);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, scores, (uint64_t)k);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, (uint64_t)k);
+    gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+    gguf_set_bool(w, "tokenizer.ggml.add_eos_token", false);
+    free(toks);
+    free(scores);
+    free(types);
+    free(arena);
+    return PB_OK;
+}
+
+/* Copies tokenizer.* from path; returns its vocabulary size in *n. */
+static int copy_vocab(struct gguf_writer *w, const char *path, int64_t *n, pb_err *err)
+{
+    struct gguf_file *f;
+    int rc = gguf_open(path, &f, err);
+    if (rc)
+        return rc;
+    struct gguf_arr toks;
+    if (gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, err) != 1 || toks.type != GGUF_STRING) {
+        gguf_close(f);
+        return pb_fail(err, PB_EFORMAT, "%s: has no tokenizer.ggml.tokens to copy", path);
+    }
+    *n = (int64_t)toks.n;
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        if (strncmp(gguf_kv_key(f, i), "tokenizer.", 10) == 0)
+            gguf_set_from(w, f, i);
+    gguf_close(f);
+    return PB_OK;
+}
+
+/* ---- tensors ---- */
+
+enum fill { FILL_RANDOM, FILL_ONES };
+
+struct planned {
+    char name[64];
+    uint32_t n_dims;
+    int64_t ne[2];
+    enum pb_type type;
+    enum fill fill;
+};
+
+struct plan {
+    struct planned *t;
+    size_t n, cap;
+};
+
+static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t ne0, int64_t ne1, enum fill fill)
+{
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? pl->cap * 2 : 64;
+        struct planned *t = realloc(pl->t, cap * sizeof *t);
+        if (!t)
+            return PB_ENOMEM;
+        pl->t = t;
+        pl->cap = cap;
+    }
+    struct planned *t = &pl->t[pl->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = n_dims;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->fill = fill;
+    return PB_OK;
+}
+
+static int plan_model(const struct synth_shape *s, int64_t n_vocab, struct plan *pl)
+{
+    const int64_t E = s->n_embd, D = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
+    const int64_t QD = s->n_head * D, KVD = s->n_head_kv * D;
+    int rc = plan_add(pl, "token_embd.weight", 2, E, n_vocab, FILL_RANDOM);
+    for (int64_t l = 0; l < s->n_layer && !rc; l++) {
+        char n[64];
+#define LAYER(suffix, nd, a, b, fill) (snprintf(n, sizeof n, "blk.%" PRId64 ".%s", l, suffix), plan_add(pl, n, nd, a, b, fill))
+        rc = LAYER("attn_norm.weight", 1, E, 1, FILL_ONES) || LAYER("attn_q.weight", 2, E, QD, FILL_RANDOM) ||
+             LAYER("attn_k.weight", 2, E, KVD, FILL_RANDOM) || LAYER("attn_v.weight", 2, E, KVD, FILL_RANDOM) ||
+             LAYER("attn_output.weight", 2, QD, E, FILL_RANDOM);
+        if (!rc && s->qkv_bias)
+            rc = LAYER("attn_q.bias", 1, QD, 1, FILL_RANDOM) || LAYER("attn_k.bias", 1, KVD, 1, FILL_RANDOM) ||
+                 LAYER("attn_v.bias", 1, KVD, 1, FILL_RANDOM);
+        if (!rc && s->qk_norm)
+            rc = LAYER("attn_q_norm.weight", 1, D, 1, FILL_ONES) || LAYER("attn_k_norm.weight", 1, D, 1, FILL_ONES);
+        if (!rc)
+            rc = LAYER("ffn_norm.weight", 1, E, 1, FILL_ONES) || LAYER("ffn_gate.weight", 2, E, s->n_ff, FILL_RANDOM) ||
+                 LAYER("ffn_up.weight", 2, E, s->n_ff, FILL_RANDOM) ||
+                 LAYER("ffn_down.weight", 2, s->n_ff, E, FILL_RANDOM);
+#undef LAYER
+    }
+    if (!rc)
+        rc = plan_add(pl, "output_norm.weight", 1, E, 1, FILL_ONES);
+    if (!rc && !s->tied)
+        rc = plan_add(pl, "output.weight", 2, E, n_vocab, FILL_RANDOM);
+    return rc ? PB_ENOMEM : PB_OK;
+}
+
+static void set_hparams(struct gguf_writer *w, const struct synth_params *p, int64_t n_vocab)
+{
+    const struct synth_shape *s = &p->shape;
+    const char *a = s->arch;
+    char key[96], name[96];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
+    gguf_set_str(w, "general.architecture", a);
+    snprintf(name, sizeof name, "synth %s", s->name);
+    gguf_set_str(w, "general.name", name);
+    gguf_set_u32(w, "general.file_type", (uint32_t)p->ftype);
+    gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_u32(w, KEY("context_length"), (uint32_t)s->n_ctx);
+    gguf_set_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);
+    gguf_set_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
+    gguf_set_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
+    gguf_set_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
+    gguf_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    int64_t hd = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
+    gguf_set_u32(w, KEY("attention.key_length"), (uint32_t)hd);
+    gguf_set_u32(w, KEY("attention.value_length"), (uint32_t)hd);
+    gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+    gguf_set_f32(w, KEY("rope.freq_base"), (float)s->rope_base);
+    gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), (float)s->rms_eps);
+    gguf_set_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    gguf_set_u64(w, "plumb.synth.seed", p->seed);
+    gguf_set_str(w, "plumb.synth.source", s->source ? s->source : "");
+#undef KEY
+}
+
+struct fill_ctx {
+    uint64_t seed;
+    float stddev;
+    enum fill fill;
+};
+
+/* Row r of a tensor: its own generator seeded from (tensor, row), so the
+ * result does not depend on the number of threads. */
+static void fill_row(void *arg, int64_t r, float *dst, int64_t n)
+{
+    const struct fill_ctx *c = arg;
+    if (c->fill == FILL_ONES) {
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = 1.0f;
+        return;
+    }
+    struct rng g;
+    rng_seed(&g, c->seed ^ ((uint64_t)r * 0x9e3779b97f4a7c15ull));
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rng_normal(&g) * c->stddev;
+}
+
+int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_written, pb_err *err)
+{
+    const struct synth_shape *s = &p->shape;
+    struct gguf_writer *w = NULL;
+    struct plan pl = {0};
+    struct pool *pool = NULL;
+    uint8_t *buf = NULL;
+    float *tmp = NULL;
+    int64_t n_vocab = s->n_vocab;
+    *bytes_written = 0;
+    int rc = gguf_writer_create(&w, err);
+    if (rc)
+        goto done;
+    if (p->vocab_from)
+        rc = copy_vocab(w, p->vocab_from, &n_vocab, err);
+    else
+        rc = write_builtin_vocab(w, n_vocab, err);
+    if (rc)
+        goto done;
+    set_hparams(w, p, n_vocab);
+    if ((rc = plan_model(s, n_vocab, &pl))) {
+        rc = pb_fail(err, rc, "out of memory");
+        goto done;
+    }
+    int64_t max_row = 1;
+    uint64_t total = 0;
+    for (size_t i = 0; i < pl.n; i++) {
+        struct planned *t = &pl.t[i];
+        int layer = -1;
+        if (strncmp(t->name, "blk.", 4) == 0)
+            layer = atoi(t->name + 4);
+        struct ftype_tensor info = {t->name, t->n_dims, t->ne[0], layer, (int)s->n_layer,
+                                    strcmp(t->name, "output.weight") == 0 ||
+                                        (s->tied && strcmp(t->name, "token_embd.weight") == 0)};
+        t->type = pb_ftype_tensor_type(p->ftype, &info);
+        if ((rc = gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, err)))
+            goto done;
+        if (t->ne[0] > max_row)
+            max_row = t->ne[0];
+        total += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+    }
+    if ((rc = pool_create(p->n_threads > 0 ? p->n_threads : pool_cpu_count(), &pool, err)))
+        goto done;
+    buf = malloc(CHUNK_BYTES + (size_t)max_row * 4);
+    tmp = malloc((size_t)pool_size(pool) * (size_t)max_row * sizeof *tmp);
+    if (!buf || !tmp) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory for conversion buffers");
+        goto done;
+    }
+    if ((rc = gguf_writer_begin(w, out, err)))
+        goto done;
+    for (size_t i = 0; i < pl.n; i++) {
+        const struct planned *t = &pl.t[i];
+        struct fill_ctx fc = {rng_hash_str(t->name) ^ (p->seed * 0xd1b54a32d192ed03ull),
+                              p->stddev > 0 ? p->stddev : 0.02f, t->fill};
+        const size_t row_bytes = pb_row_size(t->type, t->ne[0]);
+        int64_t per = (int64_t)(CHUNK_BYTES / row_bytes);
+        if (per < 1)
+            per = 1;
+        for (int64_t r = 0; r < t->ne[1]; r += per) {
+            int64_t k = t->ne[1] - r < per ? t->ne[1] - r : per;
+            rows_convert(pool, fill_row, &fc, r, k, t->ne[0], t->type, buf, tmp);
+            if ((rc = gguf_writer_write(w, buf, (size_t)k * row_bytes, err)))
+                goto done;
+            *bytes_written += (uint64_t)k * row_bytes;
+        }
+        if (p->progress)
+            p->progress(p->user, *bytes_written, total, t->name);
+    }
+    rc = gguf_writer_finish(w, err);
+done:
+    gguf_writer_free(w);
+    pool_free(pool);
+    free(pl.t);
+    free(buf);
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,84 @@
+/* Whole-file tools built on the library: quantizing a model to another
+ * file type, and synthesizing a random-weight model of a real shape.
+ * Both stream tensor by tensor (memory stays at a few buffers, whatever
+ * the model size), convert rows on all threads, report progress through a
+ * callback and write atomically (a failed run leaves no output file).
+ */
+#ifndef PLUMB_TOOLS_TOOLS_H
+#define PLUMB_TOOLS_TOOLS_H
+
+#include "base/err.h"
+#include "quant/ftype.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Called after each tensor: bytes written so far of total, and its name. */
+typedef void (*tools_progress_fn)(void *user, uint64_t done, uint64_t total, const char *tensor);
+
+/* ---- quantize ---- */
+
+struct quantize_params {
+    enum pb_ftype ftype;
+    int n_threads; /* 0: all CPUs */
+    tools_progress_fn progress;
+    void *user;
+};
+
+struct quantize_report {
+    uint64_t n_tensors, n_converted, n_params;
+    uint64_t bytes_in, bytes_out; /* tensor data */
+    bool requantized;             /* some source tensors were already quantized */
+    char source_ftype[16];
+};
+
+int quantize_file(const char *in, const char *out, const struct quantize_params *p, struct quantize_report *r,
+                  pb_err *err);
+
+/* ---- synth ---- */
+
+struct synth_shape {
+    char name[48];
+    char arch[16];     /* "llama", "qwen2", "qwen3" */
+    int64_t n_vocab;
+    int64_t n_ctx;
+    int64_t n_embd;
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_head_kv;
+    int64_t head_dim;  /* 0: n_embd / n_head */
+    int64_t n_ff;
+    double rope_base;
+    double rms_eps;
+    bool tied;         /* output projection shares token_embd */
+    bool qkv_bias;     /* Q/K/V biases (qwen2) */
+    bool qk_norm;      /* per-head Q/K RMS norm (qwen3) */
+    const char *source;/* where the dimensions come from */
+};
+
+/* Built-in presets of real models' shapes. */
+size_t synth_n_shapes(void);
+const struct synth_shape *synth_shape_at(size_t i);
+const struct synth_shape *synth_shape_find(const char *name);
+
+/* Parses "arch=llama,dim=256,layers=4,heads=8,kv_heads=4,ffn=768,vocab=32000,
+ * ctx=512[,head_dim=,rope_base=,eps=,tied=0|1]" over *shape (which holds
+ * defaults or a preset to modify). */
+int synth_parse_dims(const char *spec, struct synth_shape *shape, pb_err *err);
+
+struct synth_params {
+    struct synth_shape shape;
+    enum pb_ftype ftype;
+    uint64_t seed;
+    float stddev;            /* weights ~ normal(0, stddev); 0: 0.02 */
+    const char *vocab_from;  /* GGUF whose tokenizer.* keys are copied, or NULL */
+    int n_threads;
+    tools_progress_fn progress;
+    void *user;
+};
+
+/* Bytes of tensor data the model will have (before writing). */
+int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_written, pb_err *err);
+
+#endif
