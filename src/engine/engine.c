@@ -140,7 +140,7 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
         size_t plen = tok_piece(e->tok, id, false, piece, sizeof piece);
         if (plen > sizeof piece)
             plen = sizeof piece; /* pieces are short; a huge one is clipped */
-        struct gen_step step = {i, id, piece, plen, top_ids, top_vals, n_top};
+        struct gen_step step = {i, id, piece, plen, logits, n_vocab, top_ids, top_vals, n_top};
         st->n_gen++;
         if (cb && cb(user, &step)) {
             st->stop = GEN_STOP_CALLER;

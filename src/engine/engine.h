@@ -40,13 +40,16 @@ struct gen_params {
     bool ignore_eog; /* keep going past end-of-generation tokens */
 };
 
-/* One generated token, given to the callback. top_* hold top_k_report
- * pairs (highest first) of the raw logits the token was drawn from. */
+/* One generated token, given to the callback. logits are the raw
+ * n_vocab logits it was drawn from (valid during the call); top_* hold
+ * top_k_report of them, highest first. */
 struct gen_step {
     int index; /* 0 for the token right after the prompt */
     int32_t id;
     const char *piece;
     size_t piece_len;
+    const float *logits;
+    int32_t n_vocab;
     const int32_t *top_ids;
     const float *top_logits;
     int n_top;

@@ -383,8 +383,8 @@ static int check_alignment_key(struct cursor *c, struct gguf_file *f)
 static int parse_tensor_infos(struct cursor *c, struct gguf_file *f)
 {
     int rc;
-    /* smallest info: name length 8 + 1 byte + n_dims 4 + one dim 8 + type 4 + offset 8 */
-    if (f->n_tensors > left(c) / 33)
+    /* smallest info: name length 8 + 1 byte + n_dims 4 + type 4 + offset 8 */
+    if (f->n_tensors > left(c) / 25)
         return pb_fail(c->err, PB_EFORMAT, "%s: offset 8: header claims %" PRIu64 " tensors; only %" PRIu64
                        " bytes remain after the metadata", c->name, f->n_tensors, left(c));
     f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *f->tensors);

@@ -3,6 +3,7 @@
  * new tensors, their names in model.c's loader. */
 #include "model/model_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const struct arch_desc archs[] = {
@@ -15,4 +16,13 @@ const struct arch_desc *arch_find(const char *name)
         if (strcmp(archs[i].name, name) == 0)
             return &archs[i];
     return NULL;
+}
+
+const char *arch_names(char *buf, size_t size)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0] && o < size; i++)
+        o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? ", " : "", archs[i].name);
+    return buf;
 }

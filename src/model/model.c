@@ -149,12 +149,24 @@ int model_load(const char *path, struct model **out, pb_err *err)
     int rc = gguf_open(path, &m->file, err);
     if (rc)
         goto fail;
+    /* an unknown architecture is reported as such, before its keys are
+     * found missing */
+    struct gguf_str arch;
+    char known[128];
+    if (gguf_get_str(m->file, "general.architecture", &arch, NULL) == 1 && arch.len < sizeof m->hp.arch) {
+        char name[sizeof m->hp.arch] = {0};
+        memcpy(name, arch.data, arch.len);
+        if (!arch_find(name)) {
+            rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)", path, name,
+                         arch_names(known, sizeof known));
+            goto fail;
+        }
+    }
     if ((rc = model_hparams_read(m->file, &m->hp, err)))
         goto fail;
     m->arch = arch_find(m->hp.arch);
     if (!m->arch) {
-        rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama)", path,
-                     m->hp.arch);
+        rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported", path, m->hp.arch);
         goto fail;
     }
     if (m->hp.n_vocab <= 0 || m->hp.n_vocab > INT32_MAX) {

@@ -18,6 +18,8 @@ struct arch_desc {
 };
 
 const struct arch_desc *arch_find(const char *name);
+/* "llama, qwen2, ..." for messages, into buf; returns buf. */
+const char *arch_names(char *buf, size_t size);
 
 struct model {
     struct model_hparams hp;

@@ -1,0 +1,380 @@
+/* The plumb command as a user runs it: help and usage errors, show,
+ * tokenize, run (streamed and --json against llama.cpp's reference),
+ * quantize and synth. argv[1] is the plumb binary. */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *plumb_bin;
+
+struct result {
+    int status;
+    char *out, *err;
+};
+
+static void result_free(struct result *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* Runs plumb with a shell-quoted argument string. */
+static struct result run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct result run(const char *fmt, ...)
+{
+    char args[4096], cmd[8192], out[512], err[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    test_tmpfile("stdout.txt", out, sizeof out);
+    test_tmpfile("stderr.txt", err, sizeof err);
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", plumb_bin, args, out, err);
+    int st = system(cmd);
+    struct result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, test_read_file(out, NULL), test_read_file(err, NULL)};
+    assert_non_null(r.out);
+    assert_non_null(r.err);
+    return r;
+}
+
+#define EXPECT_STATUS(r, code)                                                                                         \
+    do {                                                                                                               \
+        if ((r).status != (code))                                                                                      \
+            fail_msg("exit status %d, expected %d\nstdout: %s\nstderr: %s", (r).status, (code), (r).out, (r).err);   \
+    } while (0)
+
+static json_t *parse_json(const char *s)
+{
+    json_error_t e;
+    json_t *v = json_loads(s, 0, &e);
+    if (!v)
+        fail_msg("not JSON (%s): %.300s", e.text, s);
+    return v;
+}
+
+static void test_help_and_usage(void **state)
+{
+    (void)state;
+    struct result r = run("--help");
+    EXPECT_STATUS(r, 0);
+    const char *cmds[] = {"run", "show", "tokenize", "quantize", "synth"};
+    for (int i = 0; i < 5; i++)
+        assert_non_null(strstr(r.out, cmds[i]));
+    result_free(&r);
+    for (int i = 0; i < 5; i++) {
+        r = run("%s --help", cmds[i]);
+        EXPECT_STATUS(r, 0);
+        char want[64];
+        snprintf(want, sizeof want, "Usage: plumb %s", cmds[i]);
+        assert_non_null(strstr(r.out, want));
+        assert_non_null(strstr(r.out, "Example"));
+        result_free(&r);
+        r = run("help %s", cmds[i]);
+        EXPECT_STATUS(r, 0);
+        result_free(&r);
+    }
+    r = run("--version");
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    const char *bad[] = {
+        "",
+        "frobnicate",
+        "run",
+        "run m.gguf",
+        "run m.gguf -p hi -f x.txt",
+        "run m.gguf -p hi --temp warm",
+        "run m.gguf -p hi -n",
+        "run m.gguf -p hi --top-p 1.5",
+        "run m.gguf -p hi --no-such-option",
+        "show",
+        "show a b",
+        "tokenize m.gguf",
+        "quantize a.gguf b.gguf Q9_9",
+        "quantize a.gguf a.gguf Q8_0",
+        "synth out.gguf",
+        "synth --shape nope --type Q8_0 out.gguf",
+        "synth --shape tiny out.gguf",
+        "synth --dims dim=abc --type Q8_0 out.gguf",
+        "synth --dims heads=3,kv_heads=2 --type Q8_0 out.gguf",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = run("%s", bad[i]);
+        if (r.status != 2)
+            fail_msg("'plumb %s' exited %d, expected 2 (usage)\n%s", bad[i], r.status, r.err);
+        assert_true(strlen(r.err) > 0);
+        result_free(&r);
+    }
+}
+
+static void test_show(void **state)
+{
+    (void)state;
+    const char *m = test_tiny_model("Q4_K_M");
+    struct result r = run("show '%s'", m);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "architecture    llama"));
+    assert_non_null(strstr(r.out, "Q4_K_M"));
+    result_free(&r);
+    r = run("show '%s' --json --tensors --metadata", m);
+    EXPECT_STATUS(r, 0);
+    json_t *j = parse_json(r.out);
+    assert_string_equal(json_string_value(json_object_get(j, "architecture")), "llama");
+    assert_string_equal(json_string_value(json_object_get(j, "file_type")), "Q4_K_M");
+    assert_true(json_integer_value(json_object_get(j, "parameters")) > 1000000);
+    assert_int_equal(json_integer_value(json_object_get(j, "context_length")), 512);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "tokenizer"), "model")), "llama");
+    assert_true(json_is_false(json_object_get(j, "chat_template")));
+    assert_true(json_array_size(json_object_get(j, "tensors")) > 10);
+    assert_non_null(json_object_get(json_object_get(j, "metadata"), "llama.block_count"));
+    json_decref(j);
+    result_free(&r);
+    /* a file that is not GGUF: exit 1 and a message naming it */
+    char path[512];
+    test_tmpfile("notes.txt", path, sizeof path);
+    test_write_file(path, "just some notes, definitely not a model", 39);
+    r = run("show '%s'", path);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "notes.txt"));
+    result_free(&r);
+    r = run("run '%s' -p hi", path);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "not a GGUF file"));
+    result_free(&r);
+}
+
+/* stories260K p1 through the command line, as the done-when puts it. */
+static void test_run_reference(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(model, "stories260K.gguf");
+    REQUIRE_TESTDATA(ref, "reference-greedy.json");
+    json_error_t jerr;
+    json_t *root = json_load_file(ref, 0, &jerr);
+    json_t *p1 = json_object_get(json_object_get(json_object_get(json_object_get(root, "models"), "stories260K"),
+                                                 "prompts"),
+                                 "p1");
+    const char *prompt = json_string_value(json_object_get(p1, "prompt"));
+    json_t *greedy = json_object_get(p1, "greedy_ids");
+
+    struct result r = run("run '%s' -p '%s' -n 32 --temp 0 --ctx 512 --json --top 5", model, prompt);
+    EXPECT_STATUS(r, 0);
+    json_t *j = parse_json(r.out);
+    json_t *toks = json_object_get(j, "tokens"), *pt = json_object_get(j, "prompt_tokens");
+    assert_true(json_equal(pt, json_object_get(p1, "prompt_ids")));
+    assert_true(json_equal(toks, greedy));
+    assert_string_equal(json_string_value(json_object_get(j, "text")),
+                        json_string_value(json_object_get(p1, "greedy_text")));
+    json_t *top = json_object_get(j, "top");
+    assert_int_equal(json_array_size(top), 32);
+    json_t *t0 = json_array_get(top, 0), *ref0 = json_array_get(json_object_get(p1, "topk_per_step"), 0);
+    assert_int_equal(json_array_size(t0), 5);
+    for (size_t k = 0; k < 5; k++) {
+        assert_int_equal(json_integer_value(json_array_get(json_array_get(t0, k), 0)),
+                         json_integer_value(json_array_get(json_array_get(ref0, k), 0)));
+        assert_float_equal(json_number_value(json_array_get(json_array_get(t0, k), 1)),
+                           json_number_value(json_array_get(json_array_get(ref0, k), 1)), 1e-3);
+    }
+    assert_string_equal(json_string_value(json_object_get(j, "finish_reason")), "length");
+    json_decref(j);
+    result_free(&r);
+
+    /* streamed: the prompt, then the continuation; figures on stderr */
+    r = run("run '%s' -p '%s' -n 32 --temp 0 --ctx 512", model, prompt);
+    EXPECT_STATUS(r, 0);
+    char expect[1024];
+    snprintf(expect, sizeof expect, "%s%s\n", prompt, json_string_value(json_object_get(p1, "greedy_text")));
+    assert_string_equal(r.out, expect);
+    assert_non_null(strstr(r.err, "t/s"));
+    assert_non_null(strstr(r.err, "peak RSS"));
+    /* the file says context 128: going past it warns */
+    assert_non_null(strstr(r.err, "warning"));
+    result_free(&r);
+
+    /* -f reads the prompt's exact bytes */
+    char pf[512];
+    test_tmpfile("prompt.txt", pf, sizeof pf);
+    test_write_file(pf, prompt, strlen(prompt));
+    r = run("run '%s' -f '%s' -n 32 --temp 0 --ctx 512 --no-display-prompt", model, pf);
+    EXPECT_STATUS(r, 0);
+    snprintf(expect, sizeof expect, "%s\n", json_string_value(json_object_get(p1, "greedy_text")));
+    assert_string_equal(r.out, expect);
+    result_free(&r);
+
+    /* tokenize prints the prompt ids */
+    r = run("tokenize '%s' '%s'", model, prompt);
+    EXPECT_STATUS(r, 0);
+    char ids[256] = "";
+    size_t o = 0;
+    json_t *pids = json_object_get(p1, "prompt_ids");
+    for (size_t i = 0; i < json_array_size(pids); i++)
+        o += (size_t)snprintf(ids + o, sizeof ids - o, i ? " %lld" : "%lld",
+                              (long long)json_integer_value(json_array_get(pids, i)));
+    snprintf(ids + o, sizeof ids - o, "\n");
+    assert_string_equal(r.out, ids);
+    result_free(&r);
+    json_decref(root);
+}
+
+static void test_run_sampling(void **state)
+{
+    (void)state;
+    const char *m = test_tiny_model("Q8_0");
+    /* same seed, same text; the seed is reported */
+    struct result a = run("run '%s' -p 'hello there' -n 12 --seed 7 --temp 1.2 --no-display-prompt", m);
+    struct result b = run("run '%s' -p 'hello there' -n 12 --seed 7 --temp 1.2 --no-display-prompt", m);
+    EXPECT_STATUS(a, 0);
+    EXPECT_STATUS(b, 0);
+    assert_string_equal(a.out, b.out);
+    assert_non_null(strstr(a.err, "seed 7"));
+    result_free(&a);
+    result_free(&b);
+    /* the context bounds generation */
+    a = run("run '%s' -p 'hello' -c 16 --json", m);
+    EXPECT_STATUS(a, 0);
+    json_t *j = parse_json(a.out);
+    assert_string_equal(json_string_value(json_object_get(j, "finish_reason")), "context");
+    assert_int_equal(json_array_size(json_object_get(j, "prompt_tokens")) +
+                         json_array_size(json_object_get(j, "tokens")),
+                     17);
+    json_decref(j);
+    result_free(&a);
+    /* a prompt longer than the context is an error, not a crash */
+    a = run("run '%s' -p 'one two three four five six seven eight nine ten' -c 4", m);
+    EXPECT_STATUS(a, 1);
+    assert_non_null(strstr(a.err, "context"));
+    result_free(&a);
+}
+
+static void test_quantize(void **state)
+{
+    (void)state;
+    const char *src = test_tiny_model("F32");
+    struct {
+        const char *type;
+        const char *main_type;
+    } cases[] = {{"Q8_0", "Q8_0"}, {"Q4_0", "Q4_0"}, {"Q4_K_M", "Q4_K"}, {"Q5_K_M", "Q5_K"},
+                 {"Q6_K", "Q6_K"}, {"F16", "F16"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[512], name[64];
+        snprintf(name, sizeof name, "q-%s.gguf", cases[i].type);
+        test_tmpfile(name, out, sizeof out);
+        struct result r = run("quantize '%s' '%s' %s", src, out, cases[i].type);
+        EXPECT_STATUS(r, 0);
+        assert_non_null(strstr(r.out, "bits/weight"));
+        result_free(&r);
+        r = run("show '%s' --json --tensors", out);
+        EXPECT_STATUS(r, 0);
+        json_t *j = parse_json(r.out);
+        assert_string_equal(json_string_value(json_object_get(j, "file_type")), cases[i].type);
+        json_t *ts = json_object_get(j, "tensors");
+        int n_q6 = 0;
+        for (size_t k = 0; k < json_array_size(ts); k++) {
+            json_t *t = json_array_get(ts, k);
+            const char *tn = json_string_value(json_object_get(t, "name"));
+            const char *tt = json_string_value(json_object_get(t, "type"));
+            size_t nd = json_array_size(json_object_get(t, "shape"));
+            if (nd == 1)
+                assert_string_equal(tt, "F32"); /* norms stay F32 */
+            else if (!strcmp(tn, "token_embd.weight") && strcmp(cases[i].type, "Q8_0") && strcmp(cases[i].type, "F16"))
+                assert_string_equal(tt, "Q6_K"); /* tied output gets Q6_K */
+            else if (!strcmp(tt, "Q6_K"))
+                n_q6++;
+            else
+                assert_string_equal(tt, cases[i].main_type);
+        }
+        /* _M mixes: attn_v and ffn_down of some layers in Q6_K */
+        if (strstr(cases[i].type, "_M"))
+            assert_true(n_q6 > 0);
+        json_decref(j);
+        result_free(&r);
+        r = run("run '%s' -p 'hi' -n 4 --temp 0", out);
+        EXPECT_STATUS(r, 0);
+        result_free(&r);
+    }
+    /* a missing input leaves no output behind */
+    char out[512];
+    test_tmpfile("never.gguf", out, sizeof out);
+    struct result r = run("quantize /nonexistent.gguf '%s' Q8_0", out);
+    EXPECT_STATUS(r, 1);
+    assert_int_equal(access(out, F_OK), -1);
+    result_free(&r);
+    r = run("quantize '%s' '%s' Q8_0 --json", src, out);
+    EXPECT_STATUS(r, 0);
+    json_t *j = parse_json(r.out);
+    assert_true(json_integer_value(json_object_get(j, "bytes_out")) < json_integer_value(json_object_get(j, "bytes_in")));
+    json_decref(j);
+    result_free(&r);
+}
+
+static void test_synth(void **state)
+{
+    (void)state;
+    struct result r = run("synth --list --json");
+    EXPECT_STATUS(r, 0);
+    json_t *j = parse_json(r.out);
+    const char *need[] = {"tinyllama-1.1b", "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "qwen2.5-7b"};
+    for (int i = 0; i < 5; i++) {
+        bool found = false;
+        for (size_t k = 0; k < json_array_size(j); k++)
+            found |= !strcmp(json_string_value(json_object_get(json_array_get(j, k), "name")), need[i]);
+        assert_true(found);
+    }
+    json_decref(j);
+    result_free(&r);
+    char out[512], out2[512];
+    test_tmpfile("custom.gguf", out, sizeof out);
+    test_tmpfile("custom2.gguf", out2, sizeof out2);
+    r = run("synth --dims dim=128,layers=2,heads=4,kv_heads=2,ffn=256,vocab=600,ctx=64 --type Q8_0 --seed 3 '%s'",
+            out);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    r = run("synth --dims dim=128,layers=2,heads=4,kv_heads=2,ffn=256,vocab=600,ctx=64 --type Q8_0 --seed 3 -t 1 '%s'",
+            out2);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    /* the same seed gives the same file, whatever the thread count */
+    size_t la, lb;
+    char *a = test_read_file(out, &la), *b = test_read_file(out2, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    free(a);
+    free(b);
+    r = run("show '%s' --json", out);
+    j = parse_json(r.out);
+    json_t *hp = json_object_get(j, "hparams");
+    assert_int_equal(json_integer_value(json_object_get(hp, "n_embd")), 128);
+    assert_int_equal(json_integer_value(json_object_get(hp, "n_head_kv")), 2);
+    assert_int_equal(json_integer_value(json_object_get(hp, "n_vocab")), 600);
+    json_decref(j);
+    result_free(&r);
+
+    char vocab[1024];
+    if (testdata_file("ggml-vocab-llama-spm.gguf", vocab, sizeof vocab)) {
+        r = run("synth --shape tiny --type Q4_0 --vocab-from '%s' '%s'", vocab, out);
+        EXPECT_STATUS(r, 0);
+        result_free(&r);
+        r = run("tokenize '%s' 'Hello world' --no-bos", out);
+        EXPECT_STATUS(r, 0);
+        assert_string_equal(r.out, "15043 3186\n"); /* the Llama vocabulary's ids */
+        result_free(&r);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_cli PATH_TO_PLUMB\n");
+        return 2;
+    }
+    plumb_bin = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
+        cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
+    };
+    return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}

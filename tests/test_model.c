@@ -1,0 +1,325 @@
+/* The forward pass: llama.cpp's greedy continuations and logits from
+ * reference-greedy.json, consistency of batched and one-token evaluation
+ * and of thread counts, quantized variants, and refused models. */
+#include "testutil.h"
+
+#include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "tools/tools.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- reference continuations ---- */
+
+#define MAX_STEPS 64
+
+struct capture {
+    int n;
+    int32_t ids[MAX_STEPS];
+    float *logits[MAX_STEPS]; /* full logits per step */
+};
+
+static int capture_step(void *user, const struct gen_step *s)
+{
+    struct capture *c = user;
+    assert_true(c->n < MAX_STEPS);
+    c->ids[c->n] = s->id;
+    c->logits[c->n] = malloc((size_t)s->n_vocab * sizeof(float));
+    memcpy(c->logits[c->n], s->logits, (size_t)s->n_vocab * sizeof(float));
+    c->n++;
+    return 0;
+}
+
+static void capture_free(struct capture *c)
+{
+    for (int i = 0; i < c->n; i++)
+        free(c->logits[i]);
+    c->n = 0;
+}
+
+static struct gen_params greedy(int n)
+{
+    struct gen_params gp = {.sampling = sampler_defaults(), .n_predict = n};
+    gp.sampling.temp = 0;
+    return gp;
+}
+
+/* Runs one model of reference-greedy.json on all its prompts. */
+static void check_reference_model(const char *model, double tol, bool is_q4_0)
+{
+    REQUIRE_TESTDATA(ref, "reference-greedy.json");
+    json_error_t jerr;
+    json_t *root = json_load_file(ref, 0, &jerr);
+    assert_non_null(root);
+    json_t *jm = json_object_get(json_object_get(root, "models"), model);
+    assert_non_null(jm);
+    char buf[1024];
+    const char *path = testdata_file(json_string_value(json_object_get(jm, "model_file")), buf, sizeof buf);
+    if (!path) {
+        json_decref(root);
+        skip();
+    }
+    struct engine_params ep = {.n_ctx = 512, .n_threads = 2};
+    struct engine *e;
+    pb_err err;
+    if (engine_open(path, &ep, &e, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(model_hparams(engine_model(e))->n_vocab, json_integer_value(json_object_get(jm, "n_vocab")));
+
+    const char *pname;
+    json_t *p;
+    json_object_foreach(json_object_get(jm, "prompts"), pname, p)
+    {
+        const char *text = json_string_value(json_object_get(p, "prompt"));
+        json_t *jprompt = json_object_get(p, "prompt_ids"), *jgreedy = json_object_get(p, "greedy_ids");
+        json_t *jtop = json_object_get(p, "topk_per_step");
+        int stable = (int)json_integer_value(json_object_get(p, "n_greedy_stable"));
+        int required = is_q4_0 && stable > 16 ? 16 : stable;
+
+        int32_t *ids;
+        size_t n_ids;
+        assert_int_equal(tok_encode(engine_tokenizer(e), text, strlen(text), true, false, &ids, &n_ids, &err), 0);
+        assert_int_equal(n_ids, json_array_size(jprompt));
+        for (size_t i = 0; i < n_ids; i++)
+            assert_int_equal(ids[i], json_integer_value(json_array_get(jprompt, i)));
+
+        struct capture cap = {0};
+        struct gen_params gp = greedy((int)json_array_size(jgreedy));
+        struct gen_stats st;
+        if (engine_generate(e, ids, n_ids, &gp, capture_step, &cap, &st, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(cap.n, json_array_size(jgreedy));
+        int match = 0;
+        while (match < cap.n && cap.ids[match] == json_integer_value(json_array_get(jgreedy, (size_t)match)))
+            match++;
+        /* logits: every reference top-5 entry of every step that followed
+         * the same tokens */
+        double max_diff = 0;
+        for (int s = 0; s < match; s++) {
+            json_t *step = json_array_get(jtop, (size_t)s);
+            for (size_t k = 0; k < json_array_size(step); k++) {
+                json_t *pair = json_array_get(step, k);
+                int32_t id = (int32_t)json_integer_value(json_array_get(pair, 0));
+                double want = json_number_value(json_array_get(pair, 1));
+                double d = fabs((double)cap.logits[s][id] - want);
+                if (d > max_diff)
+                    max_diff = d;
+            }
+        }
+        print_message("  %s %s: %d/%d tokens match (%d required), max logit difference %.2e (tolerance %.0e)\n",
+                      model, pname, match, cap.n, required, max_diff, tol);
+        if (match < required)
+            fail_msg("%s %s: token %d is %d, llama.cpp gives %d", model, pname, match, cap.ids[match],
+                     (int)json_integer_value(json_array_get(jgreedy, (size_t)match)));
+        assert_true(max_diff <= tol);
+        capture_free(&cap);
+        free(ids);
+    }
+    engine_free(e);
+    json_decref(root);
+}
+
+static void test_reference_stories260K(void **state)
+{
+    (void)state;
+    check_reference_model("stories260K", 1e-3, false);
+}
+
+static void test_reference_tiny_llama_q8_0(void **state)
+{
+    (void)state;
+    check_reference_model("tiny-llama-q8_0", 0.05, false);
+}
+
+static void test_reference_tiny_llama_q4_0(void **state)
+{
+    (void)state;
+    check_reference_model("tiny-llama-q4_0", 0.05, true);
+}
+
+/* ---- consistency (no reference data needed) ---- */
+
+static float *eval_logits(const char *path, const int32_t *toks, int n, int batch, int threads)
+{
+    struct engine_params ep = {.n_ctx = 64, .n_threads = threads, .n_batch = batch};
+    struct engine *e;
+    pb_err err;
+    if (engine_open(path, &ep, &e, &err))
+        fail_msg("%s", err.msg);
+    int64_t nv = model_hparams(engine_model(e))->n_vocab;
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    struct model_ctx *c = engine_ctx(e);
+    if (batch >= n) {
+        assert_int_equal(model_eval(c, toks, n, logits, &err), 0);
+    } else {
+        for (int i = 0; i < n; i++)
+            assert_int_equal(model_eval(c, toks + i, 1, i == n - 1 ? logits : NULL, &err), 0);
+    }
+    assert_int_equal(model_ctx_pos(c), n);
+    engine_free(e);
+    return logits;
+}
+
+static void test_batch_equals_sequential(void **state)
+{
+    (void)state;
+    const char *types[] = {"F32", "Q8_0", "Q4_0", "Q4_K_M"};
+    int32_t toks[12] = {1, 300, 301, 500, 999, 42, 7, 260, 261, 262, 263, 264};
+    for (size_t k = 0; k < 4; k++) {
+        const char *path = test_tiny_model(types[k]);
+        float *a = eval_logits(path, toks, 12, 512, 1);
+        float *b = eval_logits(path, toks, 12, 1, 1);
+        float *c = eval_logits(path, toks, 12, 5, 2); /* batches of 5, 2 threads */
+        for (int i = 0; i < 1000; i++) {
+            assert_true(isfinite(a[i]));
+            /* the same arithmetic per row whatever the batching: bit-equal */
+            if (a[i] != b[i] || a[i] != c[i])
+                fail_msg("%s logit %d: batch %.9g, one by one %.9g, chunks %.9g", types[k], i, a[i], b[i], c[i]);
+        }
+        free(a);
+        free(b);
+        free(c);
+    }
+}
+
+static void test_quantized_close_to_f32(void **state)
+{
+    (void)state;
+    int32_t toks[6] = {1, 400, 401, 402, 403, 404};
+    float *ref = eval_logits(test_tiny_model("F32"), toks, 6, 512, 2);
+    const char *types[] = {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"};
+    double spread = 0;
+    for (int i = 0; i < 1000; i++)
+        spread += (double)ref[i] * ref[i];
+    spread = sqrt(spread / 1000);
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        float *q = eval_logits(test_tiny_model(types[k]), toks, 6, 512, 2);
+        double e = 0;
+        for (int i = 0; i < 1000; i++)
+            e += ((double)q[i] - ref[i]) * ((double)q[i] - ref[i]);
+        e = sqrt(e / 1000) / spread;
+        print_message("  %-6s logits vs F32: relative RMS difference %.4f\n", types[k], e);
+        assert_true(e < (k < 2 ? 0.02 : 0.25));
+        assert_true(e > 0 || k == 0);
+        free(q);
+    }
+    free(ref);
+}
+
+static void test_eval_limits(void **state)
+{
+    (void)state;
+    struct engine_params ep = {.n_ctx = 8, .n_threads = 1};
+    struct engine *e;
+    pb_err err;
+    assert_int_equal(engine_open(test_tiny_model("Q8_0"), &ep, &e, &err), 0);
+    struct model_ctx *c = engine_ctx(e);
+    int32_t toks[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    int32_t bad[2] = {5, 1000};
+    assert_int_equal(model_eval(c, bad, 2, NULL, &err), PB_EINVAL);
+    assert_non_null(strstr(err.msg, "out of range"));
+    bad[1] = -1;
+    assert_int_equal(model_eval(c, bad, 2, NULL, &err), PB_EINVAL);
+    assert_int_equal(model_eval(c, toks, 0, NULL, &err), PB_EINVAL);
+    assert_int_equal(model_eval(c, toks, 9, NULL, &err), PB_ERANGE);
+    assert_non_null(strstr(err.msg, "context"));
+    assert_int_equal(model_eval(c, toks, 8, NULL, &err), 0);
+    assert_int_equal(model_eval(c, toks, 1, NULL, &err), PB_ERANGE);
+    model_ctx_truncate(c, 3);
+    assert_int_equal(model_ctx_pos(c), 3);
+    assert_int_equal(model_eval(c, toks, 5, NULL, &err), 0);
+
+    /* generation stops at a full context instead of failing */
+    struct gen_params gp = greedy(-1);
+    struct gen_stats st;
+    struct capture cap = {0};
+    assert_int_equal(engine_generate(e, toks, 3, &gp, capture_step, &cap, &st, &err), 0);
+    assert_int_equal(st.stop, GEN_STOP_CONTEXT);
+    assert_int_equal(cap.n, 6); /* 3 prompt + 5 evaluated + the last drawn */
+    capture_free(&cap);
+    assert_int_equal(engine_generate(e, toks, 9, &gp, capture_step, &cap, &st, &err), PB_ERANGE);
+    assert_int_equal(engine_generate(e, toks, 0, &gp, capture_step, &cap, &st, &err), PB_EINVAL);
+    engine_free(e);
+}
+
+/* ---- refused models ---- */
+
+/* Copies the tiny Q8_0 model, dropping tensor `drop`, renaming it, or
+ * changing the architecture. */
+static const char *altered_model(const char *name, const char *drop, const char *arch, int64_t wrong_dim)
+{
+    static char out[512];
+    test_tmpfile(name, out, sizeof out);
+    struct gguf_file *f;
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_open(test_tiny_model("Q8_0"), &f, &err), 0);
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    if (arch)
+        gguf_set_str(w, "general.architecture", arch);
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const struct gguf_tensor *t = gguf_tensor(f, i);
+        if (drop && strcmp(t->name, drop) == 0)
+            continue;
+        int64_t ne[4];
+        memcpy(ne, t->ne, sizeof ne);
+        if (wrong_dim && strcmp(t->name, "blk.1.ffn_up.weight") == 0)
+            ne[1] = wrong_dim;
+        assert_int_equal(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, ne, &err), 0);
+    }
+    assert_int_equal(gguf_writer_begin(w, out, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const struct gguf_tensor *t = gguf_tensor(f, i);
+        if (drop && strcmp(t->name, drop) == 0)
+            continue;
+        size_t n = t->nbytes;
+        if (wrong_dim && strcmp(t->name, "blk.1.ffn_up.weight") == 0)
+            n = n / (size_t)t->ne[1] * (size_t)wrong_dim;
+        uint8_t *zeros = calloc(1, n);
+        assert_int_equal(gguf_writer_write(w, n <= t->nbytes ? t->data : zeros, n, &err), 0);
+        free(zeros);
+    }
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return out;
+}
+
+static void test_refused_models(void **state)
+{
+    (void)state;
+    struct model *m = NULL;
+    pb_err err;
+    assert_int_equal(model_load(altered_model("noattn.gguf", "blk.1.attn_k.weight", NULL, 0), &m, &err), PB_EFORMAT);
+    assert_non_null(strstr(err.msg, "blk.1.attn_k.weight"));
+    assert_null(m);
+    assert_int_equal(model_load(altered_model("arch.gguf", NULL, "mamba9", 0), &m, &err), PB_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "mamba9"));
+    assert_int_equal(model_load(altered_model("shape.gguf", NULL, NULL, 700), &m, &err), PB_EFORMAT);
+    assert_non_null(strstr(err.msg, "blk.1.ffn_up.weight"));
+    assert_int_equal(model_load(altered_model("nonorm.gguf", "output_norm.weight", NULL, 0), &m, &err), PB_EFORMAT);
+    assert_int_equal(model_load("/nonexistent.gguf", &m, &err), PB_EIO);
+    /* the intact copy loads */
+    assert_int_equal(model_load(altered_model("intact.gguf", NULL, NULL, 0), &m, &err), 0);
+    model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_stories260K),
+        cmocka_unit_test(test_reference_tiny_llama_q8_0),
+        cmocka_unit_test(test_reference_tiny_llama_q4_0),
+        cmocka_unit_test(test_batch_equals_sequential),
+        cmocka_unit_test(test_quantized_close_to_f32),
+        cmocka_unit_test(test_eval_limits),
+        cmocka_unit_test(test_refused_models),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}

@@ -1,0 +1,170 @@
+/* Forward-pass operations against plain definitions, and the thread
+ * pool. */
+#include "testutil.h"
+
+#include "base/pool.h"
+#include "ops/ops.h"
+#include "quant/types.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    float x[5] = {1, -2, 3, -4, 5}, w[5] = {1, 1, 2, 1, 0.5f}, out[5];
+    op_rmsnorm(out, x, w, 5, 1e-5f);
+    double ms = (1 + 4 + 9 + 16 + 25) / 5.0;
+    for (int i = 0; i < 5; i++)
+        assert_float_equal(out[i], x[i] / sqrt(ms + 1e-5) * w[i], 1e-6);
+    op_rmsnorm(out, x, NULL, 5, 1e-5f);
+    assert_float_equal(out[4], 5 / sqrt(ms + 1e-5), 1e-6);
+}
+
+static void test_softmax_and_swiglu(void **state)
+{
+    (void)state;
+    float x[4] = {1000, 1001, 999, -INFINITY}; /* large values: no overflow */
+    op_softmax(x, 4);
+    double z = 1 + exp(1) + exp(-1);
+    assert_float_equal(x[0], 1 / z, 1e-6);
+    assert_float_equal(x[1], exp(1) / z, 1e-6);
+    assert_true(x[3] == 0.0f);
+    float g[3] = {0, 2, -3}, u[3] = {5, 0.5f, 2};
+    op_swiglu(g, u, 3);
+    assert_float_equal(g[0], 0, 1e-7);
+    assert_float_equal(g[1], 2 / (1 + exp(-2)) * 0.5, 1e-6);
+    assert_float_equal(g[2], -3 / (1 + exp(3)) * 2, 1e-6);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    float x[2 * 8], y[2 * 8];
+    test_randn(x, 16, 3, 1.0f);
+    /* position 0 is the identity */
+    memcpy(y, x, sizeof x);
+    op_rope(y, 2, 8, 8, 0, 10000.0f, ROPE_NORM, NULL);
+    assert_memory_equal(x, y, sizeof x);
+    /* norm style rotates (2i, 2i+1) by pos * base^(-2i/n) */
+    memcpy(y, x, sizeof x);
+    op_rope(y, 2, 8, 8, 7, 10000.0f, ROPE_NORM, NULL);
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 4; i++) {
+            double th = 7 * pow(10000.0, -2.0 * i / 8);
+            float a = x[8 * h + 2 * i], b = x[8 * h + 2 * i + 1];
+            assert_float_equal(y[8 * h + 2 * i], a * cos(th) - b * sin(th), 1e-5);
+            assert_float_equal(y[8 * h + 2 * i + 1], a * sin(th) + b * cos(th), 1e-5);
+        }
+    /* neox style rotates (i, i + n/2); partial rotation leaves the rest */
+    memcpy(y, x, sizeof x);
+    op_rope(y, 2, 8, 4, 3, 100.0f, ROPE_NEOX, NULL);
+    for (int h = 0; h < 2; h++) {
+        for (int i = 0; i < 2; i++) {
+            double th = 3 * pow(100.0, -2.0 * i / 4);
+            float a = x[8 * h + i], b = x[8 * h + i + 2];
+            assert_float_equal(y[8 * h + i], a * cos(th) - b * sin(th), 1e-5);
+            assert_float_equal(y[8 * h + i + 2], a * sin(th) + b * cos(th), 1e-5);
+        }
+        for (int i = 4; i < 8; i++)
+            assert_true(y[8 * h + i] == x[8 * h + i]);
+    }
+    /* frequency factors divide the angle */
+    float ff[4] = {1, 2, 4, 8};
+    memcpy(y, x, sizeof x);
+    op_rope(y, 1, 8, 8, 5, 10000.0f, ROPE_NORM, ff);
+    double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8;
+    assert_float_equal(y[6], x[6] * cos(th) - x[7] * sin(th), 1e-5);
+}
+
+static void test_matmul_threads(void **state)
+{
+    (void)state;
+    enum { N_IN = 256, N_OUT = 37, N_TOK = 3 };
+    float w[N_OUT * N_IN], x[N_TOK * N_IN], y1[N_TOK * N_OUT], y2[N_TOK * N_OUT];
+    test_randn(w, N_OUT * N_IN, 1, 0.1f);
+    test_randn(x, N_TOK * N_IN, 2, 1.0f);
+    enum pb_type types[] = {PB_TYPE_F32, PB_TYPE_Q8_0, PB_TYPE_Q4_K};
+    struct pool *p1, *p3;
+    pb_err err;
+    assert_int_equal(pool_create(1, &p1, &err), 0);
+    assert_int_equal(pool_create(3, &p3, &err), 0);
+    for (int k = 0; k < 3; k++) {
+        size_t rb = pb_row_size(types[k], N_IN);
+        uint8_t *wq = malloc(rb * N_OUT);
+        for (int r = 0; r < N_OUT; r++)
+            pb_type_get(types[k])->from_float(w + r * N_IN, wq + rb * (size_t)r, N_IN);
+        struct pb_tensor t = {"w", types[k], {N_IN, N_OUT, 1, 1}, rb, wq};
+        void *scratch = aligned_alloc(64, 64 * ((op_matmul_scratch(&t, N_TOK) + 63) / 64 + 1));
+        assert_int_equal(op_matmul(p1, &t, x, N_TOK, y1, scratch, &err), 0);
+        assert_int_equal(op_matmul(p3, &t, x, N_TOK, y2, scratch, &err), 0);
+        assert_memory_equal(y1, y2, sizeof y1);
+        for (int tk = 0; tk < N_TOK; tk++)
+            for (int r = 0; r < N_OUT; r++) {
+                double ref = 0, mag = 0;
+                for (int i = 0; i < N_IN; i++) {
+                    ref += (double)w[r * N_IN + i] * x[tk * N_IN + i];
+                    mag += fabs((double)w[r * N_IN + i] * x[tk * N_IN + i]);
+                }
+                assert_true(fabs(y1[tk * N_OUT + r] - ref) <= (k == 0 ? 1e-5 : 0.1) * mag);
+            }
+        free(scratch);
+        free(wq);
+    }
+    struct pb_tensor bad = {"iq", PB_TYPE_IQ2_XXS, {256, 1, 1, 1}, 66, w};
+    assert_int_equal(op_matmul(p1, &bad, x, 1, y1, NULL, &err), PB_EUNSUPPORTED);
+    pool_free(p1);
+    pool_free(p3);
+}
+
+struct count_job {
+    int hits[64];
+};
+
+static void count_worker(void *arg, int ith, int nth)
+{
+    struct count_job *j = arg;
+    long a, b;
+    pool_range(1000, ith, nth, &a, &b);
+    j->hits[ith] += (int)(b - a);
+}
+
+static void test_pool(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 5; n++) {
+        struct pool *p;
+        pb_err err;
+        assert_int_equal(pool_create(n, &p, &err), 0);
+        assert_int_equal(pool_size(p), n);
+        struct count_job j = {{0}};
+        for (int rep = 0; rep < 100; rep++)
+            pool_run(p, count_worker, &j);
+        int total = 0;
+        for (int i = 0; i < n; i++)
+            total += j.hits[i];
+        assert_int_equal(total, 100 * 1000);
+        pool_free(p);
+    }
+    struct pool *p;
+    pb_err err;
+    assert_int_equal(pool_create(0, &p, &err), PB_EINVAL);
+    long a, b;
+    pool_range(10, 2, 3, &a, &b);
+    assert_int_equal(a, 7);
+    assert_int_equal(b, 10);
+    assert_true(pool_cpu_count() >= 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_softmax_and_swiglu),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_matmul_threads),
+        cmocka_unit_test(test_pool),
+    };
+    return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
+}

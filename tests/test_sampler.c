@@ -1,0 +1,178 @@
+/* Sampler: greedy, the filters, temperature, penalties, seeds. */
+#include "testutil.h"
+
+#include "sampler/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct sampler *make(struct sampler_params p, int32_t n)
+{
+    struct sampler *s;
+    pb_err err;
+    if (sampler_create(&p, n, &s, &err))
+        fail_msg("%s", err.msg);
+    return s;
+}
+
+static void test_greedy_ties_lowest(void **state)
+{
+    (void)state;
+    float logits[6] = {0.5f, 2.0f, -1.0f, 2.0f, 1.9f, 2.0f};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    struct sampler *s = make(p, 6);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sampler_sample(s, logits), 1);
+    assert_int_equal(sampler_argmax(logits, 6), 1);
+    sampler_free(s);
+}
+
+/* Draws n samples and counts each id. */
+static void histogram(struct sampler *s, const float *logits, int32_t n_vocab, int n, int *counts)
+{
+    memset(counts, 0, (size_t)n_vocab * sizeof *counts);
+    for (int i = 0; i < n; i++) {
+        int32_t id = sampler_sample(s, logits);
+        assert_true(id >= 0 && id < n_vocab);
+        counts[id]++;
+    }
+}
+
+static void test_filters(void **state)
+{
+    (void)state;
+    /* probabilities at temp 1: about 0.64, 0.24, 0.09, 0.03, ... */
+    float logits[8] = {3.0f, 2.0f, 1.0f, 0.0f, -1.0f, -2.0f, -3.0f, -4.0f};
+    int counts[8];
+    struct sampler_params p = sampler_defaults();
+    p.seed = 5;
+    p.min_p = 0;
+    p.top_p = 1;
+
+    p.top_k = 1; /* top-k 1 is greedy */
+    struct sampler *s = make(p, 8);
+    histogram(s, logits, 8, 200, counts);
+    assert_int_equal(counts[0], 200);
+    sampler_free(s);
+
+    p.top_k = 2; /* only the two best */
+    s = make(p, 8);
+    histogram(s, logits, 8, 2000, counts);
+    assert_int_equal(counts[0] + counts[1], 2000);
+    assert_true(counts[1] > 200);
+    sampler_free(s);
+
+    p.top_k = 0;
+    p.top_p = 0.7f; /* 0.64 < 0.7: the nucleus is the first two */
+    s = make(p, 8);
+    histogram(s, logits, 8, 2000, counts);
+    assert_int_equal(counts[0] + counts[1], 2000);
+    sampler_free(s);
+
+    p.top_p = 1;
+    p.min_p = 0.2f; /* keeps p >= 0.2 * 0.64: the first two */
+    s = make(p, 8);
+    histogram(s, logits, 8, 2000, counts);
+    assert_int_equal(counts[0] + counts[1], 2000);
+    sampler_free(s);
+
+    p.min_p = 0; /* nothing filtered: all appear at temp 1 over many draws */
+    p.temp = 1;
+    s = make(p, 8);
+    histogram(s, logits, 8, 20000, counts);
+    for (int i = 0; i < 6; i++)
+        assert_true(counts[i] > 0);
+    /* frequencies follow the softmax within a few percent */
+    double z = 0;
+    for (int i = 0; i < 8; i++)
+        z += exp(logits[i]);
+    assert_float_equal(counts[0] / 20000.0, exp(3.0) / z, 0.02);
+    sampler_free(s);
+
+    p.temp = 0.05f; /* near-greedy */
+    s = make(p, 8);
+    histogram(s, logits, 8, 500, counts);
+    assert_int_equal(counts[0], 500);
+    sampler_free(s);
+}
+
+static void test_seed_determinism(void **state)
+{
+    (void)state;
+    float logits[100];
+    for (int i = 0; i < 100; i++)
+        logits[i] = sinf((float)i) * 2;
+    struct sampler_params p = sampler_defaults();
+    p.temp = 1.5f;
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.seed = 1234;
+    struct sampler *a = make(p, 100), *b = make(p, 100);
+    p.seed = 1235;
+    struct sampler *c = make(p, 100);
+    int same_ac = 0;
+    for (int i = 0; i < 100; i++) {
+        int32_t x = sampler_sample(a, logits), y = sampler_sample(b, logits), z = sampler_sample(c, logits);
+        assert_int_equal(x, y);
+        same_ac += x == z;
+    }
+    assert_true(same_ac < 50);
+    sampler_free(a);
+    sampler_free(b);
+    sampler_free(c);
+}
+
+static void test_repetition_penalty(void **state)
+{
+    (void)state;
+    float logits[4] = {2.0f, 1.9f, -1.0f, -1.1f};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    p.repeat_penalty = 1.5f;
+    p.repeat_last_n = 2;
+    struct sampler *s = make(p, 4);
+    assert_int_equal(sampler_sample(s, logits), 0);
+    sampler_accept(s, 0); /* 2.0 / 1.5 < 1.9: id 1 wins now */
+    assert_int_equal(sampler_sample(s, logits), 1);
+    sampler_accept(s, 1);
+    sampler_accept(s, 3); /* window of 2: id 0 is no longer penalized */
+    assert_int_equal(sampler_sample(s, logits), 0);
+    /* negative logits are multiplied: -1.0 * 1.5 < -1.1 */
+    float neg[2] = {-1.0f, -1.1f};
+    struct sampler *s2 = make(p, 2);
+    sampler_accept(s2, 0);
+    assert_int_equal(sampler_sample(s2, neg), 1);
+    sampler_reset(s2);
+    assert_int_equal(sampler_sample(s2, neg), 0);
+    sampler_free(s);
+    sampler_free(s2);
+}
+
+static void test_bad_params(void **state)
+{
+    (void)state;
+    struct sampler *s;
+    pb_err err;
+    struct sampler_params p = sampler_defaults();
+    assert_int_equal(sampler_create(&p, 0, &s, &err), PB_EINVAL);
+    p.repeat_penalty = 0;
+    assert_int_equal(sampler_create(&p, 10, &s, &err), PB_EINVAL);
+    p = sampler_defaults();
+    p.temp = NAN;
+    assert_int_equal(sampler_create(&p, 10, &s, &err), PB_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_ties_lowest),
+        cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_seed_determinism),
+        cmocka_unit_test(test_repetition_penalty),
+        cmocka_unit_test(test_bad_params),
+    };
+    return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
+}

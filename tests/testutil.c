@@ -1,0 +1,149 @@
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include "tools/tools.h"
+#include "base/rng.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *testdata_dir(void)
+{
+    static char dir[4096];
+    static int state = 0; /* 0 unknown, 1 found, -1 absent */
+    if (state == 0) {
+        const char *env = getenv("PLUMB_TESTDATA");
+        if (env && *env)
+            snprintf(dir, sizeof dir, "%s", env);
+        else
+            snprintf(dir, sizeof dir, "%s/../shared/testdata", PLUMB_SOURCE_DIR);
+        struct stat st;
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+            state = 1;
+        } else {
+            state = -1;
+            printf("SKIP: reference data not found at %s (set PLUMB_TESTDATA); tests that need it are skipped\n",
+                   dir);
+        }
+    }
+    return state == 1 ? dir : NULL;
+}
+
+const char *testdata_file(const char *name, char *buf, size_t size)
+{
+    const char *dir = testdata_dir();
+    if (!dir)
+        return NULL;
+    snprintf(buf, size, "%s/%s", dir, name);
+    if (access(buf, R_OK) != 0) {
+        printf("SKIP: %s is missing\n", buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static char tmpdir[256];
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_tmpdir(void)
+{
+    if (tmpdir[0])
+        nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *test_tmpdir(void)
+{
+    if (!tmpdir[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(tmpdir, sizeof tmpdir, "%s/plumb-test-XXXXXX", base && *base ? base : "/tmp");
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            abort();
+        }
+        atexit(remove_tmpdir);
+    }
+    return tmpdir;
+}
+
+const char *test_tmpfile(const char *name, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s", test_tmpdir(), name);
+    return buf;
+}
+
+char *test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        if (len)
+            *len = (size_t)n;
+    }
+    return buf;
+}
+
+int test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && w == len ? 0 : -1;
+}
+
+const char *test_tiny_model(const char *ftype_name)
+{
+    static char paths[8][512];
+    static char names[8][16];
+    for (int i = 0; i < 8; i++)
+        if (names[i][0] && strcmp(names[i], ftype_name) == 0)
+            return paths[i];
+    int slot = 0;
+    while (slot < 8 && names[slot][0])
+        slot++;
+    assert_true(slot < 8);
+    struct synth_params sp = {.seed = 42, .n_threads = 1};
+    sp.shape = *synth_shape_find("tiny");
+    sp.shape.n_vocab = 1000; /* small and fast */
+    sp.shape.n_layer = 2;
+    assert_true(pb_ftype_from_name(ftype_name, &sp.ftype));
+    char name[64];
+    snprintf(name, sizeof name, "tiny-%s.gguf", ftype_name);
+    test_tmpfile(name, paths[slot], sizeof paths[slot]);
+    pb_err err = {0};
+    uint64_t bytes;
+    if (synth_write(paths[slot], &sp, &bytes, &err) != 0)
+        fail_msg("synth_write: %s", err.msg);
+    snprintf(names[slot], sizeof names[slot], "%s", ftype_name);
+    return paths[slot];
+}
+
+void test_randn(float *x, size_t n, uint64_t seed, float scale)
+{
+    struct rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_normal(&r) * scale;
+}

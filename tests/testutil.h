@@ -1,0 +1,48 @@
+/* Helpers shared by the test programs (cmocka). */
+#ifndef PLUMB_TESTUTIL_H
+#define PLUMB_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdbool.h>
+
+/* Exit status that tells ctest a whole program was skipped. */
+#define TEST_SKIP_CODE 77
+
+/* The reference data folder: $PLUMB_TESTDATA, else ../shared/testdata
+ * beside the source tree; NULL (after printing why, once) when absent. */
+const char *testdata_dir(void);
+/* testdata_dir()/name, or NULL (and a printed reason) when missing. The
+ * result is a static buffer per call site: copy it if kept. */
+const char *testdata_file(const char *name, char *buf, size_t size);
+
+/* In a test function: declares `const char *var`, the path of testdata
+ * file `name`, or skips the test with a printed reason when it is absent. */
+#define REQUIRE_TESTDATA(var, name)                                                                                    \
+    char var##_buf[1024];                                                                                              \
+    const char *var = testdata_file((name), var##_buf, sizeof var##_buf);                                              \
+    if (!var)                                                                                                          \
+        skip()
+
+/* A fresh temporary directory for this process (removed at exit). */
+const char *test_tmpdir(void);
+/* test_tmpdir()/name into buf. */
+const char *test_tmpfile(const char *name, char *buf, size_t size);
+
+/* Reads a whole file (NUL-terminated, *len without the NUL). */
+char *test_read_file(const char *path, size_t *len);
+int test_write_file(const char *path, const void *data, size_t len);
+
+/* Writes a small random-weight llama model (built-in vocabulary) of the
+ * given file type to the temp dir and returns its path (cached per type). */
+const char *test_tiny_model(const char *ftype_name);
+
+/* Fills x with normal(0, scale) values from a fixed seed. */
+void test_randn(float *x, size_t n, uint64_t seed, float scale);
+
+#endif
