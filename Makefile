@@ -34,7 +34,9 @@ $(BUILD)/CMakeCache.txt: | deps
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build --preset $(PRESET) -j $(JOBS)
 
+TESTDATA ?= $(if $(PLUMB_TESTDATA),$(PLUMB_TESTDATA),../shared/testdata)
 test: build
+	@[ -d "$(TESTDATA)" ] || echo "note: reference data not found at $(TESTDATA) (set PLUMB_TESTDATA): tests that need it are skipped"
 	ctest --preset $(PRESET) -j $(JOBS)
 
 # The main job. Until `plumb survey` and `plumb plan` exist, it synthesizes a

@@ -2,13 +2,14 @@
 # Installs the Debian packages plumb needs to build and test, only those that
 # are missing. Safe to run repeatedly: when everything is present it does
 # nothing and needs no privileges. Runs apt-get as root, or through sudo.
+# Extra package names given as arguments are installed too (CI adds clang).
 #
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data)
 #   tests:  libcmocka-dev (unit test framework)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libcmocka-dev"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do
