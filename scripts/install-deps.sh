@@ -5,11 +5,12 @@
 # Extra package names given as arguments are installed too (CI adds clang).
 #
 #   build:  gcc, make, cmake, pkg-config
-#   libs:   libjansson-dev (JSON output and reading reference data)
+#   libs:   libjansson-dev (JSON output and reading reference data),
+#           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
 #   tests:  libcmocka-dev (unit test framework)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -141,6 +141,18 @@ static void test_reference_tiny_llama_q4_0(void **state)
     check_reference_model("tiny-llama-q4_0", 0.05, true);
 }
 
+static void test_reference_tiny_qwen2(void **state)
+{
+    (void)state;
+    check_reference_model("tiny-qwen2-q8_0", 0.05, false);
+}
+
+static void test_reference_tiny_qwen3(void **state)
+{
+    (void)state;
+    check_reference_model("tiny-qwen3-q8_0", 0.05, false);
+}
+
 /* ---- consistency (no reference data needed) ---- */
 
 static float *eval_logits(const char *path, const int32_t *toks, int n, int batch, int threads)
@@ -183,6 +195,40 @@ static void test_batch_equals_sequential(void **state)
         free(a);
         free(b);
         free(c);
+    }
+}
+
+/* Synthesized qwen2 / qwen3 models load (their required tensors are
+ * checked) and evaluate consistently; a qwen2 without its biases is
+ * refused. */
+static void test_other_architectures(void **state)
+{
+    (void)state;
+    const char *archs[] = {"qwen2", "qwen3"};
+    for (int k = 0; k < 2; k++) {
+        char path[512], name[64], spec[160];
+        snprintf(name, sizeof name, "tiny-%s.gguf", archs[k]);
+        test_tmpfile(name, path, sizeof path);
+        struct synth_params sp = {.seed = 9, .n_threads = 1, .ftype = PB_FTYPE_Q8_0};
+        sp.shape = *synth_shape_find("tiny");
+        snprintf(spec, sizeof spec, "arch=%s,layers=2,vocab=700", archs[k]);
+        pb_err err;
+        uint64_t bytes;
+        assert_int_equal(synth_parse_dims(spec, &sp.shape, &err), 0);
+        assert_int_equal(synth_write(path, &sp, &bytes, &err), 0);
+        int32_t toks[5] = {1, 400, 500, 600, 10};
+        float *a = eval_logits(path, toks, 5, 512, 2), *b = eval_logits(path, toks, 5, 1, 1);
+        for (int i = 0; i < 700; i++) {
+            assert_true(isfinite(a[i]));
+            assert_true(a[i] == b[i]);
+        }
+        free(a);
+        free(b);
+        struct gguf_file *f;
+        assert_int_equal(gguf_open(path, &f, &err), 0);
+        assert_non_null(gguf_find_tensor(f, k == 0 ? "blk.1.attn_v.bias" : "blk.1.attn_k_norm.weight"));
+        assert_null(gguf_find_tensor(f, k == 0 ? "blk.1.attn_k_norm.weight" : "blk.1.attn_v.bias"));
+        gguf_close(f);
     }
 }
 
@@ -259,8 +305,16 @@ static const char *altered_model(const char *name, const char *drop, const char 
     pb_err err;
     assert_int_equal(gguf_open(test_tiny_model("Q8_0"), &f, &err), 0);
     assert_int_equal(gguf_writer_create(&w, &err), 0);
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
-        gguf_set_from(w, f, i);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
+        const char *key = gguf_kv_key(f, i);
+        char renamed[256];
+        if (arch && strncmp(key, "llama.", 6) == 0) { /* the hyperparameters follow the architecture */
+            snprintf(renamed, sizeof renamed, "%s.%s", arch, key + 6);
+            gguf_set_from_as(w, renamed, f, i);
+        } else {
+            gguf_set_from(w, f, i);
+        }
+    }
     if (arch)
         gguf_set_str(w, "general.architecture", arch);
     for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
@@ -304,6 +358,11 @@ static void test_refused_models(void **state)
     assert_int_equal(model_load(altered_model("shape.gguf", NULL, NULL, 700), &m, &err), PB_EFORMAT);
     assert_non_null(strstr(err.msg, "blk.1.ffn_up.weight"));
     assert_int_equal(model_load(altered_model("nonorm.gguf", "output_norm.weight", NULL, 0), &m, &err), PB_EFORMAT);
+    /* a llama's tensors are not enough for a qwen2 (biases) or qwen3 (head norms) */
+    assert_int_equal(model_load(altered_model("nobias.gguf", NULL, "qwen2", 0), &m, &err), PB_EFORMAT);
+    assert_non_null(strstr(err.msg, "blk.0.attn_q.bias"));
+    assert_int_equal(model_load(altered_model("nonorm3.gguf", NULL, "qwen3", 0), &m, &err), PB_EFORMAT);
+    assert_non_null(strstr(err.msg, "attn_q_norm"));
     assert_int_equal(model_load("/nonexistent.gguf", &m, &err), PB_EIO);
     /* the intact copy loads */
     assert_int_equal(model_load(altered_model("intact.gguf", NULL, NULL, 0), &m, &err), 0);
@@ -316,6 +375,9 @@ int main(void)
         cmocka_unit_test(test_reference_stories260K),
         cmocka_unit_test(test_reference_tiny_llama_q8_0),
         cmocka_unit_test(test_reference_tiny_llama_q4_0),
+        cmocka_unit_test(test_reference_tiny_qwen2),
+        cmocka_unit_test(test_reference_tiny_qwen3),
+        cmocka_unit_test(test_other_architectures),
         cmocka_unit_test(test_batch_equals_sequential),
         cmocka_unit_test(test_quantized_close_to_f32),
         cmocka_unit_test(test_eval_limits),

@@ -45,11 +45,12 @@ static void test_rope(void **state)
     test_randn(x, 16, 3, 1.0f);
     /* position 0 is the identity */
     memcpy(y, x, sizeof x);
-    op_rope(y, 2, 8, 8, 0, 10000.0f, ROPE_NORM, NULL);
+    struct rope_params rp = {8, 10000.0f, 1.0f, ROPE_NORM, NULL};
+    op_rope(y, 2, 8, 0, &rp);
     assert_memory_equal(x, y, sizeof x);
     /* norm style rotates (2i, 2i+1) by pos * base^(-2i/n) */
     memcpy(y, x, sizeof x);
-    op_rope(y, 2, 8, 8, 7, 10000.0f, ROPE_NORM, NULL);
+    op_rope(y, 2, 8, 7, &rp);
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < 4; i++) {
             double th = 7 * pow(10000.0, -2.0 * i / 8);
@@ -59,7 +60,8 @@ static void test_rope(void **state)
         }
     /* neox style rotates (i, i + n/2); partial rotation leaves the rest */
     memcpy(y, x, sizeof x);
-    op_rope(y, 2, 8, 4, 3, 100.0f, ROPE_NEOX, NULL);
+    struct rope_params neox = {4, 100.0f, 1.0f, ROPE_NEOX, NULL};
+    op_rope(y, 2, 8, 3, &neox);
     for (int h = 0; h < 2; h++) {
         for (int i = 0; i < 2; i++) {
             double th = 3 * pow(100.0, -2.0 * i / 4);
@@ -72,9 +74,10 @@ static void test_rope(void **state)
     }
     /* frequency factors divide the angle */
     float ff[4] = {1, 2, 4, 8};
+    struct rope_params scaled = {8, 10000.0f, 0.25f, ROPE_NORM, ff};
     memcpy(y, x, sizeof x);
-    op_rope(y, 1, 8, 8, 5, 10000.0f, ROPE_NORM, ff);
-    double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8;
+    op_rope(y, 1, 8, 5, &scaled);
+    double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8 * 0.25; /* linear scaling multiplies on top */
     assert_float_equal(y[6], x[6] * cos(th) - x[7] * sin(th), 1e-5);
 }
 

@@ -4,6 +4,7 @@
 
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -110,6 +111,152 @@ static void test_vectors_llama_spm(void **state)
     assert_int_equal(n, 46);
 }
 
+static void test_vectors_gpt2(void **state)
+{
+    (void)state;
+    int n = run_vectors("gpt-2");
+    if (n < 0)
+        skip();
+    print_message("  %d vectors\n", n);
+    assert_int_equal(n, 46);
+}
+
+static void test_vectors_llama_bpe(void **state)
+{
+    (void)state;
+    int n = run_vectors("llama-bpe");
+    if (n < 0)
+        skip();
+    print_message("  %d vectors\n", n);
+    assert_int_equal(n, 46);
+}
+
+/* A minimal byte-level BPE vocabulary (the 256 byte symbols, one merge)
+ * with the given pre-tokenizer, written to the temp dir. */
+static const char *bpe_vocab(const char *pre)
+{
+    static char path[512];
+    char name[96];
+    snprintf(name, sizeof name, "bpe-%s.gguf", pre);
+    test_tmpfile(name, path, sizeof path);
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    static char texts[257][4];
+    struct gguf_str toks[258];
+    int n = 0, extra = 0;
+    for (int b = 0; b < 256; b++) { /* GPT-2's byte symbols, spelled out here */
+        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)extra++;
+        int len = cp < 0x80 ? 1 : 2;
+        if (len == 1)
+            texts[n][0] = (char)cp;
+        else {
+            texts[n][0] = (char)(0xC0 | (cp >> 6));
+            texts[n][1] = (char)(0x80 | (cp & 0x3F));
+        }
+        toks[n] = (struct gguf_str){(uint64_t)len, texts[n]};
+        n++;
+    }
+    toks[n++] = (struct gguf_str){2, "he"};
+    toks[n++] = (struct gguf_str){13, "<|endoftext|>"};
+    int32_t types[258];
+    for (int i = 0; i < n; i++)
+        types[i] = i == n - 1 ? TOK_CONTROL : TOK_NORMAL;
+    struct gguf_str merges[1] = {{3, "h e"}};
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", pre);
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, (uint64_t)n);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 1);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(n - 1));
+    assert_int_equal(gguf_writer_begin(w, path, &err), 0);
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    return path;
+}
+
+/* The pre-tokenizers split as their regexes define; expectations worked
+ * out by hand from the patterns (matches and the gaps between them). Note
+ * the Llama 3 family glues one leading non-letter to a word ("+b"). */
+static void test_pretokenizers(void **state)
+{
+    (void)state;
+    const char *text = "Hello world's 12345 HelloWorld a+b\n\n  x";
+    struct {
+        const char *pre;
+        const char *expect[24];
+    } cases[] = {
+        {"gpt-2", {"Hello", " world", "'s", " 12345", " HelloWorld", " a", "+", "b", "\n\n ", " x"}},
+        {"llama-bpe",
+         {"Hello", " world", "'s", " ", "123", "45", " HelloWorld", " a", "+b", "\n\n", " ", " x"}},
+        {"qwen2",
+         {"Hello", " world", "'s", " ", "1", "2", "3", "4", "5", " HelloWorld", " a", "+b", "\n\n", " ", " x"}},
+        {"smollm",
+         {"Hello", " world", "'s", " ", "1", "2", "3", "4", "5", " HelloWorld", " a", "+", "b", "\n\n ", " x"}},
+        {"default",
+         {"Hello", " world", "'", "s", " ", "123", "45", " HelloWorld", " a", "+", "b", "\n\n ", " x"}},
+        {"tekken",
+         {"Hello", " world", "'s", " ", "1", "2", "3", "4", "5", " Hello", "World", " a", "+b", "\n\n", " ", " x"}},
+        {"gpt-4o",
+         {"Hello", " world's", " ", "123", "45", " Hello", "World", " a", "+b", "\n\n", " ", " x"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct gguf_file *f;
+        struct tokenizer *t = load(bpe_vocab(cases[k].pre), &f);
+        char *pieces;
+        size_t n;
+        assert_int_equal(bpe_pretokenize(t, text, strlen(text), &pieces, &n), 0);
+        const char *p = pieces;
+        for (size_t i = 0; i < n; i++, p += strlen(p) + 1) {
+            if (!cases[k].expect[i] || strcmp(p, cases[k].expect[i]) != 0)
+                fail_msg("%s: piece %zu is '%s', expected '%s'", cases[k].pre, i, p,
+                         cases[k].expect[i] ? cases[k].expect[i] : "(none)");
+        }
+        assert_null(cases[k].expect[n]);
+        free(pieces);
+        /* and encoding round-trips through the byte symbols, merging "he" */
+        int32_t *ids;
+        size_t n_ids, dlen;
+        pb_err err;
+        assert_int_equal(tok_encode(t, text, strlen(text), true, false, &ids, &n_ids, &err), 0);
+        assert_int_equal(ids[0], 'H'); /* token i is byte i here */
+        assert_int_equal(ids[1], 'e');
+        char *dec = decode(t, ids, n_ids, &dlen);
+        assert_int_equal(dlen, strlen(text));
+        assert_memory_equal(dec, text, dlen);
+        free(dec);
+        free(ids);
+        /* the one merge applies; special text is a token only when parsed */
+        assert_int_equal(tok_encode(t, "the<|endoftext|>", 16, false, true, &ids, &n_ids, &err), 0);
+        assert_int_equal(n_ids, 3);
+        assert_int_equal(ids[0], 't');
+        assert_int_equal(ids[1], 256);
+        assert_int_equal(ids[2], 257);
+        free(ids);
+        assert_int_equal(tok_encode(t, "the<|endoftext|>", 16, false, false, &ids, &n_ids, &err), 0);
+        assert_true(n_ids > 10);
+        free(ids);
+        /* invalid UTF-8 becomes U+FFFD, as in the reference */
+        assert_int_equal(tok_encode(t, "a\xff", 2, false, false, &ids, &n_ids, &err), 0);
+        dec = decode(t, ids, n_ids, &dlen);
+        assert_int_equal(dlen, 4);
+        assert_memory_equal(dec, "a\xef\xbf\xbd", 4);
+        free(dec);
+        free(ids);
+        tok_free(t);
+        gguf_close(f);
+    }
+    /* an unknown pre-tokenizer is refused by name */
+    struct gguf_file *f;
+    struct tokenizer *t = NULL;
+    pb_err err;
+    assert_int_equal(gguf_open(bpe_vocab("no-such-pre"), &f, &err), 0);
+    assert_int_equal(tok_load(f, &t, &err), PB_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "no-such-pre"));
+    gguf_close(f);
+}
+
 /* The prompts of reference-greedy.json tokenize to its prompt_ids. */
 static void test_reference_prompts(void **state)
 {
@@ -118,8 +265,8 @@ static void test_reference_prompts(void **state)
     json_error_t jerr;
     json_t *root = json_load_file(ref, 0, &jerr);
     assert_non_null(root);
-    const char *models[] = {"stories260K", "tiny-llama-q8_0", "tiny-llama-q4_0"};
-    for (int m = 0; m < 3; m++) {
+    const char *models[] = {"stories260K", "tiny-llama-q8_0", "tiny-llama-q4_0", "tiny-qwen2-q8_0", "tiny-qwen3-q8_0"};
+    for (int m = 0; m < 5; m++) {
         json_t *jm = json_object_get(json_object_get(root, "models"), models[m]);
         assert_non_null(jm);
         char buf[1024];
@@ -305,6 +452,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors_llama_spm),
+        cmocka_unit_test(test_vectors_gpt2),
+        cmocka_unit_test(test_vectors_llama_bpe),
+        cmocka_unit_test(test_pretokenizers),
         cmocka_unit_test(test_reference_prompts),
         cmocka_unit_test(test_special_tokens),
         cmocka_unit_test(test_builtin_vocab_round_trip),

@@ -160,8 +160,9 @@ int gguf_set_strn(struct gguf_writer *w, const char *key, const char *v, uint64_
 /* Arrays of fixed-size elements (elems holds n values of type t). */
 int gguf_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t, const void *elems, uint64_t n);
 int gguf_set_arr_str(struct gguf_writer *w, const char *key, const struct gguf_str *v, uint64_t n);
-/* Copies metadata value i of src under the same key. */
+/* Copies metadata value i of src under the same key, or under key. */
 int gguf_set_from(struct gguf_writer *w, const struct gguf_file *src, uint64_t i);
+int gguf_set_from_as(struct gguf_writer *w, const char *key, const struct gguf_file *src, uint64_t i);
 /* Removes a key if present. */
 void gguf_unset(struct gguf_writer *w, const char *key);
 /* Any earlier set_* failure (out of memory, bad key) is reported here. */

@@ -199,7 +199,7 @@ int gguf_set_arr_str(struct gguf_writer *w, const char *key, const struct gguf_s
     return put(w, key, b, len);
 }
 
-int gguf_set_from(struct gguf_writer *w, const struct gguf_file *src, uint64_t i)
+int gguf_set_from_as(struct gguf_writer *w, const char *key, const struct gguf_file *src, uint64_t i)
 {
     uint64_t raw_len;
     const uint8_t *raw = gguf_kv_raw(src, i, &raw_len);
@@ -207,7 +207,12 @@ int gguf_set_from(struct gguf_writer *w, const struct gguf_file *src, uint64_t i
     uint8_t *b = blob_new(gguf_kv_type(src, i), raw_len, &len);
     if (b)
         memcpy(b + 4, raw, raw_len);
-    return put(w, gguf_kv_key(src, i), b, len);
+    return put(w, key, b, len);
+}
+
+int gguf_set_from(struct gguf_writer *w, const struct gguf_file *src, uint64_t i)
+{
+    return gguf_set_from_as(w, gguf_kv_key(src, i), src, i);
 }
 
 void gguf_unset(struct gguf_writer *w, const char *key)

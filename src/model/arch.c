@@ -1,13 +1,22 @@
 /* The architectures plumb runs. Adding one is a row here, a forward
- * function (usually a few lines over the layer helpers) and, when it has
- * new tensors, their names in model.c's loader. */
+ * function when its block structure is new (usually a few lines over the
+ * layer helpers) and, when it has new tensors, their names in model.c's
+ * loader.
+ *
+ * qwen2 and qwen3 share Llama's pre-norm block: qwen2 adds biases to the
+ * Q/K/V projections, qwen3 normalizes each head of Q and K; both rotate
+ * NeoX-style. The layer helpers apply biases and head norms when present,
+ * so they share llama_forward; the `needs` flags make their loader insist
+ * on those tensors. */
 #include "model/model_internal.h"
 
 #include <stdio.h>
 #include <string.h>
 
 static const struct arch_desc archs[] = {
-    {"llama", ROPE_NORM, llama_forward},
+    {"llama", ROPE_NORM, 0, llama_forward},
+    {"qwen2", ROPE_NEOX, ARCH_QKV_BIAS, llama_forward},
+    {"qwen3", ROPE_NEOX, ARCH_QK_NORM, llama_forward},
 };
 
 const struct arch_desc *arch_find(const char *name)

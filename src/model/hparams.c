@@ -81,6 +81,30 @@ int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_e
         (rc = arch_float(f, a, "rope.freq_base", 10000.0, 1e-3, 1e12, &hp->rope_base, err)))
         return rc;
 
+    /* RoPE scaling: <arch>.rope.scaling.type / .factor, or the older
+     * <arch>.rope.scale_linear. Llama 3's scheme comes as the rope_freqs
+     * tensor instead and needs no key. */
+    char key[160];
+    struct gguf_str st;
+    hp->rope_scaling = ROPE_SCALING_NONE;
+    hp->rope_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if ((rc = gguf_get_str(f, key, &st, err)) < 0)
+        return rc;
+    if (rc == 1) {
+        hp->rope_scaling = gguf_str_eq(st, "none")     ? ROPE_SCALING_NONE
+                           : gguf_str_eq(st, "linear") ? ROPE_SCALING_LINEAR
+                           : gguf_str_eq(st, "yarn")   ? ROPE_SCALING_YARN
+                                                       : ROPE_SCALING_OTHER;
+        if ((rc = arch_float(f, a, "rope.scaling.factor", 1.0, 1e-3, 1e6, &hp->rope_scale, err)))
+            return rc;
+    } else {
+        if ((rc = arch_float(f, a, "rope.scale_linear", 1.0, 1e-3, 1e6, &hp->rope_scale, err)))
+            return rc;
+        if (hp->rope_scale != 1.0f)
+            hp->rope_scaling = ROPE_SCALING_LINEAR;
+    }
+
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     struct gguf_arr toks;
     if (emb)

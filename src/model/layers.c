@@ -60,10 +60,9 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
     norm_heads(k_rows, &lw->k_norm, n, KV, D, hp->rms_eps);
 
-    const float *ff = m->rope_freqs.data;
     for (int t = 0; t < n; t++) {
-        op_rope(c->q + (size_t)t * H * D, H, D, (int)hp->n_rot, pos0 + t, hp->rope_base, m->arch->rope, ff);
-        op_rope(k_rows + (size_t)t * kv_dim, KV, D, (int)hp->n_rot, pos0 + t, hp->rope_base, m->arch->rope, ff);
+        op_rope(c->q + (size_t)t * H * D, H, D, pos0 + t, &m->rope);
+        op_rope(k_rows + (size_t)t * kv_dim, KV, D, pos0 + t, &m->rope);
     }
 
     struct attn_args a = {

@@ -79,6 +79,7 @@ static int bind_layer(struct model *m, int l, pb_err *err)
     const struct model_hparams *hp = &m->hp;
     struct layer_weights *lw = &m->layers[l];
     const int64_t E = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+    const bool bias = m->arch->needs & ARCH_QKV_BIAS, qk_norm = m->arch->needs & ARCH_QK_NORM;
     struct {
         const char *suffix;
         enum bind_kind kind;
@@ -91,11 +92,11 @@ static int bind_layer(struct model *m, int l, pb_err *err)
         {"attn_k.weight", BIND_MATRIX, true, E, KVD, &lw->wk},
         {"attn_v.weight", BIND_MATRIX, true, E, KVD, &lw->wv},
         {"attn_output.weight", BIND_MATRIX, true, QD, E, &lw->wo},
-        {"attn_q.bias", BIND_VECTOR, false, QD, 0, &lw->bq},
-        {"attn_k.bias", BIND_VECTOR, false, KVD, 0, &lw->bk},
-        {"attn_v.bias", BIND_VECTOR, false, KVD, 0, &lw->bv},
-        {"attn_q_norm.weight", BIND_VECTOR, false, hp->head_dim, 0, &lw->q_norm},
-        {"attn_k_norm.weight", BIND_VECTOR, false, hp->head_dim, 0, &lw->k_norm},
+        {"attn_q.bias", BIND_VECTOR, bias, QD, 0, &lw->bq},
+        {"attn_k.bias", BIND_VECTOR, bias, KVD, 0, &lw->bk},
+        {"attn_v.bias", BIND_VECTOR, bias, KVD, 0, &lw->bv},
+        {"attn_q_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->q_norm},
+        {"attn_k_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->k_norm},
         {"ffn_norm.weight", BIND_VECTOR, true, E, 0, &lw->ffn_norm},
         {"ffn_gate.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_gate},
         {"ffn_up.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_up},
@@ -117,8 +118,6 @@ static int bind_all(struct model *m, pb_err *err)
 {
     const struct model_hparams *hp = &m->hp;
     int rc;
-    if (!gguf_find_tensor(m->file, "token_embd.weight"))
-        return pb_fail(err, PB_EFORMAT, "%s: missing tensor 'token_embd.weight'", gguf_name(m->file));
     if ((rc = bind(m, "token_embd.weight", BIND_TABLE, true, hp->n_embd, hp->n_vocab, &m->tok_embd, err)) ||
         (rc = bind(m, "output_norm.weight", BIND_VECTOR, true, hp->n_embd, 0, &m->out_norm, err)) ||
         (rc = bind(m, "output.weight", BIND_MATRIX, false, hp->n_embd, hp->n_vocab, &m->output, err)) ||
@@ -131,6 +130,17 @@ static int bind_all(struct model *m, pb_err *err)
         m->output = m->tok_embd;
     }
     m->weight_bytes = m->output.row_bytes * (uint64_t)m->output.ne[1];
+    if (hp->rope_scaling == ROPE_SCALING_YARN || hp->rope_scaling == ROPE_SCALING_OTHER)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: RoPE scaling '%s' is not supported yet (none, linear and Llama 3's "
+                       "rope_freqs are)", gguf_name(m->file),
+                       hp->rope_scaling == ROPE_SCALING_YARN ? "yarn" : "of this type");
+    m->rope = (struct rope_params){
+        .n_rot = (int)hp->n_rot,
+        .base = hp->rope_base,
+        .freq_scale = 1.0f / hp->rope_scale,
+        .style = m->arch->rope,
+        .freq_factors = m->rope_freqs.data,
+    };
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
         return pb_fail(err, PB_ENOMEM, "out of memory for %" PRId64 " layers", hp->n_layer);

@@ -31,6 +31,8 @@ struct model_hparams {
     int64_t n_rot;        /* <arch>.rope.dimension_count, default head_dim */
     float rms_eps;        /* <arch>.attention.layer_norm_rms_epsilon */
     float rope_base;      /* <arch>.rope.freq_base, default 10000 */
+    enum rope_scaling { ROPE_SCALING_NONE, ROPE_SCALING_LINEAR, ROPE_SCALING_YARN, ROPE_SCALING_OTHER } rope_scaling;
+    float rope_scale;     /* <arch>.rope.scaling.factor (context multiple), 1 when none */
 };
 
 /* Reads and checks the hyperparameters of f (any supported or unsupported

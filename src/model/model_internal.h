@@ -11,9 +11,16 @@ struct model_ctx;
 
 typedef int (*forward_fn)(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
+/* What an architecture requires beyond the common tensors. */
+enum arch_needs {
+    ARCH_QKV_BIAS = 1 << 0, /* attn_{q,k,v}.bias */
+    ARCH_QK_NORM = 1 << 1,  /* attn_{q,k}_norm.weight, per-head RMS norm */
+};
+
 struct arch_desc {
     const char *name;       /* general.architecture */
     enum rope_style rope;
+    unsigned needs;         /* enum arch_needs */
     forward_fn forward;
 };
 
@@ -29,6 +36,7 @@ struct model {
     struct pb_tensor out_norm;   /* [n_embd] */
     struct pb_tensor output;     /* [n_embd] x n_vocab rows (token_embd when tied) */
     struct pb_tensor rope_freqs; /* optional [n_rot/2] frequency divisors */
+    struct rope_params rope;     /* everything op_rope needs */
     struct layer_weights *layers;
     float **owned;               /* 1-D tensors converted to F32 */
     int n_owned;

@@ -19,20 +19,19 @@ void op_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps
             out[i] = x[i] * scale;
 }
 
-void op_rope(float *x, int n_head, int head_dim, int n_rot, int64_t pos, float base, enum rope_style style,
-             const float *freq_factors)
+void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
 {
-    const int half = n_rot / 2;
+    const int half = rp->n_rot / 2;
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication
      * in float as the reference implementation does, so that angles agree
      * to the last bit at every position */
-    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    const float theta_scale = powf(rp->base, -2.0f / (float)rp->n_rot);
     float theta = (float)pos;
     for (int i = 0; i < half; i++, theta *= theta_scale) {
-        float angle = freq_factors ? theta / freq_factors[i] : theta;
+        float angle = (rp->freq_factors ? theta / rp->freq_factors[i] : theta) * rp->freq_scale;
         float c = cosf(angle), s = sinf(angle);
-        int a = style == ROPE_NORM ? 2 * i : i;
-        int b = style == ROPE_NORM ? 2 * i + 1 : i + half;
+        int a = rp->style == ROPE_NORM ? 2 * i : i;
+        int b = rp->style == ROPE_NORM ? 2 * i + 1 : i + half;
         for (int h = 0; h < n_head; h++) {
             float *v = x + (size_t)h * head_dim;
             float x0 = v[a], x1 = v[b];

@@ -33,11 +33,20 @@ enum rope_style {
 /* out = x / rms(x) * w over one row of n (w may be NULL: no scaling). */
 void op_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
 
-/* Rotary position embedding in place, for n_head heads of head_dim in x
- * (one token at position pos); the first n_rot dims of each head rotate.
- * freq_factors (n_rot/2 values, may be NULL) divide the frequencies. */
-void op_rope(float *x, int n_head, int head_dim, int n_rot, int64_t pos, float base, enum rope_style style,
-             const float *freq_factors);
+/* Rotary position embedding. The first n_rot dims of each head rotate by
+ * angle pos * base^(-2i/n_rot) / freq_factors[i] * freq_scale for pair i
+ * (freq_factors may be NULL: all 1; freq_scale < 1 is linear context
+ * extension). */
+struct rope_params {
+    int n_rot;
+    float base;
+    float freq_scale;
+    enum rope_style style;
+    const float *freq_factors; /* n_rot / 2 values, or NULL */
+};
+
+/* Rotates n_head heads of head_dim in x (one token at position pos). */
+void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp);
 
 /* g = silu(g) * u, n elements. */
 void op_swiglu(float *g, const float *u, int64_t n);

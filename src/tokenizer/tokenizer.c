@@ -1,4 +1,5 @@
-/* Vocabulary loading, lookup, special-token splitting, decoding. */
+/* Vocabulary loading, lookup, special-token splitting, decoding; the
+ * encoding of raw text is in spm.c and bpe.c. */
 #include "tokenizer/tokenizer_internal.h"
 
 #include <inttypes.h>
@@ -8,41 +9,9 @@
 
 #define SPACE_MARK "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 int32_t tok_lookup(const struct tokenizer *t, const char *text, size_t len)
 {
-    uint64_t mask = t->n_slots - 1;
-    for (uint64_t i = hash_bytes(text, len) & mask;; i = (i + 1) & mask) {
-        int32_t id = t->slots[i];
-        if (id < 0)
-            return -1;
-        if (t->tok[id].len == len && memcmp(t->tok[id].text, text, len) == 0)
-            return id;
-    }
-}
-
-/* Inserts id; a later token with the same text replaces the earlier one,
- * as in the reference implementation. */
-static void insert(struct tokenizer *t, int32_t id)
-{
-    uint64_t mask = t->n_slots - 1;
-    const struct tok_entry *e = &t->tok[id];
-    for (uint64_t i = hash_bytes(e->text, e->len) & mask;; i = (i + 1) & mask) {
-        int32_t cur = t->slots[i];
-        if (cur < 0 || (t->tok[cur].len == e->len && memcmp(t->tok[cur].text, e->text, e->len) == 0)) {
-            t->slots[i] = id;
-            return;
-        }
-    }
+    return str_index_find(&t->index, t->tok, sizeof *t->tok, text, len);
 }
 
 int tok_ids_push(struct tok_ids *ids, int32_t id)
@@ -83,20 +52,6 @@ static int read_flag(const struct gguf_file *f, const char *key, bool *flag, pb_
     return rc < 0 ? rc : PB_OK;
 }
 
-struct special_key {
-    uint32_t len;
-    int32_t id;
-};
-
-/* longest text first, then lowest id */
-static int cmp_special(const void *a, const void *b)
-{
-    const struct special_key *x = a, *y = b;
-    if (x->len != y->len)
-        return x->len > y->len ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-
 static int load_vocab(const struct gguf_file *f, struct tokenizer *t, pb_err *err)
 {
     const char *name = gguf_name(f);
@@ -127,39 +82,37 @@ static int load_vocab(const struct gguf_file *f, struct tokenizer *t, pb_err *er
     }
     t->tok = calloc((size_t)t->n, sizeof *t->tok);
     t->arena = malloc(arena);
-    t->n_slots = 1;
-    while (t->n_slots < 2 * (uint64_t)t->n)
-        t->n_slots <<= 1;
-    t->slots = malloc(t->n_slots * sizeof *t->slots);
-    if (!t->tok || !t->arena || !t->slots)
+    if (!t->tok || !t->arena)
         return pb_fail(err, PB_ENOMEM, "%s: out of memory for a vocabulary of %" PRId32 " tokens", name, t->n);
-    memset(t->slots, 0xff, t->n_slots * sizeof *t->slots);
-
     char *p = t->arena;
     for (int32_t i = 0; i < t->n; i++) {
         struct gguf_str s = gguf_arr_str(&toks, (uint64_t)i);
         memcpy(p, s.data, s.len);
         p[s.len] = 0;
         struct tok_entry *e = &t->tok[i];
-        e->text = p;
-        e->len = (uint32_t)s.len;
+        e->s = (struct tok_str){p, (uint32_t)s.len};
         e->score = scores.n ? (float)gguf_arr_float(&scores, (uint64_t)i) : 0.0f;
         int64_t ty = types.n ? gguf_arr_int(&types, (uint64_t)i) : TOK_NORMAL;
         e->attr = (uint8_t)(ty >= TOK_NORMAL && ty <= TOK_BYTE ? ty : TOK_NORMAL);
         p += s.len + 1;
-        insert(t, i);
     }
+    if (str_index_build(&t->index, t->tok, sizeof *t->tok, t->n))
+        return pb_fail(err, PB_ENOMEM, "%s: out of memory indexing the vocabulary", name);
     return PB_OK;
 }
 
-static int find_byte_tokens(struct tokenizer *t)
+struct special_key {
+    uint32_t len;
+    int32_t id;
+};
+
+/* longest text first, then lowest id */
+static int cmp_special(const void *a, const void *b)
 {
-    for (int b = 0; b < 256; b++) {
-        char hex[8];
-        snprintf(hex, sizeof hex, "<0x%02X>", b);
-        t->byte_id[b] = tok_lookup(t, hex, 6);
-    }
-    return PB_OK;
+    const struct special_key *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
 /* Tokens that are matched as a whole inside text: control, user-defined
@@ -174,14 +127,26 @@ static int collect_specials(struct tokenizer *t, pb_err *err)
     }
     for (int32_t i = 0; i < t->n; i++) {
         uint8_t a = t->tok[i].attr;
-        if ((a == TOK_CONTROL || a == TOK_USER_DEFINED || a == TOK_UNKNOWN) && t->tok[i].len > 0)
-            keys[t->n_specials++] = (struct special_key){t->tok[i].len, i};
+        if ((a == TOK_CONTROL || a == TOK_USER_DEFINED || a == TOK_UNKNOWN) && t->tok[i].s.len > 0) {
+            keys[t->n_specials++] = (struct special_key){t->tok[i].s.len, i};
+            unsigned char c = (unsigned char)t->tok[i].s.p[0];
+            t->special_first[c / 8] |= (uint8_t)(1u << (c % 8));
+        }
     }
     qsort(keys, (size_t)t->n_specials, sizeof *keys, cmp_special);
     for (int32_t i = 0; i < t->n_specials; i++)
         t->specials[i] = keys[i].id;
     free(keys);
     return PB_OK;
+}
+
+static void find_byte_tokens(struct tokenizer *t)
+{
+    for (int b = 0; b < 256; b++) {
+        char hex[8];
+        snprintf(hex, sizeof hex, "<0x%02X>", b);
+        t->byte_id[b] = tok_lookup(t, hex, 6);
+    }
 }
 
 int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
@@ -194,25 +159,36 @@ int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
         return rc;
     if (rc == 0)
         return pb_fail(err, PB_EFORMAT, "%s: no tokenizer (tokenizer.ggml.model is missing)", name);
-    if (!gguf_str_eq(model, "llama"))
-        return pb_fail(err, PB_EUNSUPPORTED, "%s: tokenizer '%.*s' is not supported yet (supported: llama)", name,
-                       (int)(model.len > 32 ? 32 : model.len), model.data);
+    enum tok_kind kind;
+    if (gguf_str_eq(model, "llama"))
+        kind = TOK_KIND_SPM;
+    else if (gguf_str_eq(model, "gpt2"))
+        kind = TOK_KIND_BPE;
+    else
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tokenizer '%.*s' is not supported yet (supported: llama, gpt2)",
+                       name, (int)(model.len > 32 ? 32 : model.len), model.data);
 
     struct tokenizer *t = calloc(1, sizeof *t);
     if (!t)
         return pb_fail(err, PB_ENOMEM, "out of memory");
-    t->kind = TOK_KIND_SPM;
-    t->bos = 1;
-    t->eos = 2;
-    t->unk = 0;
+    t->kind = kind;
     t->eot = t->eom = -1;
-    t->add_bos = true;
-    t->add_eos = false;
-    t->add_space_prefix = true;
+    if (kind == TOK_KIND_SPM) {
+        /* SentencePiece defaults, as the reference loader has them */
+        t->bos = 1;
+        t->eos = 2;
+        t->unk = 0;
+        t->add_bos = true;
+        t->add_space_prefix = true;
+    } else {
+        t->bos = t->eos = t->unk = -1;
+    }
     if ((rc = load_vocab(f, t, err)))
         goto fail;
-    if (t->n <= 2) /* the defaults above would point past the vocabulary */
-        t->bos = t->eos = -1;
+    if (t->bos >= t->n || t->eos >= t->n) /* the defaults point past a tiny vocabulary */
+        t->bos = t->eos = t->unk = -1;
+    if (kind == TOK_KIND_BPE && (rc = bpe_load(t, f, err))) /* sets add_bos per pre-tokenizer */
+        goto fail;
     if ((rc = read_id(f, "tokenizer.ggml.bos_token_id", t->n, &t->bos, err)) ||
         (rc = read_id(f, "tokenizer.ggml.eos_token_id", t->n, &t->eos, err)) ||
         (rc = read_id(f, "tokenizer.ggml.unknown_token_id", t->n, &t->unk, err)) ||
@@ -221,8 +197,10 @@ int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
         (rc = read_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos, err)) ||
         (rc = read_flag(f, "tokenizer.ggml.add_eos_token", &t->add_eos, err)) ||
         (rc = read_flag(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err)) ||
-        (rc = find_byte_tokens(t)) || (rc = collect_specials(t, err)))
+        (rc = collect_specials(t, err)))
         goto fail;
+    if (kind == TOK_KIND_SPM)
+        find_byte_tokens(t);
     *out = t;
     return PB_OK;
 fail:
@@ -234,19 +212,24 @@ void tok_free(struct tokenizer *t)
 {
     if (!t)
         return;
+    bpe_free(t);
     free(t->tok);
     free(t->arena);
-    free(t->slots);
+    str_index_free(&t->index);
     free(t->specials);
     free(t);
 }
 
 enum tok_kind tok_kind(const struct tokenizer *t) { return t->kind; }
-const char *tok_kind_name(const struct tokenizer *t) { (void)t; return "SentencePiece (llama)"; }
 int32_t tok_n_vocab(const struct tokenizer *t) { return t->n; }
 int32_t tok_bos(const struct tokenizer *t) { return t->bos; }
 int32_t tok_eos(const struct tokenizer *t) { return t->eos; }
 bool tok_add_bos(const struct tokenizer *t) { return t->add_bos && t->bos >= 0; }
+
+const char *tok_kind_name(const struct tokenizer *t)
+{
+    return t->kind == TOK_KIND_SPM ? "SentencePiece (llama)" : "byte-level BPE (gpt2)";
+}
 
 bool tok_is_eog(const struct tokenizer *t, int32_t id)
 {
@@ -264,21 +247,41 @@ const char *tok_text(const struct tokenizer *t, int32_t id, size_t *len)
         *len = 0;
         return "";
     }
-    *len = t->tok[id].len;
-    return t->tok[id].text;
+    *len = t->tok[id].s.len;
+    return t->tok[id].s.p;
 }
 
 /* The special token matching text at its start, or -1. */
 static int32_t match_special(const struct tokenizer *t, const char *text, size_t len, bool parse_special)
 {
+    unsigned char c = (unsigned char)text[0];
+    if (!(t->special_first[c / 8] & (1u << (c % 8))))
+        return -1;
     for (int32_t i = 0; i < t->n_specials; i++) {
         const struct tok_entry *e = &t->tok[t->specials[i]];
         if (!parse_special && e->attr != TOK_USER_DEFINED)
             continue;
-        if (e->len <= len && memcmp(e->text, text, e->len) == 0)
+        if (e->s.len <= len && memcmp(e->s.p, text, e->s.len) == 0)
             return t->specials[i];
     }
     return -1;
+}
+
+/* Encodes one run of text without special tokens. */
+static int encode_raw(const struct tokenizer *t, const char *text, size_t len, bool prefix_space, struct tok_ids *ids)
+{
+    if (t->kind == TOK_KIND_BPE)
+        return bpe_encode(t, text, len, ids);
+    if (!prefix_space)
+        return spm_encode(t, text, len, ids);
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return PB_ENOMEM;
+    buf[0] = ' ';
+    memcpy(buf + 1, text, len);
+    int rc = spm_encode(t, buf, len + 1, ids);
+    free(buf);
+    return rc;
 }
 
 int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
@@ -291,7 +294,8 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
     if (add_special && tok_add_bos(t))
         rc = tok_ids_push(&ids, t->bos);
     /* split the text at special tokens; each raw run is encoded on its own,
-     * the first (and any after a special token) with the space prefix */
+     * the first (and any after a special token) with the SentencePiece
+     * space prefix */
     bool prev_special = true;
     size_t run = 0;
     for (size_t i = 0; i <= len && rc == PB_OK;) {
@@ -301,29 +305,15 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
             continue;
         }
         if (i > run) {
-            /* raw text [run, i) */
-            size_t n = i - run;
-            size_t extra = t->add_space_prefix && prev_special ? 1 : 0;
-            char *buf = malloc(n + extra);
-            if (!buf) {
-                rc = PB_ENOMEM;
-                break;
-            }
-            if (extra)
-                buf[0] = ' ';
-            memcpy(buf + extra, text + run, n);
-            rc = spm_encode(t, buf, n + extra, &ids);
-            free(buf);
+            rc = encode_raw(t, text + run, i - run, t->add_space_prefix && prev_special, &ids);
             prev_special = false;
         }
-        if (sp >= 0 && rc == PB_OK) {
-            rc = tok_ids_push(&ids, sp);
-            prev_special = true;
-            i += t->tok[sp].len;
-            run = i;
-            continue;
-        }
-        break; /* i == len */
+        if (sp < 0 || rc != PB_OK)
+            break; /* i == len */
+        rc = tok_ids_push(&ids, sp);
+        prev_special = true;
+        i += t->tok[sp].s.len;
+        run = i;
     }
     if (rc == PB_OK && add_special && t->add_eos && t->eos >= 0)
         rc = tok_ids_push(&ids, t->eos);
@@ -343,6 +333,20 @@ static size_t put(char *buf, size_t size, const char *s, size_t n)
     return n;
 }
 
+/* SentencePiece normal token: the visible-space mark decodes to a space. */
+static size_t spm_decode_text(const char *text, size_t len, char *buf, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        bool mark = len - i >= 3 && memcmp(text + i, SPACE_MARK, 3) == 0;
+        if (o < size)
+            buf[o] = mark ? ' ' : text[i];
+        o++;
+        i += mark ? 3 : 1;
+    }
+    return o;
+}
+
 size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size)
 {
     if (id < 0 || id >= t->n)
@@ -351,35 +355,21 @@ size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf,
     switch (e->attr) {
     case TOK_BYTE: {
         unsigned v;
-        if (e->len == 6 && sscanf(e->text, "<0x%02X>", &v) == 1) {
+        if (e->s.len == 6 && sscanf(e->s.p, "<0x%02X>", &v) == 1) {
             char b = (char)v;
             return put(buf, size, &b, 1);
         }
-        return put(buf, size, e->text, e->len);
+        return put(buf, size, e->s.p, e->s.len);
     }
     case TOK_CONTROL:
     case TOK_UNKNOWN:
-        return special ? put(buf, size, e->text, e->len) : 0;
+        return special ? put(buf, size, e->s.p, e->s.len) : 0;
     case TOK_USER_DEFINED:
-        return put(buf, size, e->text, e->len);
-    default: {
-        /* normal: the visible-space mark decodes to a space */
-        size_t o = 0;
-        for (size_t i = 0; i < e->len;) {
-            if (e->len - i >= 3 && memcmp(e->text + i, SPACE_MARK, 3) == 0) {
-                if (o < size)
-                    buf[o] = ' ';
-                o++;
-                i += 3;
-            } else {
-                if (o < size)
-                    buf[o] = e->text[i];
-                o++;
-                i++;
-            }
-        }
-        return o;
-    }
+        return put(buf, size, e->s.p, e->s.len);
+    default:
+        if (t->kind == TOK_KIND_BPE)
+            return bpe_decode_text(t, e->s.p, e->s.len, buf, size);
+        return spm_decode_text(e->s.p, e->s.len, buf, size);
     }
 }
 

@@ -1,7 +1,11 @@
 /* Tokenizers read from GGUF metadata (tokenizer.ggml.*).
  *
- * Supported: SentencePiece-style vocabularies (tokenizer.ggml.model =
- * "llama"): scores, byte fallback, BOS/EOS, the leading-space prefix.
+ * Supported:
+ *  - SentencePiece-style vocabularies (tokenizer.ggml.model = "llama"):
+ *    scores, byte fallback, BOS/EOS, the leading-space prefix;
+ *  - byte-level BPE (tokenizer.ggml.model = "gpt2"): merges by rank over
+ *    the GPT-2 byte-to-unicode mapping, after a pre-tokenizer split chosen
+ *    by tokenizer.ggml.pre (Unicode-aware regexes, run by PCRE2).
  * Encoding follows the reference implementation's algorithm so that ids
  * agree with it token for token.
  *
@@ -21,6 +25,7 @@
 
 enum tok_kind {
     TOK_KIND_SPM, /* "llama": SentencePiece with byte fallback */
+    TOK_KIND_BPE, /* "gpt2": byte-level BPE */
 };
 
 /* Token attributes, numbered as GGUF's tokenizer.ggml.token_type. */
@@ -44,6 +49,8 @@ const char *tok_kind_name(const struct tokenizer *t);
 int32_t tok_n_vocab(const struct tokenizer *t);
 int32_t tok_bos(const struct tokenizer *t); /* -1 when none */
 int32_t tok_eos(const struct tokenizer *t); /* -1 when none */
+/* The pre-tokenizer name of a BPE vocabulary ("" for SentencePiece). */
+const char *tok_pre_name(const struct tokenizer *t);
 bool tok_add_bos(const struct tokenizer *t);
 /* True for ids that end generation (EOS, EOT, EOM). */
 bool tok_is_eog(const struct tokenizer *t, int32_t id);
@@ -57,7 +64,8 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
                int32_t **out, size_t *n_out, pb_err *err);
 
 /* The bytes token id stands for when decoded (byte tokens give their
- * byte, "\xe2\x96\x81" gives a space). Control and unknown tokens give
+ * byte, SentencePiece's "\xe2\x96\x81" gives a space, byte-level BPE
+ * text maps back to its bytes). Control and unknown tokens give
  * nothing unless special is set, then their text. Writes at most size
  * bytes to buf and returns the piece's full length. */
 size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size);
