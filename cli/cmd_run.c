@@ -79,6 +79,7 @@ static char *read_file(const char *path, size_t *len)
 
 struct run_state {
     bool json;
+    bool failed; /* out of memory collecting --json output */
     /* streaming: bytes not yet printed because they end mid-character */
     char pending[64];
     size_t n_pending;
@@ -102,8 +103,10 @@ static int on_token(void *user, const struct gen_step *s)
         if (st->text_len + s->piece_len + 1 > st->text_cap) {
             size_t cap = (st->text_cap + s->piece_len + 1) * 2;
             char *t = realloc(st->text, cap);
-            if (!t)
+            if (!t) {
+                st->failed = true;
                 return 1;
+            }
             st->text = t;
             st->text_cap = cap;
         }
@@ -260,6 +263,8 @@ int cmd_run(int argc, char **argv)
         return cli_usage_error("run", "no model given");
     if (argc - optind > 1)
         return cli_usage_error("run", "unexpected argument '%s'", argv[optind + 1]);
+    if (gp.top_k_report > 0 && !json)
+        return cli_usage_error("run", "--top reports logits in the --json output; add --json");
     if (!!prompt == !!prompt_file)
         return cli_usage_error("run", "give the prompt with exactly one of -p TEXT or -f FILE");
     const char *model_path = argv[optind];
@@ -311,6 +316,10 @@ int cmd_run(int argc, char **argv)
     }
     if (rc) {
         cli_error("run", "%s", err.msg);
+        goto done;
+    }
+    if (st.failed) {
+        cli_error("run", "out of memory collecting the output");
         goto done;
     }
     if (json) {

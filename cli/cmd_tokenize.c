@@ -79,9 +79,14 @@ int cmd_tokenize(int argc, char **argv)
             }
             buf = nb;
         }
+        int failed = ferror(f);
         fclose(f);
         if (!buf)
             return cli_error("tokenize", "out of memory reading %s", file);
+        if (failed) {
+            free(buf);
+            return cli_error("tokenize", "cannot read %s", file);
+        }
         text = buf;
     }
 

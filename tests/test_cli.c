@@ -91,6 +91,7 @@ static void test_help_and_usage(void **state)
         "run m.gguf -p hi -n",
         "run m.gguf -p hi --top-p 1.5",
         "run m.gguf -p hi --no-such-option",
+        "run m.gguf -p hi --top 5",
         "show",
         "show a b",
         "tokenize m.gguf",
@@ -144,6 +145,10 @@ static void test_show(void **state)
     r = run("run '%s' -p hi", path);
     EXPECT_STATUS(r, 1);
     assert_non_null(strstr(r.err, "not a GGUF file"));
+    result_free(&r);
+    /* an unreadable text file is an error, not an empty text */
+    r = run("tokenize '%s' -f '%s'", m, test_tmpdir());
+    EXPECT_STATUS(r, 1);
     result_free(&r);
 }
 

@@ -498,9 +498,16 @@ static void test_hostile_headers(void **state)
     header(&b, 1, 0);
     {
         uint64_t big[2] = {1ull << 62, 1};
-        tinfo(&b, "t", 2, big, PB_TYPE_Q8_K, 0); /* elements fit, bytes do not */
+        tinfo(&b, "t", 2, big, PB_TYPE_F64, 0); /* elements fit int64, bytes (2^65) do not fit uint64 */
     }
-    EXPECT_REFUSED(&b, "");
+    EXPECT_REFUSED(&b, "overflows");
+    FRESH();
+    header(&b, 1, 0);
+    {
+        uint64_t zero[3] = {32, 0, 1ull << 62}; /* a 0 must not disable the overflow check */
+        tinfo(&b, "t", 3, zero, PB_TYPE_F32, 0);
+    }
+    EXPECT_REFUSED(&b, "is 0");
     FRESH();
     header(&b, 1, 0);
     {
@@ -560,6 +567,40 @@ static void test_hostile_headers(void **state)
 }
 
 /* ---- truncation and corruption ---- */
+
+/* Hundreds of thousands of keys and tensors: duplicate checks must not be
+ * quadratic (a quadratic check takes minutes here and hits the timeout). */
+static void test_many_names(void **state)
+{
+    (void)state;
+    struct bytes b = {0};
+    const uint32_t n = 300000;
+    header(&b, n, n);
+    char key[32];
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "k%u", i);
+        kv_u32(&b, key, i);
+    }
+    uint64_t ne[1] = {1};
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "t%u", i);
+        tinfo(&b, key, 1, ne, PB_TYPE_I8, 0);
+    }
+    pad_to(&b, 32);
+    put_u64(&b, 0);
+    struct gguf_file *f;
+    pb_err err;
+    if (gguf_open_memory(b.p, b.n, "many.gguf", &f, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(gguf_find(f, "k299999"), 299999);
+    assert_non_null(gguf_find_tensor(f, "t123456"));
+    assert_null(gguf_find_tensor(f, "t300000"));
+    gguf_close(f);
+    /* and one duplicate among them is still found */
+    memcpy(b.p + 24 + 8, "k1", 2); /* the first key "k0" becomes "k1" */
+    EXPECT_REFUSED(&b, "duplicate metadata key 'k1'");
+    free(b.p);
+}
 
 static void test_every_truncation(void **state)
 {
@@ -657,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_reads_reference_files),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_hostile_headers),
+        cmocka_unit_test(test_many_names),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_bit_flips),
     };

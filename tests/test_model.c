@@ -155,7 +155,9 @@ static void test_reference_tiny_qwen3(void **state)
 
 /* ---- consistency (no reference data needed) ---- */
 
-static float *eval_logits(const char *path, const int32_t *toks, int n, int batch, int threads)
+/* Logits after n tokens: in one call (split by model_eval into batches of
+ * `batch`), or with one_by_one, one call per token. */
+static float *eval_logits(const char *path, const int32_t *toks, int n, int batch, int threads, bool one_by_one)
 {
     struct engine_params ep = {.n_ctx = 64, .n_threads = threads, .n_batch = batch};
     struct engine *e;
@@ -165,7 +167,7 @@ static float *eval_logits(const char *path, const int32_t *toks, int n, int batc
     int64_t nv = model_hparams(engine_model(e))->n_vocab;
     float *logits = malloc((size_t)nv * sizeof *logits);
     struct model_ctx *c = engine_ctx(e);
-    if (batch >= n) {
+    if (!one_by_one) {
         assert_int_equal(model_eval(c, toks, n, logits, &err), 0);
     } else {
         for (int i = 0; i < n; i++)
@@ -183,9 +185,9 @@ static void test_batch_equals_sequential(void **state)
     int32_t toks[12] = {1, 300, 301, 500, 999, 42, 7, 260, 261, 262, 263, 264};
     for (size_t k = 0; k < 4; k++) {
         const char *path = test_tiny_model(types[k]);
-        float *a = eval_logits(path, toks, 12, 512, 1);
-        float *b = eval_logits(path, toks, 12, 1, 1);
-        float *c = eval_logits(path, toks, 12, 5, 2); /* batches of 5, 2 threads */
+        float *a = eval_logits(path, toks, 12, 512, 1, false);
+        float *b = eval_logits(path, toks, 12, 512, 1, true);
+        float *c = eval_logits(path, toks, 12, 5, 2, false); /* split into 5 + 5 + 2, 2 threads */
         for (int i = 0; i < 1000; i++) {
             assert_true(isfinite(a[i]));
             /* the same arithmetic per row whatever the batching: bit-equal */
@@ -217,7 +219,7 @@ static void test_other_architectures(void **state)
         assert_int_equal(synth_parse_dims(spec, &sp.shape, &err), 0);
         assert_int_equal(synth_write(path, &sp, &bytes, &err), 0);
         int32_t toks[5] = {1, 400, 500, 600, 10};
-        float *a = eval_logits(path, toks, 5, 512, 2), *b = eval_logits(path, toks, 5, 1, 1);
+        float *a = eval_logits(path, toks, 5, 512, 2, false), *b = eval_logits(path, toks, 5, 512, 1, true);
         for (int i = 0; i < 700; i++) {
             assert_true(isfinite(a[i]));
             assert_true(a[i] == b[i]);
@@ -236,14 +238,14 @@ static void test_quantized_close_to_f32(void **state)
 {
     (void)state;
     int32_t toks[6] = {1, 400, 401, 402, 403, 404};
-    float *ref = eval_logits(test_tiny_model("F32"), toks, 6, 512, 2);
+    float *ref = eval_logits(test_tiny_model("F32"), toks, 6, 512, 2, false);
     const char *types[] = {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"};
     double spread = 0;
     for (int i = 0; i < 1000; i++)
         spread += (double)ref[i] * ref[i];
     spread = sqrt(spread / 1000);
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        float *q = eval_logits(test_tiny_model(types[k]), toks, 6, 512, 2);
+        float *q = eval_logits(test_tiny_model(types[k]), toks, 6, 512, 2, false);
         double e = 0;
         for (int i = 0; i < 1000; i++)
             e += ((double)q[i] - ref[i]) * ((double)q[i] - ref[i]);

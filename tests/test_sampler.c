@@ -69,6 +69,7 @@ static void test_filters(void **state)
     s = make(p, 8);
     histogram(s, logits, 8, 2000, counts);
     assert_int_equal(counts[0] + counts[1], 2000);
+    assert_true(counts[1] > 0);
     sampler_free(s);
 
     p.top_p = 1;
@@ -76,6 +77,7 @@ static void test_filters(void **state)
     s = make(p, 8);
     histogram(s, logits, 8, 2000, counts);
     assert_int_equal(counts[0] + counts[1], 2000);
+    assert_true(counts[1] > 0);
     sampler_free(s);
 
     p.min_p = 0; /* nothing filtered: all appear at temp 1 over many draws */
@@ -95,6 +97,45 @@ static void test_filters(void **state)
     s = make(p, 8);
     histogram(s, logits, 8, 500, counts);
     assert_int_equal(counts[0], 500);
+    sampler_free(s);
+}
+
+/* top-k over shuffled logits (ties included) keeps exactly the k best. */
+static void test_top_k_selection(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    float logits[N];
+    int counts[N];
+    for (int i = 0; i < N; i++)
+        logits[i] = (float)((i * 7919) % N) / 100.0f; /* a permutation of 0..9.99 */
+    logits[17] = logits[(N - 1) * 7919 % N == 0 ? 1 : 2]; /* a tie somewhere in the middle */
+    struct sampler_params p = sampler_defaults();
+    p.top_k = 5;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.temp = 0.5f;
+    p.seed = 3;
+    struct sampler *s = make(p, N);
+    histogram(s, logits, N, 5000, counts);
+    /* the five best values are 9.99 .. 9.95 */
+    int kept = 0;
+    for (int i = 0; i < N; i++) {
+        if (logits[i] >= 9.95f - 1e-4f) {
+            assert_true(counts[i] > 0);
+            kept++;
+        } else {
+            assert_int_equal(counts[i], 0);
+        }
+    }
+    assert_int_equal(kept, 5);
+    sampler_free(s);
+    /* NaN logits do not break the ordering */
+    logits[500] = NAN;
+    p.top_k = 0;
+    s = make(p, N);
+    histogram(s, logits, N, 100, counts);
+    assert_int_equal(counts[500], 0);
     sampler_free(s);
 }
 
@@ -170,6 +211,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_ties_lowest),
         cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_top_k_selection),
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_repetition_penalty),
         cmocka_unit_test(test_bad_params),

@@ -105,9 +105,11 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
     int k = gp->top_k_report > 0 ? (gp->top_k_report < n_vocab ? gp->top_k_report : n_vocab) : 0;
     int32_t *top_ids = malloc(((size_t)k + 1) * sizeof *top_ids);
     float *top_vals = malloc(((size_t)k + 1) * sizeof *top_vals);
+    size_t piece_cap = 256;
+    char *piece = malloc(piece_cap);
     struct sampler *smp = NULL;
     int rc = PB_OK;
-    if (!logits || !top_ids || !top_vals) {
+    if (!logits || !top_ids || !top_vals || !piece) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory");
         goto done;
     }
@@ -136,10 +138,17 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
             st->stop = GEN_STOP_EOG;
             break;
         }
-        char piece[256];
-        size_t plen = tok_piece(e->tok, id, false, piece, sizeof piece);
-        if (plen > sizeof piece)
-            plen = sizeof piece; /* pieces are short; a huge one is clipped */
+        size_t plen = tok_piece(e->tok, id, false, piece, piece_cap);
+        if (plen > piece_cap) { /* rare: a token longer than any so far */
+            char *np = realloc(piece, plen);
+            if (!np) {
+                rc = pb_fail(err, PB_ENOMEM, "out of memory");
+                break;
+            }
+            piece = np;
+            piece_cap = plen;
+            tok_piece(e->tok, id, false, piece, piece_cap);
+        }
         struct gen_step step = {i, id, piece, plen, logits, n_vocab, top_ids, top_vals, n_top};
         st->n_gen++;
         if (cb && cb(user, &step)) {
@@ -160,6 +169,7 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
     st->t_gen = sys_now() - t0;
 done:
     sampler_free(smp);
+    free(piece);
     free(logits);
     free(top_ids);
     free(top_vals);

@@ -35,6 +35,13 @@ struct gguf_kv {
     struct gguf_value val;
 };
 
+/* Open-addressing hash of names -> index + 1 (0 = empty): duplicate
+ * checks and lookups in constant time, whatever the file claims. */
+struct name_index {
+    uint64_t *slots;
+    uint64_t mask;
+};
+
 struct gguf_file {
     char *name;
     const uint8_t *base;
@@ -48,6 +55,7 @@ struct gguf_file {
     uint64_t n_tensors;
     struct gguf_tensor *tensors;
     char **tensor_names;
+    struct name_index key_index, tensor_index;
 };
 
 /* ---- cursor ---- */
@@ -318,6 +326,46 @@ static int read_value(struct cursor *c, enum gguf_vtype type, struct gguf_value 
 
 /* ---- header ---- */
 
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static int index_init(struct name_index *ix, uint64_t n)
+{
+    uint64_t size = 16;
+    while (size < 2 * n)
+        size <<= 1;
+    ix->slots = calloc(size, sizeof *ix->slots);
+    ix->mask = size - 1;
+    return ix->slots ? PB_OK : PB_ENOMEM;
+}
+
+/* Finds name among names[] through the index; with insert, adds index i
+ * when absent. Returns the index found, or -1. */
+static int64_t index_lookup(struct name_index *ix, char *const *names, size_t stride, const char *name, bool insert,
+                            uint64_t i)
+{
+    if (!ix->slots)
+        return -1;
+    for (uint64_t h = hash_name(name) & ix->mask;; h = (h + 1) & ix->mask) {
+        uint64_t v = ix->slots[h];
+        if (v == 0) {
+            if (insert)
+                ix->slots[h] = i + 1;
+            return -1;
+        }
+        const char *other = *(char *const *)(const void *)((const char *)names + (v - 1) * stride);
+        if (strcmp(other, name) == 0)
+            return (int64_t)(v - 1);
+    }
+}
+
 static bool is_pow2(uint64_t x)
 {
     return x && !(x & (x - 1));
@@ -331,7 +379,7 @@ static int parse_kvs(struct cursor *c, struct gguf_file *f)
         return pb_fail(c->err, PB_EFORMAT, "%s: offset 16: header claims %" PRIu64 " metadata entries; only %" PRIu64
                        " bytes remain", c->name, f->n_kv, left(c));
     f->kv = calloc(f->n_kv ? f->n_kv : 1, sizeof *f->kv);
-    if (!f->kv)
+    if (!f->kv || index_init(&f->key_index, f->n_kv))
         return pb_fail(c->err, PB_ENOMEM, "%s: out of memory for %" PRIu64 " metadata entries", c->name, f->n_kv);
     for (uint64_t i = 0; i < f->n_kv; i++) {
         struct gguf_kv *kv = &f->kv[i];
@@ -341,10 +389,9 @@ static int parse_kvs(struct cursor *c, struct gguf_file *f)
         snprintf(what, sizeof what, "metadata key #%" PRIu64, i);
         if ((rc = read_name(c, &kv->key, MAX_KEY_LEN, what)))
             return rc;
-        for (uint64_t j = 0; j < i; j++)
-            if (strcmp(f->kv[j].key, kv->key) == 0)
-                return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": duplicate metadata key '%s'", c->name, at,
-                               kv->key);
+        if (index_lookup(&f->key_index, &f->kv[0].key, sizeof *f->kv, kv->key, true, i) >= 0)
+            return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": duplicate metadata key '%.64s'", c->name, at,
+                           kv->key);
         snprintf(what, sizeof what, "metadata '%.64s'", kv->key);
         if ((rc = read_u32(c, &type, what)))
             return rc;
@@ -389,7 +436,7 @@ static int parse_tensor_infos(struct cursor *c, struct gguf_file *f)
                        " bytes remain after the metadata", c->name, f->n_tensors, left(c));
     f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *f->tensors);
     f->tensor_names = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *f->tensor_names);
-    if (!f->tensors || !f->tensor_names)
+    if (!f->tensors || !f->tensor_names || index_init(&f->tensor_index, f->n_tensors))
         return pb_fail(c->err, PB_ENOMEM, "%s: out of memory for %" PRIu64 " tensors", c->name, f->n_tensors);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         struct gguf_tensor *t = &f->tensors[i];
@@ -416,8 +463,11 @@ static int parse_tensor_infos(struct cursor *c, struct gguf_file *f)
             if (ne > (uint64_t)INT64_MAX)
                 return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": %s dimension %" PRIu32 " is %" PRIu64
                                " (above 2^63-1)", c->name, c->pos - 8, what, d, ne);
+            if (ne == 0)
+                return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": %s dimension %" PRIu32 " is 0", c->name,
+                               c->pos - 8, what, d);
             t->ne[d] = (int64_t)ne;
-            if (ne != 0 && nel > INT64_MAX / (int64_t)ne)
+            if (nel > INT64_MAX / (int64_t)ne)
                 return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": %s element count overflows 64 bits",
                                c->name, c->pos - 8, what);
             nel *= (int64_t)ne;
@@ -442,10 +492,9 @@ static int parse_tensor_infos(struct cursor *c, struct gguf_file *f)
         t->nbytes = blocks * tr->size;
         if ((rc = read_u64(c, &t->offset, what)))
             return rc;
-        for (uint64_t j = 0; j < i; j++)
-            if (strcmp(f->tensors[j].name, t->name) == 0)
-                return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": duplicate tensor name '%s'", c->name, at,
-                               t->name);
+        if (index_lookup(&f->tensor_index, f->tensor_names, sizeof *f->tensor_names, t->name, true, i) >= 0)
+            return pb_fail(c->err, PB_EFORMAT, "%s: offset %" PRIu64 ": duplicate tensor name '%.64s'", c->name, at,
+                           t->name);
     }
     return PB_OK;
 }
@@ -575,6 +624,8 @@ void gguf_close(struct gguf_file *f)
         free(f->tensor_names);
     }
     free(f->tensors);
+    free(f->key_index.slots);
+    free(f->tensor_index.slots);
     if (f->map)
         munmap(f->map, f->size);
     free(f->name);
@@ -597,19 +648,14 @@ const struct gguf_tensor *gguf_tensor(const struct gguf_file *f, uint64_t i) { r
 
 int64_t gguf_find(const struct gguf_file *f, const char *key)
 {
-    /* linear: files have tens to a few hundred keys, looked up at load */
-    for (uint64_t i = 0; i < f->n_kv; i++)
-        if (f->kv[i].key && strcmp(f->kv[i].key, key) == 0)
-            return (int64_t)i;
-    return -1;
+    return index_lookup((struct name_index *)&f->key_index, &f->kv[0].key, sizeof *f->kv, key, false, 0);
 }
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name)
 {
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0)
-            return &f->tensors[i];
-    return NULL;
+    int64_t i = index_lookup((struct name_index *)&f->tensor_index, f->tensor_names, sizeof *f->tensor_names, name,
+                             false, 0);
+    return i < 0 ? NULL : &f->tensors[i];
 }
 
 int64_t gguf_tensor_nelements(const struct gguf_tensor *t)

@@ -20,11 +20,11 @@ static int arch_int(const struct gguf_file *f, const char *arch, const char *suf
         if (required)
             return pb_fail(err, PB_EFORMAT, "%s: missing metadata '%s'", gguf_name(f), key);
         *out = def;
-        return PB_OK;
     }
+    /* defaults are derived from other keys, so they are checked too */
     if (*out < lo || *out > hi)
-        return pb_fail(err, PB_EFORMAT, "%s: metadata '%s' is %" PRId64 ", expected %" PRId64 "..%" PRId64,
-                       gguf_name(f), key, *out, lo, hi);
+        return pb_fail(err, PB_EFORMAT, "%s: metadata '%s' is %" PRId64 "%s, expected %" PRId64 "..%" PRId64,
+                       gguf_name(f), key, *out, rc == 0 ? " (derived: the key is absent)" : "", lo, hi);
     return PB_OK;
 }
 

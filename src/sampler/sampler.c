@@ -3,6 +3,7 @@
 #include "base/rng.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,11 +96,15 @@ int32_t sampler_argmax(const float *logits, int32_t n)
     return best;
 }
 
-/* Descending by logit, ties by ascending id. */
+/* Descending by logit, ties by ascending id; NaN (from a broken model)
+ * sorts last, so the order stays total. */
 static int cmp_cand(const void *a, const void *b)
 {
     const struct cand *x = a, *y = b;
-    if (x->logit != y->logit)
+    bool xn = x->logit != x->logit, yn = y->logit != y->logit;
+    if (xn != yn)
+        return xn ? 1 : -1;
+    if (!xn && x->logit != y->logit)
         return x->logit > y->logit ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
@@ -159,8 +164,8 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     struct cand *c = s->cand;
     int32_t n = s->n_vocab;
-    for (int32_t i = 0; i < n; i++)
-        c[i] = (struct cand){i, logits[i], 0};
+    for (int32_t i = 0; i < n; i++) /* a NaN (broken model) is never chosen */
+        c[i] = (struct cand){i, logits[i] == logits[i] ? logits[i] : -INFINITY, 0};
 
     if (s->p.repeat_penalty != 1.0f) {
         for (int32_t i = 0; i < s->hist_n; i++) {
@@ -189,6 +194,8 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     } else {
         qsort(c, (size_t)n, sizeof *c, cmp_cand);
     }
+    if (!(c[0].logit > -INFINITY))
+        return c[0].id; /* nothing has any probability: avoid inf - inf */
     if (s->p.top_p < 1.0f) {
         softmax_cands(c, n, 1.0f);
         double cum = 0;

@@ -93,7 +93,7 @@ static int load_vocab(const struct gguf_file *f, struct tokenizer *t, pb_err *er
         e->s = (struct tok_str){p, (uint32_t)s.len};
         e->score = scores.n ? (float)gguf_arr_float(&scores, (uint64_t)i) : 0.0f;
         int64_t ty = types.n ? gguf_arr_int(&types, (uint64_t)i) : TOK_NORMAL;
-        e->attr = (uint8_t)(ty >= TOK_NORMAL && ty <= TOK_BYTE ? ty : TOK_NORMAL);
+        e->attr = (uint8_t)(ty >= TOK_NORMAL && ty <= TOK_BYTE ? ty : TOK_UNDEFINED);
         p += s.len + 1;
     }
     if (str_index_build(&t->index, t->tok, sizeof *t->tok, t->n))
@@ -363,6 +363,8 @@ size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf,
     }
     case TOK_CONTROL:
     case TOK_UNKNOWN:
+    case TOK_UNUSED:
+    case TOK_UNDEFINED:
         return special ? put(buf, size, e->s.p, e->s.len) : 0;
     case TOK_USER_DEFINED:
         return put(buf, size, e->s.p, e->s.len);

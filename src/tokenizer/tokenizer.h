@@ -65,8 +65,8 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
 
 /* The bytes token id stands for when decoded (byte tokens give their
  * byte, SentencePiece's "\xe2\x96\x81" gives a space, byte-level BPE
- * text maps back to its bytes). Control and unknown tokens give
- * nothing unless special is set, then their text. Writes at most size
+ * text maps back to its bytes). Control, unknown, unused and undefined
+ * tokens give nothing unless special is set, then their text. Writes at most size
  * bytes to buf and returns the piece's full length. */
 size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size);
 

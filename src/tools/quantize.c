@@ -113,7 +113,13 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
         const struct gguf_tensor *t = gguf_tensor(f, i);
         types[i] = target_type(f, t, p->ftype, n_layer);
         if (types[i] != t->type) {
-            if (!pb_type_get(t->type)->to_float) {
+            const struct pb_type_traits *tr = pb_type_get(t->type);
+            if ((uintptr_t)t->data % tr->align != 0) {
+                rc = pb_fail(err, PB_EFORMAT, "%s: tensor '%s' data is not aligned to %zu bytes", in, t->name,
+                             tr->align);
+                goto done;
+            }
+            if (!tr->to_float) {
                 rc = pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' is %s, which plumb cannot convert yet", in,
                              t->name, pb_type_name(t->type));
                 goto done;
@@ -129,6 +135,8 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
         goto done;
     for (uint64_t i = 0; i < gguf_n_kv(f); i++)
         gguf_set_from(w, f, i);
+    if (gguf_alignment(f) < GGUF_DEFAULT_ALIGNMENT) /* never write data less aligned than the default */
+        gguf_unset(w, "general.alignment");
     gguf_set_u32(w, "general.file_type", (uint32_t)p->ftype);
     gguf_set_u32(w, "general.quantization_version", 2);
     for (uint64_t i = 0; i < nt; i++) {
