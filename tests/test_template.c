@@ -1,0 +1,341 @@
+/* Chat templates: the real templates of testdata/templates render every
+ * case exactly; language features against Jinja2's documented results;
+ * errors name their line; mutated templates never crash. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include "base/rng.h"
+#include "template/template.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Renders src with vars (a JSON text); returns the output or NULL with
+ * err filled. */
+static char *render(const char *src, const char *vars_json, pb_err *err)
+{
+    struct tmpl *t;
+    if (tmpl_parse(src, strlen(src), &t, err))
+        return NULL;
+    json_error_t je;
+    json_t *vars = json_loads(vars_json ? vars_json : "{}", 0, &je);
+    assert_non_null(vars);
+    struct tmpl_opts o = {.now = 1720180800}; /* 2024-07-05T12:00:00Z */
+    char *out = NULL;
+    size_t len;
+    if (tmpl_render(t, vars, &o, &out, &len, err))
+        out = NULL;
+    json_decref(vars);
+    tmpl_free(t);
+    return out;
+}
+
+#define EXPECT_RENDER(src, vars, want)                                                                                 \
+    do {                                                                                                               \
+        pb_err e_ = {0};                                                                                               \
+        char *got_ = render((src), (vars), &e_);                                                                       \
+        if (!got_)                                                                                                     \
+            fail_msg("'%s' failed: %s", (src), e_.msg);                                                               \
+        if (strcmp(got_, (want)) != 0)                                                                                 \
+            fail_msg("'%s'\n rendered '%s'\n expected '%s'", (src), got_, (want));                                    \
+        free(got_);                                                                                                    \
+    } while (0)
+
+#define EXPECT_ERROR(src, vars, needle)                                                                                \
+    do {                                                                                                               \
+        pb_err e_ = {0};                                                                                               \
+        char *got_ = render((src), (vars), &e_);                                                                       \
+        if (got_)                                                                                                      \
+            fail_msg("'%s' rendered '%s', expected an error about '%s'", (src), got_, (needle));                     \
+        if (!strstr(e_.msg, (needle)))                                                                                 \
+            fail_msg("'%s': error '%s' does not mention '%s'", (src), e_.msg, (needle));                            \
+    } while (0)
+
+/* ---- the reference cases ---- */
+
+static void test_reference_cases(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(cases_path, "templates/cases.json");
+    json_error_t je;
+    json_t *cases = json_load_file(cases_path, 0, &je);
+    assert_non_null(cases);
+    size_t i;
+    json_t *cs;
+    int passed = 0;
+    json_array_foreach(cases, i, cs)
+    {
+        const char *name = json_string_value(json_object_get(cs, "name"));
+        char tpath[1024];
+        const char *tfile = json_string_value(json_object_get(cs, "template"));
+        char rel[512];
+        snprintf(rel, sizeof rel, "templates/%s", tfile);
+        assert_non_null(testdata_file(rel, tpath, sizeof tpath));
+        size_t len;
+        char *src = test_read_file(tpath, &len);
+        assert_non_null(src);
+        struct tmpl *t;
+        pb_err err = {0};
+        if (tmpl_parse(src, len, &t, &err))
+            fail_msg("%s: parse: %s", name, err.msg);
+        /* the variables transformers gives a template */
+        json_t *vars = json_pack("{s:O,s:O,s:O,s:O,s:n,s:n}", "messages", json_object_get(cs, "messages"),
+                                 "add_generation_prompt", json_object_get(cs, "add_generation_prompt"), "bos_token",
+                                 json_object_get(cs, "bos_token"), "eos_token", json_object_get(cs, "eos_token"),
+                                 "tools", "documents");
+        json_t *kwargs = json_object_get(cs, "template_kwargs");
+        if (kwargs)
+            json_object_update(vars, kwargs);
+        struct tm tm = {0};
+        const char *now = json_string_value(json_object_get(cs, "now"));
+        assert_non_null(strptime(now, "%Y-%m-%dT%H:%M:%S", &tm));
+        struct tmpl_opts o = {.now = timegm(&tm)};
+        char *out = NULL;
+        size_t out_len;
+        int rc = tmpl_render(t, vars, &o, &out, &out_len, &err);
+        json_t *expected = json_object_get(cs, "expected");
+        if (json_is_null(expected)) {
+            const char *want = json_string_value(json_object_get(cs, "expected_error"));
+            if (rc == 0)
+                fail_msg("%s: rendered, but the template should raise '%s'", name, want);
+            if (!strstr(err.msg, want))
+                fail_msg("%s: error '%s' is not '%s'", name, err.msg, want);
+        } else {
+            if (rc)
+                fail_msg("%s: %s", name, err.msg);
+            const char *want = json_string_value(expected);
+            if (out_len != json_string_length(expected) || memcmp(out, want, out_len) != 0)
+                fail_msg("%s:\n--- rendered\n%s\n--- expected\n%s\n---", name, out, want);
+        }
+        passed++;
+        free(out);
+        json_decref(vars);
+        tmpl_free(t);
+        free(src);
+    }
+    print_message("  %d cases\n", passed);
+    assert_int_equal(passed, 36);
+    json_decref(cases);
+}
+
+/* ---- language features (expected values as Jinja2 renders them) ---- */
+
+static void test_whitespace_control(void **state)
+{
+    (void)state;
+    /* trim_blocks: the newline after a block tag goes */
+    EXPECT_RENDER("{% if true %}\nyes\n{% endif %}\nafter", NULL, "yes\nafter");
+    /* lstrip_blocks: indentation before a block tag goes */
+    EXPECT_RENDER("a\n    {% if true %}b{% endif %}\nc", NULL, "a\nbc");
+    /* not for variable tags */
+    EXPECT_RENDER("a\n    {{ 'b' }}\nc", NULL, "a\n    b\nc");
+    /* - strips all whitespace, + keeps it */
+    EXPECT_RENDER("a  \n {{- 'b' -}} \n  c", NULL, "abc");
+    EXPECT_RENDER("a\n  {%+ if true %}b{% endif %}", NULL, "a\n  b");
+    EXPECT_RENDER("{% if true +%}\nb{% endif %}", NULL, "\nb");
+    /* comments are blocks for trimming */
+    EXPECT_RENDER("a\n  {# note #}\nb", NULL, "a\nb");
+    /* one trailing newline of the template is dropped */
+    EXPECT_RENDER("x\n", NULL, "x");
+    EXPECT_RENDER("x\n\n", NULL, "x\n");
+    EXPECT_RENDER("a\r\nb", NULL, "a\nb");
+    EXPECT_RENDER("{% raw %}{{ not parsed }}{% endraw %}", NULL, "{{ not parsed }}");
+}
+
+static void test_expressions(void **state)
+{
+    (void)state;
+    EXPECT_RENDER("{{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }}", NULL,
+                  "7 9 3 -4 1 2");
+    EXPECT_RENDER("{{ 1 / 2 }} {{ 4 / 2 }} {{ 2 ** 10 }} {{ 1.5 }} {{ 100.0 }} {{ 0.1 + 0.2 }}", NULL,
+                  "0.5 2.0 1024 1.5 100.0 0.30000000000000004");
+    EXPECT_RENDER("{{ 'a' ~ 1 ~ none }} {{ 'x' * 3 }} {{ [1] + [2] }}", NULL, "a1None xxx [1, 2]");
+    EXPECT_RENDER("{{ true and 'x' }} {{ false or 'y' }} {{ not 0 }} {{ 1 if 0 else 2 }} [{{ 1 if 0 }}]", NULL,
+                  "x y True 2 []");
+    EXPECT_RENDER("{{ 1 < 2 }} {{ 'a' == 'a' }} {{ 1 == 1.0 }} {{ 'b' in 'abc' }} {{ 3 not in [1, 2] }}", NULL,
+                  "True True True True True");
+    EXPECT_RENDER("{{ s[0] }}{{ s[-1] }} {{ s[1:3] }} {{ s[::-1] }} {{ l[1:] }} {{ l[-2:] }}",
+                  "{\"s\": \"h\\u00e9llo\", \"l\": [1, 2, 3]}", "ho él olléh [2, 3] [2, 3]");
+    EXPECT_RENDER("{{ d.a }} {{ d['b'] }} [{{ d.c }}] {{ d.c is defined }} {{ {'k': 1}.k }}",
+                  "{\"d\": {\"a\": 1, \"b\": \"two\"}}", "1 two [] False 1");
+    EXPECT_RENDER("{{ 'a' 'b' }} {{ \"q\\\"\\n\" }}", NULL, "ab q\"\n");
+    EXPECT_RENDER("{{ x }}{{ x is defined }}{{ x | length }}{{ 'k' in x }}", NULL, "False0False");
+    EXPECT_RENDER("{{ -2 | abs }} {{ (1, 2) }} {{ none }} {{ True }}", NULL, "2 [1, 2] None True");
+}
+
+static void test_statements(void **state)
+{
+    (void)state;
+    EXPECT_RENDER("{% for x in [1, 2, 3] %}{{ loop.index }}{{ x }}{% if not loop.last %},{% endif %}{% endfor %}", NULL,
+                  "11,22,33");
+    EXPECT_RENDER("{% for x in [] %}a{% else %}empty{% endfor %}", NULL, "empty");
+    EXPECT_RENDER("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", "{\"d\": {\"a\": 1, \"b\": 2}}",
+                  "a=1;b=2;");
+    EXPECT_RENDER("{% for x in range(10) if x is odd %}{{ x }}{% endfor %}", NULL, "13579");
+    EXPECT_RENDER("{% for x in range(10) %}{% if x > 3 %}{% break %}{% endif %}{% if x is even %}{% continue %}"
+                  "{% endif %}{{ x }}{% endfor %}",
+                  NULL, "13");
+    EXPECT_RENDER("{% for x in 'ab' %}{{ loop.revindex }}{{ loop.previtem }}{{ x }}{% endfor %}", NULL, "2a1ab");
+    /* set in a loop does not leak; a namespace carries state */
+    EXPECT_RENDER("{% set c = 0 %}{% for x in [1, 2] %}{% set c = c + x %}{{ c }}{% endfor %}{{ c }}", NULL, "120");
+    EXPECT_RENDER("{% set ns = namespace(c=0) %}{% for x in [1, 2] %}{% set ns.c = ns.c + x %}{% endfor %}{{ ns.c }}",
+                  NULL, "3");
+    EXPECT_RENDER("{% if 0 %}a{% elif 1 %}b{% else %}c{% endif %}", NULL, "b");
+    EXPECT_RENDER("{% set a, b = [1, 2] %}{{ b }}{{ a }}", NULL, "21");
+    EXPECT_RENDER("{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", NULL, "[in1]");
+    EXPECT_RENDER("{% macro m(a, b='d') %}<{{ a }}{{ b }}>{% endmacro %}{{ m(1) }}{{ m(2, b='x') }}", NULL,
+                  "<1d><2x>");
+    EXPECT_RENDER("{% generation %}kept{% endgeneration %}", NULL, "kept");
+}
+
+static void test_filters_and_methods(void **state)
+{
+    (void)state;
+    EXPECT_RENDER("{{ '  x y  ' | trim }}|{{ 'ab' | upper }}|{{ 'hello world' | title }}|{{ 'aBc' | capitalize }}",
+                  NULL, "x y|AB|Hello World|Abc");
+    EXPECT_RENDER("{{ [3, 1, 2] | sort | join(',') }} {{ [1, 2] | length }} {{ 'héllo' | length }} {{ [1, 1, 2] | unique"
+                  " | list }}",
+                  NULL, "1,2,3 2 5 [1, 2]");
+    EXPECT_RENDER("{{ x | default('d') }} {{ '' | default('e', true) }} {{ [1, 2] | first }}{{ [1, 2] | last }}",
+                  NULL, "d e 12");
+    EXPECT_RENDER("{{ m | selectattr('role', 'equalto', 'user') | map(attribute='c') | join }}",
+                  "{\"m\": [{\"role\": \"user\", \"c\": \"a\"}, {\"role\": \"bot\", \"c\": \"b\"}, "
+                  "{\"role\": \"user\", \"c\": \"c\"}]}",
+                  "ac");
+    EXPECT_RENDER("{{ [1, 2, 3, 4] | select('even') | list }} {{ [1, 2, 3] | reject('odd') | list }} {{ [1, 2] | "
+                  "sum }}",
+                  NULL, "[2, 4] [2] 3");
+    EXPECT_RENDER("{{ {'b': [1, 'é'], 'a': none} | tojson }} {{ 'x\"<' | tojson }} {{ 1.0 | tojson }}", NULL,
+                  "{\"b\": [1, \"é\"], \"a\": null} \"x\\\"<\" 1.0");
+    EXPECT_RENDER("{{ {'b': 1, 'a': [2]} | tojson(indent=2, sort_keys=true) }}", NULL,
+                  "{\n  \"a\": [\n    2\n  ],\n  \"b\": 1\n}");
+    EXPECT_RENDER("{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'xxhixx'.strip('x') }} {{ 'ab'.replace('a', "
+                  "'c') }}",
+                  NULL, "['a', 'b', '', 'c'] ['a', 'b'] hi cb");
+    EXPECT_RENDER("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }} {{ '\\nx\\n'.lstrip('\\n') }}|{{ "
+                  "'x'.rstrip() }}",
+                  NULL, "True True x\n|x");
+    EXPECT_RENDER("{{ d.get('a') }} {{ d.get('z', 0) }} {{ d.keys() | list }} {{ d | items | list }}",
+                  "{\"d\": {\"a\": 1}}", "1 0 ['a'] [['a', 1]]");
+    EXPECT_RENDER("{{ 'x' is string }} {{ 1 is number }} {{ d is mapping }} {{ [1] is iterable }} {{ none is none }} "
+                  "{{ 6 is divisibleby 3 }} {{ 1 is not false }}",
+                  "{\"d\": {}}", "True True True True True True True");
+    EXPECT_RENDER("{{ strftime_now('%d %b %Y') }} {{ '5' | int + 1 }} {{ 'x' | int }} {{ 2 | float }}", NULL,
+                  "05 Jul 2024 6 0 2.0");
+    EXPECT_RENDER("{{ \"it's\" | string }} {{ ['a', \"b'c\"] | string }} {{ 'l1\\nl2' | indent(2) }}", NULL,
+                  "it's ['a', \"b'c\"] l1\n  l2");
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    /* syntax errors name the line and the construct */
+    EXPECT_ERROR("line 1\n{% if x %}\nno end", NULL, "missing {% endif %}");
+    EXPECT_ERROR("a\n\n{% frobnicate %}", NULL, "line 3: unknown or unsupported statement 'frobnicate'");
+    EXPECT_ERROR("{{ 1 + }}", NULL, "line 1");
+    EXPECT_ERROR("{{ 'unterminated }}", NULL, "unterminated string");
+    EXPECT_ERROR("{% endfor %}", NULL, "unexpected 'endfor'");
+    EXPECT_ERROR("{{ x", NULL, "not closed");
+    EXPECT_ERROR("{# open", NULL, "comment is not closed");
+    EXPECT_ERROR("{{ (((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((("
+                 "((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((("
+                 "((((((((((((((((((((((((((((((((((((((((((((1 }}",
+                 NULL, "nested too deeply");
+    /* run-time errors too */
+    EXPECT_ERROR("\n{{ raise_exception('bad role') }}", NULL, "line 2: bad role");
+    EXPECT_ERROR("{{ 1 / 0 }}", NULL, "division by zero");
+    EXPECT_ERROR("{{ x.y.z }}", NULL, "undefined");
+    EXPECT_ERROR("{{ 'a' + 1 }}", NULL, "unsupported operands");
+    EXPECT_ERROR("{{ nosuch(1) }}", NULL, "'nosuch' is undefined");
+    EXPECT_ERROR("{{ [1].append(2) }}", NULL, "cannot be modified");
+    EXPECT_ERROR("{{ x | nosuchfilter }}", NULL, "unknown filter 'nosuchfilter'");
+    EXPECT_ERROR("{% set l = [1] %}{% set l.x = 1 %}", NULL, "namespace");
+    /* and bounds: no template runs forever or grows without end */
+    EXPECT_ERROR("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}", NULL, "too long");
+    EXPECT_ERROR("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+                 NULL, "memory");
+    EXPECT_ERROR("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", NULL, "recurses");
+    EXPECT_ERROR("{{ 'x' * 100000000 }}", NULL, "too large");
+    EXPECT_ERROR("{{ range(100000000) }}", NULL, "too large");
+}
+
+/* Random damage to the real templates: parsing and rendering must fail
+ * cleanly or succeed, never crash (the sanitizer run checks). */
+static void test_fuzz_templates(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(path, "templates/Qwen-Qwen3-0.6B.jinja");
+    char other[1024];
+    const char *paths[2] = {path, testdata_file("templates/mistralai-Mistral-Nemo-Instruct-2407.jinja", other,
+                                                sizeof other)};
+    json_t *vars = json_loads("{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", "
+                              "\"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"<think>x</think>y\"}],"
+                              "\"add_generation_prompt\": true, \"tools\": [{\"function\": {\"name\": \"f\"}}]}",
+                              0, NULL);
+    struct rng g;
+    rng_seed(&g, 7);
+    int parsed = 0, rendered = 0;
+    static const char pieces[][8] = {"{{", "}}", "{%", "%}", "{#", "#}", "-", "(", ")", "[", "]", "'", "\"",
+                                     "|", ".", ",", "if", "for", "end", "endif", "endfor", "in", "not", "\n", "\\"};
+    for (int k = 0; k < 2; k++) {
+        if (!paths[k])
+            continue;
+        size_t len;
+        char *src = test_read_file(paths[k], &len);
+        char *buf = malloc(len + 64);
+        for (int trial = 0; trial < 400; trial++) {
+            size_t n = len;
+            memcpy(buf, src, len);
+            int edits = 1 + (int)(rng_u64(&g) % 4);
+            for (int e = 0; e < edits; e++) {
+                size_t at = rng_u64(&g) % n;
+                switch (rng_u64(&g) % 3) {
+                case 0: buf[at] = (char)(rng_u64(&g) % 256); break;     /* flip a byte */
+                case 1: n = at + (n - at) / 2; break;                  /* truncate */
+                default: {                                             /* insert a token */
+                    const char *p = pieces[rng_u64(&g) % (sizeof pieces / sizeof pieces[0])];
+                    size_t pl = strlen(p);
+                    if (n + pl <= len + 60) {
+                        memmove(buf + at + pl, buf + at, n - at);
+                        memcpy(buf + at, p, pl);
+                        n += pl;
+                    }
+                }
+                }
+            }
+            struct tmpl *t;
+            pb_err err = {0};
+            if (tmpl_parse(buf, n, &t, &err)) {
+                assert_true(err.msg[0] != 0);
+                continue;
+            }
+            parsed++;
+            char *out = NULL;
+            size_t out_len;
+            struct tmpl_opts o = {.now = 1, .max_output = 1 << 20};
+            if (tmpl_render(t, vars, &o, &out, &out_len, &err) == 0)
+                rendered++;
+            else
+                assert_true(err.msg[0] != 0);
+            free(out);
+            tmpl_free(t);
+        }
+        free(buf);
+        free(src);
+    }
+    print_message("  800 mutated templates: %d parsed, %d rendered\n", parsed, rendered);
+    json_decref(vars);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_cases), cmocka_unit_test(test_whitespace_control),
+        cmocka_unit_test(test_expressions),     cmocka_unit_test(test_statements),
+        cmocka_unit_test(test_filters_and_methods), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_fuzz_templates),
+    };
+    return cmocka_run_group_tests_name("template", tests, NULL, NULL);
+}
