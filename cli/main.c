@@ -12,6 +12,7 @@ struct command {
 
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a model, streamed, with speed figures"},
+    {"chat", cmd_chat, "talk with a model through its chat template (terminal or pipe)"},
     {"show", cmd_show, "describe a GGUF model file (architecture, size, tensors, tokenizer)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},

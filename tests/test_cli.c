@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* The plumb command as a user runs it: help and usage errors, show,
  * tokenize, run (streamed and --json against llama.cpp's reference),
  * quantize and synth. argv[1] is the plumb binary. */
@@ -7,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *plumb_bin;
@@ -62,11 +66,11 @@ static void test_help_and_usage(void **state)
     (void)state;
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
-    const char *cmds[] = {"run", "show", "tokenize", "quantize", "synth"};
-    for (int i = 0; i < 5; i++)
+    const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth"};
+    for (int i = 0; i < 6; i++)
         assert_non_null(strstr(r.out, cmds[i]));
     result_free(&r);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         r = run("%s --help", cmds[i]);
         EXPECT_STATUS(r, 0);
         char want[64];
@@ -370,6 +374,156 @@ static void test_synth(void **state)
     }
 }
 
+static void check_chat_matches_run(const char *model, const char *format_opt)
+{
+    char in[512];
+    test_tmpfile("chat-in.txt", in, sizeof in);
+    const char *script = "What is the capital of France?\n/reset\nWhat is the capital of France?\nAnd of Italy?\n";
+    test_write_file(in, script, strlen(script));
+    struct result run_r = run("run '%s' --chat %s --system 'Be brief.' -p 'What is the capital of France?' -n 6 "
+                              "--temp 0 --json",
+                              model, format_opt);
+    EXPECT_STATUS(run_r, 0);
+    json_t *j = parse_json(run_r.out);
+    const char *want = json_string_value(json_object_get(j, "text"));
+    struct result chat_r = run("chat '%s' %s --system 'Be brief.' -n 6 --temp 0 < '%s'", model, format_opt, in);
+    EXPECT_STATUS(chat_r, 0);
+    /* the answers follow each other, each ending with a newline: the first
+     * two are equal (the conversation was reset) and equal to run --chat */
+    size_t wl = strlen(want);
+    assert_true(strlen(chat_r.out) > 2 * (wl + 1));
+    assert_memory_equal(chat_r.out, want, wl);
+    assert_int_equal(chat_r.out[wl], '\n');
+    assert_memory_equal(chat_r.out + wl + 1, want, wl);
+    assert_int_equal(chat_r.out[2 * wl + 1], '\n');
+    assert_non_null(strstr(chat_r.err, "conversation cleared"));
+    /* --json: one object per answer, one per line */
+    struct result json_r = run("chat '%s' %s --system 'Be brief.' -n 6 --temp 0 --json < '%s'", model, format_opt, in);
+    EXPECT_STATUS(json_r, 0);
+    int lines = 0;
+    for (char *p = json_r.out, *nl; (nl = strchr(p, '\n')); p = nl + 1, lines++) {
+        *nl = 0;
+        json_t *a = parse_json(p);
+        if (lines < 2)
+            assert_string_equal(json_string_value(json_object_get(a, "content")), want);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(a, "usage"), "completion_tokens")), 6);
+        assert_string_equal(json_string_value(json_object_get(a, "finish_reason")), "length");
+        json_decref(a);
+    }
+    assert_int_equal(lines, 3);
+    result_free(&json_r);
+    json_decref(j);
+    result_free(&run_r);
+    result_free(&chat_r);
+}
+
+static void test_chat(void **state)
+{
+    (void)state;
+    const char *m = test_tiny_model("Q8_0");
+    /* no template in the model: the chatml fallback, with a notice */
+    check_chat_matches_run(m, "");
+    check_chat_matches_run(m, "--chat-format llama2");
+    struct result r = run("run '%s' --chat -p hi -n 2", m);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.err, "no chat template"));
+    result_free(&r);
+
+    /* a real vocabulary with its Llama 3 template */
+    char vocab[1024], model[512];
+    if (testdata_file("ggml-vocab-llama-bpe.gguf", vocab, sizeof vocab)) {
+        test_tmpfile("l3.gguf", model, sizeof model);
+        r = run("synth --dims layers=2,vocab=128256 --type Q8_0 --vocab-from '%s' '%s'", vocab, model);
+        EXPECT_STATUS(r, 0);
+        result_free(&r);
+        check_chat_matches_run(model, "");
+        r = run("run '%s' --chat -p hi -n 1 --json", model);
+        json_t *j = parse_json(r.out);
+        /* <|begin_of_text|> once, then the header of the user turn */
+        json_t *pt = json_object_get(j, "prompt_tokens");
+        assert_int_equal(json_integer_value(json_array_get(pt, 0)), 128000);
+        assert_int_equal(json_integer_value(json_array_get(pt, 1)), 128006);
+        assert_int_not_equal(json_integer_value(json_array_get(pt, 1)), 128000);
+        json_decref(j);
+        result_free(&r);
+    }
+
+    /* commands: save, load, system, unknown; a small context drops turns */
+    char in[512], saved[512];
+    test_tmpfile("chat-cmds.txt", in, sizeof in);
+    test_tmpfile("saved.json", saved, sizeof saved);
+    char script[2048];
+    snprintf(script, sizeof script,
+             "/system You answer in French.\none two three four five\n/save %s\n/frobnicate\n"
+             "six seven eight nine ten\neleven twelve thirteen\n/load %s\n/stats\n/exit\nnot reached\n",
+             saved, saved);
+    test_write_file(in, script, strlen(script));
+    r = run("chat '%s' -n 4 --temp 0 -c 128 < '%s'", m, in);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.err, "system message set"));
+    assert_non_null(strstr(r.err, "unknown command /frobnicate"));
+    assert_non_null(strstr(r.err, "context full"));
+    assert_non_null(strstr(r.err, "loaded 3 messages"));
+    assert_non_null(strstr(r.err, "context:"));
+    result_free(&r);
+    json_error_t je;
+    json_t *doc = json_load_file(saved, 0, &je);
+    assert_non_null(doc);
+    json_t *msgs = json_object_get(doc, "messages");
+    assert_int_equal(json_array_size(msgs), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "content")),
+                        "You answer in French.");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 2), "role")), "assistant");
+    json_decref(doc);
+    r = run("run '%s' --chat --chat-format nosuch -p hi", m);
+    EXPECT_STATUS(r, 2);
+    result_free(&r);
+}
+
+/* Ctrl-C stops the answer being generated, not the program. */
+static void test_chat_interrupt(void **state)
+{
+    (void)state;
+    const char *m = test_tiny_model("Q8_0");
+    char out_path[512], err_path[512];
+    test_tmpfile("int-out.txt", out_path, sizeof out_path);
+    test_tmpfile("int-err.txt", err_path, sizeof err_path);
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        close(in[1]);
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        /* an answer that would run to the end of a large context */
+        execl(plumb_bin, plumb_bin, "chat", m, "--ignore-eos", "-c", "4096", "-t", "1", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    const char *q1 = "tell me everything\n", *q2 = "and then?\n";
+    assert_int_equal(write(in[1], q1, strlen(q1)), (ssize_t)strlen(q1));
+    struct timespec wait = {0, 700 * 1000 * 1000};
+    nanosleep(&wait, NULL);
+    kill(pid, SIGINT);
+    nanosleep(&wait, NULL);
+    kill(pid, SIGINT); /* the second answer too */
+    assert_int_equal(write(in[1], q2, strlen(q2)), (ssize_t)strlen(q2));
+    nanosleep(&wait, NULL);
+    kill(pid, SIGINT);
+    close(in[1]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    char *err = test_read_file(err_path, NULL);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) != 0)
+        fail_msg("chat exited %d: %s", WEXITSTATUS(st), err);
+    assert_non_null(strstr(err, "(interrupted)"));
+    free(err);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -380,6 +534,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
+        cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -5,7 +5,10 @@
 #include "testutil.h"
 
 #include "base/rng.h"
+#include "chat/chat.h"
+#include "gguf/gguf.h"
 #include "template/template.h"
+#include "tokenizer/tokenizer.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -329,6 +332,101 @@ static void test_fuzz_templates(void **state)
     json_decref(vars);
 }
 
+/* ---- chat formats ---- */
+
+static const char *CONVERSATION = "[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", "
+                                  "\"content\": \"U\"}, {\"role\": \"assistant\", \"content\": \"A\"}, "
+                                  "{\"role\": \"user\", \"content\": \"U2\"}]";
+
+/* A copy of the tiny model with a chat template added (NULL: none). */
+static const char *model_with_template(const char *name, const char *tmpl_src)
+{
+    static char out[512];
+    test_tmpfile(name, out, sizeof out);
+    struct gguf_file *f;
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_open(test_tiny_model("Q8_0"), &f, &err), 0);
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    if (tmpl_src)
+        gguf_set_str(w, "tokenizer.chat_template", tmpl_src);
+    assert_int_equal(gguf_writer_begin(w, out, &err), 0); /* metadata only is enough here */
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return out;
+}
+
+static char *chat_text(const char *model, const char *format, char *notice, size_t notice_size)
+{
+    struct gguf_file *f;
+    struct tokenizer *tok;
+    struct chat *c;
+    pb_err err = {0};
+    if (gguf_open(model, &f, &err) || tok_load(f, &tok, &err) ||
+        chat_open(f, tok, format, &c, notice, notice_size, &err))
+        fail_msg("%s", err.msg);
+    json_t *msgs = json_loads(CONVERSATION, 0, NULL);
+    char *out;
+    size_t len;
+    if (chat_render(c, msgs, true, NULL, &out, &len, &err))
+        fail_msg("%s: %s", format ? format : "model", err.msg);
+    json_decref(msgs);
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+    return out;
+}
+
+static void test_chat_formats(void **state)
+{
+    (void)state;
+    const char *m = model_with_template("formats.gguf", NULL);
+    struct {
+        const char *name, *want;
+    } cases[] = {
+        {"chatml", "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA"
+                   "<|im_end|>\n<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n"},
+        {"llama3", "<s><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user"
+                   "<|end_header_id|>\n\nU<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>"
+                   "<|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|><|start_header_id|>assistant"
+                   "<|end_header_id|>\n\n"},
+        {"llama2", "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] U2 [/INST]"},
+        {"mistral", "<s>[INST] S\n\nU[/INST]A</s>[INST] U2[/INST]"},
+        {"gemma", "<s><start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n"
+                  "<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n"},
+        {"phi3", "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\nA<|end|>\n<|user|>\nU2<|end|>\n"
+                 "<|assistant|>\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = chat_text(m, cases[i].name, NULL, 0);
+        if (strcmp(got, cases[i].want))
+            fail_msg("%s:\n rendered %s\n expected %s", cases[i].name, got, cases[i].want);
+        free(got);
+    }
+    /* no template: chatml, said so */
+    char notice[600];
+    free(chat_text(m, NULL, notice, sizeof notice));
+    assert_non_null(strstr(notice, "no chat template"));
+    assert_non_null(strstr(notice, "chatml"));
+    /* a template that does not parse: its error, and the family it names */
+    const char *broken = model_with_template(
+        "broken.gguf", "{% for m in messages %}\n<|start_header_id|>{{ m.role }}\n{% endfor");
+    char *got = chat_text(broken, NULL, notice, sizeof notice);
+    assert_non_null(strstr(notice, "line 3"));
+    assert_non_null(strstr(notice, "'llama3'"));
+    assert_non_null(strstr(got, "<|start_header_id|>user<|end_header_id|>"));
+    free(got);
+    /* a working model template is used as it is */
+    const char *own = model_with_template("own.gguf", "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}");
+    got = chat_text(own, NULL, notice, sizeof notice);
+    assert_string_equal(got, "[system:S][user:U][assistant:A][user:U2]");
+    assert_string_equal(notice, "");
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_expressions),     cmocka_unit_test(test_statements),
         cmocka_unit_test(test_filters_and_methods), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_fuzz_templates),
+        cmocka_unit_test(test_chat_formats),
     };
     return cmocka_run_group_tests_name("template", tests, NULL, NULL);
 }

@@ -257,6 +257,55 @@ static void test_pretokenizers(void **state)
     gguf_close(f);
 }
 
+/* Generation ends at EOS, EOT, EOM and the turn-end control tokens of
+ * chat vocabularies, even when the metadata names only some of them. */
+static void test_end_of_generation(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(path, "ggml-vocab-llama-bpe.gguf");
+    struct gguf_file *f;
+    struct tokenizer *t = load(path, &f);
+    assert_true(tok_is_eog(t, 128001));  /* <|end_of_text|>, the EOS */
+    assert_true(tok_is_eog(t, 128009));  /* <|eot_id|>, the EOT */
+    assert_false(tok_is_eog(t, 128000)); /* <|begin_of_text|> */
+    assert_false(tok_is_eog(t, 128006)); /* <|start_header_id|> */
+    assert_false(tok_is_eog(t, 9906));
+    tok_free(t);
+    gguf_close(f);
+}
+
+/* A chat turn-end token the metadata does not name still ends generation
+ * when it is a control token (and only then). */
+static void test_end_of_generation_by_text(void **state)
+{
+    (void)state;
+    char path[512];
+    test_tmpfile("eog.gguf", path, sizeof path);
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    struct gguf_str toks[4] = {{1, "a"}, {10, "<|im_end|>"}, {13, "<|endoftext|>"}, {3, "</s>"}};
+    int32_t types[4] = {TOK_NORMAL, TOK_CONTROL, TOK_NORMAL, TOK_CONTROL};
+    float scores[4] = {0};
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 4);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, 4);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, scores, 4);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 3);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 3);
+    assert_int_equal(gguf_writer_begin(w, path, &err), 0);
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    struct gguf_file *f;
+    struct tokenizer *t = load(path, &f);
+    assert_true(tok_is_eog(t, 3));  /* the EOS */
+    assert_true(tok_is_eog(t, 1));  /* <|im_end|>, a control token */
+    assert_false(tok_is_eog(t, 2)); /* same text family, but a normal token */
+    assert_false(tok_is_eog(t, 0));
+    tok_free(t);
+    gguf_close(f);
+}
+
 /* The prompts of reference-greedy.json tokenize to its prompt_ids. */
 static void test_reference_prompts(void **state)
 {
@@ -457,6 +506,8 @@ int main(void)
         cmocka_unit_test(test_pretokenizers),
         cmocka_unit_test(test_reference_prompts),
         cmocka_unit_test(test_special_tokens),
+        cmocka_unit_test(test_end_of_generation),
+        cmocka_unit_test(test_end_of_generation_by_text),
         cmocka_unit_test(test_builtin_vocab_round_trip),
         cmocka_unit_test(test_utf8_complete),
         cmocka_unit_test(test_malformed_vocab),

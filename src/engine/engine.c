@@ -15,6 +15,8 @@ struct engine {
     struct tokenizer *tok;
     struct model_ctx *ctx;
     double t_load;
+    int32_t *cached;   /* the tokens whose keys and values are in the context */
+    size_t n_cached;   /* == model_ctx_pos */
 };
 
 int engine_open(const char *path, const struct engine_params *p, struct engine **out, pb_err *err)
@@ -44,6 +46,11 @@ int engine_open(const char *path, const struct engine_params *p, struct engine *
         cp.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < DEFAULT_MAX_CTX ? hp->n_ctx_train : DEFAULT_MAX_CTX;
     if ((rc = model_ctx_create(e->model, &cp, &e->ctx, err)))
         goto fail;
+    e->cached = malloc((size_t)model_ctx_n_ctx(e->ctx) * sizeof *e->cached);
+    if (!e->cached) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+        goto fail;
+    }
     e->t_load = sys_now() - t0;
     *out = e;
     return PB_OK;
@@ -57,6 +64,7 @@ void engine_free(struct engine *e)
     if (!e)
         return;
     model_ctx_free(e->ctx);
+    free(e->cached);
     tok_free(e->tok);
     model_free(e->model);
     free(e);
@@ -67,6 +75,12 @@ const struct tokenizer *engine_tokenizer(const struct engine *e) { return e->tok
 struct model_ctx *engine_ctx(struct engine *e) { return e->ctx; }
 double engine_load_seconds(const struct engine *e) { return e->t_load; }
 int64_t engine_n_ctx(const struct engine *e) { return model_ctx_n_ctx(e->ctx); }
+
+void engine_forget(struct engine *e)
+{
+    e->n_cached = 0;
+    model_ctx_truncate(e->ctx, 0);
+}
 
 /* The k highest logits, highest first, ties to the lower id (insertion into
  * a short sorted list: k is small). */
@@ -118,11 +132,22 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
     for (size_t i = 0; i < n_prompt; i++)
         sampler_accept(smp, prompt[i]);
 
-    model_ctx_truncate(e->ctx, 0);
+    /* reuse the cached prefix the prompt shares (a system prompt, the
+     * earlier turns of a chat); at least the last token is evaluated, for
+     * its logits */
+    size_t keep = 0;
+    while (keep < e->n_cached && keep + 1 < n_prompt && e->cached[keep] == prompt[keep])
+        keep++;
+    model_ctx_truncate(e->ctx, (int64_t)keep);
+    e->n_cached = keep;
     double t0 = sys_now();
-    if ((rc = model_eval(e->ctx, prompt, (int)n_prompt, logits, err)))
+    rc = model_eval(e->ctx, prompt + keep, (int)(n_prompt - keep), logits, err);
+    if (rc)
         goto done;
+    memcpy(e->cached + keep, prompt + keep, (n_prompt - keep) * sizeof *prompt);
+    e->n_cached = n_prompt;
     st->n_prompt = (int)n_prompt;
+    st->n_reused = (int)keep;
     st->t_prompt = sys_now() - t0;
 
     t0 = sys_now();
@@ -165,6 +190,7 @@ int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, co
         }
         if ((rc = model_eval(e->ctx, &id, 1, logits, err)))
             break;
+        e->cached[e->n_cached++] = id;
     }
     st->t_gen = sys_now() - t0;
 done:

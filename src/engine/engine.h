@@ -28,6 +28,8 @@ void engine_free(struct engine *e);
 const struct model *engine_model(const struct engine *e);
 const struct tokenizer *engine_tokenizer(const struct engine *e);
 struct model_ctx *engine_ctx(struct engine *e);
+/* Drops the cached sequence (the next prompt is evaluated in full). */
+void engine_forget(struct engine *e);
 /* Seconds engine_open took. */
 double engine_load_seconds(const struct engine *e);
 /* The context size in use and whether it exceeds the training context. */
@@ -67,12 +69,14 @@ enum gen_stop {
 
 struct gen_stats {
     int n_prompt, n_gen;
+    int n_reused;           /* prompt tokens whose cache was reused */
     double t_prompt, t_gen; /* seconds evaluating the prompt / generating */
     enum gen_stop stop;
 };
 
-/* Generates from a fresh sequence: evaluates the prompt (n_prompt >= 1
- * ids), then samples and evaluates one token at a time. */
+/* Generates: evaluates the prompt (n_prompt >= 1 ids), then samples and
+ * evaluates one token at a time. The longest prefix the prompt shares
+ * with what the context already holds is not evaluated again. */
 int engine_generate(struct engine *e, const int32_t *prompt, size_t n_prompt, const struct gen_params *gp,
                     gen_callback cb, void *user, struct gen_stats *st, pb_err *err);
 

@@ -140,6 +140,35 @@ static int collect_specials(struct tokenizer *t, pb_err *err)
     return PB_OK;
 }
 
+static void add_eog(struct tokenizer *t, int32_t id)
+{
+    if (id < 0)
+        return;
+    for (int i = 0; i < t->n_eog; i++)
+        if (t->eog[i] == id)
+            return;
+    if (t->n_eog < (int)(sizeof t->eog / sizeof t->eog[0]))
+        t->eog[t->n_eog++] = id;
+}
+
+/* End-of-generation ids: EOS, EOT, EOM from the metadata, and control
+ * tokens with the texts chat models end their turns with (files often
+ * name only one of them; llama.cpp does the same). */
+static void collect_eog(struct tokenizer *t)
+{
+    static const char *const ends[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+                                       "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+                                       "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>" /* DeepSeek */};
+    add_eog(t, t->eos);
+    add_eog(t, t->eot);
+    add_eog(t, t->eom);
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        int32_t id = tok_lookup(t, ends[i], strlen(ends[i]));
+        if (id >= 0 && (t->tok[id].attr == TOK_CONTROL || t->tok[id].attr == TOK_USER_DEFINED))
+            add_eog(t, id);
+    }
+}
+
 static void find_byte_tokens(struct tokenizer *t)
 {
     for (int b = 0; b < 256; b++) {
@@ -201,6 +230,7 @@ int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
         goto fail;
     if (kind == TOK_KIND_SPM)
         find_byte_tokens(t);
+    collect_eog(t);
     *out = t;
     return PB_OK;
 fail:
@@ -233,7 +263,10 @@ const char *tok_kind_name(const struct tokenizer *t)
 
 bool tok_is_eog(const struct tokenizer *t, int32_t id)
 {
-    return id >= 0 && (id == t->eos || id == t->eot || id == t->eom);
+    for (int i = 0; i < t->n_eog; i++)
+        if (t->eog[i] == id)
+            return true;
+    return false;
 }
 
 enum tok_attr tok_attr(const struct tokenizer *t, int32_t id)

@@ -42,6 +42,8 @@ struct tokenizer {
     struct str_index index; /* text -> id */
     int32_t byte_id[256];   /* SPM: <0xXX> tokens, -1 when missing */
     int32_t bos, eos, unk, eot, eom;
+    int32_t eog[16]; /* every id that ends generation */
+    int n_eog;
     bool add_bos, add_eos, add_space_prefix;
     int32_t *specials; /* ids matched in text, longest text first */
     int32_t n_specials;

@@ -1,0 +1,220 @@
+#include "chat/chat.h"
+
+#include "template/template.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Built-in formats, written as templates for the same interpreter. */
+static const struct builtin {
+    const char *name;
+    const char *marker; /* text that identifies the family in a template or vocabulary */
+    const char *src;
+} builtins[] = {
+    {"chatml", "<|im_start|>",
+     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
+    {"llama3", "<|start_header_id|>",
+     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+     "{{ m.content | trim }}<|eot_id|>{% endfor %}"
+     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"},
+    {"llama2", "<<SYS>>",
+     "{% if messages and messages[0].role == 'system' %}{% set sys = messages[0].content %}"
+     "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+     "{% for m in msgs %}{% if m.role == 'user' %}{{ bos_token }}[INST] "
+     "{% if loop.first and sys %}<<SYS>>\n{{ sys }}\n<</SYS>>\n\n{% endif %}{{ m.content | trim }} [/INST]"
+     "{% elif m.role == 'assistant' %} {{ m.content | trim }} {{ eos_token }}{% endif %}{% endfor %}"},
+    {"mistral", "[INST]",
+     "{% if messages and messages[0].role == 'system' %}{% set sys = messages[0].content %}"
+     "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+     "{{ bos_token }}{% for m in msgs %}{% if m.role == 'user' %}[INST] "
+     "{% if loop.first and sys %}{{ sys }}\n\n{% endif %}{{ m.content }}[/INST]"
+     "{% elif m.role == 'assistant' %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"},
+    {"gemma", "<start_of_turn>",
+     "{% if messages and messages[0].role == 'system' %}{% set sys = messages[0].content %}"
+     "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+     "{{ bos_token }}{% for m in msgs %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
+     "{% if loop.first and sys %}{{ sys }}\n\n{% endif %}{{ m.content | trim }}<end_of_turn>\n{% endfor %}"
+     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"},
+    {"phi3", "<|assistant|>",
+     "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}"},
+};
+#define N_BUILTINS (sizeof builtins / sizeof builtins[0])
+
+struct chat {
+    struct tmpl *t;
+    char name[32];
+    char *bos_text, *eos_text;
+};
+
+const char *chat_format_names(void)
+{
+    return "chatml, llama3, llama2, mistral, gemma, phi3";
+}
+
+static const struct builtin *find_builtin(const char *name)
+{
+    for (size_t i = 0; i < N_BUILTINS; i++)
+        if (!strcmp(builtins[i].name, name))
+            return &builtins[i];
+    return NULL;
+}
+
+bool chat_format_known(const char *name)
+{
+    return find_builtin(name) != NULL;
+}
+
+/* The built-in family whose marker appears in text (NULL: none). */
+static const struct builtin *detect(const char *text, size_t len)
+{
+    for (size_t i = 0; i < N_BUILTINS; i++) {
+        size_t ml = strlen(builtins[i].marker);
+        for (size_t k = 0; k + ml <= len; k++)
+            if (!memcmp(text + k, builtins[i].marker, ml))
+                return &builtins[i];
+    }
+    return NULL;
+}
+
+/* The family whose marker is a token of the vocabulary. */
+static const struct builtin *detect_vocab(const struct tokenizer *tok)
+{
+    for (size_t i = 0; i < N_BUILTINS; i++) {
+        int32_t *ids;
+        size_t n;
+        if (tok_encode(tok, builtins[i].marker, strlen(builtins[i].marker), false, true, &ids, &n, NULL) == PB_OK) {
+            bool one = n == 1 && tok_attr(tok, ids[0]) != TOK_NORMAL;
+            free(ids);
+            if (one)
+                return &builtins[i];
+        }
+    }
+    return NULL;
+}
+
+static char *token_text(const struct tokenizer *tok, int32_t id)
+{
+    size_t len;
+    const char *s = id >= 0 ? tok_text(tok, id, &len) : "";
+    if (id < 0)
+        len = 0;
+    char *out = malloc(len + 1);
+    if (out) {
+        memcpy(out, s, len);
+        out[len] = 0;
+    }
+    return out;
+}
+
+int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char *format, struct chat **out,
+              char *notice, size_t notice_size, pb_err *err)
+{
+    *out = NULL;
+    if (notice && notice_size)
+        notice[0] = 0;
+    struct chat *c = calloc(1, sizeof *c);
+    if (!c)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    c->bos_text = token_text(tok, tok_bos(tok));
+    c->eos_text = token_text(tok, tok_eos(tok));
+    int rc = PB_OK;
+    if (!c->bos_text || !c->eos_text) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    const struct builtin *b = NULL;
+    if (format) {
+        if (!(b = find_builtin(format))) {
+            rc = pb_fail(err, PB_EINVAL, "unknown chat format '%s' (one of %s)", format, chat_format_names());
+            goto fail;
+        }
+    } else {
+        struct gguf_str src;
+        int have = gguf_get_str(f, "tokenizer.chat_template", &src, err);
+        if (have < 0) {
+            rc = have;
+            goto fail;
+        }
+        if (have == 1) {
+            pb_err perr = {0};
+            if (tmpl_parse(src.data, (size_t)src.len, &c->t, &perr) == PB_OK) {
+                snprintf(c->name, sizeof c->name, "model template");
+                *out = c;
+                return PB_OK;
+            }
+            b = detect(src.data, (size_t)src.len);
+            if (!b)
+                b = detect_vocab(tok);
+            if (!b)
+                b = &builtins[0];
+            if (notice)
+                snprintf(notice, notice_size, "the model's chat template cannot be used (%s); using the built-in "
+                         "'%s' format instead (choose another with --chat-format)", perr.msg, b->name);
+        } else {
+            b = detect_vocab(tok);
+            if (!b)
+                b = &builtins[0];
+            if (notice)
+                snprintf(notice, notice_size, "the model has no chat template; using the built-in '%s' format "
+                         "(choose another with --chat-format)", b->name);
+        }
+    }
+    if ((rc = tmpl_parse(b->src, strlen(b->src), &c->t, err)))
+        goto fail;
+    snprintf(c->name, sizeof c->name, "%s", b->name);
+    *out = c;
+    return PB_OK;
+fail:
+    chat_free(c);
+    return rc;
+}
+
+void chat_free(struct chat *c)
+{
+    if (!c)
+        return;
+    tmpl_free(c->t);
+    free(c->bos_text);
+    free(c->eos_text);
+    free(c);
+}
+
+const char *chat_name(const struct chat *c)
+{
+    return c->name;
+}
+
+int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
+                char **out, size_t *out_len, pb_err *err)
+{
+    json_t *vars = json_pack("{s:O,s:b,s:s,s:s,s:n,s:n}", "messages", messages, "add_generation_prompt",
+                             add_generation_prompt, "bos_token", c->bos_text, "eos_token", c->eos_text, "tools",
+                             "documents");
+    if (!vars)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    if (extra && json_is_object(extra))
+        json_object_update(vars, (json_t *)extra);
+    int rc = tmpl_render(c->t, vars, NULL, out, out_len, err);
+    json_decref(vars);
+    return rc;
+}
+
+int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
+                  bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err)
+{
+    char *text;
+    size_t len;
+    int rc = chat_render(c, messages, add_generation_prompt, NULL, &text, &len, err);
+    if (rc)
+        return rc;
+    /* templates usually write the BOS text themselves: add it only when
+     * the model adds one and the text does not start with it */
+    size_t bl = strlen(c->bos_text);
+    bool has_bos = bl > 0 && len >= bl && memcmp(text, c->bos_text, bl) == 0;
+    rc = tok_encode(tok, text, len, !has_bos, true, ids, n_ids, err);
+    free(text);
+    return rc;
+}
