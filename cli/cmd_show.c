@@ -52,11 +52,12 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
     pb_err herr = {0};
     struct model_hparams hp;
     bool have_hp = model_hparams_read(f, &hp, &herr) == PB_OK;
-    struct gguf_str arch = {0, ""}, name = {0, ""}, tokm = {0, ""}, tmpl = {0, ""};
+    struct gguf_str arch = {0, ""}, name = {0, ""}, tokm = {0, ""}, tmpl = {0, ""}, pre = {0, ""};
     bool has_arch = gguf_get_str(f, "general.architecture", &arch, NULL) == 1;
     bool has_name = gguf_get_str(f, "general.name", &name, NULL) == 1;
     bool has_tok = gguf_get_str(f, "tokenizer.ggml.model", &tokm, NULL) == 1;
     bool has_tmpl = gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL) == 1;
+    bool has_pre = gguf_get_str(f, "tokenizer.ggml.pre", &pre, NULL) == 1;
     struct gguf_arr toks = {0};
     uint64_t n_tokens = gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, NULL) == 1 ? toks.n : 0;
     int64_t ftype = -1;
@@ -88,7 +89,8 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
             json_object_set_new(o, "hparams_error", json_string(herr.msg));
         }
         json_object_set_new(o, "tokenizer",
-                            has_tok ? json_pack("{s:o,s:I}", "model", str_json(tokm), "tokens", (json_int_t)n_tokens)
+                            has_tok ? json_pack("{s:o,s:o,s:I}", "model", str_json(tokm), "pre",
+                                                has_pre ? str_json(pre) : json_null(), "tokens", (json_int_t)n_tokens)
                                     : json_null());
         json_object_set_new(o, "chat_template", json_boolean(has_tmpl));
         json_t *types = json_array();
@@ -149,8 +151,9 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
         printf("shape           unknown (%s)\n", herr.msg);
     }
     if (has_tok)
-        printf("tokenizer       %.*s, %" PRIu64 " tokens\n", (int)(tokm.len > 64 ? 64 : tokm.len), tokm.data,
-               n_tokens);
+        printf("tokenizer       %.*s%s%.*s%s, %" PRIu64 " tokens\n", (int)(tokm.len > 64 ? 64 : tokm.len), tokm.data,
+               has_pre ? " (pre-tokenizer " : "", has_pre ? (int)(pre.len > 64 ? 64 : pre.len) : 0,
+               has_pre ? pre.data : "", has_pre ? ")" : "", n_tokens);
     else
         printf("tokenizer       none\n");
     if (has_tmpl)

@@ -234,6 +234,38 @@ static void test_other_architectures(void **state)
     }
 }
 
+/* A Llama 3 shape carries its RoPE frequency factors, which the model
+ * uses: 1 for short wavelengths up to the scaling factor for long ones. */
+static void test_llama3_rope_factors(void **state)
+{
+    (void)state;
+    char path[512];
+    test_tmpfile("l32.gguf", path, sizeof path);
+    struct synth_params sp = {.seed = 1, .n_threads = 1, .ftype = PB_FTYPE_Q8_0};
+    sp.shape = *synth_shape_find("llama-3.2-1b");
+    pb_err err;
+    uint64_t bytes;
+    assert_int_equal(synth_parse_dims("layers=1,vocab=700,dim=256,heads=4,kv_heads=2,head_dim=64,ffn=512", &sp.shape,
+                                      &err),
+                     0);
+    assert_int_equal(synth_write(path, &sp, &bytes, &err), 0);
+    struct gguf_file *f;
+    assert_int_equal(gguf_open(path, &f, &err), 0);
+    const struct gguf_tensor *t = gguf_find_tensor(f, "rope_freqs.weight");
+    assert_non_null(t);
+    assert_int_equal(t->ne[0], 32);
+    const float *ff = t->data;
+    assert_float_equal(ff[0], 1.0, 1e-6);
+    assert_float_equal(ff[31], 32.0, 1e-4);
+    for (int i = 1; i < 32; i++)
+        assert_true(ff[i] >= ff[i - 1]);
+    gguf_close(f);
+    int32_t toks[3] = {1, 300, 301};
+    float *a = eval_logits(path, toks, 3, 512, 1, false);
+    assert_true(isfinite(a[0]));
+    free(a);
+}
+
 static void test_quantized_close_to_f32(void **state)
 {
     (void)state;
@@ -380,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_reference_tiny_qwen2),
         cmocka_unit_test(test_reference_tiny_qwen3),
         cmocka_unit_test(test_other_architectures),
+        cmocka_unit_test(test_llama3_rope_factors),
         cmocka_unit_test(test_batch_equals_sequential),
         cmocka_unit_test(test_quantized_close_to_f32),
         cmocka_unit_test(test_eval_limits),

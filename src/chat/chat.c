@@ -202,6 +202,50 @@ int chat_render(const struct chat *c, const json_t *messages, bool add_generatio
     return rc;
 }
 
+/* Marks (with 1) where the messages' contents appear in the rendered
+ * text: each content searched after the previous one's match first (the
+ * usual order), else anywhere; also in its trimmed form. Special tokens
+ * are not matched there, so a user writing "<|im_end|>" types text, not
+ * a control token. */
+static void mark_contents(const json_t *messages, const char *text, size_t len, uint8_t *mask)
+{
+    size_t cursor = 0, i;
+    json_t *m;
+    json_array_foreach((json_t *)messages, i, m)
+    {
+        json_t *c = json_object_get(m, "content");
+        if (!json_is_string(c))
+            continue;
+        const char *s = json_string_value(c);
+        size_t n = json_string_length(c);
+        for (int variant = 0; variant < 2; variant++) {
+            const char *p = s;
+            size_t k = n;
+            if (variant == 1) { /* trimmed */
+                while (k && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
+                    p++, k--;
+                while (k && (p[k - 1] == ' ' || p[k - 1] == '\n' || p[k - 1] == '\t' || p[k - 1] == '\r'))
+                    k--;
+            }
+            if (k == 0 || k > len)
+                continue;
+            size_t at = len;
+            for (size_t pass = 0; pass < 2 && at == len; pass++)
+                for (size_t j = pass ? 0 : cursor; j + k <= len; j++)
+                    if (text[j] == p[0] && !memcmp(text + j, p, k)) {
+                        at = j;
+                        break;
+                    }
+            if (at == len)
+                continue;
+            memset(mask + at, 1, k);
+            if (at + k > cursor)
+                cursor = at + k;
+            break;
+        }
+    }
+}
+
 int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
                   bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err)
 {
@@ -210,11 +254,18 @@ int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_
     int rc = chat_render(c, messages, add_generation_prompt, NULL, &text, &len, err);
     if (rc)
         return rc;
+    uint8_t *mask = calloc(len + 1, 1);
+    if (!mask) {
+        free(text);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    mark_contents(messages, text, len, mask);
     /* templates usually write the BOS text themselves: add it only when
      * the model adds one and the text does not start with it */
     size_t bl = strlen(c->bos_text);
     bool has_bos = bl > 0 && len >= bl && memcmp(text, c->bos_text, bl) == 0;
-    rc = tok_encode(tok, text, len, !has_bos, true, ids, n_ids, err);
+    rc = tok_encode_ex(tok, text, len, !has_bos, true, mask, ids, n_ids, err);
+    free(mask);
     free(text);
     return rc;
 }

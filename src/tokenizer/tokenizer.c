@@ -320,6 +320,12 @@ static int encode_raw(const struct tokenizer *t, const char *text, size_t len, b
 int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                int32_t **out, size_t *n_out, pb_err *err)
 {
+    return tok_encode_ex(t, text, len, add_special, parse_special, NULL, out, n_out, err);
+}
+
+int tok_encode_ex(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
+                  const uint8_t *literal, int32_t **out, size_t *n_out, pb_err *err)
+{
     struct tok_ids ids = {0};
     int rc = PB_OK;
     *out = NULL;
@@ -333,6 +339,8 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add
     size_t run = 0;
     for (size_t i = 0; i <= len && rc == PB_OK;) {
         int32_t sp = i < len && t->n_specials ? match_special(t, text + i, len - i, parse_special) : -1;
+        if (sp >= 0 && literal && memchr(literal + i, 1, t->tok[sp].s.len))
+            sp = -1; /* inside user text: not a special token */
         if (i < len && sp < 0) {
             i++;
             continue;

@@ -63,6 +63,12 @@ const char *tok_text(const struct tokenizer *t, int32_t id, size_t *len);
 int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                int32_t **out, size_t *n_out, pb_err *err);
 
+/* As tok_encode, but a special token is matched only where literal (len
+ * flags, may be NULL) is 0 over all its bytes: for prompts mixing trusted
+ * template markup with user text that must not become control tokens. */
+int tok_encode_ex(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
+                  const uint8_t *literal, int32_t **out, size_t *n_out, pb_err *err);
+
 /* The bytes token id stands for when decoded (byte tokens give their
  * byte, SentencePiece's "\xe2\x96\x81" gives a space, byte-level BPE
  * text maps back to its bytes). Control, unknown, unused and undefined

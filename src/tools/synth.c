@@ -18,29 +18,29 @@
 /* Dimensions from each model's published config.json. */
 static const struct synth_shape shapes[] = {
     {"tiny", "llama", 32000, 512, 256, 4, 8, 4, 0, 768, 10000, 1e-5, true, false, false,
-     "the tiny-llama test model's shape"},
+     "the tiny-llama test model's shape", 0, 0, 0, 0},
     {"stories260k", "llama", 512, 512, 64, 5, 8, 4, 0, 172, 10000, 1e-5, false, false, false,
-     "karpathy/tinyllamas stories260K"},
+     "karpathy/tinyllamas stories260K", 0, 0, 0, 0},
     {"smollm2-135m", "llama", 49152, 8192, 576, 30, 9, 3, 0, 1536, 100000, 1e-5, true, false, false,
-     "HuggingFaceTB/SmolLM2-135M config.json"},
+     "HuggingFaceTB/SmolLM2-135M config.json", 0, 0, 0, 0},
     {"tinyllama-1.1b", "llama", 32000, 2048, 2048, 22, 32, 4, 0, 5632, 10000, 1e-5, false, false, false,
-     "TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json"},
+     "TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json", 0, 0, 0, 0},
     {"llama-3.2-1b", "llama", 128256, 131072, 2048, 16, 32, 8, 64, 8192, 500000, 1e-5, true, false, false,
-     "meta-llama/Llama-3.2-1B config.json"},
+     "meta-llama/Llama-3.2-1B config.json", 32, 1, 4, 8192},
     {"llama-3.2-3b", "llama", 128256, 131072, 3072, 28, 24, 8, 128, 8192, 500000, 1e-5, true, false, false,
-     "meta-llama/Llama-3.2-3B config.json"},
+     "meta-llama/Llama-3.2-3B config.json", 32, 1, 4, 8192},
     {"llama-3.1-8b", "llama", 128256, 131072, 4096, 32, 32, 8, 128, 14336, 500000, 1e-5, false, false, false,
-     "meta-llama/Llama-3.1-8B config.json"},
+     "meta-llama/Llama-3.1-8B config.json", 8, 1, 4, 8192},
     {"mistral-7b", "llama", 32768, 32768, 4096, 32, 32, 8, 128, 14336, 1000000, 1e-5, false, false, false,
-     "mistralai/Mistral-7B-Instruct-v0.3 config.json"},
+     "mistralai/Mistral-7B-Instruct-v0.3 config.json", 0, 0, 0, 0},
     {"qwen2.5-0.5b", "qwen2", 151936, 32768, 896, 24, 14, 2, 64, 4864, 1000000, 1e-6, true, true, false,
-     "Qwen/Qwen2.5-0.5B config.json"},
+     "Qwen/Qwen2.5-0.5B config.json", 0, 0, 0, 0},
     {"qwen2.5-1.5b", "qwen2", 151936, 32768, 1536, 28, 12, 2, 128, 8960, 1000000, 1e-6, true, true, false,
-     "Qwen/Qwen2.5-1.5B config.json"},
+     "Qwen/Qwen2.5-1.5B config.json", 0, 0, 0, 0},
     {"qwen2.5-7b", "qwen2", 152064, 32768, 3584, 28, 28, 4, 128, 18944, 1000000, 1e-6, false, true, false,
-     "Qwen/Qwen2.5-7B config.json"},
+     "Qwen/Qwen2.5-7B config.json", 0, 0, 0, 0},
     {"qwen3-0.6b", "qwen3", 151936, 40960, 1024, 28, 16, 8, 128, 3072, 1000000, 1e-6, true, false, true,
-     "Qwen/Qwen3-0.6B config.json"},
+     "Qwen/Qwen3-0.6B config.json", 0, 0, 0, 0},
 };
 
 size_t synth_n_shapes(void)
@@ -131,7 +131,9 @@ int synth_parse_dims(const char *spec, struct synth_shape *s, pb_err *err)
     if (s->n_head % s->n_head_kv || hd < 2 || hd % 2)
         return pb_fail(err, PB_EINVAL, "--dims: heads must be a multiple of kv_heads and the head size even "
                        "(heads %" PRId64 ", kv_heads %" PRId64 ", head size %" PRId64 ")", s->n_head, s->n_head_kv, hd);
-    snprintf(s->name, sizeof s->name, "custom-%s", s->arch);
+    char base[sizeof s->name];
+    snprintf(base, sizeof base, "%s", s->name);
+    snprintf(s->name, sizeof s->name, "%.24s+dims", base[0] ? base : s->arch);
     s->source = "--dims";
     return PB_OK;
 }
@@ -239,7 +241,7 @@ static int copy_vocab(struct gguf_writer *w, const char *path, int64_t *n, pb_er
 
 /* ---- tensors ---- */
 
-enum fill { FILL_RANDOM, FILL_ONES };
+enum fill { FILL_RANDOM, FILL_ONES, FILL_ROPE_FREQS };
 
 struct planned {
     char name[64];
@@ -297,6 +299,8 @@ static int plan_model(const struct synth_shape *s, int64_t n_vocab, struct plan 
     }
     if (!rc)
         rc = plan_add(pl, "output_norm.weight", 1, E, 1, FILL_ONES);
+    if (!rc && s->rope_factor > 0)
+        rc = plan_add(pl, "rope_freqs.weight", 1, D / 2, 1, FILL_ROPE_FREQS);
     if (!rc && !s->tied)
         rc = plan_add(pl, "output.weight", 2, E, n_vocab, FILL_RANDOM);
     return rc ? PB_ENOMEM : PB_OK;
@@ -335,13 +339,42 @@ struct fill_ctx {
     uint64_t seed;
     float stddev;
     enum fill fill;
+    const struct synth_shape *shape;
 };
+
+/* Llama 3's RoPE frequency factors (Meta's published scheme): long
+ * wavelengths are slowed by the scaling factor, short ones kept, with a
+ * smooth blend between. ggml divides each angle by its factor. */
+static void llama3_rope_factors(const struct synth_shape *s, float *dst, int64_t n)
+{
+    const double pi = 3.14159265358979323846;
+    const double dim = (double)(2 * n);
+    const double low_wavelen = s->rope_orig_ctx / s->rope_low, high_wavelen = s->rope_orig_ctx / s->rope_high;
+    for (int64_t i = 0; i < n; i++) {
+        double freq = pow(s->rope_base, -2.0 * (double)i / dim);
+        double wavelen = 2 * pi / freq;
+        double f;
+        if (wavelen < high_wavelen) {
+            f = 1;
+        } else if (wavelen > low_wavelen) {
+            f = s->rope_factor;
+        } else {
+            double smooth = (s->rope_orig_ctx / wavelen - s->rope_low) / (s->rope_high - s->rope_low);
+            f = 1 / ((1 - smooth) / s->rope_factor + smooth);
+        }
+        dst[i] = (float)f;
+    }
+}
 
 /* Row r of a tensor: its own generator seeded from (tensor, row), so the
  * result does not depend on the number of threads. */
 static void fill_row(void *arg, int64_t r, float *dst, int64_t n)
 {
     const struct fill_ctx *c = arg;
+    if (c->fill == FILL_ROPE_FREQS) {
+        llama3_rope_factors(c->shape, dst, n);
+        return;
+    }
     if (c->fill == FILL_ONES) {
         for (int64_t i = 0; i < n; i++)
             dst[i] = 1.0f;
@@ -407,7 +440,7 @@ int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_w
     for (size_t i = 0; i < pl.n; i++) {
         const struct planned *t = &pl.t[i];
         struct fill_ctx fc = {rng_hash_str(t->name) ^ (p->seed * 0xd1b54a32d192ed03ull),
-                              p->stddev > 0 ? p->stddev : 0.02f, t->fill};
+                              p->stddev > 0 ? p->stddev : 0.02f, t->fill, s};
         const size_t row_bytes = pb_row_size(t->type, t->ne[0]);
         int64_t per = (int64_t)(CHUNK_BYTES / row_bytes);
         if (per < 1)

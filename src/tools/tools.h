@@ -55,6 +55,8 @@ struct synth_shape {
     bool qkv_bias;     /* Q/K/V biases (qwen2) */
     bool qk_norm;      /* per-head Q/K RMS norm (qwen3) */
     const char *source;/* where the dimensions come from */
+    /* Llama 3 RoPE scaling (written as rope_freqs.weight); factor 0: none */
+    double rope_factor, rope_low, rope_high, rope_orig_ctx;
 };
 
 /* Built-in presets of real models' shapes. */
