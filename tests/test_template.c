@@ -361,9 +361,9 @@ static const char *model_with_template(const char *name, const char *tmpl_src)
 
 static char *chat_text(const char *model, const char *format, char *notice, size_t notice_size)
 {
-    struct gguf_file *f;
-    struct tokenizer *tok;
-    struct chat *c;
+    struct gguf_file *f = NULL;
+    struct tokenizer *tok = NULL;
+    struct chat *c = NULL;
     pb_err err = {0};
     if (gguf_open(model, &f, &err) || tok_load(f, &tok, &err) ||
         chat_open(f, tok, format, &c, notice, notice_size, &err))
