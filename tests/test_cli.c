@@ -10,6 +10,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -518,16 +519,22 @@ static void test_chat_interrupt(void **state)
         _exit(127);
     }
     close(in[0]);
-    const char *q1 = "tell me everything\n", *q2 = "and then?\n";
-    assert_int_equal(write(in[1], q1, strlen(q1)), (ssize_t)strlen(q1));
-    struct timespec wait = {0, 700 * 1000 * 1000};
-    nanosleep(&wait, NULL);
-    kill(pid, SIGINT);
-    nanosleep(&wait, NULL);
-    kill(pid, SIGINT); /* the second answer too */
-    assert_int_equal(write(in[1], q2, strlen(q2)), (ssize_t)strlen(q2));
-    nanosleep(&wait, NULL);
-    kill(pid, SIGINT);
+    /* each SIGINT is sent once the answer is streaming (the output file
+     * grows), so a slow start cannot turn it into a kill at load time */
+    const char *q[2] = {"tell me everything\n", "and then?\n"};
+    off_t seen = 0;
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(write(in[1], q[k], strlen(q[k])), (ssize_t)strlen(q[k]));
+        struct stat sb = {0};
+        for (int tries = 0; tries < 600; tries++) { /* up to 60 s */
+            struct timespec tick = {0, 100 * 1000 * 1000};
+            nanosleep(&tick, NULL);
+            if (stat(out_path, &sb) == 0 && sb.st_size > seen + 2)
+                break;
+        }
+        seen = sb.st_size;
+        kill(pid, SIGINT);
+    }
     close(in[1]);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
