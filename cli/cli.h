@@ -52,5 +52,7 @@ json_t *cli_json_text(const char *s, size_t len);
 /* A progress bar on stderr, redrawn in place, only when stderr is a
  * terminal; done == total ends the line. */
 void cli_progress(uint64_t done, uint64_t total, const char *label);
+/* The same, shaped as the library's progress callbacks. */
+void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *label);
 
 #endif

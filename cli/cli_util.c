@@ -175,3 +175,9 @@ void cli_progress(uint64_t done, uint64_t total, const char *label)
         fputc('\n', stderr);
     fflush(stderr);
 }
+
+void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *label)
+{
+    (void)user;
+    cli_progress(done, total, label);
+}

@@ -28,12 +28,6 @@ static void help(void)
            pb_ftype_names());
 }
 
-static void progress(void *user, uint64_t done, uint64_t total, const char *tensor)
-{
-    (void)user;
-    cli_progress(done, total, tensor);
-}
-
 enum { OPT_JSON = 256 };
 
 int cmd_quantize(int argc, char **argv)
@@ -44,7 +38,7 @@ int cmd_quantize(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    struct quantize_params qp = {.progress = progress};
+    struct quantize_params qp = {.progress = cli_progress_cb};
     bool json = false;
     long long v;
     int c;

@@ -62,12 +62,6 @@ static int list_shapes(bool json)
     return CLI_OK;
 }
 
-static void progress(void *user, uint64_t done, uint64_t total, const char *tensor)
-{
-    (void)user;
-    cli_progress(done, total, tensor);
-}
-
 enum { OPT_SHAPE = 256, OPT_DIMS, OPT_TYPE, OPT_VOCAB, OPT_SEED, OPT_LIST, OPT_JSON };
 
 int cmd_synth(int argc, char **argv)
@@ -80,7 +74,7 @@ int cmd_synth(int argc, char **argv)
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     const char *shape = NULL, *dims = NULL, *type = NULL;
-    struct synth_params sp = {.seed = 1234, .progress = progress};
+    struct synth_params sp = {.seed = 1234, .progress = cli_progress_cb};
     bool list = false, json = false;
     long long v;
     int c;

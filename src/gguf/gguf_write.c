@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "gguf/gguf.h"
 
+#include "base/vec.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -94,15 +96,9 @@ static int put(struct gguf_writer *w, const char *key, uint8_t *blob, size_t len
             return PB_OK;
         }
     }
-    if (w->n_kv == w->cap_kv) {
-        size_t cap = w->cap_kv ? 2 * w->cap_kv : 32;
-        struct wkv *kv = realloc(w->kv, cap * sizeof *kv);
-        if (!kv) {
-            free(blob);
-            return set_failed(w, PB_ENOMEM, "out of memory setting", key);
-        }
-        w->kv = kv;
-        w->cap_kv = cap;
+    if (vec_reserve((void **)&w->kv, &w->cap_kv, w->n_kv + 1, sizeof *w->kv)) {
+        free(blob);
+        return set_failed(w, PB_ENOMEM, "out of memory setting", key);
     }
     char *k = strdup(key);
     if (!k) {
@@ -264,14 +260,8 @@ int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum pb_type
     t.type = type;
     t.n_dims = n_dims;
     t.nbytes = (uint64_t)(nel / tr->block) * tr->size;
-    if (w->n_t == w->cap_t) {
-        size_t cap = w->cap_t ? 2 * w->cap_t : 64;
-        struct wtensor *nt = realloc(w->t, cap * sizeof *nt);
-        if (!nt)
-            return pb_fail(err, PB_ENOMEM, "out of memory adding tensor '%s'", name);
-        w->t = nt;
-        w->cap_t = cap;
-    }
+    if (vec_reserve((void **)&w->t, &w->cap_t, w->n_t + 1, sizeof *w->t))
+        return pb_fail(err, PB_ENOMEM, "out of memory adding tensor '%s'", name);
     t.name = strdup(name);
     if (!t.name)
         return pb_fail(err, PB_ENOMEM, "out of memory adding tensor '%s'", name);

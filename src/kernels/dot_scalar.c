@@ -146,29 +146,31 @@ float dot_q8_0_q8_0_scalar(int64_t n, const void *w, const void *a)
 /* sum over sub-blocks of (d*sc*q - dmin*m) . p*e
  *   = e * (d * sum(sc * q.p) - dmin * sum(m * sum(p))),
  * where sum(p) per 32 comes from two 16-element bsums of the Q8_K block. */
+static float dot_scale_min_q8_K(uint16_t d, uint16_t dmin, const uint8_t *scales, const uint8_t *q,
+                                const struct block_q8_K *y)
+{
+    int sumi = 0, summ = 0;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4k_get_scale_min(j, scales, &sc, &m);
+        int s = 0;
+        for (int l = 0; l < 32; l++)
+            s += q[32 * j + l] * y->qs[32 * j + l];
+        sumi += sc * s;
+        summ += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    return y->d * (fp16_to_f32(d) * (float)sumi - fp16_to_f32(dmin) * (float)summ);
+}
+
 float dot_q4_K_q8_K_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q4_K *x = w;
     const struct block_q8_K *y = a;
+    uint8_t q[QK_K];
     float sum = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8_t *q = x[i].qs;
-        const int8_t *p = y[i].qs;
-        int sumi = 0, summ = 0;
-        for (int c = 0; c < 4; c++, q += 32, p += 64) {
-            uint8_t sc0, m0, sc1, m1;
-            q4k_get_scale_min(2 * c, x[i].scales, &sc0, &m0);
-            q4k_get_scale_min(2 * c + 1, x[i].scales, &sc1, &m1);
-            int s0 = 0, s1 = 0;
-            for (int l = 0; l < 32; l++) {
-                s0 += (q[l] & 0x0F) * p[l];
-                s1 += (q[l] >> 4) * p[l + 32];
-            }
-            sumi += sc0 * s0 + sc1 * s1;
-            summ += m0 * (y[i].bsums[4 * c] + y[i].bsums[4 * c + 1]) +
-                    m1 * (y[i].bsums[4 * c + 2] + y[i].bsums[4 * c + 3]);
-        }
-        sum += y[i].d * (fp16_to_f32(x[i].d) * (float)sumi - fp16_to_f32(x[i].dmin) * (float)summ);
+        q4k_unpack(x[i].qs, q);
+        sum += dot_scale_min_q8_K(x[i].d, x[i].dmin, x[i].scales, q, &y[i]);
     }
     return sum;
 }
@@ -177,27 +179,11 @@ float dot_q5_K_q8_K_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q5_K *x = w;
     const struct block_q8_K *y = a;
+    uint8_t q[QK_K];
     float sum = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-        const int8_t *p = y[i].qs;
-        int sumi = 0, summ = 0;
-        for (int c = 0; c < 4; c++, ql += 32, p += 64) {
-            uint8_t sc0, m0, sc1, m1;
-            q4k_get_scale_min(2 * c, x[i].scales, &sc0, &m0);
-            q4k_get_scale_min(2 * c + 1, x[i].scales, &sc1, &m1);
-            int s0 = 0, s1 = 0;
-            for (int l = 0; l < 32; l++) {
-                int q0 = (ql[l] & 0x0F) | ((qh[l] >> (2 * c)) & 1) << 4;
-                int q1 = (ql[l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
-                s0 += q0 * p[l];
-                s1 += q1 * p[l + 32];
-            }
-            sumi += sc0 * s0 + sc1 * s1;
-            summ += m0 * (y[i].bsums[4 * c] + y[i].bsums[4 * c + 1]) +
-                    m1 * (y[i].bsums[4 * c + 2] + y[i].bsums[4 * c + 3]);
-        }
-        sum += y[i].d * (fp16_to_f32(x[i].d) * (float)sumi - fp16_to_f32(x[i].dmin) * (float)summ);
+        q5k_unpack(x[i].qs, x[i].qh, q);
+        sum += dot_scale_min_q8_K(x[i].d, x[i].dmin, x[i].scales, q, &y[i]);
     }
     return sum;
 }
@@ -206,26 +192,16 @@ float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q6_K *x = w;
     const struct block_q8_K *y = a;
+    int8_t q[QK_K];
     float sum = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
-        const int8_t *sc = x[i].scales, *p = y[i].qs;
+        q6k_unpack(x[i].ql, x[i].qh, q);
         int sumi = 0;
-        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, p += 128) {
-            int s[8] = {0}; /* per 16-element sub-block of this half */
-            for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 0x0F) | ((qh[l] >> 0) & 3) << 4) - 32;
-                int q2 = ((ql[l + 32] & 0x0F) | ((qh[l] >> 2) & 3) << 4) - 32;
-                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
-                int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
-                s[is] += q1 * p[l];
-                s[is + 2] += q2 * p[l + 32];
-                s[is + 4] += q3 * p[l + 64];
-                s[is + 6] += q4 * p[l + 96];
-            }
-            for (int k = 0; k < 8; k++)
-                sumi += sc[k] * s[k];
+        for (int j = 0; j < 16; j++) { /* 16 sub-blocks of 16, int8 scales */
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += q[16 * j + l] * y[i].qs[16 * j + l];
+            sumi += x[i].scales[j] * s;
         }
         sum += fp16_to_f32(x[i].d) * y[i].d * (float)sumi;
     }

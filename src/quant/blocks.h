@@ -124,4 +124,44 @@ static inline void q4k_get_scale_min(int j, const uint8_t *s, uint8_t *sc, uint8
     }
 }
 
+/* The 256 codes of a K-quant block in element order: what the layouts
+ * above mean, stated once for the dequantizers and the dot kernels. */
+
+/* Q4_K: 0..15. Chunk c of 64 elements: low nibbles of qs[32c..32c+31],
+ * then their high nibbles. */
+static inline void q4k_unpack(const uint8_t qs[QK_K / 2], uint8_t q[QK_K])
+{
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = qs[32 * c + l] & 0x0F;
+            q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+        }
+}
+
+/* Q5_K: 0..31, the Q4_K nibbles plus bit 2c (low half of chunk c) or
+ * 2c + 1 (high half) of qh[l]. */
+static inline void q5k_unpack(const uint8_t qs[QK_K / 2], const uint8_t qh[QK_K / 8], uint8_t q[QK_K])
+{
+    q4k_unpack(qs, q);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] |= (uint8_t)(((qh[l] >> (2 * c)) & 1) << 4);
+            q[64 * c + 32 + l] |= (uint8_t)(((qh[l] >> (2 * c + 1)) & 1) << 4);
+        }
+}
+
+/* Q6_K: -32..31. Half h of 128 elements, quarter g of 32: low 4 bits in
+ * ql[64h + 32(g % 2) + l] (high nibble when g >= 2), top 2 bits at bit 2g
+ * of qh[32h + l]. */
+static inline void q6k_unpack(const uint8_t ql[QK_K / 2], const uint8_t qh[QK_K / 4], int8_t q[QK_K])
+{
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) {
+                int low = (ql[64 * h + 32 * (g % 2) + l] >> (4 * (g / 2))) & 0x0F;
+                int high = (qh[32 * h + l] >> (2 * g)) & 3;
+                q[128 * h + 32 * g + l] = (int8_t)((low | high << 4) - 32);
+            }
+}
+
 #endif

@@ -195,22 +195,26 @@ static void quant_superblock_scale_min(const float *x, int nmax, uint16_t *d_out
 
 /* ---- Q4_K ---- */
 
+/* Sub-block j of 32 elements: x = d * sc_j * q - dmin * m_j. */
+static void dequant_scale_min(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *q, float *dst)
+{
+    float d = fp16_to_f32(d16), dmin = fp16_to_f32(dmin16);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4k_get_scale_min(j, scales, &sc, &m);
+        float dj = d * sc, mj = dmin * m;
+        for (int l = 0; l < 32; l++)
+            dst[32 * j + l] = dj * (float)q[32 * j + l] - mj;
+    }
+}
+
 void dequant_row_q4_K(const void *src, float *dst, int64_t n)
 {
     const struct block_q4_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
-        const uint8_t *q = b[i].qs;
-        for (int c = 0; c < 4; c++, q += 32) { /* 4 chunks of 64 */
-            uint8_t sc0, m0, sc1, m1;
-            q4k_get_scale_min(2 * c, b[i].scales, &sc0, &m0);
-            q4k_get_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
-            float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
-            for (int l = 0; l < 32; l++)
-                *dst++ = d0 * (float)(q[l] & 0x0F) - mm0;
-            for (int l = 0; l < 32; l++)
-                *dst++ = d1 * (float)(q[l] >> 4) - mm1;
-        }
+    uint8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
+        q4k_unpack(b[i].qs, q);
+        dequant_scale_min(b[i].d, b[i].dmin, b[i].scales, q, dst);
     }
 }
 
@@ -231,20 +235,10 @@ void quant_row_q4_K(const float *src, void *dst, int64_t n)
 void dequant_row_q5_K(const void *src, float *dst, int64_t n)
 {
     const struct block_q5_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
-        const uint8_t *ql = b[i].qs, *qh = b[i].qh;
-        for (int c = 0; c < 4; c++, ql += 32) {
-            uint8_t sc0, m0, sc1, m1;
-            q4k_get_scale_min(2 * c, b[i].scales, &sc0, &m0);
-            q4k_get_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
-            float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
-            uint8_t bit0 = (uint8_t)(1u << (2 * c)), bit1 = (uint8_t)(2u << (2 * c));
-            for (int l = 0; l < 32; l++)
-                *dst++ = d0 * (float)((ql[l] & 0x0F) + (qh[l] & bit0 ? 16 : 0)) - mm0;
-            for (int l = 0; l < 32; l++)
-                *dst++ = d1 * (float)((ql[l] >> 4) + (qh[l] & bit1 ? 16 : 0)) - mm1;
-        }
+    uint8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
+        q5k_unpack(b[i].qs, b[i].qh, q);
+        dequant_scale_min(b[i].d, b[i].dmin, b[i].scales, q, dst);
     }
 }
 
@@ -270,23 +264,12 @@ void quant_row_q5_K(const float *src, void *dst, int64_t n)
 void dequant_row_q6_K(const void *src, float *dst, int64_t n)
 {
     const struct block_q6_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
+    int8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         float d = fp16_to_f32(b[i].d);
-        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
-        const int8_t *sc = b[i].scales;
-        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, dst += 128) {
-            for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 0x0F) | ((qh[l] >> 0) & 3) << 4) - 32;
-                int q2 = ((ql[l + 32] & 0x0F) | ((qh[l] >> 2) & 3) << 4) - 32;
-                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
-                int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
-                dst[l] = d * (float)sc[is] * (float)q1;
-                dst[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                dst[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                dst[l + 96] = d * (float)sc[is + 6] * (float)q4;
-            }
-        }
+        q6k_unpack(b[i].ql, b[i].qh, q);
+        for (int k = 0; k < QK_K; k++)
+            dst[k] = d * (float)b[i].scales[k / 16] * (float)q[k];
     }
 }
 

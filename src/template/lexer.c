@@ -11,6 +11,8 @@
  */
 #include "template/tmpl_internal.h"
 
+#include "base/vec.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -28,14 +30,8 @@ struct lexer {
 
 static int push(struct lexer *lx, struct token t)
 {
-    if (lx->n_toks == lx->cap) {
-        size_t cap = lx->cap ? lx->cap * 2 : 256;
-        struct token *v = realloc(lx->toks, cap * sizeof *v);
-        if (!v)
-            return pb_fail(lx->err, PB_ENOMEM, "out of memory lexing the template");
-        lx->toks = v;
-        lx->cap = cap;
-    }
+    if (vec_reserve((void **)&lx->toks, &lx->cap, lx->n_toks + 1, sizeof *lx->toks))
+        return pb_fail(lx->err, PB_ENOMEM, "out of memory lexing the template");
     lx->toks[lx->n_toks++] = t;
     return PB_OK;
 }

@@ -14,6 +14,9 @@
  */
 #include "tokenizer/tokenizer_internal.h"
 
+#include "base/heap.h"
+#include "base/vec.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,14 +236,8 @@ static int spans_push(struct spans *s, size_t off, size_t len)
 {
     if (len == 0)
         return PB_OK;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 32;
-        struct span *v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return PB_ENOMEM;
-        s->v = v;
-        s->cap = cap;
-    }
+    if (vec_reserve((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v))
+        return PB_ENOMEM;
     s->v[s->n++] = (struct span){off, len};
     return PB_OK;
 }
@@ -293,63 +290,17 @@ struct pair {
     size_t left_n, right_n; /* sizes when queued: a change makes it stale */
 };
 
-struct pair_heap {
-    struct pair *v;
-    size_t n, cap;
-};
-
-static bool pair_before(const struct pair *a, const struct pair *b)
+static bool pair_before(const void *pa, const void *pb)
 {
+    const struct pair *a = pa, *b = pb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static int heap_push(struct pair_heap *h, struct pair p)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct pair *v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return PB_ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0 && pair_before(&p, &h->v[(i - 1) / 2])) {
-        h->v[i] = h->v[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->v[i] = p;
-    return PB_OK;
-}
-
-static struct pair heap_pop(struct pair_heap *h)
-{
-    struct pair top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, best = i;
-        const struct pair *bv = &last;
-        if (l < h->n && pair_before(&h->v[l], bv)) {
-            best = l;
-            bv = &h->v[l];
-        }
-        if (r < h->n && pair_before(&h->v[r], bv))
-            best = r;
-        if (best == i)
-            break;
-        h->v[i] = h->v[best];
-        i = best;
-    }
-    if (h->n)
-        h->v[i] = last;
-    return top;
 }
 
 struct word_ctx {
     const struct tokenizer *t;
     const char *enc; /* the byte-encoded word */
     struct sym *s;
-    struct pair_heap heap;
+    struct heap heap;
     char *key; /* scratch for "left right" */
 };
 
@@ -365,7 +316,7 @@ static int queue_pair(struct word_ctx *w, int left, int right)
     if (rank < 0)
         return PB_OK;
     struct pair p = {rank, left, right, l->n, r->n};
-    return heap_push(&w->heap, p);
+    return heap_push(&w->heap, &p);
 }
 
 /* Emits the tokens of one encoded pre-token. */
@@ -390,7 +341,8 @@ static int encode_word(struct word_ctx *w, size_t len, struct tok_ids *ids)
     for (int i = 1; i < n && rc == PB_OK; i++)
         rc = queue_pair(w, i - 1, i);
     while (w->heap.n > 0 && rc == PB_OK) {
-        struct pair p = heap_pop(&w->heap);
+        struct pair p;
+        heap_pop(&w->heap, &p);
         struct sym *l = &w->s[p.left], *r = &w->s[p.right];
         if (l->n != p.left_n || r->n != p.right_n || l->next != p.right)
             continue; /* stale */
@@ -472,6 +424,7 @@ int bpe_encode(const struct tokenizer *t, const char *text, size_t len, struct t
     char *clean = NULL;
     struct spans a = {0};
     struct word_ctx w = {.t = t};
+    heap_init(&w.heap, sizeof(struct pair), pair_before);
     int rc = pretokenize(t, text, len, &clean, &a);
     /* scratch sized for the longest pre-token: 2 encoded bytes per byte */
     size_t longest = 0;
@@ -501,7 +454,7 @@ int bpe_encode(const struct tokenizer *t, const char *text, size_t len, struct t
     free(enc);
     free(w.key);
     free(w.s);
-    free(w.heap.v);
+    heap_free(&w.heap);
     return rc;
 }
 

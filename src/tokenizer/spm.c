@@ -9,6 +9,8 @@
  */
 #include "tokenizer/tokenizer_internal.h"
 
+#include "base/heap.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,59 +26,10 @@ struct bigram {
     size_t size;
 };
 
-struct heap {
-    struct bigram *v;
-    size_t n, cap;
-};
-
-static int before(const struct bigram *a, const struct bigram *b)
+static bool before(const void *pa, const void *pb)
 {
+    const struct bigram *a = pa, *b = pb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static int heap_push(struct heap *h, struct bigram b)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct bigram *v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return PB_ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&b, &h->v[parent]))
-            break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = b;
-    return PB_OK;
-}
-
-static struct bigram heap_pop(struct heap *h)
-{
-    struct bigram top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, best = i;
-        const struct bigram *bv = &last;
-        if (l < h->n && before(&h->v[l], bv)) {
-            best = l;
-            bv = &h->v[l];
-        }
-        if (r < h->n && before(&h->v[r], bv))
-            best = r;
-        if (best == i)
-            break;
-        h->v[i] = h->v[best];
-        i = best;
-    }
-    if (h->n)
-        h->v[i] = last;
-    return top;
 }
 
 static int try_pair(const struct tokenizer *t, const struct sym *s, int left, int right, struct heap *h)
@@ -88,7 +41,7 @@ static int try_pair(const struct tokenizer *t, const struct sym *s, int left, in
     if (id < 0)
         return PB_OK;
     struct bigram b = {left, right, t->tok[id].score, size};
-    return heap_push(h, b);
+    return heap_push(h, &b);
 }
 
 static int emit(const struct tokenizer *t, const struct sym *s, struct tok_ids *ids)
@@ -117,7 +70,8 @@ int spm_encode(const struct tokenizer *t, const char *text, size_t len, struct t
     /* spaces become U+2581 (3 bytes), so the buffer is at most 3x */
     char *buf = malloc(len * 3);
     struct sym *s = malloc(len * 3 * sizeof *s);
-    struct heap h = {0};
+    struct heap h;
+    heap_init(&h, sizeof(struct bigram), before);
     int rc = PB_OK;
     if (!buf || !s) {
         rc = PB_ENOMEM;
@@ -144,7 +98,8 @@ int spm_encode(const struct tokenizer *t, const char *text, size_t len, struct t
     for (int i = 1; i < n_sym && rc == PB_OK; i++)
         rc = try_pair(t, s, i - 1, i, &h);
     while (h.n > 0 && rc == PB_OK) {
-        struct bigram b = heap_pop(&h);
+        struct bigram b;
+        heap_pop(&h, &b);
         struct sym *l = &s[b.left], *r = &s[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
             continue; /* stale: one side changed since this pair was queued */
@@ -162,6 +117,6 @@ int spm_encode(const struct tokenizer *t, const char *text, size_t len, struct t
 done:
     free(buf);
     free(s);
-    free(h.v);
+    heap_free(&h);
     return rc;
 }

@@ -2,6 +2,8 @@
  * encoding of raw text is in spm.c and bpe.c. */
 #include "tokenizer/tokenizer_internal.h"
 
+#include "base/vec.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,14 +18,8 @@ int32_t tok_lookup(const struct tokenizer *t, const char *text, size_t len)
 
 int tok_ids_push(struct tok_ids *ids, int32_t id)
 {
-    if (ids->n == ids->cap) {
-        size_t cap = ids->cap ? ids->cap * 2 : 64;
-        int32_t *v = realloc(ids->v, cap * sizeof *v);
-        if (!v)
-            return PB_ENOMEM;
-        ids->v = v;
-        ids->cap = cap;
-    }
+    if (vec_reserve((void **)&ids->v, &ids->cap, ids->n + 1, sizeof *ids->v))
+        return PB_ENOMEM;
     ids->v[ids->n++] = id;
     return PB_OK;
 }

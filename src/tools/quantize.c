@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_BYTES (16u << 20) /* output bytes converted per write */
-
 struct src_rows {
     const struct gguf_tensor *t;
     const struct pb_type_traits *tr;
@@ -61,25 +59,13 @@ static enum pb_type target_type(const struct gguf_file *f, const struct gguf_ten
     return pb_ftype_tensor_type(ft, &info);
 }
 
-static int write_tensor(struct gguf_writer *w, struct pool *pool, const struct gguf_tensor *t, enum pb_type to,
-                        uint8_t *buf, float *tmp, pb_err *err)
+static int write_tensor(struct gguf_writer *w, struct rows_writer *rw, const struct gguf_tensor *t, enum pb_type to,
+                        pb_err *err)
 {
     if (to == t->type)
         return gguf_writer_write(w, t->data, t->nbytes, err);
     struct src_rows s = {t, pb_type_get(t->type), pb_row_size(t->type, t->ne[0])};
-    const int64_t n = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
-    const size_t out_row = pb_row_size(to, n);
-    int64_t per = (int64_t)(CHUNK_BYTES / (out_row ? out_row : 1));
-    if (per < 1)
-        per = 1;
-    for (int64_t r = 0; r < rows; r += per) {
-        int64_t k = rows - r < per ? rows - r : per;
-        rows_convert(pool, dequant_source_row, &s, r, k, n, to, buf, tmp);
-        int rc = gguf_writer_write(w, buf, (size_t)k * out_row, err);
-        if (rc)
-            return rc;
-    }
-    return PB_OK;
+    return rows_write(rw, w, dequant_source_row, &s, t->ne[1] * t->ne[2] * t->ne[3], t->ne[0], to, err);
 }
 
 int quantize_file(const char *in, const char *out, const struct quantize_params *p, struct quantize_report *r,
@@ -88,10 +74,8 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
     memset(r, 0, sizeof *r);
     struct gguf_file *f = NULL;
     struct gguf_writer *w = NULL;
-    struct pool *pool = NULL;
+    struct rows_writer rw = {0};
     enum pb_type *types = NULL;
-    uint8_t *buf = NULL;
-    float *tmp = NULL;
     int rc = gguf_open(in, &f, err);
     if (rc)
         goto done;
@@ -144,15 +128,7 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
         if ((rc = gguf_writer_add_tensor(w, t->name, types[i], t->n_dims, t->ne, err)))
             goto done;
     }
-    if ((rc = pool_create(p->n_threads > 0 ? p->n_threads : pool_cpu_count(), &pool, err)))
-        goto done;
-    buf = malloc(CHUNK_BYTES + pb_row_size(PB_TYPE_F32, max_row));
-    tmp = malloc((size_t)pool_size(pool) * (size_t)max_row * sizeof *tmp);
-    if (!buf || !tmp) {
-        rc = pb_fail(err, PB_ENOMEM, "out of memory for conversion buffers");
-        goto done;
-    }
-    if ((rc = gguf_writer_begin(w, out, err)))
+    if ((rc = rows_writer_init(&rw, p->n_threads, max_row, err)) || (rc = gguf_writer_begin(w, out, err)))
         goto done;
 
     uint64_t total = 0, done_bytes = 0;
@@ -161,7 +137,7 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
                  (uint64_t)(gguf_tensor(f, i)->ne[1] * gguf_tensor(f, i)->ne[2] * gguf_tensor(f, i)->ne[3]);
     for (uint64_t i = 0; i < nt; i++) {
         const struct gguf_tensor *t = gguf_tensor(f, i);
-        if ((rc = write_tensor(w, pool, t, types[i], buf, tmp, err)))
+        if ((rc = write_tensor(w, &rw, t, types[i], err)))
             goto done;
         uint64_t out_bytes = pb_row_size(types[i], t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
         r->n_tensors++;
@@ -176,9 +152,7 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
     rc = gguf_writer_finish(w, err);
 done:
     gguf_writer_free(w); /* removes the temporary file after a failure */
-    pool_free(pool);
-    free(buf);
-    free(tmp);
+    rows_writer_free(&rw);
     free(types);
     gguf_close(f);
     return rc;

@@ -1,5 +1,37 @@
 #include "tools/rows.h"
 
+#include <stdlib.h>
+
+#define CHUNK_BYTES (16u << 20) /* converted bytes per write */
+
+int rows_writer_init(struct rows_writer *rw, int n_threads, int64_t max_row, pb_err *err)
+{
+    rw->buf = NULL;
+    rw->tmp = NULL;
+    rw->max_row = max_row < 1 ? 1 : max_row;
+    int rc = pool_create(n_threads > 0 ? n_threads : pool_cpu_count(), &rw->pool, err);
+    if (rc)
+        return rc;
+    /* a chunk holds at least one row of the widest type (F32) */
+    rw->buf = malloc(CHUNK_BYTES + (size_t)rw->max_row * sizeof(float));
+    rw->tmp = malloc((size_t)pool_size(rw->pool) * (size_t)rw->max_row * sizeof *rw->tmp);
+    if (!rw->buf || !rw->tmp) {
+        rows_writer_free(rw);
+        return pb_fail(err, PB_ENOMEM, "out of memory for conversion buffers");
+    }
+    return PB_OK;
+}
+
+void rows_writer_free(struct rows_writer *rw)
+{
+    pool_free(rw->pool);
+    free(rw->buf);
+    free(rw->tmp);
+    rw->pool = NULL;
+    rw->buf = NULL;
+    rw->tmp = NULL;
+}
+
 struct rows_job {
     rows_source_fn src;
     void *ctx;
@@ -22,9 +54,23 @@ static void rows_worker(void *arg, int ith, int nth)
     }
 }
 
-void rows_convert(struct pool *pool, rows_source_fn src, void *ctx, int64_t r0, int64_t n_rows, int64_t n,
-                  enum pb_type t, void *dst, float *tmp)
+int rows_write(struct rows_writer *rw, struct gguf_writer *w, rows_source_fn src, void *ctx, int64_t n_rows,
+               int64_t n, enum pb_type t, pb_err *err)
 {
-    struct rows_job j = {src, ctx, r0, n_rows, n, pb_type_get(t), pb_row_size(t, n), dst, tmp};
-    pool_run(pool, rows_worker, &j);
+    if (n > rw->max_row)
+        return pb_fail(err, PB_EINVAL, "row of %lld elements is longer than the buffers (%lld)", (long long)n,
+                       (long long)rw->max_row);
+    const size_t row_bytes = pb_row_size(t, n);
+    int64_t per = row_bytes ? (int64_t)(CHUNK_BYTES / row_bytes) : n_rows;
+    if (per < 1)
+        per = 1;
+    for (int64_t r = 0; r < n_rows; r += per) {
+        int64_t k = n_rows - r < per ? n_rows - r : per;
+        struct rows_job j = {src, ctx, r, k, n, pb_type_get(t), row_bytes, rw->buf, rw->tmp};
+        pool_run(rw->pool, rows_worker, &j);
+        int rc = gguf_writer_write(w, rw->buf, (size_t)k * row_bytes, err);
+        if (rc)
+            return rc;
+    }
+    return PB_OK;
 }

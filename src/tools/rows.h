@@ -1,8 +1,10 @@
-/* Converting many rows to a tensor type on all threads (tools only). */
+/* Converting tensors row by row to a type and writing them, on all
+ * threads, a chunk at a time (tools only). */
 #ifndef PLUMB_TOOLS_ROWS_H
 #define PLUMB_TOOLS_ROWS_H
 
 #include "base/pool.h"
+#include "gguf/gguf.h"
 #include "quant/types.h"
 
 #include <stdint.h>
@@ -11,9 +13,20 @@
  * threads for different rows. */
 typedef void (*rows_source_fn)(void *ctx, int64_t r, float *dst, int64_t n);
 
-/* dst receives rows [r0, r0 + n_rows) of length n converted to type t,
- * packed (pb_row_size(t, n) bytes each). tmp holds pool_size * n floats. */
-void rows_convert(struct pool *pool, rows_source_fn src, void *ctx, int64_t r0, int64_t n_rows, int64_t n,
-                  enum pb_type t, void *dst, float *tmp);
+struct rows_writer {
+    struct pool *pool;
+    uint8_t *buf; /* one chunk of converted rows */
+    float *tmp;   /* a float row per thread */
+    int64_t max_row;
+};
+
+/* Buffers for rows up to max_row elements; n_threads 0 means all CPUs. */
+int rows_writer_init(struct rows_writer *rw, int n_threads, int64_t max_row, pb_err *err);
+void rows_writer_free(struct rows_writer *rw);
+
+/* Converts rows [0, n_rows) of n elements from src to type t and appends
+ * them to w (the current tensor's data). */
+int rows_write(struct rows_writer *rw, struct gguf_writer *w, rows_source_fn src, void *ctx, int64_t n_rows,
+               int64_t n, enum pb_type t, pb_err *err);
 
 #endif

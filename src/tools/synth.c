@@ -4,6 +4,7 @@
 #include "tools/tools.h"
 
 #include "base/rng.h"
+#include "base/vec.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
 
@@ -12,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHUNK_BYTES (16u << 20)
 
 /* Dimensions from each model's published config.json. */
 static const struct synth_shape shapes[] = {
@@ -258,14 +257,8 @@ struct plan {
 
 static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t ne0, int64_t ne1, enum fill fill)
 {
-    if (pl->n == pl->cap) {
-        size_t cap = pl->cap ? pl->cap * 2 : 64;
-        struct planned *t = realloc(pl->t, cap * sizeof *t);
-        if (!t)
-            return PB_ENOMEM;
-        pl->t = t;
-        pl->cap = cap;
-    }
+    if (vec_reserve((void **)&pl->t, &pl->cap, pl->n + 1, sizeof *pl->t))
+        return PB_ENOMEM;
     struct planned *t = &pl->t[pl->n++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->n_dims = n_dims;
@@ -391,9 +384,7 @@ int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_w
     const struct synth_shape *s = &p->shape;
     struct gguf_writer *w = NULL;
     struct plan pl = {0};
-    struct pool *pool = NULL;
-    uint8_t *buf = NULL;
-    float *tmp = NULL;
+    struct rows_writer rw = {0};
     int64_t n_vocab = s->n_vocab;
     *bytes_written = 0;
     int rc = gguf_writer_create(&w, err);
@@ -427,40 +418,22 @@ int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_w
             max_row = t->ne[0];
         total += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
     }
-    if ((rc = pool_create(p->n_threads > 0 ? p->n_threads : pool_cpu_count(), &pool, err)))
-        goto done;
-    buf = malloc(CHUNK_BYTES + (size_t)max_row * 4);
-    tmp = malloc((size_t)pool_size(pool) * (size_t)max_row * sizeof *tmp);
-    if (!buf || !tmp) {
-        rc = pb_fail(err, PB_ENOMEM, "out of memory for conversion buffers");
-        goto done;
-    }
-    if ((rc = gguf_writer_begin(w, out, err)))
+    if ((rc = rows_writer_init(&rw, p->n_threads, max_row, err)) || (rc = gguf_writer_begin(w, out, err)))
         goto done;
     for (size_t i = 0; i < pl.n; i++) {
         const struct planned *t = &pl.t[i];
         struct fill_ctx fc = {rng_hash_str(t->name) ^ (p->seed * 0xd1b54a32d192ed03ull),
                               p->stddev > 0 ? p->stddev : 0.02f, t->fill, s};
-        const size_t row_bytes = pb_row_size(t->type, t->ne[0]);
-        int64_t per = (int64_t)(CHUNK_BYTES / row_bytes);
-        if (per < 1)
-            per = 1;
-        for (int64_t r = 0; r < t->ne[1]; r += per) {
-            int64_t k = t->ne[1] - r < per ? t->ne[1] - r : per;
-            rows_convert(pool, fill_row, &fc, r, k, t->ne[0], t->type, buf, tmp);
-            if ((rc = gguf_writer_write(w, buf, (size_t)k * row_bytes, err)))
-                goto done;
-            *bytes_written += (uint64_t)k * row_bytes;
-        }
+        if ((rc = rows_write(&rw, w, fill_row, &fc, t->ne[1], t->ne[0], t->type, err)))
+            goto done;
+        *bytes_written += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
         if (p->progress)
             p->progress(p->user, *bytes_written, total, t->name);
     }
     rc = gguf_writer_finish(w, err);
 done:
     gguf_writer_free(w);
-    pool_free(pool);
+    rows_writer_free(&rw);
     free(pl.t);
-    free(buf);
-    free(tmp);
     return rc;
 }
