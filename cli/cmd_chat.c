@@ -116,7 +116,6 @@ static int fit_prompt(struct session *ss, int32_t **ids, size_t *n)
         free(*ids);
         *ids = NULL;
         if (json_array_size(ss->messages) <= 1) {
-            json_array_remove(ss->messages, 0);
             return cli_error("chat", "the message does not fit in the context (%lld tokens); use a larger --ctx",
                              (long long)n_ctx);
         }
@@ -131,12 +130,16 @@ static int fit_prompt(struct session *ss, int32_t **ids, size_t *n)
 
 static void answer(struct session *ss, const char *line)
 {
-    json_array_append_new(ss->messages, json_pack("{s:s,s:o}", "role", "user", "content",
-                                                  cli_json_text(line, strlen(line))));
+    json_t *msg = json_pack("{s:s,s:o}", "role", "user", "content", cli_json_text(line, strlen(line)));
+    json_array_append_new(ss->messages, msg);
     int32_t *ids = NULL;
     size_t n = 0;
-    if (fit_prompt(ss, &ids, &n))
+    if (fit_prompt(ss, &ids, &n)) { /* the message was not asked: forget it */
+        size_t k = json_array_size(ss->messages);
+        if (k && json_array_get(ss->messages, k - 1) == msg)
+            json_array_remove(ss->messages, k - 1);
         return;
+    }
     ss->answer_len = 0;
     interrupted = 0;
     pb_err err = {0};

@@ -15,24 +15,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Renders src with vars (a JSON text); returns the output or NULL with
- * err filled. */
-static char *render(const char *src, const char *vars_json, pb_err *err)
+/* Renders src with vars and user variables (JSON texts, may be NULL);
+ * returns the output or NULL with err filled. With marks, *marks gets a
+ * string of '0' and '1', one per output byte: 1 where user text. */
+static char *render_marked(const char *src, const char *vars_json, const char *user_json, char **marks, pb_err *err)
 {
     struct tmpl *t;
     if (tmpl_parse(src, strlen(src), &t, err))
         return NULL;
     json_error_t je;
     json_t *vars = json_loads(vars_json ? vars_json : "{}", 0, &je);
+    json_t *user = user_json ? json_loads(user_json, 0, &je) : NULL;
     assert_non_null(vars);
+    assert_true(!user_json || user);
     struct tmpl_opts o = {.now = 1720180800}; /* 2024-07-05T12:00:00Z */
+    struct tmpl_vars v = {vars, user};
+    struct tmpl_output r;
     char *out = NULL;
-    size_t len;
-    if (tmpl_render(t, vars, &o, &out, &len, err))
-        out = NULL;
+    if (tmpl_render(t, &v, &o, &r, err) == 0) {
+        out = r.text;
+        if (marks) {
+            *marks = malloc(r.len + 1);
+            for (size_t i = 0; i < r.len; i++)
+                (*marks)[i] = r.user[i] ? '1' : '0';
+            (*marks)[r.len] = 0;
+        }
+        free(r.user);
+    }
     json_decref(vars);
+    json_decref(user);
     tmpl_free(t);
     return out;
+}
+
+static char *render(const char *src, const char *vars_json, pb_err *err)
+{
+    return render_marked(src, vars_json, NULL, NULL, err);
 }
 
 #define EXPECT_RENDER(src, vars, want)                                                                                 \
@@ -95,9 +113,11 @@ static void test_reference_cases(void **state)
         const char *now = json_string_value(json_object_get(cs, "now"));
         assert_non_null(strptime(now, "%Y-%m-%dT%H:%M:%S", &tm));
         struct tmpl_opts o = {.now = timegm(&tm)};
-        char *out = NULL;
-        size_t out_len;
-        int rc = tmpl_render(t, vars, &o, &out, &out_len, &err);
+        struct tmpl_vars tv = {vars, NULL};
+        struct tmpl_output r = {0};
+        int rc = tmpl_render(t, &tv, &o, &r, &err);
+        const char *out = r.text;
+        size_t out_len = r.len;
         json_t *expected = json_object_get(cs, "expected");
         if (json_is_null(expected)) {
             const char *want = json_string_value(json_object_get(cs, "expected_error"));
@@ -113,7 +133,7 @@ static void test_reference_cases(void **state)
                 fail_msg("%s:\n--- rendered\n%s\n--- expected\n%s\n---", name, out, want);
         }
         passed++;
-        free(out);
+        tmpl_output_free(&r);
         json_decref(vars);
         tmpl_free(t);
         free(src);
@@ -145,6 +165,9 @@ static void test_whitespace_control(void **state)
     EXPECT_RENDER("x\n\n", NULL, "x\n");
     EXPECT_RENDER("a\r\nb", NULL, "a\nb");
     EXPECT_RENDER("{% raw %}{{ not parsed }}{% endraw %}", NULL, "{{ not parsed }}");
+    /* trim_blocks does not apply after {% raw %}, does after endraw */
+    EXPECT_RENDER("{% raw %}\nx{% endraw %}\ny", NULL, "\nxy");
+    EXPECT_RENDER("{% raw -%}\n x{% endraw %}", NULL, "x");
 }
 
 static void test_expressions(void **state)
@@ -165,7 +188,17 @@ static void test_expressions(void **state)
                   "{\"d\": {\"a\": 1, \"b\": \"two\"}}", "1 two [] False 1");
     EXPECT_RENDER("{{ 'a' 'b' }} {{ \"q\\\"\\n\" }}", NULL, "ab q\"\n");
     EXPECT_RENDER("{{ x }}{{ x is defined }}{{ x | length }}{{ 'k' in x }}", NULL, "False0False");
-    EXPECT_RENDER("{{ -2 | abs }} {{ (1, 2) }} {{ none }} {{ True }}", NULL, "2 [1, 2] None True");
+    EXPECT_RENDER("{{ -2 | abs }} {{ (1, 2) }} {{ none }} {{ True }} {{ [(1,)] }}", NULL,
+                  "2 (1, 2) None True [(1,)]");
+    /* chained comparisons, as Python */
+    EXPECT_RENDER("{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 1 == 1 == 1 }} {{ 3 > 2 > 1 > 0 }} {{ 1 < 2 == 2 }}", NULL,
+                  "True False True True True");
+    /* "}}" inside a dict literal does not end the tag */
+    EXPECT_RENDER("{{ {'a': {'b': 1}} }}|{{ {'a': {'b': 1}}['a']['b'] }}", NULL, "{'a': {'b': 1}}|1");
+    /* slices with extreme steps */
+    EXPECT_RENDER("{{ [1, 2, 3][::-9223372036854775807] }} {{ [1, 2, 3][::(-9223372036854775807 - 1)] }} "
+                  "{{ 'abc'[0:3:9223372036854775807] }} {{ 'héllo'[::2] }} {{ 'héllo'[4:0:-2] }}",
+                  NULL, "[3] [3] a hlo ol");
 }
 
 static void test_statements(void **state)
@@ -221,7 +254,20 @@ static void test_filters_and_methods(void **state)
                   "'x'.rstrip() }}",
                   NULL, "True True x\n|x");
     EXPECT_RENDER("{{ d.get('a') }} {{ d.get('z', 0) }} {{ d.keys() | list }} {{ d | items | list }}",
-                  "{\"d\": {\"a\": 1}}", "1 0 ['a'] [['a', 1]]");
+                  "{\"d\": {\"a\": 1}}", "1 0 ['a'] [('a', 1)]");
+    EXPECT_RENDER("{{ 'a b  c d'.split(None, 1) }} {{ 'a,b,c'.split(',', 1) }} {{ ' x '.split(' ') }}", NULL,
+                  "['a', 'b  c d'] ['a', 'b,c'] ['', 'x', '']");
+    /* Python rounds halves to even; Jinja's methods */
+    EXPECT_RENDER("{{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 2.1 | round(method='ceil') }} "
+                  "{{ 7 | round }}",
+                  NULL, "2.0 4.0 2.67 3.0 7");
+    /* sort, unique, min and max ignore case unless told */
+    EXPECT_RENDER("{{ ['b', 'A', 'c'] | sort | join }} {{ ['b', 'A', 'c'] | sort(case_sensitive=true) | join }} "
+                  "{{ ['a', 'A', 'b'] | unique | join }} {{ ['B', 'a'] | min }} {{ ['B', 'a'] | max }}",
+                  NULL, "Abc Abc ab a B");
+    EXPECT_RENDER("{{ 'é<' | tojson(ensure_ascii=true) }} {{ '😀' | tojson(ensure_ascii=true) }} "
+                  "{{ {'a': [1, 2]} | tojson(separators=(',', ':')) }}",
+                  NULL, "\"\\u00e9<\" \"\\ud83d\\ude00\" {\"a\":[1,2]}");
     EXPECT_RENDER("{{ 'x' is string }} {{ 1 is number }} {{ d is mapping }} {{ [1] is iterable }} {{ none is none }} "
                   "{{ 6 is divisibleby 3 }} {{ 1 is not false }}",
                   "{\"d\": {}}", "True True True True True True True");
@@ -242,10 +288,15 @@ static void test_errors(void **state)
     EXPECT_ERROR("{% endfor %}", NULL, "unexpected 'endfor'");
     EXPECT_ERROR("{{ x", NULL, "not closed");
     EXPECT_ERROR("{# open", NULL, "comment is not closed");
-    EXPECT_ERROR("{{ (((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((("
-                 "((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((("
-                 "((((((((((((((((((((((((((((((((((((((((((((1 }}",
-                 NULL, "nested too deeply");
+    char parens[1024];
+    int np = snprintf(parens, sizeof parens, "{{ ");
+    for (int i = 0; i < 300; i++)
+        parens[np++] = '(';
+    parens[np++] = '1';
+    for (int i = 0; i < 300; i++)
+        parens[np++] = ')';
+    snprintf(parens + np, sizeof parens - (size_t)np, " }}");
+    EXPECT_ERROR(parens, NULL, "nested too deeply");
     /* run-time errors too */
     EXPECT_ERROR("\n{{ raise_exception('bad role') }}", NULL, "line 2: bad role");
     EXPECT_ERROR("{{ 1 / 0 }}", NULL, "division by zero");
@@ -262,6 +313,64 @@ static void test_errors(void **state)
     EXPECT_ERROR("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", NULL, "recurses");
     EXPECT_ERROR("{{ 'x' * 100000000 }}", NULL, "too large");
     EXPECT_ERROR("{{ range(100000000) }}", NULL, "too large");
+    /* work is counted by size too: many large strings built is too long */
+    EXPECT_ERROR("{% for i in range(100000) %}{{ ('x' * 10000) | length }}{% endfor %}", NULL, "too long");
+    EXPECT_ERROR("{% for i in range(200000) %}{% set s = 'x' * 5000 %}{{ s[::-1][0] }}{% endfor %}", NULL,
+                 "too long");
+    /* nesting through macros is bounded as well as nesting in the text */
+    char deep[2048];
+    int o = snprintf(deep, sizeof deep, "{%% macro f(n) %%}{{ ");
+    for (int i = 0; i < 60; i++)
+        deep[o++] = '[';
+    o += snprintf(deep + o, sizeof deep - (size_t)o, "f(n + 1)");
+    for (int i = 0; i < 60; i++)
+        deep[o++] = ']';
+    snprintf(deep + o, sizeof deep - (size_t)o, " }}{%% endmacro %%}{{ f(0) }}");
+    EXPECT_ERROR(deep, NULL, "nests deeper");
+    EXPECT_ERROR("{{ not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not not "
+                 "not not not not not not not not not not not not not not not not not not not not not not not not 1 }}",
+                 NULL, "nested too deeply");
+}
+
+/* Which output bytes came from user text: kept through the operations
+ * templates apply to message contents. */
+static void test_user_marks(void **state)
+{
+    (void)state;
+    const char *user = "{\"u\": \"ab<x>\", \"m\": [{\"content\": \" hi \"}]}";
+    struct {
+        const char *src, *text, *marks;
+    } cases[] = {
+        {"[{{ u }}]", "[ab<x>]", "0111110"},
+        {"{{ u[1:] }}|{{ u[0] }}|{{ u[::-1] }}", "b<x>|a|>x<ba", "111101011111"},
+        {"{{ u | upper }}{{ u ~ 'k' }}", "AB<X>ab<x>k", "11111111110"},
+        {"{{ m[0].content | trim }}.{{ m[0]['content'].strip() }}", "hi.hi", "11011"},
+        {"{% set x %}<{{ u }}>{% endset %}{{ x }}", "<ab<x>>", "0111110"},
+        {"{% macro w(s) %}({{ s }}){% endmacro %}{{ w(u) }}", "(ab<x>)", "0111110"},
+        {"{{ u.replace('a', 'Z') }}|{{ u.split('<')[1] }}", "Zb<x>|x>", "01111011"},
+        {"{{ [u] }}", "['ab<x>']", "011111110"},
+        {"{{ u * 2 }}", "ab<x>ab<x>", "1111111111"},
+        {"{{ 'lit' }}{{ u | length }}", "lit5", "0000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pb_err err = {0};
+        char *marks = NULL;
+        char *out = render_marked(cases[i].src, NULL, user, &marks, &err);
+        if (!out)
+            fail_msg("'%s': %s", cases[i].src, err.msg);
+        if (strcmp(out, cases[i].text) || strcmp(marks, cases[i].marks))
+            fail_msg("'%s'\n rendered '%s' marks %s\n expected '%s' marks %s", cases[i].src, out, marks,
+                     cases[i].text, cases[i].marks);
+        free(out);
+        free(marks);
+    }
 }
 
 /* Random damage to the real templates: parsing and rendering must fail
@@ -315,14 +424,14 @@ static void test_fuzz_templates(void **state)
                 continue;
             }
             parsed++;
-            char *out = NULL;
-            size_t out_len;
             struct tmpl_opts o = {.now = 1, .max_output = 1 << 20};
-            if (tmpl_render(t, vars, &o, &out, &out_len, &err) == 0)
+            struct tmpl_vars tv = {NULL, vars};
+            struct tmpl_output r;
+            if (tmpl_render(t, &tv, &o, &r, &err) == 0)
                 rendered++;
             else
                 assert_true(err.msg[0] != 0);
-            free(out);
+            tmpl_output_free(&r);
             tmpl_free(t);
         }
         free(buf);
@@ -369,10 +478,11 @@ static char *chat_text(const char *model, const char *format, char *notice, size
         chat_open(f, tok, format, &c, notice, notice_size, &err))
         fail_msg("%s", err.msg);
     json_t *msgs = json_loads(CONVERSATION, 0, NULL);
-    char *out;
-    size_t len;
-    if (chat_render(c, msgs, true, NULL, &out, &len, &err))
+    struct tmpl_output r;
+    if (chat_render(c, msgs, true, NULL, &r, &err))
         fail_msg("%s: %s", format ? format : "model", err.msg);
+    char *out = r.text;
+    free(r.user);
     json_decref(msgs);
     chat_free(c);
     tok_free(tok);
@@ -433,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_reference_cases), cmocka_unit_test(test_whitespace_control),
         cmocka_unit_test(test_expressions),     cmocka_unit_test(test_statements),
         cmocka_unit_test(test_filters_and_methods), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_user_marks),
         cmocka_unit_test(test_fuzz_templates),
         cmocka_unit_test(test_chat_formats),
     };

@@ -188,84 +188,42 @@ const char *chat_name(const struct chat *c)
 }
 
 int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
-                char **out, size_t *out_len, pb_err *err)
+                struct tmpl_output *out, pb_err *err)
 {
-    json_t *vars = json_pack("{s:O,s:b,s:s,s:s,s:n,s:n}", "messages", messages, "add_generation_prompt",
-                             add_generation_prompt, "bos_token", c->bos_text, "eos_token", c->eos_text, "tools",
-                             "documents");
-    if (!vars)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
-    if (extra && json_is_object(extra))
-        json_object_update(vars, (json_t *)extra);
-    int rc = tmpl_render(c->t, vars, NULL, out, out_len, err);
-    json_decref(vars);
-    return rc;
-}
-
-/* Marks (with 1) where the messages' contents appear in the rendered
- * text: each content searched after the previous one's match first (the
- * usual order), else anywhere; also in its trimmed form. Special tokens
- * are not matched there, so a user writing "<|im_end|>" types text, not
- * a control token. */
-static void mark_contents(const json_t *messages, const char *text, size_t len, uint8_t *mask)
-{
-    size_t cursor = 0, i;
-    json_t *m;
-    json_array_foreach((json_t *)messages, i, m)
-    {
-        json_t *c = json_object_get(m, "content");
-        if (!json_is_string(c))
-            continue;
-        const char *s = json_string_value(c);
-        size_t n = json_string_length(c);
-        for (int variant = 0; variant < 2; variant++) {
-            const char *p = s;
-            size_t k = n;
-            if (variant == 1) { /* trimmed */
-                while (k && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
-                    p++, k--;
-                while (k && (p[k - 1] == ' ' || p[k - 1] == '\n' || p[k - 1] == '\t' || p[k - 1] == '\r'))
-                    k--;
-            }
-            if (k == 0 || k > len)
-                continue;
-            size_t at = len;
-            for (size_t pass = 0; pass < 2 && at == len; pass++)
-                for (size_t j = pass ? 0 : cursor; j + k <= len; j++)
-                    if (text[j] == p[0] && !memcmp(text + j, p, k)) {
-                        at = j;
-                        break;
-                    }
-            if (at == len)
-                continue;
-            memset(mask + at, 1, k);
-            if (at + k > cursor)
-                cursor = at + k;
-            break;
-        }
+    /* messages (and tools, documents) carry user text: their strings stay
+     * marked through the render, so their bytes never become special
+     * tokens however the template transforms them */
+    json_t *plain = json_pack("{s:b,s:s,s:s}", "add_generation_prompt", add_generation_prompt, "bos_token",
+                              c->bos_text, "eos_token", c->eos_text);
+    json_t *user = json_pack("{s:O,s:n,s:n}", "messages", messages, "tools", "documents");
+    int rc = PB_OK;
+    if (!plain || !user)
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+    else if (extra && json_is_object(extra) && json_object_update(plain, (json_t *)extra))
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+    if (rc == PB_OK) {
+        struct tmpl_vars vars = {plain, user};
+        rc = tmpl_render(c->t, &vars, NULL, out, err);
     }
+    json_decref(plain);
+    json_decref(user);
+    return rc;
 }
 
 int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
                   bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err)
 {
-    char *text;
-    size_t len;
-    int rc = chat_render(c, messages, add_generation_prompt, NULL, &text, &len, err);
+    struct tmpl_output r;
+    int rc = chat_render(c, messages, add_generation_prompt, NULL, &r, err);
     if (rc)
         return rc;
-    uint8_t *mask = calloc(len + 1, 1);
-    if (!mask) {
-        free(text);
-        return pb_fail(err, PB_ENOMEM, "out of memory");
-    }
-    mark_contents(messages, text, len, mask);
+    const char *text = r.text;
+    size_t len = r.len;
     /* templates usually write the BOS text themselves: add it only when
      * the model adds one and the text does not start with it */
     size_t bl = strlen(c->bos_text);
     bool has_bos = bl > 0 && len >= bl && memcmp(text, c->bos_text, bl) == 0;
-    rc = tok_encode_ex(tok, text, len, !has_bos, true, mask, ids, n_ids, err);
-    free(mask);
-    free(text);
+    rc = tok_encode_ex(tok, text, len, !has_bos, true, r.user, ids, n_ids, err);
+    tmpl_output_free(&r);
     return rc;
 }

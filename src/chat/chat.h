@@ -11,6 +11,7 @@
 
 #include "base/err.h"
 #include "gguf/gguf.h"
+#include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
 #include <jansson.h>
@@ -32,10 +33,11 @@ void chat_free(struct chat *c);
 /* "model template" or the built-in format's name. */
 const char *chat_name(const struct chat *c);
 
-/* Renders messages (extra: more template variables, may be NULL). *out
- * is allocated. */
+/* Renders messages (extra: more template variables, may be NULL). out
+ * holds the text and which bytes came from the messages (user text);
+ * free it with tmpl_output_free. */
 int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
-                char **out, size_t *out_len, pb_err *err);
+                struct tmpl_output *out, pb_err *err);
 
 /* Renders and tokenizes (special tokens parsed; BOS added unless the
  * rendered text already starts with it). *ids is allocated. */

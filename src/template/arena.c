@@ -61,12 +61,36 @@ char *arena_strndup(struct arena *a, const char *s, size_t n)
 
 const struct tstr *tstr_new(struct arena *a, const char *s, size_t n)
 {
+    return tstr_new_marked(a, s, n, NULL, false);
+}
+
+const struct tstr *tstr_new_marked(struct arena *a, const char *s, size_t n, const uint8_t *taint, bool all)
+{
     struct tstr *t = arena_alloc(a, sizeof *t + n + 1);
-    if (t) {
-        t->len = n;
-        if (n)
-            memcpy(t->s, s, n);
-        t->s[n] = 0;
+    if (!t)
+        return NULL;
+    t->len = n;
+    t->taint = NULL;
+    if (n)
+        memcpy(t->s, s, n);
+    t->s[n] = 0;
+    bool any = all && n > 0;
+    for (size_t i = 0; !any && taint && i < n; i++)
+        any = taint[i];
+    if (any) {
+        uint8_t *m = arena_alloc(a, n);
+        if (!m)
+            return NULL;
+        if (all)
+            memset(m, 1, n);
+        else
+            memcpy(m, taint, n);
+        t->taint = m;
     }
     return t;
+}
+
+bool tstr_marked(const struct tstr *s)
+{
+    return s->taint != NULL;
 }

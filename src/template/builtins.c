@@ -1,11 +1,16 @@
-#define _POSIX_C_SOURCE 200809L
 /* Filters, tests, methods and global functions of the template language:
- * the ones real chat templates use, with Jinja2 / Python semantics. Lists
- * and dicts are immutable (as in transformers' sandbox); only namespace
- * attributes can be assigned. */
+ * the ones real chat templates use, with Jinja2 / Python semantics (as
+ * transformers configures Jinja2). Lists and dicts are immutable, as in
+ * transformers' sandbox; only namespace attributes can be assigned.
+ *
+ * Every call is charged to the render's work budget in proportion to the
+ * data it touches, and strings derived from user text keep their marks
+ * (see struct tstr). */
+#define _POSIX_C_SOURCE 200809L
 #include "template/tmpl_internal.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +19,7 @@
 
 #define NOMEM(r) pb_fail((r)->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)")
 
-/* ---- argument access ---- */
+/* ---- arguments ---- */
 
 /* Positional argument i, or keyword `name`, or NULL. */
 static const struct value *arg(const struct call_args *a, int i, const char *name)
@@ -62,6 +67,7 @@ static int arg_str(struct render *r, int line, const struct call_args *a, int i,
     return PB_OK;
 }
 
+/* A new unmarked string (made by the template, not from user text). */
 static struct value str_value(struct render *r, const char *s, size_t n, int *rc)
 {
     struct value v = v_str(r, s, n);
@@ -70,7 +76,25 @@ static struct value str_value(struct render *r, const char *s, size_t n, int *rc
     return v;
 }
 
-/* ---- Unicode bits ---- */
+static int substr(struct render *r, const struct tstr *s, size_t off, size_t n, struct value *out)
+{
+    *out = v_substr(r, s, off, n);
+    return out->u.s ? PB_OK : NOMEM(r);
+}
+
+/* Work a call does on v: its bytes (by 16) and items. */
+static uint64_t size_of(const struct value *v)
+{
+    switch (v->k) {
+    case VK_STR: return v->u.s->len / 16;
+    case VK_LIST: return v->u.l->n;
+    case VK_DICT:
+    case VK_NS: return v->u.d->n;
+    default: return 0;
+    }
+}
+
+/* ---- Unicode ---- */
 
 static uint32_t next_cp(const char *s, size_t n, size_t *i)
 {
@@ -93,6 +117,99 @@ static bool py_space(uint32_t cp)
            cp == 0x3000;
 }
 
+/* Case pairs whose two forms have the same UTF-8 length: ASCII, Latin-1,
+ * Latin Extended-A, Greek, Cyrillic. Other characters keep their case. */
+static uint32_t cp_case(uint32_t c, bool upper)
+{
+    if (c < 0x80) {
+        if (upper && c >= 'a' && c <= 'z')
+            return c - 32;
+        if (!upper && c >= 'A' && c <= 'Z')
+            return c + 32;
+        return c;
+    }
+    if (c >= 0xC0 && c <= 0xFE && c != 0xD7 && c != 0xF7 && c != 0xDF) {
+        bool is_upper = c <= 0xDE;
+        return upper == is_upper ? c : upper ? c - 0x20 : c + 0x20;
+    }
+    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177)) { /* even upper, odd lower */
+        bool is_upper = !(c & 1);
+        return upper == is_upper ? c : upper ? c - 1 : c + 1;
+    }
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) { /* odd upper, even lower */
+        bool is_upper = c & 1;
+        return upper == is_upper ? c : upper ? c - 1 : c + 1;
+    }
+    if ((c >= 0x391 && c <= 0x3A9 && c != 0x3A2) || (c >= 0x3B1 && c <= 0x3C9 && c != 0x3C2)) {
+        bool is_upper = c <= 0x3A9;
+        return upper == is_upper ? c : upper ? c - 0x20 : c + 0x20;
+    }
+    if (c >= 0x400 && c <= 0x45F) {
+        bool is_upper = c <= 0x42F;
+        if (upper == is_upper)
+            return c;
+        if (c >= 0x410 && c <= 0x44F)
+            return upper ? c - 0x20 : c + 0x20;
+        return upper ? c - 0x50 : c + 0x50; /* U+0400..040F <-> U+0450..045F */
+    }
+    return c;
+}
+
+static bool cp_cased(uint32_t c)
+{
+    return cp_case(c, true) != c || cp_case(c, false) != c;
+}
+
+static int put_cp(struct render *r, struct obuf *o, uint32_t cp, const uint8_t *mark)
+{
+    char b[4];
+    size_t n;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xC0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xE0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        b[0] = (char)(0xF0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    return obuf_put_marked(r, o, b, n, NULL, mark && *mark);
+}
+
+/* mode 0 lower, 1 upper, 2 capitalize, 3 title. Marks follow the
+ * characters (a mapped character has the same length). */
+static int map_case(struct render *r, const struct tstr *s, int mode, struct value *out)
+{
+    struct obuf o = {0};
+    int rc = PB_OK;
+    bool word_start = true;
+    for (size_t i = 0; i < s->len && rc == PB_OK;) {
+        size_t at = i;
+        uint32_t cp = next_cp(s->s, s->len, &i);
+        bool up = mode == 1 || (mode == 2 && at == 0) || (mode == 3 && word_start);
+        if (i - at == 1 && (unsigned char)s->s[at] >= 0x80) /* a stray byte stays as it is */
+            rc = obuf_put_sub(r, &o, s, at, 1);
+        else
+            rc = put_cp(r, &o, cp_case(cp, up), s->taint ? s->taint + at : NULL);
+        if (mode == 3)
+            word_start = !cp_cased(cp);
+    }
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
+    return rc;
+}
+
 static bool in_chars(uint32_t cp, const struct tstr *chars)
 {
     if (!chars)
@@ -104,7 +221,7 @@ static bool in_chars(uint32_t cp, const struct tstr *chars)
 }
 
 /* strip / lstrip / rstrip: which = 1 left, 2 right, 3 both. */
-static struct value strip(struct render *r, const struct tstr *s, const struct tstr *chars, int which, int *rc)
+static int strip(struct render *r, const struct tstr *s, const struct tstr *chars, int which, struct value *out)
 {
     size_t start = 0, end = s->len;
     if (which & 1) {
@@ -126,25 +243,7 @@ static struct value strip(struct render *r, const struct tstr *s, const struct t
             end = b;
         }
     }
-    return str_value(r, s->s + start, end - start, rc);
-}
-
-static struct value map_case(struct render *r, const struct tstr *s, int mode, int *rc)
-{
-    /* mode 0 lower, 1 upper, 2 capitalize, 3 title (ASCII letters) */
-    struct value v = str_value(r, s->s, s->len, rc);
-    if (*rc)
-        return v;
-    char *p = (char *)v.u.s->s;
-    bool word_start = true;
-    for (size_t i = 0; i < s->len; i++) {
-        unsigned char c = (unsigned char)p[i];
-        bool up = mode == 1 || ((mode == 2 && i == 0) || (mode == 3 && word_start));
-        if (c < 0x80)
-            p[i] = (char)(up ? toupper(c) : tolower(c));
-        word_start = !isalpha(c) && c < 0x80;
-    }
-    return v;
+    return substr(r, s, start, end - start, out);
 }
 
 static bool starts_with(const struct tstr *s, const struct tstr *p)
@@ -172,12 +271,11 @@ static int replace(struct render *r, const struct tstr *s, const struct tstr *ol
 {
     struct obuf o = {0};
     int rc = PB_OK;
-    size_t i = 0;
     int64_t done = 0;
     if (old->len == 0) { /* Python inserts new between characters */
         for (size_t k = 0; k <= s->len && rc == PB_OK;) {
             if (count < 0 || done < count) {
-                rc = obuf_put(r, &o, new->s, new->len);
+                rc = obuf_put_sub(r, &o, new, 0, new->len);
                 done++;
             }
             if (k == s->len)
@@ -185,40 +283,42 @@ static int replace(struct render *r, const struct tstr *s, const struct tstr *ol
             size_t j = k;
             next_cp(s->s, s->len, &j);
             if (rc == PB_OK)
-                rc = obuf_put(r, &o, s->s + k, j - k);
+                rc = obuf_put_sub(r, &o, s, k, j - k);
             k = j;
         }
     } else {
+        size_t i = 0;
         while (rc == PB_OK) {
             const char *hit = count >= 0 && done >= count ? NULL : find_bytes(s->s + i, s->len - i, old->s, old->len);
             if (!hit) {
-                rc = obuf_put(r, &o, s->s + i, s->len - i);
+                rc = obuf_put_sub(r, &o, s, i, s->len - i);
                 break;
             }
-            rc = obuf_put(r, &o, s->s + i, (size_t)(hit - (s->s + i)));
+            rc = obuf_put_sub(r, &o, s, i, (size_t)(hit - (s->s + i)));
             if (rc == PB_OK)
-                rc = obuf_put(r, &o, new->s, new->len);
+                rc = obuf_put_sub(r, &o, new, 0, new->len);
             i = (size_t)(hit - s->s) + old->len;
             done++;
         }
     }
     if (rc == PB_OK)
-        *out = str_value(r, o.p ? o.p : "", o.n, &rc);
-    free(o.p);
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
 /* str.split(sep=None, maxsplit=-1) */
 static int split(struct render *r, const struct tstr *s, const struct tstr *sep, int64_t maxsplit, struct value *out)
 {
+    if (sep && sep->len == 0)
+        return pb_fail(r->err, PB_EINVAL, "template: split: empty separator");
     struct tlist *l = list_new(r, 4);
     if (!l)
         return NOMEM(r);
     int rc = PB_OK;
-    if (sep && sep->len == 0)
-        return pb_fail(r->err, PB_EINVAL, "template: split: empty separator");
     size_t i = 0;
     int64_t splits = 0;
+    struct value piece;
     if (!sep) { /* runs of whitespace, no empty pieces */
         while (rc == PB_OK) {
             while (i < s->len) {
@@ -230,11 +330,9 @@ static int split(struct render *r, const struct tstr *s, const struct tstr *sep,
             if (i >= s->len)
                 break;
             size_t start = i;
-            if (maxsplit >= 0 && splits >= maxsplit) {
-                size_t end = s->len; /* the rest, trailing whitespace removed */
-                while (end > start && py_space((unsigned char)s->s[end - 1]))
-                    end--;
-                rc = list_push(r, l, str_value(r, s->s + start, end - start, &rc));
+            if (maxsplit >= 0 && splits >= maxsplit) { /* the rest, as it is */
+                if ((rc = substr(r, s, start, s->len - start, &piece)) == PB_OK)
+                    rc = list_push(r, l, piece);
                 break;
             }
             while (i < s->len) {
@@ -243,8 +341,7 @@ static int split(struct render *r, const struct tstr *s, const struct tstr *sep,
                     break;
                 i = j;
             }
-            struct value piece = str_value(r, s->s + start, i - start, &rc);
-            if (rc == PB_OK)
+            if ((rc = substr(r, s, start, i - start, &piece)) == PB_OK)
                 rc = list_push(r, l, piece);
             splits++;
         }
@@ -253,14 +350,45 @@ static int split(struct render *r, const struct tstr *s, const struct tstr *sep,
             const char *hit = maxsplit >= 0 && splits >= maxsplit ? NULL
                                                                    : find_bytes(s->s + i, s->len - i, sep->s, sep->len);
             size_t end = hit ? (size_t)(hit - s->s) : s->len;
-            struct value piece = str_value(r, s->s + i, end - i, &rc);
-            if (rc == PB_OK)
+            if ((rc = substr(r, s, i, end - i, &piece)) == PB_OK)
                 rc = list_push(r, l, piece);
             if (!hit)
                 break;
             i = end + sep->len;
             splits++;
         }
+    }
+    *out = (struct value){.k = VK_LIST, .u.l = l};
+    return rc;
+}
+
+/* Python's str.splitlines(): \n, \r, \r\n, \v, \f, \x1c-\x1e, U+0085,
+ * U+2028, U+2029 end lines. */
+static int splitlines(struct render *r, const struct tstr *s, struct value *out)
+{
+    struct tlist *l = list_new(r, 4);
+    if (!l)
+        return NOMEM(r);
+    int rc = PB_OK;
+    size_t start = 0;
+    for (size_t i = 0; i < s->len && rc == PB_OK;) {
+        size_t at = i;
+        uint32_t cp = next_cp(s->s, s->len, &i);
+        bool brk = cp == '\n' || cp == '\r' || cp == '\v' || cp == '\f' || (cp >= 0x1C && cp <= 0x1E) ||
+                   cp == 0x85 || cp == 0x2028 || cp == 0x2029;
+        if (!brk)
+            continue;
+        if (cp == '\r' && i < s->len && s->s[i] == '\n')
+            i++;
+        struct value piece;
+        if ((rc = substr(r, s, start, at - start, &piece)) == PB_OK)
+            rc = list_push(r, l, piece);
+        start = i;
+    }
+    if (rc == PB_OK && start < s->len) {
+        struct value piece;
+        if ((rc = substr(r, s, start, s->len - start, &piece)) == PB_OK)
+            rc = list_push(r, l, piece);
     }
     *out = (struct value){.k = VK_LIST, .u.l = l};
     return rc;
@@ -294,8 +422,8 @@ static int as_list(struct render *r, int line, const struct value *v, struct tli
         for (size_t i = 0; i < v->u.s->len && rc == PB_OK;) {
             size_t j = i;
             next_cp(v->u.s->s, v->u.s->len, &j);
-            struct value c = str_value(r, v->u.s->s + i, j - i, &rc);
-            if (rc == PB_OK)
+            struct value c;
+            if ((rc = substr(r, v->u.s, i, j - i, &c)) == PB_OK)
                 rc = list_push(r, l, c);
             i = j;
         }
@@ -349,7 +477,6 @@ static int select_filter(struct render *r, int line, const struct value *in, con
     if (rc)
         return rc;
     const struct tstr *attr_name = NULL, *test = NULL;
-    int first_test_arg = attr ? 2 : 1;
     if (attr && (rc = arg_str(r, line, a, 0, "attribute", &attr_name)))
         return rc;
     if (attr && !attr_name)
@@ -358,7 +485,7 @@ static int select_filter(struct render *r, int line, const struct value *in, con
         return rc;
     if (!(l = list_new(r, src->n + 1)))
         return NOMEM(r);
-    struct call_args targs = tail_args(a, first_test_arg);
+    struct call_args targs = tail_args(a, attr ? 2 : 1);
     for (size_t i = 0; i < src->n && rc == PB_OK; i++) {
         struct value x = attr ? get_attr_path(&src->v[i], attr_name) : src->v[i];
         bool ok;
@@ -387,42 +514,90 @@ static int html_escape(struct render *r, const struct value *in, int line, struc
         case '"': e = "&#34;"; break;
         case '\'': e = "&#39;"; break;
         }
-        rc = e ? obuf_put(r, &o, e, strlen(e)) : obuf_put(r, &o, s.u.s->s + i, 1);
+        rc = e ? obuf_put_marked(r, &o, e, strlen(e), NULL, s.u.s->taint && s.u.s->taint[i])
+               : obuf_put_sub(r, &o, s.u.s, i, 1);
     }
     if (rc == PB_OK)
-        *out = str_value(r, o.p ? o.p : "", o.n, &rc);
-    free(o.p);
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
-static int cmp_for_sort(struct render *r, int line, const struct value *a, const struct value *b, bool *failed)
+/* ---- ordering for sort / min / max / unique ---- */
+
+struct sort_key {
+    const struct tstr *attr;
+    bool case_sensitive;
+};
+
+/* The value sorting looks at: the attribute, lowercased unless
+ * case_sensitive (Jinja's default is not). */
+static int key_of(struct render *r, const struct value *v, const struct sort_key *k, struct value *out)
 {
-    int c = 0;
-    if (v_compare(r, line, a, b, &c))
-        *failed = true;
-    return c;
+    *out = k->attr ? get_attr_path(v, k->attr) : *v;
+    if (out->k == VK_STR && !k->case_sensitive)
+        return map_case(r, out->u.s, 0, out);
+    return PB_OK;
 }
 
-/* Insertion sort: stable, and comparisons can fail cleanly. Lists in
- * templates are short. */
-static int sort_list(struct render *r, int line, struct tlist *l, const struct tstr *attr, bool reverse)
+/* Stable merge sort of keys[] with values alongside; comparisons may fail. */
+static int merge_sort(struct render *r, int line, struct value *keys, struct value *vals, size_t n, bool reverse,
+                      struct value *tk, struct value *tv)
 {
-    bool failed = false;
-    for (size_t i = 1; i < l->n && !failed; i++) {
-        struct value x = l->v[i];
-        struct value kx = attr ? get_attr_path(&x, attr) : x;
-        size_t j = i;
-        while (j > 0 && !failed) {
-            struct value ky = attr ? get_attr_path(&l->v[j - 1], attr) : l->v[j - 1];
-            int c = cmp_for_sort(r, line, &ky, &kx, &failed);
-            if (reverse ? c >= 0 : c <= 0)
-                break;
-            l->v[j] = l->v[j - 1];
-            j--;
-        }
-        l->v[j] = x;
+    if (n < 2)
+        return PB_OK;
+    size_t h = n / 2;
+    int rc = merge_sort(r, line, keys, vals, h, reverse, tk, tv);
+    if (rc == PB_OK)
+        rc = merge_sort(r, line, keys + h, vals + h, n - h, reverse, tk, tv);
+    if (rc)
+        return rc;
+    size_t i = 0, j = h, o = 0;
+    while (i < h && j < n) {
+        int c;
+        if ((rc = v_compare(r, line, &keys[j], &keys[i], &c)))
+            return rc;
+        bool take_right = reverse ? c > 0 : c < 0; /* ties keep the left (stable) */
+        size_t from = take_right ? j++ : i++;
+        tk[o] = keys[from];
+        tv[o++] = vals[from];
     }
-    return failed ? PB_EINVAL : PB_OK;
+    while (i < h) {
+        tk[o] = keys[i];
+        tv[o++] = vals[i++];
+    }
+    while (j < n) {
+        tk[o] = keys[j];
+        tv[o++] = vals[j++];
+    }
+    memcpy(keys, tk, n * sizeof *keys);
+    memcpy(vals, tv, n * sizeof *vals);
+    return PB_OK;
+}
+
+static int sorted(struct render *r, int line, const struct tlist *src, const struct sort_key *k, bool reverse,
+                  struct tlist **out)
+{
+    size_t n = src->n;
+    uint64_t log = 1;
+    while ((1ull << log) < n)
+        log++;
+    int rc = r_spend(r, line, n * log);
+    if (rc)
+        return rc;
+    struct tlist *l = list_new(r, n + 1);
+    struct value *keys = arena_alloc(&r->a, (n + 1) * sizeof *keys * 3);
+    if (!l || !keys)
+        return NOMEM(r);
+    for (size_t i = 0; i < n && rc == PB_OK; i++)
+        rc = key_of(r, &src->v[i], k, &keys[i]);
+    if (rc)
+        return rc;
+    memcpy(l->v, src->v, n * sizeof *l->v);
+    l->n = n;
+    rc = merge_sort(r, line, keys, l->v, n, reverse, keys + n, keys + 2 * n);
+    *out = l;
+    return rc;
 }
 
 static struct tlist *copy_list(struct render *r, const struct tlist *src)
@@ -435,12 +610,357 @@ static struct tlist *copy_list(struct render *r, const struct tlist *src)
     return l;
 }
 
+/* ---- numbers from text, as Python's int() and float() ---- */
+
+static bool parse_py_int(const struct tstr *s, int64_t *out)
+{
+    char buf[64];
+    size_t o = 0, i = 0, n = s->len;
+    while (i < n && isspace((unsigned char)s->s[i]))
+        i++;
+    while (n > i && isspace((unsigned char)s->s[n - 1]))
+        n--;
+    if (i < n && (s->s[i] == '+' || s->s[i] == '-'))
+        buf[o++] = s->s[i++];
+    bool digit = false;
+    for (; i < n && o < sizeof buf - 1; i++) {
+        if (isdigit((unsigned char)s->s[i])) {
+            buf[o++] = s->s[i];
+            digit = true;
+        } else if (s->s[i] == '_' && digit && i + 1 < n && isdigit((unsigned char)s->s[i + 1])) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    buf[o] = 0;
+    if (!digit || i < n)
+        return false;
+    errno = 0;
+    *out = strtoll(buf, NULL, 10);
+    return errno == 0;
+}
+
+static bool parse_py_float(const struct tstr *s, double *out)
+{
+    char *end;
+    const char *p = s->s;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (!*p || (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))) /* strtod takes hex; Python does not */
+        return false;
+    *out = strtod(p, &end);
+    while (isspace((unsigned char)*end))
+        end++;
+    return end != p && *end == 0 && (size_t)(end - s->s) == s->len;
+}
+
 /* ---- filters ---- */
+
+static int f_tojson(struct render *r, int line, const struct value *in, const struct call_args *a,
+                    struct value *out)
+{
+    /* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+    int64_t indent;
+    int rc = arg_int(r, line, a, 1, "indent", -1, &indent);
+    if (rc)
+        return rc;
+    struct json_opts jo = {
+        .indent = (int)(indent > 64 ? 64 : indent),
+        .ascii = arg_bool(a, 0, "ensure_ascii", false),
+        .sort = arg_bool(a, 3, "sort_keys", false),
+        .item_sep = indent >= 0 ? "," : ", ",
+        .key_sep = ": ",
+    };
+    const struct value *sep = arg(a, 2, "separators");
+    if (sep && sep->k != VK_NONE && sep->k != VK_UNDEF) {
+        if (sep->k != VK_LIST || sep->u.l->n != 2 || sep->u.l->v[0].k != VK_STR || sep->u.l->v[1].k != VK_STR)
+            return r_fail(r, line, "tojson: separators must be a pair of strings");
+        jo.item_sep = sep->u.l->v[0].u.s->s;
+        jo.key_sep = sep->u.l->v[1].u.s->s;
+    }
+    struct obuf o = {0};
+    rc = v_to_json(r, line, in, &jo, &o);
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
+    return rc;
+}
+
+static int f_number(struct render *r, int line, const char *name, const struct value *in, const struct call_args *a,
+                    struct value *out)
+{
+    (void)r;
+    (void)line;
+    bool want_int = name[0] == 'i';
+    const struct value *def = arg(a, 0, "default");
+    double f = 0;
+    int64_t i = 0;
+    switch (in->k) {
+    case VK_BOOL:
+    case VK_INT:
+        i = in->k == VK_INT ? in->u.i : in->u.b;
+        *out = want_int ? v_int(i) : v_float((double)i);
+        return PB_OK;
+    case VK_FLOAT:
+        f = in->u.f;
+        break;
+    case VK_STR:
+        if (want_int && parse_py_int(in->u.s, &i)) {
+            *out = v_int(i);
+            return PB_OK;
+        }
+        if (parse_py_float(in->u.s, &f))
+            break;
+        /* fall through */
+    default:
+        *out = def ? *def : want_int ? v_int(0) : v_float(0.0);
+        return PB_OK;
+    }
+    if (!want_int) {
+        *out = v_float(f);
+        return PB_OK;
+    }
+    if (!isfinite(f) || fabs(f) >= 9.2e18) {
+        *out = def ? *def : v_int(0);
+        return PB_OK;
+    }
+    *out = v_int((int64_t)f); /* toward zero, as int(float) */
+    return PB_OK;
+}
+
+static int f_round(struct render *r, int line, const struct value *in, const struct call_args *a, struct value *out)
+{
+    int64_t prec;
+    const struct tstr *method;
+    int rc;
+    if ((rc = arg_int(r, line, a, 0, "precision", 0, &prec)) || (rc = arg_str(r, line, a, 1, "method", &method)))
+        return rc;
+    if (in->k != VK_FLOAT && in->k != VK_INT && in->k != VK_BOOL)
+        return r_fail(r, line, "round: expected a number, not %s", v_kind_name(in));
+    if (in->k != VK_FLOAT && (!method || !strcmp(method->s, "common"))) { /* round(int) stays an int */
+        *out = v_int(in->k == VK_INT ? in->u.i : in->u.b);
+        return PB_OK;
+    }
+    double f = in->k == VK_FLOAT ? in->u.f : (double)(in->k == VK_INT ? in->u.i : in->u.b);
+    if (prec > 17)
+        prec = 17;
+    if (prec < -17)
+        prec = -17;
+    double m = pow(10.0, (double)prec);
+    bool common = !method || !strcmp(method->s, "common");
+    if (common && prec >= 0 && isfinite(f)) {
+        /* Python rounds the exact binary value, halves to even; printf
+         * with the digits wanted does the same (round(2.675, 2) is 2.67) */
+        char buf[400];
+        snprintf(buf, sizeof buf, "%.*f", (int)prec, f);
+        f = strtod(buf, NULL);
+    } else if (common)
+        f = nearbyint(f * m) / m;
+    else if (!strcmp(method->s, "ceil"))
+        f = ceil(f * m) / m;
+    else if (!strcmp(method->s, "floor"))
+        f = floor(f * m) / m;
+    else
+        return r_fail(r, line, "round: method must be common, ceil or floor");
+    *out = v_float(f);
+    return PB_OK;
+}
+
+static int f_indent(struct render *r, int line, const struct tstr *s, const struct call_args *a, struct value *out)
+{
+    int64_t width;
+    int rc = arg_int(r, line, a, 0, "width", 4, &width);
+    if (rc)
+        return rc;
+    bool first = arg_bool(a, 1, "first", false), blank = arg_bool(a, 2, "blank", false);
+    char pad[65];
+    width = width < 0 ? 0 : width > 64 ? 64 : width;
+    memset(pad, ' ', (size_t)width);
+    struct obuf o = {0};
+    bool first_line = true;
+    for (size_t i = 0; i < s->len && rc == PB_OK;) {
+        const char *nl = memchr(s->s + i, '\n', s->len - i);
+        size_t end = nl ? (size_t)(nl - s->s) : s->len;
+        if ((first || !first_line) && (blank || end > i))
+            rc = obuf_put(r, &o, pad, (size_t)width);
+        if (rc == PB_OK)
+            rc = obuf_put_sub(r, &o, s, i, end - i + (nl ? 1 : 0));
+        i = end + (nl ? 1 : 0);
+        first_line = false;
+    }
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
+    return rc;
+}
+
+static int f_join(struct render *r, int line, const struct tlist *l, const struct call_args *a, struct value *out)
+{
+    const struct tstr *sep = NULL, *attr = NULL;
+    int rc;
+    if ((rc = arg_str(r, line, a, 0, "d", &sep)) || (rc = arg_str(r, line, a, 1, "attribute", &attr)))
+        return rc;
+    struct obuf o = {0};
+    for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
+        if (i && sep)
+            rc = obuf_put_sub(r, &o, sep, 0, sep->len);
+        struct value x = attr ? get_attr_path(&l->v[i], attr) : l->v[i];
+        if (rc == PB_OK)
+            rc = v_to_str(r, line, &x, &o);
+    }
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
+    return rc;
+}
+
+static int f_map(struct render *r, int line, const struct tlist *l, const struct call_args *a, struct value *out)
+{
+    const struct tstr *attr = NULL, *filter = NULL;
+    int rc = arg_str(r, line, a, -1, "attribute", &attr);
+    if (rc || (!attr && (rc = arg_str(r, line, a, 0, NULL, &filter))))
+        return rc;
+    if (!attr && !filter)
+        return r_fail(r, line, "map needs a filter name or attribute=");
+    const struct value *def = arg(a, -1, "default");
+    struct tlist *res = list_new(r, l->n + 1);
+    if (!res)
+        return NOMEM(r);
+    struct call_args fargs = tail_args(a, 1);
+    for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
+        struct value x;
+        if (attr) {
+            x = get_attr_path(&l->v[i], attr);
+            if (x.k == VK_UNDEF && def)
+                x = *def;
+        } else {
+            rc = call_filter(r, line, filter->s, &l->v[i], &fargs, &x);
+        }
+        if (rc == PB_OK)
+            rc = list_push(r, res, x);
+    }
+    *out = (struct value){.k = VK_LIST, .u.l = res};
+    return rc;
+}
+
+static int f_sum(struct render *r, int line, const struct tlist *l, const struct call_args *a, struct value *out)
+{
+    const struct tstr *attr = NULL;
+    int rc = arg_str(r, line, a, -1, "attribute", &attr);
+    if (rc)
+        return rc;
+    const struct value *start = arg(a, -1, "start");
+    int64_t si = start && (start->k == VK_INT || start->k == VK_BOOL) ? (start->k == VK_INT ? start->u.i : start->u.b)
+                                                                       : 0;
+    double sf = start && start->k == VK_FLOAT ? start->u.f : 0;
+    bool is_float = start && start->k == VK_FLOAT;
+    for (size_t i = 0; i < l->n; i++) {
+        struct value x = attr ? get_attr_path(&l->v[i], attr) : l->v[i];
+        if (x.k == VK_FLOAT) {
+            if (!is_float)
+                sf = (double)si;
+            is_float = true;
+            sf += x.u.f;
+        } else if (x.k == VK_INT || x.k == VK_BOOL) {
+            int64_t v = x.k == VK_INT ? x.u.i : x.u.b;
+            if (is_float)
+                sf += (double)v;
+            else if (__builtin_add_overflow(si, v, &si))
+                return r_fail(r, line, "sum: integer overflow");
+        } else {
+            return r_fail(r, line, "sum: cannot add a %s", v_kind_name(&x));
+        }
+    }
+    *out = is_float ? v_float(sf) : v_int(si);
+    return PB_OK;
+}
+
+/* Filters of sequences: l is the input as a list. */
+static int seq_filter(struct render *r, int line, const char *name, const struct value *in, struct tlist *l,
+                      const struct call_args *a, struct value *out)
+{
+    int rc = PB_OK;
+    struct sort_key key = {NULL, arg_bool(a, -1, "case_sensitive", false)};
+    if (!strcmp(name, "list")) {
+        *out = (struct value){.k = VK_LIST, .u.l = l == in->u.l ? copy_list(r, l) : l};
+        if (out->u.l)
+            out->u.l->tuple = false;
+        return out->u.l ? PB_OK : NOMEM(r);
+    }
+    if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        *out = l->n == 0 ? v_undef() : l->v[name[0] == 'f' ? 0 : l->n - 1];
+        return PB_OK;
+    }
+    if (!strcmp(name, "join"))
+        return f_join(r, line, l, a, out);
+    if (!strcmp(name, "map"))
+        return f_map(r, line, l, a, out);
+    if (!strcmp(name, "sum"))
+        return f_sum(r, line, l, a, out);
+    if (!strcmp(name, "reverse")) {
+        struct tlist *res = list_new(r, l->n + 1);
+        if (!res)
+            return NOMEM(r);
+        for (size_t i = l->n; i-- > 0 && rc == PB_OK;)
+            rc = list_push(r, res, l->v[i]);
+        if (rc == PB_OK && in->k == VK_STR) { /* a reversed string stays a string */
+            struct value lv = {.k = VK_LIST, .u.l = res};
+            struct call_args none = {0};
+            return f_join(r, line, lv.u.l, &none, out);
+        }
+        *out = (struct value){.k = VK_LIST, .u.l = res};
+        return rc;
+    }
+    if (!strcmp(name, "sort") || !strcmp(name, "min") || !strcmp(name, "max")) {
+        if ((rc = arg_str(r, line, a, -1, "attribute", &key.attr)))
+            return rc;
+        bool reverse = !strcmp(name, "sort") && arg_bool(a, 0, "reverse", false);
+        struct tlist *res;
+        if ((rc = sorted(r, line, l, &key, reverse, &res)))
+            return rc;
+        if (!strcmp(name, "sort"))
+            *out = (struct value){.k = VK_LIST, .u.l = res};
+        else /* the first smallest / the last largest, as Python's min / max */
+            *out = res->n == 0 ? v_undef() : res->v[name[1] == 'i' ? 0 : res->n - 1];
+        if (!strcmp(name, "max") && res->n > 1) { /* max keeps the first of equal largest */
+            size_t k = res->n - 1;
+            struct value kk, kp;
+            while (k > 0 && key_of(r, &res->v[k - 1], &key, &kp) == PB_OK &&
+                   key_of(r, &res->v[k], &key, &kk) == PB_OK && v_equal(&kp, &kk))
+                k--;
+            *out = res->v[k];
+        }
+        return PB_OK;
+    }
+    if (!strcmp(name, "unique")) {
+        if ((rc = arg_str(r, line, a, -1, "attribute", &key.attr)))
+            return rc;
+        struct tlist *res = list_new(r, l->n + 1), *seen = list_new(r, l->n + 1);
+        if (!res || !seen)
+            return NOMEM(r);
+        for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
+            struct value k;
+            if ((rc = key_of(r, &l->v[i], &key, &k)) || (rc = r_spend(r, line, seen->n)))
+                return rc;
+            bool dup = false;
+            for (size_t j = 0; j < seen->n && !dup; j++)
+                dup = v_equal(&seen->v[j], &k);
+            if (!dup && (rc = list_push(r, seen, k)) == PB_OK)
+                rc = list_push(r, res, l->v[i]);
+        }
+        *out = (struct value){.k = VK_LIST, .u.l = res};
+        return rc;
+    }
+    return r_fail(r, line, "unknown filter '%s'", name);
+}
 
 int call_filter(struct render *r, int line, const char *name, const struct value *in, const struct call_args *a,
                 struct value *out)
 {
-    int rc = PB_OK;
+    int rc = r_spend(r, line, 1 + size_of(in));
+    if (rc)
+        return rc;
     const struct tstr *s1 = NULL, *s2 = NULL;
     int64_t n;
 
@@ -471,44 +991,14 @@ int call_filter(struct render *r, int line, const char *name, const struct value
         }
         return v_stringify(r, line, in, out);
     }
-    if (!strcmp(name, "tojson")) {
-        int64_t indent;
-        if ((rc = arg_int(r, line, a, 0, "indent", -1, &indent)))
-            return rc;
-        struct obuf o = {0};
-        rc = v_to_json(r, line, in, (int)(indent > 64 ? 64 : indent), arg_bool(a, -1, "sort_keys", false), &o);
-        if (rc == PB_OK)
-            *out = str_value(r, o.p ? o.p : "", o.n, &rc);
-        free(o.p);
-        return rc;
-    }
+    if (!strcmp(name, "tojson"))
+        return f_tojson(r, line, in, a, out);
     if (!strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape"))
         return html_escape(r, in, line, out);
-    if (!strcmp(name, "int") || !strcmp(name, "float")) {
-        bool want_int = name[0] == 'i';
-        const struct value *def = arg(a, 0, "default");
-        double f = 0;
-        bool ok = true;
-        if (in->k == VK_INT || in->k == VK_BOOL || in->k == VK_FLOAT) {
-            f = in->k == VK_FLOAT ? in->u.f : (double)(in->k == VK_INT ? in->u.i : in->u.b);
-            if (want_int && in->k != VK_FLOAT) {
-                *out = v_int(in->k == VK_INT ? in->u.i : in->u.b);
-                return PB_OK;
-            }
-        } else if (in->k == VK_STR) {
-            char *end;
-            f = strtod(in->u.s->s, &end);
-            ok = end != in->u.s->s && *end == 0;
-        } else {
-            ok = false;
-        }
-        if (!ok) {
-            *out = def ? *def : want_int ? v_int(0) : v_float(0.0);
-            return PB_OK;
-        }
-        *out = want_int ? v_int(isfinite(f) && fabs(f) < 9e18 ? (int64_t)f : 0) : v_float(f);
-        return PB_OK;
-    }
+    if (!strcmp(name, "int") || !strcmp(name, "float"))
+        return f_number(r, line, name, in, a, out);
+    if (!strcmp(name, "round"))
+        return f_round(r, line, in, a, out);
     if (!strcmp(name, "abs")) {
         if (in->k == VK_INT)
             *out = v_int(in->u.i < 0 && in->u.i != INT64_MIN ? -in->u.i : in->u.i);
@@ -518,225 +1008,87 @@ int call_filter(struct render *r, int line, const char *name, const struct value
             return r_fail(r, line, "abs: expected a number, not %s", v_kind_name(in));
         return PB_OK;
     }
-    if (!strcmp(name, "round")) {
-        int64_t prec;
-        if ((rc = arg_int(r, line, a, 0, "precision", 0, &prec)))
+    if (!strcmp(name, "attr")) {
+        if ((rc = arg_str(r, line, a, 0, "name", &s1)))
             return rc;
-        double f = in->k == VK_FLOAT ? in->u.f : in->k == VK_INT ? (double)in->u.i : NAN;
-        if (isnan(f) && in->k != VK_FLOAT)
-            return r_fail(r, line, "round: expected a number, not %s", v_kind_name(in));
-        double m = pow(10.0, (double)(prec > 15 ? 15 : prec < -15 ? -15 : prec));
-        *out = v_float(round(f * m) / m);
+        *out = s1 && (in->k == VK_DICT || in->k == VK_NS) ? get_attr_path(in, s1) : v_undef();
         return PB_OK;
     }
     if (!strcmp(name, "select") || !strcmp(name, "reject"))
         return select_filter(r, line, in, a, false, name[0] == 's', out);
     if (!strcmp(name, "selectattr") || !strcmp(name, "rejectattr"))
         return select_filter(r, line, in, a, true, name[0] == 's', out);
-
-    /* the rest work on strings or sequences */
-    if (!strcmp(name, "trim") || !strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") ||
-        !strcmp(name, "title") || !strcmp(name, "replace") || !strcmp(name, "indent") || !strcmp(name, "wordcount")) {
-        struct value s;
-        if ((rc = v_stringify(r, line, in->k == VK_UNDEF ? &(struct value){.k = VK_STR, .u.s = tstr_new(&r->a, "", 0)}
-                                                         : in,
-                              &s)))
-            return rc;
-        if (!s.u.s)
-            return NOMEM(r);
-        if (!strcmp(name, "trim")) {
-            if ((rc = arg_str(r, line, a, 0, "chars", &s1)))
-                return rc;
-            *out = strip(r, s.u.s, s1, 3, &rc);
-        } else if (!strcmp(name, "replace")) {
-            if ((rc = arg_str(r, line, a, 0, "old", &s1)) || (rc = arg_str(r, line, a, 1, "new", &s2)) ||
-                (rc = arg_int(r, line, a, 2, "count", -1, &n)))
-                return rc;
-            if (!s1 || !s2)
-                return r_fail(r, line, "replace needs two strings");
-            rc = replace(r, s.u.s, s1, s2, n, out);
-        } else if (!strcmp(name, "indent")) {
-            int64_t width;
-            if ((rc = arg_int(r, line, a, 0, "width", 4, &width)))
-                return rc;
-            bool first = arg_bool(a, 1, "first", false), blank = arg_bool(a, 2, "blank", false);
-            char pad[65];
-            width = width < 0 ? 0 : width > 64 ? 64 : width;
-            memset(pad, ' ', (size_t)width);
-            struct obuf o = {0};
-            size_t i = 0;
-            bool line_start = true, first_line = true;
-            while (i < s.u.s->len && rc == PB_OK) {
-                const char *nl = memchr(s.u.s->s + i, '\n', s.u.s->len - i);
-                size_t end = nl ? (size_t)(nl - s.u.s->s) : s.u.s->len;
-                bool empty = end == i;
-                if (line_start && (first || !first_line) && (blank || !empty))
-                    rc = obuf_put(r, &o, pad, (size_t)width);
-                if (rc == PB_OK)
-                    rc = obuf_put(r, &o, s.u.s->s + i, end - i + (nl ? 1 : 0));
-                i = end + (nl ? 1 : 0);
-                first_line = false;
-            }
-            if (rc == PB_OK)
-                *out = str_value(r, o.p ? o.p : "", o.n, &rc);
-            free(o.p);
-        } else if (!strcmp(name, "wordcount")) {
-            struct value words;
-            if ((rc = split(r, s.u.s, NULL, -1, &words)) == PB_OK)
-                *out = v_int((int64_t)words.u.l->n);
-        } else {
-            int mode = !strcmp(name, "lower") ? 0 : !strcmp(name, "upper") ? 1 : !strcmp(name, "capitalize") ? 2 : 3;
-            struct value low = mode >= 2 ? map_case(r, s.u.s, 0, &rc) : s;
-            if (rc == PB_OK)
-                *out = map_case(r, low.u.s, mode, &rc);
-        }
-        return rc;
-    }
-
-    struct tlist *l;
-    if (!strcmp(name, "items")) {
+    if (!strcmp(name, "items") || !strcmp(name, "dictsort")) {
         if (in->k == VK_UNDEF) {
             *out = (struct value){.k = VK_LIST, .u.l = list_new(r, 1)};
             return out->u.l ? PB_OK : NOMEM(r);
         }
         if (in->k != VK_DICT && in->k != VK_NS)
-            return r_fail(r, line, "items: expected a mapping, not %s", v_kind_name(in));
-        return call_method(r, line, in, "items", a, out);
+            return r_fail(r, line, "%s: expected a mapping, not %s", name, v_kind_name(in));
+        static const struct call_args none = {0};
+        if ((rc = call_method(r, line, in, "items", &none, out)) || name[0] == 'i')
+            return rc;
+        /* dictsort: by key, case-insensitive unless told */
+        struct sort_key key = {NULL, arg_bool(a, 0, "case_sensitive", false)};
+        struct tlist *pairs = out->u.l, *keys = list_new(r, pairs->n + 1), *res;
+        if (!keys)
+            return NOMEM(r);
+        for (size_t i = 0; i < pairs->n && rc == PB_OK; i++)
+            rc = list_push(r, keys, pairs->v[i].u.l->v[0]);
+        if (rc || (rc = sorted(r, line, keys, &key, arg_bool(a, 2, "reverse", false), &res)))
+            return rc;
+        struct tlist *sorted_pairs = list_new(r, pairs->n + 1);
+        if (!sorted_pairs)
+            return NOMEM(r);
+        for (size_t i = 0; i < res->n && rc == PB_OK; i++)
+            for (size_t j = 0; j < pairs->n; j++)
+                if (v_equal(&pairs->v[j].u.l->v[0], &res->v[i])) {
+                    rc = list_push(r, sorted_pairs, pairs->v[j]);
+                    break;
+                }
+        *out = (struct value){.k = VK_LIST, .u.l = sorted_pairs};
+        return rc;
     }
+
+    /* string filters: the input as a string (undefined as "") */
+    if (!strcmp(name, "trim") || !strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") ||
+        !strcmp(name, "title") || !strcmp(name, "replace") || !strcmp(name, "indent") || !strcmp(name, "wordcount")) {
+        struct value s;
+        if (in->k == VK_UNDEF)
+            s = str_value(r, "", 0, &rc);
+        else
+            rc = v_stringify(r, line, in, &s);
+        if (rc)
+            return rc;
+        if (!strcmp(name, "trim")) {
+            if ((rc = arg_str(r, line, a, 0, "chars", &s1)))
+                return rc;
+            return strip(r, s.u.s, s1, 3, out);
+        }
+        if (!strcmp(name, "replace")) {
+            if ((rc = arg_str(r, line, a, 0, "old", &s1)) || (rc = arg_str(r, line, a, 1, "new", &s2)) ||
+                (rc = arg_int(r, line, a, 2, "count", -1, &n)))
+                return rc;
+            if (!s1 || !s2)
+                return r_fail(r, line, "replace needs two strings");
+            return replace(r, s.u.s, s1, s2, n, out);
+        }
+        if (!strcmp(name, "indent"))
+            return f_indent(r, line, s.u.s, a, out);
+        if (!strcmp(name, "wordcount")) {
+            struct value words;
+            if ((rc = split(r, s.u.s, NULL, -1, &words)) == PB_OK)
+                *out = v_int((int64_t)words.u.l->n);
+            return rc;
+        }
+        int mode = !strcmp(name, "lower") ? 0 : !strcmp(name, "upper") ? 1 : !strcmp(name, "capitalize") ? 2 : 3;
+        return map_case(r, s.u.s, mode, out);
+    }
+
+    struct tlist *l;
     if ((rc = as_list(r, line, in, &l)))
         return rc;
-    if (!strcmp(name, "list")) {
-        *out = (struct value){.k = VK_LIST, .u.l = l == in->u.l ? copy_list(r, l) : l};
-        return out->u.l ? PB_OK : NOMEM(r);
-    }
-    if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        *out = l->n == 0 ? v_undef() : l->v[name[0] == 'f' ? 0 : l->n - 1];
-        return PB_OK;
-    }
-    if (!strcmp(name, "join")) {
-        const struct tstr *attr = NULL;
-        if ((rc = arg_str(r, line, a, 0, "d", &s1)) || (rc = arg_str(r, line, a, 1, "attribute", &attr)))
-            return rc;
-        struct obuf o = {0};
-        for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
-            if (i && s1)
-                rc = obuf_put(r, &o, s1->s, s1->len);
-            struct value x = attr ? get_attr_path(&l->v[i], attr) : l->v[i];
-            if (rc == PB_OK)
-                rc = v_to_str(r, line, &x, &o);
-        }
-        if (rc == PB_OK)
-            *out = str_value(r, o.p ? o.p : "", o.n, &rc);
-        free(o.p);
-        return rc;
-    }
-    if (!strcmp(name, "map")) {
-        const struct tstr *attr = NULL;
-        if ((rc = arg_str(r, line, a, -1, "attribute", &attr)))
-            return rc;
-        const struct value *def = arg(a, -1, "default");
-        struct tlist *res = list_new(r, l->n + 1);
-        if (!res)
-            return NOMEM(r);
-        if (!attr && (rc = arg_str(r, line, a, 0, NULL, &s1)))
-            return rc;
-        if (!attr && !s1)
-            return r_fail(r, line, "map needs a filter name or attribute=");
-        struct call_args fargs = tail_args(a, 1);
-        for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
-            struct value x;
-            if (attr) {
-                x = get_attr_path(&l->v[i], attr);
-                if (x.k == VK_UNDEF && def)
-                    x = *def;
-            } else {
-                rc = call_filter(r, line, s1->s, &l->v[i], &fargs, &x);
-            }
-            if (rc == PB_OK)
-                rc = list_push(r, res, x);
-        }
-        *out = (struct value){.k = VK_LIST, .u.l = res};
-        return rc;
-    }
-    if (!strcmp(name, "reverse")) {
-        struct tlist *res = list_new(r, l->n + 1);
-        if (!res)
-            return NOMEM(r);
-        for (size_t i = l->n; i-- > 0 && rc == PB_OK;)
-            rc = list_push(r, res, l->v[i]);
-        if (in->k == VK_STR && rc == PB_OK) { /* a reversed string stays a string */
-            struct value join_args[1] = {str_value(r, "", 0, &rc)};
-            struct call_args ja = {join_args, 1, NULL, NULL, 0};
-            struct value lv = {.k = VK_LIST, .u.l = res};
-            return rc ? rc : call_filter(r, line, "join", &lv, &ja, out);
-        }
-        *out = (struct value){.k = VK_LIST, .u.l = res};
-        return rc;
-    }
-    if (!strcmp(name, "unique")) {
-        struct tlist *res = list_new(r, l->n + 1);
-        if (!res)
-            return NOMEM(r);
-        for (size_t i = 0; i < l->n && rc == PB_OK; i++) {
-            bool seen = false;
-            for (size_t k = 0; k < res->n && !seen; k++)
-                seen = v_equal(&res->v[k], &l->v[i]);
-            if (!seen)
-                rc = list_push(r, res, l->v[i]);
-        }
-        *out = (struct value){.k = VK_LIST, .u.l = res};
-        return rc;
-    }
-    if (!strcmp(name, "sort") || !strcmp(name, "min") || !strcmp(name, "max")) {
-        const struct tstr *attr = NULL;
-        if ((rc = arg_str(r, line, a, -1, "attribute", &attr)))
-            return rc;
-        struct tlist *res = copy_list(r, l);
-        if (!res)
-            return NOMEM(r);
-        if ((rc = sort_list(r, line, res, attr, !strcmp(name, "sort") && arg_bool(a, 0, "reverse", false))))
-            return rc;
-        if (!strcmp(name, "sort"))
-            *out = (struct value){.k = VK_LIST, .u.l = res};
-        else
-            *out = res->n == 0 ? v_undef() : res->v[name[1] == 'i' ? 0 : res->n - 1];
-        return PB_OK;
-    }
-    if (!strcmp(name, "sum")) {
-        const struct tstr *attr = NULL;
-        if ((rc = arg_str(r, line, a, -1, "attribute", &attr)))
-            return rc;
-        const struct value *start = arg(a, -1, "start");
-        int64_t si = 0;
-        double sf = 0;
-        bool is_float = false;
-        if (start && start->k == VK_FLOAT) {
-            is_float = true;
-            sf = start->u.f;
-        } else if (start && start->k == VK_INT) {
-            si = start->u.i;
-        }
-        for (size_t i = 0; i < l->n; i++) {
-            struct value x = attr ? get_attr_path(&l->v[i], attr) : l->v[i];
-            if (x.k == VK_FLOAT) {
-                if (!is_float)
-                    sf = (double)si;
-                is_float = true;
-                sf += x.u.f;
-            } else if (x.k == VK_INT || x.k == VK_BOOL) {
-                int64_t v = x.k == VK_INT ? x.u.i : x.u.b;
-                if (is_float)
-                    sf += (double)v;
-                else if (__builtin_add_overflow(si, v, &si))
-                    return r_fail(r, line, "sum: integer overflow");
-            } else {
-                return r_fail(r, line, "sum: cannot add a %s", v_kind_name(&x));
-            }
-        }
-        *out = is_float ? v_float(sf) : v_int(si);
-        return PB_OK;
-    }
-    return r_fail(r, line, "unknown filter '%s'", name);
+    return seq_filter(r, line, name, in, l, a, out);
 }
 
 /* ---- tests ---- */
@@ -746,7 +1098,9 @@ int call_test(struct render *r, int line, const char *name, const struct value *
 {
     const struct value *x = arg(a, 0, NULL);
     int cmp;
-    int rc;
+    int rc = r_spend(r, line, 1);
+    if (rc)
+        return rc;
     if (!strcmp(name, "defined")) *out = in->k != VK_UNDEF;
     else if (!strcmp(name, "undefined")) *out = in->k == VK_UNDEF;
     else if (!strcmp(name, "none")) *out = in->k == VK_NONE;
@@ -762,12 +1116,18 @@ int call_test(struct render *r, int line, const char *name, const struct value *
     else if (!strcmp(name, "sequence")) *out = in->k == VK_LIST || in->k == VK_DICT || in->k == VK_STR;
     else if (!strcmp(name, "callable")) *out = in->k == VK_MACRO || in->k == VK_BUILTIN;
     else if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
+        /* Python: no character of the other case, and at least one cased */
+        bool want_upper = name[0] == 'u', cased = false;
         *out = in->k == VK_STR;
-        for (size_t i = 0; *out && i < in->u.s->len; i++) {
-            unsigned char c = (unsigned char)in->u.s->s[i];
-            if (isalpha(c) && (name[0] == 'l' ? isupper(c) : islower(c)))
-                *out = false;
+        for (size_t i = 0; *out && i < in->u.s->len;) {
+            uint32_t cp = next_cp(in->u.s->s, in->u.s->len, &i);
+            if (cp_cased(cp)) {
+                cased = true;
+                if (cp_case(cp, want_upper) != cp)
+                    *out = false;
+            }
         }
+        *out = *out && cased;
     } else if (!strcmp(name, "even") || !strcmp(name, "odd") || !strcmp(name, "divisibleby")) {
         if (in->k != VK_INT)
             return r_fail(r, line, "test '%s' needs an integer, not %s", name, v_kind_name(in));
@@ -794,9 +1154,11 @@ int call_test(struct render *r, int line, const char *name, const struct value *
     } else if (!strcmp(name, "in")) {
         if (!x)
             return r_fail(r, line, "test 'in' needs an argument");
-        if (x->k == VK_STR && in->k == VK_STR)
+        if ((rc = r_spend(r, line, size_of(x))))
+            return rc;
+        if (x->k == VK_STR && in->k == VK_STR) {
             *out = find_bytes(x->u.s->s, x->u.s->len, in->u.s->s, in->u.s->len) != NULL;
-        else {
+        } else {
             struct tlist *l;
             if ((rc = as_list(r, line, x, &l)))
                 return rc;
@@ -821,14 +1183,15 @@ static int str_method(struct render *r, int line, const struct tstr *s, const ch
     if (!strcmp(name, "strip") || !strcmp(name, "lstrip") || !strcmp(name, "rstrip")) {
         if ((rc = arg_str(r, line, a, 0, "chars", &s1)))
             return rc;
-        *out = strip(r, s, s1, name[0] == 'l' ? 1 : name[0] == 'r' ? 2 : 3, &rc);
-        return rc;
+        return strip(r, s, s1, name[0] == 'l' ? 1 : name[0] == 'r' ? 2 : 3, out);
     }
     if (!strcmp(name, "split")) {
         if ((rc = arg_str(r, line, a, 0, "sep", &s1)) || (rc = arg_int(r, line, a, 1, "maxsplit", -1, &n)))
             return rc;
         return split(r, s, s1, n, out);
     }
+    if (!strcmp(name, "splitlines"))
+        return splitlines(r, s, out);
     if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
         const struct value *p = arg(a, 0, NULL);
         if (!p)
@@ -854,10 +1217,8 @@ static int str_method(struct render *r, int line, const struct tstr *s, const ch
             return r_fail(r, line, "replace needs two strings");
         return replace(r, s, s1, s2, n, out);
     }
-    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "title") || !strcmp(name, "capitalize")) {
-        struct value v = {.k = VK_STR, .u.s = s};
-        return call_filter(r, line, name, &v, a, out);
-    }
+    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "title") || !strcmp(name, "capitalize"))
+        return map_case(r, s, !strcmp(name, "lower") ? 0 : !strcmp(name, "upper") ? 1 : name[0] == 'c' ? 2 : 3, out);
     if (!strcmp(name, "find") || !strcmp(name, "count")) {
         if ((rc = arg_str(r, line, a, 0, "sub", &s1)))
             return rc;
@@ -887,30 +1248,15 @@ static int str_method(struct render *r, int line, const struct tstr *s, const ch
         struct call_args ja = {&sep, 1, NULL, NULL, 0};
         return call_filter(r, line, "join", seq, &ja, out);
     }
-    if (!strcmp(name, "splitlines")) {
-        struct tlist *l = list_new(r, 4);
-        if (!l)
-            return NOMEM(r);
-        for (size_t i = 0; i < s->len && rc == PB_OK;) {
-            const char *nl = memchr(s->s + i, '\n', s->len - i);
-            size_t end = nl ? (size_t)(nl - s->s) : s->len;
-            size_t e = end > i && s->s[end - 1] == '\r' ? end - 1 : end;
-            struct value piece = str_value(r, s->s + i, e - i, &rc);
-            if (rc == PB_OK)
-                rc = list_push(r, l, piece);
-            i = end + 1;
-        }
-        *out = (struct value){.k = VK_LIST, .u.l = l};
-        return rc;
-    }
     if (!strcmp(name, "isdigit") || !strcmp(name, "isalpha") || !strcmp(name, "isspace") ||
         !strcmp(name, "isalnum")) {
         bool ok = s->len > 0;
-        for (size_t i = 0; ok && i < s->len; i++) {
-            unsigned char c = (unsigned char)s->s[i];
-            ok = name[2] == 'd' ? isdigit(c) : name[2] == 'a' && name[3] == 'l' && name[4] == 'p' ? isalpha(c)
-                 : name[2] == 's'                                                                 ? isspace(c)
-                                                                                                  : isalnum(c);
+        for (size_t i = 0; ok && i < s->len;) {
+            uint32_t cp = next_cp(s->s, s->len, &i);
+            bool digit = cp < 0x80 && isdigit((int)cp), alpha = (cp < 0x80 && isalpha((int)cp)) || cp_cased(cp);
+            ok = !strcmp(name, "isdigit") ? digit : !strcmp(name, "isalpha") ? alpha
+                 : !strcmp(name, "isspace")                                   ? py_space(cp)
+                                                                              : digit || alpha;
         }
         *out = v_bool(ok);
         return PB_OK;
@@ -921,7 +1267,9 @@ static int str_method(struct render *r, int line, const struct tstr *s, const ch
 int call_method(struct render *r, int line, const struct value *obj, const char *name, const struct call_args *a,
                 struct value *out)
 {
-    int rc = PB_OK;
+    int rc = r_spend(r, line, 1 + size_of(obj));
+    if (rc)
+        return rc;
     if (obj->k == VK_STR)
         return str_method(r, line, obj->u.s, name, a, out);
     if (obj->k == VK_DICT || obj->k == VK_NS) {
@@ -942,6 +1290,7 @@ int call_method(struct render *r, int line, const struct value *obj, const char 
                     pair->v[0] = d->keys[i];
                     pair->v[1] = d->vals[i];
                     pair->n = 2;
+                    pair->tuple = true;
                     rc = list_push(r, l, (struct value){.k = VK_LIST, .u.l = pair});
                 }
             }
@@ -956,9 +1305,6 @@ int call_method(struct render *r, int line, const struct value *obj, const char 
             *out = v ? *v : def ? *def : v_none();
             return PB_OK;
         }
-        const struct value *fn = dict_get_str(d, name);
-        if (fn && fn->k == VK_MACRO)
-            return r_fail(r, line, "calling a macro stored in a mapping is not supported");
         return r_fail(r, line, "a mapping has no method '%s'", name);
     }
     if (obj->k == VK_LIST) {
@@ -1008,7 +1354,9 @@ int global_find(const char *name)
 
 int call_global(struct render *r, int line, int id, const struct call_args *a, struct value *out)
 {
-    int rc = PB_OK;
+    int rc = r_spend(r, line, 1);
+    if (rc)
+        return rc;
     switch (id) {
     case G_RANGE: {
         int64_t start = 0, stop = 0, step = 1;
@@ -1024,14 +1372,18 @@ int call_global(struct render *r, int line, int id, const struct call_args *a, s
         }
         if (step == 0)
             return r_fail(r, line, "range step must not be zero");
-        double count = ceil(((double)stop - (double)start) / (double)step);
+        /* the count in floating point first: no overflow whatever the ends */
+        double span = step > 0 ? (double)stop - (double)start : (double)start - (double)stop;
+        double count = span <= 0 ? 0 : ceil(span / fabs((double)step));
         if (count > MAX_RANGE)
             return r_fail(r, line, "range of %.0f items is too large (limit %d)", count, MAX_RANGE);
-        struct tlist *l = list_new(r, count > 0 ? (size_t)count : 1);
+        if ((rc = r_spend(r, line, (uint64_t)count)))
+            return rc;
+        struct tlist *l = list_new(r, (size_t)count + 1);
         if (!l)
             return NOMEM(r);
-        for (int64_t i = start; (step > 0 ? i < stop : i > stop) && rc == PB_OK; i += step)
-            rc = list_push(r, l, v_int(i));
+        for (int64_t k = 0; k < (int64_t)count && rc == PB_OK; k++)
+            rc = list_push(r, l, v_int(start + k * step)); /* within the range: no overflow */
         *out = (struct value){.k = VK_LIST, .u.l = l};
         return rc;
     }
@@ -1059,7 +1411,7 @@ int call_global(struct render *r, int line, int id, const struct call_args *a, s
         rc = v_to_str(r, line, &msg, &o);
         if (rc == PB_OK)
             rc = r_fail(r, line, "%s", o.p ? o.p : "");
-        free(o.p);
+        obuf_free(&o);
         return rc;
     }
     case G_STRFTIME: {

@@ -11,7 +11,10 @@
 
 #define NOMEM(r) pb_fail((r)->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)")
 #define MAX_MACRO_DEPTH 64
-#define BUDGET 2000000u /* loop iterations and calls per render */
+#define MAX_EVAL_DEPTH 400 /* nested expressions and bodies: bounds the C stack */
+/* Work units per render: a loop iteration or call is one, builtins charge
+ * for the items and bytes they process. About seconds of work at most. */
+#define BUDGET 10000000u
 
 struct vars {
     const char *name;
@@ -65,10 +68,7 @@ static int exec_body(struct ctx *c, struct frame *f, struct node *const *body, i
 
 static int spend(struct ctx *c, int line)
 {
-    if (c->r->budget == 0)
-        return r_fail(c->r, line, "the template runs too long (more than %u loop iterations and calls)", BUDGET);
-    c->r->budget--;
-    return PB_OK;
+    return r_spend(c->r, line, 1);
 }
 
 /* ---- access ---- */
@@ -105,7 +105,7 @@ static int get_item(struct ctx *c, int line, const struct value *obj, const stru
             return PB_OK;
         }
         size_t a = utf8_offset(obj->u.s->s, obj->u.s->len, i), b = utf8_offset(obj->u.s->s, obj->u.s->len, i + 1);
-        *out = v_str(c->r, obj->u.s->s + a, b - a);
+        *out = v_substr(c->r, obj->u.s, a, b - a);
         return out->u.s ? PB_OK : NOMEM(c->r);
     }
     case VK_DICT:
@@ -178,6 +178,15 @@ static int slice_bounds(struct ctx *c, const struct node *n, struct frame *f, in
     return PB_OK;
 }
 
+/* Number of items a slice visits; no overflow for any step. */
+static uint64_t slice_count(int64_t start, int64_t stop, int64_t step)
+{
+    if (step > 0)
+        return start < stop ? ((uint64_t)stop - (uint64_t)start - 1) / (uint64_t)step + 1 : 0;
+    uint64_t mag = (uint64_t)0 - (uint64_t)step; /* |step|, INT64_MIN included */
+    return start > stop ? ((uint64_t)start - (uint64_t)stop - 1) / mag + 1 : 0;
+}
+
 static int eval_slice(struct ctx *c, struct frame *f, const struct node *n, struct value *out)
 {
     struct value obj;
@@ -193,30 +202,47 @@ static int eval_slice(struct ctx *c, struct frame *f, const struct node *n, stru
         return r_fail(c->r, n->line, "cannot slice an undefined value");
     else
         return r_fail(c->r, n->line, "cannot slice a %s", v_kind_name(&obj));
-    int64_t start, stop, step;
+    int64_t start = 0, stop = 0, step = 1;
     if ((rc = slice_bounds(c, n, f, len, &start, &stop, &step)))
         return rc;
+    uint64_t count = slice_count(start, stop, step);
+    if ((rc = r_spend(c->r, n->line, 1 + count / 16)))
+        return rc;
     if (obj.k == VK_LIST) {
-        struct tlist *l = list_new(c->r, 4);
+        struct tlist *l = list_new(c->r, (size_t)count + 1);
         if (!l)
             return NOMEM(c->r);
-        for (int64_t i = start; (step > 0 ? i < stop : i > stop) && rc == PB_OK; i += step)
-            rc = list_push(c->r, l, obj.u.l->v[i]);
+        /* start + k * step stays within [-1, len] for k < count */
+        for (uint64_t k = 0; k < count && rc == PB_OK; k++)
+            rc = list_push(c->r, l, obj.u.l->v[start + (int64_t)k * step]);
         *out = (struct value){.k = VK_LIST, .u.l = l};
         return rc;
     }
-    struct obuf o = {0};
     const struct tstr *s = obj.u.s;
-    for (int64_t i = start; (step > 0 ? i < stop : i > stop) && rc == PB_OK; i += step) {
-        size_t a = utf8_offset(s->s, s->len, (size_t)i), b = utf8_offset(s->s, s->len, (size_t)i + 1);
-        rc = obuf_put(c->r, &o, s->s + a, b - a);
+    if (step == 1) { /* the common case: one contiguous run of bytes */
+        size_t a = utf8_offset(s->s, s->len, (size_t)start);
+        size_t b = count ? utf8_offset(s->s, s->len, (size_t)stop) : a;
+        *out = v_substr(c->r, s, a, b - a);
+        return out->u.s ? PB_OK : NOMEM(c->r);
     }
-    if (rc == PB_OK) {
-        *out = v_str(c->r, o.p ? o.p : "", o.n);
-        if (!out->u.s)
-            rc = NOMEM(c->r);
+    /* byte offset of every code point, found in one pass */
+    size_t *at = malloc(((size_t)len + 1) * sizeof *at);
+    if (!at)
+        return NOMEM(c->r);
+    size_t k = 0;
+    for (size_t i = 0; i < s->len; i++)
+        if (((unsigned char)s->s[i] & 0xC0) != 0x80 && k < (size_t)len)
+            at[k++] = i;
+    at[len] = s->len;
+    struct obuf o = {0};
+    for (uint64_t j = 0; j < count && rc == PB_OK; j++) {
+        size_t i = (size_t)(start + (int64_t)j * step);
+        rc = obuf_put_sub(c->r, &o, s, at[i], at[i + 1] - at[i]);
     }
-    free(o.p);
+    free(at);
+    if (rc == PB_OK)
+        rc = obuf_value(c->r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
@@ -282,12 +308,9 @@ static int call_macro(struct ctx *c, int line, const struct node *m, const struc
     r->out = saved;
     if (rc > 0)
         rc = r_fail(r, line, "break or continue outside a loop");
-    if (rc == PB_OK) {
-        *out = v_str(r, o.p ? o.p : "", o.n);
-        if (!out->u.s)
-            rc = NOMEM(r);
-    }
-    free(o.p);
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
@@ -346,12 +369,11 @@ static int concat_str(struct ctx *c, const struct value *a, const struct value *
     int rc = v_to_str(c->r, line, a, &o);
     if (rc == PB_OK)
         rc = v_to_str(c->r, line, b, &o);
-    if (rc == PB_OK) {
-        *out = v_str(c->r, o.p ? o.p : "", o.n);
-        if (!out->u.s)
-            rc = NOMEM(c->r);
-    }
-    free(o.p);
+    if (rc == PB_OK)
+        rc = r_spend(c->r, line, o.n / 16);
+    if (rc == PB_OK)
+        rc = obuf_value(c->r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
@@ -362,23 +384,21 @@ static int repeat(struct ctx *c, const struct value *seq, int64_t times, int lin
     size_t unit = seq->k == VK_STR ? seq->u.s->len : seq->u.l->n * sizeof(struct value);
     if (unit && (uint64_t)times > c->r->max_output / unit)
         return r_fail(c->r, line, "repetition is too large");
+    int rc = r_spend(c->r, line, 1 + (uint64_t)times * unit / 16);
+    if (rc)
+        return rc;
     if (seq->k == VK_STR) {
         struct obuf o = {0};
-        int rc = PB_OK;
         for (int64_t i = 0; i < times && rc == PB_OK; i++)
-            rc = obuf_put(c->r, &o, seq->u.s->s, seq->u.s->len);
-        if (rc == PB_OK) {
-            *out = v_str(c->r, o.p ? o.p : "", o.n);
-            if (!out->u.s)
-                rc = NOMEM(c->r);
-        }
-        free(o.p);
+            rc = obuf_put_sub(c->r, &o, seq->u.s, 0, seq->u.s->len);
+        if (rc == PB_OK)
+            rc = obuf_value(c->r, &o, out);
+        obuf_free(&o);
         return rc;
     }
     struct tlist *l = list_new(c->r, seq->u.l->n * (size_t)times + 1);
     if (!l)
         return NOMEM(c->r);
-    int rc = PB_OK;
     for (int64_t i = 0; i < times && rc == PB_OK; i++)
         for (size_t k = 0; k < seq->u.l->n && rc == PB_OK; k++)
             rc = list_push(c->r, l, seq->u.l->v[k]);
@@ -521,7 +541,7 @@ static int contains(struct ctx *c, int line, const struct value *item, const str
 
 /* ---- expressions ---- */
 
-static int eval(struct ctx *c, struct frame *f, const struct node *n, struct value *out)
+static int eval_node(struct ctx *c, struct frame *f, const struct node *n, struct value *out)
 {
     struct value a, b;
     int rc;
@@ -630,6 +650,7 @@ static int eval(struct ctx *c, struct frame *f, const struct node *n, struct val
             if ((rc = eval(c, f, n->args[i], &a)) || (rc = list_push(c->r, l, a)))
                 return rc;
         }
+        l->tuple = n->kind == N_TUPLE;
         *out = (struct value){.k = VK_LIST, .u.l = l};
         return PB_OK;
     }
@@ -647,6 +668,18 @@ static int eval(struct ctx *c, struct frame *f, const struct node *n, struct val
     }
     default: return r_fail(c->r, n->line, "not an expression");
     }
+}
+
+/* Every nested evaluation passes here, so that no template (deeply
+ * nested brackets, recursion through macros) can exhaust the C stack. */
+static int eval(struct ctx *c, struct frame *f, const struct node *n, struct value *out)
+{
+    if (c->r->eval_depth >= MAX_EVAL_DEPTH)
+        return r_fail(c->r, n->line, "the template nests deeper than %d levels", MAX_EVAL_DEPTH);
+    c->r->eval_depth++;
+    int rc = eval_node(c, f, n, out);
+    c->r->eval_depth--;
+    return rc;
 }
 
 /* ---- statements ---- */
@@ -765,11 +798,11 @@ static int exec_set(struct ctx *c, struct frame *f, const struct node *n)
         c->r->out = &o;
         rc = exec_body(c, f, n->body, n->n_body);
         c->r->out = saved;
-        if (rc == PB_OK) {
-            v = v_str(c->r, o.p ? o.p : "", o.n);
-            rc = v.u.s ? frame_set(c->r, f, n->name, v) : NOMEM(c->r);
-        }
-        free(o.p);
+        if (rc == PB_OK)
+            rc = obuf_value(c->r, &o, &v);
+        if (rc == PB_OK)
+            rc = frame_set(c->r, f, n->name, v);
+        obuf_free(&o);
         return rc;
     }
     if ((rc = eval(c, f, n->b, &v)))
@@ -787,7 +820,7 @@ static int exec_set(struct ctx *c, struct frame *f, const struct node *n)
     return frame_set(c->r, f, n->name, v);
 }
 
-static int exec_body(struct ctx *c, struct frame *f, struct node *const *body, int n_body)
+static int exec_statements(struct ctx *c, struct frame *f, struct node *const *body, int n_body)
 {
     int rc = PB_OK;
     for (int i = 0; i < n_body && rc == PB_OK; i++) {
@@ -813,6 +846,16 @@ static int exec_body(struct ctx *c, struct frame *f, struct node *const *body, i
         default: rc = r_fail(c->r, n->line, "not a statement");
         }
     }
+    return rc;
+}
+
+static int exec_body(struct ctx *c, struct frame *f, struct node *const *body, int n_body)
+{
+    if (c->r->eval_depth >= MAX_EVAL_DEPTH)
+        return r_fail(c->r, n_body ? body[0]->line : 0, "the template nests deeper than %d levels", MAX_EVAL_DEPTH);
+    c->r->eval_depth++;
+    int rc = exec_statements(c, f, body, n_body);
+    c->r->eval_depth--;
     return rc;
 }
 
@@ -847,12 +890,34 @@ void tmpl_free(struct tmpl *t)
     free(t);
 }
 
-int tmpl_render(const struct tmpl *t, const json_t *vars, const struct tmpl_opts *opts, char **out, size_t *out_len,
-                pb_err *err)
+/* Binds the members of the JSON object vars as template globals. */
+static int bind_json(struct render *r, struct frame *globals, const json_t *vars, bool user)
 {
-    *out = NULL;
-    if (out_len)
-        *out_len = 0;
+    if (!vars)
+        return PB_OK;
+    if (!json_is_object(vars))
+        return pb_fail(r->err, PB_EINVAL, "template variables must be a JSON object");
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)vars, key, val)
+    {
+        struct value v;
+        char *name = arena_strndup(&r->a, key, strlen(key));
+        if (!name)
+            return NOMEM(r);
+        int rc = v_from_json(r, val, user, &v);
+        if (rc == PB_OK)
+            rc = frame_set(r, globals, name, v);
+        if (rc)
+            return rc;
+    }
+    return PB_OK;
+}
+
+int tmpl_render(const struct tmpl *t, const struct tmpl_vars *vars, const struct tmpl_opts *opts,
+                struct tmpl_output *out, pb_err *err)
+{
+    *out = (struct tmpl_output){0};
     struct obuf o = {0};
     struct render r = {
         .a = {.limit = 256u << 20},
@@ -865,36 +930,30 @@ int tmpl_render(const struct tmpl *t, const json_t *vars, const struct tmpl_opts
     struct frame globals = {0};
     struct ctx c = {&r, &globals};
     int rc = PB_OK;
-    if (vars && !json_is_object(vars))
-        rc = pb_fail(err, PB_EINVAL, "template variables must be a JSON object");
-    const char *key;
-    json_t *val;
-    if (vars && rc == PB_OK) {
-        json_object_foreach((json_t *)vars, key, val)
-        {
-            struct value v;
-            char *name = arena_strndup(&r.a, key, strlen(key));
-            if (!name) {
-                rc = NOMEM(&r);
-                break;
-            }
-            if ((rc = v_from_json(&r, val, &v)) || (rc = frame_set(&r, &globals, name, v)))
-                break;
-        }
-    }
+    if (vars && (rc = bind_json(&r, &globals, vars->plain, false)) == PB_OK)
+        rc = bind_json(&r, &globals, vars->user, true);
     if (rc == PB_OK)
         rc = exec_body(&c, &globals, t->body, t->n_body);
     if (rc > 0)
         rc = pb_fail(err, PB_EINVAL, "template: break or continue outside a loop");
     arena_free(&r.a);
+    if (rc == PB_OK && !o.p && !(o.p = calloc(1, 1)))
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+    if (rc == PB_OK && !o.taint && !(o.taint = calloc(o.n + 1, 1)))
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
     if (rc) {
-        free(o.p);
+        obuf_free(&o);
         return rc;
     }
-    if (!o.p && !(o.p = calloc(1, 1)))
-        return pb_fail(err, PB_ENOMEM, "out of memory");
-    *out = o.p;
-    if (out_len)
-        *out_len = o.n;
+    out->text = o.p;
+    out->len = o.n;
+    out->user = o.taint;
     return PB_OK;
+}
+
+void tmpl_output_free(struct tmpl_output *out)
+{
+    free(out->text);
+    free(out->user);
+    *out = (struct tmpl_output){0};
 }

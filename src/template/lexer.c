@@ -174,12 +174,14 @@ static int lex_number(struct lexer *lx)
 
 /* Lexes the inside of a tag up to its end delimiter ("}}" or "%}",
  * optionally preceded by '-' or '+'), which it consumes; *strip is the
- * modifier found. */
+ * modifier found. As in Jinja2, a delimiter inside open brackets is not
+ * the end: {{ {'a': {'b': 1}} }} is one tag. */
 static int lex_tag(struct lexer *lx, char close, char *strip)
 {
     static const char *ops[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<",
                                 ">",  "=",  "(",  ")",  "[",  "]",  "{", "}", ".", ",", ":", "|"};
     int start_line = lx->line;
+    size_t open = 0; /* brackets opened and not closed */
     for (;;) {
         while (lx->pos < lx->n && is_space(lx->s[lx->pos])) {
             lx->line += lx->s[lx->pos] == '\n';
@@ -190,12 +192,12 @@ static int lex_tag(struct lexer *lx, char close, char *strip)
                            close);
         const char *p = lx->s + lx->pos;
         size_t left = lx->n - lx->pos;
-        if (left >= 3 && (p[0] == '-' || p[0] == '+') && p[1] == close && p[2] == '}') {
+        if (open == 0 && left >= 3 && (p[0] == '-' || p[0] == '+') && p[1] == close && p[2] == '}') {
             *strip = p[0];
             lx->pos += 3;
             return PB_OK;
         }
-        if (left >= 2 && p[0] == close && p[1] == '}') {
+        if (open == 0 && left >= 2 && p[0] == close && p[1] == '}') {
             *strip = 0;
             lx->pos += 2;
             return PB_OK;
@@ -226,6 +228,10 @@ static int lex_tag(struct lexer *lx, char close, char *strip)
             if (!t.text)
                 return pb_fail(lx->err, PB_ENOMEM, "out of memory lexing the template");
             lx->pos += strlen(op);
+            if (strchr("([{", op[0]))
+                open++;
+            else if (strchr(")]}", op[0]) && open > 0)
+                open--;
             rc = push(lx, t);
         }
         if (rc)
@@ -277,7 +283,7 @@ static size_t text_before_tag(const char *text, size_t n, char mod, bool is_bloc
 
 /* {% raw %} ... {% endraw %}: text taken as it is. lx->pos is just after
  * the raw tag. */
-static int lex_raw(struct lexer *lx, int line)
+static int lex_raw(struct lexer *lx, int line, bool *line_start)
 {
     for (size_t i = lx->pos; i + 1 < lx->n; i++) {
         if (lx->s[i] != '{' || lx->s[i + 1] != '%')
@@ -302,7 +308,7 @@ static int lex_raw(struct lexer *lx, int line)
         int rc = push_text(lx, lx->s + lx->pos, n, line);
         lx->line += count_lines(lx->s + lx->pos, j + 2 - lx->pos);
         lx->pos = j + 2;
-        after_tag(lx, rmod, true);
+        *line_start = after_tag(lx, rmod, true);
         return rc;
     }
     return pb_fail(lx->err, PB_EFORMAT, "template line %d: {%% raw %%} without {%% endraw %%}", line);
@@ -380,14 +386,16 @@ int tmpl_lex(struct arena *a, const char *src, size_t len, struct token **out, s
             break;
         if ((rc = push(&lx, (struct token){.kind = kind == '{' ? TK_VAR_END : TK_BLOCK_END, .line = lx.line})))
             break;
-        line_start = after_tag(&lx, strip, is_block);
-        /* {% raw %}: the tokens of the tag go, its text comes verbatim */
+        /* {% raw %}: the tokens of the tag go, its text comes verbatim;
+         * trim_blocks does not apply after it (Jinja2), only "-%}" does */
         if (is_block && lx.n_toks == first + 3 && lx.toks[first + 1].kind == TK_NAME &&
             strcmp(lx.toks[first + 1].text->s, "raw") == 0) {
             lx.n_toks = first;
-            rc = lex_raw(&lx, tag_line);
-            line_start = false;
+            after_tag(&lx, strip, false);
+            rc = lex_raw(&lx, tag_line, &line_start);
+            continue;
         }
+        line_start = after_tag(&lx, strip, is_block);
     }
     if (rc == PB_OK)
         rc = push(&lx, (struct token){.kind = TK_EOF, .line = lx.line});

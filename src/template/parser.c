@@ -346,8 +346,14 @@ static struct node *parse_subscript(struct parser *p, struct node *obj, int line
     n->a = obj;
     n->b = parts[0];
     n->c = parts[1];
-    if (colons)
-        n->args = arena_alloc(p->a, sizeof *n->args), n->n_args = 1, n->args[0] = parts[2];
+    if (colons) {
+        if (!(n->args = arena_alloc(p->a, sizeof *n->args))) {
+            pb_fail(p->err, PB_ENOMEM, "out of memory parsing the template");
+            return NULL;
+        }
+        n->n_args = 1;
+        n->args[0] = parts[2];
+    }
     return n;
 }
 
@@ -563,9 +569,11 @@ static struct node *parse_add(struct parser *p)
     return n;
 }
 
+/* a < b < c means (a < b) and (b < c), as in Python (b is evaluated
+ * twice here: template expressions have no side effects that matter). */
 static struct node *parse_compare(struct parser *p)
 {
-    struct node *n = parse_add(p);
+    struct node *n = parse_add(p), *last = NULL; /* last: the rightmost comparison */
     while (n) {
         const struct token *t = peek(p);
         const char *op = NULL;
@@ -585,9 +593,21 @@ static struct node *parse_compare(struct parser *p)
         if (!x)
             return NULL;
         snprintf(x->op, sizeof x->op, "%s", op);
-        x->a = n;
-        x->b = parse_add(p);
-        n = x->b ? x : NULL;
+        if (!(x->b = parse_add(p)))
+            return NULL;
+        if (!last) {
+            x->a = n;
+            n = x;
+        } else {
+            struct node *both = new_node(p, N_AND, t->line);
+            if (!both)
+                return NULL;
+            x->a = last->b;
+            both->a = n;
+            both->b = x;
+            n = both;
+        }
+        last = x;
     }
     return n;
 }
@@ -595,11 +615,16 @@ static struct node *parse_compare(struct parser *p)
 static struct node *parse_not(struct parser *p)
 {
     if (is_name(peek(p), "not")) {
+        if (++p->depth > MAX_DEPTH) {
+            syntax(p, "expression nested too deeply");
+            return NULL;
+        }
         int line = next(p)->line;
         struct node *n = new_node(p, N_NOT, line);
-        if (n && (n->a = parse_not(p)))
-            return n;
-        return NULL;
+        if (!n || !(n->a = parse_not(p)))
+            return NULL;
+        p->depth--;
+        return n;
     }
     return parse_compare(p);
 }
@@ -721,12 +746,19 @@ static struct node *parse_if(struct parser *p, int line)
     if (body_into(p, n, ends, &found, false))
         return NULL;
     if (!strcmp(found, "elif")) { /* an elif is an if in the else branch */
+        if (++p->depth > MAX_DEPTH) {
+            syntax(p, "too many elif branches");
+            return NULL;
+        }
         struct node *sub = parse_if(p, peek(p)->line);
         if (!sub)
             return NULL;
+        p->depth--;
         n->else_body = arena_alloc(p->a, sizeof *n->else_body);
-        if (!n->else_body)
+        if (!n->else_body) {
+            pb_fail(p->err, PB_ENOMEM, "out of memory parsing the template");
             return NULL;
+        }
         n->else_body[0] = sub;
         n->n_else = 1;
         return n;

@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct tmpl;
@@ -35,10 +36,29 @@ struct tmpl_opts {
     size_t max_output;   /* 0: 16 MiB */
 };
 
-/* Renders with the variables of the JSON object ctx (messages,
- * add_generation_prompt, bos_token, tools, ...). *out is allocated and
- * NUL-terminated. A raise_exception() gives PB_EINVAL with its message. */
-int tmpl_render(const struct tmpl *t, const json_t *ctx, const struct tmpl_opts *opts, char **out, size_t *out_len,
-                pb_err *err);
+/* The template's variables, two JSON objects (either may be NULL).
+ * plain: values the program sets (add_generation_prompt, bos_token, ...).
+ * user: values that carry user text (messages, tools, documents): every
+ * byte of their strings stays marked as user text through the render. */
+struct tmpl_vars {
+    const json_t *plain;
+    const json_t *user;
+};
+
+/* A rendering: text (NUL-terminated, len bytes) and, for each byte, user
+ * (1 where it came from user text, 0 where the template or a plain
+ * variable wrote it) so that a tokenizer can refuse to read special tokens
+ * in what a user typed. */
+struct tmpl_output {
+    char *text;
+    uint8_t *user;
+    size_t len;
+};
+
+/* Renders the template. A raise_exception() gives PB_EINVAL with its
+ * message. Free the output with tmpl_output_free. */
+int tmpl_render(const struct tmpl *t, const struct tmpl_vars *vars, const struct tmpl_opts *opts,
+                struct tmpl_output *out, pb_err *err);
+void tmpl_output_free(struct tmpl_output *out);
 
 #endif

@@ -37,8 +37,15 @@ enum vkind {
     VK_BUILTIN, /* a global function */
 };
 
+/* A string. taint marks the bytes that came from user text (the
+ * variables given as user_vars: message contents, tools): special tokens
+ * are not matched there when the output is tokenized. NULL: none did.
+ * Operations carry the marks along (concatenation, slicing, strip,
+ * split, replace, case changes); others mark their whole result when any
+ * input byte was marked, so user text can never lose its mark. */
 struct tstr {
     size_t len;
+    const uint8_t *taint;
     char s[]; /* NUL-terminated too */
 };
 
@@ -59,6 +66,7 @@ struct value {
 struct tlist {
     size_t n, cap;
     struct value *v;
+    bool tuple; /* printed as (a, b): tuple literals, items() pairs */
 };
 
 struct tdict {
@@ -162,12 +170,18 @@ int tmpl_lex(struct arena *a, const char *src, size_t len, struct token **out, s
 int tmpl_parse_tokens(struct tmpl *t, const struct token *toks, size_t n, pb_err *err);
 
 const struct tstr *tstr_new(struct arena *a, const char *s, size_t n);
+/* As tstr_new, with the marks of taint (n flags, may be NULL) or, with
+ * all, every byte marked. */
+const struct tstr *tstr_new_marked(struct arena *a, const char *s, size_t n, const uint8_t *taint, bool all);
+bool tstr_marked(const struct tstr *s);
 
 /* ---- rendering ---- */
 
-/* Output being built (the template's, or a macro's / set block's). */
+/* Output being built (the template's, or a macro's / set block's), with
+ * the marks of user text (taint: NULL until a marked byte arrives). */
 struct obuf {
     char *p;
+    uint8_t *taint;
     size_t n, cap;
 };
 
@@ -177,9 +191,13 @@ struct render {
     struct obuf *out;
     size_t max_output;
     time_t now;
-    uint64_t budget;     /* loop iterations and calls left */
+    uint64_t budget;     /* work left: loop iterations, calls, bytes and items processed */
     int depth;           /* macro calls in progress */
+    int eval_depth;      /* nested expression evaluations and statement bodies */
 };
+
+/* Charges units of work; fails the render when the budget is spent. */
+int r_spend(struct render *r, int line, uint64_t units);
 
 /* Status codes besides PB_OK / PB_E*: loop control unwinding. */
 enum { FLOW_BREAK = 1, FLOW_CONTINUE = 2 };
@@ -187,6 +205,13 @@ enum { FLOW_BREAK = 1, FLOW_CONTINUE = 2 };
 /* Fails the render with "template line N: ...". */
 int r_fail(struct render *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int obuf_put(struct render *r, struct obuf *o, const char *s, size_t n);
+/* Appends with marks: taint (n flags, may be NULL) or all marked. */
+int obuf_put_marked(struct render *r, struct obuf *o, const char *s, size_t n, const uint8_t *taint, bool all);
+/* Appends bytes [off, off + n) of s with their marks. */
+int obuf_put_sub(struct render *r, struct obuf *o, const struct tstr *s, size_t off, size_t n);
+void obuf_free(struct obuf *o);
+/* The buffer's content as a string value (marks kept). */
+int obuf_value(struct render *r, const struct obuf *o, struct value *out);
 
 /* values (value.c) */
 struct value v_undef(void);
@@ -196,6 +221,8 @@ struct value v_int(int64_t i);
 struct value v_float(double f);
 /* NULL s with n > 0 is an out-of-memory error the caller reports */
 struct value v_str(struct render *r, const char *s, size_t n);
+/* Bytes [off, off + n) of s, marks kept. */
+struct value v_substr(struct render *r, const struct tstr *s, size_t off, size_t n);
 struct value v_cstr(struct render *r, const char *s);
 struct tlist *list_new(struct render *r, size_t cap);
 int list_push(struct render *r, struct tlist *l, struct value v);
@@ -217,10 +244,16 @@ int v_to_str(struct render *r, int line, const struct value *v, struct obuf *o);
 int v_stringify(struct render *r, int line, const struct value *v, struct value *out);
 /* Python's repr(). */
 int v_repr(struct render *r, int line, const struct value *v, struct obuf *o);
-/* json.dumps(v, ensure_ascii=False, indent=indent (<0: none), sort_keys). */
-int v_to_json(struct render *r, int line, const struct value *v, int indent, bool sort_keys, struct obuf *o);
-/* Converts a JSON value from the caller. */
-int v_from_json(struct render *r, const json_t *j, struct value *out);
+/* json.dumps options: indent < 0 is None; separators as Python's. */
+struct json_opts {
+    int indent;
+    bool sort, ascii;
+    const char *item_sep, *key_sep;
+};
+int v_to_json(struct render *r, int line, const struct value *v, const struct json_opts *jo, struct obuf *o);
+/* Converts a JSON value from the caller; with user, its strings are
+ * marked as user text. */
+int v_from_json(struct render *r, const json_t *j, bool user, struct value *out);
 
 /* UTF-8 helpers: number of code points; byte offset of code point i. */
 size_t utf8_count(const char *s, size_t n);

@@ -22,7 +22,7 @@ int r_fail(struct render *r, int line, const char *fmt, ...)
     return pb_fail(r->err, PB_EINVAL, "template: %s", msg);
 }
 
-int obuf_put(struct render *r, struct obuf *o, const char *s, size_t n)
+int obuf_put_marked(struct render *r, struct obuf *o, const char *s, size_t n, const uint8_t *taint, bool all)
 {
     if (n == 0)
         return PB_OK;
@@ -34,13 +34,69 @@ int obuf_put(struct render *r, struct obuf *o, const char *s, size_t n)
             cap *= 2;
         char *p = realloc(o->p, cap);
         if (!p)
-            return pb_fail(r->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)");
+            return pb_fail(r->err, PB_ENOMEM, "out of memory rendering the template");
         o->p = p;
+        if (o->taint) {
+            uint8_t *t = realloc(o->taint, cap);
+            if (!t)
+                return pb_fail(r->err, PB_ENOMEM, "out of memory rendering the template");
+            o->taint = t;
+        }
         o->cap = cap;
     }
+    bool marked = all;
+    for (size_t i = 0; !marked && taint && i < n; i++)
+        marked = taint[i];
+    if (marked && !o->taint) { /* the first marked byte: start the marks */
+        if (!(o->taint = calloc(o->cap, 1)))
+            return pb_fail(r->err, PB_ENOMEM, "out of memory rendering the template");
+    }
     memcpy(o->p + o->n, s, n);
+    if (o->taint) {
+        if (all)
+            memset(o->taint + o->n, 1, n);
+        else if (taint)
+            memcpy(o->taint + o->n, taint, n);
+        else
+            memset(o->taint + o->n, 0, n);
+    }
     o->n += n;
     o->p[o->n] = 0;
+    return PB_OK;
+}
+
+int obuf_put(struct render *r, struct obuf *o, const char *s, size_t n)
+{
+    return obuf_put_marked(r, o, s, n, NULL, false);
+}
+
+int obuf_put_sub(struct render *r, struct obuf *o, const struct tstr *s, size_t off, size_t n)
+{
+    return obuf_put_marked(r, o, s->s + off, n, s->taint ? s->taint + off : NULL, false);
+}
+
+void obuf_free(struct obuf *o)
+{
+    free(o->p);
+    free(o->taint);
+    o->p = NULL;
+    o->taint = NULL;
+    o->n = o->cap = 0;
+}
+
+int obuf_value(struct render *r, const struct obuf *o, struct value *out)
+{
+    *out = (struct value){.k = VK_STR, .u.s = tstr_new_marked(&r->a, o->p ? o->p : "", o->n, o->taint, false)};
+    return out->u.s ? PB_OK : pb_fail(r->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)");
+}
+
+int r_spend(struct render *r, int line, uint64_t units)
+{
+    if (units > r->budget) {
+        r->budget = 0;
+        return r_fail(r, line, "the template runs too long (its work budget is spent)");
+    }
+    r->budget -= units;
     return PB_OK;
 }
 
@@ -67,12 +123,19 @@ struct value v_cstr(struct render *r, const char *s)
     return v_str(r, s, strlen(s));
 }
 
+struct value v_substr(struct render *r, const struct tstr *s, size_t off, size_t n)
+{
+    return (struct value){.k = VK_STR,
+                          .u.s = tstr_new_marked(&r->a, s->s + off, n, s->taint ? s->taint + off : NULL, false)};
+}
+
 struct tlist *list_new(struct render *r, size_t cap)
 {
     struct tlist *l = arena_alloc(&r->a, sizeof *l);
     if (!l)
         return NULL;
     l->n = 0;
+    l->tuple = false;
     l->cap = cap ? cap : 4;
     l->v = arena_alloc(&r->a, l->cap * sizeof *l->v);
     return l->v ? l : NULL;
@@ -172,8 +235,21 @@ static double as_double(const struct value *v)
     return v->k == VK_FLOAT ? v->u.f : v->k == VK_INT ? (double)v->u.i : (double)v->u.b;
 }
 
+static bool equal_at(const struct value *a, const struct value *b, int level);
+
 bool v_equal(const struct value *a, const struct value *b)
 {
+    return equal_at(a, b, 0);
+}
+
+/* Deeper than this, values compare unequal: a template cannot build
+ * nesting that exhausts the stack. */
+#define MAX_VALUE_DEPTH 100
+
+static bool equal_at(const struct value *a, const struct value *b, int level)
+{
+    if (level > MAX_VALUE_DEPTH)
+        return false;
     if (is_number(a) && is_number(b)) {
         if (a->k != VK_FLOAT && b->k != VK_FLOAT)
             return (a->k == VK_INT ? a->u.i : a->u.b) == (b->k == VK_INT ? b->u.i : b->u.b);
@@ -189,7 +265,7 @@ bool v_equal(const struct value *a, const struct value *b)
         if (a->u.l->n != b->u.l->n)
             return false;
         for (size_t i = 0; i < a->u.l->n; i++)
-            if (!v_equal(&a->u.l->v[i], &b->u.l->v[i]))
+            if (!equal_at(&a->u.l->v[i], &b->u.l->v[i], level + 1))
                 return false;
         return true;
     case VK_DICT:
@@ -198,7 +274,7 @@ bool v_equal(const struct value *a, const struct value *b)
             return false;
         for (size_t i = 0; i < a->u.d->n; i++) {
             struct value *o = dict_get(b->u.d, a->u.d->keys[i]);
-            if (!o || !v_equal(&a->u.d->vals[i], o))
+            if (!o || !equal_at(&a->u.d->vals[i], o, level + 1))
                 return false;
         }
         return true;
@@ -215,8 +291,17 @@ const char *v_kind_name(const struct value *v)
     return names[v->k];
 }
 
+static int compare_at(struct render *r, int line, const struct value *a, const struct value *b, int *cmp, int level);
+
 int v_compare(struct render *r, int line, const struct value *a, const struct value *b, int *cmp)
 {
+    return compare_at(r, line, a, b, cmp, 0);
+}
+
+static int compare_at(struct render *r, int line, const struct value *a, const struct value *b, int *cmp, int level)
+{
+    if (level > MAX_VALUE_DEPTH)
+        return r_fail(r, line, "values nested too deeply to compare");
     if (is_number(a) && is_number(b)) {
         if (a->k != VK_FLOAT && b->k != VK_FLOAT) {
             int64_t x = a->k == VK_INT ? a->u.i : a->u.b, y = b->k == VK_INT ? b->u.i : b->u.b;
@@ -235,7 +320,7 @@ int v_compare(struct render *r, int line, const struct value *a, const struct va
     }
     if (a->k == VK_LIST && b->k == VK_LIST) {
         for (size_t i = 0; i < a->u.l->n && i < b->u.l->n; i++) {
-            int rc = v_compare(r, line, &a->u.l->v[i], &b->u.l->v[i], cmp);
+            int rc = compare_at(r, line, &a->u.l->v[i], &b->u.l->v[i], cmp, level + 1);
             if (rc || *cmp)
                 return rc;
         }
@@ -310,45 +395,63 @@ static void py_float(double f, char *buf, size_t size)
 
 static int repr_str(struct render *r, const struct tstr *s, struct obuf *o)
 {
+    /* a marked string is marked whole, quotes and escapes included */
+    struct obuf tmp = {0};
+    bool mark = tstr_marked(s);
+    struct obuf *dst = mark ? &tmp : o;
     char q = memchr(s->s, '\'', s->len) && !memchr(s->s, '"', s->len) ? '"' : '\'';
-    int rc = obuf_put(r, o, &q, 1);
+    int rc = obuf_put(r, dst, &q, 1);
     for (size_t i = 0; i < s->len && rc == PB_OK; i++) {
         unsigned char c = (unsigned char)s->s[i];
         char esc[8];
         if (c == '\\' || c == (unsigned char)q) {
             esc[0] = '\\';
             esc[1] = (char)c;
-            rc = obuf_put(r, o, esc, 2);
+            rc = obuf_put(r, dst, esc, 2);
         } else if (c == '\n') {
-            rc = put_c(r, o, "\\n");
+            rc = put_c(r, dst, "\\n");
         } else if (c == '\r') {
-            rc = put_c(r, o, "\\r");
+            rc = put_c(r, dst, "\\r");
         } else if (c == '\t') {
-            rc = put_c(r, o, "\\t");
+            rc = put_c(r, dst, "\\t");
         } else if (c < 0x20 || c == 0x7f) {
             snprintf(esc, sizeof esc, "\\x%02x", c);
-            rc = put_c(r, o, esc);
+            rc = put_c(r, dst, esc);
         } else {
-            rc = obuf_put(r, o, (const char *)&c, 1);
+            rc = obuf_put(r, dst, (const char *)&c, 1);
         }
     }
-    return rc ? rc : obuf_put(r, o, &q, 1);
+    if (rc == PB_OK)
+        rc = obuf_put(r, dst, &q, 1);
+    if (rc == PB_OK && mark)
+        rc = obuf_put_marked(r, o, tmp.p, tmp.n, NULL, true);
+    obuf_free(&tmp);
+    return rc;
 }
+
+static int repr_at(struct render *r, int line, const struct value *v, struct obuf *o, int level);
 
 int v_repr(struct render *r, int line, const struct value *v, struct obuf *o)
 {
+    return repr_at(r, line, v, o, 0);
+}
+
+static int repr_at(struct render *r, int line, const struct value *v, struct obuf *o, int level)
+{
     int rc = PB_OK;
+    if (level > MAX_VALUE_DEPTH)
+        return r_fail(r, line, "value nested too deeply to print");
     switch (v->k) {
     case VK_STR: return repr_str(r, v->u.s, o);
     case VK_LIST:
-        rc = put_c(r, o, "[");
+        rc = put_c(r, o, v->u.l->tuple ? "(" : "[");
         for (size_t i = 0; i < v->u.l->n && rc == PB_OK; i++) {
             if (i)
                 rc = put_c(r, o, ", ");
             if (rc == PB_OK)
-                rc = v_repr(r, line, &v->u.l->v[i], o);
+                rc = repr_at(r, line, &v->u.l->v[i], o, level + 1);
         }
-        return rc ? rc : put_c(r, o, "]");
+        return rc ? rc : put_c(r, o, v->u.l->tuple ? (v->u.l->n == 1 ? ",)" : ")") : "]");
     case VK_DICT:
     case VK_NS:
         rc = put_c(r, o, v->k == VK_NS ? "<Namespace {" : "{");
@@ -356,11 +459,11 @@ int v_repr(struct render *r, int line, const struct value *v, struct obuf *o)
             if (i)
                 rc = put_c(r, o, ", ");
             if (rc == PB_OK)
-                rc = v_repr(r, line, &v->u.d->keys[i], o);
+                rc = repr_at(r, line, &v->u.d->keys[i], o, level + 1);
             if (rc == PB_OK)
                 rc = put_c(r, o, ": ");
             if (rc == PB_OK)
-                rc = v_repr(r, line, &v->u.d->vals[i], o);
+                rc = repr_at(r, line, &v->u.d->vals[i], o, level + 1);
         }
         return rc ? rc : put_c(r, o, v->k == VK_NS ? "}>" : "}");
     default:
@@ -381,7 +484,7 @@ int v_to_str(struct render *r, int line, const struct value *v, struct obuf *o)
     case VK_FLOAT:
         py_float(v->u.f, buf, sizeof buf);
         return put_c(r, o, buf);
-    case VK_STR: return obuf_put(r, o, v->u.s->s, v->u.s->len);
+    case VK_STR: return obuf_put_sub(r, o, v->u.s, 0, v->u.s->len);
     case VK_MACRO: return put_c(r, o, "<Macro>");
     case VK_BUILTIN: return put_c(r, o, "<built-in function>");
     default: return v_repr(r, line, v, o);
@@ -396,26 +499,24 @@ int v_stringify(struct render *r, int line, const struct value *v, struct value 
     }
     struct obuf o = {0};
     int rc = v_to_str(r, line, v, &o);
-    if (rc == PB_OK) {
-        *out = v_str(r, o.p ? o.p : "", o.n);
-        if (!out->u.s)
-            rc = pb_fail(r->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)");
-    }
-    free(o.p);
+    if (rc == PB_OK)
+        rc = obuf_value(r, &o, out);
+    obuf_free(&o);
     return rc;
 }
 
 /* ---- JSON ---- */
 
-static int json_str(struct render *r, const char *s, size_t n, struct obuf *o)
+static int json_str_plain(struct render *r, const char *s, size_t n, struct obuf *o, bool ascii)
 {
     int rc = put_c(r, o, "\"");
     size_t run = 0; /* bytes copied as they are */
     for (size_t i = 0; i <= n && rc == PB_OK; i++) {
         unsigned char c = i < n ? (unsigned char)s[i] : 0;
         const char *esc = NULL;
-        char hex[8];
-        if (i < n && c >= 0x20 && c != '"' && c != '\\')
+        char hex[16];
+        size_t skip = 1;
+        if (i < n && c >= 0x20 && c != '"' && c != '\\' && (c < 0x80 || !ascii))
             continue;
         if (i < n) {
             switch (c) {
@@ -427,32 +528,61 @@ static int json_str(struct render *r, const char *s, size_t n, struct obuf *o)
             case '\b': esc = "\\b"; break;
             case '\f': esc = "\\f"; break;
             default:
-                snprintf(hex, sizeof hex, "\\u%04x", c);
+                if (c < 0x80) {
+                    snprintf(hex, sizeof hex, "\\u%04x", c);
+                } else { /* ensure_ascii: a code point as \uXXXX, surrogate pairs above U+FFFF */
+                    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+                    if (len > n - i)
+                        len = 1;
+                    uint32_t cp = len == 1 ? 0xFFFD : c & (0x7Fu >> len);
+                    for (size_t k = 1; k < len; k++)
+                        cp = cp << 6 | ((unsigned char)s[i + k] & 0x3Fu);
+                    if (cp >= 0x10000)
+                        snprintf(hex, sizeof hex, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10),
+                                 0xDC00 + ((cp - 0x10000) & 0x3FF));
+                    else
+                        snprintf(hex, sizeof hex, "\\u%04x", cp);
+                    skip = len;
+                }
                 esc = hex;
             }
         }
         rc = obuf_put(r, o, s + run, i - run);
         if (rc == PB_OK && esc)
             rc = put_c(r, o, esc);
-        run = i + 1;
+        run = i + skip;
+        i += skip - 1;
     }
     return rc ? rc : put_c(r, o, "\"");
 }
 
-static int json_newline(struct render *r, int indent, int level, struct obuf *o)
+/* A marked string's JSON form is marked whole. */
+static int json_str(struct render *r, const struct tstr *s, struct obuf *o, bool ascii)
+{
+    if (!tstr_marked(s))
+        return json_str_plain(r, s->s, s->len, o, ascii);
+    struct obuf tmp = {0};
+    int rc = json_str_plain(r, s->s, s->len, &tmp, ascii);
+    if (rc == PB_OK)
+        rc = obuf_put_marked(r, o, tmp.p, tmp.n, NULL, true);
+    obuf_free(&tmp);
+    return rc;
+}
+
+static int json_newline(struct render *r, const struct json_opts *jo, int level, struct obuf *o)
 {
     int rc = put_c(r, o, "\n");
-    for (int i = 0; i < indent * level && rc == PB_OK; i++)
+    for (int i = 0; i < jo->indent * level && rc == PB_OK; i++)
         rc = put_c(r, o, " ");
     return rc;
 }
 
 /* A dict key as json.dumps writes it (keys become strings). */
-static int json_key(struct render *r, int line, const struct value *k, struct obuf *o)
+static int json_key(struct render *r, int line, const struct value *k, const struct json_opts *jo, struct obuf *o)
 {
     char buf[64];
     switch (k->k) {
-    case VK_STR: return json_str(r, k->u.s->s, k->u.s->len, o);
+    case VK_STR: return json_str(r, k->u.s, o, jo->ascii);
     case VK_INT: snprintf(buf, sizeof buf, "\"%" PRId64 "\"", k->u.i); return put_c(r, o, buf);
     case VK_BOOL: return put_c(r, o, k->u.b ? "\"true\"" : "\"false\"");
     case VK_NONE: return put_c(r, o, "\"null\"");
@@ -465,7 +595,7 @@ static int json_key(struct render *r, int line, const struct value *k, struct ob
     }
 }
 
-static int json_value(struct render *r, int line, const struct value *v, int indent, bool sort, int level,
+static int json_value(struct render *r, int line, const struct value *v, const struct json_opts *jo, int level,
                       struct obuf *o);
 
 static int cmp_keys(const void *a, const void *b)
@@ -478,42 +608,39 @@ static int cmp_keys(const void *a, const void *b)
     return c ? c : (x->u.s->len > y->u.s->len) - (x->u.s->len < y->u.s->len);
 }
 
-static int json_dict(struct render *r, int line, const struct tdict *d, int indent, bool sort, int level,
-                     struct obuf *o)
+/* Items of a list (keys NULL) or dict, with separators and indentation. */
+static int json_items(struct render *r, int line, size_t n, const struct value *const *keys, const struct value *vals,
+                      const struct value *keys_base, const struct json_opts *jo, int level, struct obuf *o,
+                      const char *open, const char *close)
 {
-    if (d->n == 0)
-        return put_c(r, o, "{}");
-    const struct value **order = malloc(d->n * sizeof *order);
-    if (!order)
-        return pb_fail(r->err, PB_ENOMEM, "the template needs too much memory (over 256 MiB)");
-    for (size_t i = 0; i < d->n; i++)
-        order[i] = &d->keys[i];
-    if (sort)
-        qsort(order, d->n, sizeof *order, cmp_keys);
-    int rc = put_c(r, o, "{");
-    for (size_t i = 0; i < d->n && rc == PB_OK; i++) {
-        if (i)
-            rc = put_c(r, o, indent >= 0 ? "," : ", ");
-        if (rc == PB_OK && indent >= 0)
-            rc = json_newline(r, indent, level + 1, o);
-        if (rc == PB_OK)
-            rc = json_key(r, line, order[i], o);
-        if (rc == PB_OK)
-            rc = put_c(r, o, ": ");
-        if (rc == PB_OK)
-            rc = json_value(r, line, &d->vals[order[i] - d->keys], indent, sort, level + 1, o);
+    if (n == 0) {
+        int rc = put_c(r, o, open);
+        return rc ? rc : put_c(r, o, close);
     }
-    if (rc == PB_OK && indent >= 0)
-        rc = json_newline(r, indent, level, o);
-    free(order);
-    return rc ? rc : put_c(r, o, "}");
+    int rc = put_c(r, o, open);
+    for (size_t i = 0; i < n && rc == PB_OK; i++) {
+        if (i)
+            rc = put_c(r, o, jo->item_sep);
+        if (rc == PB_OK && jo->indent >= 0)
+            rc = json_newline(r, jo, level + 1, o);
+        if (rc == PB_OK && keys) {
+            rc = json_key(r, line, keys[i], jo, o);
+            if (rc == PB_OK)
+                rc = put_c(r, o, jo->key_sep);
+        }
+        if (rc == PB_OK)
+            rc = json_value(r, line, keys ? &vals[keys[i] - keys_base] : &vals[i], jo, level + 1, o);
+    }
+    if (rc == PB_OK && jo->indent >= 0)
+        rc = json_newline(r, jo, level, o);
+    return rc ? rc : put_c(r, o, close);
 }
 
-static int json_value(struct render *r, int line, const struct value *v, int indent, bool sort, int level,
+static int json_value(struct render *r, int line, const struct value *v, const struct json_opts *jo, int level,
                       struct obuf *o)
 {
     char buf[64];
-    if (level > 100)
+    if (level > MAX_VALUE_DEPTH)
         return r_fail(r, line, "tojson: value nested too deeply");
     switch (v->k) {
     case VK_NONE: return put_c(r, o, "null");
@@ -528,34 +655,31 @@ static int json_value(struct render *r, int line, const struct value *v, int ind
             return put_c(r, o, v->u.f < 0 ? "-Infinity" : "Infinity");
         py_float(v->u.f, buf, sizeof buf);
         return put_c(r, o, buf);
-    case VK_STR: return json_str(r, v->u.s->s, v->u.s->len, o);
-    case VK_LIST: {
-        if (v->u.l->n == 0)
-            return put_c(r, o, "[]");
-        int rc = put_c(r, o, "[");
-        for (size_t i = 0; i < v->u.l->n && rc == PB_OK; i++) {
-            if (i)
-                rc = put_c(r, o, indent >= 0 ? "," : ", ");
-            if (rc == PB_OK && indent >= 0)
-                rc = json_newline(r, indent, level + 1, o);
-            if (rc == PB_OK)
-                rc = json_value(r, line, &v->u.l->v[i], indent, sort, level + 1, o);
-        }
-        if (rc == PB_OK && indent >= 0)
-            rc = json_newline(r, indent, level, o);
-        return rc ? rc : put_c(r, o, "]");
+    case VK_STR: return json_str(r, v->u.s, o, jo->ascii);
+    case VK_LIST: return json_items(r, line, v->u.l->n, NULL, v->u.l->v, NULL, jo, level, o, "[", "]");
+    case VK_DICT: {
+        const struct tdict *d = v->u.d;
+        const struct value **order = malloc((d->n ? d->n : 1) * sizeof *order);
+        if (!order)
+            return pb_fail(r->err, PB_ENOMEM, "out of memory rendering the template");
+        for (size_t i = 0; i < d->n; i++)
+            order[i] = &d->keys[i];
+        if (jo->sort)
+            qsort(order, d->n, sizeof *order, cmp_keys);
+        int rc = json_items(r, line, d->n, order, d->vals, d->keys, jo, level, o, "{", "}");
+        free(order);
+        return rc;
     }
-    case VK_DICT: return json_dict(r, line, v->u.d, indent, sort, level, o);
     default: return r_fail(r, line, "tojson: a %s is not JSON serializable", v_kind_name(v));
     }
 }
 
-int v_to_json(struct render *r, int line, const struct value *v, int indent, bool sort_keys, struct obuf *o)
+int v_to_json(struct render *r, int line, const struct value *v, const struct json_opts *jo, struct obuf *o)
 {
-    return json_value(r, line, v, indent, sort_keys, 0, o);
+    return json_value(r, line, v, jo, 0, o);
 }
 
-int v_from_json(struct render *r, const json_t *j, struct value *out)
+int v_from_json(struct render *r, const json_t *j, bool user, struct value *out)
 {
     switch (json_typeof(j)) {
     case JSON_NULL: *out = v_none(); return PB_OK;
@@ -564,7 +688,8 @@ int v_from_json(struct render *r, const json_t *j, struct value *out)
     case JSON_INTEGER: *out = v_int(json_integer_value(j)); return PB_OK;
     case JSON_REAL: *out = v_float(json_real_value(j)); return PB_OK;
     case JSON_STRING:
-        *out = v_str(r, json_string_value(j), json_string_length(j));
+        *out = (struct value){.k = VK_STR,
+                              .u.s = tstr_new_marked(&r->a, json_string_value(j), json_string_length(j), NULL, user)};
         return out->u.s ? PB_OK : pb_fail(r->err, PB_ENOMEM, "out of memory");
     case JSON_ARRAY: {
         struct tlist *l = list_new(r, json_array_size(j));
@@ -572,7 +697,7 @@ int v_from_json(struct render *r, const json_t *j, struct value *out)
             return pb_fail(r->err, PB_ENOMEM, "out of memory");
         for (size_t i = 0; i < json_array_size(j); i++) {
             struct value x;
-            int rc = v_from_json(r, json_array_get(j, i), &x);
+            int rc = v_from_json(r, json_array_get(j, i), user, &x);
             if (rc || (rc = list_push(r, l, x)))
                 return rc;
         }
@@ -590,7 +715,7 @@ int v_from_json(struct render *r, const json_t *j, struct value *out)
             struct value k = v_cstr(r, key), x;
             if (!k.u.s)
                 return pb_fail(r->err, PB_ENOMEM, "out of memory");
-            int rc = v_from_json(r, val, &x);
+            int rc = v_from_json(r, val, user, &x);
             if (rc || (rc = dict_set(r, d, k, x)))
                 return rc;
         }

@@ -155,7 +155,8 @@ int bpe_load(struct tokenizer *t, const struct gguf_file *f, pb_err *err)
         t->merges[i] = (struct tok_str){p, (uint32_t)s.len};
         p += s.len;
     }
-    if (str_index_build(&t->merge_index, t->merges, sizeof *t->merges, t->n_merges))
+    /* a merge listed twice keeps its first (best) rank */
+    if (str_index_build(&t->merge_index, t->merges, sizeof *t->merges, t->n_merges, true))
         return pb_fail(err, PB_ENOMEM, "%s: out of memory indexing merges", name);
     build_byte_encoding(t);
     return PB_OK;
@@ -198,7 +199,10 @@ static size_t utf8_valid(const unsigned char *s, size_t n)
     return len;
 }
 
-/* Copies text with every invalid byte replaced by U+FFFD; *out_len set. */
+/* Copies text with every invalid byte replaced by U+FFFD; *out_len set.
+ * Overlong forms and UTF-16 surrogates count as invalid here (each of
+ * their bytes becomes U+FFFD), where llama.cpp decodes them leniently:
+ * such input differs between the two, valid UTF-8 never does. */
 static char *sanitize(const char *text, size_t len, size_t *out_len)
 {
     char *out = malloc(len * 3 + 1);
@@ -255,8 +259,12 @@ static int split(const pcre2_code *re, const char *text, const struct spans *in,
         size_t pos = 0, last = 0;
         while (pos < n && rc == PB_OK) {
             int m = pcre2_match(re, subject, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-            if (m < 0)
-                break; /* no more matches (or a match limit: the rest is one gap) */
+            if (m == PCRE2_ERROR_NOMATCH)
+                break; /* the rest is one gap */
+            if (m < 0) { /* a match or depth limit: never split silently wrong */
+                rc = PB_ERANGE;
+                break;
+            }
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             size_t s = ov[0], e = ov[1];
             if (e <= s) { /* empty match: step one character */

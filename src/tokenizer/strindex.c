@@ -19,7 +19,7 @@ static const struct tok_str *key_at(const void *records, size_t stride, int32_t 
     return (const struct tok_str *)(const void *)((const char *)records + (size_t)i * stride);
 }
 
-int str_index_build(struct str_index *ix, const void *records, size_t stride, int32_t n)
+int str_index_build(struct str_index *ix, const void *records, size_t stride, int32_t n, bool keep_first)
 {
     ix->n_slots = 16;
     while (ix->n_slots < 2 * (uint64_t)n)
@@ -34,8 +34,13 @@ int str_index_build(struct str_index *ix, const void *records, size_t stride, in
         for (uint64_t i = hash_bytes(k->p, k->len) & mask;; i = (i + 1) & mask) {
             int32_t cur = ix->slots[i];
             const struct tok_str *c = cur >= 0 ? key_at(records, stride, cur) : NULL;
-            if (!c || (c->len == k->len && memcmp(c->p, k->p, k->len) == 0)) {
+            if (!c) {
                 ix->slots[i] = id;
+                break;
+            }
+            if (c->len == k->len && memcmp(c->p, k->p, k->len) == 0) {
+                if (!keep_first)
+                    ix->slots[i] = id;
                 break;
             }
         }

@@ -92,7 +92,8 @@ static int load_vocab(const struct gguf_file *f, struct tokenizer *t, pb_err *er
         e->attr = (uint8_t)(ty >= TOK_NORMAL && ty <= TOK_BYTE ? ty : TOK_UNDEFINED);
         p += s.len + 1;
     }
-    if (str_index_build(&t->index, t->tok, sizeof *t->tok, t->n))
+    /* a text listed twice finds its last id, as llama.cpp's map does */
+    if (str_index_build(&t->index, t->tok, sizeof *t->tok, t->n, false))
         return pb_fail(err, PB_ENOMEM, "%s: out of memory indexing the vocabulary", name);
     return PB_OK;
 }
@@ -356,6 +357,8 @@ int tok_encode_ex(const struct tokenizer *t, const char *text, size_t len, bool 
         rc = tok_ids_push(&ids, t->eos);
     if (rc) {
         free(ids.v);
+        if (rc == PB_ERANGE)
+            return pb_fail(err, rc, "the pre-tokenizer's pattern hit its match limit on this text (%zu bytes)", len);
         return pb_fail(err, rc, "out of memory tokenizing %zu bytes", len);
     }
     *out = ids.v;

@@ -20,8 +20,9 @@ struct str_index {
     uint64_t n_slots;
 };
 
-/* Indexes n records; with duplicate keys the later record wins. */
-int str_index_build(struct str_index *ix, const void *records, size_t stride, int32_t n);
+/* Indexes n records; with duplicate keys the first record wins when
+ * keep_first, else the last. */
+int str_index_build(struct str_index *ix, const void *records, size_t stride, int32_t n, bool keep_first);
 void str_index_free(struct str_index *ix);
 /* Record index of key s, or -1. */
 int32_t str_index_find(const struct str_index *ix, const void *records, size_t stride, const char *s, size_t len);
