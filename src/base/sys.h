@@ -2,6 +2,7 @@
 #ifndef PLUMB_BASE_SYS_H
 #define PLUMB_BASE_SYS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Monotonic time in seconds. */
@@ -10,5 +11,11 @@ double sys_now(void);
 uint64_t sys_peak_rss(void);
 /* Current resident set size in bytes (0 if unknown). */
 uint64_t sys_current_rss(void);
+
+/* Large zeroed allocations (weights repacked at load time): mapped
+ * anonymous memory the kernel may back with huge pages, which spares the
+ * TLB misses of streaming gigabytes through 4 KiB pages. NULL on failure. */
+void *sys_alloc_large(size_t n);
+void sys_free_large(void *p, size_t n);
 
 #endif

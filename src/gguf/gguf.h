@@ -77,7 +77,17 @@ int gguf_open(const char *path, struct gguf_file **out, pb_err *err);
  * copied and must outlive the result; name is used in messages. */
 int gguf_open_memory(const void *buf, size_t size, const char *name, struct gguf_file **out, pb_err *err);
 
+/* Opens the image held by fd (the call duplicates the descriptor). With
+ * discardable (a memfd holding a model made in memory), gguf_release also
+ * frees the storage of the ranges it releases. */
+int gguf_open_fd(int fd, const char *name, bool discardable, struct gguf_file **out, pb_err *err);
+
 void gguf_close(struct gguf_file *f);
+
+/* [p, p + n) of the image will not be read again (a tensor that was
+ * copied elsewhere): its pages leave this process's memory. A file's
+ * pages stay in the page cache; a discardable image's are freed. */
+void gguf_release(struct gguf_file *f, const void *p, size_t n);
 
 const char *gguf_name(const struct gguf_file *f);
 uint32_t gguf_version(const struct gguf_file *f);
@@ -171,6 +181,10 @@ int gguf_writer_status(const struct gguf_writer *w, pb_err *err);
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum pb_type type, uint32_t n_dims,
                            const int64_t *ne, pb_err *err);
 int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err);
+/* Writes into fd (duplicated; the caller keeps and closes fd) instead of
+ * a file: no temporary file, nothing removed on failure. name is for
+ * messages. */
+int gguf_writer_begin_fd(struct gguf_writer *w, int fd, const char *name, pb_err *err);
 int gguf_writer_write(struct gguf_writer *w, const void *data, size_t n, pb_err *err);
 int gguf_writer_finish(struct gguf_writer *w, pb_err *err);
 

@@ -1,7 +1,7 @@
 /* GGUF reader. Everything is parsed from a read-only image through a
  * bounds-checked cursor; every size read from the file is compared with
  * the bytes that remain before anything is allocated or indexed. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include "gguf/gguf.h"
 
 #include <errno.h>
@@ -47,6 +47,7 @@ struct gguf_file {
     const uint8_t *base;
     uint64_t size;
     void *map; /* NULL for gguf_open_memory */
+    int fd;    /* kept for gguf_release of a discardable image, else -1 */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;
@@ -559,6 +560,7 @@ static int open_image(const void *buf, size_t size, void *map, const char *name,
         return pb_fail(err, PB_ENOMEM, "%s: out of memory", name);
     }
     f->name = strdup(name);
+    f->fd = -1;
     f->base = buf;
     f->size = size;
     f->map = map;
@@ -606,6 +608,47 @@ int gguf_open(const char *path, struct gguf_file **out, pb_err *err)
     return open_image(map, size, map, path, out, err);
 }
 
+int gguf_open_fd(int fd, const char *name, bool discardable, struct gguf_file **out, pb_err *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return pb_fail(err, PB_EIO, "%s: cannot stat: %s", name, strerror(errno));
+    if (st.st_size < 8)
+        return pb_fail(err, PB_EFORMAT, "%s: %lld bytes, too short to be GGUF", name, (long long)st.st_size);
+    size_t size = (size_t)st.st_size;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return pb_fail(err, PB_EIO, "%s: cannot duplicate the descriptor: %s", name, strerror(errno));
+    void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, own, 0);
+    if (map == MAP_FAILED) {
+        int e = errno;
+        close(own);
+        return pb_fail(err, PB_EIO, "%s: cannot map %zu bytes: %s", name, size, strerror(e));
+    }
+    int rc = open_image(map, size, map, name, out, err);
+    if (rc || !discardable)
+        close(own);
+    else
+        (*out)->fd = own;
+    return rc;
+}
+
+void gguf_release(struct gguf_file *f, const void *p, size_t n)
+{
+    if (!f->map || n == 0)
+        return;
+    /* whole pages inside the range only: its neighbours may still be read */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) / page * page, b = ((uintptr_t)p + n) / page * page;
+    uintptr_t lo = (uintptr_t)f->map, hi = lo + f->size;
+    if (a < lo || b > hi || b <= a)
+        return;
+    madvise((void *)a, b - a, MADV_DONTNEED);
+    if (f->fd >= 0)
+        fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(a - lo), (off_t)(b - a));
+}
+
 void gguf_close(struct gguf_file *f)
 {
     if (!f)
@@ -628,6 +671,8 @@ void gguf_close(struct gguf_file *f)
     free(f->tensor_index.slots);
     if (f->map)
         munmap(f->map, f->size);
+    if (f->fd >= 0)
+        close(f->fd);
     free(f->name);
     free(f);
 }

@@ -37,6 +37,7 @@ struct gguf_writer {
     int status;
     FILE *fp;
     char *path, *tmp_path;
+    bool to_fd;         /* writing into a caller's descriptor: no temporary file */
     size_t cur;         /* tensor being written */
     uint64_t cur_done;  /* bytes of it written */
     uint64_t written;   /* bytes written to the file */
@@ -57,7 +58,8 @@ void gguf_writer_free(struct gguf_writer *w)
         return;
     if (w->fp) {
         fclose(w->fp);
-        unlink(w->tmp_path);
+        if (!w->to_fd)
+            unlink(w->tmp_path);
     }
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
@@ -318,12 +320,14 @@ static int fail_writing(struct gguf_writer *w, int rc)
     if (w->fp) {
         fclose(w->fp);
         w->fp = NULL;
-        unlink(w->tmp_path);
+        if (!w->to_fd)
+            unlink(w->tmp_path);
     }
     return rc;
 }
 
-int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err)
+/* Checks the writer can begin and places the tensors. */
+static int prepare_begin(struct gguf_writer *w, pb_err *err)
 {
     int rc;
     if (w->status)
@@ -337,6 +341,16 @@ int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err)
         w->t[i].offset = off;
         off += w->t[i].nbytes + pad_to(w->t[i].nbytes, w->alignment);
     }
+    return PB_OK;
+}
+
+static int write_header(struct gguf_writer *w, pb_err *err);
+
+int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err)
+{
+    int rc = prepare_begin(w, err);
+    if (rc)
+        return rc;
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp_path = malloc(plen + 32);
@@ -346,6 +360,32 @@ int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err)
     w->fp = fopen(w->tmp_path, "wb");
     if (!w->fp)
         return pb_fail(err, PB_EIO, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+    return write_header(w, err);
+}
+
+int gguf_writer_begin_fd(struct gguf_writer *w, int fd, const char *name, pb_err *err)
+{
+    int rc = prepare_begin(w, err);
+    if (rc)
+        return rc;
+    w->path = strdup(name);
+    w->tmp_path = strdup(name);
+    if (!w->path || !w->tmp_path)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    int own = dup(fd);
+    w->fp = own >= 0 ? fdopen(own, "wb") : NULL;
+    if (!w->fp) {
+        if (own >= 0)
+            close(own);
+        return pb_fail(err, PB_EIO, "%s: cannot write: %s", name, strerror(errno));
+    }
+    w->to_fd = true;
+    return write_header(w, err);
+}
+
+static int write_header(struct gguf_writer *w, pb_err *err)
+{
+    int rc;
     setvbuf(w->fp, NULL, _IOFBF, 1 << 20);
 
     uint32_t magic = GGUF_MAGIC, version = 3;
@@ -416,8 +456,13 @@ int gguf_writer_finish(struct gguf_writer *w, pb_err *err)
     if (w->cur < w->n_t)
         return fail_writing(w, pb_fail(err, PB_EINVAL, "%s: tensor '%s' is missing %" PRIu64 " bytes of data", w->path,
                                        w->t[w->cur].name, w->t[w->cur].nbytes - w->cur_done));
-    if (fflush(w->fp) != 0 || fsync(fileno(w->fp)) != 0)
+    if (fflush(w->fp) != 0 || (!w->to_fd && fsync(fileno(w->fp)) != 0))
         return fail_writing(w, pb_fail(err, PB_EIO, "%s: cannot flush: %s", w->tmp_path, strerror(errno)));
+    if (w->to_fd) {
+        int rc = fclose(w->fp) == 0 ? PB_OK : pb_fail(err, PB_EIO, "%s: cannot close: %s", w->path, strerror(errno));
+        w->fp = NULL;
+        return rc;
+    }
     if (fclose(w->fp) != 0) {
         w->fp = NULL;
         unlink(w->tmp_path);
