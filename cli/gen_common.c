@@ -2,6 +2,7 @@
 
 #include "base/pool.h"
 #include "base/sys.h"
+#include "kv/kv.h"
 
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,7 @@ const char CLI_GEN_HELP[] =
     "  -c, --ctx N              context size in tokens (default: the model's, at\n"
     "                           most 4096); may exceed the model's with a warning\n"
     "  -b, --batch N            prompt tokens per forward pass (default 512)\n"
+    "      --kv-type T          KV cache type: f16 (default), f32 or q8_0\n"
     "      --ignore-eos         do not stop at end-of-text tokens\n"
     "      --system TEXT        a system message for chat formatting\n"
     "      --chat-format NAME   a built-in chat format instead of the model's template:\n"
@@ -93,6 +95,15 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         g->ep.n_batch = (int)v;
         return 1;
     case GOPT_IGNORE_EOS: g->gp.ignore_eog = true; return 1;
+    case GOPT_KV_TYPE: {
+        enum kv_type t;
+        if (!kv_type_from_name(arg, &t)) {
+            cli_usage_error(cmd, "unknown KV cache type '%s' (f16, f32 or q8_0)", arg);
+            return -1;
+        }
+        g->ep.kv_type = (int)t;
+        return 1;
+    }
     case GOPT_CHAT_FORMAT:
         if (!chat_format_known(arg)) {
             cli_usage_error(cmd, "unknown chat format '%s' (one of %s)", arg, chat_format_names());

@@ -21,6 +21,7 @@ enum {
     GOPT_IGNORE_EOS,
     GOPT_CHAT_FORMAT,
     GOPT_SYSTEM,
+    GOPT_KV_TYPE,
 };
 
 /* Long options of cli_gen_option, to put in a command's option table. */
@@ -31,7 +32,8 @@ enum {
         {"repeat-last-n", required_argument, 0, GOPT_REPEAT_LAST_N}, {"seed", required_argument, 0, GOPT_SEED},        \
         {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},                                    \
         {"batch", required_argument, 0, 'b'}, {"ignore-eos", no_argument, 0, GOPT_IGNORE_EOS},                         \
-        {"chat-format", required_argument, 0, GOPT_CHAT_FORMAT}, {"system", required_argument, 0, GOPT_SYSTEM}
+        {"chat-format", required_argument, 0, GOPT_CHAT_FORMAT}, {"system", required_argument, 0, GOPT_SYSTEM},     \
+        {"kv-type", required_argument, 0, GOPT_KV_TYPE}
 #define CLI_GEN_SHORTOPTS "n:t:c:b:"
 
 /* Help text for those options. */

@@ -98,7 +98,7 @@ static void test_matmul_threads(void **state)
         uint8_t *wq = malloc(rb * N_OUT);
         for (int r = 0; r < N_OUT; r++)
             pb_type_get(types[k])->from_float(w + r * N_IN, wq + rb * (size_t)r, N_IN);
-        struct pb_tensor t = {"w", types[k], {N_IN, N_OUT, 1, 1}, rb, wq};
+        struct pb_tensor t = {.name = "w", .type = types[k], .ne = {N_IN, N_OUT, 1, 1}, .row_bytes = rb, .data = wq};
         void *scratch = aligned_alloc(64, 64 * ((op_matmul_scratch(&t, N_TOK) + 63) / 64 + 1));
         assert_int_equal(op_matmul(p1, &t, x, N_TOK, y1, scratch, &err), 0);
         assert_int_equal(op_matmul(p3, &t, x, N_TOK, y2, scratch, &err), 0);
@@ -115,7 +115,7 @@ static void test_matmul_threads(void **state)
         free(scratch);
         free(wq);
     }
-    struct pb_tensor bad = {"iq", PB_TYPE_IQ2_XXS, {256, 1, 1, 1}, 66, w};
+    struct pb_tensor bad = {.name = "iq", .type = PB_TYPE_IQ2_XXS, .ne = {256, 1, 1, 1}, .row_bytes = 66, .data = w};
     assert_int_equal(op_matmul(p1, &bad, x, 1, y1, NULL, &err), PB_EUNSUPPORTED);
     pool_free(p1);
     pool_free(p3);

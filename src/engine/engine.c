@@ -41,6 +41,7 @@ int engine_open(const char *path, const struct engine_params *p, struct engine *
         .n_ctx = p->n_ctx,
         .n_batch = p->n_batch > 0 ? p->n_batch : DEFAULT_BATCH,
         .n_threads = p->n_threads > 0 ? p->n_threads : pool_cpu_count(),
+        .kv_type = p->kv_type,
     };
     if (cp.n_ctx <= 0)
         cp.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < DEFAULT_MAX_CTX ? hp->n_ctx_train : DEFAULT_MAX_CTX;

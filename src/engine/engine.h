@@ -18,6 +18,7 @@ struct engine_params {
     int64_t n_ctx;  /* 0: the model's training context, capped at 4096 */
     int n_batch;    /* 0: 512 */
     int n_threads;  /* 0: all CPUs this process may use */
+    int kv_type;    /* enum kv_type; 0 is F16 */
 };
 
 struct engine;

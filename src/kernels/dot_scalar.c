@@ -37,8 +37,9 @@ float dot_bf16_bf16_scalar(int64_t n, const void *w, const void *a)
 
 /* Blocks are accumulated in order with one fused multiply-add each,
  * acc = fma(block sum, d_w * d_a, acc): the order of the row-interleaved
- * x86 kernels the reference outputs were computed with (see the note at
- * dot_q8_0_q8_0_scalar on why the order matters). */
+ * x86 kernels the reference outputs were computed with. (The order of
+ * float operations decides the last bits of a result, and a last bit can
+ * flip the rounding of an activation quantized downstream.) */
 float dot_q4_0_q8_0_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q4_0 *x = w;
@@ -118,29 +119,23 @@ float dot_q5_1_q8_1_scalar(int64_t n, const void *w, const void *a)
     return sum;
 }
 
-/* Summation order is part of this kernel's contract, so that SIMD
- * versions can reproduce it bit for bit: each block's 32 products are
- * summed in 8 lanes of 4 adjacent products; lane l accumulates
- * fma(d_w * d_a, lane sum, acc[l]) over the blocks; the lanes are reduced
- * as ((0+4)+(2+6)) + ((1+5)+(3+7)). That is the order of the usual 256-bit
- * x86 kernels, which produced the reference outputs in testdata: an
- * activation that rounds differently shifts logits by ~1e-3, enough to
- * flip near-ties, so matching the order matters. */
+/* As Q4_0: one exact integer sum per block, blocks accumulated in order
+ * with acc = fma(block sum, d_w * d_a, acc). (llama.cpp's 256-bit kernel
+ * keeps eight partial sums per row instead; the two orders differ in the
+ * last bits, well inside the reference tolerances, and this one is what
+ * row-interleaved SIMD kernels compute naturally.) */
 float dot_q8_0_q8_0_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q8_0 *x = w;
     const struct block_q8_0 *y = a;
-    float acc[8] = {0};
+    float acc = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
-        float d = fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d);
-        for (int l = 0; l < 8; l++) {
-            int sumi = 0;
-            for (int j = 4 * l; j < 4 * l + 4; j++)
-                sumi += x[i].qs[j] * y[i].qs[j];
-            acc[l] = fmaf(d, (float)sumi, acc[l]);
-        }
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; j++)
+            sumi += x[i].qs[j] * y[i].qs[j];
+        acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
     }
-    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    return acc;
 }
 
 /* sum over sub-blocks of (d*sc*q - dmin*m) . p*e
@@ -208,8 +203,7 @@ float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a)
     return sum;
 }
 
-/* Weight type -> activation type and kernel. SIMD variants will replace
- * entries here at start-up after checking the CPU. */
+/* Weight type -> activation type and reference kernel. */
 static const struct kern_dot dot_table[PB_TYPE_COUNT] = {
     [PB_TYPE_F32] = {PB_TYPE_F32, dot_f32_f32_scalar},
     [PB_TYPE_F16] = {PB_TYPE_F16, dot_f16_f16_scalar},

@@ -1,42 +1,63 @@
 /* The KV cache of one sequence: for each layer, keys and values of every
- * position, [n_ctx x kv_dim] floats each, position-major so that the K/V
- * projections of a batch are written in place.
+ * position, position-major ([n_ctx][kv_dim] each) so that a batch's rows
+ * are appended in place.
  *
- * F32 only for now; F16 and Q8_0 caches (with their attention kernels) are
- * the planned extension, which is why the layout is hidden behind kv_k /
- * kv_v rather than used as raw arrays by callers that write it.
+ * Stored as F16 by default (half the memory and memory traffic of F32,
+ * and what llama.cpp keeps), or F32, or Q8_0 (blocks of 32 along each
+ * row; needs kv_dim a multiple of 32). Rows arrive as floats and are
+ * converted by kv_store; the attention kernels read the stored type.
  */
 #ifndef PLUMB_KV_KV_H
 #define PLUMB_KV_KV_H
 
 #include "base/err.h"
+#include "quant/types.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+enum kv_type {
+    KV_F16, /* the default */
+    KV_F32,
+    KV_Q8_0,
+};
+
+const char *kv_type_name(enum kv_type t);
+/* "f16", "f32", "q8_0" (any case); false when unknown. */
+bool kv_type_from_name(const char *name, enum kv_type *out);
+/* The tensor type a cache type stores. */
+enum pb_type kv_type_pb(enum kv_type t);
 
 struct kv_cache {
     int n_layer;
     int64_t n_ctx;
-    int64_t kv_dim; /* n_head_kv * head_dim */
-    float *k, *v;   /* [n_layer][n_ctx][kv_dim] */
+    int64_t kv_dim;   /* n_head_kv * head_dim */
+    enum kv_type type;
+    size_t row_bytes; /* one position's keys (or values) */
+    uint8_t *k, *v;   /* [n_layer][n_ctx] rows */
 };
 
 /* Memory is reserved, not touched: pages are committed as positions fill. */
-int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, pb_err *err);
+int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type, pb_err *err);
 void kv_free(struct kv_cache *kv);
 
-/* Start of layer l's keys / values (position 0). */
-static inline float *kv_k(const struct kv_cache *kv, int l)
+/* Layer l's keys / values from position 0. */
+static inline const void *kv_k(const struct kv_cache *kv, int l)
 {
-    return kv->k + (size_t)l * (size_t)kv->n_ctx * (size_t)kv->kv_dim;
+    return kv->k + (size_t)l * (size_t)kv->n_ctx * kv->row_bytes;
 }
 
-static inline float *kv_v(const struct kv_cache *kv, int l)
+static inline const void *kv_v(const struct kv_cache *kv, int l)
 {
-    return kv->v + (size_t)l * (size_t)kv->n_ctx * (size_t)kv->kv_dim;
+    return kv->v + (size_t)l * (size_t)kv->n_ctx * kv->row_bytes;
 }
+
+/* Converts n rows of keys and values (kv_dim floats each) into layer l at
+ * positions pos0 .. pos0 + n - 1. */
+void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_rows, const float *v_rows);
 
 /* Bytes both caches take at full context. */
-uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim);
+uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type);
 
 #endif

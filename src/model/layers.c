@@ -1,6 +1,8 @@
 /* Layer helpers shared by the forward functions of every architecture. */
 #include "model/model_internal.h"
 
+#include "kernels/kernels.h"
+
 #include <math.h>
 
 void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
@@ -9,11 +11,9 @@ void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
         op_get_row(&m->tok_embd, tokens[t], x + (size_t)t * (size_t)m->hp.n_embd);
 }
 
-void layer_norm_rows(const struct model *m, const struct pb_tensor *w, const float *x, float *xb, int n)
+void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n)
 {
-    const int64_t E = m->hp.n_embd;
-    for (int t = 0; t < n; t++)
-        op_rmsnorm(xb + (size_t)t * E, x + (size_t)t * E, w->data, E, m->hp.rms_eps);
+    op_rmsnorm_rows(c->pool, xb, x, w->data, n, c->m->hp.n_embd, c->m->hp.rms_eps);
 }
 
 /* rows[t] += bias for n rows of len (no-op for an absent bias). */
@@ -45,30 +45,27 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     const int H = (int)hp->n_head, KV = (int)hp->n_head_kv, D = (int)hp->head_dim;
     const int64_t kv_dim = (int64_t)KV * D;
     const int64_t pos0 = c->pos;
-    /* K and V projections land directly in the cache rows of their positions */
-    float *k_rows = kv_k(&c->kv, l) + (size_t)pos0 * kv_dim;
-    float *v_rows = kv_v(&c->kv, l) + (size_t)pos0 * kv_dim;
     int rc;
 
-    if ((rc = op_matmul(c->pool, &lw->wq, c->xb, n, c->q, c->act, err)) ||
-        (rc = op_matmul(c->pool, &lw->wk, c->xb, n, k_rows, c->act, err)) ||
-        (rc = op_matmul(c->pool, &lw->wv, c->xb, n, v_rows, c->act, err)))
+    const struct pb_tensor *w[3] = {&lw->wq, &lw->wk, &lw->wv};
+    float *y[3] = {c->q, c->k_new, c->v_new};
+    if ((rc = op_matmul_n(c->pool, 3, w, c->xb, n, y, c->act, err)))
         return rc;
     add_bias(c->q, &lw->bq, n, (int64_t)H * D);
-    add_bias(k_rows, &lw->bk, n, kv_dim);
-    add_bias(v_rows, &lw->bv, n, kv_dim);
+    add_bias(c->k_new, &lw->bk, n, kv_dim);
+    add_bias(c->v_new, &lw->bv, n, kv_dim);
     norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
-    norm_heads(k_rows, &lw->k_norm, n, KV, D, hp->rms_eps);
+    norm_heads(c->k_new, &lw->k_norm, n, KV, D, hp->rms_eps);
+    op_rope_rows(c->pool, c->q, n, (size_t)H * D, H, D, pos0, &m->rope);
+    op_rope_rows(c->pool, c->k_new, n, (size_t)kv_dim, KV, D, pos0, &m->rope);
+    kv_store(&c->kv, l, pos0, n, c->k_new, c->v_new);
 
-    for (int t = 0; t < n; t++) {
-        op_rope(c->q + (size_t)t * H * D, H, D, pos0 + t, &m->rope);
-        op_rope(k_rows + (size_t)t * kv_dim, KV, D, pos0 + t, &m->rope);
-    }
-
-    struct attn_args a = {
+    struct kern_attn_args a = {
         .q = c->q,
         .k = kv_k(&c->kv, l),
         .v = kv_v(&c->kv, l),
+        .kv_type = kv_type_pb(c->kv.type),
+        .kv_row_bytes = c->kv.row_bytes,
         .out = c->att,
         .n_tok = n,
         .n_head = H,
@@ -76,9 +73,8 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
         .head_dim = D,
         .pos0 = pos0,
         .scale = 1.0f / sqrtf((float)D),
-        .scratch = c->att_scratch,
     };
-    op_attention(c->pool, &a);
+    op_attention(c->pool, &a, c->att_scratch);
     return op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err);
 }
 
@@ -86,10 +82,11 @@ int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
 {
     const struct layer_weights *lw = &c->m->layers[l];
     int rc;
-    if ((rc = op_matmul(c->pool, &lw->ffn_gate, c->xb, n, c->gate, c->act, err)) ||
-        (rc = op_matmul(c->pool, &lw->ffn_up, c->xb, n, c->up, c->act, err)))
+    const struct pb_tensor *w[2] = {&lw->ffn_gate, &lw->ffn_up};
+    float *y[2] = {c->gate, c->up};
+    if ((rc = op_matmul_n(c->pool, 2, w, c->xb, n, y, c->act, err)))
         return rc;
-    op_swiglu(c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
+    op_swiglu_pool(c->pool, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
     return op_matmul(c->pool, &lw->ffn_down, c->gate, n, c->xb, c->act, err);
 }
 

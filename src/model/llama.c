@@ -12,11 +12,11 @@ int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logi
     layer_embed(m, tokens, n, c->x);
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
-        layer_norm_rows(m, &lw->attn_norm, c->x, c->xb, n);
+        layer_norm_rows(c, &lw->attn_norm, c->x, c->xb, n);
         if ((rc = layer_attention(c, l, n, err)))
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);
-        layer_norm_rows(m, &lw->ffn_norm, c->x, c->xb, n);
+        layer_norm_rows(c, &lw->ffn_norm, c->x, c->xb, n);
         if ((rc = layer_ffn_swiglu(c, l, n, err)))
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);

@@ -2,6 +2,7 @@
  * type before use), contexts, and evaluation. */
 #include "model/model_internal.h"
 
+#include "base/sys.h"
 #include "kernels/kernels.h"
 
 #include <inttypes.h>
@@ -150,15 +151,71 @@ static int bind_all(struct model *m, pb_err *err)
     return PB_OK;
 }
 
-int model_load(const char *path, struct model **out, pb_err *err)
+/* The matrices of the model, output last. */
+static int list_matrices(struct model *m, struct pb_tensor **out)
 {
-    *out = NULL;
-    struct model *m = calloc(1, sizeof *m);
-    if (!m)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
-    int rc = gguf_open(path, &m->file, err);
-    if (rc)
-        goto fail;
+    int n = 0;
+    for (int l = 0; l < (int)m->hp.n_layer; l++) {
+        struct layer_weights *lw = &m->layers[l];
+        struct pb_tensor *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            out[n++] = ws[i];
+    }
+    out[n++] = &m->output;
+    return n;
+}
+
+/* Chooses every matrix's kernels and, where they read a repacked layout,
+ * repacks it into one large allocation, releasing the file's pages of
+ * each tensor once copied: memory holds one copy of the weights. */
+static int prepare_matrices(struct model *m, pb_err *err)
+{
+    const int n_max = 7 * (int)m->hp.n_layer + 1;
+    struct pb_tensor **mats = malloc((size_t)n_max * sizeof *mats);
+    size_t *bytes = malloc((size_t)n_max * sizeof *bytes);
+    int rc = PB_OK;
+    if (!mats || !bytes) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+        goto done;
+    }
+    const int n = list_matrices(m, mats);
+    size_t total = 0;
+    for (int i = 0; i < n && rc == PB_OK; i++) {
+        rc = op_matrix_plan(mats[i], kern_level(), &bytes[i], err);
+        total += (bytes[i] + 63) / 64 * 64;
+    }
+    if (rc || total == 0)
+        goto done;
+    m->packed = sys_alloc_large(total);
+    if (!m->packed) {
+        rc = pb_fail(err, PB_ENOMEM, "%s: cannot allocate %zu bytes for the repacked weights", gguf_name(m->file),
+                     total);
+        goto done;
+    }
+    m->packed_bytes = total;
+    struct pool *pool;
+    if ((rc = pool_create(pool_cpu_count(), &pool, err)))
+        goto done;
+    uint8_t *at = m->packed;
+    for (int i = 0; i < n; i++) {
+        if (!bytes[i])
+            continue;
+        op_matrix_pack(pool, mats[i], at);
+        at += (bytes[i] + 63) / 64 * 64;
+        /* token_embd stays readable when it is also the output */
+        if (mats[i]->data != m->tok_embd.data)
+            gguf_release(m->file, mats[i]->data, mats[i]->row_bytes * (size_t)mats[i]->ne[1]);
+    }
+    pool_free(pool);
+done:
+    free(mats);
+    free(bytes);
+    return rc;
+}
+
+static int load_from(struct model *m, const char *path, pb_err *err)
+{
+    int rc;
     /* an unknown architecture is reported as such, before its keys are
      * found missing */
     struct gguf_str arch;
@@ -166,30 +223,51 @@ int model_load(const char *path, struct model **out, pb_err *err)
     if (gguf_get_str(m->file, "general.architecture", &arch, NULL) == 1 && arch.len < sizeof m->hp.arch) {
         char name[sizeof m->hp.arch] = {0};
         memcpy(name, arch.data, arch.len);
-        if (!arch_find(name)) {
-            rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)", path, name,
-                         arch_names(known, sizeof known));
-            goto fail;
-        }
+        if (!arch_find(name))
+            return pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)", path,
+                           name, arch_names(known, sizeof known));
     }
     if ((rc = model_hparams_read(m->file, &m->hp, err)))
-        goto fail;
+        return rc;
     m->arch = arch_find(m->hp.arch);
-    if (!m->arch) {
-        rc = pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported", path, m->hp.arch);
-        goto fail;
-    }
-    if (m->hp.n_vocab <= 0 || m->hp.n_vocab > INT32_MAX) {
-        rc = pb_fail(err, PB_EFORMAT, "%s: token_embd.weight is missing or has no rows", path);
-        goto fail;
-    }
+    if (!m->arch)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported", path, m->hp.arch);
+    if (m->hp.n_vocab <= 0 || m->hp.n_vocab > INT32_MAX)
+        return pb_fail(err, PB_EFORMAT, "%s: token_embd.weight is missing or has no rows", path);
     if ((rc = bind_all(m, err)))
-        goto fail;
+        return rc;
+    return prepare_matrices(m, err);
+}
+
+/* Loads the model from the file m->file just opened (rc: how that went). */
+static int finish_load(struct model *m, int rc, const char *name, struct model **out, pb_err *err)
+{
+    if (rc == PB_OK)
+        rc = load_from(m, name, err);
+    if (rc) {
+        model_free(m);
+        return rc;
+    }
     *out = m;
     return PB_OK;
-fail:
-    model_free(m);
-    return rc;
+}
+
+int model_load(const char *path, struct model **out, pb_err *err)
+{
+    *out = NULL;
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    return finish_load(m, gguf_open(path, &m->file, err), path, out, err);
+}
+
+int model_load_fd(int fd, const char *name, bool discardable, struct model **out, pb_err *err)
+{
+    *out = NULL;
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    return finish_load(m, gguf_open_fd(fd, name, discardable, &m->file, err), name, out, err);
 }
 
 void model_free(struct model *m)
@@ -200,6 +278,7 @@ void model_free(struct model *m)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    sys_free_large(m->packed, m->packed_bytes);
     gguf_close(m->file);
     free(m);
 }
@@ -215,12 +294,17 @@ static size_t max_matmul_scratch(const struct model *m, int n_batch)
     size_t max = op_matmul_scratch(&m->output, 1);
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
-        const struct pb_tensor *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
-            size_t s = op_matmul_scratch(ws[i], n_batch);
-            if (s > max)
-                max = s;
-        }
+        /* the products of one input share the scratch (layers.c) */
+        size_t s[4] = {
+            op_matmul_scratch(&lw->wq, n_batch) + op_matmul_scratch(&lw->wk, n_batch) +
+                op_matmul_scratch(&lw->wv, n_batch),
+            op_matmul_scratch(&lw->wo, n_batch),
+            op_matmul_scratch(&lw->ffn_gate, n_batch) + op_matmul_scratch(&lw->ffn_up, n_batch),
+            op_matmul_scratch(&lw->ffn_down, n_batch),
+        };
+        for (int i = 0; i < 4; i++)
+            if (s[i] > max)
+                max = s[i];
     }
     return max;
 }
@@ -238,6 +322,9 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         return pb_fail(err, PB_EINVAL, "context size %" PRId64 " out of range 1..%d", p->n_ctx, 1 << 24);
     if (p->n_batch < 1)
         return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
+    if (p->kv_type == KV_Q8_0 && hp->head_dim % 32 != 0)
+        return pb_fail(err, PB_EINVAL, "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is "
+                       "%" PRId64 "); use f16 or f32", hp->head_dim);
     struct model_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return pb_fail(err, PB_ENOMEM, "out of memory");
@@ -247,7 +334,8 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
     int rc = pool_create(p->n_threads, &c->pool, err);
     if (rc)
         goto fail;
-    if ((rc = kv_alloc(&c->kv, (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim, err)))
+    if ((rc = kv_alloc(&c->kv, (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim, (enum kv_type)p->kv_type,
+                       err)))
         goto fail;
     const size_t B = (size_t)c->n_batch;
     const size_t qd = (size_t)(hp->n_head * hp->head_dim);
@@ -257,10 +345,15 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
     c->att = alloc_floats(B * qd);
     c->gate = alloc_floats(B * (size_t)hp->n_ff);
     c->up = alloc_floats(B * (size_t)hp->n_ff);
-    c->att_scratch = alloc_floats((size_t)pool_size(c->pool) * (size_t)c->n_ctx);
+    c->k_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
+    c->v_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
+    struct kern_attn_args shape = {.n_head = (int)hp->n_head, .n_head_kv = (int)hp->n_head_kv,
+                                   .head_dim = (int)hp->head_dim};
+    c->att_scratch = alloc_floats((size_t)pool_size(c->pool) * op_attention_scratch(&shape));
     size_t act = max_matmul_scratch(m, c->n_batch);
     c->act = aligned_alloc(64, ((act + 63) / 64) * 64 + 64);
-    if (!c->x || !c->xb || !c->q || !c->att || !c->gate || !c->up || !c->att_scratch || !c->act) {
+    if (!c->x || !c->xb || !c->q || !c->att || !c->gate || !c->up || !c->att_scratch || !c->act || !c->k_new ||
+        !c->v_new) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory for activation buffers (batch %d)", c->n_batch);
         goto fail;
     }
@@ -284,6 +377,8 @@ void model_ctx_free(struct model_ctx *c)
     free(c->gate);
     free(c->up);
     free(c->att_scratch);
+    free(c->k_new);
+    free(c->v_new);
     free(c->act);
     free(c);
 }
@@ -299,7 +394,7 @@ void model_ctx_truncate(struct model_ctx *c, int64_t pos)
 
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 {
-    return kv_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.kv_dim);
+    return kv_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.kv_dim, c->kv.type);
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)

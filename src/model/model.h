@@ -54,8 +54,12 @@ struct layer_weights {
 struct model;
 struct model_ctx;
 
-/* Opens path and loads the model (weights mapped, not copied). */
+/* Opens path and loads the model. Weights are mapped, and the matrices
+ * the kernels in use read in another layout are repacked once into memory
+ * of their own (the file's pages are then released): one copy either way. */
 int model_load(const char *path, struct model **out, pb_err *err);
+/* The same from a GGUF image in fd (see gguf_open_fd). */
+int model_load_fd(int fd, const char *name, bool discardable, struct model **out, pb_err *err);
 void model_free(struct model *m);
 
 const struct model_hparams *model_hparams(const struct model *m);
@@ -67,6 +71,7 @@ struct model_ctx_params {
     int64_t n_ctx;   /* KV cache positions */
     int n_batch;     /* tokens per forward pass (longer inputs are split) */
     int n_threads;
+    int kv_type;     /* enum kv_type: KV_F16 (0) unless set */
 };
 
 int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err);

@@ -41,6 +41,8 @@ struct model {
     float **owned;               /* 1-D tensors converted to F32 */
     int n_owned;
     uint64_t weight_bytes;
+    void *packed;                /* repacked matrices (sys_alloc_large) */
+    size_t packed_bytes;
 };
 
 struct model_ctx {
@@ -54,16 +56,17 @@ struct model_ctx {
     float *xb;    /* [n_batch x n_embd] normed input / block output */
     float *q;     /* [n_batch x n_head*head_dim] */
     float *att;   /* [n_batch x n_head*head_dim] attention output */
+    float *k_new, *v_new; /* [n_batch x n_head_kv*head_dim] rows before the cache stores them */
     float *gate;  /* [n_batch x n_ff] */
     float *up;    /* [n_batch x n_ff] */
-    float *att_scratch; /* [n_threads x n_ctx] scores */
+    float *att_scratch; /* n_threads x op_attention_scratch */
     void *act;    /* quantized activations for op_matmul */
 };
 
 /* ---- layer helpers (layers.c) ---- */
 
 /* xb[t] = rmsnorm(x[t]) * w for n rows. */
-void layer_norm_rows(const struct model *m, const struct pb_tensor *w, const float *x, float *xb, int n);
+void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n);
 /* Self-attention block of layer l for n tokens starting at c->pos:
  * reads c->xb (normed input), writes the projected output to c->xb. */
 int layer_attention(struct model_ctx *c, int l, int n, pb_err *err);

@@ -2,6 +2,8 @@
 
 #include "kernels/kernels.h"
 
+#include <stdatomic.h>
+
 #include <math.h>
 #include <string.h>
 
@@ -75,96 +77,126 @@ void op_get_row(const struct pb_tensor *t, int64_t row, float *out)
     tr->to_float((const uint8_t *)t->data + (size_t)row * t->row_bytes, out, t->ne[0]);
 }
 
-/* ---- matmul ---- */
+/* ---- on the pool ---- */
 
-size_t op_matmul_scratch(const struct pb_tensor *w, int n_tok)
-{
-    const struct kern_dot *k = kern_dot_for(w->type);
-    if (!k)
-        return 0;
-    return pb_row_size(k->act_type, w->ne[0]) * (size_t)n_tok;
-}
-
-struct matmul_job {
-    const struct pb_tensor *w;
-    kern_dot_fn dot;
-    const uint8_t *xq; /* activations converted to the activation type */
-    size_t xq_row;
-    int n_tok;
-    float *y;
+struct rows_job {
+    float *out;
+    const float *x, *w;
+    int n_rows;
+    int64_t n;
+    float eps;
 };
 
-static void matmul_worker(void *arg, int ith, int nth)
+static void rmsnorm_worker(void *arg, int ith, int nth)
 {
-    const struct matmul_job *j = arg;
-    const int64_t n_in = j->w->ne[0], n_out = j->w->ne[1];
+    const struct rows_job *j = arg;
     long r0, r1;
-    pool_range(n_out, ith, nth, &r0, &r1);
-    /* weight row outer, tokens inner: each row is read from memory once
-     * per call and reused from cache for every token */
-    for (long r = r0; r < r1; r++) {
-        const void *wr = (const uint8_t *)j->w->data + (size_t)r * j->w->row_bytes;
-        for (int t = 0; t < j->n_tok; t++)
-            j->y[(size_t)t * n_out + r] = j->dot(n_in, wr, j->xq + (size_t)t * j->xq_row);
-    }
+    pool_range(j->n_rows, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++)
+        op_rmsnorm(j->out + (size_t)r * (size_t)j->n, j->x + (size_t)r * (size_t)j->n, j->w, j->n, j->eps);
 }
 
-int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int n_tok, float *y, void *scratch,
-              pb_err *err)
+void op_rmsnorm_rows(struct pool *pool, float *out, const float *x, const float *w, int n_rows, int64_t n, float eps)
 {
-    const struct kern_dot *k = kern_dot_for(w->type);
-    if (!k)
-        return pb_fail(err, PB_EUNSUPPORTED, "no matrix kernel for %s weights (tensor '%s')", pb_type_name(w->type),
-                       w->name);
-    const struct pb_type_traits *at = pb_type_get(k->act_type);
-    struct matmul_job j = {w, k->dot, NULL, pb_row_size(k->act_type, w->ne[0]), n_tok, y};
-    if (k->act_type == PB_TYPE_F32) {
-        j.xq = (const uint8_t *)x;
-    } else {
-        for (int t = 0; t < n_tok; t++)
-            at->from_float(x + (size_t)t * w->ne[0], (uint8_t *)scratch + (size_t)t * j.xq_row, w->ne[0]);
-        j.xq = scratch;
-    }
-    pool_run(pool, matmul_worker, &j);
-    return PB_OK;
+    struct rows_job j = {out, x, w, n_rows, n, eps};
+    if (n_rows == 1)
+        rmsnorm_worker(&j, 0, 1);
+    else
+        pool_run(pool, rmsnorm_worker, &j);
+}
+
+struct swiglu_job {
+    kern_swiglu_fn fn;
+    float *g;
+    const float *u;
+    int64_t n;
+};
+
+static void swiglu_worker(void *arg, int ith, int nth)
+{
+    const struct swiglu_job *j = arg;
+    long a, b;
+    pool_range((long)((j->n + 7) / 8), ith, nth, &a, &b); /* in whole vectors */
+    a *= 8;
+    b = b * 8 < j->n ? b * 8 : (long)j->n;
+    if (b > a)
+        j->fn(j->g + a, j->u + a, b - a);
+}
+
+void op_swiglu_pool(struct pool *pool, float *g, const float *u, int64_t n)
+{
+    struct swiglu_job j = {kern_swiglu_for(kern_level()), g, u, n};
+    if (n < 16384) /* a decode step: not worth waking the pool */
+        swiglu_worker(&j, 0, 1);
+    else
+        pool_run(pool, swiglu_worker, &j);
+}
+
+struct rope_job {
+    float *x;
+    int n_rows;
+    size_t stride;
+    int n_head, head_dim;
+    int64_t pos0;
+    const struct rope_params *rp;
+};
+
+static void rope_worker(void *arg, int ith, int nth)
+{
+    const struct rope_job *j = arg;
+    long r0, r1;
+    pool_range(j->n_rows, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++)
+        op_rope(j->x + (size_t)r * j->stride, j->n_head, j->head_dim, j->pos0 + r, j->rp);
+}
+
+void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim, int64_t pos0,
+                  const struct rope_params *rp)
+{
+    struct rope_job j = {x, n_rows, row_stride, n_head, head_dim, pos0, rp};
+    if (n_rows == 1)
+        rope_worker(&j, 0, 1);
+    else
+        pool_run(pool, rope_worker, &j);
 }
 
 /* ---- attention ---- */
 
+size_t op_attention_scratch(const struct kern_attn_args *a)
+{
+    return (kern_attn_scratch(a) + 15) / 16 * 16;
+}
+
+struct attn_job {
+    const struct kern_attn_args *a;
+    kern_attn_fn fn;
+    float *scratch;
+    size_t per_thread;
+    int64_t n_items;
+    atomic_long next;
+};
+
 static void attention_worker(void *arg, int ith, int nth)
 {
-    const struct attn_args *a = arg;
-    const int hd = a->head_dim;
-    const int group = a->n_head / a->n_head_kv;
-    const size_t q_stride = (size_t)a->n_head * hd, kv_stride = (size_t)a->n_head_kv * hd;
-    float *att = a->scratch + (size_t)ith * (size_t)(a->pos0 + a->n_tok);
-    long w0, w1;
-    pool_range((long)a->n_tok * a->n_head, ith, nth, &w0, &w1);
-    for (long wi = w0; wi < w1; wi++) {
-        int t = (int)(wi / a->n_head), h = (int)(wi % a->n_head);
-        int kvh = h / group;
-        int64_t n_keys = a->pos0 + t + 1; /* causal: keys up to this token */
-        const float *q = a->q + (size_t)t * q_stride + (size_t)h * hd;
-        for (int64_t p = 0; p < n_keys; p++) {
-            const float *k = a->k + (size_t)p * kv_stride + (size_t)kvh * hd;
-            float s = 0;
-            for (int d = 0; d < hd; d++)
-                s += q[d] * k[d];
-            att[p] = s * a->scale;
-        }
-        op_softmax(att, n_keys);
-        float *out = a->out + (size_t)t * q_stride + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int64_t p = 0; p < n_keys; p++) {
-            const float *v = a->v + (size_t)p * kv_stride + (size_t)kvh * hd;
-            float wgt = att[p];
-            for (int d = 0; d < hd; d++)
-                out[d] += wgt * v[d];
-        }
+    (void)nth;
+    struct attn_job *j = arg;
+    float *scratch = j->scratch + (size_t)ith * j->per_thread;
+    /* later tokens see more keys: hand items out one at a time */
+    for (;;) {
+        long i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (i >= j->n_items)
+            return;
+        j->fn(j->a, i, i + 1, scratch);
     }
 }
 
-void op_attention(struct pool *pool, const struct attn_args *a)
+void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch)
 {
-    pool_run(pool, attention_worker, (void *)a);
+    struct attn_job j = {.a = a,
+                         .fn = kern_attn_for(a, kern_level()),
+                         .scratch = scratch,
+                         .per_thread = op_attention_scratch(a),
+                         .n_items = (int64_t)a->n_tok * a->n_head_kv};
+    atomic_init(&j.next, 0);
+    pool_run(pool, attention_worker, &j);
 }

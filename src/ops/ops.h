@@ -16,13 +16,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A weight tensor: ne[0] elements per row, ne[1] rows (higher dims 1). */
+struct kern_mm;
+
+/* A weight tensor: ne[0] elements per row, ne[1] rows (higher dims 1).
+ * A matrix also has its kernels (see op_matrix_plan) and the data they
+ * read: the file's rows, or a copy repacked for them. */
 struct pb_tensor {
     const char *name;
     enum pb_type type;
     int64_t ne[4];
     size_t row_bytes;
-    const void *data; /* NULL when the tensor is absent (optional weights) */
+    const void *data;         /* NULL when the tensor is absent (optional weights) */
+    const struct kern_mm *mm; /* NULL: chosen (scalar) at the first product */
+    const void *mm_data;      /* what mm->gemm reads */
 };
 
 enum rope_style {
@@ -60,31 +66,50 @@ void op_softmax(float *x, int64_t n);
 /* Row `row` of tensor t as floats (embedding lookup). */
 void op_get_row(const struct pb_tensor *t, int64_t row, float *out);
 
-/* Bytes of scratch op_matmul needs for n_tok rows of x against w. */
+/* Chooses the matrix kernels of t for kernel level `level` (an enum
+ * kern_level) and returns the bytes of the repacked copy they need, 0
+ * when they read the file's rows (t is then ready). Fails when no kernel
+ * can multiply t's type. */
+int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err);
+/* Repacks t into dst (op_matrix_plan's bytes, 64-byte aligned) on the
+ * pool's threads; t then reads dst. */
+void op_matrix_pack(struct pool *pool, struct pb_tensor *t, void *dst);
+
+/* Bytes of scratch op_matmul / op_matmul_n need for n_tok rows. */
 size_t op_matmul_scratch(const struct pb_tensor *w, int n_tok);
 
 /* y[t][r] = dot(w row r, x[t]) for t < n_tok, r < w->ne[1].
  * x is [n_tok x w->ne[0]], y is [n_tok x w->ne[1]]; scratch holds at least
- * op_matmul_scratch(w, n_tok) bytes aligned to 64. Fails when there is no
- * kernel for the weight type. */
+ * op_matmul_scratch(w, n_tok) bytes aligned to 64. */
 int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int n_tok, float *y, void *scratch,
               pb_err *err);
 
-/* Causal multi-head attention with grouped KV heads, for n_tok query
- * tokens at positions pos0 .. pos0 + n_tok - 1.
- * q:   [n_tok x n_head * head_dim]
- * k,v: the layer's cache, [n_ctx x n_head_kv * head_dim], filled up to
- *      position pos0 + n_tok - 1
- * out: [n_tok x n_head * head_dim]
- * scratch: n_threads * (pos0 + n_tok) floats. */
-struct attn_args {
-    const float *q, *k, *v;
-    float *out;
-    int n_tok, n_head, n_head_kv, head_dim;
-    int64_t pos0;
-    float scale;
-    float *scratch;
-};
-void op_attention(struct pool *pool, const struct attn_args *a);
+/* n products of the same input (Q, K and V; gate and up): x is quantized
+ * once per activation format and all rows of all matrices are shared out
+ * in one parallel job. The matrices have the same row length; scratch
+ * holds the sum of their op_matmul_scratch. n <= OP_MATMUL_MAX. */
+#define OP_MATMUL_MAX 4
+int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
+                void *scratch, pb_err *err);
+
+/* ---- on the pool: work split over its threads ---- */
+
+/* out[r] = rmsnorm(x[r]) * w for n_rows rows of n. */
+void op_rmsnorm_rows(struct pool *pool, float *out, const float *x, const float *w, int n_rows, int64_t n, float eps);
+
+/* g = silu(g) * u over n elements. */
+void op_swiglu_pool(struct pool *pool, float *g, const float *u, int64_t n);
+
+/* Rotates the n_head heads of n_rows rows (row r at position pos0 + r,
+ * rows row_stride floats apart). */
+void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim, int64_t pos0,
+                  const struct rope_params *rp);
+
+/* Causal grouped-query attention over a layer's KV cache (see
+ * kernels.h: struct kern_attn_args). scratch holds n_threads x
+ * op_attention_scratch(a) floats. */
+struct kern_attn_args;
+size_t op_attention_scratch(const struct kern_attn_args *a);
+void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch);
 
 #endif

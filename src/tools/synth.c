@@ -379,7 +379,14 @@ static void fill_row(void *arg, int64_t r, float *dst, int64_t n)
         dst[i] = rng_normal(&g) * c->stddev;
 }
 
-int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_written, pb_err *err)
+/* The output: a path, or a descriptor with a name for messages. */
+struct synth_target {
+    const char *path;
+    int fd;
+};
+
+static int synth_emit(const struct synth_target *out, const struct synth_params *p, uint64_t *bytes_written,
+                      pb_err *err)
 {
     const struct synth_shape *s = &p->shape;
     struct gguf_writer *w = NULL;
@@ -418,7 +425,8 @@ int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_w
             max_row = t->ne[0];
         total += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
     }
-    if ((rc = rows_writer_init(&rw, p->n_threads, max_row, err)) || (rc = gguf_writer_begin(w, out, err)))
+    if ((rc = rows_writer_init(&rw, p->n_threads, max_row, err)) || (rc = out->path ? gguf_writer_begin(w, out->path, err)
+                                                                         : gguf_writer_begin_fd(w, out->fd, "(memory)", err)))
         goto done;
     for (size_t i = 0; i < pl.n; i++) {
         const struct planned *t = &pl.t[i];
@@ -436,4 +444,16 @@ done:
     rows_writer_free(&rw);
     free(pl.t);
     return rc;
+}
+
+int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_written, pb_err *err)
+{
+    struct synth_target t = {out, -1};
+    return synth_emit(&t, p, bytes_written, err);
+}
+
+int synth_write_fd(int fd, const struct synth_params *p, uint64_t *bytes_written, pb_err *err)
+{
+    struct synth_target t = {NULL, fd};
+    return synth_emit(&t, p, bytes_written, err);
 }

@@ -82,5 +82,61 @@ struct synth_params {
 
 /* Bytes of tensor data the model will have (before writing). */
 int synth_write(const char *out, const struct synth_params *p, uint64_t *bytes_written, pb_err *err);
+/* The same into fd (a memfd, for a model that lives only in memory). */
+int synth_write_fd(int fd, const struct synth_params *p, uint64_t *bytes_written, pb_err *err);
+
+/* ---- memory bandwidth ---- */
+
+/* Median read bandwidth (GB/s) of n_threads streaming a buffer of `bytes`
+ * (use several times the last-level cache), measured in a child process. */
+int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err);
+
+/* ---- bench ---- */
+
+#define BENCH_MAX_TESTS 8
+
+struct bench_test {
+    char name[16];   /* "pp512", "tg128" */
+    int n_tokens;
+    bool generation; /* tg: one token per evaluation */
+    int reps;
+    double t_s_median, t_s_min, t_s_max; /* tokens per second over the repetitions */
+};
+
+struct bench_params {
+    const char *model_path;   /* a GGUF file, or NULL: synthesize shape/ftype in memory */
+    struct synth_shape shape;
+    enum pb_ftype ftype;
+    int pp[BENCH_MAX_TESTS], n_pp; /* prompt-processing tests: prompt lengths */
+    int tg[BENCH_MAX_TESTS], n_tg; /* generation tests: tokens generated */
+    int n_threads;            /* 0: all CPUs */
+    int reps;                 /* repetitions of each test (>= 1) */
+    int kv_type;              /* enum kv_type */
+    tools_progress_fn progress; /* synthesis progress (may be NULL) */
+    void (*on_test)(void *user, const struct bench_test *t); /* each test as it ends (may be NULL) */
+    void *user;
+};
+
+struct bench_report {
+    char model[96];           /* file name, or "SHAPE QUANT (synthesized)" */
+    uint64_t model_bytes;     /* the GGUF image */
+    uint64_t weight_bytes;    /* bytes of weights a generated token reads */
+    uint64_t n_params;
+    const char *kernels;      /* kernel level */
+    int n_threads;
+    double load_s;
+    double bandwidth_gbs;     /* mean of the measurements before and after the tests */
+    double bandwidth_before_gbs, bandwidth_after_gbs;
+    double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
+    uint64_t peak_rss_bytes;
+    struct bench_test tests[2 * BENCH_MAX_TESTS];
+    int n_tests;
+};
+
+/* Loads (or synthesizes) the model and runs every test reps times after a
+ * warm-up, llama-bench style: a pp test evaluates a prompt of random
+ * tokens into an empty cache, a tg test generates token by token from an
+ * empty cache. */
+int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err);
 
 #endif

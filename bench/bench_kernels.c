@@ -1,0 +1,118 @@
+/* Kernel micro-benchmark: multiply-accumulates per second of each matrix
+ * kernel on one thread, for a batch of activation rows (prompt
+ * processing: compute-bound, weights in cache) and for one row over a
+ * large matrix (generation: memory-bound). Compare kernel sets and builds
+ * on one machine, in one run.
+ *
+ * Usage: bench_kernels [TYPE...]   (default: Q4_0 Q8_0 Q4_K Q6_K)
+ */
+#include "base/rng.h"
+#include "base/sys.h"
+#include "kernels/kernels.h"
+#include "quant/types.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint8_t *random_matrix(enum pb_type t, int64_t n_in, int64_t n_rows)
+{
+    size_t rb = pb_row_size(t, n_in);
+    uint8_t *w = malloc(rb * (size_t)n_rows);
+    float *row = malloc((size_t)n_in * sizeof *row);
+    struct rng g;
+    rng_seed(&g, 1);
+    for (int64_t r = 0; r < n_rows && r < 1024; r++) {
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = rng_normal(&g) * 0.02f;
+        pb_type_get(t)->from_float(row, w + rb * (size_t)r, n_in);
+    }
+    for (int64_t r = 1024; r < n_rows; r++) /* big matrices repeat the first 1024 rows */
+        memcpy(w + rb * (size_t)r, w + rb * (size_t)(r % 1024), rb);
+    free(row);
+    return w;
+}
+
+/* Seconds per product of an n_rows x n_in matrix with n_tok rows (best of reps). */
+static double time_product(const struct kern_mm *k, const void *wk, size_t rb, int64_t n_in, int64_t n_rows,
+                           const void *a, size_t as, int n_tok, float *y, int reps)
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = sys_now();
+        k->gemm(wk, rb, n_in, 0, n_rows / k->group, a, as, n_tok, y, (size_t)n_rows);
+        double s = sys_now() - t0;
+        best = s < best ? s : best;
+    }
+    return best;
+}
+
+static void run(enum pb_type t, enum kern_level level)
+{
+    const struct kern_mm *k = kern_mm_for(t, 2048, 2048, level);
+    if (!k)
+        return;
+    /* pp: 256 rows x 2048 (weights stay in L2), 128 activation rows;
+     * tg: 256 MiB of rows of 2048 (beyond the caches), one activation row;
+     * tg1-L2: the same from the L2 cache (the kernel's own speed) */
+    const struct {
+        const char *name;
+        int64_t n_in, n_rows;
+        int n_tok, reps;
+    } cases[3] = {{"pp128", 2048, 256, 128, 25}, {"tg1", 2048, 0, 1, 5}, {"tg1-L2", 2048, 128, 1, 2000}};
+    for (int c = 0; c < 3; c++) {
+        int64_t n_in = cases[c].n_in, n_rows = cases[c].n_rows;
+        if (n_rows == 0) /* far beyond the last-level cache: 256 MiB of weights */
+            n_rows = (int64_t)((256u << 20) / pb_row_size(t, n_in)) / 8 * 8;
+        int n_tok = cases[c].n_tok;
+        uint8_t *w = random_matrix(t, n_in, n_rows);
+        size_t rb = pb_row_size(t, n_in);
+        const void *wk = w;
+        void *packed = NULL;
+        if (k->pack) {
+            packed = sys_alloc_large(k->packed_size(n_in, n_rows)); /* as the model loader does */
+            k->pack(w, rb, packed, n_in, 0, n_rows / k->group);
+            wk = packed;
+        }
+        size_t as = k->act_size(n_in);
+        uint8_t *a = malloc(as * (size_t)n_tok);
+        float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
+        struct rng g;
+        rng_seed(&g, 2);
+        for (int tk = 0; tk < n_tok; tk++) {
+            for (int64_t i = 0; i < n_in; i++)
+                x[i] = rng_normal(&g);
+            k->act_quantize(x, a + as * (size_t)tk, n_in);
+        }
+        double s = time_product(k, wk, rb, n_in, n_rows, a, as, n_tok, y, cases[c].reps);
+        double macs = (double)n_in * (double)n_rows * n_tok;
+        printf("%-20s %-6s %8.2f GMAC/s  %8.2f GB/s of weights\n", k->name, cases[c].name, macs / s / 1e9,
+               (double)rb * (double)n_rows / s / 1e9);
+        free(w);
+        sys_free_large(packed, packed ? k->packed_size(n_in, n_rows) : 0);
+        free(a);
+        free(x);
+        free(y);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    enum pb_type types[16];
+    int n = 0;
+    for (int i = 1; i < argc && n < 16; i++)
+        if (!pb_type_from_name(argv[i], &types[n++])) {
+            fprintf(stderr, "unknown type %s\n", argv[i]);
+            return 2;
+        }
+    if (n == 0) {
+        enum pb_type def[] = {PB_TYPE_Q4_0, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q6_K};
+        memcpy(types, def, sizeof def);
+        n = 4;
+    }
+    for (int i = 0; i < n; i++)
+        for (int l = KERN_LEVEL_COUNT - 1; l >= 0; l--)
+            if (kern_level_available((enum kern_level)l))
+                run(types[i], (enum kern_level)l);
+    return 0;
+}

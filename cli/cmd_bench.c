@@ -1,0 +1,216 @@
+/* plumb bench: prompt-processing and generation speed, with the memory
+ * bandwidth of the machine measured in the same run. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "base/pool.h"
+#include "kv/kv.h"
+#include "tools/tools.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void help(void)
+{
+    printf("Usage: plumb bench (MODEL | --shape NAME:QUANT) [OPTIONS]\n"
+           "\n"
+           "Measures prompt processing (ppN: a prompt of N tokens into an empty cache)\n"
+           "and generation (tgN: N tokens one at a time) in tokens per second, as\n"
+           "llama-bench does: the median of the repetitions with their spread. In the\n"
+           "same run it measures the memory bandwidth of the machine and the share of\n"
+           "it generation used (weight bytes per token x tokens per second).\n"
+           "\n"
+           "Options:\n"
+           "      --shape NAME:QUANT  synthesize the model in memory instead of reading a\n"
+           "                          file: a shape of 'plumb synth --list' and a type\n"
+           "                          (%s)\n"
+           "  -p, --n-prompt N[,N]    prompt lengths (default 512; 0: no pp test)\n"
+           "  -n, --n-gen N[,N]       generation lengths (default 128; 0: no tg test)\n"
+           "  -r, --repetitions N     repetitions of each test (default 3)\n"
+           "  -t, --threads N         threads (default: all CPUs)\n"
+           "      --kv-type T         KV cache type: f16 (default), f32 or q8_0\n"
+           "      --json              print the results as JSON\n"
+           "  -h, --help              this help\n"
+           "\n"
+           "Examples:\n"
+           "  plumb bench model.gguf -p 128,512 -n 64\n"
+           "  plumb bench --shape tinyllama-1.1b:Q4_0 -t 2 --json\n",
+           pb_ftype_names());
+}
+
+/* "128,512" into up to BENCH_MAX_TESTS lengths; 0 entries are dropped. */
+static bool parse_lengths(const char *opt, const char *arg, int *out, int *n)
+{
+    *n = 0;
+    char *copy = strdup(arg), *save = NULL;
+    bool ok = copy != NULL;
+    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && ok; tok = strtok_r(NULL, ",", &save)) {
+        long long v;
+        if (!cli_parse_int("bench", opt, tok, 0, 1 << 20, &v)) {
+            ok = false;
+            break;
+        }
+        if (v == 0)
+            continue;
+        if (*n == BENCH_MAX_TESTS) {
+            cli_usage_error("bench", "%s takes at most %d lengths", opt, BENCH_MAX_TESTS);
+            ok = false;
+            break;
+        }
+        out[(*n)++] = (int)v;
+    }
+    free(copy);
+    return ok;
+}
+
+static bool parse_shape(const char *arg, struct bench_params *p)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon)
+        return cli_usage_error("bench", "--shape wants NAME:QUANT, e.g. tinyllama-1.1b:Q4_0"), false;
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)(colon - arg), arg);
+    const struct synth_shape *s = synth_shape_find(name);
+    if (!s)
+        return cli_usage_error("bench", "unknown shape '%s' (see 'plumb synth --list')", name), false;
+    if (!pb_ftype_from_name(colon + 1, &p->ftype))
+        return cli_usage_error("bench", "unknown type '%s' (one of %s)", colon + 1, pb_ftype_names()), false;
+    p->shape = *s;
+    return true;
+}
+
+struct progress {
+    bool json;
+};
+
+static void on_test(void *user, const struct bench_test *t)
+{
+    const struct progress *pr = user;
+    if (!pr->json && cli_stderr_is_tty())
+        fprintf(stderr, "  %s: %.2f t/s\n", t->name, t->t_s_median);
+}
+
+static void print_table(const struct bench_report *r)
+{
+    char size[32], params[32];
+    cli_fmt_bytes(r->model_bytes, size, sizeof size);
+    cli_fmt_count(r->n_params, params, sizeof params);
+    printf("| %-40s | %10s | %8s | %-7s | %7s | %7s | %20s |\n", "model", "size", "params", "kernels", "threads",
+           "test", "t/s");
+    printf("| %.40s | %.10s | %.8s | %.7s | %.7s | %.7s | %.20s |\n", "----------------------------------------",
+           "----------", "--------", "-------", "-------", "-------", "--------------------");
+    for (int i = 0; i < r->n_tests; i++) {
+        const struct bench_test *t = &r->tests[i];
+        char ts[48];
+        snprintf(ts, sizeof ts, "%.2f (%.2f-%.2f)", t->t_s_median, t->t_s_min, t->t_s_max);
+        printf("| %-40.40s | %10s | %8s | %-7s | %7d | %7s | %20s |\n", r->model, size, params, r->kernels,
+               r->n_threads, t->name, ts);
+    }
+    char rss[32], wb[32];
+    cli_fmt_bytes(r->peak_rss_bytes, rss, sizeof rss);
+    cli_fmt_bytes(r->weight_bytes, wb, sizeof wb);
+    printf("\nmemory bandwidth (%d-thread read): %.1f GB/s (%.1f before, %.1f after the tests)\n", r->n_threads,
+           r->bandwidth_gbs, r->bandwidth_before_gbs, r->bandwidth_after_gbs);
+    for (int i = 0; i < r->n_tests; i++)
+        if (r->tests[i].generation) {
+            printf("%s reads %s of weights per token: %.2f of that bandwidth\n", r->tests[i].name, wb,
+                   r->tg_bandwidth_share);
+            break;
+        }
+    printf("peak RSS %s, load %.2f s, t/s: median of %d (min-max)\n", rss, r->load_s,
+           r->n_tests ? r->tests[0].reps : 0);
+}
+
+static int print_json(const struct bench_report *r)
+{
+    json_t *res = json_array();
+    for (int i = 0; i < r->n_tests; i++) {
+        const struct bench_test *t = &r->tests[i];
+        json_array_append_new(res, json_pack("{s:s,s:i,s:f,s:f,s:f,s:i}", "test", t->name, "n_tokens", t->n_tokens,
+                                             "t_s", t->t_s_median, "t_s_min", t->t_s_min, "t_s_max", t->t_s_max,
+                                             "repetitions", t->reps));
+    }
+    json_t *o = json_pack("{s:s,s:o,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:i,s:f}", "model", r->model, "results", res,
+                          "bandwidth_gbs", r->bandwidth_gbs, "bandwidth_before_gbs", r->bandwidth_before_gbs,
+                          "bandwidth_after_gbs", r->bandwidth_after_gbs, "tg_bandwidth_share", r->tg_bandwidth_share,
+                          "model_bytes", (json_int_t)r->model_bytes, "weight_bytes_per_token",
+                          (json_int_t)r->weight_bytes, "n_params", (json_int_t)r->n_params, "peak_rss_bytes",
+                          (json_int_t)r->peak_rss_bytes, "kernels", r->kernels, "threads", r->n_threads, "load_s",
+                          r->load_s);
+    return cli_print_json(o, true);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV };
+    static const struct option longopts[] = {
+        {"shape", required_argument, 0, OPT_SHAPE},   {"n-prompt", required_argument, 0, 'p'},
+        {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
+        {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
+        {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
+    bool shape = false, json = false;
+    long long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "p:n:r:t:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SHAPE:
+            if (!parse_shape(optarg, &p))
+                return CLI_USAGE;
+            shape = true;
+            break;
+        case 'p':
+            if (!parse_lengths("--n-prompt", optarg, p.pp, &p.n_pp))
+                return CLI_USAGE;
+            break;
+        case 'n':
+            if (!parse_lengths("--n-gen", optarg, p.tg, &p.n_tg))
+                return CLI_USAGE;
+            break;
+        case 'r':
+            if (!cli_parse_int("bench", "--repetitions", optarg, 1, 1000, &v))
+                return CLI_USAGE;
+            p.reps = (int)v;
+            break;
+        case 't':
+            if (!cli_parse_int("bench", "--threads", optarg, 1, 1024, &v))
+                return CLI_USAGE;
+            p.n_threads = (int)v;
+            break;
+        case OPT_KV: {
+            enum kv_type t;
+            if (!kv_type_from_name(optarg, &t))
+                return cli_usage_error("bench", "unknown KV cache type '%s' (f16, f32 or q8_0)", optarg);
+            p.kv_type = (int)t;
+            break;
+        }
+        case OPT_JSON: json = true; break;
+        case 'h': help(); return CLI_OK;
+        default: return cli_usage_error("bench", "unknown option");
+        }
+    }
+    if (shape == (optind < argc))
+        return cli_usage_error("bench", shape ? "give a model file or --shape, not both" : "missing MODEL (or --shape)");
+    if (optind + 1 < argc)
+        return cli_usage_error("bench", "unexpected argument '%s'", argv[optind + 1]);
+    if (p.n_pp + p.n_tg == 0)
+        return cli_usage_error("bench", "nothing to measure: -p and -n are both 0");
+    if (!shape)
+        p.model_path = argv[optind];
+    struct progress pr = {json};
+    p.on_test = on_test;
+    p.user = &pr;
+    p.progress = json ? NULL : cli_progress_cb;
+    if (shape && !json)
+        fprintf(stderr, "synthesizing %s %s in memory...\n", p.shape.name, pb_ftype_name(p.ftype));
+    struct bench_report r;
+    pb_err err = {0};
+    if (bench_run(&p, &r, &err))
+        return cli_error("bench", "%s", err.msg);
+    return json ? print_json(&r) : (print_table(&r), CLI_OK);
+}

@@ -1,0 +1,173 @@
+/* AVX2 attention and element-wise kernels (compiled with -mavx2 -mfma
+ * -mf16c, called after a CPU check). Same algorithm as attn_scalar.c;
+ * the exponential is a vector polynomial accurate to about 1 ulp, so
+ * results agree with the scalar kernels to rounding, not bit for bit. */
+#include "kernels/kernels.h"
+
+#include "quant/blocks.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+/* exp(x) for x in [-87.3, 88.3] (inputs outside are clamped): x = n ln2 + r
+ * with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial (the classic Cephes
+ * coefficients), times 2^n built in the exponent field. */
+static inline __m256 exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void kern_swiglu_avx2(float *g, const float *u, int64_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 e = exp8(_mm256_sub_ps(zero, x));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* Rows [k0, k0 + n) of KV head g as floats (hd apart), or a pointer into
+ * the cache itself for F32 (rows *stride floats apart). */
+static const float *tile(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst,
+                         size_t *stride)
+{
+    const int hd = a->head_dim;
+    const uint8_t *row0 = (const uint8_t *)base + (size_t)k0 * a->kv_row_bytes;
+    if (a->kv_type == PB_TYPE_F32) {
+        *stride = a->kv_row_bytes / sizeof(float);
+        return (const float *)(const void *)row0 + (size_t)g * (size_t)hd;
+    }
+    *stride = (size_t)hd;
+    for (int j = 0; j < n; j++) {
+        const uint8_t *row = row0 + (size_t)j * a->kv_row_bytes;
+        float *d = dst + (size_t)j * hd;
+        if (a->kv_type == PB_TYPE_F16) {
+            const uint16_t *h = (const uint16_t *)(const void *)row + (size_t)g * (size_t)hd;
+            for (int e = 0; e < hd; e += 8)
+                _mm256_storeu_ps(d + e, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + e))));
+        } else { /* Q8_0 */
+            const struct block_q8_0 *b = (const struct block_q8_0 *)(const void *)row + (size_t)g * (size_t)hd / QK8_0;
+            for (int e = 0; e < hd; e += QK8_0, b++) {
+                const __m256 s = _mm256_set1_ps(_cvtsh_ss(b->d));
+                for (int k = 0; k < QK8_0; k += 8) {
+                    __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b->qs + k)));
+                    _mm256_storeu_ps(d + e + k, _mm256_mul_ps(_mm256_cvtepi32_ps(q), s));
+                }
+            }
+        }
+    }
+    return dst;
+}
+
+void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
+{
+    const int hd = a->head_dim, G = a->n_head / a->n_head_kv, nv = hd / 8;
+    float *kt = scratch, *vt = kt + KERN_ATTN_TILE * hd, *s = vt + KERN_ATTN_TILE * hd, *o = s + G * KERN_ATTN_TILE;
+    float *mx = o + G * hd, *sum = mx + G;
+    for (int64_t item = i0; item < i1; item++) {
+        const int t = (int)(item / a->n_head_kv), g = (int)(item % a->n_head_kv);
+        const int64_t n_keys = a->pos0 + t + 1;
+        const float *q = a->q + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
+        memset(o, 0, (size_t)(G * hd) * sizeof *o);
+        for (int i = 0; i < G; i++) {
+            mx[i] = -INFINITY;
+            sum[i] = 0;
+        }
+        for (int64_t k0 = 0; k0 < n_keys; k0 += KERN_ATTN_TILE) {
+            const int n = n_keys - k0 < KERN_ATTN_TILE ? (int)(n_keys - k0) : KERN_ATTN_TILE;
+            size_t ks, vs;
+            const float *K = tile(a, a->k, g, k0, n, kt, &ks), *V = tile(a, a->v, g, k0, n, vt, &vs);
+            for (int i = 0; i < G; i++) {
+                const float *qi = q + (size_t)i * hd;
+                float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
+                /* scores, four keys at a time */
+                int j = 0;
+                for (; j + 4 <= n; j += 4) {
+                    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+                    for (int e = 0; e < hd; e += 8) {
+                        __m256 qv = _mm256_loadu_ps(qi + e);
+                        c0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)j * ks + e), c0);
+                        c1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 1) * ks + e), c1);
+                        c2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 2) * ks + e), c2);
+                        c3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 3) * ks + e), c3);
+                    }
+                    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
+                    __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+                    _mm_storeu_ps(si + j, _mm_mul_ps(r, _mm_set1_ps(a->scale)));
+                }
+                for (; j < n; j++) {
+                    __m256 c = _mm256_setzero_ps();
+                    for (int e = 0; e < hd; e += 8)
+                        c = _mm256_fmadd_ps(_mm256_loadu_ps(qi + e), _mm256_loadu_ps(K + (size_t)j * ks + e), c);
+                    si[j] = hsum8(c) * a->scale;
+                }
+                float m = mx[i];
+                for (j = 0; j < n; j++)
+                    m = si[j] > m ? si[j] : m;
+                const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m);
+                /* probabilities of this tile */
+                __m256 psum = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
+                for (j = 0; j + 8 <= n; j += 8) {
+                    __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(si + j), mv));
+                    _mm256_storeu_ps(si + j, p);
+                    psum = _mm256_add_ps(psum, p);
+                }
+                float ps = hsum8(psum);
+                for (; j < n; j++) {
+                    si[j] = expf(si[j] - m);
+                    ps += si[j];
+                }
+                sum[i] = sum[i] * corr + ps;
+                mx[i] = m;
+                /* o = o * corr + sum_j p_j v_j, eight output values per vector */
+                const __m256 cv = _mm256_set1_ps(corr);
+                for (int e0 = 0; e0 < nv; e0 += 4) {
+                    int ne = nv - e0 < 4 ? nv - e0 : 4;
+                    __m256 acc[4];
+                    for (int e = 0; e < ne; e++)
+                        acc[e] = _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (e0 + e)), cv);
+                    for (j = 0; j < n; j++) {
+                        const __m256 p = _mm256_set1_ps(si[j]);
+                        const float *vr = V + (size_t)j * vs + 8 * e0;
+                        for (int e = 0; e < ne; e++)
+                            acc[e] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * e), acc[e]);
+                    }
+                    for (int e = 0; e < ne; e++)
+                        _mm256_storeu_ps(oi + 8 * (e0 + e), acc[e]);
+                }
+            }
+        }
+        float *out = a->out + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
+        for (int i = 0; i < G; i++) {
+            const __m256 inv = _mm256_set1_ps(1.0f / sum[i]);
+            for (int e = 0; e < hd; e += 8)
+                _mm256_storeu_ps(out + (size_t)i * hd + e, _mm256_mul_ps(_mm256_loadu_ps(o + (size_t)i * hd + e), inv));
+        }
+    }
+}

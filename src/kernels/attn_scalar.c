@@ -1,0 +1,80 @@
+/* Scalar attention and element-wise kernels: the reference the SIMD ones
+ * are compared with (within rounding: they use their own exp). */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+size_t kern_attn_scratch(const struct kern_attn_args *a)
+{
+    const size_t G = (size_t)(a->n_head / a->n_head_kv), hd = (size_t)a->head_dim;
+    /* K and V tiles, scores, outputs, running max and sum */
+    return 2 * KERN_ATTN_TILE * hd + G * KERN_ATTN_TILE + G * hd + 2 * G + 16;
+}
+
+/* Rows [k0, k0 + n) of KV head g as floats, hd apart. */
+static void tile_to_float(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst)
+{
+    const struct pb_type_traits *tr = pb_type_get(a->kv_type);
+    const size_t off = pb_row_size(a->kv_type, (int64_t)g * a->head_dim);
+    for (int j = 0; j < n; j++)
+        tr->to_float((const uint8_t *)base + (size_t)(k0 + j) * a->kv_row_bytes + off, dst + (size_t)j * a->head_dim,
+                     a->head_dim);
+}
+
+void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
+{
+    const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
+    float *kt = scratch, *vt = kt + KERN_ATTN_TILE * hd, *s = vt + KERN_ATTN_TILE * hd, *o = s + G * KERN_ATTN_TILE;
+    float *mx = o + G * hd, *sum = mx + G;
+    for (int64_t item = i0; item < i1; item++) {
+        const int t = (int)(item / a->n_head_kv), g = (int)(item % a->n_head_kv);
+        const int64_t n_keys = a->pos0 + t + 1;
+        const float *q = a->q + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
+        memset(o, 0, (size_t)(G * hd) * sizeof *o);
+        for (int i = 0; i < G; i++) {
+            mx[i] = -INFINITY;
+            sum[i] = 0;
+        }
+        for (int64_t k0 = 0; k0 < n_keys; k0 += KERN_ATTN_TILE) {
+            int n = n_keys - k0 < KERN_ATTN_TILE ? (int)(n_keys - k0) : KERN_ATTN_TILE;
+            tile_to_float(a, a->k, g, k0, n, kt);
+            tile_to_float(a, a->v, g, k0, n, vt);
+            for (int i = 0; i < G; i++) {
+                const float *qi = q + (size_t)i * hd;
+                float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
+                float m = mx[i];
+                for (int j = 0; j < n; j++) {
+                    float d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += qi[e] * kt[(size_t)j * hd + e];
+                    si[j] = d * a->scale;
+                    if (si[j] > m)
+                        m = si[j];
+                }
+                /* rescale what was accumulated under the old maximum */
+                float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m), ps = 0;
+                for (int e = 0; e < hd; e++)
+                    oi[e] *= corr;
+                for (int j = 0; j < n; j++) {
+                    float p = expf(si[j] - m);
+                    ps += p;
+                    for (int e = 0; e < hd; e++)
+                        oi[e] += p * vt[(size_t)j * hd + e];
+                }
+                sum[i] = sum[i] * corr + ps;
+                mx[i] = m;
+            }
+        }
+        float *out = a->out + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
+        for (int i = 0; i < G; i++)
+            for (int e = 0; e < hd; e++)
+                out[(size_t)i * hd + e] = o[(size_t)i * hd + e] / sum[i];
+    }
+}
+
+void kern_swiglu_scalar(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

@@ -1,0 +1,527 @@
+/* AVX2 matrix kernels (with FMA and F16C): row-interleaved weights
+ * (pack_r8.h), 8-bit activations, integer multiply-adds on 8 rows at once.
+ *
+ * Each 32-bit lane of a vector belongs to one weight row, so a block's
+ * integer dot products of 8 rows end up in one vector with no horizontal
+ * sums, and the float accumulation of each row follows exactly the
+ * scalar reference's order: the results are bit for bit those of
+ * dot_*_scalar (the tests compare them). A tile is 8 rows x up to 4
+ * activation rows: the unpacked weights of a block are reused for every
+ * activation row of the tile.
+ *
+ * vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16
+ * with saturation; every use below is bounded so that it cannot saturate:
+ * 4-bit codes (0..15) times activations (-127..127) give pairs of at most
+ * 3810, eight such add to at most 30480; 6-bit codes (0..63) give pairs of
+ * at most 16002, two of which add to 32004. Activations never reach -128:
+ * the quantizers scale the largest magnitude to 127.
+ *
+ * This file is compiled with -mavx2 -mfma -mf16c and only called after a
+ * CPU check (kernels.c).
+ */
+#include "kernels/kernels.h"
+
+#include "base/fp16.h"
+#include "kernels/pack_r8.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define TILE 4 /* activation rows per tile */
+/* Prefetch distance: a token's product streams every weight once from
+ * memory, and the hardware prefetchers alone leave bandwidth unused. */
+#define PREFETCH_BYTES 8192
+
+static inline void prefetch_block(const void *blk, size_t size)
+{
+    const char *p = (const char *)blk + PREFETCH_BYTES;
+    for (size_t o = 0; o < size; o += 64)
+        _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+static inline __m256i bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline int hsum8_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Packs four vectors of 8 int32 (in -127..127) into 32 int8 in order. */
+static inline __m256i pack_i32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* True when every value of the 32 is finite (no NaN, no infinity). */
+static inline int all_finite(__m256 x0, __m256 x1, __m256 x2, __m256 x3)
+{
+    const __m256 big = _mm256_set1_ps(3.402823466e+38f);
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(_mm256_and_ps(x0, abs), big, _CMP_LE_OQ),
+                              _mm256_cmp_ps(_mm256_and_ps(x1, abs), big, _CMP_LE_OQ));
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_and_ps(x2, abs), big, _CMP_LE_OQ));
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_and_ps(x3, abs), big, _CMP_LE_OQ));
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+
+/* ---- activations for Q4_0 and Q8_0: "q8x" ----
+ * A row of n values: int8 qs[n], then float d[n / 32] (the scale, rounded
+ * through fp16 exactly as quant_row_q8_0 stores it), then int32 s8[n / 32]
+ * (8 x the sum of each block's qs: the offset of Q4_0's codes). The
+ * integers are quant_row_q8_0's. */
+
+struct q8x_view {
+    const int8_t *qs;
+    const float *d;
+    const int32_t *s8; /* 8 x the sum of each block's codes */
+};
+
+static inline struct q8x_view q8x_at(const void *row, int64_t n)
+{
+    const int8_t *qs = row;
+    const float *d = (const float *)(const void *)(qs + n);
+    return (struct q8x_view){qs, d, (const int32_t *)(const void *)(d + n / QK8_0)};
+}
+
+static size_t act_size_q8x(int64_t n)
+{
+    return (size_t)n + (size_t)(n / QK8_0) * (sizeof(float) + sizeof(int32_t));
+}
+
+static void act_quantize_q8x(const float *x, void *out, int64_t n)
+{
+    int8_t *qs = out;
+    float *dv = (float *)(void *)(qs + n);
+    int32_t *sv = (int32_t *)(void *)(dv + n / QK8_0);
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
+        __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+               x3 = _mm256_loadu_ps(x + 24);
+        if (!all_finite(x0, x1, x2, x3)) { /* the reference's clamping rules */
+            struct block_q8_0 blk;
+            quant_row_q8_0(x, &blk, QK8_0);
+            int s = 0;
+            for (int j = 0; j < QK8_0; j++)
+                s += (qs[QK8_0 * b + j] = blk.qs[j]);
+            dv[b] = fp16_to_f32(blk.d);
+            sv[b] = 8 * s;
+            continue;
+        }
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, abs), _mm256_and_ps(x1, abs)),
+                                 _mm256_max_ps(_mm256_and_ps(x2, abs), _mm256_and_ps(x3, abs)));
+        float amax = hmax8(m);
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        dv[b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+        const __m256 vid = _mm256_set1_ps(id);
+        /* cvtps rounds to nearest even, as rintf */
+        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
+        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
+        _mm256_storeu_si256((__m256i *)(void *)(qs + QK8_0 * b), pack_i32_to_i8(q0, q1, q2, q3));
+        sv[b] = 8 * hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+    }
+}
+
+/* ---- activations for the K-quants: "q8Kx" ----
+ * Per 256 values: quant_row_q8_K's scale and codes, with the sums of
+ * each 16 and of each 32 codes. */
+
+struct q8Kx {
+    float d;
+    int16_t bs16[16];
+    int16_t bs32[8];
+    int32_t bs16w[16]; /* bs16 zero-extended: (bs16, 0) int16 pairs for madd */
+    int8_t qs[QK_K];
+};
+
+static size_t act_size_q8Kx(int64_t n)
+{
+    return (size_t)(n / QK_K) * sizeof(struct q8Kx);
+}
+
+static void act_quantize_q8Kx(const float *x, void *out, int64_t n)
+{
+    struct q8Kx *o = out;
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, o++) {
+        __m256 m = _mm256_setzero_ps();
+        int finite = 1;
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8), x2 = _mm256_loadu_ps(x + j + 16),
+                   x3 = _mm256_loadu_ps(x + j + 24);
+            finite &= all_finite(x0, x1, x2, x3);
+            m = _mm256_max_ps(m, _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, abs), _mm256_and_ps(x1, abs)),
+                                               _mm256_max_ps(_mm256_and_ps(x2, abs), _mm256_and_ps(x3, abs))));
+        }
+        if (!finite) { /* the reference's rules for NaN and infinities */
+            struct block_q8_K k;
+            quant_row_q8_K(x, &k, QK_K);
+            o->d = k.d;
+            memcpy(o->qs, k.qs, QK_K);
+        } else {
+            float amax = hmax8(m);
+            if (amax == 0.0f) {
+                memset(o, 0, sizeof *o);
+                continue;
+            }
+            float max = 0;
+            for (int j = 0; j < QK_K; j++) /* the first value of largest magnitude, as the reference */
+                if (fabsf(x[j]) == amax) {
+                    max = x[j];
+                    break;
+                }
+            float iscale = -127.0f / max;
+            const __m256 vs = _mm256_set1_ps(iscale);
+            for (int j = 0; j < QK_K; j += 32) {
+                __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j)));
+                __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8)));
+                __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 16)));
+                __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 24)));
+                _mm256_storeu_si256((__m256i *)(void *)(o->qs + j), pack_i32_to_i8(q0, q1, q2, q3));
+            }
+            o->d = 1.0f / iscale;
+        }
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int k = 0; k < 16; k++)
+                s += o->qs[16 * g + k];
+            o->bs16[g] = (int16_t)s;
+        }
+        for (int g = 0; g < 8; g++)
+            o->bs32[g] = (int16_t)(o->bs16[2 * g] + o->bs16[2 * g + 1]);
+        for (int g = 0; g < 16; g++)
+            o->bs16w[g] = (int32_t)(uint16_t)o->bs16[g];
+    }
+}
+
+/* ---- Q4_0 ---- */
+
+static inline __attribute__((always_inline)) void tile_q4_0(const struct blk_q4_0_r8 *w, int64_t nb,
+                                                            const struct q8x_view *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        __m256i p[TILE];
+        /* two halves of the block keep fewer registers live: low nibbles
+         * are elements 4c..4c+3, high nibbles elements 16 + 4c.. */
+        for (int half = 0; half < 2; half++) {
+            __m256i v[4];
+            for (int c = 0; c < 4; c++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(w[b].qs + 32 * c));
+                v[c] = _mm256_and_si256(half ? _mm256_srli_epi16(raw, 4) : raw, m4);
+            }
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q = a[t].qs + QK4_0 * b + 16 * half;
+                __m256i x = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], bcast4(q)), _mm256_maddubs_epi16(v[1], bcast4(q + 4)));
+                x = _mm256_add_epi16(x, _mm256_maddubs_epi16(v[2], bcast4(q + 8)));
+                x = _mm256_add_epi16(x, _mm256_maddubs_epi16(v[3], bcast4(q + 12)));
+                p[t] = half ? _mm256_add_epi16(p[t], x) : x;
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w[b].d));
+        for (int t = 0; t < nt; t++) {
+            /* sum (c - 8) y = sum c y - 8 sum y */
+            __m256i s = _mm256_sub_epi32(_mm256_madd_epi16(p[t], ones), _mm256_set1_epi32(a[t].s8[b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b])), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* ---- Q8_0 ---- */
+
+static inline __attribute__((always_inline)) void tile_q8_0(const struct blk_q8_0_r8 *w, int64_t nb,
+                                                            const struct q8x_view *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w[b].d));
+        __m256i s[TILE];
+        for (int t = 0; t < nt; t++)
+            s[t] = _mm256_setzero_si256();
+        for (int l = 0; l < 8; l++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(w[b].qs + 32 * l));
+            __m256i ax = _mm256_sign_epi8(x, x);
+            for (int t = 0; t < nt; t++) {
+                /* x y = |x| (y * sign x) */
+                __m256i yb = _mm256_sign_epi8(bcast4(a[t].qs + QK8_0 * b + 4 * l), x);
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, yb), ones));
+            }
+        }
+        for (int t = 0; t < nt; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b])), acc[t]);
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* ---- Q4_K ---- */
+
+/* Scale (or min) of sub-block j as an int16 pair in each row's lane, from
+ * a vector holding 4 of them per lane (bytes 0..3). */
+static inline __m256i q4k_pair_same(__m256i v, int j)
+{
+    const __m128i idx = _mm_setr_epi8((char)j, -128, (char)j, -128, (char)(4 + j), -128, (char)(4 + j), -128,
+                                      (char)(8 + j), -128, (char)(8 + j), -128, (char)(12 + j), -128, (char)(12 + j),
+                                      -128);
+    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
+}
+
+/* Sub-blocks j and j + 1 as an int16 pair per lane. */
+static inline __m256i q4k_pair_next(__m256i v, int j)
+{
+    const __m128i idx = _mm_setr_epi8((char)j, -128, (char)(j + 1), -128, (char)(4 + j), -128, (char)(5 + j), -128,
+                                      (char)(8 + j), -128, (char)(9 + j), -128, (char)(12 + j), -128, (char)(13 + j),
+                                      -128);
+    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
+}
+
+static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_K_r8 *w, int64_t nb,
+                                                            const struct q8Kx *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
+    __m256 acc[TILE];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        const struct blk_q4_K_r8 *x = &w[b];
+        /* the 6-bit scales of sub-blocks 0..3 (lo) and 4..7 (hi) */
+        const __m256i A = _mm256_loadu_si256((const __m256i *)(const void *)x->scales);
+        const __m256i C = _mm256_loadu_si256((const __m256i *)(const void *)(x->scales + 64));
+        const __m256i sc_lo = _mm256_and_si256(A, m6);
+        const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(C, m4),
+                                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
+        __m256i s[TILE];
+        for (int t = 0; t < nt; t++)
+            s[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) { /* sub-block j: nibbles (j odd: high) of vectors 8 (j / 2) .. + 7 */
+            const uint8_t *q = x->qs + 32 * 8 * (j / 2);
+            __m256i v[8];
+            for (int k = 0; k < 8; k++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * k));
+                v[k] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
+            }
+            const __m256i sc = q4k_pair_same(j < 4 ? sc_lo : sc_hi, j % 4);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *qa = a[t][b].qs + 32 * j;
+                __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));
+                for (int k = 1; k < 8; k++)
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc));
+            }
+        }
+        const __m256i B = _mm256_loadu_si256((const __m256i *)(const void *)(x->scales + 32));
+        const __m256i mn_lo = _mm256_and_si256(B, m6);
+        const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m4),
+                                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 6), m2), 4));
+        const __m256i mins0 = q4k_pair_next(mn_lo, 0), mins1 = q4k_pair_next(mn_lo, 2);
+        const __m256i mins2 = q4k_pair_next(mn_hi, 0), mins3 = q4k_pair_next(mn_hi, 2);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->d));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->dmin));
+        for (int t = 0; t < nt; t++) {
+            const struct q8Kx *q = &a[t][b];
+            int32_t p[4];
+            memcpy(p, q->bs32, sizeof p); /* (bs32[2k], bs32[2k + 1]) pairs */
+            __m256i summ = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(mins0, _mm256_set1_epi32(p[0])),
+                                 _mm256_madd_epi16(mins1, _mm256_set1_epi32(p[1]))),
+                _mm256_add_epi32(_mm256_madd_epi16(mins2, _mm256_set1_epi32(p[2])),
+                                 _mm256_madd_epi16(mins3, _mm256_set1_epi32(p[3]))));
+            /* d_a * (d * sumi - dmin * summ), in the reference's order */
+            __m256 v = _mm256_sub_ps(_mm256_mul_ps(dw, _mm256_cvtepi32_ps(s[t])),
+                                     _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ)));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_set1_ps(q->d), v));
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* ---- Q6_K ---- */
+
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* One Q6_K sub-block (16 elements of 8 rows) against nt activation rows. */
+static inline __attribute__((always_inline)) void q6k_sub(const int8_t *scales, const struct q8Kx *const *a,
+                                                          const int nt, int64_t b, const int j, const __m256i *L,
+                                                          const __m256i *H, const int part, const __m256i m4,
+                                                          __m256i *s, __m256i *off)
+{
+    /* scale of sub-block j as an (sc, sc) int16 pair per row */
+    __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(scales + 8 * part)));
+    sc = _mm256_blend_epi16(sc, _mm256_slli_epi32(sc, 16), 0xAA);
+    const __m256i hmask = _mm256_set1_epi8((char)(3 << (2 * part)));
+    __m256i e[4];
+    for (int k = 0; k < 4; k++) {
+        const __m256i lo = _mm256_and_si256(part < 2 ? L[k] : _mm256_srli_epi16(L[k], 4), m4);
+        __m256i hi = _mm256_and_si256(H[k], hmask); /* to bits 4-5 */
+        hi = part == 0 ? _mm256_slli_epi16(hi, 4) : part == 1 ? _mm256_slli_epi16(hi, 2)
+           : part == 3 ? _mm256_srli_epi16(hi, 2) : hi;
+        e[k] = _mm256_or_si256(lo, hi);
+    }
+    for (int t = 0; t < nt; t++) {
+        const struct q8Kx *q = &a[t][b];
+        const int8_t *qa = q->qs + 16 * j;
+        __m256i pa = _mm256_add_epi16(_mm256_maddubs_epi16(e[0], bcast4(qa)), _mm256_maddubs_epi16(e[1], bcast4(qa + 4)));
+        __m256i pb =
+            _mm256_add_epi16(_mm256_maddubs_epi16(e[2], bcast4(qa + 8)), _mm256_maddubs_epi16(e[3], bcast4(qa + 12)));
+        s[t] = _mm256_add_epi32(s[t], _mm256_add_epi32(_mm256_madd_epi16(pa, sc), _mm256_madd_epi16(pb, sc)));
+        /* sc * (sum of the sub-block's activations), for the offset of the codes */
+        off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(sc, _mm256_set1_epi32(q->bs16w[j])));
+    }
+}
+
+static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_K_r8 *w, int64_t nb,
+                                                            const struct q8Kx *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[TILE];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        const struct blk_q6_K_r8 *x = &w[b];
+        __m256i s[TILE], off[TILE];
+        for (int t = 0; t < nt; t++)
+            s[t] = off[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *ql = x->c[c].ql, *qh = x->c[c].qh;
+            const __m256i L0[4] = {load32(ql), load32(ql + 32), load32(ql + 64), load32(ql + 96)};
+            const __m256i L1[4] = {load32(ql + 128), load32(ql + 160), load32(ql + 192), load32(ql + 224)};
+            const __m256i H[4] = {load32(qh), load32(qh + 32), load32(qh + 64), load32(qh + 96)};
+            /* part p = sub-block 4c + p: low bits from L0 (p even) or L1, low
+             * or high nibble (p >= 2); top bits from bits 2p, 2p + 1 of H */
+            q6k_sub(x->c[c].scales, a, nt, b, 4 * c + 0, L0, H, 0, m4, s, off);
+            q6k_sub(x->c[c].scales, a, nt, b, 4 * c + 1, L1, H, 1, m4, s, off);
+            q6k_sub(x->c[c].scales, a, nt, b, 4 * c + 2, L0, H, 2, m4, s, off);
+            q6k_sub(x->c[c].scales, a, nt, b, 4 * c + 3, L1, H, 3, m4, s, off);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->d));
+        for (int t = 0; t < nt; t++) {
+            /* codes are q + 32: sum sc (q y) = sum sc (code y) - 32 sum sc (sum y) */
+            __m256i sumi = _mm256_sub_epi32(s[t], _mm256_slli_epi32(off[t], 5));
+            __m256 v = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[t][b].d)), _mm256_cvtepi32_ps(sumi));
+            acc[t] = _mm256_add_ps(acc[t], v);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* ---- the gemm entry points: groups x tiles of activation rows ---- */
+
+#define GEMM_Q8X(name, blk, tile, QK)                                                                                  \
+    static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
+                            size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
+    {                                                                                                                  \
+        (void)w_row_bytes;                                                                                             \
+        const int64_t nb = n_in / QK;                                                                                  \
+        for (int t0 = 0; t0 < n_tok; t0 += TILE) {                                                                     \
+            int nt = n_tok - t0 < TILE ? n_tok - t0 : TILE;                                                            \
+            struct q8x_view av[TILE];                                                                                  \
+            for (int t = 0; t < nt; t++)                                                                               \
+                av[t] = q8x_at((const uint8_t *)a + (size_t)(t0 + t) * a_stride, n_in);                                \
+            for (int64_t g = g0; g < g1; g++) {                                                                        \
+                const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
+                float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
+                switch (nt) {                                                                                          \
+                case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
+                case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
+                case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
+                default: tile(wg, nb, av, 1, yg, y_stride); break;                                                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+#define GEMM_Q8K(name, blk, tile)                                                                                      \
+    static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
+                            size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
+    {                                                                                                                  \
+        (void)w_row_bytes;                                                                                             \
+        const int64_t nb = n_in / QK_K;                                                                                \
+        for (int t0 = 0; t0 < n_tok; t0 += TILE) {                                                                     \
+            int nt = n_tok - t0 < TILE ? n_tok - t0 : TILE;                                                            \
+            const struct q8Kx *av[TILE];                                                                               \
+            for (int t = 0; t < nt; t++)                                                                               \
+                av[t] = (const struct q8Kx *)(const void *)((const uint8_t *)a + (size_t)(t0 + t) * a_stride);       \
+            for (int64_t g = g0; g < g1; g++) {                                                                        \
+                const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
+                float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
+                switch (nt) {                                                                                          \
+                case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
+                case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
+                case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
+                default: tile(wg, nb, av, 1, yg, y_stride); break;                                                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+GEMM_Q8X(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0)
+GEMM_Q8X(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0)
+GEMM_Q8K(q4_K, blk_q4_K_r8, tile_q4_K)
+GEMM_Q8K(q6_K, blk_q6_K_r8, tile_q6_K)
+
+#define MM(t, T, act)                                                                                                  \
+    [PB_TYPE_##T] = {                                                                                                  \
+        .name = #t "_r8/avx2",                                                                                         \
+        .wtype = PB_TYPE_##T,                                                                                          \
+        .group = 8,                                                                                                    \
+        .act_size = act_size_##act,                                                                                    \
+        .act_quantize = act_quantize_##act,                                                                            \
+        .packed_size = pack_r8_size_##t,                                                                               \
+        .pack = pack_r8_##t,                                                                                           \
+        .gemm = gemm_##t,                                                                                              \
+    }
+
+static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
+    MM(q4_0, Q4_0, q8x),
+    MM(q8_0, Q8_0, q8x),
+    MM(q4_K, Q4_K, q8Kx),
+    MM(q6_K, Q6_K, q8Kx),
+};
+
+const struct kern_mm *kern_mm_avx2(enum pb_type t)
+{
+    if ((unsigned)t >= PB_TYPE_COUNT || !avx2_table[t].gemm)
+        return NULL;
+    return &avx2_table[t];
+}

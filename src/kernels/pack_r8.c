@@ -1,0 +1,117 @@
+/* Repacking weight rows into the r8 layouts of pack_r8.h. */
+#include "kernels/pack_r8.h"
+
+#include "quant/blocks.h"
+
+#include <string.h>
+
+#define SIZE_FN(t, QK, blk)                                                                                            \
+    size_t pack_r8_size_##t(int64_t n_in, int64_t n_rows)                                                              \
+    {                                                                                                                  \
+        return (size_t)(n_rows / 8) * (size_t)(n_in / QK) * sizeof(struct blk);                                        \
+    }
+
+SIZE_FN(q4_0, QK4_0, blk_q4_0_r8)
+SIZE_FN(q8_0, QK8_0, blk_q8_0_r8)
+SIZE_FN(q4_K, QK_K, blk_q4_K_r8)
+SIZE_FN(q6_K, QK_K, blk_q6_K_r8)
+
+/* Block b of row r (0..7) of group g. */
+#define SRC_BLOCK(type, src, row_bytes, g, r, b)                                                                       \
+    ((const struct type *)(const void *)((const uint8_t *)(src) + (size_t)(8 * (g) + (r)) * (row_bytes)) + (b))
+
+/* vec[32k + 4r + i] = bytes[4k + i] of row r, for k < n_vec. */
+static void interleave4(uint8_t *vec, const uint8_t *const rows[8], int n_vec)
+{
+    for (int k = 0; k < n_vec; k++)
+        for (int r = 0; r < 8; r++)
+            memcpy(vec + 32 * k + 4 * r, rows[r] + 4 * k, 4);
+}
+
+void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / QK4_0;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q4_0_r8 *out = (struct blk_q4_0_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *rows[8];
+            for (int r = 0; r < 8; r++) {
+                const struct block_q4_0 *x = SRC_BLOCK(block_q4_0, src, src_row_bytes, g, r, b);
+                out[b].d[r] = x->d;
+                rows[r] = x->qs;
+            }
+            interleave4(out[b].qs, rows, 4);
+        }
+    }
+}
+
+void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / QK8_0;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q8_0_r8 *out = (struct blk_q8_0_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *rows[8];
+            for (int r = 0; r < 8; r++) {
+                const struct block_q8_0 *x = SRC_BLOCK(block_q8_0, src, src_row_bytes, g, r, b);
+                out[b].d[r] = x->d;
+                rows[r] = (const uint8_t *)x->qs;
+            }
+            interleave4((uint8_t *)out[b].qs, rows, 8);
+        }
+    }
+}
+
+void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / QK_K;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q4_K_r8 *out = (struct blk_q4_K_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *sc[8], *qs[8];
+            for (int r = 0; r < 8; r++) {
+                const struct block_q4_K *x = SRC_BLOCK(block_q4_K, src, src_row_bytes, g, r, b);
+                out[b].d[r] = x->d;
+                out[b].dmin[r] = x->dmin;
+                sc[r] = x->scales;
+                qs[r] = x->qs;
+            }
+            interleave4(out[b].scales, sc, 3);
+            interleave4(out[b].qs, qs, 32);
+        }
+    }
+}
+
+void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / QK_K;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q6_K_r8 *out = (struct blk_q6_K_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            struct blk_q6_K_r8 *o = &out[b];
+            for (int r = 0; r < 8; r++) {
+                const struct block_q6_K *x = SRC_BLOCK(block_q6_K, src, src_row_bytes, g, r, b);
+                int8_t q[QK_K];
+                q6k_unpack(x->ql, x->qh, q);
+                o->d[r] = x->d;
+                for (int c = 0; c < 4; c++) {
+                    for (int p = 0; p < 4; p++)
+                        o->c[c].scales[8 * p + r] = x->scales[4 * c + p];
+                    const int8_t *e = q + 64 * c; /* this chunk's codes, minus 32 */
+                    for (int k = 0; k < 8; k++)
+                        for (int i = 0; i < 4; i++) {
+                            int lo = (e[4 * k + i] + 32) & 0x0F, hi = (e[32 + 4 * k + i] + 32) & 0x0F;
+                            o->c[c].ql[32 * k + 4 * r + i] = (uint8_t)(lo | hi << 4);
+                        }
+                    for (int k = 0; k < 4; k++)
+                        for (int i = 0; i < 4; i++) {
+                            int v = 0;
+                            for (int part = 0; part < 4; part++) /* elements 16 apart */
+                                v |= (((e[16 * part + 4 * k + i] + 32) >> 4) & 3) << (2 * part);
+                            o->c[c].qh[32 * k + 4 * r + i] = (uint8_t)v;
+                        }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+/* Row-interleaved layouts ("r8"): the blocks of 8 consecutive rows stored
+ * together so that a 256-bit register holds 4 values of each of the 8
+ * rows, and one integer multiply-add works on all 8 rows. Portable C:
+ * used by the AVX2 kernels (and any later SIMD set with 8 x 32-bit lanes).
+ *
+ * In every layout a group holds, for each block column of the matrix, one
+ * struct below; groups follow each other (group g starts at g * blocks per
+ * row * sizeof(struct)). "lane r, byte i" means byte 4 * r + i of a 32-byte
+ * vector.
+ */
+#ifndef PLUMB_KERNELS_PACK_R8_H
+#define PLUMB_KERNELS_PACK_R8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Q4_0: vector c (0..3), lane r, byte i = row r's qs[4c + i]: its low
+ * nibble is element 4c + i, its high nibble element 16 + 4c + i. */
+struct blk_q4_0_r8 {
+    uint16_t d[8];
+    uint8_t qs[4 * 32];
+};
+
+/* Q8_0: vector l (0..7), lane r, byte i = row r's element 4l + i. */
+struct blk_q8_0_r8 {
+    uint16_t d[8];
+    int8_t qs[8 * 32];
+};
+
+/* Q4_K: scales vector k (0..2), lane r, byte i = row r's scales[4k + i]
+ * (the packed 6-bit scales and mins); qs vector k (0..31), lane r, byte
+ * i = row r's qs[4k + i] (low nibble: element 64(k/8) + 4(k%8) + i, high
+ * nibble: 32 elements further). */
+struct blk_q4_K_r8 {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[3 * 32];
+    uint8_t qs[32 * 32];
+};
+
+/* Q6_K, codes e = q + 32 in 0..63, in 4 chunks of 64 elements stored one
+ * after the other (one linear stream for the prefetchers). Chunk c:
+ * scales[8p + r] = row r's scale of sub-block 4c + p (p = 0..3);
+ * ql vector k (0..7), lane r, byte i: low nibble = low 4 bits of element
+ * 64c + 4k + i, high nibble = of element 64c + 32 + 4k + i;
+ * qh vector k (0..3), lane r, byte i: bits 0-1, 2-3, 4-5, 6-7 = top 2
+ * bits of elements 64c + 4k + i, + 16, + 32, + 48. */
+struct blk_q6_K_r8 {
+    uint16_t d[8];
+    struct {
+        int8_t scales[4 * 8];
+        uint8_t ql[8 * 32];
+        uint8_t qh[4 * 32];
+    } c[4];
+};
+
+_Static_assert(sizeof(struct blk_q4_0_r8) == 8 * 18, "q4_0_r8 size");
+_Static_assert(sizeof(struct blk_q8_0_r8) == 8 * 34, "q8_0_r8 size");
+_Static_assert(sizeof(struct blk_q4_K_r8) == 8 * 144, "q4_K_r8 size");
+_Static_assert(sizeof(struct blk_q6_K_r8) == 8 * 210, "q6_K_r8 size");
+
+/* Bytes of an r8-packed matrix (the same as the file's). */
+size_t pack_r8_size_q4_0(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q8_0(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q4_K(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q6_K(int64_t n_in, int64_t n_rows);
+
+/* Packs row groups [g0, g1) (rows 8 g0 .. 8 g1 - 1) of src. */
+void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+
+#endif

@@ -1,0 +1,181 @@
+/* Matrix products: choosing and preparing each matrix's kernels, and
+ * running them over the thread pool.
+ *
+ * Work is cut into units of consecutive row groups (about 128 KiB of
+ * weights each, so that a unit stays in the L2 cache while every
+ * activation row of the batch passes over it) and handed out through an
+ * atomic counter: a thread slowed by something else on the machine takes
+ * fewer units instead of holding the others up.
+ */
+#include "ops/ops.h"
+
+#include "kernels/kernels.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#define UNIT_BYTES (128u << 10)
+
+int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err)
+{
+    *packed_bytes = 0;
+    const struct kern_mm *k = kern_mm_for(t->type, t->ne[0], t->ne[1], (enum kern_level)level);
+    if (!k)
+        return pb_fail(err, PB_EUNSUPPORTED, "no matrix kernel for %s weights (tensor '%s')", pb_type_name(t->type),
+                       t->name);
+    t->mm = k;
+    t->mm_data = t->data;
+    if (k->pack)
+        *packed_bytes = k->packed_size(t->ne[0], t->ne[1]);
+    return PB_OK;
+}
+
+struct pack_job {
+    const struct pb_tensor *t;
+    void *dst;
+};
+
+static void pack_worker(void *arg, int ith, int nth)
+{
+    const struct pack_job *j = arg;
+    const struct kern_mm *k = j->t->mm;
+    long g0, g1;
+    pool_range((long)(j->t->ne[1] / k->group), ith, nth, &g0, &g1);
+    if (g1 > g0)
+        k->pack(j->t->data, j->t->row_bytes, j->dst, j->t->ne[0], g0, g1);
+}
+
+void op_matrix_pack(struct pool *pool, struct pb_tensor *t, void *dst)
+{
+    struct pack_job j = {t, dst};
+    pool_run(pool, pack_worker, &j);
+    t->mm_data = dst;
+}
+
+static const struct kern_mm *kernels_of(const struct pb_tensor *w)
+{
+    /* a tensor nobody planned (tests, tools): the scalar kernels on its rows */
+    return w->mm ? w->mm : kern_mm_for(w->type, w->ne[0], w->ne[1], KERN_SCALAR);
+}
+
+static const void *data_of(const struct pb_tensor *w)
+{
+    return w->mm ? w->mm_data : w->data;
+}
+
+size_t op_matmul_scratch(const struct pb_tensor *w, int n_tok)
+{
+    const struct kern_mm *k = kernels_of(w);
+    if (!k)
+        return 0;
+    return ((k->act_size(w->ne[0]) + 63) / 64 * 64) * (size_t)n_tok;
+}
+
+struct quant_job {
+    const struct kern_mm *k;
+    const float *x;
+    int64_t n_in;
+    int n_tok;
+    uint8_t *out;
+    size_t stride;
+};
+
+static void quant_worker(void *arg, int ith, int nth)
+{
+    const struct quant_job *j = arg;
+    long t0, t1;
+    pool_range(j->n_tok, ith, nth, &t0, &t1);
+    for (long t = t0; t < t1; t++)
+        j->k->act_quantize(j->x + (size_t)t * (size_t)j->n_in, j->out + (size_t)t * j->stride, j->n_in);
+}
+
+struct mm_job {
+    int n;
+    const struct pb_tensor *w[OP_MATMUL_MAX];
+    const struct kern_mm *k[OP_MATMUL_MAX];
+    const uint8_t *act[OP_MATMUL_MAX];
+    size_t act_stride[OP_MATMUL_MAX];
+    float *y[OP_MATMUL_MAX];
+    int64_t chunk[OP_MATMUL_MAX];     /* groups per unit */
+    int64_t first[OP_MATMUL_MAX + 1]; /* first unit of each matrix; first[n]: total */
+    int n_tok;
+    atomic_long next;
+};
+
+static void mm_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct mm_job *j = arg;
+    int m = 0;
+    for (;;) {
+        long u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= j->first[j->n])
+            return;
+        while (u >= j->first[m + 1])
+            m++;
+        const struct kern_mm *k = j->k[m];
+        const struct pb_tensor *w = j->w[m];
+        const int64_t n_groups = w->ne[1] / k->group;
+        int64_t g0 = (u - j->first[m]) * j->chunk[m], g1 = g0 + j->chunk[m];
+        if (g1 > n_groups)
+            g1 = n_groups;
+        k->gemm(data_of(w), w->row_bytes, w->ne[0], g0, g1, j->act[m], j->act_stride[m], j->n_tok, j->y[m],
+                (size_t)w->ne[1]);
+    }
+}
+
+int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
+                void *scratch, pb_err *err)
+{
+    if (n < 1 || n > OP_MATMUL_MAX)
+        return pb_fail(err, PB_EINVAL, "op_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
+    struct mm_job j = {.n = n, .n_tok = n_tok};
+    uint8_t *free_at = scratch;
+    j.first[0] = 0;
+    for (int m = 0; m < n; m++) {
+        const struct kern_mm *k = kernels_of(w[m]);
+        if (!k)
+            return pb_fail(err, PB_EUNSUPPORTED, "no matrix kernel for %s weights (tensor '%s')",
+                           pb_type_name(w[m]->type), w[m]->name);
+        j.w[m] = w[m];
+        j.k[m] = k;
+        j.y[m] = y[m];
+        /* activations: shared with an earlier matrix of the same format */
+        int same = -1;
+        for (int e = 0; e < m && same < 0; e++)
+            if (j.k[e]->act_quantize == k->act_quantize)
+                same = e;
+        if (same >= 0) {
+            j.act[m] = j.act[same];
+            j.act_stride[m] = j.act_stride[same];
+        } else {
+            struct quant_job q = {k, x, w[m]->ne[0], n_tok, free_at, (k->act_size(w[m]->ne[0]) + 63) / 64 * 64};
+            if (n_tok > 1)
+                pool_run(pool, quant_worker, &q);
+            else
+                quant_worker(&q, 0, 1);
+            j.act[m] = free_at;
+            j.act_stride[m] = q.stride;
+            free_at += q.stride * (size_t)n_tok;
+        }
+        const int64_t n_groups = w[m]->ne[1] / k->group;
+        const size_t group_bytes = w[m]->row_bytes * (size_t)k->group;
+        int64_t chunk = (int64_t)(UNIT_BYTES / (group_bytes ? group_bytes : 1));
+        if (chunk < 1)
+            chunk = 1;
+        if (chunk > n_groups)
+            chunk = n_groups;
+        j.chunk[m] = chunk;
+        j.first[m + 1] = j.first[m] + (n_groups + chunk - 1) / chunk;
+    }
+    atomic_init(&j.next, 0);
+    pool_run(pool, mm_worker, &j);
+    return PB_OK;
+}
+
+int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int n_tok, float *y, void *scratch,
+              pb_err *err)
+{
+    return op_matmul_n(pool, 1, &w, x, n_tok, &y, scratch, err);
+}

@@ -1,0 +1,127 @@
+/* Memory bandwidth: how fast n threads can stream a buffer much larger
+ * than the caches. The figure generation speed is compared with: a token
+ * reads every weight once, so bytes per token x tokens per second cannot
+ * exceed it.
+ *
+ * Measured in a child process so that its buffer never counts in the
+ * caller's peak memory (the benchmark reports that too).
+ */
+#define _GNU_SOURCE
+#include "tools/tools.h"
+
+#include "base/sys.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct reader {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sum;
+    pthread_barrier_t *go;
+};
+
+static void *read_part(void *arg)
+{
+    struct reader *r = arg;
+    pthread_barrier_wait(r->go);
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= r->n; i += 4) {
+        a += r->p[i];
+        b += r->p[i + 1];
+        c += r->p[i + 2];
+        d += r->p[i + 3];
+    }
+    r->sum = a + b + c + d;
+    return NULL;
+}
+
+/* Median GB/s of `passes` reads of the buffer by n threads. */
+static double measure(uint64_t *buf, size_t words, int n_threads, int passes)
+{
+    double best[16];
+    if (passes > 16)
+        passes = 16;
+    pthread_t th[64];
+    struct reader rd[64];
+    if (n_threads > 64)
+        n_threads = 64;
+    for (int p = 0; p < passes; p++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, (unsigned)n_threads + 1);
+        size_t per = words / (size_t)n_threads;
+        int started = 0;
+        for (int t = 0; t < n_threads; t++) {
+            rd[t] = (struct reader){buf + per * (size_t)t, per, 0, &go};
+            if (pthread_create(&th[t], NULL, read_part, &rd[t]) != 0)
+                break;
+            started++;
+        }
+        if (started < n_threads) { /* release the ones that started and give up */
+            for (int t = started; t < n_threads; t++)
+                pthread_barrier_wait(&go);
+            for (int t = 0; t < started; t++)
+                pthread_join(th[t], NULL);
+            pthread_barrier_destroy(&go);
+            return 0;
+        }
+        double t0 = sys_now();
+        pthread_barrier_wait(&go);
+        for (int t = 0; t < n_threads; t++)
+            pthread_join(th[t], NULL);
+        double s = sys_now() - t0;
+        pthread_barrier_destroy(&go);
+        best[p] = s > 0 ? (double)(per * (size_t)n_threads * 8) / s / 1e9 : 0;
+    }
+    /* median */
+    for (int i = 1; i < passes; i++)
+        for (int j = i; j > 0 && best[j - 1] > best[j]; j--) {
+            double x = best[j];
+            best[j] = best[j - 1];
+            best[j - 1] = x;
+        }
+    return best[passes / 2];
+}
+
+int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err)
+{
+    *gbs = 0;
+    if (n_threads < 1)
+        n_threads = 1;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return pb_fail(err, PB_EIO, "cannot measure memory bandwidth: no pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return pb_fail(err, PB_EIO, "cannot measure memory bandwidth: fork failed");
+    }
+    if (pid == 0) { /* the child: measure, report, leave */
+        close(fds[0]);
+        double r = 0;
+        size_t words = bytes / 8;
+        uint64_t *buf = sys_alloc_large(words * 8);
+        if (buf) {
+            memset(buf, 1, words * 8); /* fault every page in before timing */
+            r = measure(buf, words, n_threads, 5);
+        }
+        ssize_t w = write(fds[1], &r, sizeof r);
+        (void)w;
+        _exit(0);
+    }
+    close(fds[1]);
+    double r = 0;
+    ssize_t got = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (got != (ssize_t)sizeof r || r <= 0)
+        return pb_fail(err, PB_EIO, "cannot measure memory bandwidth (no memory for a %zu MiB buffer?)", bytes >> 20);
+    *gbs = r;
+    return PB_OK;
+}

@@ -1,0 +1,227 @@
+/* SIMD kernels against the scalar reference, on random data: every matrix
+ * kernel of every level this CPU runs must give bit for bit the scalar
+ * kernel's results (same integers, same float operations in the same
+ * order), for several shapes and batch sizes; its activation quantizer
+ * must give the reference quantizer's codes and scales, NaN and infinity
+ * included. Levels the CPU lacks are skipped with a printed reason. */
+#include "testutil.h"
+
+#include "base/fp16.h"
+#include "base/pool.h"
+#include "kernels/kernels.h"
+#include "ops/ops.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const enum pb_type weight_types[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,
+                                            PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K,
+                                            PB_TYPE_Q5_K, PB_TYPE_Q6_K};
+
+/* A quantized n_rows x n_in matrix of random weights (rows with varied
+ * magnitudes so that scales differ). */
+static uint8_t *random_matrix(enum pb_type t, int64_t n_in, int64_t n_rows, uint64_t seed)
+{
+    size_t rb = pb_row_size(t, n_in);
+    uint8_t *w = malloc(rb * (size_t)n_rows);
+    float *row = malloc((size_t)n_in * sizeof *row);
+    for (int64_t r = 0; r < n_rows; r++) {
+        test_randn(row, (size_t)n_in, seed * 1000 + (uint64_t)r, 0.02f * (float)(1 + r % 5));
+        pb_type_get(t)->from_float(row, w + rb * (size_t)r, n_in);
+    }
+    free(row);
+    return w;
+}
+
+/* y = W x with the kernels k (packing first when they want it). */
+static void product(const struct kern_mm *k, const uint8_t *w, int64_t n_in, int64_t n_rows, const float *x, int n_tok,
+                    float *y)
+{
+    size_t rb = pb_row_size(k->wtype, n_in);
+    const void *wk = w;
+    void *packed = NULL;
+    if (k->pack) {
+        packed = malloc(k->packed_size(n_in, n_rows));
+        k->pack(w, rb, packed, n_in, 0, n_rows / k->group);
+        wk = packed;
+    }
+    size_t as = k->act_size(n_in);
+    uint8_t *a = malloc(as * (size_t)n_tok);
+    for (int t = 0; t < n_tok; t++)
+        k->act_quantize(x + (size_t)t * (size_t)n_in, a + as * (size_t)t, n_in);
+    k->gemm(wk, rb, n_in, 0, n_rows / k->group, a, as, n_tok, y, (size_t)n_rows);
+    free(a);
+    free(packed);
+}
+
+static void test_matrix_kernels(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t n_in, n_rows;
+    } shapes[] = {{256, 8}, {512, 24}, {2048, 16}, {768, 64}};
+    int checked = 0;
+    for (int level = KERN_SCALAR + 1; level < KERN_LEVEL_COUNT; level++) {
+        if (!kern_level_available((enum kern_level)level)) {
+            print_message("  level %s: not available on this CPU or build, skipped\n",
+                          kern_level_name((enum kern_level)level));
+            continue;
+        }
+        for (size_t ti = 0; ti < sizeof weight_types / sizeof weight_types[0]; ti++) {
+            enum pb_type t = weight_types[ti];
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                int64_t n_in = shapes[si].n_in, n_rows = shapes[si].n_rows;
+                if (n_in % pb_type_get(t)->block)
+                    continue;
+                const struct kern_mm *k = kern_mm_for(t, n_in, n_rows, (enum kern_level)level);
+                const struct kern_mm *ref = kern_mm_scalar(t);
+                assert_non_null(k);
+                if (k == ref)
+                    continue; /* this level has no kernel of its own for t */
+                uint8_t *w = random_matrix(t, n_in, n_rows, 10 + si);
+                for (int n_tok = 1; n_tok <= 9; n_tok += 2) {
+                    float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
+                    float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
+                    float *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
+                    test_randn(x, (size_t)(n_in * n_tok), 77 + (uint64_t)n_tok, 1.0f);
+                    x[3] = 40.0f; /* one outlier: a block with a large scale */
+                    product(k, w, n_in, n_rows, x, n_tok, y);
+                    product(ref, w, n_in, n_rows, x, n_tok, yr);
+                    for (int64_t i = 0; i < n_rows * n_tok; i++)
+                        if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
+                            fail_msg("%s, %lld x %lld, %d rows of activations: element %lld is %.9g, scalar %.9g",
+                                     k->name, (long long)n_rows, (long long)n_in, n_tok, (long long)i, y[i], yr[i]);
+                    checked++;
+                    free(x);
+                    free(y);
+                    free(yr);
+                }
+                free(w);
+            }
+        }
+    }
+    print_message("  %d kernel/shape/batch combinations equal to the scalar reference\n", checked);
+}
+
+/* The SIMD activation formats hold the reference quantizers' numbers. */
+static void test_activation_quantizers(void **state)
+{
+    (void)state;
+    if (!kern_level_available(KERN_AVX2)) {
+        print_message("  avx2 not available, skipped\n");
+        return;
+    }
+    enum { N = 512 };
+    float x[N];
+    for (int trial = 0; trial < 6; trial++) {
+        test_randn(x, N, 500 + (uint64_t)trial, trial == 0 ? 1e-30f : 1.0f);
+        if (trial == 2)
+            memset(x + 32, 0, 32 * sizeof(float)); /* an all-zero block */
+        if (trial == 3)
+            x[40] = NAN;
+        if (trial == 4)
+            x[300] = INFINITY, x[10] = -INFINITY;
+        if (trial == 5)
+            x[7] = -x[5] > 0 ? -fabsf(x[5]) * 3 : fabsf(x[5]) * 3, x[9] = -x[7]; /* a tie in magnitude */
+        /* Q8_0 activations (Q4_0 and Q8_0 weights) */
+        const struct kern_mm *k = kern_mm_avx2(PB_TYPE_Q4_0);
+        assert_non_null(k);
+        uint8_t *a = malloc(k->act_size(N));
+        k->act_quantize(x, a, N);
+        struct block_q8_0 ref[N / QK8_0];
+        quant_row_q8_0(x, ref, N);
+        const int8_t *qs = (const int8_t *)a;
+        const float *d = (const float *)(const void *)(a + N);
+        const int32_t *s = (const int32_t *)(const void *)(d + N / QK8_0);
+        for (int b = 0; b < N / QK8_0; b++) {
+            int sum = 0;
+            for (int j = 0; j < QK8_0; j++) {
+                assert_int_equal(qs[QK8_0 * b + j], ref[b].qs[j]);
+                sum += ref[b].qs[j];
+            }
+            float rd = fp16_to_f32(ref[b].d);
+            assert_memory_equal(&d[b], &rd, sizeof rd);
+            assert_int_equal(s[b], 8 * sum);
+        }
+        free(a);
+        /* Q8_K activations: the codes and scale first in the format */
+        k = kern_mm_avx2(PB_TYPE_Q4_K);
+        assert_non_null(k);
+        a = malloc(k->act_size(N));
+        k->act_quantize(x, a, N);
+        struct block_q8_K refk[N / QK_K];
+        quant_row_q8_K(x, refk, N);
+        size_t per = k->act_size(N) / (N / QK_K);
+        for (int b = 0; b < N / QK_K; b++) {
+            const uint8_t *blk = a + per * (size_t)b;
+            float dk;
+            memcpy(&dk, blk, sizeof dk);
+            assert_memory_equal(&dk, &refk[b].d, sizeof dk);
+            assert_memory_equal(blk + per - QK_K, refk[b].qs, QK_K);
+        }
+        free(a);
+    }
+}
+
+/* Through op_matmul_n with repacked matrices, on a pool: the same numbers
+ * as the scalar path on the file's rows. */
+static void test_prepared_products(void **state)
+{
+    (void)state;
+    if (!kern_level_available(KERN_AVX2)) {
+        print_message("  avx2 not available, skipped\n");
+        return;
+    }
+    enum { N_IN = 512, N_ROWS = 40, N_TOK = 7 };
+    struct pool *pool;
+    pb_err err;
+    assert_int_equal(pool_create(2, &pool, &err), 0);
+    enum pb_type ts[2] = {PB_TYPE_Q4_0, PB_TYPE_Q6_K};
+    uint8_t *w[2];
+    struct pb_tensor fast[2], slow[2];
+    void *packed[2];
+    for (int i = 0; i < 2; i++) {
+        w[i] = random_matrix(ts[i], N_IN, N_ROWS, 90 + (uint64_t)i);
+        struct pb_tensor t = {.name = "w", .type = ts[i], .ne = {N_IN, N_ROWS, 1, 1},
+                              .row_bytes = pb_row_size(ts[i], N_IN), .data = w[i]};
+        fast[i] = slow[i] = t;
+        size_t bytes;
+        assert_int_equal(op_matrix_plan(&fast[i], KERN_AVX2, &bytes, &err), 0);
+        assert_true(bytes > 0);
+        packed[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        op_matrix_pack(pool, &fast[i], packed[i]);
+        assert_int_equal(op_matrix_plan(&slow[i], KERN_SCALAR, &bytes, &err), 0);
+        assert_int_equal(bytes, 0);
+    }
+    float x[N_TOK * N_IN], y0[N_TOK * N_ROWS], y1[N_TOK * N_ROWS], r0[N_TOK * N_ROWS], r1[N_TOK * N_ROWS];
+    test_randn(x, N_TOK * N_IN, 5, 1.0f);
+    const struct pb_tensor *fw[2] = {&fast[0], &fast[1]}, *sw[2] = {&slow[0], &slow[1]};
+    float *fy[2] = {y0, y1}, *sy[2] = {r0, r1};
+    size_t scratch_bytes = op_matmul_scratch(&fast[0], N_TOK) + op_matmul_scratch(&fast[1], N_TOK) +
+                           op_matmul_scratch(&slow[0], N_TOK) + op_matmul_scratch(&slow[1], N_TOK);
+    void *scratch = aligned_alloc(64, (scratch_bytes + 63) / 64 * 64);
+    assert_int_equal(op_matmul_n(pool, 2, fw, x, N_TOK, fy, scratch, &err), 0);
+    assert_int_equal(op_matmul_n(pool, 2, sw, x, N_TOK, sy, scratch, &err), 0);
+    assert_memory_equal(y0, r0, sizeof y0);
+    assert_memory_equal(y1, r1, sizeof y1);
+    free(scratch);
+    for (int i = 0; i < 2; i++) {
+        free(packed[i]);
+        free(w[i]);
+    }
+    pool_free(pool);
+}
+
+int main(void)
+{
+    print_message("kernel level in use: %s\n", kern_level_name(kern_level()));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matrix_kernels),
+        cmocka_unit_test(test_activation_quantizers),
+        cmocka_unit_test(test_prepared_products),
+    };
+    return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
+}
