@@ -48,7 +48,9 @@ run: build
 	$(PLUMB) show $(RUN_DIR)/tiny-q8_0.gguf
 	$(PLUMB) run $(RUN_DIR)/tiny-q8_0.gguf -p "Once upon a time" -n 48 --seed 42
 
+# bench/run.sh reads plumb bench's JSON with jq
 bench: build
+	@./scripts/install-deps.sh jq
 	./bench/run.sh $(PLUMB)
 
 clean:

@@ -19,8 +19,10 @@ static void help(void)
            "Measures prompt processing (ppN: a prompt of N tokens into an empty cache)\n"
            "and generation (tgN: N tokens one at a time) in tokens per second, as\n"
            "llama-bench does: the median of the repetitions with their spread. In the\n"
-           "same run it measures the memory bandwidth of the machine and the share of\n"
-           "it generation used (weight bytes per token x tokens per second).\n"
+           "same run it measures the memory bandwidth of the machine (a streaming read\n"
+           "with the same threads, before and after the tests; the higher is used, as\n"
+           "other load on the machine only lowers it) and the share of it generation\n"
+           "used (weight bytes per token x tokens per second / bandwidth).\n"
            "\n"
            "Options:\n"
            "      --shape NAME:QUANT  synthesize the model in memory instead of reading a\n"
@@ -119,7 +121,9 @@ static void print_table(const struct bench_report *r)
                    r->tg_bandwidth_share);
             break;
         }
-    printf("peak RSS %s, load %.2f s, t/s: median of %d (min-max)\n", rss, r->load_s,
+    char kv[32];
+    cli_fmt_bytes(r->kv_bytes, kv, sizeof kv);
+    printf("peak RSS %s (KV cache %s), load %.2f s, t/s: median of %d (min-max)\n", rss, kv, r->load_s,
            r->n_tests ? r->tests[0].reps : 0);
 }
 
@@ -132,12 +136,12 @@ static int print_json(const struct bench_report *r)
                                              "t_s", t->t_s_median, "t_s_min", t->t_s_min, "t_s_max", t->t_s_max,
                                              "repetitions", t->reps));
     }
-    json_t *o = json_pack("{s:s,s:o,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:i,s:f}", "model", r->model, "results", res,
+    json_t *o = json_pack("{s:s,s:o,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:s,s:i,s:f}", "model", r->model, "results", res,
                           "bandwidth_gbs", r->bandwidth_gbs, "bandwidth_before_gbs", r->bandwidth_before_gbs,
                           "bandwidth_after_gbs", r->bandwidth_after_gbs, "tg_bandwidth_share", r->tg_bandwidth_share,
                           "model_bytes", (json_int_t)r->model_bytes, "weight_bytes_per_token",
                           (json_int_t)r->weight_bytes, "n_params", (json_int_t)r->n_params, "peak_rss_bytes",
-                          (json_int_t)r->peak_rss_bytes, "kernels", r->kernels, "threads", r->n_threads, "load_s",
+                          (json_int_t)r->peak_rss_bytes, "kv_bytes", (json_int_t)r->kv_bytes, "kernels", r->kernels, "threads", r->n_threads, "load_s",
                           r->load_s);
     return cli_print_json(o, true);
 }

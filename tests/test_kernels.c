@@ -82,7 +82,7 @@ static void test_matrix_kernels(void **state)
                 if (k == ref)
                     continue; /* this level has no kernel of its own for t */
                 uint8_t *w = random_matrix(t, n_in, n_rows, 10 + si);
-                for (int n_tok = 1; n_tok <= 9; n_tok += 2) {
+                for (int n_tok = 1; n_tok <= 11; n_tok++) { /* every tile width and remainder */
                     float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
                     float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
                     float *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);

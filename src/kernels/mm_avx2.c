@@ -5,7 +5,7 @@
  * integer dot products of 8 rows end up in one vector with no horizontal
  * sums, and the float accumulation of each row follows exactly the
  * scalar reference's order: the results are bit for bit those of
- * dot_*_scalar (the tests compare them). A tile is 8 rows x up to 4
+ * dot_*_scalar (the tests compare them). A tile is 8 rows x up to 8
  * activation rows: the unpacked weights of a block are reused for every
  * activation row of the tile.
  *
@@ -30,7 +30,14 @@
 #include <math.h>
 #include <string.h>
 
-#define TILE 4 /* activation rows per tile */
+/* Activation rows per tile, per type: more rows share each unpacked
+ * weight vector, fewer keep a tile's accumulators in registers. Each is
+ * the faster of 4 and 8 measured with bench_kernels on Zen 3. */
+#define TILE_MAX 8
+#define T_Q4_0 4
+#define T_Q8_0 8
+#define T_Q4_K 4
+#define T_Q6_K 8
 /* Prefetch distance: a token's product streams every weight once from
  * memory, and the hardware prefetchers alone leave bandwidth unused. */
 #define PREFETCH_BYTES 8192
@@ -221,12 +228,12 @@ static inline __attribute__((always_inline)) void tile_q4_0(const struct blk_q4_
                                                             size_t y_stride)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[TILE];
+    __m256 acc[TILE_MAX];
     for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         prefetch_block(&w[b], sizeof w[b]);
-        __m256i p[TILE];
+        __m256i p[TILE_MAX];
         /* two halves of the block keep fewer registers live: low nibbles
          * are elements 4c..4c+3, high nibbles elements 16 + 4c.. */
         for (int half = 0; half < 2; half++) {
@@ -261,13 +268,13 @@ static inline __attribute__((always_inline)) void tile_q8_0(const struct blk_q8_
                                                             size_t y_stride)
 {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[TILE];
+    __m256 acc[TILE_MAX];
     for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         prefetch_block(&w[b], sizeof w[b]);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w[b].d));
-        __m256i s[TILE];
+        __m256i s[TILE_MAX];
         for (int t = 0; t < nt; t++)
             s[t] = _mm256_setzero_si256();
         for (int l = 0; l < 8; l++) {
@@ -312,7 +319,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
                                                             size_t y_stride)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
-    __m256 acc[TILE];
+    __m256 acc[TILE_MAX];
     for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -324,7 +331,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
         const __m256i sc_lo = _mm256_and_si256(A, m6);
         const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(C, m4),
                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
-        __m256i s[TILE];
+        __m256i s[TILE_MAX];
         for (int t = 0; t < nt; t++)
             s[t] = _mm256_setzero_si256();
         for (int j = 0; j < 8; j++) { /* sub-block j: nibbles (j odd: high) of vectors 8 (j / 2) .. + 7 */
@@ -412,13 +419,13 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
                                                             size_t y_stride)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[TILE];
+    __m256 acc[TILE_MAX];
     for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         prefetch_block(&w[b], sizeof w[b]);
         const struct blk_q6_K_r8 *x = &w[b];
-        __m256i s[TILE], off[TILE];
+        __m256i s[TILE_MAX], off[TILE_MAX];
         for (int t = 0; t < nt; t++)
             s[t] = off[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -447,7 +454,7 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
 
 /* ---- the gemm entry points: groups x tiles of activation rows ---- */
 
-#define GEMM_Q8X(name, blk, tile, QK)                                                                                  \
+#define GEMM_Q8X(name, blk, tile, QK, TILE)                                                                                  \
     static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
                             size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
     {                                                                                                                  \
@@ -462,6 +469,10 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
                 const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
                 float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
                 switch (nt) {                                                                                          \
+                case 8: tile(wg, nb, av, 8, yg, y_stride); break;                                                      \
+                case 7: tile(wg, nb, av, 7, yg, y_stride); break;                                                      \
+                case 6: tile(wg, nb, av, 6, yg, y_stride); break;                                                      \
+                case 5: tile(wg, nb, av, 5, yg, y_stride); break;                                                      \
                 case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
                 case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
                 case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
@@ -471,7 +482,7 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
         }                                                                                                              \
     }
 
-#define GEMM_Q8K(name, blk, tile)                                                                                      \
+#define GEMM_Q8K(name, blk, tile, TILE)                                                                                      \
     static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
                             size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
     {                                                                                                                  \
@@ -486,6 +497,10 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
                 const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
                 float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
                 switch (nt) {                                                                                          \
+                case 8: tile(wg, nb, av, 8, yg, y_stride); break;                                                      \
+                case 7: tile(wg, nb, av, 7, yg, y_stride); break;                                                      \
+                case 6: tile(wg, nb, av, 6, yg, y_stride); break;                                                      \
+                case 5: tile(wg, nb, av, 5, yg, y_stride); break;                                                      \
                 case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
                 case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
                 case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
@@ -495,10 +510,10 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
         }                                                                                                              \
     }
 
-GEMM_Q8X(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0)
-GEMM_Q8X(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0)
-GEMM_Q8K(q4_K, blk_q4_K_r8, tile_q4_K)
-GEMM_Q8K(q6_K, blk_q6_K_r8, tile_q6_K)
+GEMM_Q8X(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0, T_Q4_0)
+GEMM_Q8X(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0, T_Q8_0)
+GEMM_Q8K(q4_K, blk_q4_K_r8, tile_q4_K, T_Q4_K)
+GEMM_Q8K(q6_K, blk_q6_K_r8, tile_q6_K, T_Q6_K)
 
 #define MM(t, T, act)                                                                                                  \
     [PB_TYPE_##T] = {                                                                                                  \

@@ -125,10 +125,11 @@ struct bench_report {
     const char *kernels;      /* kernel level */
     int n_threads;
     double load_s;
-    double bandwidth_gbs;     /* mean of the measurements before and after the tests */
+    double bandwidth_gbs;     /* the higher of the measurements before and after the tests */
     double bandwidth_before_gbs, bandwidth_after_gbs;
     double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
     uint64_t peak_rss_bytes;
+    uint64_t kv_bytes;        /* the KV cache of the context the tests used */
     struct bench_test tests[2 * BENCH_MAX_TESTS];
     int n_tests;
 };
