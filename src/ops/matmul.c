@@ -1,9 +1,10 @@
 /* Matrix products: choosing and preparing each matrix's kernels, and
  * running them over the thread pool.
  *
- * Work is cut into units of consecutive row groups (about 128 KiB of
+ * Work is cut into units of consecutive row groups (at most 128 KiB of
  * weights each, so that a unit stays in the L2 cache while every
- * activation row of the batch passes over it) and handed out through an
+ * activation row of the batch passes over it; smaller for larger
+ * batches) and handed out through an
  * atomic counter: a thread slowed by something else on the machine takes
  * fewer units instead of holding the others up.
  */
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #define UNIT_BYTES (128u << 10)
+#define UNIT_TOKENS 8
 
 int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err)
 {
@@ -161,7 +163,11 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
         }
         const int64_t n_groups = w[m]->ne[1] / k->group;
         const size_t group_bytes = w[m]->row_bytes * (size_t)k->group;
-        int64_t chunk = (int64_t)(UNIT_BYTES / (group_bytes ? group_bytes : 1));
+        /* a batch multiplies the work per weight: smaller units keep the
+         * threads' shares even (the last unit handed out is what the
+         * others wait for) */
+        size_t unit = n_tok > UNIT_TOKENS ? UNIT_BYTES / (size_t)(n_tok / UNIT_TOKENS) : UNIT_BYTES;
+        int64_t chunk = (int64_t)(unit / (group_bytes ? group_bytes : 1));
         if (chunk < 1)
             chunk = 1;
         if (chunk > n_groups)
