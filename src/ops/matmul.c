@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define UNIT_BYTES (128u << 10)
-#define UNIT_TOKENS 8
+#define UNIT_TOKENS 32
 
 int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err)
 {
