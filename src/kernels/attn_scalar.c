@@ -2,6 +2,8 @@
  * are compared with (within rounding: they use their own exp). */
 #include "kernels/kernels.h"
 
+#include "kernels/attn_item.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -25,17 +27,13 @@ static void tile_to_float(const struct kern_attn_args *a, const void *base, int 
 void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
-    float *kt = scratch, *vt = kt + KERN_ATTN_TILE * hd, *s = vt + KERN_ATTN_TILE * hd, *o = s + G * KERN_ATTN_TILE;
-    float *mx = o + G * hd, *sum = mx + G;
+    const struct attn_work w = attn_work_at(scratch, hd, G);
+    float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
-        const int t = (int)(item / a->n_head_kv), g = (int)(item % a->n_head_kv);
-        const int64_t n_keys = a->pos0 + t + 1;
-        const float *q = a->q + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
-        memset(o, 0, (size_t)(G * hd) * sizeof *o);
-        for (int i = 0; i < G; i++) {
-            mx[i] = -INFINITY;
-            sum[i] = 0;
-        }
+        const struct attn_item it = attn_item_begin(a, item, &w);
+        const int t = it.t, g = it.g;
+        const int64_t n_keys = it.n_keys;
+        const float *q = it.q;
         for (int64_t k0 = 0; k0 < n_keys; k0 += KERN_ATTN_TILE) {
             int n = n_keys - k0 < KERN_ATTN_TILE ? (int)(n_keys - k0) : KERN_ATTN_TILE;
             tile_to_float(a, a->k, g, k0, n, kt);

@@ -454,7 +454,20 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
 
 /* ---- the gemm entry points: groups x tiles of activation rows ---- */
 
-#define GEMM_Q8X(name, blk, tile, QK, TILE)                                                                                  \
+/* The activation row views the tiles take. */
+static inline struct q8x_view q8x_view_of(const void *row, int64_t n_in)
+{
+    return q8x_at(row, n_in);
+}
+
+static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
+{
+    (void)n_in;
+    return row;
+}
+
+/* gemm_NAME: row groups [g0, g1) x every activation row, TILE at a time. */
+#define GEMM(name, blk, tile, QK, TILE, view_t, view_of)                                                               \
     static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
                             size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
     {                                                                                                                  \
@@ -462,9 +475,9 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
         const int64_t nb = n_in / QK;                                                                                  \
         for (int t0 = 0; t0 < n_tok; t0 += TILE) {                                                                     \
             int nt = n_tok - t0 < TILE ? n_tok - t0 : TILE;                                                            \
-            struct q8x_view av[TILE];                                                                                  \
+            view_t av[TILE];                                                                                           \
             for (int t = 0; t < nt; t++)                                                                               \
-                av[t] = q8x_at((const uint8_t *)a + (size_t)(t0 + t) * a_stride, n_in);                                \
+                av[t] = view_of((const uint8_t *)a + (size_t)(t0 + t) * a_stride, n_in);                               \
             for (int64_t g = g0; g < g1; g++) {                                                                        \
                 const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
                 float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
@@ -482,38 +495,10 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
         }                                                                                                              \
     }
 
-#define GEMM_Q8K(name, blk, tile, TILE)                                                                                      \
-    static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
-                            size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
-    {                                                                                                                  \
-        (void)w_row_bytes;                                                                                             \
-        const int64_t nb = n_in / QK_K;                                                                                \
-        for (int t0 = 0; t0 < n_tok; t0 += TILE) {                                                                     \
-            int nt = n_tok - t0 < TILE ? n_tok - t0 : TILE;                                                            \
-            const struct q8Kx *av[TILE];                                                                               \
-            for (int t = 0; t < nt; t++)                                                                               \
-                av[t] = (const struct q8Kx *)(const void *)((const uint8_t *)a + (size_t)(t0 + t) * a_stride);       \
-            for (int64_t g = g0; g < g1; g++) {                                                                        \
-                const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
-                float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
-                switch (nt) {                                                                                          \
-                case 8: tile(wg, nb, av, 8, yg, y_stride); break;                                                      \
-                case 7: tile(wg, nb, av, 7, yg, y_stride); break;                                                      \
-                case 6: tile(wg, nb, av, 6, yg, y_stride); break;                                                      \
-                case 5: tile(wg, nb, av, 5, yg, y_stride); break;                                                      \
-                case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
-                case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
-                case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
-                default: tile(wg, nb, av, 1, yg, y_stride); break;                                                     \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
-
-GEMM_Q8X(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0, T_Q4_0)
-GEMM_Q8X(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0, T_Q8_0)
-GEMM_Q8K(q4_K, blk_q4_K_r8, tile_q4_K, T_Q4_K)
-GEMM_Q8K(q6_K, blk_q6_K_r8, tile_q6_K, T_Q6_K)
+GEMM(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
+GEMM(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
+GEMM(q4_K, blk_q4_K_r8, tile_q4_K, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q6_K, blk_q6_K_r8, tile_q6_K, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
 
 #define MM(t, T, act)                                                                                                  \
     [PB_TYPE_##T] = {                                                                                                  \
