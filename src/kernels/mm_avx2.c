@@ -56,6 +56,11 @@ static inline __m256i bcast4(const int8_t *p)
     return _mm256_set1_epi32(v);
 }
 
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
 static inline float hmax8(__m256 v)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -261,6 +266,131 @@ static inline __attribute__((always_inline)) void tile_q4_0(const struct blk_q4_
         _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
 }
 
+/* 16 rows (two groups) x nt activation rows: each broadcast activation
+ * word feeds both groups, which halves the loads per product, and the
+ * loop is cut in quarters (one weight vector per group) so that the
+ * partial sums of every activation row stay in registers. */
+/* Adds the products of weight vectors v0 (group 0) and v1 (group 1) with
+ * the 4 activation bytes at offset o of the block of activation row t. */
+#define Q4_0_PAIR_STEP(t, o, v0, v1, p0, p1)                                                                           \
+    do {                                                                                                               \
+        const __m256i x_ = bcast4(a[t].qs + QK4_0 * b + (o));                                                          \
+        p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(v0, x_));                                                       \
+        p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v1, x_));                                                       \
+        /* an empty asm keeps the sums as they are: re-associated, the     \
+         * adds need a register per product and the sums spill */           \
+        __asm__("" : "+x"(p0), "+x"(p1));                                                                              \
+    } while (0)
+
+/* A block's sums of activation row t into y. */
+#define Q4_0_PAIR_FINISH(t, p0, p1)                                                                                    \
+    do {                                                                                                               \
+        const __m256 da_ = _mm256_set1_ps(a[t].d[b]);                                                                  \
+        const __m256i s8_ = _mm256_set1_epi32(a[t].s8[b]);                                                             \
+        const __m256i i0_ = _mm256_sub_epi32(_mm256_madd_epi16(p0, ones), s8_);                                        \
+        const __m256i i1_ = _mm256_sub_epi32(_mm256_madd_epi16(p1, ones), s8_);                                        \
+        float *yt_ = y + (size_t)(t) * y_stride;                                                                       \
+        _mm256_storeu_ps(yt_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0_), _mm256_mul_ps(dw0, da_), _mm256_loadu_ps(yt_))); \
+        _mm256_storeu_ps(yt_ + 8,                                                                                      \
+                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1_), _mm256_mul_ps(dw1, da_), _mm256_loadu_ps(yt_ + 8))); \
+    } while (0)
+
+/* tile2_q4_0 for exactly 4 activation rows, with the partial sums in
+ * named variables: the compiler keeps those in registers, where it
+ * spills arrays. */
+static inline __attribute__((always_inline)) void tile2_q4_0_x4(const struct blk_q4_0_r8 *w0,
+                                                                const struct blk_q4_0_r8 *w1, int64_t nb,
+                                                                const struct q8x_view *a, float *y, size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < 4; t++) {
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w0[b], sizeof w0[b]);
+        prefetch_block(&w1[b], sizeof w1[b]);
+        __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;
+        __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;
+#pragma GCC unroll 1
+        for (int c = 0; c < 4; c++) {
+            /* low nibbles (elements 4c..4c+3), then high (16 + 4c..): two
+             * weight vectors live at a time leave registers for the sums */
+            const uint8_t *q0 = w0[b].qs + 32 * c, *q1 = w1[b].qs + 32 * c;
+            __m256i v0 = _mm256_and_si256(load32(q0), m4), v1 = _mm256_and_si256(load32(q1), m4);
+            Q4_0_PAIR_STEP(0, 4 * c, v0, v1, p00, p10);
+            Q4_0_PAIR_STEP(1, 4 * c, v0, v1, p01, p11);
+            Q4_0_PAIR_STEP(2, 4 * c, v0, v1, p02, p12);
+            Q4_0_PAIR_STEP(3, 4 * c, v0, v1, p03, p13);
+            v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0), 4), m4);
+            v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1), 4), m4);
+            Q4_0_PAIR_STEP(0, 16 + 4 * c, v0, v1, p00, p10);
+            Q4_0_PAIR_STEP(1, 16 + 4 * c, v0, v1, p01, p11);
+            Q4_0_PAIR_STEP(2, 16 + 4 * c, v0, v1, p02, p12);
+            Q4_0_PAIR_STEP(3, 16 + 4 * c, v0, v1, p03, p13);
+        }
+        const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w0[b].d));
+        const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w1[b].d));
+        Q4_0_PAIR_FINISH(0, p00, p10);
+        Q4_0_PAIR_FINISH(1, p01, p11);
+        Q4_0_PAIR_FINISH(2, p02, p12);
+        Q4_0_PAIR_FINISH(3, p03, p13);
+    }
+}
+
+static inline __attribute__((always_inline)) void tile2_q4_0(const struct blk_q4_0_r8 *w0,
+                                                             const struct blk_q4_0_r8 *w1, int64_t nb,
+                                                             const struct q8x_view *a, const int nt, float *y,
+                                                             size_t y_stride)
+{
+    if (nt == 4) {
+        tile2_q4_0_x4(w0, w1, nb, a, y, y_stride);
+        return;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    /* the sums of the tile live in y, not in registers: the partial
+     * integer sums need every register the loop has */
+    for (int t = 0; t < nt; t++) {
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w0[b], sizeof w0[b]);
+        prefetch_block(&w1[b], sizeof w1[b]);
+        __m256i p0[TILE_MAX], p1[TILE_MAX];
+        for (int t = 0; t < nt; t++)
+            p0[t] = p1[t] = _mm256_setzero_si256();
+        /* not unrolled: unrolled, the compiler interleaves the quarters and
+         * spills the partial sums */
+#pragma GCC unroll 1
+        for (int c = 0; c < 4; c++) {
+            /* low nibbles: elements 4c..4c+3; high nibbles: 16 + 4c.. */
+            const __m256i r0 = _mm256_loadu_si256((const __m256i *)(const void *)(w0[b].qs + 32 * c));
+            const __m256i r1 = _mm256_loadu_si256((const __m256i *)(const void *)(w1[b].qs + 32 * c));
+            const __m256i lo0 = _mm256_and_si256(r0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4);
+            const __m256i lo1 = _mm256_and_si256(r1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q = a[t].qs + QK4_0 * b + 4 * c;
+                const __m256i xl = bcast4(q), xh = bcast4(q + 16);
+                p0[t] = _mm256_add_epi16(p0[t], _mm256_add_epi16(_mm256_maddubs_epi16(lo0, xl), _mm256_maddubs_epi16(hi0, xh)));
+                p1[t] = _mm256_add_epi16(p1[t], _mm256_add_epi16(_mm256_maddubs_epi16(lo1, xl), _mm256_maddubs_epi16(hi1, xh)));
+            }
+        }
+        const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w0[b].d));
+        const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w1[b].d));
+        for (int t = 0; t < nt; t++) {
+            const __m256 da = _mm256_set1_ps(a[t].d[b]);
+            const __m256i s8 = _mm256_set1_epi32(a[t].s8[b]);
+            const __m256i i0 = _mm256_sub_epi32(_mm256_madd_epi16(p0[t], ones), s8);
+            const __m256i i1 = _mm256_sub_epi32(_mm256_madd_epi16(p1[t], ones), s8);
+            float *yt = y + (size_t)t * y_stride;
+            _mm256_storeu_ps(yt, _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, da), _mm256_loadu_ps(yt)));
+            _mm256_storeu_ps(yt + 8,
+                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, da), _mm256_loadu_ps(yt + 8)));
+        }
+    }
+}
+
 /* ---- Q8_0 ---- */
 
 static inline __attribute__((always_inline)) void tile_q8_0(const struct blk_q8_0_r8 *w, int64_t nb,
@@ -379,11 +509,6 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
 
 /* ---- Q6_K ---- */
 
-static inline __m256i load32(const void *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
-
 /* One Q6_K sub-block (16 elements of 8 rows) against nt activation rows. */
 static inline __attribute__((always_inline)) void q6k_sub(const int8_t *scales, const struct q8Kx *const *a,
                                                           const int nt, int64_t b, const int j, const __m256i *L,
@@ -466,8 +591,35 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
     return row;
 }
 
-/* gemm_NAME: row groups [g0, g1) x every activation row, TILE at a time. */
-#define GEMM(name, blk, tile, QK, TILE, view_t, view_of)                                                               \
+#define CALL_TILE(fn, n) fn(wg, nb, av, n, yg, y_stride)
+#define CALL_TILE2(fn, n) fn(wg, wg + nb, nb, av, n, yg, y_stride)
+
+/* One tile call for each width 1..TILE (a constant nt lets the compiler
+ * keep the tile's vectors in registers). */
+#define TILE_SWITCH(call, fn)                                                                                           \
+    switch (nt) {                                                                                                      \
+    case 8: call(fn, 8); break;                                                                                        \
+    case 7: call(fn, 7); break;                                                                                        \
+    case 6: call(fn, 6); break;                                                                                        \
+    case 5: call(fn, 5); break;                                                                                        \
+    case 4: call(fn, 4); break;                                                                                        \
+    case 3: call(fn, 3); break;                                                                                        \
+    case 2: call(fn, 2); break;                                                                                        \
+    default: call(fn, 1); break;                                                                                       \
+    }
+
+/* Groups two at a time through tile2 (PAIR 1), or none (PAIR 0). */
+#define PAIRS_0(blk, tile2)
+#define PAIRS_1(blk, tile2)                                                                                            \
+    for (; g + 1 < g1; g += 2) {                                                                                       \
+        const struct blk *wg = (const struct blk *)w + g * nb;                                                         \
+        float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                                       \
+        TILE_SWITCH(CALL_TILE2, tile2)                                                                                    \
+    }
+
+/* gemm_NAME: row groups [g0, g1) x every activation row, TILE at a time;
+ * with PAIR 1, two groups at a time through tile2. */
+#define GEMM(name, blk, tile, tile2, PAIR, QK, TILE, view_t, view_of)                                                  \
     static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
                             size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
     {                                                                                                                  \
@@ -478,27 +630,20 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
             view_t av[TILE];                                                                                           \
             for (int t = 0; t < nt; t++)                                                                               \
                 av[t] = view_of((const uint8_t *)a + (size_t)(t0 + t) * a_stride, n_in);                               \
-            for (int64_t g = g0; g < g1; g++) {                                                                        \
+            int64_t g = g0;                                                                                            \
+            PAIRS_##PAIR(blk, tile2)                                                                                   \
+            for (; g < g1; g++) {                                                                                      \
                 const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
                 float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
-                switch (nt) {                                                                                          \
-                case 8: tile(wg, nb, av, 8, yg, y_stride); break;                                                      \
-                case 7: tile(wg, nb, av, 7, yg, y_stride); break;                                                      \
-                case 6: tile(wg, nb, av, 6, yg, y_stride); break;                                                      \
-                case 5: tile(wg, nb, av, 5, yg, y_stride); break;                                                      \
-                case 4: tile(wg, nb, av, 4, yg, y_stride); break;                                                      \
-                case 3: tile(wg, nb, av, 3, yg, y_stride); break;                                                      \
-                case 2: tile(wg, nb, av, 2, yg, y_stride); break;                                                      \
-                default: tile(wg, nb, av, 1, yg, y_stride); break;                                                     \
-                }                                                                                                      \
+                TILE_SWITCH(CALL_TILE, tile)                                                                            \
             }                                                                                                          \
         }                                                                                                              \
     }
 
-GEMM(q4_0, blk_q4_0_r8, tile_q4_0, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
-GEMM(q8_0, blk_q8_0_r8, tile_q8_0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
-GEMM(q4_K, blk_q4_K_r8, tile_q4_K, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
-GEMM(q6_K, blk_q6_K_r8, tile_q6_K, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
+GEMM(q8_0, blk_q8_0_r8, tile_q8_0, tile_q8_0, 0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
+GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile_q4_K, 0, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
 
 #define MM(t, T, act)                                                                                                  \
     [PB_TYPE_##T] = {                                                                                                  \
