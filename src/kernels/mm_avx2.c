@@ -444,23 +444,70 @@ static inline __m256i q4k_pair_next(__m256i v, int j)
     return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
 }
 
+/* The scale of each sub-block j as an (sc, sc) int16 pair per row. */
+static inline void q4k_scales(const struct blk_q4_K_r8 *x, __m256i sc[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
+    /* the 6-bit scales of sub-blocks 0..3 (lo) and 4..7 (hi) */
+    const __m256i A = load32(x->scales), C = load32(x->scales + 64);
+    const __m256i sc_lo = _mm256_and_si256(A, m6);
+    const __m256i sc_hi =
+        _mm256_or_si256(_mm256_and_si256(C, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
+    for (int j = 0; j < 8; j++)
+        sc[j] = q4k_pair_same(j < 4 ? sc_lo : sc_hi, j % 4);
+}
+
+/* A block's minimums and scales in the forms q4k_finish uses. */
+struct q4k_tail {
+    __m256i mins[4]; /* sub-blocks (2k, 2k + 1) as int16 pairs per row */
+    __m256 d, dmin;
+};
+
+static inline struct q4k_tail q4k_tail_of(const struct blk_q4_K_r8 *x)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
+    const __m256i B = load32(x->scales + 32), C = load32(x->scales + 64);
+    const __m256i mn_lo = _mm256_and_si256(B, m6);
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m4),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 6), m2), 4));
+    struct q4k_tail r;
+    r.mins[0] = q4k_pair_next(mn_lo, 0);
+    r.mins[1] = q4k_pair_next(mn_lo, 2);
+    r.mins[2] = q4k_pair_next(mn_hi, 0);
+    r.mins[3] = q4k_pair_next(mn_hi, 2);
+    r.d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->d));
+    r.dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->dmin));
+    return r;
+}
+
+/* acc + d_a * (d * sumi - dmin * summ) for one block of 8 rows and one
+ * activation row, in the reference's order. */
+static inline __m256 q4k_finish(const struct q4k_tail *k, const struct q8Kx *q, __m256i sumi, __m256 acc)
+{
+    int32_t p[4];
+    memcpy(p, q->bs32, sizeof p); /* (bs32[2k], bs32[2k + 1]) pairs */
+    const __m256i summ = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(k->mins[0], _mm256_set1_epi32(p[0])),
+                                                           _mm256_madd_epi16(k->mins[1], _mm256_set1_epi32(p[1]))),
+                                          _mm256_add_epi32(_mm256_madd_epi16(k->mins[2], _mm256_set1_epi32(p[2])),
+                                                           _mm256_madd_epi16(k->mins[3], _mm256_set1_epi32(p[3]))));
+    const __m256 v =
+        _mm256_sub_ps(_mm256_mul_ps(k->d, _mm256_cvtepi32_ps(sumi)), _mm256_mul_ps(k->dmin, _mm256_cvtepi32_ps(summ)));
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q->d), v));
+}
+
 static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_K_r8 *w, int64_t nb,
                                                             const struct q8Kx *const *a, const int nt, float *y,
                                                             size_t y_stride)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[TILE_MAX];
     for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         prefetch_block(&w[b], sizeof w[b]);
         const struct blk_q4_K_r8 *x = &w[b];
-        /* the 6-bit scales of sub-blocks 0..3 (lo) and 4..7 (hi) */
-        const __m256i A = _mm256_loadu_si256((const __m256i *)(const void *)x->scales);
-        const __m256i C = _mm256_loadu_si256((const __m256i *)(const void *)(x->scales + 64));
-        const __m256i sc_lo = _mm256_and_si256(A, m6);
-        const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(C, m4),
-                                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
+        __m256i sc[8];
+        q4k_scales(x, sc);
         __m256i s[TILE_MAX];
         for (int t = 0; t < nt; t++)
             s[t] = _mm256_setzero_si256();
@@ -468,43 +515,101 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
             const uint8_t *q = x->qs + 32 * 8 * (j / 2);
             __m256i v[8];
             for (int k = 0; k < 8; k++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * k));
+                __m256i raw = load32(q + 32 * k);
                 v[k] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
             }
-            const __m256i sc = q4k_pair_same(j < 4 ? sc_lo : sc_hi, j % 4);
             for (int t = 0; t < nt; t++) {
                 const int8_t *qa = a[t][b].qs + 32 * j;
                 __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));
                 for (int k = 1; k < 8; k++)
                     p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));
-                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc));
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));
             }
         }
-        const __m256i B = _mm256_loadu_si256((const __m256i *)(const void *)(x->scales + 32));
-        const __m256i mn_lo = _mm256_and_si256(B, m6);
-        const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m4),
-                                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 6), m2), 4));
-        const __m256i mins0 = q4k_pair_next(mn_lo, 0), mins1 = q4k_pair_next(mn_lo, 2);
-        const __m256i mins2 = q4k_pair_next(mn_hi, 0), mins3 = q4k_pair_next(mn_hi, 2);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->d));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->dmin));
-        for (int t = 0; t < nt; t++) {
-            const struct q8Kx *q = &a[t][b];
-            int32_t p[4];
-            memcpy(p, q->bs32, sizeof p); /* (bs32[2k], bs32[2k + 1]) pairs */
-            __m256i summ = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_madd_epi16(mins0, _mm256_set1_epi32(p[0])),
-                                 _mm256_madd_epi16(mins1, _mm256_set1_epi32(p[1]))),
-                _mm256_add_epi32(_mm256_madd_epi16(mins2, _mm256_set1_epi32(p[2])),
-                                 _mm256_madd_epi16(mins3, _mm256_set1_epi32(p[3]))));
-            /* d_a * (d * sumi - dmin * summ), in the reference's order */
-            __m256 v = _mm256_sub_ps(_mm256_mul_ps(dw, _mm256_cvtepi32_ps(s[t])),
-                                     _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ)));
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_set1_ps(q->d), v));
-        }
+        const struct q4k_tail tail = q4k_tail_of(x);
+        for (int t = 0; t < nt; t++)
+            acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);
     }
     for (int t = 0; t < nt; t++)
         _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* Adds the products of weight vectors v0 (group 0) and v1 (group 1) with
+ * the 4 activation bytes at offset o of block b of activation row t. */
+#define Q4_K_PAIR_STEP(t, o, p0, p1)                                                                                   \
+    do {                                                                                                               \
+        const __m256i x_ = bcast4(a[t][b].qs + (o));                                                                   \
+        p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(v0, x_));                                                       \
+        p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v1, x_));                                                       \
+        __asm__("" : "+x"(p0), "+x"(p1)); /* see Q4_0_PAIR_STEP */                                                    \
+    } while (0)
+
+/* 16 rows (two groups) x 4 activation rows, as tile2_q4_0_x4: the partial
+ * sums of a sub-block in registers, the sums of the block (s) and of the
+ * tile (y) in memory. */
+static inline __attribute__((always_inline)) void tile2_q4_K_x4(const struct blk_q4_K_r8 *w0,
+                                                                const struct blk_q4_K_r8 *w1, int64_t nb,
+                                                                const struct q8Kx *const *a, float *y,
+                                                                size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < 4; t++) {
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w0[b], sizeof w0[b]);
+        prefetch_block(&w1[b], sizeof w1[b]);
+        __m256i sc0[8], sc1[8], s0[4], s1[4];
+        q4k_scales(&w0[b], sc0);
+        q4k_scales(&w1[b], sc1);
+        for (int t = 0; t < 4; t++)
+            s0[t] = s1[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q0 = w0[b].qs + 32 * 8 * (j / 2), *q1 = w1[b].qs + 32 * 8 * (j / 2);
+            const int shift = 4 * (j & 1);
+            __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;
+            __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;
+#pragma GCC unroll 1
+            for (int k = 0; k < 8; k++) {
+                const __m256i v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0 + 32 * k), shift), m4);
+                const __m256i v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1 + 32 * k), shift), m4);
+                Q4_K_PAIR_STEP(0, 32 * j + 4 * k, p00, p10);
+                Q4_K_PAIR_STEP(1, 32 * j + 4 * k, p01, p11);
+                Q4_K_PAIR_STEP(2, 32 * j + 4 * k, p02, p12);
+                Q4_K_PAIR_STEP(3, 32 * j + 4 * k, p03, p13);
+            }
+            s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));
+            s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));
+            s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));
+            s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));
+            s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));
+            s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));
+            s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));
+            s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));
+        }
+        const struct q4k_tail tail0 = q4k_tail_of(&w0[b]), tail1 = q4k_tail_of(&w1[b]);
+        for (int t = 0; t < 4; t++) {
+            float *yt = y + (size_t)t * y_stride;
+            _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));
+            _mm256_storeu_ps(yt + 8, q4k_finish(&tail1, &a[t][b], s1[t], _mm256_loadu_ps(yt + 8)));
+        }
+    }
+}
+
+/* Two groups: the 4-row tile paired, other widths one group at a time. */
+static inline __attribute__((always_inline)) void tile2_q4_K(const struct blk_q4_K_r8 *w0,
+                                                             const struct blk_q4_K_r8 *w1, int64_t nb,
+                                                             const struct q8Kx *const *a, const int nt, float *y,
+                                                             size_t y_stride)
+{
+    if (nt == 4) {
+        tile2_q4_K_x4(w0, w1, nb, a, y, y_stride);
+        return;
+    }
+    tile_q4_K(w0, nb, a, nt, y, y_stride);
+    tile_q4_K(w1, nb, a, nt, y + 8, y_stride);
 }
 
 /* ---- Q6_K ---- */
@@ -642,7 +747,7 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
 
 GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
 GEMM(q8_0, blk_q8_0_r8, tile_q8_0, tile_q8_0, 0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
-GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile_q4_K, 0, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile2_q4_K, 1, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
 GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
 
 #define MM(t, T, act)                                                                                                  \
