@@ -4,11 +4,17 @@
  * large matrix (generation: memory-bound). Compare kernel sets and builds
  * on one machine, in one run.
  *
+ * Then the products of a TinyLlama-1.1B layer's FFN (2048 -> 5632 and
+ * back) through op_matmul on all CPUs, for 128 and 512 activation rows:
+ * the kernels with the thread pool's split, as prompt processing runs them.
+ *
  * Usage: bench_kernels [TYPE...]   (default: Q4_0 Q8_0 Q4_K Q6_K)
  */
+#include "base/pool.h"
 #include "base/rng.h"
 #include "base/sys.h"
 #include "kernels/kernels.h"
+#include "ops/ops.h"
 #include "quant/types.h"
 
 #include <stdio.h>
@@ -96,6 +102,63 @@ static void run(enum pb_type t, enum kern_level level)
     }
 }
 
+/* The FFN products of one layer (gate 2048 -> 5632, down 5632 -> 2048)
+ * through op_matmul with n_tok activation rows, on the pool. */
+static void run_ffn(enum pb_type t, struct pool *pool, int n_threads)
+{
+    const int64_t dims[2][2] = {{2048, 5632}, {5632, 2048}};
+    const int toks[2] = {128, 512};
+    for (int ti = 0; ti < 2; ti++) {
+        const int n_tok = toks[ti];
+        double total_s = 0, total_macs = 0;
+        const char *name = "?";
+        for (int d = 0; d < 2; d++) {
+            const int64_t n_in = dims[d][0], n_rows = dims[d][1];
+            if (n_in % pb_type_get(t)->block)
+                return;
+            uint8_t *w = random_matrix(t, n_in, n_rows);
+            struct pb_tensor tw = {.name = "w", .type = t, .ne = {n_in, n_rows, 1, 1}, .row_bytes = pb_row_size(t, n_in),
+                                   .data = w};
+            size_t packed_bytes = 0;
+            pb_err err;
+            void *packed = NULL;
+            if (op_matrix_plan(&tw, kern_level(), &packed_bytes, &err)) {
+                fprintf(stderr, "%s\n", err.msg);
+                free(w);
+                return;
+            }
+            if (packed_bytes) {
+                packed = sys_alloc_large(packed_bytes);
+                op_matrix_pack(pool, &tw, packed);
+            }
+            name = tw.mm->name;
+            float *x = malloc((size_t)(n_in * n_tok) * sizeof *x), *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
+            void *scratch = aligned_alloc(64, (op_matmul_scratch(&tw, n_tok) + 63) / 64 * 64);
+            struct rng g;
+            rng_seed(&g, 3);
+            for (int64_t i = 0; i < n_in * n_tok; i++)
+                x[i] = rng_normal(&g);
+            double best = 1e30;
+            for (int r = 0; r < 5; r++) {
+                double t0 = sys_now();
+                if (op_matmul(pool, &tw, x, n_tok, y, scratch, &err))
+                    fprintf(stderr, "%s\n", err.msg);
+                double sec = sys_now() - t0;
+                best = sec < best ? sec : best;
+            }
+            total_s += best;
+            total_macs += (double)n_in * (double)n_rows * n_tok;
+            free(scratch);
+            free(x);
+            free(y);
+            free(w);
+            sys_free_large(packed, packed_bytes);
+        }
+        printf("%-20s ffn%-3d %8.2f GMAC/s  (op_matmul, %d threads, best of 5)\n", name, n_tok, total_macs / total_s / 1e9,
+               n_threads);
+    }
+}
+
 int main(int argc, char **argv)
 {
     enum pb_type types[16];
@@ -114,5 +177,15 @@ int main(int argc, char **argv)
         for (int l = KERN_LEVEL_COUNT - 1; l >= 0; l--)
             if (kern_level_available((enum kern_level)l))
                 run(types[i], (enum kern_level)l);
+    struct pool *pool;
+    pb_err err;
+    const int n_threads = pool_cpu_count();
+    if (pool_create(n_threads, &pool, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        run_ffn(types[i], pool, n_threads);
+    pool_free(pool);
     return 0;
 }

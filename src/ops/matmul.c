@@ -16,7 +16,8 @@
 #include <string.h>
 
 #define UNIT_BYTES (128u << 10)
-#define UNIT_TOKENS 32
+#define UNIT_TOKENS 128
+#define UNIT_MIN_GROUPS 4
 
 int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err)
 {
@@ -168,8 +169,9 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
          * others wait for) */
         size_t unit = n_tok > UNIT_TOKENS ? UNIT_BYTES / (size_t)(n_tok / UNIT_TOKENS) : UNIT_BYTES;
         int64_t chunk = (int64_t)(unit / (group_bytes ? group_bytes : 1));
-        if (chunk < 1)
-            chunk = 1;
+        /* kernels may take groups in pairs (two groups share each
+         * activation load): whole pairs, and a few of them */
+        chunk = chunk < UNIT_MIN_GROUPS ? UNIT_MIN_GROUPS : chunk & ~(int64_t)1;
         if (chunk > n_groups)
             chunk = n_groups;
         j.chunk[m] = chunk;
