@@ -544,6 +544,31 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
         __asm__("" : "+x"(p0), "+x"(p1)); /* see Q4_0_PAIR_STEP */                                                    \
     } while (0)
 
+/* Sub-block j (its nibbles at shift) of both groups into s0, s1. */
+#define Q4_K_PAIR_SUB(j, shift)                                                                                        \
+    do {                                                                                                               \
+        const uint8_t *q0_ = w0[b].qs + 32 * 8 * ((j) / 2), *q1_ = w1[b].qs + 32 * 8 * ((j) / 2);                      \
+        __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;                                         \
+        __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;                                                            \
+        _Pragma("GCC unroll 1") for (int k = 0; k < 8; k++)                                                           \
+        {                                                                                                              \
+            const __m256i v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0_ + 32 * k), shift), m4);                   \
+            const __m256i v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1_ + 32 * k), shift), m4);                   \
+            Q4_K_PAIR_STEP(0, 32 * (j) + 4 * k, p00, p10);                                                             \
+            Q4_K_PAIR_STEP(1, 32 * (j) + 4 * k, p01, p11);                                                             \
+            Q4_K_PAIR_STEP(2, 32 * (j) + 4 * k, p02, p12);                                                             \
+            Q4_K_PAIR_STEP(3, 32 * (j) + 4 * k, p03, p13);                                                             \
+        }                                                                                                              \
+        s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));                                               \
+        s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));                                               \
+        s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));                                               \
+        s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));                                               \
+        s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));                                               \
+        s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));                                               \
+        s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));                                               \
+        s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));                                               \
+    } while (0)
+
 /* 16 rows (two groups) x 4 activation rows, as tile2_q4_0_x4: the partial
  * sums of a sub-block in registers, the sums of the block (s) and of the
  * tile (y) in memory. */
@@ -566,28 +591,11 @@ static inline __attribute__((always_inline)) void tile2_q4_K_x4(const struct blk
         for (int t = 0; t < 4; t++)
             s0[t] = s1[t] = _mm256_setzero_si256();
 #pragma GCC unroll 1
-        for (int j = 0; j < 8; j++) {
-            const uint8_t *q0 = w0[b].qs + 32 * 8 * (j / 2), *q1 = w1[b].qs + 32 * 8 * (j / 2);
-            const int shift = 4 * (j & 1);
-            __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;
-            __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;
-#pragma GCC unroll 1
-            for (int k = 0; k < 8; k++) {
-                const __m256i v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0 + 32 * k), shift), m4);
-                const __m256i v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1 + 32 * k), shift), m4);
-                Q4_K_PAIR_STEP(0, 32 * j + 4 * k, p00, p10);
-                Q4_K_PAIR_STEP(1, 32 * j + 4 * k, p01, p11);
-                Q4_K_PAIR_STEP(2, 32 * j + 4 * k, p02, p12);
-                Q4_K_PAIR_STEP(3, 32 * j + 4 * k, p03, p13);
-            }
-            s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));
-            s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));
-            s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));
-            s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));
-            s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));
-            s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));
-            s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));
-            s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));
+        for (int j2 = 0; j2 < 4; j2++) {
+            /* sub-blocks 2 j2 (low nibbles) and 2 j2 + 1 (high nibbles) of
+             * the same 8 vectors: constant shifts */
+            Q4_K_PAIR_SUB(2 * j2, 0);
+            Q4_K_PAIR_SUB(2 * j2 + 1, 4);
         }
         const struct q4k_tail tail0 = q4k_tail_of(&w0[b]), tail1 = q4k_tail_of(&w1[b]);
         for (int t = 0; t < 4; t++) {
