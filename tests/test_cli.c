@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -261,6 +262,70 @@ static void test_run_sampling(void **state)
     EXPECT_STATUS(a, 1);
     assert_non_null(strstr(a.err, "context"));
     result_free(&a);
+}
+
+static double num(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v))
+        fail_msg("'%s' is not a number", key);
+    return json_number_value(v);
+}
+
+static void test_bench(void **state)
+{
+    (void)state;
+    /* a synthesized shape: both kinds of test, the figures consistent */
+    struct result r = run("bench --shape tiny:Q8_0 -p 16 -n 4 -r 2 -t 2 --json");
+    EXPECT_STATUS(r, 0);
+    json_t *j = parse_json(r.out);
+    json_t *res = json_object_get(j, "results");
+    assert_int_equal(json_array_size(res), 2);
+    const char *names[] = {"pp16", "tg4"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *t = json_array_get(res, i);
+        assert_string_equal(json_string_value(json_object_get(t, "test")), names[i]);
+        assert_true(num(t, "t_s_min") > 0);
+        assert_true(num(t, "t_s_min") <= num(t, "t_s"));
+        assert_true(num(t, "t_s") <= num(t, "t_s_max"));
+        assert_int_equal((int)num(t, "repetitions"), 2);
+    }
+    assert_true(num(j, "bandwidth_gbs") > 0);
+    assert_true(num(j, "bandwidth_gbs") >= num(j, "bandwidth_before_gbs"));
+    assert_true(num(j, "bandwidth_gbs") >= num(j, "bandwidth_after_gbs"));
+    /* the share is what the definition says: bytes per token x t/s / bandwidth */
+    double share = num(j, "weight_bytes_per_token") * num(json_array_get(res, 1), "t_s") / (num(j, "bandwidth_gbs") * 1e9);
+    assert_true(fabs(num(j, "tg_bandwidth_share") - share) <= 1e-9 * share);
+    assert_true(num(j, "model_bytes") >= num(j, "weight_bytes_per_token"));
+    assert_true(num(j, "peak_rss_bytes") > 0);
+    assert_true(num(j, "kv_bytes") > 0);
+    assert_int_equal((int)num(j, "threads"), 2);
+    json_decref(j);
+    result_free(&r);
+
+    /* bad input: usage errors (2), a missing file (1) */
+    const char *usage[] = {"bench", "bench --shape nope:Q8_0", "bench --shape tiny:Q9_0", "bench --shape tiny",
+                           "bench --shape tiny:Q8_0 -p abc", "bench --shape tiny:Q8_0 -r 0",
+                           "bench --shape tiny:Q8_0 -p 0 -n 0", "bench --shape tiny:Q8_0 --kv-type f8"};
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        r = run("%s", usage[i]);
+        EXPECT_STATUS(r, 2);
+        assert_true(strlen(r.err) > 0);
+        result_free(&r);
+    }
+    r = run("bench /nonexistent/model.gguf");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "/nonexistent/model.gguf"));
+    result_free(&r);
+    /* a file (last: skipped without the reference data); the table
+     * names the test */
+    const char *m = test_tiny_model("Q8_0");
+    r = run("bench '%s' -p 8 -n 0 -r 1", m);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "pp8"));
+    assert_null(strstr(r.out, "tg"));
+    assert_non_null(strstr(r.out, "memory bandwidth"));
+    result_free(&r);
 }
 
 static void test_quantize(void **state)
@@ -580,7 +645,7 @@ int main(int argc, char **argv)
     plumb_bin = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
-        cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
+        cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
