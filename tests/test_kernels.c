@@ -3,7 +3,8 @@
  * kernel's results (same integers, same float operations in the same
  * order), for several shapes and batch sizes; its activation quantizer
  * must give the reference quantizer's codes and scales, NaN and infinity
- * included. Levels the CPU lacks are skipped with a printed reason. */
+ * included. Levels the CPU lacks are skipped with a printed reason.
+ * The attention kernels are checked against the definition (in double). */
 #include "testutil.h"
 
 #include "base/fp16.h"
@@ -215,6 +216,104 @@ static void test_prepared_products(void **state)
     pool_free(pool);
 }
 
+/* Causal attention in double over the dequantized cache: the definition
+ * the kernels are checked against. */
+static void attention_naive(const struct kern_attn_args *a, const float *kf, const float *vf, double *out)
+{
+    const int hd = a->head_dim, G = a->n_head / a->n_head_kv, kvd = a->n_head_kv * hd;
+    double *p = malloc((size_t)(a->pos0 + a->n_tok) * sizeof *p);
+    for (int t = 0; t < a->n_tok; t++)
+        for (int h = 0; h < a->n_head; h++) {
+            const float *q = a->q + ((size_t)t * a->n_head + h) * hd;
+            const int g = h / G;
+            const int64_t n = a->pos0 + t + 1;
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++)
+                    d += (double)q[e] * kf[(size_t)j * kvd + (size_t)g * hd + e];
+                p[j] = d * a->scale;
+                m = p[j] > m ? p[j] : m;
+            }
+            for (int64_t j = 0; j < n; j++)
+                sum += p[j] = exp(p[j] - m);
+            for (int e = 0; e < hd; e++) {
+                double o = 0;
+                for (int64_t j = 0; j < n; j++)
+                    o += p[j] * vf[(size_t)j * kvd + (size_t)g * hd + e];
+                out[((size_t)t * a->n_head + h) * hd + e] = o / sum;
+            }
+        }
+    free(p);
+}
+
+/* Every attention kernel (scalar and this CPU's SIMD) against the naive
+ * definition: several head layouts, KV types, batches that do and do not
+ * fill the token blocks, and caches spanning several tiles. */
+static void test_attention_kernels(void **state)
+{
+    (void)state;
+    static const struct {
+        int n_tok, n_head, n_head_kv, hd, pos0;
+    } cases[] = {{1, 4, 4, 64, 0},  {1, 8, 2, 64, 100}, {7, 8, 2, 32, 0}, {13, 6, 3, 64, 29},
+                 {4, 2, 1, 128, 70}, {33, 4, 1, 64, 5},  {2, 4, 2, 40, 37}};
+    const enum pb_type kv_types[] = {PB_TYPE_F32, PB_TYPE_F16, PB_TYPE_Q8_0};
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++) {
+            const enum pb_type kt = kv_types[k];
+            const int hd = cases[c].hd, kvd = cases[c].n_head_kv * hd, n_pos = cases[c].pos0 + cases[c].n_tok;
+            if (kvd % pb_type_get(kt)->block || hd % pb_type_get(kt)->block)
+                continue;
+            const size_t row_bytes = pb_row_size(kt, kvd);
+            uint8_t *kc = malloc(row_bytes * (size_t)n_pos), *vc = malloc(row_bytes * (size_t)n_pos);
+            float *kf = malloc((size_t)(n_pos * kvd) * sizeof *kf), *vf = malloc((size_t)(n_pos * kvd) * sizeof *vf);
+            float *q = malloc((size_t)(cases[c].n_tok * cases[c].n_head * hd) * sizeof *q);
+            test_randn(kf, (size_t)(n_pos * kvd), 30 + c, 1.0f);
+            test_randn(vf, (size_t)(n_pos * kvd), 40 + c, 1.0f);
+            test_randn(q, (size_t)(cases[c].n_tok * cases[c].n_head * hd), 50 + c, 1.0f);
+            for (int j = 0; j < n_pos; j++) { /* the cache as stored, and what it holds */
+                pb_type_get(kt)->from_float(kf + (size_t)j * kvd, kc + row_bytes * (size_t)j, kvd);
+                pb_type_get(kt)->from_float(vf + (size_t)j * kvd, vc + row_bytes * (size_t)j, kvd);
+                pb_type_get(kt)->to_float(kc + row_bytes * (size_t)j, kf + (size_t)j * kvd, kvd);
+                pb_type_get(kt)->to_float(vc + row_bytes * (size_t)j, vf + (size_t)j * kvd, kvd);
+            }
+            const size_t n_out = (size_t)(cases[c].n_tok * cases[c].n_head * hd);
+            float *out = malloc(n_out * sizeof *out);
+            double *ref = malloc(n_out * sizeof *ref);
+            struct kern_attn_args a = {.q = q, .k = kc, .v = vc, .kv_type = kt, .kv_row_bytes = row_bytes, .out = out,
+                                       .n_tok = cases[c].n_tok, .n_head = cases[c].n_head,
+                                       .n_head_kv = cases[c].n_head_kv, .head_dim = hd, .pos0 = cases[c].pos0,
+                                       .scale = 1.0f / sqrtf((float)hd)};
+            attention_naive(&a, kf, vf, ref);
+            for (int level = 0; level < KERN_LEVEL_COUNT; level++) {
+                if (!kern_level_available((enum kern_level)level))
+                    continue;
+                kern_attn_fn fn = kern_attn_for(&a, (enum kern_level)level);
+                float *scratch = malloc(kern_attn_scratch(&a) * sizeof *scratch);
+                memset(out, 0xff, n_out * sizeof *out); /* NaN: every output must be written */
+                /* items in reverse, as the pool hands them out */
+                for (int64_t i = kern_attn_items(&a) - 1; i >= 0; i--)
+                    fn(&a, i, i + 1, scratch);
+                for (size_t i = 0; i < n_out; i++)
+                    if (!(fabs(out[i] - ref[i]) <= 1e-5 + 1e-4 * fabs(ref[i])))
+                        fail_msg("attention %s, case %zu (%s cache): out[%zu] = %.8g, expected %.8g",
+                                 kern_level_name((enum kern_level)level), c, pb_type_name(kt), i, out[i], ref[i]);
+                free(scratch);
+                checked++;
+            }
+            free(kc);
+            free(vc);
+            free(kf);
+            free(vf);
+            free(q);
+            free(out);
+            free(ref);
+        }
+    print_message("  %d attention kernel runs match the definition\n", checked);
+    assert_true(checked >= 14);
+}
+
 int main(void)
 {
     print_message("kernel level in use: %s\n", kern_level_name(kern_level()));
@@ -222,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_matrix_kernels),
         cmocka_unit_test(test_activation_quantizers),
         cmocka_unit_test(test_prepared_products),
+        cmocka_unit_test(test_attention_kernels),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

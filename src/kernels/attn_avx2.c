@@ -94,15 +94,15 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
     float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
         const struct attn_item it = attn_item_begin(a, item, &w);
-        const int t = it.t, g = it.g;
-        const int64_t n_keys = it.n_keys;
-        const float *q = it.q;
-        for (int64_t k0 = 0; k0 < n_keys; k0 += KERN_ATTN_TILE) {
-            const int n = n_keys - k0 < KERN_ATTN_TILE ? (int)(n_keys - k0) : KERN_ATTN_TILE;
+        for (int64_t k0 = 0; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
+            const int nt = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
             size_t ks, vs;
-            const float *K = tile(a, a->k, g, k0, n, kt, &ks), *V = tile(a, a->v, g, k0, n, vt, &vs);
-            for (int i = 0; i < G; i++) {
-                const float *qi = q + (size_t)i * hd;
+            const float *K = tile(a, a->k, it.g, k0, nt, kt, &ks), *V = tile(a, a->v, it.g, k0, nt, vt, &vs);
+            for (int i = 0; i < it.rows; i++) {
+                const int n = attn_row_keys(a, &it, i, k0, nt);
+                if (n == 0)
+                    continue;
+                const float *qi = a->q + attn_row_offset(a, &it, i);
                 float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
                 /* scores, four keys at a time */
                 int j = 0;
@@ -161,11 +161,11 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
                 }
             }
         }
-        float *out = a->out + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
-        for (int i = 0; i < G; i++) {
+        for (int i = 0; i < it.rows; i++) {
+            float *out = a->out + attn_row_offset(a, &it, i);
             const __m256 inv = _mm256_set1_ps(1.0f / sum[i]);
             for (int e = 0; e < hd; e += 8)
-                _mm256_storeu_ps(out + (size_t)i * hd + e, _mm256_mul_ps(_mm256_loadu_ps(o + (size_t)i * hd + e), inv));
+                _mm256_storeu_ps(out + e, _mm256_mul_ps(_mm256_loadu_ps(o + (size_t)i * hd + e), inv));
         }
     }
 }

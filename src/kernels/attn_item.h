@@ -1,6 +1,12 @@
 /* Shared by the attention kernels (internal to src/kernels): the layout of
- * a thread's scratch (kern_attn_scratch sizes it) and the start of one
- * work item, a (token, KV head) pair. */
+ * a thread's scratch (kern_attn_scratch sizes it) and the work items.
+ *
+ * An item is a block of up to KERN_ATTN_QBLOCK consecutive tokens and one
+ * KV head: its H = tokens x G query heads ("rows" below) share every K/V
+ * tile, which is converted to floats once for all of them. Row i is token
+ * t0 + i / G, query head g * G + i % G; it attends to the positions up to
+ * its own (causal), in tiles of KERN_ATTN_TILE from position 0, so each
+ * row's arithmetic is the same whatever block it is in. */
 #ifndef PLUMB_KERNELS_ATTN_ITEM_H
 #define PLUMB_KERNELS_ATTN_ITEM_H
 
@@ -10,45 +16,64 @@
 #include <string.h>
 
 struct attn_work {
-    float *kt, *vt; /* K and V tiles as floats */
-    float *s;       /* scores: G x KERN_ATTN_TILE */
-    float *o;       /* outputs: G x head_dim */
-    float *mx, *sum; /* running max and sum of each of the G heads */
+    float *kt, *vt;  /* K and V tiles as floats */
+    float *s;        /* scores: rows x KERN_ATTN_TILE */
+    float *o;        /* outputs: rows x head_dim */
+    float *mx, *sum; /* running max and sum of each row */
 };
 
 static inline struct attn_work attn_work_at(float *scratch, int hd, int G)
 {
+    const int rows = KERN_ATTN_QBLOCK * G;
     struct attn_work w;
     w.kt = scratch;
     w.vt = w.kt + KERN_ATTN_TILE * hd;
     w.s = w.vt + KERN_ATTN_TILE * hd;
-    w.o = w.s + G * KERN_ATTN_TILE;
-    w.mx = w.o + G * hd;
-    w.sum = w.mx + G;
+    w.o = w.s + rows * KERN_ATTN_TILE;
+    w.mx = w.o + rows * hd;
+    w.sum = w.mx + rows;
     return w;
 }
 
 struct attn_item {
-    int t, g;         /* token of the batch, KV head */
-    int64_t n_keys;   /* positions it attends to (causal) */
-    const float *q;   /* the G query heads that share KV head g */
+    int t0, g;      /* first token of the block, KV head */
+    int rows;       /* tokens of the block x G */
+    int64_t n_keys; /* positions the block's last token attends to */
 };
 
-/* Decodes item and resets the outputs and running figures of its heads. */
+/* Decodes item and resets the outputs and running figures of its rows. */
 static inline struct attn_item attn_item_begin(const struct kern_attn_args *a, int64_t item, const struct attn_work *w)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
     struct attn_item it;
-    it.t = (int)(item / a->n_head_kv);
+    it.t0 = (int)(item / a->n_head_kv) * KERN_ATTN_QBLOCK;
     it.g = (int)(item % a->n_head_kv);
-    it.n_keys = a->pos0 + it.t + 1;
-    it.q = a->q + ((size_t)it.t * (size_t)a->n_head + (size_t)it.g * (size_t)G) * (size_t)hd;
-    memset(w->o, 0, (size_t)(G * hd) * sizeof *w->o);
-    for (int i = 0; i < G; i++) {
+    const int nq = a->n_tok - it.t0 < KERN_ATTN_QBLOCK ? a->n_tok - it.t0 : KERN_ATTN_QBLOCK;
+    it.rows = nq * G;
+    it.n_keys = a->pos0 + it.t0 + nq;
+    memset(w->o, 0, (size_t)(it.rows * hd) * sizeof *w->o);
+    for (int i = 0; i < it.rows; i++) {
         w->mx[i] = -INFINITY;
         w->sum[i] = 0;
     }
     return it;
+}
+
+/* Offset (in floats) of row i's query in a->q and its output in a->out. */
+static inline size_t attn_row_offset(const struct kern_attn_args *a, const struct attn_item *it, int i)
+{
+    const int G = a->n_head / a->n_head_kv;
+    const size_t t = (size_t)(it->t0 + i / G);
+    return (t * (size_t)a->n_head + (size_t)(it->g * G + i % G)) * (size_t)a->head_dim;
+}
+
+/* How many of the tile's n keys from position k0 row i attends to (0: none). */
+static inline int attn_row_keys(const struct kern_attn_args *a, const struct attn_item *it, int i, int64_t k0, int n)
+{
+    const int G = a->n_head / a->n_head_kv;
+    const int64_t last = a->pos0 + it->t0 + i / G; /* the row's own position */
+    const int64_t m = last + 1 - k0;
+    return m <= 0 ? 0 : m < n ? (int)m : n;
 }
 
 #endif

@@ -9,9 +9,14 @@
 
 size_t kern_attn_scratch(const struct kern_attn_args *a)
 {
-    const size_t G = (size_t)(a->n_head / a->n_head_kv), hd = (size_t)a->head_dim;
-    /* K and V tiles, scores, outputs, running max and sum */
-    return 2 * KERN_ATTN_TILE * hd + G * KERN_ATTN_TILE + G * hd + 2 * G + 16;
+    const size_t rows = KERN_ATTN_QBLOCK * (size_t)(a->n_head / a->n_head_kv), hd = (size_t)a->head_dim;
+    /* K and V tiles, scores, outputs, running max and sum (attn_work_at) */
+    return 2 * KERN_ATTN_TILE * hd + rows * KERN_ATTN_TILE + rows * hd + 2 * rows + 16;
+}
+
+int64_t kern_attn_items(const struct kern_attn_args *a)
+{
+    return (int64_t)((a->n_tok + KERN_ATTN_QBLOCK - 1) / KERN_ATTN_QBLOCK) * a->n_head_kv;
 }
 
 /* Rows [k0, k0 + n) of KV head g as floats, hd apart. */
@@ -31,18 +36,18 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
     float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
         const struct attn_item it = attn_item_begin(a, item, &w);
-        const int t = it.t, g = it.g;
-        const int64_t n_keys = it.n_keys;
-        const float *q = it.q;
-        for (int64_t k0 = 0; k0 < n_keys; k0 += KERN_ATTN_TILE) {
-            int n = n_keys - k0 < KERN_ATTN_TILE ? (int)(n_keys - k0) : KERN_ATTN_TILE;
-            tile_to_float(a, a->k, g, k0, n, kt);
-            tile_to_float(a, a->v, g, k0, n, vt);
-            for (int i = 0; i < G; i++) {
-                const float *qi = q + (size_t)i * hd;
+        for (int64_t k0 = 0; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
+            int n = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
+            tile_to_float(a, a->k, it.g, k0, n, kt);
+            tile_to_float(a, a->v, it.g, k0, n, vt);
+            for (int i = 0; i < it.rows; i++) {
+                const int ni = attn_row_keys(a, &it, i, k0, n);
+                if (ni == 0)
+                    continue;
+                const float *qi = a->q + attn_row_offset(a, &it, i);
                 float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
                 float m = mx[i];
-                for (int j = 0; j < n; j++) {
+                for (int j = 0; j < ni; j++) {
                     float d = 0;
                     for (int e = 0; e < hd; e++)
                         d += qi[e] * kt[(size_t)j * hd + e];
@@ -54,7 +59,7 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
                 float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m), ps = 0;
                 for (int e = 0; e < hd; e++)
                     oi[e] *= corr;
-                for (int j = 0; j < n; j++) {
+                for (int j = 0; j < ni; j++) {
                     float p = expf(si[j] - m);
                     ps += p;
                     for (int e = 0; e < hd; e++)
@@ -64,10 +69,11 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
                 mx[i] = m;
             }
         }
-        float *out = a->out + ((size_t)t * (size_t)a->n_head + (size_t)g * (size_t)G) * (size_t)hd;
-        for (int i = 0; i < G; i++)
+        for (int i = 0; i < it.rows; i++) {
+            float *out = a->out + attn_row_offset(a, &it, i);
             for (int e = 0; e < hd; e++)
-                out[(size_t)i * hd + e] = o[(size_t)i * hd + e] / sum[i];
+                out[e] = o[(size_t)i * hd + e] / sum[i];
+        }
     }
 }
 

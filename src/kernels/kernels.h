@@ -116,18 +116,22 @@ struct kern_attn_args {
     float scale;          /* applied to q.k before the softmax */
 };
 
-/* Attends work items [i0, i1) of n_tok * n_head_kv (item = token * n_head_kv
- * + KV head); scratch holds kern_attn_scratch(a) floats. */
+/* Attends work items [i0, i1) of kern_attn_items(a) (item = block of
+ * KERN_ATTN_QBLOCK tokens * n_head_kv + KV head); scratch holds
+ * kern_attn_scratch(a) floats. */
 typedef void (*kern_attn_fn)(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch);
 size_t kern_attn_scratch(const struct kern_attn_args *a);
+int64_t kern_attn_items(const struct kern_attn_args *a);
 /* The attention kernel for a cache type at level l (scalar when the level
  * has none for this type or head size). */
 kern_attn_fn kern_attn_for(const struct kern_attn_args *a, enum kern_level l);
 void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch);
 void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch);
 
-/* Keys and values per tile of the attention kernels. */
+/* Keys and values per tile of the attention kernels, and tokens per work
+ * item (their query heads share each K/V tile). */
 #define KERN_ATTN_TILE 32
+#define KERN_ATTN_QBLOCK 4
 
 /* ---- element-wise ---- */
 

@@ -181,12 +181,13 @@ static void attention_worker(void *arg, int ith, int nth)
     (void)nth;
     struct attn_job *j = arg;
     float *scratch = j->scratch + (size_t)ith * j->per_thread;
-    /* later tokens see more keys: hand items out one at a time */
+    /* later tokens see more keys: hand items out one at a time, the
+     * heaviest first, so that the last ones to finish are short */
     for (;;) {
         long i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= j->n_items)
             return;
-        j->fn(j->a, i, i + 1, scratch);
+        j->fn(j->a, j->n_items - 1 - i, j->n_items - i, scratch);
     }
 }
 
@@ -196,7 +197,7 @@ void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scra
                          .fn = kern_attn_for(a, kern_level()),
                          .scratch = scratch,
                          .per_thread = op_attention_scratch(a),
-                         .n_items = (int64_t)a->n_tok * a->n_head_kv};
+                         .n_items = kern_attn_items(a)};
     atomic_init(&j.next, 0);
     pool_run(pool, attention_worker, &j);
 }
