@@ -37,6 +37,7 @@
 #define T_Q4_0 4
 #define T_Q8_0 8
 #define T_Q4_K 4
+#define T_Q5_K 4
 #define T_Q6_K 8
 /* Prefetch distance: a token's product streams every weight once from
  * memory, and the hardware prefetchers alone leave bandwidth unused. */
@@ -445,11 +446,11 @@ static inline __m256i q4k_pair_next(__m256i v, int j)
 }
 
 /* The scale of each sub-block j as an (sc, sc) int16 pair per row. */
-static inline void q4k_scales(const struct blk_q4_K_r8 *x, __m256i sc[8])
+static inline void q4k_scales(const uint8_t *scales, __m256i sc[8])
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
     /* the 6-bit scales of sub-blocks 0..3 (lo) and 4..7 (hi) */
-    const __m256i A = load32(x->scales), C = load32(x->scales + 64);
+    const __m256i A = load32(scales), C = load32(scales + 64);
     const __m256i sc_lo = _mm256_and_si256(A, m6);
     const __m256i sc_hi =
         _mm256_or_si256(_mm256_and_si256(C, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
@@ -463,10 +464,11 @@ struct q4k_tail {
     __m256 d, dmin;
 };
 
-static inline struct q4k_tail q4k_tail_of(const struct blk_q4_K_r8 *x)
+/* (Q4_K and Q5_K: the scales and minimums of 8 rows, as stored in r8.) */
+static inline struct q4k_tail q4k_tail_of(const uint16_t *d, const uint16_t *dmin, const uint8_t *scales)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
-    const __m256i B = load32(x->scales + 32), C = load32(x->scales + 64);
+    const __m256i B = load32(scales + 32), C = load32(scales + 64);
     const __m256i mn_lo = _mm256_and_si256(B, m6);
     const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m4),
                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 6), m2), 4));
@@ -475,8 +477,8 @@ static inline struct q4k_tail q4k_tail_of(const struct blk_q4_K_r8 *x)
     r.mins[1] = q4k_pair_next(mn_lo, 2);
     r.mins[2] = q4k_pair_next(mn_hi, 0);
     r.mins[3] = q4k_pair_next(mn_hi, 2);
-    r.d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->d));
-    r.dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)x->dmin));
+    r.d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d));
+    r.dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)dmin));
     return r;
 }
 
@@ -507,7 +509,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
         prefetch_block(&w[b], sizeof w[b]);
         const struct blk_q4_K_r8 *x = &w[b];
         __m256i sc[8];
-        q4k_scales(x, sc);
+        q4k_scales(x->scales, sc);
         __m256i s[TILE_MAX];
         for (int t = 0; t < nt; t++)
             s[t] = _mm256_setzero_si256();
@@ -526,7 +528,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
                 s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));
             }
         }
-        const struct q4k_tail tail = q4k_tail_of(x);
+        const struct q4k_tail tail = q4k_tail_of(x->d, x->dmin, x->scales);
         for (int t = 0; t < nt; t++)
             acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);
     }
@@ -586,8 +588,8 @@ static inline __attribute__((always_inline)) void tile2_q4_K_x4(const struct blk
         prefetch_block(&w0[b], sizeof w0[b]);
         prefetch_block(&w1[b], sizeof w1[b]);
         __m256i sc0[8], sc1[8], s0[4], s1[4];
-        q4k_scales(&w0[b], sc0);
-        q4k_scales(&w1[b], sc1);
+        q4k_scales(w0[b].scales, sc0);
+        q4k_scales(w1[b].scales, sc1);
         for (int t = 0; t < 4; t++)
             s0[t] = s1[t] = _mm256_setzero_si256();
 #pragma GCC unroll 1
@@ -597,7 +599,8 @@ static inline __attribute__((always_inline)) void tile2_q4_K_x4(const struct blk
             Q4_K_PAIR_SUB(2 * j2, 0);
             Q4_K_PAIR_SUB(2 * j2 + 1, 4);
         }
-        const struct q4k_tail tail0 = q4k_tail_of(&w0[b]), tail1 = q4k_tail_of(&w1[b]);
+        const struct q4k_tail tail0 = q4k_tail_of(w0[b].d, w0[b].dmin, w0[b].scales),
+                              tail1 = q4k_tail_of(w1[b].d, w1[b].dmin, w1[b].scales);
         for (int t = 0; t < 4; t++) {
             float *yt = y + (size_t)t * y_stride;
             _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));
@@ -618,6 +621,149 @@ static inline __attribute__((always_inline)) void tile2_q4_K(const struct blk_q4
     }
     tile_q4_K(w0, nb, a, nt, y, y_stride);
     tile_q4_K(w1, nb, a, nt, y + 8, y_stride);
+}
+
+/* ---- Q5_K ---- */
+
+/* The fifth bits of sub-block j (bit j of each qh byte) at bit 4. Within
+ * a 16-bit lane the shifts move no bit across a byte boundary that the
+ * mask keeps. */
+static inline __m256i q5k_high(__m256i qh, const int j)
+{
+    const __m256i v = j < 4 ? _mm256_slli_epi16(qh, 4 - j) : j > 4 ? _mm256_srli_epi16(qh, j - 4) : qh;
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* Codes 0..31 times activations: pairs of at most 7874, so four
+ * vpmaddubsw results add up in int16 (31496) and eight would not; each
+ * sub-block is summed as two halves of 4 vectors. */
+static inline __attribute__((always_inline)) void tile_q5_K(const struct blk_q5_K_r8 *w, int64_t nb,
+                                                            const struct q8Kx *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[TILE_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        const struct blk_q5_K_r8 *x = &w[b];
+        __m256i sc[8];
+        q4k_scales(x->scales, sc);
+        __m256i s[TILE_MAX];
+        for (int t = 0; t < nt; t++)
+            s[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = x->qs + 32 * 8 * (j / 2);
+            for (int h = 0; h < 2; h++) {
+                __m256i v[4];
+                for (int k = 0; k < 4; k++) {
+                    const __m256i raw = load32(q + 32 * (4 * h + k));
+                    v[k] = _mm256_or_si256(_mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4),
+                                           q5k_high(load32(x->qh + 32 * (4 * h + k)), j));
+                }
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *qa = a[t][b].qs + 32 * j + 16 * h;
+                    __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));
+                    for (int k = 1; k < 4; k++)
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));
+                }
+            }
+        }
+        const struct q4k_tail tail = q4k_tail_of(x->d, x->dmin, x->scales);
+        for (int t = 0; t < nt; t++)
+            acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* Half h of sub-block j of both groups into s0, s1 (as Q4_K_PAIR_SUB). */
+#define Q5_K_PAIR_HALF(j, h)                                                                                           \
+    do {                                                                                                               \
+        const uint8_t *q0_ = w0[b].qs + 32 * 8 * ((j) / 2) + 32 * 4 * (h), *q1_ = w1[b].qs + 32 * 8 * ((j) / 2) + 32 * 4 * (h); \
+        const uint8_t *h0_ = w0[b].qh + 32 * 4 * (h), *h1_ = w1[b].qh + 32 * 4 * (h);                                  \
+        __m256i p00 = _mm256_setzero_si256(), p01 = p00, p02 = p00, p03 = p00;                                         \
+        __m256i p10 = p00, p11 = p00, p12 = p00, p13 = p00;                                                            \
+        _Pragma("GCC unroll 1") for (int k = 0; k < 4; k++)                                                           \
+        {                                                                                                              \
+            const __m256i v0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(load32(q0_ + 32 * k), 4 * ((j) & 1)), m4), \
+                                               q5k_high(load32(h0_ + 32 * k), (j)));                                   \
+            const __m256i v1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(load32(q1_ + 32 * k), 4 * ((j) & 1)), m4), \
+                                               q5k_high(load32(h1_ + 32 * k), (j)));                                   \
+            Q4_K_PAIR_STEP(0, 32 * (j) + 16 * (h) + 4 * k, p00, p10);                                                  \
+            Q4_K_PAIR_STEP(1, 32 * (j) + 16 * (h) + 4 * k, p01, p11);                                                  \
+            Q4_K_PAIR_STEP(2, 32 * (j) + 16 * (h) + 4 * k, p02, p12);                                                  \
+            Q4_K_PAIR_STEP(3, 32 * (j) + 16 * (h) + 4 * k, p03, p13);                                                  \
+        }                                                                                                              \
+        s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));                                               \
+        s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));                                               \
+        s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));                                               \
+        s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));                                               \
+        s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));                                               \
+        s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));                                               \
+        s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));                                               \
+        s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));                                               \
+    } while (0)
+
+/* 16 rows (two groups) x 4 activation rows, as tile2_q4_K_x4. */
+static inline __attribute__((always_inline)) void tile2_q5_K_x4(const struct blk_q5_K_r8 *w0,
+                                                                const struct blk_q5_K_r8 *w1, int64_t nb,
+                                                                const struct q8Kx *const *a, float *y,
+                                                                size_t y_stride)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int t = 0; t < 4; t++) {
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w0[b], sizeof w0[b]);
+        prefetch_block(&w1[b], sizeof w1[b]);
+        __m256i sc0[8], sc1[8], s0[4], s1[4];
+        q4k_scales(w0[b].scales, sc0);
+        q4k_scales(w1[b].scales, sc1);
+        for (int t = 0; t < 4; t++)
+            s0[t] = s1[t] = _mm256_setzero_si256();
+        /* sub-blocks one after the other, each a constant (the shifts) */
+        Q5_K_PAIR_HALF(0, 0);
+        Q5_K_PAIR_HALF(0, 1);
+        Q5_K_PAIR_HALF(1, 0);
+        Q5_K_PAIR_HALF(1, 1);
+        Q5_K_PAIR_HALF(2, 0);
+        Q5_K_PAIR_HALF(2, 1);
+        Q5_K_PAIR_HALF(3, 0);
+        Q5_K_PAIR_HALF(3, 1);
+        Q5_K_PAIR_HALF(4, 0);
+        Q5_K_PAIR_HALF(4, 1);
+        Q5_K_PAIR_HALF(5, 0);
+        Q5_K_PAIR_HALF(5, 1);
+        Q5_K_PAIR_HALF(6, 0);
+        Q5_K_PAIR_HALF(6, 1);
+        Q5_K_PAIR_HALF(7, 0);
+        Q5_K_PAIR_HALF(7, 1);
+        const struct q4k_tail tail0 = q4k_tail_of(w0[b].d, w0[b].dmin, w0[b].scales),
+                              tail1 = q4k_tail_of(w1[b].d, w1[b].dmin, w1[b].scales);
+        for (int t = 0; t < 4; t++) {
+            float *yt = y + (size_t)t * y_stride;
+            _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));
+            _mm256_storeu_ps(yt + 8, q4k_finish(&tail1, &a[t][b], s1[t], _mm256_loadu_ps(yt + 8)));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void tile2_q5_K(const struct blk_q5_K_r8 *w0,
+                                                             const struct blk_q5_K_r8 *w1, int64_t nb,
+                                                             const struct q8Kx *const *a, const int nt, float *y,
+                                                             size_t y_stride)
+{
+    if (nt == 4) {
+        tile2_q5_K_x4(w0, w1, nb, a, y, y_stride);
+        return;
+    }
+    tile_q5_K(w0, nb, a, nt, y, y_stride);
+    tile_q5_K(w1, nb, a, nt, y + 8, y_stride);
 }
 
 /* ---- Q6_K ---- */
@@ -756,6 +902,7 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
 GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
 GEMM(q8_0, blk_q8_0_r8, tile_q8_0, tile_q8_0, 0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
 GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile2_q4_K, 1, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q5_K, blk_q5_K_r8, tile_q5_K, tile2_q5_K, 1, QK_K, T_Q5_K, const struct q8Kx *, q8Kx_view_of)
 GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
 
 #define MM(t, T, act)                                                                                                  \
@@ -774,6 +921,7 @@ static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
     MM(q4_0, Q4_0, q8x),
     MM(q8_0, Q8_0, q8x),
     MM(q4_K, Q4_K, q8Kx),
+    MM(q5_K, Q5_K, q8Kx),
     MM(q6_K, Q6_K, q8Kx),
 };
 

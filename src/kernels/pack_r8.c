@@ -14,6 +14,7 @@
 SIZE_FN(q4_0, QK4_0, blk_q4_0_r8)
 SIZE_FN(q8_0, QK8_0, blk_q8_0_r8)
 SIZE_FN(q4_K, QK_K, blk_q4_K_r8)
+SIZE_FN(q5_K, QK_K, blk_q5_K_r8)
 SIZE_FN(q6_K, QK_K, blk_q6_K_r8)
 
 /* Block b of row r (0..7) of group g. */
@@ -77,6 +78,28 @@ void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in
                 qs[r] = x->qs;
             }
             interleave4(out[b].scales, sc, 3);
+            interleave4(out[b].qs, qs, 32);
+        }
+    }
+}
+
+void pack_r8_q5_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / QK_K;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q5_K_r8 *out = (struct blk_q5_K_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *sc[8], *qh[8], *qs[8];
+            for (int r = 0; r < 8; r++) {
+                const struct block_q5_K *x = SRC_BLOCK(block_q5_K, src, src_row_bytes, g, r, b);
+                out[b].d[r] = x->d;
+                out[b].dmin[r] = x->dmin;
+                sc[r] = x->scales;
+                qh[r] = x->qh;
+                qs[r] = x->qs;
+            }
+            interleave4(out[b].scales, sc, 3);
+            interleave4(out[b].qh, qh, 8);
             interleave4(out[b].qs, qs, 32);
         }
     }

@@ -38,6 +38,16 @@ struct blk_q4_K_r8 {
     uint8_t qs[32 * 32];
 };
 
+/* Q5_K: as Q4_K, with qh vector k (0..7), lane r, byte i = row r's
+ * qh[4k + i]: bit j is the fifth bit of element 4k + i of sub-block j. */
+struct blk_q5_K_r8 {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[3 * 32];
+    uint8_t qh[8 * 32];
+    uint8_t qs[32 * 32];
+};
+
 /* Q6_K, codes e = q + 32 in 0..63, in 4 chunks of 64 elements stored one
  * after the other (one linear stream for the prefetchers). Chunk c:
  * scales[8p + r] = row r's scale of sub-block 4c + p (p = 0..3);
@@ -57,18 +67,21 @@ struct blk_q6_K_r8 {
 _Static_assert(sizeof(struct blk_q4_0_r8) == 8 * 18, "q4_0_r8 size");
 _Static_assert(sizeof(struct blk_q8_0_r8) == 8 * 34, "q8_0_r8 size");
 _Static_assert(sizeof(struct blk_q4_K_r8) == 8 * 144, "q4_K_r8 size");
+_Static_assert(sizeof(struct blk_q5_K_r8) == 8 * 176, "q5_K_r8 size");
 _Static_assert(sizeof(struct blk_q6_K_r8) == 8 * 210, "q6_K_r8 size");
 
 /* Bytes of an r8-packed matrix (the same as the file's). */
 size_t pack_r8_size_q4_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q8_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_K(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q5_K(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q6_K(int64_t n_in, int64_t n_rows);
 
 /* Packs row groups [g0, g1) (rows 8 g0 .. 8 g1 - 1) of src. */
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q5_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 
 #endif
