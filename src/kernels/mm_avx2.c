@@ -497,43 +497,51 @@ static inline __m256 q4k_finish(const struct q4k_tail *k, const struct q8Kx *q, 
     return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q->d), v));
 }
 
+/* The block loop of a one-group K-quant tile (Q4_K, Q5_K): SUBBLOCKS
+ * adds block x's sub-block sums into s (int32, per activation row). */
+#define K_TILE_BODY(blk_t, SUBBLOCKS)                                                                                  \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                                         \
+    __m256 acc[TILE_MAX];                                                                                              \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        acc[t] = _mm256_setzero_ps();                                                                                  \
+    for (int64_t b = 0; b < nb; b++) {                                                                                 \
+        prefetch_block(&w[b], sizeof w[b]);                                                                            \
+        const struct blk_t *x = &w[b];                                                                                 \
+        __m256i sc[8];                                                                                                 \
+        q4k_scales(x->scales, sc);                                                                                     \
+        __m256i s[TILE_MAX];                                                                                           \
+        for (int t = 0; t < nt; t++)                                                                                   \
+            s[t] = _mm256_setzero_si256();                                                                             \
+        SUBBLOCKS;                                                                                                     \
+        const struct q4k_tail tail = q4k_tail_of(x->d, x->dmin, x->scales);                                            \
+        for (int t = 0; t < nt; t++)                                                                                   \
+            acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);                                                        \
+    }                                                                                                                  \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+
 static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_K_r8 *w, int64_t nb,
                                                             const struct q8Kx *const *a, const int nt, float *y,
                                                             size_t y_stride)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[TILE_MAX];
-    for (int t = 0; t < nt; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        prefetch_block(&w[b], sizeof w[b]);
-        const struct blk_q4_K_r8 *x = &w[b];
-        __m256i sc[8];
-        q4k_scales(x->scales, sc);
-        __m256i s[TILE_MAX];
-        for (int t = 0; t < nt; t++)
-            s[t] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) { /* sub-block j: nibbles (j odd: high) of vectors 8 (j / 2) .. + 7 */
-            const uint8_t *q = x->qs + 32 * 8 * (j / 2);
-            __m256i v[8];
-            for (int k = 0; k < 8; k++) {
-                __m256i raw = load32(q + 32 * k);
-                v[k] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
-            }
-            for (int t = 0; t < nt; t++) {
-                const int8_t *qa = a[t][b].qs + 32 * j;
-                __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));
-                for (int k = 1; k < 8; k++)
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));
-                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));
-            }
+#define Q4_K_SUBBLOCKS \
+        for (int j = 0; j < 8; j++) { /* sub-block j: nibbles (j odd: high) of vectors 8 (j / 2) .. + 7 */             \
+            const uint8_t *q = x->qs + 32 * 8 * (j / 2);                                                               \
+            __m256i v[8];                                                                                              \
+            for (int k = 0; k < 8; k++) {                                                                              \
+                __m256i raw = load32(q + 32 * k);                                                                      \
+                v[k] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);                                  \
+            }                                                                                                          \
+            for (int t = 0; t < nt; t++) {                                                                             \
+                const int8_t *qa = a[t][b].qs + 32 * j;                                                                \
+                __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));                                                    \
+                for (int k = 1; k < 8; k++)                                                                            \
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));                           \
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));                                            \
+            }                                                                                                          \
         }
-        const struct q4k_tail tail = q4k_tail_of(x->d, x->dmin, x->scales);
-        for (int t = 0; t < nt; t++)
-            acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);
-    }
-    for (int t = 0; t < nt; t++)
-        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+    K_TILE_BODY(blk_q4_K_r8, Q4_K_SUBBLOCKS)
+#undef Q4_K_SUBBLOCKS
 }
 
 /* Adds the products of weight vectors v0 (group 0) and v1 (group 1) with
@@ -545,6 +553,47 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
         p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v1, x_));                                                       \
         __asm__("" : "+x"(p0), "+x"(p1)); /* see Q4_0_PAIR_STEP */                                                    \
     } while (0)
+
+/* s += the partial sums of sub-block j times its scale, for the 4
+ * activation rows of both groups. */
+#define K_PAIR_SCALE(j)                                                                                                \
+    do {                                                                                                               \
+        s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));                                               \
+        s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));                                               \
+        s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));                                               \
+        s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));                                               \
+        s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));                                               \
+        s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));                                               \
+        s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));                                               \
+        s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));                                               \
+    } while (0)
+
+/* The block loop of a paired 4-row K-quant tile (Q4_K, Q5_K): SUBBLOCKS
+ * adds block b's sub-block sums into s0 and s1 (int32, per group and
+ * activation row); the rest is common. */
+#define K_PAIR_X4_BODY(SUBBLOCKS)                                                                                      \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                                         \
+    for (int t = 0; t < 4; t++) {                                                                                      \
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());                                               \
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());                                           \
+    }                                                                                                                  \
+    for (int64_t b = 0; b < nb; b++) {                                                                                 \
+        prefetch_block(&w0[b], sizeof w0[b]);                                                                          \
+        prefetch_block(&w1[b], sizeof w1[b]);                                                                          \
+        __m256i sc0[8], sc1[8], s0[4], s1[4];                                                                          \
+        q4k_scales(w0[b].scales, sc0);                                                                                 \
+        q4k_scales(w1[b].scales, sc1);                                                                                 \
+        for (int t = 0; t < 4; t++)                                                                                    \
+            s0[t] = s1[t] = _mm256_setzero_si256();                                                                    \
+        SUBBLOCKS;                                                                                                     \
+        const struct q4k_tail tail0 = q4k_tail_of(w0[b].d, w0[b].dmin, w0[b].scales),                                  \
+                              tail1 = q4k_tail_of(w1[b].d, w1[b].dmin, w1[b].scales);                                  \
+        for (int t = 0; t < 4; t++) {                                                                                  \
+            float *yt = y + (size_t)t * y_stride;                                                                      \
+            _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));                            \
+            _mm256_storeu_ps(yt + 8, q4k_finish(&tail1, &a[t][b], s1[t], _mm256_loadu_ps(yt + 8)));                    \
+        }                                                                                                              \
+    }
 
 /* Sub-block j (its nibbles at shift) of both groups into s0, s1. */
 #define Q4_K_PAIR_SUB(j, shift)                                                                                        \
@@ -561,14 +610,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
             Q4_K_PAIR_STEP(2, 32 * (j) + 4 * k, p02, p12);                                                             \
             Q4_K_PAIR_STEP(3, 32 * (j) + 4 * k, p03, p13);                                                             \
         }                                                                                                              \
-        s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));                                               \
-        s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));                                               \
-        s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));                                               \
-        s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));                                               \
-        s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));                                               \
-        s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));                                               \
-        s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));                                               \
-        s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));                                               \
+        K_PAIR_SCALE(j);                                                                                               \
     } while (0)
 
 /* 16 rows (two groups) x 4 activation rows, as tile2_q4_0_x4: the partial
@@ -579,34 +621,16 @@ static inline __attribute__((always_inline)) void tile2_q4_K_x4(const struct blk
                                                                 const struct q8Kx *const *a, float *y,
                                                                 size_t y_stride)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < 4; t++) {
-        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
-        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
+#define Q4_K_SUBBLOCKS                                                                                                 \
+    _Pragma("GCC unroll 1") for (int j2 = 0; j2 < 4; j2++)                                                            \
+    {                                                                                                                  \
+        /* sub-blocks 2 j2 (low nibbles) and 2 j2 + 1 (high nibbles) of the \
+         * same 8 vectors: constant shifts */                                                                          \
+        Q4_K_PAIR_SUB(2 * j2, 0);                                                                                      \
+        Q4_K_PAIR_SUB(2 * j2 + 1, 4);                                                                                  \
     }
-    for (int64_t b = 0; b < nb; b++) {
-        prefetch_block(&w0[b], sizeof w0[b]);
-        prefetch_block(&w1[b], sizeof w1[b]);
-        __m256i sc0[8], sc1[8], s0[4], s1[4];
-        q4k_scales(w0[b].scales, sc0);
-        q4k_scales(w1[b].scales, sc1);
-        for (int t = 0; t < 4; t++)
-            s0[t] = s1[t] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-        for (int j2 = 0; j2 < 4; j2++) {
-            /* sub-blocks 2 j2 (low nibbles) and 2 j2 + 1 (high nibbles) of
-             * the same 8 vectors: constant shifts */
-            Q4_K_PAIR_SUB(2 * j2, 0);
-            Q4_K_PAIR_SUB(2 * j2 + 1, 4);
-        }
-        const struct q4k_tail tail0 = q4k_tail_of(w0[b].d, w0[b].dmin, w0[b].scales),
-                              tail1 = q4k_tail_of(w1[b].d, w1[b].dmin, w1[b].scales);
-        for (int t = 0; t < 4; t++) {
-            float *yt = y + (size_t)t * y_stride;
-            _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));
-            _mm256_storeu_ps(yt + 8, q4k_finish(&tail1, &a[t][b], s1[t], _mm256_loadu_ps(yt + 8)));
-        }
-    }
+    K_PAIR_X4_BODY(Q4_K_SUBBLOCKS)
+#undef Q4_K_SUBBLOCKS
 }
 
 /* Two groups: the 4-row tile paired, other widths one group at a time. */
@@ -641,42 +665,27 @@ static inline __attribute__((always_inline)) void tile_q5_K(const struct blk_q5_
                                                             const struct q8Kx *const *a, const int nt, float *y,
                                                             size_t y_stride)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[TILE_MAX];
-    for (int t = 0; t < nt; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        prefetch_block(&w[b], sizeof w[b]);
-        const struct blk_q5_K_r8 *x = &w[b];
-        __m256i sc[8];
-        q4k_scales(x->scales, sc);
-        __m256i s[TILE_MAX];
-        for (int t = 0; t < nt; t++)
-            s[t] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) {
-            const uint8_t *q = x->qs + 32 * 8 * (j / 2);
-            for (int h = 0; h < 2; h++) {
-                __m256i v[4];
-                for (int k = 0; k < 4; k++) {
-                    const __m256i raw = load32(q + 32 * (4 * h + k));
-                    v[k] = _mm256_or_si256(_mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4),
-                                           q5k_high(load32(x->qh + 32 * (4 * h + k)), j));
-                }
-                for (int t = 0; t < nt; t++) {
-                    const int8_t *qa = a[t][b].qs + 32 * j + 16 * h;
-                    __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));
-                    for (int k = 1; k < 4; k++)
-                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));
-                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));
-                }
-            }
+#define Q5_K_SUBBLOCKS \
+        for (int j = 0; j < 8; j++) {                                                                                  \
+            const uint8_t *q = x->qs + 32 * 8 * (j / 2);                                                               \
+            for (int h = 0; h < 2; h++) {                                                                              \
+                __m256i v[4];                                                                                          \
+                for (int k = 0; k < 4; k++) {                                                                          \
+                    const __m256i raw = load32(q + 32 * (4 * h + k));                                                  \
+                    v[k] = _mm256_or_si256(_mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4),              \
+                                           q5k_high(load32(x->qh + 32 * (4 * h + k)), j));                             \
+                }                                                                                                      \
+                for (int t = 0; t < nt; t++) {                                                                         \
+                    const int8_t *qa = a[t][b].qs + 32 * j + 16 * h;                                                   \
+                    __m256i p = _mm256_maddubs_epi16(v[0], bcast4(qa));                                                \
+                    for (int k = 1; k < 4; k++)                                                                        \
+                        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(qa + 4 * k)));                       \
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc[j]));                                        \
+                }                                                                                                      \
+            }                                                                                                          \
         }
-        const struct q4k_tail tail = q4k_tail_of(x->d, x->dmin, x->scales);
-        for (int t = 0; t < nt; t++)
-            acc[t] = q4k_finish(&tail, &a[t][b], s[t], acc[t]);
-    }
-    for (int t = 0; t < nt; t++)
-        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+    K_TILE_BODY(blk_q5_K_r8, Q5_K_SUBBLOCKS)
+#undef Q5_K_SUBBLOCKS
 }
 
 /* Half h of sub-block j of both groups into s0, s1 (as Q4_K_PAIR_SUB). */
@@ -697,14 +706,7 @@ static inline __attribute__((always_inline)) void tile_q5_K(const struct blk_q5_
             Q4_K_PAIR_STEP(2, 32 * (j) + 16 * (h) + 4 * k, p02, p12);                                                  \
             Q4_K_PAIR_STEP(3, 32 * (j) + 16 * (h) + 4 * k, p03, p13);                                                  \
         }                                                                                                              \
-        s0[0] = _mm256_add_epi32(s0[0], _mm256_madd_epi16(p00, sc0[j]));                                               \
-        s0[1] = _mm256_add_epi32(s0[1], _mm256_madd_epi16(p01, sc0[j]));                                               \
-        s0[2] = _mm256_add_epi32(s0[2], _mm256_madd_epi16(p02, sc0[j]));                                               \
-        s0[3] = _mm256_add_epi32(s0[3], _mm256_madd_epi16(p03, sc0[j]));                                               \
-        s1[0] = _mm256_add_epi32(s1[0], _mm256_madd_epi16(p10, sc1[j]));                                               \
-        s1[1] = _mm256_add_epi32(s1[1], _mm256_madd_epi16(p11, sc1[j]));                                               \
-        s1[2] = _mm256_add_epi32(s1[2], _mm256_madd_epi16(p12, sc1[j]));                                               \
-        s1[3] = _mm256_add_epi32(s1[3], _mm256_madd_epi16(p13, sc1[j]));                                               \
+        K_PAIR_SCALE(j);                                                                                               \
     } while (0)
 
 /* 16 rows (two groups) x 4 activation rows, as tile2_q4_K_x4. */
@@ -713,44 +715,28 @@ static inline __attribute__((always_inline)) void tile2_q5_K_x4(const struct blk
                                                                 const struct q8Kx *const *a, float *y,
                                                                 size_t y_stride)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int t = 0; t < 4; t++) {
-        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_setzero_ps());
-        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, _mm256_setzero_ps());
-    }
-    for (int64_t b = 0; b < nb; b++) {
-        prefetch_block(&w0[b], sizeof w0[b]);
-        prefetch_block(&w1[b], sizeof w1[b]);
-        __m256i sc0[8], sc1[8], s0[4], s1[4];
-        q4k_scales(w0[b].scales, sc0);
-        q4k_scales(w1[b].scales, sc1);
-        for (int t = 0; t < 4; t++)
-            s0[t] = s1[t] = _mm256_setzero_si256();
-        /* sub-blocks one after the other, each a constant (the shifts) */
-        Q5_K_PAIR_HALF(0, 0);
-        Q5_K_PAIR_HALF(0, 1);
-        Q5_K_PAIR_HALF(1, 0);
-        Q5_K_PAIR_HALF(1, 1);
-        Q5_K_PAIR_HALF(2, 0);
-        Q5_K_PAIR_HALF(2, 1);
-        Q5_K_PAIR_HALF(3, 0);
-        Q5_K_PAIR_HALF(3, 1);
-        Q5_K_PAIR_HALF(4, 0);
-        Q5_K_PAIR_HALF(4, 1);
-        Q5_K_PAIR_HALF(5, 0);
-        Q5_K_PAIR_HALF(5, 1);
-        Q5_K_PAIR_HALF(6, 0);
-        Q5_K_PAIR_HALF(6, 1);
-        Q5_K_PAIR_HALF(7, 0);
-        Q5_K_PAIR_HALF(7, 1);
-        const struct q4k_tail tail0 = q4k_tail_of(w0[b].d, w0[b].dmin, w0[b].scales),
-                              tail1 = q4k_tail_of(w1[b].d, w1[b].dmin, w1[b].scales);
-        for (int t = 0; t < 4; t++) {
-            float *yt = y + (size_t)t * y_stride;
-            _mm256_storeu_ps(yt, q4k_finish(&tail0, &a[t][b], s0[t], _mm256_loadu_ps(yt)));
-            _mm256_storeu_ps(yt + 8, q4k_finish(&tail1, &a[t][b], s1[t], _mm256_loadu_ps(yt + 8)));
-        }
-    }
+    /* sub-blocks one after the other, each a constant (the shifts) */
+#define Q5_K_SUBBLOCKS                                                                                                 \
+    do {                                                                                                               \
+        Q5_K_PAIR_HALF(0, 0);                                                                                          \
+        Q5_K_PAIR_HALF(0, 1);                                                                                          \
+        Q5_K_PAIR_HALF(1, 0);                                                                                          \
+        Q5_K_PAIR_HALF(1, 1);                                                                                          \
+        Q5_K_PAIR_HALF(2, 0);                                                                                          \
+        Q5_K_PAIR_HALF(2, 1);                                                                                          \
+        Q5_K_PAIR_HALF(3, 0);                                                                                          \
+        Q5_K_PAIR_HALF(3, 1);                                                                                          \
+        Q5_K_PAIR_HALF(4, 0);                                                                                          \
+        Q5_K_PAIR_HALF(4, 1);                                                                                          \
+        Q5_K_PAIR_HALF(5, 0);                                                                                          \
+        Q5_K_PAIR_HALF(5, 1);                                                                                          \
+        Q5_K_PAIR_HALF(6, 0);                                                                                          \
+        Q5_K_PAIR_HALF(6, 1);                                                                                          \
+        Q5_K_PAIR_HALF(7, 0);                                                                                          \
+        Q5_K_PAIR_HALF(7, 1);                                                                                          \
+    } while (0)
+    K_PAIR_X4_BODY(Q5_K_SUBBLOCKS)
+#undef Q5_K_SUBBLOCKS
 }
 
 static inline __attribute__((always_inline)) void tile2_q5_K(const struct blk_q5_K_r8 *w0,

@@ -3,6 +3,7 @@
 
 #include "quant/blocks.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #define SIZE_FN(t, QK, blk)                                                                                            \
@@ -63,22 +64,39 @@ void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in
     }
 }
 
+_Static_assert(offsetof(struct block_q4_K, dmin) == offsetof(struct block_q5_K, dmin) &&
+                   offsetof(struct block_q4_K, scales) == offsetof(struct block_q5_K, scales),
+               "Q4_K and Q5_K blocks start alike");
+
+/* Q4_K and Q5_K blocks of 8 rows (Q5_K's fifth bits at qh_off, Q4_K has
+ * none): the scales as halves and the byte arrays interleaved. */
+static void pack_k_group(uint16_t d[8], uint16_t dmin[8], uint8_t *scales, uint8_t *qh, uint8_t *qs,
+                         const uint8_t *const blk[8], size_t qh_off, size_t qs_off)
+{
+    const uint8_t *sc[8], *h[8], *q[8];
+    for (int r = 0; r < 8; r++) {
+        memcpy(&d[r], blk[r] + offsetof(struct block_q4_K, d), sizeof d[r]);
+        memcpy(&dmin[r], blk[r] + offsetof(struct block_q4_K, dmin), sizeof dmin[r]);
+        sc[r] = blk[r] + offsetof(struct block_q4_K, scales);
+        h[r] = blk[r] + qh_off;
+        q[r] = blk[r] + qs_off;
+    }
+    interleave4(scales, sc, 3);
+    if (qh)
+        interleave4(qh, h, 8);
+    interleave4(qs, q, 32);
+}
+
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
 {
     const int64_t nb = n_in / QK_K;
     for (int64_t g = g0; g < g1; g++) {
         struct blk_q4_K_r8 *out = (struct blk_q4_K_r8 *)dst + g * nb;
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *sc[8], *qs[8];
-            for (int r = 0; r < 8; r++) {
-                const struct block_q4_K *x = SRC_BLOCK(block_q4_K, src, src_row_bytes, g, r, b);
-                out[b].d[r] = x->d;
-                out[b].dmin[r] = x->dmin;
-                sc[r] = x->scales;
-                qs[r] = x->qs;
-            }
-            interleave4(out[b].scales, sc, 3);
-            interleave4(out[b].qs, qs, 32);
+            const uint8_t *blk[8];
+            for (int r = 0; r < 8; r++)
+                blk[r] = (const uint8_t *)SRC_BLOCK(block_q4_K, src, src_row_bytes, g, r, b);
+            pack_k_group(out[b].d, out[b].dmin, out[b].scales, NULL, out[b].qs, blk, 0, offsetof(struct block_q4_K, qs));
         }
     }
 }
@@ -89,18 +107,11 @@ void pack_r8_q5_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in
     for (int64_t g = g0; g < g1; g++) {
         struct blk_q5_K_r8 *out = (struct blk_q5_K_r8 *)dst + g * nb;
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *sc[8], *qh[8], *qs[8];
-            for (int r = 0; r < 8; r++) {
-                const struct block_q5_K *x = SRC_BLOCK(block_q5_K, src, src_row_bytes, g, r, b);
-                out[b].d[r] = x->d;
-                out[b].dmin[r] = x->dmin;
-                sc[r] = x->scales;
-                qh[r] = x->qh;
-                qs[r] = x->qs;
-            }
-            interleave4(out[b].scales, sc, 3);
-            interleave4(out[b].qh, qh, 8);
-            interleave4(out[b].qs, qs, 32);
+            const uint8_t *blk[8];
+            for (int r = 0; r < 8; r++)
+                blk[r] = (const uint8_t *)SRC_BLOCK(block_q5_K, src, src_row_bytes, g, r, b);
+            pack_k_group(out[b].d, out[b].dmin, out[b].scales, out[b].qh, out[b].qs, blk,
+                         offsetof(struct block_q5_K, qh), offsetof(struct block_q5_K, qs));
         }
     }
 }
