@@ -17,13 +17,16 @@ float dot_f32_f32_scalar(int64_t n, const void *w, const void *a)
     return (float)sum;
 }
 
+/* Products of two halves are exact in float; they are accumulated in
+ * order with one fused multiply-add each, the order a SIMD kernel with one
+ * row per lane follows. */
 float dot_f16_f16_scalar(int64_t n, const void *w, const void *a)
 {
     const uint16_t *x = w, *y = a;
-    double sum = 0;
+    float sum = 0;
     for (int64_t i = 0; i < n; i++)
-        sum += (double)fp16_to_f32(x[i]) * (double)fp16_to_f32(y[i]);
-    return (float)sum;
+        sum = fmaf(fp16_to_f32(x[i]), fp16_to_f32(y[i]), sum);
+    return sum;
 }
 
 float dot_bf16_bf16_scalar(int64_t n, const void *w, const void *a)

@@ -69,7 +69,7 @@ const struct kern_mm *kern_mm_for(enum pb_type t, int64_t n_in, int64_t n_rows, 
         k = kern_mm_avx2(t);
 #endif
     (void)l;
-    if (k && n_rows % k->group == 0 && n_in % pb_type_get(t)->block == 0)
+    if (k && n_rows % k->group == 0 && n_in % (k->in_block ? k->in_block : pb_type_get(t)->block) == 0)
         return k;
     return kern_mm_scalar(t);
 }

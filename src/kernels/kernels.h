@@ -69,6 +69,7 @@ struct kern_mm {
     const char *name;    /* "q4_0_r8/avx2", for messages and benchmarks */
     enum pb_type wtype;  /* weight type */
     int group;           /* rows per packed group (1: the file's row layout) */
+    int in_block;        /* n_in must be a multiple of this (0: of the type's block) */
 
     /* Activations: bytes per row of n_in values, and the conversion. Two
      * kernels with the same act_quantize take the same activations. */

@@ -34,6 +34,7 @@
  * weight vector, fewer keep a tile's accumulators in registers. Each is
  * the faster of 4 and 8 measured with bench_kernels on Zen 3. */
 #define TILE_MAX 8
+#define T_F16 8
 #define T_Q4_0 4
 #define T_Q8_0 8
 #define T_Q4_K 4
@@ -224,6 +225,88 @@ static void act_quantize_q8Kx(const float *x, void *out, int64_t n)
             o->bs32[g] = (int16_t)(o->bs16[2 * g] + o->bs16[2 * g + 1]);
         for (int g = 0; g < 16; g++)
             o->bs16w[g] = (int32_t)(uint16_t)o->bs16[g];
+    }
+}
+
+/* ---- activations for F16: "f32h" ----
+ * The values rounded to half precision (as quant_row_f16), kept as floats
+ * so that the kernel broadcasts them without converting. */
+
+static size_t act_size_f32h(int64_t n)
+{
+    return (size_t)n * sizeof(float);
+}
+
+static void act_quantize_f32h(const float *x, void *out, int64_t n)
+{
+    float *o = out;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8), x2 = _mm256_loadu_ps(x + i + 16),
+                     x3 = _mm256_loadu_ps(x + i + 24);
+        if (!all_finite(x0, x1, x2, x3))
+            break; /* the rest through the reference conversion (its NaN) */
+        const __m256 xs[4] = {x0, x1, x2, x3};
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(o + i + 8 * k, _mm256_cvtph_ps(_mm256_cvtps_ph(xs[k], _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++)
+        o[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
+
+/* ---- F16 ----
+ * One fused multiply-add per element and row, in element order: the
+ * scalar kernel's arithmetic. 8 activation rows give 8 independent
+ * chains per row group, enough to hide the latency of the FMA. */
+static inline __attribute__((always_inline)) void tile_f16(const struct blk_f16_r8 *w, int64_t nb,
+                                                           const float *const *a, const int nt, float *y,
+                                                           size_t y_stride)
+{
+    __m256 acc[TILE_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w[b], sizeof w[b]);
+        for (int e = 0; e < 8; e++) {
+            const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w[b].w + 8 * e)));
+            for (int t = 0; t < nt; t++)
+                acc[t] = _mm256_fmadd_ps(wv, _mm256_broadcast_ss(a[t] + 8 * b + e), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+/* Two groups: with few activation rows (generation) the two groups' chains
+ * run side by side instead of one after the other. */
+static inline __attribute__((always_inline)) void tile2_f16(const struct blk_f16_r8 *w0, const struct blk_f16_r8 *w1,
+                                                            int64_t nb, const float *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    if (nt > 4) {
+        tile_f16(w0, nb, a, nt, y, y_stride);
+        tile_f16(w1, nb, a, nt, y + 8, y_stride);
+        return;
+    }
+    __m256 acc0[4], acc1[4];
+    for (int t = 0; t < nt; t++)
+        acc0[t] = acc1[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_block(&w0[b], sizeof w0[b]);
+        prefetch_block(&w1[b], sizeof w1[b]);
+        for (int e = 0; e < 8; e++) {
+            const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w0[b].w + 8 * e)));
+            const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w1[b].w + 8 * e)));
+            for (int t = 0; t < nt; t++) {
+                const __m256 x = _mm256_broadcast_ss(a[t] + 8 * b + e);
+                acc0[t] = _mm256_fmadd_ps(v0, x, acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(v1, x, acc1[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc0[t]);
+        _mm256_storeu_ps(y + (size_t)t * y_stride + 8, acc1[t]);
     }
 }
 
@@ -830,6 +913,12 @@ static inline struct q8x_view q8x_view_of(const void *row, int64_t n_in)
     return q8x_at(row, n_in);
 }
 
+static inline const float *f32_view_of(const void *row, int64_t n_in)
+{
+    (void)n_in;
+    return row;
+}
+
 static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
 {
     (void)n_in;
@@ -885,6 +974,7 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
         }                                                                                                              \
     }
 
+GEMM(f16, blk_f16_r8, tile_f16, tile2_f16, 1, 8, T_F16, const float *, f32_view_of)
 GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
 GEMM(q8_0, blk_q8_0_r8, tile_q8_0, tile_q8_0, 0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
 GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile2_q4_K, 1, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
@@ -904,6 +994,15 @@ GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx
     }
 
 static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
+    [PB_TYPE_F16] = {.name = "f16_r8/avx2",
+                     .wtype = PB_TYPE_F16,
+                     .group = 8,
+                     .in_block = 8,
+                     .act_size = act_size_f32h,
+                     .act_quantize = act_quantize_f32h,
+                     .packed_size = pack_r8_size_f16,
+                     .pack = pack_r8_f16,
+                     .gemm = gemm_f16},
     MM(q4_0, Q4_0, q8x),
     MM(q8_0, Q8_0, q8x),
     MM(q4_K, Q4_K, q8Kx),

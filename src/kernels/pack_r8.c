@@ -12,6 +12,7 @@
         return (size_t)(n_rows / 8) * (size_t)(n_in / QK) * sizeof(struct blk);                                        \
     }
 
+SIZE_FN(f16, 8, blk_f16_r8)
 SIZE_FN(q4_0, QK4_0, blk_q4_0_r8)
 SIZE_FN(q8_0, QK8_0, blk_q8_0_r8)
 SIZE_FN(q4_K, QK_K, blk_q4_K_r8)
@@ -28,6 +29,20 @@ static void interleave4(uint8_t *vec, const uint8_t *const rows[8], int n_vec)
     for (int k = 0; k < n_vec; k++)
         for (int r = 0; r < 8; r++)
             memcpy(vec + 32 * k + 4 * r, rows[r] + 4 * k, 4);
+}
+
+void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    const int64_t nb = n_in / 8;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_f16_r8 *out = (struct blk_f16_r8 *)dst + g * nb;
+        for (int r = 0; r < 8; r++) {
+            const uint16_t *row = (const uint16_t *)(const void *)((const uint8_t *)src + (size_t)(8 * g + r) * src_row_bytes);
+            for (int64_t b = 0; b < nb; b++)
+                for (int e = 0; e < 8; e++)
+                    out[b].w[8 * e + r] = row[8 * b + e];
+        }
+    }
 }
 
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)

@@ -21,6 +21,12 @@ struct blk_q4_0_r8 {
     uint8_t qs[4 * 32];
 };
 
+/* F16, 8 elements at a time: w[8e + r] = row r's element e (one 128-bit
+ * load holds an element of 8 rows). */
+struct blk_f16_r8 {
+    uint16_t w[8 * 8];
+};
+
 /* Q8_0: vector l (0..7), lane r, byte i = row r's element 4l + i. */
 struct blk_q8_0_r8 {
     uint16_t d[8];
@@ -64,6 +70,7 @@ struct blk_q6_K_r8 {
     } c[4];
 };
 
+_Static_assert(sizeof(struct blk_f16_r8) == 8 * 16, "f16_r8 size");
 _Static_assert(sizeof(struct blk_q4_0_r8) == 8 * 18, "q4_0_r8 size");
 _Static_assert(sizeof(struct blk_q8_0_r8) == 8 * 34, "q8_0_r8 size");
 _Static_assert(sizeof(struct blk_q4_K_r8) == 8 * 144, "q4_K_r8 size");
@@ -71,6 +78,7 @@ _Static_assert(sizeof(struct blk_q5_K_r8) == 8 * 176, "q5_K_r8 size");
 _Static_assert(sizeof(struct blk_q6_K_r8) == 8 * 210, "q6_K_r8 size");
 
 /* Bytes of an r8-packed matrix (the same as the file's). */
+size_t pack_r8_size_f16(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q8_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_K(int64_t n_in, int64_t n_rows);
@@ -78,6 +86,7 @@ size_t pack_r8_size_q5_K(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q6_K(int64_t n_in, int64_t n_rows);
 
 /* Packs row groups [g0, g1) (rows 8 g0 .. 8 g1 - 1) of src. */
+void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
