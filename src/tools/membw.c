@@ -31,6 +31,10 @@ static void *read_part(void *arg)
     pthread_barrier_wait(r->go);
     uint64_t a = 0, b = 0, c = 0, d = 0;
     for (size_t i = 0; i + 4 <= r->n; i += 4) {
+        /* software prefetch well ahead, as the matrix kernels do: the
+         * hardware prefetchers alone leave bandwidth unused */
+        if (i % 8 == 0)
+            __builtin_prefetch(r->p + i + 1024);
         a += r->p[i];
         b += r->p[i + 1];
         c += r->p[i + 2];
