@@ -31,6 +31,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Strict number parsing for option values: the whole string must be a
  * number within [lo, hi]. On failure prints an error naming opt. */
 bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
+/* --kv-type: f16, f32 or q8_0 into *out (an enum kv_type); a usage error otherwise. */
+bool cli_parse_kv_type(const char *cmd, const char *s, int *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
 /* "1.23 GiB", "512 B", ... */

@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "kv/kv.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,6 +41,17 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo
         return false;
     }
     *out = v;
+    return true;
+}
+
+bool cli_parse_kv_type(const char *cmd, const char *s, int *out)
+{
+    enum kv_type t;
+    if (!kv_type_from_name(s, &t)) {
+        cli_usage_error(cmd, "unknown KV cache type '%s' (f16, f32 or q8_0)", s);
+        return false;
+    }
+    *out = (int)t;
     return true;
 }
 

@@ -4,7 +4,6 @@
 #include "cli.h"
 
 #include "base/pool.h"
-#include "kv/kv.h"
 #include "tools/tools.h"
 
 #include <getopt.h>
@@ -161,7 +160,8 @@ int cmd_bench(int argc, char **argv)
     long long v;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "p:n:r:t:h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":p:n:r:t:h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_SHAPE:
             if (!parse_shape(optarg, &p))
@@ -186,16 +186,14 @@ int cmd_bench(int argc, char **argv)
                 return CLI_USAGE;
             p.n_threads = (int)v;
             break;
-        case OPT_KV: {
-            enum kv_type t;
-            if (!kv_type_from_name(optarg, &t))
-                return cli_usage_error("bench", "unknown KV cache type '%s' (f16, f32 or q8_0)", optarg);
-            p.kv_type = (int)t;
+        case OPT_KV:
+            if (!cli_parse_kv_type("bench", optarg, &p.kv_type))
+                return CLI_USAGE;
             break;
-        }
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        default: return cli_usage_error("bench", "unknown option");
+        case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("bench", "unknown option %s", argv[optind - 1]);
         }
     }
     if (shape == (optind < argc))

@@ -2,7 +2,6 @@
 
 #include "base/pool.h"
 #include "base/sys.h"
-#include "kv/kv.h"
 
 #include <string.h>
 #include <time.h>
@@ -95,15 +94,7 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         g->ep.n_batch = (int)v;
         return 1;
     case GOPT_IGNORE_EOS: g->gp.ignore_eog = true; return 1;
-    case GOPT_KV_TYPE: {
-        enum kv_type t;
-        if (!kv_type_from_name(arg, &t)) {
-            cli_usage_error(cmd, "unknown KV cache type '%s' (f16, f32 or q8_0)", arg);
-            return -1;
-        }
-        g->ep.kv_type = (int)t;
-        return 1;
-    }
+    case GOPT_KV_TYPE: return cli_parse_kv_type(cmd, arg, &g->ep.kv_type) ? 1 : -1;
     case GOPT_CHAT_FORMAT:
         if (!chat_format_known(arg)) {
             cli_usage_error(cmd, "unknown chat format '%s' (one of %s)", arg, chat_format_names());

@@ -2,6 +2,8 @@
  * command; each command parses its own options and prints its own help. */
 #include "cli.h"
 
+#include "kernels/kernels.h"
+
 #include <string.h>
 
 struct command {
@@ -60,6 +62,9 @@ int main(int argc, char **argv)
         printf("plumb %s\n", PLUMB_VERSION);
         return CLI_OK;
     }
+    const char *simd = kern_level_ignored_env();
+    if (simd)
+        fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2); ignored\n", simd);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

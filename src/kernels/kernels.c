@@ -33,6 +33,7 @@ int kern_level_available(enum kern_level l)
 }
 
 static enum kern_level chosen;
+static const char *ignored_env; /* a PLUMB_SIMD value that names no level */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void choose(void)
@@ -47,12 +48,18 @@ static void choose(void)
                 known = true;
             }
         if (!known)
-            fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2); ignored\n", env);
+            ignored_env = env;
     }
     chosen = KERN_SCALAR;
     for (int l = 0; l <= (int)cap; l++)
         if (kern_level_available((enum kern_level)l))
             chosen = (enum kern_level)l;
+}
+
+const char *kern_level_ignored_env(void)
+{
+    pthread_once(&once, choose);
+    return ignored_env;
 }
 
 enum kern_level kern_level(void)

@@ -35,6 +35,9 @@ enum kern_level {
 /* The level in use: the best this CPU and build support, capped by the
  * environment variable PLUMB_SIMD (scalar | avx2), read once. */
 enum kern_level kern_level(void);
+/* The PLUMB_SIMD value when it names no level (it is then ignored), for
+ * the caller to report; NULL otherwise. */
+const char *kern_level_ignored_env(void);
 const char *kern_level_name(enum kern_level l);
 /* Whether this build and CPU can run level l. */
 int kern_level_available(enum kern_level l);

@@ -350,20 +350,27 @@ static inline __attribute__((always_inline)) void tile_q4_0(const struct blk_q4_
         _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
 }
 
-/* 16 rows (two groups) x nt activation rows: each broadcast activation
- * word feeds both groups, which halves the loads per product, and the
- * loop is cut in quarters (one weight vector per group) so that the
- * partial sums of every activation row stay in registers. */
 /* Adds the products of weight vectors v0 (group 0) and v1 (group 1) with
- * the 4 activation bytes at offset o of the block of activation row t. */
-#define Q4_0_PAIR_STEP(t, o, v0, v1, p0, p1)                                                                           \
+ * the 4 activation bytes at q: one broadcast feeds both groups. Used by
+ * the paired tiles (Q4_0, Q4_K, Q5_K). */
+#define PAIR_STEP(q, p0, p1)                                                                                           \
     do {                                                                                                               \
-        const __m256i x_ = bcast4(a[t].qs + QK4_0 * b + (o));                                                          \
+        const __m256i x_ = bcast4(q);                                                                                  \
         p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(v0, x_));                                                       \
         p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v1, x_));                                                       \
         /* an empty asm keeps the sums as they are: re-associated, the     \
          * adds need a register per product and the sums spill */           \
         __asm__("" : "+x"(p0), "+x"(p1));                                                                              \
+    } while (0)
+
+/* PAIR_STEP for the 4 activation rows of a paired tile, bytes at `at`
+ * (an expression in t) of each. */
+#define PAIR_STEP_X4(at)                                                                                               \
+    do {                                                                                                               \
+        { const int t = 0; PAIR_STEP(at, p00, p10); }                                                                  \
+        { const int t = 1; PAIR_STEP(at, p01, p11); }                                                                  \
+        { const int t = 2; PAIR_STEP(at, p02, p12); }                                                                  \
+        { const int t = 3; PAIR_STEP(at, p03, p13); }                                                                  \
     } while (0)
 
 /* A block's sums of activation row t into y. */
@@ -402,16 +409,10 @@ static inline __attribute__((always_inline)) void tile2_q4_0_x4(const struct blk
              * weight vectors live at a time leave registers for the sums */
             const uint8_t *q0 = w0[b].qs + 32 * c, *q1 = w1[b].qs + 32 * c;
             __m256i v0 = _mm256_and_si256(load32(q0), m4), v1 = _mm256_and_si256(load32(q1), m4);
-            Q4_0_PAIR_STEP(0, 4 * c, v0, v1, p00, p10);
-            Q4_0_PAIR_STEP(1, 4 * c, v0, v1, p01, p11);
-            Q4_0_PAIR_STEP(2, 4 * c, v0, v1, p02, p12);
-            Q4_0_PAIR_STEP(3, 4 * c, v0, v1, p03, p13);
+            PAIR_STEP_X4(a[t].qs + QK4_0 * b + 4 * c);
             v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0), 4), m4);
             v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1), 4), m4);
-            Q4_0_PAIR_STEP(0, 16 + 4 * c, v0, v1, p00, p10);
-            Q4_0_PAIR_STEP(1, 16 + 4 * c, v0, v1, p01, p11);
-            Q4_0_PAIR_STEP(2, 16 + 4 * c, v0, v1, p02, p12);
-            Q4_0_PAIR_STEP(3, 16 + 4 * c, v0, v1, p03, p13);
+            PAIR_STEP_X4(a[t].qs + QK4_0 * b + 16 + 4 * c);
         }
         const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w0[b].d));
         const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)w1[b].d));
@@ -422,6 +423,9 @@ static inline __attribute__((always_inline)) void tile2_q4_0_x4(const struct blk
     }
 }
 
+/* 16 rows (two groups) x nt activation rows: each broadcast activation
+ * word feeds both groups, which halves the loads per product; the 4-row
+ * tile has its own code. */
 static inline __attribute__((always_inline)) void tile2_q4_0(const struct blk_q4_0_r8 *w0,
                                                              const struct blk_q4_0_r8 *w1, int64_t nb,
                                                              const struct q8x_view *a, const int nt, float *y,
@@ -627,16 +631,6 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
 #undef Q4_K_SUBBLOCKS
 }
 
-/* Adds the products of weight vectors v0 (group 0) and v1 (group 1) with
- * the 4 activation bytes at offset o of block b of activation row t. */
-#define Q4_K_PAIR_STEP(t, o, p0, p1)                                                                                   \
-    do {                                                                                                               \
-        const __m256i x_ = bcast4(a[t][b].qs + (o));                                                                   \
-        p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(v0, x_));                                                       \
-        p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(v1, x_));                                                       \
-        __asm__("" : "+x"(p0), "+x"(p1)); /* see Q4_0_PAIR_STEP */                                                    \
-    } while (0)
-
 /* s += the partial sums of sub-block j times its scale, for the 4
  * activation rows of both groups. */
 #define K_PAIR_SCALE(j)                                                                                                \
@@ -688,10 +682,7 @@ static inline __attribute__((always_inline)) void tile_q4_K(const struct blk_q4_
         {                                                                                                              \
             const __m256i v0 = _mm256_and_si256(_mm256_srli_epi16(load32(q0_ + 32 * k), shift), m4);                   \
             const __m256i v1 = _mm256_and_si256(_mm256_srli_epi16(load32(q1_ + 32 * k), shift), m4);                   \
-            Q4_K_PAIR_STEP(0, 32 * (j) + 4 * k, p00, p10);                                                             \
-            Q4_K_PAIR_STEP(1, 32 * (j) + 4 * k, p01, p11);                                                             \
-            Q4_K_PAIR_STEP(2, 32 * (j) + 4 * k, p02, p12);                                                             \
-            Q4_K_PAIR_STEP(3, 32 * (j) + 4 * k, p03, p13);                                                             \
+            PAIR_STEP_X4(a[t][b].qs + 32 * (j) + 4 * k);                                                               \
         }                                                                                                              \
         K_PAIR_SCALE(j);                                                                                               \
     } while (0)
@@ -784,10 +775,7 @@ static inline __attribute__((always_inline)) void tile_q5_K(const struct blk_q5_
                                                q5k_high(load32(h0_ + 32 * k), (j)));                                   \
             const __m256i v1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(load32(q1_ + 32 * k), 4 * ((j) & 1)), m4), \
                                                q5k_high(load32(h1_ + 32 * k), (j)));                                   \
-            Q4_K_PAIR_STEP(0, 32 * (j) + 16 * (h) + 4 * k, p00, p10);                                                  \
-            Q4_K_PAIR_STEP(1, 32 * (j) + 16 * (h) + 4 * k, p01, p11);                                                  \
-            Q4_K_PAIR_STEP(2, 32 * (j) + 16 * (h) + 4 * k, p02, p12);                                                  \
-            Q4_K_PAIR_STEP(3, 32 * (j) + 16 * (h) + 4 * k, p03, p13);                                                  \
+            PAIR_STEP_X4(a[t][b].qs + 32 * (j) + 16 * (h) + 4 * k);                                                    \
         }                                                                                                              \
         K_PAIR_SCALE(j);                                                                                               \
     } while (0)

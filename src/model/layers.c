@@ -86,7 +86,7 @@ int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
     float *y[2] = {c->gate, c->up};
     if ((rc = op_matmul_n(c->pool, 2, w, c->xb, n, y, c->act, err)))
         return rc;
-    op_swiglu_pool(c->pool, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
+    op_swiglu(c->pool, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
     return op_matmul(c->pool, &lw->ffn_down, c->gate, n, c->xb, c->act, err);
 }
 

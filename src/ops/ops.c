@@ -43,32 +43,10 @@ void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_
     }
 }
 
-void op_swiglu(float *g, const float *u, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
 void op_add(float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         x[i] += y[i];
-}
-
-void op_softmax(float *x, int64_t n)
-{
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
-        if (x[i] > max)
-            max = x[i];
-    double sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++)
-        x[i] *= inv;
 }
 
 void op_get_row(const struct pb_tensor *t, int64_t row, float *out)
@@ -123,7 +101,7 @@ static void swiglu_worker(void *arg, int ith, int nth)
         j->fn(j->g + a, j->u + a, b - a);
 }
 
-void op_swiglu_pool(struct pool *pool, float *g, const float *u, int64_t n)
+void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n)
 {
     struct swiglu_job j = {kern_swiglu_for(kern_level()), g, u, n};
     if (n < 16384) /* a decode step: not worth waking the pool */

@@ -54,14 +54,8 @@ struct rope_params {
 /* Rotates n_head heads of head_dim in x (one token at position pos). */
 void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp);
 
-/* g = silu(g) * u, n elements. */
-void op_swiglu(float *g, const float *u, int64_t n);
-
 /* x += y, n elements. */
 void op_add(float *x, const float *y, int64_t n);
-
-/* In-place softmax of n values. */
-void op_softmax(float *x, int64_t n);
 
 /* Row `row` of tensor t as floats (embedding lookup). */
 void op_get_row(const struct pb_tensor *t, int64_t row, float *out);
@@ -98,7 +92,7 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
 void op_rmsnorm_rows(struct pool *pool, float *out, const float *x, const float *w, int n_rows, int64_t n, float eps);
 
 /* g = silu(g) * u over n elements. */
-void op_swiglu_pool(struct pool *pool, float *g, const float *u, int64_t n);
+void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n);
 
 /* Rotates the n_head heads of n_rows rows (row r at position pos0 + r,
  * rows row_stride floats apart). */
