@@ -64,7 +64,8 @@ int main(int argc, char **argv)
     }
     const char *simd = kern_level_ignored_env();
     if (simd)
-        fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2); ignored\n", simd);
+        fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2, avxvnni, avx512vnni); ignored\n",
+                simd);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);
