@@ -98,15 +98,15 @@ static void print_table(const struct bench_report *r)
     char size[32], params[32];
     cli_fmt_bytes(r->model_bytes, size, sizeof size);
     cli_fmt_count(r->n_params, params, sizeof params);
-    printf("| %-40s | %10s | %8s | %-7s | %7s | %7s | %20s |\n", "model", "size", "params", "kernels", "threads",
+    printf("| %-40s | %10s | %8s | %-10s | %7s | %7s | %22s |\n", "model", "size", "params", "kernels", "threads",
            "test", "t/s");
-    printf("| %.40s | %.10s | %.8s | %.7s | %.7s | %.7s | %.20s |\n", "----------------------------------------",
-           "----------", "--------", "-------", "-------", "-------", "--------------------");
+    printf("| %.40s | %.10s | %.8s | %.10s | %.7s | %.7s | %.22s |\n", "----------------------------------------",
+           "----------", "--------", "----------", "-------", "-------", "----------------------");
     for (int i = 0; i < r->n_tests; i++) {
         const struct bench_test *t = &r->tests[i];
         char ts[48];
         snprintf(ts, sizeof ts, "%.2f (%.2f-%.2f)", t->t_s_median, t->t_s_min, t->t_s_max);
-        printf("| %-40.40s | %10s | %8s | %-7s | %7d | %7s | %20s |\n", r->model, size, params, r->kernels,
+        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", r->model, size, params, r->kernels,
                r->n_threads, t->name, ts);
     }
     char rss[32], wb[32];

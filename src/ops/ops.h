@@ -68,6 +68,13 @@ int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err 
 /* Repacks t into dst (op_matrix_plan's bytes, 64-byte aligned) on the
  * pool's threads; t then reads dst. */
 void op_matrix_pack(struct pool *pool, struct pb_tensor *t, void *dst);
+/* The same in steps, so that a loader can release the source rows of each
+ * step: op_matrix_groups(t) row groups (of t's kernels, after
+ * op_matrix_plan), groups [g0, g1) packed into dst (the whole matrix's
+ * buffer), and t pointed at dst once all are. */
+int64_t op_matrix_groups(const struct pb_tensor *t);
+void op_matrix_pack_groups(struct pool *pool, const struct pb_tensor *t, void *dst, int64_t g0, int64_t g1);
+void op_matrix_use_packed(struct pb_tensor *t, const void *dst);
 
 /* Bytes of scratch op_matmul / op_matmul_n need for n_tok rows. */
 size_t op_matmul_scratch(const struct pb_tensor *w, int n_tok);
