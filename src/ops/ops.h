@@ -112,5 +112,9 @@ void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, in
 struct kern_attn_args;
 size_t op_attention_scratch(const struct kern_attn_args *a);
 void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch);
+/* n attentions (of several sequences, same head shape) in one job: their
+ * work items are shared out together. */
+#define OP_ATTENTION_MAX_SEQ 64
+void op_attention_n(struct pool *pool, const struct kern_attn_args *a, int n, float *scratch);
 
 #endif
