@@ -192,6 +192,68 @@ static void test_repetition_penalty(void **state)
     sampler_free(s2);
 }
 
+/* OpenAI's penalties: presence once per token seen in the window,
+ * frequency per occurrence; greedy shows the shifted order. */
+static void test_presence_frequency(void **state)
+{
+    (void)state;
+    float logits[4] = {3.0f, 2.5f, 2.0f, 0.0f};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    p.presence_penalty = 0.6f; /* token 0: 3.0 - 0.6 = 2.4 < 2.5 */
+    struct sampler *s = make(p, 4);
+    sampler_accept(s, 0);
+    assert_int_equal(sampler_sample(s, logits), 1);
+    sampler_free(s);
+    p.presence_penalty = 0;
+    p.frequency_penalty = 0.3f; /* token 0 seen twice: 3.0 - 0.6 = 2.4; token 1 once: 2.2 */
+    s = make(p, 4);
+    sampler_accept(s, 0);
+    sampler_accept(s, 0);
+    sampler_accept(s, 1);
+    assert_int_equal(sampler_sample(s, logits), 0);
+    sampler_accept(s, 0); /* three times: 2.1 < 2.2 */
+    assert_int_equal(sampler_sample(s, logits), 1);
+    sampler_free(s);
+}
+
+/* A mask of allowed tokens: greedy takes the best allowed one, sampling
+ * never draws a refused one (even one a penalty would favour), and
+ * nothing allowed gives -1. */
+static void test_allowed_mask(void **state)
+{
+    (void)state;
+    float logits[5] = {5.0f, 4.0f, 1.0f, 0.5f, -2.0f};
+    uint8_t allowed[5] = {0, 0, 1, 0, 1};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    struct sampler *s = make(p, 5);
+    assert_int_equal(sampler_sample_allowed(s, logits, allowed), 2);
+    sampler_free(s);
+    const float temps[2] = {1.0f, 5.0f};
+    for (int k = 0; k < 2; k++) {
+        p = sampler_defaults();
+        p.temp = temps[k];
+        p.top_k = k ? 0 : 40;
+        p.top_p = 1.0f; /* k = 0: the sorted path (top-k), k = 1: the one-pass path */
+        p.min_p = 0;
+        p.frequency_penalty = -10.0f; /* favours the refused token 3 */
+        p.seed = 9;
+        s = make(p, 5);
+        sampler_accept(s, 3);
+        int seen[5] = {0};
+        for (int i = 0; i < 2000; i++) {
+            int32_t id = sampler_sample_allowed(s, logits, allowed);
+            assert_true(id == 2 || id == 4);
+            seen[id]++;
+        }
+        assert_true(seen[2] > seen[4] && seen[4] > 0);
+        uint8_t none[5] = {0};
+        assert_int_equal(sampler_sample_allowed(s, logits, none), -1);
+        sampler_free(s);
+    }
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -214,6 +276,8 @@ int main(void)
         cmocka_unit_test(test_top_k_selection),
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_repetition_penalty),
+        cmocka_unit_test(test_presence_frequency),
+        cmocka_unit_test(test_allowed_mask),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
