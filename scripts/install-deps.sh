@@ -7,10 +7,11 @@
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data),
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
+#           libmicrohttpd-dev (plumb serve's HTTP server)
 #   tests:  libcmocka-dev (unit test framework)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -19,7 +19,7 @@
  * the cache rows; below this, evaluating is as cheap). */
 #define MIN_COPY_TOKENS 16
 /* A free slot is chosen for the prefix it holds when that is at least
- * this long (a BOS token alone says nothing). */
+ * this long, or the whole prompt (a BOS token alone says nothing). */
 #define MIN_REUSE_TOKENS 8
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
@@ -74,6 +74,7 @@ struct sched {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     bool stop;
+    bool cancel_all; /* sched_cancel_all */
     struct sched_req *queue_head, *queue_tail;
     int n_queued, n_active;
     struct sched_stats stats; /* counters, under mu */
@@ -313,8 +314,8 @@ int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const 
     r->t_submit = sys_now();
     pthread_mutex_lock(&s->mu);
     const int free_slots = s->p.n_slots - s->n_active;
-    if (s->stop || s->n_queued >= s->p.max_queue + (free_slots > 0 ? free_slots : 0)) {
-        const bool stopping = s->stop;
+    if (s->stop || s->cancel_all || s->n_queued >= s->p.max_queue + (free_slots > 0 ? free_slots : 0)) {
+        const bool stopping = s->stop || s->cancel_all;
         pthread_mutex_unlock(&s->mu);
         req_free(r);
         return stopping ? pb_fail(err, PB_ERANGE, "the server is stopping")
@@ -339,6 +340,16 @@ void sched_cancel(struct sched *s, struct sched_req *r)
 {
     atomic_store(&r->cancelled, true);
     pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_cancel_all(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->cancel_all = true;
+    for (struct sched_req *q = s->queue_head; q; q = q->next)
+        atomic_store(&q->cancelled, true);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
 }
@@ -392,7 +403,7 @@ static void admit(struct sched *s, struct sched_req *r)
         if (lru < 0 || sl->admitted < s->slots[lru].admitted)
             lru = i;
     }
-    if (best_lcp < MIN_REUSE_TOKENS) {
+    if (best_lcp < MIN_REUSE_TOKENS && best_lcp < r->n_prompt - 1) {
         /* nothing worth keeping here: the least recently used slot, so
          * that the caches other prompts may want live longest */
         best = lru;
@@ -437,9 +448,12 @@ static void admit(struct sched *s, struct sched_req *r)
  * while there is nothing to do. Returns false when stopping. */
 static bool gather(struct sched *s)
 {
+    pthread_mutex_lock(&s->mu);
+    const bool all = s->cancel_all;
+    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->p.n_slots; i++) {
         struct sched_req *r = s->slots[i].req;
-        if (r && atomic_load(&r->cancelled))
+        if (r && (all || atomic_load(&r->cancelled)))
             finish(s, r, SCHED_FINISH_CANCELLED);
     }
     pthread_mutex_lock(&s->mu);

@@ -95,6 +95,9 @@ int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const 
  * next step and done reports SCHED_FINISH_CANCELLED unless it already
  * ended. */
 void sched_cancel(struct sched *s, struct sched_req *r);
+/* Ends every request, queued or running, as cancelled, and refuses new
+ * ones (a server shutting down). */
+void sched_cancel_all(struct sched *s);
 /* The caller is finished with r (after or before its done event). */
 void sched_release(struct sched *s, struct sched_req *r);
 
