@@ -8,7 +8,8 @@
 #   libs:   libjansson-dev (JSON output and reading reference data),
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
 #           libmicrohttpd-dev (plumb serve's HTTP server)
-#   tests:  libcmocka-dev (unit test framework)
+#   tests:  libcmocka-dev (unit test framework), nodejs and npm (the openai
+#           npm client runs against plumb serve; tests/node)
 set -eu
 
 PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libcmocka-dev $*"
@@ -21,6 +22,15 @@ for p in $PACKAGES; do
         *) missing="$missing $p" ;;
     esac
 done
+
+# Node.js and npm run the openai npm client test; a machine may have them
+# from elsewhere (nodesource), so they are looked for as commands
+if ! command -v node >/dev/null 2>&1; then
+    missing="$missing nodejs"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing npm"
+fi
 
 [ -z "$missing" ] && exit 0
 
