@@ -41,7 +41,10 @@ static void help(void)
            "      --max-connections N   open connections at most (default 256)\n"
            "  -t, --threads N           threads (default: all CPUs)\n"
            "      --batch N             tokens per forward pass (default 512)\n"
-           "      --prefill-chunk N     prompt tokens per step while others generate (default 64)\n"
+           "      --step-ms MS          while answers stream, a step (one token for each) aims at\n"
+           "                            this time: prompts of new requests are fed in as it allows\n"
+           "                            (bounds inter-token latency; default 150)\n"
+           "      --prefill-chunk N     prompt tokens per step at most while others generate (default 256)\n"
            "      --kv-type T           KV cache type: f16 (default), f32 or q8_0\n"
            "      --chat-format NAME    a built-in chat format instead of the model's template\n"
            "  -h, --help                this help\n"
@@ -66,7 +69,7 @@ int cmd_serve(int argc, char **argv)
 {
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
-        OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP,
+        OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP,
     };
     static const struct option longopts[] = {
         {"alias", required_argument, 0, OPT_ALIAS},
@@ -84,6 +87,7 @@ int cmd_serve(int argc, char **argv)
         {"threads", required_argument, 0, 't'},
         {"batch", required_argument, 0, OPT_BATCH},
         {"prefill-chunk", required_argument, 0, OPT_CHUNK},
+        {"step-ms", required_argument, 0, OPT_STEP},
         {"kv-type", required_argument, 0, OPT_KV},
         {"chat-format", required_argument, 0, OPT_FORMAT},
         {"help", no_argument, 0, 'h'},
@@ -162,6 +166,11 @@ int cmd_serve(int argc, char **argv)
             if (!cli_parse_int("serve", "--prefill-chunk", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
             p.prefill_chunk = (int)v;
+            break;
+        case OPT_STEP:
+            if (!cli_parse_float("serve", "--step-ms", optarg, 1, 1e6, &d))
+                return CLI_USAGE;
+            p.step_target_s = d / 1000;
             break;
         case OPT_KV:
             if (!cli_parse_kv_type("serve", optarg, &p.kv_type))

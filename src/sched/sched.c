@@ -13,7 +13,11 @@
 #include <string.h>
 
 #define DEFAULT_BATCH 512
-#define DEFAULT_PREFILL_CHUNK 64
+#define DEFAULT_PREFILL_CHUNK 256
+#define DEFAULT_STEP_TARGET 0.15
+/* prompt tokens a step takes at least while others generate, so that a
+ * prompt always moves on */
+#define MIN_PREFILL 8
 /* A prefix held by another slot is copied when it is at least this much
  * longer than what the chosen slot holds (copying costs a few memcpy of
  * the cache rows; below this, evaluating is as cheap). */
@@ -68,6 +72,7 @@ struct sched {
     char *pieces;
     uint32_t *piece_off;
     uint64_t n_admitted;
+    double token_s; /* seconds per token of recent steps (0: none measured) */
 
     pthread_t thread;
     bool started;
@@ -168,6 +173,8 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
         s->p.n_batch = s->p.n_slots; /* every slot's token fits one step */
     if (s->p.prefill_chunk <= 0)
         s->p.prefill_chunk = DEFAULT_PREFILL_CHUNK;
+    if (!(s->p.step_target_s > 0))
+        s->p.step_target_s = DEFAULT_STEP_TARGET;
     s->n_vocab = (int32_t)model_hparams(m)->n_vocab;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
@@ -586,8 +593,17 @@ static void step(struct sched *s)
         s->seg_slot[n_segs++] = i;
     }
     int budget = s->p.n_batch - n_tok;
-    if (n_segs > 0 && budget > s->p.prefill_chunk)
-        budget = s->p.prefill_chunk; /* generating slots wait for each step */
+    if (n_segs > 0) {
+        /* generating slots wait for each step: prompt tokens only as far
+         * as the step stays near its target time */
+        int fit = s->token_s > 0 ? (int)(s->p.step_target_s / s->token_s) - n_tok : s->p.prefill_chunk;
+        if (fit < MIN_PREFILL)
+            fit = MIN_PREFILL;
+        if (fit > s->p.prefill_chunk)
+            fit = s->p.prefill_chunk;
+        if (budget > fit)
+            budget = fit;
+    }
     while (budget > 0) {
         int pick = -1;
         for (int i = 0; i < s->p.n_slots; i++) {
@@ -614,10 +630,11 @@ static void step(struct sched *s)
     if (n_segs == 0)
         return;
     pb_err err;
+    const double t0 = sys_now();
     int rc = model_eval_batch(s->ctx, s->tokens, s->segs, n_segs, s->logits, &err);
-    pthread_mutex_lock(&s->mu);
-    s->stats.steps++;
-    pthread_mutex_unlock(&s->mu);
+    const double t1 = sys_now();
+    const double per = (t1 - t0) / n_tok;
+    s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
     int with_logits = 0;
     for (int k = 0, off = 0; k < n_segs; off += s->segs[k].n, k++) {
         struct slot *sl = &s->slots[s->seg_slot[k]];
@@ -641,6 +658,12 @@ static void step(struct sched *s)
                 sample_next(s, s->seg_slot[k], lg);
         }
     }
+    pthread_mutex_lock(&s->mu);
+    s->stats.steps++;
+    s->stats.step_tokens += (uint64_t)n_tok;
+    s->stats.step_seconds += t1 - t0;
+    s->stats.sample_seconds += sys_now() - t1;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void *loop(void *arg)

@@ -39,8 +39,10 @@ struct sched_params {
     int n_threads;     /* 0: all CPUs this process may use */
     int kv_type;       /* enum kv_type */
     int max_queue;     /* requests that may wait for a slot */
-    int prefill_chunk; /* prompt tokens per step while other slots generate
-                        * (bounds their inter-token latency; 0: 64) */
+    int prefill_chunk; /* prompt tokens per step at most while other slots generate (0: 256) */
+    double step_target_s; /* while slots generate, steps aim at this duration: prompt
+                           * tokens are added only as the measured time per token allows
+                           * (bounds inter-token latency; 0: 0.15 s) */
 };
 
 struct sched;
@@ -107,6 +109,9 @@ struct sched_stats {
     uint64_t reused_tokens;    /* of those, not evaluated: reused or copied prefixes */
     uint64_t generated_tokens;
     uint64_t steps;            /* forward passes */
+    uint64_t step_tokens;      /* tokens they evaluated */
+    double step_seconds;       /* time in forward passes */
+    double sample_seconds;     /* time sampling and handing tokens over */
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */
 };
 

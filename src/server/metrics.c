@@ -137,6 +137,17 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_capacity,
                  g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready);
     if (!rc)
+        rc = put(out,
+                 "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"
+                 "# TYPE plumb_forward_passes_total counter\nplumb_forward_passes_total %llu\n"
+                 "# HELP plumb_forward_tokens_total Tokens evaluated by those passes (prompts and generated).\n"
+                 "# TYPE plumb_forward_tokens_total counter\nplumb_forward_tokens_total %llu\n"
+                 "# HELP plumb_forward_seconds_total Seconds spent in forward passes.\n"
+                 "# TYPE plumb_forward_seconds_total counter\nplumb_forward_seconds_total %.6f\n"
+                 "# HELP plumb_sampling_seconds_total Seconds spent sampling and handing tokens over.\n"
+                 "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
+                 (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
+    if (!rc)
         rc = put_histogram(out, "plumb_time_to_first_token_seconds", "Seconds from a request to its first token.",
                            &m->ttft);
     if (!rc)

@@ -43,6 +43,8 @@ struct metrics_gauges {
     int slots_total, slots_active, queue_depth;
     int64_t kv_used, kv_capacity;
     int ready;
+    uint64_t steps, step_tokens;
+    double step_seconds, sample_seconds;
 };
 
 /* The Prometheus text exposition of everything into out. */

@@ -324,8 +324,10 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
         struct sched_stats st;
         sched_get_stats(s->model.sched, &st);
-        struct metrics_gauges g = {st.n_slots, st.active, st.queued, st.kv_used, st.kv_capacity,
-                                   !atomic_load(&s->draining)};
+        struct metrics_gauges g = {st.n_slots,      st.active,         st.queued,
+                                   st.kv_used,      st.kv_capacity,    !atomic_load(&s->draining),
+                                   st.steps,        st.step_tokens,    st.step_seconds,
+                                   st.sample_seconds};
         struct sbuf out = {0};
         if (metrics_render(&s->metrics, &g, &out)) {
             sbuf_free(&out);
@@ -488,6 +490,7 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         .kv_type = p->kv_type,
         .max_queue = p->max_queue,
         .prefill_chunk = p->prefill_chunk,
+        .step_target_s = p->step_target_s,
     };
     if ((rc = oai_model_open(&s->model, p->model_path, p->alias, p->chat_format, &sp, err)))
         goto fail;

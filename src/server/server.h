@@ -28,6 +28,7 @@ struct server_params {
     int n_parallel;          /* slots generating at once */
     int64_t n_ctx;           /* context per slot */
     int n_threads, n_batch, kv_type, prefill_chunk;
+    double step_target_s;    /* see sched_params */
     int max_queue;           /* requests waiting for a slot beyond those */
     const char *api_key_file;/* NULL: no keys needed */
     const char *chat_format; /* NULL: the model's template */
