@@ -23,6 +23,27 @@
 
 static const char *plumb_bin;
 
+/* Servers still running: a failed test leaves its server behind, and
+ * these end them when the program exits. */
+static pid_t live[64];
+static int n_live;
+
+static void kill_live(void)
+{
+    for (int i = 0; i < n_live; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+        }
+}
+
+static void forget_live(pid_t pid)
+{
+    for (int i = 0; i < n_live; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
 /* ---- a server process ---- */
 
 struct server {
@@ -53,6 +74,8 @@ static struct server start_server(const char *model, const char *extra)
         _exit(127);
     }
     close(pipefd[1]);
+    if (n_live < 64)
+        live[n_live++] = pid;
     s.pid = pid;
     s.out_fd = pipefd[0];
     char line[256];
@@ -75,6 +98,7 @@ static struct server start_server(const char *model, const char *extra)
 
 static int stop_server(struct server *s, int sig)
 {
+    forget_live(s->pid);
     kill(s->pid, sig);
     int status = 0;
     for (int i = 0; i < 600; i++) {
@@ -212,7 +236,7 @@ static struct response request(int port, const char *method, const char *path, c
 static json_t *body_json(const struct response *r)
 {
     json_error_t e;
-    json_t *v = json_loadb(r->body ? r->body : "", r->body_len, 0, &e);
+    json_t *v = json_loadb(r->body ? r->body : "", r->body_len, JSON_ALLOW_NUL, &e);
     if (!v)
         fail_msg("not JSON (%s): %.300s", e.text, r->body ? r->body : "");
     return v;
@@ -276,7 +300,7 @@ static char *stream_text(const struct response *r, bool chat, int *n_events, jso
             done = true;
         } else {
             json_error_t e;
-            json_t *ev = json_loadb(p + 6, (size_t)(end - p - 6), 0, &e);
+            json_t *ev = json_loadb(p + 6, (size_t)(end - p - 6), JSON_ALLOW_NUL, &e);
             if (!ev)
                 fail_msg("bad event: %.*s", (int)(end - p), p);
             (*n_events)++;
@@ -657,6 +681,30 @@ static void test_hostile_clients(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
+/* --timeout bounds a request's run: a long answer ends as "length". */
+static void test_request_timeout(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --ctx 16384 --timeout 1");
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    struct response r = request(s.port, "POST", "/v1/completions", NULL,
+                                "{\"prompt\":\"go\",\"max_tokens\":16000,\"ignore_eos\":true}");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    const double dt = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    const json_int_t n = json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "choices"), 0),
+                                                          "finish_reason")), "length");
+    print_message("  stopped after %.2f s with %lld tokens\n", dt, (long long)n);
+    assert_true(n > 0 && n < 16000);
+    assert_true(dt >= 0.9 && dt < 10);
+    json_decref(v);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
 struct drain_client {
     int port;
     struct response r;
@@ -728,10 +776,11 @@ int main(int argc, char **argv)
     }
     plumb_bin = argv[1];
     signal(SIGPIPE, SIG_IGN);
+    atexit(kill_live);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_hostile_clients),
-        cmocka_unit_test(test_sigterm_drain),
+        cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

@@ -140,7 +140,7 @@ static void one_request(const struct servebench_params *p, const struct target *
             if (!strncmp(d + 6, "[DONE]", 6)) {
                 saw_done = true;
             } else {
-                json_t *ev = json_loads(d + 6, 0, NULL);
+                json_t *ev = json_loads(d + 6, JSON_ALLOW_NUL, NULL);
                 json_t *c = json_array_get(json_object_get(ev, "choices"), 0);
                 const char *tx = json_string_value(json_object_get(c, "text"));
                 if (tx && *tx) {
