@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "base/err.h"
+
 #define PLUMB_VERSION "0.1.0"
 
 /* Exit statuses: 0 ok, 1 the command failed, 2 bad usage. */
@@ -35,6 +37,10 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo
 /* --kv-type: f16, f32 or q8_0 into *out (an enum kv_type); a usage error otherwise. */
 bool cli_parse_kv_type(const char *cmd, const char *s, int *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
+/* The file a MODEL argument names: a GGUF path (checked to be a readable
+ * file) into path; fails with a message that says what was tried. */
+int cli_resolve_model(const char *name, char *path, size_t size, pb_err *err);
 
 /* "1.23 GiB", "512 B", ... */
 void cli_fmt_bytes(uint64_t n, char *buf, size_t size);

@@ -145,3 +145,15 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *labe
     (void)user;
     cli_progress(done, total, label);
 }
+
+int cli_resolve_model(const char *name, char *path, size_t size, pb_err *err)
+{
+    FILE *f = fopen(name, "rb");
+    if (!f)
+        return pb_fail(err, PB_EIO, "%s: %s", name, strerror(errno));
+    fclose(f);
+    if (strlen(name) >= size)
+        return pb_fail(err, PB_EINVAL, "%s: path too long", name);
+    memcpy(path, name, strlen(name) + 1);
+    return PB_OK;
+}

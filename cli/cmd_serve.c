@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include "chat/chat.h"
+#include "config/config.h"
 #include "server/server.h"
 
 #include <getopt.h>
@@ -12,10 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <unistd.h>
 
 static void help(void)
 {
     printf("Usage: plumb serve MODEL [OPTIONS]\n"
+           "       plumb serve --config FILE [OPTIONS]\n"
            "\n"
            "Serves MODEL over an OpenAI-compatible HTTP API: GET /v1/models,\n"
            "POST /v1/chat/completions and /v1/completions (streamed with \"stream\":\n"
@@ -25,7 +29,14 @@ static void help(void)
            "Retry-After. SIGTERM (or Ctrl-C) stops accepting, lets running answers\n"
            "finish for up to --drain-timeout seconds, and exits 0.\n"
            "\n"
+           "With --config, the models and settings come from an INI file (see\n"
+           "docs/configuration.md); options given as well override its [server]\n"
+           "settings. SIGHUP re-reads the file: a model whose source or settings\n"
+           "changed is loaded beside the old one, new requests go to it, and the old\n"
+           "one leaves when its requests finish.\n"
+           "\n"
            "Options:\n"
+           "      --config FILE         the configuration file\n"
            "      --alias NAME          the model's id in the API (default: the file name)\n"
            "      --host ADDR           address to listen on (default 127.0.0.1: this machine only)\n"
            "      --port N              port (default 8080; 0: any free one, printed)\n"
@@ -47,6 +58,8 @@ static void help(void)
            "      --prefill-chunk N     prompt tokens per step at most while others generate (default 256)\n"
            "      --kv-type T           KV cache type: f16 (default), f32 or q8_0\n"
            "      --chat-format NAME    a built-in chat format instead of the model's template\n"
+           "      --log-format F        text (default) or json: one line per request on stderr\n"
+           "      --pid-file FILE       write the process id there (for plumb service reload)\n"
            "  -h, --help                this help\n"
            "\n"
            "Example:\n"
@@ -55,23 +68,80 @@ static void help(void)
            "       -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n");
 }
 
+/* A log line on stderr (journald takes it under the service): JSON lines
+ * pass as they are in JSON mode, other events become {"event": "log"}. */
 static void log_line(void *user, const char *line)
 {
-    (void)user;
+    const bool json = *(const bool *)user;
     time_t t = time(NULL);
     struct tm tm;
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-    fprintf(stderr, "%s plumb serve: %s\n", stamp, line);
+    if (json && line[0] == '{') {
+        fprintf(stderr, "%s\n", line);
+    } else if (json) {
+        json_t *o = json_pack("{s:s, s:s, s:o}", "event", "log", "time", stamp, "message", json_string(line));
+        char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        fprintf(stderr, "%s\n", txt ? txt : line);
+        free(txt);
+        json_decref(o);
+    } else {
+        fprintf(stderr, "%s plumb serve: %s\n", stamp, line);
+    }
+}
+
+/* What the command line sets (over the configuration file's values). */
+struct overrides {
+    const char *host, *keys;
+    int port, queue, max_tokens, conn, threads;
+    double timeout, drain;
+    long long body;
+    bool log_json, log_set;
+    const char *pid_file;
+};
+
+/* The models of a configuration, their sources resolved to files. */
+static int config_models(const struct config *c, struct server_model *out, char paths[][1024], pb_err *err)
+{
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *cm = &c->models[i];
+        if (cli_resolve_model(cm->source, paths[i], sizeof paths[i], err))
+            return pb_wrap(err, PB_EINVAL, "%s: [model %s]", c->path, cm->alias);
+        out[i] = server_model_defaults();
+        out[i].alias = cm->alias;
+        out[i].path = paths[i];
+        out[i].n_parallel = cm->parallel;
+        out[i].n_ctx = cm->ctx;
+        out[i].n_batch = cm->batch;
+        out[i].kv_type = cm->kv_type;
+        out[i].step_target_s = cm->step_ms / 1000;
+        out[i].chat_format = cm->chat_format[0] ? cm->chat_format : NULL;
+        if (out[i].chat_format && !chat_format_known(out[i].chat_format))
+            return pb_fail(err, PB_EINVAL, "%s: [model %s]: unknown chat format '%s' (%s)", c->path, cm->alias,
+                           out[i].chat_format, chat_format_names());
+    }
+    if (c->n_models == 0)
+        return pb_fail(err, PB_EINVAL, "%s: no [model NAME] section", c->path);
+    return PB_OK;
+}
+
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%ld\n", (long)getpid());
+    return fclose(f);
 }
 
 int cmd_serve(int argc, char **argv)
 {
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
-        OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP,
+        OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
     };
     static const struct option longopts[] = {
+        {"config", required_argument, 0, OPT_CONFIG},
         {"alias", required_argument, 0, OPT_ALIAS},
         {"host", required_argument, 0, OPT_HOST},
         {"port", required_argument, 0, OPT_PORT},
@@ -90,11 +160,17 @@ int cmd_serve(int argc, char **argv)
         {"step-ms", required_argument, 0, OPT_STEP},
         {"kv-type", required_argument, 0, OPT_KV},
         {"chat-format", required_argument, 0, OPT_FORMAT},
+        {"log-format", required_argument, 0, OPT_LOGFMT},
+        {"pid-file", required_argument, 0, OPT_PID},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    struct server_params p = server_defaults();
-    double drain = 30, d;
+    struct server_model m = server_model_defaults();
+    struct overrides ov = {.port = -1, .queue = -1, .max_tokens = -1, .conn = -1, .threads = -1, .timeout = -1,
+                           .drain = -1, .body = -1};
+    const char *config_path = NULL;
+    bool model_opts = false; /* options that only make sense without --config */
+    double d;
     long long v;
     int c;
     /* llama-server's -np for --parallel */
@@ -105,93 +181,166 @@ int cmd_serve(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":c:t:h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_ALIAS: p.alias = optarg; break;
-        case OPT_HOST: p.host = optarg; break;
+        case OPT_CONFIG: config_path = optarg; break;
+        case OPT_ALIAS: m.alias = optarg; model_opts = true; break;
+        case OPT_HOST: ov.host = optarg; break;
         case OPT_PORT:
             if (!cli_parse_int("serve", "--port", optarg, 0, 65535, &v))
                 return CLI_USAGE;
-            p.port = (int)v;
+            ov.port = (int)v;
             break;
         case OPT_NP:
             if (!cli_parse_int("serve", "--parallel", optarg, 1, 256, &v))
                 return CLI_USAGE;
-            p.n_parallel = (int)v;
+            m.n_parallel = (int)v;
+            model_opts = true;
             break;
         case 'c':
             if (!cli_parse_int("serve", "--ctx", optarg, 16, 1 << 24, &v))
                 return CLI_USAGE;
-            p.n_ctx = v;
+            m.n_ctx = v;
+            model_opts = true;
             break;
-        case OPT_KEYS: p.api_key_file = optarg; break;
+        case OPT_KEYS: ov.keys = optarg; break;
         case OPT_QUEUE:
             if (!cli_parse_int("serve", "--max-queue", optarg, 0, 1 << 20, &v))
                 return CLI_USAGE;
-            p.max_queue = (int)v;
+            ov.queue = (int)v;
             break;
         case OPT_TIMEOUT:
-            if (!cli_parse_float("serve", "--timeout", optarg, 0.1, 1e7, &d))
+            if (!cli_parse_float("serve", "--timeout", optarg, 0.1, 1e7, &ov.timeout))
                 return CLI_USAGE;
-            p.timeout_s = d;
             break;
         case OPT_DRAIN:
-            if (!cli_parse_float("serve", "--drain-timeout", optarg, 0, 1e7, &drain))
+            if (!cli_parse_float("serve", "--drain-timeout", optarg, 0, 1e7, &ov.drain))
                 return CLI_USAGE;
             break;
         case OPT_MAXTOK:
             if (!cli_parse_int("serve", "--max-tokens", optarg, 1, 1 << 24, &v))
                 return CLI_USAGE;
-            p.max_tokens = (int)v;
+            ov.max_tokens = (int)v;
             break;
         case OPT_BODY:
-            if (!cli_parse_int("serve", "--max-body", optarg, 1024, 1ll << 32, &v))
+            if (!cli_parse_int("serve", "--max-body", optarg, 1024, 1ll << 32, &ov.body))
                 return CLI_USAGE;
-            p.max_body = (size_t)v;
             break;
         case OPT_CONN:
             if (!cli_parse_int("serve", "--max-connections", optarg, 1, 100000, &v))
                 return CLI_USAGE;
-            p.max_connections = (int)v;
+            ov.conn = (int)v;
             break;
         case 't':
             if (!cli_parse_int("serve", "--threads", optarg, 1, 1024, &v))
                 return CLI_USAGE;
-            p.n_threads = (int)v;
+            ov.threads = (int)v;
             break;
         case OPT_BATCH:
             if (!cli_parse_int("serve", "--batch", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
-            p.n_batch = (int)v;
+            m.n_batch = (int)v;
+            model_opts = true;
             break;
         case OPT_CHUNK:
             if (!cli_parse_int("serve", "--prefill-chunk", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
-            p.prefill_chunk = (int)v;
+            m.prefill_chunk = (int)v;
+            model_opts = true;
             break;
         case OPT_STEP:
             if (!cli_parse_float("serve", "--step-ms", optarg, 1, 1e6, &d))
                 return CLI_USAGE;
-            p.step_target_s = d / 1000;
+            m.step_target_s = d / 1000;
+            model_opts = true;
             break;
         case OPT_KV:
-            if (!cli_parse_kv_type("serve", optarg, &p.kv_type))
+            if (!cli_parse_kv_type("serve", optarg, &m.kv_type))
                 return CLI_USAGE;
+            model_opts = true;
             break;
         case OPT_FORMAT:
             if (!chat_format_known(optarg))
                 return cli_usage_error("serve", "unknown chat format '%s' (%s)", optarg, chat_format_names());
-            p.chat_format = optarg;
+            m.chat_format = optarg;
+            model_opts = true;
             break;
+        case OPT_LOGFMT:
+            if (strcmp(optarg, "json") && strcmp(optarg, "text"))
+                return cli_usage_error("serve", "--log-format is json or text, not '%s'", optarg);
+            ov.log_json = !strcmp(optarg, "json");
+            ov.log_set = true;
+            break;
+        case OPT_PID: ov.pid_file = optarg; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
         }
     }
-    if (optind >= argc)
-        return cli_usage_error("serve", "missing MODEL");
+    if (config_path && (optind < argc || model_opts))
+        return cli_usage_error("serve", "with --config the models and their settings come from the file");
+    if (!config_path && optind >= argc)
+        return cli_usage_error("serve", "missing MODEL (or --config FILE)");
     if (optind + 1 < argc)
         return cli_usage_error("serve", "unexpected argument '%s'", argv[optind + 1]);
-    p.model_path = argv[optind];
+
+    pb_err err = {0};
+    struct config cfg;
+    config_defaults(&cfg);
+    if (config_path && config_load(config_path, &cfg, &err))
+        return cli_error("serve", "%s", err.msg);
+    /* the command line over the file */
+    if (ov.host)
+        snprintf(cfg.host, sizeof cfg.host, "%s", ov.host);
+    if (ov.port >= 0)
+        cfg.port = ov.port;
+    if (ov.keys)
+        snprintf(cfg.api_key_file, sizeof cfg.api_key_file, "%s", ov.keys);
+    if (ov.queue >= 0)
+        cfg.max_queue = ov.queue;
+    if (ov.max_tokens >= 0)
+        cfg.max_tokens = ov.max_tokens;
+    if (ov.conn >= 0)
+        cfg.max_connections = ov.conn;
+    if (ov.threads >= 0)
+        cfg.threads = ov.threads;
+    if (ov.timeout >= 0)
+        cfg.timeout_s = ov.timeout;
+    if (ov.drain >= 0)
+        cfg.drain_timeout_s = ov.drain;
+    if (ov.body >= 0)
+        cfg.max_body = (size_t)ov.body;
+    if (ov.log_set)
+        cfg.log_json = ov.log_json;
+    if (ov.pid_file)
+        snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
+
+    static char paths[CONFIG_MAX_MODELS][1024];
+    struct server_model models[CONFIG_MAX_MODELS];
+    int n_models = 1;
+    if (config_path) {
+        if (config_models(&cfg, models, paths, &err))
+            return cli_error("serve", "%s", err.msg);
+        n_models = cfg.n_models;
+    } else {
+        if (cli_resolve_model(argv[optind], paths[0], sizeof paths[0], &err))
+            return cli_error("serve", "%s", err.msg);
+        m.path = paths[0];
+        models[0] = m;
+    }
+    struct server_params p = server_defaults();
+    p.models = models;
+    p.n_models = n_models;
+    p.host = cfg.host;
+    p.port = cfg.port;
+    p.n_threads = cfg.threads;
+    p.max_queue = cfg.max_queue;
+    p.api_key_file = cfg.api_key_file[0] ? cfg.api_key_file : NULL;
+    p.max_body = cfg.max_body;
+    p.max_tokens = cfg.max_tokens;
+    p.timeout_s = cfg.timeout_s;
+    p.max_connections = cfg.max_connections;
+    p.log_json = cfg.log_json;
     p.log = log_line;
+    p.log_user = &p.log_json;
 
     /* signals are taken by this thread alone, with sigwait */
     sigset_t set;
@@ -203,9 +352,10 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct server *s;
-    pb_err err = {0};
     if (server_open(&p, &s, &err))
         return cli_error("serve", "%s", err.msg);
+    if (cfg.pid_file[0] && write_pid_file(cfg.pid_file) != 0)
+        fprintf(stderr, "plumb serve: cannot write the pid file %s: %s\n", cfg.pid_file, strerror(errno));
     /* the port line on stdout: scripts that asked for port 0 read it */
     printf("listening on http://%s:%d\n", p.host, server_port(s));
     fflush(stdout);
@@ -213,15 +363,29 @@ int cmd_serve(int argc, char **argv)
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
-        if (sig == SIGHUP) {
-            log_line(NULL, "SIGHUP: configuration reload is not available yet; ignored");
+        if (sig != SIGHUP)
+            break;
+        if (!config_path) {
+            log_line(&p.log_json, "SIGHUP: no --config to re-read; nothing changes");
             continue;
         }
-        break;
+        struct config next;
+        config_defaults(&next);
+        pb_err rerr = {0};
+        char msg[700];
+        if (config_load(config_path, &next, &rerr) || config_models(&next, models, paths, &rerr) ||
+            server_reload(s, models, next.n_models, &rerr)) {
+            snprintf(msg, sizeof msg, "SIGHUP: reload failed, serving as before: %s", rerr.msg);
+            log_line(&p.log_json, msg);
+            continue;
+        }
+        if (strcmp(next.host, cfg.host) || next.port != cfg.port || strcmp(next.api_key_file, cfg.api_key_file))
+            log_line(&p.log_json, "SIGHUP: host, port and key file changes take effect at a restart");
     }
-    log_line(NULL, sig == SIGTERM ? "SIGTERM: draining" : "SIGINT: draining");
-    int left = server_drain(s, drain);
+    log_line(&p.log_json, sig == SIGTERM ? "SIGTERM: draining" : "SIGINT: draining");
+    server_drain(s, cfg.drain_timeout_s);
     server_free(s);
-    (void)left;
+    if (cfg.pid_file[0])
+        unlink(cfg.pid_file);
     return CLI_OK;
 }

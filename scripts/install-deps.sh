@@ -8,11 +8,12 @@
 #   libs:   libjansson-dev (JSON output and reading reference data),
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
 #           libmicrohttpd-dev (plumb serve's HTTP server)
+#           libinih-dev (plumb serve --config: the INI configuration file)
 #   tests:  libcmocka-dev (unit test framework), nodejs and npm (the openai
 #           npm client runs against plumb serve; tests/node)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libinih-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -768,6 +769,114 @@ static void test_sigterm_drain(void **state)
     free(log);
 }
 
+struct loop_client {
+    int port;
+    atomic_bool stop;
+    int ok, failed;
+    char last[512]; /* the last answer */
+};
+
+static void *loop_thread(void *arg)
+{
+    struct loop_client *l = arg;
+    while (!atomic_load(&l->stop)) {
+        struct response r = request(l->port, "POST", "/v1/completions", NULL,
+                                    "{\"model\":\"assistant\",\"prompt\":\"Once\",\"max_tokens\":8,\"temperature\":0}");
+        if (r.status == 200) {
+            l->ok++;
+            char *t = answer_text(&r, NULL);
+            snprintf(l->last, sizeof l->last, "%s", t);
+            free(t);
+        } else {
+            l->failed++;
+        }
+        response_free(&r);
+    }
+    return NULL;
+}
+
+static char *completion_of(int port)
+{
+    struct response r = request(port, "POST", "/v1/completions", NULL,
+                                "{\"model\":\"assistant\",\"prompt\":\"Once\",\"max_tokens\":8,\"temperature\":0}");
+    assert_int_equal(r.status, 200);
+    char *t = answer_text(&r, NULL);
+    response_free(&r);
+    return t;
+}
+
+/* --config and SIGHUP: the alias moves to another file while a client
+ * runs throughout; no request fails, a request running across the swap
+ * ends on the old model, new ones get the new model, and the old one is
+ * unloaded once its requests are done. */
+static void test_config_hot_swap(void **state)
+{
+    (void)state;
+    const char *a = test_tiny_model("Q8_0"), *b = test_tiny_model("Q4_0");
+    char cfg[512], text[2048];
+    test_tmpfile("serve.ini", cfg, sizeof cfg);
+    snprintf(text, sizeof text, "[server]\nlog_format = json\n[model assistant]\nsource = %s\nparallel = 2\nctx = 4096\n", a);
+    test_write_file(cfg, text, strlen(text));
+    char extra[600];
+    snprintf(extra, sizeof extra, "--config %s", cfg);
+    struct server s = start_server("", extra);
+    char *before = completion_of(s.port);
+
+    struct loop_client l = {.port = s.port};
+    atomic_init(&l.stop, false);
+    pthread_t th;
+    pthread_create(&th, NULL, loop_thread, &l);
+    struct drain_client longreq = {s.port, {0}};
+    pthread_t th2;
+    pthread_create(&th2, NULL, drain_thread, &longreq); /* 1500 tokens, across the swap */
+    nanosleep(&(struct timespec){0, 150 * 1000 * 1000}, NULL);
+
+    snprintf(text, sizeof text, "[server]\nlog_format = json\n[model assistant]\nsource = %s\nparallel = 2\nctx = 4096\n", b);
+    test_write_file(cfg, text, strlen(text));
+    kill(s.pid, SIGHUP);
+    /* until the new model answers */
+    char *after = NULL;
+    for (int i = 0; i < 200; i++) {
+        after = completion_of(s.port);
+        if (strcmp(after, before) != 0)
+            break;
+        free(after);
+        after = NULL;
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    assert_non_null(after); /* the two models answer differently */
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    atomic_store(&l.stop, true);
+    pthread_join(th, NULL);
+    pthread_join(th2, NULL);
+    print_message("  %d requests during the swap, %d failed\n", l.ok, l.failed);
+    assert_int_equal(l.failed, 0);
+    assert_true(l.ok > 3);
+    assert_string_equal(l.last, after);
+    assert_int_equal(longreq.r.status, 200);
+    response_free(&longreq.r);
+    /* a broken file changes nothing */
+    test_write_file(cfg, "[model assistant]\nsource = /nonexistent.gguf\n", 45);
+    kill(s.pid, SIGHUP);
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    char *still = completion_of(s.port);
+    assert_string_equal(still, after);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    size_t ll;
+    char *log = test_read_file(s.log, &ll);
+    const char *unloaded = strstr(log, "unloaded 'assistant'");
+    if (!unloaded || !strstr(log, "reload failed, serving as before") || !strstr(log, "\"event\":\"request\""))
+        fail_msg("log:\n%s", log);
+    /* the old model left only after the long request was logged */
+    const char *long_done = strstr(log, "\"completion_tokens\":1500");
+    assert_non_null(long_done);
+    assert_true(long_done < unloaded);
+    free(log);
+    free(before);
+    free(after);
+    free(still);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -781,6 +890,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_hostile_clients),
         cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
+        cmocka_unit_test(test_config_hot_swap),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

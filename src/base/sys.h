@@ -7,6 +7,8 @@
 
 /* Monotonic time in seconds. */
 double sys_now(void);
+/* Seconds since the epoch (wall clock, for records and logs). */
+double sys_wall_now(void);
 /* Peak resident set size of this process in bytes (0 if unknown). */
 uint64_t sys_peak_rss(void);
 /* Current resident set size in bytes (0 if unknown). */

@@ -132,10 +132,11 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_kv_cache_capacity_tokens gauge\nplumb_kv_cache_capacity_tokens %lld\n"
                  "# HELP plumb_kv_cache_usage_ratio Share of the KV cache in use.\n"
                  "# TYPE plumb_kv_cache_usage_ratio gauge\nplumb_kv_cache_usage_ratio %.6f\n"
-                 "# HELP plumb_ready 1 when the model is loaded and the server not draining.\n"
-                 "# TYPE plumb_ready gauge\nplumb_ready %d\n",
+                 "# HELP plumb_ready 1 when the models are loaded and the server not draining.\n"
+                 "# TYPE plumb_ready gauge\nplumb_ready %d\n"
+                 "# HELP plumb_models Models served.\n# TYPE plumb_models gauge\nplumb_models %d\n",
                  g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_capacity,
-                 g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready);
+                 g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready, g->n_models);
     if (!rc)
         rc = put(out,
                  "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"

@@ -42,7 +42,7 @@ void metrics_duration(struct metrics *m, double seconds);
 struct metrics_gauges {
     int slots_total, slots_active, queue_depth;
     int64_t kv_used, kv_capacity;
-    int ready;
+    int ready, n_models;
     uint64_t steps, step_tokens;
     double step_seconds, sample_seconds;
 };

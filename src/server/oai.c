@@ -76,6 +76,25 @@ json_t *oai_error(const char *message, const char *type, const char *code)
                      "param", "code", code);
 }
 
+int oai_peek_model(const char *body, size_t len, char *out, size_t size)
+{
+    json_t *req = json_loadb(body ? body : "", len, 0, NULL);
+    if (!json_is_object(req)) {
+        json_decref(req);
+        return -1;
+    }
+    const json_t *m = json_object_get(req, "model");
+    int rc = 0;
+    if (json_is_string(m) && json_string_length(m) < size) {
+        memcpy(out, json_string_value(m), json_string_length(m) + 1);
+        rc = 1;
+    } else if (m && !json_is_null(m)) {
+        rc = -1; /* not a string: oai_gen_start says so */
+    }
+    json_decref(req);
+    return rc;
+}
+
 /* ---- a generation ---- */
 
 enum stream_phase { PH_FIRST, PH_TEXT, PH_FINAL, PH_USAGE, PH_DONE_MARK, PH_END };

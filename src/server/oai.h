@@ -46,6 +46,11 @@ struct oai_error {
 
 struct oai_gen;
 
+/* The "model" of a request body: 1 and its name in out, 0 when the body
+ * names none, -1 when it is not a JSON object or the name not a string
+ * (oai_gen_start says why). */
+int oai_peek_model(const char *body, size_t len, char *out, size_t size);
+
 /* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
  * and submits it. Returns 200 and *out, or the HTTP status of the error
  * described in *e (400, 404, 503). */

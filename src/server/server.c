@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define MAX_KEYS 256
+#define SERVER_MAX_MODELS 16
 #define MAX_KEY_LEN 256
 
 struct api_key {
@@ -31,9 +32,20 @@ struct api_key {
     size_t len;
 };
 
+/* A loaded model and who uses it: the server's list holds one reference,
+ * each request in progress another; the last to let go unloads it. */
+struct served {
+    struct oai_model om;
+    struct server_model spec; /* strings below */
+    char alias[128], path[1024], chat_format[64];
+    int refs; /* under server.models_mu */
+};
+
 struct server {
     struct server_params p;
-    struct oai_model model;
+    pthread_mutex_t models_mu;
+    struct served *models[SERVER_MAX_MODELS];
+    int n_models;
     struct MHD_Daemon *mhd;
     int port;
     struct metrics metrics;
@@ -48,8 +60,6 @@ struct server_params server_defaults(void)
     return (struct server_params){
         .host = "127.0.0.1",
         .port = 8080,
-        .n_parallel = 4,
-        .n_ctx = 4096,
         .max_queue = 64,
         .max_body = 1u << 20,
         .timeout_s = 600,
@@ -57,8 +67,12 @@ struct server_params server_defaults(void)
     };
 }
 
+struct server_model server_model_defaults(void)
+{
+    return (struct server_model){.n_parallel = 4, .n_ctx = 4096};
+}
+
 int server_port(const struct server *s) { return s->port; }
-const char *server_model_id(const struct server *s) { return s->model.id; }
 
 static void logf_(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(struct server *s, const char *fmt, ...)
@@ -159,6 +173,110 @@ static const struct api_key *find_key(const struct server *s, const char *given)
     return found;
 }
 
+/* ---- served models ---- */
+
+static void on_itl(void *user, double seconds);
+
+static int served_open(struct server *s, const struct server_model *spec, struct served **out, pb_err *err)
+{
+    *out = NULL;
+    struct served *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    m->spec = *spec;
+    snprintf(m->path, sizeof m->path, "%s", spec->path);
+    m->spec.path = m->path;
+    if (spec->alias) {
+        snprintf(m->alias, sizeof m->alias, "%s", spec->alias);
+        m->spec.alias = m->alias;
+    }
+    if (spec->chat_format) {
+        snprintf(m->chat_format, sizeof m->chat_format, "%s", spec->chat_format);
+        m->spec.chat_format = m->chat_format;
+    }
+    struct sched_params sp = {
+        .n_slots = spec->n_parallel,
+        .n_ctx = spec->n_ctx,
+        .n_batch = spec->n_batch,
+        .n_threads = s->p.n_threads,
+        .kv_type = spec->kv_type,
+        .max_queue = s->p.max_queue,
+        .prefill_chunk = spec->prefill_chunk,
+        .step_target_s = spec->step_target_s,
+    };
+    int rc = oai_model_open(&m->om, spec->path, spec->alias, spec->chat_format, &sp, err);
+    if (rc) {
+        oai_model_close(&m->om);
+        free(m);
+        return pb_wrap(err, rc, "%s", spec->path);
+    }
+    m->om.on_itl = on_itl;
+    m->om.on_itl_user = s;
+    m->refs = 1;
+    *out = m;
+    return PB_OK;
+}
+
+static void served_free(struct served *m)
+{
+    oai_model_close(&m->om);
+    free(m);
+}
+
+static void served_unref(struct server *s, struct served *m)
+{
+    pthread_mutex_lock(&s->models_mu);
+    bool last = --m->refs == 0;
+    pthread_mutex_unlock(&s->models_mu);
+    if (last) {
+        logf_(s, "unloaded '%s' (%s)", m->om.id, m->path);
+        served_free(m);
+    }
+}
+
+/* The model a request names (NULL: the only one), with a reference; or
+ * the HTTP status of the error in *e. */
+static int pick_model(struct server *s, const char *name, struct served **out, struct oai_error *e)
+{
+    *out = NULL;
+    pthread_mutex_lock(&s->models_mu);
+    int st = 200;
+    if (!name) {
+        if (s->n_models == 1)
+            *out = s->models[0];
+        else
+            st = 400;
+    } else {
+        for (int i = 0; i < s->n_models && !*out; i++)
+            if (!strcmp(s->models[i]->om.id, name))
+                *out = s->models[i];
+        if (!*out)
+            st = 404;
+    }
+    if (*out)
+        (*out)->refs++;
+    pthread_mutex_unlock(&s->models_mu);
+    if (st == 400) {
+        snprintf(e->message, sizeof e->message, "this server serves %d models: say which in 'model'", s->n_models);
+        snprintf(e->type, sizeof e->type, "invalid_request_error");
+        snprintf(e->code, sizeof e->code, "model_required");
+    } else if (st == 404) {
+        snprintf(e->message, sizeof e->message, "the model '%.400s' does not exist (GET /v1/models lists them)", name);
+        snprintf(e->type, sizeof e->type, "invalid_request_error");
+        snprintf(e->code, sizeof e->code, "model_not_found");
+    }
+    return st;
+}
+
+/* Whether two specs load the same thing the same way. */
+static bool same_spec(const struct server_model *a, const struct server_model *b)
+{
+    return !strcmp(a->path, b->path) && !strcmp(a->alias ? a->alias : "", b->alias ? b->alias : "") &&
+           !strcmp(a->chat_format ? a->chat_format : "", b->chat_format ? b->chat_format : "") &&
+           a->n_parallel == b->n_parallel && a->n_ctx == b->n_ctx && a->n_batch == b->n_batch &&
+           a->kv_type == b->kv_type && a->prefill_chunk == b->prefill_chunk && a->step_target_s == b->step_target_s;
+}
+
 /* ---- responses ---- */
 
 static enum MHD_Result send_buffer(struct MHD_Connection *c, int status, const char *type, const char *body,
@@ -199,6 +317,8 @@ struct conn {
     int status; /* of the response queued, for the metrics */
     double t0;
     struct oai_gen *gen; /* a generation request, streaming or not */
+    struct served *model;/* its model (a reference) */
+    char key_id[64];
     struct MHD_Connection *connection;
 };
 
@@ -268,8 +388,19 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
     if (atomic_load(&s->draining))
         return reply_error(cn, c, 503, "server_error", "draining", "the server is shutting down");
     struct oai_error e = {0};
+    char name[400];
+    int has = oai_peek_model(cn->body.data, cn->body.len, name, sizeof name);
+    int status = pick_model(s, has == 1 ? name : NULL, &cn->model, &e);
+    if (status != 200 && has >= 0)
+        return reply_error(cn, c, status, e.type, e.code, "%s", e.message);
+    if (!cn->model) { /* a body that is not JSON: any model reports it */
+        pthread_mutex_lock(&s->models_mu);
+        cn->model = s->models[0];
+        cn->model->refs++;
+        pthread_mutex_unlock(&s->models_mu);
+    }
     struct oai_gen *g = NULL;
-    int status = oai_gen_start(&s->model, chat, cn->body.data, cn->body.len, s->p.max_tokens, s->p.timeout_s, &g, &e);
+    status = oai_gen_start(&cn->model->om, chat, cn->body.data, cn->body.len, s->p.max_tokens, s->p.timeout_s, &g, &e);
     if (status != 200) {
         if (status == 503)
             logf_(s, "busy: %s", e.message);
@@ -301,6 +432,30 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
     return send_json(c, 200, body, NULL);
 }
 
+/* GET /v1/models and /v1/models/ID */
+static enum MHD_Result list_models(struct conn *cn, struct MHD_Connection *c, const char *id)
+{
+    struct server *s = cn->srv;
+    json_t *data = json_array(), *one = NULL;
+    pthread_mutex_lock(&s->models_mu);
+    for (int i = 0; i < s->n_models; i++) {
+        if (id && !strcmp(s->models[i]->om.id, id))
+            one = oai_model_object(&s->models[i]->om);
+        json_array_append_new(data, oai_model_object(&s->models[i]->om));
+    }
+    pthread_mutex_unlock(&s->models_mu);
+    if (id) {
+        json_decref(data);
+        if (!one)
+            return reply_error(cn, c, 404, "invalid_request_error", "model_not_found", "the model '%.400s' does not exist",
+                               id);
+        cn->status = 200;
+        return send_json(c, 200, one, NULL);
+    }
+    cn->status = 200;
+    return send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
+}
+
 static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const char *url, const char *method)
 {
     struct server *s = cn->srv;
@@ -322,12 +477,23 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
     if (!strcmp(url, "/metrics")) {
         if (!get)
             return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
-        struct sched_stats st;
-        sched_get_stats(s->model.sched, &st);
-        struct metrics_gauges g = {st.n_slots,      st.active,         st.queued,
-                                   st.kv_used,      st.kv_capacity,    !atomic_load(&s->draining),
-                                   st.steps,        st.step_tokens,    st.step_seconds,
-                                   st.sample_seconds};
+        struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
+        pthread_mutex_lock(&s->models_mu);
+        for (int i = 0; i < s->n_models; i++) { /* all models together */
+            struct sched_stats st;
+            sched_get_stats(s->models[i]->om.sched, &st);
+            g.slots_total += st.n_slots;
+            g.slots_active += st.active;
+            g.queue_depth += st.queued;
+            g.kv_used += st.kv_used;
+            g.kv_capacity += st.kv_capacity;
+            g.steps += st.steps;
+            g.step_tokens += st.step_tokens;
+            g.step_seconds += st.step_seconds;
+            g.sample_seconds += st.sample_seconds;
+        }
+        g.n_models = s->n_models;
+        pthread_mutex_unlock(&s->models_mu);
         struct sbuf out = {0};
         if (metrics_render(&s->metrics, &g, &out)) {
             sbuf_free(&out);
@@ -350,19 +516,12 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         if (!k)
             return reply_error(cn, c, 401, "invalid_request_error", "invalid_api_key",
                                auth ? "incorrect API key provided" : "missing API key (Authorization: Bearer KEY)");
+        snprintf(cn->key_id, sizeof cn->key_id, "%s", k->id);
     }
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (!get)
             return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
-        if (url[10] == '/') {
-            if (strcmp(url + 11, s->model.id) != 0)
-                return reply_error(cn, c, 404, "invalid_request_error", "model_not_found",
-                                   "the model '%s' does not exist", url + 11);
-            cn->status = 200;
-            return send_json(c, 200, oai_model_object(&s->model), NULL);
-        }
-        cn->status = 200;
-        return send_json(c, 200, oai_models_list(&s->model), NULL);
+        return list_models(cn, c, url[10] == '/' ? url + 11 : NULL);
     }
     const bool is_chat = !strcmp(url, "/v1/chat/completions"), is_cmpl = !strcmp(url, "/v1/completions");
     if (!is_chat && !is_cmpl)
@@ -405,6 +564,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return route(cn, c, url, method);
 }
 
+/* The request's line in the log: key=value text or one JSON object. */
+static void log_record(struct server *s, const struct server_record *r)
+{
+    if (!s->p.log)
+        return;
+    if (s->p.log_json) {
+        json_t *o = json_pack("{s:s, s:f, s:s, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:s, s:b}", "event", "request",
+                              "time", r->time, "endpoint", r->endpoint, "status", r->status, "key", r->key_id, "model",
+                              r->model, "prompt_tokens", r->prompt_tokens, "completion_tokens", r->completion_tokens,
+                              "cached_tokens", r->cached_tokens, "ttft_s", r->ttft_s, "duration_s", r->duration_s,
+                              "finish", r->finish, "client_gone", r->client_gone);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (line)
+            s->p.log(s->p.log_user, line);
+        free(line);
+        return;
+    }
+    logf_(s, "request endpoint=%s status=%d key=%s model=%s prompt=%d cached=%d completion=%d ttft=%.3fs "
+             "duration=%.3fs finish=%s%s",
+          r->endpoint, r->status, r->key_id[0] ? r->key_id : "-", r->model[0] ? r->model : "-", r->prompt_tokens,
+          r->cached_tokens, r->completion_tokens, r->ttft_s, r->duration_s, r->finish[0] ? r->finish : "-",
+          r->client_gone ? " client_gone" : "");
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)c;
@@ -414,21 +598,42 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         return;
     *con_cls = NULL;
     const double dt = sys_now() - cn->t0;
-    if (cn->gen) {
-        struct oai_gen_info info;
-        oai_gen_info(cn->gen, &info);
-        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-            oai_gen_cancel(cn->gen);
+    const int status = cn->status ? cn->status : 400;
+    if (cn->gen || cn->model) {
+        struct oai_gen_info info = {.finish = ""};
+        if (cn->gen) {
+            oai_gen_info(cn->gen, &info);
+            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                oai_gen_cancel(cn->gen);
+        }
         metrics_tokens(&s->metrics, (uint64_t)info.n_prompt, (uint64_t)info.n_gen, (uint64_t)info.n_reused);
         if (info.n_gen > 0)
             metrics_ttft(&s->metrics, info.ttft);
-        logf_(s, "%s %d prompt=%d cached=%d completion=%d ttft=%.3fs duration=%.3fs finish=%s%s", cn->endpoint,
-              cn->status, info.n_prompt, info.n_reused, info.n_gen, info.ttft, dt, info.finish,
-              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (client gone)");
-        oai_gen_free(cn->gen);
-        atomic_fetch_sub(&s->running, 1);
+        struct server_record rec = {
+            .time = sys_wall_now(),
+            .endpoint = cn->endpoint,
+            .status = status,
+            .key_id = cn->key_id,
+            .model = cn->model ? cn->model->om.id : "",
+            .prompt_tokens = info.n_prompt,
+            .completion_tokens = info.n_gen,
+            .cached_tokens = info.n_reused,
+            .ttft_s = info.ttft,
+            .duration_s = dt,
+            .finish = info.finish,
+            .client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK,
+        };
+        log_record(s, &rec);
+        if (s->p.on_record)
+            s->p.on_record(s->p.record_user, &rec);
+        if (cn->gen) {
+            oai_gen_free(cn->gen);
+            atomic_fetch_sub(&s->running, 1);
+        }
+        if (cn->model)
+            served_unref(s, cn->model);
     }
-    metrics_request(&s->metrics, cn->endpoint, cn->status ? cn->status : 400);
+    metrics_request(&s->metrics, cn->endpoint, status);
     metrics_duration(&s->metrics, dt);
     sbuf_free(&cn->body);
     free(cn);
@@ -457,11 +662,44 @@ static int resolve_host(const char *host, int port, struct sockaddr_storage *ss,
     return PB_OK;
 }
 
+/* Loads every model of the list into out[] (all or nothing); one already
+ * loaded the same way is kept (a reference more). */
+static int open_models(struct server *s, const struct server_model *models, int n, struct served **out, pb_err *err)
+{
+    if (n < 1 || n > SERVER_MAX_MODELS)
+        return pb_fail(err, PB_EINVAL, "%d models to serve (1..%d)", n, SERVER_MAX_MODELS);
+    for (int i = 0; i < n; i++) {
+        out[i] = NULL;
+        int rc = PB_OK;
+        if (!models[i].path)
+            rc = pb_fail(err, PB_EINVAL, "model %d has no file", i + 1);
+        if (!rc) {
+            pthread_mutex_lock(&s->models_mu);
+            for (int k = 0; k < s->n_models && !out[i]; k++)
+                if (same_spec(&s->models[k]->spec, &models[i])) {
+                    out[i] = s->models[k];
+                    out[i]->refs++;
+                }
+            pthread_mutex_unlock(&s->models_mu);
+            if (!out[i])
+                rc = served_open(s, &models[i], &out[i], err);
+        }
+        for (int k = 0; k < i && rc == PB_OK; k++)
+            if (!strcmp(out[k]->om.id, out[i]->om.id))
+                rc = pb_fail(err, PB_EINVAL, "two models are called '%s' (give them different aliases)", out[i]->om.id);
+        if (rc) {
+            for (int k = 0; k <= i; k++)
+                if (out[k])
+                    served_unref(s, out[k]);
+            return rc;
+        }
+    }
+    return PB_OK;
+}
+
 int server_open(const struct server_params *p, struct server **out, pb_err *err)
 {
     *out = NULL;
-    if (!p->model_path)
-        return pb_fail(err, PB_EINVAL, "no model to serve");
     if (p->port < 0 || p->port > 65535)
         return pb_fail(err, PB_EINVAL, "port %d out of range 0..65535", p->port);
     if (p->max_body < 1024)
@@ -472,30 +710,21 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     if (!s)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     s->p = *p;
+    s->p.models = NULL;
     if (!s->p.host)
         s->p.host = "127.0.0.1";
     if (s->p.max_connections <= 0)
         s->p.max_connections = 256;
+    pthread_mutex_init(&s->models_mu, NULL);
     metrics_init(&s->metrics);
     atomic_init(&s->draining, false);
     atomic_init(&s->running, 0);
     int rc = PB_OK;
     if (p->api_key_file && (rc = load_keys(s, p->api_key_file, err)))
         goto fail;
-    struct sched_params sp = {
-        .n_slots = p->n_parallel,
-        .n_ctx = p->n_ctx,
-        .n_batch = p->n_batch,
-        .n_threads = p->n_threads,
-        .kv_type = p->kv_type,
-        .max_queue = p->max_queue,
-        .prefill_chunk = p->prefill_chunk,
-        .step_target_s = p->step_target_s,
-    };
-    if ((rc = oai_model_open(&s->model, p->model_path, p->alias, p->chat_format, &sp, err)))
+    if ((rc = open_models(s, p->models, p->n_models, s->models, err)))
         goto fail;
-    s->model.on_itl = on_itl;
-    s->model.on_itl_user = s;
+    s->n_models = p->n_models;
     struct sockaddr_storage ss;
     socklen_t sl;
     bool v6 = false;
@@ -515,13 +744,51 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : p->port;
-    logf_(s, "serving %s as '%s' on http://%s:%d (%d slots x %lld tokens, %s)", p->model_path, s->model.id,
-          s->p.host, s->port, p->n_parallel, (long long)p->n_ctx, s->n_keys ? "API keys required" : "no API keys");
+    for (int i = 0; i < s->n_models; i++)
+        logf_(s, "serving %s as '%s' (%d slots x %lld tokens)", s->models[i]->path, s->models[i]->om.id,
+              s->models[i]->spec.n_parallel, (long long)s->models[i]->spec.n_ctx);
+    logf_(s, "listening on http://%s:%d (%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys");
     *out = s;
     return PB_OK;
 fail:
     server_free(s);
     return rc;
+}
+
+int server_reload(struct server *s, const struct server_model *models, int n_models, pb_err *err)
+{
+    struct served *next[SERVER_MAX_MODELS];
+    int rc = open_models(s, models, n_models, next, err);
+    if (rc) {
+        logf_(s, "reload failed, serving as before: %s", err ? err->msg : "");
+        return rc;
+    }
+    struct served *old[SERVER_MAX_MODELS];
+    pthread_mutex_lock(&s->models_mu);
+    const int n_old = s->n_models;
+    memcpy(old, s->models, (size_t)n_old * sizeof *old);
+    memcpy(s->models, next, (size_t)n_models * sizeof *next);
+    s->n_models = n_models;
+    pthread_mutex_unlock(&s->models_mu);
+    int kept = 0;
+    for (int i = 0; i < n_old; i++) {
+        bool still = false;
+        for (int k = 0; k < n_models; k++)
+            still |= next[k] == old[i];
+        kept += still;
+        if (!still)
+            logf_(s, "reload: '%s' (%s) leaves when its requests finish", old[i]->om.id, old[i]->path);
+        served_unref(s, old[i]); /* the old list's reference */
+    }
+    for (int k = 0; k < n_models; k++) {
+        bool was = false;
+        for (int i = 0; i < n_old; i++)
+            was |= next[k] == old[i];
+        if (!was)
+            logf_(s, "reload: serving %s as '%s'", next[k]->path, next[k]->om.id);
+    }
+    logf_(s, "reload: %d models, %d unchanged", n_models, kept);
+    return PB_OK;
 }
 
 int server_drain(struct server *s, double timeout_s)
@@ -546,12 +813,14 @@ void server_free(struct server *s)
 {
     if (!s)
         return;
-    if (s->model.sched)
-        sched_cancel_all(s->model.sched); /* waiting connections end */
+    for (int i = 0; i < s->n_models; i++)
+        sched_cancel_all(s->models[i]->om.sched); /* waiting connections end */
     if (s->mhd)
         MHD_stop_daemon(s->mhd); /* joins the connection threads */
-    oai_model_close(&s->model);
+    for (int i = 0; i < s->n_models; i++)
+        served_unref(s, s->models[i]);
     metrics_destroy(&s->metrics);
+    pthread_mutex_destroy(&s->models_mu);
     if (s->keys) {
         volatile char *k = (volatile char *)s->keys; /* keys do not linger in freed memory */
         for (size_t i = 0; i < MAX_KEYS * sizeof *s->keys; i++)

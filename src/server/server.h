@@ -17,39 +17,72 @@
 
 #include "base/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct server_params {
-    const char *model_path;  /* GGUF file */
+/* One served model: the API's id and what it runs with. */
+struct server_model {
     const char *alias;       /* the model's id in the API (NULL: the file's name without .gguf) */
-    const char *host;        /* NULL: 127.0.0.1 */
-    int port;                /* 0: any free port (server_port tells) */
+    const char *path;        /* GGUF file */
     int n_parallel;          /* slots generating at once */
     int64_t n_ctx;           /* context per slot */
-    int n_threads, n_batch, kv_type, prefill_chunk;
+    int n_batch, kv_type, prefill_chunk;
     double step_target_s;    /* see sched_params */
-    int max_queue;           /* requests waiting for a slot beyond those */
-    const char *api_key_file;/* NULL: no keys needed */
     const char *chat_format; /* NULL: the model's template */
+};
+
+/* What a finished request did, for logs and usage accounting (never the
+ * key itself: key_id is the key's name in the key file). */
+struct server_record {
+    double time;             /* seconds since the epoch, at the end */
+    const char *endpoint;
+    int status;
+    const char *key_id;      /* "" without keys */
+    const char *model;       /* "" when none was chosen */
+    int prompt_tokens, completion_tokens, cached_tokens;
+    double ttft_s, duration_s;
+    const char *finish;      /* "stop", "length", "cancelled", ... or "" */
+    bool client_gone;
+};
+
+struct server_params {
+    const struct server_model *models;
+    int n_models;
+    const char *host;        /* NULL: 127.0.0.1 */
+    int port;                /* 0: any free port (server_port tells) */
+    int n_threads;
+    int max_queue;           /* requests waiting for a slot, per model */
+    const char *api_key_file;/* NULL: no keys needed */
     size_t max_body;         /* bytes of a request body */
     int max_tokens;          /* cap on a request's max_tokens (0: the context) */
     double timeout_s;        /* longest a request may run, and idle time of a connection */
     int max_connections;
-    /* one line per event (start, request, drain), never holding a key */
+    bool log_json;           /* request lines as JSON objects, else key=value text */
+    /* one line per event (start, request, reload, drain), never holding a key */
     void (*log)(void *user, const char *line);
     void *log_user;
+    /* each finished generation request (may be NULL) */
+    void (*on_record)(void *user, const struct server_record *r);
+    void *record_user;
 };
 
-/* Defaults for everything but model_path. */
+/* Defaults for everything but the models. */
 struct server_params server_defaults(void);
+/* Defaults for a model but its path. */
+struct server_model server_model_defaults(void);
 
 struct server;
 
-/* Loads the model, starts the scheduler and listens. */
+/* Loads the models, starts their schedulers and listens. */
 int server_open(const struct server_params *p, struct server **out, pb_err *err);
 int server_port(const struct server *s);
-const char *server_model_id(const struct server *s);
+/* Serves these models from now on (SIGHUP): a model whose alias, file and
+ * settings are unchanged stays as it is; a changed or new one is loaded
+ * beside the old, new requests go to it, and the old one is unloaded when
+ * its running requests finish; a removed one likewise. Nothing changes
+ * when a model fails to load. */
+int server_reload(struct server *s, const struct server_model *models, int n_models, pb_err *err);
 /* Stops accepting connections, reports not-ready, and waits up to
  * timeout_s for running requests to finish. Returns how many were still
  * running. */

@@ -1,0 +1,207 @@
+/* Reading the INI configuration (config.h) with libinih. */
+#include "config/config.h"
+
+#include "kv/kv.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->host, sizeof c->host, "127.0.0.1");
+    c->port = 8080;
+    c->max_queue = 64;
+    c->max_body = 1u << 20;
+    c->max_connections = 256;
+    c->timeout_s = 600;
+    c->drain_timeout_s = 30;
+}
+
+bool config_alias_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || !isalnum((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._:-", s[i]))
+            return false;
+    return true;
+}
+
+struct parse {
+    struct config *c;
+    pb_err *err;
+    char section[128];
+    struct config_model *model;
+    bool failed;
+    /* keys seen in the current section, to refuse duplicates */
+    char seen[32][32];
+    int n_seen;
+};
+
+static bool parse_long(const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_double(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool copy_str(char *dst, size_t size, const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= size)
+        return false;
+    memcpy(dst, v, n + 1);
+    return true;
+}
+
+/* The handler: 1 to go on, 0 for an error (inih then reports its line). */
+static int on_value(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse *p = user;
+    if (p->failed)
+        return 0;
+    pb_err *err = p->err;
+    struct config *c = p->c;
+    if (strcmp(section, p->section) != 0) {
+        snprintf(p->section, sizeof p->section, "%s", section);
+        p->n_seen = 0;
+        p->model = NULL;
+        if (!strncmp(section, "model ", 6)) {
+            const char *alias = section + 6;
+            if (!config_alias_valid(alias)) {
+                pb_fail(err, PB_EFORMAT, "bad model name '%s' (1-64 of letters, digits, . _ : -)", alias);
+                return p->failed = true, 0;
+            }
+            for (int i = 0; i < c->n_models; i++)
+                if (!strcmp(c->models[i].alias, alias)) {
+                    pb_fail(err, PB_EFORMAT, "model '%s' is configured twice", alias);
+                    return p->failed = true, 0;
+                }
+            if (c->n_models == CONFIG_MAX_MODELS) {
+                pb_fail(err, PB_ERANGE, "more than %d models", CONFIG_MAX_MODELS);
+                return p->failed = true, 0;
+            }
+            p->model = &c->models[c->n_models++];
+            memset(p->model, 0, sizeof *p->model);
+            snprintf(p->model->alias, sizeof p->model->alias, "%s", alias);
+            p->model->parallel = 4;
+            p->model->ctx = 4096;
+            p->model->batch = 512;
+            p->model->step_ms = 150;
+        } else if (strcmp(section, "server") != 0) {
+            pb_fail(err, PB_EFORMAT, "unknown section [%s] (server, model NAME)", section);
+            return p->failed = true, 0;
+        }
+    }
+    for (int i = 0; i < p->n_seen; i++)
+        if (!strcmp(p->seen[i], name)) {
+            /* (inih does not report section headers: a repeated section
+             * shows as a repeated key) */
+            pb_fail(err, PB_EFORMAT, "'%s' is set twice in [%s] (a key or its section repeated)", name, section);
+            return p->failed = true, 0;
+        }
+    if (p->n_seen < 32)
+        snprintf(p->seen[p->n_seen++], sizeof p->seen[0], "%.31s", name);
+
+    long long n;
+    bool ok = true, known = true;
+    if (!p->model) { /* [server] */
+        if (!strcmp(name, "host"))
+            ok = *value && copy_str(c->host, sizeof c->host, value);
+        else if (!strcmp(name, "port"))
+            ok = parse_long(value, 0, 65535, &n) && (c->port = (int)n, true);
+        else if (!strcmp(name, "api_key_file"))
+            ok = copy_str(c->api_key_file, sizeof c->api_key_file, value);
+        else if (!strcmp(name, "max_queue"))
+            ok = parse_long(value, 0, 1 << 20, &n) && (c->max_queue = (int)n, true);
+        else if (!strcmp(name, "max_body"))
+            ok = parse_long(value, 1024, 1ll << 32, &n) && (c->max_body = (size_t)n, true);
+        else if (!strcmp(name, "max_tokens"))
+            ok = parse_long(value, 0, 1 << 24, &n) && (c->max_tokens = (int)n, true);
+        else if (!strcmp(name, "max_connections"))
+            ok = parse_long(value, 1, 100000, &n) && (c->max_connections = (int)n, true);
+        else if (!strcmp(name, "timeout"))
+            ok = parse_double(value, 0.1, 1e7, &c->timeout_s);
+        else if (!strcmp(name, "drain_timeout"))
+            ok = parse_double(value, 0, 1e7, &c->drain_timeout_s);
+        else if (!strcmp(name, "threads"))
+            ok = parse_long(value, 0, 1024, &n) && (c->threads = (int)n, true);
+        else if (!strcmp(name, "log_format"))
+            ok = (!strcmp(value, "json") || !strcmp(value, "text")) && (c->log_json = !strcmp(value, "json"), true);
+        else if (!strcmp(name, "store"))
+            ok = copy_str(c->store, sizeof c->store, value);
+        else if (!strcmp(name, "pid_file"))
+            ok = copy_str(c->pid_file, sizeof c->pid_file, value);
+        else
+            known = false;
+    } else {
+        struct config_model *m = p->model;
+        if (!strcmp(name, "source"))
+            ok = *value && copy_str(m->source, sizeof m->source, value);
+        else if (!strcmp(name, "parallel"))
+            ok = parse_long(value, 1, 256, &n) && (m->parallel = (int)n, true);
+        else if (!strcmp(name, "ctx"))
+            ok = parse_long(value, 16, 1 << 24, &n) && (m->ctx = n, true);
+        else if (!strcmp(name, "kv_type")) {
+            enum kv_type t;
+            ok = kv_type_from_name(value, &t) && (m->kv_type = (int)t, true);
+        } else if (!strcmp(name, "batch"))
+            ok = parse_long(value, 1, 1 << 16, &n) && (m->batch = (int)n, true);
+        else if (!strcmp(name, "step_ms"))
+            ok = parse_double(value, 1, 1e6, &m->step_ms);
+        else if (!strcmp(name, "chat_format"))
+            ok = copy_str(m->chat_format, sizeof m->chat_format, value);
+        else
+            known = false;
+    }
+    if (!known)
+        pb_fail(err, PB_EFORMAT, "unknown key '%s' in [%s]", name, section);
+    else if (!ok)
+        pb_fail(err, PB_EFORMAT, "bad value '%s' for '%s' in [%s]", value, name, section);
+    if (!known || !ok)
+        return p->failed = true, 0;
+    return 1;
+}
+
+int config_load(const char *path, struct config *c, pb_err *err)
+{
+    if (!copy_str(c->path, sizeof c->path, path))
+        return pb_fail(err, PB_EINVAL, "configuration path too long");
+    struct parse p = {.c = c, .err = err};
+    p.section[0] = '\x01'; /* no section seen yet */
+    pb_err inner = {0};
+    p.err = &inner;
+    int line = ini_parse(path, on_value, &p);
+    if (line < 0)
+        return pb_fail(err, PB_EIO, "%s: %s", path, line == -1 ? strerror(errno) : "out of memory");
+    if (line > 0)
+        return pb_fail(err, inner.code ? inner.code : PB_EFORMAT, "%s:%d: %s", path, line,
+                       inner.msg[0] ? inner.msg : "not a key = value line, nor a [section]");
+    for (int i = 0; i < c->n_models; i++)
+        if (!c->models[i].source[0])
+            return pb_fail(err, PB_EFORMAT, "%s: [model %s] has no 'source' (a store name or a GGUF file)", path,
+                           c->models[i].alias);
+    return PB_OK;
+}

@@ -1,0 +1,79 @@
+/* The configuration file of plumb serve (and of the service and doctor
+ * built on it): INI, read with libinih.
+ *
+ *   [server]
+ *   host = 127.0.0.1          ; address to listen on
+ *   port = 8080
+ *   api_key_file = /etc/plumb/keys
+ *   max_queue = 64            ; requests waiting for a slot, per model
+ *   max_body = 1048576        ; bytes
+ *   max_tokens = 0            ; cap on max_tokens (0: the context)
+ *   max_connections = 256
+ *   timeout = 600             ; seconds a request may run / a connection idle
+ *   drain_timeout = 30        ; seconds SIGTERM waits for running answers
+ *   threads = 0               ; 0: all CPUs
+ *   log_format = text         ; or json: one line per request
+ *   store = /var/lib/plumb    ; the model store (PLUMB_HOME) for names and usage
+ *   pid_file = /run/plumb/plumb.pid
+ *
+ *   [model assistant]         ; the API's model id
+ *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
+ *   parallel = 4              ; requests generating at once
+ *   ctx = 4096                ; tokens per request, prompt and answer
+ *   kv_type = f16             ; f16, f32, q8_0
+ *   batch = 512
+ *   step_ms = 150
+ *   chat_format =             ; a built-in format instead of the model's template
+ *
+ * Unknown sections and keys, bad values and duplicates are errors naming
+ * the file and line.
+ */
+#ifndef PLUMB_CONFIG_CONFIG_H
+#define PLUMB_CONFIG_CONFIG_H
+
+#include "base/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_MODELS 16
+#define CONFIG_STR 512
+
+struct config_model {
+    char alias[72];
+    char source[CONFIG_STR];
+    int parallel;
+    int64_t ctx;
+    int kv_type;
+    int batch;
+    double step_ms;
+    char chat_format[32];
+};
+
+struct config {
+    char path[CONFIG_STR];
+    char host[256];
+    int port;
+    char api_key_file[CONFIG_STR];
+    int max_queue;
+    size_t max_body;
+    int max_tokens;
+    int max_connections;
+    double timeout_s, drain_timeout_s;
+    int threads;
+    bool log_json;
+    char store[CONFIG_STR];
+    char pid_file[CONFIG_STR];
+    struct config_model models[CONFIG_MAX_MODELS];
+    int n_models;
+};
+
+/* The defaults (no models). */
+void config_defaults(struct config *c);
+/* Reads path over c (which holds defaults or earlier values). */
+int config_load(const char *path, struct config *c, pb_err *err);
+/* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
+bool config_alias_valid(const char *s);
+
+#endif
