@@ -5,6 +5,7 @@
 #                                                     SCALAR=1: scalar kernels only)
 #   make run        build, then plumb's main job on this machine
 #   make bench      benchmarks, results in bench/results/
+#   make install    the plumb binary into $(PREFIX)/bin (default /usr/local)
 #   make clean
 #
 # Every target first runs scripts/install-deps.sh, which installs missing
@@ -21,7 +22,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PLUMB := $(BUILD)/plumb
 
-.PHONY: all build deps test run bench clean
+.PHONY: all build deps test run bench install clean
 
 all: build
 
@@ -52,6 +53,11 @@ run: build
 bench: build
 	@./scripts/install-deps.sh jq
 	./bench/run.sh $(PLUMB)
+
+# make install [PREFIX=/usr/local]: the plumb binary into PREFIX/bin
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
 	rm -rf build

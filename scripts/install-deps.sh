@@ -9,11 +9,12 @@
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
 #           libmicrohttpd-dev (plumb serve's HTTP server)
 #           libinih-dev (plumb serve --config: the INI configuration file)
-#   tests:  libcmocka-dev (unit test framework), nodejs and npm (the openai
+#   tests:  libcmocka-dev (unit test framework), systemd (systemd-analyze
+#           verify checks the service unit), nodejs and npm (the openai
 #           npm client runs against plumb serve; tests/node)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libinih-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libinih-dev libcmocka-dev systemd $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -636,6 +636,95 @@ static void test_chat_interrupt(void **state)
     free(err);
 }
 
+/* Runs a shell command, its stdout and stderr together into *out. */
+static int shell(const char *cmd, char **out)
+{
+    char path[512], full[4096];
+    test_tmpfile("shell.txt", path, sizeof path);
+    snprintf(full, sizeof full, "%s >'%s' 2>&1", cmd, path);
+    int st = system(full);
+    *out = test_read_file(path, NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* plumb service install: the unit passes systemd-analyze verify, which
+ * prints nothing for it (and does print for a broken copy: the check can
+ * fail); bad configurations are refused. */
+static void test_service(void **state)
+{
+    (void)state;
+    char ini[512], unit[512], bad[512], dir[512];
+    test_tmpfile("service.ini", ini, sizeof ini);
+    const char *cfg = "[server]\nstore = /var/lib/plumb\npid_file = /run/plumb/plumb.pid\n[model a]\nsource = /srv/a.gguf\n";
+    test_write_file(ini, cfg, strlen(cfg));
+    struct result r = run("service install --print --config '%s' --user plumb", ini);
+    EXPECT_STATUS(r, 0);
+    const char *must[] = {"ExecStart=", " serve --config ", "Restart=on-failure", "NoNewPrivileges=yes",
+                          "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                          "ReadWritePaths=/var/lib/plumb /run/plumb", "User=plumb", "StandardError=journal",
+                          "ExecReload=/bin/kill -HUP $MAINPID"};
+    for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
+        if (!strstr(r.out, must[i]))
+            fail_msg("the unit lacks '%s':\n%s", must[i], r.out);
+    test_tmpfile("plumb.service", unit, sizeof unit);
+    test_write_file(unit, r.out, strlen(r.out));
+    char *broken = strdup(r.out), *at = strstr(broken, "ProtectSystem=strict");
+    memcpy(at, "ProtectSystem=bogus!", 20);
+    test_tmpfile("broken.service", bad, sizeof bad);
+    test_write_file(bad, broken, strlen(broken));
+    free(broken);
+    result_free(&r);
+    char *out = NULL;
+    if (shell("command -v systemd-analyze", &out) != 0) {
+        free(out);
+        skip(); /* printed by cmocka; install-deps installs systemd */
+    }
+    free(out);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "systemd-analyze verify '%s'", unit);
+    int st = shell(cmd, &out);
+    if (st != 0 || out[0])
+        fail_msg("systemd-analyze verify (exit %d) said:\n%s", st, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "systemd-analyze verify '%s'", bad);
+    shell(cmd, &out);
+    assert_true(strstr(out, "bogus") != NULL); /* a broken unit is reported */
+    free(out);
+
+    /* written to a folder, atomically */
+    snprintf(dir, sizeof dir, "%s/units", test_tmpdir());
+    mkdir(dir, 0755);
+    r = run("service install --config '%s' --unit-dir '%s'", ini, dir);
+    EXPECT_STATUS(r, 0);
+    char written[700];
+    snprintf(written, sizeof written, "%s/plumb.service", dir);
+    char *text = test_read_file(written, NULL);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "ProtectSystem=strict"));
+    free(text);
+    result_free(&r);
+
+    /* refused: no configuration, one without models, a bad user, bad keys */
+    r = run("service install --print --config /nonexistent.ini");
+    EXPECT_STATUS(r, 1);
+    result_free(&r);
+    test_write_file(ini, "[server]\nport = 1\n", 17);
+    r = run("service install --print --config '%s'", ini);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "no [model NAME]"));
+    result_free(&r);
+    test_write_file(ini, cfg, strlen(cfg));
+    r = run("service install --print --config '%s' --user 'a b'", ini);
+    EXPECT_STATUS(r, 1);
+    result_free(&r);
+    r = run("service install --print --config '%s' --user nobody", ini);
+    EXPECT_STATUS(r, 1);
+    result_free(&r);
+    r = run("service frobnicate");
+    EXPECT_STATUS(r, 2);
+    result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -646,7 +735,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
-        cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt),
+        cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -1,0 +1,196 @@
+/* plumb service: install plumb serve as a systemd service, and reload it. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "config/config.h"
+#include "tools/service.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void help(void)
+{
+    printf("Usage: plumb service install [--config FILE] [--user NAME] [--print] [--unit-dir DIR]\n"
+           "       plumb service reload [--config FILE] [--pid-file FILE]\n"
+           "\n"
+           "install writes a systemd unit that runs 'plumb serve --config FILE' (restart on\n"
+           "failure, journald logging, NoNewPrivileges, ProtectSystem=strict, ProtectHome,\n"
+           "PrivateTmp, writable only in the store and state folders), then reloads\n"
+           "systemd. --print prints the unit instead. The configuration file is checked\n"
+           "first; its [server] store (else $PLUMB_HOME, else /var/lib/plumb) is the store.\n"
+           "\n"
+           "reload makes a running server re-read its configuration (SIGHUP): to the pid in\n"
+           "--pid-file or the configuration's pid_file, else through 'systemctl reload'.\n"
+           "\n"
+           "Options:\n"
+           "      --config FILE     the configuration (default /etc/plumb/plumb.ini)\n"
+           "      --user NAME       the user the service runs as (default root)\n"
+           "      --unit-dir DIR    where to write plumb.service (default /etc/systemd/system)\n"
+           "      --print           print the unit, write nothing\n"
+           "      --pid-file FILE   reload: the server's pid file\n"
+           "  -h, --help            this help\n");
+}
+
+static int run_systemctl(const char *verb, const char *unit)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execlp("systemctl", "systemctl", verb, unit, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int install(const struct config *cfg, const char *config_abs, const char *user, const char *unit_dir,
+                   bool print)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return cli_error("service", "cannot find plumb's own path: %s", strerror(errno));
+    self[n] = '\0';
+    /* ProtectHome hides /home, /root and /run/user from the service */
+    const char *hidden[] = {"/home/", "/root/", "/run/user/"};
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+        if (!strncmp(self, hidden[i], strlen(hidden[i])))
+            return cli_error("service", "plumb is at %s, which the service cannot see (ProtectHome): install it "
+                             "first, e.g. 'make install' (to /usr/local/bin)", self);
+        if (!strncmp(config_abs, hidden[i], strlen(hidden[i])))
+            return cli_error("service", "the configuration %s is in a home folder, which the service cannot see: "
+                             "put it in /etc/plumb", config_abs);
+    }
+    const char *home = getenv("PLUMB_HOME");
+    const char *store = cfg->store[0] ? cfg->store : home && *home ? home : "/var/lib/plumb";
+    char state[PATH_MAX] = "";
+    if (cfg->pid_file[0]) {
+        snprintf(state, sizeof state, "%s", cfg->pid_file);
+        char *slash = strrchr(state, '/');
+        if (slash && slash != state)
+            *slash = '\0';
+    }
+    struct service_params sp = {
+        .binary = self,
+        .config = config_abs,
+        .user = user,
+        .store = store,
+        .state_dir = state[0] ? state : NULL,
+        .drain_timeout_s = cfg->drain_timeout_s,
+    };
+    char unit[8192];
+    pb_err err = {0};
+    if (service_unit(&sp, unit, sizeof unit, &err))
+        return cli_error("service", "%s", err.msg);
+    if (print) {
+        fputs(unit, stdout);
+        return CLI_OK;
+    }
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/plumb.service", unit_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return cli_error("service", "cannot write %s: %s (as root?)", tmp, strerror(errno));
+    bool ok = fputs(unit, f) >= 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return cli_error("service", "cannot write %s: %s", path, strerror(errno));
+    }
+    printf("wrote %s\n", path);
+    struct stat st;
+    if (stat("/run/systemd/system", &st) == 0 && !strcmp(unit_dir, "/etc/systemd/system")) {
+        if (run_systemctl("daemon-reload", NULL) != 0)
+            return cli_error("service", "systemctl daemon-reload failed");
+        printf("systemd reloaded; start it with: systemctl enable --now plumb.service\n");
+    } else {
+        printf("systemd is not running here (or the unit is elsewhere): reload it and enable the unit by hand\n");
+    }
+    return CLI_OK;
+}
+
+static int reload(const struct config *cfg, const char *pid_file)
+{
+    const char *pf = pid_file ? pid_file : cfg->pid_file[0] ? cfg->pid_file : NULL;
+    if (pf) {
+        FILE *f = fopen(pf, "r");
+        long pid = 0;
+        if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+            if (f)
+                fclose(f);
+            return cli_error("service", "%s: no process id in it (is plumb serve running?)", pf);
+        }
+        fclose(f);
+        if (kill((pid_t)pid, SIGHUP) != 0)
+            return cli_error("service", "cannot signal process %ld from %s: %s", pid, pf, strerror(errno));
+        printf("sent SIGHUP to plumb serve (pid %ld)\n", pid);
+        return CLI_OK;
+    }
+    int rc = run_systemctl("reload", "plumb.service");
+    if (rc != 0)
+        return cli_error("service", "systemctl reload plumb.service failed (%d); give --pid-file for a server "
+                         "started by hand", rc);
+    printf("plumb.service reloaded\n");
+    return CLI_OK;
+}
+
+int cmd_service(int argc, char **argv)
+{
+    enum { OPT_CONFIG = 1000, OPT_USER, OPT_UNITDIR, OPT_PRINT, OPT_PID };
+    static const struct option longopts[] = {
+        {"config", required_argument, 0, OPT_CONFIG}, {"user", required_argument, 0, OPT_USER},
+        {"unit-dir", required_argument, 0, OPT_UNITDIR}, {"print", no_argument, 0, OPT_PRINT},
+        {"pid-file", required_argument, 0, OPT_PID},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        help();
+        return argc < 2 ? CLI_USAGE : CLI_OK;
+    }
+    const char *verb = argv[1];
+    if (strcmp(verb, "install") && strcmp(verb, "reload"))
+        return cli_usage_error("service", "unknown action '%s' (install, reload)", verb);
+    const char *config = "/etc/plumb/plumb.ini", *user = NULL, *unit_dir = "/etc/systemd/system", *pid_file = NULL;
+    bool print = false;
+    int c;
+    optind = 2;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG: config = optarg; break;
+        case OPT_USER: user = optarg; break;
+        case OPT_UNITDIR: unit_dir = optarg; break;
+        case OPT_PRINT: print = true; break;
+        case OPT_PID: pid_file = optarg; break;
+        case 'h': help(); return CLI_OK;
+        case ':': return cli_usage_error("service", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("service", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("service", "unexpected argument '%s'", argv[optind]);
+    char config_abs[PATH_MAX];
+    if (!realpath(config, config_abs))
+        return cli_error("service", "%s: %s", config, strerror(errno));
+    struct config cfg;
+    config_defaults(&cfg);
+    pb_err err = {0};
+    if (config_load(config_abs, &cfg, &err))
+        return cli_error("service", "%s", err.msg);
+    if (!strcmp(verb, "install")) {
+        if (cfg.n_models == 0)
+            return cli_error("service", "%s: no [model NAME] section: the service would serve nothing", config_abs);
+        return install(&cfg, config_abs, user, unit_dir, print);
+    }
+    return reload(&cfg, pid_file);
+}
