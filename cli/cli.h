@@ -22,6 +22,23 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_tag(int argc, char **argv);
+int cmd_rollback(int argc, char **argv);
+
+struct store_entry;
+/* MODEL (a file, or a store name: store_resolve) into the file to open;
+ * entry (may be NULL) gets the store entry. On failure prints the error
+ * for cmd and returns false. */
+bool cli_resolve_model(const char *cmd, const char *model, char *path, size_t size, struct store_entry *entry);
+/* A store entry as a JSON object (name, digest, size, ...). */
+json_t *cli_store_entry_json(const struct store_entry *e);
+/* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
+void cli_fmt_time(int64_t t, char *buf, size_t size);
+json_t *cli_json_time(int64_t t);
 
 /* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -7,10 +7,13 @@
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data),
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
+#           libsqlite3-dev (the model store's registry),
+#           libcurl4-openssl-dev (plumb pull over http/https),
+#           libssl-dev (SHA-256 of model blobs, from libcrypto)
 #   tests:  libcmocka-dev (unit test framework)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do
