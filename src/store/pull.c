@@ -496,12 +496,10 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
     }
     if (!res->linked)
         (void)fchmod(k.fd, 0444); /* blobs are not edited in place */
-    if ((rc = reg_add(s, &ref, got, &meta, tmp, source, res, err)))
-        goto fail;
-    tmp[0] = 0; /* it is the blob now */
+    rc = reg_add(s, &ref, got, &meta, tmp, res->linked, source, res, err);
 fail:
     if (tmp[0])
-        unlink(tmp);
+        unlink(tmp); /* renamed into blobs/ already, or not wanted */
     if (k.fd >= 0)
         close(k.fd);
     if (src >= 0)

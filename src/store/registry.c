@@ -413,7 +413,8 @@ static bool blob_known(struct store *s, const char *digest, pb_err *err, int *rc
 }
 
 int reg_add(struct store *s, const struct store_ref *ref, const char *digest, const struct blob_meta *m,
-            const char *tmp_path, const char *source, struct store_pull_result *res, pb_err *err)
+            const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
+            pb_err *err)
 {
     char blob[STORE_PATH_MAX];
     store_blob_path(s, digest, blob, sizeof blob);
@@ -424,12 +425,15 @@ int reg_add(struct store *s, const struct store_ref *ref, const char *digest, co
     known = blob_known(s, digest, err, &rc);
     if (rc)
         goto fail;
-    /* always: it also repairs a blob file that went missing or bad */
-    if (rename(tmp_path, blob) != 0) {
+    struct stat st;
+    if (known && keep_existing && stat(blob, &st) == 0 && (uint64_t)st.st_size == m->size) {
+        /* the file in place stays */
+    } else if (rename(tmp_path, blob) == 0) {
+        renamed = true;
+    } else {
         rc = pb_fail(err, PB_EIO, "cannot move %s to %s: %s", tmp_path, blob, strerror(errno));
         goto fail;
     }
-    renamed = true;
     if (!known) {
         sqlite3_stmt *q;
         if ((rc = st_prepare(s, "INSERT INTO blobs(digest, size, arch, quant, params, created) VALUES(?,?,?,?,?,?)",

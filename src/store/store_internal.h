@@ -43,10 +43,14 @@ struct blob_meta {
 };
 
 /* In one transaction: renames tmp_path to the blob of digest, records the
- * blob and points ref at it (a new revision when it moves). On failure
- * the store is as before (the tmp file is left to the caller). */
+ * blob and points ref at it (a new revision when it moves). A blob file
+ * already in place (of the registered size) is replaced too, which
+ * repairs a damaged one, unless keep_existing (tmp_path is a hard link to
+ * a user's file: a private copy is better). On failure the store is as
+ * before; tmp_path, when not renamed, is the caller's to remove. */
 int reg_add(struct store *s, const struct store_ref *ref, const char *digest, const struct blob_meta *m,
-            const char *tmp_path, const char *source, struct store_pull_result *res, pb_err *err);
+            const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
+            pb_err *err);
 
 /* ---- files (files.c) ---- */
 
