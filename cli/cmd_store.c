@@ -297,32 +297,40 @@ static void tag_help(void)
            "  plumb tag qwen2.5-7b:q4_k_m support-bot:2\n");
 }
 
-int cmd_tag(int argc, char **argv)
+/* tag and rollback: checks the names, notes where the moved name (the
+ * last) pointed, moves it, says so. */
+static int move_name(const char *cmd, int argc, char **argv, void (*help)(void), int n_names)
 {
     bool json;
-    int rc = parse_common("tag", argc, argv, tag_help, &json);
+    int rc = parse_common(cmd, argc, argv, help, &json);
     if (rc >= 0)
         return rc;
-    if (argc - optind != 2)
-        return cli_usage_error("tag", "expected SRC and DST");
+    if (argc - optind != n_names)
+        return cli_usage_error(cmd, n_names == 2 ? "expected SRC and DST" : "expected one model name");
     pb_err err = {0};
     struct store_ref r;
     for (int i = optind; i < argc; i++)
         if (store_ref_parse(argv[i], &r, &err))
-            return cli_usage_error("tag", "%s", err.msg);
+            return cli_usage_error(cmd, "%s", err.msg);
     struct store *s;
-    if ((rc = open_store("tag", &s)))
+    if ((rc = open_store(cmd, &s)))
         return rc;
+    const char *moved = argv[argc - 1];
     struct store_entry before, after;
     char was[65] = "";
-    if (store_lookup(s, argv[optind + 1], &before, NULL) == PB_OK)
+    if (store_lookup(s, moved, &before, NULL) == PB_OK)
         memcpy(was, before.digest, sizeof was);
-    rc = store_tag(s, argv[optind], argv[optind + 1], &after, &err);
+    rc = n_names == 2 ? store_tag(s, argv[optind], moved, &after, &err) : store_rollback(s, moved, &after, &err);
     store_close(s);
     if (rc)
-        return cli_error("tag", "%s", err.msg);
-    print_moved("tagged", &after, was, json);
+        return cli_error(cmd, "%s", err.msg);
+    print_moved(n_names == 2 ? "tagged" : "rolled back", &after, was, json);
     return CLI_OK;
+}
+
+int cmd_tag(int argc, char **argv)
+{
+    return move_name("tag", argc, argv, tag_help, 2);
 }
 
 static void rollback_help(void)
@@ -343,27 +351,5 @@ static void rollback_help(void)
 
 int cmd_rollback(int argc, char **argv)
 {
-    bool json;
-    int rc = parse_common("rollback", argc, argv, rollback_help, &json);
-    if (rc >= 0)
-        return rc;
-    if (argc - optind != 1)
-        return cli_usage_error("rollback", "expected one model name");
-    pb_err err = {0};
-    struct store_ref r;
-    if (store_ref_parse(argv[optind], &r, &err))
-        return cli_usage_error("rollback", "%s", err.msg);
-    struct store *s;
-    if ((rc = open_store("rollback", &s)))
-        return rc;
-    struct store_entry before, after;
-    char was[65] = "";
-    if (store_lookup(s, argv[optind], &before, NULL) == PB_OK)
-        memcpy(was, before.digest, sizeof was);
-    rc = store_rollback(s, argv[optind], &after, &err);
-    store_close(s);
-    if (rc)
-        return cli_error("rollback", "%s", err.msg);
-    print_moved("rolled back", &after, was, json);
-    return CLI_OK;
+    return move_name("rollback", argc, argv, rollback_help, 1);
 }
