@@ -156,6 +156,7 @@ struct dl {
     CURL *h;
     uint64_t from;      /* offset this request asked for */
     bool started;       /* a body byte of this response was seen */
+    bool bad_range;     /* the server answered another range than asked */
     int64_t range_start;/* Content-Range of the current response, -1 when none */
     uint64_t range_total;
 };
@@ -191,8 +192,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
         d->started = true;
         long code = 0;
         curl_easy_getinfo(d->h, CURLINFO_RESPONSE_CODE, &code);
+        if (d->from > 0 && code == 206 && d->range_start != (int64_t)d->from) {
+            d->bad_range = true; /* unusable: the next request starts over */
+            return 0;
+        }
         /* a server that ignores the range sends everything again */
-        if (d->from > 0 && (code != 206 || d->range_start != (int64_t)d->from) && !sink_restart(k))
+        if (d->from > 0 && code != 206 && !sink_restart(k))
             return 0;
         curl_off_t cl = -1;
         curl_easy_getinfo(d->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -287,6 +292,7 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
         *attempts = attempt;
         d.from = k->have;
         d.started = false;
+        d.bad_range = false;
         d.range_start = -1;
         errbuf[0] = 0;
         curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.from);
@@ -314,6 +320,9 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
             retry = code >= 500 || code == 408 || code == 429;
             if (code == 416 && d.from > 0) /* the range no longer fits: start over */
                 retry = sink_restart(k);
+        } else if (d.bad_range) {
+            snprintf(why, sizeof why, "the server sent another part of the file than asked");
+            retry = sink_restart(k);
         } else if (c == CURLE_RANGE_ERROR) {
             snprintf(why, sizeof why, "the server does not resume downloads");
             retry = sink_restart(k);
