@@ -28,6 +28,7 @@ int cmd_rm(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_tag(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include "base/pool.h"
+#include "tools/servebench.h"
 #include "tools/tools.h"
 
 #include <getopt.h>
@@ -14,6 +15,7 @@
 static void help(void)
 {
     printf("Usage: plumb bench (MODEL | --shape NAME:QUANT) [OPTIONS]\n"
+           "       plumb bench --serve URL [--concurrency N,N,...] [LOAD OPTIONS]\n"
            "\n"
            "Measures prompt processing (ppN: a prompt of N tokens into an empty cache)\n"
            "and generation (tgN: N tokens one at a time) in tokens per second, as\n"
@@ -35,9 +37,23 @@ static void help(void)
            "      --json              print the results as JSON\n"
            "  -h, --help              this help\n"
            "\n"
+           "With --serve, load on a running OpenAI-compatible server instead: at each\n"
+           "concurrency level that many clients stream completions at once (prompts of\n"
+           "random token ids, answers of exactly --gen-tokens tokens), and the table\n"
+           "gives aggregate generation t/s, time to first token and inter-token\n"
+           "latency (median, p95). Load options:\n"
+           "      --concurrency N,N   clients at once, per level (default 1,4,16)\n"
+           "      --prompt-tokens N   prompt length (default 32)\n"
+           "      --gen-tokens N      answer length (default 64)\n"
+           "      --requests N        requests per client and level (default 2)\n"
+           "      --model NAME        the model field to send (default: none)\n"
+           "      --api-key KEY       sent as 'Authorization: Bearer KEY'\n"
+           "      --vocab N           prompt token ids are drawn below N (default 1000)\n"
+           "\n"
            "Examples:\n"
            "  plumb bench model.gguf -p 128,512 -n 64\n"
-           "  plumb bench --shape tinyllama-1.1b:Q4_0 -t 2 --json\n",
+           "  plumb bench --shape tinyllama-1.1b:Q4_0 -t 2 --json\n"
+           "  plumb bench --serve http://127.0.0.1:8080 --concurrency 1,4,16\n",
            pb_ftype_names());
 }
 
@@ -98,15 +114,15 @@ static void print_table(const struct bench_report *r)
     char size[32], params[32];
     cli_fmt_bytes(r->model_bytes, size, sizeof size);
     cli_fmt_count(r->n_params, params, sizeof params);
-    printf("| %-40s | %10s | %8s | %-7s | %7s | %7s | %20s |\n", "model", "size", "params", "kernels", "threads",
+    printf("| %-40s | %10s | %8s | %-10s | %7s | %7s | %22s |\n", "model", "size", "params", "kernels", "threads",
            "test", "t/s");
-    printf("| %.40s | %.10s | %.8s | %.7s | %.7s | %.7s | %.20s |\n", "----------------------------------------",
-           "----------", "--------", "-------", "-------", "-------", "--------------------");
+    printf("| %.40s | %.10s | %.8s | %.10s | %.7s | %.7s | %.22s |\n", "----------------------------------------",
+           "----------", "--------", "----------", "-------", "-------", "----------------------");
     for (int i = 0; i < r->n_tests; i++) {
         const struct bench_test *t = &r->tests[i];
         char ts[48];
         snprintf(ts, sizeof ts, "%.2f (%.2f-%.2f)", t->t_s_median, t->t_s_min, t->t_s_max);
-        printf("| %-40.40s | %10s | %8s | %-7s | %7d | %7s | %20s |\n", r->model, size, params, r->kernels,
+        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", r->model, size, params, r->kernels,
                r->n_threads, t->name, ts);
     }
     char rss[32], wb[32];
@@ -145,10 +161,53 @@ static int print_json(const struct bench_report *r)
     return cli_print_json(o, true);
 }
 
+static int run_serve(struct servebench_params *sp, bool json)
+{
+    struct servebench_report r;
+    pb_err err = {0};
+    if (!json)
+        fprintf(stderr, "load on %s: prompts of %d tokens, answers of %d, %d requests per client...\n", sp->url,
+                sp->prompt_tokens, sp->gen_tokens, sp->requests_per_client);
+    if (servebench_run(sp, &r, &err))
+        return cli_error("bench", "%s", err.msg);
+    if (json) {
+        json_t *levels = json_array();
+        for (int i = 0; i < r.n_levels; i++) {
+            const struct servebench_level *l = &r.levels[i];
+            json_array_append_new(levels, json_pack("{s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                                                    "concurrency", l->concurrency, "requests", l->requests, "failed",
+                                                    l->failed, "tokens", (json_int_t)l->tokens, "wall_s", l->wall_s,
+                                                    "agg_t_s", l->agg_tps, "t_s_per_user", l->tps_per_user,
+                                                    "ttft_median_s", l->ttft_median, "ttft_p95_s", l->ttft_p95,
+                                                    "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95));
+        }
+        return cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
+                                        "gen_tokens", sp->gen_tokens, "levels", levels),
+                              true);
+    }
+    printf("| users | requests | failed | aggregate t/s | t/s per user | TTFT median | TTFT p95 | ITL median | ITL p95 |\n"
+           "| ----- | -------- | ------ | ------------- | ------------ | ----------- | -------- | ---------- | ------- |\n");
+    for (int i = 0; i < r.n_levels; i++) {
+        const struct servebench_level *l = &r.levels[i];
+        printf("| %5d | %8d | %6d | %13.1f | %12.1f | %9.3f s | %6.3f s | %8.3f s | %5.3f s |\n", l->concurrency,
+               l->requests, l->failed, l->agg_tps, l->tps_per_user, l->ttft_median, l->ttft_p95, l->itl_median,
+               l->itl_p95);
+    }
+    for (int i = 0; i < r.n_levels; i++)
+        if (r.levels[i].failed)
+            return cli_error("bench", "%d of %d requests failed at %d users", r.levels[i].failed, r.levels[i].requests,
+                             r.levels[i].concurrency);
+    return CLI_OK;
+}
+
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV };
+    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_VOCAB };
     static const struct option longopts[] = {
+        {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
+        {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
+        {"requests", required_argument, 0, OPT_REQ},  {"model", required_argument, 0, OPT_MODEL},
+        {"api-key", required_argument, 0, OPT_KEY},   {"vocab", required_argument, 0, OPT_VOCAB},
         {"shape", required_argument, 0, OPT_SHAPE},   {"n-prompt", required_argument, 0, 'p'},
         {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
@@ -156,6 +215,8 @@ int cmd_bench(int argc, char **argv)
         {0, 0, 0, 0},
     };
     struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
+    struct servebench_params sp = {.levels = {1, 4, 16}, .n_levels = 3, .prompt_tokens = 32, .gen_tokens = 64,
+                                   .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
     bool shape = false, json = false;
     long long v;
     int c;
@@ -190,11 +251,48 @@ int cmd_bench(int argc, char **argv)
             if (!cli_parse_kv_type("bench", optarg, &p.kv_type))
                 return CLI_USAGE;
             break;
+        case OPT_SERVE: sp.url = optarg; break;
+        case OPT_CONC:
+            if (!parse_lengths("--concurrency", optarg, sp.levels, &sp.n_levels))
+                return CLI_USAGE;
+            break;
+        case OPT_PT:
+            if (!cli_parse_int("bench", "--prompt-tokens", optarg, 1, 1 << 20, &v))
+                return CLI_USAGE;
+            sp.prompt_tokens = (int)v;
+            break;
+        case OPT_GT:
+            if (!cli_parse_int("bench", "--gen-tokens", optarg, 1, 1 << 20, &v))
+                return CLI_USAGE;
+            sp.gen_tokens = (int)v;
+            break;
+        case OPT_REQ:
+            if (!cli_parse_int("bench", "--requests", optarg, 1, 10000, &v))
+                return CLI_USAGE;
+            sp.requests_per_client = (int)v;
+            break;
+        case OPT_VOCAB:
+            if (!cli_parse_int("bench", "--vocab", optarg, 101, 1 << 24, &v))
+                return CLI_USAGE;
+            sp.vocab_hi = (int)v;
+            break;
+        case OPT_MODEL: sp.model = optarg; break;
+        case OPT_KEY: sp.api_key = optarg; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("bench", "unknown option %s", argv[optind - 1]);
         }
+    }
+    if (sp.url) {
+        if (shape || optind < argc)
+            return cli_usage_error("bench", "--serve measures a running server: no MODEL or --shape with it");
+        if (sp.n_levels == 0 || sp.n_levels > SERVEBENCH_MAX_LEVELS)
+            return cli_usage_error("bench", "--concurrency takes 1 to %d levels", SERVEBENCH_MAX_LEVELS);
+        for (int i = 0; i < sp.n_levels; i++)
+            if (sp.levels[i] > 1024)
+                return cli_usage_error("bench", "--concurrency: at most 1024 clients");
+        return run_serve(&sp, json);
     }
     if (shape == (optind < argc))
         return cli_usage_error("bench", shape ? "give a model file or --shape, not both" : "missing MODEL (or --shape)");

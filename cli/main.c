@@ -19,6 +19,7 @@ static const struct command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
     {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
+    {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API, many users at once"},
     {"bench", cmd_bench, "measure prompt and generation speed against the memory bandwidth"},
     {"pull", cmd_pull, "fetch or import a model into the store (URL, file or directory), verified"},
     {"ls", cmd_ls, "list the models in the store"},
@@ -70,7 +71,8 @@ int main(int argc, char **argv)
     }
     const char *simd = kern_level_ignored_env();
     if (simd)
-        fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2); ignored\n", simd);
+        fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2, avxvnni, avx512vnni); ignored\n",
+                simd);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

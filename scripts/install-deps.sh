@@ -7,13 +7,15 @@
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data),
 #           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
+#           libmicrohttpd-dev (plumb serve's HTTP server),
 #           libsqlite3-dev (the model store's registry),
 #           libcurl4-openssl-dev (plumb pull over http/https),
 #           libssl-dev (SHA-256 of model blobs, from libcrypto)
-#   tests:  libcmocka-dev (unit test framework)
+#   tests:  libcmocka-dev (unit test framework), nodejs and npm (the openai
+#           npm client runs against plumb serve; tests/node)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do
@@ -23,6 +25,15 @@ for p in $PACKAGES; do
         *) missing="$missing $p" ;;
     esac
 done
+
+# Node.js and npm run the openai npm client test; a machine may have them
+# from elsewhere (nodesource), so they are looked for as commands
+if ! command -v node >/dev/null 2>&1; then
+    missing="$missing nodejs"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing npm"
+fi
 
 [ -z "$missing" ] && exit 0
 

@@ -3,6 +3,8 @@
  * and of thread counts, quantized variants, and refused models. */
 #include "testutil.h"
 
+#include "sampler/sampler.h"
+
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "kv/kv.h"
@@ -238,6 +240,118 @@ static void test_batch_equals_sequential(void **state)
     }
 }
 
+/* ---- several sequences in one context ---- */
+
+/* The prompt logits and three greedy continuations of one sequence,
+ * evaluated alone in a context of its own. */
+enum { SEQ_STEPS = 4 };
+static float *alone(const struct model *m, const int32_t *prompt, int n, int32_t *next)
+{
+    struct model_ctx_params cp = {.n_ctx = 64, .n_batch = 64, .n_threads = 2};
+    struct model_ctx *c;
+    pb_err err;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    const int64_t nv = model_hparams(m)->n_vocab;
+    float *out = malloc((size_t)(SEQ_STEPS * nv) * sizeof *out);
+    assert_int_equal(model_eval(c, prompt, n, out, &err), 0);
+    for (int k = 1; k < SEQ_STEPS; k++) {
+        next[k - 1] = sampler_argmax(out + (k - 1) * nv, (int32_t)nv);
+        assert_int_equal(model_eval(c, &next[k - 1], 1, out + k * nv, &err), 0);
+    }
+    model_ctx_free(c);
+    return out;
+}
+
+static void assert_same_logits(const float *a, const float *b, int64_t n, const char *what)
+{
+    if (memcmp(a, b, (size_t)n * sizeof *a) != 0)
+        for (int64_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                fail_msg("%s: logit %lld is %.9g in the batch, %.9g alone", what, (long long)i, a[i], b[i]);
+}
+
+/* Sequences evaluated together in mixed batches (prompts beside single
+ * decode tokens, in changing order) give bit for bit the logits each
+ * gives alone; a copied prefix continues as the original; bad batches
+ * are refused. */
+static void test_sequences_in_one_batch(void **state)
+{
+    (void)state;
+    const char *types[] = {"Q4_0", "Q4_K_M", "Q8_0"};
+    const int32_t p0[5] = {1, 300, 301, 500, 999}, p1[7] = {1, 42, 7, 260, 261, 262, 263}, p2[4] = {1, 77, 88, 99};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        struct model *m;
+        pb_err err;
+        if (model_load(test_tiny_model(types[ti]), &m, &err))
+            fail_msg("%s", err.msg);
+        const int64_t nv = model_hparams(m)->n_vocab;
+        int32_t n0[SEQ_STEPS], n1[SEQ_STEPS], n2[SEQ_STEPS];
+        float *r0 = alone(m, p0, 5, n0), *r1 = alone(m, p1, 7, n1), *r2 = alone(m, p2, 4, n2);
+
+        struct model_ctx_params cp = {.n_ctx = 64, .n_batch = 32, .n_threads = 2, .n_seq = 4};
+        struct model_ctx *c;
+        if (model_ctx_create(m, &cp, &c, &err))
+            fail_msg("%s", err.msg);
+        float *lg = malloc((size_t)(4 * nv) * sizeof *lg);
+        /* step 1: the prompts of sequences 1 and 0 */
+        int32_t t1[12];
+        memcpy(t1, p1, sizeof p1);
+        memcpy(t1 + 7, p0, sizeof p0);
+        struct model_seg s1[2] = {{1, 7, true}, {0, 5, true}};
+        assert_int_equal(model_eval_batch(c, t1, s1, 2, lg, &err), 0);
+        assert_same_logits(lg, r1, nv, "seq 1 prompt");
+        assert_same_logits(lg + nv, r0, nv, "seq 0 prompt");
+        /* step 2: a decode token of 0, the prompt of 2, a decode token of 1 */
+        int32_t t2[6] = {n0[0], p2[0], p2[1], p2[2], p2[3], n1[0]};
+        struct model_seg s2[3] = {{0, 1, true}, {2, 4, true}, {1, 1, true}};
+        assert_int_equal(model_eval_batch(c, t2, s2, 3, lg, &err), 0);
+        assert_same_logits(lg, r0 + nv, nv, "seq 0 step 1");
+        assert_same_logits(lg + nv, r2, nv, "seq 2 prompt");
+        assert_same_logits(lg + 2 * nv, r1 + nv, nv, "seq 1 step 1");
+        /* step 3: all three decode, one without logits */
+        int32_t t3[3] = {n2[0], n1[1], n0[1]};
+        struct model_seg s3[3] = {{2, 1, true}, {1, 1, false}, {0, 1, true}};
+        assert_int_equal(model_eval_batch(c, t3, s3, 3, lg, &err), 0);
+        assert_same_logits(lg, r2 + nv, nv, "seq 2 step 1");
+        assert_same_logits(lg + nv, r0 + 2 * nv, nv, "seq 0 step 2");
+        assert_int_equal(model_seq_pos(c, 0), 7);
+        assert_int_equal(model_seq_pos(c, 1), 9);
+
+        /* sequence 3 takes sequence 1's first 4 positions and evaluates
+         * the rest of its prompt: the same logits as sequence 1's prompt */
+        assert_int_equal(model_seq_copy(c, 3, 1, 4, &err), 0);
+        struct model_seg s4 = {3, 3, true};
+        assert_int_equal(model_eval_batch(c, p1 + 4, &s4, 1, lg, &err), 0);
+        assert_same_logits(lg, r1, nv, "copied prefix");
+        /* truncating sequence 0 and evaluating its step again */
+        model_seq_truncate(c, 0, 6);
+        struct model_seg s5 = {0, 1, true};
+        assert_int_equal(model_eval_batch(c, &n0[1], &s5, 1, lg, &err), 0);
+        assert_same_logits(lg, r0 + 2 * nv, nv, "after truncation");
+
+        /* refused: a sequence twice, out of range, over the batch, empty */
+        struct model_seg twice[2] = {{0, 1, true}, {0, 1, true}};
+        assert_int_equal(model_eval_batch(c, t3, twice, 2, lg, &err), PB_EINVAL);
+        struct model_seg bad_seq = {4, 1, true};
+        assert_int_equal(model_eval_batch(c, t3, &bad_seq, 1, lg, &err), PB_EINVAL);
+        int32_t many[33] = {0};
+        struct model_seg big = {2, 33, false};
+        assert_int_equal(model_eval_batch(c, many, &big, 1, NULL, &err), PB_ERANGE);
+        struct model_seg empty = {2, 0, false};
+        assert_int_equal(model_eval_batch(c, many, &empty, 1, NULL, &err), PB_EINVAL);
+        assert_int_equal(model_seq_copy(c, 2, 2, 1, &err), PB_EINVAL);
+        assert_int_equal(model_seq_copy(c, 2, 0, 100, &err), PB_EINVAL);
+
+        model_ctx_free(c);
+        free(lg);
+        free(r0);
+        free(r1);
+        free(r2);
+        model_free(m);
+    }
+}
+
 /* Synthesized qwen2 / qwen3 models load (their required tensors are
  * checked) and evaluate consistently; a qwen2 without its biases is
  * refused. */
@@ -452,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_other_architectures),
         cmocka_unit_test(test_llama3_rope_factors),
         cmocka_unit_test(test_batch_equals_sequential),
+        cmocka_unit_test(test_sequences_in_one_batch),
         cmocka_unit_test(test_quantized_close_to_f32),
         cmocka_unit_test(test_eval_limits),
         cmocka_unit_test(test_refused_models),

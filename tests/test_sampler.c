@@ -1,6 +1,7 @@
 /* Sampler: greedy, the filters, temperature, penalties, seeds. */
 #include "testutil.h"
 
+#include "sampler/json_guard.h"
 #include "sampler/sampler.h"
 
 #include <math.h>
@@ -192,6 +193,143 @@ static void test_repetition_penalty(void **state)
     sampler_free(s2);
 }
 
+/* OpenAI's penalties: presence once per token seen in the window,
+ * frequency per occurrence; greedy shows the shifted order. */
+static void test_presence_frequency(void **state)
+{
+    (void)state;
+    float logits[4] = {3.0f, 2.5f, 2.0f, 0.0f};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    p.presence_penalty = 0.6f; /* token 0: 3.0 - 0.6 = 2.4 < 2.5 */
+    struct sampler *s = make(p, 4);
+    sampler_accept(s, 0);
+    assert_int_equal(sampler_sample(s, logits), 1);
+    sampler_free(s);
+    p.presence_penalty = 0;
+    p.frequency_penalty = 0.3f; /* token 0 seen twice: 3.0 - 0.6 = 2.4; token 1 once: 2.2 */
+    s = make(p, 4);
+    sampler_accept(s, 0);
+    sampler_accept(s, 0);
+    sampler_accept(s, 1);
+    assert_int_equal(sampler_sample(s, logits), 0);
+    sampler_accept(s, 0); /* three times: 2.1 < 2.2 */
+    assert_int_equal(sampler_sample(s, logits), 1);
+    sampler_free(s);
+}
+
+/* A mask of allowed tokens: greedy takes the best allowed one, sampling
+ * never draws a refused one (even one a penalty would favour), and
+ * nothing allowed gives -1. */
+static void test_allowed_mask(void **state)
+{
+    (void)state;
+    float logits[5] = {5.0f, 4.0f, 1.0f, 0.5f, -2.0f};
+    uint8_t allowed[5] = {0, 0, 1, 0, 1};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 0;
+    struct sampler *s = make(p, 5);
+    assert_int_equal(sampler_sample_allowed(s, logits, allowed), 2);
+    sampler_free(s);
+    const float temps[2] = {1.0f, 5.0f};
+    for (int k = 0; k < 2; k++) {
+        p = sampler_defaults();
+        p.temp = temps[k];
+        p.top_k = k ? 0 : 40;
+        p.top_p = 1.0f; /* k = 0: the sorted path (top-k), k = 1: the one-pass path */
+        p.min_p = 0;
+        p.frequency_penalty = -10.0f; /* favours the refused token 3 */
+        p.seed = 9;
+        s = make(p, 5);
+        sampler_accept(s, 3);
+        int seen[5] = {0};
+        for (int i = 0; i < 2000; i++) {
+            int32_t id = sampler_sample_allowed(s, logits, allowed);
+            assert_true(id == 2 || id == 4);
+            seen[id]++;
+        }
+        assert_true(seen[2] > seen[4] && seen[4] > 0);
+        uint8_t none[5] = {0};
+        assert_int_equal(sampler_sample_allowed(s, logits, none), -1);
+        sampler_free(s);
+    }
+}
+
+/* JSON mode's checker: whole objects are accepted and complete, every
+ * prefix of them is accepted and not complete, and text that cannot
+ * become an object is refused at the byte where it goes wrong. */
+static void test_json_guard(void **state)
+{
+    (void)state;
+    static const char *const good[] = {
+        "{}",
+        "{\"a\":1}",
+        " {\n  \"a\" : [1, -2.5e+3, 0, 0.25E-1, true, false, null, \"x\\\"y\\u00e9\\n\"], \"b\": {\"c\": []}}",
+        "{\"k\\u0041\": \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+        "{\"\":{\"\":{\"\":[[[]]]}}}\n",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        const char *t = good[i];
+        struct json_guard g;
+        json_guard_init(&g);
+        size_t n = strlen(t), last = n;
+        while (last > 0 && (t[last - 1] == '\n' || t[last - 1] == ' '))
+            last--;
+        for (size_t k = 0; k < n; k++) {
+            if (!json_guard_feed(&g, t + k, 1))
+                fail_msg("good[%zu] refused at byte %zu", i, k);
+            assert_int_equal(json_guard_complete(&g), k + 1 >= last);
+        }
+        json_guard_init(&g);
+        assert_true(json_guard_feed(&g, t, n) && json_guard_complete(&g));
+    }
+    static const struct {
+        const char *text;
+        size_t bad_at; /* the first byte refused */
+    } bad[] = {
+        {"[1]", 0},                /* an array at the top */
+        {"\"s\"", 0},            /* a string at the top */
+        {"{\"a\" 1}", 5},        /* no colon */
+        {"{\"a\":01}", 6},       /* a leading zero */
+        {"{\"a\":1.}", 7},       /* no fraction digit */
+        {"{\"a\":-}", 6},        /* a lone minus */
+        {"{\"a\":tru}", 8},      /* a broken literal */
+        {"{\"a\":1,}", 7},       /* a trailing comma */
+        {"{a:1}", 1},              /* an unquoted key */
+        {"{\"a\":[1}", 7},       /* the wrong closing bracket */
+        {"{\"a\\q\":1}", 4},   /* a bad escape */
+        {"{\"\\u12g4\":1}", 6},/* a bad hex digit */
+        {"{\"a\tb\":1}", 3},    /* a raw control character */
+        {"{\"\xc0\xaf\":1}", 2},  /* an overlong UTF-8 form */
+        {"{\"\xed\xa0\x80\":1}", 3}, /* a surrogate */
+        {"{\"\xe2\x82\":1}", 4},  /* a truncated sequence */
+        {"{}x", 2},                /* text after the object */
+        {"{}{}", 2},               /* a second object */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct json_guard g;
+        json_guard_init(&g);
+        size_t n = strlen(bad[i].text), k = 0;
+        while (k < n && json_guard_feed(&g, bad[i].text + k, 1))
+            k++;
+        if (k != bad[i].bad_at)
+            fail_msg("bad[%zu] '%s': refused at byte %zu, expected %zu", i, bad[i].text, k, bad[i].bad_at);
+    }
+    /* limits: nesting depth and runs of whitespace */
+    struct json_guard g;
+    json_guard_init(&g);
+    assert_true(json_guard_feed(&g, "{\"a\":", 5));
+    int depth = 1;
+    while (json_guard_feed(&g, "[", 1))
+        depth++;
+    assert_int_equal(depth, JSON_GUARD_MAX_DEPTH);
+    json_guard_init(&g);
+    int ws = 0;
+    while (json_guard_feed(&g, " ", 1))
+        ws++;
+    assert_int_equal(ws, JSON_GUARD_MAX_WS);
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -214,6 +352,9 @@ int main(void)
         cmocka_unit_test(test_top_k_selection),
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_repetition_penalty),
+        cmocka_unit_test(test_presence_frequency),
+        cmocka_unit_test(test_allowed_mask),
+        cmocka_unit_test(test_json_guard),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);

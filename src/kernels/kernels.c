@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const level_names[KERN_LEVEL_COUNT] = {"scalar", "avx2"};
+static const char *const level_names[KERN_LEVEL_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
 
 const char *kern_level_name(enum kern_level l)
 {
@@ -21,14 +21,13 @@ int kern_level_available(enum kern_level l)
     const struct cpu_features *f = cpu_detect();
     switch (l) {
     case KERN_SCALAR: return 1;
-    case KERN_AVX2:
 #if defined(PLUMB_HAVE_AVX2)
-        return f->avx2 && f->fma && f->f16c;
-#else
-        (void)f;
-        return 0;
+    case KERN_AVX2: return f->avx2 && f->fma && f->f16c;
+    case KERN_AVXVNNI: return kern_level_available(KERN_AVX2) && f->avxvnni;
+    case KERN_AVX512VNNI:
+        return kern_level_available(KERN_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni;
 #endif
-    default: return 0;
+    default: (void)f; return 0;
     }
 }
 
@@ -68,22 +67,45 @@ enum kern_level kern_level(void)
     return chosen;
 }
 
+static const struct kern_mm *level_table(enum pb_type t, enum kern_level l)
+{
+    switch (l) {
+    case KERN_AVX2: return kern_mm_avx2(t);
+    case KERN_AVXVNNI: return kern_mm_avxvnni(t);
+    case KERN_AVX512VNNI: return kern_mm_avx512vnni(t);
+    default: return NULL;
+    }
+}
+
 const struct kern_mm *kern_mm_for(enum pb_type t, int64_t n_in, int64_t n_rows, enum kern_level l)
 {
-    const struct kern_mm *k = NULL;
-#if defined(PLUMB_HAVE_AVX2)
-    if (l >= KERN_AVX2 && kern_level_available(KERN_AVX2))
-        k = kern_mm_avx2(t);
-#endif
-    (void)l;
-    if (k && n_rows % k->group == 0 && n_in % (k->in_block ? k->in_block : pb_type_get(t)->block) == 0)
-        return k;
+    /* the best level at or below l that this CPU runs and that has
+     * kernels for this type and shape */
+    for (int lv = (int)l; lv > KERN_SCALAR; lv--) {
+        if (lv >= KERN_LEVEL_COUNT || !kern_level_available((enum kern_level)lv))
+            continue;
+        const struct kern_mm *k = level_table(t, (enum kern_level)lv);
+        if (k && n_rows % k->group == 0 && n_in % (k->in_block ? k->in_block : pb_type_get(t)->block) == 0)
+            return k;
+    }
     return kern_mm_scalar(t);
 }
 
 #if !defined(PLUMB_HAVE_AVX2)
-/* not in this build: the level is never available, these are never called */
+/* not in this build: the levels are never available, these are never called */
 const struct kern_mm *kern_mm_avx2(enum pb_type t)
+{
+    (void)t;
+    return NULL;
+}
+
+const struct kern_mm *kern_mm_avxvnni(enum pb_type t)
+{
+    (void)t;
+    return NULL;
+}
+
+const struct kern_mm *kern_mm_avx512vnni(enum pb_type t)
 {
     (void)t;
     return NULL;

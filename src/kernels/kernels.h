@@ -26,14 +26,19 @@
 
 /* ---- levels ---- */
 
+/* Each level needs the one before it, except that avx512vnni does not
+ * need avxvnni (CPUs have either or both); a level without a kernel for
+ * some type uses the best lower level's. */
 enum kern_level {
     KERN_SCALAR,
-    KERN_AVX2, /* x86-64 with AVX2, FMA and F16C */
+    KERN_AVX2,       /* x86-64 with AVX2, FMA and F16C */
+    KERN_AVXVNNI,    /* + AVX-VNNI (VEX vpdpbusd, 16 vector registers) */
+    KERN_AVX512VNNI, /* AVX2 set + AVX-512 F/BW/VL + AVX512-VNNI */
     KERN_LEVEL_COUNT,
 };
 
 /* The level in use: the best this CPU and build support, capped by the
- * environment variable PLUMB_SIMD (scalar | avx2), read once. */
+ * environment variable PLUMB_SIMD (a level's name), read once. */
 enum kern_level kern_level(void);
 /* The PLUMB_SIMD value when it names no level (it is then ignored), for
  * the caller to report; NULL otherwise. */
@@ -100,6 +105,8 @@ const struct kern_mm *kern_mm_for(enum pb_type t, int64_t n_in, int64_t n_rows, 
 /* The level sets' tables (used by kern_mm_for). */
 const struct kern_mm *kern_mm_scalar(enum pb_type t);
 const struct kern_mm *kern_mm_avx2(enum pb_type t);
+const struct kern_mm *kern_mm_avxvnni(enum pb_type t);
+const struct kern_mm *kern_mm_avx512vnni(enum pb_type t);
 
 /* ---- attention ----
  * Causal attention of n_tok query rows at positions pos0 .. pos0 + n_tok - 1

@@ -22,13 +22,10 @@
 #include "kernels/kernels.h"
 
 #include "base/fp16.h"
-#include "kernels/pack_r8.h"
-#include "quant/blocks.h"
+#include "kernels/mm_x86.h"
 #include "quant/quant.h"
 
-#include <immintrin.h>
 #include <math.h>
-#include <string.h>
 
 /* Activation rows per tile, per type: more rows share each unpacked
  * weight vector, fewer keep a tile's accumulators in registers. Each is
@@ -40,28 +37,6 @@
 #define T_Q4_K 4
 #define T_Q5_K 4
 #define T_Q6_K 8
-/* Prefetch distance: a token's product streams every weight once from
- * memory, and the hardware prefetchers alone leave bandwidth unused. */
-#define PREFETCH_BYTES 8192
-
-static inline void prefetch_block(const void *blk, size_t size)
-{
-    const char *p = (const char *)blk + PREFETCH_BYTES;
-    for (size_t o = 0; o < size; o += 64)
-        _mm_prefetch(p + o, _MM_HINT_T0);
-}
-
-static inline __m256i bcast4(const int8_t *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return _mm256_set1_epi32(v);
-}
-
-static inline __m256i load32(const void *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
 
 static inline float hmax8(__m256 v)
 {
@@ -99,31 +74,13 @@ static inline int all_finite(__m256 x0, __m256 x1, __m256 x2, __m256 x3)
     return _mm256_movemask_ps(ok) == 0xff;
 }
 
-/* ---- activations for Q4_0 and Q8_0: "q8x" ----
- * A row of n values: int8 qs[n], then float d[n / 32] (the scale, rounded
- * through fp16 exactly as quant_row_q8_0 stores it), then int32 s8[n / 32]
- * (8 x the sum of each block's qs: the offset of Q4_0's codes). The
- * integers are quant_row_q8_0's. */
 
-struct q8x_view {
-    const int8_t *qs;
-    const float *d;
-    const int32_t *s8; /* 8 x the sum of each block's codes */
-};
-
-static inline struct q8x_view q8x_at(const void *row, int64_t n)
-{
-    const int8_t *qs = row;
-    const float *d = (const float *)(const void *)(qs + n);
-    return (struct q8x_view){qs, d, (const int32_t *)(const void *)(d + n / QK8_0)};
-}
-
-static size_t act_size_q8x(int64_t n)
+size_t kern_act_size_q8x(int64_t n)
 {
     return (size_t)n + (size_t)(n / QK8_0) * (sizeof(float) + sizeof(int32_t));
 }
 
-static void act_quantize_q8x(const float *x, void *out, int64_t n)
+void kern_act_quantize_q8x_avx2(const float *x, void *out, int64_t n)
 {
     int8_t *qs = out;
     float *dv = (float *)(void *)(qs + n);
@@ -156,24 +113,13 @@ static void act_quantize_q8x(const float *x, void *out, int64_t n)
     }
 }
 
-/* ---- activations for the K-quants: "q8Kx" ----
- * Per 256 values: quant_row_q8_K's scale and codes, with the sums of
- * each 16 and of each 32 codes. */
 
-struct q8Kx {
-    float d;
-    int16_t bs16[16];
-    int16_t bs32[8];
-    int32_t bs16w[16]; /* bs16 zero-extended: (bs16, 0) int16 pairs for madd */
-    int8_t qs[QK_K];
-};
-
-static size_t act_size_q8Kx(int64_t n)
+size_t kern_act_size_q8Kx(int64_t n)
 {
     return (size_t)(n / QK_K) * sizeof(struct q8Kx);
 }
 
-static void act_quantize_q8Kx(const float *x, void *out, int64_t n)
+void kern_act_quantize_q8Kx_avx2(const float *x, void *out, int64_t n)
 {
     struct q8Kx *o = out;
     const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -435,6 +381,11 @@ static inline __attribute__((always_inline)) void tile2_q4_0(const struct blk_q4
         tile2_q4_0_x4(w0, w1, nb, a, y, y_stride);
         return;
     }
+    if (nt <= 2) { /* memory-bound: one stream of weights (as in mm_vnni.inc) */
+        tile_q4_0(w0, nb, a, nt, y, y_stride);
+        tile_q4_0(w1, nb, a, nt, y + 8, y_stride);
+        return;
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     /* the sums of the tile live in y, not in registers: the partial
      * integer sums need every register the loop has */
@@ -523,66 +474,15 @@ static inline __m256i q4k_pair_same(__m256i v, int j)
     return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
 }
 
-/* Sub-blocks j and j + 1 as an int16 pair per lane. */
-static inline __m256i q4k_pair_next(__m256i v, int j)
-{
-    const __m128i idx = _mm_setr_epi8((char)j, -128, (char)(j + 1), -128, (char)(4 + j), -128, (char)(5 + j), -128,
-                                      (char)(8 + j), -128, (char)(9 + j), -128, (char)(12 + j), -128, (char)(13 + j),
-                                      -128);
-    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
-}
-
 /* The scale of each sub-block j as an (sc, sc) int16 pair per row. */
 static inline void q4k_scales(const uint8_t *scales, __m256i sc[8])
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
-    /* the 6-bit scales of sub-blocks 0..3 (lo) and 4..7 (hi) */
-    const __m256i A = load32(scales), C = load32(scales + 64);
-    const __m256i sc_lo = _mm256_and_si256(A, m6);
-    const __m256i sc_hi =
-        _mm256_or_si256(_mm256_and_si256(C, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), m2), 4));
+    __m256i sc_lo, sc_hi;
+    q4k_scales6(scales, &sc_lo, &sc_hi);
     for (int j = 0; j < 8; j++)
         sc[j] = q4k_pair_same(j < 4 ? sc_lo : sc_hi, j % 4);
 }
 
-/* A block's minimums and scales in the forms q4k_finish uses. */
-struct q4k_tail {
-    __m256i mins[4]; /* sub-blocks (2k, 2k + 1) as int16 pairs per row */
-    __m256 d, dmin;
-};
-
-/* (Q4_K and Q5_K: the scales and minimums of 8 rows, as stored in r8.) */
-static inline struct q4k_tail q4k_tail_of(const uint16_t *d, const uint16_t *dmin, const uint8_t *scales)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(63), m2 = _mm256_set1_epi8(3);
-    const __m256i B = load32(scales + 32), C = load32(scales + 64);
-    const __m256i mn_lo = _mm256_and_si256(B, m6);
-    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m4),
-                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 6), m2), 4));
-    struct q4k_tail r;
-    r.mins[0] = q4k_pair_next(mn_lo, 0);
-    r.mins[1] = q4k_pair_next(mn_lo, 2);
-    r.mins[2] = q4k_pair_next(mn_hi, 0);
-    r.mins[3] = q4k_pair_next(mn_hi, 2);
-    r.d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d));
-    r.dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)dmin));
-    return r;
-}
-
-/* acc + d_a * (d * sumi - dmin * summ) for one block of 8 rows and one
- * activation row, in the reference's order. */
-static inline __m256 q4k_finish(const struct q4k_tail *k, const struct q8Kx *q, __m256i sumi, __m256 acc)
-{
-    int32_t p[4];
-    memcpy(p, q->bs32, sizeof p); /* (bs32[2k], bs32[2k + 1]) pairs */
-    const __m256i summ = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(k->mins[0], _mm256_set1_epi32(p[0])),
-                                                           _mm256_madd_epi16(k->mins[1], _mm256_set1_epi32(p[1]))),
-                                          _mm256_add_epi32(_mm256_madd_epi16(k->mins[2], _mm256_set1_epi32(p[2])),
-                                                           _mm256_madd_epi16(k->mins[3], _mm256_set1_epi32(p[3]))));
-    const __m256 v =
-        _mm256_sub_ps(_mm256_mul_ps(k->d, _mm256_cvtepi32_ps(sumi)), _mm256_mul_ps(k->dmin, _mm256_cvtepi32_ps(summ)));
-    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q->d), v));
-}
 
 /* The block loop of a one-group K-quant tile (Q4_K, Q5_K): SUBBLOCKS
  * adds block x's sub-block sums into s (int32, per activation row). */
@@ -723,14 +623,6 @@ static inline __attribute__((always_inline)) void tile2_q4_K(const struct blk_q4
 
 /* ---- Q5_K ---- */
 
-/* The fifth bits of sub-block j (bit j of each qh byte) at bit 4. Within
- * a 16-bit lane the shifts move no bit across a byte boundary that the
- * mask keeps. */
-static inline __m256i q5k_high(__m256i qh, const int j)
-{
-    const __m256i v = j < 4 ? _mm256_slli_epi16(qh, 4 - j) : j > 4 ? _mm256_srli_epi16(qh, j - 4) : qh;
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
 
 /* Codes 0..31 times activations: pairs of at most 7874, so four
  * vpmaddubsw results add up in int16 (31496) and eight would not; each
@@ -893,74 +785,6 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
         _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
 }
 
-/* ---- the gemm entry points: groups x tiles of activation rows ---- */
-
-/* The activation row views the tiles take. */
-static inline struct q8x_view q8x_view_of(const void *row, int64_t n_in)
-{
-    return q8x_at(row, n_in);
-}
-
-static inline const float *f32_view_of(const void *row, int64_t n_in)
-{
-    (void)n_in;
-    return row;
-}
-
-static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
-{
-    (void)n_in;
-    return row;
-}
-
-#define CALL_TILE(fn, n) fn(wg, nb, av, n, yg, y_stride)
-#define CALL_TILE2(fn, n) fn(wg, wg + nb, nb, av, n, yg, y_stride)
-
-/* One tile call for each width 1..TILE (a constant nt lets the compiler
- * keep the tile's vectors in registers). */
-#define TILE_SWITCH(call, fn)                                                                                           \
-    switch (nt) {                                                                                                      \
-    case 8: call(fn, 8); break;                                                                                        \
-    case 7: call(fn, 7); break;                                                                                        \
-    case 6: call(fn, 6); break;                                                                                        \
-    case 5: call(fn, 5); break;                                                                                        \
-    case 4: call(fn, 4); break;                                                                                        \
-    case 3: call(fn, 3); break;                                                                                        \
-    case 2: call(fn, 2); break;                                                                                        \
-    default: call(fn, 1); break;                                                                                       \
-    }
-
-/* Groups two at a time through tile2 (PAIR 1), or none (PAIR 0). */
-#define PAIRS_0(blk, tile2)
-#define PAIRS_1(blk, tile2)                                                                                            \
-    for (; g + 1 < g1; g += 2) {                                                                                       \
-        const struct blk *wg = (const struct blk *)w + g * nb;                                                         \
-        float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                                       \
-        TILE_SWITCH(CALL_TILE2, tile2)                                                                                    \
-    }
-
-/* gemm_NAME: row groups [g0, g1) x every activation row, TILE at a time;
- * with PAIR 1, two groups at a time through tile2. */
-#define GEMM(name, blk, tile, tile2, PAIR, QK, TILE, view_t, view_of)                                                  \
-    static void gemm_##name(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,  \
-                            size_t a_stride, int n_tok, float *y, size_t y_stride)                                     \
-    {                                                                                                                  \
-        (void)w_row_bytes;                                                                                             \
-        const int64_t nb = n_in / QK;                                                                                  \
-        for (int t0 = 0; t0 < n_tok; t0 += TILE) {                                                                     \
-            int nt = n_tok - t0 < TILE ? n_tok - t0 : TILE;                                                            \
-            view_t av[TILE];                                                                                           \
-            for (int t = 0; t < nt; t++)                                                                               \
-                av[t] = view_of((const uint8_t *)a + (size_t)(t0 + t) * a_stride, n_in);                               \
-            int64_t g = g0;                                                                                            \
-            PAIRS_##PAIR(blk, tile2)                                                                                   \
-            for (; g < g1; g++) {                                                                                      \
-                const struct blk *wg = (const struct blk *)w + g * nb;                                                 \
-                float *yg = y + (size_t)t0 * y_stride + (size_t)(8 * g);                                               \
-                TILE_SWITCH(CALL_TILE, tile)                                                                            \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
 
 GEMM(f16, blk_f16_r8, tile_f16, tile2_f16, 1, 8, T_F16, const float *, f32_view_of)
 GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
@@ -974,8 +798,8 @@ GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx
         .name = #t "_r8/avx2",                                                                                         \
         .wtype = PB_TYPE_##T,                                                                                          \
         .group = 8,                                                                                                    \
-        .act_size = act_size_##act,                                                                                    \
-        .act_quantize = act_quantize_##act,                                                                            \
+        .act_size = kern_act_size_##act,                                                                               \
+        .act_quantize = kern_act_quantize_##act##_avx2,                                                                            \
         .packed_size = pack_r8_size_##t,                                                                               \
         .pack = pack_r8_##t,                                                                                           \
         .gemm = gemm_##t,                                                                                              \

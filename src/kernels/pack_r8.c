@@ -102,6 +102,18 @@ static void pack_k_group(uint16_t d[8], uint16_t dmin[8], uint8_t *scales, uint8
     interleave4(qs, q, 32);
 }
 
+void pack_r8_q8_0_u8(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    pack_r8_q8_0(src, src_row_bytes, dst, n_in, g0, g1);
+    const int64_t nb = n_in / QK8_0;
+    for (int64_t g = g0; g < g1; g++) {
+        struct blk_q8_0_r8 *out = (struct blk_q8_0_r8 *)dst + g * nb;
+        for (int64_t b = 0; b < nb; b++)
+            for (size_t i = 0; i < sizeof out[b].qs; i++)
+                out[b].qs[i] = (int8_t)((uint8_t)out[b].qs[i] ^ 0x80u); /* q + 128 as a byte */
+    }
+}
+
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
 {
     const int64_t nb = n_in / QK_K;

@@ -89,6 +89,10 @@ size_t pack_r8_size_q6_K(int64_t n_in, int64_t n_rows);
 void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+/* As pack_r8_q8_0, with each code q stored as the unsigned byte q + 128
+ * (for unsigned x signed byte products such as vpdpbusd; the kernel
+ * subtracts 128 x the activations' sum). */
+void pack_r8_q8_0_u8(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q5_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);

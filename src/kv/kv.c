@@ -1,6 +1,7 @@
 #include "kv/kv.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 static const char *const names[] = {"f16", "f32", "q8_0"};
@@ -75,5 +76,17 @@ void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_ro
     for (int i = 0; i < n; i++) {
         tr->from_float(k_rows + (size_t)i * (size_t)kv->kv_dim, kv->k + at + (size_t)i * kv->row_bytes, kv->kv_dim);
         tr->from_float(v_rows + (size_t)i * (size_t)kv->kv_dim, kv->v + at + (size_t)i * kv->row_bytes, kv->kv_dim);
+    }
+}
+
+void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n)
+{
+    if (n <= 0)
+        return;
+    const size_t bytes = (size_t)n * src->row_bytes;
+    for (int l = 0; l < src->n_layer; l++) {
+        const size_t at = (size_t)l * (size_t)src->n_ctx * src->row_bytes;
+        memcpy(dst->k + at, src->k + at, bytes);
+        memcpy(dst->v + at, src->v + at, bytes);
     }
 }

@@ -57,6 +57,9 @@ static inline const void *kv_v(const struct kv_cache *kv, int l)
  * positions pos0 .. pos0 + n - 1. */
 void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_rows, const float *v_rows);
 
+/* dst's first n positions of every layer become src's (same shape). */
+void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n);
+
 /* Bytes both caches take at full context. */
 uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type);
 

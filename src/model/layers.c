@@ -43,38 +43,42 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     const struct model_hparams *hp = &m->hp;
     const struct layer_weights *lw = &m->layers[l];
     const int H = (int)hp->n_head, KV = (int)hp->n_head_kv, D = (int)hp->head_dim;
-    const int64_t kv_dim = (int64_t)KV * D;
-    const int64_t pos0 = c->pos;
+    const int64_t q_dim = (int64_t)H * D, kv_dim = (int64_t)KV * D;
     int rc;
 
     const struct pb_tensor *w[3] = {&lw->wq, &lw->wk, &lw->wv};
     float *y[3] = {c->q, c->k_new, c->v_new};
     if ((rc = op_matmul_n(c->pool, 3, w, c->xb, n, y, c->act, err)))
         return rc;
-    add_bias(c->q, &lw->bq, n, (int64_t)H * D);
+    add_bias(c->q, &lw->bq, n, q_dim);
     add_bias(c->k_new, &lw->bk, n, kv_dim);
     add_bias(c->v_new, &lw->bv, n, kv_dim);
     norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
     norm_heads(c->k_new, &lw->k_norm, n, KV, D, hp->rms_eps);
-    op_rope_rows(c->pool, c->q, n, (size_t)H * D, H, D, pos0, &m->rope);
-    op_rope_rows(c->pool, c->k_new, n, (size_t)kv_dim, KV, D, pos0, &m->rope);
-    kv_store(&c->kv, l, pos0, n, c->k_new, c->v_new);
-
-    struct kern_attn_args a = {
-        .q = c->q,
-        .k = kv_k(&c->kv, l),
-        .v = kv_v(&c->kv, l),
-        .kv_type = kv_type_pb(c->kv.type),
-        .kv_row_bytes = c->kv.row_bytes,
-        .out = c->att,
-        .n_tok = n,
-        .n_head = H,
-        .n_head_kv = KV,
-        .head_dim = D,
-        .pos0 = pos0,
-        .scale = 1.0f / sqrtf((float)D),
-    };
-    op_attention(c->pool, &a, c->att_scratch);
+    for (int s = 0; s < c->n_segs; s++) {
+        const struct ctx_seg *sg = &c->segs[s];
+        struct kv_cache *kv = &c->kv[sg->seq];
+        float *q = c->q + (size_t)sg->off * (size_t)q_dim;
+        float *k = c->k_new + (size_t)sg->off * (size_t)kv_dim, *v = c->v_new + (size_t)sg->off * (size_t)kv_dim;
+        op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, &m->rope);
+        op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, &m->rope);
+        kv_store(kv, l, sg->pos0, sg->n, k, v);
+        c->attn[s] = (struct kern_attn_args){
+            .q = q,
+            .k = kv_k(kv, l),
+            .v = kv_v(kv, l),
+            .kv_type = kv_type_pb(kv->type),
+            .kv_row_bytes = kv->row_bytes,
+            .out = c->att + (size_t)sg->off * (size_t)q_dim,
+            .n_tok = sg->n,
+            .n_head = H,
+            .n_head_kv = KV,
+            .head_dim = D,
+            .pos0 = sg->pos0,
+            .scale = 1.0f / sqrtf((float)D),
+        };
+    }
+    op_attention_n(c->pool, c->attn, c->n_segs, c->att_scratch);
     return op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err);
 }
 
@@ -92,8 +96,17 @@ int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
 
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
 {
+    (void)n;
     const struct model *m = c->m;
     const int64_t E = m->hp.n_embd;
-    op_rmsnorm(c->xb, c->x + (size_t)(n - 1) * E, m->out_norm.data, E, m->hp.rms_eps);
-    return op_matmul(c->pool, &m->output, c->xb, 1, logits, c->act, err);
+    int k = 0;
+    for (int s = 0; s < c->n_segs; s++) {
+        const struct ctx_seg *sg = &c->segs[s];
+        if (!sg->logits)
+            continue;
+        op_rmsnorm(c->xb + (size_t)k * (size_t)E, c->x + (size_t)(sg->off + sg->n - 1) * (size_t)E, m->out_norm.data,
+                   E, m->hp.rms_eps);
+        k++;
+    }
+    return k ? op_matmul(c->pool, &m->output, c->xb, k, logits, c->act, err) : PB_OK;
 }

@@ -16,11 +16,13 @@ enum bind_kind {
     BIND_VECTOR, /* 1-D (norms, biases): converted to F32 if needed */
 };
 
-/* Converts a 1-D tensor to an owned F32 array unless it already is one. */
+/* Copies a 1-D tensor into an owned F32 array (converting it if needed)
+ * and releases the file's pages it filled: after loading, the file is
+ * read only for embedding rows. (Read in place, the norms kept ~60 MB of
+ * a TinyLlama file resident: whole large folios of the page cache around
+ * each one, measured with /proc/PID/pagemap.) */
 static int own_as_f32(struct model *m, struct pb_tensor *t, const struct pb_type_traits *tr, pb_err *err)
 {
-    if (t->type == PB_TYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
-        return PB_OK;
     float **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *owned);
     if (!owned)
         return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
@@ -29,6 +31,7 @@ static int own_as_f32(struct model *m, struct pb_tensor *t, const struct pb_type
     if (!buf)
         return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
     tr->to_float(t->data, buf, t->ne[0]);
+    gguf_release(m->file, t->data, t->row_bytes);
     m->owned[m->n_owned++] = buf;
     t->data = buf;
     t->type = PB_TYPE_F32;
@@ -151,6 +154,8 @@ static int bind_all(struct model *m, pb_err *err)
     return PB_OK;
 }
 
+#define PACK_STEP_BYTES (8u << 20)
+
 /* The matrices of the model, output last. */
 static int list_matrices(struct model *m, struct pb_tensor **out)
 {
@@ -200,11 +205,25 @@ static int prepare_matrices(struct model *m, pb_err *err)
     for (int i = 0; i < n; i++) {
         if (!bytes[i])
             continue;
-        op_matrix_pack(pool, mats[i], at);
-        at += (bytes[i] + 63) / 64 * 64;
+        /* in steps of at most PACK_STEP_BYTES of the file's rows, each
+         * released once copied: at no time are more than a step's bytes
+         * held twice (the output matrix alone can be 50+ MB) */
+        const struct pb_tensor *t = mats[i];
+        const int64_t n_groups = op_matrix_groups(t), rows_per_group = t->ne[1] / n_groups;
+        const size_t group_bytes = t->row_bytes * (size_t)rows_per_group;
+        int64_t step = (int64_t)(PACK_STEP_BYTES / (group_bytes ? group_bytes : 1));
+        step = step < 1 ? 1 : step;
         /* token_embd stays readable when it is also the output */
-        if (mats[i]->data != m->tok_embd.data)
-            gguf_release(m->file, mats[i]->data, mats[i]->row_bytes * (size_t)mats[i]->ne[1]);
+        const bool release = t->data != m->tok_embd.data;
+        for (int64_t g0 = 0; g0 < n_groups; g0 += step) {
+            const int64_t g1 = g0 + step < n_groups ? g0 + step : n_groups;
+            op_matrix_pack_groups(pool, t, at, g0, g1);
+            if (release)
+                gguf_release(m->file, (const uint8_t *)t->data + (size_t)g0 * group_bytes,
+                             (size_t)(g1 - g0) * group_bytes);
+        }
+        op_matrix_use_packed(mats[i], at);
+        at += (bytes[i] + 63) / 64 * 64;
     }
     pool_free(pool);
 done:
@@ -291,7 +310,7 @@ uint64_t model_weight_bytes(const struct model *m) { return m->weight_bytes; }
 
 static size_t max_matmul_scratch(const struct model *m, int n_batch)
 {
-    size_t max = op_matmul_scratch(&m->output, 1);
+    size_t max = op_matmul_scratch(&m->output, n_batch); /* a batch's sequences may all want logits */
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
         /* the products of one input share the scratch (layers.c) */
@@ -322,6 +341,8 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         return pb_fail(err, PB_EINVAL, "context size %" PRId64 " out of range 1..%d", p->n_ctx, 1 << 24);
     if (p->n_batch < 1)
         return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
+    if (p->n_seq < 0 || p->n_seq > 4096)
+        return pb_fail(err, PB_EINVAL, "%d sequences out of range 1..4096", p->n_seq);
     if (p->kv_type == KV_Q8_0 && hp->head_dim % 32 != 0)
         return pb_fail(err, PB_EINVAL, "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is "
                        "%" PRId64 "); use f16 or f32", hp->head_dim);
@@ -330,13 +351,26 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         return pb_fail(err, PB_ENOMEM, "out of memory");
     c->m = m;
     c->n_ctx = p->n_ctx;
-    c->n_batch = p->n_batch < p->n_ctx ? p->n_batch : (int)p->n_ctx;
+    c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    /* one sequence cannot fill a batch beyond its context; several can */
+    c->n_batch = p->n_batch;
+    if (c->n_seq == 1 && c->n_batch > p->n_ctx)
+        c->n_batch = (int)p->n_ctx;
     int rc = pool_create(p->n_threads, &c->pool, err);
     if (rc)
         goto fail;
-    if ((rc = kv_alloc(&c->kv, (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim, (enum kv_type)p->kv_type,
-                       err)))
+    c->kv = calloc((size_t)c->n_seq, sizeof *c->kv);
+    c->seq_pos = calloc((size_t)c->n_seq, sizeof *c->seq_pos);
+    c->segs = calloc((size_t)c->n_batch, sizeof *c->segs);
+    c->attn = calloc((size_t)c->n_batch, sizeof *c->attn);
+    if (!c->kv || !c->seq_pos || !c->segs || !c->attn) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory for %d sequences", c->n_seq);
         goto fail;
+    }
+    for (int s = 0; s < c->n_seq; s++)
+        if ((rc = kv_alloc(&c->kv[s], (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim,
+                           (enum kv_type)p->kv_type, err)))
+            goto fail;
     const size_t B = (size_t)c->n_batch;
     const size_t qd = (size_t)(hp->n_head * hp->head_dim);
     c->x = alloc_floats(B * (size_t)hp->n_embd);
@@ -369,7 +403,12 @@ void model_ctx_free(struct model_ctx *c)
     if (!c)
         return;
     pool_free(c->pool);
-    kv_free(&c->kv);
+    for (int s = 0; c->kv && s < c->n_seq; s++)
+        kv_free(&c->kv[s]);
+    free(c->kv);
+    free(c->seq_pos);
+    free(c->segs);
+    free(c->attn);
     free(c->x);
     free(c->xb);
     free(c->q);
@@ -383,38 +422,106 @@ void model_ctx_free(struct model_ctx *c)
     free(c);
 }
 
-int64_t model_ctx_pos(const struct model_ctx *c) { return c->pos; }
+int64_t model_ctx_pos(const struct model_ctx *c) { return c->seq_pos[0]; }
 int64_t model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
+int model_ctx_n_seq(const struct model_ctx *c) { return c->n_seq; }
+int model_ctx_n_batch(const struct model_ctx *c) { return c->n_batch; }
 
 void model_ctx_truncate(struct model_ctx *c, int64_t pos)
 {
-    if (pos >= 0 && pos < c->pos)
-        c->pos = pos;
+    model_seq_truncate(c, 0, pos);
+}
+
+int64_t model_seq_pos(const struct model_ctx *c, int seq)
+{
+    return seq >= 0 && seq < c->n_seq ? c->seq_pos[seq] : 0;
+}
+
+void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos)
+{
+    if (seq >= 0 && seq < c->n_seq && pos >= 0 && pos < c->seq_pos[seq])
+        c->seq_pos[seq] = pos;
+}
+
+int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err)
+{
+    if (dst < 0 || dst >= c->n_seq || src < 0 || src >= c->n_seq || dst == src)
+        return pb_fail(err, PB_EINVAL, "cannot copy sequence %d to %d (%d sequences)", src, dst, c->n_seq);
+    if (n < 0 || n > c->seq_pos[src])
+        return pb_fail(err, PB_EINVAL, "sequence %d holds %" PRId64 " positions, not %" PRId64, src,
+                       c->seq_pos[src], n);
+    kv_copy(&c->kv[dst], &c->kv[src], n);
+    c->seq_pos[dst] = n;
+    return PB_OK;
 }
 
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 {
-    return kv_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.kv_dim, c->kv.type);
+    const struct kv_cache *kv = &c->kv[0];
+    return (uint64_t)c->n_seq * kv_bytes(kv->n_layer, kv->n_ctx, kv->kv_dim, kv->type);
+}
+
+static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n, pb_err *err)
+{
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
+            return pb_fail(err, PB_EINVAL, "token id %" PRId32 " out of range (vocabulary has %" PRId64 " tokens)",
+                           tokens[i], c->m->hp.n_vocab);
+    return PB_OK;
+}
+
+int model_eval_batch(struct model_ctx *c, const int32_t *tokens, const struct model_seg *segs, int n_segs,
+                     float *logits, pb_err *err)
+{
+    if (n_segs <= 0)
+        return pb_fail(err, PB_EINVAL, "nothing to evaluate (0 segments)");
+    int n = 0, want = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const struct model_seg *g = &segs[s];
+        if (g->seq < 0 || g->seq >= c->n_seq)
+            return pb_fail(err, PB_EINVAL, "sequence %d out of range (%d sequences)", g->seq, c->n_seq);
+        if (g->n <= 0)
+            return pb_fail(err, PB_EINVAL, "segment %d of the batch has no tokens", s);
+        for (int e = 0; e < s; e++)
+            if (segs[e].seq == g->seq)
+                return pb_fail(err, PB_EINVAL, "sequence %d appears twice in one batch", g->seq);
+        if ((int64_t)g->n > c->n_ctx - c->seq_pos[g->seq])
+            return pb_fail(err, PB_ERANGE,
+                           "context full: sequence %d has %" PRId64 " cached + %d new tokens, more than its context "
+                           "of %" PRId64, g->seq, c->seq_pos[g->seq], g->n, c->n_ctx);
+        if (n > c->n_batch - g->n)
+            return pb_fail(err, PB_ERANGE, "a batch holds at most %d tokens", c->n_batch);
+        n += g->n;
+        want += g->logits;
+    }
+    int rc = check_tokens(c, tokens, n, err);
+    if (rc)
+        return rc;
+    for (int s = 0, off = 0; s < n_segs; off += segs[s].n, s++)
+        c->segs[s] = (struct ctx_seg){segs[s].seq, off, segs[s].n, c->seq_pos[segs[s].seq], segs[s].logits};
+    c->n_segs = n_segs;
+    if ((rc = c->m->arch->forward(c, tokens, n, want && logits ? logits : NULL, err)))
+        return rc;
+    for (int s = 0; s < n_segs; s++)
+        c->seq_pos[segs[s].seq] += segs[s].n;
+    return PB_OK;
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
 {
     if (n <= 0)
         return pb_fail(err, PB_EINVAL, "nothing to evaluate (0 tokens)");
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
-            return pb_fail(err, PB_EINVAL, "token id %" PRId32 " out of range (vocabulary has %" PRId64 " tokens)",
-                           tokens[i], c->m->hp.n_vocab);
-    if ((int64_t)n > c->n_ctx - c->pos)
+    int rc = check_tokens(c, tokens, n, err);
+    if (rc)
+        return rc;
+    if ((int64_t)n > c->n_ctx - c->seq_pos[0])
         return pb_fail(err, PB_ERANGE, "context full: %" PRId64 " cached + %d new tokens exceed the context size %" PRId64,
-                       c->pos, n, c->n_ctx);
+                       c->seq_pos[0], n, c->n_ctx);
     for (int i = 0; i < n; i += c->n_batch) {
         int k = n - i < c->n_batch ? n - i : c->n_batch;
-        int last = i + k == n;
-        int rc = c->m->arch->forward(c, tokens + i, k, last ? logits : NULL, err);
-        if (rc)
+        struct model_seg seg = {.seq = 0, .n = k, .logits = i + k == n && logits};
+        if ((rc = model_eval_batch(c, tokens + i, &seg, 1, logits, err)))
             return rc;
-        c->pos += k;
     }
     return PB_OK;
 }

@@ -68,10 +68,11 @@ const struct gguf_file *model_gguf(const struct model *m);
 uint64_t model_weight_bytes(const struct model *m);
 
 struct model_ctx_params {
-    int64_t n_ctx;   /* KV cache positions */
+    int64_t n_ctx;   /* KV cache positions (of each sequence) */
     int n_batch;     /* tokens per forward pass (longer inputs are split) */
     int n_threads;
     int kv_type;     /* enum kv_type: KV_F16 (0) unless set */
+    int n_seq;       /* independent sequences, each with its own cache (0: 1) */
 };
 
 int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err);
@@ -85,9 +86,40 @@ void model_ctx_truncate(struct model_ctx *c, int64_t pos);
 /* Bytes the KV cache holds at full context. */
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
 
-/* Evaluates n tokens at the next positions and, when logits is non-NULL,
- * writes the n_vocab logits after the last one. Fails with PB_ERANGE if
- * the context would overflow, PB_EINVAL for a token id out of range. */
+/* Evaluates n tokens of sequence 0 at its next positions (in batches of
+ * n_batch) and, when logits is non-NULL, writes the n_vocab logits after
+ * the last one. Fails with PB_ERANGE if the context would overflow,
+ * PB_EINVAL for a token id out of range. */
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+
+/* ---- several sequences (a server's slots) ----
+ * A context holds n_seq sequences, each with its own cache and position.
+ * One forward pass can carry tokens of many of them: every matrix product
+ * then reads its weights once for all (continuous batching), and each
+ * token attends to its own sequence only. A token's results do not depend
+ * on what else is in the batch: rows are computed independently, in the
+ * same arithmetic. */
+int model_ctx_n_seq(const struct model_ctx *c);
+int model_ctx_n_batch(const struct model_ctx *c);
+int64_t model_seq_pos(const struct model_ctx *c, int seq);
+/* Forgets positions >= pos of sequence seq. */
+void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos);
+/* Sequence dst becomes the first n positions of sequence src (a shared
+ * prompt prefix, copied rather than computed again). */
+int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err);
+
+/* A batch segment: the next n tokens of sequence seq, contiguous in the
+ * batch's token array. */
+struct model_seg {
+    int seq;
+    int n;
+    bool logits; /* write the logits after its last token */
+};
+
+/* Evaluates the segments (distinct sequences, at most n_batch tokens in
+ * all) in one forward pass; logits receives n_vocab floats for each
+ * segment that wants them, in segment order. */
+int model_eval_batch(struct model_ctx *c, const int32_t *tokens, const struct model_seg *segs, int n_segs,
+                     float *logits, pb_err *err);
 
 #endif

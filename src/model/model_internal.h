@@ -4,6 +4,7 @@
 #ifndef PLUMB_MODEL_INTERNAL_H
 #define PLUMB_MODEL_INTERNAL_H
 
+#include "kernels/kernels.h"
 #include "kv/kv.h"
 #include "model/model.h"
 
@@ -45,12 +46,26 @@ struct model {
     size_t packed_bytes;
 };
 
+/* One sequence's part of the batch being evaluated: rows [off, off + n)
+ * of the activations, at positions pos0 .. pos0 + n - 1 of sequence seq. */
+struct ctx_seg {
+    int seq, off, n;
+    int64_t pos0;
+    bool logits; /* the logits after its last row are wanted */
+};
+
 struct model_ctx {
     const struct model *m;
     struct pool *pool;
-    struct kv_cache kv;
-    int64_t n_ctx, pos;
+    int n_seq;
+    struct kv_cache *kv; /* [n_seq] */
+    int64_t *seq_pos;    /* [n_seq]: positions cached */
+    int64_t n_ctx;       /* per sequence */
     int n_batch;
+    /* the batch being evaluated: n_segs <= n_batch segments */
+    struct ctx_seg *segs;
+    int n_segs;
+    struct kern_attn_args *attn; /* [n_batch]: one per segment */
     /* activations, n_batch rows each */
     float *x;     /* [n_batch x n_embd] residual stream */
     float *xb;    /* [n_batch x n_embd] normed input / block output */
@@ -67,12 +82,15 @@ struct model_ctx {
 
 /* xb[t] = rmsnorm(x[t]) * w for n rows. */
 void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n);
-/* Self-attention block of layer l for n tokens starting at c->pos:
- * reads c->xb (normed input), writes the projected output to c->xb. */
+/* Self-attention block of layer l for the n rows of the batch (c->segs:
+ * each sequence's rows attend to its own cache): reads c->xb (normed
+ * input), writes the projected output to c->xb. */
 int layer_attention(struct model_ctx *c, int l, int n, pb_err *err);
 /* SwiGLU feed-forward of layer l: reads c->xb, writes c->xb. */
 int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err);
-/* Final norm of the last row and the output projection into logits. */
+/* Final norm of the last row of each segment that wants logits and the
+ * output projection into logits (n_vocab floats per such segment, in
+ * order). */
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err);
 /* x[t] = embedding of tokens[t]. */
 void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);

@@ -36,23 +36,39 @@ int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err 
 struct pack_job {
     const struct pb_tensor *t;
     void *dst;
+    int64_t g0, g1;
 };
 
 static void pack_worker(void *arg, int ith, int nth)
 {
     const struct pack_job *j = arg;
     const struct kern_mm *k = j->t->mm;
-    long g0, g1;
-    pool_range((long)(j->t->ne[1] / k->group), ith, nth, &g0, &g1);
-    if (g1 > g0)
-        k->pack(j->t->data, j->t->row_bytes, j->dst, j->t->ne[0], g0, g1);
+    long a, b;
+    pool_range((long)(j->g1 - j->g0), ith, nth, &a, &b);
+    if (b > a)
+        k->pack(j->t->data, j->t->row_bytes, j->dst, j->t->ne[0], j->g0 + a, j->g0 + b);
+}
+
+int64_t op_matrix_groups(const struct pb_tensor *t)
+{
+    return t->mm ? t->ne[1] / t->mm->group : t->ne[1];
+}
+
+void op_matrix_pack_groups(struct pool *pool, const struct pb_tensor *t, void *dst, int64_t g0, int64_t g1)
+{
+    struct pack_job j = {t, dst, g0, g1};
+    pool_run(pool, pack_worker, &j);
+}
+
+void op_matrix_use_packed(struct pb_tensor *t, const void *dst)
+{
+    t->mm_data = dst;
 }
 
 void op_matrix_pack(struct pool *pool, struct pb_tensor *t, void *dst)
 {
-    struct pack_job j = {t, dst};
-    pool_run(pool, pack_worker, &j);
-    t->mm_data = dst;
+    op_matrix_pack_groups(pool, t, dst, 0, op_matrix_groups(t));
+    op_matrix_use_packed(t, dst);
 }
 
 static const struct kern_mm *kernels_of(const struct pb_tensor *w)

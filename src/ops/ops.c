@@ -147,10 +147,11 @@ size_t op_attention_scratch(const struct kern_attn_args *a)
 
 struct attn_job {
     const struct kern_attn_args *a;
-    kern_attn_fn fn;
+    int n;
+    kern_attn_fn fn[OP_ATTENTION_MAX_SEQ];
+    int64_t first[OP_ATTENTION_MAX_SEQ + 1]; /* first item of each; first[n]: total */
     float *scratch;
     size_t per_thread;
-    int64_t n_items;
     atomic_long next;
 };
 
@@ -159,23 +160,36 @@ static void attention_worker(void *arg, int ith, int nth)
     (void)nth;
     struct attn_job *j = arg;
     float *scratch = j->scratch + (size_t)ith * j->per_thread;
-    /* later tokens see more keys: hand items out one at a time, the
-     * heaviest first, so that the last ones to finish are short */
+    /* later tokens see more keys: hand items out one at a time, each
+     * sequence's heaviest first, so that the last ones to finish are short */
     for (;;) {
         long i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (i >= j->n_items)
+        if (i >= j->first[j->n])
             return;
-        j->fn(j->a, j->n_items - 1 - i, j->n_items - i, scratch);
+        int s = 0;
+        while (i >= j->first[s + 1])
+            s++;
+        const int64_t n_items = j->first[s + 1] - j->first[s], k = i - j->first[s];
+        j->fn[s](&j->a[s], n_items - 1 - k, n_items - k, scratch);
+    }
+}
+
+void op_attention_n(struct pool *pool, const struct kern_attn_args *a, int n, float *scratch)
+{
+    for (int s0 = 0; s0 < n; s0 += OP_ATTENTION_MAX_SEQ) {
+        struct attn_job j = {.a = a + s0, .n = n - s0 < OP_ATTENTION_MAX_SEQ ? n - s0 : OP_ATTENTION_MAX_SEQ,
+                             .scratch = scratch, .per_thread = op_attention_scratch(a)};
+        j.first[0] = 0;
+        for (int s = 0; s < j.n; s++) {
+            j.fn[s] = kern_attn_for(&j.a[s], kern_level());
+            j.first[s + 1] = j.first[s] + kern_attn_items(&j.a[s]);
+        }
+        atomic_init(&j.next, 0);
+        pool_run(pool, attention_worker, &j);
     }
 }
 
 void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch)
 {
-    struct attn_job j = {.a = a,
-                         .fn = kern_attn_for(a, kern_level()),
-                         .scratch = scratch,
-                         .per_thread = op_attention_scratch(a),
-                         .n_items = kern_attn_items(a)};
-    atomic_init(&j.next, 0);
-    pool_run(pool, attention_worker, &j);
+    op_attention_n(pool, a, 1, scratch);
 }

@@ -68,6 +68,13 @@ int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err 
 /* Repacks t into dst (op_matrix_plan's bytes, 64-byte aligned) on the
  * pool's threads; t then reads dst. */
 void op_matrix_pack(struct pool *pool, struct pb_tensor *t, void *dst);
+/* The same in steps, so that a loader can release the source rows of each
+ * step: op_matrix_groups(t) row groups (of t's kernels, after
+ * op_matrix_plan), groups [g0, g1) packed into dst (the whole matrix's
+ * buffer), and t pointed at dst once all are. */
+int64_t op_matrix_groups(const struct pb_tensor *t);
+void op_matrix_pack_groups(struct pool *pool, const struct pb_tensor *t, void *dst, int64_t g0, int64_t g1);
+void op_matrix_use_packed(struct pb_tensor *t, const void *dst);
 
 /* Bytes of scratch op_matmul / op_matmul_n need for n_tok rows. */
 size_t op_matmul_scratch(const struct pb_tensor *w, int n_tok);
@@ -105,5 +112,9 @@ void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, in
 struct kern_attn_args;
 size_t op_attention_scratch(const struct kern_attn_args *a);
 void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch);
+/* n attentions (of several sequences, same head shape) in one job: their
+ * work items are shared out together. */
+#define OP_ATTENTION_MAX_SEQ 64
+void op_attention_n(struct pool *pool, const struct kern_attn_args *a, int n, float *scratch);
 
 #endif

@@ -20,7 +20,7 @@ struct sampler {
     struct cand *cand;
     int32_t *hist; /* ring buffer of the last repeat_last_n tokens */
     int32_t hist_n, hist_pos;
-    uint8_t *seen; /* per-id mark while applying the penalty */
+    int32_t *seen; /* per-id count while applying the penalties */
 };
 
 struct sampler_params sampler_defaults(void)
@@ -42,7 +42,8 @@ int sampler_create(const struct sampler_params *p, int32_t n_vocab, struct sampl
     *out = NULL;
     if (n_vocab <= 0)
         return pb_fail(err, PB_EINVAL, "sampler needs a vocabulary");
-    if (!(p->repeat_penalty > 0) || !isfinite(p->temp) || p->repeat_last_n < 0)
+    if (!(p->repeat_penalty > 0) || !isfinite(p->temp) || p->repeat_last_n < 0 || !isfinite(p->presence_penalty) ||
+        !isfinite(p->frequency_penalty))
         return pb_fail(err, PB_EINVAL, "bad sampler parameters");
     struct sampler *s = calloc(1, sizeof *s);
     if (!s)
@@ -51,7 +52,7 @@ int sampler_create(const struct sampler_params *p, int32_t n_vocab, struct sampl
     s->n_vocab = n_vocab;
     rng_seed(&s->rng, p->seed);
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
-    s->seen = calloc((size_t)n_vocab, 1);
+    s->seen = calloc((size_t)n_vocab, sizeof *s->seen);
     s->hist = malloc(((size_t)p->repeat_last_n + 1) * sizeof *s->hist);
     if (!s->cand || !s->seen || !s->hist) {
         sampler_free(s);
@@ -94,6 +95,16 @@ int32_t sampler_argmax(const float *logits, int32_t n)
         if (logits[i] > logits[best])
             best = i;
     return best;
+}
+
+/* The lowest allowed id: the choice when no allowed token has any
+ * probability left. */
+static int32_t first_allowed(int32_t n, const uint8_t *allowed)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (!allowed || allowed[i])
+            return i;
+    return -1;
 }
 
 /* Descending by logit, ties by ascending id; NaN (from a broken model)
@@ -162,30 +173,78 @@ static void softmax_cands(struct cand *c, int32_t n, float temp)
 
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
+    return sampler_sample_allowed(s, logits, NULL);
+}
+
+/* The penalties over the window of recent tokens, on the candidates
+ * (still indexed by id). */
+static void apply_penalties(struct sampler *s, struct cand *c, int32_t n)
+{
+    const struct sampler_params *p = &s->p;
+    if (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f)
+        return;
+    for (int32_t i = 0; i < s->hist_n; i++)
+        if (s->hist[i] >= 0 && s->hist[i] < n)
+            s->seen[s->hist[i]]++;
+    for (int32_t i = 0; i < s->hist_n; i++) {
+        int32_t id = s->hist[i];
+        if (id < 0 || id >= n || s->seen[id] == 0)
+            continue;
+        float l = c[id].logit;
+        if (p->repeat_penalty != 1.0f)
+            l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
+        l -= (float)s->seen[id] * p->frequency_penalty + p->presence_penalty;
+        c[id].logit = l;
+        s->seen[id] = 0; /* once per id */
+    }
+}
+
+int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uint8_t *allowed)
+{
     struct cand *c = s->cand;
     int32_t n = s->n_vocab;
-    for (int32_t i = 0; i < n; i++) /* a NaN (broken model) is never chosen */
-        c[i] = (struct cand){i, logits[i] == logits[i] ? logits[i] : -INFINITY, 0};
-
-    if (s->p.repeat_penalty != 1.0f) {
-        for (int32_t i = 0; i < s->hist_n; i++) {
-            int32_t id = s->hist[i];
-            if (id < 0 || id >= n || s->seen[id])
-                continue;
-            s->seen[id] = 1;
-            c[id].logit = c[id].logit > 0 ? c[id].logit / s->p.repeat_penalty : c[id].logit * s->p.repeat_penalty;
-        }
-        for (int32_t i = 0; i < s->hist_n; i++)
-            if (s->hist[i] >= 0 && s->hist[i] < n)
-                s->seen[s->hist[i]] = 0;
+    bool any = false;
+    for (int32_t i = 0; i < n; i++) { /* a NaN (broken model) is never chosen */
+        bool ok = !allowed || allowed[i];
+        any |= ok;
+        c[i] = (struct cand){i, ok && logits[i] == logits[i] ? logits[i] : -INFINITY, 0};
     }
+    if (!any)
+        return -1;
+    apply_penalties(s, c, n);
+    if (allowed) /* a penalty cannot revive a token the grammar refused */
+        for (int32_t i = 0; i < n; i++)
+            if (!allowed[i])
+                c[i].logit = -INFINITY;
 
     if (s->p.temp <= 0) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit)
+        int32_t best = -1;
+        for (int32_t i = 0; i < n; i++)
+            if ((!allowed || allowed[i]) && (best < 0 || c[i].logit > c[best].logit))
                 best = i;
         return best;
+    }
+    if (s->p.top_k <= 0 && s->p.top_p >= 1.0f && s->p.min_p <= 0) {
+        /* plain temperature sampling: no order needed, one pass */
+        float mx = -INFINITY;
+        for (int32_t i = 0; i < n; i++)
+            mx = c[i].logit > mx ? c[i].logit : mx;
+        if (!(mx > -INFINITY))
+            return first_allowed(n, allowed);
+        double sum = 0;
+        for (int32_t i = 0; i < n; i++)
+            sum += (c[i].p = expf((c[i].logit - mx) / s->p.temp));
+        double r = rng_uniform(&s->rng) * sum, cum = 0;
+        int32_t last = 0;
+        for (int32_t i = 0; i < n; i++) {
+            if (c[i].p <= 0)
+                continue;
+            cum += c[i].p;
+            last = i;
+            if (r < cum)
+                return i;
+        }
+        return last;
     }
 
     if (s->p.top_k > 0 && s->p.top_k < n) {
@@ -194,8 +253,8 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     } else {
         qsort(c, (size_t)n, sizeof *c, cmp_cand);
     }
-    if (!(c[0].logit > -INFINITY))
-        return c[0].id; /* nothing has any probability: avoid inf - inf */
+    if (!(c[0].logit > -INFINITY)) /* nothing has any probability: avoid inf - inf */
+        return allowed ? first_allowed(s->n_vocab, allowed) : c[0].id;
     if (s->p.top_p < 1.0f) {
         softmax_cands(c, n, 1.0f);
         double cum = 0;

@@ -1,7 +1,7 @@
 /* Choosing the next token from logits.
  *
- * Order of the steps, as llama.cpp's default chain: repetition penalty,
- * then (unless greedy) top-k, top-p and min-p on the unscaled
+ * Order of the steps, as llama.cpp's default chain: repetition, presence
+ * and frequency penalties, then (unless greedy) top-k, top-p and min-p on the unscaled
  * distribution, temperature, and a draw from what remains.
  * temp <= 0 means greedy: the highest logit, ties to the lowest id.
  */
@@ -18,7 +18,9 @@ struct sampler_params {
     float top_p;           /* >= 1: off */
     float min_p;           /* <= 0: off */
     float repeat_penalty;  /* 1: off */
-    int32_t repeat_last_n; /* how many recent tokens the penalty looks at */
+    int32_t repeat_last_n; /* how many recent tokens the penalties look at */
+    float presence_penalty;  /* OpenAI's: logit -= this once for a token seen in the window (0: off) */
+    float frequency_penalty; /* OpenAI's: logit -= this x the times it was seen (0: off) */
     uint64_t seed;
 };
 
@@ -36,6 +38,9 @@ void sampler_accept(struct sampler *s, int32_t id);
 void sampler_reset(struct sampler *s);
 /* Picks a token from n_vocab logits (not modified). */
 int32_t sampler_sample(struct sampler *s, const float *logits);
+/* The same among the tokens whose allowed[id] is non-zero (a grammar's
+ * choice); -1 when none is. */
+int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uint8_t *allowed);
 
 /* Index of the highest value, the lowest index on ties. */
 int32_t sampler_argmax(const float *logits, int32_t n);

@@ -1,0 +1,161 @@
+/* Counters and histograms in Prometheus' text format (metrics.h). */
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Upper bounds in seconds, shared by the three latency histograms. */
+static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                               1.0,   2.5,  5.0,   10,   30,  60,  120};
+
+void metrics_init(struct metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+}
+
+void metrics_destroy(struct metrics *m)
+{
+    pthread_mutex_destroy(&m->mu);
+}
+
+void metrics_request(struct metrics *m, const char *endpoint, int status)
+{
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < m->n_req && !(m->req[i].status == status && !strcmp(m->req[i].endpoint, endpoint)))
+        i++;
+    if (i == m->n_req && m->n_req < METRICS_MAX_SERIES) {
+        snprintf(m->req[i].endpoint, sizeof m->req[i].endpoint, "%s", endpoint);
+        m->req[i].status = status;
+        m->n_req++;
+    }
+    if (i < m->n_req)
+        m->req[i].n++;
+    if (status == 503 || status == 429)
+        m->rejected_busy++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated, uint64_t reused)
+{
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += prompt;
+    m->generated_tokens += generated;
+    m->reused_tokens += reused;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void observe(struct metrics *m, struct histogram *h, double v)
+{
+    pthread_mutex_lock(&m->mu);
+    int b = 0;
+    while (b < METRICS_BUCKETS && v > bounds[b])
+        b++;
+    h->count[b]++;
+    h->sum += v;
+    h->n++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
+void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
+void metrics_duration(struct metrics *m, double s) { observe(m, &m->duration, s); }
+
+static int put(struct sbuf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int put(struct sbuf *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return PB_EINVAL;
+    char *buf = malloc((size_t)n + 1);
+    if (!buf)
+        return PB_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(buf, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = sbuf_add(out, buf, (size_t)n);
+    free(buf);
+    return rc;
+}
+
+static int put_histogram(struct sbuf *out, const char *name, const char *help, const struct histogram *h)
+{
+    int rc = put(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
+        cum += h->count[b];
+        rc = put(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
+    }
+    cum += h->count[METRICS_BUCKETS];
+    if (!rc)
+        rc = put(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
+                 name, h->sum, name, (unsigned long long)h->n);
+    return rc;
+}
+
+int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
+{
+    pthread_mutex_lock(&m->mu);
+    int rc = put(out, "# HELP plumb_requests_total HTTP requests by endpoint and status.\n"
+                      "# TYPE plumb_requests_total counter\n");
+    for (int i = 0; i < m->n_req && !rc; i++)
+        rc = put(out, "plumb_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
+                 m->req[i].status, (unsigned long long)m->req[i].n);
+    if (!rc)
+        rc = put(out,
+                 "# HELP plumb_prompt_tokens_total Prompt tokens of finished requests.\n"
+                 "# TYPE plumb_prompt_tokens_total counter\nplumb_prompt_tokens_total %llu\n"
+                 "# HELP plumb_prompt_tokens_reused_total Prompt tokens taken from a cached prefix, not computed.\n"
+                 "# TYPE plumb_prompt_tokens_reused_total counter\nplumb_prompt_tokens_reused_total %llu\n"
+                 "# HELP plumb_generated_tokens_total Tokens generated.\n"
+                 "# TYPE plumb_generated_tokens_total counter\nplumb_generated_tokens_total %llu\n"
+                 "# HELP plumb_requests_rejected_busy_total Requests refused because the queue was full.\n"
+                 "# TYPE plumb_requests_rejected_busy_total counter\nplumb_requests_rejected_busy_total %llu\n",
+                 (unsigned long long)m->prompt_tokens, (unsigned long long)m->reused_tokens,
+                 (unsigned long long)m->generated_tokens, (unsigned long long)m->rejected_busy);
+    if (!rc)
+        rc = put(out,
+                 "# HELP plumb_slots Parallel generation slots.\n# TYPE plumb_slots gauge\nplumb_slots %d\n"
+                 "# HELP plumb_slots_active Slots generating or reading a prompt.\n"
+                 "# TYPE plumb_slots_active gauge\nplumb_slots_active %d\n"
+                 "# HELP plumb_queue_depth Requests waiting for a slot.\n"
+                 "# TYPE plumb_queue_depth gauge\nplumb_queue_depth %d\n"
+                 "# HELP plumb_kv_cache_tokens Positions held in the KV cache of all slots.\n"
+                 "# TYPE plumb_kv_cache_tokens gauge\nplumb_kv_cache_tokens %lld\n"
+                 "# HELP plumb_kv_cache_capacity_tokens Positions the KV cache of all slots can hold.\n"
+                 "# TYPE plumb_kv_cache_capacity_tokens gauge\nplumb_kv_cache_capacity_tokens %lld\n"
+                 "# HELP plumb_kv_cache_usage_ratio Share of the KV cache in use.\n"
+                 "# TYPE plumb_kv_cache_usage_ratio gauge\nplumb_kv_cache_usage_ratio %.6f\n"
+                 "# HELP plumb_ready 1 when the model is loaded and the server not draining.\n"
+                 "# TYPE plumb_ready gauge\nplumb_ready %d\n",
+                 g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_capacity,
+                 g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready);
+    if (!rc)
+        rc = put(out,
+                 "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"
+                 "# TYPE plumb_forward_passes_total counter\nplumb_forward_passes_total %llu\n"
+                 "# HELP plumb_forward_tokens_total Tokens evaluated by those passes (prompts and generated).\n"
+                 "# TYPE plumb_forward_tokens_total counter\nplumb_forward_tokens_total %llu\n"
+                 "# HELP plumb_forward_seconds_total Seconds spent in forward passes.\n"
+                 "# TYPE plumb_forward_seconds_total counter\nplumb_forward_seconds_total %.6f\n"
+                 "# HELP plumb_sampling_seconds_total Seconds spent sampling and handing tokens over.\n"
+                 "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
+                 (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
+    if (!rc)
+        rc = put_histogram(out, "plumb_time_to_first_token_seconds", "Seconds from a request to its first token.",
+                           &m->ttft);
+    if (!rc)
+        rc = put_histogram(out, "plumb_inter_token_latency_seconds", "Seconds between consecutive tokens of a request.",
+                           &m->itl);
+    if (!rc)
+        rc = put_histogram(out, "plumb_request_duration_seconds", "Seconds from a request to its last byte.",
+                           &m->duration);
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}

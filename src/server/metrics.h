@@ -1,0 +1,53 @@
+/* The server's counters and latency histograms, and their Prometheus
+ * text form (GET /metrics). Thread-safe: one mutex, held briefly. */
+#ifndef PLUMB_SERVER_METRICS_H
+#define PLUMB_SERVER_METRICS_H
+
+#include "server/textout.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define METRICS_BUCKETS 14
+#define METRICS_MAX_SERIES 64
+
+struct histogram {
+    uint64_t count[METRICS_BUCKETS + 1]; /* per bucket (cumulated when printed); last: +Inf */
+    double sum;
+    uint64_t n;
+};
+
+struct metrics {
+    pthread_mutex_t mu;
+    /* requests by endpoint and status */
+    struct {
+        char endpoint[48];
+        int status;
+        uint64_t n;
+    } req[METRICS_MAX_SERIES];
+    int n_req;
+    uint64_t prompt_tokens, generated_tokens, reused_tokens, rejected_busy;
+    struct histogram ttft, itl, duration;
+};
+
+void metrics_init(struct metrics *m);
+void metrics_destroy(struct metrics *m);
+void metrics_request(struct metrics *m, const char *endpoint, int status);
+void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated, uint64_t reused);
+void metrics_ttft(struct metrics *m, double seconds);
+void metrics_itl(struct metrics *m, double seconds);
+void metrics_duration(struct metrics *m, double seconds);
+
+/* Gauges that belong to others (the scheduler), given when printing. */
+struct metrics_gauges {
+    int slots_total, slots_active, queue_depth;
+    int64_t kv_used, kv_capacity;
+    int ready;
+    uint64_t steps, step_tokens;
+    double step_seconds, sample_seconds;
+};
+
+/* The Prometheus text exposition of everything into out. */
+int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out);
+
+#endif

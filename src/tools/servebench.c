@@ -1,0 +1,277 @@
+/* Load on an OpenAI-compatible server over HTTP/1.1 (servebench.h): a
+ * small streaming client on plain sockets, one thread per client. */
+#define _GNU_SOURCE
+#include "tools/servebench.h"
+
+#include "base/rng.h"
+#include "base/sys.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+struct target {
+    char host[256];
+    char port[16];
+};
+
+static int parse_url(const char *url, struct target *t, pb_err *err)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return pb_fail(err, PB_EINVAL, "'%s': only http:// URLs (http://HOST:PORT)", url);
+    const char *h = url + 7, *end = h + strcspn(h, "/");
+    const char *colon = memchr(h, ':', (size_t)(end - h));
+    size_t hl = (size_t)((colon ? colon : end) - h);
+    if (hl == 0 || hl >= sizeof t->host)
+        return pb_fail(err, PB_EINVAL, "'%s': no host", url);
+    memcpy(t->host, h, hl);
+    t->host[hl] = '\0';
+    snprintf(t->port, sizeof t->port, "%.*s", colon ? (int)(end - colon - 1) : 2, colon ? colon + 1 : "80");
+    if (!*t->port || strspn(t->port, "0123456789") != strlen(t->port))
+        return pb_fail(err, PB_EINVAL, "'%s': bad port", url);
+    return PB_OK;
+}
+
+static int dial(const struct target *t)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(t->host, t->port, &hints, &res))
+        return -1;
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        struct timeval tv = {600, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    return fd;
+}
+
+/* One request's figures. */
+struct sample {
+    bool ok;
+    int tokens;
+    double ttft, gen_s;
+    double *itl;
+    int n_itl;
+};
+
+/* Streams one completion; fills s. */
+static void one_request(const struct servebench_params *p, const struct target *t, struct rng *g, struct sample *s)
+{
+    memset(s, 0, sizeof *s);
+    json_t *ids = json_array();
+    for (int i = 0; i < p->prompt_tokens; i++)
+        json_array_append_new(ids, json_integer(p->vocab_lo + (json_int_t)(rng_u64(g) % (uint64_t)(p->vocab_hi - p->vocab_lo))));
+    json_t *body = json_pack("{s:o, s:i, s:b, s:b, s:f, s:{s:b}}", "prompt", ids, "max_tokens", p->gen_tokens, "stream",
+                             1, "ignore_eos", 1, "temperature", 0.0, "stream_options", "include_usage", 1);
+    if (p->model)
+        json_object_set_new(body, "model", json_string(p->model));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    char auth[400] = "";
+    if (p->api_key)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", p->api_key);
+    char head[1024];
+    int hn = snprintf(head, sizeof head,
+                      "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                      "%sContent-Length: %zu\r\n\r\n",
+                      t->host, auth, strlen(text));
+    int fd = dial(t);
+    const double t0 = sys_now();
+    double last = 0;
+    s->itl = malloc((size_t)(p->gen_tokens + 8) * sizeof *s->itl);
+    if (fd < 0 || !s->itl || send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn ||
+        send(fd, text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text))
+        goto done;
+    /* read, splitting SSE events at blank lines; the status line first */
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    bool headers = false, saw_done = false;
+    int events = 0;
+    while (buf) {
+        if (len + 8192 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+        buf[len] = '\0';
+        const double now = sys_now();
+        if (!headers) {
+            char *e = strstr(buf, "\r\n\r\n");
+            if (!e)
+                continue;
+            int status = 0;
+            sscanf(buf, "HTTP/1.%*d %d", &status);
+            if (status != 200)
+                break;
+            headers = true;
+            size_t skip = (size_t)(e + 4 - buf);
+            memmove(buf, buf + skip, len - skip + 1);
+            len -= skip;
+        }
+        /* events in the (chunked) body: find "data: " ... "\n\n" */
+        char *p0 = buf;
+        for (;;) {
+            char *d = strstr(p0, "data: ");
+            if (!d)
+                break;
+            char *end = strstr(d, "\n\n");
+            if (!end)
+                break;
+            *end = '\0';
+            if (!strncmp(d + 6, "[DONE]", 6)) {
+                saw_done = true;
+            } else {
+                json_t *ev = json_loads(d + 6, JSON_ALLOW_NUL, NULL);
+                json_t *c = json_array_get(json_object_get(ev, "choices"), 0);
+                const char *tx = json_string_value(json_object_get(c, "text"));
+                if (tx && *tx) {
+                    if (events++ == 0)
+                        s->ttft = now - t0;
+                    else if (s->n_itl < p->gen_tokens + 8)
+                        s->itl[s->n_itl++] = now - last;
+                    last = now;
+                }
+                json_t *u = json_object_get(ev, "usage");
+                if (json_is_object(u))
+                    s->tokens = (int)json_integer_value(json_object_get(u, "completion_tokens"));
+                json_decref(ev);
+            }
+            p0 = end + 2;
+        }
+        size_t used = (size_t)(p0 - buf);
+        memmove(buf, p0, len - used + 1);
+        len -= used;
+        if (saw_done)
+            break;
+    }
+    free(buf);
+    s->ok = saw_done && s->tokens > 0;
+    s->gen_s = last - t0 - s->ttft;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(text);
+}
+
+struct client_job {
+    const struct servebench_params *p;
+    const struct target *t;
+    uint64_t seed;
+    struct sample *samples; /* requests_per_client */
+};
+
+static void *client_main(void *arg)
+{
+    struct client_job *j = arg;
+    struct rng g;
+    rng_seed(&g, j->seed);
+    for (int i = 0; i < j->p->requests_per_client; i++)
+        one_request(j->p, j->t, &g, &j->samples[i]);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double quantile(double *v, size_t n, double q)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+int servebench_run(const struct servebench_params *p, struct servebench_report *r, pb_err *err)
+{
+    memset(r, 0, sizeof *r);
+    struct target t;
+    int rc = parse_url(p->url, &t, err);
+    if (rc)
+        return rc;
+    if (p->n_levels < 1 || p->n_levels > SERVEBENCH_MAX_LEVELS || p->prompt_tokens < 1 || p->gen_tokens < 1 ||
+        p->requests_per_client < 1 || p->vocab_hi <= p->vocab_lo)
+        return pb_fail(err, PB_EINVAL, "bad load parameters");
+    int probe = dial(&t);
+    if (probe < 0)
+        return pb_fail(err, PB_EIO, "cannot connect to %s", p->url);
+    close(probe);
+    for (int li = 0; li < p->n_levels; li++) {
+        const int c = p->levels[li], n_req = c * p->requests_per_client;
+        struct client_job *jobs = calloc((size_t)c, sizeof *jobs);
+        pthread_t *th = calloc((size_t)c, sizeof *th);
+        struct sample *all = calloc((size_t)n_req, sizeof *all);
+        if (!jobs || !th || !all) {
+            free(jobs);
+            free(th);
+            free(all);
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        }
+        const double t0 = sys_now();
+        for (int k = 0; k < c; k++) {
+            jobs[k] = (struct client_job){p, &t, 1000003ull * (uint64_t)(li + 1) + (uint64_t)k,
+                                          all + (size_t)k * (size_t)p->requests_per_client};
+            pthread_create(&th[k], NULL, client_main, &jobs[k]);
+        }
+        for (int k = 0; k < c; k++)
+            pthread_join(th[k], NULL);
+        struct servebench_level *lv = &r->levels[li];
+        lv->concurrency = c;
+        lv->requests = n_req;
+        lv->wall_s = sys_now() - t0;
+        size_t n_itl = 0;
+        for (int i = 0; i < n_req; i++)
+            n_itl += (size_t)all[i].n_itl;
+        double *itl = malloc((n_itl + 1) * sizeof *itl), *ttft = malloc((size_t)n_req * sizeof *ttft),
+               *tpu = malloc((size_t)n_req * sizeof *tpu);
+        size_t ni = 0, nt = 0;
+        for (int i = 0; i < n_req; i++) {
+            if (!all[i].ok) {
+                lv->failed++;
+            } else {
+                lv->tokens += all[i].tokens;
+                ttft[nt] = all[i].ttft;
+                tpu[nt++] = all[i].gen_s > 0 ? (all[i].tokens - 1) / all[i].gen_s : 0;
+                memcpy(itl + ni, all[i].itl, (size_t)all[i].n_itl * sizeof *itl);
+                ni += (size_t)all[i].n_itl;
+            }
+            free(all[i].itl);
+        }
+        lv->agg_tps = lv->wall_s > 0 ? (double)lv->tokens / lv->wall_s : 0;
+        lv->ttft_median = quantile(ttft, nt, 0.5);
+        lv->ttft_p95 = quantile(ttft, nt, 0.95);
+        lv->itl_median = quantile(itl, ni, 0.5);
+        lv->itl_p95 = quantile(itl, ni, 0.95);
+        lv->tps_per_user = quantile(tpu, nt, 0.5);
+        r->n_levels = li + 1;
+        free(itl);
+        free(ttft);
+        free(tpu);
+        free(all);
+        free(jobs);
+        free(th);
+    }
+    return PB_OK;
+}

@@ -1,0 +1,786 @@
+/* plumb serve as a real process on loopback: the API's answers and
+ * errors, 16 streamed requests at once, the same answer alone and among
+ * others, disconnects, limits, hostile clients, and the SIGTERM drain.
+ * argv[1] is the plumb binary. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *plumb_bin;
+
+/* Servers still running: a failed test leaves its server behind, and
+ * these end them when the program exits. */
+static pid_t live[64];
+static int n_live;
+
+static void kill_live(void)
+{
+    for (int i = 0; i < n_live; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+        }
+}
+
+static void forget_live(pid_t pid)
+{
+    for (int i = 0; i < n_live; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
+/* ---- a server process ---- */
+
+struct server {
+    pid_t pid;
+    int port;
+    int out_fd;
+    char log[512]; /* its stderr */
+};
+
+/* Starts plumb serve on a free port with extra arguments; waits for its
+ * "listening on" line. */
+static struct server start_server(const char *model, const char *extra)
+{
+    static int count;
+    struct server s = {0};
+    snprintf(s.log, sizeof s.log, "%s/server-%d.log", test_tmpdir(), ++count);
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec %s serve %s --port 0 %s 2>%s", plumb_bin, model, extra, s.log);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(pipefd[1], 1);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    if (n_live < 64)
+        live[n_live++] = pid;
+    s.pid = pid;
+    s.out_fd = pipefd[0];
+    char line[256];
+    size_t n = 0;
+    struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+    while (n < sizeof line - 1 && poll(&pfd, 1, 30000) > 0) {
+        ssize_t k = read(pipefd[0], line + n, 1);
+        if (k <= 0)
+            break;
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = '\0';
+    const char *colon = strrchr(line, ':');
+    if (!strstr(line, "listening on") || !colon)
+        fail_msg("plumb serve did not start (see %s): '%s'", s.log, line);
+    s.port = atoi(colon + 1);
+    return s;
+}
+
+static int stop_server(struct server *s, int sig)
+{
+    forget_live(s->pid);
+    kill(s->pid, sig);
+    int status = 0;
+    for (int i = 0; i < 600; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            close(s->out_fd);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    close(s->out_fd);
+    fail_msg("plumb serve did not exit within 30 s of signal %d", sig);
+    return -1;
+}
+
+/* ---- a minimal HTTP/1.1 client ---- */
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {60, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+struct response {
+    int status;
+    char headers[4096];
+    char *body;
+    size_t body_len;
+};
+
+static void response_free(struct response *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* Reads a whole response (Content-Length, chunked, or until close). */
+static struct response read_response(int fd)
+{
+    struct response r = {0};
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    char *hdr_end = NULL;
+    for (;;) {
+        if (len + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+        buf[len] = '\0';
+        if (!hdr_end && (hdr_end = strstr(buf, "\r\n\r\n"))) {
+            size_t hl = (size_t)(hdr_end - buf);
+            snprintf(r.headers, sizeof r.headers, "%.*s", (int)hl, buf);
+            sscanf(buf, "HTTP/1.%*d %d", &r.status);
+        }
+        if (hdr_end) {
+            const char *body = hdr_end + 4;
+            size_t have = len - (size_t)(body - buf);
+            const char *cl = strcasestr(r.headers, "\r\nContent-Length:");
+            if (cl && have >= strtoull(cl + 17, NULL, 10))
+                break;
+            if (strcasestr(r.headers, "chunked") && have >= 5 && !memcmp(buf + len - 5, "0\r\n\r\n", 5))
+                break;
+        }
+    }
+    if (hdr_end) {
+        const char *body = hdr_end + 4;
+        size_t have = len - (size_t)(body - buf);
+        r.body = malloc(have + 1);
+        if (strcasestr(r.headers, "chunked")) { /* de-chunk */
+            size_t o = 0;
+            const char *p = body, *end = body + have;
+            while (p < end) {
+                char *e;
+                unsigned long n = strtoul(p, &e, 16);
+                const char *data = strstr(e, "\r\n");
+                if (!data || n == 0)
+                    break;
+                data += 2;
+                if (data + n > end)
+                    n = (unsigned long)(end - data);
+                memcpy(r.body + o, data, n);
+                o += n;
+                p = data + n + 2;
+            }
+            r.body_len = o;
+        } else {
+            memcpy(r.body, body, have);
+            r.body_len = have;
+        }
+        r.body[r.body_len] = '\0';
+    }
+    free(buf);
+    return r;
+}
+
+static struct response request(int port, const char *method, const char *path, const char *extra_headers,
+                               const char *body)
+{
+    int fd = connect_to(port);
+    char head[8192];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s", method, path,
+                     extra_headers ? extra_headers : "");
+    if (body)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                      strlen(body));
+    snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    send_all(fd, head, strlen(head));
+    if (body)
+        send_all(fd, body, strlen(body));
+    struct response r = read_response(fd);
+    close(fd);
+    return r;
+}
+
+static json_t *body_json(const struct response *r)
+{
+    json_error_t e;
+    json_t *v = json_loadb(r->body ? r->body : "", r->body_len, JSON_ALLOW_NUL, &e);
+    if (!v)
+        fail_msg("not JSON (%s): %.300s", e.text, r->body ? r->body : "");
+    return v;
+}
+
+/* The error object's type and code, checked against an OpenAI shape. */
+static void expect_error(int port, const char *method, const char *path, const char *headers, const char *body,
+                         int status, const char *code)
+{
+    struct response r = request(port, method, path, headers, body);
+    if (r.status != status)
+        fail_msg("%s %s: status %d, expected %d: %.300s", method, path, r.status, status, r.body ? r.body : "");
+    json_t *v = body_json(&r);
+    json_t *err = json_object_get(v, "error");
+    assert_true(json_is_object(err));
+    assert_true(json_is_string(json_object_get(err, "message")));
+    assert_true(json_is_string(json_object_get(err, "type")));
+    if (code) {
+        const char *got = json_string_value(json_object_get(err, "code"));
+        if (!got || strcmp(got, code) != 0)
+            fail_msg("%s %s: code '%s', expected '%s'", method, path, got ? got : "(none)", code);
+    }
+    json_decref(v);
+    response_free(&r);
+}
+
+/* The text of a chat completion (or of a completion). */
+static char *answer_text(const struct response *r, const char **finish)
+{
+    json_t *v = body_json(r);
+    json_t *c = json_array_get(json_object_get(v, "choices"), 0);
+    json_t *msg = json_object_get(c, "message");
+    const char *t = json_string_value(msg ? json_object_get(msg, "content") : json_object_get(c, "text"));
+    assert_non_null(t);
+    char *out = strdup(t);
+    static char fin[32];
+    snprintf(fin, sizeof fin, "%s", json_string_value(json_object_get(c, "finish_reason")));
+    if (finish)
+        *finish = fin;
+    json_decref(v);
+    return out;
+}
+
+/* The text of a streamed answer, checking the SSE framing. */
+static char *stream_text(const struct response *r, bool chat, int *n_events, json_t **usage)
+{
+    assert_int_equal(r->status, 200);
+    assert_non_null(strcasestr(r->headers, "text/event-stream"));
+    size_t cap = r->body_len + 1, o = 0;
+    char *text = calloc(1, cap);
+    *n_events = 0;
+    if (usage)
+        *usage = NULL;
+    bool done = false, finished = false;
+    for (const char *p = r->body; p && *p;) {
+        const char *end = strstr(p, "\n\n");
+        assert_non_null(end);
+        assert_true(!strncmp(p, "data: ", 6));
+        assert_false(done); /* nothing after [DONE] */
+        if (!strncmp(p + 6, "[DONE]", 6)) {
+            done = true;
+        } else {
+            json_error_t e;
+            json_t *ev = json_loadb(p + 6, (size_t)(end - p - 6), JSON_ALLOW_NUL, &e);
+            if (!ev)
+                fail_msg("bad event: %.*s", (int)(end - p), p);
+            (*n_events)++;
+            assert_string_equal(json_string_value(json_object_get(ev, "object")),
+                                chat ? "chat.completion.chunk" : "text_completion");
+            json_t *c = json_array_get(json_object_get(ev, "choices"), 0);
+            if (c) {
+                json_t *d = chat ? json_object_get(json_object_get(c, "delta"), "content") : json_object_get(c, "text");
+                if (json_is_string(d)) {
+                    memcpy(text + o, json_string_value(d), json_string_length(d));
+                    o += json_string_length(d);
+                }
+                if (json_is_string(json_object_get(c, "finish_reason")))
+                    finished = true;
+            } else if (usage) {
+                *usage = json_incref(json_object_get(ev, "usage"));
+            }
+            json_decref(ev);
+        }
+        p = end + 2;
+    }
+    assert_true(done);
+    assert_true(finished);
+    text[o] = '\0';
+    return text;
+}
+
+static const char *model_path(void)
+{
+    return test_tiny_model("Q8_0");
+}
+
+static char *chat_body(const char *content, int max_tokens, bool stream, const char *more)
+{
+    char *b = malloc(4096);
+    snprintf(b, 4096,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"You are terse.\"},{\"role\":\"user\",\"content\":\"%s\"}],"
+             "\"max_tokens\":%d%s%s}",
+             content, max_tokens, stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}" : "",
+             more ? more : ",\"temperature\":0");
+    return b;
+}
+
+/* ---- tests ---- */
+
+static void test_api_shapes(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 2 --ctx 256 --alias tiny");
+    struct response r = request(s.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/ready", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/models", NULL, NULL);
+    json_t *v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "id")), "tiny");
+    json_decref(v);
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/models/tiny", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+
+    /* a chat completion, whole */
+    char *b = chat_body("Hello", 12, false, NULL);
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "chat.completion");
+    assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny");
+    json_t *usage = json_object_get(v, "usage");
+    const json_int_t pt = json_integer_value(json_object_get(usage, "prompt_tokens")),
+                     ct = json_integer_value(json_object_get(usage, "completion_tokens"));
+    assert_true(pt > 5 && ct >= 1 && ct <= 12);
+    assert_int_equal(json_integer_value(json_object_get(usage, "total_tokens")), pt + ct);
+    json_t *choice = json_array_get(json_object_get(v, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(choice, "message"), "role")), "assistant");
+    const char *fr = json_string_value(json_object_get(choice, "finish_reason"));
+    assert_true(!strcmp(fr, ct == 12 ? "length" : "stop"));
+    char *whole = answer_text(&r, NULL);
+    json_decref(v);
+    response_free(&r);
+
+    /* the same, streamed: the same text, usage at the end */
+    char *bs = chat_body("Hello", 12, true, NULL);
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, bs);
+    int n_events;
+    json_t *su;
+    char *streamed = stream_text(&r, true, &n_events, &su);
+    assert_string_equal(streamed, whole);
+    assert_non_null(su);
+    assert_int_equal(json_integer_value(json_object_get(su, "completion_tokens")), ct);
+    json_decref(su);
+    response_free(&r);
+    free(streamed);
+    free(bs);
+
+    /* the second request's prompt prefix came from the cache */
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const char *names[] = {"plumb_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2",
+                           "plumb_generated_tokens_total", "plumb_queue_depth 0", "plumb_slots_active 0",
+                           "plumb_time_to_first_token_seconds_bucket", "plumb_inter_token_latency_seconds_count",
+                           "plumb_kv_cache_usage_ratio", "plumb_prompt_tokens_reused_total"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strstr(r.body, names[i]))
+            fail_msg("/metrics lacks '%s':\n%s", names[i], r.body);
+    const char *reused = strstr(r.body, "\nplumb_prompt_tokens_reused_total ");
+    assert_non_null(reused);
+    assert_true(atoll(reused + 34) >= pt - 1);
+    response_free(&r);
+
+    /* a completion, with a stop string that cuts the text */
+    r = request(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once upon\",\"max_tokens\":16,\"temperature\":0}");
+    assert_int_equal(r.status, 200);
+    const char *finish;
+    char *full = answer_text(&r, &finish);
+    response_free(&r);
+    if (strlen(full) > 4) {
+        char stop[8], body[512];
+        snprintf(stop, sizeof stop, "%.2s", full + strlen(full) / 2);
+        json_t *js = json_string(stop);
+        char *jstop = json_dumps(js, JSON_ENCODE_ANY);
+        snprintf(body, sizeof body, "{\"prompt\":\"Once upon\",\"max_tokens\":16,\"temperature\":0,\"stop\":[%s]}", jstop);
+        r = request(s.port, "POST", "/v1/completions", NULL, body);
+        char *cut = answer_text(&r, &finish);
+        assert_string_equal(finish, "stop");
+        assert_true(strncmp(full, cut, strlen(cut)) == 0 && strstr(cut, stop) == NULL);
+        assert_true(strstr(full + strlen(cut), stop) == full + strlen(cut));
+        free(cut);
+        free(jstop);
+        json_decref(js);
+        response_free(&r);
+    }
+    free(full);
+
+    /* JSON mode gives a JSON object (or its beginning, cut by max_tokens) */
+    r = request(s.port, "POST", "/v1/chat/completions", NULL,
+                "{\"messages\":[{\"role\":\"user\",\"content\":\"json please\"}],\"max_tokens\":300,"
+                "\"response_format\":{\"type\":\"json_object\"},\"seed\":3}");
+    assert_int_equal(r.status, 200);
+    char *js = answer_text(&r, &finish);
+    size_t w = strspn(js, " \t\r\n");
+    assert_true(js[w] == '{');
+    if (!strcmp(finish, "stop")) {
+        json_error_t e;
+        json_t *obj = json_loads(js, 0, &e);
+        if (!json_is_object(obj))
+            fail_msg("JSON mode answered '%s'", js);
+        json_decref(obj);
+    }
+    free(js);
+    response_free(&r);
+    free(whole);
+    free(b);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    char keyfile[512];
+    test_tmpfile("keys.txt", keyfile, sizeof keyfile);
+    const char *keys = "# keys\nalice sk-test-alice-0001\nsk-test-anon-0002\n";
+    test_write_file(keyfile, keys, strlen(keys));
+    char extra[1024];
+    snprintf(extra, sizeof extra, "-np 1 --max-queue 0 --ctx 128 --max-body 4096 --api-key-file %s", keyfile);
+    struct server s = start_server(model_path(), extra);
+    const char *auth = "Authorization: Bearer sk-test-alice-0001\r\n";
+    const char *ok = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}";
+    /* keys: none, wrong, right (either key); /health stays open */
+    expect_error(s.port, "POST", "/v1/chat/completions", NULL, ok, 401, "invalid_api_key");
+    expect_error(s.port, "POST", "/v1/chat/completions", "Authorization: Bearer sk-test-alice-0002\r\n", ok, 401,
+                 "invalid_api_key");
+    expect_error(s.port, "GET", "/v1/models", "Authorization: Basic Zm9vOmJhcg==\r\n", NULL, 401, "invalid_api_key");
+    struct response r = request(s.port, "POST", "/v1/chat/completions", "Authorization: Bearer sk-test-anon-0002\r\n", ok);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    /* 400: bad JSON and bad parameters */
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, "{\"messages\": [", 400, NULL);
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, "[1,2]", 400, NULL);
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, "{}", 400, NULL);
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, "{\"messages\":[]}", 400, NULL);
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
+                 400, NULL);
+    const char *bad_params[] = {"\"temperature\":5", "\"temperature\":\"hot\"", "\"top_p\":2", "\"max_tokens\":0",
+                                "\"max_tokens\":1.5", "\"n\":2", "\"stop\":[1]", "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]",
+                                "\"presence_penalty\":3", "\"seed\":\"x\"", "\"stream\":\"yes\"",
+                                "\"response_format\":{\"type\":\"xml\"}", "\"stream_options\":3"};
+    for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}", bad_params[i]);
+        expect_error(s.port, "POST", "/v1/chat/completions", auth, body, 400, NULL);
+    }
+    expect_error(s.port, "POST", "/v1/completions", auth, "{\"prompt\":42}", 400, NULL);
+    expect_error(s.port, "POST", "/v1/completions", auth, "{\"prompt\":[1,2,999999]}", 400, NULL);
+    /* a prompt beyond the context */
+    char *big = malloc(8192);
+    strcpy(big, "{\"prompt\":\"");
+    for (int i = 0; i < 300; i++)
+        strcat(big, "ab ");
+    strcat(big, "\"}");
+    expect_error(s.port, "POST", "/v1/completions", auth, big, 400, "context_length_exceeded");
+    /* 413: a body over --max-body */
+    char *huge = malloc(10000);
+    memset(huge, ' ', 9999);
+    huge[0] = '{';
+    huge[9998] = '}';
+    huge[9999] = '\0';
+    expect_error(s.port, "POST", "/v1/chat/completions", auth, huge, 413, NULL);
+    /* 404: unknown model, route; 405: wrong method */
+    expect_error(s.port, "POST", "/v1/chat/completions", auth,
+                 "{\"model\":\"gpt-9\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 404, "model_not_found");
+    expect_error(s.port, "GET", "/v1/models/gpt-9", auth, NULL, 404, "model_not_found");
+    expect_error(s.port, "GET", "/v1/nothing", auth, NULL, 404, NULL);
+    expect_error(s.port, "GET", "/nothing", NULL, NULL, 404, NULL);
+    expect_error(s.port, "GET", "/v1/chat/completions", auth, NULL, 405, NULL);
+
+    /* 503 with Retry-After: the one slot busy, no queue */
+    int fd = connect_to(s.port);
+    const char *longreq = "{\"prompt\":\"a\",\"max_tokens\":100000,\"stream\":true,\"ignore_eos\":true}";
+    char head[1024];
+    snprintf(head, sizeof head,
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             auth, strlen(longreq), longreq);
+    send_all(fd, head, strlen(head));
+    char first[256];
+    assert_true(recv(fd, first, sizeof first, 0) > 0); /* it is generating */
+    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strcasestr(r.headers, "\r\nRetry-After: "));
+    response_free(&r);
+    /* the client going away frees the slot */
+    close(fd);
+    bool freed = false;
+    for (int i = 0; i < 100 && !freed; i++) {
+        r = request(s.port, "GET", "/metrics", NULL, NULL);
+        freed = strstr(r.body, "\nplumb_slots_active 0\n") != NULL;
+        response_free(&r);
+        if (!freed)
+            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    assert_true(freed);
+    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    assert_non_null(strstr(r.body, "status=\"503\"} 1"));
+    assert_non_null(strstr(r.body, "endpoint=\"/v1/chat/completions\",status=\"401\"} 2"));
+    assert_non_null(strstr(r.body, "endpoint=\"/v1/models\",status=\"401\"} 1"));
+    response_free(&r);
+    free(big);
+    free(huge);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    /* keys never reach the log */
+    size_t ll;
+    char *text = test_read_file(s.log, &ll);
+    assert_non_null(text);
+    assert_null(strstr(text, "sk-test-alice-0001"));
+    assert_null(strstr(text, "sk-test-anon-0002"));
+    free(text);
+}
+
+struct client {
+    int port;
+    const char *body;
+    bool stream;
+    char *text;
+};
+
+static void *client_thread(void *arg)
+{
+    struct client *c = arg;
+    struct response r = request(c->port, "POST", "/v1/chat/completions", NULL, c->body);
+    if (c->stream) {
+        int n;
+        c->text = stream_text(&r, true, &n, NULL);
+    } else {
+        assert_int_equal(r.status, 200);
+        c->text = answer_text(&r, NULL);
+    }
+    response_free(&r);
+    return NULL;
+}
+
+/* 16 streamed requests at once all complete, each with the text it gets
+ * alone (temperature 0, and a fixed seed). */
+static void test_concurrent_streams(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    struct server s = start_server(model_path(), "-np 16 --ctx 256");
+    char *bodies[N], *alone[N];
+    for (int k = 0; k < N; k++) {
+        char content[64];
+        snprintf(content, sizeof content, "question number %d, about %s", k, k % 2 ? "cats" : "dogs");
+        bodies[k] = chat_body(content, 24, true, k % 3 == 0 ? ",\"temperature\":0.9,\"seed\":77" : NULL);
+        struct client c = {s.port, bodies[k], true, NULL};
+        client_thread(&c);
+        alone[k] = c.text;
+    }
+    struct client cs[N];
+    pthread_t th[N];
+    for (int k = 0; k < N; k++) {
+        cs[k] = (struct client){s.port, bodies[k], true, NULL};
+        pthread_create(&th[k], NULL, client_thread, &cs[k]);
+    }
+    for (int k = 0; k < N; k++) {
+        pthread_join(th[k], NULL);
+        if (strcmp(cs[k].text, alone[k]) != 0)
+            fail_msg("request %d: '%s' among 15 others, '%s' alone", k, cs[k].text, alone[k]);
+        free(cs[k].text);
+        free(alone[k]);
+        free(bodies[k]);
+    }
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* Garbage, slow and half-closed clients, oversized headers: the server
+ * answers (or drops) them and keeps serving. */
+static void test_hostile_clients(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 2 --ctx 128 --timeout 5");
+    /* garbage bytes */
+    int fd = connect_to(s.port);
+    const char junk[] = "\x01\x02\xff\xfe GARBAGE\r\n\r\n\x00\x00 more junk\r\n\r\n";
+    send_all(fd, junk, sizeof junk);
+    struct response r = read_response(fd);
+    assert_true(r.status == 400 || r.status == 0);
+    response_free(&r);
+    close(fd);
+    /* a request line far too long, and too many header bytes */
+    fd = connect_to(s.port);
+    char *longline = malloc(200000);
+    memcpy(longline, "GET /", 5);
+    memset(longline + 5, 'a', 199990);
+    memcpy(longline + 199995, "\r\n\r\n", 5);
+    send_all(fd, longline, 199999);
+    r = read_response(fd);
+    assert_true(r.status == 414 || r.status == 431 || r.status == 400 || r.status == 413 || r.status == 0);
+    response_free(&r);
+    close(fd);
+    free(longline);
+    /* a slow client: a request a few bytes at a time */
+    fd = connect_to(s.port);
+    const char *slow = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (size_t i = 0; i < strlen(slow); i++) {
+        send_all(fd, slow + i, 1);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    r = read_response(fd);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    close(fd);
+    /* a client that sends half a request and goes quiet is timed out */
+    fd = connect_to(s.port);
+    send_all(fd, "POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{", 56);
+    /* a half-closed connection after a whole request still gets an answer or a close */
+    int fd2 = connect_to(s.port);
+    const char *req = "GET /ready HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd2, req, strlen(req));
+    shutdown(fd2, SHUT_WR);
+    r = read_response(fd2);
+    assert_true(r.status == 200 || r.status == 0);
+    response_free(&r);
+    close(fd2);
+    /* through all of that the server serves */
+    r = request(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"hello\",\"max_tokens\":3}");
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    close(fd);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* --timeout bounds a request's run: a long answer ends as "length". */
+static void test_request_timeout(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --ctx 16384 --timeout 1");
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    struct response r = request(s.port, "POST", "/v1/completions", NULL,
+                                "{\"prompt\":\"go\",\"max_tokens\":16000,\"ignore_eos\":true}");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    const double dt = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    const json_int_t n = json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "choices"), 0),
+                                                          "finish_reason")), "length");
+    print_message("  stopped after %.2f s with %lld tokens\n", dt, (long long)n);
+    assert_true(n > 0 && n < 16000);
+    assert_true(dt >= 0.9 && dt < 10);
+    json_decref(v);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+struct drain_client {
+    int port;
+    struct response r;
+};
+
+static void *drain_thread(void *arg)
+{
+    struct drain_client *d = arg;
+    d->r = request(d->port, "POST", "/v1/completions", NULL,
+                   "{\"prompt\":\"a long story\",\"max_tokens\":1500,\"ignore_eos\":true,\"temperature\":0}");
+    return NULL;
+}
+
+/* SIGTERM: /ready turns 503, a running answer completes, exit 0. */
+static void test_sigterm_drain(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 2 --ctx 2048 --drain-timeout 60");
+    struct drain_client d = {s.port, {0}};
+    pthread_t th;
+    pthread_create(&th, NULL, drain_thread, &d);
+    /* wait until it runs */
+    for (int i = 0; i < 200; i++) {
+        struct response m = request(s.port, "GET", "/metrics", NULL, NULL);
+        bool running = strstr(m.body, "\nplumb_slots_active 1\n") != NULL;
+        response_free(&m);
+        if (running)
+            break;
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    kill(s.pid, SIGTERM);
+    /* no new requests now: the connection is refused, or answered 503 */
+    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        close(fd);
+        struct response late = request(s.port, "GET", "/ready", NULL, NULL);
+        assert_int_equal(late.status, 503);
+        response_free(&late);
+    } else {
+        close(fd);
+    }
+    pthread_join(th, NULL);
+    /* the answer that was running came out whole */
+    assert_int_equal(d.r.status, 200);
+    json_t *v = body_json(&d.r);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens")), 1500);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "choices"), 0),
+                                                          "finish_reason")), "length");
+    json_decref(v);
+    response_free(&d.r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    /* and it was still running when the signal came */
+    size_t ll;
+    char *log = test_read_file(s.log, &ll);
+    const char *sig = strstr(log, "SIGTERM: draining"), *done = strstr(log, "completion=1500");
+    if (!sig || !done || sig > done)
+        fail_msg("the request did not run across the drain:\n%s", log);
+    free(log);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_server PATH_TO_PLUMB\n");
+        return 2;
+    }
+    plumb_bin = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    atexit(kill_live);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_hostile_clients),
+        cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
+    };
+    return cmocka_run_group_tests_name("server", tests, NULL, NULL);
+}
