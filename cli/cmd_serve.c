@@ -5,6 +5,7 @@
 
 #include "chat/chat.h"
 #include "server/server.h"
+#include "store/store.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -17,7 +18,8 @@ static void help(void)
 {
     printf("Usage: plumb serve MODEL [OPTIONS]\n"
            "\n"
-           "Serves MODEL over an OpenAI-compatible HTTP API: GET /v1/models,\n"
+           "MODEL is a GGUF file or a name in the model store (NAME[:TAG]).\n"
+           "Serves it over an OpenAI-compatible HTTP API: GET /v1/models,\n"
            "POST /v1/chat/completions and /v1/completions (streamed with \"stream\":\n"
            "true), GET /health, /ready and /metrics (Prometheus). Up to --parallel\n"
            "requests generate together, batched into one forward pass per token;\n"
@@ -26,7 +28,8 @@ static void help(void)
            "finish for up to --drain-timeout seconds, and exits 0.\n"
            "\n"
            "Options:\n"
-           "      --alias NAME          the model's id in the API (default: the file name)\n"
+           "      --alias NAME          the model's id in the API (default: the store name\n"
+           "                            as given, or the file name without .gguf)\n"
            "      --host ADDR           address to listen on (default 127.0.0.1: this machine only)\n"
            "      --port N              port (default 8080; 0: any free one, printed)\n"
            "  -np, --parallel N         requests generating at once (default 4)\n"
@@ -190,7 +193,14 @@ int cmd_serve(int argc, char **argv)
         return cli_usage_error("serve", "missing MODEL");
     if (optind + 1 < argc)
         return cli_usage_error("serve", "unexpected argument '%s'", argv[optind + 1]);
-    p.model_path = argv[optind];
+    char path[4096];
+    struct store_entry entry;
+    if (!cli_resolve_model("serve", argv[optind], path, sizeof path, &entry))
+        return CLI_FAIL;
+    p.model_path = path;
+    /* a store name, not the blob's file name (its digest), is the id */
+    if (!p.alias && entry.digest[0])
+        p.alias = argv[optind];
     p.log = log_line;
 
     /* signals are taken by this thread alone, with sigwait */

@@ -1,6 +1,7 @@
 /* plumb serve as a real process on loopback: the API's answers and
  * errors, 16 streamed requests at once, the same answer alone and among
- * others, disconnects, limits, hostile clients, and the SIGTERM drain.
+ * others, disconnects, limits, hostile clients, the SIGTERM drain, and a
+ * model given by its store name.
  * argv[1] is the plumb binary. */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -705,6 +706,45 @@ static void test_request_timeout(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
+/* MODEL may be a store name: the name, as given, is the model's id */
+static void test_store_name(void **state)
+{
+    (void)state;
+    char home[600], cmd[2048];
+    test_tmpfile("store-home", home, sizeof home);
+    setenv("PLUMB_HOME", home, 1);
+    snprintf(cmd, sizeof cmd, "%s pull '%s' --name tiny:q8 --copy >/dev/null", plumb_bin, model_path());
+    assert_int_equal(system(cmd), 0);
+    struct server s = start_server("tiny:q8", "-np 1 --ctx 128");
+    struct response r = request(s.port, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "id")),
+                        "tiny:q8");
+    json_decref(v);
+    response_free(&r);
+    char *b = chat_body("Hello", 4, false, NULL);
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny:q8");
+    json_decref(v);
+    response_free(&r);
+    free(b);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    /* an unknown name is an error before anything listens */
+    snprintf(cmd, sizeof cmd, "%s serve nope:1 --port 0 >/dev/null 2>%s/serve-nope.err", plumb_bin, test_tmpdir());
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    snprintf(cmd, sizeof cmd, "%s/serve-nope.err", test_tmpdir());
+    char *err = test_read_file(cmd, NULL);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "neither a file nor a model in the store"));
+    free(err);
+    unsetenv("PLUMB_HOME");
+}
+
 struct drain_client {
     int port;
     struct response r;
@@ -781,6 +821,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_hostile_clients),
         cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
+        cmocka_unit_test(test_store_name),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

@@ -121,7 +121,7 @@ int store_history(struct store *s, const char *ref, struct store_revision **out,
 
 /* ---- the resolver (every command that takes MODEL) ----
  *
- * Resolves MODEL as `run`, `chat`, `bench`, `show` (and `serve`, `plan`)
+ * Resolves MODEL as `run`, `chat`, `bench`, `show`, `serve` (and `plan`)
  * accept it: a file path, or a store name ("NAME" or "NAME:TAG"), into the
  * path of the file to open.
  *
