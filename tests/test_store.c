@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include "store/store.h"
+#include "store/store_internal.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -903,6 +904,48 @@ static void test_tag_rollback_rm_verify(void **state)
     free(v2.data);
 }
 
+/* A removal before its commit: the file moved aside into tmp/ is locked
+ * (files_move_aside, as store_rm does it), so another process opening the
+ * store, which cleans tmp/, leaves it alone; once the remover is gone, the
+ * next open puts it back, as the registry still names it. */
+static void test_removal_lock(void **state)
+{
+    (void)state;
+    struct model m;
+    model_get(&m, "Q8_0");
+    new_home("rm-lock");
+    pull_ok(m.path, "x:1");
+    struct store *s;
+    pb_err err = {0};
+    assert_int_equal(store_open(home, &s, &err), PB_OK);
+    char blob[4096], aside[4096], prefix[80];
+    int fd = -1;
+    store_blob_path(s, m.digest, blob, sizeof blob);
+    snprintf(prefix, sizeof prefix, "rm-%s", m.digest);
+    assert_int_equal(files_move_aside(s, blob, prefix, "del", aside, sizeof aside, &fd, &err), PB_OK);
+    assert_int_equal(count_files("tmp"), 1);
+    struct run r;
+    PLUMB(&r, "ls");
+    EXPECT_STATUS(r, 0);
+    run_free(&r);
+    struct stat st;
+    assert_int_equal(stat(aside, &st), 0);
+    assert_int_equal((size_t)st.st_size, m.len);
+    assert_int_not_equal(stat(blob, &st), 0);
+    close(fd);
+    PLUMB(&r, "verify");
+    EXPECT_STATUS(r, 0);
+    run_free(&r);
+    assert_int_equal(stat(blob, &st), 0);
+    assert_int_equal(count_files("tmp"), 0);
+    /* nothing to move: nothing created */
+    assert_int_equal(files_move_aside(s, "/nonexistent/x", prefix, "del", aside, sizeof aside, &fd, &err),
+                     PB_ENOTFOUND);
+    assert_int_equal(count_files("tmp"), 0);
+    store_close(s);
+    free(m.data);
+}
+
 static void test_kill9(void **state)
 {
     (void)state;
@@ -1025,6 +1068,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_failures_leave_store),
         cmocka_unit_test(test_concurrent_pulls),
         cmocka_unit_test(test_tag_rollback_rm_verify),
+        cmocka_unit_test(test_removal_lock),
         cmocka_unit_test(test_kill9),
         cmocka_unit_test(test_directory),
     };

@@ -75,6 +75,37 @@ int files_tmp_create(struct store *s, const char *prefix, const char *suffix, ch
     return pb_fail(err, PB_EIO, "cannot create a temporary file in %s", s->tmp);
 }
 
+int files_move_aside(struct store *s, const char *path, const char *prefix, const char *suffix, char *tmp,
+                     size_t size, int *fd, pb_err *err)
+{
+    int f = open(path, O_RDONLY | O_CLOEXEC), placeholder = -1;
+    if (f < 0)
+        return pb_fail(err, errno == ENOENT ? PB_ENOTFOUND : PB_EIO, "cannot open %s: %s", path, strerror(errno));
+    /* the lock goes with the file (its inode), not with the name */
+    if (flock(f, LOCK_SH) != 0) {
+        int e = errno;
+        close(f);
+        return pb_fail(err, PB_EIO, "cannot lock %s: %s", path, strerror(e));
+    }
+    /* a locked placeholder reserves the name; the rename replaces it */
+    int rc = files_tmp_create(s, prefix, suffix, tmp, size, &placeholder, err);
+    if (rc) {
+        close(f);
+        return rc;
+    }
+    if (rename(path, tmp) != 0) {
+        rc = pb_fail(err, errno == ENOENT ? PB_ENOTFOUND : PB_EIO, "cannot move %s aside: %s", path,
+                     strerror(errno));
+        unlink(tmp);
+        close(placeholder);
+        close(f);
+        return rc;
+    }
+    close(placeholder);
+    *fd = f;
+    return PB_OK;
+}
+
 /* A stale "rm-DIGEST-..." file: a removal that died before its commit
  * leaves the registry still naming the blob; put the file back then. */
 static void restore_removed(struct store *s, const char *name, const char *path)

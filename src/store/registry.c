@@ -534,8 +534,8 @@ fail:
 
 struct removal {
     char digest[65];
-    char path[STORE_PATH_MAX]; /* in tmp/ while the transaction runs */
-    int fd;
+    char path[STORE_PATH_MAX]; /* in tmp/ while the transaction runs; "" when the file was gone */
+    int fd;                    /* holds the moved file's lock (files_move_aside), -1 with no file */
     uint64_t size;
 };
 
@@ -572,21 +572,21 @@ int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_e
         st_text(q, 0, g->digest, sizeof g->digest);
         g->size = (uint64_t)sqlite3_column_int64(q, 1);
         g->fd = -1;
+        g->path[0] = 0;
         char blob[STORE_PATH_MAX], prefix[80];
         store_blob_path(s, g->digest, blob, sizeof blob);
         snprintf(prefix, sizeof prefix, "rm-%s", g->digest);
         /* the blob moves onto a locked temporary name, so that a crash
          * before the commit can put it back (files_clean_tmp) */
-        if ((rc = files_tmp_create(s, prefix, "del", g->path, sizeof g->path, &g->fd, err)))
-            goto fail;
-        n_gone++;
-        if (rename(blob, g->path) != 0) {
-            if (errno != ENOENT) {
-                rc = pb_fail(err, PB_EIO, "cannot remove %s: %s", blob, strerror(errno));
-                goto fail;
-            }
+        int m = files_move_aside(s, blob, prefix, "del", g->path, sizeof g->path, &g->fd, err);
+        if (m == PB_ENOTFOUND) {
+            g->path[0] = 0;
             g->size = 0; /* already gone: only the row goes */
+        } else if (m) {
+            rc = m;
+            goto fail;
         }
+        n_gone++;
     }
     if (step != SQLITE_DONE) {
         rc = st_fail(s, err, "finding unused blobs");
@@ -598,8 +598,10 @@ int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_e
         (rc = st_commit(s, err)))
         goto fail;
     for (size_t i = 0; i < n_gone; i++) {
-        unlink(gone[i].path);
-        close(gone[i].fd);
+        if (gone[i].path[0])
+            unlink(gone[i].path);
+        if (gone[i].fd >= 0)
+            close(gone[i].fd);
         res->blobs_removed++;
         res->bytes_freed += gone[i].size;
     }
@@ -610,6 +612,8 @@ fail:
     sqlite3_finalize(q);
     st_rollback(s);
     for (size_t i = 0; i < n_gone; i++) {
+        if (!gone[i].path[0])
+            continue;
         char blob[STORE_PATH_MAX];
         store_blob_path(s, gone[i].digest, blob, sizeof blob);
         struct stat st;

@@ -64,6 +64,12 @@ int files_tmp_create(struct store *s, const char *prefix, const char *suffix, ch
  * still names it (a cleaner may have removed it in between): 1 when
  * claimed, 0 when it is gone, negative on error. */
 int files_claim(int fd, const char *path);
+/* Moves the file at path onto a new temporary name in tmp/ (as
+ * files_tmp_create names it), holding a shared flock on the file itself,
+ * taken before the rename: no cleaner takes it while *fd stays open.
+ * PB_ENOTFOUND when path does not exist (nothing is created). */
+int files_move_aside(struct store *s, const char *path, const char *prefix, const char *suffix, char *tmp,
+                     size_t size, int *fd, pb_err *err);
 /* Removes the stale files in tmp/ (no process holds their lock);
  * removals of blobs interrupted before their commit are put back. */
 int files_clean_tmp(struct store *s);
