@@ -263,15 +263,34 @@ static void spawn(struct run *r, long fsize_limit, const char *const *args)
     }
 }
 
-static void finish(struct run *r)
+/* The exit status and outputs of r, whose process ended with wait status st. */
+static void collect(struct run *r, int st)
 {
-    int st;
-    assert_int_equal(waitpid(r->pid, &st, 0), r->pid);
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     r->out = test_read_file(r->out_path, NULL);
     r->err = test_read_file(r->err_path, NULL);
     assert_non_null(r->out);
     assert_non_null(r->err);
+}
+
+/* Waits for r's process to end. */
+static void finish(struct run *r)
+{
+    int st;
+    assert_int_equal(waitpid(r->pid, &st, 0), r->pid);
+    collect(r, st);
+}
+
+/* true (and r collected) once r's process has ended; does not wait. */
+static bool finished(struct run *r)
+{
+    int st;
+    pid_t p = waitpid(r->pid, &st, WNOHANG);
+    assert_true(p >= 0);
+    if (p == 0)
+        return false;
+    collect(r, st);
+    return true;
 }
 
 static void run_free(struct run *r)
@@ -287,7 +306,14 @@ static void run_free(struct run *r)
         finish(r);                                                                                                     \
     } while (0)
 
-
+/* Runs plumb with the arguments, which must exit 0. */
+#define PLUMB_OK(...)                                                                                                  \
+    do {                                                                                                               \
+        struct run ok_;                                                                                                \
+        PLUMB(&ok_, __VA_ARGS__);                                                                                      \
+        EXPECT_STATUS(ok_, 0);                                                                                         \
+        run_free(&ok_);                                                                                                \
+    } while (0)
 
 /* A fresh, empty store for one test. */
 static void new_home(const char *name)
@@ -421,10 +447,7 @@ static void model_get(struct model *m, const char *ftype)
 /* plumb pull SOURCE --name NAME --copy, which must work. */
 static void pull_ok(const char *source, const char *name)
 {
-    struct run r;
-    PLUMB(&r, "pull", source, "--name", name, "--copy");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("pull", source, "--name", name, "--copy");
 }
 
 /* ---- tests ---- */
@@ -486,9 +509,7 @@ static void test_pull_file_and_resolve(void **state)
     model_get(&m, "Q8_0");
     new_home("file");
     struct run r;
-    PLUMB(&r, "pull", m.path, "--name", "tiny:q8", "--copy", "--sha256", m.digest);
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("pull", m.path, "--name", "tiny:q8", "--copy", "--sha256", m.digest);
     char d[80];
     ls_digest("tiny:q8", d);
     assert_string_equal(d, m.tagged);
@@ -526,8 +547,14 @@ static void test_pull_file_and_resolve(void **state)
     assert_int_equal(json_array_size(json_object_get(v, "tokens")), 3);
     json_decref(v);
     run_free(&r);
-    PLUMB(&r, "tokenize", "tiny:q8", "hello");
+    PLUMB_OK("tokenize", "tiny:q8", "hello");
+    PLUMB_OK("chat", "tiny:q8", "-n", "2"); /* stdin is empty: no turns */
+    PLUMB(&r, "bench", "tiny:q8", "-p", "4", "-n", "2", "-r", "1", "-t", "1", "--json");
     EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny:q8");
+    assert_int_equal(json_integer_value(json_object_get(v, "model_bytes")), (json_int_t)m.len);
+    json_decref(v);
     run_free(&r);
     PLUMB(&r, "show", "tiny:q8", "--json");
     EXPECT_STATUS(r, 0);
@@ -553,9 +580,7 @@ static void test_pull_file_and_resolve(void **state)
     run_free(&r);
 
     /* the default name is the file's; the same file again changes nothing */
-    PLUMB(&r, "pull", m.path);
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("pull", m.path);
     ls_digest("tiny-q8_0:latest", d);
     assert_string_equal(d, m.tagged);
     char *before = snapshot();
@@ -585,9 +610,7 @@ static void test_http_resume(void **state)
     atomic_store(&sv.cut_times, 1);
     server_url(&sv, "/model.gguf", url, sizeof url);
     struct run r;
-    PLUMB(&r, "pull", url, "--name", "web:1", "--retry-delay", "0.05", "--sha256", m.digest);
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("pull", url, "--name", "web:1", "--retry-delay", "0.05", "--sha256", m.digest);
     assert_int_equal(atomic_load(&sv.requests), 2);
     assert_int_equal(atomic_load(&sv.range_requests), 1);
     assert_int_equal(atomic_load(&sv.last_range_from), (long)(m.len / 2));
@@ -609,9 +632,7 @@ static void test_http_resume(void **state)
     json_decref(v);
     run_free(&r);
     assert_int_equal(count_files("blobs"), 1);
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     server_stop(&sv);
     free(m.data);
 }
@@ -643,7 +664,6 @@ static void test_failures_leave_store(void **state)
     model_get(&m, "Q8_0");
     model_get(&other, "Q4_0");
     new_home("failures");
-    struct run r;
     pull_ok(other.path, "keep:1");
     char trunc[600], junk[600];
     test_tmpfile("truncated.gguf", trunc, sizeof trunc);
@@ -715,9 +735,7 @@ static void test_failures_leave_store(void **state)
     char d[80];
     ls_digest("keep:1", d);
     assert_string_equal(d, other.tagged);
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     free(m.data);
     free(other.data);
 }
@@ -759,21 +777,19 @@ static void test_concurrent_pulls(void **state)
     const char *args[] = {"pull", url, "--name", "same:1", NULL};
     spawn(&a, 0, args);
     spawn(&b, 0, args);
+    /* ls while they run: never a half-written model */
     int checks = 0;
-    for (;;) {
+    bool a_done = false, b_done = false;
+    while (!a_done || !b_done) {
         check_ls_whole(&m);
         checks++;
-        if (waitpid(a.pid, NULL, WNOHANG) == 0 || waitpid(b.pid, NULL, WNOHANG) == 0)
-            continue;
-        break;
+        a_done = a_done || finished(&a);
+        b_done = b_done || finished(&b);
     }
-    /* waitpid above reaped them; their outputs are read here */
-    a.out = test_read_file(a.out_path, NULL);
-    a.err = test_read_file(a.err_path, NULL);
-    b.out = test_read_file(b.out_path, NULL);
-    b.err = test_read_file(b.err_path, NULL);
-    if (!strstr(a.out, "same:1") || !strstr(b.out, "same:1"))
-        fail_msg("a pull failed:\n%s\n%s", a.err, b.err);
+    EXPECT_STATUS(a, 0);
+    EXPECT_STATUS(b, 0);
+    assert_non_null(strstr(a.out, "same:1"));
+    assert_non_null(strstr(b.out, "same:1"));
     run_free(&a);
     run_free(&b);
     assert_true(checks > 2);
@@ -790,10 +806,7 @@ static void test_concurrent_pulls(void **state)
     if (rows != 4) /* blobs/FILE, blobs:, revisions:, names: */
         fail_msg("registry after two pulls:\n%s", snap);
     free(snap);
-    struct run r;
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     free(m.data);
 }
 
@@ -815,9 +828,7 @@ static void test_tag_rollback_rm_verify(void **state)
     ls_digest("bot:2", d);
     assert_string_equal(d, v2.tagged);
     assert_int_equal(count_files("blobs"), 2); /* the old version is kept for rollback */
-    PLUMB(&r, "rollback", "bot:2");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("rollback", "bot:2");
     ls_digest("bot:2", d);
     assert_string_equal(d, v1.tagged);
     PLUMB(&r, "rollback", "bot:2"); /* v1 had no earlier version */
@@ -833,9 +844,7 @@ static void test_tag_rollback_rm_verify(void **state)
     run_free(&r);
 
     /* tag: a second name for the same file; moving a name keeps its history */
-    PLUMB(&r, "tag", "bot:2", "bot:stable");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("tag", "bot:2", "bot:stable");
     ls_digest("bot:stable", d);
     assert_string_equal(d, v1.tagged);
     PLUMB(&r, "tag", "nope:1", "x:1");
@@ -863,18 +872,14 @@ static void test_tag_rollback_rm_verify(void **state)
     run_free(&r);
     /* pulling the file again repairs it */
     pull_ok(v1.path, "bot:2");
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
 
     /* a removal that died between moving the file aside and its commit:
      * the registry still names the file, so the next open puts it back */
     char aside[800];
     snprintf(aside, sizeof aside, "%s/tmp/rm-%s-999999-0.del", home, v1.digest);
     assert_int_equal(rename(blob, aside), 0);
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     struct stat st;
     assert_int_equal(stat(blob, &st), 0);
     assert_int_equal(count_files("tmp"), 0);
@@ -885,9 +890,7 @@ static void test_tag_rollback_rm_verify(void **state)
     assert_non_null(strstr(r.out, "stays"));
     run_free(&r);
     assert_int_equal(count_files("blobs"), 2);
-    PLUMB(&r, "rm", "bot:2");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("rm", "bot:2");
     assert_int_equal(count_files("blobs"), 0);
     PLUMB(&r, "rm", "bot:2");
     EXPECT_STATUS(r, 1);
@@ -897,9 +900,7 @@ static void test_tag_rollback_rm_verify(void **state)
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "\"models\": []"));
     run_free(&r);
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     free(v1.data);
     free(v2.data);
 }
@@ -924,18 +925,13 @@ static void test_removal_lock(void **state)
     snprintf(prefix, sizeof prefix, "rm-%s", m.digest);
     assert_int_equal(files_move_aside(s, blob, prefix, "del", aside, sizeof aside, &fd, &err), PB_OK);
     assert_int_equal(count_files("tmp"), 1);
-    struct run r;
-    PLUMB(&r, "ls");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("ls");
     struct stat st;
     assert_int_equal(stat(aside, &st), 0);
     assert_int_equal((size_t)st.st_size, m.len);
     assert_int_not_equal(stat(blob, &st), 0);
     close(fd);
-    PLUMB(&r, "verify");
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("verify");
     assert_int_equal(stat(blob, &st), 0);
     assert_int_equal(count_files("tmp"), 0);
     /* nothing to move: nothing created */
@@ -1022,9 +1018,7 @@ static void test_directory(void **state)
     assert_int_equal(test_write_file(p, "hi\n", 3), 0);
     /* without SHA256SUMS: both, named by their files */
     struct run r;
-    PLUMB(&r, "pull", dir);
-    EXPECT_STATUS(r, 0);
-    run_free(&r);
+    PLUMB_OK("pull", dir);
     char d[80];
     ls_digest("alpha:latest", d);
     assert_string_equal(d, a.tagged);

@@ -463,6 +463,19 @@ fail:
     return rc;
 }
 
+/* The end of tag and rollback, inside their transaction: points ref at
+ * digest (point: parent < 0 for the current revision), commits, and reads
+ * ref's entry into out (may be NULL). */
+static int move_commit(struct store *s, const struct store_ref *ref, const char *digest, int64_t parent,
+                       const char *action, const char *source, struct store_entry *out, pb_err *err)
+{
+    bool moved;
+    int rc;
+    if ((rc = point(s, ref, digest, parent, action, source, &moved, err)) || (rc = st_commit(s, err)))
+        return rc;
+    return out ? lookup_ref(s, ref, out, err) : PB_OK;
+}
+
 int store_tag(struct store *s, const char *src, const char *dst, struct store_entry *out, pb_err *err)
 {
     struct store_ref from, to;
@@ -475,11 +488,9 @@ int store_tag(struct store *s, const char *src, const char *dst, struct store_en
     char source[STORE_NAME_MAX + STORE_TAG_MAX + 16], fname[STORE_NAME_MAX + STORE_TAG_MAX + 2];
     store_ref_format(&from, fname, sizeof fname);
     snprintf(source, sizeof source, "tag of %s", fname);
-    bool moved;
-    if ((rc = lookup_ref(s, &from, &e, err)) || (rc = point(s, &to, e.digest, -1, "tag", source, &moved, err)) ||
-        (rc = st_commit(s, err)))
+    if ((rc = lookup_ref(s, &from, &e, err)) || (rc = move_commit(s, &to, e.digest, -1, "tag", source, out, err)))
         goto fail;
-    return out ? lookup_ref(s, &to, out, err) : PB_OK;
+    return PB_OK;
 fail:
     st_rollback(s);
     return rc;
@@ -517,13 +528,11 @@ int store_rollback(struct store *s, const char *ref, struct store_entry *out, pb
     st_text(q, 2, source, sizeof source);
     sqlite3_finalize(q);
     q = NULL;
-    bool moved;
     /* the new revision takes the place of the one rolled back to: its
      * parent is that one's parent, so the next rollback goes further back */
-    if ((rc = point(s, &r, digest, grandparent, "rollback", source, &moved, err)) ||
-        (rc = st_commit(s, err)))
+    if ((rc = move_commit(s, &r, digest, grandparent, "rollback", source, out, err)))
         goto fail;
-    return out ? lookup_ref(s, &r, out, err) : PB_OK;
+    return PB_OK;
 fail:
     sqlite3_finalize(q);
     st_rollback(s);
