@@ -345,6 +345,20 @@ static char *chat_body(const char *content, int max_tokens, bool stream, const c
     return b;
 }
 
+/* GET /v1/models lists one model, id. */
+static void expect_model_id(int port, const char *id)
+{
+    struct response r = request(port, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+    json_t *data = json_object_get(v, "data");
+    assert_int_equal(json_array_size(data), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 0), "id")), id);
+    json_decref(v);
+    response_free(&r);
+}
+
 /* ---- tests ---- */
 
 static void test_api_shapes(void **state)
@@ -357,12 +371,7 @@ static void test_api_shapes(void **state)
     r = request(s.port, "GET", "/ready", NULL, NULL);
     assert_int_equal(r.status, 200);
     response_free(&r);
-    r = request(s.port, "GET", "/v1/models", NULL, NULL);
-    json_t *v = body_json(&r);
-    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
-    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "id")), "tiny");
-    json_decref(v);
-    response_free(&r);
+    expect_model_id(s.port, "tiny");
     r = request(s.port, "GET", "/v1/models/tiny", NULL, NULL);
     assert_int_equal(r.status, 200);
     response_free(&r);
@@ -371,7 +380,7 @@ static void test_api_shapes(void **state)
     char *b = chat_body("Hello", 12, false, NULL);
     r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
     assert_int_equal(r.status, 200);
-    v = body_json(&r);
+    json_t *v = body_json(&r);
     assert_string_equal(json_string_value(json_object_get(v, "object")), "chat.completion");
     assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny");
     json_t *usage = json_object_get(v, "usage");
@@ -716,17 +725,11 @@ static void test_store_name(void **state)
     snprintf(cmd, sizeof cmd, "%s pull '%s' --name tiny:q8 --copy >/dev/null", plumb_bin, model_path());
     assert_int_equal(system(cmd), 0);
     struct server s = start_server("tiny:q8", "-np 1 --ctx 128");
-    struct response r = request(s.port, "GET", "/v1/models", NULL, NULL);
+    expect_model_id(s.port, "tiny:q8");
+    char *b = chat_body("Hello", 4, false, NULL);
+    struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
     assert_int_equal(r.status, 200);
     json_t *v = body_json(&r);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "id")),
-                        "tiny:q8");
-    json_decref(v);
-    response_free(&r);
-    char *b = chat_body("Hello", 4, false, NULL);
-    r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
-    assert_int_equal(r.status, 200);
-    v = body_json(&r);
     assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny:q8");
     json_decref(v);
     response_free(&r);
