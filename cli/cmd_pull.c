@@ -57,7 +57,7 @@ static void on_signal(int sig)
     interrupted = 1;
 }
 
-static void print_result(const struct store_pull_result *r, const char *source, json_t *json_out)
+static void print_result(const struct store_pull_result *r, json_t *json_out)
 {
     if (json_out) {
         json_t *o = cli_store_entry_json(&r->entry);
@@ -75,7 +75,6 @@ static void print_result(const struct store_pull_result *r, const char *source, 
            r->entry.arch[0] ? r->entry.arch : "-", r->entry.quant[0] ? r->entry.quant : "-", params,
            !r->changed ? " (already there)" : !r->new_blob ? " (file already in the store)"
                                                           : r->linked ? " (hard link)" : "");
-    (void)source;
 }
 
 static int pull_one(struct store *s, const char *source, struct store_pull_opts *o, json_t *json_out)
@@ -87,7 +86,7 @@ static int pull_one(struct store *s, const char *source, struct store_pull_opts 
             return cli_error("pull", "%s: interrupted; the store is unchanged", source);
         return cli_error("pull", "%s; the store is unchanged", err.msg);
     }
-    print_result(&r, source, json_out);
+    print_result(&r, json_out);
     return CLI_OK;
 }
 
@@ -169,11 +168,9 @@ int cmd_pull(int argc, char **argv)
     struct store_ref ref;
     if (o.name && store_ref_parse(o.name, &ref, &err))
         return cli_usage_error("pull", "--name: %s", err.msg);
-    if (o.sha256) {
-        const char *h = strncmp(o.sha256, "sha256:", 7) == 0 ? o.sha256 + 7 : o.sha256;
-        if (strlen(h) != 64 || strspn(h, "0123456789abcdefABCDEF") != 64)
-            return cli_usage_error("pull", "--sha256 '%s' is not a SHA-256 digest (64 hexadecimal digits)", o.sha256);
-    }
+    char digest[65];
+    if (o.sha256 && store_digest_parse(o.sha256, digest, &err))
+        return cli_usage_error("pull", "--sha256: %s", err.msg);
     struct stat st;
     bool dir = stat(source, &st) == 0 && S_ISDIR(st.st_mode);
     if (dir && (o.name || o.sha256))

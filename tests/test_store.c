@@ -479,6 +479,20 @@ static void test_names(void **state)
             fail_msg("'%s' was accepted as a model name", bad[i]);
         assert_true(strlen(err.msg) > 0);
     }
+    /* digests: either case, with or without "sha256:", exactly 64 digits */
+    char hex[65];
+    const char *upper = "sha256:E769F25099C6824C6D2771B81A720C2AEAE00A58E8E17A20B17585F26A16B419";
+    assert_int_equal(store_digest_parse(upper, hex, NULL), PB_OK);
+    assert_string_equal(hex, "e769f25099c6824c6d2771b81a720c2aeae00a58e8e17a20b17585f26a16b419");
+    const char *bad_digests[] = {"", "sha256:", "e769f25099c6824c6d2771b81a720c2aeae00a58e8e17a20b17585f26a16b41",
+                                 "e769f25099c6824c6d2771b81a720c2aeae00a58e8e17a20b17585f26a16b4190",
+                                 "g769f25099c6824c6d2771b81a720c2aeae00a58e8e17a20b17585f26a16b419",
+                                 "sha1:e769f25099c6824c6d2771b81a720c2aeae00a58e8e17a20b17585f26a16b4"};
+    for (size_t i = 0; i < sizeof bad_digests / sizeof bad_digests[0]; i++) {
+        pb_err err = {0};
+        if (store_digest_parse(bad_digests[i], hex, &err) != PB_EINVAL)
+            fail_msg("'%s' was accepted as a digest", bad_digests[i]);
+    }
     /* the CLI refuses them before anything reaches the file system */
     new_home("names");
     struct run run;

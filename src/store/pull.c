@@ -38,8 +38,7 @@ static bool is_url(const char *s)
     return strncasecmp(s, "http://", 7) == 0 || strncasecmp(s, "https://", 8) == 0;
 }
 
-/* "sha256:HEX" or "HEX", any case, into 64 lower-case digits. */
-static int parse_digest(const char *text, char out[65], pb_err *err)
+int store_digest_parse(const char *text, char out[65], pb_err *err)
 {
     const char *p = strncasecmp(text, "sha256:", 7) == 0 ? text + 7 : text;
     size_t n = strlen(p);
@@ -47,7 +46,7 @@ static int parse_digest(const char *text, char out[65], pb_err *err)
         out[i] = (char)tolower((unsigned char)p[i]);
     out[n < 64 ? n : 64] = 0;
     if (n != 64 || !files_is_digest(out))
-        return pb_fail(err, PB_EINVAL, "--sha256 '%.80s' is not a SHA-256 digest (64 hexadecimal digits)", text);
+        return pb_fail(err, PB_EINVAL, "'%.80s' is not a SHA-256 digest (64 hexadecimal digits)", text);
     return PB_OK;
 }
 
@@ -443,8 +442,8 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
     memset(res, 0, sizeof *res);
     if (!source || !*source)
         return pb_fail(err, PB_EINVAL, "no source given");
-    if (o->sha256 && (rc = parse_digest(o->sha256, want, err)))
-        return rc;
+    if (o->sha256 && (rc = store_digest_parse(o->sha256, want, err)))
+        return pb_wrap(err, rc, "sha256");
     if ((rc = o->name ? store_ref_parse(o->name, &ref, err) : default_ref(source, &ref, err)))
         return rc;
     bool url = is_url(source);

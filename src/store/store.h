@@ -65,6 +65,10 @@ int store_ref_parse(const char *text, struct store_ref *out, pb_err *err);
 /* "name:tag" into buf. */
 void store_ref_format(const struct store_ref *r, char *buf, size_t size);
 
+/* A digest, "HEX" or "sha256:HEX" (64 hexadecimal digits, any case), into
+ * 64 lower-case digits. PB_EINVAL when it is not one. */
+int store_digest_parse(const char *text, char out[65], pb_err *err);
+
 /* ---- opening ---- */
 
 /* The store's home: $PLUMB_HOME, else $XDG_DATA_HOME/plumb, else
