@@ -61,6 +61,7 @@ struct server {
     atomic_int cut_times; /* ... this many times (-1: always, 0: never) */
     atomic_int fail_times;/* answer 500 this many times */
     atomic_int delay_us;  /* pause after each 16 KiB */
+    atomic_int wrong_range_times; /* answer a Range request from half its start, this many times */
     atomic_int requests, range_requests;
     atomic_long last_range_from;
     atomic_int active;
@@ -129,6 +130,8 @@ static void *serve_conn(void *arg)
                                     "Content-Length: 0\r\nConnection: close\r\n\r\n", sv->len);
         send_all(cn->fd, head, strlen(head));
     } else {
+        if (from > 0 && atomic_load(&sv->wrong_range_times) > 0 && atomic_fetch_sub(&sv->wrong_range_times, 1) > 0)
+            from /= 2; /* a 206, but not of the part asked for */
         if (from > 0)
             snprintf(head, sizeof head, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %ld-%zu/%zu\r\n"
                                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
@@ -646,6 +649,21 @@ static void test_http_resume(void **state)
     json_decref(v);
     run_free(&r);
     assert_int_equal(count_files("blobs"), 1);
+
+    /* a 206 for another part than asked is not written as the rest of the
+     * file: the next request starts over */
+    atomic_store(&sv.requests, 0);
+    atomic_store(&sv.range_requests, 0);
+    atomic_store(&sv.cut_after, (int)(m.len / 2));
+    atomic_store(&sv.cut_times, 1);
+    atomic_store(&sv.wrong_range_times, 1);
+    server_url(&sv, "/model.gguf", url, sizeof url);
+    PLUMB_OK("pull", url, "--name", "web:3", "--retry-delay", "0.05", "--sha256", m.digest);
+    assert_int_equal(atomic_load(&sv.requests), 3);
+    assert_int_equal(atomic_load(&sv.range_requests), 1);
+    assert_int_equal(atomic_load(&sv.wrong_range_times), 0);
+    ls_digest("web:3", d);
+    assert_string_equal(d, m.tagged);
     PLUMB_OK("verify");
     server_stop(&sv);
     free(m.data);
