@@ -24,8 +24,25 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_tag(int argc, char **argv);
+int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_service(int argc, char **argv);
+
+struct store_entry;
+/* MODEL (a file, or a store name: store_resolve) into the file to open;
+ * entry (may be NULL) gets the store entry. On failure prints the error
+ * for cmd and returns false. */
+bool cli_resolve_model(const char *cmd, const char *model, char *path, size_t size, struct store_entry *entry);
+/* A store entry as a JSON object (name, digest, size, ...). */
+json_t *cli_store_entry_json(const struct store_entry *e);
+/* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
+void cli_fmt_time(int64_t t, char *buf, size_t size);
+json_t *cli_json_time(int64_t t);
 
 /* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -38,10 +55,6 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo
 /* --kv-type: f16, f32 or q8_0 into *out (an enum kv_type); a usage error otherwise. */
 bool cli_parse_kv_type(const char *cmd, const char *s, int *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
-
-/* The file a MODEL argument names: a GGUF path (checked to be a readable
- * file) into path; fails with a message that says what was tried. */
-int cli_resolve_model(const char *name, char *path, size_t size, pb_err *err);
 
 /* "1.23 GiB", "512 B", ... */
 void cli_fmt_bytes(uint64_t n, char *buf, size_t size);

@@ -1,13 +1,16 @@
+#define _GNU_SOURCE
 #include "cli.h"
 
 #include "base/utf8.h"
 #include "kv/kv.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int cli_error(const char *cmd, const char *fmt, ...)
@@ -146,14 +149,43 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *labe
     cli_progress(done, total, label);
 }
 
-int cli_resolve_model(const char *name, char *path, size_t size, pb_err *err)
+bool cli_resolve_model(const char *cmd, const char *model, char *path, size_t size, struct store_entry *entry)
 {
-    FILE *f = fopen(name, "rb");
-    if (!f)
-        return pb_fail(err, PB_EIO, "%s: %s", name, strerror(errno));
-    fclose(f);
-    if (strlen(name) >= size)
-        return pb_fail(err, PB_EINVAL, "%s: path too long", name);
-    memcpy(path, name, strlen(name) + 1);
-    return PB_OK;
+    pb_err err = {0};
+    if (store_resolve(model, path, size, entry, &err)) {
+        cli_error(cmd, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+void cli_fmt_time(int64_t t, char *buf, size_t size)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!localtime_r(&tt, &tm) || !strftime(buf, size, "%Y-%m-%d %H:%M", &tm))
+        snprintf(buf, size, "%lld", (long long)t);
+}
+
+json_t *cli_json_time(int64_t t)
+{
+    char buf[32];
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        return json_null();
+    return json_string(buf);
+}
+
+json_t *cli_store_entry_json(const struct store_entry *e)
+{
+    char ref[STORE_NAME_MAX + STORE_TAG_MAX + 2], digest[80];
+    store_ref_format(&e->ref, ref, sizeof ref);
+    snprintf(digest, sizeof digest, "sha256:%s", e->digest);
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s?,s:s?,s:I,s:o,s:o,s:o,s:I}", "name", ref, "model", e->ref.name, "tag",
+                     e->ref.tag, "digest", digest, "size", (json_int_t)e->size, "architecture",
+                     e->arch[0] ? e->arch : NULL, "quantization", e->quant[0] ? e->quant : NULL, "parameters",
+                     (json_int_t)e->n_params, "source", cli_json_text(e->source, strlen(e->source)), "created",
+                     cli_json_time(e->created), "modified", cli_json_time(e->modified), "revisions",
+                     (json_int_t)e->n_revisions);
 }

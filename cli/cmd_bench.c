@@ -300,8 +300,13 @@ int cmd_bench(int argc, char **argv)
         return cli_usage_error("bench", "unexpected argument '%s'", argv[optind + 1]);
     if (p.n_pp + p.n_tg == 0)
         return cli_usage_error("bench", "nothing to measure: -p and -n are both 0");
-    if (!shape)
-        p.model_path = argv[optind];
+    char path[4096];
+    if (!shape) {
+        if (!cli_resolve_model("bench", argv[optind], path, sizeof path, NULL))
+            return CLI_FAIL;
+        p.model_path = path;
+        p.model_label = argv[optind];
+    }
     struct progress pr = {json};
     p.on_test = on_test;
     p.user = &pr;

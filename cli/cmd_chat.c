@@ -289,7 +289,10 @@ int cmd_chat(int argc, char **argv)
 
     struct session ss = {.g = &g, .tty = isatty(STDIN_FILENO) == 1, .json = json};
     pb_err err = {0};
-    if (engine_open(argv[optind], &g.ep, &ss.e, &err))
+    char path[4096];
+    if (!cli_resolve_model("chat", argv[optind], path, sizeof path, NULL))
+        return CLI_FAIL;
+    if (engine_open(path, &g.ep, &ss.e, &err))
         return cli_error("chat", "%s", err.msg);
     cli_warn_ctx("chat", ss.e);
     if (cli_chat_open("chat", ss.e, &g, &ss.chat)) {

@@ -203,7 +203,10 @@ int cmd_run(int argc, char **argv)
     size_t n_ids = 0;
     struct run_state st = {.json = json};
     int status = CLI_FAIL;
-    if (engine_open(argv[optind], &g.ep, &e, &err)) {
+    char path[4096];
+    if (!cli_resolve_model("run", argv[optind], path, sizeof path, NULL))
+        goto done;
+    if (engine_open(path, &g.ep, &e, &err)) {
         cli_error("run", "%s", err.msg);
         goto done;
     }

@@ -6,6 +6,7 @@
 #include "chat/chat.h"
 #include "config/config.h"
 #include "server/server.h"
+#include "store/store.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -21,7 +22,8 @@ static void help(void)
     printf("Usage: plumb serve MODEL [OPTIONS]\n"
            "       plumb serve --config FILE [OPTIONS]\n"
            "\n"
-           "Serves MODEL over an OpenAI-compatible HTTP API: GET /v1/models,\n"
+           "MODEL is a GGUF file or a name in the model store (NAME[:TAG]).\n"
+           "Serves it over an OpenAI-compatible HTTP API: GET /v1/models,\n"
            "POST /v1/chat/completions and /v1/completions (streamed with \"stream\":\n"
            "true), GET /health, /ready and /metrics (Prometheus). Up to --parallel\n"
            "requests generate together, batched into one forward pass per token;\n"
@@ -37,7 +39,8 @@ static void help(void)
            "\n"
            "Options:\n"
            "      --config FILE         the configuration file\n"
-           "      --alias NAME          the model's id in the API (default: the file name)\n"
+           "      --alias NAME          the model's id in the API (default: the store name\n"
+           "                            as given, or the file name without .gguf)\n"
            "      --host ADDR           address to listen on (default 127.0.0.1: this machine only)\n"
            "      --port N              port (default 8080; 0: any free one, printed)\n"
            "  -np, --parallel N         requests generating at once (default 4)\n"
@@ -105,7 +108,7 @@ static int config_models(const struct config *c, struct server_model *out, char 
 {
     for (int i = 0; i < c->n_models; i++) {
         const struct config_model *cm = &c->models[i];
-        if (cli_resolve_model(cm->source, paths[i], sizeof paths[i], err))
+        if (store_resolve(cm->source, paths[i], sizeof paths[i], NULL, err))
             return pb_wrap(err, PB_EINVAL, "%s: [model %s]", c->path, cm->alias);
         out[i] = server_model_defaults();
         out[i].alias = cm->alias;
@@ -313,6 +316,9 @@ int cmd_serve(int argc, char **argv)
     if (ov.pid_file)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
 
+    /* store names resolve in the configuration's store */
+    if (cfg.store[0])
+        setenv("PLUMB_HOME", cfg.store, 1);
     static char paths[CONFIG_MAX_MODELS][1024];
     struct server_model models[CONFIG_MAX_MODELS];
     int n_models = 1;
@@ -321,9 +327,13 @@ int cmd_serve(int argc, char **argv)
             return cli_error("serve", "%s", err.msg);
         n_models = cfg.n_models;
     } else {
-        if (cli_resolve_model(argv[optind], paths[0], sizeof paths[0], &err))
+        struct store_entry entry;
+        if (store_resolve(argv[optind], paths[0], sizeof paths[0], &entry, &err))
             return cli_error("serve", "%s", err.msg);
         m.path = paths[0];
+        /* a store name, not the blob's file name (its digest), is the id */
+        if (!m.alias && entry.digest[0])
+            m.alias = argv[optind];
         models[0] = m;
     }
     struct server_params p = server_defaults();

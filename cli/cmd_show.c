@@ -1,21 +1,28 @@
-/* plumb show: what a GGUF file holds. */
+/* plumb show: what a GGUF file holds, with its store entry and history
+ * when MODEL is a store name, and the memory it needs. */
 #define _GNU_SOURCE
 #include "cli.h"
 
 #include "gguf/gguf.h"
+#include "kv/kv.h"
 #include "model/model.h"
 #include "quant/ftype.h"
+#include "store/store.h"
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void help(void)
 {
-    printf("Usage: plumb show FILE [OPTIONS]\n"
+    printf("Usage: plumb show MODEL [OPTIONS]\n"
            "\n"
            "Describes a GGUF model: architecture, parameter count, shape, tensor\n"
-           "types and sizes, context length, tokenizer, chat template.\n"
+           "types and sizes, context length, tokenizer, chat template, and the memory\n"
+           "it needs at the default context (weights + F16 KV cache + activations, an\n"
+           "estimate). MODEL is a file or a store name (NAME[:TAG]); for a name, the\n"
+           "store entry and its history come first.\n"
            "\n"
            "Options:\n"
            "      --json       print a JSON object\n"
@@ -24,7 +31,8 @@ static void help(void)
            "  -h, --help       this help\n"
            "\n"
            "Example:\n"
-           "  plumb show tiny-llama-q4_0.gguf --tensors\n");
+           "  plumb show tiny-llama-q4_0.gguf --tensors\n"
+           "  plumb show support-bot:2\n");
 }
 
 struct type_sum {
@@ -36,7 +44,64 @@ static json_t *str_json(struct gguf_str s)
     return cli_json_text(s.data, (size_t)s.len);
 }
 
-static int show(const struct gguf_file *f, bool json, bool tensors, bool metadata)
+/* What running the model at the engine's default context takes: the
+ * weights, the F16 KV cache, and one batch of activation buffers (an
+ * estimate: thread scratch and the repacking's rounding are left out). */
+struct mem_estimate {
+    int64_t n_ctx;
+    uint64_t weights, kv, compute, total;
+};
+
+static void estimate(const struct model_hparams *hp, uint64_t weights, struct mem_estimate *m)
+{
+    enum { DEFAULT_MAX_CTX = 4096, BATCH = 512 }; /* engine_open's defaults */
+    m->n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < DEFAULT_MAX_CTX ? hp->n_ctx_train : DEFAULT_MAX_CTX;
+    uint64_t b = (uint64_t)(m->n_ctx < BATCH ? m->n_ctx : BATCH);
+    uint64_t kv_dim = (uint64_t)(hp->n_head_kv * hp->head_dim), q_dim = (uint64_t)(hp->n_head * hp->head_dim);
+    m->weights = weights;
+    m->kv = kv_bytes((int)hp->n_layer, m->n_ctx, (int64_t)kv_dim, KV_F16);
+    /* floats per batch row: x, xb, q, att, gate, up, k, v; then the logits
+     * and the 8-bit activations of the widest product */
+    m->compute = b * 4 * (2 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * (uint64_t)hp->n_ff + 2 * kv_dim) +
+                 4 * (uint64_t)hp->n_vocab + b * (uint64_t)(hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd) * 2;
+    m->total = m->weights + m->kv + m->compute;
+}
+
+static json_t *store_json(const struct store_entry *e, const struct store_revision *h, size_t n_h)
+{
+    json_t *o = cli_store_entry_json(e), *a = json_array();
+    for (size_t i = 0; i < n_h; i++)
+        json_array_append_new(a, json_pack("{s:I,s:o,s:s,s:s,s:o,s:o,s:b}", "revision", (json_int_t)h[i].id,
+                                           "parent", h[i].parent ? json_integer(h[i].parent) : json_null(),
+                                           "digest", h[i].digest, "action", h[i].action, "source",
+                                           cli_json_text(h[i].source, strlen(h[i].source)), "at",
+                                           cli_json_time(h[i].at), "current", h[i].current));
+    json_object_set_new(o, "history", a);
+    return o;
+}
+
+static void store_print(const struct store_entry *e, const struct store_revision *h, size_t n_h)
+{
+    char ref[STORE_NAME_MAX + STORE_TAG_MAX + 2], when[32];
+    store_ref_format(&e->ref, ref, sizeof ref);
+    printf("name            %s\n", ref);
+    printf("digest          sha256:%s\n", e->digest);
+    printf("source          %.300s\n", e->source[0] ? e->source : "-");
+    cli_fmt_time(e->modified, when, sizeof when);
+    printf("modified        %s", when);
+    cli_fmt_time(e->created, when, sizeof when);
+    printf(" (name created %s)\n", when);
+    printf("history         %zu version%s\n", n_h, n_h == 1 ? "" : "s");
+    for (size_t i = 0; i < n_h; i++) {
+        cli_fmt_time(h[i].at, when, sizeof when);
+        printf("  %s %4lld  sha256:%.12s  %-8s %s  %.200s\n", h[i].current ? "*" : " ", (long long)h[i].id,
+               h[i].digest, h[i].action, when, h[i].source);
+    }
+    printf("\n");
+}
+
+static int show(const struct gguf_file *f, const struct store_entry *e, const struct store_revision *h, size_t n_h,
+                bool json, bool tensors, bool metadata)
 {
     struct type_sum sums[PB_TYPE_COUNT] = {{0}};
     uint64_t n_params = 0, n_bytes = 0;
@@ -64,9 +129,14 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
     if (gguf_get_int(f, "general.file_type", &ftype, NULL) != 1)
         ftype = -1;
     const char *ftype_name = ftype >= 0 ? pb_ftype_name(ftype) : NULL;
+    struct mem_estimate mem = {0};
+    if (have_hp)
+        estimate(&hp, n_bytes, &mem);
 
     if (json) {
         json_t *o = json_object();
+        if (e)
+            json_object_set_new(o, "store", store_json(e, h, n_h));
         json_object_set_new(o, "file", json_string(gguf_name(f)));
         json_object_set_new(o, "size_bytes", json_integer((json_int_t)gguf_file_size(f)));
         json_object_set_new(o, "gguf_version", json_integer(gguf_version(f)));
@@ -93,6 +163,12 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
                                                 has_pre ? str_json(pre) : json_null(), "tokens", (json_int_t)n_tokens)
                                     : json_null());
         json_object_set_new(o, "chat_template", json_boolean(has_tmpl));
+        json_object_set_new(o, "memory",
+                            have_hp ? json_pack("{s:I,s:s,s:I,s:I,s:I,s:I}", "context", (json_int_t)mem.n_ctx,
+                                                "kv_type", "f16", "weights_bytes", (json_int_t)mem.weights,
+                                                "kv_cache_bytes", (json_int_t)mem.kv, "compute_bytes",
+                                                (json_int_t)mem.compute, "total_bytes", (json_int_t)mem.total)
+                                    : json_null());
         json_t *types = json_array();
         for (int t = 0; t < PB_TYPE_COUNT; t++)
             if (sums[t].tensors)
@@ -128,6 +204,8 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
     }
 
     char a[32], b[32];
+    if (e)
+        store_print(e, h, n_h);
     cli_fmt_bytes(gguf_file_size(f), a, sizeof a);
     printf("file            %s (%s)\n", gguf_name(f), a);
     printf("format          GGUF v%u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64 "\n",
@@ -160,6 +238,15 @@ static int show(const struct gguf_file *f, bool json, bool tensors, bool metadat
         printf("chat template   present (%" PRIu64 " bytes)\n", tmpl.len);
     else
         printf("chat template   absent\n");
+    if (have_hp) {
+        char c[32], d[32];
+        cli_fmt_bytes(mem.total, a, sizeof a);
+        cli_fmt_bytes(mem.weights, b, sizeof b);
+        cli_fmt_bytes(mem.kv, c, sizeof c);
+        cli_fmt_bytes(mem.compute, d, sizeof d);
+        printf("memory          about %s at context %" PRId64 ": weights %s, KV cache %s (F16), activations %s\n",
+               a, mem.n_ctx, b, c, d);
+    }
     printf("\n%-8s %8s %12s %12s\n", "type", "tensors", "parameters", "size");
     for (int t = 0; t < PB_TYPE_COUNT; t++) {
         if (!sums[t].tensors)
@@ -216,12 +303,30 @@ int cmd_show(int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        return cli_usage_error("show", argc - optind == 0 ? "no file given" : "expected one file");
+        return cli_usage_error("show", argc - optind == 0 ? "no model given" : "expected one model");
     pb_err err = {0};
+    char path[4096];
+    struct store_entry e;
+    struct store_revision *h = NULL;
+    size_t n_h = 0;
+    if (!cli_resolve_model("show", argv[optind], path, sizeof path, &e))
+        return CLI_FAIL;
+    bool named = e.digest[0] != 0;
+    if (named) {
+        struct store *s;
+        if (store_open(NULL, &s, &err) == PB_OK) {
+            if (store_history(s, argv[optind], &h, &n_h, &err))
+                n_h = 0;
+            store_close(s);
+        }
+    }
     struct gguf_file *f;
-    if (gguf_open(argv[optind], &f, &err))
+    if (gguf_open(path, &f, &err)) {
+        free(h);
         return cli_error("show", "%s", err.msg);
-    int rc = show(f, json, tensors, metadata);
+    }
+    int rc = show(f, named ? &e : NULL, h, n_h, json, tensors, metadata);
     gguf_close(f);
+    free(h);
     return rc;
 }

@@ -96,7 +96,10 @@ int cmd_tokenize(int argc, char **argv)
     int32_t *ids = NULL;
     size_t n = 0;
     int status = CLI_FAIL;
-    if (gguf_open(argv[optind], &g, &err) || tok_load(g, &t, &err) ||
+    char path[4096];
+    if (!cli_resolve_model("tokenize", argv[optind], path, sizeof path, NULL))
+        goto done;
+    if (gguf_open(path, &g, &err) || tok_load(g, &t, &err) ||
         tok_encode(t, text, len, add_bos, special, &ids, &n, &err)) {
         cli_error("tokenize", "%s", err.msg);
         goto done;

@@ -15,13 +15,19 @@ struct command {
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a model, streamed, with speed figures"},
     {"chat", cmd_chat, "talk with a model through its chat template (terminal or pipe)"},
-    {"show", cmd_show, "describe a GGUF model file (architecture, size, tensors, tokenizer)"},
+    {"show", cmd_show, "describe a model: store entry, architecture, size, tensors, memory"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
     {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API, many users at once"},
     {"service", cmd_service, "install plumb serve as a systemd service, or reload it"},
     {"bench", cmd_bench, "measure prompt and generation speed against the memory bandwidth"},
+    {"pull", cmd_pull, "fetch or import a model into the store (URL, file or directory), verified"},
+    {"ls", cmd_ls, "list the models in the store"},
+    {"rm", cmd_rm, "remove a name from the store (its file goes when no name uses it)"},
+    {"verify", cmd_verify, "re-hash the store's files and check the registry"},
+    {"tag", cmd_tag, "give a stored model another name"},
+    {"rollback", cmd_rollback, "point a name back at its previous version"},
 };
 
 static void usage(FILE *out)

@@ -48,21 +48,7 @@ static struct result run(const char *fmt, ...)
     return r;
 }
 
-#define EXPECT_STATUS(r, code)                                                                                         \
-    do {                                                                                                               \
-        if ((r).status != (code))                                                                                      \
-            fail_msg("exit status %d, expected %d\nstdout: %s\nstderr: %s", (r).status, (code), (r).out, (r).err);   \
-    } while (0)
 
-static json_t *parse_json(const char *s)
-{
-    json_error_t e;
-    /* generated text may hold any byte, NUL included; "\u0000" is valid JSON */
-    json_t *v = json_loads(s, JSON_ALLOW_NUL, &e);
-    if (!v)
-        fail_msg("not JSON (%s): %.300s", e.text, s);
-    return v;
-}
 
 static void test_help_and_usage(void **state)
 {
@@ -131,7 +117,7 @@ static void test_show(void **state)
     result_free(&r);
     r = run("show '%s' --json --tensors --metadata", m);
     EXPECT_STATUS(r, 0);
-    json_t *j = parse_json(r.out);
+    json_t *j = test_parse_json(r.out);
     assert_string_equal(json_string_value(json_object_get(j, "architecture")), "llama");
     assert_string_equal(json_string_value(json_object_get(j, "file_type")), "Q4_K_M");
     assert_true(json_integer_value(json_object_get(j, "parameters")) > 1000000);
@@ -177,7 +163,7 @@ static void test_run_reference(void **state)
     /* the reference settings: F32 KV cache (testdata README) */
     struct result r = run("run '%s' -p '%s' -n 32 --temp 0 --ctx 512 --kv-type f32 --json --top 5", model, prompt);
     EXPECT_STATUS(r, 0);
-    json_t *j = parse_json(r.out);
+    json_t *j = test_parse_json(r.out);
     json_t *toks = json_object_get(j, "tokens"), *pt = json_object_get(j, "prompt_tokens");
     assert_true(json_equal(pt, json_object_get(p1, "prompt_ids")));
     assert_true(json_equal(toks, greedy));
@@ -250,7 +236,7 @@ static void test_run_sampling(void **state)
     /* the context bounds generation */
     a = run("run '%s' -p 'hello' -c 16 --seed 3 --json", m);
     EXPECT_STATUS(a, 0);
-    json_t *j = parse_json(a.out);
+    json_t *j = test_parse_json(a.out);
     assert_string_equal(json_string_value(json_object_get(j, "finish_reason")), "context");
     assert_int_equal(json_array_size(json_object_get(j, "prompt_tokens")) +
                          json_array_size(json_object_get(j, "tokens")),
@@ -278,7 +264,7 @@ static void test_bench(void **state)
     /* a synthesized shape: both kinds of test, the figures consistent */
     struct result r = run("bench --shape tiny:Q8_0 -p 16 -n 4 -r 2 -t 2 --json");
     EXPECT_STATUS(r, 0);
-    json_t *j = parse_json(r.out);
+    json_t *j = test_parse_json(r.out);
     json_t *res = json_object_get(j, "results");
     assert_int_equal(json_array_size(res), 2);
     const char *names[] = {"pp16", "tg4"};
@@ -347,7 +333,7 @@ static void test_quantize(void **state)
         result_free(&r);
         r = run("show '%s' --json --tensors", out);
         EXPECT_STATUS(r, 0);
-        json_t *j = parse_json(r.out);
+        json_t *j = test_parse_json(r.out);
         assert_string_equal(json_string_value(json_object_get(j, "file_type")), cases[i].type);
         json_t *ts = json_object_get(j, "tensors");
         int n_q6 = 0;
@@ -383,7 +369,7 @@ static void test_quantize(void **state)
     result_free(&r);
     r = run("quantize '%s' '%s' Q8_0 --json", src, out);
     EXPECT_STATUS(r, 0);
-    json_t *j = parse_json(r.out);
+    json_t *j = test_parse_json(r.out);
     assert_true(json_integer_value(json_object_get(j, "bytes_out")) < json_integer_value(json_object_get(j, "bytes_in")));
     json_decref(j);
     result_free(&r);
@@ -394,7 +380,7 @@ static void test_synth(void **state)
     (void)state;
     struct result r = run("synth --list --json");
     EXPECT_STATUS(r, 0);
-    json_t *j = parse_json(r.out);
+    json_t *j = test_parse_json(r.out);
     const char *need[] = {"tinyllama-1.1b", "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "qwen2.5-7b"};
     for (int i = 0; i < 5; i++) {
         bool found = false;
@@ -423,7 +409,7 @@ static void test_synth(void **state)
     free(a);
     free(b);
     r = run("show '%s' --json", out);
-    j = parse_json(r.out);
+    j = test_parse_json(r.out);
     json_t *hp = json_object_get(j, "hparams");
     assert_int_equal(json_integer_value(json_object_get(hp, "n_embd")), 128);
     assert_int_equal(json_integer_value(json_object_get(hp, "n_head_kv")), 2);
@@ -453,7 +439,7 @@ static void check_chat_matches_run(const char *model, const char *format_opt)
                               "--temp 0 --json",
                               model, format_opt);
     EXPECT_STATUS(run_r, 0);
-    json_t *j = parse_json(run_r.out);
+    json_t *j = test_parse_json(run_r.out);
     const char *want = json_string_value(json_object_get(j, "text"));
     struct result chat_r = run("chat '%s' %s --system 'Be brief.' -n 6 --temp 0 < '%s'", model, format_opt, in);
     EXPECT_STATUS(chat_r, 0);
@@ -472,7 +458,7 @@ static void check_chat_matches_run(const char *model, const char *format_opt)
     int lines = 0;
     for (char *p = json_r.out, *nl; (nl = strchr(p, '\n')); p = nl + 1, lines++) {
         *nl = 0;
-        json_t *a = parse_json(p);
+        json_t *a = test_parse_json(p);
         if (lines < 2)
             assert_string_equal(json_string_value(json_object_get(a, "content")), want);
         assert_int_equal(json_integer_value(json_object_get(json_object_get(a, "usage"), "completion_tokens")), 6);
@@ -510,7 +496,7 @@ static void test_chat(void **state)
         result_free(&r);
         check_chat_matches_run(model, "");
         r = run("run '%s' --chat -p hi -n 1 --json", model);
-        json_t *j = parse_json(r.out);
+        json_t *j = test_parse_json(r.out);
         /* <|begin_of_text|> once, then the header of the user turn */
         json_t *pt = json_object_get(j, "prompt_tokens");
         assert_int_equal(json_integer_value(json_array_get(pt, 0)), 128000);
@@ -534,7 +520,7 @@ static void test_chat(void **state)
         for (size_t c = 0; c < sizeof inject / sizeof inject[0]; c++) {
             r = run("run '%s' --chat %s -n 1 --json", model, inject[c].opts);
             EXPECT_STATUS(r, 0);
-            j = parse_json(r.out);
+            j = test_parse_json(r.out);
             pt = json_object_get(j, "prompt_tokens");
             int eot = 0, header = 0;
             for (size_t k = 0; k < json_array_size(pt); k++) {

@@ -1,6 +1,7 @@
 /* plumb serve as a real process on loopback: the API's answers and
  * errors, 16 streamed requests at once, the same answer alone and among
- * others, disconnects, limits, hostile clients, and the SIGTERM drain.
+ * others, disconnects, limits, hostile clients, the SIGTERM drain, and a
+ * model given by its store name.
  * argv[1] is the plumb binary. */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -345,6 +346,20 @@ static char *chat_body(const char *content, int max_tokens, bool stream, const c
     return b;
 }
 
+/* GET /v1/models lists one model, id. */
+static void expect_model_id(int port, const char *id)
+{
+    struct response r = request(port, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+    json_t *data = json_object_get(v, "data");
+    assert_int_equal(json_array_size(data), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 0), "id")), id);
+    json_decref(v);
+    response_free(&r);
+}
+
 /* ---- tests ---- */
 
 static void test_api_shapes(void **state)
@@ -357,12 +372,7 @@ static void test_api_shapes(void **state)
     r = request(s.port, "GET", "/ready", NULL, NULL);
     assert_int_equal(r.status, 200);
     response_free(&r);
-    r = request(s.port, "GET", "/v1/models", NULL, NULL);
-    json_t *v = body_json(&r);
-    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
-    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "id")), "tiny");
-    json_decref(v);
-    response_free(&r);
+    expect_model_id(s.port, "tiny");
     r = request(s.port, "GET", "/v1/models/tiny", NULL, NULL);
     assert_int_equal(r.status, 200);
     response_free(&r);
@@ -371,7 +381,7 @@ static void test_api_shapes(void **state)
     char *b = chat_body("Hello", 12, false, NULL);
     r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
     assert_int_equal(r.status, 200);
-    v = body_json(&r);
+    json_t *v = body_json(&r);
     assert_string_equal(json_string_value(json_object_get(v, "object")), "chat.completion");
     assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny");
     json_t *usage = json_object_get(v, "usage");
@@ -525,36 +535,7 @@ static void test_errors(void **state)
     expect_error(s.port, "GET", "/nothing", NULL, NULL, 404, NULL);
     expect_error(s.port, "GET", "/v1/chat/completions", auth, NULL, 405, NULL);
 
-    /* 503 with Retry-After: the one slot busy, no queue */
-    int fd = connect_to(s.port);
-    const char *longreq = "{\"prompt\":\"a\",\"max_tokens\":100000,\"stream\":true,\"ignore_eos\":true}";
-    char head[1024];
-    snprintf(head, sizeof head,
-             "POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-             auth, strlen(longreq), longreq);
-    send_all(fd, head, strlen(head));
-    char first[256];
-    assert_true(recv(fd, first, sizeof first, 0) > 0); /* it is generating */
-    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
-    assert_int_equal(r.status, 503);
-    assert_non_null(strcasestr(r.headers, "\r\nRetry-After: "));
-    response_free(&r);
-    /* the client going away frees the slot */
-    close(fd);
-    bool freed = false;
-    for (int i = 0; i < 100 && !freed; i++) {
-        r = request(s.port, "GET", "/metrics", NULL, NULL);
-        freed = strstr(r.body, "\nplumb_slots_active 0\n") != NULL;
-        response_free(&r);
-        if (!freed)
-            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    }
-    assert_true(freed);
-    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
-    assert_int_equal(r.status, 200);
-    response_free(&r);
     r = request(s.port, "GET", "/metrics", NULL, NULL);
-    assert_non_null(strstr(r.body, "status=\"503\"} 1"));
     assert_non_null(strstr(r.body, "endpoint=\"/v1/chat/completions\",status=\"401\"} 2"));
     assert_non_null(strstr(r.body, "endpoint=\"/v1/models\",status=\"401\"} 1"));
     response_free(&r);
@@ -568,6 +549,51 @@ static void test_errors(void **state)
     assert_null(strstr(text, "sk-test-alice-0001"));
     assert_null(strstr(text, "sk-test-anon-0002"));
     free(text);
+}
+
+/* 503 with Retry-After when the one slot is busy and nothing may wait;
+ * the client going away frees the slot. */
+static void test_busy(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --max-queue 0 --ctx 65536");
+    const char *auth = "";
+    const char *ok = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}";
+    struct response r;
+    /* 503 with Retry-After: the one slot busy, no queue */
+    int fd = connect_to(s.port);
+    const char *longreq = "{\"prompt\":\"a\",\"max_tokens\":65000,\"stream\":true,\"ignore_eos\":true}";
+    char head[1024];
+    snprintf(head, sizeof head,
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             auth, strlen(longreq), longreq);
+    send_all(fd, head, strlen(head));
+    char first[256];
+    assert_true(recv(fd, first, sizeof first, 0) > 0); /* it is generating */
+    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strcasestr(r.headers, "\r\nRetry-After: "));
+    response_free(&r);
+    /* the client going away frees the slot within moments (its answer of
+     * 65000 tokens would take far longer) */
+    close(fd);
+    bool freed = false;
+    for (int i = 0; i < 40 && !freed; i++) {
+        r = request(s.port, "GET", "/metrics", NULL, NULL);
+        freed = strstr(r.body, "\nplumb_slots_active 0\n") != NULL;
+        response_free(&r);
+        if (!freed)
+            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    assert_true(freed);
+    r = request(s.port, "POST", "/v1/chat/completions", auth, ok);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    assert_non_null(strstr(r.body, "status=\"503\"} 1"));
+    assert_non_null(strstr(r.body, "plumb_requests_rejected_busy_total 1"));
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
 struct client {
@@ -704,6 +730,39 @@ static void test_request_timeout(void **state)
     json_decref(v);
     response_free(&r);
     assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* MODEL may be a store name: the name, as given, is the model's id */
+static void test_store_name(void **state)
+{
+    (void)state;
+    char home[600], cmd[2048];
+    test_tmpfile("store-home", home, sizeof home);
+    setenv("PLUMB_HOME", home, 1);
+    snprintf(cmd, sizeof cmd, "%s pull '%s' --name tiny:q8 --copy >/dev/null", plumb_bin, model_path());
+    assert_int_equal(system(cmd), 0);
+    struct server s = start_server("tiny:q8", "-np 1 --ctx 128");
+    expect_model_id(s.port, "tiny:q8");
+    char *b = chat_body("Hello", 4, false, NULL);
+    struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "model")), "tiny:q8");
+    json_decref(v);
+    response_free(&r);
+    free(b);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    /* an unknown name is an error before anything listens */
+    snprintf(cmd, sizeof cmd, "%s serve nope:1 --port 0 >/dev/null 2>%s/serve-nope.err", plumb_bin, test_tmpdir());
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    snprintf(cmd, sizeof cmd, "%s/serve-nope.err", test_tmpdir());
+    char *err = test_read_file(cmd, NULL);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "neither a file nor a model in the store"));
+    free(err);
+    unsetenv("PLUMB_HOME");
 }
 
 struct drain_client {
@@ -888,9 +947,11 @@ int main(int argc, char **argv)
     atexit(kill_live);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_busy),
         cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_hostile_clients),
         cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
         cmocka_unit_test(test_config_hot_swap),
+        cmocka_unit_test(test_store_name),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

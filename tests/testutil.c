@@ -5,6 +5,7 @@
 #include "base/rng.h"
 
 #include <ftw.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,4 +147,14 @@ void test_randn(float *x, size_t n, uint64_t seed, float scale)
     rng_seed(&r, seed);
     for (size_t i = 0; i < n; i++)
         x[i] = rng_normal(&r) * scale;
+}
+
+json_t *test_parse_json(const char *s)
+{
+    json_error_t e;
+    /* generated text may hold any byte, NUL included; "\u0000" is valid JSON */
+    json_t *v = json_loads(s, JSON_ALLOW_NUL, &e);
+    if (!v)
+        fail_msg("not JSON (%s): %.300s", e.text, s);
+    return v;
 }

@@ -42,6 +42,18 @@ int test_write_file(const char *path, const void *data, size_t len);
  * given file type to the temp dir and returns its path (cached per type). */
 const char *test_tiny_model(const char *ftype_name);
 
+/* In a test of a command's run r (fields status, out, err): fails with
+ * both outputs unless it exited with code. */
+#define EXPECT_STATUS(r, code)                                                                                         \
+    do {                                                                                                               \
+        if ((r).status != (code))                                                                                      \
+            fail_msg("exit status %d, expected %d\nstdout: %s\nstderr: %s", (r).status, (code), (r).out, (r).err);   \
+    } while (0)
+
+/* Parses JSON (NUL bytes allowed: "\u0000") or fails the test. */
+struct json_t;
+struct json_t *test_parse_json(const char *s);
+
 /* Fills x with normal(0, scale) values from a fixed seed. */
 void test_randn(float *x, size_t n, uint64_t seed, float scale);
 

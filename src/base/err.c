@@ -54,6 +54,7 @@ const char *pb_status_str(int code)
     case PB_EINVAL: return "invalid argument";
     case PB_EUNSUPPORTED: return "unsupported";
     case PB_ERANGE: return "out of range";
+    case PB_ENOTFOUND: return "not found";
     default: return "unknown error";
     }
 }

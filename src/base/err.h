@@ -17,6 +17,7 @@ enum pb_status {
     PB_EINVAL = -4,       /* bad argument from the caller */
     PB_EUNSUPPORTED = -5, /* valid but not implemented (type, architecture) */
     PB_ERANGE = -6,       /* a limit was reached (context full, too many tokens) */
+    PB_ENOTFOUND = -7,    /* no such name (a model in the store) */
 };
 
 typedef struct pb_err {

@@ -21,8 +21,9 @@
 static int load_model(const struct bench_params *p, struct bench_report *r, struct model **m, pb_err *err)
 {
     if (p->model_path) {
-        const char *base = strrchr(p->model_path, '/');
-        snprintf(r->model, sizeof r->model, "%s", base ? base + 1 : p->model_path);
+        const char *base = p->model_label ? NULL : strrchr(p->model_path, '/');
+        snprintf(r->model, sizeof r->model, "%s",
+                 p->model_label ? p->model_label : base ? base + 1 : p->model_path);
         struct stat st;
         if (stat(p->model_path, &st) == 0)
             r->model_bytes = (uint64_t)st.st_size;

@@ -105,6 +105,7 @@ struct bench_test {
 
 struct bench_params {
     const char *model_path;   /* a GGUF file, or NULL: synthesize shape/ftype in memory */
+    const char *model_label;  /* the model's name in the report; NULL: model_path's file name */
     struct synth_shape shape;
     enum pb_ftype ftype;
     int pp[BENCH_MAX_TESTS], n_pp; /* prompt-processing tests: prompt lengths */

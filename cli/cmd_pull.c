@@ -1,0 +1,205 @@
+/* plumb pull: fetch (http/https) or import (a file, a directory of files)
+ * models into the store, verified and registered. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "store/store.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void help(void)
+{
+    printf("Usage: plumb pull SOURCE [OPTIONS]\n"
+           "\n"
+           "Fetches or imports a GGUF model into the store ($PLUMB_HOME, default\n"
+           "~/.local/share/plumb), where it is named by its SHA-256, and points a name at\n"
+           "it. SOURCE is:\n"
+           "  an http:// or https:// URL  downloaded with redirects followed; an interrupted\n"
+           "                              transfer resumes where it stopped (Range), with\n"
+           "                              retries and growing pauses\n"
+           "  a GGUF file                 hard-linked when on the store's file system, else\n"
+           "                              copied\n"
+           "  a directory                 every *.gguf in it (a removable disk at an\n"
+           "                              air-gapped site); a SHA256SUMS file beside them\n"
+           "                              (sha256sum's format) is checked against each\n"
+           "\n"
+           "The file is written under a temporary name, hashed as it is written, checked\n"
+           "against --sha256, checked to be a valid GGUF, and only then moved into place and\n"
+           "registered in one transaction: an interrupted, corrupt or mismatched pull leaves\n"
+           "the store as it was. Pulling to a name that exists moves it to the new file and\n"
+           "keeps the old one for 'plumb rollback'.\n"
+           "\n"
+           "Options:\n"
+           "      --name NAME[:TAG]  the name (default: the file name without .gguf; the\n"
+           "                         tag defaults to 'latest')\n"
+           "      --sha256 HEX       the digest the file must have\n"
+           "      --copy             copy a local file even when a hard link is possible\n"
+           "      --retries N        downloads: attempts after the first (default 7)\n"
+           "      --retry-delay S    downloads: first pause in seconds, doubling up to 30\n"
+           "                         (default 1)\n"
+           "      --json             print the result as JSON\n"
+           "  -h, --help             this help\n"
+           "\n"
+           "Examples:\n"
+           "  plumb pull https://example.com/qwen2.5-0.5b-instruct-q4_k_m.gguf --name qwen2.5-0.5b:q4_k_m\n"
+           "  plumb pull ./support-bot.gguf --name support-bot:2 --sha256 9f86d0...\n"
+           "  plumb pull /media/usb/models\n");
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void print_result(const struct store_pull_result *r, json_t *json_out)
+{
+    if (json_out) {
+        json_t *o = cli_store_entry_json(&r->entry);
+        json_object_set_new(o, "new_blob", json_boolean(r->new_blob));
+        json_object_set_new(o, "changed", json_boolean(r->changed));
+        json_object_set_new(o, "linked", json_boolean(r->linked));
+        json_array_append_new(json_out, o);
+        return;
+    }
+    char ref[STORE_NAME_MAX + STORE_TAG_MAX + 2], size[32], params[32];
+    store_ref_format(&r->entry.ref, ref, sizeof ref);
+    cli_fmt_bytes(r->entry.size, size, sizeof size);
+    cli_fmt_count(r->entry.n_params, params, sizeof params);
+    printf("%s  sha256:%.12s  %s, %s %s, %s parameters%s\n", ref, r->entry.digest, size,
+           r->entry.arch[0] ? r->entry.arch : "-", r->entry.quant[0] ? r->entry.quant : "-", params,
+           !r->changed ? " (already there)" : !r->new_blob ? " (file already in the store)"
+                                                          : r->linked ? " (hard link)" : "");
+}
+
+static int pull_one(struct store *s, const char *source, struct store_pull_opts *o, json_t *json_out)
+{
+    struct store_pull_result r;
+    pb_err err = {0};
+    if (store_pull(s, source, o, &r, &err)) {
+        if (interrupted)
+            return cli_error("pull", "%s: interrupted; the store is unchanged", source);
+        return cli_error("pull", "%s; the store is unchanged", err.msg);
+    }
+    print_result(&r, json_out);
+    return CLI_OK;
+}
+
+static int pull_dir(struct store *s, const char *dir, struct store_pull_opts *o, json_t *json_out)
+{
+    struct store_dir_item *items;
+    size_t n;
+    bool sums;
+    pb_err err = {0};
+    if (store_scan_dir(dir, &items, &n, &sums, &err))
+        return cli_error("pull", "%s", err.msg);
+    if (n == 0) {
+        store_dir_free(items, n);
+        return cli_error("pull", "%s holds no .gguf files", dir);
+    }
+    int status = CLI_OK, failed = 0;
+    for (size_t i = 0; i < n && !interrupted; i++) {
+        if (sums && !items[i].sha256[0]) {
+            cli_error("pull", "%s is not listed in %s/SHA256SUMS: not imported", items[i].path, dir);
+            status = CLI_FAIL;
+            failed++;
+            continue;
+        }
+        o->sha256 = items[i].sha256[0] ? items[i].sha256 : NULL;
+        if (pull_one(s, items[i].path, o, json_out) != CLI_OK) {
+            status = CLI_FAIL;
+            failed++;
+        }
+    }
+    if (!json_out)
+        fprintf(stderr, "%zu of %zu models imported from %s%s\n", n - (size_t)failed, n, dir,
+                sums ? " (checked against SHA256SUMS)" : "");
+    store_dir_free(items, n);
+    return status;
+}
+
+enum { OPT_NAME = 256, OPT_SHA, OPT_COPY, OPT_RETRIES, OPT_DELAY, OPT_JSON };
+
+int cmd_pull(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"name", required_argument, 0, OPT_NAME},       {"sha256", required_argument, 0, OPT_SHA},
+        {"copy", no_argument, 0, OPT_COPY},             {"retries", required_argument, 0, OPT_RETRIES},
+        {"retry-delay", required_argument, 0, OPT_DELAY}, {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
+    };
+    struct store_pull_opts o = {.max_attempts = 8, .cancel = &interrupted};
+    bool json = false;
+    long long v;
+    double d;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_NAME: o.name = optarg; break;
+        case OPT_SHA: o.sha256 = optarg; break;
+        case OPT_COPY: o.copy = true; break;
+        case OPT_RETRIES:
+            if (!cli_parse_int("pull", "--retries", optarg, 0, 100, &v))
+                return CLI_USAGE;
+            o.max_attempts = (int)v + 1;
+            break;
+        case OPT_DELAY:
+            if (!cli_parse_float("pull", "--retry-delay", optarg, 0.001, 30, &d))
+                return CLI_USAGE;
+            o.retry_delay_ms = (int)(d * 1000 + 0.5);
+            break;
+        case OPT_JSON: json = true; break;
+        case 'h': help(); return CLI_OK;
+        case ':': return cli_usage_error("pull", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("pull", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error("pull", argc == optind ? "no source given" : "expected one source");
+    const char *source = argv[optind];
+    pb_err err = {0};
+    struct store_ref ref;
+    if (o.name && store_ref_parse(o.name, &ref, &err))
+        return cli_usage_error("pull", "--name: %s", err.msg);
+    char digest[65];
+    if (o.sha256 && store_digest_parse(o.sha256, digest, &err))
+        return cli_usage_error("pull", "--sha256: %s", err.msg);
+    struct stat st;
+    bool dir = stat(source, &st) == 0 && S_ISDIR(st.st_mode);
+    if (dir && (o.name || o.sha256))
+        return cli_usage_error("pull", "a directory's models take their names from their files and their digests "
+                                       "from its SHA256SUMS: --name and --sha256 are for one file");
+    if (!json)
+        o.progress = cli_progress_cb;
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    struct store *s;
+    int status;
+    if (store_open(NULL, &s, &err)) {
+        status = cli_error("pull", "%s", err.msg);
+    } else {
+        json_t *out = json ? json_array() : NULL;
+        status = dir ? pull_dir(s, source, &o, out) : pull_one(s, source, &o, out);
+        store_close(s);
+        if (out) {
+            int js = dir ? cli_print_json(json_pack("{s:o}", "models", out), true)
+                         : json_array_size(out) ? cli_print_json(json_incref(json_array_get(out, 0)), true) : CLI_OK;
+            if (!dir)
+                json_decref(out);
+            if (js != CLI_OK)
+                status = js;
+        }
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return status;
+}

@@ -1,0 +1,240 @@
+/* The model store: model files named by their SHA-256, and a registry of
+ * names pointing at them, with the history of every name.
+ *
+ * Layout under the store's home (store_default_home):
+ *
+ *   registry.db          SQLite in WAL mode: tables blobs (digest, size,
+ *                        architecture, quantization, parameters), revisions
+ *                        (every digest a name has pointed at, with its
+ *                        parent, action, source and time) and names (the
+ *                        current revision of each NAME:TAG)
+ *   blobs/sha256-HEX     the model files (read-only copies, or hard links)
+ *   tmp/                 files being written or removed, each held under a
+ *                        flock by its process; same file system as blobs/,
+ *                        so the final rename is atomic
+ *
+ * Safety contract. Every change to the registry is one BEGIN IMMEDIATE
+ * transaction. A pull writes to tmp/ (hashing as it writes), checks the
+ * digest and the GGUF header, and only then renames the file into blobs/
+ * and registers it, inside the same transaction; on any failure the store
+ * is as it was. A blob is removed (rm) by renaming it into tmp/ inside the
+ * transaction and unlinking it after the commit. A process killed at any
+ * point leaves at most: a stale file in tmp/ (removed by the next
+ * store_open: the lock of a dead process is gone, a live one's is not), or
+ * a blob file the registry does not know (removed by store_verify, under
+ * the write lock, so never one a live pull is registering). Readers (ls,
+ * show, run) never see a model before its transaction commits.
+ *
+ * Names are NAME[:TAG] (the tag defaults to "latest"); they are checked by
+ * store_ref_parse and never used as file names. A store handle is for one
+ * thread at a time; several processes may use one store at once.
+ *
+ * Known weakness: a download is resumed (HTTP Range) only within one
+ * process; a pull that was killed starts again from the first byte.
+ */
+#ifndef PLUMB_STORE_STORE_H
+#define PLUMB_STORE_STORE_H
+
+#include "base/err.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_NAME_MAX 128 /* bytes of a name, without the tag */
+#define STORE_TAG_MAX 64
+#define STORE_DEFAULT_TAG "latest"
+
+struct store;
+
+/* ---- names ---- */
+
+struct store_ref {
+    char name[STORE_NAME_MAX + 1];
+    char tag[STORE_TAG_MAX + 1];
+};
+
+/* Parses "NAME" or "NAME:TAG" into *out, lower-cased. A name is 1 to 128
+ * letters, digits, '.', '_' and '-', starting with a letter or digit, with
+ * no ".."; a tag is the same, at most 64 bytes. Anything else (path
+ * separators, control characters, spaces, over-long) is PB_EINVAL with
+ * err saying which character or limit. */
+int store_ref_parse(const char *text, struct store_ref *out, pb_err *err);
+
+/* "name:tag" into buf. */
+void store_ref_format(const struct store_ref *r, char *buf, size_t size);
+
+/* A digest, "HEX" or "sha256:HEX" (64 hexadecimal digits, any case), into
+ * 64 lower-case digits. PB_EINVAL when it is not one. */
+int store_digest_parse(const char *text, char out[65], pb_err *err);
+
+/* ---- opening ---- */
+
+/* The store's home: $PLUMB_HOME, else $XDG_DATA_HOME/plumb, else
+ * ~/.local/share/plumb. */
+int store_default_home(char *buf, size_t size, pb_err *err);
+
+/* Opens (creating when absent) the store at home (NULL: the default), and
+ * removes the stale temporary files of dead processes. */
+int store_open(const char *home, struct store **out, pb_err *err);
+void store_close(struct store *s);
+
+const char *store_home(const struct store *s);
+/* Stale temporary files store_open removed. */
+int store_tmp_removed(const struct store *s);
+/* blobs/sha256-DIGEST under the home. */
+void store_blob_path(const struct store *s, const char *digest, char *buf, size_t size);
+
+/* ---- reading ---- */
+
+#define STORE_SOURCE_MAX 1024
+
+struct store_entry {
+    struct store_ref ref;
+    char digest[65];          /* lower-case hex */
+    uint64_t size;            /* bytes */
+    char arch[64];            /* general.architecture, "" when absent */
+    char quant[32];           /* general.file_type as a name (Q4_K_M, ...), "" when absent */
+    uint64_t n_params;        /* elements in all tensors */
+    char source[STORE_SOURCE_MAX]; /* URL or path the current version came from, or "tag of NAME:TAG" */
+    int64_t created;          /* when the name was first registered (Unix seconds) */
+    int64_t modified;         /* when it took its current digest */
+    int64_t rev;              /* id of the current revision */
+    int n_revisions;          /* revisions in its history, the current one included */
+};
+
+/* The entry of ref ("NAME[:TAG]"). PB_ENOTFOUND when absent (the message
+ * lists the name's other tags, if any). */
+int store_lookup(struct store *s, const char *ref, struct store_entry *out, pb_err *err);
+
+/* Every name, sorted by name and tag, into a malloc'ed array (free()). */
+int store_list(struct store *s, struct store_entry **out, size_t *n, pb_err *err);
+
+struct store_revision {
+    int64_t id, parent;       /* parent 0: none */
+    char digest[65];
+    char action[16];          /* "pull", "tag", "rollback" */
+    char source[STORE_SOURCE_MAX];
+    int64_t at;
+    bool current;
+};
+
+/* The history of ref, oldest first, into a malloc'ed array (free()). */
+int store_history(struct store *s, const char *ref, struct store_revision **out, size_t *n, pb_err *err);
+
+/* ---- the resolver (every command that takes MODEL) ----
+ *
+ * Resolves MODEL as `run`, `chat`, `bench`, `show`, `serve` (and `plan`)
+ * accept it: a file path, or a store name ("NAME" or "NAME:TAG"), into the
+ * path of the file to open.
+ *
+ *   - MODEL holding a '/' is a path (names cannot hold one);
+ *   - MODEL naming an existing regular file is that file;
+ *   - otherwise it is looked up in the store at store_default_home() (not
+ *     created when absent), and the result is the blob's path.
+ *
+ * entry (may be NULL) receives the store entry; its digest is "" when
+ * MODEL was a path. Fails with PB_ENOTFOUND ("neither a file nor a model
+ * in the store at ...") or PB_EINVAL (not a valid name). Opens and closes
+ * the registry; cheap enough to call once per command. */
+int store_resolve(const char *model, char *path, size_t size, struct store_entry *entry, pb_err *err);
+
+/* ---- pulling ---- */
+
+typedef void (*store_progress_fn)(void *user, uint64_t done, uint64_t total, const char *label);
+
+struct store_pull_opts {
+    const char *name;           /* NAME[:TAG]; NULL: the source's file name without .gguf, tag latest */
+    const char *sha256;         /* expected digest (64 hex digits, "sha256:" prefix allowed), or NULL */
+    bool copy;                  /* local files: copy even when a hard link is possible */
+    int max_attempts;           /* http(s): attempts in all; 0: 8 */
+    int retry_delay_ms;         /* first back-off between attempts, doubling to at most 30 s; 0: 1000 */
+    const volatile sig_atomic_t *cancel; /* when it becomes non-zero the pull stops (PB_EIO, "interrupted") */
+    store_progress_fn progress; /* bytes written so far (throttled), may be NULL */
+    void *user;
+};
+
+struct store_pull_result {
+    struct store_entry entry;
+    bool new_blob;              /* the store did not hold this digest before */
+    bool changed;               /* the name moved to a new digest (false: it already pointed there) */
+    bool linked;                /* a local file was hard-linked, not copied */
+    int attempts;               /* http(s) requests made */
+};
+
+/* Pulls SOURCE (an http:// or https:// URL, or a local GGUF file) into the
+ * store and points the name at it (see the safety contract above). Fails
+ * with PB_EFORMAT for a digest mismatch or a file that is not a valid
+ * GGUF, PB_EIO for transfer and disk errors, PB_EINVAL for bad options
+ * (a directory: see store_scan_dir). */
+int store_pull(struct store *s, const char *source, const struct store_pull_opts *o, struct store_pull_result *res,
+               pb_err *err);
+
+/* A directory of GGUF files (a removable disk at an air-gapped site): the
+ * *.gguf files in it, sorted, each with its expected digest when the
+ * directory holds a SHA256SUMS file (sha256sum's format) that lists it. */
+struct store_dir_item {
+    char *path;                 /* dir/file */
+    char sha256[65];            /* "" when not listed */
+};
+
+/* *have_sums tells whether SHA256SUMS was there. Free with store_dir_free. */
+int store_scan_dir(const char *dir, struct store_dir_item **out, size_t *n, bool *have_sums, pb_err *err);
+void store_dir_free(struct store_dir_item *items, size_t n);
+
+/* ---- changing names ---- */
+
+/* Points dst at src's current digest (a new revision in dst's history). */
+int store_tag(struct store *s, const char *src, const char *dst, struct store_entry *out, pb_err *err);
+
+/* Points ref again at the digest it had before its current revision was
+ * made; rolling back again goes one further back (the chain of parents),
+ * and every step is kept in the history. PB_ERANGE when there is no
+ * earlier version. */
+int store_rollback(struct store *s, const char *ref, struct store_entry *out, pb_err *err);
+
+struct store_rm_result {
+    char digest[65];            /* the digest the name pointed at */
+    int blobs_removed;          /* blob files no name uses any more, removed */
+    uint64_t bytes_freed;
+};
+
+/* Removes ref and its history; blobs that no name (nor any name's history)
+ * uses any more are removed too. */
+int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_err *err);
+
+/* ---- verifying ---- */
+
+enum store_blob_state {
+    STORE_BLOB_OK,
+    STORE_BLOB_MISSING,         /* the registry names it, the file is gone */
+    STORE_BLOB_SIZE,            /* the file's size is not the registered one */
+    STORE_BLOB_CORRUPT,         /* its SHA-256 is not its name */
+};
+
+struct store_blob_check {
+    char digest[65];
+    char actual[65];            /* the digest computed (CORRUPT) */
+    uint64_t size, actual_size;
+    char names[256];            /* names currently pointing at it ("a:latest, b:2"), "" for history only */
+    enum store_blob_state state;
+};
+
+struct store_verify_summary {
+    size_t n_blobs, n_bad;
+    int tmp_removed;            /* stale temporary files removed when the store was opened */
+    int orphans_removed;        /* blob files the registry did not know, removed (whole-store checks) */
+    bool registry_ok;           /* SQLite's integrity check and the tables' links */
+    char registry_msg[256];
+};
+
+typedef void (*store_check_fn)(void *user, const struct store_blob_check *c);
+
+/* Re-hashes (streaming) the blob of ref, or with ref NULL every blob and
+ * the registry itself, calling on_blob for each. Returns PB_OK when the
+ * check ran (summary says what it found), an error when it could not. */
+int store_verify(struct store *s, const char *ref, store_check_fn on_blob, store_progress_fn progress, void *user,
+                 struct store_verify_summary *sum, pb_err *err);
+
+#endif
