@@ -13,6 +13,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"survey", cmd_survey, "describe this machine: CPU, memory, measured bandwidth, GPUs"},
     {"run", cmd_run, "generate text from a model, streamed, with speed figures"},
     {"chat", cmd_chat, "talk with a model through its chat template (terminal or pipe)"},
     {"show", cmd_show, "describe a GGUF model file (architecture, size, tensors, tokenizer)"},
