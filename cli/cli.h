@@ -23,6 +23,8 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_survey(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_tco(int argc, char **argv);
 
 /* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

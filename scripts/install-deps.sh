@@ -6,11 +6,12 @@
 #
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data),
-#           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
+#           libpcre2-dev (tokenizer pre-split regexes with Unicode properties),
+#           libcairo2-dev (plumb tco's chart: one drawing for SVG and PNG)
 #   tests:  libcmocka-dev (unit test framework)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcmocka-dev $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libcmocka-dev $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -128,6 +128,7 @@ struct bench_params {
 
 struct bench_report {
     char model[96];           /* file name, or "SHAPE QUANT (synthesized)" */
+    char ftype[16];           /* the file type (general.file_type), "" when unknown */
     uint64_t model_bytes;     /* the GGUF image */
     uint64_t weight_bytes;    /* bytes of weights a generated token reads */
     uint64_t n_params;
