@@ -453,19 +453,32 @@ static int edit_distance(const char *a, const char *b)
 
 void catalog_near(const struct catalog *c, enum cat_table t, const char *name, char *buf, size_t size)
 {
+    /* candidates: close spellings and ids containing the name or sharing
+     * its first four letters; the latter first, then by distance */
+    struct {
+        int score, i;
+    } best[5];
+    int n = 0, limit = (int)strlen(name) / 3 + 1;
+    for (int i = 0; i < table_size(c, t); i++) {
+        const char *id = entry_id(c, t, i);
+        int d = edit_distance(name, id);
+        bool related = strlen(name) >= 3 && (strcasestr(id, name) || !strncasecmp(id, name, 4));
+        if (d > limit && !related)
+            continue;
+        int score = (related ? 0 : 100) + d, k;
+        if (n < 5)
+            k = n++;
+        else if (best[4].score > score)
+            k = 4; /* replaces the worst */
+        else
+            continue;
+        for (; k > 0 && best[k - 1].score > score; k--)
+            best[k] = best[k - 1];
+        best[k].score = score;
+        best[k].i = i;
+    }
     buf[0] = 0;
     size_t o = 0;
-    int shown = 0, limit = (int)strlen(name) / 3 + 1;
-    for (int pass = 0; pass < 2; pass++) /* close spellings first, then shared prefixes / substrings */
-        for (int i = 0; i < table_size(c, t) && shown < 5; i++) {
-            const char *id = entry_id(c, t, i);
-            bool close = edit_distance(name, id) <= limit;
-            bool related = strlen(name) >= 3 && (strcasestr(id, name) || !strncasecmp(id, name, 4));
-            if ((pass == 0 && close) || (pass == 1 && related && !close)) {
-                o += (size_t)snprintf(buf + o, o < size ? size - o : 0, "%s%s", shown ? ", " : "", id);
-                shown++;
-            }
-        }
-    if (o >= size && size > 0)
-        buf[size - 1] = 0;
+    for (int k = 0; k < n && o < size; k++)
+        o += (size_t)snprintf(buf + o, size - o, "%s%s", k ? ", " : "", entry_id(c, t, best[k].i));
 }
