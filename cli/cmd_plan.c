@@ -375,8 +375,10 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
         rk[i].class = 0;
         if (rk[i].pick < 0) {
             int smallest_fit = -1;
+            /* an architecture plumb lacks: any type (another engine runs it) */
+            bool any_type = t->this_machine && !rk[i].r.arch_supported;
             for (int q = 0; q < rk[i].r.n_rows; q++)
-                if (rk[i].r.rows[q].fits && rk[i].r.rows[q].runs)
+                if (rk[i].r.rows[q].fits && (rk[i].r.rows[q].runs || any_type))
                     smallest_fit = q;
             rk[i].class = smallest_fit >= 0 ? 1 : 2;
             rk[i].pick = smallest_fit >= 0 ? smallest_fit : rk[i].r.n_rows - 1;
@@ -400,9 +402,9 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
     }
     print_target_header(t, o);
     printf("| model                         | params   | quant   | memory     | gen t/s/user | gen t/s all | "
-           "prompt t/s | users at target | verdict                 |\n");
+           "prompt t/s | users at target | verdict                      |\n");
     printf("| ----------------------------- | -------- | ------- | ---------- | ------------ | ----------- | "
-           "---------- | --------------- | ----------------------- |\n");
+           "---------- | --------------- | ---------------------------- |\n");
     for (int i = 0; i < cat->n_models; i++) {
         const struct plan_row *w = &rk[i].r.rows[rk[i].pick];
         char params[32], mem[32], tu[16], ta[16], pp[16], verdict[48];
@@ -416,7 +418,7 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
                  : rk[i].class == 1 ? "fits, too slow"
                                     : "too big",
                  t->this_machine && !rk[i].r.arch_supported ? " (not plumb)" : "");
-        printf("| %-29s | %8s | %-7s | %10s | %12s | %11s | %10s | %15d | %-23s |\n", rk[i].m->id, params, w->quant,
+        printf("| %-29s | %8s | %-7s | %10s | %12s | %11s | %10s | %15d | %-28s |\n", rk[i].m->id, params, w->quant,
                mem, rk[i].class == 2 ? "-" : tu, rk[i].class == 2 ? "-" : ta, rk[i].class == 2 ? "-" : pp,
                w->users_slo, verdict);
     }

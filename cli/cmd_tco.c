@@ -533,15 +533,17 @@ int cmd_tco(int argc, char **argv)
                o.model, cap.quant, d->id, cap.tps, cap.needed_share * 100,
                cap.needed_share > 1 ? ": MORE than one device can do" : "");
     }
-    printf("\nsensitivity  | change                  | on premise %s/Mtok | on premise %s/month | break-even months |\n",
-           cur, cur);
-    printf("             | ----------------------- | ------------------ | -------------------- | ----------------- |\n");
+    char h1[40], h2[40];
+    snprintf(h1, sizeof h1, "on premise %s/Mtok", cur);
+    snprintf(h2, sizeof h2, "on premise %s/month", cur);
+    printf("\nsensitivity  | change                  | %20.20s | %22.22s | break-even months |\n", h1, h2);
+    printf("             | ----------------------- | -------------------- | ---------------------- | ----------------- |\n");
     char bm[32];
     fmt_months(r.breakeven_months, bm, sizeof bm);
-    printf("             | %-23s | %18.3f | %20.2f | %17s |\n", "as given", r.onprem_per_mtok, r.onprem_month, bm);
+    printf("             | %-23s | %20.3f | %22.2f | %17s |\n", "as given", r.onprem_per_mtok, r.onprem_month, bm);
     for (int i = 0; i < n_var; i++) {
         fmt_months(vr[i].breakeven_months, bm, sizeof bm);
-        printf("             | %-23s | %18.3f | %20.2f | %17s |\n", var[i].what, vr[i].onprem_per_mtok,
+        printf("             | %-23s | %20.3f | %22.2f | %17s |\n", var[i].what, vr[i].onprem_per_mtok,
                vr[i].onprem_month, bm);
     }
     if (written[0] || written[1])
