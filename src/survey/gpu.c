@@ -101,7 +101,7 @@ static void read_nvml(const char *path, struct survey *s)
         memset(g, 0, sizeof *g);
         snprintf(g->vendor, sizeof g->vendor, "NVIDIA");
         snprintf(g->source, sizeof g->source, "nvml");
-        snprintf(g->driver, sizeof g->driver, "%s", driver);
+        snprintf(g->driver, sizeof g->driver, "%.47s", driver);
         char name[96] = "";
         if (n.name(d, name, sizeof name) != NVML_OK)
             snprintf(name, sizeof name, "NVIDIA GPU %u", i);
