@@ -9,8 +9,8 @@
  * Checked: the survey's bandwidth lies within the range the benches see,
  * and the predicted generation t/s of Q8_0 and Q4_0 (step 5) is within
  * +-25 % of what the benches measured. The cross-type prediction of step
- * 3 is printed and held to a factor of 2 (kernels of different types do
- * differ in efficiency). argv[1] is the plumb binary.
+ * 3 is printed and, with SIMD kernels, held to a factor of 2 (kernels of
+ * different types do differ in efficiency). argv[1] is the plumb binary.
  *
  * Skipped under the sanitizers, where timings mean nothing. */
 #include "testutil.h"
@@ -83,6 +83,7 @@ static void test_prediction(void **state)
 
     json_t *s = run_json("survey --quick --json");
     double survey_bw = json_number_value(json_object_get(json_object_get(s, "memory"), "bandwidth_gbs"));
+    bool scalar = !strcmp(json_string_value(json_object_get(json_object_get(s, "cpu"), "kernels")), "scalar");
     json_decref(s);
 
     double lo = 1e30, hi = 0;
@@ -113,7 +114,12 @@ static void test_prediction(void **state)
     assert_true(survey_bw >= 0.75 * lo && survey_bw <= 1.25 * hi);
     assert_true(fabs(pred8 / tg8 - 1) <= 0.25);
     assert_true(fabs(pred4 / tg4 - 1) <= 0.25);
-    assert_true(cross8 / tg8 >= 0.5 && cross8 / tg8 <= 2.0);
+    /* the scalar kernels are compute bound, Q4_0's far more than Q8_0's:
+     * one type's efficiency says little about the other's there */
+    if (scalar)
+        printf("scalar kernels: the cross-type figure is not checked\n");
+    else
+        assert_true(cross8 / tg8 >= 0.5 && cross8 / tg8 <= 2.0);
 }
 
 int main(int argc, char **argv)
