@@ -40,14 +40,12 @@ test: build
 	@[ -d "$(TESTDATA)" ] || echo "note: reference data not found at $(TESTDATA) (set PLUMB_TESTDATA): tests that need it are skipped"
 	ctest --preset $(PRESET) -j $(JOBS)
 
-# The main job. Until `plumb survey` and `plumb plan` exist, it synthesizes a
-# small random-weight Llama-shaped model and generates from it.
-RUN_DIR := build/run
+# The main job: what this machine is (measured on the spot, saved as its
+# profile) and what it runs well (the catalog ranked on that profile).
 run: build
-	@mkdir -p $(RUN_DIR)
-	$(PLUMB) synth --shape tiny --type Q8_0 $(RUN_DIR)/tiny-q8_0.gguf
-	$(PLUMB) show $(RUN_DIR)/tiny-q8_0.gguf
-	$(PLUMB) run $(RUN_DIR)/tiny-q8_0.gguf -p "Once upon a time" -n 48 --seed 42
+	$(PLUMB) survey --quick
+	@echo
+	$(PLUMB) plan
 
 # bench/run.sh reads plumb bench's JSON with jq
 bench: build

@@ -43,6 +43,9 @@ json_t *cli_store_entry_json(const struct store_entry *e);
 /* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
 void cli_fmt_time(int64_t t, char *buf, size_t size);
 json_t *cli_json_time(int64_t t);
+int cmd_survey(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_tco(int argc, char **argv);
 
 /* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

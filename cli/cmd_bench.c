@@ -5,6 +5,7 @@
 
 #include "base/pool.h"
 #include "tools/servebench.h"
+#include "survey/survey.h"
 #include "tools/tools.h"
 
 #include <getopt.h>
@@ -34,8 +35,13 @@ static void help(void)
            "  -r, --repetitions N     repetitions of each test (default 3)\n"
            "  -t, --threads N         threads (default: all CPUs)\n"
            "      --kv-type T         KV cache type: f16 (default), f32 or q8_0\n"
+           "      --no-save           do not add this run to the machine's calibration\n"
            "      --json              print the results as JSON\n"
            "  -h, --help              this help\n"
+           "\n"
+           "Each run is saved as a calibration record of this machine\n"
+           "($PLUMB_HOME/machine/calibration.json): plumb plan derives the efficiency\n"
+           "of the kernels from it.\n"
            "\n"
            "With --serve, load on a running OpenAI-compatible server instead: at each\n"
            "concurrency level that many clients stream completions at once (prompts of\n"
@@ -142,6 +148,38 @@ static void print_table(const struct bench_report *r)
            r->n_tests ? r->tests[0].reps : 0);
 }
 
+/* The run as a calibration record for plumb plan: the first pp and tg
+ * tests. A failure to save is a warning, not a failed benchmark. */
+static void save_calibration(const struct bench_report *r, bool quiet)
+{
+    struct survey_calib c = {0};
+    survey_now_iso(c.created, sizeof c.created);
+    snprintf(c.model, sizeof c.model, "%s", r->model);
+    snprintf(c.ftype, sizeof c.ftype, "%s", r->ftype);
+    snprintf(c.kernels, sizeof c.kernels, "%s", r->kernels);
+    c.threads = r->n_threads;
+    c.model_bytes = r->model_bytes;
+    c.weight_bytes = r->weight_bytes;
+    c.n_params = r->n_params;
+    c.bandwidth_gbs = r->bandwidth_gbs;
+    for (int i = r->n_tests - 1; i >= 0; i--) {
+        const struct bench_test *t = &r->tests[i];
+        if (t->generation) {
+            c.tg_tps = t->t_s_median;
+            c.tg_tokens = t->n_tokens;
+        } else {
+            c.pp_tps = t->t_s_median;
+            c.pp_tokens = t->n_tokens;
+        }
+    }
+    char dir[600];
+    pb_err err = {0};
+    if (survey_dir(dir, sizeof dir, &err) || survey_calib_add(dir, &c, &err))
+        fprintf(stderr, "plumb bench: warning: calibration not saved: %s\n", err.msg);
+    else if (!quiet)
+        printf("calibration record saved to %s/calibration.json (used by plumb plan)\n", dir);
+}
+
 static int print_json(const struct bench_report *r)
 {
     json_t *res = json_array();
@@ -158,6 +196,8 @@ static int print_json(const struct bench_report *r)
                           (json_int_t)r->weight_bytes, "n_params", (json_int_t)r->n_params, "peak_rss_bytes",
                           (json_int_t)r->peak_rss_bytes, "kv_bytes", (json_int_t)r->kv_bytes, "kernels", r->kernels, "threads", r->n_threads, "load_s",
                           r->load_s);
+    if (o)
+        json_object_set_new(o, "ftype", json_string(r->ftype));
     return cli_print_json(o, true);
 }
 
@@ -202,7 +242,7 @@ static int run_serve(struct servebench_params *sp, bool json)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_VOCAB };
+    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_VOCAB };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
@@ -212,12 +252,13 @@ int cmd_bench(int argc, char **argv)
         {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
         {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
+        {"no-save", no_argument, 0, OPT_NO_SAVE},
         {0, 0, 0, 0},
     };
     struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
     struct servebench_params sp = {.levels = {1, 4, 16}, .n_levels = 3, .prompt_tokens = 32, .gen_tokens = 64,
                                    .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
-    bool shape = false, json = false;
+    bool shape = false, json = false, save = true;
     long long v;
     int c;
     optind = 1;
@@ -279,6 +320,7 @@ int cmd_bench(int argc, char **argv)
         case OPT_MODEL: sp.model = optarg; break;
         case OPT_KEY: sp.api_key = optarg; break;
         case OPT_JSON: json = true; break;
+        case OPT_NO_SAVE: save = false; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("bench", "unknown option %s", argv[optind - 1]);
@@ -315,7 +357,14 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "synthesizing %s %s in memory...\n", p.shape.name, pb_ftype_name(p.ftype));
     struct bench_report r;
     pb_err err = {0};
+    int rc = CLI_OK;
     if (bench_run(&p, &r, &err))
         return cli_error("bench", "%s", err.msg);
-    return json ? print_json(&r) : (print_table(&r), CLI_OK);
+    if (json)
+        rc = print_json(&r);
+    else
+        print_table(&r);
+    if (save)
+        save_calibration(&r, json);
+    return rc;
 }

@@ -13,6 +13,9 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"survey", cmd_survey, "describe this machine: CPU, memory, measured bandwidth, GPUs"},
+    {"tco", cmd_tco, "cost per million tokens on premise against a cloud API, break-even, chart"},
+    {"plan", cmd_plan, "what fits, how fast, for how many users: per quantization, here or on catalog devices"},
     {"run", cmd_run, "generate text from a model, streamed, with speed figures"},
     {"chat", cmd_chat, "talk with a model through its chat template (terminal or pipe)"},
     {"show", cmd_show, "describe a model: store entry, architecture, size, tensors, memory"},

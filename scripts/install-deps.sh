@@ -6,7 +6,8 @@
 #
 #   build:  gcc, make, cmake, pkg-config
 #   libs:   libjansson-dev (JSON output and reading reference data),
-#           libpcre2-dev (tokenizer pre-split regexes with Unicode properties)
+#           libpcre2-dev (tokenizer pre-split regexes with Unicode properties),
+#           libcairo2-dev (plumb tco's chart: one drawing for SVG and PNG),
 #           libmicrohttpd-dev (plumb serve's HTTP server),
 #           libinih-dev (plumb serve --config: the INI configuration file),
 #           libsqlite3-dev (the model store's registry),
@@ -17,7 +18,7 @@
 #           npm client runs against plumb serve; tests/node)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev systemd $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev systemd $*"
 
 missing=""
 for p in $PACKAGES; do

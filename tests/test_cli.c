@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,11 +56,12 @@ static void test_help_and_usage(void **state)
     (void)state;
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
-    const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth"};
-    for (int i = 0; i < 6; i++)
+    const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench"};
+    const int n_cmds = sizeof cmds / sizeof cmds[0];
+    for (int i = 0; i < n_cmds; i++)
         assert_non_null(strstr(r.out, cmds[i]));
     result_free(&r);
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < n_cmds; i++) {
         r = run("%s --help", cmds[i]);
         EXPECT_STATUS(r, 0);
         char want[64];
@@ -96,6 +98,27 @@ static void test_help_and_usage(void **state)
         "synth --shape tiny out.gguf",
         "synth --dims dim=abc --type Q8_0 out.gguf",
         "synth --dims heads=3,kv_heads=2 --type Q8_0 out.gguf",
+        "survey --threads 0",
+        "survey extra",
+        "plan lama-3.1-8b",
+        "plan llama-3.1-8b --on rtx-9090",
+        "plan llama-3.1-8b --ctx abc",
+        "plan llama-3.1-8b --users -1",
+        "plan llama-3.1-8b --slo-tps -5",
+        "plan llama-3.1-8b --kv-type f8",
+        "plan llama-3.1-8b --ctx 512 --prompt 1024",
+        "tco",
+        "tco --device rtx-4090 --kwh-price -0.3",
+        "tco --device rtx-4090 --power 350furlongs",
+        "tco --device rtx-4090 --tokens-in 5X",
+        "tco --device rtx-4090 --utilisation 150%",
+        "tco --device rtx-4090 --years 0",
+        "tco --device h100",
+        "tco --device rtx-4090 --api gpt-5-ultra",
+        "tco --device rtx-4090 --api-in 1",
+        "tco --device rtx-4090 --svg chart.txt",
+        "tco --capex 1000",
+        "tco --device rtx-4090 --model llama-9b",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run("%s", bad[i]);
@@ -711,6 +734,149 @@ static void test_service(void **state)
     result_free(&r);
 }
 
+/* survey's figures against the kernel's; plan on a catalog device and
+ * on a file; tco's JSON against a hand-computed case; the errors. */
+static void test_survey_plan_tco(void **state)
+{
+    (void)state;
+    struct result r = run("survey --no-measure --no-save --json");
+    EXPECT_STATUS(r, 0);
+    json_t *j = test_parse_json(r.out);
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "cpu"), "threads")), CPU_COUNT(&set));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "cpu"), "threads_online")),
+                     sysconf(_SC_NPROCESSORS_ONLN));
+    /* MemTotal of /proc/meminfo, read here */
+    FILE *mf = fopen("/proc/meminfo", "r");
+    assert_non_null(mf);
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, mf))
+        if (!strncmp(line, "MemTotal:", 9))
+            kb = strtoll(line + 9, NULL, 10);
+    fclose(mf);
+    assert_true(kb > 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "memory"), "total_bytes")), kb * 1024);
+    json_decref(j);
+    result_free(&r);
+    /* the table names every part */
+    r = run("survey --no-measure --no-save");
+    EXPECT_STATUS(r, 0);
+    const char *parts[] = {"cpu", "isa", "caches", "numa", "memory", "disk", "gpus"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        assert_non_null(strstr(r.out, parts[i]));
+    result_free(&r);
+
+    /* a catalog device: no measurement needed */
+    r = run("plan llama-3.1-8b --on rtx-4090 --ctx 8192 --users 2 --json");
+    EXPECT_STATUS(r, 0);
+    j = test_parse_json(r.out);
+    json_t *t = json_array_get(json_object_get(j, "targets"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(t, "device"), "id")), "rtx-4090");
+    json_t *rows = json_object_get(t, "rows");
+    assert_true(json_array_size(rows) >= 6);
+    const char *want[] = {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"};
+    for (size_t i = 0; i < 6; i++) {
+        bool found = false;
+        for (size_t k = 0; k < json_array_size(rows); k++)
+            found |= !strcmp(json_string_value(json_object_get(json_array_get(rows, k), "quant")), want[i]);
+        assert_true(found);
+    }
+    /* Llama 3.1 8B, KV f16 at 8192 x 2 users: 2 x 32 x 8192 x 1024 x 2 x 2 = 2 GiB */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "kv_bytes")), 2ll << 30);
+    assert_true(json_is_string(json_object_get(t, "recommended")));
+    json_decref(j);
+    result_free(&r);
+    r = run("plan llama-3.3-70b --on rtx-4060-ti-16gb");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "nothing fits"));
+    assert_non_null(strstr(r.out, "would fit"));
+    result_free(&r);
+    r = run("plan --on m2-ultra-192gb --users 4");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "llama-3.3-70b"));
+    assert_non_null(strstr(r.out, "verdict"));
+    result_free(&r);
+    r = run("plan --list-models");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "qwen3-30b-a3b"));
+    result_free(&r);
+    /* a GGUF file: its own shape */
+    const char *m = test_tiny_model("Q8_0");
+    r = run("plan '%s' --on h100-sxm --json", m);
+    EXPECT_STATUS(r, 0);
+    j = test_parse_json(r.out);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "model"), "layers")), 2); /* test_tiny_model: the tiny shape with 2 layers */
+    assert_string_equal(json_string_value(json_object_get(j, "file_type")), "Q8_0");
+    json_decref(j);
+    result_free(&r);
+    r = run("plan lama-3.1-8b");
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "did you mean llama-3.1-8b"));
+    result_free(&r);
+    r = run("plan llama-3.1-8b --on rtx4090");
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "rtx-4090"));
+    result_free(&r);
+    /* a corrupt catalog is refused with its file and entry named */
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/badcat", test_tmpdir());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/hardware.json", dir);
+    const char *bad = "{\"devices\":[{\"id\":\"x\",\"name\":\"X\",\"kind\":\"gpu\"}]}";
+    assert_int_equal(test_write_file(path, bad, strlen(bad)), 0);
+    r = run("plan llama-3.1-8b --on rtx-4090 --catalog '%s'", dir);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "hardware.json"));
+    assert_non_null(strstr(r.err, "'vendor' is missing"));
+    result_free(&r);
+
+    /* tco, hand-computed (see test_plan's case B):
+     * 10000 purchase, 1000 W always under load, 0.20 / kWh, 5 years, no
+     * upkeep, 10 M in + 5 M out a day at 2.5 / 10 per million:
+     * on premise 166.6667 + 146.1 = 312.7667 a month, API 2282.8125,
+     * break-even 10000 / (2282.8125 - 146.1) = 4.680087 months */
+    char svg[512], png[512];
+    test_tmpfile("tco.svg", svg, sizeof svg);
+    test_tmpfile("tco.png", png, sizeof png);
+    r = run("tco --capex 10000 --power 1kW --idle-power 200W --kwh-price 0.2 --utilisation 100%% --years 5 "
+            "--upkeep-hours 0 --tokens-in 10M --tokens-out 5M --api-in 2.5 --api-out 10 --svg '%s' --png '%s' --json",
+            svg, png);
+    EXPECT_STATUS(r, 0);
+    j = test_parse_json(r.out);
+    json_t *res = json_object_get(j, "result");
+    assert_true(fabs(json_number_value(json_object_get(res, "onprem_month")) - 312.7666666667) < 1e-6);
+    assert_true(fabs(json_number_value(json_object_get(res, "api_month")) - 2282.8125) < 1e-9);
+    assert_true(fabs(json_number_value(json_object_get(res, "breakeven_months")) - 4.680086817) < 1e-6);
+    assert_true(fabs(json_number_value(json_object_get(json_object_get(j, "inputs"), "power_w")) - 1000) < 1e-9);
+    assert_true(json_array_size(json_object_get(j, "sensitivity")) >= 6);
+    json_decref(j);
+    result_free(&r);
+    char *svgtext = test_read_file(svg, NULL), *pngdata = test_read_file(png, NULL);
+    assert_non_null(svgtext);
+    assert_non_null(strstr(svgtext, "<svg"));
+    assert_non_null(pngdata);
+    assert_int_equal(memcmp(pngdata, "\x89PNG", 4), 0);
+    free(svgtext);
+    free(pngdata);
+    /* the table shows every input */
+    r = run("tco --device rtx-4090 --api gpt-4o --no-chart --model llama-3.1-8b");
+    EXPECT_STATUS(r, 0);
+    const char *shown[] = {"purchase", "power", "idle", "utilisation", "electricity", "upkeep", "volume", "API",
+                           "per Mtok", "break-even", "sensitivity", "capacity"};
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
+        if (!strstr(r.out, shown[i]))
+            fail_msg("tco output lacks '%s':\n%s", shown[i], r.out);
+    result_free(&r);
+    r = run("tco --device rtx-4090 --kwh-price -0.3");
+    assert_non_null(strstr(r.err, "must not be negative"));
+    result_free(&r);
+    r = run("tco --device rtx-4090 --power 350furlongs");
+    assert_non_null(strstr(r.err, "unknown unit 'furlongs'"));
+    result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -718,10 +884,16 @@ int main(int argc, char **argv)
         return 2;
     }
     plumb_bin = argv[1];
+    /* the machine profile and calibration of these runs stay in the temp dir */
+    char home[512];
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    unsetenv("PLUMB_CATALOG");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
+        cmocka_unit_test(test_survey_plan_tco),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

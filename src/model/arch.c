@@ -35,3 +35,8 @@ const char *arch_names(char *buf, size_t size)
         o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? ", " : "", archs[i].name);
     return buf;
 }
+
+bool model_arch_supported(const char *arch)
+{
+    return arch_find(arch) != NULL;
+}

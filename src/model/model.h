@@ -35,6 +35,9 @@ struct model_hparams {
     float rope_scale;     /* <arch>.rope.scaling.factor (context multiple), 1 when none */
 };
 
+/* Whether plumb has a forward pass for general.architecture `arch`. */
+bool model_arch_supported(const char *arch);
+
 /* Reads and checks the hyperparameters of f (any supported or unsupported
  * architecture; n_vocab is filled from token_embd when present). */
 int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_err *err);

@@ -75,7 +75,9 @@ static bool has_suffix(const char *s, const char *suffix)
 }
 
 /* A type whose block divides the row length: the K-quants fall back to
- * 32-element types of similar size, those to F16. */
+ * 32-element types of similar size, the low-bit 256-element types (which
+ * plumb only sizes, for planning) to IQ4_NL as llama.cpp does, the rest
+ * to F16. */
 static enum pb_type fit_row(enum pb_type t, int64_t ne0)
 {
     for (;;) {
@@ -86,6 +88,11 @@ static enum pb_type fit_row(enum pb_type t, int64_t ne0)
         case PB_TYPE_Q4_K: t = PB_TYPE_Q5_0; break;
         case PB_TYPE_Q5_K: t = PB_TYPE_Q5_1; break;
         case PB_TYPE_Q6_K: t = PB_TYPE_Q8_0; break;
+        case PB_TYPE_Q2_K:
+        case PB_TYPE_Q3_K:
+        case PB_TYPE_IQ2_S:
+        case PB_TYPE_IQ3_S:
+        case PB_TYPE_IQ4_XS: t = PB_TYPE_IQ4_NL; break;
         default: return PB_TYPE_F16;
         }
     }

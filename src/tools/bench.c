@@ -125,6 +125,9 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
     r->load_s = sys_now() - t0;
     r->weight_bytes = model_weight_bytes(m);
     const struct gguf_file *f = model_gguf(m);
+    int64_t ft;
+    if (gguf_get_int(f, "general.file_type", &ft, NULL) == 1 && pb_ftype_name(ft))
+        snprintf(r->ftype, sizeof r->ftype, "%s", pb_ftype_name(ft));
     for (uint64_t i = 0; i < gguf_n_tensors(f); i++)
         r->n_params += (uint64_t)gguf_tensor_nelements(gguf_tensor(f, i));
 

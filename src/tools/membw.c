@@ -1,7 +1,9 @@
 /* Memory bandwidth: how fast n threads can stream a buffer much larger
  * than the caches. The figure generation speed is compared with: a token
  * reads every weight once, so bytes per token x tokens per second cannot
- * exceed it.
+ * exceed it. Two kernels: a pure read (what generation does) and STREAM's
+ * triad a[i] = b[i] + s * c[i] (reads and writes; counted as STREAM counts
+ * it, 24 bytes per element, without the write-allocate traffic).
  *
  * Measured in a child process so that its buffer never counts in the
  * caller's peak memory (the benchmark reports that too).
@@ -19,16 +21,32 @@
 #include <unistd.h>
 
 struct reader {
-    const uint64_t *p;
+    enum membw_kind kind;
+    const uint64_t *p;  /* read: the part to read */
+    double *a;          /* triad: a = b + s * c over n elements */
+    const double *b, *c;
     size_t n;
     uint64_t sum;
     pthread_barrier_t *go;
 };
 
+static void triad_part(struct reader *r)
+{
+    double *restrict a = r->a;
+    const double *restrict b = r->b, *restrict c = r->c;
+    for (size_t i = 0; i < r->n; i++)
+        a[i] = b[i] + 3.0 * c[i];
+    r->sum = (uint64_t)a[r->n / 2];
+}
+
 static void *read_part(void *arg)
 {
     struct reader *r = arg;
     pthread_barrier_wait(r->go);
+    if (r->kind == MEMBW_TRIAD) {
+        triad_part(r);
+        return NULL;
+    }
     uint64_t a = 0, b = 0, c = 0, d = 0;
     for (size_t i = 0; i + 4 <= r->n; i += 4) {
         /* software prefetch well ahead, as the matrix kernels do: the
@@ -44,8 +62,9 @@ static void *read_part(void *arg)
     return NULL;
 }
 
-/* Median GB/s of `passes` reads of the buffer by n threads. */
-static double measure(uint64_t *buf, size_t words, int n_threads, int passes)
+/* Median GB/s of `passes` runs of the kernel over the buffer by n threads
+ * (triad: the buffer holds its three arrays one after the other). */
+static double measure(enum membw_kind kind, uint64_t *buf, size_t words, int n_threads, int passes)
 {
     double best[16];
     if (passes > 16)
@@ -57,10 +76,13 @@ static double measure(uint64_t *buf, size_t words, int n_threads, int passes)
     for (int p = 0; p < passes; p++) {
         pthread_barrier_t go;
         pthread_barrier_init(&go, NULL, (unsigned)n_threads + 1);
-        size_t per = words / (size_t)n_threads;
+        /* elements per thread: of the buffer (read) or of each array (triad) */
+        size_t arr = words / 3, per = (kind == MEMBW_TRIAD ? arr : words) / (size_t)n_threads;
+        double *a = (double *)buf, *b = a + arr, *c = b + arr;
         int started = 0;
         for (int t = 0; t < n_threads; t++) {
-            rd[t] = (struct reader){buf + per * (size_t)t, per, 0, &go};
+            size_t o = per * (size_t)t;
+            rd[t] = (struct reader){kind, buf + o, a + o, b + o, c + o, per, 0, &go};
             if (pthread_create(&th[t], NULL, read_part, &rd[t]) != 0)
                 break;
             started++;
@@ -79,7 +101,8 @@ static double measure(uint64_t *buf, size_t words, int n_threads, int passes)
             pthread_join(th[t], NULL);
         double s = sys_now() - t0;
         pthread_barrier_destroy(&go);
-        best[p] = s > 0 ? (double)(per * (size_t)n_threads * 8) / s / 1e9 : 0;
+        size_t bytes = per * (size_t)n_threads * (kind == MEMBW_TRIAD ? 24 : 8);
+        best[p] = s > 0 ? (double)bytes / s / 1e9 : 0;
     }
     /* median */
     for (int i = 1; i < passes; i++)
@@ -93,7 +116,14 @@ static double measure(uint64_t *buf, size_t words, int n_threads, int passes)
 
 int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err)
 {
+    return membw_measure_kind(MEMBW_READ, n_threads, bytes, 5, gbs, err);
+}
+
+int membw_measure_kind(enum membw_kind kind, int n_threads, size_t bytes, int passes, double *gbs, pb_err *err)
+{
     *gbs = 0;
+    if (passes < 1)
+        passes = 1;
     if (n_threads < 1)
         n_threads = 1;
     int fds[2];
@@ -111,8 +141,8 @@ int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err)
         size_t words = bytes / 8;
         uint64_t *buf = sys_alloc_large(words * 8);
         if (buf) {
-            memset(buf, 1, words * 8); /* fault every page in before timing */
-            r = measure(buf, words, n_threads, 5);
+            memset(buf, 0, words * 8); /* fault every page in before timing */
+            r = measure(kind, buf, words, n_threads, passes);
         }
         ssize_t w = write(fds[1], &r, sizeof r);
         (void)w;

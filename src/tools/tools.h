@@ -87,8 +87,17 @@ int synth_write_fd(int fd, const struct synth_params *p, uint64_t *bytes_written
 
 /* ---- memory bandwidth ---- */
 
-/* Median read bandwidth (GB/s) of n_threads streaming a buffer of `bytes`
- * (use several times the last-level cache), measured in a child process. */
+enum membw_kind {
+    MEMBW_READ,  /* sum every word: the access pattern of generation */
+    MEMBW_TRIAD, /* a = b + s * c on doubles (STREAM's triad, 24 bytes per element) */
+};
+
+/* Median bandwidth (GB/s) of `passes` runs (at most 16) of the kernel by
+ * n_threads over a buffer of `bytes` (use several times the last-level
+ * cache), measured in a child process so the buffer never counts in the
+ * caller's memory. */
+int membw_measure_kind(enum membw_kind kind, int n_threads, size_t bytes, int passes, double *gbs, pb_err *err);
+/* The read kernel, 5 passes: what plumb bench reports. */
 int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err);
 
 /* ---- bench ---- */
@@ -120,6 +129,7 @@ struct bench_params {
 
 struct bench_report {
     char model[96];           /* file name, or "SHAPE QUANT (synthesized)" */
+    char ftype[16];           /* the file type (general.file_type), "" when unknown */
     uint64_t model_bytes;     /* the GGUF image */
     uint64_t weight_bytes;    /* bytes of weights a generated token reads */
     uint64_t n_params;
