@@ -5,6 +5,7 @@
 
 #include "kv/kv.h"
 #include "plan/plan.h"
+#include "store/store.h"
 #include "survey/survey.h"
 
 #include <getopt.h>
@@ -582,12 +583,22 @@ int cmd_plan(int argc, char **argv)
     char file_ftype[16] = "";
     if (optind < argc) {
         const char *name = argv[optind];
-        m = catalog_model(cat, name);
+        /* a file, then a model installed in the store, then the catalog */
+        char stored[4096] = "";
+        struct store_entry entry;
+        pb_err serr;
+        if (!looks_like_file(name) && store_resolve(name, stored, sizeof stored, &entry, &serr) == PB_OK &&
+            entry.digest[0])
+            name = stored;
+        else
+            m = catalog_model(cat, name);
         if (!m && looks_like_file(name)) {
             if (plan_model_from_gguf(name, &file_model, file_ftype, sizeof file_ftype, &err)) {
                 rc = cli_error("plan", "%s", err.msg);
                 goto done;
             }
+            if (stored[0]) /* the store's name, not the blob's file name */
+                snprintf(file_model.id, sizeof file_model.id, "%.47s", argv[optind]);
             m = &file_model;
         } else if (!m) {
             char near[300];
