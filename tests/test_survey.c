@@ -206,7 +206,7 @@ static void test_home(void **state)
     assert_int_equal(survey_dir(buf, sizeof buf, &err), PB_OK);
     assert_string_equal(buf, "/srv/plumb/machine");
     assert_int_equal(survey_models_dir(buf, sizeof buf, &err), PB_OK);
-    assert_string_equal(buf, "/srv/plumb/models");
+    assert_string_equal(buf, "/srv/plumb/blobs"); /* the store's blobs: the disk the models take */
     unsetenv("PLUMB_HOME");
     setenv("XDG_DATA_HOME", "/xdg", 1);
     assert_int_equal(survey_home(buf, sizeof buf, &err), PB_OK);

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "survey/survey_internal.h"
 
+#include "store/store.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,19 +39,7 @@ int survey_run(const struct survey_params *p, struct survey *s, pb_err *err)
 
 int survey_home(char *buf, size_t size, pb_err *err)
 {
-    const char *h = getenv("PLUMB_HOME"), *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-    int n;
-    if (h && *h)
-        n = snprintf(buf, size, "%s", h);
-    else if (x && *x == '/')
-        n = snprintf(buf, size, "%s/plumb", x);
-    else if (home && *home)
-        n = snprintf(buf, size, "%s/.local/share/plumb", home);
-    else
-        return pb_fail(err, PB_EINVAL, "no place for plumb's data: set PLUMB_HOME (or HOME)");
-    if (n < 0 || (size_t)n >= size)
-        return pb_fail(err, PB_EINVAL, "PLUMB_HOME is too long");
-    return PB_OK;
+    return store_default_home(buf, size, err); /* the store owns the layout of plumb's home */
 }
 
 static int home_sub(char *buf, size_t size, const char *sub, pb_err *err)
@@ -63,7 +53,7 @@ static int home_sub(char *buf, size_t size, const char *sub, pb_err *err)
 }
 
 int survey_dir(char *buf, size_t size, pb_err *err) { return home_sub(buf, size, "machine", err); }
-int survey_models_dir(char *buf, size_t size, pb_err *err) { return home_sub(buf, size, "models", err); }
+int survey_models_dir(char *buf, size_t size, pb_err *err) { return home_sub(buf, size, "blobs", err); }
 
 /* mkdir -p */
 static int make_dirs(const char *dir, pb_err *err)
