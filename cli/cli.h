@@ -32,6 +32,7 @@ int cmd_tag(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_service(int argc, char **argv);
+int cmd_usage(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;

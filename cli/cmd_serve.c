@@ -128,6 +128,33 @@ static int config_models(const struct config *c, struct server_model *out, char 
     return PB_OK;
 }
 
+/* Usage accounting: each finished request into the store's registry
+ * (records come from the connection threads; a store handle is for one
+ * thread at a time). */
+struct usage_sink {
+    pthread_mutex_t mu;
+    struct store *store;
+    bool warned;
+    bool *log_json;
+};
+
+
+static void record_usage(void *user, const struct server_record *r)
+{
+    struct usage_sink *u = user;
+    struct store_usage_row row = {r->time, r->key_id, r->model, r->endpoint, r->status, r->prompt_tokens,
+                                  r->completion_tokens, r->cached_tokens, r->duration_s};
+    pb_err err = {0};
+    pthread_mutex_lock(&u->mu);
+    if (store_usage_add(u->store, &row, &err) && !u->warned) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "usage accounting failed (requests go on): %s", err.msg);
+        log_line(u->log_json, msg);
+        u->warned = true;
+    }
+    pthread_mutex_unlock(&u->mu);
+}
+
 static int write_pid_file(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -361,9 +388,23 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    struct usage_sink usage = {.log_json = &p.log_json};
+    pthread_mutex_init(&usage.mu, NULL);
+    pb_err serr = {0};
+    if (store_open(NULL, &usage.store, &serr) == PB_OK) {
+        p.on_record = record_usage;
+        p.record_user = &usage;
+    } else {
+        char msg[700];
+        snprintf(msg, sizeof msg, "no usage accounting: %s", serr.msg);
+        log_line(&p.log_json, msg);
+    }
+
     struct server *s;
-    if (server_open(&p, &s, &err))
+    if (server_open(&p, &s, &err)) {
+        store_close(usage.store);
         return cli_error("serve", "%s", err.msg);
+    }
     if (cfg.pid_file[0] && write_pid_file(cfg.pid_file) != 0)
         fprintf(stderr, "plumb serve: cannot write the pid file %s: %s\n", cfg.pid_file, strerror(errno));
     /* the port line on stdout: scripts that asked for port 0 read it */
@@ -395,6 +436,8 @@ int cmd_serve(int argc, char **argv)
     log_line(&p.log_json, sig == SIGTERM ? "SIGTERM: draining" : "SIGINT: draining");
     server_drain(s, cfg.drain_timeout_s);
     server_free(s);
+    store_close(usage.store);
+    pthread_mutex_destroy(&usage.mu);
     if (cfg.pid_file[0])
         unlink(cfg.pid_file);
     return CLI_OK;

@@ -599,6 +599,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
     const double dt = sys_now() - cn->t0;
     const int status = cn->status ? cn->status : 400;
+    metrics_request(&s->metrics, cn->endpoint, status);
+    metrics_duration(&s->metrics, dt);
     if (cn->gen || cn->model) {
         struct oai_gen_info info = {.finish = ""};
         if (cn->gen) {
@@ -633,8 +635,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         if (cn->model)
             served_unref(s, cn->model);
     }
-    metrics_request(&s->metrics, cn->endpoint, status);
-    metrics_duration(&s->metrics, dt);
     sbuf_free(&cn->body);
     free(cn);
 }

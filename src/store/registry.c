@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 60000
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2 /* 2: usage */
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS blobs("
@@ -41,7 +41,20 @@ static const char schema[] =
     " tag TEXT NOT NULL,"
     " rev INTEGER NOT NULL REFERENCES revisions(id),"
     " created INTEGER NOT NULL,"
-    " PRIMARY KEY(name, tag));";
+    " PRIMARY KEY(name, tag));"
+    /* the server's finished generation requests (usage accounting) */
+    "CREATE TABLE IF NOT EXISTS usage("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at REAL NOT NULL,"
+    " key TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " endpoint TEXT NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL,"
+    " cached_tokens INTEGER NOT NULL,"
+    " duration REAL NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS usage_at ON usage(at);";
 
 /* ---- SQL helpers ---- */
 
@@ -145,7 +158,9 @@ static int db_open(struct store *s, pb_err *err)
                        version, SCHEMA_VERSION);
     if ((rc = st_begin(s, err)))
         return rc;
-    if ((rc = st_exec(s, schema, err)) || (rc = st_exec(s, "PRAGMA user_version=1", err)) ||
+    /* every statement of the schema is IF NOT EXISTS: older registries gain
+     * the newer tables */
+    if ((rc = st_exec(s, schema, err)) || (rc = st_exec(s, "PRAGMA user_version=2", err)) ||
         (rc = st_commit(s, err))) {
         st_rollback(s);
         return rc;

@@ -237,4 +237,32 @@ typedef void (*store_check_fn)(void *user, const struct store_blob_check *c);
 int store_verify(struct store *s, const char *ref, store_check_fn on_blob, store_progress_fn progress, void *user,
                  struct store_verify_summary *sum, pb_err *err);
 
+/* ---- usage accounting ----
+ * plumb serve records each finished generation request: who (the key's
+ * id, never the key), which model, how many tokens. */
+
+struct store_usage_row {
+    double at;            /* Unix seconds */
+    const char *key;      /* key id, "" without keys */
+    const char *model, *endpoint;
+    int status;
+    int prompt_tokens, completion_tokens, cached_tokens;
+    double duration_s;
+};
+
+int store_usage_add(struct store *s, const struct store_usage_row *r, pb_err *err);
+
+enum store_usage_by { STORE_USAGE_TOTAL, STORE_USAGE_KEY, STORE_USAGE_MODEL, STORE_USAGE_DAY };
+
+struct store_usage_sum {
+    char group[160];      /* the key id, model or UTC day (YYYY-MM-DD); "" for the total */
+    uint64_t requests, prompt_tokens, completion_tokens, cached_tokens;
+    double first, last;   /* Unix seconds of the first and last request */
+};
+
+/* Sums of the requests at or after since (0: all), grouped, into a
+ * malloc'ed array (free()), in group order. */
+int store_usage_query(struct store *s, double since, enum store_usage_by by, struct store_usage_sum **out, size_t *n,
+                      pb_err *err);
+
 #endif
