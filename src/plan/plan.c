@@ -233,6 +233,7 @@ void plan_target_this(const struct survey *s, const struct survey_calib *cal, in
         struct plan_cal *c = &t->cal[t->n_cal];
         memset(c, 0, sizeof *c);
         snprintf(c->ftype, sizeof c->ftype, "%s", r->ftype);
+        c->bw_gbs = r->bandwidth_gbs;
         double flops = 2.0 * (double)r->n_params;
         if (r->tg_tps > 0) {
             double roof = fmax((double)r->weight_bytes / (r->bandwidth_gbs * 1e9), flops / rate);
@@ -268,8 +269,12 @@ void plan_target_device(const struct cat_device *d, struct plan_target *t)
 
 /* The efficiency for a quantization: a calibration of the same file type
  * (newest), else the median of all of them, else the assumed default. */
+/* With a record of the same type, *bw (may be NULL) becomes the bandwidth
+ * its bench run measured: the efficiency was derived with it, and the
+ * machine's bandwidth drifts between measurements on shared hosts (other
+ * load only lowers it), so the record's own pair predicts best. */
 static void pick_eff(const struct plan_target *t, const char *quant, bool tg, double *eff, bool *calibrated,
-                     const char **from)
+                     const char **from, double *bw)
 {
     *eff = tg ? t->eff_tg : t->eff_pp;
     *calibrated = false;
@@ -286,6 +291,8 @@ static void pick_eff(const struct plan_target *t, const char *quant, bool tg, do
                 *eff = e;
                 *calibrated = true;
                 *from = c->from;
+                if (bw && c->bw_gbs > 0)
+                    *bw = c->bw_gbs * 1e9;
                 return;
             }
             v[n++] = e;
@@ -373,8 +380,8 @@ int plan_evaluate(const struct cat_model *m, const struct plan_target *t, const 
                           0, 0, p->ctx, prompt};
         bool cal_tg, cal_pp;
         const char *from_tg, *from_pp;
-        pick_eff(t, row->quant, true, &s.eff_tg, &cal_tg, &from_tg);
-        pick_eff(t, row->quant, false, &s.eff_pp, &cal_pp, &from_pp);
+        pick_eff(t, row->quant, true, &s.eff_tg, &cal_tg, &from_tg, &s.bw);
+        pick_eff(t, row->quant, false, &s.eff_pp, &cal_pp, &from_pp, NULL);
         row->eff_tg = s.eff_tg;
         row->eff_pp = s.eff_pp;
         row->eff_calibrated = cal_tg;

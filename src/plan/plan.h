@@ -62,6 +62,7 @@ uint64_t plan_kv_bytes(const struct cat_model *m, int64_t ctx, int kv_type);
 struct plan_cal {
     char ftype[16];
     double eff_tg, eff_pp;   /* 0: that test was not run */
+    double bw_gbs;           /* the bandwidth that bench run measured */
     bool same_threads;       /* measured with the thread count plan assumes */
     char from[160];          /* "plumb bench tinyllama-1.1b Q4_0 (synthesized), 2 threads, 2026-..." */
 };
