@@ -33,6 +33,7 @@ int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_service(int argc, char **argv);
 int cmd_usage(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;

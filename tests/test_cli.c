@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -734,6 +737,104 @@ static void test_service(void **state)
     result_free(&r);
 }
 
+static const char *verdict_of(json_t *report, const char *check)
+{
+    json_t *checks = json_object_get(report, "checks");
+    for (size_t i = 0; i < json_array_size(checks); i++) {
+        json_t *c = json_array_get(checks, i);
+        if (!strcmp(json_string_value(json_object_get(c, "check")), check))
+            return json_string_value(json_object_get(c, "verdict"));
+    }
+    return "(absent)";
+}
+
+/* plumb doctor on a healthy setup, then on a deliberately broken one: a
+ * missing model, a store that cannot be used, a key file readable by
+ * others, the port taken by another program. */
+static void test_doctor(void **state)
+{
+    (void)state;
+    char home[600], ini[600], keys[600], text[2048];
+    snprintf(home, sizeof home, "%s/doctor-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    const char *model = test_tiny_model("Q8_0");
+    struct result r = run("pull '%s' --name tiny --copy", model);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    test_tmpfile("doctor-keys", keys, sizeof keys);
+    test_write_file(keys, "k1 sk-doctor-000001\n", 19);
+    chmod(keys, 0600);
+    /* a free port: bind to 0, read it, close */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    const int port = ntohs(a.sin_port);
+    close(fd);
+    test_tmpfile("doctor.ini", ini, sizeof ini);
+    snprintf(text, sizeof text, "[server]\nport = %d\napi_key_file = %s\n[model a]\nsource = tiny\nctx = 512\n", port, keys);
+    test_write_file(ini, text, strlen(text));
+    r = run("doctor --config '%s' --json", ini);
+    json_t *v = test_parse_json(r.out);
+    if (r.status == 2)
+        fail_msg("a healthy setup has errors:\n%s", r.out);
+    assert_string_equal(verdict_of(v, "model a"), "ok");
+    assert_string_equal(verdict_of(v, "store"), "ok");
+    assert_string_equal(verdict_of(v, "key file"), "ok");
+    assert_string_equal(verdict_of(v, "port"), "ok");
+    assert_string_equal(verdict_of(v, "cpu"), "ok");
+    json_decref(v);
+    result_free(&r);
+    r = run("doctor --deep --json");
+    v = test_parse_json(r.out);
+    assert_string_equal(verdict_of(v, "store"), "ok");
+    json_decref(v);
+    result_free(&r);
+
+    /* broken: the model gone, the key file 0644, the port taken */
+    snprintf(text, sizeof text, "[server]\nport = %d\napi_key_file = %s\n[model a]\nsource = /nonexistent/m.gguf\n", port,
+             keys);
+    test_write_file(ini, text, strlen(text));
+    chmod(keys, 0644);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    r = run("doctor --config '%s' --json", ini);
+    EXPECT_STATUS(r, 2);
+    v = test_parse_json(r.out);
+    assert_string_equal(verdict_of(v, "model a"), "error");
+    assert_string_equal(verdict_of(v, "key file"), "warning");
+    assert_string_equal(verdict_of(v, "port"), "error");
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "errors");
+    json_decref(v);
+    result_free(&r);
+    close(fd);
+    /* a store that cannot be used: a file where its folder should be (root
+     * reads any folder, so a mode would not stop it) */
+    char bad_home[700];
+    snprintf(bad_home, sizeof bad_home, "%s/not-a-folder", test_tmpdir());
+    test_write_file(bad_home, "x", 1);
+    setenv("PLUMB_HOME", bad_home, 1);
+    r = run("doctor --json");
+    EXPECT_STATUS(r, 2);
+    v = test_parse_json(r.out);
+    assert_string_equal(verdict_of(v, "store"), "error");
+    json_decref(v);
+    result_free(&r);
+    /* the table form, and a broken configuration is a finding */
+    test_write_file(ini, "[server]\nprot = 1\n", 18);
+    r = run("doctor --config '%s'", ini);
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.out, "configuration"));
+    assert_non_null(strstr(r.out, "fix:"));
+    result_free(&r);
+    unsetenv("PLUMB_HOME");
+}
+
 /* survey's figures against the kernel's; plan on a catalog device and
  * on a file; tco's JSON against a hand-computed case; the errors. */
 static void test_survey_plan_tco(void **state)
@@ -893,7 +994,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
-        cmocka_unit_test(test_survey_plan_tco),
+        cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -1,0 +1,105 @@
+/* plumb doctor: what is wrong with this installation, and the fix. */
+#include "cli.h"
+
+#include "tools/doctor.h"
+
+#include <getopt.h>
+#include <string.h>
+
+static void help(void)
+{
+    printf("Usage: plumb doctor [--config FILE] [--deep] [--json]\n"
+           "\n"
+           "Checks the installation and says what to fix: the CPU features the engine\n"
+           "uses; with --config, that each model exists and fits in memory with its\n"
+           "context and slots, the key file's permissions (readable by others is a\n"
+           "warning), that the port is free or held by plumb; the store (file sizes;\n"
+           "--deep re-hashes every model), its permissions and disk space; the\n"
+           "service; the clock. Exit status 0: all ok, 1: warnings, 2: errors.\n"
+           "\n"
+           "Options:\n"
+           "      --config FILE   the server's configuration (plumb serve --config)\n"
+           "      --deep          re-hash every model in the store (slow)\n"
+           "      --json          print JSON\n"
+           "  -h, --help          this help\n");
+}
+
+int cmd_doctor(int argc, char **argv)
+{
+    enum { OPT_CONFIG = 1000, OPT_DEEP, OPT_JSON };
+    static const struct option longopts[] = {
+        {"config", required_argument, 0, OPT_CONFIG}, {"deep", no_argument, 0, OPT_DEEP},
+        {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *config_path = NULL;
+    bool deep = false, json = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG: config_path = optarg; break;
+        case OPT_DEEP: deep = true; break;
+        case OPT_JSON: json = true; break;
+        case 'h': help(); return CLI_OK;
+        case ':': return cli_usage_error("doctor", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("doctor", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("doctor", "unexpected argument '%s'", argv[optind]);
+    struct doctor_report r;
+    pb_err err = {0};
+    struct config cfg;
+    config_defaults(&cfg);
+    bool have_config = false;
+    if (config_path) {
+        if (config_load(config_path, &cfg, &err)) {
+            /* a broken configuration is the first finding, not a failure to run */
+            memset(&r, 0, sizeof r);
+            snprintf(r.checks[0].name, sizeof r.checks[0].name, "configuration");
+            r.checks[0].verdict = DOCTOR_ERROR;
+            snprintf(r.checks[0].detail, sizeof r.checks[0].detail, "%s", err.msg);
+            snprintf(r.checks[0].fix, sizeof r.checks[0].fix, "fix the file (docs/configuration.md)");
+        } else {
+            have_config = true;
+        }
+    }
+    struct doctor_params dp = {.config = have_config ? &cfg : NULL, .deep = deep};
+    struct doctor_report run;
+    if (doctor_run(&dp, &run, &err))
+        return cli_error("doctor", "%s", err.msg);
+    if (config_path && !have_config) { /* the configuration's error first */
+        struct doctor_check first = r.checks[0];
+        r = run;
+        if (r.n < DOCTOR_MAX_CHECKS) {
+            memmove(&r.checks[1], &r.checks[0], (size_t)r.n * sizeof r.checks[0]);
+            r.checks[0] = first;
+            r.n++;
+            r.n_error++;
+        }
+    } else {
+        r = run;
+    }
+    const int status = r.n_error ? 2 : r.n_warn ? 1 : 0;
+    if (json) {
+        json_t *checks = json_array();
+        for (int i = 0; i < r.n; i++)
+            json_array_append_new(checks, json_pack("{s:s, s:s, s:s, s:s}", "check", r.checks[i].name, "verdict",
+                                                    doctor_verdict_name(r.checks[i].verdict), "detail",
+                                                    r.checks[i].detail, "fix", r.checks[i].fix));
+        cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "status", status == 2 ? "errors" : status ? "warnings" : "ok",
+                                 "errors", r.n_error, "warnings", r.n_warn, "checks", checks),
+                       true);
+        return status;
+    }
+    for (int i = 0; i < r.n; i++) {
+        const struct doctor_check *k = &r.checks[i];
+        printf("%-8s %-20s %s\n", doctor_verdict_name(k->verdict), k->name, k->detail);
+        if (k->fix[0])
+            printf("%-8s %-20s fix: %s\n", "", "", k->fix);
+    }
+    printf("\n%d errors, %d warnings\n", r.n_error, r.n_warn);
+    return status;
+}

@@ -1,0 +1,380 @@
+/* The checks of plumb doctor (doctor.h). */
+#define _GNU_SOURCE
+#include "tools/doctor.h"
+
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+#include "kv/kv.h"
+#include "model/model.h"
+#include "store/store.h"
+#include "survey/survey.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Memory a server needs beside weights and caches: activations of a batch,
+ * logits, buffers (the plan module's estimate for CPUs is of this order). */
+#define RUNTIME_OVERHEAD (256.0 * 1024 * 1024)
+/* The store's file system: below this much free space, a pull cannot land. */
+#define DISK_LOW (2ull << 30)
+
+const char *doctor_verdict_name(enum doctor_verdict v)
+{
+    static const char *const n[] = {"ok", "warning", "error", "skipped"};
+    return (unsigned)v < 4 ? n[v] : "?";
+}
+
+static struct doctor_check *add(struct doctor_report *r, const char *name, enum doctor_verdict v, const char *fix,
+                                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static struct doctor_check *add(struct doctor_report *r, const char *name, enum doctor_verdict v, const char *fix,
+                                const char *fmt, ...)
+{
+    if (r->n == DOCTOR_MAX_CHECKS)
+        return NULL;
+    struct doctor_check *c = &r->checks[r->n++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->verdict = v;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+    snprintf(c->fix, sizeof c->fix, "%s", v == DOCTOR_OK || v == DOCTOR_SKIP ? "" : fix ? fix : "");
+    r->n_warn += v == DOCTOR_WARN;
+    r->n_error += v == DOCTOR_ERROR;
+    return c;
+}
+
+static void fmt_gib(double bytes, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+}
+
+static void check_cpu(struct doctor_report *r)
+{
+    enum kern_level l = kern_level();
+    if (l == KERN_SCALAR)
+        add(r, "cpu", DOCTOR_WARN, "use a CPU with AVX2 (x86-64) for usable speed; without it plumb runs its portable "
+            "kernels, about 10x slower", "no SIMD kernel set this CPU supports: portable scalar kernels");
+    else if (l == KERN_AVX2)
+        add(r, "cpu", DOCTOR_OK, NULL, "kernels %s (no VNNI: prompt processing about half the speed of a VNNI CPU)",
+            kern_level_name(l));
+    else
+        add(r, "cpu", DOCTOR_OK, NULL, "kernels %s", kern_level_name(l));
+}
+
+/* Each configured model: found, a valid GGUF, and within memory. */
+static void check_models(struct doctor_report *r, const struct config *c, uint64_t available, double *total)
+{
+    *total = 0;
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        char name[96], path[4096];
+        snprintf(name, sizeof name, "model %s", m->alias);
+        pb_err err = {0};
+        if (store_resolve(m->source, path, sizeof path, NULL, &err)) {
+            add(r, name, DOCTOR_ERROR, "pull it (plumb pull SOURCE --name NAME) or fix 'source' in the configuration",
+                "%s", err.msg);
+            continue;
+        }
+        struct gguf_file *f;
+        struct model_hparams hp;
+        if (gguf_open(path, &f, &err) || model_hparams_read(f, &hp, &err)) {
+            add(r, name, DOCTOR_ERROR, "pull the model again (plumb pull ... ; plumb verify)", "%s", err.msg);
+            continue;
+        }
+        struct stat st;
+        const double weights = stat(path, &st) == 0 ? (double)st.st_size : 0;
+        gguf_close(f);
+        const double kv = (double)kv_bytes((int)hp.n_layer, m->ctx, hp.n_head_kv * hp.head_dim,
+                                           (enum kv_type)m->kv_type) * m->parallel;
+        const double need = weights + kv + RUNTIME_OVERHEAD;
+        *total += need;
+        char w[32], k[32], n[32], a[32];
+        fmt_gib(weights, w, sizeof w);
+        fmt_gib(kv, k, sizeof k);
+        fmt_gib(need, n, sizeof n);
+        fmt_gib((double)available, a, sizeof a);
+        if (need > (double)available)
+            add(r, name, DOCTOR_ERROR, "lower 'parallel' or 'ctx', use kv_type = q8_0, a smaller quantization "
+                "(plumb plan MODEL), or more memory", "needs %s (weights %s + KV cache %s for %d x %lld tokens) but "
+                "%s is available", n, w, k, m->parallel, (long long)m->ctx, a);
+        else if (need > 0.85 * (double)available)
+            add(r, name, DOCTOR_WARN, "little room is left for the system: lower 'parallel' or 'ctx'",
+                "needs %s of the %s available", n, a);
+        else
+            add(r, name, DOCTOR_OK, NULL, "%s (%s) needs %s (weights %s + KV %s) of %s available", m->source,
+                hp.arch, n, w, k, a);
+    }
+}
+
+static void on_blob(void *user, const struct store_blob_check *c)
+{
+    (void)c;
+    (void)user;
+}
+
+static void check_store(struct doctor_report *r, bool deep)
+{
+    char home[1024];
+    pb_err err = {0};
+    if (store_default_home(home, sizeof home, &err)) {
+        add(r, "store", DOCTOR_ERROR, "set PLUMB_HOME", "%s", err.msg);
+        return;
+    }
+    struct stat st;
+    if (stat(home, &st) != 0) {
+        add(r, "store", DOCTOR_WARN, "create it with a first plumb pull", "no store at %s yet", home);
+        return;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        add(r, "store", DOCTOR_ERROR, "move that file away, or point PLUMB_HOME at a folder", "%s is not a folder",
+            home);
+        return;
+    }
+    if (access(home, R_OK | W_OK | X_OK) != 0) {
+        add(r, "store permissions", DOCTOR_ERROR, "give this user read and write access to the store, or run as its "
+            "owner", "%s is not readable and writable by this user: %s", home, strerror(errno));
+        return;
+    }
+    if (st.st_mode & S_IWOTH)
+        add(r, "store permissions", DOCTOR_WARN, "chmod o-w on the store folder", "%s is writable by anyone", home);
+    else
+        add(r, "store permissions", DOCTOR_OK, NULL, "%s (mode %03o)", home, (unsigned)(st.st_mode & 0777));
+    struct store *s;
+    if (store_open(home, &s, &err)) {
+        add(r, "store", DOCTOR_ERROR, "see the message; plumb verify repairs what it can", "%s", err.msg);
+        return;
+    }
+    if (deep) {
+        struct store_verify_summary sum;
+        if (store_verify(s, NULL, on_blob, NULL, NULL, &sum, &err))
+            add(r, "store", DOCTOR_ERROR, "plumb verify", "verification could not run: %s", err.msg);
+        else if (sum.n_bad || !sum.registry_ok)
+            add(r, "store", DOCTOR_ERROR, "pull the damaged models again; plumb verify NAME shows which",
+                "%zu of %zu blobs do not match their SHA-256%s%s", sum.n_bad, sum.n_blobs,
+                sum.registry_ok ? "" : "; registry: ", sum.registry_ok ? "" : sum.registry_msg);
+        else
+            add(r, "store", DOCTOR_OK, NULL, "%zu blobs match their SHA-256, registry consistent", sum.n_blobs);
+    } else {
+        struct store_entry *e;
+        size_t n;
+        if (store_list(s, &e, &n, &err)) {
+            add(r, "store", DOCTOR_ERROR, "plumb verify", "%s", err.msg);
+        } else {
+            size_t bad = 0;
+            char first[256] = "";
+            for (size_t i = 0; i < n; i++) {
+                char path[4200];
+                store_blob_path(s, e[i].digest, path, sizeof path);
+                struct stat bs;
+                if (stat(path, &bs) != 0 || (uint64_t)bs.st_size != e[i].size) {
+                    if (!bad++)
+                        snprintf(first, sizeof first, "%s:%s", e[i].ref.name, e[i].ref.tag);
+                }
+            }
+            if (bad)
+                add(r, "store", DOCTOR_ERROR, "plumb verify, then pull the damaged models again",
+                    "%zu of %zu models have a missing or resized file (first: %s)", bad, n, first);
+            else
+                add(r, "store", DOCTOR_OK, NULL, "%zu models, files present with their sizes (--deep re-hashes)", n);
+            free(e);
+        }
+    }
+    store_close(s);
+}
+
+static void check_disk(struct doctor_report *r, double models_bytes)
+{
+    char home[1024];
+    pb_err err;
+    if (store_default_home(home, sizeof home, &err))
+        return;
+    char p[1024];
+    snprintf(p, sizeof p, "%s", home);
+    struct statvfs v;
+    while (statvfs(p, &v) != 0) {
+        char *slash = strrchr(p, '/');
+        if (!slash || slash == p) {
+            snprintf(p, sizeof p, "/");
+            if (statvfs(p, &v) != 0)
+                return;
+            break;
+        }
+        *slash = '\0';
+    }
+    const double free_b = (double)v.f_bavail * (double)v.f_frsize;
+    char f[32];
+    fmt_gib(free_b, f, sizeof f);
+    (void)models_bytes;
+    if (free_b < (double)DISK_LOW)
+        add(r, "disk", DOCTOR_ERROR, "free space on that file system, or move the store (PLUMB_HOME)",
+            "%s free at %s: not enough for a model", f, p);
+    else if (free_b < 0.05 * (double)v.f_blocks * (double)v.f_frsize)
+        add(r, "disk", DOCTOR_WARN, "free space soon: pulls need room for a whole model", "only %s free at %s", f, p);
+    else
+        add(r, "disk", DOCTOR_OK, NULL, "%s free at %s", f, p);
+}
+
+static void check_key_file(struct doctor_report *r, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        add(r, "key file", DOCTOR_ERROR, "create it (one key per line, or ID KEY) or fix api_key_file", "%s: %s", path,
+            strerror(errno));
+        return;
+    }
+    if (access(path, R_OK) != 0) {
+        add(r, "key file", DOCTOR_ERROR, "the server's user must read it", "%s is not readable by this user", path);
+        return;
+    }
+    if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH))
+        add(r, "key file", DOCTOR_WARN, "chmod 600 the key file (owned by the service's user)",
+            "%s has mode %03o: other users can read the API keys", path, (unsigned)(st.st_mode & 0777));
+    else
+        add(r, "key file", DOCTOR_OK, NULL, "%s (mode %03o)", path, (unsigned)(st.st_mode & 0777));
+}
+
+/* Whether a plumb server answers /health at host:port. */
+static bool plumb_answers(const struct sockaddr *a, socklen_t len)
+{
+    int fd = socket(a->sa_family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    bool yes = false;
+    if (connect(fd, a, len) == 0) {
+        const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
+        if (send(fd, req, strlen(req), MSG_NOSIGNAL) > 0) {
+            char buf[8192];
+            size_t got = 0;
+            ssize_t k;
+            while (got < sizeof buf - 1 && (k = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0)
+                got += (size_t)k;
+            buf[got] = '\0';
+            yes = strstr(buf, "plumb_slots") != NULL;
+        }
+    }
+    close(fd);
+    return yes;
+}
+
+static void check_port(struct doctor_report *r, const char *host, int port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &res)) {
+        add(r, "port", DOCTOR_ERROR, "fix 'host' in the configuration", "cannot resolve host '%s'", host);
+        return;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int b = fd >= 0 ? bind(fd, res->ai_addr, res->ai_addrlen) : -1;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (b == 0)
+        add(r, "port", DOCTOR_OK, NULL, "%s:%d is free", host, port);
+    else if (e == EADDRINUSE && plumb_answers(res->ai_addr, res->ai_addrlen))
+        add(r, "port", DOCTOR_OK, NULL, "%s:%d is held by a running plumb serve", host, port);
+    else if (e == EADDRINUSE)
+        add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port' (ss -ltnp shows who holds it)",
+            "%s:%d is taken by another program", host, port);
+    else if (e == EACCES)
+        add(r, "port", DOCTOR_ERROR, "use a port above 1023, or give the service CAP_NET_BIND_SERVICE",
+            "%s:%d needs privileges to listen on", host, port);
+    else
+        add(r, "port", DOCTOR_ERROR, "fix 'host' or 'port'", "cannot listen on %s:%d: %s", host, port, strerror(e));
+    freeaddrinfo(res);
+}
+
+static void check_service(struct doctor_report *r, const char *unit)
+{
+    struct stat st;
+    if (stat("/run/systemd/system", &st) != 0) {
+        add(r, "service", DOCTOR_SKIP, NULL, "systemd is not running here");
+        return;
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "systemctl is-active --quiet '%s' 2>/dev/null", unit);
+    int st_active = system(cmd);
+    snprintf(cmd, sizeof cmd, "systemctl cat '%s' >/dev/null 2>&1", unit);
+    int st_known = system(cmd);
+    if (WIFEXITED(st_active) && WEXITSTATUS(st_active) == 0)
+        add(r, "service", DOCTOR_OK, NULL, "%s is active", unit);
+    else if (WIFEXITED(st_known) && WEXITSTATUS(st_known) == 0)
+        add(r, "service", DOCTOR_WARN, "systemctl enable --now plumb.service; journalctl -u plumb shows why it stopped",
+            "%s is installed but not running", unit);
+    else
+        add(r, "service", DOCTOR_WARN, "plumb service install --config FILE", "%s is not installed", unit);
+}
+
+static void check_clock(struct doctor_report *r)
+{
+    /* this binary cannot have been built in the future */
+    struct tm built = {0};
+    strptime(__DATE__, "%b %d %Y", &built);
+    const time_t t_built = timegm(&built), now = time(NULL);
+    struct tm tm;
+    char s[32];
+    strftime(s, sizeof s, "%Y-%m-%d %H:%M UTC", gmtime_r(&now, &tm));
+    if (now + 86400 < t_built)
+        add(r, "clock", DOCTOR_ERROR, "set the time (timedatectl set-ntp true, or a local NTP server on air-gapped "
+            "sites): logs, usage accounting and certificates of a proxy in front depend on it",
+            "the clock says %s, before this plumb was built (%s)", s, __DATE__);
+    else if (tm.tm_year + 1900 > 2100)
+        add(r, "clock", DOCTOR_ERROR, "set the time", "the clock says %s", s);
+    else
+        add(r, "clock", DOCTOR_OK, NULL, "%s", s);
+}
+
+int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *err)
+{
+    (void)err;
+    memset(r, 0, sizeof *r);
+    check_cpu(r);
+    struct survey sv;
+    memset(&sv, 0, sizeof sv);
+    pb_err e2;
+    uint64_t available = survey_read_memory(&sv, &e2) == PB_OK ? sv.memory.available : 0;
+    double need = 0;
+    const struct config *c = p->config;
+    if (c) {
+        if (c->store[0])
+            setenv("PLUMB_HOME", c->store, 1);
+        check_models(r, c, available, &need);
+        if (c->n_models == 0)
+            add(r, "models", DOCTOR_ERROR, "add a [model NAME] section with a source", "%s serves no model", c->path);
+        else if (c->n_models > 1 && need > (double)available)
+            add(r, "models", DOCTOR_ERROR, "serve fewer models at once, or smaller ones",
+                "all %d models together need more than the memory available", c->n_models);
+    } else {
+        add(r, "models", DOCTOR_SKIP, NULL, "no configuration given (--config FILE)");
+    }
+    check_store(r, p->deep);
+    check_disk(r, need);
+    if (c && c->api_key_file[0])
+        check_key_file(r, c->api_key_file);
+    else if (c && strcmp(c->host, "127.0.0.1") && strcmp(c->host, "localhost") && strcmp(c->host, "::1"))
+        add(r, "key file", DOCTOR_WARN, "set api_key_file: anyone who reaches the port can use the models",
+            "the server listens on %s without API keys", c->host);
+    if (c)
+        check_port(r, c->host, c->port);
+    check_service(r, p->service ? p->service : "plumb.service");
+    check_clock(r);
+    return PB_OK;
+}
