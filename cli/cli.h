@@ -34,6 +34,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_service(int argc, char **argv);
 int cmd_usage(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;

@@ -33,6 +33,8 @@ static const struct command commands[] = {
     {"verify", cmd_verify, "re-hash the store's files and check the registry"},
     {"tag", cmd_tag, "give a stored model another name"},
     {"rollback", cmd_rollback, "point a name back at its previous version"},
+    {"export", cmd_export, "write stored models into one tar bundle, for a site without a network"},
+    {"import", cmd_import, "add a bundle's models to the store, every file verified first"},
 };
 
 static void usage(FILE *out)

@@ -12,13 +12,14 @@
 #           libinih-dev (plumb serve --config: the INI configuration file),
 #           libsqlite3-dev (the model store's registry),
 #           libcurl4-openssl-dev (plumb pull over http/https),
-#           libssl-dev (SHA-256 of model blobs, from libcrypto)
+#           libssl-dev (SHA-256 of model blobs, from libcrypto),
+#           libarchive-dev (plumb export / import: air-gap bundles as tar)
 #   tests:  libcmocka-dev (unit test framework), systemd (systemd-analyze
 #           verify checks the service unit), nodejs and npm (the openai
 #           npm client runs against plumb serve; tests/node)
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev systemd $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev libcmocka-dev systemd $*"
 
 missing=""
 for p in $PACKAGES; do

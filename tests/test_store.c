@@ -4,7 +4,8 @@
  * requests, cut connections, redirects, errors, slow transfers), from
  * files and from a directory; failures that must leave the store exactly
  * as it was (compared file by file and row by row); two pulls at once;
- * tag, rollback, rm and verify; a pull killed with SIGKILL. */
+ * tag, rollback, rm and verify; a pull killed with SIGKILL; export and
+ * import of bundles, whole, tampered and truncated. */
 #include "testutil.h"
 
 #include "store/store.h"
@@ -1085,6 +1086,206 @@ static void test_directory(void **state)
     free(b.data);
 }
 
+
+/* ---- air-gap bundles ---- */
+
+/* The entries of a ustar file: where each one's data starts and its size. */
+static int tar_entries(const char *t, size_t len, size_t *data, size_t *size, char names[][128], int max)
+{
+    int n = 0;
+    size_t off = 0;
+    while (off + 512 <= len && t[off] && n < max) {
+        snprintf(names[n], 128, "%.100s", t + off);
+        size[n] = (size_t)strtoull(t + off + 124, NULL, 8);
+        data[n] = off + 512;
+        off = data[n] + (size[n] + 511) / 512 * 512;
+        n++;
+    }
+    return n;
+}
+
+static void write_variant(const char *name, const char *data, size_t len, char *path, size_t size)
+{
+    test_tmpfile(name, path, size);
+    assert_int_equal(test_write_file(path, data, len), 0);
+}
+
+static void test_bundles(void **state)
+{
+    (void)state;
+    struct model m, other;
+    model_get(&m, "Q8_0");
+    model_get(&other, "Q4_0");
+    char bundle[600];
+    test_tmpfile("models.tar", bundle, sizeof bundle);
+    unlink(bundle);
+
+    /* the site with a network: two files, three names */
+    new_home("bundle-src");
+    char src_home[512];
+    snprintf(src_home, sizeof src_home, "%s", home);
+    pull_ok(m.path, "a:1");
+    pull_ok(other.path, "b:1");
+    PLUMB_OK("tag", "a:1", "a:prod");
+    struct run r;
+    PLUMB(&r, "export", "a:1", "a:prod", "b:1", "a:1", "-o", bundle, "--json");
+    EXPECT_STATUS(r, 0);
+    json_t *v = test_parse_json(r.out);
+    assert_int_equal(json_array_size(json_object_get(v, "models")), 3); /* a:1 once */
+    assert_int_equal(json_integer_value(json_object_get(v, "blobs")), 2);
+    assert_int_equal(json_integer_value(json_object_get(v, "blob_bytes")), (json_int_t)(m.len + other.len));
+    json_decref(v);
+    run_free(&r);
+    PLUMB(&r, "export", "a:1", "nothere", "-o", bundle);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "nothere"));
+    run_free(&r);
+    PLUMB(&r, "export", "a:1");
+    EXPECT_STATUS(r, 2);
+    run_free(&r);
+
+    /* its layout: the manifest first, then each file once under its digest */
+    size_t len;
+    char *tar = test_read_file(bundle, &len);
+    assert_non_null(tar);
+    size_t data[8], size[8];
+    char names[8][128];
+    assert_int_equal(tar_entries(tar, len, data, size, names, 8), 3);
+    assert_string_equal(names[0], "manifest.json");
+    json_error_t je;
+    json_t *man = json_loadb(tar + data[0], size[0], 0, &je);
+    assert_non_null(man);
+    assert_string_equal(json_string_value(json_object_get(man, "format")), "plumb-bundle");
+    assert_non_null(json_string_value(json_object_get(man, "plumb_version")));
+    assert_int_equal(json_array_size(json_object_get(man, "models")), 3);
+    json_decref(man);
+    int im = !strcmp(names[1] + 13, m.digest) ? 1 : 2, io = 3 - im;
+    assert_string_equal(names[im] + 13, m.digest);
+    assert_string_equal(names[io] + 13, other.digest);
+    assert_int_equal(size[im], m.len);
+    assert_memory_equal(tar + data[im], m.data, m.len);
+
+    /* the site without: b:1 exists there already, as another file */
+    new_home("bundle-dst");
+    pull_ok(m.path, "b:1");
+    char p[600];
+    {
+        char *t = malloc(len);
+        memcpy(t, tar, len);
+        t[data[2] + size[2] / 2] ^= 0x20;
+        write_variant("tampered.tar", t, len, p, sizeof p);
+        const char *a[] = {"import", p, NULL};
+        expect_clean_failure("a tampered file", 0, a, "does not match its SHA-256");
+        /* the manifest altered to name other files */
+        memcpy(t, tar, len);
+        char *d = memmem(t + data[0], size[0], m.digest, 64);
+        assert_non_null(d);
+        while (d) {
+            d[0] = d[0] == 'f' ? '0' : 'f';
+            d = memmem(d + 64, (size_t)(t + data[0] + size[0] - (d + 64)), m.digest, 64);
+        }
+        write_variant("tampered-manifest.tar", t, len, p, sizeof p);
+        expect_clean_failure("a tampered manifest", 0, a, "its manifest does not list");
+        free(t);
+    }
+    const size_t cuts[] = {100, data[0] + size[0] / 2, data[1] + 1000, data[2] - 512, data[2] + size[2] / 2,
+                           data[2] + size[2] - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "a bundle cut at byte %zu", cuts[i]);
+        write_variant("truncated.tar", tar, cuts[i], p, sizeof p);
+        const char *a[] = {"import", p, NULL};
+        expect_clean_failure(what, 0, a, "truncated");
+    }
+    {
+        write_variant("junk.tar", "this is not a tar file\n", 23, p, sizeof p);
+        const char *a[] = {"import", p, NULL};
+        expect_clean_failure("not a tar", 0, a, "not a valid plumb bundle");
+        /* a tar of a model, without a manifest */
+        char cmd[1400];
+        test_tmpfile("plain.tar", p, sizeof p);
+        snprintf(cmd, sizeof cmd, "tar -cf '%s' -C \"$(dirname '%s')\" \"$(basename '%s')\"", p, m.path, m.path);
+        assert_int_equal(system(cmd), 0);
+        expect_clean_failure("a tar without a manifest", 0, a, "not manifest.json");
+        const char *full[] = {"import", bundle, NULL};
+        expect_clean_failure("full disk", (long)(other.len / 2), full, "File too large");
+    }
+    /* cut after the last file's data, before tar's end blocks: everything
+     * the manifest lists is there and verified, so it is whole */
+    write_variant("no-end.tar", tar, data[2] + (size[2] + 511) / 512 * 512, p, sizeof p);
+    PLUMB(&r, "import", p, "--check");
+    EXPECT_STATUS(r, 0);
+    run_free(&r);
+    /* --check verifies and changes nothing */
+    char *before = snapshot();
+    PLUMB(&r, "import", bundle, "--check");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "verified"));
+    run_free(&r);
+    char *after = snapshot();
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    /* the real import: all names, one file each, b:1 moved with its history kept */
+    PLUMB(&r, "import", bundle, "--json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_int_equal(json_array_size(json_object_get(v, "models")), 3);
+    json_decref(v);
+    run_free(&r);
+    char d[80];
+    ls_digest("a:1", d);
+    assert_string_equal(d, m.tagged);
+    ls_digest("a:prod", d);
+    assert_string_equal(d, m.tagged);
+    ls_digest("b:1", d);
+    assert_string_equal(d, other.tagged);
+    assert_int_equal(count_files("blobs"), 2);
+    assert_int_equal(count_files("tmp"), 0);
+    PLUMB_OK("verify");
+    PLUMB_OK("rollback", "b:1");
+    ls_digest("b:1", d);
+    assert_string_equal(d, m.tagged);
+    /* importing again moves b:1 forward and changes nothing else */
+    PLUMB(&r, "import", bundle);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "a:1"));
+    assert_non_null(strstr(r.out, "already there"));
+    run_free(&r);
+    ls_digest("b:1", d);
+    assert_string_equal(d, other.tagged);
+
+    /* a damaged store is not exported, and no partial bundle is left */
+    new_home("bundle-src");
+    assert_string_equal(home, src_home);
+    char blob[700];
+    snprintf(blob, sizeof blob, "%s/blobs/sha256-%s", home, other.digest);
+    chmod(blob, 0644);
+    char *bd = test_read_file(blob, &len);
+    bd[len / 2] ^= 1;
+    assert_int_equal(test_write_file(blob, bd, len), 0);
+    free(bd);
+    char out[600];
+    test_tmpfile("damaged.tar", out, sizeof out);
+    unlink(out);
+    PLUMB(&r, "export", "b:1", "-o", out);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "does not match its SHA-256"));
+    run_free(&r);
+    struct stat st;
+    assert_int_not_equal(stat(out, &st), 0);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", out);
+    *strrchr(dir, '/') = 0;
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q 'damaged.tar.partial'", dir);
+    assert_int_not_equal(system(cmd), 0);
+    free(tar);
+    free(m.data);
+    free(other.data);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1103,6 +1304,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_removal_lock),
         cmocka_unit_test(test_kill9),
         cmocka_unit_test(test_directory),
+        cmocka_unit_test(test_bundles),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -159,6 +159,21 @@ int files_clean_tmp(struct store *s)
     return removed;
 }
 
+int files_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : ENOSPC;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 void files_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

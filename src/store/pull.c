@@ -112,19 +112,8 @@ static void sink_progress(struct sink *k, bool force)
 
 static bool sink_write(struct sink *k, const void *p, size_t n)
 {
-    const char *c = p;
-    size_t left = n;
-    while (left) {
-        ssize_t w = write(k->fd, c, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            k->werr = w < 0 ? errno : ENOSPC;
-            return false;
-        }
-        c += w;
-        left -= (size_t)w;
-    }
+    if ((k->werr = files_write_all(k->fd, p, n)))
+        return false;
     sha256_update(k->hash, p, n);
     k->have += n;
     sink_progress(k, false);
@@ -403,7 +392,7 @@ static bool link_file(const char *src, char *tmp, int *fd)
 
 /* ---- checking ---- */
 
-static int read_meta(int fd, const char *source, struct blob_meta *m, pb_err *err)
+int blob_read_meta(int fd, const char *source, struct blob_meta *m, pb_err *err)
 {
     struct gguf_file *f;
     pb_err gerr = {0};
@@ -496,7 +485,7 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
         rc = pb_fail(err, PB_EFORMAT, "%.300s: SHA-256 mismatch: expected %s, got %s", source, want, got);
         goto fail;
     }
-    if ((rc = read_meta(k.fd, source, &meta, err)))
+    if ((rc = blob_read_meta(k.fd, source, &meta, err)))
         goto fail;
     if (meta.size != k.have) {
         rc = pb_fail(err, PB_EIO, "%.300s changed while it was read", source);

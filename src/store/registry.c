@@ -427,55 +427,78 @@ static bool blob_known(struct store *s, const char *digest, pb_err *err, int *rc
     return step == SQLITE_ROW;
 }
 
-int reg_add(struct store *s, const struct store_ref *ref, const char *digest, const struct blob_meta *m,
-            const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
-            pb_err *err)
+int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name *names, size_t nn,
+                const char *action, const char *source, pb_err *err)
 {
     char blob[STORE_PATH_MAX];
-    store_blob_path(s, digest, blob, sizeof blob);
-    bool renamed = false, known = false;
+    for (size_t i = 0; i < nb; i++)
+        b[i].known = b[i].renamed = false;
     int rc = st_begin(s, err);
     if (rc)
         return rc;
-    known = blob_known(s, digest, err, &rc);
-    if (rc)
-        goto fail;
-    struct stat st;
-    if (known && keep_existing && stat(blob, &st) == 0 && (uint64_t)st.st_size == m->size) {
-        /* the file in place stays */
-    } else if (rename(tmp_path, blob) == 0) {
-        renamed = true;
-    } else {
-        rc = pb_fail(err, PB_EIO, "cannot move %s to %s: %s", tmp_path, blob, strerror(errno));
-        goto fail;
-    }
-    if (!known) {
+    for (size_t i = 0; i < nb; i++) {
+        store_blob_path(s, b[i].digest, blob, sizeof blob);
+        b[i].known = blob_known(s, b[i].digest, err, &rc);
+        if (rc)
+            goto fail;
+        struct stat st;
+        if (b[i].known && b[i].keep_existing && stat(blob, &st) == 0 && (uint64_t)st.st_size == b[i].m->size) {
+            /* the file in place stays */
+        } else if (rename(b[i].tmp_path, blob) == 0) {
+            b[i].renamed = true;
+        } else {
+            rc = pb_fail(err, PB_EIO, "cannot move %s to %s: %s", b[i].tmp_path, blob, strerror(errno));
+            goto fail;
+        }
+        if (b[i].known)
+            continue;
         sqlite3_stmt *q;
         if ((rc = st_prepare(s, "INSERT INTO blobs(digest, size, arch, quant, params, created) VALUES(?,?,?,?,?,?)",
                              &q, err)))
             goto fail;
-        sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, (sqlite3_int64)m->size);
-        sqlite3_bind_text(q, 3, m->arch, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 4, m->quant, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 5, (sqlite3_int64)m->n_params);
+        sqlite3_bind_text(q, 1, b[i].digest, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, (sqlite3_int64)b[i].m->size);
+        sqlite3_bind_text(q, 3, b[i].m->arch, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 4, b[i].m->quant, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 5, (sqlite3_int64)b[i].m->n_params);
         sqlite3_bind_int64(q, 6, st_now());
         rc = sqlite3_step(q) == SQLITE_DONE ? PB_OK : st_fail(s, err, "recording a blob");
         sqlite3_finalize(q);
         if (rc)
             goto fail;
     }
-    if ((rc = point(s, ref, digest, -1, "pull", source, &res->changed, err)) || (rc = st_commit(s, err)))
+    for (size_t i = 0; i < nn; i++)
+        if ((rc = point(s, names[i].ref, names[i].digest, -1, action, source, &names[i].changed, err)))
+            goto fail;
+    if ((rc = st_commit(s, err)))
         goto fail;
     files_sync_dir(s->blobs);
-    res->new_blob = !known;
-    return lookup_ref(s, ref, &res->entry, err);
+    return PB_OK;
 fail:
     st_rollback(s);
-    /* a blob no one knew goes back to being the caller's temporary file */
-    if (renamed && !known)
-        (void)rename(blob, tmp_path);
+    /* blobs no one knew go back to being the caller's temporary files */
+    for (size_t i = 0; i < nb; i++) {
+        if (b[i].renamed && !b[i].known) {
+            store_blob_path(s, b[i].digest, blob, sizeof blob);
+            (void)rename(blob, b[i].tmp_path);
+        }
+        b[i].renamed = false;
+    }
     return rc;
+}
+
+int reg_add(struct store *s, const struct store_ref *ref, const char *digest, const struct blob_meta *m,
+            const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
+            pb_err *err)
+{
+    struct reg_blob b = {.digest = digest, .m = m, .tmp_path = tmp_path, .keep_existing = keep_existing};
+    struct reg_name n = {.ref = ref, .digest = digest};
+    int rc = reg_add_set(s, &b, 1, &n, 1, "pull", source, err);
+    if (rc)
+        return rc;
+    res->new_blob = !b.known;
+    res->changed = n.changed;
+    return lookup_ref(s, ref, &res->entry, err);
 }
 
 /* The end of tag and rollback, inside their transaction: points ref at

@@ -237,6 +237,67 @@ typedef void (*store_check_fn)(void *user, const struct store_blob_check *c);
 int store_verify(struct store *s, const char *ref, store_check_fn on_blob, store_progress_fn progress, void *user,
                  struct store_verify_summary *sum, pb_err *err);
 
+/* ---- bundles (air-gapped sites) ----
+ *
+ * A bundle is a tar file (pax format: no size limit) holding, in this
+ * order:
+ *
+ *   manifest.json        {"format":"plumb-bundle","format_version":1,
+ *                         "plumb_version","created" (RFC 3339, UTC),
+ *                         "blobs":[{"digest":"sha256:HEX","size",
+ *                         "path":"blobs/sha256-HEX","architecture",
+ *                         "quantization","parameters"}],
+ *                         "models":[{"name","tag","digest"}]}
+ *   blobs/sha256-HEX     each model file once, however many names use it
+ *
+ * Export re-hashes every blob as it writes it (a damaged store does not
+ * spread) and writes FILE under a temporary name, renamed when complete.
+ * Import streams the bundle (it may be compressed) into temporary files in
+ * the store, hashing each; only when every blob the manifest lists is
+ * present, of its size, of its digest and a valid GGUF does anything enter
+ * the store: all blobs and names in one transaction, each name's move
+ * kept in its history (plumb rollback). Anything else (a truncated or
+ * tampered bundle, an entry the manifest does not list, a duplicate) is
+ * refused, and the store is as it was. */
+
+struct store_bundle_opts {
+    const char *plumb_version;  /* export: written in the manifest */
+    bool check_only;            /* import: verify the bundle, register nothing */
+    const volatile sig_atomic_t *cancel;
+    store_progress_fn progress; /* bytes of the blob being copied; may be NULL */
+    void *user;
+};
+
+struct store_bundle_model {
+    struct store_ref ref;
+    char digest[65];
+    uint64_t size;
+    bool new_blob;              /* import: the store did not hold this digest */
+    bool changed;               /* import: the name moved (false: it pointed there already) */
+};
+
+struct store_bundle_result {
+    struct store_bundle_model *models; /* malloc'ed; store_bundle_result_free */
+    size_t n_models;
+    size_t n_blobs;
+    uint64_t blob_bytes;        /* bytes of model files in the bundle */
+    char plumb_version[32];     /* import: the version that wrote it */
+    char created[32];           /* import: when it was written */
+};
+
+/* Writes a bundle of the models refs (NAME[:TAG] each) to path. */
+int store_export(struct store *s, const char *const *refs, size_t n_refs, const char *path,
+                 const struct store_bundle_opts *o, struct store_bundle_result *res, pb_err *err);
+
+/* Verifies the bundle at path ("-": standard input) and, unless
+ * check_only, adds its models to the store. PB_EFORMAT for a bundle that
+ * is not whole and genuine (the message says what is wrong), PB_EIO for
+ * read and disk errors. */
+int store_import(struct store *s, const char *path, const struct store_bundle_opts *o,
+                 struct store_bundle_result *res, pb_err *err);
+
+void store_bundle_result_free(struct store_bundle_result *res);
+
 /* ---- usage accounting ----
  * plumb serve records each finished generation request: who (the key's
  * id, never the key), which model, how many tokens. */

@@ -52,6 +52,31 @@ int reg_add(struct store *s, const struct store_ref *ref, const char *digest, co
             const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
             pb_err *err);
 
+/* The general form of reg_add (an import): in one transaction, every
+ * blob's temporary file renamed into place and recorded (known: the
+ * registry had it already; renamed: its file moved), then every name
+ * pointed at its digest (changed: it moved), with action and source in the
+ * names' histories. On failure the store is as before and every
+ * temporary file that was moved is back at its tmp_path. */
+struct reg_blob {
+    const char *digest;
+    const struct blob_meta *m;
+    const char *tmp_path;
+    bool keep_existing;
+    bool known, renamed;       /* out */
+};
+struct reg_name {
+    const struct store_ref *ref;
+    const char *digest;
+    bool changed;              /* out */
+};
+int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name *names, size_t nn,
+                const char *action, const char *source, pb_err *err);
+
+/* Checks the GGUF file open at fd (PB_EFORMAT with the reason when it is
+ * not one) and reads the facts recorded with its blob (pull.c). */
+int blob_read_meta(int fd, const char *source, struct blob_meta *m, pb_err *err);
+
 /* ---- files (files.c) ---- */
 
 /* mkdir -p of path (mode 0755). */
@@ -73,6 +98,9 @@ int files_move_aside(struct store *s, const char *path, const char *prefix, cons
 /* Removes the stale files in tmp/ (no process holds their lock);
  * removals of blobs interrupted before their commit are put back. */
 int files_clean_tmp(struct store *s);
+/* write() of all n bytes, retried on EINTR: 0, or the errno (ENOSPC for
+ * a write that stopped short). */
+int files_write_all(int fd, const void *p, size_t n);
 /* fsync of a directory (a rename in it is durable). */
 void files_sync_dir(const char *dir);
 
