@@ -61,6 +61,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
 /* --kv-type: f16, f32 or q8_0 into *out (an enum kv_type); a usage error otherwise. */
 bool cli_parse_kv_type(const char *cmd, const char *s, int *out);
+/* --since: "2026-12-01" (UTC midnight) or a span back from now ("7d",
+ * "24h", "90m") into Unix seconds; false when it is neither. */
+bool cli_parse_since(const char *s, double *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
 /* "1.23 GiB", "512 B", ... */

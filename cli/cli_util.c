@@ -189,3 +189,20 @@ json_t *cli_store_entry_json(const struct store_entry *e)
                      cli_json_time(e->created), "modified", cli_json_time(e->modified), "revisions",
                      (json_int_t)e->n_revisions);
 }
+
+bool cli_parse_since(const char *s, double *out)
+{
+    char *end;
+    double n = strtod(s, &end);
+    if (end != s && n >= 0 && end[0] && !end[1] && strchr("dhm", end[0])) {
+        double unit = end[0] == 'd' ? 86400 : end[0] == 'h' ? 3600 : 60;
+        *out = (double)time(NULL) - n * unit;
+        return true;
+    }
+    struct tm tm = {0};
+    const char *rest = strptime(s, "%Y-%m-%d", &tm);
+    if (!rest || *rest)
+        return false;
+    *out = (double)timegm(&tm);
+    return true;
+}

@@ -7,6 +7,7 @@
 #include "plan/catalog.h"
 #include "plan/plan.h"
 #include "plan/tco.h"
+#include "store/store.h"
 #include "survey/survey.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 static void help(void)
 {
@@ -42,6 +44,11 @@ static void help(void)
            "Volume and the API:\n"
            "      --tokens-in N      input tokens a day, with k, M or G (default 2M)\n"
            "      --tokens-out N     output tokens a day (default 500k)\n"
+           "      --from-usage       the volume plumb serve recorded in the store (plumb\n"
+           "                         usage): its tokens a day over the time it covers\n"
+           "      --since DATE       with --from-usage: from DATE on (YYYY-MM-DD, or a span\n"
+           "                         back from now like 30d); default: from the first\n"
+           "                         recorded request\n"
            "      --api ID           a price point of --list-apis (default gpt-4o-mini)\n"
            "      --api-in X         API price per million input tokens (overrides)\n"
            "      --api-out X        API price per million output tokens (overrides)\n"
@@ -62,6 +69,7 @@ static void help(void)
            "\n"
            "Examples:\n"
            "  plumb tco --device rtx-4090 --tokens-in 5M --tokens-out 1M --api gpt-4o\n"
+           "  plumb tco --device rtx-4090 --from-usage --since 30d\n"
            "  plumb tco --capex 9000 --power 700W --kwh-price 0.25 --api-in 0.9 --api-out 0.9 --png tco.png\n");
 }
 
@@ -114,8 +122,49 @@ struct opts {
     struct tco_inputs in;
     const char *device, *api, *model, *quant, *svg, *png, *currency, *catalog_dir;
     bool capex_set, power_set, idle_set, api_in_set, api_out_set, no_chart, json, list;
-    double months;
+    bool tokens_set, from_usage;
+    double months, since;
 };
+
+/* The measured volume: what plumb serve recorded. */
+struct measured {
+    uint64_t requests, prompt_tokens, completion_tokens;
+    double start, days; /* the window the rates are over */
+};
+
+/* Tokens a day from the usage the store recorded since o->since (0: all),
+ * over the time from then (or the first request) to now, at least a day:
+ * a few minutes of traffic is not extrapolated to a day's. */
+static int volume_from_usage(struct opts *o, struct measured *m)
+{
+    struct store *st;
+    pb_err err = {0};
+    if (store_open(NULL, &st, &err))
+        return cli_error("tco", "--from-usage: %s", err.msg);
+    struct store_usage_sum *rows;
+    size_t n;
+    int rc = store_usage_query(st, o->since, STORE_USAGE_TOTAL, &rows, &n, &err);
+    char home[1024];
+    snprintf(home, sizeof home, "%s", store_home(st));
+    store_close(st);
+    if (rc)
+        return cli_error("tco", "--from-usage: %s", err.msg);
+    memset(m, 0, sizeof *m);
+    if (n) {
+        m->requests = rows[0].requests;
+        m->prompt_tokens = rows[0].prompt_tokens;
+        m->completion_tokens = rows[0].completion_tokens;
+        m->start = o->since > 0 ? o->since : rows[0].first;
+    }
+    free(rows);
+    if (!m->requests)
+        return cli_error("tco", "--from-usage: no requests recorded%s in the store at %s (plumb serve records "
+                         "them); give --tokens-in and --tokens-out instead", o->since > 0 ? " in that time" : "", home);
+    m->days = fmax(((double)time(NULL) - m->start) / 86400.0, 1.0);
+    o->in.tokens_in_day = (double)m->prompt_tokens / m->days;
+    o->in.tokens_out_day = (double)m->completion_tokens / m->days;
+    return CLI_OK;
+}
 
 static void list_apis(const struct catalog *c)
 {
@@ -245,7 +294,7 @@ int cmd_tco(int argc, char **argv)
 {
     enum { OPT_DEVICE = 1000, OPT_CAPEX, OPT_EXTRA, OPT_POWER, OPT_IDLE, OPT_KWH, OPT_UTIL, OPT_YEARS, OPT_UP_H,
            OPT_UP_R, OPT_TIN, OPT_TOUT, OPT_API, OPT_API_IN, OPT_API_OUT, OPT_MODEL, OPT_QUANT, OPT_SVG, OPT_PNG,
-           OPT_NO_CHART, OPT_MONTHS, OPT_CURRENCY, OPT_CATALOG, OPT_LIST, OPT_JSON };
+           OPT_NO_CHART, OPT_MONTHS, OPT_CURRENCY, OPT_CATALOG, OPT_LIST, OPT_JSON, OPT_FROM_USAGE, OPT_SINCE };
     static const struct option longopts[] = {
         {"device", required_argument, 0, OPT_DEVICE},   {"capex", required_argument, 0, OPT_CAPEX},
         {"extra-capex", required_argument, 0, OPT_EXTRA}, {"power", required_argument, 0, OPT_POWER},
@@ -260,6 +309,7 @@ int cmd_tco(int argc, char **argv)
         {"no-chart", no_argument, 0, OPT_NO_CHART},     {"months", required_argument, 0, OPT_MONTHS},
         {"currency", required_argument, 0, OPT_CURRENCY}, {"catalog", required_argument, 0, OPT_CATALOG},
         {"list-apis", no_argument, 0, OPT_LIST},        {"json", no_argument, 0, OPT_JSON},
+        {"from-usage", no_argument, 0, OPT_FROM_USAGE}, {"since", required_argument, 0, OPT_SINCE},
         {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
     };
     struct opts o = {
@@ -320,11 +370,18 @@ int cmd_tco(int argc, char **argv)
         case OPT_TIN:
             if (!parse_quantity("--tokens-in", optarg, token_units, "tokens with k, M or G", 1e15, &o.in.tokens_in_day))
                 return CLI_USAGE;
+            o.tokens_set = true;
             break;
         case OPT_TOUT:
             if (!parse_quantity("--tokens-out", optarg, token_units, "tokens with k, M or G", 1e15,
                                 &o.in.tokens_out_day))
                 return CLI_USAGE;
+            o.tokens_set = true;
+            break;
+        case OPT_FROM_USAGE: o.from_usage = true; break;
+        case OPT_SINCE:
+            if (!cli_parse_since(optarg, &o.since))
+                return cli_usage_error("tco", "--since wants YYYY-MM-DD or a span like 30d, 24h (not '%s')", optarg);
             break;
         case OPT_API: o.api = optarg; break;
         case OPT_API_IN:
@@ -360,6 +417,12 @@ int cmd_tco(int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error("tco", "unexpected argument '%s'", argv[optind]);
+    if (o.from_usage && o.tokens_set)
+        return cli_usage_error("tco", "--from-usage takes the volume from the store: drop --tokens-in/--tokens-out");
+    if (o.since > 0 && !o.from_usage)
+        return cli_usage_error("tco", "--since goes with --from-usage");
+    if (o.since > (double)time(NULL))
+        return cli_usage_error("tco", "--since is in the future");
     if (o.png && !strstr(o.png, ".png"))
         return cli_usage_error("tco", "--png wants a file name ending in .png, got '%s'", o.png);
     if (!o.no_chart && !strstr(o.svg, ".svg"))
@@ -419,6 +482,10 @@ int cmd_tco(int argc, char **argv)
     } else {
         snprintf(api_desc, sizeof api_desc, "explicit prices");
     }
+
+    struct measured meas = {0};
+    if (o.from_usage && (rc = volume_from_usage(&o, &meas)))
+        goto done;
 
     struct capacity cap;
     if ((rc = check_capacity(&o, cat, d, &cap)))
@@ -487,6 +554,13 @@ int cmd_tco(int argc, char **argv)
             "breakeven_tokens_month", isfinite(r.breakeven_tokens_month) ? r.breakeven_tokens_month : -1.0,
             "breakeven_months", r.breakeven_months, "saving_month", r.saving_month, "sensitivity", sens, "charts",
             json_pack("{s:s?,s:s?}", "svg", written[0], "png", written[1]));
+        json_object_set_new(json_object_get(j, "inputs"), "volume_source", json_string(o.from_usage ? "usage" : "given"));
+        if (o.from_usage)
+            json_object_set_new(json_object_get(j, "inputs"), "usage",
+                                json_pack("{s:I,s:I,s:I,s:o,s:f}", "requests", (json_int_t)meas.requests,
+                                          "prompt_tokens", (json_int_t)meas.prompt_tokens, "completion_tokens",
+                                          (json_int_t)meas.completion_tokens, "since",
+                                          cli_json_time((int64_t)meas.start), "days", meas.days));
         if (cap.known)
             json_object_set_new(j, "capacity", json_pack("{s:s,s:s,s:f,s:f}", "model", o.model, "quant", cap.quant,
                                                          "gen_tps", cap.tps, "needed_utilisation", cap.needed_share));
@@ -506,6 +580,15 @@ int cmd_tco(int argc, char **argv)
            o.in.kwh_price, cur);
     printf("             upkeep %g h/month at %.2f %s/h\n", o.in.upkeep_hours, o.in.upkeep_rate, cur);
     printf("             volume %s input + %s output tokens a day\n", tin, tout);
+    if (o.from_usage) {
+        char since[32], pin[32], pout[32];
+        cli_fmt_time((int64_t)meas.start, since, sizeof since);
+        fmt_tokens((double)meas.prompt_tokens, pin, sizeof pin);
+        fmt_tokens((double)meas.completion_tokens, pout, sizeof pout);
+        printf("             (measured: %llu requests since %s, %s in + %s out tokens over %.2f days%s)\n",
+               (unsigned long long)meas.requests, since, pin, pout, meas.days,
+               meas.days <= 1.0 ? ", at least a day counted" : "");
+    }
     printf("             API %s: %.3f in, %.3f out %s per million tokens\n", api_desc, o.in.api_in, o.in.api_out, cur);
     printf("\nmonthly      on premise %.2f %s = hardware %.2f + energy %.2f (%.0f kWh) + upkeep %.2f\n", r.onprem_month,
            cur, r.capex_month, r.energy_month, r.energy_kwh_month, r.upkeep_month);

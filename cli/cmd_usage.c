@@ -26,24 +26,6 @@ static void help(void)
            "  -h, --help         this help\n");
 }
 
-/* "2026-12-01" or "7d" / "24h" / "90m" into Unix seconds. */
-static bool parse_since(const char *s, double *out)
-{
-    char *end;
-    double n = strtod(s, &end);
-    if (end != s && n >= 0 && end[0] && !end[1] && strchr("dhm", end[0])) {
-        double unit = end[0] == 'd' ? 86400 : end[0] == 'h' ? 3600 : 60;
-        *out = (double)time(NULL) - n * unit;
-        return true;
-    }
-    struct tm tm = {0};
-    const char *rest = strptime(s, "%Y-%m-%d", &tm);
-    if (!rest || *rest)
-        return false;
-    *out = (double)timegm(&tm);
-    return true;
-}
-
 int cmd_usage(int argc, char **argv)
 {
     enum { OPT_SINCE = 1000, OPT_BY, OPT_JSON };
@@ -61,7 +43,7 @@ int cmd_usage(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_SINCE:
-            if (!parse_since(optarg, &since))
+            if (!cli_parse_since(optarg, &since))
                 return cli_usage_error("usage", "--since wants YYYY-MM-DD or a span like 7d, 24h (not '%s')", optarg);
             break;
         case OPT_BY:

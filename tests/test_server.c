@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -849,6 +850,34 @@ static void test_usage_accounting(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "total_tokens")),
                      want[0][0] + want[0][1] + want[1][0] + want[1][1]);
     json_decref(v);
+    free(out);
+    /* plumb tco takes the measured volume: minutes of traffic count as a
+     * day's, a --since span divides by its days */
+    const long long in = want[0][0] + want[1][0], outt = want[0][1] + want[1][1];
+    const char *tco = "tco --capex 5000 --power 300W --no-chart --json --from-usage";
+    assert_int_equal(run_plumb(tco, &out), 0);
+    v = test_parse_json(out);
+    json_t *inputs = json_object_get(v, "inputs");
+    assert_string_equal(json_string_value(json_object_get(inputs, "volume_source")), "usage");
+    assert_true(fabs(json_real_value(json_object_get(inputs, "tokens_in_day")) - (double)in) < 1e-6);
+    assert_true(fabs(json_real_value(json_object_get(inputs, "tokens_out_day")) - (double)outt) < 1e-6);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(inputs, "usage"), "requests")), 7);
+    json_decref(v);
+    free(out);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "%s --since 4d", tco);
+    assert_int_equal(run_plumb(cmd, &out), 0);
+    v = test_parse_json(out);
+    inputs = json_object_get(v, "inputs");
+    assert_true(fabs(json_real_value(json_object_get(inputs, "tokens_in_day")) - (double)in / 4) < 1e-3 * in);
+    assert_true(fabs(json_real_value(json_object_get(inputs, "tokens_out_day")) - (double)outt / 4) < 1e-3 * outt);
+    json_decref(v);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s --since 2999-01-01", tco);
+    assert_int_equal(run_plumb(cmd, &out), 2); /* in the future */
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s --tokens-in 5M", tco);
+    assert_int_equal(run_plumb(cmd, &out), 2);
     free(out);
     assert_int_equal(run_plumb("usage --since 2999-01-01 --json", &out), 0);
     v = test_parse_json(out);
