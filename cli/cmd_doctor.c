@@ -21,7 +21,10 @@ static void help(void)
            "      --config FILE   the server's configuration (plumb serve --config)\n"
            "      --deep          re-hash every model in the store (slow)\n"
            "      --json          print JSON\n"
-           "  -h, --help          this help\n");
+           "  -h, --help          this help\n"
+           "\n"
+           "Example:\n"
+           "  plumb doctor --config /etc/plumb/plumb.ini\n");
 }
 
 int cmd_doctor(int argc, char **argv)

@@ -35,7 +35,11 @@ static void help(void)
            "      --unit-dir DIR    where to write plumb.service (default /etc/systemd/system)\n"
            "      --print           print the unit, write nothing\n"
            "      --pid-file FILE   reload: the server's pid file\n"
-           "  -h, --help            this help\n");
+           "  -h, --help            this help\n"
+           "\n"
+           "Examples:\n"
+           "  plumb service install --config /etc/plumb/plumb.ini --user plumb\n"
+           "  plumb service reload\n");
 }
 
 static int run_systemctl(const char *verb, const char *unit)

@@ -23,7 +23,11 @@ static void help(void)
            "                     like 24h, 7d, 30d (default: everything)\n"
            "      --by WHAT      key, model, day, or total (default total)\n"
            "      --json         print JSON\n"
-           "  -h, --help         this help\n");
+           "  -h, --help         this help\n"
+           "\n"
+           "Examples:\n"
+           "  plumb usage --by key --since 30d\n"
+           "  plumb usage --by day --json\n");
 }
 
 int cmd_usage(int argc, char **argv)

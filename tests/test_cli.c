@@ -59,7 +59,9 @@ static void test_help_and_usage(void **state)
     (void)state;
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
-    const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench"};
+    const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
+                          "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
+                          "serve", "service", "usage", "doctor"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
         assert_non_null(strstr(r.out, cmds[i]));
@@ -122,6 +124,18 @@ static void test_help_and_usage(void **state)
         "tco --device rtx-4090 --svg chart.txt",
         "tco --capex 1000",
         "tco --device rtx-4090 --model llama-9b",
+        "tco --device rtx-4090 --from-usage --tokens-in 5M",
+        "tco --device rtx-4090 --since 7d",
+        "tco --device rtx-4090 --from-usage --since lastweek",
+        "export",
+        "export a:1",
+        "export a/b -o x.tar",
+        "export a:1 -o",
+        "import",
+        "import a.tar b.tar",
+        "import --frobnicate a.tar",
+        "usage --by colour",
+        "doctor --frobnicate",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = run("%s", bad[i]);

@@ -187,7 +187,7 @@ static void check_store(struct doctor_report *r, bool deep)
                 add(r, "store", DOCTOR_ERROR, "plumb verify, then pull the damaged models again",
                     "%zu of %zu models have a missing or resized file (first: %s)", bad, n, first);
             else
-                add(r, "store", DOCTOR_OK, NULL, "%zu models, files present with their sizes (--deep re-hashes)", n);
+                add(r, "store", DOCTOR_OK, NULL, "%zu model%s, files present with their sizes (--deep re-hashes)", n, n == 1 ? "" : "s");
             free(e);
         }
     }
