@@ -839,6 +839,21 @@ static void test_doctor(void **state)
     assert_string_equal(verdict_of(v, "store"), "error");
     json_decref(v);
     result_free(&r);
+    if (geteuid() != 0) {
+        /* a store folder this user may not read or write */
+        char locked[700];
+        snprintf(locked, sizeof locked, "%s/locked-store", test_tmpdir());
+        mkdir(locked, 0700);
+        chmod(locked, 0);
+        setenv("PLUMB_HOME", locked, 1);
+        r = run("doctor --json");
+        EXPECT_STATUS(r, 2);
+        v = test_parse_json(r.out);
+        assert_string_equal(verdict_of(v, "store permissions"), "error");
+        json_decref(v);
+        result_free(&r);
+        chmod(locked, 0700);
+    }
     /* the table form, and a broken configuration is a finding */
     test_write_file(ini, "[server]\nprot = 1\n", 18);
     r = run("doctor --config '%s'", ini);
