@@ -765,6 +765,18 @@ static const char *verdict_of(json_t *report, const char *check)
 /* plumb doctor on a healthy setup, then on a deliberately broken one: a
  * missing model, a store that cannot be used, a key file readable by
  * others, the port taken by another program. */
+/* plumb doctor with the store at home: an error (exit 2), found by check. */
+static void expect_store_error(const char *home, const char *check)
+{
+    setenv("PLUMB_HOME", home, 1);
+    struct result r = run("doctor --json");
+    EXPECT_STATUS(r, 2);
+    json_t *v = test_parse_json(r.out);
+    assert_string_equal(verdict_of(v, check), "error");
+    json_decref(v);
+    result_free(&r);
+}
+
 static void test_doctor(void **state)
 {
     (void)state;
@@ -832,26 +844,14 @@ static void test_doctor(void **state)
     char bad_home[700];
     snprintf(bad_home, sizeof bad_home, "%s/not-a-folder", test_tmpdir());
     test_write_file(bad_home, "x", 1);
-    setenv("PLUMB_HOME", bad_home, 1);
-    r = run("doctor --json");
-    EXPECT_STATUS(r, 2);
-    v = test_parse_json(r.out);
-    assert_string_equal(verdict_of(v, "store"), "error");
-    json_decref(v);
-    result_free(&r);
+    expect_store_error(bad_home, "store");
     if (geteuid() != 0) {
         /* a store folder this user may not read or write */
         char locked[700];
         snprintf(locked, sizeof locked, "%s/locked-store", test_tmpdir());
         mkdir(locked, 0700);
         chmod(locked, 0);
-        setenv("PLUMB_HOME", locked, 1);
-        r = run("doctor --json");
-        EXPECT_STATUS(r, 2);
-        v = test_parse_json(r.out);
-        assert_string_equal(verdict_of(v, "store permissions"), "error");
-        json_decref(v);
-        result_free(&r);
+        expect_store_error(locked, "store permissions");
         chmod(locked, 0700);
     }
     /* the table form, and a broken configuration is a finding */

@@ -111,8 +111,10 @@ static void test_prediction(void **state)
     printf("Q8_0 from the Q4_0 record alone: predicted %.2f t/s (%+.1f %%)\n", cross8, 100 * (cross8 / tg8 - 1));
     fflush(stdout);
     /* the benches measure before and after their tests; other load on the
-     * machine moves both, so "within the range" allows a quarter each way */
-    assert_true(survey_bw >= 0.75 * lo && survey_bw <= 1.25 * hi);
+     * shared host moves every reading (23 to 52 GB/s within one run of this
+     * test on the 2-core VM), so "within the range" allows a factor of two
+     * each way: it catches a wrong unit or a broken kernel, not noise */
+    assert_true(survey_bw >= 0.5 * lo && survey_bw <= 2.0 * hi);
     assert_true(fabs(pred8 / tg8 - 1) <= 0.25);
     assert_true(fabs(pred4 / tg4 - 1) <= 0.25);
     /* the scalar kernels are compute bound, Q4_0's far more than Q8_0's:

@@ -352,16 +352,28 @@ static int bad(pb_err *err, const char *fmt, ...)
     return pb_fail(err, PB_EFORMAT, "not a valid plumb bundle: %s", msg);
 }
 
+/* A list of the manifest (what: "blobs", "models"): 1 to BUNDLE_MAX_ITEMS
+ * items, and an array of as many zeroed elements into *out. */
+static int manifest_list(json_t *arr, const char *what, size_t elem, void **out, size_t *n, pb_err *err)
+{
+    *n = json_array_size(arr);
+    if (!json_is_array(arr) || *n == 0)
+        return bad(err, "the manifest lists no %s", what);
+    if (*n > BUNDLE_MAX_ITEMS)
+        return bad(err, "the manifest lists %zu %s (at most %d)", *n, what, BUNDLE_MAX_ITEMS);
+    if (!(*out = calloc(*n, elem)))
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    return PB_OK;
+}
+
 static int manifest_blobs(json_t *arr, struct manifest *m, pb_err *err)
 {
-    size_t n = json_array_size(arr);
-    if (!json_is_array(arr) || n == 0)
-        return bad(err, "the manifest lists no blobs");
-    if (n > BUNDLE_MAX_ITEMS)
-        return bad(err, "the manifest lists %zu blobs (at most %d)", n, BUNDLE_MAX_ITEMS);
-    m->blobs = calloc(n, sizeof *m->blobs);
-    if (!m->blobs)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
+    size_t n;
+    void *items = NULL;
+    int rc = manifest_list(arr, "blobs", sizeof *m->blobs, &items, &n, err);
+    if (rc)
+        return rc;
+    m->blobs = items;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(arr, i), *d = json_object_get(o, "digest"), *sz = json_object_get(o, "size"),
                *p = json_object_get(o, "path");
@@ -385,14 +397,12 @@ static int manifest_blobs(json_t *arr, struct manifest *m, pb_err *err)
 
 static int manifest_names(json_t *arr, struct manifest *m, pb_err *err)
 {
-    size_t n = json_array_size(arr);
-    if (!json_is_array(arr) || n == 0)
-        return bad(err, "the manifest lists no models");
-    if (n > BUNDLE_MAX_ITEMS)
-        return bad(err, "the manifest lists %zu models (at most %d)", n, BUNDLE_MAX_ITEMS);
-    m->names = calloc(n, sizeof *m->names);
-    if (!m->names)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
+    size_t n;
+    void *items = NULL;
+    int rc = manifest_list(arr, "models", sizeof *m->names, &items, &n, err);
+    if (rc)
+        return rc;
+    m->names = items;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(arr, i), *nm = json_object_get(o, "name"), *tg = json_object_get(o, "tag"),
                *d = json_object_get(o, "digest");

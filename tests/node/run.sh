@@ -20,6 +20,9 @@ cp "$HERE/openai_client.mjs" "$WORK/"
 MODEL=$WORK/tiny.gguf
 [ -f "$MODEL" ] || "$PLUMB" synth --shape tiny --type Q8_0 "$MODEL" >/dev/null
 printf 'ci sk-plumb-test-key-42\n' > "$WORK/keys"
+# the last run's output goes first: the background job truncates it only
+# once it runs, and the wait below must not read the old port
+rm -f "$WORK/serve.out" "$WORK/serve.log"
 "$PLUMB" serve "$MODEL" --alias tiny --port 0 -np 4 --ctx 512 --api-key-file "$WORK/keys" \
     > "$WORK/serve.out" 2> "$WORK/serve.log" &
 PID=$!
