@@ -3,6 +3,7 @@
 #include "tools/doctor.h"
 
 #include "gguf/gguf.h"
+#include "kernels/cpu.h"
 #include "kernels/kernels.h"
 #include "kv/kv.h"
 #include "model/model.h"
@@ -63,7 +64,12 @@ static void fmt_gib(double bytes, char *buf, size_t size)
 static void check_cpu(struct doctor_report *r)
 {
     enum kern_level l = kern_level();
-    if (l == KERN_SCALAR)
+    const struct cpu_features *f = cpu_detect();
+    if (l == KERN_SCALAR && f->avx2 && f->fma && f->f16c)
+        add(r, "cpu", DOCTOR_WARN, "unset PLUMB_SIMD, or use a build with the SIMD kernels (the default: make)",
+            "this CPU has AVX2, but this plumb runs its portable scalar kernels (%s), about 10x slower",
+            kern_level_available(KERN_AVX2) ? "PLUMB_SIMD caps them" : "built without SIMD");
+    else if (l == KERN_SCALAR)
         add(r, "cpu", DOCTOR_WARN, "use a CPU with AVX2 (x86-64) for usable speed; without it plumb runs its portable "
             "kernels, about 10x slower", "no SIMD kernel set this CPU supports: portable scalar kernels");
     else if (l == KERN_AVX2)
