@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -74,6 +75,14 @@ void cli_fmt_count(uint64_t n, char *buf, size_t size);
 /* Prints a JSON value to stdout followed by a newline and frees it:
  * indented when pretty, else on one line (long token lists). */
 int cli_print_json(json_t *v, bool pretty);
+
+/* Long copies (pull, export, import) stop cleanly on SIGINT or SIGTERM:
+ * while trapped, those signals set cli_interrupted (give it to the
+ * library's cancel flag) instead of killing the process, so the library
+ * removes its temporary files. cli_trap_interrupts(false) restores the
+ * previous handlers. */
+extern volatile sig_atomic_t cli_interrupted;
+void cli_trap_interrupts(bool on);
 
 /* True when fd 2 is a terminal (progress bars go there only then). */
 bool cli_stderr_is_tty(void);

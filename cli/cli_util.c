@@ -206,3 +206,25 @@ bool cli_parse_since(const char *s, double *out)
     *out = (double)timegm(&tm);
     return true;
 }
+
+volatile sig_atomic_t cli_interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+void cli_trap_interrupts(bool on)
+{
+    static struct sigaction old_int, old_term;
+    if (on) {
+        struct sigaction sa = {.sa_handler = on_interrupt};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+    } else {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
+}

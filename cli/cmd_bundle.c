@@ -6,33 +6,9 @@
 #include "store/store.h"
 
 #include <getopt.h>
-#include <signal.h>
 #include <string.h>
 
 #define REF_LEN (STORE_NAME_MAX + STORE_TAG_MAX + 2)
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-/* SIGINT and SIGTERM stop the copy cleanly (the library removes its
- * temporary files) instead of killing the process. */
-static void catch_signals(bool on, struct sigaction *old_int, struct sigaction *old_term)
-{
-    if (on) {
-        struct sigaction sa = {.sa_handler = on_signal};
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, old_int);
-        sigaction(SIGTERM, &sa, old_term);
-    } else {
-        sigaction(SIGINT, old_int, NULL);
-        sigaction(SIGTERM, old_term, NULL);
-    }
-}
 
 static json_t *result_json(const struct store_bundle_result *r, const char *file, bool imported)
 {
@@ -116,17 +92,16 @@ int cmd_export(int argc, char **argv)
     struct store *s;
     if (store_open(NULL, &s, &err))
         return cli_error("export", "%s", err.msg);
-    struct store_bundle_opts o = {.plumb_version = PLUMB_VERSION, .cancel = &interrupted};
+    struct store_bundle_opts o = {.plumb_version = PLUMB_VERSION, .cancel = &cli_interrupted};
     if (!json)
         o.progress = cli_progress_cb;
     struct store_bundle_result r;
-    struct sigaction oi, ot;
-    catch_signals(true, &oi, &ot);
+    cli_trap_interrupts(true);
     int rc = store_export(s, (const char *const *)argv + optind, (size_t)(argc - optind), out, &o, &r, &err);
-    catch_signals(false, &oi, &ot);
+    cli_trap_interrupts(false);
     store_close(s);
     if (rc)
-        return cli_error("export", "%s; %s not written", interrupted ? "interrupted" : err.msg, out);
+        return cli_error("export", "%s; %s not written", cli_interrupted ? "interrupted" : err.msg, out);
     int status = CLI_OK;
     if (json) {
         status = cli_print_json(result_json(&r, out, false), true);
@@ -176,7 +151,7 @@ int cmd_import(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    struct store_bundle_opts o = {.cancel = &interrupted};
+    struct store_bundle_opts o = {.cancel = &cli_interrupted};
     bool json = false;
     int c;
     optind = 1;
@@ -199,13 +174,12 @@ int cmd_import(int argc, char **argv)
     if (!json)
         o.progress = cli_progress_cb;
     struct store_bundle_result r;
-    struct sigaction oi, ot;
-    catch_signals(true, &oi, &ot);
+    cli_trap_interrupts(true);
     int rc = store_import(s, file, &o, &r, &err);
-    catch_signals(false, &oi, &ot);
+    cli_trap_interrupts(false);
     store_close(s);
     if (rc)
-        return cli_error("import", "%s: %s; the store is unchanged", file, interrupted ? "interrupted" : err.msg);
+        return cli_error("import", "%s: %s; the store is unchanged", file, cli_interrupted ? "interrupted" : err.msg);
     int status = CLI_OK;
     if (json) {
         status = cli_print_json(result_json(&r, file, !o.check_only), true);

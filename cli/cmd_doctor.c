@@ -1,9 +1,11 @@
 /* plumb doctor: what is wrong with this installation, and the fix. */
+#define _GNU_SOURCE
 #include "cli.h"
 
 #include "tools/doctor.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void help(void)
@@ -52,39 +54,23 @@ int cmd_doctor(int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error("doctor", "unexpected argument '%s'", argv[optind]);
-    struct doctor_report r;
     pb_err err = {0};
     struct config cfg;
     config_defaults(&cfg);
-    bool have_config = false;
+    struct doctor_params dp = {.deep = deep};
     if (config_path) {
         if (config_load(config_path, &cfg, &err)) {
-            /* a broken configuration is the first finding, not a failure to run */
-            memset(&r, 0, sizeof r);
-            snprintf(r.checks[0].name, sizeof r.checks[0].name, "configuration");
-            r.checks[0].verdict = DOCTOR_ERROR;
-            snprintf(r.checks[0].detail, sizeof r.checks[0].detail, "%s", err.msg);
-            snprintf(r.checks[0].fix, sizeof r.checks[0].fix, "fix the file (docs/configuration.md)");
+            dp.config_error = err.msg; /* a finding, not a failure to run */
         } else {
-            have_config = true;
+            dp.config = &cfg;
+            if (cfg.store[0]) /* the store the server would use, as plumb serve sets it */
+                setenv("PLUMB_HOME", cfg.store, 1);
         }
     }
-    struct doctor_params dp = {.config = have_config ? &cfg : NULL, .deep = deep};
-    struct doctor_report run;
-    if (doctor_run(&dp, &run, &err))
-        return cli_error("doctor", "%s", err.msg);
-    if (config_path && !have_config) { /* the configuration's error first */
-        struct doctor_check first = r.checks[0];
-        r = run;
-        if (r.n < DOCTOR_MAX_CHECKS) {
-            memmove(&r.checks[1], &r.checks[0], (size_t)r.n * sizeof r.checks[0]);
-            r.checks[0] = first;
-            r.n++;
-            r.n_error++;
-        }
-    } else {
-        r = run;
-    }
+    struct doctor_report r;
+    pb_err run_err = {0};
+    if (doctor_run(&dp, &r, &run_err))
+        return cli_error("doctor", "%s", run_err.msg);
     const int status = r.n_error ? 2 : r.n_warn ? 1 : 0;
     if (json) {
         json_t *checks = json_array();

@@ -49,14 +49,6 @@ static void help(void)
            "  plumb pull /media/usb/models\n");
 }
 
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
 static void print_result(const struct store_pull_result *r, json_t *json_out)
 {
     if (json_out) {
@@ -82,7 +74,7 @@ static int pull_one(struct store *s, const char *source, struct store_pull_opts 
     struct store_pull_result r;
     pb_err err = {0};
     if (store_pull(s, source, o, &r, &err)) {
-        if (interrupted)
+        if (cli_interrupted)
             return cli_error("pull", "%s: interrupted; the store is unchanged", source);
         return cli_error("pull", "%s; the store is unchanged", err.msg);
     }
@@ -103,7 +95,7 @@ static int pull_dir(struct store *s, const char *dir, struct store_pull_opts *o,
         return cli_error("pull", "%s holds no .gguf files", dir);
     }
     int status = CLI_OK, failed = 0;
-    for (size_t i = 0; i < n && !interrupted; i++) {
+    for (size_t i = 0; i < n && !cli_interrupted; i++) {
         if (sums && !items[i].sha256[0]) {
             cli_error("pull", "%s is not listed in %s/SHA256SUMS: not imported", items[i].path, dir);
             status = CLI_FAIL;
@@ -133,7 +125,7 @@ int cmd_pull(int argc, char **argv)
         {"retry-delay", required_argument, 0, OPT_DELAY}, {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
     };
-    struct store_pull_opts o = {.max_attempts = 8, .cancel = &interrupted};
+    struct store_pull_opts o = {.max_attempts = 8, .cancel = &cli_interrupted};
     bool json = false;
     long long v;
     double d;
@@ -178,10 +170,7 @@ int cmd_pull(int argc, char **argv)
                                        "from its SHA256SUMS: --name and --sha256 are for one file");
     if (!json)
         o.progress = cli_progress_cb;
-    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    cli_trap_interrupts(true);
     struct store *s;
     int status;
     if (store_open(NULL, &s, &err)) {
@@ -199,7 +188,6 @@ int cmd_pull(int argc, char **argv)
                 status = js;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    cli_trap_interrupts(false);
     return status;
 }

@@ -764,9 +764,6 @@ static const char *verdict_of(json_t *report, const char *check)
     return "(absent)";
 }
 
-/* plumb doctor on a healthy setup, then on a deliberately broken one: a
- * missing model, a store that cannot be used, a key file readable by
- * others, the port taken by another program. */
 /* plumb doctor with the store at home: an error (exit 2), found by check. */
 static void expect_store_error(const char *home, const char *check)
 {
@@ -779,6 +776,9 @@ static void expect_store_error(const char *home, const char *check)
     result_free(&r);
 }
 
+/* plumb doctor on a healthy setup, then on a deliberately broken one: a
+ * missing model, a store that cannot be used, a key file readable by
+ * others, the port taken by another program. */
 static void test_doctor(void **state)
 {
     (void)state;
@@ -861,7 +861,8 @@ static void test_doctor(void **state)
     test_write_file(ini, "[server]\nprot = 1\n", 18);
     r = run("doctor --config '%s'", ini);
     EXPECT_STATUS(r, 2);
-    assert_non_null(strstr(r.out, "configuration"));
+    assert_true(strncmp(r.out, "error    configuration", 22) == 0);
+    assert_non_null(strstr(r.out, "prot"));
     assert_non_null(strstr(r.out, "fix:"));
     result_free(&r);
     unsetenv("PLUMB_HOME");

@@ -124,12 +124,6 @@ static void check_models(struct doctor_report *r, const struct config *c, uint64
     }
 }
 
-static void on_blob(void *user, const struct store_blob_check *c)
-{
-    (void)c;
-    (void)user;
-}
-
 static void check_store(struct doctor_report *r, bool deep)
 {
     char home[1024];
@@ -164,7 +158,7 @@ static void check_store(struct doctor_report *r, bool deep)
     }
     if (deep) {
         struct store_verify_summary sum;
-        if (store_verify(s, NULL, on_blob, NULL, NULL, &sum, &err))
+        if (store_verify(s, NULL, NULL, NULL, NULL, &sum, &err))
             add(r, "store", DOCTOR_ERROR, "plumb verify", "verification could not run: %s", err.msg);
         else if (sum.n_bad || !sum.registry_ok)
             add(r, "store", DOCTOR_ERROR, "pull the damaged models again; plumb verify NAME shows which",
@@ -200,7 +194,7 @@ static void check_store(struct doctor_report *r, bool deep)
     store_close(s);
 }
 
-static void check_disk(struct doctor_report *r, double models_bytes)
+static void check_disk(struct doctor_report *r)
 {
     char home[1024];
     pb_err err;
@@ -222,7 +216,6 @@ static void check_disk(struct doctor_report *r, double models_bytes)
     const double free_b = (double)v.f_bavail * (double)v.f_frsize;
     char f[32];
     fmt_gib(free_b, f, sizeof f);
-    (void)models_bytes;
     if (free_b < (double)DISK_LOW)
         add(r, "disk", DOCTOR_ERROR, "free space on that file system, or move the store (PLUMB_HOME)",
             "%s free at %s: not enough for a model", f, p);
@@ -352,6 +345,8 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
 {
     (void)err;
     memset(r, 0, sizeof *r);
+    if (p->config_error)
+        add(r, "configuration", DOCTOR_ERROR, "fix the file (docs/configuration.md)", "%s", p->config_error);
     check_cpu(r);
     struct survey sv;
     memset(&sv, 0, sizeof sv);
@@ -360,19 +355,17 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     double need = 0;
     const struct config *c = p->config;
     if (c) {
-        if (c->store[0])
-            setenv("PLUMB_HOME", c->store, 1);
         check_models(r, c, available, &need);
         if (c->n_models == 0)
             add(r, "models", DOCTOR_ERROR, "add a [model NAME] section with a source", "%s serves no model", c->path);
         else if (c->n_models > 1 && need > (double)available)
             add(r, "models", DOCTOR_ERROR, "serve fewer models at once, or smaller ones",
                 "all %d models together need more than the memory available", c->n_models);
-    } else {
+    } else if (!p->config_error) {
         add(r, "models", DOCTOR_SKIP, NULL, "no configuration given (--config FILE)");
     }
     check_store(r, p->deep);
-    check_disk(r, need);
+    check_disk(r);
     if (c && c->api_key_file[0])
         check_key_file(r, c->api_key_file);
     else if (c && strcmp(c->host, "127.0.0.1") && strcmp(c->host, "localhost") && strcmp(c->host, "::1"))

@@ -30,11 +30,14 @@ struct doctor_report {
 
 struct doctor_params {
     const struct config *config; /* NULL: no configuration (store and machine only) */
+    const char *config_error;    /* the configuration could not be read: the first finding */
     bool deep;                   /* re-hash every blob */
     const char *service;         /* the systemd unit's name (NULL: plumb.service) */
 };
 
-/* Runs every check; fails only when it cannot run at all. */
+/* Runs every check; fails only when it cannot run at all. The store
+ * checked is store_default_home()'s: a caller serving a configuration's
+ * store points PLUMB_HOME at it first, as plumb serve does. */
 int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *err);
 const char *doctor_verdict_name(enum doctor_verdict v);
 
