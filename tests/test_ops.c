@@ -57,7 +57,7 @@ static void test_rope(void **state)
     test_randn(x, 16, 3, 1.0f);
     /* position 0 is the identity */
     memcpy(y, x, sizeof x);
-    struct rope_params rp = {8, 10000.0f, 1.0f, ROPE_NORM, NULL};
+    struct rope_params rp = {.n_rot = 8, .base = 10000.0f, .freq_scale = 1.0f, .style = ROPE_NORM};
     op_rope(y, 2, 8, 0, &rp);
     assert_memory_equal(x, y, sizeof x);
     /* norm style rotates (2i, 2i+1) by pos * base^(-2i/n) */
@@ -72,7 +72,7 @@ static void test_rope(void **state)
         }
     /* neox style rotates (i, i + n/2); partial rotation leaves the rest */
     memcpy(y, x, sizeof x);
-    struct rope_params neox = {4, 100.0f, 1.0f, ROPE_NEOX, NULL};
+    struct rope_params neox = {.n_rot = 4, .base = 100.0f, .freq_scale = 1.0f, .style = ROPE_NEOX};
     op_rope(y, 2, 8, 3, &neox);
     for (int h = 0; h < 2; h++) {
         for (int i = 0; i < 2; i++) {
@@ -86,7 +86,7 @@ static void test_rope(void **state)
     }
     /* frequency factors divide the angle */
     float ff[4] = {1, 2, 4, 8};
-    struct rope_params scaled = {8, 10000.0f, 0.25f, ROPE_NORM, ff};
+    struct rope_params scaled = {.n_rot = 8, .base = 10000.0f, .freq_scale = 0.25f, .style = ROPE_NORM, .freq_factors = ff};
     memcpy(y, x, sizeof x);
     op_rope(y, 1, 8, 5, &scaled);
     double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8 * 0.25; /* linear scaling multiplies on top */
