@@ -324,10 +324,287 @@ static void test_batching_is_invisible(void **state)
     }
 }
 
+/* Logits after probe[0, n) of a sequence evaluated alone, in one batch. */
+static float *alone(const struct model *m, int n)
+{
+    return eval_probe(m, n, 64, 1, 64);
+}
+
+/* Evaluates probe[from, to) into sequence seq, `step` tokens per call,
+ * and returns the logits after the last (caller frees). */
+static float *feed(struct model_ctx *c, int64_t nv, int seq, int from, int to, int step)
+{
+    float *lg = malloc((size_t)nv * sizeof *lg);
+    pb_err err;
+    for (int i = from; i < to; i += step) {
+        const int k = to - i < step ? to - i : step;
+        struct model_seg sg = {seq, k, i + k == to};
+        if (model_eval_batch(c, probe + i, &sg, 1, lg, &err))
+            fail_msg("sequence %d at %d: %s", seq, i, err.msg);
+    }
+    return lg;
+}
+
+/* Behind a sliding window (8 keys; rings of 8 + batch 4 - 1 rows): a
+ * truncation the rings still cover continues at once, a deeper one or a
+ * copy of an older prefix is recomputed from the sequence's tokens; every
+ * way gives the logits of the sequence evaluated alone, bit for bit, also
+ * with sequences batched together. */
+static void test_windows_truncate_and_copy(void **state)
+{
+    (void)state;
+    struct model *m;
+    pb_err err;
+    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), &m, &err))
+        fail_msg("%s", err.msg);
+    const int64_t nv = model_hparams(m)->n_vocab;
+    float *ref30 = alone(m, 30), *ref25 = alone(m, 25), *ref33 = alone(m, 33);
+    struct model_ctx_params cp = {.n_ctx = 64, .n_batch = 4, .n_threads = 2, .n_seq = 3};
+    struct model_ctx *c;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    float *lg = feed(c, nv, 0, 0, 30, 4);
+    assert_bits_equal(lg, ref30, nv, "sequence 0 in batches of 4");
+    free(lg);
+    /* shallow: positions 21..27 are still in the rings (which hold 19..29) */
+    model_seq_truncate(c, 0, 28);
+    assert_int_equal(model_seq_n_recompute(c, 0), 0);
+    lg = feed(c, nv, 0, 28, 30, 4);
+    assert_bits_equal(lg, ref30, nv, "after a shallow truncation");
+    free(lg);
+    /* deep: the rings lost what position 10 needs: recomputed */
+    model_seq_truncate(c, 0, 10);
+    assert_int_equal(model_seq_pos(c, 0), 10);
+    assert_int_equal(model_seq_n_recompute(c, 0), 10);
+    lg = feed(c, nv, 0, 10, 30, 4);
+    assert_int_equal(model_seq_n_recompute(c, 0), 0);
+    assert_bits_equal(lg, ref30, nv, "after a deep truncation");
+    free(lg);
+    /* copies: an old prefix (recomputed) and a recent one (not) */
+    assert_int_equal(model_seq_copy(c, 1, 0, 22, &err), 0);
+    assert_int_equal(model_seq_n_recompute(c, 1), 22);
+    assert_int_equal(model_seq_copy(c, 2, 0, 29, &err), 0);
+    assert_int_equal(model_seq_n_recompute(c, 2), 0);
+    /* both in one batch (of the 4 tokens a batch holds) */
+    int32_t toks[4] = {probe[22], probe[23], probe[24], probe[29]};
+    struct model_seg segs[2] = {{1, 3, true}, {2, 1, true}};
+    float *three = malloc((size_t)(2 * nv) * sizeof *three);
+    if (model_eval_batch(c, toks, segs, 2, three, &err))
+        fail_msg("%s", err.msg);
+    assert_bits_equal(three, ref25, nv, "copied old prefix, recomputed, in a mixed batch");
+    assert_bits_equal(three + nv, ref30, nv, "copied recent prefix in a mixed batch");
+    free(three);
+    lg = feed(c, nv, 0, 30, 33, 1);
+    assert_bits_equal(lg, ref33, nv, "sequence 0 after the mixed batch");
+    free(lg);
+    model_ctx_free(c);
+    free(ref30);
+    free(ref25);
+    free(ref33);
+    model_free(m);
+}
+
+/* Mixture-of-experts sequences batched together (their tokens grouped by
+ * expert across sequences) give what each gives alone. */
+static void test_moe_sequences_together(void **state)
+{
+    (void)state;
+    for (size_t a = 2; a < 6; a += 3) { /* qwen3moe, gpt-oss */
+        struct model *m;
+        pb_err err;
+        if (model_load(synth_model(small[a].arch, small[a].dims, PB_FTYPE_Q8_0), &m, &err))
+            fail_msg("%s", err.msg);
+        const int64_t nv = model_hparams(m)->n_vocab;
+        float *r12 = alone(m, 12), *r20 = alone(m, 20);
+        struct model_ctx_params cp = {.n_ctx = 64, .n_batch = 32, .n_threads = 2, .n_seq = 2};
+        struct model_ctx *c;
+        if (model_ctx_create(m, &cp, &c, &err))
+            fail_msg("%s", err.msg);
+        free(feed(c, nv, 1, 0, 15, 32));
+        int32_t toks[17];
+        memcpy(toks, probe, 12 * sizeof *toks);
+        memcpy(toks + 12, probe + 15, 5 * sizeof *toks);
+        struct model_seg segs[2] = {{0, 12, true}, {1, 5, true}};
+        float *two = malloc((size_t)(2 * nv) * sizeof *two);
+        if (model_eval_batch(c, toks, segs, 2, two, &err))
+            fail_msg("%s", err.msg);
+        assert_bits_equal(two, r12, nv, small[a].arch);
+        assert_bits_equal(two + nv, r20, nv, small[a].arch);
+        free(two);
+        model_ctx_free(c);
+        free(r12);
+        free(r20);
+        model_free(m);
+    }
+}
+
+/* A copy of path with the floats at `offsets` (byte offsets into the
+ * file) set to NaN, as file `name` in the temp dir. */
+static const char *poisoned_copy(const char *path, const char *name, const size_t *offsets, int n)
+{
+    static char out[512];
+    size_t len;
+    char *bytes = test_read_file(path, &len);
+    assert_non_null(bytes);
+    const float nan = NAN;
+    for (int i = 0; i < n; i++) {
+        assert_true(offsets[i] + sizeof nan <= len);
+        memcpy(bytes + offsets[i], &nan, sizeof nan);
+    }
+    test_tmpfile(name, out, sizeof out);
+    assert_int_equal(test_write_file(out, bytes, len), 0);
+    free(bytes);
+    return out;
+}
+
+/* Decoding a token reads the experts it chose and no other: with one
+ * expert's gate weights made NaN, the logits turn NaN exactly when that
+ * expert is among the token's choices, else they stay bit for bit the
+ * same; in every layer exactly n_expert_used experts matter. (F32
+ * weights: the products read the file's rows as they are.) */
+static void test_moe_decode_reads_chosen_experts(void **state)
+{
+    (void)state;
+    const char *path = synth_model("qwen3moe", "dim=64,layers=2,heads=4,kv_heads=2,head_dim=16,ffn=96,vocab=400,"
+                                   "ctx=256,experts=6:2:32", PB_FTYPE_F32);
+    struct gguf_file *f;
+    pb_err err;
+    assert_int_equal(gguf_open(path, &f, &err), 0);
+    const int64_t X = 6, F = 32, E = 64;
+    const int32_t tok = 77;
+    float *clean = NULL;
+    {
+        struct model *m;
+        assert_int_equal(model_load(path, &m, &err), 0);
+        struct model_ctx_params cp = {.n_ctx = 8, .n_batch = 8, .n_threads = 1};
+        struct model_ctx *c;
+        assert_int_equal(model_ctx_create(m, &cp, &c, &err), 0);
+        clean = malloc(400 * sizeof *clean);
+        assert_int_equal(model_eval(c, &tok, 1, clean, &err), 0);
+        model_ctx_free(c);
+        model_free(m);
+    }
+    for (int l = 0; l < 2; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", l);
+        const struct gguf_tensor *t = gguf_find_tensor(f, name);
+        assert_non_null(t);
+        assert_int_equal(t->type, PB_TYPE_F32);
+        int mattered = 0;
+        for (int64_t e = 0; e < X; e++) {
+            /* the first weight of every row of expert e */
+            size_t offs[32];
+            for (int64_t r = 0; r < F; r++)
+                offs[r] = (size_t)((const uint8_t *)t->data - (const uint8_t *)gguf_base(f)) +
+                          (size_t)((e * F + r) * E) * sizeof(float);
+            struct model *m;
+            assert_int_equal(model_load(poisoned_copy(path, "poisoned.gguf", offs, (int)F), &m, &err), 0);
+            struct model_ctx_params cp = {.n_ctx = 8, .n_batch = 8, .n_threads = 1};
+            struct model_ctx *c;
+            assert_int_equal(model_ctx_create(m, &cp, &c, &err), 0);
+            float lg[400];
+            assert_int_equal(model_eval(c, &tok, 1, lg, &err), 0);
+            const bool nan = isnan(lg[0]);
+            if (!nan)
+                assert_memory_equal(lg, clean, sizeof lg);
+            mattered += nan;
+            model_ctx_free(c);
+            model_free(m);
+        }
+        print_message("  layer %d: %d of %lld experts read for one token\n", l, mattered, (long long)X);
+        assert_int_equal(mattered, 2);
+    }
+    free(clean);
+    gguf_close(f);
+}
+
+/* A copy of path without metadata key `drop_key` and tensor `drop_tensor`
+ * (either may be NULL), with string key `set_key` = set_val added. */
+static const char *altered(const char *path, const char *name, const char *drop_key, const char *drop_tensor,
+                           const char *set_key, const char *set_val)
+{
+    static char out[512];
+    test_tmpfile(name, out, sizeof out);
+    struct gguf_file *f;
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_open(path, &f, &err), 0);
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        if (!drop_key || strcmp(gguf_kv_key(f, i), drop_key) != 0)
+            gguf_set_from(w, f, i);
+    if (set_key)
+        gguf_set_str(w, set_key, set_val);
+    for (int pass = 0; pass < 2; pass++)
+        for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+            const struct gguf_tensor *t = gguf_tensor(f, i);
+            if (drop_tensor && !strcmp(t->name, drop_tensor))
+                continue;
+            if (pass == 0)
+                assert_int_equal(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, &err), 0);
+            else
+                assert_int_equal(gguf_writer_write(w, t->data, t->nbytes, &err), 0);
+            if (pass == 0 && i + 1 == gguf_n_tensors(f))
+                assert_int_equal(gguf_writer_begin(w, out, &err), 0);
+        }
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return out;
+}
+
+/* Loading fails, with code rc and a message containing `what`. */
+static void assert_refused(const char *path, int rc, const char *what)
+{
+    struct model *m = NULL;
+    pb_err err;
+    const int got = model_load(path, &m, &err);
+    if (got != rc || !strstr(err.msg, what))
+        fail_msg("load gave %d (%s), expected %d naming '%s'", got, got ? err.msg : "loaded", rc, what);
+    assert_null(m);
+}
+
+/* Files that miss what their family needs, or ask for what plumb cannot
+ * honour, are refused with the field named. */
+static void test_refused_files(void **state)
+{
+    (void)state;
+    const char *moe = synth_model(small[2].arch, small[2].dims, PB_FTYPE_Q8_0);
+    assert_refused(altered(moe, "noexp.gguf", "qwen3moe.expert_count", NULL, NULL, NULL), PB_EFORMAT,
+                   "expert_count");
+    assert_refused(altered(moe, "nodown.gguf", NULL, "blk.1.ffn_down_exps.weight", NULL, NULL), PB_EFORMAT,
+                   "blk.1.ffn_down_exps.weight");
+    assert_refused(altered(moe, "norouter.gguf", NULL, "blk.0.ffn_gate_inp.weight", NULL, NULL), PB_EFORMAT,
+                   "blk.0.ffn_gate_inp.weight");
+    const char *oai = synth_model(small[5].arch, small[5].dims, PB_FTYPE_Q8_0);
+    assert_refused(altered(oai, "nosinks.gguf", NULL, "blk.1.attn_sinks.weight", NULL, NULL), PB_EFORMAT,
+                   "attn_sinks");
+    assert_refused(altered(oai, "rope.gguf", NULL, NULL, "gpt-oss.rope.scaling.type", "dynamic"), PB_EUNSUPPORTED,
+                   "rope.scaling.type");
+    const char *g2 = synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0);
+    assert_refused(altered(g2, "nopost.gguf", NULL, "blk.2.post_ffw_norm.weight", NULL, NULL), PB_EFORMAT,
+                   "post_ffw_norm");
+    const char *phi = synth_model(small[4].arch, small[4].dims, PB_FTYPE_Q8_0);
+    assert_refused(altered(phi, "noqkv.gguf", NULL, "blk.0.attn_qkv.weight", NULL, NULL), PB_EFORMAT,
+                   "blk.0.attn_q.weight");
+    /* the intact files load */
+    struct model *m;
+    pb_err err;
+    assert_int_equal(model_load(altered(oai, "intact.gguf", NULL, NULL, NULL, NULL), &m, &err), 0);
+    assert_int_equal(model_hparams(m)->n_swa, 8);
+    assert_true(model_layer_is_swa(model_hparams(m), 0));
+    assert_false(model_layer_is_swa(model_hparams(m), 1));
+    model_free(m);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_batching_is_invisible),
+        cmocka_unit_test(test_windows_truncate_and_copy),
+        cmocka_unit_test(test_moe_sequences_together),
+        cmocka_unit_test(test_moe_decode_reads_chosen_experts),
+        cmocka_unit_test(test_refused_files),
     };
     const size_t n_fixed = sizeof fixed / sizeof fixed[0];
     /* one test per model of the reference file */
