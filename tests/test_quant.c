@@ -106,7 +106,8 @@ static void test_type_table(void **state)
     assert_false(pb_type_from_name("Q4_K_M", &t));
     /* the types the issue lists all read; the reference quantizers exist */
     enum pb_type readable[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_BF16, PB_TYPE_Q8_0, PB_TYPE_Q4_0, PB_TYPE_Q4_1,
-                               PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K};
+                               PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K,
+                               PB_TYPE_MXFP4};
     for (size_t i = 0; i < sizeof readable / sizeof readable[0]; i++) {
         assert_non_null(pb_type_get(readable[i])->to_float);
         assert_non_null(pb_type_get(readable[i])->from_float);
@@ -236,6 +237,29 @@ static void test_known_q6_K(void **state)
     }
 }
 
+/* MXFP4: each code's E2M1 value (times 2) times 2^(e - 128), computed
+ * here in double with ldexp, for exponents from the subnormal ones to the
+ * largest. */
+static void test_known_mxfp4(void **state)
+{
+    (void)state;
+    static const double e2m1[16] = {0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+    const uint8_t exps[] = {0, 1, 2, 100, 127, 128, 130, 254, 255};
+    for (size_t k = 0; k < sizeof exps / sizeof exps[0]; k++) {
+        struct block_mxfp4 b = {.e = exps[k]};
+        for (int j = 0; j < 16; j++)
+            b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        float out[32];
+        dequant_row_mxfp4(&b, out, 32);
+        for (int j = 0; j < 16; j++) {
+            /* the E8M0 exponent e means 2^(e - 127) for the E2M1 values;
+             * the largest exponents overflow float (as in llama.cpp) */
+            assert_true(out[j] == (float)ldexp(e2m1[j], exps[k] - 127));
+            assert_true(out[j + 16] == (float)ldexp(e2m1[15 - j], exps[k] - 127));
+        }
+    }
+}
+
 /* ---- quantization round trips ---- */
 
 static double rel_rmse(const float *x, const float *y, size_t n)
@@ -277,7 +301,7 @@ static void test_round_trip_error_bounds(void **state)
     } bounds[] = {
         {PB_TYPE_F16, 5e-4},  {PB_TYPE_BF16, 3e-3}, {PB_TYPE_Q8_0, 0.008}, {PB_TYPE_Q8_K, 0.008},
         {PB_TYPE_Q6_K, 0.03}, {PB_TYPE_Q5_0, 0.07}, {PB_TYPE_Q5_1, 0.06},  {PB_TYPE_Q5_K, 0.045},
-        {PB_TYPE_Q4_0, 0.14}, {PB_TYPE_Q4_1, 0.12}, {PB_TYPE_Q4_K, 0.10},
+        {PB_TYPE_Q4_0, 0.14}, {PB_TYPE_Q4_1, 0.12}, {PB_TYPE_Q4_K, 0.10}, {PB_TYPE_MXFP4, 0.20},
     };
     double err[PB_TYPE_COUNT] = {0};
     for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
@@ -315,8 +339,8 @@ static void test_q8_0_error_per_element(void **state)
 static void test_quant_edge_inputs(void **state)
 {
     (void)state;
-    enum pb_type types[] = {PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0,
-                            PB_TYPE_Q8_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K};
+    enum pb_type types[] = {PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q8_1,
+                            PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K, PB_TYPE_MXFP4};
     float zeros[256] = {0}, consts[256], wild[256], y[256];
     uint8_t buf[512];
     for (int i = 0; i < 256; i++) {
@@ -380,6 +404,80 @@ static void test_llamacpp_blocks(void **state)
     gguf_close(f4);
 }
 
+/* The reference files of the newer quantization types (llama-quantize's
+ * output): every tensor of those types dequantizes to values distributed
+ * as the weights were drawn, normal(0, 0.02) (README); where the same
+ * weights exist as Q8_0 (same shape, seed and tensor), the two
+ * dequantizations agree within the coarser type's error. */
+static void test_llamacpp_new_types(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *twin; /* twin: the Q8_0 file of the same weights, or NULL */
+        enum pb_type type;
+        double bound; /* relative RMS difference from the Q8_0 twin */
+    } cases[] = {
+        {"tiny-gpt-oss-mxfp4_moe.gguf", NULL, PB_TYPE_MXFP4, 0},
+    };
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char buf[1024], tbuf[1024];
+        const char *path = testdata_file(cases[c].file, buf, sizeof buf);
+        const char *twin = cases[c].twin ? testdata_file(cases[c].twin, tbuf, sizeof tbuf) : NULL;
+        if (!path)
+            continue;
+        struct gguf_file *f, *f8 = NULL;
+        pb_err err;
+        assert_int_equal(gguf_open(path, &f, &err), 0);
+        if (twin)
+            assert_int_equal(gguf_open(twin, &f8, &err), 0);
+        int n_type = 0;
+        for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+            const struct gguf_tensor *t = gguf_tensor(f, i);
+            if (t->type != cases[c].type)
+                continue;
+            size_t n = (size_t)gguf_tensor_nelements(t);
+            float *x = malloc(n * sizeof *x);
+            assert_non_null(x);
+            pb_type_get(t->type)->to_float(t->data, x, (int64_t)n);
+            double s = 0, s2 = 0;
+            for (size_t k = 0; k < n; k++) {
+                assert_true(isfinite(x[k]));
+                s += x[k];
+                s2 += (double)x[k] * x[k];
+            }
+            double mean = s / (double)n, rms = sqrt(s2 / (double)n);
+            if (fabs(mean) > 0.002 || fabs(rms - 0.02) > 0.003)
+                fail_msg("%s %s (%s): mean %.5f, RMS %.5f: not normal(0, 0.02)", cases[c].file, t->name,
+                         pb_type_name(t->type), mean, rms);
+            if (f8) {
+                const struct gguf_tensor *t8 = gguf_find_tensor(f8, t->name);
+                assert_non_null(t8);
+                assert_int_equal(gguf_tensor_nelements(t8), (int64_t)n);
+                float *y = malloc(n * sizeof *y);
+                assert_non_null(y);
+                pb_type_get(t8->type)->to_float(t8->data, y, (int64_t)n);
+                double e = rel_rmse(y, x, n);
+                if (!(e < cases[c].bound && e > 1e-4))
+                    fail_msg("%s %s: %s vs %s relative RMS difference %.4f (bound %.3f)", cases[c].file, t->name,
+                             pb_type_name(t->type), pb_type_name(t8->type), e, cases[c].bound);
+                free(y);
+            }
+            free(x);
+            n_type++;
+        }
+        print_message("  %s: %d %s tensors look like the weights drawn%s\n", cases[c].file, n_type,
+                      pb_type_name(cases[c].type), f8 ? " and match the Q8_0 file's" : "");
+        assert_true(n_type > 0);
+        checked++;
+        gguf_close(f);
+        if (f8)
+            gguf_close(f8);
+    }
+    if (!checked)
+        skip();
+}
+
 /* ---- dot kernels ---- */
 
 static void test_dot_kernels_match_dequantized(void **state)
@@ -388,7 +486,7 @@ static void test_dot_kernels_match_dequantized(void **state)
     const int64_t n = 1024;
     float w[1024], x[1024], wd[1024], xd[1024];
     enum pb_type types[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_BF16, PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0,
-                            PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K};
+                            PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_MXFP4};
     _Alignas(64) uint8_t wq[4096 + 64];
     _Alignas(64) uint8_t xq[4096 + 64];
     for (int trial = 0; trial < 20; trial++) {
@@ -446,10 +544,12 @@ int main(void)
         cmocka_unit_test(test_known_q5),
         cmocka_unit_test(test_known_q4_K_q5_K),
         cmocka_unit_test(test_known_q6_K),
+        cmocka_unit_test(test_known_mxfp4),
         cmocka_unit_test(test_round_trip_error_bounds),
         cmocka_unit_test(test_q8_0_error_per_element),
         cmocka_unit_test(test_quant_edge_inputs),
         cmocka_unit_test(test_llamacpp_blocks),
+        cmocka_unit_test(test_llamacpp_new_types),
         cmocka_unit_test(test_dot_kernels_match_dequantized),
     };
     return cmocka_run_group_tests_name("quant", tests, NULL, NULL);

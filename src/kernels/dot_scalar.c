@@ -206,6 +206,26 @@ float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a)
     return sum;
 }
 
+/* MXFP4: as Q4_0 with the codes' table values and the block scale
+ * 2^(e - 128): acc = fma(block sum, d_w * d_a, acc), blocks in order, the
+ * order of llama.cpp's row-interleaved x86 kernels for MXFP4 (its gemv and
+ * gemm over 8 interleaved rows), which is what runs gpt-oss's experts. */
+float dot_mxfp4_q8_0_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_mxfp4 *x = w;
+    const struct block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK_MXFP4 / 2; j++) {
+            sumi += pb_mxfp4_values[x[i].qs[j] & 0x0F] * y[i].qs[j];
+            sumi += pb_mxfp4_values[x[i].qs[j] >> 4] * y[i].qs[j + QK_MXFP4 / 2];
+        }
+        acc = fmaf((float)sumi, mxfp4_scale(x[i].e) * fp16_to_f32(y[i].d), acc);
+    }
+    return acc;
+}
+
 /* Weight type -> activation type and reference kernel. */
 static const struct kern_dot dot_table[PB_TYPE_COUNT] = {
     [PB_TYPE_F32] = {PB_TYPE_F32, dot_f32_f32_scalar},
@@ -219,6 +239,7 @@ static const struct kern_dot dot_table[PB_TYPE_COUNT] = {
     [PB_TYPE_Q4_K] = {PB_TYPE_Q8_K, dot_q4_K_q8_K_scalar},
     [PB_TYPE_Q5_K] = {PB_TYPE_Q8_K, dot_q5_K_q8_K_scalar},
     [PB_TYPE_Q6_K] = {PB_TYPE_Q8_K, dot_q6_K_q8_K_scalar},
+    [PB_TYPE_MXFP4] = {PB_TYPE_Q8_0, dot_mxfp4_q8_0_scalar},
 };
 
 const struct kern_dot *kern_dot_for(enum pb_type t)

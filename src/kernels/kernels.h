@@ -70,6 +70,7 @@ float dot_q8_0_q8_0_scalar(int64_t n, const void *w, const void *a);
 float dot_q4_K_q8_K_scalar(int64_t n, const void *w, const void *a);
 float dot_q5_K_q8_K_scalar(int64_t n, const void *w, const void *a);
 float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a);
+float dot_mxfp4_q8_0_scalar(int64_t n, const void *w, const void *a);
 
 /* ---- matrix kernels ---- */
 

@@ -8,6 +8,7 @@
 #define PLUMB_QUANT_BLOCKS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #define QK4_0 32
 #define QK4_1 32
@@ -17,6 +18,8 @@
 #define QK8_1 32
 #define QK_K 256
 #define K_SCALE_SIZE 12
+#define QK4_NL 32
+#define QK_MXFP4 32
 
 /* x = (q - 8) * d, q in 0..15; qs[j] holds element j (low nibble) and
  * element j + 16 (high nibble). */
@@ -99,6 +102,17 @@ struct block_q8_K {
     int16_t bsums[QK_K / 16];
 };
 
+/* MXFP4 (OCP microscaling FP4): 32 elements, one power-of-two scale.
+ * x = mxfp4_value(q) * mxfp4_scale(e), q in 0..15 indexes the E2M1 values
+ * (doubled, so that they are integers: 0, 1, 2, 3, 4, 6, 8, 12 and their
+ * negatives); the scale is 2^(e - 128), the E8M0 exponent halved to make
+ * up for the doubling. Nibbles as in Q4_0: qs[j] holds element j (low)
+ * and j + 16 (high). */
+struct block_mxfp4 {
+    uint8_t e;
+    uint8_t qs[QK_MXFP4 / 2];
+};
+
 _Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0 size");
 _Static_assert(sizeof(struct block_q4_1) == 20, "block_q4_1 size");
 _Static_assert(sizeof(struct block_q5_0) == 22, "block_q5_0 size");
@@ -109,6 +123,20 @@ _Static_assert(sizeof(struct block_q4_K) == 144, "block_q4_K size");
 _Static_assert(sizeof(struct block_q5_K) == 176, "block_q5_K size");
 _Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K size");
 _Static_assert(sizeof(struct block_q8_K) == 292, "block_q8_K size");
+_Static_assert(sizeof(struct block_mxfp4) == 17, "block_mxfp4 size");
+
+/* The 16 values an MXFP4 code stands for (E2M1, times 2). */
+extern const int8_t pb_mxfp4_values[16];
+
+/* 2^(e - 128) as a float, exactly (e = 0 and 1 give subnormals): the
+ * E8M0 scale of an MXFP4 block, halved. */
+static inline float mxfp4_scale(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
  * block: the first four live in the low 6 bits of bytes 0..3 and 4..7, the

@@ -40,7 +40,7 @@ static const struct pb_type_traits traits[PB_TYPE_COUNT] = {
     [PB_TYPE_BF16] = {"BF16", 1, 2, 2, dequant_row_bf16, quant_row_bf16},
     [PB_TYPE_TQ1_0] = {"TQ1_0", QK_K, 54, 2, NULL, NULL},
     [PB_TYPE_TQ2_0] = {"TQ2_0", QK_K, 66, 2, NULL, NULL},
-    [PB_TYPE_MXFP4] = {"MXFP4", 32, 17, 1, NULL, NULL},
+    [PB_TYPE_MXFP4] = {"MXFP4", QK_MXFP4, sizeof(struct block_mxfp4), 1, dequant_row_mxfp4, quant_row_mxfp4},
     [PB_TYPE_NVFP4] = {"NVFP4", 64, 36, 1, NULL, NULL},
     [PB_TYPE_Q1_0] = {"Q1_0", 128, 18, 2, NULL, NULL},
 };
