@@ -10,6 +10,7 @@
 #include "quant/types.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,7 +107,8 @@ static void test_type_table(void **state)
     assert_false(pb_type_from_name("Q4_K_M", &t));
     /* the types the issue lists all read; the reference quantizers exist */
     enum pb_type readable[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_BF16, PB_TYPE_Q8_0, PB_TYPE_Q4_0, PB_TYPE_Q4_1,
-                               PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K};
+                               PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K,
+                               PB_TYPE_MXFP4, PB_TYPE_Q2_K, PB_TYPE_Q3_K, PB_TYPE_IQ4_NL, PB_TYPE_IQ4_XS};
     for (size_t i = 0; i < sizeof readable / sizeof readable[0]; i++) {
         assert_non_null(pb_type_get(readable[i])->to_float);
         assert_non_null(pb_type_get(readable[i])->from_float);
@@ -236,6 +238,98 @@ static void test_known_q6_K(void **state)
     }
 }
 
+/* MXFP4: each code's E2M1 value (times 2) times 2^(e - 128), computed
+ * here in double with ldexp, for exponents from the subnormal ones to the
+ * largest. */
+static void test_known_mxfp4(void **state)
+{
+    (void)state;
+    static const double e2m1[16] = {0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+    const uint8_t exps[] = {0, 1, 2, 100, 127, 128, 130, 254, 255};
+    for (size_t k = 0; k < sizeof exps / sizeof exps[0]; k++) {
+        struct block_mxfp4 b = {.e = exps[k]};
+        for (int j = 0; j < 16; j++)
+            b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        float out[32];
+        dequant_row_mxfp4(&b, out, 32);
+        for (int j = 0; j < 16; j++) {
+            /* the E8M0 exponent e means 2^(e - 127) for the E2M1 values;
+             * the largest exponents overflow float (as in llama.cpp) */
+            assert_true(out[j] == (float)ldexp(e2m1[j], exps[k] - 127));
+            assert_true(out[j + 16] == (float)ldexp(e2m1[15 - j], exps[k] - 127));
+        }
+    }
+}
+
+/* Q2_K and Q3_K: element e = 128h + 32s + l (half, shift, l < 32) has its
+ * low 2 bits at bits 2s of qs[32h + l] and lies in sub-block e / 16; Q3_K's
+ * third bit is bit 4h + s of hmask[l] (clear: minus 4), its 6-bit scales
+ * split between a nibble of scales[j % 8] and 2 bits of scales[8 + j % 4]. */
+static void test_known_q2_K_q3_K(void **state)
+{
+    (void)state;
+    struct block_q2_K b2 = {.d = f32_to_fp16(0.5f), .dmin = f32_to_fp16(0.25f)};
+    struct block_q3_K b3 = {.d = f32_to_fp16(0.125f)};
+    int sc2[16], mn2[16], v3[16];
+    for (int j = 0; j < 16; j++) {
+        sc2[j] = (j * 7 + 2) % 16;
+        mn2[j] = (j * 5 + 1) % 16;
+        v3[j] = (j * 29 + 11) % 64; /* stored 6-bit value; the scale is v - 32 */
+        b2.scales[j] = (uint8_t)(sc2[j] | mn2[j] << 4);
+        b3.scales[j % 8] |= (uint8_t)((v3[j] & 15) << (4 * (j / 8)));
+        b3.scales[8 + j % 4] |= (uint8_t)((v3[j] >> 4) << (2 * (j / 4)));
+    }
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, sh = (e % 128) / 32, l = e % 32;
+        int c2 = (e * 7 + 3) % 4, q3 = (e * 5 + 1) % 8 - 4, u3 = q3 + 4;
+        b2.qs[32 * h + l] |= (uint8_t)(c2 << (2 * sh));
+        b3.qs[32 * h + l] |= (uint8_t)((u3 & 3) << (2 * sh));
+        b3.hmask[l] |= (uint8_t)((u3 >> 2) << (4 * h + sh));
+    }
+    float out2[256], out3[256];
+    dequant_row_q2_K(&b2, out2, 256);
+    dequant_row_q3_K(&b3, out3, 256);
+    for (int e = 0; e < 256; e++) {
+        int j = e / 16, c2 = (e * 7 + 3) % 4, q3 = (e * 5 + 1) % 8 - 4;
+        assert_float_equal(out2[e], 0.5 * sc2[j] * c2 - 0.25 * mn2[j], 1e-6);
+        assert_float_equal(out3[e], 0.125 * (v3[j] - 32) * q3, 1e-6);
+    }
+}
+
+/* IQ4_NL and IQ4_XS: codes index the 16-value grid; IQ4_XS's sub-block j
+ * has the 6-bit scale (nibble j % 2 of scales_l[j / 2], bits 2j of
+ * scales_h) minus 32, and its codes in qs[16j ..] as Q4_0's nibbles. */
+static void test_known_iq4(void **state)
+{
+    (void)state;
+    static const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    struct block_iq4_nl bn = {.d = f32_to_fp16(0.0625f)};
+    for (int j = 0; j < 16; j++)
+        bn.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    float out[256];
+    dequant_row_iq4_nl(&bn, out, 32);
+    for (int j = 0; j < 16; j++) {
+        assert_true(out[j] == 0.0625f * (float)grid[j]);
+        assert_true(out[j + 16] == 0.0625f * (float)grid[15 - j]);
+    }
+    struct block_iq4_xs bx = {.d = f32_to_fp16(0.5f)};
+    int ls[8];
+    for (int j = 0; j < 8; j++) {
+        ls[j] = (j * 23 + 5) % 64;
+        bx.scales_l[j / 2] |= (uint8_t)((ls[j] & 15) << (4 * (j % 2)));
+        bx.scales_h |= (uint16_t)((ls[j] >> 4) << (2 * j));
+    }
+    for (int e = 0; e < 256; e++) {
+        int j = e / 32, k = e % 32, c = (e * 11 + 7) % 16;
+        bx.qs[16 * j + k % 16] |= (uint8_t)(c << (4 * (k / 16)));
+    }
+    dequant_row_iq4_xs(&bx, out, 256);
+    for (int e = 0; e < 256; e++) {
+        int c = (e * 11 + 7) % 16;
+        assert_float_equal(out[e], 0.5 * (ls[e / 32] - 32) * grid[c], 1e-4);
+    }
+}
+
 /* ---- quantization round trips ---- */
 
 static double rel_rmse(const float *x, const float *y, size_t n)
@@ -277,7 +371,8 @@ static void test_round_trip_error_bounds(void **state)
     } bounds[] = {
         {PB_TYPE_F16, 5e-4},  {PB_TYPE_BF16, 3e-3}, {PB_TYPE_Q8_0, 0.008}, {PB_TYPE_Q8_K, 0.008},
         {PB_TYPE_Q6_K, 0.03}, {PB_TYPE_Q5_0, 0.07}, {PB_TYPE_Q5_1, 0.06},  {PB_TYPE_Q5_K, 0.045},
-        {PB_TYPE_Q4_0, 0.14}, {PB_TYPE_Q4_1, 0.12}, {PB_TYPE_Q4_K, 0.10},
+        {PB_TYPE_Q4_0, 0.14}, {PB_TYPE_Q4_1, 0.12}, {PB_TYPE_Q4_K, 0.10}, {PB_TYPE_MXFP4, 0.20},
+        {PB_TYPE_IQ4_NL, 0.12}, {PB_TYPE_IQ4_XS, 0.12}, {PB_TYPE_Q3_K, 0.25}, {PB_TYPE_Q2_K, 0.40},
     };
     double err[PB_TYPE_COUNT] = {0};
     for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
@@ -293,6 +388,10 @@ static void test_round_trip_error_bounds(void **state)
     assert_true(err[PB_TYPE_Q5_K] < err[PB_TYPE_Q4_K]);
     assert_true(err[PB_TYPE_Q4_K] < err[PB_TYPE_Q4_0]);
     assert_true(err[PB_TYPE_Q5_K] < err[PB_TYPE_Q5_0]);
+    assert_true(err[PB_TYPE_Q4_K] < err[PB_TYPE_Q3_K]);
+    assert_true(err[PB_TYPE_Q3_K] < err[PB_TYPE_Q2_K]);
+    assert_true(err[PB_TYPE_IQ4_NL] < err[PB_TYPE_Q4_0]); /* the grid fits Gaussian values better */
+    assert_true(err[PB_TYPE_IQ4_XS] < err[PB_TYPE_Q3_K]);
     free(x);
 }
 
@@ -315,8 +414,9 @@ static void test_q8_0_error_per_element(void **state)
 static void test_quant_edge_inputs(void **state)
 {
     (void)state;
-    enum pb_type types[] = {PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0,
-                            PB_TYPE_Q8_1, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K};
+    enum pb_type types[] = {PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q8_1,
+                            PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q8_K, PB_TYPE_MXFP4,
+                            PB_TYPE_Q2_K, PB_TYPE_Q3_K, PB_TYPE_IQ4_NL, PB_TYPE_IQ4_XS};
     float zeros[256] = {0}, consts[256], wild[256], y[256];
     uint8_t buf[512];
     for (int i = 0; i < 256; i++) {
@@ -380,49 +480,149 @@ static void test_llamacpp_blocks(void **state)
     gguf_close(f4);
 }
 
+/* The reference files of the newer quantization types (llama-quantize's
+ * output): every tensor of those types dequantizes to values distributed
+ * as the weights were drawn, normal(0, 0.02) (README); where the same
+ * weights exist as Q8_0 (same shape, seed and tensor), the two
+ * dequantizations agree within the coarser type's error. */
+static void test_llamacpp_new_types(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *twin; /* twin: the Q8_0 file of the same weights, or NULL */
+        enum pb_type type;
+        double bound; /* relative RMS difference from the Q8_0 twin */
+    } cases[] = {
+        {"tiny-gpt-oss-mxfp4_moe.gguf", NULL, PB_TYPE_MXFP4, 0},
+        {"tiny-gemma3-q2_k.gguf", "tiny-gemma3-q8_0.gguf", PB_TYPE_Q2_K, 0.35},
+        {"tiny-gemma3-q2_k.gguf", "tiny-gemma3-q8_0.gguf", PB_TYPE_Q3_K, 0.19},
+        {"tiny-gemma3-iq4_xs.gguf", "tiny-gemma3-q8_0.gguf", PB_TYPE_IQ4_XS, 0.10},
+        {"tiny-qwen3moe-q3_k_m.gguf", "tiny-qwen3moe-q8_0.gguf", PB_TYPE_Q3_K, 0.19},
+        {"tiny-qwen3moe-q3_k_m.gguf", "tiny-qwen3moe-q8_0.gguf", PB_TYPE_Q5_0, 0.06},
+        {"tiny-qwen3moe-iq4_nl.gguf", "tiny-qwen3moe-q8_0.gguf", PB_TYPE_IQ4_NL, 0.10},
+    };
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char buf[1024], tbuf[1024];
+        const char *path = testdata_file(cases[c].file, buf, sizeof buf);
+        const char *twin = cases[c].twin ? testdata_file(cases[c].twin, tbuf, sizeof tbuf) : NULL;
+        if (!path)
+            continue;
+        struct gguf_file *f, *f8 = NULL;
+        pb_err err;
+        assert_int_equal(gguf_open(path, &f, &err), 0);
+        if (twin)
+            assert_int_equal(gguf_open(twin, &f8, &err), 0);
+        int n_type = 0;
+        double worst = 0;
+        for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+            const struct gguf_tensor *t = gguf_tensor(f, i);
+            if (t->type != cases[c].type)
+                continue;
+            size_t n = (size_t)gguf_tensor_nelements(t);
+            float *x = malloc(n * sizeof *x);
+            assert_non_null(x);
+            pb_type_get(t->type)->to_float(t->data, x, (int64_t)n);
+            double s = 0, s2 = 0;
+            for (size_t k = 0; k < n; k++) {
+                assert_true(isfinite(x[k]));
+                s += x[k];
+                s2 += (double)x[k] * x[k];
+            }
+            double mean = s / (double)n, rms = sqrt(s2 / (double)n);
+            if (fabs(mean) > 0.002 || fabs(rms - 0.02) > 0.003)
+                fail_msg("%s %s (%s): mean %.5f, RMS %.5f: not normal(0, 0.02)", cases[c].file, t->name,
+                         pb_type_name(t->type), mean, rms);
+            if (f8) {
+                const struct gguf_tensor *t8 = gguf_find_tensor(f8, t->name);
+                assert_non_null(t8);
+                assert_int_equal(gguf_tensor_nelements(t8), (int64_t)n);
+                float *y = malloc(n * sizeof *y);
+                assert_non_null(y);
+                pb_type_get(t8->type)->to_float(t8->data, y, (int64_t)n);
+                double e = rel_rmse(y, x, n);
+                worst = e > worst ? e : worst;
+                if (!(e < cases[c].bound && e > 1e-4))
+                    fail_msg("%s %s: %s vs %s relative RMS difference %.4f (bound %.3f)", cases[c].file, t->name,
+                             pb_type_name(t->type), pb_type_name(t8->type), e, cases[c].bound);
+                free(y);
+            }
+            free(x);
+            n_type++;
+        }
+        if (f8)
+            print_message("  %s: %d %s tensors look like the weights drawn; relative RMS difference from the Q8_0 "
+                          "file's at most %.4f\n", cases[c].file, n_type, pb_type_name(cases[c].type), worst);
+        else
+            print_message("  %s: %d %s tensors look like the weights drawn\n", cases[c].file, n_type,
+                          pb_type_name(cases[c].type));
+        assert_true(n_type > 0);
+        checked++;
+        gguf_close(f);
+        if (f8)
+            gguf_close(f8);
+    }
+    if (!checked)
+        skip();
+}
+
 /* ---- dot kernels ---- */
+
+/* The reference of a dot product of type t with its activations: the
+ * dequantized operands multiplied in double. Q8_1's block sums are stored
+ * as fp16 (s = d * sum(q)) and the kernels use them as stored: the
+ * reference accounts for their rounding. *mag gets the sum of the
+ * products' magnitudes. */
+static double dot_reference(enum pb_type t, const void *wq, const void *xq, const float *wd, const float *xd,
+                            int64_t n, double *mag)
+{
+    double ref = 0;
+    *mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ref += (double)wd[i] * xd[i];
+        *mag += fabs((double)wd[i] * xd[i]);
+    }
+    if (kern_dot_for(t)->act_type == PB_TYPE_Q8_1) {
+        const struct block_q8_1 *ab = xq;
+        for (int64_t b = 0; b < n / 32; b++) {
+            float m = fp16_to_f32(t == PB_TYPE_Q4_1 ? ((const struct block_q4_1 *)wq)[b].m
+                                                    : ((const struct block_q5_1 *)wq)[b].m);
+            double exact_s = 0;
+            for (int j = 0; j < 32; j++)
+                exact_s += xd[32 * b + j];
+            ref += (double)m * ((double)fp16_to_f32(ab[b].s) - exact_s);
+        }
+    }
+    return ref;
+}
+
+static const enum pb_type dot_types[] = {PB_TYPE_F32,  PB_TYPE_F16,    PB_TYPE_BF16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,
+                                         PB_TYPE_Q5_0, PB_TYPE_Q5_1,   PB_TYPE_Q8_0,  PB_TYPE_Q4_K, PB_TYPE_Q5_K,
+                                         PB_TYPE_Q6_K, PB_TYPE_MXFP4,  PB_TYPE_Q2_K,  PB_TYPE_Q3_K, PB_TYPE_IQ4_NL,
+                                         PB_TYPE_IQ4_XS};
 
 static void test_dot_kernels_match_dequantized(void **state)
 {
     (void)state;
     const int64_t n = 1024;
     float w[1024], x[1024], wd[1024], xd[1024];
-    enum pb_type types[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_BF16, PB_TYPE_Q4_0, PB_TYPE_Q4_1, PB_TYPE_Q5_0,
-                            PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K};
     _Alignas(64) uint8_t wq[4096 + 64];
     _Alignas(64) uint8_t xq[4096 + 64];
     for (int trial = 0; trial < 20; trial++) {
         test_randn(w, (size_t)n, 100 + (uint64_t)trial, 0.05f);
         test_randn(x, (size_t)n, 200 + (uint64_t)trial, trial % 2 ? 3.0f : 0.01f);
-        for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-            const struct kern_dot *kd = kern_dot_for(types[k]);
+        for (size_t k = 0; k < sizeof dot_types / sizeof dot_types[0]; k++) {
+            const struct kern_dot *kd = kern_dot_for(dot_types[k]);
             assert_non_null(kd);
-            const struct pb_type_traits *wt = pb_type_get(types[k]), *at = pb_type_get(kd->act_type);
+            const struct pb_type_traits *wt = pb_type_get(dot_types[k]), *at = pb_type_get(kd->act_type);
             wt->from_float(w, wq, n);
             at->from_float(x, xq, n);
             wt->to_float(wq, wd, n);
             at->to_float(xq, xd, n);
-            double ref = 0, mag = 0;
-            for (int64_t i = 0; i < n; i++) {
-                ref += (double)wd[i] * xd[i];
-                mag += fabs((double)wd[i] * xd[i]);
-            }
-            if (kd->act_type == PB_TYPE_Q8_1) {
-                /* the kernel uses the block sums stored (as fp16) in Q8_1,
-                 * s = d * sum(q): account for their rounding */
-                const struct block_q8_1 *ab = (const void *)xq;
-                for (int64_t b = 0; b < n / 32; b++) {
-                    float m = fp16_to_f32(types[k] == PB_TYPE_Q4_1 ? ((const struct block_q4_1 *)(void *)wq)[b].m
-                                                                   : ((const struct block_q5_1 *)(void *)wq)[b].m);
-                    double exact_s = 0;
-                    for (int j = 0; j < 32; j++)
-                        exact_s += xd[32 * b + j];
-                    ref += (double)m * ((double)fp16_to_f32(ab[b].s) - exact_s);
-                }
-            }
+            double mag, ref = dot_reference(dot_types[k], wq, xq, wd, xd, n, &mag);
             float got = kd->dot(n, wq, xq);
             if (fabs(got - ref) > 1e-5 * mag + 1e-30)
-                fail_msg("%s trial %d: dot %.9g, dequantized reference %.9g", pb_type_name(types[k]), trial, got,
+                fail_msg("%s trial %d: dot %.9g, dequantized reference %.9g", pb_type_name(dot_types[k]), trial, got,
                          ref);
             /* and the quantized product approximates the exact one */
             double exact = 0;
@@ -431,8 +631,75 @@ static void test_dot_kernels_match_dequantized(void **state)
             assert_true(fabs(got - exact) < 0.15 * mag + 1e-30);
         }
     }
-    assert_null(kern_dot_for(PB_TYPE_Q2_K));
     assert_null(kern_dot_for(PB_TYPE_IQ2_XXS));
+    assert_null(kern_dot_for(PB_TYPE_TQ2_0));
+}
+
+/* Blocks no quantizer would write: random bytes, with only the float
+ * fields made finite (fp16 scales of either sign, MXFP4 exponents in a
+ * range whose products stay finite), so that every code, scale and
+ * minimum value occurs. The dot kernels must read them as the
+ * dequantizers do. */
+static void randomize_blocks(enum pb_type t, uint8_t *buf, int64_t n, uint64_t seed)
+{
+    const struct pb_type_traits *tr = pb_type_get(t);
+    size_t bytes = pb_row_size(t, n);
+    float r[8192];
+    test_randn(r, bytes, seed, 1.0f);
+    for (size_t i = 0; i < bytes; i++)
+        buf[i] = (uint8_t)((uint32_t)(fabsf(r[i]) * 1e6f) & 0xff);
+    for (int64_t b = 0; b < n / tr->block; b++) {
+        uint8_t *blk = buf + (size_t)b * tr->size;
+        uint16_t h[2] = {f32_to_fp16(r[2 * b] * 0.01f), f32_to_fp16(r[2 * b + 1] * 0.01f)};
+        size_t at[2] = {0, 0};
+        int nf = 0;
+        switch (t) {
+        case PB_TYPE_Q4_0: case PB_TYPE_Q5_0: case PB_TYPE_Q8_0: case PB_TYPE_IQ4_NL: case PB_TYPE_IQ4_XS:
+            at[0] = 0; nf = 1; break;
+        case PB_TYPE_Q4_1: case PB_TYPE_Q5_1:
+            at[0] = 0; at[1] = 2; nf = 2; break;
+        case PB_TYPE_Q4_K: case PB_TYPE_Q5_K:
+            at[0] = 0; at[1] = 2; nf = 2; break;
+        case PB_TYPE_Q6_K: at[0] = offsetof(struct block_q6_K, d); nf = 1; break;
+        case PB_TYPE_Q2_K: at[0] = offsetof(struct block_q2_K, d); at[1] = offsetof(struct block_q2_K, dmin); nf = 2; break;
+        case PB_TYPE_Q3_K: at[0] = offsetof(struct block_q3_K, d); nf = 1; break;
+        case PB_TYPE_MXFP4: blk[0] = (uint8_t)(110 + blk[0] % 30); break;
+        default: fail_msg("no float fields known for %s", pb_type_name(t));
+        }
+        for (int f = 0; f < nf; f++)
+            memcpy(blk + at[f], &h[f], sizeof h[f]);
+    }
+}
+
+static void test_dot_kernels_hostile_blocks(void **state)
+{
+    (void)state;
+    const int64_t n = 2048;
+    float x[2048], wd[2048], xd[2048];
+    _Alignas(64) uint8_t wq[8192];
+    _Alignas(64) uint8_t xq[8192];
+    int checked = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        test_randn(x, (size_t)n, 300 + (uint64_t)trial, 1.0f);
+        for (size_t k = 0; k < sizeof dot_types / sizeof dot_types[0]; k++) {
+            enum pb_type t = dot_types[k];
+            if (!pb_type_is_quantized(t))
+                continue;
+            const struct kern_dot *kd = kern_dot_for(t);
+            randomize_blocks(t, wq, n, 400 + (uint64_t)trial * 31 + k);
+            pb_type_get(kd->act_type)->from_float(x, xq, n);
+            pb_type_get(t)->to_float(wq, wd, n);
+            pb_type_get(kd->act_type)->to_float(xq, xd, n);
+            double mag, ref = dot_reference(t, wq, xq, wd, xd, n, &mag);
+            float got = kd->dot(n, wq, xq);
+            if (!(fabs(got - ref) <= 1e-5 * mag + 1e-30))
+                fail_msg("%s random blocks, trial %d: dot %.9g, dequantized reference %.9g", pb_type_name(t), trial,
+                         got, ref);
+            checked++;
+        }
+    }
+    print_message("  %d dot products of random-byte blocks equal the dequantized reference\n", checked);
+    assert_true(checked >= 8 * 13);
 }
 
 int main(void)
@@ -446,11 +713,16 @@ int main(void)
         cmocka_unit_test(test_known_q5),
         cmocka_unit_test(test_known_q4_K_q5_K),
         cmocka_unit_test(test_known_q6_K),
+        cmocka_unit_test(test_known_mxfp4),
+        cmocka_unit_test(test_known_q2_K_q3_K),
+        cmocka_unit_test(test_known_iq4),
         cmocka_unit_test(test_round_trip_error_bounds),
         cmocka_unit_test(test_q8_0_error_per_element),
         cmocka_unit_test(test_quant_edge_inputs),
         cmocka_unit_test(test_llamacpp_blocks),
+        cmocka_unit_test(test_llamacpp_new_types),
         cmocka_unit_test(test_dot_kernels_match_dequantized),
+        cmocka_unit_test(test_dot_kernels_hostile_blocks),
     };
     return cmocka_run_group_tests_name("quant", tests, NULL, NULL);
 }

@@ -60,22 +60,28 @@ float dot_q4_0_q8_0_scalar(int64_t n, const void *w, const void *a)
 }
 
 /* (q*d + m) . (p*e) = d*e*sum(q*p) + m * (e*sum(p)), the second factor
- * being the precomputed s of the Q8_1 block. */
+ * being the precomputed s of the Q8_1 block. Two running sums, as in
+ * llama.cpp's x86 kernel: blocks in order with acc = fma(block sum,
+ * d_w * d_a, acc), and the minimums' part with summs = fma(m, s, summs);
+ * the result is acc + summs. (llama.cpp keeps acc as eight partial sums
+ * of 4 products each and adds them at the end; one sum per block, as
+ * here, is what the row-interleaved SIMD kernels compute at full speed.
+ * The two differ in the last bits.) */
 float dot_q4_1_q8_1_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q4_1 *x = w;
     const struct block_q8_1 *y = a;
-    float sum = 0;
+    float acc = 0, summs = 0;
     for (int64_t i = 0; i < n / QK8_1; i++) {
         int sumi = 0;
         for (int j = 0; j < QK4_1 / 2; j++) {
             sumi += (x[i].qs[j] & 0x0F) * y[i].qs[j];
             sumi += (x[i].qs[j] >> 4) * y[i].qs[j + QK4_1 / 2];
         }
-        sum += (float)sumi * fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d) +
-               fp16_to_f32(x[i].m) * fp16_to_f32(y[i].s);
+        acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
+        summs = fmaf(fp16_to_f32(x[i].m), fp16_to_f32(y[i].s), summs);
     }
-    return sum;
+    return acc + summs;
 }
 
 static uint32_t q5_high_bits(const uint8_t qh[4])
@@ -85,11 +91,13 @@ static uint32_t q5_high_bits(const uint8_t qh[4])
     return v; /* little-endian host (checked at build time) */
 }
 
+/* Q5_0: acc = fma(block sum, d_w * d_a, acc), blocks in order; Q5_1 as
+ * Q4_1. (The same per-block form of llama.cpp's x86 order as Q4_1.) */
 float dot_q5_0_q8_0_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q5_0 *x = w;
     const struct block_q8_0 *y = a;
-    float sum = 0;
+    float acc = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         uint32_t qh = q5_high_bits(x[i].qh);
         int sumi = 0;
@@ -98,16 +106,16 @@ float dot_q5_0_q8_0_scalar(int64_t n, const void *w, const void *a)
             int q1 = ((x[i].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4) - 16;
             sumi += q0 * y[i].qs[j] + q1 * y[i].qs[j + QK5_0 / 2];
         }
-        sum += (float)sumi * fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d);
+        acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
     }
-    return sum;
+    return acc;
 }
 
 float dot_q5_1_q8_1_scalar(int64_t n, const void *w, const void *a)
 {
     const struct block_q5_1 *x = w;
     const struct block_q8_1 *y = a;
-    float sum = 0;
+    float acc = 0, summs = 0;
     for (int64_t i = 0; i < n / QK8_1; i++) {
         uint32_t qh = q5_high_bits(x[i].qh);
         int sumi = 0;
@@ -116,10 +124,10 @@ float dot_q5_1_q8_1_scalar(int64_t n, const void *w, const void *a)
             int q1 = (x[i].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
             sumi += q0 * y[i].qs[j] + q1 * y[i].qs[j + QK5_1 / 2];
         }
-        sum += (float)sumi * fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d) +
-               fp16_to_f32(x[i].m) * fp16_to_f32(y[i].s);
+        acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
+        summs = fmaf(fp16_to_f32(x[i].m), fp16_to_f32(y[i].s), summs);
     }
-    return sum;
+    return acc + summs;
 }
 
 /* As Q4_0: one exact integer sum per block, blocks accumulated in order
@@ -206,6 +214,120 @@ float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a)
     return sum;
 }
 
+/* MXFP4: as Q4_0 with the codes' table values and the block scale
+ * 2^(e - 128): acc = fma(block sum, d_w * d_a, acc), blocks in order, the
+ * order of llama.cpp's row-interleaved x86 kernels for MXFP4 (its gemv and
+ * gemm over 8 interleaved rows), which is what runs gpt-oss's experts. */
+float dot_mxfp4_q8_0_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_mxfp4 *x = w;
+    const struct block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK_MXFP4 / 2; j++) {
+            sumi += pb_mxfp4_values[x[i].qs[j] & 0x0F] * y[i].qs[j];
+            sumi += pb_mxfp4_values[x[i].qs[j] >> 4] * y[i].qs[j + QK_MXFP4 / 2];
+        }
+        acc = fmaf((float)sumi, mxfp4_scale(x[i].e) * fp16_to_f32(y[i].d), acc);
+    }
+    return acc;
+}
+
+/* IQ4_NL: as Q4_0 with the codes' table values, in the same order:
+ * llama.cpp runs IQ4_NL matrices with the row-interleaved x86 kernels of
+ * Q4_0 and MXFP4 (gemv and gemm), acc = fma(block sum, d_w * d_a, acc). */
+float dot_iq4_nl_q8_0_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_iq4_nl *x = w;
+    const struct block_q8_0 *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK4_NL / 2; j++) {
+            sumi += pb_iq4nl_values[x[i].qs[j] & 0x0F] * y[i].qs[j];
+            sumi += pb_iq4nl_values[x[i].qs[j] >> 4] * y[i].qs[j + QK4_NL / 2];
+        }
+        acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
+    }
+    return acc;
+}
+
+/* Q2_K: per block, the codes' products times the sub-block scales
+ * (sumi) and the minimums times the activations' 16-element sums (summ),
+ * each exact; then two running sums over the blocks,
+ * A = fma(sumi, d_w * d_a, A) and M = fma(summ, dmin_w * d_a, M), and the
+ * result A - M: the order of llama.cpp's 8-row interleaved x86 kernels for
+ * Q2_K (used on CPUs with AVX-512). */
+float dot_q2_K_q8_K_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_q2_K *x = w;
+    const struct block_q8_K *y = a;
+    uint8_t q[QK_K];
+    float accd = 0, accm = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q2k_unpack(x[i].qs, q);
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += q[16 * j + l] * y[i].qs[16 * j + l];
+            sumi += (x[i].scales[j] & 0x0F) * s;
+            summ += (x[i].scales[j] >> 4) * y[i].bsums[j];
+        }
+        accd = fmaf((float)sumi, fp16_to_f32(x[i].d) * y[i].d, accd);
+        accm = fmaf((float)summ, fp16_to_f32(x[i].dmin) * y[i].d, accm);
+    }
+    return accd - accm;
+}
+
+/* Q3_K and IQ4_XS: one exact sum per block of the codes' products times
+ * the sub-block scales, and acc = fma(d_w * d_a, block sum, acc) in block
+ * order. llama.cpp's x86 kernels for these keep eight partial sums per
+ * row (4 products each, scaled, then a horizontal sum at the end); the
+ * per-block form gives the same integers and differs in the last bits of
+ * the float sum, and lets the row-interleaved SIMD kernels run at the
+ * speed of Q4_K's instead of half of it. */
+float dot_q3_K_q8_K_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_q3_K *x = w;
+    const struct block_q8_K *y = a;
+    int8_t q[QK_K];
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q3k_unpack(x[i].qs, x[i].hmask, q);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += q[16 * j + l] * y[i].qs[16 * j + l];
+            sumi += q3k_scale(x[i].scales, j) * s;
+        }
+        acc = fmaf(fp16_to_f32(x[i].d) * y[i].d, (float)sumi, acc);
+    }
+    return acc;
+}
+
+float dot_iq4_xs_q8_K_scalar(int64_t n, const void *w, const void *a)
+{
+    const struct block_iq4_xs *x = w;
+    const struct block_q8_K *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int sumi = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *qs = x[i].qs + 16 * j;
+            const int8_t *q8 = y[i].qs + 32 * j;
+            int s = 0;
+            for (int k = 0; k < 16; k++)
+                s += pb_iq4nl_values[qs[k] & 0x0F] * q8[k] + pb_iq4nl_values[qs[k] >> 4] * q8[k + 16];
+            sumi += iq4xs_scale(x[i].scales_h, x[i].scales_l, j) * s;
+        }
+        acc = fmaf(fp16_to_f32(x[i].d) * y[i].d, (float)sumi, acc);
+    }
+    return acc;
+}
+
 /* Weight type -> activation type and reference kernel. */
 static const struct kern_dot dot_table[PB_TYPE_COUNT] = {
     [PB_TYPE_F32] = {PB_TYPE_F32, dot_f32_f32_scalar},
@@ -219,6 +341,11 @@ static const struct kern_dot dot_table[PB_TYPE_COUNT] = {
     [PB_TYPE_Q4_K] = {PB_TYPE_Q8_K, dot_q4_K_q8_K_scalar},
     [PB_TYPE_Q5_K] = {PB_TYPE_Q8_K, dot_q5_K_q8_K_scalar},
     [PB_TYPE_Q6_K] = {PB_TYPE_Q8_K, dot_q6_K_q8_K_scalar},
+    [PB_TYPE_MXFP4] = {PB_TYPE_Q8_0, dot_mxfp4_q8_0_scalar},
+    [PB_TYPE_IQ4_NL] = {PB_TYPE_Q8_0, dot_iq4_nl_q8_0_scalar},
+    [PB_TYPE_Q2_K] = {PB_TYPE_Q8_K, dot_q2_K_q8_K_scalar},
+    [PB_TYPE_Q3_K] = {PB_TYPE_Q8_K, dot_q3_K_q8_K_scalar},
+    [PB_TYPE_IQ4_XS] = {PB_TYPE_Q8_K, dot_iq4_xs_q8_K_scalar},
 };
 
 const struct kern_dot *kern_dot_for(enum pb_type t)

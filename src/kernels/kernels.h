@@ -2,8 +2,8 @@
  *
  * Dot products (the scalar reference). A matrix product converts each
  * activation row once to the weight type's activation type (F32 for F32
- * weights, Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
- * K-quants) and multiplies each weight row with it, quantized weights
+ * weights, Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4, Q8_1 for Q4_1/Q5_1, Q8_K
+ * for the K-quants and IQ4_XS) and multiplies each weight row with it, quantized weights
  * with integer arithmetic. These kernels define the results: every SIMD
  * kernel of the same weight type reproduces them bit for bit (the
  * integer part is exact, and the float operations are done in the same
@@ -70,6 +70,11 @@ float dot_q8_0_q8_0_scalar(int64_t n, const void *w, const void *a);
 float dot_q4_K_q8_K_scalar(int64_t n, const void *w, const void *a);
 float dot_q5_K_q8_K_scalar(int64_t n, const void *w, const void *a);
 float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a);
+float dot_mxfp4_q8_0_scalar(int64_t n, const void *w, const void *a);
+float dot_iq4_nl_q8_0_scalar(int64_t n, const void *w, const void *a);
+float dot_q2_K_q8_K_scalar(int64_t n, const void *w, const void *a);
+float dot_q3_K_q8_K_scalar(int64_t n, const void *w, const void *a);
+float dot_iq4_xs_q8_K_scalar(int64_t n, const void *w, const void *a);
 
 /* ---- matrix kernels ---- */
 

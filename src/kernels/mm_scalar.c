@@ -43,6 +43,11 @@ GEMM_SCALAR(q8_0, dot_q8_0_q8_0_scalar)
 GEMM_SCALAR(q4_K, dot_q4_K_q8_K_scalar)
 GEMM_SCALAR(q5_K, dot_q5_K_q8_K_scalar)
 GEMM_SCALAR(q6_K, dot_q6_K_q8_K_scalar)
+GEMM_SCALAR(mxfp4, dot_mxfp4_q8_0_scalar)
+GEMM_SCALAR(iq4_nl, dot_iq4_nl_q8_0_scalar)
+GEMM_SCALAR(q2_K, dot_q2_K_q8_K_scalar)
+GEMM_SCALAR(q3_K, dot_q3_K_q8_K_scalar)
+GEMM_SCALAR(iq4_xs, dot_iq4_xs_q8_K_scalar)
 
 #define MM(wt, WT, act)                                                                                                \
     [PB_TYPE_##WT] = {                                                                                                 \
@@ -57,7 +62,8 @@ GEMM_SCALAR(q6_K, dot_q6_K_q8_K_scalar)
 static const struct kern_mm scalar_table[PB_TYPE_COUNT] = {
     MM(f32, F32, f32),    MM(f16, F16, f16),    MM(bf16, BF16, bf16), MM(q4_0, Q4_0, q8_0),
     MM(q4_1, Q4_1, q8_1), MM(q5_0, Q5_0, q8_0), MM(q5_1, Q5_1, q8_1), MM(q8_0, Q8_0, q8_0),
-    MM(q4_K, Q4_K, q8_K), MM(q5_K, Q5_K, q8_K), MM(q6_K, Q6_K, q8_K),
+    MM(q4_K, Q4_K, q8_K), MM(q5_K, Q5_K, q8_K), MM(q6_K, Q6_K, q8_K), MM(mxfp4, MXFP4, q8_0),
+    MM(iq4_nl, IQ4_NL, q8_0), MM(q2_K, Q2_K, q8_K), MM(q3_K, Q3_K, q8_K), MM(iq4_xs, IQ4_XS, q8_K),
 };
 
 const struct kern_mm *kern_mm_scalar(enum pb_type t)

@@ -8,6 +8,7 @@
 #define PLUMB_QUANT_BLOCKS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #define QK4_0 32
 #define QK4_1 32
@@ -17,6 +18,8 @@
 #define QK8_1 32
 #define QK_K 256
 #define K_SCALE_SIZE 12
+#define QK4_NL 32
+#define QK_MXFP4 32
 
 /* x = (q - 8) * d, q in 0..15; qs[j] holds element j (low nibble) and
  * element j + 16 (high nibble). */
@@ -99,6 +102,59 @@ struct block_q8_K {
     int16_t bsums[QK_K / 16];
 };
 
+/* 256 elements in 16 sub-blocks of 16; scales[j] holds sub-block j's
+ * 4-bit scale (low nibble) and 4-bit min (high nibble);
+ * x = d * sc * q - dmin * m, q in 0..3. Element 128h + 32s + l (half h,
+ * shift s = 0..3, l = 0..31) is bits 2s, 2s + 1 of qs[32h + l]; it lies in
+ * sub-block 8h + 2s + l / 16. */
+struct block_q2_K {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    uint16_t d;
+    uint16_t dmin;
+};
+
+/* 256 elements in 16 sub-blocks of 16; x = d * (sc - 32) * q, q in -4..3.
+ * The low 2 bits of q are laid out as Q2_K's codes; a set bit 4h + s of
+ * hmask[l] (element 128h + 32s + l) means q is those bits, a clear one
+ * that they minus 4. The 6-bit scales: scale j has its low 4 bits in
+ * nibble j / 8 of scales[j % 8], its high 2 bits at bit 2 (j / 4) of
+ * scales[8 + j % 4]. */
+struct block_q3_K {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+};
+
+/* x = d * pb_iq4nl_values[q], q in 0..15, nibbles as in Q4_0. */
+struct block_iq4_nl {
+    uint16_t d;
+    uint8_t qs[QK4_NL / 2];
+};
+
+/* 256 elements in 8 sub-blocks of 32: x = d * (ls_j - 32) *
+ * pb_iq4nl_values[q]. The 6-bit ls_j has its low 4 bits in nibble j % 2 of
+ * scales_l[j / 2] and its high 2 bits at bit 2j of scales_h; sub-block j's
+ * codes are the nibbles of qs[16j .. 16j + 15] as in Q4_0. */
+struct block_iq4_xs {
+    uint16_t d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+};
+
+/* MXFP4 (OCP microscaling FP4): 32 elements, one power-of-two scale.
+ * x = mxfp4_value(q) * mxfp4_scale(e), q in 0..15 indexes the E2M1 values
+ * (doubled, so that they are integers: 0, 1, 2, 3, 4, 6, 8, 12 and their
+ * negatives); the scale is 2^(e - 128), the E8M0 exponent halved to make
+ * up for the doubling. Nibbles as in Q4_0: qs[j] holds element j (low)
+ * and j + 16 (high). */
+struct block_mxfp4 {
+    uint8_t e;
+    uint8_t qs[QK_MXFP4 / 2];
+};
+
 _Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0 size");
 _Static_assert(sizeof(struct block_q4_1) == 20, "block_q4_1 size");
 _Static_assert(sizeof(struct block_q5_0) == 22, "block_q5_0 size");
@@ -109,6 +165,27 @@ _Static_assert(sizeof(struct block_q4_K) == 144, "block_q4_K size");
 _Static_assert(sizeof(struct block_q5_K) == 176, "block_q5_K size");
 _Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K size");
 _Static_assert(sizeof(struct block_q8_K) == 292, "block_q8_K size");
+_Static_assert(sizeof(struct block_mxfp4) == 17, "block_mxfp4 size");
+_Static_assert(sizeof(struct block_q2_K) == 84, "block_q2_K size");
+_Static_assert(sizeof(struct block_q3_K) == 110, "block_q3_K size");
+_Static_assert(sizeof(struct block_iq4_nl) == 18, "block_iq4_nl size");
+_Static_assert(sizeof(struct block_iq4_xs) == 136, "block_iq4_xs size");
+
+/* The 16 values an MXFP4 code stands for (E2M1, times 2). */
+extern const int8_t pb_mxfp4_values[16];
+/* The 16 values an IQ4_NL / IQ4_XS code stands for (a non-uniform grid,
+ * denser near zero, as the reference implementation defines it). */
+extern const int8_t pb_iq4nl_values[16];
+
+/* 2^(e - 128) as a float, exactly (e = 0 and 1 give subnormals): the
+ * E8M0 scale of an MXFP4 block, halved. */
+static inline float mxfp4_scale(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K
  * block: the first four live in the low 6 bits of bytes 0..3 and 4..7, the
@@ -162,6 +239,46 @@ static inline void q6k_unpack(const uint8_t ql[QK_K / 2], const uint8_t qh[QK_K 
                 int high = (qh[32 * h + l] >> (2 * g)) & 3;
                 q[128 * h + 32 * g + l] = (int8_t)((low | high << 4) - 32);
             }
+}
+
+/* Q2_K: 0..3, and the low 2 bits of Q3_K. Element 128h + 32s + l: bits
+ * 2s, 2s + 1 of qs[32h + l]. */
+static inline void q2k_unpack(const uint8_t qs[QK_K / 4], uint8_t q[QK_K])
+{
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                q[128 * h + 32 * s + l] = (uint8_t)((qs[32 * h + l] >> (2 * s)) & 3);
+}
+
+/* Q3_K: -4..3, the low bits as Q2_K minus 4 where bit 4h + s of hmask[l]
+ * is clear. */
+static inline void q3k_unpack(const uint8_t qs[QK_K / 4], const uint8_t hmask[QK_K / 8], int8_t q[QK_K])
+{
+    uint8_t low[QK_K];
+    q2k_unpack(qs, low);
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) {
+                int e = 128 * h + 32 * s + l;
+                q[e] = (int8_t)(low[e] - ((hmask[l] >> (4 * h + s)) & 1 ? 0 : 4));
+            }
+}
+
+/* Q3_K's scale of sub-block j (0..15), minus 32: -32..31. */
+static inline int q3k_scale(const uint8_t scales[12], int j)
+{
+    int low = (scales[j % 8] >> (4 * (j / 8))) & 0x0F;
+    int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+/* IQ4_XS's scale of sub-block j (0..7), minus 32: -32..31. */
+static inline int iq4xs_scale(uint16_t scales_h, const uint8_t scales_l[QK_K / 64], int j)
+{
+    int low = (scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+    int high = (scales_h >> (2 * j)) & 3;
+    return (low | high << 4) - 32;
 }
 
 #endif

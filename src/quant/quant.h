@@ -27,6 +27,11 @@ void dequant_row_q4_K(const void *src, float *dst, int64_t n);
 void dequant_row_q5_K(const void *src, float *dst, int64_t n);
 void dequant_row_q6_K(const void *src, float *dst, int64_t n);
 void dequant_row_q8_K(const void *src, float *dst, int64_t n);
+void dequant_row_mxfp4(const void *src, float *dst, int64_t n);
+void dequant_row_q2_K(const void *src, float *dst, int64_t n);
+void dequant_row_q3_K(const void *src, float *dst, int64_t n);
+void dequant_row_iq4_nl(const void *src, float *dst, int64_t n);
+void dequant_row_iq4_xs(const void *src, float *dst, int64_t n);
 
 void quant_row_f32(const float *src, void *dst, int64_t n);
 void quant_row_f16(const float *src, void *dst, int64_t n);
@@ -41,5 +46,10 @@ void quant_row_q4_K(const float *src, void *dst, int64_t n);
 void quant_row_q5_K(const float *src, void *dst, int64_t n);
 void quant_row_q6_K(const float *src, void *dst, int64_t n);
 void quant_row_q8_K(const float *src, void *dst, int64_t n);
+void quant_row_mxfp4(const float *src, void *dst, int64_t n);
+void quant_row_q2_K(const float *src, void *dst, int64_t n);
+void quant_row_q3_K(const float *src, void *dst, int64_t n);
+void quant_row_iq4_nl(const float *src, void *dst, int64_t n);
+void quant_row_iq4_xs(const float *src, void *dst, int64_t n);
 
 #endif

@@ -1,4 +1,5 @@
-/* The 256-element "K" types: Q4_K, Q5_K, Q6_K and the activation type Q8_K.
+/* The 256-element "K" types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and the
+ * activation type Q8_K.
  *
  * Quantizing a super-block is two-level: first the best scale (and min) of
  * each sub-block in floating point, by a small search that refits the
@@ -152,45 +153,54 @@ static void pack_scale_min(const uint8_t *sc, const uint8_t *m, uint8_t *s)
     }
 }
 
-/* Shared by Q4_K and Q5_K: fits the 8 sub-blocks of one super-block,
- * stores d, dmin and the packed scales, and writes the final codes
- * (0..nmax) to L. */
-static void quant_superblock_scale_min(const float *x, int nmax, uint16_t *d_out, uint16_t *dmin_out,
-                                       uint8_t *scales_out, uint8_t *L)
+/* Fits the n_sub sub-blocks of len elements of one super-block with
+ * x ~ scale * q - min, q in 0..nmax (Q4_K, Q5_K: 8 of 32; Q2_K: 16 of 16),
+ * then quantizes the scales and the mins to 0..smax steps of one fp16
+ * super scale each (d_out, dmin_out; the steps to sc and mn) and re-rounds
+ * every element with the scale and min as stored (codes to L). */
+static void fit_superblock_scale_min(const float *x, int nmax, int n_sub, int len, int smax, uint16_t *d_out,
+                                     uint16_t *dmin_out, uint8_t *sc, uint8_t *mn, uint8_t *L)
 {
-    float w[QK_K], scale[8], min[8];
+    float w[QK_K], scale[16], min[16];
     importance_weights(x, w);
     float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; j++) {
-        scale[j] = fit_scale_min(32, nmax, x + 32 * j, w + 32 * j, L + 32 * j, &min[j]);
+    for (int j = 0; j < n_sub; j++) {
+        scale[j] = fit_scale_min(len, nmax, x + len * j, w + len * j, L + len * j, &min[j]);
         if (scale[j] > max_scale)
             max_scale = scale[j];
         if (min[j] > max_min)
             max_min = min[j];
     }
-    float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-    float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; j++) {
-        sc[j] = (uint8_t)pb_round_clamp(inv_scale * scale[j], 0, 63);
-        mn[j] = (uint8_t)pb_round_clamp(inv_min * min[j], 0, 63);
+    float inv_scale = max_scale > 0 ? (float)smax / max_scale : 0.0f;
+    float inv_min = max_min > 0 ? (float)smax / max_min : 0.0f;
+    for (int j = 0; j < n_sub; j++) {
+        sc[j] = (uint8_t)pb_round_clamp(inv_scale * scale[j], 0, smax);
+        mn[j] = (uint8_t)pb_round_clamp(inv_min * min[j], 0, smax);
     }
-    pack_scale_min(sc, mn, scales_out);
-    *d_out = f32_to_fp16(max_scale / 63.0f);
-    *dmin_out = f32_to_fp16(max_min / 63.0f);
+    *d_out = f32_to_fp16(max_scale / (float)smax);
+    *dmin_out = f32_to_fp16(max_min / (float)smax);
 
     /* re-round every element with the scale and min as stored */
     float d = fp16_to_f32(*d_out), dmin = fp16_to_f32(*dmin_out);
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < n_sub; j++) {
         float ds = d * (float)sc[j];
         if (!(ds > 0)) {
-            memset(L + 32 * j, 0, 32);
+            memset(L + len * j, 0, (size_t)len);
             continue;
         }
         float dm = dmin * (float)mn[j];
-        for (int i = 0; i < 32; i++)
-            L[32 * j + i] = (uint8_t)pb_round_clamp((x[32 * j + i] + dm) / ds, 0, nmax);
+        for (int i = 0; i < len; i++)
+            L[len * j + i] = (uint8_t)pb_round_clamp((x[len * j + i] + dm) / ds, 0, nmax);
     }
+}
+
+/* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins, packed. */
+static void quant_superblock_scale_min(const float *x, int nmax, uint16_t *d_out, uint16_t *dmin_out,
+                                       uint8_t *scales_out, uint8_t *L)
+{
+    uint8_t sc[8], mn[8];
+    fit_superblock_scale_min(x, nmax, 8, 32, 63, d_out, dmin_out, sc, mn, L);
+    pack_scale_min(sc, mn, scales_out);
 }
 
 /* ---- Q4_K ---- */
@@ -317,6 +327,113 @@ void quant_row_q6_K(const float *src, void *dst, int64_t n)
                 qh[l] = (uint8_t)((q1 >> 4) | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6);
             }
         }
+    }
+}
+
+/* ---- Q2_K ---- */
+
+void dequant_row_q2_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q2_K *b = src;
+    uint8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
+        float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+        q2k_unpack(b[i].qs, q);
+        for (int j = 0; j < 16; j++) {
+            float dl = d * (float)(b[i].scales[j] & 0x0F), ml = dmin * (float)(b[i].scales[j] >> 4);
+            for (int l = 0; l < 16; l++)
+                dst[16 * j + l] = dl * (float)q[16 * j + l] - ml;
+        }
+    }
+}
+
+/* Packs codes 0..3 of element order into Q2_K's qs (the inverse of
+ * q2k_unpack); with Q3_K's codes + 4, only their low 2 bits. */
+static void pack_q2k_low(const uint8_t *L, uint8_t qs[QK_K / 4])
+{
+    memset(qs, 0, QK_K / 4);
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                qs[32 * h + l] |= (uint8_t)((L[128 * h + 32 * s + l] & 3) << (2 * s));
+}
+
+void quant_row_q2_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q2_K *b = dst;
+    uint8_t L[QK_K], sc[16], mn[16];
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        fit_superblock_scale_min(src, 3, 16, 16, 15, &b[i].d, &b[i].dmin, sc, mn, L);
+        for (int j = 0; j < 16; j++)
+            b[i].scales[j] = (uint8_t)(sc[j] | mn[j] << 4);
+        pack_q2k_low(L, b[i].qs);
+    }
+}
+
+/* ---- Q3_K ---- */
+
+void dequant_row_q3_K(const void *src, float *dst, int64_t n)
+{
+    const struct block_q3_K *b = src;
+    int8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
+        float d = fp16_to_f32(b[i].d);
+        q3k_unpack(b[i].qs, b[i].hmask, q);
+        for (int j = 0; j < 16; j++) {
+            float dl = d * (float)q3k_scale(b[i].scales, j);
+            for (int l = 0; l < 16; l++)
+                dst[16 * j + l] = dl * (float)q[16 * j + l];
+        }
+    }
+}
+
+/* Symmetric sub-block scales (codes -4..3), quantized to 6 signed bits
+ * against one fp16 scale whose sign maps the largest to -32, as Q6_K. */
+void quant_row_q3_K(const float *src, void *dst, int64_t n)
+{
+    struct block_q3_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float w[QK_K], scale[16];
+        importance_weights(src, w);
+        float max_scale = 0, amax_scale = 0;
+        for (int j = 0; j < 16; j++) {
+            scale[j] = fit_scale_symmetric(16, 4, src + 16 * j, w + 16 * j);
+            if (fabsf(scale[j]) > amax_scale) {
+                amax_scale = fabsf(scale[j]);
+                max_scale = scale[j];
+            }
+        }
+        int ls[16];
+        uint8_t L[QK_K]; /* codes + 4: 0..7 */
+        if (!(amax_scale > 0)) {
+            b[i].d = 0;
+            for (int j = 0; j < 16; j++)
+                ls[j] = 0;
+            memset(L, 4, sizeof L);
+        } else {
+            float iscale = -32.0f / max_scale;
+            for (int j = 0; j < 16; j++)
+                ls[j] = pb_round_clamp(iscale * scale[j], -32, 31);
+            b[i].d = f32_to_fp16(1.0f / iscale);
+            float d = fp16_to_f32(b[i].d);
+            for (int j = 0; j < 16; j++) {
+                float ds = d * (float)ls[j];
+                for (int k = 0; k < 16; k++)
+                    L[16 * j + k] = (uint8_t)((ds != 0 ? pb_round_clamp(src[16 * j + k] / ds, -4, 3) : 0) + 4);
+            }
+        }
+        memset(b[i].scales, 0, sizeof b[i].scales);
+        for (int j = 0; j < 16; j++) {
+            int v = ls[j] + 32;
+            b[i].scales[j % 8] |= (uint8_t)((v & 0x0F) << (4 * (j / 8)));
+            b[i].scales[8 + j % 4] |= (uint8_t)((v >> 4) << (2 * (j / 4)));
+        }
+        pack_q2k_low(L, b[i].qs);
+        memset(b[i].hmask, 0, sizeof b[i].hmask);
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int l = 0; l < 32; l++)
+                    b[i].hmask[l] |= (uint8_t)((L[128 * h + 32 * s + l] >> 2) << (4 * h + s));
     }
 }
 
