@@ -635,42 +635,9 @@ static void test_dot_kernels_match_dequantized(void **state)
     assert_null(kern_dot_for(PB_TYPE_TQ2_0));
 }
 
-/* Blocks no quantizer would write: random bytes, with only the float
- * fields made finite (fp16 scales of either sign, MXFP4 exponents in a
- * range whose products stay finite), so that every code, scale and
- * minimum value occurs. The dot kernels must read them as the
+/* Blocks no quantizer would write (test_random_blocks): every code,
+ * scale and minimum value occurs. The dot kernels must read them as the
  * dequantizers do. */
-static void randomize_blocks(enum pb_type t, uint8_t *buf, int64_t n, uint64_t seed)
-{
-    const struct pb_type_traits *tr = pb_type_get(t);
-    size_t bytes = pb_row_size(t, n);
-    float r[8192];
-    test_randn(r, bytes, seed, 1.0f);
-    for (size_t i = 0; i < bytes; i++)
-        buf[i] = (uint8_t)((uint32_t)(fabsf(r[i]) * 1e6f) & 0xff);
-    for (int64_t b = 0; b < n / tr->block; b++) {
-        uint8_t *blk = buf + (size_t)b * tr->size;
-        uint16_t h[2] = {f32_to_fp16(r[2 * b] * 0.01f), f32_to_fp16(r[2 * b + 1] * 0.01f)};
-        size_t at[2] = {0, 0};
-        int nf = 0;
-        switch (t) {
-        case PB_TYPE_Q4_0: case PB_TYPE_Q5_0: case PB_TYPE_Q8_0: case PB_TYPE_IQ4_NL: case PB_TYPE_IQ4_XS:
-            at[0] = 0; nf = 1; break;
-        case PB_TYPE_Q4_1: case PB_TYPE_Q5_1:
-            at[0] = 0; at[1] = 2; nf = 2; break;
-        case PB_TYPE_Q4_K: case PB_TYPE_Q5_K:
-            at[0] = 0; at[1] = 2; nf = 2; break;
-        case PB_TYPE_Q6_K: at[0] = offsetof(struct block_q6_K, d); nf = 1; break;
-        case PB_TYPE_Q2_K: at[0] = offsetof(struct block_q2_K, d); at[1] = offsetof(struct block_q2_K, dmin); nf = 2; break;
-        case PB_TYPE_Q3_K: at[0] = offsetof(struct block_q3_K, d); nf = 1; break;
-        case PB_TYPE_MXFP4: blk[0] = (uint8_t)(110 + blk[0] % 30); break;
-        default: fail_msg("no float fields known for %s", pb_type_name(t));
-        }
-        for (int f = 0; f < nf; f++)
-            memcpy(blk + at[f], &h[f], sizeof h[f]);
-    }
-}
-
 static void test_dot_kernels_hostile_blocks(void **state)
 {
     (void)state;
@@ -686,7 +653,7 @@ static void test_dot_kernels_hostile_blocks(void **state)
             if (!pb_type_is_quantized(t))
                 continue;
             const struct kern_dot *kd = kern_dot_for(t);
-            randomize_blocks(t, wq, n, 400 + (uint64_t)trial * 31 + k);
+            test_random_blocks(t, wq, n, 400 + (uint64_t)trial * 31 + k);
             pb_type_get(kd->act_type)->from_float(x, xq, n);
             pb_type_get(t)->to_float(wq, wd, n);
             pb_type_get(kd->act_type)->to_float(xq, xd, n);
