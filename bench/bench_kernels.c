@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* Kernel micro-benchmark: multiply-accumulates per second of each matrix
  * kernel on one thread, for a batch of activation rows (prompt
  * processing: compute-bound, weights in cache) and for one row over a
@@ -8,7 +9,16 @@
  * back) through op_matmul on all CPUs, for 128 and 512 activation rows:
  * the kernels with the thread pool's split, as prompt processing runs them.
  *
- * Usage: bench_kernels [TYPE...]   (default: Q4_0 Q8_0 Q4_K Q6_K)
+ * With Q4_K among the types, each kernel's speed is also printed as a
+ * ratio to Q4_K's at the same level and case, measured in the same run
+ * (the figure to compare across a loaded machine: both sides see the same
+ * load). --cpu times each product by the thread's CPU time instead of the
+ * wall clock, which a machine shared with other work disturbs less.
+ *
+ * --no-ffn leaves out the multi-threaded FFN products.
+ *
+ * Usage: bench_kernels [--cpu] [--no-ffn] [TYPE...]
+ *        (default: Q4_0 Q8_0 Q4_K Q6_K Q2_K Q3_K IQ4_XS IQ4_NL MXFP4 Q4_1 Q5_0 Q5_1)
  */
 #include "base/pool.h"
 #include "base/rng.h"
@@ -20,6 +30,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define N_CASES 3
+static const char *const case_names[N_CASES] = {"pp128", "tg1", "tg1-L2"};
+static int use_cpu_time, skip_ffn;
+/* GMAC/s per type, level and case (0: not measured) */
+static double results[PB_TYPE_COUNT][KERN_LEVEL_COUNT][N_CASES];
+
+static double now(void)
+{
+    if (!use_cpu_time)
+        return sys_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static uint8_t *random_matrix(enum pb_type t, int64_t n_in, int64_t n_rows)
 {
@@ -45,9 +71,9 @@ static double time_product(const struct kern_mm *k, const void *wk, size_t rb, i
 {
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = sys_now();
+        double t0 = now();
         k->gemm(wk, rb, n_in, 0, n_rows / k->group, a, as, n_tok, y, (size_t)n_rows);
-        double s = sys_now() - t0;
+        double s = now() - t0;
         best = s < best ? s : best;
     }
     return best;
@@ -65,8 +91,8 @@ static void run(enum pb_type t, enum kern_level level)
         const char *name;
         int64_t n_in, n_rows;
         int n_tok, reps;
-    } cases[3] = {{"pp128", 2048, 256, 128, 25}, {"tg1", 2048, 0, 1, 5}, {"tg1-L2", 2048, 128, 1, 2000}};
-    for (int c = 0; c < 3; c++) {
+    } cases[N_CASES] = {{"pp128", 2048, 256, 128, 25}, {"tg1", 2048, 0, 1, 5}, {"tg1-L2", 2048, 128, 1, 2000}};
+    for (int c = 0; c < N_CASES; c++) {
         int64_t n_in = cases[c].n_in, n_rows = cases[c].n_rows;
         if (n_rows == 0) /* far beyond the last-level cache: 256 MiB of weights */
             n_rows = (int64_t)((256u << 20) / pb_row_size(t, n_in)) / 8 * 8;
@@ -94,6 +120,8 @@ static void run(enum pb_type t, enum kern_level level)
         double macs = (double)n_in * (double)n_rows * n_tok;
         printf("%-20s %-6s %8.2f GMAC/s  %8.2f GB/s of weights\n", k->name, cases[c].name, macs / s / 1e9,
                (double)rb * (double)n_rows / s / 1e9);
+        if (k != kern_mm_scalar(t) || level == KERN_SCALAR)
+            results[t][level][c] = macs / s / 1e9;
         free(w);
         sys_free_large(packed, packed ? k->packed_size(n_in, n_rows) : 0);
         free(a);
@@ -159,19 +187,45 @@ static void run_ffn(enum pb_type t, struct pool *pool, int n_threads)
     }
 }
 
+/* Each type's speed over Q4_K's, level by level and case by case. */
+static void print_ratios(const enum pb_type *types, int n)
+{
+    printf("\nspeed / Q4_K's, same level and case (%s time)\n%-8s %-11s", use_cpu_time ? "CPU" : "wall", "type",
+           "level");
+    for (int c = 0; c < N_CASES; c++)
+        printf(" %8s", case_names[c]);
+    printf("\n");
+    for (int i = 0; i < n; i++)
+        for (int l = KERN_LEVEL_COUNT - 1; l >= 0; l--) {
+            if (types[i] == PB_TYPE_Q4_K || !results[types[i]][l][0] || !results[PB_TYPE_Q4_K][l][0])
+                continue;
+            printf("%-8s %-11s", pb_type_name(types[i]), kern_level_name((enum kern_level)l));
+            for (int c = 0; c < N_CASES; c++)
+                printf(" %8.2f", results[types[i]][l][c] / results[PB_TYPE_Q4_K][l][c]);
+            printf("\n");
+        }
+}
+
 int main(int argc, char **argv)
 {
-    enum pb_type types[16];
+    enum pb_type types[32];
     int n = 0;
-    for (int i = 1; i < argc && n < 16; i++)
+    for (int i = 1; i < argc && n < 32; i++) {
+        if (!strcmp(argv[i], "--cpu") || !strcmp(argv[i], "--no-ffn")) {
+            use_cpu_time |= !strcmp(argv[i], "--cpu");
+            skip_ffn |= !strcmp(argv[i], "--no-ffn");
+            continue;
+        }
         if (!pb_type_from_name(argv[i], &types[n++])) {
             fprintf(stderr, "unknown type %s\n", argv[i]);
             return 2;
         }
+    }
     if (n == 0) {
-        enum pb_type def[] = {PB_TYPE_Q4_0, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q6_K};
+        enum pb_type def[] = {PB_TYPE_Q4_0, PB_TYPE_Q8_0, PB_TYPE_Q4_K,   PB_TYPE_Q6_K,  PB_TYPE_Q2_K, PB_TYPE_Q3_K,
+                              PB_TYPE_IQ4_XS, PB_TYPE_IQ4_NL, PB_TYPE_MXFP4, PB_TYPE_Q4_1, PB_TYPE_Q5_0, PB_TYPE_Q5_1};
         memcpy(types, def, sizeof def);
-        n = 4;
+        n = (int)(sizeof def / sizeof def[0]);
     }
     for (int i = 0; i < n; i++)
         for (int l = KERN_LEVEL_COUNT - 1; l >= 0; l--)
@@ -184,8 +238,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n && !skip_ffn; i++)
         run_ffn(types[i], pool, n_threads);
     pool_free(pool);
+    for (int i = 0; i < n; i++)
+        if (types[i] == PB_TYPE_Q4_K)
+            print_ratios(types, n);
     return 0;
 }

@@ -3,7 +3,9 @@
  * kernel's results (same integers, same float operations in the same
  * order), for several shapes and batch sizes; its activation quantizer
  * must give the reference quantizer's codes and scales, NaN and infinity
- * included. Levels the CPU lacks are skipped with a printed reason.
+ * included. Levels the CPU lacks are skipped with a printed reason; a
+ * level the CPU has must compare something for every type that has SIMD
+ * kernels (a test that compared nothing fails).
  * The attention kernels are checked against the definition (in double). */
 #include "testutil.h"
 
@@ -18,9 +20,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const enum pb_type weight_types[] = {PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,
-                                            PB_TYPE_Q5_0, PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K,
-                                            PB_TYPE_Q5_K, PB_TYPE_Q6_K};
+static const enum pb_type weight_types[] = {
+    PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,  PB_TYPE_Q5_0,  PB_TYPE_Q5_1,  PB_TYPE_Q8_0,
+    PB_TYPE_Q4_K, PB_TYPE_Q5_K, PB_TYPE_Q6_K, PB_TYPE_Q2_K,  PB_TYPE_Q3_K,  PB_TYPE_IQ4_NL, PB_TYPE_IQ4_XS,
+    PB_TYPE_MXFP4,
+};
+
+/* The types every SIMD level has matrix kernels for (its own or a lower
+ * level's): each must have been compared at each level the CPU runs. */
+static const enum pb_type simd_types[] = {
+    PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,   PB_TYPE_Q5_0,   PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K,
+    PB_TYPE_Q6_K, PB_TYPE_Q2_K, PB_TYPE_Q3_K, PB_TYPE_IQ4_NL, PB_TYPE_IQ4_XS, PB_TYPE_MXFP4,
+};
 
 /* A quantized n_rows x n_in matrix of random weights (rows with varied
  * magnitudes so that scales differ). */
@@ -58,6 +69,55 @@ static void product(const struct kern_mm *k, const uint8_t *w, int64_t n_in, int
     free(packed);
 }
 
+/* Activation row t of a batch: Gaussian, one outlier (a block with a
+ * large scale), and in two rows NaN or infinities, which the activation
+ * quantizers must treat as the reference ones do. */
+static void activation_rows(float *x, int64_t n_in, int n_tok)
+{
+    test_randn(x, (size_t)(n_in * n_tok), 77 + (uint64_t)n_tok, 1.0f);
+    x[3] = 40.0f;
+    if (n_tok >= 3) {
+        x[n_in + 5] = NAN;
+        x[2 * n_in + 40] = INFINITY;
+        x[2 * n_in + 41] = -INFINITY;
+    }
+}
+
+/* The kernels of level on matrices of random-byte blocks (every code,
+ * scale and minimum value, test_random_blocks), 24 rows x 768 (a multiple
+ * of every block size), 1..11 rows of activations. Returns the comparisons made (counted in compared). */
+static int compare_hostile(int level, int compared[PB_TYPE_COUNT])
+{
+    const int64_t n_in = 768, n_rows = 24;
+    int n = 0;
+    for (size_t ti = 0; ti < sizeof weight_types / sizeof weight_types[0]; ti++) {
+        enum pb_type t = weight_types[ti];
+        const struct kern_mm *k = kern_mm_for(t, n_in, n_rows, (enum kern_level)level), *ref = kern_mm_scalar(t);
+        if (!pb_type_is_quantized(t) || k == ref)
+            continue;
+        uint8_t *w = malloc(pb_row_size(t, n_in) * (size_t)n_rows);
+        test_random_blocks(t, w, n_in * n_rows, 900 + ti);
+        for (int n_tok = 1; n_tok <= 11; n_tok++) {
+            float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
+            float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y), *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
+            activation_rows(x, n_in, n_tok);
+            product(k, w, n_in, n_rows, x, n_tok, y);
+            product(ref, w, n_in, n_rows, x, n_tok, yr);
+            for (int64_t i = 0; i < n_rows * n_tok; i++)
+                if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
+                    fail_msg("%s, random-byte blocks, %d rows of activations: element %lld is %.9g, scalar %.9g",
+                             k->name, n_tok, (long long)i, y[i], yr[i]);
+            compared[t]++;
+            n++;
+            free(x);
+            free(y);
+            free(yr);
+        }
+        free(w);
+    }
+    return n;
+}
+
 static void test_matrix_kernels(void **state)
 {
     (void)state;
@@ -71,6 +131,7 @@ static void test_matrix_kernels(void **state)
                           kern_level_name((enum kern_level)level));
             continue;
         }
+        int compared[PB_TYPE_COUNT] = {0}, level_checked = 0;
         for (size_t ti = 0; ti < sizeof weight_types / sizeof weight_types[0]; ti++) {
             enum pb_type t = weight_types[ti];
             for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -87,15 +148,15 @@ static void test_matrix_kernels(void **state)
                     float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
                     float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
                     float *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
-                    test_randn(x, (size_t)(n_in * n_tok), 77 + (uint64_t)n_tok, 1.0f);
-                    x[3] = 40.0f; /* one outlier: a block with a large scale */
+                    activation_rows(x, n_in, n_tok);
                     product(k, w, n_in, n_rows, x, n_tok, y);
                     product(ref, w, n_in, n_rows, x, n_tok, yr);
                     for (int64_t i = 0; i < n_rows * n_tok; i++)
                         if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
                             fail_msg("%s, %lld x %lld, %d rows of activations: element %lld is %.9g, scalar %.9g",
                                      k->name, (long long)n_rows, (long long)n_in, n_tok, (long long)i, y[i], yr[i]);
-                    checked++;
+                    compared[t]++;
+                    level_checked++;
                     free(x);
                     free(y);
                     free(yr);
@@ -103,8 +164,20 @@ static void test_matrix_kernels(void **state)
                 free(w);
             }
         }
+        level_checked += compare_hostile(level, compared);
+        for (size_t ti = 0; ti < sizeof simd_types / sizeof simd_types[0]; ti++)
+            if (!compared[simd_types[ti]])
+                fail_msg("level %s: no kernel of %s was compared with the scalar one",
+                         kern_level_name((enum kern_level)level), pb_type_name(simd_types[ti]));
+        print_message("  level %s: %d kernel/shape/batch combinations equal to the scalar reference\n",
+                      kern_level_name((enum kern_level)level), level_checked);
+        checked += level_checked;
     }
-    print_message("  %d kernel/shape/batch combinations equal to the scalar reference\n", checked);
+    if (!kern_level_available(KERN_AVX2))
+        print_message("  no SIMD level on this CPU or build: nothing to compare (the scalar kernels are the "
+                      "reference)\n");
+    else
+        assert_true(checked > 0);
 }
 
 /* The SIMD activation formats hold the reference quantizers' numbers. */
@@ -148,6 +221,22 @@ static void test_activation_quantizers(void **state)
             assert_int_equal(s[b], 8 * sum);
         }
         free(a);
+        /* Q8_1 activations (Q4_1 and Q5_1 weights): codes, then the fp16
+         * scales and block sums as floats */
+        k = kern_mm_avx2(PB_TYPE_Q4_1);
+        assert_non_null(k);
+        a = malloc(k->act_size(N));
+        k->act_quantize(x, a, N);
+        struct block_q8_1 ref1[N / QK8_1];
+        quant_row_q8_1(x, ref1, N);
+        const float *d1 = (const float *)(const void *)(a + N), *s1 = d1 + N / QK8_1;
+        for (int b = 0; b < N / QK8_1; b++) {
+            assert_memory_equal(a + QK8_1 * b, ref1[b].qs, QK8_1);
+            float rd = fp16_to_f32(ref1[b].d), rs = fp16_to_f32(ref1[b].s);
+            assert_memory_equal(&d1[b], &rd, sizeof rd);
+            assert_memory_equal(&s1[b], &rs, sizeof rs);
+        }
+        free(a);
         /* Q8_K activations: the codes and scale first in the format */
         k = kern_mm_avx2(PB_TYPE_Q4_K);
         assert_non_null(k);
@@ -167,20 +256,14 @@ static void test_activation_quantizers(void **state)
     }
 }
 
-/* Through op_matmul_n with repacked matrices, on a pool: the same numbers
- * as the scalar path on the file's rows. */
-static void test_prepared_products(void **state)
+/* Through op_matmul_n with repacked matrices of types ta and tb (sharing
+ * one quantized input when their activation formats agree), on a pool:
+ * the same numbers as the scalar path on the file's rows. */
+static void prepared_pair(struct pool *pool, enum pb_type ta, enum pb_type tb)
 {
-    (void)state;
-    if (!kern_level_available(KERN_AVX2)) {
-        print_message("  avx2 not available, skipped\n");
-        return;
-    }
     enum { N_IN = 512, N_ROWS = 40, N_TOK = 7 };
-    struct pool *pool;
+    const enum pb_type ts[2] = {ta, tb};
     pb_err err;
-    assert_int_equal(pool_create(2, &pool, &err), 0);
-    enum pb_type ts[2] = {PB_TYPE_Q4_0, PB_TYPE_Q6_K};
     uint8_t *w[2];
     struct pb_tensor fast[2], slow[2];
     void *packed[2];
@@ -213,6 +296,22 @@ static void test_prepared_products(void **state)
         free(packed[i]);
         free(w[i]);
     }
+}
+
+static void test_prepared_products(void **state)
+{
+    (void)state;
+    if (!kern_level_available(KERN_AVX2)) {
+        print_message("  avx2 not available, skipped\n");
+        return;
+    }
+    struct pool *pool;
+    pb_err err;
+    assert_int_equal(pool_create(2, &pool, &err), 0);
+    prepared_pair(pool, PB_TYPE_Q4_0, PB_TYPE_Q6_K);
+    prepared_pair(pool, PB_TYPE_IQ4_XS, PB_TYPE_Q3_K); /* IQ4_XS's r8 layout is larger than the file's */
+    prepared_pair(pool, PB_TYPE_MXFP4, PB_TYPE_IQ4_NL); /* one Q8_0 input shared */
+    prepared_pair(pool, PB_TYPE_Q4_1, PB_TYPE_Q5_1);   /* one Q8_1 input shared */
     pool_free(pool);
 }
 

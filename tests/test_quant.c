@@ -7,12 +7,15 @@
 #include "kernels/kernels.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "quant/ftype.h"
 #include "quant/types.h"
+#include "tools/tools.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- fp16 / bf16 ---- */
 
@@ -566,6 +569,124 @@ static void test_llamacpp_new_types(void **state)
         skip();
 }
 
+/* llama-quantize's mixes: the Q8_0 twin of each reference file quantized
+ * by plumb to the reference file's type gives every tensor the type
+ * llama-quantize gave it (the rules by role, layer, attention grouping and
+ * experts, and the fallbacks for 128-element rows). */
+static void test_llamacpp_mixes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *twin, *file, *ftype;
+    } cases[] = {
+        {"tiny-gemma3-q8_0.gguf", "tiny-gemma3-q2_k.gguf", "Q2_K"},
+        {"tiny-gemma3-q8_0.gguf", "tiny-gemma3-iq4_xs.gguf", "IQ4_XS"},
+        {"tiny-gemma3-q8_0.gguf", "tiny-gemma3-q4_k_m.gguf", "Q4_K_M"},
+        {"tiny-qwen3moe-q8_0.gguf", "tiny-qwen3moe-q3_k_m.gguf", "Q3_K_M"},
+        {"tiny-qwen3moe-q8_0.gguf", "tiny-qwen3moe-iq4_nl.gguf", "IQ4_NL"},
+    };
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char b1[1024], b2[1024], out[1024];
+        const char *twin = testdata_file(cases[c].twin, b1, sizeof b1), *ref = testdata_file(cases[c].file, b2, sizeof b2);
+        if (!twin || !ref)
+            continue;
+        struct quantize_params qp = {.n_threads = 2};
+        assert_true(pb_ftype_from_name(cases[c].ftype, &qp.ftype));
+        struct quantize_report rep;
+        pb_err err;
+        test_tmpfile(cases[c].file, out, sizeof out);
+        if (quantize_file(twin, out, &qp, &rep, &err))
+            fail_msg("quantize %s to %s: %s", cases[c].twin, cases[c].ftype, err.msg);
+        struct gguf_file *fo, *fr;
+        assert_int_equal(gguf_open(out, &fo, &err), 0);
+        assert_int_equal(gguf_open(ref, &fr, &err), 0);
+        assert_int_equal(gguf_n_tensors(fo), gguf_n_tensors(fr));
+        int differ = 0;
+        for (uint64_t i = 0; i < gguf_n_tensors(fr); i++) {
+            const struct gguf_tensor *tr = gguf_tensor(fr, i), *to = gguf_find_tensor(fo, tr->name);
+            assert_non_null(to);
+            if (to->type != tr->type) {
+                print_message("  %s: %s is %s, llama-quantize wrote %s\n", cases[c].ftype, tr->name,
+                              pb_type_name(to->type), pb_type_name(tr->type));
+                differ++;
+            }
+        }
+        print_message("  %s from %s: %d tensors, %d with another type than %s's\n", cases[c].ftype, cases[c].twin,
+                      (int)gguf_n_tensors(fr), differ, cases[c].file);
+        assert_int_equal(differ, 0);
+        checked++;
+        gguf_close(fo);
+        gguf_close(fr);
+        unlink(out);
+    }
+    if (!checked)
+        skip();
+}
+
+/* The mixes' rules case by case (llama-quantize's, as its source states
+ * them), for what the reference files do not show: 4 query heads per KV
+ * head, 32 layers, Q3_K_S/L, and rows that fit no 256-element block. */
+static void test_ftype_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ftype, *name;
+        uint32_t n_dims;
+        int64_t ne0;
+        int layer;
+        bool is_output;
+        int n_gqa, n_expert;
+        enum pb_type want;
+    } cases[] = {
+        {"Q2_K", "blk.5.attn_v.weight", 2, 4096, 5, false, 4, 0, PB_TYPE_Q4_K},
+        {"Q2_K", "blk.5.attn_v.weight", 2, 4096, 5, false, 2, 0, PB_TYPE_Q3_K},
+        {"Q2_K", "blk.5.attn_q.weight", 2, 4096, 5, false, 4, 0, PB_TYPE_Q2_K},
+        {"Q2_K", "blk.5.ffn_down.weight", 2, 14336, 5, false, 4, 0, PB_TYPE_Q3_K},
+        {"Q2_K", "blk.5.attn_output.weight", 2, 4096, 5, false, 4, 0, PB_TYPE_Q3_K},
+        {"Q2_K", "output.weight", 2, 4096, -1, true, 4, 0, PB_TYPE_Q6_K},
+        {"Q2_K", "blk.5.ffn_up.weight", 2, 2880, 5, false, 4, 0, PB_TYPE_Q4_0},    /* 2880 % 256 != 0 */
+        {"Q3_K_S", "blk.0.attn_v.weight", 2, 4096, 0, false, 4, 0, PB_TYPE_Q3_K},
+        {"Q3_K_S", "blk.0.ffn_down.weight", 2, 14336, 0, false, 4, 0, PB_TYPE_Q3_K},
+        {"Q3_K_M", "blk.1.attn_v.weight", 2, 4096, 1, false, 4, 0, PB_TYPE_Q5_K},
+        {"Q3_K_M", "blk.2.attn_v.weight", 2, 4096, 2, false, 4, 0, PB_TYPE_Q4_K},
+        {"Q3_K_M", "blk.1.ffn_down.weight", 2, 14336, 1, false, 4, 0, PB_TYPE_Q5_K}, /* < 32 / 16 */
+        {"Q3_K_M", "blk.2.ffn_down.weight", 2, 14336, 2, false, 4, 0, PB_TYPE_Q4_K},
+        {"Q3_K_M", "blk.9.attn_output.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q4_K},
+        {"Q3_K_M", "blk.9.ffn_gate.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q3_K},
+        {"Q3_K_M", "blk.9.attn_qkv.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q4_K},
+        {"Q3_K_L", "blk.9.attn_v.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q5_K},
+        {"Q3_K_L", "blk.9.ffn_down.weight", 2, 14336, 9, false, 4, 0, PB_TYPE_Q5_K},
+        {"Q3_K_L", "blk.9.attn_output.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q5_K},
+        {"Q3_K_L", "blk.9.attn_output.weight", 2, 4096, 9, false, 4, 8, PB_TYPE_Q3_K},
+        {"Q3_K_M", "blk.9.attn_k.weight", 2, 4096, 9, false, 4, 8, PB_TYPE_Q8_0},
+        {"IQ4_XS", "blk.9.attn_v.weight", 2, 4096, 9, false, 4, 0, PB_TYPE_Q5_K},
+        {"IQ4_XS", "blk.9.attn_v.weight", 2, 4096, 9, false, 2, 0, PB_TYPE_IQ4_XS},
+        {"IQ4_XS", "blk.3.ffn_down.weight", 2, 14336, 3, false, 4, 0, PB_TYPE_Q5_K}, /* < 32 / 8 */
+        {"IQ4_XS", "blk.4.ffn_down.weight", 2, 14336, 4, false, 4, 0, PB_TYPE_IQ4_XS},
+        {"IQ4_XS", "blk.4.ffn_up.weight", 2, 2880, 4, false, 4, 0, PB_TYPE_IQ4_NL},
+        {"IQ4_XS", "blk.4.ffn_up.weight", 2, 100, 4, false, 4, 0, PB_TYPE_F16},
+        {"IQ4_NL", "output.weight", 2, 2880, -1, true, 4, 0, PB_TYPE_Q8_0}, /* Q6_K, which falls back to Q8_0 */
+        {"IQ4_NL", "output.weight", 2, 4096, -1, true, 4, 0, PB_TYPE_Q6_K},
+        {"Q3_K_M", "output.weight", 2, 2880, -1, true, 4, 0, PB_TYPE_Q8_0},
+        {"Q3_K_M", "blk.1.ffn_gate_inp.weight", 2, 4096, 1, false, 4, 8, PB_TYPE_F32},
+        {"MXFP4_MOE", "blk.1.ffn_down_exps.weight", 3, 2880, 1, false, 8, 32, PB_TYPE_MXFP4},
+        {"MXFP4_MOE", "blk.1.attn_q.weight", 2, 2880, 1, false, 8, 32, PB_TYPE_Q8_0},
+        {"MXFP4_MOE", "output.weight", 2, 2880, -1, true, 8, 32, PB_TYPE_Q8_0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum pb_ftype ft;
+        assert_true(pb_ftype_from_name(cases[i].ftype, &ft));
+        struct ftype_tensor t = {cases[i].name, cases[i].n_dims, cases[i].ne0, cases[i].layer, 32, cases[i].is_output};
+        struct ftype_model m = {cases[i].n_gqa, cases[i].n_expert};
+        enum pb_type got = pb_ftype_model_tensor_type(ft, &m, &t);
+        if (got != cases[i].want)
+            fail_msg("%s %s (%lld columns, layer %d of 32, %d query heads per KV head, %d experts): %s, expected %s",
+                     cases[i].ftype, cases[i].name, (long long)cases[i].ne0, cases[i].layer, cases[i].n_gqa,
+                     cases[i].n_expert, pb_type_name(got), pb_type_name(cases[i].want));
+    }
+}
+
 /* ---- dot kernels ---- */
 
 /* The reference of a dot product of type t with its activations: the
@@ -635,42 +756,9 @@ static void test_dot_kernels_match_dequantized(void **state)
     assert_null(kern_dot_for(PB_TYPE_TQ2_0));
 }
 
-/* Blocks no quantizer would write: random bytes, with only the float
- * fields made finite (fp16 scales of either sign, MXFP4 exponents in a
- * range whose products stay finite), so that every code, scale and
- * minimum value occurs. The dot kernels must read them as the
+/* Blocks no quantizer would write (test_random_blocks): every code,
+ * scale and minimum value occurs. The dot kernels must read them as the
  * dequantizers do. */
-static void randomize_blocks(enum pb_type t, uint8_t *buf, int64_t n, uint64_t seed)
-{
-    const struct pb_type_traits *tr = pb_type_get(t);
-    size_t bytes = pb_row_size(t, n);
-    float r[8192];
-    test_randn(r, bytes, seed, 1.0f);
-    for (size_t i = 0; i < bytes; i++)
-        buf[i] = (uint8_t)((uint32_t)(fabsf(r[i]) * 1e6f) & 0xff);
-    for (int64_t b = 0; b < n / tr->block; b++) {
-        uint8_t *blk = buf + (size_t)b * tr->size;
-        uint16_t h[2] = {f32_to_fp16(r[2 * b] * 0.01f), f32_to_fp16(r[2 * b + 1] * 0.01f)};
-        size_t at[2] = {0, 0};
-        int nf = 0;
-        switch (t) {
-        case PB_TYPE_Q4_0: case PB_TYPE_Q5_0: case PB_TYPE_Q8_0: case PB_TYPE_IQ4_NL: case PB_TYPE_IQ4_XS:
-            at[0] = 0; nf = 1; break;
-        case PB_TYPE_Q4_1: case PB_TYPE_Q5_1:
-            at[0] = 0; at[1] = 2; nf = 2; break;
-        case PB_TYPE_Q4_K: case PB_TYPE_Q5_K:
-            at[0] = 0; at[1] = 2; nf = 2; break;
-        case PB_TYPE_Q6_K: at[0] = offsetof(struct block_q6_K, d); nf = 1; break;
-        case PB_TYPE_Q2_K: at[0] = offsetof(struct block_q2_K, d); at[1] = offsetof(struct block_q2_K, dmin); nf = 2; break;
-        case PB_TYPE_Q3_K: at[0] = offsetof(struct block_q3_K, d); nf = 1; break;
-        case PB_TYPE_MXFP4: blk[0] = (uint8_t)(110 + blk[0] % 30); break;
-        default: fail_msg("no float fields known for %s", pb_type_name(t));
-        }
-        for (int f = 0; f < nf; f++)
-            memcpy(blk + at[f], &h[f], sizeof h[f]);
-    }
-}
-
 static void test_dot_kernels_hostile_blocks(void **state)
 {
     (void)state;
@@ -686,7 +774,7 @@ static void test_dot_kernels_hostile_blocks(void **state)
             if (!pb_type_is_quantized(t))
                 continue;
             const struct kern_dot *kd = kern_dot_for(t);
-            randomize_blocks(t, wq, n, 400 + (uint64_t)trial * 31 + k);
+            test_random_blocks(t, wq, n, 400 + (uint64_t)trial * 31 + k);
             pb_type_get(kd->act_type)->from_float(x, xq, n);
             pb_type_get(t)->to_float(wq, wd, n);
             pb_type_get(kd->act_type)->to_float(xq, xd, n);
@@ -721,6 +809,8 @@ int main(void)
         cmocka_unit_test(test_quant_edge_inputs),
         cmocka_unit_test(test_llamacpp_blocks),
         cmocka_unit_test(test_llamacpp_new_types),
+        cmocka_unit_test(test_llamacpp_mixes),
+        cmocka_unit_test(test_ftype_rules),
         cmocka_unit_test(test_dot_kernels_match_dequantized),
         cmocka_unit_test(test_dot_kernels_hostile_blocks),
     };

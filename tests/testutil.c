@@ -3,8 +3,11 @@
 
 #include "tools/tools.h"
 #include "base/rng.h"
+#include "base/fp16.h"
+#include "quant/blocks.h"
 
 #include <ftw.h>
+#include <stddef.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +142,38 @@ const char *test_tiny_model(const char *ftype_name)
         fail_msg("synth_write: %s", err.msg);
     snprintf(names[slot], sizeof names[slot], "%s", ftype_name);
     return paths[slot];
+}
+
+void test_random_blocks(enum pb_type t, void *out, int64_t n, uint64_t seed)
+{
+    const struct pb_type_traits *tr = pb_type_get(t);
+    uint8_t *buf = out;
+    struct rng r;
+    rng_seed(&r, seed);
+    size_t bytes = pb_row_size(t, n);
+    for (size_t i = 0; i < bytes; i++)
+        buf[i] = (uint8_t)(uint32_t)rng_u64(&r);
+    /* the offsets of each block type's fp16 fields */
+    size_t at[2] = {0, 0};
+    int nf = 1;
+    switch (t) {
+    case PB_TYPE_Q4_0: case PB_TYPE_Q5_0: case PB_TYPE_Q8_0: case PB_TYPE_IQ4_NL: case PB_TYPE_IQ4_XS: break;
+    case PB_TYPE_Q4_1: case PB_TYPE_Q5_1: case PB_TYPE_Q4_K: case PB_TYPE_Q5_K: at[1] = 2; nf = 2; break;
+    case PB_TYPE_Q6_K: at[0] = offsetof(struct block_q6_K, d); break;
+    case PB_TYPE_Q2_K: at[0] = offsetof(struct block_q2_K, d); at[1] = offsetof(struct block_q2_K, dmin); nf = 2; break;
+    case PB_TYPE_Q3_K: at[0] = offsetof(struct block_q3_K, d); break;
+    case PB_TYPE_MXFP4: nf = 0; break;
+    default: fail_msg("test_random_blocks: no layout known for %s", pb_type_name(t));
+    }
+    for (int64_t b = 0; b < n / tr->block; b++) {
+        uint8_t *blk = buf + (size_t)b * tr->size;
+        for (int f = 0; f < nf; f++) {
+            uint16_t h = f32_to_fp16(rng_normal(&r) * 0.01f);
+            memcpy(blk + at[f], &h, sizeof h);
+        }
+        if (t == PB_TYPE_MXFP4) /* subnormal scales too, none that overflow a product */
+            blk[0] = (uint8_t)(b % 7 == 0 ? (uint32_t)rng_u64(&r) % 3 : 100 + (uint32_t)rng_u64(&r) % 40);
+    }
 }
 
 void test_randn(float *x, size_t n, uint64_t seed, float scale)

@@ -11,6 +11,8 @@
 
 #include <stdbool.h>
 
+#include "quant/types.h"
+
 /* Exit status that tells ctest a whole program was skipped. */
 #define TEST_SKIP_CODE 77
 
@@ -53,6 +55,12 @@ const char *test_tiny_model(const char *ftype_name);
 /* Parses JSON (NUL bytes allowed: "\u0000") or fails the test. */
 struct json_t;
 struct json_t *test_parse_json(const char *s);
+
+/* n elements of type t (a quantized type) as blocks of random bytes, with
+ * only the float fields made finite (fp16 scales and minimums of either
+ * sign; MXFP4 exponents that keep products finite, some subnormal), so
+ * that every code, scale and minimum value a block can hold occurs. */
+void test_random_blocks(enum pb_type t, void *out, int64_t n, uint64_t seed);
 
 /* Fills x with normal(0, scale) values from a fixed seed. */
 void test_randn(float *x, size_t n, uint64_t seed, float scale);

@@ -37,6 +37,8 @@
 #define T_Q4_K 4
 #define T_Q5_K 4
 #define T_Q6_K 8
+#define T_B32 4
+#define T_K16 4
 
 static inline float hmax8(__m256 v)
 {
@@ -75,6 +77,36 @@ static inline int all_finite(__m256 x0, __m256 x1, __m256 x2, __m256 x3)
 }
 
 
+/* One block of 32 values as quant_row_q8_0 / quant_row_q8_1 code it: the
+ * codes to qs, amax / 127 (before any rounding to fp16) to *d and the
+ * codes' sum to *sum. Returns 0, writing nothing, when a value is NaN or
+ * infinite (the caller then takes the reference quantizer's rules). */
+static inline int q8_block32(const float *x, int8_t *qs, float *d, int *sum)
+{
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+           x3 = _mm256_loadu_ps(x + 24);
+    if (!all_finite(x0, x1, x2, x3))
+        return 0;
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, abs), _mm256_and_ps(x1, abs)),
+                             _mm256_max_ps(_mm256_and_ps(x2, abs), _mm256_and_ps(x3, abs)));
+    float amax = hmax8(m);
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *d = amax / 127.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    /* cvtps rounds to nearest even, as rintf */
+    __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
+    __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
+    _mm256_storeu_si256((__m256i *)(void *)qs, pack_i32_to_i8(q0, q1, q2, q3));
+    *sum = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+    return 1;
+}
+
+static inline float round_fp16(float f)
+{
+    return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
 size_t kern_act_size_q8x(int64_t n)
 {
     return (size_t)n + (size_t)(n / QK8_0) * (sizeof(float) + sizeof(int32_t));
@@ -85,31 +117,46 @@ void kern_act_quantize_q8x_avx2(const float *x, void *out, int64_t n)
     int8_t *qs = out;
     float *dv = (float *)(void *)(qs + n);
     int32_t *sv = (int32_t *)(void *)(dv + n / QK8_0);
-    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
-        __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
-               x3 = _mm256_loadu_ps(x + 24);
-        if (!all_finite(x0, x1, x2, x3)) { /* the reference's clamping rules */
+        float d;
+        int s;
+        if (!q8_block32(x, qs + QK8_0 * b, &d, &s)) { /* the reference's clamping rules */
             struct block_q8_0 blk;
             quant_row_q8_0(x, &blk, QK8_0);
-            int s = 0;
+            s = 0;
             for (int j = 0; j < QK8_0; j++)
                 s += (qs[QK8_0 * b + j] = blk.qs[j]);
             dv[b] = fp16_to_f32(blk.d);
             sv[b] = 8 * s;
             continue;
         }
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, abs), _mm256_and_ps(x1, abs)),
-                                 _mm256_max_ps(_mm256_and_ps(x2, abs), _mm256_and_ps(x3, abs)));
-        float amax = hmax8(m);
-        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        dv[b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-        const __m256 vid = _mm256_set1_ps(id);
-        /* cvtps rounds to nearest even, as rintf */
-        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
-        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
-        _mm256_storeu_si256((__m256i *)(void *)(qs + QK8_0 * b), pack_i32_to_i8(q0, q1, q2, q3));
-        sv[b] = 8 * hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+        dv[b] = round_fp16(d);
+        sv[b] = 8 * s;
+    }
+}
+
+size_t kern_act_size_q8x1(int64_t n)
+{
+    return (size_t)n + (size_t)(n / QK8_1) * 2 * sizeof(float);
+}
+
+void kern_act_quantize_q8x1_avx2(const float *x, void *out, int64_t n)
+{
+    int8_t *qs = out;
+    float *dv = (float *)(void *)(qs + n), *sv = dv + n / QK8_1;
+    for (int64_t b = 0; b < n / QK8_1; b++, x += QK8_1) {
+        float d;
+        int s;
+        if (!q8_block32(x, qs + QK8_1 * b, &d, &s)) {
+            struct block_q8_1 blk;
+            quant_row_q8_1(x, &blk, QK8_1);
+            memcpy(qs + QK8_1 * b, blk.qs, QK8_1);
+            dv[b] = fp16_to_f32(blk.d);
+            sv[b] = fp16_to_f32(blk.s);
+            continue;
+        }
+        dv[b] = round_fp16(d);
+        sv[b] = round_fp16((float)s * d);
     }
 }
 
@@ -786,24 +833,254 @@ static inline __attribute__((always_inline)) void tile_q6_K(const struct blk_q6_
 }
 
 
+/* ---- 32-element blocks: Q4_1, Q5_0, Q5_1, MXFP4 (unsigned codes) and
+ * IQ4_NL (signed table values) ----
+ * Unsigned codes are at most 31 (MXFP4's are its values + 12, at most
+ * 24): pairs of products at most 7874, so the 4 vectors of half a block
+ * add up in int16. IQ4_NL's values reach -127: a pair can reach 32258,
+ * so each vector's pairs go to int32 on their own (|v| x sign-adjusted
+ * activations, as for Q8_0). CODES(x, c, h) as in mm_vnni.inc. */
+#define B32_AVX2_SUMS(CODES, SIGNED)                                                                                   \
+    __m256i s[TILE_MAX];                                                                                               \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        s[t] = _mm256_setzero_si256();                                                                                 \
+    for (int half = 0; half < 2; half++) {                                                                             \
+        /* vectors c = 2 half, 2 half + 1, low and high nibbles: elements \
+         * 8 half + 4k (k = 0, 1) and 16 further */                         \
+        __m256i v[4], av[4];                                                                                           \
+        for (int k = 0; k < 4; k++) {                                                                                  \
+            v[k] = CODES(x, 2 * half + k / 2, k % 2);                                                                  \
+            av[k] = SIGNED ? _mm256_sign_epi8(v[k], v[k]) : v[k];                                                      \
+        }                                                                                                              \
+        for (int t = 0; t < nt; t++) {                                                                                 \
+            const int8_t *q = a[t].qs + QK8_0 * b + 8 * half;                                                          \
+            const __m256i xs[4] = {bcast4(q), bcast4(q + 16), bcast4(q + 4), bcast4(q + 20)};                          \
+            if (SIGNED) {                                                                                              \
+                for (int k = 0; k < 4; k++)                                                                            \
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(av[k], _mm256_sign_epi8(xs[k], v[k])), ones)); \
+            } else {                                                                                                   \
+                __m256i p = _mm256_maddubs_epi16(v[0], xs[0]);                                                         \
+                for (int k = 1; k < 4; k++)                                                                            \
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], xs[k]));                                        \
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones));                                             \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+/* The block loop of a 32-element type with an offset: acc = fma(sum -
+ * OFFV(s8), d_w * d_a, acc) (s8 = 8 x the activations' sum). */
+#define B32_AVX2_OFFSET_TILE(blk_t, PREP, CODES, SIGNED, OFFV, DW)                                                     \
+    const __m256i ones = _mm256_set1_epi16(1);                                                                         \
+    __m256 acc[TILE_MAX];                                                                                              \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        acc[t] = _mm256_setzero_ps();                                                                                  \
+    for (int64_t b = 0; b < nb; b++) {                                                                                 \
+        const blk_t *x = &w[b];                                                                                        \
+        prefetch_block(x, sizeof *x);                                                                                  \
+        PREP(x);                                                                                                       \
+        B32_AVX2_SUMS(CODES, SIGNED)                                                                                   \
+        const __m256 dw = DW(x);                                                                                       \
+        for (int t = 0; t < nt; t++)                                                                                   \
+            acc[t] = block_fma(_mm256_sub_epi32(s[t], _mm256_set1_epi32(OFFV(a[t].s8[b]))), dw, a[t].d[b], acc[t]);    \
+    }                                                                                                                  \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+
+/* The block loop of a 32-element type with a minimum (Q4_1, Q5_1). */
+#define B32_AVX2_MIN_TILE(blk_t, PREP, CODES)                                                                          \
+    const __m256i ones = _mm256_set1_epi16(1);                                                                         \
+    __m256 acc[TILE_MAX], mins[TILE_MAX];                                                                              \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        acc[t] = mins[t] = _mm256_setzero_ps();                                                                        \
+    for (int64_t b = 0; b < nb; b++) {                                                                                 \
+        const blk_t *x = &w[b];                                                                                        \
+        prefetch_block(x, sizeof *x);                                                                                  \
+        PREP(x);                                                                                                       \
+        B32_AVX2_SUMS(CODES, 0)                                                                                        \
+        const __m256 dw = load_d8(x->d), mw = load_d8(x->m);                                                           \
+        for (int t = 0; t < nt; t++) {                                                                                 \
+            acc[t] = block_fma(s[t], dw, a[t].d[b], acc[t]);                                                           \
+            mins[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].s[b]), mins[t]);                                         \
+        }                                                                                                              \
+    }                                                                                                                  \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_add_ps(acc[t], mins[t]));
+
+#define NO_PREP(x) (void)(x)
+#define PREP_QH(x) const __m256i qh = load32((x)->qh)
+#define NIBBLES(x, c, h)                                                                                               \
+    _mm256_and_si256((h) ? _mm256_srli_epi16(load32((x)->qs + 32 * (c)), 4) : load32((x)->qs + 32 * (c)), _mm256_set1_epi8(0x0F))
+#define NIBBLES_Q5(x, c, h) _mm256_or_si256(NIBBLES(x, c, h), q5k_high(qh, 4 * (h) + (c)))
+#define TABLE_CODES(x, c, h) lut_nibbles(lut, load32((x)->qs + 32 * (c)), h)
+#define D8(x) load_d8((x)->d)
+#define E8(x) mxfp4_scale8((x)->e)
+#define OFF_Q5_0(s8) (2 * (s8))       /* codes - 16 */
+#define OFF_NONE(s8) 0
+#define OFF_MXFP4(s8) ((s8) + (s8) / 2) /* values + 12; s8 is a multiple of 8 */
+
+#define B32_AVX2_FN(name, blk_t, view_t, BODY)                                                                         \
+    static inline __attribute__((always_inline)) void tile_##name(const blk_t *w, int64_t nb, const view_t *a,       \
+                                                                  const int nt, float *y, size_t y_stride)             \
+    {                                                                                                                  \
+        BODY                                                                                                           \
+    }
+
+B32_AVX2_FN(q4_1, struct blk_q4_1_r8, struct q8x1_view, B32_AVX2_MIN_TILE(struct blk_q4_1_r8, NO_PREP, NIBBLES))
+B32_AVX2_FN(q5_1, struct blk_q5_1_r8, struct q8x1_view, B32_AVX2_MIN_TILE(struct blk_q5_1_r8, PREP_QH, NIBBLES_Q5))
+B32_AVX2_FN(q5_0, struct blk_q5_0_r8, struct q8x_view,
+            B32_AVX2_OFFSET_TILE(struct blk_q5_0_r8, PREP_QH, NIBBLES_Q5, 0, OFF_Q5_0, D8))
+B32_AVX2_FN(iq4_nl, struct blk_q4_0_r8, struct q8x_view, const __m256i lut = lut16(pb_iq4nl_values, 0);
+            B32_AVX2_OFFSET_TILE(struct blk_q4_0_r8, NO_PREP, TABLE_CODES, 1, OFF_NONE, D8))
+B32_AVX2_FN(mxfp4, struct blk_mxfp4_r8, struct q8x_view, const __m256i lut = lut16(pb_mxfp4_values, 12);
+            B32_AVX2_OFFSET_TILE(struct blk_mxfp4_r8, NO_PREP, TABLE_CODES, 0, OFF_MXFP4, E8))
+
+/* ---- Q2_K, Q3_K (16 sub-blocks of 16), IQ4_XS (8 of 32) ----
+ * As mm_vnni.inc's kernels, with each sub-block's products summed in int16
+ * (Q2_K's codes at most 3, Q3_K's q + 4 at most 7: 4 vectors add up to
+ * at most 7112) and multiplied by the sub-block's scale with vpmaddwd
+ * ((sc, sc) int16 pairs). IQ4_XS's signed values: each vector's pairs
+ * times the scale on its own (a pair reaches 32258). */
+#define K16_AVX2_SUMS(HMASK, SCALE_PAIR, CORR_PAIR)                                                                    \
+    __m256i sumi[TILE_MAX], corr[TILE_MAX];                                                                            \
+    for (int t = 0; t < nt; t++)                                                                                       \
+        sumi[t] = corr[t] = _mm256_setzero_si256();                                                                    \
+    for (int j = 0; j < 16; j++) {                                                                                     \
+        __m256i v[4];                                                                                                  \
+        for (int k = 0; k < 4; k++)                                                                                    \
+            v[k] = q2k_codes(x->qs, HMASK(x), j / 8, j % 8 / 2, 4 * (j % 2) + k);                                      \
+        const __m256i sc = SCALE_PAIR(j);                                                                              \
+        for (int t = 0; t < nt; t++) {                                                                                 \
+            const int8_t *q = a[t][b].qs + 16 * j;                                                                     \
+            __m256i p = _mm256_maddubs_epi16(v[0], bcast4(q));                                                         \
+            for (int k = 1; k < 4; k++)                                                                                \
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(v[k], bcast4(q + 4 * k)));                                \
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));                                             \
+        }                                                                                                              \
+    }                                                                                                                  \
+    for (int k = 0; k < 8; k++) {                                                                                      \
+        const __m256i f = CORR_PAIR(k);                                                                                \
+        for (int t = 0; t < nt; t++)                                                                                   \
+            corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(f, bsum_pair(a[t][b].bs16, 2 * k)));               \
+    }
+
+#define NO_HMASK(x) ((const uint8_t *)0)
+#define Q3_HMASK(x) ((x)->hmask)
+#define Q2_SCALE_PAIR(j) _mm256_and_si256(byte_pair_same(sc8[(j) / 4], (j) % 4), _mm256_set1_epi16(0x0F))
+#define Q2_MIN_PAIR(k) _mm256_srli_epi16(q4k_pair_next(sc8[(k) / 2], 2 * ((k) % 2)), 4)
+#define Q3_SCALE_PAIR(j) _mm256_sub_epi16(byte_pair_same(sc8[(j) / 4], (j) % 4), _mm256_set1_epi16(32))
+#define Q3_CORR_PAIR(k) _mm256_sub_epi16(q4k_pair_next(sc8[(k) / 2], 2 * ((k) % 2)), _mm256_set1_epi16(32))
+
+static inline __attribute__((always_inline)) void tile_q2_K(const struct blk_q2_K_r8 *w, int64_t nb,
+                                                            const struct q8Kx *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    __m256 acc[TILE_MAX], macc[TILE_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = macc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const struct blk_q2_K_r8 *x = &w[b];
+        prefetch_block(x, sizeof *x);
+        __m256i sc8[4];
+        for (int k = 0; k < 4; k++)
+            sc8[k] = load32(x->scales + 32 * k);
+        K16_AVX2_SUMS(NO_HMASK, Q2_SCALE_PAIR, Q2_MIN_PAIR)
+        const __m256 dw = load_d8(x->d), mw = load_d8(x->dmin);
+        for (int t = 0; t < nt; t++) {
+            acc[t] = block_fma(sumi[t], dw, a[t][b].d, acc[t]);
+            macc[t] = block_fma(corr[t], mw, a[t][b].d, macc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_sub_ps(acc[t], macc[t]));
+}
+
+static inline __attribute__((always_inline)) void tile_q3_K(const struct blk_q3_K_r8 *w, int64_t nb,
+                                                            const struct q8Kx *const *a, const int nt, float *y,
+                                                            size_t y_stride)
+{
+    __m256 acc[TILE_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const struct blk_q3_K_r8 *x = &w[b];
+        prefetch_block(x, sizeof *x);
+        __m256i sc8[4];
+        q3k_scales8(x->scales, sc8);
+        K16_AVX2_SUMS(Q3_HMASK, Q3_SCALE_PAIR, Q3_CORR_PAIR)
+        const __m256 dw = load_d8(x->d);
+        for (int t = 0; t < nt; t++)
+            acc[t] = block_fma(_mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr[t], 2)), dw, a[t][b].d, acc[t]);
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+static inline __attribute__((always_inline)) void tile_iq4_xs(const struct blk_iq4_xs_r8 *w, int64_t nb,
+                                                              const struct q8Kx *const *a, const int nt, float *y,
+                                                              size_t y_stride)
+{
+    const __m256i lut = lut16(pb_iq4nl_values, 0);
+    __m256 acc[TILE_MAX];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const struct blk_iq4_xs_r8 *x = &w[b];
+        prefetch_block(x, sizeof *x);
+        __m256i sc8[2];
+        iq4xs_scales8(x->sa, x->sb, sc8);
+        __m256i sumi[TILE_MAX];
+        for (int t = 0; t < nt; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            const __m256i sc = _mm256_sub_epi16(byte_pair_same(sc8[j / 4], j % 4), _mm256_set1_epi16(32));
+            for (int k = 0; k < 4; k++) {
+                const __m256i raw = load32(x->qs + 32 * (4 * j + k));
+                const __m256i vl = lut_nibbles(lut, raw, 0), vh = lut_nibbles(lut, raw, 1);
+                const __m256i al = _mm256_sign_epi8(vl, vl), ah = _mm256_sign_epi8(vh, vh);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *q = a[t][b].qs + 32 * j + 4 * k;
+                    const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(bcast4(q), vl));
+                    const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(bcast4(q + 16), vh));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(pl, sc), _mm256_madd_epi16(ph, sc)));
+                }
+            }
+        }
+        const __m256 dw = load_d8(x->d);
+        for (int t = 0; t < nt; t++)
+            acc[t] = block_fma(sumi[t], dw, a[t][b].d, acc[t]);
+    }
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+
 GEMM(f16, blk_f16_r8, tile_f16, tile2_f16, 1, 8, T_F16, const float *, f32_view_of)
 GEMM(q4_0, blk_q4_0_r8, tile_q4_0, tile2_q4_0, 1, QK4_0, T_Q4_0, struct q8x_view, q8x_view_of)
 GEMM(q8_0, blk_q8_0_r8, tile_q8_0, tile_q8_0, 0, QK8_0, T_Q8_0, struct q8x_view, q8x_view_of)
 GEMM(q4_K, blk_q4_K_r8, tile_q4_K, tile2_q4_K, 1, QK_K, T_Q4_K, const struct q8Kx *, q8Kx_view_of)
 GEMM(q5_K, blk_q5_K_r8, tile_q5_K, tile2_q5_K, 1, QK_K, T_Q5_K, const struct q8Kx *, q8Kx_view_of)
 GEMM(q6_K, blk_q6_K_r8, tile_q6_K, tile_q6_K, 0, QK_K, T_Q6_K, const struct q8Kx *, q8Kx_view_of)
+GEMM(q4_1, blk_q4_1_r8, tile_q4_1, tile_q4_1, 0, QK4_1, T_B32, struct q8x1_view, q8x1_view_of)
+GEMM(q5_1, blk_q5_1_r8, tile_q5_1, tile_q5_1, 0, QK5_1, T_B32, struct q8x1_view, q8x1_view_of)
+GEMM(q5_0, blk_q5_0_r8, tile_q5_0, tile_q5_0, 0, QK5_0, T_B32, struct q8x_view, q8x_view_of)
+GEMM(iq4_nl, blk_q4_0_r8, tile_iq4_nl, tile_iq4_nl, 0, QK4_NL, T_B32, struct q8x_view, q8x_view_of)
+GEMM(mxfp4, blk_mxfp4_r8, tile_mxfp4, tile_mxfp4, 0, QK_MXFP4, T_B32, struct q8x_view, q8x_view_of)
+GEMM(q2_K, blk_q2_K_r8, tile_q2_K, tile_q2_K, 0, QK_K, T_K16, const struct q8Kx *, q8Kx_view_of)
+GEMM(q3_K, blk_q3_K_r8, tile_q3_K, tile_q3_K, 0, QK_K, T_K16, const struct q8Kx *, q8Kx_view_of)
+GEMM(iq4_xs, blk_iq4_xs_r8, tile_iq4_xs, tile_iq4_xs, 0, QK_K, T_K16, const struct q8Kx *, q8Kx_view_of)
 
-#define MM(t, T, act)                                                                                                  \
+#define MM_AS(t, T, act, layout)                                                                                       \
     [PB_TYPE_##T] = {                                                                                                  \
         .name = #t "_r8/avx2",                                                                                         \
         .wtype = PB_TYPE_##T,                                                                                          \
         .group = 8,                                                                                                    \
         .act_size = kern_act_size_##act,                                                                               \
-        .act_quantize = kern_act_quantize_##act##_avx2,                                                                            \
-        .packed_size = pack_r8_size_##t,                                                                               \
-        .pack = pack_r8_##t,                                                                                           \
+        .act_quantize = kern_act_quantize_##act##_avx2,                                                                \
+        .packed_size = pack_r8_size_##layout,                                                                          \
+        .pack = pack_r8_##layout,                                                                                      \
         .gemm = gemm_##t,                                                                                              \
     }
+#define MM(t, T, act) MM_AS(t, T, act, t)
 
 static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
     [PB_TYPE_F16] = {.name = "f16_r8/avx2",
@@ -820,6 +1097,14 @@ static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
     MM(q4_K, Q4_K, q8Kx),
     MM(q5_K, Q5_K, q8Kx),
     MM(q6_K, Q6_K, q8Kx),
+    MM(q4_1, Q4_1, q8x1),
+    MM(q5_1, Q5_1, q8x1),
+    MM(q5_0, Q5_0, q8x),
+    MM_AS(iq4_nl, IQ4_NL, q8x, q4_0),
+    MM(mxfp4, MXFP4, q8x),
+    MM(q2_K, Q2_K, q8Kx),
+    MM(q3_K, Q3_K, q8Kx),
+    MM(iq4_xs, IQ4_XS, q8Kx),
 };
 
 const struct kern_mm *kern_mm_avx2(enum pb_type t)

@@ -43,6 +43,18 @@ static inline __m256i load32(const void *p)
     return _mm256_loadu_si256((const __m256i *)p);
 }
 
+static inline __m256 load_d8(const uint16_t *d)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d));
+}
+
+/* acc + float(s) * (d_w * d_a), row by row: the reference's per-block step
+ * (fma(s, d, acc) and fma(d, s, acc) are the same operation). */
+static inline __m256 block_fma(__m256i s, __m256 dw, float da, __m256 acc)
+{
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(da)), acc);
+}
+
 /* ---- activations for Q4_0 and Q8_0: "q8x" ----
  * A row of n values: int8 qs[n], then float d[n / 32] (the scale, rounded
  * through fp16 exactly as quant_row_q8_0 stores it), then int32 s8[n / 32]
@@ -60,6 +72,119 @@ static inline struct q8x_view q8x_at(const void *row, int64_t n)
     const int8_t *qs = row;
     const float *d = (const float *)(const void *)(qs + n);
     return (struct q8x_view){qs, d, (const int32_t *)(const void *)(d + n / QK8_0)};
+}
+
+/* ---- activations for Q4_1 and Q5_1: "q8x1" ----
+ * A row of n values: int8 qs[n], then float d[n / 32] and float s[n / 32],
+ * quant_row_q8_1's codes, scale and block sum (both as its fp16 values). */
+
+struct q8x1_view {
+    const int8_t *qs;
+    const float *d;
+    const float *s;
+};
+
+static inline struct q8x1_view q8x1_at(const void *row, int64_t n)
+{
+    const int8_t *qs = row;
+    const float *d = (const float *)(const void *)(qs + n);
+    return (struct q8x1_view){qs, d, d + n / QK8_1};
+}
+
+/* ---- weights whose codes index a table (IQ4_NL, IQ4_XS, MXFP4) ----
+ * The table in both 128-bit halves, for vpshufb: byte k of the result is
+ * entry (byte k of the index & 15). With add = 128 the entries become
+ * unsigned (for u8 x s8 products; the kernel then subtracts 128 x the
+ * activations' sum). */
+static inline __m256i lut16(const int8_t *table, int add)
+{
+    uint8_t t[16];
+    for (int i = 0; i < 16; i++)
+        t[i] = (uint8_t)(table[i] + add);
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)t));
+}
+
+/* The nibbles of 32 bytes (high: the upper nibbles) looked up in lut. */
+static inline __m256i lut_nibbles(__m256i lut, __m256i raw, const int high)
+{
+    const __m256i nib = _mm256_and_si256(high ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(0x0F));
+    return _mm256_shuffle_epi8(lut, nib);
+}
+
+/* The 8 scales 2^(e - 128) of an MXFP4 r8 block (mxfp4_scale, 8 lanes). */
+static inline __m256 mxfp4_scale8(const uint8_t *e)
+{
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)e));
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(v, _mm256_set1_epi32(1)), 23);
+    const __m256i subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), v);
+    const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), v);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, subnormal, small));
+}
+
+/* Byte j (0..3) of each 32-bit lane as an (x, x) int16 pair, zero-extended. */
+static inline __m256i byte_pair_same(__m256i v, int j)
+{
+    const __m128i idx = _mm_setr_epi8((char)j, -128, (char)j, -128, (char)(4 + j), -128, (char)(4 + j), -128,
+                                      (char)(8 + j), -128, (char)(8 + j), -128, (char)(12 + j), -128, (char)(12 + j),
+                                      -128);
+    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(idx));
+}
+
+/* Two adjacent int16 of a q8Kx block's sums (bs16 or bs32 from index i)
+ * broadcast as one 32-bit lane. */
+static inline __m256i bsum_pair(const int16_t *bs, int i)
+{
+    int32_t p;
+    memcpy(&p, bs + i, sizeof p);
+    return _mm256_set1_epi32(p);
+}
+
+/* ---- Q3_K's packed 6-bit scales, 8 rows (blk_q3_K_r8.scales) ----
+ * v[q], byte i of row r's lane = the stored value (0..63, the scale + 32)
+ * of sub-block 4q + i. The 16-bit shifts move bits across bytes only
+ * where the masks drop them. */
+static inline void q3k_scales8(const uint8_t *scales, __m256i v[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i A = load32(scales), B = load32(scales + 32), C = load32(scales + 64);
+    v[0] = _mm256_or_si256(_mm256_and_si256(A, m4), _mm256_slli_epi16(_mm256_and_si256(C, m2), 4));
+    v[1] = _mm256_or_si256(_mm256_and_si256(B, m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 2), m2), 4));
+    v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 4), m2), 4));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(C, 6), m2), 4));
+}
+
+/* IQ4_XS's scale values (the scale + 32, 0..63) of 8 rows
+ * (blk_iq4_xs_r8.sa, .sb): v[q], byte i of row r's lane = sub-block 4q + i. */
+static inline void iq4xs_scales8(const uint8_t *sa, const uint8_t *sb, __m256i v[2])
+{
+    const __m256i A = load32(sa);
+    /* sb's 2 bytes per row to bytes (b0, b0, b1, b1) of its lane, then the
+     * low nibble of the even bytes and the high one of the odd bytes */
+    const __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)sb));
+    const __m256i y = _mm256_shuffle_epi8(b, _mm256_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13, 0, 0,
+                                                              1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13));
+    const __m256i low = _mm256_or_si256(_mm256_and_si256(y, _mm256_set1_epi16(0x000F)),
+                                        _mm256_and_si256(_mm256_srli_epi16(y, 4), _mm256_set1_epi16(0x0F00)));
+    const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 6), _mm256_set1_epi8(3)), 4);
+    v[0] = _mm256_and_si256(A, _mm256_set1_epi8(63));
+    v[1] = _mm256_or_si256(low, high);
+}
+
+/* The codes of vector v8 (0..7) of 32-element chunk (h, s) of a Q2_K or
+ * Q3_K r8 block: bits 2s of qs vector 8h + v8, and for Q3_K (hmask given)
+ * bit 4h + s of hmask vector v8 moved to bit 2 (u = q + 4, 0..7). */
+static inline __m256i q2k_codes(const uint8_t *qs, const uint8_t *hmask, const int h, const int s, const int v8)
+{
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi16(load32(qs + 32 * (8 * h + v8)), 2 * s), _mm256_set1_epi8(3));
+    if (!hmask)
+        return low;
+    const int bit = 4 * h + s;
+    const __m256i hm = load32(hmask + 32 * v8);
+    const __m256i at2 = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
+    return _mm256_or_si256(low, _mm256_and_si256(at2, _mm256_set1_epi8(4)));
 }
 
 /* ---- activations for the K-quants: "q8Kx" ----
@@ -156,6 +281,11 @@ static inline const float *f32_view_of(const void *row, int64_t n_in)
     return row;
 }
 
+static inline struct q8x1_view q8x1_view_of(const void *row, int64_t n_in)
+{
+    return q8x1_at(row, n_in);
+}
+
 static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
 {
     (void)n_in;
@@ -218,6 +348,8 @@ static inline const struct q8Kx *q8Kx_view_of(const void *row, int64_t n_in)
 /* The x86 activation quantizers (mm_avx2.c). */
 size_t kern_act_size_q8x(int64_t n);
 void kern_act_quantize_q8x_avx2(const float *x, void *out, int64_t n);
+size_t kern_act_size_q8x1(int64_t n);
+void kern_act_quantize_q8x1_avx2(const float *x, void *out, int64_t n);
 size_t kern_act_size_q8Kx(int64_t n);
 void kern_act_quantize_q8Kx_avx2(const float *x, void *out, int64_t n);
 

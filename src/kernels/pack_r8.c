@@ -18,6 +18,17 @@ SIZE_FN(q8_0, QK8_0, blk_q8_0_r8)
 SIZE_FN(q4_K, QK_K, blk_q4_K_r8)
 SIZE_FN(q5_K, QK_K, blk_q5_K_r8)
 SIZE_FN(q6_K, QK_K, blk_q6_K_r8)
+SIZE_FN(mxfp4, QK_MXFP4, blk_mxfp4_r8)
+SIZE_FN(q4_1, QK4_1, blk_q4_1_r8)
+SIZE_FN(q5_0, QK5_0, blk_q5_0_r8)
+SIZE_FN(q5_1, QK5_1, blk_q5_1_r8)
+SIZE_FN(q2_K, QK_K, blk_q2_K_r8)
+SIZE_FN(q3_K, QK_K, blk_q3_K_r8)
+SIZE_FN(iq4_xs, QK_K, blk_iq4_xs_r8)
+
+_Static_assert(sizeof(struct block_iq4_nl) == sizeof(struct block_q4_0) &&
+                   offsetof(struct block_iq4_nl, qs) == offsetof(struct block_q4_0, qs),
+               "IQ4_NL packs as Q4_0");
 
 /* Block b of row r (0..7) of group g. */
 #define SRC_BLOCK(type, src, row_bytes, g, r, b)                                                                       \
@@ -175,4 +186,157 @@ void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in
             }
         }
     }
+}
+
+/* The row groups [g0, g1) of src, block by block: EACH(out, blocks of the
+ * 8 rows) fills one packed block from the 8 rows' blocks. */
+#define PACK_EACH(src_t, out_t, QK, EACH)                                                                              \
+    const int64_t nb = n_in / (QK);                                                                                    \
+    for (int64_t g = g0; g < g1; g++) {                                                                                \
+        struct out_t *out = (struct out_t *)dst + g * nb;                                                              \
+        for (int64_t b = 0; b < nb; b++) {                                                                             \
+            const struct src_t *x[8];                                                                                  \
+            for (int r = 0; r < 8; r++)                                                                                \
+                x[r] = SRC_BLOCK(src_t, src, src_row_bytes, g, r, b);                                                  \
+            EACH(&out[b], x);                                                                                          \
+        }                                                                                                              \
+    }
+
+/* Interleaves field f (n_vec words of 4 bytes) of the 8 blocks x. */
+#define INTERLEAVE_FIELD(o, x, f, n_vec)                                                                               \
+    do {                                                                                                               \
+        const uint8_t *rows_[8];                                                                                       \
+        for (int r_ = 0; r_ < 8; r_++)                                                                                 \
+            rows_[r_] = (const uint8_t *)x[r_]->f;                                                                     \
+        interleave4((uint8_t *)(o)->f, rows_, n_vec);                                                                  \
+    } while (0)
+
+/* Q5_0/Q5_1's fifth bits, regrouped (blk_q5_0_r8): bit c of byte i gets
+ * element 4c + i's, bit 4 + c element 16 + 4c + i's. */
+static uint32_t q5_qh_regroup(const uint8_t qh[4])
+{
+    uint32_t v = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24, out = 0;
+    for (int i = 0; i < 4; i++)
+        for (int c = 0; c < 4; c++) {
+            out |= ((v >> (4 * c + i)) & 1u) << (8 * i + c);
+            out |= ((v >> (16 + 4 * c + i)) & 1u) << (8 * i + 4 + c);
+        }
+    return out;
+}
+
+static void put_q5_qh(uint8_t *qh, int r, const uint8_t src[4])
+{
+    uint32_t v = q5_qh_regroup(src);
+    for (int i = 0; i < 4; i++)
+        qh[4 * r + i] = (uint8_t)(v >> (8 * i));
+}
+
+#define EACH_MXFP4(o, x)                                                                                               \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++)                                                                                    \
+            (o)->e[r] = x[r]->e;                                                                                       \
+        INTERLEAVE_FIELD(o, x, qs, 4);                                                                                 \
+    } while (0)
+
+#define EACH_Q4_1(o, x)                                                                                                \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++) {                                                                                  \
+            (o)->d[r] = x[r]->d;                                                                                       \
+            (o)->m[r] = x[r]->m;                                                                                       \
+        }                                                                                                              \
+        INTERLEAVE_FIELD(o, x, qs, 4);                                                                                 \
+    } while (0)
+
+#define EACH_Q5_0(o, x)                                                                                                \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++) {                                                                                  \
+            (o)->d[r] = x[r]->d;                                                                                       \
+            put_q5_qh((o)->qh, r, x[r]->qh);                                                                           \
+        }                                                                                                              \
+        INTERLEAVE_FIELD(o, x, qs, 4);                                                                                 \
+    } while (0)
+
+#define EACH_Q5_1(o, x)                                                                                                \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++) {                                                                                  \
+            (o)->d[r] = x[r]->d;                                                                                       \
+            (o)->m[r] = x[r]->m;                                                                                       \
+            put_q5_qh((o)->qh, r, x[r]->qh);                                                                           \
+        }                                                                                                              \
+        INTERLEAVE_FIELD(o, x, qs, 4);                                                                                 \
+    } while (0)
+
+#define EACH_Q2_K(o, x)                                                                                                \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++) {                                                                                  \
+            (o)->d[r] = x[r]->d;                                                                                       \
+            (o)->dmin[r] = x[r]->dmin;                                                                                 \
+        }                                                                                                              \
+        INTERLEAVE_FIELD(o, x, scales, 4);                                                                             \
+        INTERLEAVE_FIELD(o, x, qs, 16);                                                                                \
+    } while (0)
+
+#define EACH_Q3_K(o, x)                                                                                                \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++)                                                                                    \
+            (o)->d[r] = x[r]->d;                                                                                       \
+        INTERLEAVE_FIELD(o, x, scales, 3);                                                                             \
+        INTERLEAVE_FIELD(o, x, hmask, 8);                                                                              \
+        INTERLEAVE_FIELD(o, x, qs, 16);                                                                                \
+    } while (0)
+
+/* IQ4_XS's scales of row r in blk_iq4_xs_r8's form. */
+static void put_iq4xs_scales(struct blk_iq4_xs_r8 *o, int r, const struct block_iq4_xs *x)
+{
+    int v[8];
+    for (int j = 0; j < 8; j++)
+        v[j] = iq4xs_scale(x->scales_h, x->scales_l, j) + 32;
+    for (int i = 0; i < 4; i++)
+        o->sa[4 * r + i] = (uint8_t)(v[i] | (v[4 + i] >> 4) << 6);
+    for (int k = 0; k < 2; k++)
+        o->sb[2 * r + k] = (uint8_t)((v[4 + 2 * k] & 15) | (v[5 + 2 * k] & 15) << 4);
+}
+
+#define EACH_IQ4_XS(o, x)                                                                                              \
+    do {                                                                                                               \
+        for (int r = 0; r < 8; r++) {                                                                                  \
+            (o)->d[r] = x[r]->d;                                                                                       \
+            put_iq4xs_scales(o, r, x[r]);                                                                              \
+        }                                                                                                              \
+        INTERLEAVE_FIELD(o, x, qs, 32);                                                                                \
+    } while (0)
+
+void pack_r8_mxfp4(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_mxfp4, blk_mxfp4_r8, QK_MXFP4, EACH_MXFP4)
+}
+
+void pack_r8_q4_1(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_q4_1, blk_q4_1_r8, QK4_1, EACH_Q4_1)
+}
+
+void pack_r8_q5_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_q5_0, blk_q5_0_r8, QK5_0, EACH_Q5_0)
+}
+
+void pack_r8_q5_1(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_q5_1, blk_q5_1_r8, QK5_1, EACH_Q5_1)
+}
+
+void pack_r8_q2_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_q2_K, blk_q2_K_r8, QK_K, EACH_Q2_K)
+}
+
+void pack_r8_q3_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_q3_K, blk_q3_K_r8, QK_K, EACH_Q3_K)
+}
+
+void pack_r8_iq4_xs(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
+{
+    PACK_EACH(block_iq4_xs, blk_iq4_xs_r8, QK_K, EACH_IQ4_XS)
 }

@@ -70,7 +70,80 @@ struct blk_q6_K_r8 {
     } c[4];
 };
 
+/* IQ4_NL: the Q4_0 layout (blk_q4_0_r8, pack_r8_q4_0): the blocks are
+ * alike (fp16 scale, 16 bytes of nibbles). */
+
+/* MXFP4: the 8 rows' exponents, then the nibbles as Q4_0's. */
+struct blk_mxfp4_r8 {
+    uint8_t e[8];
+    uint8_t qs[4 * 32];
+};
+
+/* Q4_1: as Q4_0 with the 8 rows' minimums. */
+struct blk_q4_1_r8 {
+    uint16_t d[8];
+    uint16_t m[8];
+    uint8_t qs[4 * 32];
+};
+
+/* Q5_0 / Q5_1: as Q4_0 / Q4_1, with lane r, byte i of qh holding the fifth
+ * bits of row r's elements 4c + i at bit c and 16 + 4c + i at bit 4 + c
+ * (c = 0..3): the bit of the codes in qs vector c, low or high nibble. */
+struct blk_q5_0_r8 {
+    uint16_t d[8];
+    uint8_t qh[32];
+    uint8_t qs[4 * 32];
+};
+
+struct blk_q5_1_r8 {
+    uint16_t d[8];
+    uint16_t m[8];
+    uint8_t qh[32];
+    uint8_t qs[4 * 32];
+};
+
+/* Q2_K: scales vector k (0..3), lane r, byte i = row r's scales[4k + i]
+ * (sub-block 4k + i: scale low nibble, minimum high); qs vector v (0..15),
+ * lane r, byte i = row r's qs[4v + i], whose bits 2s hold element
+ * 128(v / 8) + 32s + 4(v % 8) + i. */
+struct blk_q2_K_r8 {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[4 * 32];
+    uint8_t qs[16 * 32];
+};
+
+/* Q3_K: scales vector k (0..2), lane r, byte i = row r's scales[4k + i]
+ * (the packed 6-bit scales); hmask vector v (0..7) = row r's
+ * hmask[4v + i]; qs as Q2_K's. */
+struct blk_q3_K_r8 {
+    uint16_t d[8];
+    uint8_t scales[3 * 32];
+    uint8_t hmask[8 * 32];
+    uint8_t qs[16 * 32];
+};
+
+/* IQ4_XS: the 6-bit scale values v_j (the scale + 32) of row r regrouped
+ * in its 6 bytes so that 8 rows unpack in a few vector operations:
+ * sa[4r + i] = v_i (bits 0-5) | (v_{4+i} >> 4) << 6 (i = 0..3),
+ * sb[2r + k] = (v_{4+2k} & 15) | (v_{5+2k} & 15) << 4 (k = 0, 1); qs vector v
+ * (0..31), lane r, byte i = row r's qs[4v + i]: nibbles of elements
+ * 32(v / 4) + 4(v % 4) + i (low) and 16 further (high). */
+struct blk_iq4_xs_r8 {
+    uint16_t d[8];
+    uint8_t sa[32];
+    uint8_t sb[16];
+    uint8_t qs[32 * 32];
+};
+
 _Static_assert(sizeof(struct blk_f16_r8) == 8 * 16, "f16_r8 size");
+_Static_assert(sizeof(struct blk_mxfp4_r8) == 8 * 17, "mxfp4_r8 size");
+_Static_assert(sizeof(struct blk_q4_1_r8) == 8 * 20, "q4_1_r8 size");
+_Static_assert(sizeof(struct blk_q5_0_r8) == 8 * 22, "q5_0_r8 size");
+_Static_assert(sizeof(struct blk_q5_1_r8) == 8 * 24, "q5_1_r8 size");
+_Static_assert(sizeof(struct blk_q2_K_r8) == 8 * 84, "q2_K_r8 size");
+_Static_assert(sizeof(struct blk_q3_K_r8) == 8 * 110, "q3_K_r8 size");
+_Static_assert(sizeof(struct blk_iq4_xs_r8) == 8 * 136, "iq4_xs_r8 size");
 _Static_assert(sizeof(struct blk_q4_0_r8) == 8 * 18, "q4_0_r8 size");
 _Static_assert(sizeof(struct blk_q8_0_r8) == 8 * 34, "q8_0_r8 size");
 _Static_assert(sizeof(struct blk_q4_K_r8) == 8 * 144, "q4_K_r8 size");
@@ -84,6 +157,13 @@ size_t pack_r8_size_q8_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_K(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q5_K(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q6_K(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_mxfp4(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q4_1(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q5_0(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q5_1(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q2_K(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_q3_K(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_iq4_xs(int64_t n_in, int64_t n_rows);
 
 /* Packs row groups [g0, g1) (rows 8 g0 .. 8 g1 - 1) of src. */
 void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
@@ -96,5 +176,12 @@ void pack_r8_q8_0_u8(const void *src, size_t src_row_bytes, void *dst, int64_t n
 void pack_r8_q4_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q5_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q6_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_mxfp4(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q4_1(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q5_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q5_1(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q2_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_q3_K(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_iq4_xs(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 
 #endif

@@ -42,8 +42,32 @@ static int n_layers_of(const struct gguf_file *f)
     return n;
 }
 
-static enum pb_type target_type(const struct gguf_file *f, const struct gguf_tensor *t, enum pb_ftype ft,
-                                int n_layer)
+/* The model facts the mixes' rules look at: query heads per KV head and
+ * experts, from the architecture's keys (absent or per-layer: 0). */
+static struct ftype_model model_of(const struct gguf_file *f)
+{
+    struct ftype_model m = {0, 0};
+    struct gguf_str arch;
+    if (gguf_get_str(f, "general.architecture", &arch, NULL) != 1 || arch.len > 64)
+        return m;
+    char key[128];
+    int64_t heads, kv_heads, experts;
+    snprintf(key, sizeof key, "%.*s.attention.head_count", (int)arch.len, arch.data);
+    if (gguf_get_int(f, key, &heads, NULL) == 1) {
+        snprintf(key, sizeof key, "%.*s.attention.head_count_kv", (int)arch.len, arch.data);
+        if (gguf_get_int(f, key, &kv_heads, NULL) != 1)
+            kv_heads = heads;
+        if (heads > 0 && kv_heads > 0 && heads < (1 << 20))
+            m.n_gqa = (int)(heads / kv_heads);
+    }
+    snprintf(key, sizeof key, "%.*s.expert_count", (int)arch.len, arch.data);
+    if (gguf_get_int(f, key, &experts, NULL) == 1 && experts > 0 && experts < (1 << 20))
+        m.n_expert = (int)experts;
+    return m;
+}
+
+static enum pb_type target_type(const struct gguf_file *f, const struct ftype_model *m, const struct gguf_tensor *t,
+                                enum pb_ftype ft, int n_layer)
 {
     bool tied = !gguf_find_tensor(f, "output.weight");
     struct ftype_tensor info = {
@@ -56,7 +80,7 @@ static enum pb_type target_type(const struct gguf_file *f, const struct gguf_ten
     };
     if (t->n_dims < 2)
         return t->type; /* norms and biases are kept as they are */
-    return pb_ftype_tensor_type(ft, &info);
+    return pb_ftype_model_tensor_type(ft, m, &info);
 }
 
 static int write_tensor(struct gguf_writer *w, struct rows_writer *rw, const struct gguf_tensor *t, enum pb_type to,
@@ -81,6 +105,7 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
         goto done;
     const uint64_t nt = gguf_n_tensors(f);
     const int n_layer = n_layers_of(f);
+    const struct ftype_model model = model_of(f);
     int64_t src_ft;
     const char *src_ft_name = gguf_get_int(f, "general.file_type", &src_ft, NULL) == 1 ? pb_ftype_name(src_ft) : NULL;
     snprintf(r->source_ftype, sizeof r->source_ftype, "%s", src_ft_name ? src_ft_name : "unknown");
@@ -95,7 +120,7 @@ int quantize_file(const char *in, const char *out, const struct quantize_params 
     int64_t max_row = 1;
     for (uint64_t i = 0; i < nt; i++) {
         const struct gguf_tensor *t = gguf_tensor(f, i);
-        types[i] = target_type(f, t, p->ftype, n_layer);
+        types[i] = target_type(f, &model, t, p->ftype, n_layer);
         if (types[i] != t->type) {
             const struct pb_type_traits *tr = pb_type_get(t->type);
             if ((uintptr_t)t->data % tr->align != 0) {

@@ -530,6 +530,7 @@ static int synth_emit(const struct synth_target *out, const struct synth_params 
     }
     int64_t max_row = 1;
     uint64_t total = 0;
+    const struct ftype_model model = {(int)(s->n_head / s->n_head_kv), 0};
     for (size_t i = 0; i < pl.n; i++) {
         struct planned *t = &pl.t[i];
         int layer = -1;
@@ -538,9 +539,7 @@ static int synth_emit(const struct synth_target *out, const struct synth_params 
         struct ftype_tensor info = {t->name, t->n_dims, t->ne[0], layer, (int)s->n_layer,
                                     strcmp(t->name, "output.weight") == 0 ||
                                         (s->tied && strcmp(t->name, "token_embd.weight") == 0)};
-        t->type = pb_ftype_tensor_type(p->ftype, &info);
-        if (strstr(t->name, "ffn_gate_inp.")) /* the router stays F32, as llama-quantize keeps it */
-            t->type = PB_TYPE_F32;
+        t->type = pb_ftype_model_tensor_type(p->ftype, &model, &info);
         if ((rc = gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, err)))
             goto done;
         if (t->ne[0] > max_row)
