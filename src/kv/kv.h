@@ -11,35 +11,29 @@
 #define PLUMB_KV_KV_H
 
 #include "base/err.h"
+#include "plumb/base.h"
 #include "quant/types.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum kv_type {
-    KV_F16, /* the default */
-    KV_F32,
-    KV_Q8_0,
-};
+/* The cache types (enum pb_kv_type) and their names are public: plumb/base.h. */
 
-const char *kv_type_name(enum kv_type t);
-/* "f16", "f32", "q8_0" (any case); false when unknown. */
-bool kv_type_from_name(const char *name, enum kv_type *out);
 /* The tensor type a cache type stores. */
-enum pb_type kv_type_pb(enum kv_type t);
+enum pb_type kv_type_pb(enum pb_kv_type t);
 
 struct kv_cache {
     int n_layer;
     int64_t n_ctx;
     int64_t kv_dim;   /* n_head_kv * head_dim */
-    enum kv_type type;
+    enum pb_kv_type type;
     size_t row_bytes; /* one position's keys (or values) */
     uint8_t *k, *v;   /* [n_layer][n_ctx] rows */
 };
 
 /* Memory is reserved, not touched: pages are committed as positions fill. */
-int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type, pb_err *err);
+int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type, pb_err *err);
 void kv_free(struct kv_cache *kv);
 
 /* Layer l's keys / values from position 0. */
@@ -61,6 +55,6 @@ void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_ro
 void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n);
 
 /* Bytes both caches take at full context. */
-uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type);
+uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type);
 
 #endif

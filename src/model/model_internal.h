@@ -56,10 +56,12 @@ struct ctx_seg {
 
 struct model_ctx {
     const struct model *m;
-    struct pool *pool;
+    struct pool *pool;     /* shared, or own_pool */
+    struct pool *own_pool; /* NULL when the pool is borrowed */
     int n_seq;
     struct kv_cache *kv; /* [n_seq] */
     int64_t *seq_pos;    /* [n_seq]: positions cached */
+    int32_t *tokens;     /* [n_seq][n_ctx]: the tokens cached, seq_pos[s] of each */
     int64_t n_ctx;       /* per sequence */
     int n_batch;
     /* the batch being evaluated: n_segs <= n_batch segments */

@@ -1,10 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
-/* OpenAI request and response shapes over the scheduler (oai.h). */
+/* OpenAI request and response shapes over the engine (oai.h). */
 #include "server/oai.h"
 
+#include "base/sbuf.h"
 #include "base/sys.h"
 #include "base/utf8.h"
-#include "server/textout.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,22 +18,16 @@
 
 /* ---- the served model ---- */
 
-int oai_model_open(struct oai_model *om, const char *path, const char *alias, const char *chat_format,
-                   const struct sched_params *sp, pb_err *err)
+int oai_model_open(struct oai_model *om, const char *path, const char *alias, const struct engine_params *ep,
+                   pb_err *err)
 {
     memset(om, 0, sizeof *om);
-    int rc = model_load(path, &om->m, err);
+    int rc = engine_open(path, ep, &om->e, err);
     if (rc)
         return rc;
-    if ((rc = tok_load(model_gguf(om->m), &om->tok, err)))
-        return rc;
-    char notice[256];
-    if ((rc = chat_open(model_gguf(om->m), om->tok, chat_format, &om->chat, notice, sizeof notice, err)))
-        return rc;
-    pthread_mutex_init(&om->chat_mu, NULL);
-    om->chat_mu_init = true;
-    if ((rc = sched_create(om->m, om->tok, sp, &om->sched, err)))
-        return rc;
+    struct engine_info info;
+    engine_get_info(om->e, &info);
+    om->n_ctx = info.n_ctx;
     if (alias && *alias) {
         snprintf(om->id, sizeof om->id, "%s", alias);
     } else {
@@ -50,12 +44,7 @@ int oai_model_open(struct oai_model *om, const char *path, const char *alias, co
 
 void oai_model_close(struct oai_model *om)
 {
-    sched_free(om->sched);
-    chat_free(om->chat);
-    tok_free(om->tok);
-    model_free(om->m);
-    if (om->chat_mu_init)
-        pthread_mutex_destroy(&om->chat_mu);
+    engine_close(om->e);
     memset(om, 0, sizeof *om);
 }
 
@@ -63,11 +52,6 @@ json_t *oai_model_object(const struct oai_model *om)
 {
     return json_pack("{s:s, s:s, s:I, s:s}", "id", om->id, "object", "model", "created", (json_int_t)om->created,
                      "owned_by", "plumb");
-}
-
-json_t *oai_models_list(const struct oai_model *om)
-{
-    return json_pack("{s:s, s:[o]}", "object", "list", "data", oai_model_object(om));
 }
 
 json_t *oai_error(const char *message, const char *type, const char *code)
@@ -105,14 +89,13 @@ struct oai_gen {
     char id[48];
     int64_t created;
     int n_prompt;
-    struct sched_req *req;
+    struct engine_request *req;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct textout tx;
     struct sbuf text;    /* not streaming: the answer; streaming: text not yet sent */
     bool done;
-    struct sched_result res;
+    struct engine_result res;
     bool timed_out;
     double t_start, t_first, t_last, deadline;
     int n_tokens;
@@ -177,30 +160,31 @@ static int get_bool(const json_t *req, const char *name, bool *out, struct oai_e
     return 200;
 }
 
-/* The stop sequences: a string or up to 4 strings. */
-static int get_stops(const json_t *req, const char **stops, int *n, struct oai_error *e)
+/* The stop sequences: a string or up to ENGINE_MAX_STOPS strings (they
+ * point into req, which outlives the submission that copies them). */
+static int get_stops(const json_t *req, struct engine_request_params *rp, struct oai_error *e)
 {
-    *n = 0;
+    rp->n_stop = 0;
     const json_t *v = json_object_get(req, "stop");
     if (!v || json_is_null(v))
         return 200;
     if (json_is_string(v)) {
-        stops[(*n)++] = json_string_value(v);
+        rp->stop[rp->n_stop++] = json_string_value(v);
         return 200;
     }
-    if (!json_is_array(v) || json_array_size(v) > TEXTOUT_MAX_STOPS)
-        return BAD("'stop' must be a string or an array of at most %d strings", TEXTOUT_MAX_STOPS);
+    if (!json_is_array(v) || json_array_size(v) > ENGINE_MAX_STOPS)
+        return BAD("'stop' must be a string or an array of at most %d strings", ENGINE_MAX_STOPS);
     for (size_t i = 0; i < json_array_size(v); i++) {
         const json_t *s = json_array_get(v, i);
         if (!json_is_string(s))
-            return BAD("'stop' must be a string or an array of at most %d strings", TEXTOUT_MAX_STOPS);
-        stops[(*n)++] = json_string_value(s);
+            return BAD("'stop' must be a string or an array of at most %d strings", ENGINE_MAX_STOPS);
+        rp->stop[rp->n_stop++] = json_string_value(s);
     }
     return 200;
 }
 
 /* The sampling and length fields every generation request has. */
-static int read_common(const json_t *req, struct sched_req_params *rp, bool chat, struct oai_error *e)
+static int read_common(const json_t *req, struct engine_request_params *rp, bool chat, struct oai_error *e)
 {
     struct sampler_params *sp = &rp->sampling;
     *sp = sampler_defaults();
@@ -302,7 +286,7 @@ static int read_messages(const json_t *req, json_t **out, struct oai_error *e)
         }
         struct sbuf text = {0};
         if ((st = content_text(json_object_get(m, "content"), &text, e)) == 200) {
-            json_t *c = utf8_json_string(text.data ? text.data : "", text.len);
+            json_t *c = pb_json_text(text.data ? text.data : "", text.len);
             json_array_append_new(list, json_pack("{s:s, s:o}", "role", r, "content", c));
         } else if (st == 400) {
             char msg[sizeof e->message];
@@ -327,7 +311,8 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
         p = json_array_get(p, 0);
     if (json_is_string(p)) {
         pb_err err;
-        if (tok_encode(om->tok, json_string_value(p), json_string_length(p), true, false, ids, n, &err))
+        if (tok_encode(engine_tokenizer(om->e), json_string_value(p), json_string_length(p), true, false, ids, n,
+                       &err))
             return BAD("the prompt cannot be tokenized: %s", err.msg);
         return 200;
     }
@@ -338,9 +323,10 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
             return 500;
         for (size_t i = 0; i < k; i++) {
             const json_t *t = json_array_get(p, i);
-            if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= tok_n_vocab(om->tok)) {
+            const int32_t n_vocab = tok_n_vocab(engine_tokenizer(om->e));
+            if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= n_vocab) {
                 free(v);
-                return BAD("'prompt' must be a string, or an array of token ids below %" PRId32, tok_n_vocab(om->tok));
+                return BAD("'prompt' must be a string, or an array of token ids below %" PRId32, n_vocab);
             }
             v[i] = (int32_t)json_integer_value(t);
         }
@@ -351,9 +337,8 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
     return BAD("'prompt' must be a string or an array of token ids (one prompt per request)");
 }
 
-static int on_token(void *user, int32_t id, const char *piece, size_t len)
+static int on_step(void *user, const struct engine_step *st)
 {
-    (void)id;
     struct oai_gen *g = user;
     const double now = sys_now();
     pthread_mutex_lock(&g->mu);
@@ -362,8 +347,7 @@ static int on_token(void *user, int32_t id, const char *piece, size_t len)
     else if (g->om->on_itl)
         g->om->on_itl(g->om->on_itl_user, now - g->t_last);
     g->t_last = now;
-    int rc;
-    bool stop = textout_push(&g->tx, piece, len, &g->text, &rc) || rc != PB_OK;
+    bool stop = sbuf_add(&g->text, st->text, st->text_len) != PB_OK;
     if (now > g->deadline) {
         g->timed_out = true;
         stop = true;
@@ -373,12 +357,13 @@ static int on_token(void *user, int32_t id, const char *piece, size_t len)
     return stop;
 }
 
-static void on_done(void *user, const struct sched_result *r)
+static void on_done(void *user, const struct engine_result *r)
 {
     struct oai_gen *g = user;
     pthread_mutex_lock(&g->mu);
-    textout_flush(&g->tx, &g->text);
+    sbuf_add(&g->text, r->tail, r->tail_len);
     g->res = *r;
+    g->res.tail = NULL;
     g->done = true;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
@@ -403,9 +388,7 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     int st = 200;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    const char *stops[TEXTOUT_MAX_STOPS];
-    int n_stops = 0;
-    struct sched_req_params rp = {0};
+    struct engine_request_params rp = engine_request_defaults();
     struct oai_gen *g = NULL;
     if (!json_is_object(req)) {
         st = BAD("the body must be a JSON object");
@@ -421,7 +404,7 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
         st = json_is_string(model) ? 404 : 400;
         goto done;
     }
-    if ((st = read_common(req, &rp, chat, e)) != 200 || (st = get_stops(req, stops, &n_stops, e)) != 200)
+    if ((st = read_common(req, &rp, chat, e)) != 200 || (st = get_stops(req, &rp, e)) != 200)
         goto done;
     bool stream = false, include_usage = false;
     if ((st = get_bool(req, "stream", &stream, e)) != 200)
@@ -448,28 +431,19 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
         if ((st = read_messages(req, &msgs, e)) != 200)
             goto done;
         pb_err err;
-        pthread_mutex_lock(&om->chat_mu);
-        int rc = chat_tokenize(om->chat, om->tok, msgs, true, &ids, &n_ids, &err);
-        pthread_mutex_unlock(&om->chat_mu);
+        int rc = engine_chat_prompt(om->e, msgs, &ids, &n_ids, &err);
         json_decref(msgs);
         if (rc) {
             st = BAD("the messages cannot be rendered with the chat template: %s", err.msg);
             goto done;
         }
     }
-    const int64_t n_ctx = sched_n_ctx(om->sched);
-    if ((int64_t)n_ids >= n_ctx) {
-        set_error(e, "invalid_request_error", "context_length_exceeded",
-                  "the prompt has %zu tokens; this server's context holds %" PRId64 " with room for the answer", n_ids,
-                  n_ctx);
-        st = 400;
-        goto done;
-    }
-    /* the answer's length: what was asked, within the cap and the context */
-    int64_t room = n_ctx - (int64_t)n_ids;
+    /* the answer's length: what was asked, within the cap and the context
+     * (a prompt that leaves no room is the engine's to refuse) */
+    int64_t room = om->n_ctx - (int64_t)n_ids;
     if (max_tokens_cap > 0 && room > max_tokens_cap)
         room = max_tokens_cap;
-    if (rp.n_predict < 0 || rp.n_predict > room)
+    if (room > 0 && (rp.n_predict < 0 || rp.n_predict > room))
         rp.n_predict = (int)room;
 
     if (!(g = calloc(1, sizeof *g))) {
@@ -489,19 +463,25 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     pb_err err;
-    if (textout_init(&g->tx, stops, n_stops, &err)) {
-        st = BAD("%s", err.msg);
-        goto done;
-    }
-    struct sched_events ev = {g, on_token, on_done};
-    int rc = sched_submit(om->sched, ids, n_ids, &rp, &ev, &g->req, &err);
-    if (rc == PB_ERANGE) {
+    const struct engine_events ev = {g, on_step, on_done};
+    switch (engine_submit(om->e, ids, n_ids, &rp, &ev, &g->req, &err)) {
+    case PB_OK: break;
+    case PB_EBUSY:
         set_error(e, "server_error", "server_busy", "%s; retry later", err.msg);
         st = 503;
         goto done;
-    }
-    if (rc) {
-        st = BAD("%s", err.msg);
+    case PB_ESTOPPING:
+        set_error(e, "server_error", "draining", "%s", err.msg);
+        st = 503;
+        goto done;
+    case PB_ETOOLONG:
+        set_error(e, "invalid_request_error", "context_length_exceeded", "%s", err.msg);
+        st = 400;
+        goto done;
+    case PB_EINVAL: st = BAD("%s", err.msg); goto done;
+    default:
+        set_error(e, "server_error", NULL, "%s", err.msg);
+        st = 500;
         goto done;
     }
     *out = g;
@@ -538,7 +518,7 @@ bool oai_gen_wait(struct oai_gen *g, double seconds)
 void oai_gen_cancel(struct oai_gen *g)
 {
     if (g->req)
-        sched_cancel(g->om->sched, g->req);
+        engine_cancel(g->om->e, g->req);
 }
 
 /* finish_reason of an ended answer (under g->mu). */
@@ -546,18 +526,18 @@ static const char *finish_reason(const struct oai_gen *g)
 {
     if (!g->done)
         return "running";
-    if (g->tx.stopped)
-        return "stop";
     if (g->timed_out)
         return "length";
     switch (g->res.finish) {
-    case SCHED_FINISH_EOG:
-    case SCHED_FINISH_STOP: return "stop";
-    case SCHED_FINISH_LENGTH:
-    case SCHED_FINISH_CONTEXT: return "length";
-    case SCHED_FINISH_CANCELLED: return "cancelled";
-    default: return "error";
+    case ENGINE_FINISH_EOG:
+    case ENGINE_FINISH_STOP:
+    case ENGINE_FINISH_CALLER: return "stop";
+    case ENGINE_FINISH_LENGTH:
+    case ENGINE_FINISH_CONTEXT: return "length";
+    case ENGINE_FINISH_CANCELLED: return "cancelled";
+    case ENGINE_FINISH_ERROR: break;
     }
+    return "error";
 }
 
 static json_t *usage_of(const struct oai_gen *g)
@@ -572,14 +552,14 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e)
     pthread_mutex_lock(&g->mu);
     int st = 200;
     const char *fr = finish_reason(g);
-    if (g->res.finish == SCHED_FINISH_ERROR) {
+    if (g->res.finish == ENGINE_FINISH_ERROR) {
         set_error(e, "server_error", NULL, "generation failed: %s", g->res.error);
         st = 500;
-    } else if (g->res.finish == SCHED_FINISH_CANCELLED && !g->tx.stopped && !g->timed_out) {
+    } else if (g->res.finish == ENGINE_FINISH_CANCELLED && !g->timed_out) {
         set_error(e, "server_error", "cancelled", "the request was cancelled");
         st = 503;
     } else {
-        json_t *text = utf8_json_string(g->text.data ? g->text.data : "", g->text.len);
+        json_t *text = pb_json_text(g->text.data ? g->text.data : "", g->text.len);
         json_t *choice = g->chat ? json_pack("{s:i, s:{s:s, s:o, s:n}, s:n, s:s}", "index", 0, "message", "role",
                                              "assistant", "content", text, "refusal", "logprobs", "finish_reason", fr)
                                  : json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", text, "logprobs",
@@ -607,13 +587,13 @@ static int add_chunk(struct oai_gen *g, const char *text, size_t len, const char
             if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "role", json_string("assistant"));
             if (text)
-                json_object_set_new(delta, "content", utf8_json_string(text, len));
+                json_object_set_new(delta, "content", pb_json_text(text, len));
             else if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "content", json_string(""));
             c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
                           finish ? json_string(finish) : json_null());
         } else {
-            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", utf8_json_string(text ? text : "", len),
+            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", pb_json_text(text ? text : "", len),
                           "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
         }
         json_array_append_new(choices, c);
@@ -652,7 +632,7 @@ static void advance_stream(struct oai_gen *g)
             g->phase = PH_FINAL;
             continue;
         case PH_FINAL:
-            if (g->res.finish == SCHED_FINISH_ERROR) {
+            if (g->res.finish == ENGINE_FINISH_ERROR) {
                 char msg[700];
                 snprintf(msg, sizeof msg, "generation failed: %s", g->res.error);
                 json_t *err = oai_error(msg, "server_error", NULL);
@@ -728,13 +708,12 @@ void oai_gen_free(struct oai_gen *g)
     if (!g)
         return;
     if (g->req) {
-        sched_cancel(g->om->sched, g->req);
-        /* the scheduler may still call back: wait for its done event */
+        engine_cancel(g->om->e, g->req);
+        /* the engine may still call back: wait for its done event */
         while (!oai_gen_wait(g, 1.0)) {
         }
-        sched_release(g->om->sched, g->req);
+        engine_release(g->om->e, g->req);
     }
-    textout_free(&g->tx);
     sbuf_free(&g->text);
     sbuf_free(&g->sse);
     pthread_mutex_destroy(&g->mu);
