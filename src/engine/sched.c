@@ -5,6 +5,7 @@
 #include "base/err.h"
 
 #include "base/sys.h"
+#include "base/vec.h"
 #include "engine/textout.h"
 #include "sampler/json_guard.h"
 #include "sampler/sampler.h"
@@ -112,24 +113,22 @@ static void req_unref(struct engine_request *r)
 
 static int build_pieces(struct sched *s, pb_err *err)
 {
-    size_t cap = 1 << 16, used = 0;
-    s->pieces = malloc(cap);
+    size_t cap = 0, used = 0;
+    void *p0 = NULL;
     s->piece_off = malloc(((size_t)s->n_vocab + 1) * sizeof *s->piece_off);
-    if (!s->pieces || !s->piece_off)
+    if (!s->piece_off || vec_reserve(&p0, &cap, 1 << 16, 1))
         return pb_fail(err, PB_ENOMEM, "out of memory");
+    s->pieces = p0;
     char buf[256];
     for (int32_t i = 0; i < s->n_vocab; i++) {
         s->piece_off[i] = (uint32_t)used;
         size_t n = tok_piece(s->tok, i, false, buf, sizeof buf);
         if (n > sizeof buf)
             n = 0; /* a token longer than any JSON needs: never chosen in JSON mode */
-        if (used + n > cap) {
-            cap *= 2;
-            char *np = realloc(s->pieces, cap);
-            if (!np)
-                return pb_fail(err, PB_ENOMEM, "out of memory");
-            s->pieces = np;
-        }
+        void *p = s->pieces;
+        if (vec_reserve(&p, &cap, used + n, 1))
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        s->pieces = p;
         memcpy(s->pieces + used, buf, n);
         used += n;
         if (used > UINT32_MAX - 256)
@@ -757,6 +756,13 @@ static void step(struct sched *s)
     const double t1 = sys_now();
     const double per = (t1 - t0) / n_tok;
     s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
+    /* the positions held, before any request of this step reports its end */
+    int64_t used = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        used += model_seq_pos(s->ctx, i);
+    pthread_mutex_lock(&s->mu);
+    s->stats.kv_used = used;
+    pthread_mutex_unlock(&s->mu);
     int with_logits = 0;
     for (int k = 0; k < n_segs; k++) {
         struct slot *sl = &s->slots[s->seg_slot[k]];

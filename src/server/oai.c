@@ -94,6 +94,13 @@ struct oai_gen {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct sbuf text;    /* not streaming: the answer; streaming: text not yet sent */
+    /* log-probabilities: n_logprobs alternatives per token (-1: none asked);
+     * chat: the entries of choices[].logprobs.content not yet sent;
+     * completions: the legacy object's four lists */
+    int n_logprobs;
+    json_t *lp_content;
+    json_t *lp_tokens, *lp_values, *lp_top, *lp_offsets;
+    size_t text_total;   /* bytes of answer text so far (text_offset) */
     bool done;
     struct engine_result res;
     bool timed_out;
@@ -181,6 +188,50 @@ static int get_stops(const json_t *req, struct engine_request_params *rp, struct
         rp->stop[rp->n_stop++] = json_string_value(s);
     }
     return 200;
+}
+
+/* Fields plumb does not honour yet are refused, never ignored. */
+static int refuse_unsupported(const json_t *req, struct oai_error *e)
+{
+    static const char *const fields[] = {"tools", "tool_choice", "functions", "function_call", "logit_bias",
+                                         "parallel_tool_calls", "audio", "modalities", "prediction"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const json_t *v = json_object_get(req, fields[i]);
+        if (v && !json_is_null(v))
+            return BAD("'%s' is not supported by this server yet", fields[i]);
+    }
+    return 200;
+}
+
+/* logprobs: chat takes "logprobs": true and "top_logprobs": 0..20;
+ * completions take "logprobs": 0..20 (the legacy shape). *n is -1 when
+ * none are asked, else the alternatives per token. */
+static int read_logprobs(const json_t *req, bool chat, int *n, struct oai_error *e)
+{
+    *n = -1;
+    long long top = -1;
+    if (chat) {
+        bool want = false;
+        int st = get_bool(req, "logprobs", &want, e);
+        if (st != 200)
+            return st;
+        if ((st = get_int(req, "top_logprobs", 0, 20, &top, e)) != 200)
+            return st;
+        if (top >= 0 && !want)
+            return BAD("'top_logprobs' needs \"logprobs\": true");
+        if (want)
+            *n = top >= 0 ? (int)top : 0;
+        return 200;
+    }
+    const json_t *v = json_object_get(req, "logprobs");
+    if (!v || json_is_null(v))
+        return 200;
+    if (json_is_boolean(v))
+        return BAD("'logprobs' of a completion is the number of alternatives (0 to 20)");
+    int st = get_int(req, "logprobs", 0, 20, &top, e);
+    if (st == 200)
+        *n = (int)top;
+    return st;
 }
 
 /* The sampling and length fields every generation request has. */
@@ -337,11 +388,79 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
     return BAD("'prompt' must be a string or an array of token ids (one prompt per request)");
 }
 
+/* The bytes of token id as a JSON array of numbers (OpenAI's "bytes"). */
+static json_t *bytes_json(const char *p, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)p[i]));
+    return a;
+}
+
+/* log(sum(exp(logits))), in double, stable. */
+static double log_sum_exp(const float *logits, int32_t n)
+{
+    float max = logits[0];
+    for (int32_t i = 1; i < n; i++)
+        max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)logits[i] - max);
+    return max + log(sum);
+}
+
+/* A token's text for the API: its bytes (as decoded), and a string of
+ * them with any invalid UTF-8 replaced. */
+static size_t token_bytes(const struct oai_gen *g, int32_t id, char *buf, size_t size)
+{
+    size_t n = tok_piece(engine_tokenizer(g->om->e), id, false, buf, size);
+    return n < size ? n : size;
+}
+
+/* Records the step's log-probabilities (engine's thread, under g->mu). */
+static void record_logprobs(struct oai_gen *g, const struct engine_step *st)
+{
+    const double lse = log_sum_exp(st->logits, st->n_vocab);
+    char buf[256];
+    size_t n = token_bytes(g, st->id, buf, sizeof buf);
+    const double lp = (double)st->logits[st->id] - lse;
+    if (g->lp_content) {
+        json_t *top = json_array();
+        for (int k = 0; k < st->n_top; k++) {
+            char tb[256];
+            size_t tn = token_bytes(g, st->top_ids[k], tb, sizeof tb);
+            json_array_append_new(top, json_pack("{s:o, s:f, s:o}", "token", pb_json_text(tb, tn), "logprob",
+                                                 (double)st->top_logits[k] - lse, "bytes", bytes_json(tb, tn)));
+        }
+        json_array_append_new(g->lp_content, json_pack("{s:o, s:f, s:o, s:o}", "token", pb_json_text(buf, n),
+                                                       "logprob", lp, "bytes", bytes_json(buf, n), "top_logprobs",
+                                                       top));
+        return;
+    }
+    json_t *top = json_object();
+    for (int k = 0; k < st->n_top; k++) {
+        char tb[256], key[300];
+        size_t tn = token_bytes(g, st->top_ids[k], tb, sizeof tb);
+        json_t *ks = pb_json_text(tb, tn);
+        snprintf(key, sizeof key, "%s", json_string_value(ks));
+        json_decref(ks);
+        if (!json_object_get(top, key)) /* two tokens with one text: the likelier */
+            json_object_set_new(top, key, json_real((double)st->top_logits[k] - lse));
+    }
+    json_array_append_new(g->lp_tokens, pb_json_text(buf, n));
+    json_array_append_new(g->lp_values, json_real(lp));
+    json_array_append_new(g->lp_top, top);
+    json_array_append_new(g->lp_offsets, json_integer((json_int_t)g->text_total));
+    g->text_total += n;
+}
+
 static int on_step(void *user, const struct engine_step *st)
 {
     struct oai_gen *g = user;
     const double now = sys_now();
     pthread_mutex_lock(&g->mu);
+    if (g->n_logprobs >= 0 && st->logits)
+        record_logprobs(g, st);
     if (g->n_tokens++ == 0)
         g->t_first = now;
     else if (g->om->on_itl)
@@ -416,6 +535,13 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
             goto done;
         }
     }
+    int n_logprobs;
+    if ((st = refuse_unsupported(req, e)) != 200 || (st = read_logprobs(req, chat, &n_logprobs, e)) != 200)
+        goto done;
+    if (n_logprobs >= 0) {
+        rp.want_logits = true;
+        rp.n_top = n_logprobs > 0 ? n_logprobs : 0;
+    }
     if (!chat) {
         bool echo = false;
         if ((st = get_bool(req, "echo", &echo, e)) != 200)
@@ -453,6 +579,15 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     }
     g->om = om;
     g->chat = chat;
+    g->n_logprobs = n_logprobs;
+    if (n_logprobs >= 0 && chat) {
+        g->lp_content = json_array();
+    } else if (n_logprobs >= 0) {
+        g->lp_tokens = json_array();
+        g->lp_values = json_array();
+        g->lp_top = json_array();
+        g->lp_offsets = json_array();
+    }
     g->stream = stream;
     g->include_usage = include_usage;
     g->created = (int64_t)time(NULL);
@@ -547,6 +682,28 @@ static json_t *usage_of(const struct oai_gen *g)
                      g->res.n_reused);
 }
 
+/* The log-probabilities gathered since the last call as the choice's
+ * "logprobs" value (null when none were asked), and a fresh start (under
+ * g->mu). */
+static json_t *take_logprobs(struct oai_gen *g)
+{
+    if (g->n_logprobs < 0)
+        return json_null();
+    json_t *o;
+    if (g->chat) {
+        o = json_pack("{s:o, s:n}", "content", g->lp_content, "refusal");
+        g->lp_content = json_array();
+    } else {
+        o = json_pack("{s:o, s:o, s:o, s:o}", "tokens", g->lp_tokens, "token_logprobs", g->lp_values, "top_logprobs",
+                      g->lp_top, "text_offset", g->lp_offsets);
+        g->lp_tokens = json_array();
+        g->lp_values = json_array();
+        g->lp_top = json_array();
+        g->lp_offsets = json_array();
+    }
+    return o;
+}
+
 int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e)
 {
     pthread_mutex_lock(&g->mu);
@@ -560,10 +717,11 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e)
         st = 503;
     } else {
         json_t *text = pb_json_text(g->text.data ? g->text.data : "", g->text.len);
-        json_t *choice = g->chat ? json_pack("{s:i, s:{s:s, s:o, s:n}, s:n, s:s}", "index", 0, "message", "role",
-                                             "assistant", "content", text, "refusal", "logprobs", "finish_reason", fr)
-                                 : json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", text, "logprobs",
-                                             "finish_reason", fr);
+        json_t *choice = g->chat ? json_pack("{s:i, s:{s:s, s:o, s:n}, s:o, s:s}", "index", 0, "message", "role",
+                                             "assistant", "content", text, "refusal", "logprobs", take_logprobs(g),
+                                             "finish_reason", fr)
+                                 : json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs",
+                                             take_logprobs(g), "finish_reason", fr);
         *body = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", g->id, "object",
                           g->chat ? "chat.completion" : "text_completion", "created", (json_int_t)g->created, "model",
                           g->om->id, "choices", choice, "usage", usage_of(g));
@@ -590,11 +748,11 @@ static int add_chunk(struct oai_gen *g, const char *text, size_t len, const char
                 json_object_set_new(delta, "content", pb_json_text(text, len));
             else if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "content", json_string(""));
-            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
-                          finish ? json_string(finish) : json_null());
+            c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs", take_logprobs(g),
+                          "finish_reason", finish ? json_string(finish) : json_null());
         } else {
-            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", pb_json_text(text ? text : "", len),
-                          "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
+            c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", pb_json_text(text ? text : "", len),
+                          "logprobs", take_logprobs(g), "finish_reason", finish ? json_string(finish) : json_null());
         }
         json_array_append_new(choices, c);
     }
@@ -716,6 +874,11 @@ void oai_gen_free(struct oai_gen *g)
     }
     sbuf_free(&g->text);
     sbuf_free(&g->sse);
+    json_decref(g->lp_content);
+    json_decref(g->lp_tokens);
+    json_decref(g->lp_values);
+    json_decref(g->lp_top);
+    json_decref(g->lp_offsets);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g);
