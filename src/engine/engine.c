@@ -185,28 +185,24 @@ static void fill_memory(const struct model_mem *mm, const struct model_hparams *
     out->n_ctx = n_ctx;
 }
 
-/* The estimate for the model of file f (left open). */
-static int estimate_file(const struct gguf_file *f, const struct engine_params *p, struct engine_memory *out,
-                         pb_err *err)
+/* The estimate for the model of file f (left open), whose tokenizer is
+ * tok. */
+static int estimate_file(const struct gguf_file *f, const struct tokenizer *tok, const struct engine_params *p,
+                         struct engine_memory *out, pb_err *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = check_params(p, err);
-    if (rc)
-        return rc;
-    struct tokenizer *tok = NULL;
     struct model_hparams hp;
     struct model_mem mm;
     /* the shape first: the context depends on the training context */
-    if ((rc = model_hparams_read(f, &hp, err)) || (rc = tok_load(f, &tok, err)))
-        goto done;
+    int rc = model_hparams_read(f, &hp, err);
+    if (rc)
+        return rc;
     const int64_t n_ctx = context_of(p, hp.n_ctx_train);
     struct model_ctx_params cp = ctx_params(p, n_ctx, threads_of(p));
     if ((rc = model_mem_estimate(f, &cp, NULL, &mm, err)))
-        goto done;
+        return rc;
     fill_memory(&mm, &hp, p, tok_mem_bytes(tok), n_ctx, out);
-done:
-    tok_free(tok);
-    return rc;
+    return PB_OK;
 }
 
 /* A vocabulary's tokenizer without the vocabulary at hand: entries, their
@@ -252,11 +248,16 @@ int engine_estimate_shape(const struct engine_shape *s, const struct engine_para
 int engine_estimate(const char *path, const struct engine_params *p, struct engine_memory *out, pb_err *err)
 {
     memset(out, 0, sizeof *out);
-    struct gguf_file *f;
-    int rc = gguf_open(path, &f, err);
+    int rc = check_params(p, err);
     if (rc)
         return rc;
-    rc = estimate_file(f, p, out, err);
+    struct gguf_file *f;
+    struct tokenizer *tok = NULL;
+    if ((rc = gguf_open(path, &f, err)))
+        return rc;
+    if ((rc = tok_load(f, &tok, err)) == PB_OK)
+        rc = estimate_file(f, tok, p, out, err);
+    tok_free(tok);
     gguf_close(f);
     return rc;
 }
@@ -320,13 +321,15 @@ static int open_source(const struct source *src, const struct engine_params *p, 
             goto fail;
         e->threads = e->own_threads;
     }
-    /* the estimate before the weights take memory, so that a model that
-     * cannot fit is refused before it pushes others out */
-    struct engine_memory mem;
+    /* the tokenizer, and the estimate, before the weights take memory: a
+     * model that cannot fit is refused before it pushes others out */
+    struct engine_memory mem = {0};
     struct gguf_file *f;
     if ((rc = source_open(src, &f, err)))
         goto fail;
-    rc = estimate_file(f, p, &mem, err);
+    rc = tok_load(f, &e->tok, err);
+    if (rc == PB_OK && !p->ignore_memory)
+        rc = estimate_file(f, e->tok, p, &mem, err);
     gguf_close(f);
     if (rc)
         goto fail;
@@ -339,8 +342,6 @@ static int open_source(const struct source *src, const struct engine_params *p, 
         goto fail;
     }
     if ((rc = source_load(src, e->threads->pool, &e->model, err)))
-        goto fail;
-    if ((rc = tok_load(model_gguf(e->model), &e->tok, err)))
         goto fail;
     const struct model_hparams *hp = model_hparams(e->model);
     if (tok_n_vocab(e->tok) > hp->n_vocab) {
