@@ -171,14 +171,14 @@ static void test_estimate_against_rss(void **state)
     (void)state;
     const char *a8 = make_model("mem-a-q8.gguf", "dim=512,layers=8,heads=8,kv_heads=4,ffn=1536,vocab=4096,ctx=4096",
                                 PB_FTYPE_Q8_0);
-    check_config(a8, "llama 27M Q8_0", 2048, 1, PB_KV_F16);
+    check_config(a8, "llama 27M Q8_0", 1536, 1, PB_KV_F16);
     const char *a4 = make_model("mem-a-q4.gguf", "dim=512,layers=8,heads=8,kv_heads=4,ffn=1536,vocab=4096,ctx=4096",
                                 PB_FTYPE_Q4_0);
-    check_config(a4, "llama 27M Q4_0", 1024, 4, PB_KV_Q8_0);
+    check_config(a4, "llama 27M Q4_0", 512, 4, PB_KV_Q8_0);
     const char *b = make_model("mem-b.gguf",
                                "arch=qwen3,dim=384,layers=6,heads=6,kv_heads=2,head_dim=64,ffn=1024,vocab=8192,ctx=4096",
                                PB_FTYPE_Q4_K_M);
-    check_config(b, "qwen3 17M Q4_K_M", 1536, 2, PB_KV_F32);
+    check_config(b, "qwen3 17M Q4_K_M", 1024, 2, PB_KV_F32);
 }
 
 /* The process's own share, on the plumb binary: a small model's run
