@@ -34,12 +34,12 @@ static void help(void)
            "assumed efficiencies. The output says which is which.\n"
            "\n"
            "Options:\n"
-           "      --ctx N          context per user in tokens (default 4096, at most the\n"
+           "      --ctx N          context per user in tokens (default %d, at most the\n"
            "                       model's)\n"
            "      --users N        concurrent users (default 1)\n"
            "      --slo-tps X      generation tokens/s each user needs (default 10; 0: none)\n"
            "      --slo-ttft S     seconds to the first token (default: no target)\n"
-           "      --prompt N       prompt tokens for the time to first token (default 512)\n"
+           "      --prompt N       prompt tokens for the time to first token (default %d)\n"
            "      --kv-type T      KV cache type: f16 (default), f32 or q8_0\n"
            "      --on LIST        this, or catalog device ids, comma separated or repeated\n"
            "                       (default: this)\n"
@@ -53,7 +53,8 @@ static void help(void)
            "  plumb plan llama-3.1-8b --ctx 8192 --users 4\n"
            "  plumb plan qwen2.5-72b --on rtx-4090,h100-sxm,m2-ultra-192gb\n"
            "  plumb plan model.gguf --slo-tps 20 --slo-ttft 2\n"
-           "  plumb plan --users 10\n");
+           "  plumb plan --users 10\n",
+           ENGINE_DEFAULT_MAX_CTX, PLAN_BATCH);
 }
 
 struct opts {
