@@ -389,7 +389,8 @@ int cmd_serve(int argc, char **argv)
     struct server *s;
     if (server_open(&p, &s, &err)) {
         store_close(usage.store);
-        return cli_error("serve", "%s", err.msg);
+        return cli_error("serve", "%s%s", err.msg,
+                         err.code == PB_ENOMEM ? " (--ignore-memory serves them anyway)" : "");
     }
     if (cfg.pid_file[0] && write_pid_file(cfg.pid_file) != 0)
         fprintf(stderr, "plumb serve: cannot write the pid file %s: %s\n", cfg.pid_file, strerror(errno));

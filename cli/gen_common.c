@@ -127,7 +127,7 @@ struct engine *cli_gen_open(const char *cmd, const char *model, const struct cli
     pb_err err = {0};
     struct engine *e;
     if (engine_open(path, &g->ep, &e, &err)) {
-        cli_error(cmd, "%s", err.msg);
+        cli_error(cmd, "%s%s", err.msg, err.code == PB_ENOMEM ? " (--ignore-memory loads it anyway)" : "");
         return NULL;
     }
     struct engine_info in;

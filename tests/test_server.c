@@ -1064,6 +1064,20 @@ static void test_config_hot_swap(void **state)
     free(still);
 }
 
+/* Models whose estimates exceed the memory available are refused before
+ * loading, with the figures and the way to override. */
+static void test_memory_refused(void **state)
+{
+    (void)state;
+    char args[1024], *out;
+    snprintf(args, sizeof args, "serve %s --ctx 16000000 -np 256 --port 0", model_path());
+    assert_int_equal(run_plumb(args, &out), 1);
+    assert_non_null(strstr(out, "GiB"));
+    assert_non_null(strstr(out, "256 x 16000000 tokens"));
+    assert_non_null(strstr(out, "--ignore-memory"));
+    free(out);
+}
+
 /* ---- one engine behind every way of generating ---- */
 
 /* Runs a shell command line; stdout parsed as JSON (the last line). */
@@ -1203,6 +1217,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_store_name),
         cmocka_unit_test(test_usage_accounting),
         cmocka_unit_test(test_same_through_every_path),
+        cmocka_unit_test(test_memory_refused),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

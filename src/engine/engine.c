@@ -336,7 +336,7 @@ static int open_source(const struct source *src, const struct engine_params *p, 
     if (!p->ignore_memory && mem.available && mem.total > mem.available) {
         rc = pb_fail(err, PB_ENOMEM,
                      "%s needs about %.2f GiB (weights %.2f, KV cache %.2f for %d x %" PRId64 " tokens, buffers %.2f, "
-                     "runtime %.2f) but %.2f GiB are available; use a smaller context or fewer slots, or override",
+                     "runtime %.2f) but %.2f GiB are available; use a smaller context or fewer slots",
                      path, mem.total / 1073741824.0, mem.weights / 1073741824.0, mem.kv / 1073741824.0, p->n_slots,
                      mem.n_ctx, mem.compute / 1073741824.0, mem.runtime / 1073741824.0, mem.available / 1073741824.0);
         goto fail;

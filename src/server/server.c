@@ -691,7 +691,7 @@ static int check_memory(struct server *s, const struct server_model *models, int
     }
     if (!s->p.ignore_memory && avail && need > avail)
         return pb_fail(err, PB_ENOMEM, "the models need about %.2f GiB together (%s) but %.2f GiB are available; "
-                       "use smaller contexts or fewer slots, or override", need / 1073741824.0, what,
+                       "use smaller contexts or fewer slots", need / 1073741824.0, what,
                        avail / 1073741824.0);
     return PB_OK;
 }
