@@ -11,9 +11,7 @@
 
 #include <jansson.h>
 
-#include "base/err.h"
-
-#define PLUMB_VERSION "0.1.0"
+#include "plumb/base.h"
 
 /* Exit statuses: 0 ok, 1 the command failed, 2 bad usage. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -60,8 +58,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Strict number parsing for option values: the whole string must be a
  * number within [lo, hi]. On failure prints an error naming opt. */
 bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
-/* --kv-type: f16, f32 or q8_0 into *out (an enum kv_type); a usage error otherwise. */
-bool cli_parse_kv_type(const char *cmd, const char *s, int *out);
+/* --kv-type: f16, f32 or q8_0 into *out; a usage error otherwise. */
+bool cli_parse_kv_type(const char *cmd, const char *s, enum pb_kv_type *out);
 /* --since: "2026-12-01" (UTC midnight) or a span back from now ("7d",
  * "24h", "90m") into Unix seconds; false when it is neither. */
 bool cli_parse_since(const char *s, double *out);
@@ -84,14 +82,14 @@ int cli_print_json(json_t *v, bool pretty);
 extern volatile sig_atomic_t cli_interrupted;
 void cli_trap_interrupts(bool on);
 
+/* Monotonic seconds, for "took 1.2 s". */
+double cli_now(void);
+
 /* True when fd 2 is a terminal (progress bars go there only then). */
 bool cli_stderr_is_tty(void);
 
 
 
-/* A JSON string from bytes that may not be valid UTF-8 (model output):
- * invalid sequences become U+FFFD. */
-json_t *cli_json_text(const char *s, size_t len);
 /* A progress bar on stderr, redrawn in place, only when stderr is a
  * terminal; done == total ends the line. */
 void cli_progress(uint64_t done, uint64_t total, const char *label);

@@ -1,9 +1,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "base/utf8.h"
-#include "kv/kv.h"
-#include "store/store.h"
+#include "plumb/store.h"
 
 #include <errno.h>
 #include <math.h>
@@ -48,14 +46,12 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long lo
     return true;
 }
 
-bool cli_parse_kv_type(const char *cmd, const char *s, int *out)
+bool cli_parse_kv_type(const char *cmd, const char *s, enum pb_kv_type *out)
 {
-    enum kv_type t;
-    if (!kv_type_from_name(s, &t)) {
+    if (!pb_kv_type_parse(s, out)) {
         cli_usage_error(cmd, "unknown KV cache type '%s' (f16, f32 or q8_0)", s);
         return false;
     }
-    *out = (int)t;
     return true;
 }
 
@@ -117,14 +113,16 @@ int cli_print_json(json_t *v, bool pretty)
     return CLI_OK;
 }
 
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 bool cli_stderr_is_tty(void)
 {
     return isatty(STDERR_FILENO) == 1;
-}
-
-json_t *cli_json_text(const char *s, size_t len)
-{
-    return utf8_json_string(s, len);
 }
 
 void cli_progress(uint64_t done, uint64_t total, const char *label)
@@ -152,7 +150,7 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *labe
 bool cli_resolve_model(const char *cmd, const char *model, char *path, size_t size, struct store_entry *entry)
 {
     pb_err err = {0};
-    if (store_resolve(model, path, size, entry, &err)) {
+    if (store_resolve(NULL, model, path, size, entry, &err)) {
         cli_error(cmd, "%s", err.msg);
         return false;
     }
@@ -185,7 +183,7 @@ json_t *cli_store_entry_json(const struct store_entry *e)
     return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s?,s:s?,s:I,s:o,s:o,s:o,s:I}", "name", ref, "model", e->ref.name, "tag",
                      e->ref.tag, "digest", digest, "size", (json_int_t)e->size, "architecture",
                      e->arch[0] ? e->arch : NULL, "quantization", e->quant[0] ? e->quant : NULL, "parameters",
-                     (json_int_t)e->n_params, "source", cli_json_text(e->source, strlen(e->source)), "created",
+                     (json_int_t)e->n_params, "source", pb_json_text(e->source, strlen(e->source)), "created",
                      cli_json_time(e->created), "modified", cli_json_time(e->modified), "revisions",
                      (json_int_t)e->n_revisions);
 }

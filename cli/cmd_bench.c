@@ -3,10 +3,9 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "base/pool.h"
-#include "tools/servebench.h"
-#include "survey/survey.h"
-#include "tools/tools.h"
+#include "plumb/bench.h"
+#include "plumb/engine.h"
+#include "plumb/survey.h"
 
 #include <getopt.h>
 #include <inttypes.h>

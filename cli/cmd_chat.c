@@ -42,7 +42,8 @@ static void help(void)
            "Options:\n"
            "%s"
            "      --json               print each answer as one line of JSON:\n"
-           "                           {\"content\",\"finish_reason\",\"usage\"}\n"
+           "                           {\"content\",\"finish_reason\",\"usage\",\"tokens\",\"top\"}\n"
+           "      --top K              with --json: the K highest [id, logit] of each step\n"
            "  -h, --help               this help\n"
            "\n"
            "Example:\n"
@@ -52,38 +53,58 @@ static void help(void)
 
 struct session {
     struct engine *e;
-    struct chat *chat;
     struct cli_gen *g;
     json_t *messages; /* without the system message */
     char *system;
-    struct gen_stats last;
+    struct engine_result last;
     bool have_last;
     bool tty;
     bool json; /* one JSON object per answer instead of streamed text */
     /* the answer being generated */
-    struct cli_stream stream;
     char *answer;
     size_t answer_len, answer_cap;
+    json_t *tokens, *top; /* --json: its token ids, and with --top the highest logits of each step */
 };
 
-static int on_token(void *user, const struct gen_step *s)
+static int add_answer(struct session *ss, const char *p, size_t n)
 {
-    struct session *ss = user;
-    if (interrupted)
-        return 1;
-    if (!ss->json)
-        cli_stream_put(&ss->stream, s->piece, s->piece_len);
-    if (ss->answer_len + s->piece_len + 1 > ss->answer_cap) {
-        size_t cap = (ss->answer_cap + s->piece_len + 1) * 2;
+    if (!ss->json) {
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+    }
+    if (ss->answer_len + n + 1 > ss->answer_cap) {
+        size_t cap = (ss->answer_cap + n + 1) * 2;
         char *a = realloc(ss->answer, cap);
         if (!a)
             return 1;
         ss->answer = a;
         ss->answer_cap = cap;
     }
-    memcpy(ss->answer + ss->answer_len, s->piece, s->piece_len);
-    ss->answer_len += s->piece_len;
+    memcpy(ss->answer + ss->answer_len, p, n);
+    ss->answer_len += n;
     return 0;
+}
+
+static int on_step(void *user, const struct engine_step *s)
+{
+    struct session *ss = user;
+    if (interrupted)
+        return 1;
+    if (ss->json) {
+        json_array_append_new(ss->tokens, json_integer(s->id));
+        if (ss->top) {
+            json_t *step = json_array();
+            for (int i = 0; i < s->n_top; i++)
+                json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
+            json_array_append_new(ss->top, step);
+        }
+    }
+    return add_answer(ss, s->text, s->text_len);
+}
+
+static void on_done(void *user, const struct engine_result *r)
+{
+    add_answer(user, r->tail, r->tail_len);
 }
 
 /* The conversation with the system message in front. */
@@ -100,14 +121,16 @@ static json_t *full_conversation(const struct session *ss)
  * notice) until it leaves room for an answer. */
 static int fit_prompt(struct session *ss, int32_t **ids, size_t *n)
 {
-    const int64_t n_ctx = engine_n_ctx(ss->e);
-    int64_t room = ss->g->gp.n_predict > 0 ? ss->g->gp.n_predict : 256;
+    struct engine_info in;
+    engine_get_info(ss->e, &in);
+    const int64_t n_ctx = in.n_ctx;
+    int64_t room = ss->g->rp.n_predict > 0 ? ss->g->rp.n_predict : 256;
     if (room > n_ctx / 4)
         room = n_ctx / 4;
     for (;;) {
         pb_err err = {0};
         json_t *all = full_conversation(ss);
-        int rc = chat_tokenize(ss->chat, engine_tokenizer(ss->e), all, true, ids, n, &err);
+        int rc = engine_chat_prompt(ss->e, all, ids, n, &err);
         json_decref(all);
         if (rc)
             return cli_error("chat", "%s", err.msg);
@@ -130,7 +153,7 @@ static int fit_prompt(struct session *ss, int32_t **ids, size_t *n)
 
 static void answer(struct session *ss, const char *line)
 {
-    json_t *msg = json_pack("{s:s,s:o}", "role", "user", "content", cli_json_text(line, strlen(line)));
+    json_t *msg = json_pack("{s:s,s:o}", "role", "user", "content", pb_json_text(line, strlen(line)));
     json_array_append_new(ss->messages, msg);
     int32_t *ids = NULL;
     size_t n = 0;
@@ -142,14 +165,24 @@ static void answer(struct session *ss, const char *line)
     }
     ss->answer_len = 0;
     interrupted = 0;
+    if (ss->json) {
+        ss->tokens = json_array();
+        ss->top = ss->g->rp.n_top > 0 ? json_array() : NULL;
+    }
     pb_err err = {0};
-    int rc = engine_generate(ss->e, ids, n, &ss->g->gp, on_token, ss, &ss->last, &err);
-    if (!ss->json)
-        cli_stream_end(&ss->stream);
+    const struct engine_events ev = {ss, on_step, on_done};
+    int rc = engine_generate(ss->e, ids, n, &ss->g->rp, &ev, &ss->last, &err);
+    if (!ss->json) {
+        putchar('\n');
+        fflush(stdout);
+    }
     free(ids);
     if (rc) {
         cli_error("chat", "%s", err.msg);
         json_array_remove(ss->messages, json_array_size(ss->messages) - 1);
+        json_decref(ss->tokens);
+        json_decref(ss->top);
+        ss->tokens = ss->top = NULL;
         return;
     }
     ss->have_last = true;
@@ -157,12 +190,14 @@ static void answer(struct session *ss, const char *line)
         fprintf(stderr, "(interrupted)\n");
         interrupted = 0;
     }
-    json_t *content = cli_json_text(ss->answer ? ss->answer : "", ss->answer_len);
+    json_t *content = pb_json_text(ss->answer ? ss->answer : "", ss->answer_len);
     json_array_append_new(ss->messages, json_pack("{s:s,s:O}", "role", "assistant", "content", content));
     if (ss->json) {
-        json_t *o = json_pack("{s:o,s:s,s:{s:i,s:i,s:i}}", "content", content, "finish_reason",
-                              cli_stop_name(ss->last.stop), "usage", "prompt_tokens", ss->last.n_prompt,
-                              "completion_tokens", ss->last.n_gen, "cached_tokens", ss->last.n_reused);
+        json_t *o = json_pack("{s:o,s:s,s:{s:i,s:i,s:i},s:o,s:o}", "content", content, "finish_reason",
+                              cli_finish_name(ss->last.finish), "usage", "prompt_tokens", ss->last.n_prompt,
+                              "completion_tokens", ss->last.n_gen, "cached_tokens", ss->last.n_reused, "tokens",
+                              ss->tokens, "top", ss->top ? ss->top : json_array());
+        ss->tokens = ss->top = NULL;
         cli_print_json(o, false);
         fflush(stdout);
     } else {
@@ -248,9 +283,12 @@ static int command(struct session *ss, char *line)
             fprintf(stderr, "(no answer yet)\n");
         else
             cli_print_stats(ss->e, &ss->last, ss->g);
-        fprintf(stderr, "context: %lld of %lld tokens in use, %zu messages, format %s\n",
-                (long long)model_ctx_pos(engine_ctx(ss->e)), (long long)engine_n_ctx(ss->e),
-                json_array_size(ss->messages) + (ss->system ? 1 : 0), chat_name(ss->chat));
+        struct engine_info in;
+        struct engine_stats st;
+        engine_get_info(ss->e, &in);
+        engine_get_stats(ss->e, &st);
+        fprintf(stderr, "context: %lld of %lld tokens in use, %zu messages, format %s\n", (long long)st.kv_used,
+                (long long)in.n_ctx, json_array_size(ss->messages) + (ss->system ? 1 : 0), in.chat_format);
     } else if (!strcmp(line, "/help")) {
         fprintf(stderr, "/system TEXT, /reset, /save FILE, /load FILE, /stats, /exit\n");
     } else {
@@ -261,9 +299,11 @@ static int command(struct session *ss, char *line)
 
 int cmd_chat(int argc, char **argv)
 {
-    enum { OPT_JSON = 256 };
+    enum { OPT_JSON = 256, OPT_TOP };
     static const struct option opts[] = {CLI_GEN_LONGOPTS, {"json", no_argument, 0, OPT_JSON},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"top", required_argument, 0, OPT_TOP}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    long long v;
     bool json = false;
     struct cli_gen g;
     cli_gen_init(&g, -1);
@@ -278,6 +318,11 @@ int cmd_chat(int argc, char **argv)
             continue;
         switch (c) {
         case OPT_JSON: json = true; break;
+        case OPT_TOP:
+            if (!cli_parse_int("chat", "--top", optarg, 0, 1000, &v))
+                return CLI_USAGE;
+            g.rp.n_top = (int)v;
+            break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("chat", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("chat", "unknown option %s", argv[optind - 1]);
@@ -285,20 +330,13 @@ int cmd_chat(int argc, char **argv)
     }
     if (argc - optind != 1)
         return cli_usage_error("chat", argc == optind ? "no model given" : "expected one model");
+    if (g.rp.n_top > 0 && !json)
+        return cli_usage_error("chat", "--top reports logits in the --json output; add --json");
     cli_gen_finish(&g);
 
     struct session ss = {.g = &g, .tty = isatty(STDIN_FILENO) == 1, .json = json};
-    pb_err err = {0};
-    char path[4096];
-    if (!cli_resolve_model("chat", argv[optind], path, sizeof path, NULL))
+    if (!(ss.e = cli_gen_open("chat", argv[optind], &g, true)))
         return CLI_FAIL;
-    if (engine_open(path, &g.ep, &ss.e, &err))
-        return cli_error("chat", "%s", err.msg);
-    cli_warn_ctx("chat", ss.e);
-    if (cli_chat_open("chat", ss.e, &g, &ss.chat)) {
-        engine_free(ss.e);
-        return CLI_FAIL;
-    }
     ss.messages = json_array();
     ss.system = g.system ? strdup(g.system) : NULL;
 
@@ -307,9 +345,12 @@ int cmd_chat(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
 
-    if (ss.tty)
+    if (ss.tty) {
+        struct engine_info in;
+        engine_get_info(ss.e, &in);
         fprintf(stderr, "plumb chat: %s, %s format, context %lld. /help for commands, Ctrl-D to leave.\n",
-                argv[optind], chat_name(ss.chat), (long long)engine_n_ctx(ss.e));
+                argv[optind], in.chat_format, (long long)in.n_ctx);
+    }
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -345,7 +386,6 @@ int cmd_chat(int argc, char **argv)
     free(ss.answer);
     free(ss.system);
     json_decref(ss.messages);
-    chat_free(ss.chat);
-    engine_free(ss.e);
+    engine_close(ss.e);
     return CLI_OK;
 }

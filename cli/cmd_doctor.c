@@ -2,7 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "tools/doctor.h"
+#include "plumb/doctor.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -62,9 +62,7 @@ int cmd_doctor(int argc, char **argv)
         if (config_load(config_path, &cfg, &err)) {
             dp.config_error = err.msg; /* a finding, not a failure to run */
         } else {
-            dp.config = &cfg;
-            if (cfg.store[0]) /* the store the server would use, as plumb serve sets it */
-                setenv("PLUMB_HOME", cfg.store, 1);
+            dp.config = &cfg; /* its store is the one checked, as plumb serve uses it */
         }
     }
     struct doctor_report r;

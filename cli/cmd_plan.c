@@ -3,10 +3,10 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "kv/kv.h"
-#include "plan/plan.h"
-#include "store/store.h"
-#include "survey/survey.h"
+#include "plumb/engine.h"
+#include "plumb/plan.h"
+#include "plumb/store.h"
+#include "plumb/survey.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -34,12 +34,12 @@ static void help(void)
            "assumed efficiencies. The output says which is which.\n"
            "\n"
            "Options:\n"
-           "      --ctx N          context per user in tokens (default 4096, at most the\n"
+           "      --ctx N          context per user in tokens (default %d, at most the\n"
            "                       model's)\n"
            "      --users N        concurrent users (default 1)\n"
            "      --slo-tps X      generation tokens/s each user needs (default 10; 0: none)\n"
            "      --slo-ttft S     seconds to the first token (default: no target)\n"
-           "      --prompt N       prompt tokens for the time to first token (default 512)\n"
+           "      --prompt N       prompt tokens for the time to first token (default %d)\n"
            "      --kv-type T      KV cache type: f16 (default), f32 or q8_0\n"
            "      --on LIST        this, or catalog device ids, comma separated or repeated\n"
            "                       (default: this)\n"
@@ -53,7 +53,8 @@ static void help(void)
            "  plumb plan llama-3.1-8b --ctx 8192 --users 4\n"
            "  plumb plan qwen2.5-72b --on rtx-4090,h100-sxm,m2-ultra-192gb\n"
            "  plumb plan model.gguf --slo-tps 20 --slo-ttft 2\n"
-           "  plumb plan --users 10\n");
+           "  plumb plan --users 10\n",
+           ENGINE_DEFAULT_MAX_CTX, PLAN_BATCH);
 }
 
 struct opts {
@@ -137,9 +138,9 @@ static int resolve_targets(const struct opts *o, const struct catalog *cat, stru
 
 /* ---- one model ---- */
 
-static const char *kv_name(int kv)
+static const char *kv_name(enum pb_kv_type kv)
 {
-    return kv_type_name((enum kv_type)kv);
+    return pb_kv_type_name(kv);
 }
 
 static void print_model(const struct cat_model *m, const char *file_ftype)
@@ -339,60 +340,18 @@ static json_t *params_json(const struct opts *o)
 
 /* ---- ranking (no model) ---- */
 
-struct ranked {
-    const struct cat_model *m;
-    struct plan_result r;
-    int pick;   /* the recommended row, else the smallest that fits, else the smallest */
-    int class;  /* 0 meets, 1 fits but slow, 2 too big */
-};
-
-static int cmp_ranked(const void *a, const void *b)
-{
-    const struct ranked *x = a, *y = b;
-    if (x->class != y->class)
-        return x->class - y->class;
-    return x->m->params_b < y->m->params_b ? 1 : x->m->params_b > y->m->params_b ? -1 : 0;
-}
-
 static int rank(const struct catalog *cat, const struct plan_target *t, struct opts *o, json_t *jtargets)
 {
-    struct ranked *rk = calloc((size_t)cat->n_models, sizeof *rk);
-    if (!rk)
-        return cli_error("plan", "out of memory");
-    for (int i = 0; i < cat->n_models; i++) {
-        struct plan_params p = o->p;
-        const struct cat_model *m = &cat->models[i];
-        if (!o->ctx_given && p.ctx > m->context)
-            p.ctx = m->context;
-        if (p.prompt > p.ctx)
-            p.prompt = p.ctx;
-        rk[i].m = m;
-        pb_err err = {0};
-        if (plan_evaluate(m, t, &p, &rk[i].r, &err)) {
-            free(rk);
-            return cli_error("plan", "%s: %s", m->id, err.msg);
-        }
-        rk[i].pick = rk[i].r.recommended;
-        rk[i].class = 0;
-        if (rk[i].pick < 0) {
-            int smallest_fit = -1;
-            /* an architecture plumb lacks: any type (another engine runs it) */
-            bool any_type = t->this_machine && !rk[i].r.arch_supported;
-            for (int q = 0; q < rk[i].r.n_rows; q++)
-                if (rk[i].r.rows[q].fits && (rk[i].r.rows[q].runs || any_type))
-                    smallest_fit = q;
-            rk[i].class = smallest_fit >= 0 ? 1 : 2;
-            rk[i].pick = smallest_fit >= 0 ? smallest_fit : rk[i].r.n_rows - 1;
-        }
-    }
-    qsort(rk, (size_t)cat->n_models, sizeof *rk, cmp_ranked);
+    struct plan_ranked *rk;
+    pb_err err = {0};
+    if (plan_rank(cat, t, &o->p, o->ctx_given, &rk, &err))
+        return cli_error("plan", "%s", err.msg);
     if (jtargets) {
         json_t *list = json_array();
         for (int i = 0; i < cat->n_models; i++) {
             const struct plan_row *w = &rk[i].r.rows[rk[i].pick];
-            json_t *e = json_pack("{s:s,s:f,s:s,s:s,s:O}", "model", rk[i].m->id, "params_b", rk[i].m->params_b,
-                                  "verdict", rk[i].class == 0 ? "meets" : rk[i].class == 1 ? "slow" : "too big",
-                                  "quant", w->quant, "row", json_null());
+            json_t *e = json_pack("{s:s,s:f,s:s,s:s}", "model", rk[i].m->id, "params_b", rk[i].m->params_b, "verdict",
+                                  plan_verdict_name(rk[i].verdict), "quant", w->quant);
             json_object_set_new(e, "row", row_json(w));
             json_object_set_new(e, "architecture_supported", json_boolean(rk[i].r.arch_supported));
             json_array_append_new(list, e);
@@ -408,6 +367,7 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
            "---------- | --------------- | ---------------------------- |\n");
     for (int i = 0; i < cat->n_models; i++) {
         const struct plan_row *w = &rk[i].r.rows[rk[i].pick];
+        const bool too_big = rk[i].verdict == PLAN_TOO_BIG;
         char params[32], mem[32], tu[16], ta[16], pp[16], verdict[48];
         cli_fmt_count((uint64_t)(rk[i].m->params_b * 1e9), params, sizeof params);
         cli_fmt_bytes(w->total_bytes, mem, sizeof mem);
@@ -415,13 +375,12 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
         fmt_tps(w->tg_total, ta, sizeof ta);
         fmt_tps(w->pp_tps, pp, sizeof pp);
         snprintf(verdict, sizeof verdict, "%s%s",
-                 rk[i].class == 0   ? "meets the target"
-                 : rk[i].class == 1 ? "fits, too slow"
-                                    : "too big",
+                 rk[i].verdict == PLAN_MEETS  ? "meets the target"
+                 : rk[i].verdict == PLAN_SLOW ? "fits, too slow"
+                                              : "too big",
                  t->this_machine && !rk[i].r.arch_supported ? " (not plumb)" : "");
         printf("| %-29s | %8s | %-7s | %10s | %12s | %11s | %10s | %15d | %-28s |\n", rk[i].m->id, params, w->quant,
-               mem, rk[i].class == 2 ? "-" : tu, rk[i].class == 2 ? "-" : ta, rk[i].class == 2 ? "-" : pp,
-               w->users_slo, verdict);
+               mem, too_big ? "-" : tu, too_big ? "-" : ta, too_big ? "-" : pp, w->users_slo, verdict);
     }
     printf("\nquant: the recommended one (best quality meeting the target), else the smallest that fits;\n"
            "'not plumb': an architecture plumb does not run yet. Details: plumb plan MODEL.\n");
@@ -506,7 +465,8 @@ int cmd_plan(int argc, char **argv)
     };
     static struct opts o;
     memset(&o, 0, sizeof o);
-    o.p = (struct plan_params){.ctx = 4096, .users = 1, .slo_tps = 10, .prompt = 512, .kv_type = KV_F16};
+    o.p = (struct plan_params){.ctx = ENGINE_DEFAULT_MAX_CTX, .users = 1, .slo_tps = 10, .prompt = PLAN_BATCH,
+                               .kv_type = PB_KV_F16};
     bool prompt_given = false, lm = false, ld = false;
     long long v;
     double d;
@@ -587,7 +547,7 @@ int cmd_plan(int argc, char **argv)
         char stored[4096] = "";
         struct store_entry entry;
         pb_err serr;
-        if (!looks_like_file(name) && store_resolve(name, stored, sizeof stored, &entry, &serr) == PB_OK &&
+        if (!looks_like_file(name) && store_resolve(NULL, name, stored, sizeof stored, &entry, &serr) == PB_OK &&
             entry.digest[0])
             name = stored;
         else

@@ -2,8 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "base/sys.h"
-#include "tools/tools.h"
+#include "plumb/quantize.h"
 
 #include <getopt.h>
 #include <string.h>
@@ -67,10 +66,10 @@ int cmd_quantize(int argc, char **argv)
 
     pb_err err = {0};
     struct quantize_report r;
-    double t0 = sys_now();
+    double t0 = cli_now();
     if (quantize_file(in, out, &qp, &r, &err))
         return cli_error("quantize", "%s", err.msg);
-    double secs = sys_now() - t0;
+    double secs = cli_now() - t0;
     if (r.requantized)
         fprintf(stderr, "plumb quantize: warning: %s was already quantized (%s); requantizing loses quality\n", in,
                 r.source_ftype);

@@ -2,8 +2,6 @@
 #define _GNU_SOURCE
 #include "gen_common.h"
 
-#include "base/sys.h"
-
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,40 +65,56 @@ static char *read_file(const char *path, size_t *len)
 struct run_state {
     bool json;
     bool failed; /* out of memory collecting --json output */
-    struct cli_stream stream;
     /* --json */
     json_t *tokens, *top;
     char *text;
     size_t text_len, text_cap;
 };
 
-static int on_token(void *user, const struct gen_step *s)
+static bool add_text(struct run_state *st, const char *p, size_t n)
 {
-    struct run_state *st = user;
     if (!st->json) {
-        cli_stream_put(&st->stream, s->piece, s->piece_len);
-        return 0;
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+        return true;
     }
-    json_array_append_new(st->tokens, json_integer(s->id));
-    if (st->top) {
-        json_t *step = json_array();
-        for (int i = 0; i < s->n_top; i++)
-            json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
-        json_array_append_new(st->top, step);
-    }
-    if (st->text_len + s->piece_len + 1 > st->text_cap) {
-        size_t cap = (st->text_cap + s->piece_len + 1) * 2;
+    if (st->text_len + n + 1 > st->text_cap) {
+        size_t cap = (st->text_cap + n + 1) * 2;
         char *t = realloc(st->text, cap);
-        if (!t) {
-            st->failed = true;
-            return 1;
-        }
+        if (!t)
+            return false;
         st->text = t;
         st->text_cap = cap;
     }
-    memcpy(st->text + st->text_len, s->piece, s->piece_len);
-    st->text_len += s->piece_len;
+    memcpy(st->text + st->text_len, p, n);
+    st->text_len += n;
+    return true;
+}
+
+static int on_step(void *user, const struct engine_step *s)
+{
+    struct run_state *st = user;
+    if (st->json) {
+        json_array_append_new(st->tokens, json_integer(s->id));
+        if (st->top) {
+            json_t *step = json_array();
+            for (int i = 0; i < s->n_top; i++)
+                json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
+            json_array_append_new(st->top, step);
+        }
+    }
+    if (!add_text(st, s->text, s->text_len)) {
+        st->failed = true;
+        return 1;
+    }
     return 0;
+}
+
+static void on_done(void *user, const struct engine_result *r)
+{
+    struct run_state *st = user;
+    if (!add_text(st, r->tail, r->tail_len))
+        st->failed = true;
 }
 
 enum { OPT_NO_DISPLAY_PROMPT = 256, OPT_JSON, OPT_TOP, OPT_CHAT };
@@ -116,16 +130,12 @@ static int prompt_ids(struct engine *e, const struct cli_gen *g, bool chat, cons
             return cli_error("run", "%s", err.msg);
         return CLI_OK;
     }
-    struct chat *c;
-    if (cli_chat_open("run", e, g, &c))
-        return CLI_FAIL;
     json_t *msgs = json_array();
     if (g->system)
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", g->system));
-    json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", "user", "content", cli_json_text(prompt, len)));
-    int rc = chat_tokenize(c, engine_tokenizer(e), msgs, true, ids, n, &err);
+    json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", "user", "content", pb_json_text(prompt, len)));
+    int rc = engine_chat_prompt(e, msgs, ids, n, &err);
     json_decref(msgs);
-    chat_free(c);
     if (rc)
         return cli_error("run", "%s", err.msg);
     return CLI_OK;
@@ -167,7 +177,7 @@ int cmd_run(int argc, char **argv)
         case OPT_TOP:
             if (!cli_parse_int("run", "--top", optarg, 0, 1000, &v))
                 return CLI_USAGE;
-            g.gp.top_k_report = (int)v;
+            g.rp.n_top = (int)v;
             break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("run", "option %s needs a value", argv[optind - 1]);
@@ -178,11 +188,11 @@ int cmd_run(int argc, char **argv)
         return cli_usage_error("run", "no model given");
     if (argc - optind > 1)
         return cli_usage_error("run", "unexpected argument '%s'", argv[optind + 1]);
-    if (g.gp.top_k_report > 0 && !json)
+    if (g.rp.n_top > 0 && !json)
         return cli_usage_error("run", "--top reports logits in the --json output; add --json");
     if (!!prompt == !!prompt_file)
         return cli_usage_error("run", "give the prompt with exactly one of -p TEXT or -f FILE");
-    if (!chat && (g.system || g.chat_format))
+    if (!chat && (g.system || g.ep.chat_format))
         return cli_usage_error("run", "--system and --chat-format need --chat");
     cli_gen_finish(&g);
 
@@ -203,27 +213,24 @@ int cmd_run(int argc, char **argv)
     size_t n_ids = 0;
     struct run_state st = {.json = json};
     int status = CLI_FAIL;
-    char path[4096];
-    if (!cli_resolve_model("run", argv[optind], path, sizeof path, NULL))
+    if (!(e = cli_gen_open("run", argv[optind], &g, chat)))
         goto done;
-    if (engine_open(path, &g.ep, &e, &err)) {
-        cli_error("run", "%s", err.msg);
-        goto done;
-    }
-    cli_warn_ctx("run", e);
     if (prompt_ids(e, &g, chat, prompt, prompt_len, &ids, &n_ids))
         goto done;
     if (json) {
         st.tokens = json_array();
-        st.top = g.gp.top_k_report > 0 ? json_array() : NULL;
+        st.top = g.rp.n_top > 0 ? json_array() : NULL;
     } else if (display_prompt && !chat) {
         fwrite(prompt, 1, prompt_len, stdout);
         fflush(stdout);
     }
-    struct gen_stats gs;
-    int rc = engine_generate(e, ids, n_ids, &g.gp, on_token, &st, &gs, &err);
-    if (!json)
-        cli_stream_end(&st.stream);
+    const struct engine_events ev = {&st, on_step, on_done};
+    struct engine_result res;
+    int rc = engine_generate(e, ids, n_ids, &g.rp, &ev, &res, &err);
+    if (!json) {
+        putchar('\n');
+        fflush(stdout);
+    }
     if (rc) {
         cli_error("run", "%s", err.msg);
         goto done;
@@ -233,31 +240,33 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (json) {
+        struct engine_info in;
+        engine_get_info(e, &in);
         json_t *pt = json_array();
         for (size_t i = 0; i < n_ids; i++)
             json_array_append_new(pt, json_integer(ids[i]));
         json_t *out = json_object();
         json_object_set_new(out, "prompt_tokens", pt);
         json_object_set_new(out, "tokens", st.tokens);
-        json_object_set_new(out, "text", cli_json_text(st.text ? st.text : "", st.text_len));
+        json_object_set_new(out, "text", pb_json_text(st.text ? st.text : "", st.text_len));
         json_object_set_new(out, "top", st.top ? st.top : json_array());
-        json_object_set_new(out, "finish_reason", json_string(cli_stop_name(gs.stop)));
+        json_object_set_new(out, "finish_reason", json_string(cli_finish_name(res.finish)));
         json_object_set_new(out, "timings",
-                            json_pack("{s:f,s:f,s:f,s:I}", "load_s", engine_load_seconds(e), "prompt_s", gs.t_prompt,
-                                      "gen_s", gs.t_gen, "peak_rss_bytes", (json_int_t)sys_peak_rss()));
+                            json_pack("{s:f,s:f,s:f,s:I}", "load_s", in.load_s, "prompt_s", res.t_prompt, "gen_s",
+                                      res.t_gen, "peak_rss_bytes", (json_int_t)pb_peak_rss()));
         st.tokens = st.top = NULL;
         status = cli_print_json(out, false);
     } else {
         status = CLI_OK;
     }
     fputc('\n', stderr);
-    cli_print_stats(e, &gs, &g);
+    cli_print_stats(e, &res, &g);
 done:
     json_decref(st.tokens);
     json_decref(st.top);
     free(st.text);
     free(ids);
     free(prompt_buf);
-    engine_free(e);
+    engine_close(e);
     return status;
 }

@@ -3,10 +3,10 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "chat/chat.h"
-#include "config/config.h"
-#include "server/server.h"
-#include "store/store.h"
+#include "plumb/config.h"
+#include "plumb/engine.h"
+#include "plumb/server.h"
+#include "plumb/store.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -41,34 +41,41 @@ static void help(void)
            "      --config FILE         the configuration file\n"
            "      --alias NAME          the model's id in the API (default: the store name\n"
            "                            as given, or the file name without .gguf)\n"
-           "      --host ADDR           address to listen on (default 127.0.0.1: this machine only)\n"
-           "      --port N              port (default 8080; 0: any free one, printed)\n"
-           "  -np, --parallel N         requests generating at once (default 4)\n"
-           "  -c, --ctx N               context of each request, prompt and answer (default 4096)\n"
+           "      --host ADDR           address to listen on (default %s: this machine only)\n"
+           "      --port N              port (default %d; 0: any free one, printed)\n"
+           "  -np, --parallel N         requests generating at once (default %d)\n"
+           "  -c, --ctx N               context of each request, prompt and answer (default: the\n"
+           "                            model's training context, at most %d)\n"
            "      --api-key-file FILE   require 'Authorization: Bearer KEY' on /v1/*; FILE has one\n"
            "                            key per line, optionally 'ID KEY' (the id is what logs show)\n"
-           "      --max-queue N         requests that may wait for a slot (default 64)\n"
-           "      --timeout S           longest a request may run, and a connection stay idle (default 600)\n"
-           "      --drain-timeout S     how long SIGTERM waits for running answers (default 30)\n"
+           "      --max-queue N         requests that may wait for a slot (default %d)\n"
+           "      --timeout S           longest a request may run, and a connection stay idle (default %d)\n"
+           "      --drain-timeout S     how long SIGTERM waits for running answers (default %d)\n"
            "      --max-tokens N        cap on a request's max_tokens (default: the context)\n"
-           "      --max-body BYTES      largest request body (default 1048576)\n"
-           "      --max-connections N   open connections at most (default 256)\n"
-           "  -t, --threads N           threads (default: all CPUs)\n"
-           "      --batch N             tokens per forward pass (default 512)\n"
+           "      --max-body BYTES      largest request body (default %u)\n"
+           "      --max-connections N   open connections at most (default %d)\n"
+           "  -t, --threads N           threads, shared by every model (default: all CPUs)\n"
+           "      --batch N             tokens per forward pass (default %d)\n"
            "      --step-ms MS          while answers stream, a step (one token for each) aims at\n"
            "                            this time: prompts of new requests are fed in as it allows\n"
-           "                            (bounds inter-token latency; default 150)\n"
-           "      --prefill-chunk N     prompt tokens per step at most while others generate (default 256)\n"
+           "                            (bounds inter-token latency; default %d)\n"
+           "      --prefill-chunk N     prompt tokens per step at most while others generate (default %d)\n"
            "      --kv-type T           KV cache type: f16 (default), f32 or q8_0\n"
            "      --chat-format NAME    a built-in chat format instead of the model's template\n"
            "      --log-format F        text (default) or json: one line per request on stderr\n"
            "      --pid-file FILE       write the process id there (for plumb service reload)\n"
+           "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
+           "                            memory available (they are refused otherwise)\n"
            "  -h, --help                this help\n"
            "\n"
            "Example:\n"
            "  plumb serve model.gguf --alias assistant --parallel 16 --port 8080\n"
            "  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-           "       -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n");
+           "       -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n",
+           SERVER_DEFAULT_HOST, SERVER_DEFAULT_PORT, SERVER_DEFAULT_PARALLEL, ENGINE_DEFAULT_MAX_CTX,
+           ENGINE_DEFAULT_QUEUE, SERVER_DEFAULT_TIMEOUT_S, SERVER_DEFAULT_DRAIN_S, SERVER_DEFAULT_MAX_BODY,
+           SERVER_DEFAULT_MAX_CONNECTIONS, ENGINE_DEFAULT_BATCH, ENGINE_DEFAULT_STEP_MS,
+           ENGINE_DEFAULT_PREFILL_CHUNK);
 }
 
 /* A log line on stderr (journald takes it under the service): JSON lines
@@ -102,31 +109,6 @@ struct overrides {
     bool log_json, log_set;
     const char *pid_file;
 };
-
-/* The models of a configuration, their sources resolved to files. */
-static int config_models(const struct config *c, struct server_model *out, char paths[][1024], pb_err *err)
-{
-    for (int i = 0; i < c->n_models; i++) {
-        const struct config_model *cm = &c->models[i];
-        if (store_resolve(cm->source, paths[i], sizeof paths[i], NULL, err))
-            return pb_wrap(err, PB_EINVAL, "%s: [model %s]", c->path, cm->alias);
-        out[i] = server_model_defaults();
-        out[i].alias = cm->alias;
-        out[i].path = paths[i];
-        out[i].n_parallel = cm->parallel;
-        out[i].n_ctx = cm->ctx;
-        out[i].n_batch = cm->batch;
-        out[i].kv_type = cm->kv_type;
-        out[i].step_target_s = cm->step_ms / 1000;
-        out[i].chat_format = cm->chat_format[0] ? cm->chat_format : NULL;
-        if (out[i].chat_format && !chat_format_known(out[i].chat_format))
-            return pb_fail(err, PB_EINVAL, "%s: [model %s]: unknown chat format '%s' (%s)", c->path, cm->alias,
-                           out[i].chat_format, chat_format_names());
-    }
-    if (c->n_models == 0)
-        return pb_fail(err, PB_EINVAL, "%s: no [model NAME] section", c->path);
-    return PB_OK;
-}
 
 /* Usage accounting: each finished request into the store's registry
  * (records come from the connection threads; a store handle is for one
@@ -169,6 +151,7 @@ int cmd_serve(int argc, char **argv)
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
+        OPT_IGNORE_MEMORY,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -192,10 +175,12 @@ int cmd_serve(int argc, char **argv)
         {"chat-format", required_argument, 0, OPT_FORMAT},
         {"log-format", required_argument, 0, OPT_LOGFMT},
         {"pid-file", required_argument, 0, OPT_PID},
+        {"ignore-memory", no_argument, 0, OPT_IGNORE_MEMORY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     struct server_model m = server_model_defaults();
+    bool ignore_memory = false;
     struct overrides ov = {.port = -1, .queue = -1, .max_tokens = -1, .conn = -1, .threads = -1, .timeout = -1,
                            .drain = -1, .body = -1};
     const char *config_path = NULL;
@@ -222,13 +207,13 @@ int cmd_serve(int argc, char **argv)
         case OPT_NP:
             if (!cli_parse_int("serve", "--parallel", optarg, 1, 256, &v))
                 return CLI_USAGE;
-            m.n_parallel = (int)v;
+            m.engine.n_slots = (int)v;
             model_opts = true;
             break;
         case 'c':
             if (!cli_parse_int("serve", "--ctx", optarg, 16, 1 << 24, &v))
                 return CLI_USAGE;
-            m.n_ctx = v;
+            m.engine.n_ctx = v;
             model_opts = true;
             break;
         case OPT_KEYS: ov.keys = optarg; break;
@@ -267,30 +252,30 @@ int cmd_serve(int argc, char **argv)
         case OPT_BATCH:
             if (!cli_parse_int("serve", "--batch", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
-            m.n_batch = (int)v;
+            m.engine.n_batch = (int)v;
             model_opts = true;
             break;
         case OPT_CHUNK:
             if (!cli_parse_int("serve", "--prefill-chunk", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
-            m.prefill_chunk = (int)v;
+            m.engine.prefill_chunk = (int)v;
             model_opts = true;
             break;
         case OPT_STEP:
             if (!cli_parse_float("serve", "--step-ms", optarg, 1, 1e6, &d))
                 return CLI_USAGE;
-            m.step_target_s = d / 1000;
+            m.engine.step_target_s = d / 1000;
             model_opts = true;
             break;
         case OPT_KV:
-            if (!cli_parse_kv_type("serve", optarg, &m.kv_type))
+            if (!cli_parse_kv_type("serve", optarg, &m.engine.kv_type))
                 return CLI_USAGE;
             model_opts = true;
             break;
         case OPT_FORMAT:
-            if (!chat_format_known(optarg))
-                return cli_usage_error("serve", "unknown chat format '%s' (%s)", optarg, chat_format_names());
-            m.chat_format = optarg;
+            if (!engine_chat_format_known(optarg))
+                return cli_usage_error("serve", "unknown chat format '%s' (%s)", optarg, engine_chat_formats());
+            m.engine.chat_format = optarg;
             model_opts = true;
             break;
         case OPT_LOGFMT:
@@ -300,6 +285,7 @@ int cmd_serve(int argc, char **argv)
             ov.log_set = true;
             break;
         case OPT_PID: ov.pid_file = optarg; break;
+        case OPT_IGNORE_MEMORY: ignore_memory = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
@@ -343,19 +329,18 @@ int cmd_serve(int argc, char **argv)
     if (ov.pid_file)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
 
-    /* store names resolve in the configuration's store */
-    if (cfg.store[0])
-        setenv("PLUMB_HOME", cfg.store, 1);
-    static char paths[CONFIG_MAX_MODELS][1024];
+    /* store names resolve in the configuration's store (else the default one) */
+    const char *store = cfg.store[0] ? cfg.store : NULL;
+    static char paths[CONFIG_MAX_MODELS][CONFIG_PATH_MAX];
     struct server_model models[CONFIG_MAX_MODELS];
     int n_models = 1;
     if (config_path) {
-        if (config_models(&cfg, models, paths, &err))
+        if (config_server_models(&cfg, models, paths, &err))
             return cli_error("serve", "%s", err.msg);
         n_models = cfg.n_models;
     } else {
         struct store_entry entry;
-        if (store_resolve(argv[optind], paths[0], sizeof paths[0], &entry, &err))
+        if (store_resolve(store, argv[optind], paths[0], sizeof paths[0], &entry, &err))
             return cli_error("serve", "%s", err.msg);
         m.path = paths[0];
         /* a store name, not the blob's file name (its digest), is the id */
@@ -376,6 +361,7 @@ int cmd_serve(int argc, char **argv)
     p.timeout_s = cfg.timeout_s;
     p.max_connections = cfg.max_connections;
     p.log_json = cfg.log_json;
+    p.ignore_memory = ignore_memory;
     p.log = log_line;
     p.log_user = &p.log_json;
 
@@ -391,7 +377,7 @@ int cmd_serve(int argc, char **argv)
     struct usage_sink usage = {.log_json = &p.log_json};
     pthread_mutex_init(&usage.mu, NULL);
     pb_err serr = {0};
-    if (store_open(NULL, &usage.store, &serr) == PB_OK) {
+    if (store_open(store, &usage.store, &serr) == PB_OK) {
         p.on_record = record_usage;
         p.record_user = &usage;
     } else {
@@ -403,7 +389,8 @@ int cmd_serve(int argc, char **argv)
     struct server *s;
     if (server_open(&p, &s, &err)) {
         store_close(usage.store);
-        return cli_error("serve", "%s", err.msg);
+        return cli_error("serve", "%s%s", err.msg,
+                         err.code == PB_ENOMEM ? " (--ignore-memory serves them anyway)" : "");
     }
     if (cfg.pid_file[0] && write_pid_file(cfg.pid_file) != 0)
         fprintf(stderr, "plumb serve: cannot write the pid file %s: %s\n", cfg.pid_file, strerror(errno));
@@ -424,7 +411,7 @@ int cmd_serve(int argc, char **argv)
         config_defaults(&next);
         pb_err rerr = {0};
         char msg[700];
-        if (config_load(config_path, &next, &rerr) || config_models(&next, models, paths, &rerr) ||
+        if (config_load(config_path, &next, &rerr) || config_server_models(&next, models, paths, &rerr) ||
             server_reload(s, models, next.n_models, &rerr)) {
             snprintf(msg, sizeof msg, "SIGHUP: reload failed, serving as before: %s", rerr.msg);
             log_line(&p.log_json, msg);

@@ -2,8 +2,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "config/config.h"
-#include "tools/service.h"
+#include "plumb/config.h"
+#include "plumb/service.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -3,7 +3,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "survey/survey.h"
+#include "plumb/survey.h"
 
 #include <getopt.h>
 #include <string.h>

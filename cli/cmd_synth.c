@@ -2,8 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "base/sys.h"
-#include "tools/tools.h"
+#include "plumb/synth.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -128,10 +127,10 @@ int cmd_synth(int argc, char **argv)
 
     const char *out = argv[optind];
     uint64_t bytes;
-    double t0 = sys_now();
+    double t0 = cli_now();
     if (synth_write(out, &sp, &bytes, &err))
         return cli_error("synth", "%s", err.msg);
-    double secs = sys_now() - t0;
+    double secs = cli_now() - t0;
     if (json)
         return cli_print_json(json_pack("{s:s,s:s,s:s,s:I,s:I,s:f}", "output", out, "shape", sp.shape.name, "type",
                                         type, "seed", (json_int_t)sp.seed, "tensor_bytes", (json_int_t)bytes,

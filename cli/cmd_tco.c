@@ -3,12 +3,9 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "kv/kv.h"
-#include "plan/catalog.h"
-#include "plan/plan.h"
-#include "plan/tco.h"
-#include "store/store.h"
-#include "survey/survey.h"
+#include "plumb/plan.h"
+#include "plumb/store.h"
+#include "plumb/survey.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -181,63 +178,19 @@ static void list_apis(const struct catalog *c)
 
 /* Capacity of the device for the model: aggregate generation tokens/s at
  * one user (catalog figures, assumed efficiency). */
-struct capacity {
-    bool known;
-    char quant[16];
-    double tps;            /* aggregate generation tokens/s */
-    double needed_share;   /* of the day under load to produce the output volume */
-};
-
-static int check_capacity(const struct opts *o, const struct catalog *cat, const struct cat_device *d,
-                          struct capacity *cap)
+/* The device's capacity for the model, when one is given. */
+static int capacity(const struct opts *o, const struct catalog *cat, const struct cat_device *d,
+                    struct plan_capacity *cap)
 {
     memset(cap, 0, sizeof *cap);
     if (!o->model)
         return CLI_OK;
-    const struct cat_model *m = catalog_model(cat, o->model);
-    if (!m) {
-        char near[300];
-        catalog_near(cat, CAT_MODELS, o->model, near, sizeof near);
-        return cli_usage_error("tco", "unknown model '%s'%s%s%s ('plumb plan --list-models' lists them)", o->model,
-                               near[0] ? "; did you mean " : "", near, near[0] ? "?" : "");
-    }
-    if (!d)
-        return cli_usage_error("tco", "--model needs --device: the capacity comes from the device's figures");
-    struct plan_target t;
-    plan_target_device(d, &t);
-    struct plan_params p = {.ctx = 4096 < m->context ? 4096 : m->context, .users = 1, .prompt = 512,
-                            .kv_type = KV_F16};
-    static struct plan_result r;
     pb_err err = {0};
-    if (plan_evaluate(m, &t, &p, &r, &err))
+    int rc = plan_capacity(cat, o->model, d, o->quant, o->in.tokens_out_day, cap, &err);
+    if (rc == PB_ENOTFOUND || rc == PB_EINVAL)
+        return cli_usage_error("tco", "%s", err.msg);
+    if (rc)
         return cli_error("tco", "%s", err.msg);
-    int q = r.recommended;
-    if (o->quant) {
-        q = -1;
-        for (int i = 0; i < r.n_rows; i++)
-            if (!strcasecmp(r.rows[i].quant, o->quant))
-                q = i;
-        if (q < 0)
-            return cli_usage_error("tco", "unknown quantization '%s' (F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q4_0, "
-                                   "Q3_K_M, IQ2_M)", o->quant);
-    }
-    if (q < 0) {
-        for (int i = 0; i < r.n_rows; i++)
-            if (r.rows[i].fits)
-                q = i;
-        if (q < 0)
-            return cli_error("tco", "%s does not fit on %s in any quantization", m->id, d->id);
-    }
-    if (!r.rows[q].fits)
-        return cli_error("tco", "%s in %s does not fit on %s", m->id, r.rows[q].quant, d->id);
-    /* users batched up to what memory allows: the device's best aggregate */
-    p.users = r.rows[q].users_max > 0 ? (r.rows[q].users_max < 64 ? r.rows[q].users_max : 64) : 1;
-    if (plan_evaluate(m, &t, &p, &r, &err))
-        return cli_error("tco", "%s", err.msg);
-    cap->known = true;
-    snprintf(cap->quant, sizeof cap->quant, "%s", r.rows[q].quant);
-    cap->tps = r.rows[q].tg_total;
-    cap->needed_share = o->in.tokens_out_day / (cap->tps * 86400.0);
     return CLI_OK;
 }
 
@@ -251,35 +204,6 @@ static void fmt_tokens(double v, char *b, size_t n)
         snprintf(b, n, "%.1f k", v / 1e3);
     else
         snprintf(b, n, "%.0f", v);
-}
-
-/* One variation of the inputs for the sensitivity table. */
-struct variant {
-    const char *what;
-    struct tco_inputs in;
-};
-
-static int build_variants(const struct tco_inputs *in, struct variant *v)
-{
-    int n = 0;
-    const double f[2] = {0.5, 2.0};
-    for (int i = 0; i < 2; i++) {
-        v[n] = (struct variant){i ? "volume x2" : "volume x0.5", *in};
-        v[n].in.tokens_in_day *= f[i];
-        v[n++].in.tokens_out_day *= f[i];
-        v[n] = (struct variant){i ? "electricity x2" : "electricity x0.5", *in};
-        v[n++].in.kwh_price *= f[i];
-        v[n] = (struct variant){i ? "hardware x1.5" : "hardware x0.75", *in};
-        v[n].in.capex *= i ? 1.5 : 0.75;
-        v[n++].in.extra_capex *= i ? 1.5 : 0.75;
-        v[n] = (struct variant){i ? "upkeep x2" : "upkeep x0.5", *in};
-        v[n++].in.upkeep_hours *= f[i];
-    }
-    v[n] = (struct variant){"utilisation 100%", *in};
-    v[n++].in.utilisation = 1;
-    v[n] = (struct variant){"amortised over 5 years", *in};
-    v[n++].in.years = 5;
-    return n;
 }
 
 static void fmt_months(double m, char *b, size_t n)
@@ -487,8 +411,8 @@ int cmd_tco(int argc, char **argv)
     if (o.from_usage && (rc = volume_from_usage(&o, &meas)))
         goto done;
 
-    struct capacity cap;
-    if ((rc = check_capacity(&o, cat, d, &cap)))
+    struct plan_capacity cap;
+    if ((rc = capacity(&o, cat, d, &cap)))
         goto done;
 
     struct tco_result r;
@@ -496,8 +420,8 @@ int cmd_tco(int argc, char **argv)
         rc = cli_usage_error("tco", "%s", err.msg);
         goto done;
     }
-    struct variant var[16];
-    int n_var = build_variants(&o.in, var);
+    struct tco_variant var[TCO_MAX_VARIANTS];
+    int n_var = tco_variants(&o.in, var);
     struct tco_result vr[16];
     for (int i = 0; i < n_var; i++)
         if (tco_compute(&var[i].in, &vr[i], &err)) {

@@ -2,8 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "gguf/gguf.h"
-#include "tokenizer/tokenizer.h"
+#include "plumb/tokenizer.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -91,7 +90,6 @@ int cmd_tokenize(int argc, char **argv)
     }
 
     pb_err err = {0};
-    struct gguf_file *g = NULL;
     struct tokenizer *t = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
@@ -99,8 +97,7 @@ int cmd_tokenize(int argc, char **argv)
     char path[4096];
     if (!cli_resolve_model("tokenize", argv[optind], path, sizeof path, NULL))
         goto done;
-    if (gguf_open(path, &g, &err) || tok_load(g, &t, &err) ||
-        tok_encode(t, text, len, add_bos, special, &ids, &n, &err)) {
+    if (tok_open(path, &t, &err) || tok_encode(t, text, len, add_bos, special, &ids, &n, &err)) {
         cli_error("tokenize", "%s", err.msg);
         goto done;
     }
@@ -110,7 +107,7 @@ int cmd_tokenize(int argc, char **argv)
             char piece[512];
             size_t pl = tok_piece(t, ids[i], true, piece, sizeof piece);
             json_array_append_new(jt, json_integer(ids[i]));
-            json_array_append_new(jp, cli_json_text(piece, pl < sizeof piece ? pl : sizeof piece));
+            json_array_append_new(jp, pb_json_text(piece, pl < sizeof piece ? pl : sizeof piece));
         }
         status = cli_print_json(json_pack("{s:o,s:o}", "tokens", jt, "pieces", jp), false);
     } else {
@@ -122,7 +119,6 @@ int cmd_tokenize(int argc, char **argv)
 done:
     free(ids);
     tok_free(t);
-    gguf_close(g);
     free(buf);
     return status;
 }

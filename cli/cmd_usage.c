@@ -3,7 +3,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include "store/store.h"
+#include "plumb/store.h"
 
 #include <getopt.h>
 #include <stdlib.h>

@@ -1,10 +1,11 @@
 #include "gen_common.h"
 
-#include "base/pool.h"
-#include "base/sys.h"
-
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const char CLI_GEN_HELP[] =
     "  -n, --n-predict N        tokens to generate (-1: until end of text or a full context)\n"
@@ -17,65 +18,69 @@ const char CLI_GEN_HELP[] =
     "      --seed S             random seed (default: random, printed on stderr)\n"
     "  -t, --threads N          threads (default: all CPUs)\n"
     "  -c, --ctx N              context size in tokens (default: the model's, at\n"
-    "                           most 4096); may exceed the model's with a warning\n"
-    "  -b, --batch N            prompt tokens per forward pass (default 512)\n"
+    "                           most " STR(ENGINE_DEFAULT_MAX_CTX) "); may exceed the model's with a warning\n"
+    "  -b, --batch N            prompt tokens per forward pass (default " STR(ENGINE_DEFAULT_BATCH) ")\n"
     "      --kv-type T          KV cache type: f16 (default), f32 or q8_0\n"
     "      --ignore-eos         do not stop at end-of-text tokens\n"
     "      --system TEXT        a system message for chat formatting\n"
     "      --chat-format NAME   a built-in chat format instead of the model's template:\n"
-    "                           chatml, llama3, llama2, mistral, gemma, phi3\n";
+    "                           chatml, llama3, llama2, mistral, gemma, phi3\n"
+    "      --ignore-memory      load the model even when its memory estimate exceeds what\n"
+    "                           is available (it is refused otherwise)\n";
 
 void cli_gen_init(struct cli_gen *g, int n_predict_default)
 {
     memset(g, 0, sizeof *g);
-    g->gp.sampling = sampler_defaults();
-    g->gp.n_predict = n_predict_default;
+    g->ep = engine_defaults();
+    g->rp = engine_request_defaults();
+    g->rp.n_predict = n_predict_default;
 }
 
 int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
 {
+    struct sampler_params *sp = &g->rp.sampling;
     long long v;
     double d;
     switch (c) {
     case 'n':
         if (!cli_parse_int(cmd, "--n-predict", arg, -1, 1 << 30, &v))
             return -1;
-        g->gp.n_predict = (int)v;
+        g->rp.n_predict = (int)v;
         return 1;
     case GOPT_TEMP:
         if (!cli_parse_float(cmd, "--temp", arg, 0, 100, &d))
             return -1;
-        g->gp.sampling.temp = (float)d;
+        sp->temp = (float)d;
         return 1;
     case GOPT_TOP_K:
         if (!cli_parse_int(cmd, "--top-k", arg, 0, 1 << 30, &v))
             return -1;
-        g->gp.sampling.top_k = (int32_t)v;
+        sp->top_k = (int32_t)v;
         return 1;
     case GOPT_TOP_P:
         if (!cli_parse_float(cmd, "--top-p", arg, 0, 1, &d))
             return -1;
-        g->gp.sampling.top_p = (float)d;
+        sp->top_p = (float)d;
         return 1;
     case GOPT_MIN_P:
         if (!cli_parse_float(cmd, "--min-p", arg, 0, 1, &d))
             return -1;
-        g->gp.sampling.min_p = (float)d;
+        sp->min_p = (float)d;
         return 1;
     case GOPT_REPEAT_PENALTY:
         if (!cli_parse_float(cmd, "--repeat-penalty", arg, 0.01, 100, &d))
             return -1;
-        g->gp.sampling.repeat_penalty = (float)d;
+        sp->repeat_penalty = (float)d;
         return 1;
     case GOPT_REPEAT_LAST_N:
         if (!cli_parse_int(cmd, "--repeat-last-n", arg, 0, 1 << 20, &v))
             return -1;
-        g->gp.sampling.repeat_last_n = (int32_t)v;
+        sp->repeat_last_n = (int32_t)v;
         return 1;
     case GOPT_SEED:
         if (!cli_parse_int(cmd, "--seed", arg, 0, INT64_MAX, &v))
             return -1;
-        g->gp.sampling.seed = (uint64_t)v;
+        sp->seed = (uint64_t)v;
         g->seed_given = true;
         return 1;
     case 't':
@@ -93,14 +98,15 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
             return -1;
         g->ep.n_batch = (int)v;
         return 1;
-    case GOPT_IGNORE_EOS: g->gp.ignore_eog = true; return 1;
+    case GOPT_IGNORE_EOS: g->rp.ignore_eog = true; return 1;
+    case GOPT_IGNORE_MEMORY: g->ep.ignore_memory = true; return 1;
     case GOPT_KV_TYPE: return cli_parse_kv_type(cmd, arg, &g->ep.kv_type) ? 1 : -1;
     case GOPT_CHAT_FORMAT:
-        if (!chat_format_known(arg)) {
-            cli_usage_error(cmd, "unknown chat format '%s' (one of %s)", arg, chat_format_names());
+        if (!engine_chat_format_known(arg)) {
+            cli_usage_error(cmd, "unknown chat format '%s' (one of %s)", arg, engine_chat_formats());
             return -1;
         }
-        g->chat_format = arg;
+        g->ep.chat_format = arg;
         return 1;
     case GOPT_SYSTEM: g->system = arg; return 1;
     default: return 0;
@@ -110,72 +116,54 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
 void cli_gen_finish(struct cli_gen *g)
 {
     if (!g->seed_given)
-        g->gp.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+        g->rp.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
 }
 
-int cli_chat_open(const char *cmd, struct engine *e, const struct cli_gen *g, struct chat **out)
+struct engine *cli_gen_open(const char *cmd, const char *model, const struct cli_gen *g, bool chat)
 {
-    char notice[600];
+    char path[4096];
+    if (!cli_resolve_model(cmd, model, path, sizeof path, NULL))
+        return NULL;
     pb_err err = {0};
-    if (chat_open(model_gguf(engine_model(e)), engine_tokenizer(e), g->chat_format, out, notice, sizeof notice,
-                  &err))
-        return cli_error(cmd, "%s", err.msg);
-    if (notice[0])
-        fprintf(stderr, "plumb %s: %s\n", cmd, notice);
-    return CLI_OK;
-}
-
-void cli_warn_ctx(const char *cmd, const struct engine *e)
-{
-    const struct model_hparams *hp = model_hparams(engine_model(e));
-    if (hp->n_ctx_train > 0 && engine_n_ctx(e) > hp->n_ctx_train)
+    struct engine *e;
+    if (engine_open(path, &g->ep, &e, &err)) {
+        cli_error(cmd, "%s%s", err.msg, err.code == PB_ENOMEM ? " (--ignore-memory loads it anyway)" : "");
+        return NULL;
+    }
+    struct engine_info in;
+    engine_get_info(e, &in);
+    if (in.n_ctx_train > 0 && in.n_ctx > in.n_ctx_train)
         fprintf(stderr, "plumb %s: warning: context %lld exceeds the model's training context %lld; output may "
-                        "degrade past it\n", cmd, (long long)engine_n_ctx(e), (long long)hp->n_ctx_train);
+                        "degrade past it\n", cmd, (long long)in.n_ctx, (long long)in.n_ctx_train);
+    if (chat && in.chat_notice[0])
+        fprintf(stderr, "plumb %s: %s\n", cmd, in.chat_notice);
+    return e;
 }
 
-void cli_stream_put(struct cli_stream *s, const char *p, size_t n)
+const char *cli_finish_name(enum engine_finish f)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (s->n == sizeof s->pending) {
-            fwrite(s->pending, 1, s->n, stdout);
-            s->n = 0;
-        }
-        s->pending[s->n++] = p[i];
+    switch (f) {
+    case ENGINE_FINISH_EOG:
+    case ENGINE_FINISH_STOP: return "stop";
+    case ENGINE_FINISH_LENGTH: return "length";
+    case ENGINE_FINISH_CONTEXT: return "context";
+    case ENGINE_FINISH_CALLER:
+    case ENGINE_FINISH_CANCELLED: return "interrupted";
+    case ENGINE_FINISH_ERROR: break;
     }
-    size_t ok = tok_utf8_complete(s->pending, s->n);
-    fwrite(s->pending, 1, ok, stdout);
-    memmove(s->pending, s->pending + ok, s->n - ok);
-    s->n -= ok;
-    fflush(stdout);
+    return "error";
 }
 
-void cli_stream_end(struct cli_stream *s)
+void cli_print_stats(const struct engine *e, const struct engine_result *r, const struct cli_gen *g)
 {
-    fwrite(s->pending, 1, s->n, stdout);
-    s->n = 0;
-    putchar('\n');
-    fflush(stdout);
-}
-
-const char *cli_stop_name(enum gen_stop s)
-{
-    switch (s) {
-    case GEN_STOP_EOG: return "stop";
-    case GEN_STOP_LENGTH: return "length";
-    case GEN_STOP_CONTEXT: return "context";
-    default: return "interrupted";
-    }
-}
-
-void cli_print_stats(const struct engine *e, const struct gen_stats *gs, const struct cli_gen *g)
-{
+    struct engine_info in;
+    engine_get_info(e, &in);
     char rss[32];
-    cli_fmt_bytes(sys_peak_rss(), rss, sizeof rss);
-    fprintf(stderr, "prompt:     %d tokens (%d reused) in %.3f s (%.1f t/s)\n", gs->n_prompt, gs->n_reused,
-            gs->t_prompt, gs->t_prompt > 0 ? (gs->n_prompt - gs->n_reused) / gs->t_prompt : 0.0);
-    fprintf(stderr, "generation: %d tokens in %.3f s (%.1f t/s), stopped: %s\n", gs->n_gen, gs->t_gen,
-            gs->t_gen > 0 ? gs->n_gen / gs->t_gen : 0.0, cli_stop_name(gs->stop));
-    fprintf(stderr, "load %.3f s, context %lld, threads %d, seed %llu, peak RSS %s\n", engine_load_seconds(e),
-            (long long)engine_n_ctx(e), g->ep.n_threads > 0 ? g->ep.n_threads : pool_cpu_count(),
-            (unsigned long long)g->gp.sampling.seed, rss);
+    cli_fmt_bytes(pb_peak_rss(), rss, sizeof rss);
+    fprintf(stderr, "prompt:     %d tokens (%d reused) in %.3f s (%.1f t/s)\n", r->n_prompt, r->n_reused, r->t_prompt,
+            r->t_prompt > 0 ? (r->n_prompt - r->n_reused) / r->t_prompt : 0.0);
+    fprintf(stderr, "generation: %d tokens in %.3f s (%.1f t/s), stopped: %s\n", r->n_gen, r->t_gen,
+            r->t_gen > 0 && r->n_gen > 1 ? (r->n_gen - 1) / r->t_gen : 0.0, cli_finish_name(r->finish));
+    fprintf(stderr, "load %.3f s, context %lld, threads %d, seed %llu, peak RSS %s\n", in.load_s, (long long)in.n_ctx,
+            in.n_threads, (unsigned long long)g->rp.sampling.seed, rss);
 }

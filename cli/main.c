@@ -2,7 +2,7 @@
  * command; each command parses its own options and prints its own help. */
 #include "cli.h"
 
-#include "kernels/kernels.h"
+#include "plumb/engine.h"
 
 #include <string.h>
 
@@ -77,7 +77,7 @@ int main(int argc, char **argv)
         printf("plumb %s\n", PLUMB_VERSION);
         return CLI_OK;
     }
-    const char *simd = kern_level_ignored_env();
+    const char *simd = engine_kernels_env_ignored();
     if (simd)
         fprintf(stderr, "plumb: PLUMB_SIMD=%s is not a kernel level (scalar, avx2, avxvnni, avx512vnni); ignored\n",
                 simd);

@@ -24,7 +24,7 @@
 #include "model/model.h"
 #include "sampler/sampler.h"
 #include "tokenizer/tokenizer.h"
-#include "tools/tools.h"
+#include "plumb/synth.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -118,7 +118,7 @@ static void check_prompt(struct model_ctx *c, const struct tokenizer *tok, const
             fail_msg("%s %s: prompt token %zu is %d, llama.cpp has %d", model, pname, i, ids[i],
                      (int)json_integer_value(json_array_get(jprompt, i)));
 
-    model_ctx_truncate(c, 0);
+    model_seq_truncate(c, 0, 0);
     float *lg = malloc((size_t)nv * sizeof *lg);
     if (model_eval(c, ids, (int)n_ids, lg, &err))
         fail_msg("%s %s: %s", model, pname, err.msg);
@@ -209,11 +209,11 @@ static void test_reference_model(void **state)
         fail_msg("%s", err.msg);
     gguf_close(f);
     struct model *m;
-    if (model_load(path, &m, &err))
+    if (model_load(path, NULL, &m, &err))
         fail_msg("%s: %s", model, err.msg);
     assert_int_equal(model_hparams(m)->n_vocab, json_integer_value(json_object_get(jm, "n_vocab")));
     /* the reference's settings: context 512, F32 KV cache, 2 threads */
-    struct model_ctx_params cp = {.n_ctx = 512, .n_batch = 512, .n_threads = 2, .kv_type = KV_F32};
+    struct model_ctx_params cp = {.n_ctx = 512, .n_batch = 512, .n_threads = 2, .kv_type = PB_KV_F32};
     struct model_ctx *c;
     if (model_ctx_create(m, &cp, &c, &err))
         fail_msg("%s", err.msg);
@@ -323,7 +323,7 @@ static void test_batching_is_invisible(void **state)
     for (size_t a = 0; a < sizeof small / sizeof small[0]; a++) {
         struct model *m;
         pb_err err;
-        if (model_load(synth_model(small[a].arch, small[a].dims, PB_FTYPE_Q8_0), &m, &err))
+        if (model_load(synth_model(small[a].arch, small[a].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
             fail_msg("%s: %s", small[a].arch, err.msg);
         const int64_t nv = model_hparams(m)->n_vocab;
         float *whole = eval_probe(m, 40, 64, 1, 64);
@@ -373,7 +373,7 @@ static void test_windows_truncate_and_copy(void **state)
     (void)state;
     struct model *m;
     pb_err err;
-    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), &m, &err))
+    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
         fail_msg("%s", err.msg);
     const int64_t nv = model_hparams(m)->n_vocab;
     float *ref30 = alone(m, 30), *ref25 = alone(m, 25), *ref33 = alone(m, 33);
@@ -430,7 +430,7 @@ static void test_moe_sequences_together(void **state)
     for (size_t a = 2; a < 6; a += 3) { /* qwen3moe, gpt-oss */
         struct model *m;
         pb_err err;
-        if (model_load(synth_model(small[a].arch, small[a].dims, PB_FTYPE_Q8_0), &m, &err))
+        if (model_load(synth_model(small[a].arch, small[a].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
             fail_msg("%s", err.msg);
         const int64_t nv = model_hparams(m)->n_vocab;
         float *r12 = alone(m, 12), *r20 = alone(m, 20);
@@ -493,7 +493,7 @@ static void test_moe_decode_reads_chosen_experts(void **state)
     float *clean = NULL;
     {
         struct model *m;
-        assert_int_equal(model_load(path, &m, &err), 0);
+        assert_int_equal(model_load(path, NULL, &m, &err), 0);
         struct model_ctx_params cp = {.n_ctx = 8, .n_batch = 8, .n_threads = 1};
         struct model_ctx *c;
         assert_int_equal(model_ctx_create(m, &cp, &c, &err), 0);
@@ -516,7 +516,7 @@ static void test_moe_decode_reads_chosen_experts(void **state)
                 offs[r] = (size_t)((const uint8_t *)t->data - (const uint8_t *)gguf_base(f)) +
                           (size_t)((e * F + r) * E) * sizeof(float);
             struct model *m;
-            assert_int_equal(model_load(poisoned_copy(path, "poisoned.gguf", offs, (int)F), &m, &err), 0);
+            assert_int_equal(model_load(poisoned_copy(path, "poisoned.gguf", offs, (int)F), NULL, &m, &err), 0);
             struct model_ctx_params cp = {.n_ctx = 8, .n_batch = 8, .n_threads = 1};
             struct model_ctx *c;
             assert_int_equal(model_ctx_create(m, &cp, &c, &err), 0);
@@ -576,7 +576,7 @@ static void assert_refused(const char *path, int rc, const char *what)
 {
     struct model *m = NULL;
     pb_err err;
-    const int got = model_load(path, &m, &err);
+    const int got = model_load(path, NULL, &m, &err);
     if (got != rc || !strstr(err.msg, what))
         fail_msg("load gave %d (%s), expected %d naming '%s'", got, got ? err.msg : "loaded", rc, what);
     assert_null(m);
@@ -608,7 +608,7 @@ static void test_refused_files(void **state)
     /* the intact files load */
     struct model *m;
     pb_err err;
-    assert_int_equal(model_load(altered(oai, "intact.gguf", NULL, NULL, NULL, NULL), &m, &err), 0);
+    assert_int_equal(model_load(altered(oai, "intact.gguf", NULL, NULL, NULL, NULL), NULL, &m, &err), 0);
     assert_int_equal(model_hparams(m)->n_swa, 8);
     assert_true(model_layer_is_swa(model_hparams(m), 0));
     assert_false(model_layer_is_swa(model_hparams(m), 1));

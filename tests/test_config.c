@@ -2,7 +2,7 @@
  * with its line. */
 #include "testutil.h"
 
-#include "config/config.h"
+#include "plumb/config.h"
 #include "kv/kv.h"
 
 #include <string.h>
@@ -50,7 +50,7 @@ static void test_full_file(void **state)
     assert_string_equal(c.models[0].source, "qwen2.5-7b:q4_k_m");
     assert_int_equal(c.models[0].parallel, 16);
     assert_int_equal(c.models[0].ctx, 8192);
-    assert_int_equal(c.models[0].kv_type, KV_Q8_0);
+    assert_int_equal(c.models[0].kv_type, PB_KV_Q8_0);
     assert_string_equal(c.models[1].alias, "support-bot:2");
     assert_string_equal(c.models[1].source, "/models/bot.gguf");
     assert_int_equal(c.models[1].parallel, 4);

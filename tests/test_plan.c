@@ -6,10 +6,9 @@
 
 #include "gguf/gguf.h"
 #include "kv/kv.h"
-#include "plan/catalog.h"
-#include "plan/plan.h"
-#include "plan/tco.h"
-#include "tools/tools.h"
+#include "plumb/engine.h"
+#include "plumb/plan.h"
+#include "plumb/synth.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -202,17 +201,19 @@ static void test_weights_by_hand(void **state)
     ASSERT_NEAR(w.bpw, 8.0 * (double)w.bytes / w.params, 1e-12);
 
     /* KV cache, f16: 2 (K, V) x 22 layers x 2048 positions x 256 x 2 bytes */
-    assert_int_equal(plan_kv_bytes(&m, 2048, KV_F16), 2ull * 22 * 2048 * 256 * 2);
+    assert_int_equal(plan_kv_bytes(&m, 2048, PB_KV_F16), 2ull * 22 * 2048 * 256 * 2);
     /* q8_0: 34 bytes per 32 values */
-    assert_int_equal(plan_kv_bytes(&m, 2048, KV_Q8_0), 2ull * 22 * 2048 * 256 / 32 * 34);
+    assert_int_equal(plan_kv_bytes(&m, 2048, PB_KV_Q8_0), 2ull * 22 * 2048 * 256 / 32 * 34);
     /* Gemma 3 27B at 8192: 62 layers, one in 6 global (10), 52 within a
-     * 1024 window; 16 KV heads x 128 = 2048 values, f16:
+     * 1024 window, whose rings also hold the rest of a batch (the engine's
+     * 512: 1024 + 511 rows); 16 KV heads x 128 = 2048 values, f16:
      * 2 x 2048 x 2 = 8192 bytes a position a layer
-     * 10 x 8192 x 8192 + 52 x 1024 x 8192 = 671088640 + 436207616 */
+     * 10 x 8192 x 8192 + 52 x 1535 x 8192 = 671088640 + 653885440 */
     struct catalog *c = builtin();
     const struct cat_model *g = catalog_model(c, "gemma-3-27b");
     assert_non_null(g);
-    assert_int_equal(plan_kv_bytes(g, 8192, KV_F16), 1107296256ull);
+    assert_int_equal(engine_defaults().n_batch, 512);
+    assert_int_equal(plan_kv_bytes(g, 8192, PB_KV_F16), 1324974080ull);
     /* a mixture of experts reads experts_used / experts of its experts */
     const struct cat_model *moe = catalog_model(c, "qwen3-30b-a3b");
     assert_int_equal(plan_weights(moe, plan_quant_find("Q8_0"), &w, &err), PB_OK);
@@ -280,7 +281,7 @@ static void test_speed_by_hand(void **state)
     (void)state;
     struct cat_model m = tinyllama();
     struct plan_target t = round_target();
-    struct plan_params p = {.ctx = 48, .users = 1, .slo_tps = 10, .prompt = 32, .kv_type = KV_F16};
+    struct plan_params p = {.ctx = 48, .users = 1, .slo_tps = 10, .prompt = 32, .kv_type = PB_KV_F16};
     static struct plan_result r;
     pb_err err = {0};
     assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_OK);
@@ -359,7 +360,7 @@ static void test_calibration_efficiency(void **state)
     ASSERT_NEAR(t.cal[0].eff_pp, 0.66, 1e-12);
     assert_true(t.this_machine && t.bw_gbs == 25);
     struct cat_model m = tinyllama();
-    struct plan_params p = {.ctx = 48, .users = 1, .prompt = 32, .kv_type = KV_F16};
+    struct plan_params p = {.ctx = 48, .users = 1, .prompt = 32, .kv_type = PB_KV_F16};
     static struct plan_result r;
     pb_err err = {0};
     assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_OK);
@@ -379,7 +380,7 @@ static void test_smallest_device(void **state)
     (void)state;
     struct catalog *c = builtin();
     const struct cat_model *m = catalog_model(c, "llama-3.3-70b");
-    struct plan_params p = {.ctx = 4096, .users = 1, .slo_tps = 5, .prompt = 512, .kv_type = KV_F16};
+    struct plan_params p = {.ctx = 4096, .users = 1, .slo_tps = 5, .prompt = 512, .kv_type = PB_KV_F16};
     static struct plan_result r;
     int d = plan_smallest_device(c, m, &p, &r);
     assert_true(d >= 0);

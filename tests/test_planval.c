@@ -2,15 +2,20 @@
 /* The plan's prediction against measurement, on this machine, in one run:
  *   1. plumb survey --quick (the profile, into a fresh PLUMB_HOME);
  *   2. plumb bench --shape tinyllama-1.1b:Q4_0 (a calibration record);
- *   3. plumb plan tinyllama-1.1b: the Q8_0 prediction now rests on the
- *      Q4_0 record only (another type: a real out-of-sample figure);
- *   4. plumb bench --shape tinyllama-1.1b:Q8_0;
+ *   3. plumb plan tinyllama-1.1b: the Q8_0 prediction rests on the Q4_0
+ *      record only (another type: an out-of-sample figure);
+ *   4. plumb bench --shape tinyllama-1.1b:Q8_0 measures it;
  *   5. plumb plan again: each type with its own record.
- * Checked: the survey's bandwidth lies within the range the benches see,
- * and the predicted generation t/s of Q8_0 and Q4_0 (step 5) is within
- * +-25 % of what the benches measured. The cross-type prediction of step
- * 3 is printed and, with SIMD kernels, held to a factor of 2 (kernels of
- * different types do differ in efficiency). argv[1] is the plumb binary.
+ * Checked: the survey's bandwidth lies within a factor of 2 of the range
+ * the benches see, and, with SIMD kernels, the cross-type prediction of
+ * step 3 is within a factor of 2 of step 4's measurement once both are
+ * taken as shares of the bandwidth their own bench run measured (the
+ * prediction carries the Q4_0 run's reading, the measurement the Q8_0
+ * run's; on this shared VM readings move by 2x between runs, which the
+ * roofline model is not about). The same-type predictions of step 5 are
+ * printed, not checked: a calibrated type predicts with its own record's
+ * bandwidth and efficiency, so they equal the measurement by
+ * construction. argv[1] is the plumb binary.
  *
  * Skipped under the sanitizers, where timings mean nothing. */
 #include "testutil.h"
@@ -42,10 +47,13 @@ static json_t *run_json(const char *args)
     return j;
 }
 
-static double bench_tg(json_t *b, double *bw_lo, double *bw_hi)
+/* A bench's generation t/s; *bw gets the bandwidth its record carries
+ * (the higher of its two readings), lo/hi the range of its readings. */
+static double bench_tg(json_t *b, double *bw, double *bw_lo, double *bw_hi)
 {
     double before = json_number_value(json_object_get(b, "bandwidth_before_gbs"));
     double after = json_number_value(json_object_get(b, "bandwidth_after_gbs"));
+    *bw = fmax(before, after);
     *bw_lo = fmin(*bw_lo, fmin(before, after));
     *bw_hi = fmax(*bw_hi, fmax(before, after));
     json_t *res = json_object_get(b, "results");
@@ -86,10 +94,10 @@ static void test_prediction(void **state)
     bool scalar = !strcmp(json_string_value(json_object_get(json_object_get(s, "cpu"), "kernels")), "scalar");
     json_decref(s);
 
-    double lo = 1e30, hi = 0;
+    double lo = 1e30, hi = 0, bw4, bw8;
     snprintf(args, sizeof args, "bench %s", "--shape tinyllama-1.1b:Q4_0 -p 32 -n 16 -r 3 --json");
     json_t *b4 = run_json(args);
-    double tg4 = bench_tg(b4, &lo, &hi);
+    double tg4 = bench_tg(b4, &bw4, &lo, &hi);
     json_decref(b4);
 
     json_t *p1 = run_json(plan);
@@ -98,35 +106,31 @@ static void test_prediction(void **state)
 
     snprintf(args, sizeof args, "bench %s", "--shape tinyllama-1.1b:Q8_0 -p 32 -n 16 -r 3 --json");
     json_t *b8 = run_json(args);
-    double tg8 = bench_tg(b8, &lo, &hi);
+    double tg8 = bench_tg(b8, &bw8, &lo, &hi);
     json_decref(b8);
 
     json_t *p2 = run_json(plan);
     double pred8 = plan_tg(p2, "Q8_0"), pred4 = plan_tg(p2, "Q4_0");
     json_decref(p2);
 
+    const double shares = (cross8 / bw4) / (tg8 / bw8);
     printf("bandwidth: survey %.2f GB/s, benches %.2f..%.2f GB/s\n", survey_bw, lo, hi);
-    printf("Q8_0 generation: predicted %.2f t/s, measured %.2f t/s (%+.1f %%)\n", pred8, tg8, 100 * (pred8 / tg8 - 1));
-    printf("Q4_0 generation: predicted %.2f t/s, measured %.2f t/s (%+.1f %%)\n", pred4, tg4, 100 * (pred4 / tg4 - 1));
-    printf("Q8_0 from the Q4_0 record alone: predicted %.2f t/s (%+.1f %%)\n", cross8, 100 * (cross8 / tg8 - 1));
+    printf("Q8_0 from the Q4_0 record alone: predicted %.2f t/s at %.1f GB/s, measured %.2f t/s at %.1f GB/s: "
+           "shares of bandwidth predicted / measured %.3f\n", cross8, bw4, tg8, bw8, shares);
+    printf("with their own records (equal by construction): Q8_0 %.2f predicted, %.2f measured; Q4_0 %.2f, %.2f\n",
+           pred8, tg8, pred4, tg4);
     fflush(stdout);
     /* the benches measure before and after their tests; other load on the
      * shared host moves every reading (23 to 52 GB/s within one run of this
      * test on the 2-core VM), so "within the range" allows a factor of two
      * each way: it catches a wrong unit or a broken kernel, not noise */
     assert_true(survey_bw >= 0.5 * lo && survey_bw <= 2.0 * hi);
-    assert_true(fabs(pred8 / tg8 - 1) <= 0.25);
-    assert_true(fabs(pred4 / tg4 - 1) <= 0.25);
     /* the scalar kernels are compute bound, Q4_0's far more than Q8_0's:
-     * one type's efficiency says little about the other's there. With SIMD
-     * the check is loose on purpose: the cross prediction carries the Q4_0
-     * run's bandwidth reading, and on a shared VM those readings move by 2x
-     * between runs (23 and 52 GB/s seen in one run); it catches gross
-     * errors (units, bytes per token), not noise */
+     * one type's efficiency says little about the other's there */
     if (scalar)
         printf("scalar kernels: the cross-type figure is not checked\n");
     else
-        assert_true(cross8 / tg8 >= 1.0 / 3 && cross8 / tg8 <= 3.0);
+        assert_true(shares >= 0.5 && shares <= 2.0);
 }
 
 int main(int argc, char **argv)

@@ -9,7 +9,7 @@
 #include "quant/quant.h"
 #include "quant/ftype.h"
 #include "quant/types.h"
-#include "tools/tools.h"
+#include "plumb/quantize.h"
 
 #include <math.h>
 #include <stddef.h>

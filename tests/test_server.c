@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "plumb/tokenizer.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
@@ -1062,6 +1064,141 @@ static void test_config_hot_swap(void **state)
     free(still);
 }
 
+/* Models whose estimates exceed the memory available are refused before
+ * loading, with the figures and the way to override. */
+static void test_memory_refused(void **state)
+{
+    (void)state;
+    char args[1024], *out;
+    snprintf(args, sizeof args, "serve %s --ctx 16000000 -np 256 --port 0", model_path());
+    assert_int_equal(run_plumb(args, &out), 1);
+    assert_non_null(strstr(out, "GiB"));
+    assert_non_null(strstr(out, "256 x 16000000 tokens"));
+    assert_non_null(strstr(out, "--ignore-memory"));
+    free(out);
+}
+
+/* ---- one engine behind every way of generating ---- */
+
+/* Runs a shell command line; stdout parsed as JSON (the last line). */
+static json_t *json_of(const char *cmdline)
+{
+    char path[600], cmd[4096];
+    snprintf(path, sizeof path, "%s/same-out.txt", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s >%s 2>/dev/null", cmdline, path);
+    int st = system(cmd);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("%s: exit status %d", cmdline, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    char *text = test_read_file(path, NULL);
+    json_t *v = test_parse_json(text);
+    free(text);
+    return v;
+}
+
+/* serve's answer (chat, logprobs with 5 alternatives) against run's
+ * tokens and top logits: the same tokens and text, and each step's
+ * alternatives in the same order with the same differences between
+ * them (a log-probability is a logit less one constant per step). */
+static void expect_same_as_run(json_t *answer, json_t *run, const struct tokenizer *tok)
+{
+    json_t *c = json_array_get(json_object_get(answer, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "message"), "content")),
+                        json_string_value(json_object_get(run, "text")));
+    json_t *content = json_object_get(json_object_get(c, "logprobs"), "content");
+    json_t *tokens = json_object_get(run, "tokens"), *top = json_object_get(run, "top");
+    assert_int_equal(json_array_size(content), json_array_size(tokens));
+    for (size_t k = 0; k < json_array_size(content); k++) {
+        json_t *entry = json_array_get(content, k), *alts = json_object_get(entry, "top_logprobs");
+        json_t *run_top = json_array_get(top, k);
+        char piece[256];
+        size_t n = tok_piece(tok, (int32_t)json_integer_value(json_array_get(tokens, k)), false, piece, sizeof piece);
+        json_t *bytes = json_object_get(entry, "bytes");
+        assert_int_equal(json_array_size(bytes), n);
+        for (size_t b = 0; b < n; b++)
+            assert_int_equal(json_integer_value(json_array_get(bytes, b)), (unsigned char)piece[b]);
+        assert_int_equal(json_array_size(alts), 5);
+        const double lp0 = json_number_value(json_object_get(json_array_get(alts, 0), "logprob"));
+        const double lg0 = json_number_value(json_array_get(json_array_get(run_top, 0), 1));
+        assert_true(fabs(json_number_value(json_object_get(entry, "logprob")) - lp0) < 1e-9); /* greedy: the first */
+        for (size_t i = 0; i < 5; i++) {
+            json_t *alt = json_array_get(alts, i), *pair = json_array_get(run_top, i);
+            n = tok_piece(tok, (int32_t)json_integer_value(json_array_get(pair, 0)), false, piece, sizeof piece);
+            json_t *ab = json_object_get(alt, "bytes");
+            assert_int_equal(json_array_size(ab), n);
+            for (size_t b = 0; b < n; b++)
+                assert_int_equal(json_integer_value(json_array_get(ab, b)), (unsigned char)piece[b]);
+            const double d_serve = json_number_value(json_object_get(alt, "logprob")) - lp0;
+            const double d_run = json_number_value(json_array_get(pair, 1)) - lg0;
+            if (fabs(d_serve - d_run) > 1e-4)
+                fail_msg("step %zu alternative %zu: %.6f below the first through serve, %.6f through run", k, i,
+                         -d_serve, -d_run);
+        }
+    }
+}
+
+/* The same request through plumb run, plumb chat --json and plumb serve
+ * (alone, then among three other streams) gives the same tokens, text
+ * and logits. */
+static void test_same_through_every_path(void **state)
+{
+    (void)state;
+    const char *model = model_path();
+    char cmd[2048];
+    const char *opts = "--system 'You are terse.' --temp 0 -n 12 --ctx 256 --json --top 5";
+    snprintf(cmd, sizeof cmd, "%s run %s --chat -p 'tell me about dogs' %s", plumb_bin, model, opts);
+    json_t *run = json_of(cmd);
+    snprintf(cmd, sizeof cmd, "echo 'tell me about dogs' | %s chat %s %s", plumb_bin, model, opts);
+    json_t *chat = json_of(cmd);
+    assert_true(json_equal(json_object_get(run, "tokens"), json_object_get(chat, "tokens")));
+    assert_true(json_equal(json_object_get(run, "top"), json_object_get(chat, "top")));
+    assert_string_equal(json_string_value(json_object_get(run, "text")),
+                        json_string_value(json_object_get(chat, "content")));
+    assert_int_equal(json_array_size(json_object_get(run, "tokens")), 12);
+
+    struct tokenizer *tok;
+    pb_err err;
+    assert_int_equal(tok_open(model, &tok, &err), 0);
+    struct server s = start_server(model, "-np 4 --ctx 256");
+    char *body = chat_body("tell me about dogs", 12, false, ",\"temperature\":0,\"logprobs\":true,\"top_logprobs\":5");
+    struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, body);
+    assert_int_equal(r.status, 200);
+    json_t *alone = body_json(&r);
+    response_free(&r);
+    expect_same_as_run(alone, run, tok);
+
+    /* among others: three streams with other prompts and sampling */
+    struct client cs[3];
+    pthread_t th[3];
+    char *others[3];
+    for (int k = 0; k < 3; k++) {
+        char content[64];
+        snprintf(content, sizeof content, "another question, number %d", k);
+        others[k] = chat_body(content, 40, true, ",\"temperature\":0.8,\"seed\":5");
+        cs[k] = (struct client){s.port, others[k], true, NULL};
+        pthread_create(&th[k], NULL, client_thread, &cs[k]);
+    }
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, body);
+    assert_int_equal(r.status, 200);
+    json_t *among = body_json(&r);
+    response_free(&r);
+    for (int k = 0; k < 3; k++) {
+        pthread_join(th[k], NULL);
+        free(cs[k].text);
+        free(others[k]);
+    }
+    expect_same_as_run(among, run, tok);
+    json_t *c = json_array_get(json_object_get(among, "choices"), 0);
+    assert_true(json_equal(json_object_get(c, "logprobs"),
+                           json_object_get(json_array_get(json_object_get(alone, "choices"), 0), "logprobs")));
+    json_decref(alone);
+    json_decref(among);
+    free(body);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    tok_free(tok);
+    json_decref(run);
+    json_decref(chat);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1079,6 +1216,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_config_hot_swap),
         cmocka_unit_test(test_store_name),
         cmocka_unit_test(test_usage_accounting),
+        cmocka_unit_test(test_same_through_every_path),
+        cmocka_unit_test(test_memory_refused),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

@@ -8,7 +8,7 @@
  * import of bundles, whole, tampered and truncated. */
 #include "testutil.h"
 
-#include "store/store.h"
+#include "plumb/store.h"
 #include "store/store_internal.h"
 
 #include <arpa/inet.h>
@@ -563,18 +563,18 @@ static void test_pull_file_and_resolve(void **state)
     char path[4096];
     struct store_entry e;
     pb_err err = {0};
-    assert_int_equal(store_resolve("tiny:q8", path, sizeof path, &e, &err), PB_OK);
+    assert_int_equal(store_resolve(NULL, "tiny:q8", path, sizeof path, &e, &err), PB_OK);
     assert_string_equal(path, blob);
     assert_string_equal(e.digest, m.digest);
     assert_int_equal(e.size, m.len);
     assert_string_equal(e.arch, "llama");
     assert_string_equal(e.quant, "Q8_0");
-    assert_int_equal(store_resolve(m.path, path, sizeof path, &e, &err), PB_OK);
+    assert_int_equal(store_resolve(NULL, m.path, path, sizeof path, &e, &err), PB_OK);
     assert_string_equal(path, m.path);
     assert_string_equal(e.digest, "");
-    assert_int_equal(store_resolve("tiny", path, sizeof path, NULL, &err), PB_ENOTFOUND);
+    assert_int_equal(store_resolve(NULL, "tiny", path, sizeof path, NULL, &err), PB_ENOTFOUND);
     assert_non_null(strstr(err.msg, "tags of tiny: q8"));
-    assert_int_equal(store_resolve("no-such-model", path, sizeof path, NULL, &err), PB_ENOTFOUND);
+    assert_int_equal(store_resolve(NULL, "no-such-model", path, sizeof path, NULL, &err), PB_ENOTFOUND);
 
     /* the commands that take MODEL take the name */
     PLUMB(&r, "run", "tiny:q8", "-p", "hello", "-n", "3", "--temp", "0", "--json");

@@ -5,7 +5,7 @@
  * argv[1]: the fake NVML library. */
 #include "testutil.h"
 
-#include "survey/survey.h"
+#include "plumb/survey.h"
 
 #include <math.h>
 #include <sched.h>

@@ -1,7 +1,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
-#include "tools/tools.h"
+#include "plumb/synth.h"
 #include "base/rng.h"
 #include "base/fp16.h"
 #include "quant/blocks.h"

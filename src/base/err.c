@@ -43,18 +43,3 @@ int pb_wrap(pb_err *e, int code, const char *fmt, ...)
     }
     return code;
 }
-
-const char *pb_status_str(int code)
-{
-    switch (code) {
-    case PB_OK: return "ok";
-    case PB_EIO: return "I/O error";
-    case PB_EFORMAT: return "format error";
-    case PB_ENOMEM: return "out of memory";
-    case PB_EINVAL: return "invalid argument";
-    case PB_EUNSUPPORTED: return "unsupported";
-    case PB_ERANGE: return "out of range";
-    case PB_ENOTFOUND: return "not found";
-    default: return "unknown error";
-    }
-}

@@ -45,6 +45,7 @@ struct pool {
     atomic_int quit;
     pthread_mutex_t mu;
     pthread_cond_t wake;
+    pthread_mutex_t run_mu;  /* one job at a time, whoever the caller */
 };
 
 static inline void cpu_relax(void)
@@ -118,6 +119,7 @@ int pool_create(int n_threads, struct pool **out, pb_err *err)
     atomic_init(&p->quit, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
+    pthread_mutex_init(&p->run_mu, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         p->args = calloc((size_t)n_threads - 1, sizeof *p->args);
@@ -155,6 +157,7 @@ void pool_free(struct pool *p)
     free(p->args);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->run_mu);
     free(p);
 }
 
@@ -165,8 +168,14 @@ int pool_size(const struct pool *p)
 
 void pool_run(struct pool *p, pool_fn fn, void *ctx)
 {
-    if (!p || p->n == 1) {
+    if (!p) {
         fn(ctx, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->run_mu);
+    if (p->n == 1) {
+        fn(ctx, 0, 1);
+        pthread_mutex_unlock(&p->run_mu);
         return;
     }
     p->fn = fn;
@@ -186,6 +195,7 @@ void pool_run(struct pool *p, pool_fn fn, void *ctx)
         if (spins % 4096 == 0)
             sched_yield(); /* more threads than CPUs: let the workers finish */
     }
+    pthread_mutex_unlock(&p->run_mu);
 }
 
 int pool_cpu_count(void)

@@ -5,6 +5,12 @@
  * returns when every call has returned. Work is split by the callee (rows,
  * heads, ...), so the pool knows nothing about tensors.
  *
+ * One pool serves a whole process: several callers (the contexts of
+ * several served models, a model loading beside them) may share it, and
+ * their jobs then run one after the other (pool_run takes a lock), so the
+ * process never has more busy threads than the pool has. A job must not
+ * call pool_run on its own pool.
+ *
  * Workers spin on an atomic job counter between jobs (a fraction of a
  * microsecond to start one) and sleep on a condition variable after about
  * a millisecond without work.

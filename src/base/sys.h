@@ -2,6 +2,8 @@
 #ifndef PLUMB_BASE_SYS_H
 #define PLUMB_BASE_SYS_H
 
+#include "plumb/base.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,10 +11,10 @@
 double sys_now(void);
 /* Seconds since the epoch (wall clock, for records and logs). */
 double sys_wall_now(void);
-/* Peak resident set size of this process in bytes (0 if unknown). */
-uint64_t sys_peak_rss(void);
-/* Current resident set size in bytes (0 if unknown). */
-uint64_t sys_current_rss(void);
+/* Peak resident set size: pb_peak_rss (plumb/base.h). */
+/* Memory the kernel says can be given to a new program without
+ * swapping (/proc/meminfo's MemAvailable), in bytes; 0 if unknown. */
+uint64_t sys_mem_available(void);
 
 /* Large zeroed allocations (weights repacked at load time): mapped
  * anonymous memory the kernel may back with huge pages, which spares the

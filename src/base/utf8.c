@@ -34,7 +34,7 @@ size_t utf8_valid_len(const unsigned char *s, size_t n)
     return len;
 }
 
-json_t *utf8_json_string(const char *s, size_t len)
+json_t *pb_json_text(const char *s, size_t len)
 {
     char *buf = malloc(len * 3 + 1);
     if (!buf)

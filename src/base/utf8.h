@@ -3,6 +3,8 @@
 #ifndef PLUMB_BASE_UTF8_H
 #define PLUMB_BASE_UTF8_H
 
+#include "plumb/base.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -10,8 +12,7 @@
  * when it is not one (bad lead, truncated, overlong, surrogate, beyond
  * U+10FFFF). */
 size_t utf8_valid_len(const unsigned char *s, size_t n);
-/* A JSON string of the bytes, each invalid byte as U+FFFD (NULL when out
- * of memory). */
-json_t *utf8_json_string(const char *s, size_t len);
+/* pb_json_text (plumb/base.h): a JSON string of bytes, each invalid byte
+ * as U+FFFD. */
 
 #endif

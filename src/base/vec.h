@@ -1,4 +1,4 @@
-/* Growable arrays: the one place that doubles a buffer. */
+/* Growable arrays: a buffer of elements that doubles as it grows. */
 #ifndef PLUMB_BASE_VEC_H
 #define PLUMB_BASE_VEC_H
 

@@ -1,7 +1,9 @@
 /* Reading the INI configuration (config.h) with libinih. */
-#include "config/config.h"
+#include "plumb/config.h"
 
-#include "kv/kv.h"
+#include "base/err.h"
+
+#include "plumb/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,13 +16,56 @@
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof *c);
-    snprintf(c->host, sizeof c->host, "127.0.0.1");
-    c->port = 8080;
-    c->max_queue = 64;
-    c->max_body = 1u << 20;
-    c->max_connections = 256;
-    c->timeout_s = 600;
-    c->drain_timeout_s = 30;
+    const struct server_params d = server_defaults();
+    snprintf(c->host, sizeof c->host, "%s", d.host);
+    c->port = d.port;
+    c->max_queue = d.max_queue;
+    c->max_body = d.max_body;
+    c->max_connections = d.max_connections;
+    c->timeout_s = d.timeout_s;
+    c->drain_timeout_s = SERVER_DEFAULT_DRAIN_S;
+}
+
+/* A model section's settings before its keys: the server's defaults. */
+static void model_defaults(struct config_model *m)
+{
+    const struct server_model d = server_model_defaults();
+    m->parallel = d.engine.n_slots;
+    m->ctx = d.engine.n_ctx;
+    m->batch = d.engine.n_batch;
+    m->kv_type = (int)d.engine.kv_type;
+    m->step_ms = d.engine.step_target_s * 1000;
+    m->prefill_chunk = d.engine.prefill_chunk;
+}
+
+struct engine_params config_engine_params(const struct config_model *m)
+{
+    struct engine_params ep = server_model_defaults().engine;
+    ep.n_slots = m->parallel;
+    ep.n_ctx = m->ctx;
+    ep.n_batch = m->batch;
+    ep.kv_type = (enum pb_kv_type)m->kv_type;
+    ep.step_target_s = m->step_ms / 1000;
+    ep.prefill_chunk = m->prefill_chunk;
+    ep.chat_format = m->chat_format[0] ? m->chat_format : NULL;
+    return ep;
+}
+
+int config_server_models(const struct config *c, struct server_model *out, char (*paths)[CONFIG_PATH_MAX],
+                         pb_err *err)
+{
+    if (c->n_models == 0)
+        return pb_fail(err, PB_EINVAL, "%s: no [model NAME] section", c->path);
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *cm = &c->models[i];
+        if (store_resolve(c->store[0] ? c->store : NULL, cm->source, paths[i], CONFIG_PATH_MAX, NULL, err))
+            return pb_wrap(err, PB_EINVAL, "%s: [model %s]", c->path, cm->alias);
+        out[i] = server_model_defaults();
+        out[i].alias = cm->alias;
+        out[i].path = paths[i];
+        out[i].engine = config_engine_params(cm);
+    }
+    return PB_OK;
 }
 
 bool config_alias_valid(const char *s)
@@ -106,10 +151,7 @@ static int on_value(void *user, const char *section, const char *name, const cha
             p->model = &c->models[c->n_models++];
             memset(p->model, 0, sizeof *p->model);
             snprintf(p->model->alias, sizeof p->model->alias, "%s", alias);
-            p->model->parallel = 4;
-            p->model->ctx = 4096;
-            p->model->batch = 512;
-            p->model->step_ms = 150;
+            model_defaults(p->model);
         } else if (strcmp(section, "server") != 0) {
             pb_fail(err, PB_EFORMAT, "unknown section [%s] (server, model NAME)", section);
             return p->failed = true, 0;
@@ -161,18 +203,27 @@ static int on_value(void *user, const char *section, const char *name, const cha
         if (!strcmp(name, "source"))
             ok = *value && copy_str(m->source, sizeof m->source, value);
         else if (!strcmp(name, "parallel"))
-            ok = parse_long(value, 1, 256, &n) && (m->parallel = (int)n, true);
-        else if (!strcmp(name, "ctx"))
-            ok = parse_long(value, 16, 1 << 24, &n) && (m->ctx = n, true);
+            ok = parse_long(value, 1, ENGINE_MAX_SLOTS, &n) && (m->parallel = (int)n, true);
+        else if (!strcmp(name, "ctx")) /* 0: the model's training context, at most the engine's default */
+            ok = parse_long(value, 0, 1 << 24, &n) && (n == 0 || n >= 16) && (m->ctx = n, true);
         else if (!strcmp(name, "kv_type")) {
-            enum kv_type t;
-            ok = kv_type_from_name(value, &t) && (m->kv_type = (int)t, true);
+            enum pb_kv_type t;
+            ok = pb_kv_type_parse(value, &t) && (m->kv_type = (int)t, true);
         } else if (!strcmp(name, "batch"))
             ok = parse_long(value, 1, 1 << 16, &n) && (m->batch = (int)n, true);
         else if (!strcmp(name, "step_ms"))
             ok = parse_double(value, 1, 1e6, &m->step_ms);
-        else if (!strcmp(name, "chat_format"))
+        else if (!strcmp(name, "prefill_chunk"))
+            ok = parse_long(value, 1, 1 << 16, &n) && (m->prefill_chunk = (int)n, true);
+        else if (!strcmp(name, "chat_format")) {
+            ok = !*value || engine_chat_format_known(value);
+            if (!ok) {
+                pb_fail(err, PB_EFORMAT, "unknown chat_format '%s' in [%s] (one of %s)", value, section,
+                        engine_chat_formats());
+                return p->failed = true, 0;
+            }
             ok = copy_str(m->chat_format, sizeof m->chat_format, value);
+        }
         else
             known = false;
     }

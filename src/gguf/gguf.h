@@ -116,7 +116,6 @@ int gguf_get_arr(const struct gguf_file *f, const char *key, struct gguf_arr *ou
 
 /* Value at index i (the caller knows i < gguf_n_kv). */
 struct gguf_str gguf_kv_str(const struct gguf_file *f, uint64_t i);
-bool gguf_kv_arr(const struct gguf_file *f, uint64_t i, struct gguf_arr *out);
 /* Any scalar as text ("42", "1e-05", "true", a string clipped to max). */
 void gguf_kv_format(const struct gguf_file *f, uint64_t i, char *buf, size_t size);
 /* Raw serialized bytes of value i (type tag not included): for copying. */

@@ -791,14 +791,6 @@ struct gguf_str gguf_kv_str(const struct gguf_file *f, uint64_t i)
     return s;
 }
 
-bool gguf_kv_arr(const struct gguf_file *f, uint64_t i, struct gguf_arr *out)
-{
-    if (f->kv[i].val.type != GGUF_ARRAY)
-        return false;
-    *out = f->kv[i].val.v.a;
-    return true;
-}
-
 const uint8_t *gguf_kv_raw(const struct gguf_file *f, uint64_t i, uint64_t *len)
 {
     *len = f->kv[i].raw_len;

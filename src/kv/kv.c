@@ -6,27 +6,27 @@
 
 static const char *const names[] = {"f16", "f32", "q8_0"};
 
-const char *kv_type_name(enum kv_type t)
+const char *pb_kv_type_name(enum pb_kv_type t)
 {
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
-bool kv_type_from_name(const char *name, enum kv_type *out)
+bool pb_kv_type_parse(const char *name, enum pb_kv_type *out)
 {
     for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(name, names[i])) {
-            *out = (enum kv_type)i;
+            *out = (enum pb_kv_type)i;
             return true;
         }
     return false;
 }
 
-enum pb_type kv_type_pb(enum kv_type t)
+enum pb_type kv_type_pb(enum pb_kv_type t)
 {
-    return t == KV_F32 ? PB_TYPE_F32 : t == KV_Q8_0 ? PB_TYPE_Q8_0 : PB_TYPE_F16;
+    return t == PB_KV_F32 ? PB_TYPE_F32 : t == PB_KV_Q8_0 ? PB_TYPE_Q8_0 : PB_TYPE_F16;
 }
 
-uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type)
+uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type)
 {
     return 2ull * (uint64_t)n_layer * (uint64_t)n_ctx * pb_row_size(kv_type_pb(type), kv_dim);
 }
@@ -39,16 +39,16 @@ uint64_t kv_cache_bytes(const struct kv_cache *kv)
     return 2ull * rows * kv->row_bytes;
 }
 
-int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type,
+int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type,
              const int64_t *layer_cap, pb_err *err)
 {
     memset(kv, 0, sizeof *kv);
     if (n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0)
         return pb_fail(err, PB_EINVAL, "bad KV cache shape (%d layers, %lld positions, %lld dims)", n_layer,
                        (long long)n_ctx, (long long)kv_dim);
-    if ((unsigned)type > KV_Q8_0)
+    if ((unsigned)type > PB_KV_Q8_0)
         return pb_fail(err, PB_EINVAL, "unknown KV cache type %d", (int)type);
-    if (type == KV_Q8_0 && kv_dim % 32 != 0)
+    if (type == PB_KV_Q8_0 && kv_dim % 32 != 0)
         return pb_fail(err, PB_EINVAL, "a q8_0 KV cache needs rows of a multiple of 32 values, not %lld",
                        (long long)kv_dim);
     const size_t row = pb_row_size(kv_type_pb(type), kv_dim);

@@ -18,29 +18,23 @@
 #define PLUMB_KV_KV_H
 
 #include "base/err.h"
+#include "plumb/base.h"
 #include "quant/types.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-enum kv_type {
-    KV_F16, /* the default */
-    KV_F32,
-    KV_Q8_0,
-};
+/* The cache types (enum pb_kv_type) and their names are public: plumb/base.h. */
 
-const char *kv_type_name(enum kv_type t);
-/* "f16", "f32", "q8_0" (any case); false when unknown. */
-bool kv_type_from_name(const char *name, enum kv_type *out);
 /* The tensor type a cache type stores. */
-enum pb_type kv_type_pb(enum kv_type t);
+enum pb_type kv_type_pb(enum pb_kv_type t);
 
 struct kv_cache {
     int n_layer;
     int64_t n_ctx;
     int64_t kv_dim;   /* n_head_kv * head_dim */
-    enum kv_type type;
+    enum pb_kv_type type;
     size_t row_bytes; /* one position's keys (or values) */
     uint8_t *k, *v;   /* the layers' rows, one after the other */
     int64_t *cap;     /* [n_layer]: rows of each layer (n_ctx, or a ring) */
@@ -49,7 +43,7 @@ struct kv_cache {
 
 /* Memory is reserved, not touched: pages are committed as positions fill.
  * layer_cap gives each layer's rows (at most n_ctx; NULL: n_ctx for all). */
-int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type,
+int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type,
              const int64_t *layer_cap, pb_err *err);
 void kv_free(struct kv_cache *kv);
 
@@ -73,7 +67,7 @@ void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_ro
 void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n);
 
 /* Bytes both caches take: n_layer layers of n_ctx rows. */
-uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type);
+uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum pb_kv_type type);
 /* Bytes a cache's keys and values take in all (its layers' caps). */
 uint64_t kv_cache_bytes(const struct kv_cache *kv);
 

@@ -341,7 +341,7 @@ static int list_matrices(struct model *m, struct pb_tensor **out)
 /* Chooses every matrix's kernels and, where they read a repacked layout,
  * repacks it into one large allocation, releasing the file's pages of
  * each tensor once copied: memory holds one copy of the weights. */
-static int prepare_matrices(struct model *m, pb_err *err)
+static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
 {
     const int n_max = n_matrices(m);
     struct pb_tensor **mats = malloc((size_t)n_max * sizeof *mats);
@@ -366,9 +366,11 @@ static int prepare_matrices(struct model *m, pb_err *err)
         goto done;
     }
     m->packed_bytes = total;
-    struct pool *pool;
-    if ((rc = pool_create(pool_cpu_count(), &pool, err)))
+    struct pool *pool = shared, *own = NULL;
+    if (!pool && (rc = pool_create(pool_cpu_count(), &own, err)))
         goto done;
+    if (!pool)
+        pool = own;
     uint8_t *at = m->packed;
     for (int i = 0; i < n; i++) {
         if (!bytes[i])
@@ -393,14 +395,15 @@ static int prepare_matrices(struct model *m, pb_err *err)
         op_matrix_use_packed(mats[i], at);
         at += (bytes[i] + 63) / 64 * 64;
     }
-    pool_free(pool);
+    pool_free(own);
 done:
     free(mats);
     free(bytes);
     return rc;
 }
 
-static int load_from(struct model *m, const char *path, pb_err *err)
+/* Reads the shape and binds every tensor (nothing repacked yet). */
+static int bind_model(struct model *m, const char *path, pb_err *err)
 {
     int rc;
     /* an unknown architecture is reported as such, before its keys are
@@ -421,16 +424,16 @@ static int load_from(struct model *m, const char *path, pb_err *err)
         return pb_fail(err, PB_EUNSUPPORTED, "%s: architecture '%s' is not supported", path, m->hp.arch);
     if (m->hp.n_vocab <= 0 || m->hp.n_vocab > INT32_MAX)
         return pb_fail(err, PB_EFORMAT, "%s: token_embd.weight is missing or has no rows", path);
-    if ((rc = bind_all(m, err)))
-        return rc;
-    return prepare_matrices(m, err);
+    return bind_all(m, err);
 }
 
 /* Loads the model from the file m->file just opened (rc: how that went). */
-static int finish_load(struct model *m, int rc, const char *name, struct model **out, pb_err *err)
+static int finish_load(struct model *m, int rc, const char *name, struct pool *pool, struct model **out, pb_err *err)
 {
     if (rc == PB_OK)
-        rc = load_from(m, name, err);
+        rc = bind_model(m, name, err);
+    if (rc == PB_OK)
+        rc = prepare_matrices(m, pool, err);
     if (rc) {
         model_free(m);
         return rc;
@@ -439,22 +442,22 @@ static int finish_load(struct model *m, int rc, const char *name, struct model *
     return PB_OK;
 }
 
-int model_load(const char *path, struct model **out, pb_err *err)
+int model_load(const char *path, struct pool *pool, struct model **out, pb_err *err)
 {
     *out = NULL;
     struct model *m = calloc(1, sizeof *m);
     if (!m)
         return pb_fail(err, PB_ENOMEM, "out of memory");
-    return finish_load(m, gguf_open(path, &m->file, err), path, out, err);
+    return finish_load(m, gguf_open(path, &m->file, err), path, pool, out, err);
 }
 
-int model_load_fd(int fd, const char *name, bool discardable, struct model **out, pb_err *err)
+int model_load_fd(int fd, const char *name, bool discardable, struct pool *pool, struct model **out, pb_err *err)
 {
     *out = NULL;
     struct model *m = calloc(1, sizeof *m);
     if (!m)
         return pb_fail(err, PB_ENOMEM, "out of memory");
-    return finish_load(m, gguf_open_fd(fd, name, discardable, &m->file, err), name, out, err);
+    return finish_load(m, gguf_open_fd(fd, name, discardable, &m->file, err), name, pool, out, err);
 }
 
 void model_free(struct model *m)
@@ -505,9 +508,10 @@ static size_t max_matmul_scratch(const struct model *m, int n_batch)
     return max;
 }
 
-static float *alloc_floats(size_t n)
+/* Bytes of n floats as alloc_floats reserves them. */
+static size_t float_bytes(size_t n)
 {
-    return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+    return (n * sizeof(float) + 63) / 64 * 64;
 }
 
 /* The RoPE of the full layers ([0]) and the sliding ones ([1]) for a
@@ -549,79 +553,165 @@ static void ctx_rope(const struct model *m, int64_t n_ctx, struct rope_params ro
     }
 }
 
-int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err)
+static float *alloc_floats(size_t n)
 {
-    *out = NULL;
-    const struct model_hparams *hp = &m->hp;
+    return aligned_alloc(64, float_bytes(n ? n : 1));
+}
+
+/* Rows of a sliding layer's ring: its window and the rest of a batch
+ * (the batch's rows are stored before its first query reads the window
+ * behind it), at most the context; the context when nothing slides. */
+static int64_t swa_rows(const struct model_hparams *hp, int64_t n_ctx, int n_batch)
+{
+    const int64_t rows = hp->n_swa > 0 ? hp->n_swa + n_batch - 1 : n_ctx;
+    return rows < n_ctx ? rows : n_ctx;
+}
+
+/* KV bytes of one sequence: full layers n_ctx rows, sliding ones their ring. */
+static uint64_t seq_kv_bytes(const struct model_hparams *hp, int64_t n_ctx, int n_batch, enum pb_kv_type type)
+{
+    const int64_t kvd = hp->n_head_kv * hp->head_dim;
+    int local = 0;
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        local += model_layer_is_swa(hp, l);
+    return kv_bytes((int)hp->n_layer - local, n_ctx, kvd, type) +
+           (local ? kv_bytes(local, swa_rows(hp, n_ctx, n_batch), kvd, type) : 0);
+}
+
+/* What a context allocates, computed once for model_ctx_create and for
+ * the memory estimate (so the two cannot drift apart). */
+struct ctx_plan {
+    int64_t n_ctx;
+    int n_seq, n_batch, n_threads;
+    size_t x, q, ff, kvd;  /* floats per batch row: residual, queries, dense FFN, new K/V */
+    size_t moe_x, moe_ff;  /* floats per batch row of the experts' grouped inputs and FFN */
+    size_t att_scratch;    /* floats, all threads */
+    size_t act;            /* bytes of quantized activations */
+    uint64_t kv;           /* both caches of all sequences at full context */
+    uint64_t compute;      /* everything else */
+};
+
+/* The plan for shape hp; act_row(n_batch) gives the bytes of quantized
+ * activations the products of a batch need (from the matrices' kernels,
+ * or from the shape alone). */
+static int ctx_plan_shape(const struct model_hparams *hp, size_t act_bytes, const struct model_ctx_params *p,
+                          struct ctx_plan *cp, pb_err *err)
+{
     if (p->n_ctx < 1 || p->n_ctx > (1 << 24))
         return pb_fail(err, PB_EINVAL, "context size %" PRId64 " out of range 1..%d", p->n_ctx, 1 << 24);
     if (p->n_batch < 1)
         return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
     if (p->n_seq < 0 || p->n_seq > 4096)
         return pb_fail(err, PB_EINVAL, "%d sequences out of range 1..4096", p->n_seq);
-    if (p->kv_type == KV_Q8_0 && hp->head_dim % 32 != 0)
+    if (!p->pool && (p->n_threads < 1 || p->n_threads > 1024))
+        return pb_fail(err, PB_EINVAL, "thread count %d out of range 1..1024", p->n_threads);
+    if (p->kv_type == PB_KV_Q8_0 && hp->head_dim % 32 != 0)
         return pb_fail(err, PB_EINVAL, "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is "
                        "%" PRId64 "); use f16 or f32", hp->head_dim);
+    memset(cp, 0, sizeof *cp);
+    cp->n_ctx = p->n_ctx;
+    cp->n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    /* one sequence cannot fill a batch beyond its context; several can */
+    cp->n_batch = p->n_batch;
+    if (cp->n_seq == 1 && cp->n_batch > p->n_ctx)
+        cp->n_batch = (int)p->n_ctx;
+    cp->n_threads = p->pool ? pool_size(p->pool) : p->n_threads;
+    cp->x = (size_t)hp->n_embd;
+    cp->q = (size_t)(hp->n_head * hp->head_dim);
+    cp->ff = hp->n_expert > 0 ? 0 : (size_t)hp->n_ff;
+    cp->moe_x = (size_t)(hp->n_expert_used * hp->n_embd);
+    cp->moe_ff = (size_t)(hp->n_expert_used * hp->n_ff_exp);
+    cp->kvd = (size_t)(hp->n_head_kv * hp->head_dim);
+    struct kern_attn_args shape = {.n_head = (int)hp->n_head, .n_head_kv = (int)hp->n_head_kv,
+                                   .head_dim = (int)hp->head_dim};
+    cp->att_scratch = (size_t)cp->n_threads * op_attention_scratch(&shape);
+    cp->act = (act_bytes + 63) / 64 * 64 + 64;
+    cp->kv = (uint64_t)cp->n_seq * seq_kv_bytes(hp, cp->n_ctx, cp->n_batch, (enum pb_kv_type)p->kv_type);
+    const size_t B = (size_t)cp->n_batch;
+    cp->compute = 2 * float_bytes(B * cp->x) + 2 * float_bytes(B * cp->q) + 2 * float_bytes(B * cp->ff) +
+                  2 * float_bytes(B * cp->kvd) + float_bytes(cp->att_scratch) + cp->act +
+                  B * (sizeof(struct ctx_seg) + sizeof(struct kern_attn_args)) +
+                  (size_t)cp->n_seq * ((size_t)cp->n_ctx * sizeof(int32_t) + sizeof(int64_t) +
+                                       sizeof(struct kv_cache) + sizeof(struct seq_state));
+    if (hp->n_expert > 0) { /* router logits, choices, grouped rows, one task per expert and product */
+        const size_t K = (size_t)hp->n_expert_used;
+        cp->compute += float_bytes(B * (size_t)hp->n_expert) + float_bytes(B * K) +
+                       2 * B * K * sizeof(int32_t) + float_bytes(B * cp->moe_x) + 2 * float_bytes(B * cp->moe_ff) +
+                       2 * (size_t)hp->n_expert * sizeof(struct op_mm_task);
+    }
+    return PB_OK;
+}
+
+/* The batch size a context of p will use (ctx_plan_shape's rule). */
+static int batch_of(const struct model_ctx_params *p)
+{
+    return p->n_seq <= 1 && p->n_batch > p->n_ctx ? (int)p->n_ctx : p->n_batch;
+}
+
+static int ctx_plan(const struct model *m, const struct model_ctx_params *p, struct ctx_plan *cp, pb_err *err)
+{
+    if (p->n_batch < 1)
+        return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
+    return ctx_plan_shape(&m->hp, max_matmul_scratch(m, batch_of(p)), p, cp, err);
+}
+
+uint64_t model_kv_bytes(const struct model_hparams *hp, int64_t n_ctx, enum pb_kv_type type)
+{
+    return seq_kv_bytes(hp, n_ctx, 1, type);
+}
+
+int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err)
+{
+    *out = NULL;
+    const struct model_hparams *hp = &m->hp;
+    struct ctx_plan plan;
+    int rc = ctx_plan(m, p, &plan, err);
+    if (rc)
+        return rc;
     struct model_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return pb_fail(err, PB_ENOMEM, "out of memory");
-    c->m = m;
-    c->n_ctx = p->n_ctx;
-    c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
-    /* one sequence cannot fill a batch beyond its context; several can */
-    c->n_batch = p->n_batch;
-    if (c->n_seq == 1 && c->n_batch > p->n_ctx)
-        c->n_batch = (int)p->n_ctx;
-    /* a sliding layer keeps its window and a batch (a batch's first token
-     * still sees the window before it while the batch is stored) */
-    c->swa_cap = c->n_ctx;
-    if (hp->n_swa > 0 && hp->n_swa + c->n_batch - 1 < c->n_ctx)
-        c->swa_cap = hp->n_swa + c->n_batch - 1;
-    ctx_rope(m, c->n_ctx, c->rope);
     int64_t *caps = NULL;
-    int rc = pool_create(p->n_threads, &c->pool, err);
-    if (rc)
+    c->m = m;
+    c->n_ctx = plan.n_ctx;
+    c->n_seq = plan.n_seq;
+    c->n_batch = plan.n_batch;
+    c->swa_cap = swa_rows(hp, c->n_ctx, c->n_batch);
+    ctx_rope(m, c->n_ctx, c->rope);
+    if (p->pool)
+        c->pool = p->pool;
+    else if ((rc = pool_create(p->n_threads, &c->own_pool, err)))
         goto fail;
+    else
+        c->pool = c->own_pool;
     c->kv = calloc((size_t)c->n_seq, sizeof *c->kv);
     c->seq_pos = calloc((size_t)c->n_seq, sizeof *c->seq_pos);
+    c->tokens = malloc((size_t)c->n_seq * (size_t)c->n_ctx * sizeof *c->tokens);
     c->st = calloc((size_t)c->n_seq, sizeof *c->st);
     c->segs = calloc((size_t)c->n_batch, sizeof *c->segs);
     c->attn = calloc((size_t)c->n_batch, sizeof *c->attn);
     caps = malloc((size_t)hp->n_layer * sizeof *caps);
-    if (!c->kv || !c->seq_pos || !c->st || !c->segs || !c->attn || !caps) {
+    if (!c->kv || !c->seq_pos || !c->tokens || !c->st || !c->segs || !c->attn || !caps) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory for %d sequences", c->n_seq);
         goto fail;
     }
     for (int l = 0; l < (int)hp->n_layer; l++)
         caps[l] = model_layer_is_swa(hp, l) ? c->swa_cap : c->n_ctx;
-    for (int s = 0; s < c->n_seq; s++) {
-        if ((rc = kv_alloc(&c->kv[s], (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim,
-                           (enum kv_type)p->kv_type, caps, err)))
+    for (int s = 0; s < c->n_seq; s++)
+        if ((rc = kv_alloc(&c->kv[s], (int)hp->n_layer, c->n_ctx, (int64_t)plan.kvd, (enum pb_kv_type)p->kv_type,
+                           caps, err)))
             goto fail;
-        if (!(c->st[s].tokens = malloc((size_t)c->n_ctx * sizeof *c->st[s].tokens))) {
-            rc = pb_fail(err, PB_ENOMEM, "out of memory for the token history of sequence %d", s);
-            goto fail;
-        }
-    }
     const size_t B = (size_t)c->n_batch;
-    const size_t qd = (size_t)(hp->n_head * hp->head_dim);
-    bool dense = false;
-    for (int l = 0; l < (int)hp->n_layer; l++)
-        dense |= m->layers[l].gate_exps == NULL;
-    const size_t ff = dense ? (size_t)hp->n_ff : 0;
-    c->x = alloc_floats(B * (size_t)hp->n_embd);
-    c->xb = alloc_floats(B * (size_t)hp->n_embd);
-    c->q = alloc_floats(B * qd);
-    c->att = alloc_floats(B * qd);
-    c->gate = alloc_floats(B * ff + 1);
-    c->up = alloc_floats(B * ff + 1);
-    c->k_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
-    c->v_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
-    struct kern_attn_args shape = {.n_head = (int)hp->n_head, .n_head_kv = (int)hp->n_head_kv,
-                                   .head_dim = (int)hp->head_dim};
-    c->att_scratch = alloc_floats((size_t)pool_size(c->pool) * op_attention_scratch(&shape));
-    size_t act = max_matmul_scratch(m, c->n_batch);
-    c->act = aligned_alloc(64, ((act + 63) / 64) * 64 + 64);
+    c->x = alloc_floats(B * plan.x);
+    c->xb = alloc_floats(B * plan.x);
+    c->q = alloc_floats(B * plan.q);
+    c->att = alloc_floats(B * plan.q);
+    c->gate = alloc_floats(B * plan.ff);
+    c->up = alloc_floats(B * plan.ff);
+    c->k_new = alloc_floats(B * plan.kvd);
+    c->v_new = alloc_floats(B * plan.kvd);
+    c->att_scratch = alloc_floats(plan.att_scratch);
+    c->act = aligned_alloc(64, plan.act);
     if (!c->x || !c->xb || !c->q || !c->att || !c->gate || !c->up || !c->att_scratch || !c->act || !c->k_new ||
         !c->v_new) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory for activation buffers (batch %d)", c->n_batch);
@@ -633,9 +723,9 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         c->moe_sel = malloc(B * K * sizeof *c->moe_sel);
         c->moe_w = alloc_floats(B * K);
         c->moe_slot = malloc(B * K * sizeof *c->moe_slot);
-        c->moe_x = alloc_floats(B * K * (size_t)hp->n_embd);
-        c->moe_g = alloc_floats(B * K * (size_t)hp->n_ff_exp);
-        c->moe_u = alloc_floats(B * K * (size_t)hp->n_ff_exp);
+        c->moe_x = alloc_floats(B * plan.moe_x);
+        c->moe_g = alloc_floats(B * plan.moe_ff);
+        c->moe_u = alloc_floats(B * plan.moe_ff);
         c->moe_tasks = malloc(2 * X * sizeof *c->moe_tasks);
         if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_slot || !c->moe_x || !c->moe_g || !c->moe_u ||
             !c->moe_tasks) {
@@ -656,14 +746,13 @@ void model_ctx_free(struct model_ctx *c)
 {
     if (!c)
         return;
-    pool_free(c->pool);
+    pool_free(c->own_pool);
     for (int s = 0; c->kv && s < c->n_seq; s++)
         kv_free(&c->kv[s]);
-    for (int s = 0; c->st && s < c->n_seq; s++)
-        free(c->st[s].tokens);
     free(c->kv);
     free(c->st);
     free(c->seq_pos);
+    free(c->tokens);
     free(c->segs);
     free(c->attn);
     free(c->x);
@@ -687,15 +776,7 @@ void model_ctx_free(struct model_ctx *c)
     free(c);
 }
 
-int64_t model_ctx_pos(const struct model_ctx *c) { return c->seq_pos[0]; }
 int64_t model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
-int model_ctx_n_seq(const struct model_ctx *c) { return c->n_seq; }
-int model_ctx_n_batch(const struct model_ctx *c) { return c->n_batch; }
-
-void model_ctx_truncate(struct model_ctx *c, int64_t pos)
-{
-    model_seq_truncate(c, 0, pos);
-}
 
 int64_t model_seq_pos(const struct model_ctx *c, int seq)
 {
@@ -721,6 +802,11 @@ static void check_windows(struct model_ctx *c, int seq)
     }
 }
 
+const int32_t *model_seq_tokens(const struct model_ctx *c, int seq)
+{
+    return seq >= 0 && seq < c->n_seq ? c->tokens + (size_t)seq * (size_t)c->n_ctx : NULL;
+}
+
 void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos)
 {
     if (seq < 0 || seq >= c->n_seq || pos < 0 || pos >= c->seq_pos[seq])
@@ -741,7 +827,8 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
     const struct seq_state *s = &c->st[src];
     struct seq_state *d = &c->st[dst];
     kv_copy(&c->kv[dst], &c->kv[src], n < s->computed ? n : s->computed);
-    memcpy(d->tokens, s->tokens, (size_t)n * sizeof *d->tokens);
+    memcpy(c->tokens + (size_t)dst * (size_t)c->n_ctx, c->tokens + (size_t)src * (size_t)c->n_ctx,
+           (size_t)n * sizeof *c->tokens);
     d->computed = n < s->computed ? n : s->computed;
     d->ring_lo = s->ring_lo;
     c->seq_pos[dst] = n;
@@ -752,6 +839,141 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 {
     return (uint64_t)c->n_seq * kv_cache_bytes(&c->kv[0]);
+}
+
+/* ---- memory ---- */
+
+/* The matrices as they are resident: repacked ones in their own memory,
+ * the others and the embedding table (read row by row, counted whole) in
+ * the mapped file. */
+static uint64_t resident_weights(const struct model *m, const size_t *packed, int n_mats,
+                                 struct pb_tensor *const *mats)
+{
+    uint64_t total = (uint64_t)m->tok_embd.row_bytes * (uint64_t)m->tok_embd.ne[1];
+    for (int i = 0; i < n_mats; i++) {
+        if (packed[i])
+            total += (packed[i] + 63) / 64 * 64;
+        else if (mats[i]->data != m->tok_embd.data)
+            total += (uint64_t)mats[i]->row_bytes * (uint64_t)mats[i]->ne[1];
+    }
+    return total;
+}
+
+static void sum_parts(struct model_mem *mm)
+{
+    mm->total = mm->weights + mm->vectors + mm->kv + mm->compute;
+}
+
+/* The owned 1-D tensors' bytes. */
+static uint64_t vector_bytes(const struct model *m)
+{
+    uint64_t total = 0;
+    const struct pb_tensor *vs[] = {&m->out_norm, &m->rope_freqs, &m->rope_long, &m->rope_short};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++)
+        if (vs[i]->data)
+            total += (uint64_t)vs[i]->ne[0] * sizeof(float);
+    for (int l = 0; l < (int)m->hp.n_layer; l++) {
+        const struct layer_weights *lw = &m->layers[l];
+        /* gpt-oss's FFN norm is its post_attention_norm, counted once */
+        const struct pb_tensor *ls[] = {&lw->attn_norm,  &lw->ffn_norm,       &lw->bq,          &lw->bk,
+                                        &lw->bv,         &lw->bo,             &lw->q_norm,      &lw->k_norm,
+                                        &lw->sinks,      &lw->attn_post_norm, &lw->ffn_post_norm,
+                                        &lw->ffn_gate_inp_b, &lw->gate_exps_b, &lw->up_exps_b, &lw->down_exps_b};
+        for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
+            if (ls[i]->data)
+                total += (uint64_t)ls[i]->ne[0] * (uint64_t)ls[i]->ne[1] * sizeof(float);
+    }
+    return total;
+}
+
+/* Weights, vectors and the context's parts of m (matrices planned for the
+ * kernels in use) for context parameters p. */
+static int mem_of(struct model *m, const struct model_ctx_params *p, struct model_mem *mm, pb_err *err)
+{
+    memset(mm, 0, sizeof *mm);
+    const int n_max = n_matrices(m);
+    struct pb_tensor **mats = malloc((size_t)n_max * sizeof *mats);
+    size_t *bytes = calloc((size_t)n_max, sizeof *bytes);
+    int rc = PB_OK;
+    if (!mats || !bytes) {
+        rc = pb_fail(err, PB_ENOMEM, "out of memory");
+        goto done;
+    }
+    const int n = list_matrices(m, mats);
+    for (int i = 0; i < n && rc == PB_OK; i++) {
+        if (mats[i]->mm) /* loaded: already planned (and perhaps packed) */
+            bytes[i] = mats[i]->mm->pack ? mats[i]->mm->packed_size(mats[i]->ne[0], mats[i]->ne[1]) : 0;
+        else
+            rc = op_matrix_plan(mats[i], kern_level(), &bytes[i], err);
+    }
+    if (rc)
+        goto done;
+    mm->weights = resident_weights(m, bytes, n, mats);
+    mm->vectors = vector_bytes(m);
+    struct ctx_plan plan;
+    if ((rc = ctx_plan(m, p, &plan, err)))
+        goto done;
+    mm->kv = plan.kv;
+    mm->compute = plan.compute;
+    sum_parts(mm);
+done:
+    free(mats);
+    free(bytes);
+    return rc;
+}
+
+int model_mem_shape(const struct model_hparams *hp, uint64_t weight_bytes, double act_bytes_per_value,
+                    const struct model_ctx_params *p, struct model_mem *out, pb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (p->n_batch < 1)
+        return pb_fail(err, PB_EINVAL, "batch size %d must be positive", p->n_batch);
+    /* the widest products of one input: Q, K and V share theirs (3 x
+     * n_embd values), the output projection reads n_head x head_dim, the
+     * FFN's down projection n_ff */
+    const double e = (double)hp->n_embd, q = (double)(hp->n_head * hp->head_dim), f = (double)hp->n_ff;
+    double widest = 3 * e > q ? 3 * e : q;
+    widest = f > widest ? f : widest;
+    if (hp->n_expert > 0) { /* the experts' products: k rows per token, gate and up n_embd values each
+                               * (max_matmul_scratch), down n_ff_exp */
+        const double fe = (double)hp->n_ff_exp, k = (double)hp->n_expert_used;
+        const double moe = k * (2 * e > fe ? 2 * e : fe);
+        widest = 3 * e > q ? 3 * e : q;
+        widest = moe > widest ? moe : widest;
+    }
+    const size_t act = (size_t)((double)batch_of(p) * (widest * act_bytes_per_value + 3 * 64));
+    struct ctx_plan plan;
+    int rc = ctx_plan_shape(hp, act, p, &plan, err);
+    if (rc)
+        return rc;
+    out->weights = weight_bytes;
+    out->kv = plan.kv;
+    out->compute = plan.compute;
+    sum_parts(out);
+    return PB_OK;
+}
+
+int model_mem(const struct model *m, const struct model_ctx_params *p, struct model_mem *out, pb_err *err)
+{
+    /* planning a loaded model's matrices changes nothing: they have their kernels */
+    return mem_of((struct model *)m, p, out, err);
+}
+
+int model_mem_estimate(const struct gguf_file *f, const struct model_ctx_params *p, struct model_hparams *hp,
+                       struct model_mem *out, pb_err *err)
+{
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    m->file = (struct gguf_file *)f; /* borrowed: bind_model reads it, and releases the pages of vectors it copies */
+    int rc = bind_model(m, gguf_name(f), err);
+    if (!rc)
+        rc = mem_of(m, p, out, err);
+    if (!rc && hp)
+        *hp = m->hp;
+    m->file = NULL;
+    model_free(m);
+    return rc;
 }
 
 static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n, pb_err *err)
@@ -773,8 +995,9 @@ static int forward(struct model_ctx *c, const int32_t *tokens, int n, float *log
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         struct seq_state *st = &c->st[sg->seq];
-        if (tokens + sg->off != st->tokens + sg->pos0)
-            memcpy(st->tokens + sg->pos0, tokens + sg->off, (size_t)sg->n * sizeof *tokens);
+        int32_t *held = c->tokens + (size_t)sg->seq * (size_t)c->n_ctx + sg->pos0;
+        if (tokens + sg->off != held) /* not a recomputation of what the sequence holds */
+            memcpy(held, tokens + sg->off, (size_t)sg->n * sizeof *tokens);
         st->computed = sg->pos0 + sg->n;
         if (st->computed - c->swa_cap > st->ring_lo)
             st->ring_lo = st->computed - c->swa_cap;
@@ -793,7 +1016,7 @@ static int recompute(struct model_ctx *c, int seq, pb_err *err)
         const int k = end - st->computed < c->n_batch ? (int)(end - st->computed) : c->n_batch;
         c->segs[0] = (struct ctx_seg){seq, 0, k, st->computed, false};
         c->n_segs = 1;
-        int rc = forward(c, st->tokens + st->computed, k, NULL, err);
+        int rc = forward(c, c->tokens + (size_t)seq * (size_t)c->n_ctx + st->computed, k, NULL, err);
         if (rc)
             return rc;
     }

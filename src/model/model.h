@@ -54,7 +54,8 @@ struct model_hparams {
 
     /* sliding-window attention; n_swa 0 when none */
     int64_t n_swa;          /* <arch>.attention.sliding_window (keys a query sees) */
-    int swa_pattern;        /* layer l slides when l % swa_pattern < swa_pattern - 1 (the family's) */
+    int64_t swa_pattern;    /* layer l is global when (l + 1) % swa_pattern == 0, else local (with n_swa):
+                             * the family's (arch.c) */
     float rope_base_swa;    /* <arch>.rope.freq_base_swa: the sliding layers' RoPE base */
 
     /* soft-capping (cap * tanh(x / cap)), 0 when none */
@@ -104,10 +105,12 @@ struct model_ctx;
 
 /* Opens path and loads the model. Weights are mapped, and the matrices
  * the kernels in use read in another layout are repacked once into memory
- * of their own (the file's pages are then released): one copy either way. */
-int model_load(const char *path, struct model **out, pb_err *err);
+ * of their own (the file's pages are then released): one copy either way.
+ * The repacking runs on pool (NULL: a pool of this process's CPUs for the
+ * load alone). */
+int model_load(const char *path, struct pool *pool, struct model **out, pb_err *err);
 /* The same from a GGUF image in fd (see gguf_open_fd). */
-int model_load_fd(int fd, const char *name, bool discardable, struct model **out, pb_err *err);
+int model_load_fd(int fd, const char *name, bool discardable, struct pool *pool, struct model **out, pb_err *err);
 void model_free(struct model *m);
 
 const struct model_hparams *model_hparams(const struct model *m);
@@ -119,20 +122,17 @@ uint64_t model_weight_bytes(const struct model *m);
 struct model_ctx_params {
     int64_t n_ctx;   /* KV cache positions (of each sequence) */
     int n_batch;     /* tokens per forward pass (longer inputs are split) */
-    int n_threads;
-    int kv_type;     /* enum kv_type: KV_F16 (0) unless set */
+    int n_threads;   /* the context's own pool when pool is NULL */
+    struct pool *pool; /* a pool shared with others (borrowed), or NULL */
+    int kv_type;     /* enum pb_kv_type: PB_KV_F16 (0) unless set */
     int n_seq;       /* independent sequences, each with its own cache (0: 1) */
 };
 
 int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err);
 void model_ctx_free(struct model_ctx *c);
 
-/* Tokens already in the cache (the position of the next token). */
-int64_t model_ctx_pos(const struct model_ctx *c);
 int64_t model_ctx_n_ctx(const struct model_ctx *c);
-/* Forgets cached positions >= pos (0 clears the sequence). */
-void model_ctx_truncate(struct model_ctx *c, int64_t pos);
-/* Bytes the KV cache holds at full context. */
+/* Bytes the KV cache holds at full context (all sequences). */
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
 
 /* Evaluates n tokens of sequence 0 at its next positions (in batches of
@@ -141,6 +141,35 @@ uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
  * PB_EINVAL for a token id out of range. */
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
+/* ---- memory ----
+ * What running a model takes, from the same sizes its loading and
+ * model_ctx_create allocate (the tokenizer and the process are the
+ * engine's to add). KV caches and activation buffers are reserved whole
+ * and committed as they fill: the figures are what a full context uses. */
+struct model_mem {
+    uint64_t weights;  /* matrices as the kernels read them (repacked or mapped) and the embedding table */
+    uint64_t vectors;  /* norms, biases and other 1-D tensors, converted to F32 */
+    uint64_t kv;       /* KV caches of every sequence at full context */
+    uint64_t compute;  /* activation buffers of one batch, attention scratch, cached-token records */
+    uint64_t total;
+};
+
+/* The figures for a loaded model and context parameters p. */
+int model_mem(const struct model *m, const struct model_ctx_params *p, struct model_mem *out, pb_err *err);
+/* The figures for a model known by its shape alone (a catalog entry):
+ * weight_bytes as given, and the buffers for activations of
+ * act_bytes_per_value bytes per input value (about 1.14 for quantized
+ * weights, whose activations are 8-bit blocks; 4 for F16 and F32). */
+int model_mem_shape(const struct model_hparams *hp, uint64_t weight_bytes, double act_bytes_per_value,
+                    const struct model_ctx_params *p, struct model_mem *out, pb_err *err);
+/* KV cache bytes of one sequence of n_ctx positions: global layers hold
+ * every position, local (sliding-window) layers their window. */
+uint64_t model_kv_bytes(const struct model_hparams *hp, int64_t n_ctx, enum pb_kv_type type);
+/* The same without loading the model of file f (its tensors are read, not
+ * repacked; f stays open); hp (may be NULL) receives its hyperparameters. */
+int model_mem_estimate(const struct gguf_file *f, const struct model_ctx_params *p, struct model_hparams *hp,
+                       struct model_mem *out, pb_err *err);
+
 /* ---- several sequences (a server's slots) ----
  * A context holds n_seq sequences, each with its own cache and position.
  * One forward pass can carry tokens of many of them: every matrix product
@@ -148,9 +177,11 @@ int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits,
  * token attends to its own sequence only. A token's results do not depend
  * on what else is in the batch: rows are computed independently, in the
  * same arithmetic. */
-int model_ctx_n_seq(const struct model_ctx *c);
-int model_ctx_n_batch(const struct model_ctx *c);
 int64_t model_seq_pos(const struct model_ctx *c, int seq);
+/* The tokens whose keys and values sequence seq holds (model_seq_pos of
+ * them, in order): what a new prompt can share a prefix with. The context
+ * is the one record of them. */
+const int32_t *model_seq_tokens(const struct model_ctx *c, int seq);
 /* Forgets positions >= pos of sequence seq.
  *
  * With sliding-window layers the cache of such a layer keeps only its

@@ -67,19 +67,21 @@ struct ctx_seg {
     bool logits; /* the logits after its last row are wanted */
 };
 
-/* What a context remembers of each sequence beyond its cache. */
+/* What a context knows of each sequence's cache beyond its position. */
 struct seq_state {
-    int32_t *tokens;  /* [n_ctx]: the token at each position */
-    int64_t computed; /* positions whose cache rows are valid (< seq_pos after a deep truncation) */
+    int64_t computed; /* positions whose cache rows are valid (< seq_pos after a deep truncation:
+                       * the others are computed again from the sequence's tokens) */
     int64_t ring_lo;  /* the oldest position the sliding layers' rings still hold */
 };
 
 struct model_ctx {
     const struct model *m;
-    struct pool *pool;
+    struct pool *pool;     /* shared, or own_pool */
+    struct pool *own_pool; /* NULL when the pool is borrowed */
     int n_seq;
     struct kv_cache *kv; /* [n_seq] */
     int64_t *seq_pos;    /* [n_seq]: positions cached */
+    int32_t *tokens;     /* [n_seq][n_ctx]: the tokens cached, seq_pos[s] of each */
     struct seq_state *st;/* [n_seq] */
     int64_t n_ctx;       /* per sequence */
     int64_t swa_cap;     /* rows of a sliding layer's ring (n_ctx when it never wraps) */

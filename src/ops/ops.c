@@ -272,8 +272,3 @@ void op_attention_n(struct pool *pool, const struct kern_attn_args *a, int n, fl
         pool_run(pool, attention_worker, &j);
     }
 }
-
-void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch)
-{
-    op_attention_n(pool, a, 1, scratch);
-}

@@ -1,10 +1,12 @@
 /* Tensor operations of the forward pass, over [n_tokens x dim] float
  * activations in row-major order. Weights are struct pb_tensor views into
- * the mapped file; matmul converts activations to the weight type's
- * activation type and calls the dot kernels.
+ * the mapped file, or into a copy repacked for their kernels; matmul
+ * converts activations to the weight type's activation type once and
+ * calls the matrix kernels (kernels.h: struct kern_mm).
  *
- * These are plain loops on one thread except op_matmul and op_attention,
- * which split their work over the pool.
+ * The functions that take a pool split their work over its threads (by
+ * rows, or by work items handed out through an atomic counter); the
+ * others are plain loops on the calling thread.
  */
 #ifndef PLUMB_OPS_OPS_H
 #define PLUMB_OPS_OPS_H
@@ -155,13 +157,11 @@ void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, in
                   const struct rope_params *rp);
 
 /* Causal grouped-query attention over a layer's KV cache (see
- * kernels.h: struct kern_attn_args). scratch holds n_threads x
- * op_attention_scratch(a) floats. */
+ * kernels.h: struct kern_attn_args), of n sequences of the same head
+ * shape in one job: their work items are shared out together. scratch
+ * holds n_threads x op_attention_scratch(a) floats. */
 struct kern_attn_args;
 size_t op_attention_scratch(const struct kern_attn_args *a);
-void op_attention(struct pool *pool, const struct kern_attn_args *a, float *scratch);
-/* n attentions (of several sequences, same head shape) in one job: their
- * work items are shared out together. */
 #define OP_ATTENTION_MAX_SEQ 64
 void op_attention_n(struct pool *pool, const struct kern_attn_args *a, int n, float *scratch);
 

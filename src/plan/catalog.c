@@ -2,7 +2,9 @@
  * build time, see cmake/embed.cmake), overridable file by file, every entry
  * checked against a field table. */
 #define _GNU_SOURCE
-#include "plan/catalog.h"
+#include "plumb/plan.h"
+
+#include "base/err.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,6 +1,8 @@
 /* The TCO chart, drawn once with cairo onto an SVG or a PNG surface. */
 #define _GNU_SOURCE
-#include "plan/tco.h"
+#include "plumb/plan.h"
+
+#include "base/err.h"
 
 #include <cairo-svg.h>
 #include <cairo.h>

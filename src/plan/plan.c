@@ -1,11 +1,13 @@
 /* The memory and speed model behind plumb plan (see plan.h). */
 #define _GNU_SOURCE
-#include "plan/plan.h"
+#include "plumb/plan.h"
+
+#include "base/err.h"
 
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
-#include "kv/kv.h"
 #include "model/model.h"
+#include "plumb/engine.h"
 #include "quant/ftype.h"
 
 #include <math.h>
@@ -25,8 +27,6 @@ static const struct {
 };
 #define N_QUANTS ((int)(sizeof quants / sizeof quants[0]))
 
-int plan_n_quants(void) { return N_QUANTS; }
-const char *plan_quant_name(int i) { return i >= 0 && i < N_QUANTS ? quants[i].name : NULL; }
 
 int plan_quant_find(const char *name)
 {
@@ -142,13 +142,41 @@ static void layer_split(const struct cat_model *m, int64_t *global, int64_t *loc
     *local = m->layers - *global;
 }
 
-uint64_t plan_kv_bytes(const struct cat_model *m, int64_t ctx, int kv_type)
+/* The catalog entry as the engine's shape. */
+static struct engine_shape shape_of(const struct cat_model *m, uint64_t weight_bytes, bool float_weights)
 {
-    int64_t global, local;
-    layer_split(m, &global, &local);
-    const int64_t kvd = m->kv_heads * m->head_dim;
-    int64_t win = m->sliding_window && m->sliding_window < ctx ? m->sliding_window : ctx;
-    return kv_bytes((int)global, ctx, kvd, (enum kv_type)kv_type) + kv_bytes((int)local, win, kvd, (enum kv_type)kv_type);
+    return (struct engine_shape){
+        .n_vocab = m->vocab,
+        .n_embd = m->hidden,
+        .n_layer = m->layers,
+        .n_head = m->heads,
+        .n_head_kv = m->kv_heads,
+        .head_dim = m->head_dim,
+        .n_ff = m->experts ? m->expert_ffn * m->experts_used : m->ffn,
+        .n_ctx_train = m->context,
+        .n_swa = m->sliding_window,
+        .swa_pattern = m->sliding_window ? m->swa_pattern : 0,
+        .weight_bytes = weight_bytes,
+        .float_weights = float_weights,
+    };
+}
+
+/* The engine's estimate for one slot of ctx positions. */
+static int engine_figures(const struct cat_model *m, uint64_t weight_bytes, bool float_weights, int64_t ctx,
+                          enum pb_kv_type kv_type, struct engine_memory *mem, pb_err *err)
+{
+    const struct engine_shape sh = shape_of(m, weight_bytes, float_weights);
+    struct engine_params ep = engine_defaults();
+    ep.n_ctx = ctx;
+    ep.kv_type = kv_type;
+    ep.n_threads = 1; /* attention scratch grows with threads: a few KB each */
+    return engine_estimate_shape(&sh, &ep, mem, err);
+}
+
+uint64_t plan_kv_bytes(const struct cat_model *m, int64_t ctx, enum pb_kv_type kv_type)
+{
+    struct engine_memory mem;
+    return engine_figures(m, 0, false, ctx, kv_type, &mem, NULL) == PB_OK ? mem.kv : 0;
 }
 
 /* Attention FLOP of one token attending over pos earlier positions. */
@@ -160,17 +188,6 @@ static double attn_flops(const struct cat_model *m, double pos)
     return 4.0 * (double)(m->heads * m->head_dim) * ((double)global * pos + (double)local * win);
 }
 
-/* Activation buffers for one batch, as model_ctx allocates them (floats):
- * residual and normed rows, Q and attention output, gate and up, new K
- * and V, plus the quantized activations (about a byte per input). */
-static double buffer_bytes(const struct cat_model *m, int64_t ctx)
-{
-    double B = (double)(ctx < PLAN_BATCH ? ctx : PLAN_BATCH);
-    double ff = (double)(m->experts ? m->expert_ffn * m->experts_used : m->ffn);
-    double qd = (double)(m->heads * m->head_dim), kvd = (double)(m->kv_heads * m->head_dim);
-    double floats = B * (2.0 * (double)m->hidden + 2.0 * qd + 2.0 * ff + 2.0 * kvd);
-    return 4.0 * floats + 1.1 * B * (ff > (double)m->hidden ? ff : (double)m->hidden);
-}
 
 /* ---- targets ---- */
 
@@ -185,11 +202,12 @@ static const struct {
     [CAT_APU] = {0.65, 0.35, 256.0 * 1024 * 1024},
     [CAT_CPU] = {0.70, 0.25, 64.0 * 1024 * 1024},
 };
+/* this machine's fixed memory is the engine's own estimate (its runtime
+ * and buffers); fixed_overhead is 0 there */
 /* this machine without calibration: plumb's generation reaches about 3/4
  * of the read bandwidth, prompts about half the measured kernel rate */
 #define THIS_EFF_TG 0.75
 #define THIS_EFF_PP 0.50
-#define THIS_OVERHEAD (64.0 * 1024 * 1024)
 
 static bool is_float_type(const char *ftype)
 {
@@ -212,7 +230,7 @@ void plan_target_this(const struct survey *s, const struct survey_calib *cal, in
     t->bw_gbs = s->memory.bandwidth_gbs;
     t->int8_ops = s->compute.int8_gops * 1e9;
     t->fp_ops = s->compute.f32_gflops * 1e9;
-    t->fixed_overhead = THIS_OVERHEAD;
+    t->fixed_overhead = 0;
     t->eff_tg = THIS_EFF_TG;
     t->eff_pp = THIS_EFF_PP;
     snprintf(t->figures_from, sizeof t->figures_from,
@@ -356,27 +374,34 @@ int plan_evaluate(const struct cat_model *m, const struct plan_target *t, const 
         return pb_fail(err, PB_EINVAL, "%s has no bandwidth or throughput figures (run plumb survey)", t->name);
     r->arch_supported = model_arch_supported(m->arch) && m->experts == 0 && m->sliding_window == 0;
     const int64_t prompt = p->prompt < p->ctx ? p->prompt : p->ctx;
-    const double kv_user = (double)plan_kv_bytes(m, p->ctx, p->kv_type);
-    const double logits = 4.0 * (double)m->vocab;
     for (int q = 0; q < N_QUANTS; q++) {
         struct plan_row *row = &r->rows[r->n_rows++];
         struct wsum ws;
         int rc = weights(m, q, &ws, err);
         if (rc)
             return rc;
+        /* memory: the engine's estimate for one slot, each user a slot;
+         * on other devices their runtime's fixed overhead instead of
+         * plumb's own */
+        struct engine_memory mem;
+        const bool float_w = quants[q].ftype == PB_FTYPE_F16;
+        if ((rc = engine_figures(m, ws.w.bytes, float_w, p->ctx, p->kv_type, &mem, err)))
+            return rc;
+        const double kv_user = (double)mem.per_slot;
         snprintf(row->quant, sizeof row->quant, "%s", quants[q].name);
         row->approx = quants[q].approx;
         row->w = ws.w;
         row->runs = !t->this_machine || (r->arch_supported && ws.kernels);
-        row->kv_bytes = (uint64_t)(kv_user * p->users);
-        double fixed = t->fixed_overhead + buffer_bytes(m, p->ctx);
-        row->overhead_bytes = (uint64_t)(fixed + logits * p->users);
+        row->kv_bytes = (uint64_t)((double)mem.kv * p->users);
+        const double fixed = (double)(mem.total - mem.weights - mem.per_slot) +
+                             (t->this_machine ? 0 : t->fixed_overhead - (double)mem.runtime);
+        row->overhead_bytes = (uint64_t)(fixed + (double)(mem.per_slot - mem.kv) * p->users);
         row->total_bytes = row->w.bytes + row->kv_bytes + row->overhead_bytes;
         row->fits = (double)row->total_bytes <= t->mem_bytes;
         double room = t->mem_bytes - (double)row->w.bytes - fixed;
-        row->users_max = room <= 0 ? 0 : (int)fmin(room / (kv_user + logits), 1e6);
+        row->users_max = room <= 0 ? 0 : (int)fmin(room / kv_user, 1e6);
 
-        struct speed s = {m, &row->w, kv_user, t->bw_gbs * 1e9, quants[q].ftype == PB_FTYPE_F16 ? t->fp_ops : t->int8_ops,
+        struct speed s = {m, &row->w, (double)mem.kv, t->bw_gbs * 1e9, quants[q].ftype == PB_FTYPE_F16 ? t->fp_ops : t->int8_ops,
                           0, 0, p->ctx, prompt};
         bool cal_tg, cal_pp;
         const char *from_tg, *from_pp;
@@ -495,5 +520,123 @@ int plan_model_from_gguf(const char *path, struct cat_model *m, char *ftype, siz
     snprintf(m->source, sizeof m->source, "%.190s", path);
 done:
     gguf_close(f);
+    return rc;
+}
+
+/* ---- ranking the catalog ---- */
+
+static int cmp_ranked(const void *a, const void *b)
+{
+    const struct plan_ranked *x = a, *y = b;
+    if (x->verdict != y->verdict)
+        return (int)x->verdict - (int)y->verdict;
+    return x->m->params_b < y->m->params_b ? 1 : x->m->params_b > y->m->params_b ? -1 : 0;
+}
+
+int plan_rank(const struct catalog *cat, const struct plan_target *t, const struct plan_params *p, bool ctx_given,
+              struct plan_ranked **out, pb_err *err)
+{
+    *out = NULL;
+    struct plan_ranked *rk = calloc((size_t)cat->n_models, sizeof *rk);
+    if (!rk)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    for (int i = 0; i < cat->n_models; i++) {
+        struct plan_params mp = *p;
+        const struct cat_model *m = &cat->models[i];
+        if (!ctx_given && mp.ctx > m->context)
+            mp.ctx = m->context;
+        if (mp.prompt > mp.ctx)
+            mp.prompt = mp.ctx;
+        rk[i].m = m;
+        int rc = plan_evaluate(m, t, &mp, &rk[i].r, err);
+        if (rc) {
+            free(rk);
+            return pb_wrap(err, rc, "%s", m->id);
+        }
+        rk[i].pick = rk[i].r.recommended;
+        rk[i].verdict = PLAN_MEETS;
+        if (rk[i].pick < 0) {
+            int smallest_fit = -1;
+            /* an architecture plumb lacks: any type (another engine runs it) */
+            const bool any_type = t->this_machine && !rk[i].r.arch_supported;
+            for (int q = 0; q < rk[i].r.n_rows; q++)
+                if (rk[i].r.rows[q].fits && (rk[i].r.rows[q].runs || any_type))
+                    smallest_fit = q;
+            rk[i].verdict = smallest_fit >= 0 ? PLAN_SLOW : PLAN_TOO_BIG;
+            rk[i].pick = smallest_fit >= 0 ? smallest_fit : rk[i].r.n_rows - 1;
+        }
+    }
+    qsort(rk, (size_t)cat->n_models, sizeof *rk, cmp_ranked);
+    *out = rk;
+    return PB_OK;
+}
+
+const char *plan_verdict_name(enum plan_verdict v)
+{
+    return v == PLAN_MEETS ? "meets" : v == PLAN_SLOW ? "slow" : "too big";
+}
+
+/* ---- a device's capacity for the TCO ---- */
+
+int plan_capacity(const struct catalog *cat, const char *model_id, const struct cat_device *d, const char *quant,
+                  double tokens_out_day, struct plan_capacity *cap, pb_err *err)
+{
+    memset(cap, 0, sizeof *cap);
+    const struct cat_model *m = catalog_model(cat, model_id);
+    if (!m) {
+        char near[300];
+        catalog_near(cat, CAT_MODELS, model_id, near, sizeof near);
+        return pb_fail(err, PB_ENOTFOUND, "unknown model '%s'%s%s%s ('plumb plan --list-models' lists them)",
+                       model_id, near[0] ? "; did you mean " : "", near, near[0] ? "?" : "");
+    }
+    if (!d)
+        return pb_fail(err, PB_EINVAL, "a model needs a device: the capacity comes from the device's figures");
+    struct plan_target t;
+    plan_target_device(d, &t);
+    struct plan_params p = {.ctx = ENGINE_DEFAULT_MAX_CTX < m->context ? ENGINE_DEFAULT_MAX_CTX : m->context,
+                            .users = 1, .prompt = PLAN_BATCH, .kv_type = PB_KV_F16};
+    struct plan_result *r = malloc(sizeof *r);
+    if (!r)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    int rc = plan_evaluate(m, &t, &p, r, err);
+    if (rc)
+        goto done;
+    int q = r->recommended;
+    if (quant) {
+        q = -1;
+        for (int i = 0; i < r->n_rows; i++)
+            if (!strcasecmp(r->rows[i].quant, quant))
+                q = i;
+        if (q < 0) {
+            char names[200] = "";
+            for (int i = 0, at = 0; i < r->n_rows && at < (int)sizeof names; i++)
+                at += snprintf(names + at, sizeof names - (size_t)at, "%s%s", i ? ", " : "", r->rows[i].quant);
+            rc = pb_fail(err, PB_EINVAL, "unknown quantization '%s' (%s)", quant, names);
+            goto done;
+        }
+    }
+    if (q < 0) {
+        for (int i = 0; i < r->n_rows; i++)
+            if (r->rows[i].fits)
+                q = i;
+        if (q < 0) {
+            rc = pb_fail(err, PB_ERANGE, "%s does not fit on %s in any quantization", m->id, d->id);
+            goto done;
+        }
+    }
+    if (!r->rows[q].fits) {
+        rc = pb_fail(err, PB_ERANGE, "%s in %s does not fit on %s", m->id, r->rows[q].quant, d->id);
+        goto done;
+    }
+    /* users batched up to what memory allows: the device's best aggregate */
+    p.users = r->rows[q].users_max > 0 ? (r->rows[q].users_max < 64 ? r->rows[q].users_max : 64) : 1;
+    if ((rc = plan_evaluate(m, &t, &p, r, err)))
+        goto done;
+    cap->known = true;
+    snprintf(cap->quant, sizeof cap->quant, "%s", r->rows[q].quant);
+    cap->tps = r->rows[q].tg_total;
+    cap->needed_share = tokens_out_day / (cap->tps * 86400.0);
+done:
+    free(r);
     return rc;
 }

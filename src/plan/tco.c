@@ -1,5 +1,7 @@
 /* Total cost of ownership arithmetic (formulas in tco.h). */
-#include "plan/tco.h"
+#include "plumb/plan.h"
+
+#include "base/err.h"
 
 #include <math.h>
 #include <string.h>
@@ -48,4 +50,27 @@ int tco_compute(const struct tco_inputs *in, struct tco_result *r, pb_err *err)
                                                        : -1;
     r->saving_month = r->api_month - r->onprem_month;
     return PB_OK;
+}
+
+int tco_variants(const struct tco_inputs *in, struct tco_variant *v)
+{
+    int n = 0;
+    const double f[2] = {0.5, 2.0};
+    for (int i = 0; i < 2; i++) {
+        v[n] = (struct tco_variant){i ? "volume x2" : "volume x0.5", *in};
+        v[n].in.tokens_in_day *= f[i];
+        v[n++].in.tokens_out_day *= f[i];
+        v[n] = (struct tco_variant){i ? "electricity x2" : "electricity x0.5", *in};
+        v[n++].in.kwh_price *= f[i];
+        v[n] = (struct tco_variant){i ? "hardware x1.5" : "hardware x0.75", *in};
+        v[n].in.capex *= i ? 1.5 : 0.75;
+        v[n++].in.extra_capex *= i ? 1.5 : 0.75;
+        v[n] = (struct tco_variant){i ? "upkeep x2" : "upkeep x0.5", *in};
+        v[n++].in.upkeep_hours *= f[i];
+    }
+    v[n] = (struct tco_variant){"utilisation 100%", *in};
+    v[n++].in.utilisation = 1;
+    v[n] = (struct tco_variant){"amortised over 5 years", *in};
+    v[n++].in.years = 5;
+    return n;
 }

@@ -1,8 +1,6 @@
-/* File types (general.file_type): the named mixes a whole model is
- * quantized to, and the rule that picks each tensor's type within a mix.
+/* The rule that picks each tensor's type within a file type's mix.
  *
- * The numbers are the ecosystem's (llama.cpp's LLAMA_FTYPE_*) and are
- * written into files. The mixes follow llama-quantize's rules so that a
+ * The mixes follow llama-quantize's rules so that a
  * "Q4_K_M" from plumb is what users expect: the output projection in Q6_K,
  * and in the _M mixes the attention V and FFN down projections of the
  * first and last eighth of the layers (and every third in between) in
@@ -21,41 +19,13 @@
 #ifndef PLUMB_QUANT_FTYPE_H
 #define PLUMB_QUANT_FTYPE_H
 
+#include "plumb/base.h"
 #include "quant/types.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
-enum pb_ftype {
-    PB_FTYPE_F32 = 0,
-    PB_FTYPE_F16 = 1,
-    PB_FTYPE_Q4_0 = 2,
-    PB_FTYPE_Q4_1 = 3,
-    PB_FTYPE_Q8_0 = 7,
-    PB_FTYPE_Q5_0 = 8,
-    PB_FTYPE_Q5_1 = 9,
-    PB_FTYPE_Q2_K = 10,
-    PB_FTYPE_Q3_K_S = 11,
-    PB_FTYPE_Q3_K_M = 12,
-    PB_FTYPE_Q3_K_L = 13,
-    PB_FTYPE_Q4_K_S = 14,
-    PB_FTYPE_Q4_K_M = 15,
-    PB_FTYPE_Q5_K_S = 16,
-    PB_FTYPE_Q5_K_M = 17,
-    PB_FTYPE_Q6_K = 18,
-    PB_FTYPE_IQ4_NL = 25,
-    PB_FTYPE_IQ4_XS = 30,
-    PB_FTYPE_BF16 = 32,
-    PB_FTYPE_MXFP4_MOE = 38,
-};
-
-/* Name of any known file type number ("Q4_K_M"), or NULL. */
-const char *pb_ftype_name(int64_t ftype);
-
-/* The file types plumb can write, by name (case-insensitive). */
-bool pb_ftype_from_name(const char *name, enum pb_ftype *out);
-/* Comma-separated list of those names, for help and errors. */
-const char *pb_ftype_names(void);
+/* enum pb_ftype and its names are public: plumb/base.h. */
 
 /* What a tensor is, for choosing its type. */
 struct ftype_tensor {

@@ -3,7 +3,8 @@
 #ifndef PLUMB_SERVER_METRICS_H
 #define PLUMB_SERVER_METRICS_H
 
-#include "server/textout.h"
+#include "base/err.h"
+#include "base/sbuf.h"
 
 #include <pthread.h>
 #include <stdint.h>

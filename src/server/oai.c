@@ -1,10 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
-/* OpenAI request and response shapes over the scheduler (oai.h). */
+/* OpenAI request and response shapes over the engine (oai.h). */
 #include "server/oai.h"
 
+#include "base/sbuf.h"
 #include "base/sys.h"
 #include "base/utf8.h"
-#include "server/textout.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,22 +18,16 @@
 
 /* ---- the served model ---- */
 
-int oai_model_open(struct oai_model *om, const char *path, const char *alias, const char *chat_format,
-                   const struct sched_params *sp, pb_err *err)
+int oai_model_open(struct oai_model *om, const char *path, const char *alias, const struct engine_params *ep,
+                   pb_err *err)
 {
     memset(om, 0, sizeof *om);
-    int rc = model_load(path, &om->m, err);
+    int rc = engine_open(path, ep, &om->e, err);
     if (rc)
         return rc;
-    if ((rc = tok_load(model_gguf(om->m), &om->tok, err)))
-        return rc;
-    char notice[256];
-    if ((rc = chat_open(model_gguf(om->m), om->tok, chat_format, &om->chat, notice, sizeof notice, err)))
-        return rc;
-    pthread_mutex_init(&om->chat_mu, NULL);
-    om->chat_mu_init = true;
-    if ((rc = sched_create(om->m, om->tok, sp, &om->sched, err)))
-        return rc;
+    struct engine_info info;
+    engine_get_info(om->e, &info);
+    om->n_ctx = info.n_ctx;
     if (alias && *alias) {
         snprintf(om->id, sizeof om->id, "%s", alias);
     } else {
@@ -50,12 +44,7 @@ int oai_model_open(struct oai_model *om, const char *path, const char *alias, co
 
 void oai_model_close(struct oai_model *om)
 {
-    sched_free(om->sched);
-    chat_free(om->chat);
-    tok_free(om->tok);
-    model_free(om->m);
-    if (om->chat_mu_init)
-        pthread_mutex_destroy(&om->chat_mu);
+    engine_close(om->e);
     memset(om, 0, sizeof *om);
 }
 
@@ -63,11 +52,6 @@ json_t *oai_model_object(const struct oai_model *om)
 {
     return json_pack("{s:s, s:s, s:I, s:s}", "id", om->id, "object", "model", "created", (json_int_t)om->created,
                      "owned_by", "plumb");
-}
-
-json_t *oai_models_list(const struct oai_model *om)
-{
-    return json_pack("{s:s, s:[o]}", "object", "list", "data", oai_model_object(om));
 }
 
 json_t *oai_error(const char *message, const char *type, const char *code)
@@ -105,14 +89,20 @@ struct oai_gen {
     char id[48];
     int64_t created;
     int n_prompt;
-    struct sched_req *req;
+    struct engine_request *req;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct textout tx;
     struct sbuf text;    /* not streaming: the answer; streaming: text not yet sent */
+    /* log-probabilities: n_logprobs alternatives per token (-1: none asked);
+     * chat: the entries of choices[].logprobs.content not yet sent;
+     * completions: the legacy object's four lists */
+    int n_logprobs;
+    json_t *lp_content;
+    json_t *lp_tokens, *lp_values, *lp_top, *lp_offsets;
+    size_t text_total;   /* bytes of answer text so far (text_offset) */
     bool done;
-    struct sched_result res;
+    struct engine_result res;
     bool timed_out;
     double t_start, t_first, t_last, deadline;
     int n_tokens;
@@ -177,30 +167,75 @@ static int get_bool(const json_t *req, const char *name, bool *out, struct oai_e
     return 200;
 }
 
-/* The stop sequences: a string or up to 4 strings. */
-static int get_stops(const json_t *req, const char **stops, int *n, struct oai_error *e)
+/* The stop sequences: a string or up to ENGINE_MAX_STOPS strings (they
+ * point into req, which outlives the submission that copies them). */
+static int get_stops(const json_t *req, struct engine_request_params *rp, struct oai_error *e)
 {
-    *n = 0;
+    rp->n_stop = 0;
     const json_t *v = json_object_get(req, "stop");
     if (!v || json_is_null(v))
         return 200;
     if (json_is_string(v)) {
-        stops[(*n)++] = json_string_value(v);
+        rp->stop[rp->n_stop++] = json_string_value(v);
         return 200;
     }
-    if (!json_is_array(v) || json_array_size(v) > TEXTOUT_MAX_STOPS)
-        return BAD("'stop' must be a string or an array of at most %d strings", TEXTOUT_MAX_STOPS);
+    if (!json_is_array(v) || json_array_size(v) > ENGINE_MAX_STOPS)
+        return BAD("'stop' must be a string or an array of at most %d strings", ENGINE_MAX_STOPS);
     for (size_t i = 0; i < json_array_size(v); i++) {
         const json_t *s = json_array_get(v, i);
         if (!json_is_string(s))
-            return BAD("'stop' must be a string or an array of at most %d strings", TEXTOUT_MAX_STOPS);
-        stops[(*n)++] = json_string_value(s);
+            return BAD("'stop' must be a string or an array of at most %d strings", ENGINE_MAX_STOPS);
+        rp->stop[rp->n_stop++] = json_string_value(s);
     }
     return 200;
 }
 
+/* Fields plumb does not honour yet are refused, never ignored. */
+static int refuse_unsupported(const json_t *req, struct oai_error *e)
+{
+    static const char *const fields[] = {"tools", "tool_choice", "functions", "function_call", "logit_bias",
+                                         "parallel_tool_calls", "audio", "modalities", "prediction"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const json_t *v = json_object_get(req, fields[i]);
+        if (v && !json_is_null(v))
+            return BAD("'%s' is not supported by this server yet", fields[i]);
+    }
+    return 200;
+}
+
+/* logprobs: chat takes "logprobs": true and "top_logprobs": 0..20;
+ * completions take "logprobs": 0..20 (the legacy shape). *n is -1 when
+ * none are asked, else the alternatives per token. */
+static int read_logprobs(const json_t *req, bool chat, int *n, struct oai_error *e)
+{
+    *n = -1;
+    long long top = -1;
+    if (chat) {
+        bool want = false;
+        int st = get_bool(req, "logprobs", &want, e);
+        if (st != 200)
+            return st;
+        if ((st = get_int(req, "top_logprobs", 0, 20, &top, e)) != 200)
+            return st;
+        if (top >= 0 && !want)
+            return BAD("'top_logprobs' needs \"logprobs\": true");
+        if (want)
+            *n = top >= 0 ? (int)top : 0;
+        return 200;
+    }
+    const json_t *v = json_object_get(req, "logprobs");
+    if (!v || json_is_null(v))
+        return 200;
+    if (json_is_boolean(v))
+        return BAD("'logprobs' of a completion is the number of alternatives (0 to 20)");
+    int st = get_int(req, "logprobs", 0, 20, &top, e);
+    if (st == 200)
+        *n = (int)top;
+    return st;
+}
+
 /* The sampling and length fields every generation request has. */
-static int read_common(const json_t *req, struct sched_req_params *rp, bool chat, struct oai_error *e)
+static int read_common(const json_t *req, struct engine_request_params *rp, bool chat, struct oai_error *e)
 {
     struct sampler_params *sp = &rp->sampling;
     *sp = sampler_defaults();
@@ -302,7 +337,7 @@ static int read_messages(const json_t *req, json_t **out, struct oai_error *e)
         }
         struct sbuf text = {0};
         if ((st = content_text(json_object_get(m, "content"), &text, e)) == 200) {
-            json_t *c = utf8_json_string(text.data ? text.data : "", text.len);
+            json_t *c = pb_json_text(text.data ? text.data : "", text.len);
             json_array_append_new(list, json_pack("{s:s, s:o}", "role", r, "content", c));
         } else if (st == 400) {
             char msg[sizeof e->message];
@@ -327,7 +362,8 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
         p = json_array_get(p, 0);
     if (json_is_string(p)) {
         pb_err err;
-        if (tok_encode(om->tok, json_string_value(p), json_string_length(p), true, false, ids, n, &err))
+        if (tok_encode(engine_tokenizer(om->e), json_string_value(p), json_string_length(p), true, false, ids, n,
+                       &err))
             return BAD("the prompt cannot be tokenized: %s", err.msg);
         return 200;
     }
@@ -338,9 +374,10 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
             return 500;
         for (size_t i = 0; i < k; i++) {
             const json_t *t = json_array_get(p, i);
-            if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= tok_n_vocab(om->tok)) {
+            const int32_t n_vocab = tok_n_vocab(engine_tokenizer(om->e));
+            if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= n_vocab) {
                 free(v);
-                return BAD("'prompt' must be a string, or an array of token ids below %" PRId32, tok_n_vocab(om->tok));
+                return BAD("'prompt' must be a string, or an array of token ids below %" PRId32, n_vocab);
             }
             v[i] = (int32_t)json_integer_value(t);
         }
@@ -351,19 +388,85 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
     return BAD("'prompt' must be a string or an array of token ids (one prompt per request)");
 }
 
-static int on_token(void *user, int32_t id, const char *piece, size_t len)
+/* The bytes of token id as a JSON array of numbers (OpenAI's "bytes"). */
+static json_t *bytes_json(const char *p, size_t n)
 {
-    (void)id;
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)p[i]));
+    return a;
+}
+
+/* log(sum(exp(logits))), in double, stable. */
+static double log_sum_exp(const float *logits, int32_t n)
+{
+    float max = logits[0];
+    for (int32_t i = 1; i < n; i++)
+        max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)logits[i] - max);
+    return max + log(sum);
+}
+
+/* A token's text for the API: its bytes (as decoded), and a string of
+ * them with any invalid UTF-8 replaced. */
+static size_t token_bytes(const struct oai_gen *g, int32_t id, char *buf, size_t size)
+{
+    size_t n = tok_piece(engine_tokenizer(g->om->e), id, false, buf, size);
+    return n < size ? n : size;
+}
+
+/* Records the step's log-probabilities (engine's thread, under g->mu). */
+static void record_logprobs(struct oai_gen *g, const struct engine_step *st)
+{
+    const double lse = log_sum_exp(st->logits, st->n_vocab);
+    char buf[256];
+    size_t n = token_bytes(g, st->id, buf, sizeof buf);
+    const double lp = (double)st->logits[st->id] - lse;
+    if (g->lp_content) {
+        json_t *top = json_array();
+        for (int k = 0; k < st->n_top; k++) {
+            char tb[256];
+            size_t tn = token_bytes(g, st->top_ids[k], tb, sizeof tb);
+            json_array_append_new(top, json_pack("{s:o, s:f, s:o}", "token", pb_json_text(tb, tn), "logprob",
+                                                 (double)st->top_logits[k] - lse, "bytes", bytes_json(tb, tn)));
+        }
+        json_array_append_new(g->lp_content, json_pack("{s:o, s:f, s:o, s:o}", "token", pb_json_text(buf, n),
+                                                       "logprob", lp, "bytes", bytes_json(buf, n), "top_logprobs",
+                                                       top));
+        return;
+    }
+    json_t *top = json_object();
+    for (int k = 0; k < st->n_top; k++) {
+        char tb[256], key[300];
+        size_t tn = token_bytes(g, st->top_ids[k], tb, sizeof tb);
+        json_t *ks = pb_json_text(tb, tn);
+        snprintf(key, sizeof key, "%s", json_string_value(ks));
+        json_decref(ks);
+        if (!json_object_get(top, key)) /* two tokens with one text: the likelier */
+            json_object_set_new(top, key, json_real((double)st->top_logits[k] - lse));
+    }
+    json_array_append_new(g->lp_tokens, pb_json_text(buf, n));
+    json_array_append_new(g->lp_values, json_real(lp));
+    json_array_append_new(g->lp_top, top);
+    json_array_append_new(g->lp_offsets, json_integer((json_int_t)g->text_total));
+    g->text_total += n;
+}
+
+static int on_step(void *user, const struct engine_step *st)
+{
     struct oai_gen *g = user;
     const double now = sys_now();
     pthread_mutex_lock(&g->mu);
+    if (g->n_logprobs >= 0 && st->logits)
+        record_logprobs(g, st);
     if (g->n_tokens++ == 0)
         g->t_first = now;
     else if (g->om->on_itl)
         g->om->on_itl(g->om->on_itl_user, now - g->t_last);
     g->t_last = now;
-    int rc;
-    bool stop = textout_push(&g->tx, piece, len, &g->text, &rc) || rc != PB_OK;
+    bool stop = sbuf_add(&g->text, st->text, st->text_len) != PB_OK;
     if (now > g->deadline) {
         g->timed_out = true;
         stop = true;
@@ -373,12 +476,13 @@ static int on_token(void *user, int32_t id, const char *piece, size_t len)
     return stop;
 }
 
-static void on_done(void *user, const struct sched_result *r)
+static void on_done(void *user, const struct engine_result *r)
 {
     struct oai_gen *g = user;
     pthread_mutex_lock(&g->mu);
-    textout_flush(&g->tx, &g->text);
+    sbuf_add(&g->text, r->tail, r->tail_len);
     g->res = *r;
+    g->res.tail = NULL;
     g->done = true;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
@@ -403,9 +507,7 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     int st = 200;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    const char *stops[TEXTOUT_MAX_STOPS];
-    int n_stops = 0;
-    struct sched_req_params rp = {0};
+    struct engine_request_params rp = engine_request_defaults();
     struct oai_gen *g = NULL;
     if (!json_is_object(req)) {
         st = BAD("the body must be a JSON object");
@@ -421,7 +523,7 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
         st = json_is_string(model) ? 404 : 400;
         goto done;
     }
-    if ((st = read_common(req, &rp, chat, e)) != 200 || (st = get_stops(req, stops, &n_stops, e)) != 200)
+    if ((st = read_common(req, &rp, chat, e)) != 200 || (st = get_stops(req, &rp, e)) != 200)
         goto done;
     bool stream = false, include_usage = false;
     if ((st = get_bool(req, "stream", &stream, e)) != 200)
@@ -432,6 +534,13 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
             st = BAD("'stream_options' must be an object like {\"include_usage\": true}");
             goto done;
         }
+    }
+    int n_logprobs;
+    if ((st = refuse_unsupported(req, e)) != 200 || (st = read_logprobs(req, chat, &n_logprobs, e)) != 200)
+        goto done;
+    if (n_logprobs >= 0) {
+        rp.want_logits = true;
+        rp.n_top = n_logprobs > 0 ? n_logprobs : 0;
     }
     if (!chat) {
         bool echo = false;
@@ -448,28 +557,19 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
         if ((st = read_messages(req, &msgs, e)) != 200)
             goto done;
         pb_err err;
-        pthread_mutex_lock(&om->chat_mu);
-        int rc = chat_tokenize(om->chat, om->tok, msgs, true, &ids, &n_ids, &err);
-        pthread_mutex_unlock(&om->chat_mu);
+        int rc = engine_chat_prompt(om->e, msgs, &ids, &n_ids, &err);
         json_decref(msgs);
         if (rc) {
             st = BAD("the messages cannot be rendered with the chat template: %s", err.msg);
             goto done;
         }
     }
-    const int64_t n_ctx = sched_n_ctx(om->sched);
-    if ((int64_t)n_ids >= n_ctx) {
-        set_error(e, "invalid_request_error", "context_length_exceeded",
-                  "the prompt has %zu tokens; this server's context holds %" PRId64 " with room for the answer", n_ids,
-                  n_ctx);
-        st = 400;
-        goto done;
-    }
-    /* the answer's length: what was asked, within the cap and the context */
-    int64_t room = n_ctx - (int64_t)n_ids;
+    /* the answer's length: what was asked, within the cap and the context
+     * (a prompt that leaves no room is the engine's to refuse) */
+    int64_t room = om->n_ctx - (int64_t)n_ids;
     if (max_tokens_cap > 0 && room > max_tokens_cap)
         room = max_tokens_cap;
-    if (rp.n_predict < 0 || rp.n_predict > room)
+    if (room > 0 && (rp.n_predict < 0 || rp.n_predict > room))
         rp.n_predict = (int)room;
 
     if (!(g = calloc(1, sizeof *g))) {
@@ -479,6 +579,15 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     }
     g->om = om;
     g->chat = chat;
+    g->n_logprobs = n_logprobs;
+    if (n_logprobs >= 0 && chat) {
+        g->lp_content = json_array();
+    } else if (n_logprobs >= 0) {
+        g->lp_tokens = json_array();
+        g->lp_values = json_array();
+        g->lp_top = json_array();
+        g->lp_offsets = json_array();
+    }
     g->stream = stream;
     g->include_usage = include_usage;
     g->created = (int64_t)time(NULL);
@@ -489,19 +598,25 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     pb_err err;
-    if (textout_init(&g->tx, stops, n_stops, &err)) {
-        st = BAD("%s", err.msg);
-        goto done;
-    }
-    struct sched_events ev = {g, on_token, on_done};
-    int rc = sched_submit(om->sched, ids, n_ids, &rp, &ev, &g->req, &err);
-    if (rc == PB_ERANGE) {
+    const struct engine_events ev = {g, on_step, on_done};
+    switch (engine_submit(om->e, ids, n_ids, &rp, &ev, &g->req, &err)) {
+    case PB_OK: break;
+    case PB_EBUSY:
         set_error(e, "server_error", "server_busy", "%s; retry later", err.msg);
         st = 503;
         goto done;
-    }
-    if (rc) {
-        st = BAD("%s", err.msg);
+    case PB_ESTOPPING:
+        set_error(e, "server_error", "draining", "%s", err.msg);
+        st = 503;
+        goto done;
+    case PB_ETOOLONG:
+        set_error(e, "invalid_request_error", "context_length_exceeded", "%s", err.msg);
+        st = 400;
+        goto done;
+    case PB_EINVAL: st = BAD("%s", err.msg); goto done;
+    default:
+        set_error(e, "server_error", NULL, "%s", err.msg);
+        st = 500;
         goto done;
     }
     *out = g;
@@ -538,7 +653,7 @@ bool oai_gen_wait(struct oai_gen *g, double seconds)
 void oai_gen_cancel(struct oai_gen *g)
 {
     if (g->req)
-        sched_cancel(g->om->sched, g->req);
+        engine_cancel(g->om->e, g->req);
 }
 
 /* finish_reason of an ended answer (under g->mu). */
@@ -546,18 +661,18 @@ static const char *finish_reason(const struct oai_gen *g)
 {
     if (!g->done)
         return "running";
-    if (g->tx.stopped)
-        return "stop";
     if (g->timed_out)
         return "length";
     switch (g->res.finish) {
-    case SCHED_FINISH_EOG:
-    case SCHED_FINISH_STOP: return "stop";
-    case SCHED_FINISH_LENGTH:
-    case SCHED_FINISH_CONTEXT: return "length";
-    case SCHED_FINISH_CANCELLED: return "cancelled";
-    default: return "error";
+    case ENGINE_FINISH_EOG:
+    case ENGINE_FINISH_STOP:
+    case ENGINE_FINISH_CALLER: return "stop";
+    case ENGINE_FINISH_LENGTH:
+    case ENGINE_FINISH_CONTEXT: return "length";
+    case ENGINE_FINISH_CANCELLED: return "cancelled";
+    case ENGINE_FINISH_ERROR: break;
     }
+    return "error";
 }
 
 static json_t *usage_of(const struct oai_gen *g)
@@ -567,23 +682,46 @@ static json_t *usage_of(const struct oai_gen *g)
                      g->res.n_reused);
 }
 
+/* The log-probabilities gathered since the last call as the choice's
+ * "logprobs" value (null when none were asked), and a fresh start (under
+ * g->mu). */
+static json_t *take_logprobs(struct oai_gen *g)
+{
+    if (g->n_logprobs < 0)
+        return json_null();
+    json_t *o;
+    if (g->chat) {
+        o = json_pack("{s:o, s:n}", "content", g->lp_content, "refusal");
+        g->lp_content = json_array();
+    } else {
+        o = json_pack("{s:o, s:o, s:o, s:o}", "tokens", g->lp_tokens, "token_logprobs", g->lp_values, "top_logprobs",
+                      g->lp_top, "text_offset", g->lp_offsets);
+        g->lp_tokens = json_array();
+        g->lp_values = json_array();
+        g->lp_top = json_array();
+        g->lp_offsets = json_array();
+    }
+    return o;
+}
+
 int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e)
 {
     pthread_mutex_lock(&g->mu);
     int st = 200;
     const char *fr = finish_reason(g);
-    if (g->res.finish == SCHED_FINISH_ERROR) {
+    if (g->res.finish == ENGINE_FINISH_ERROR) {
         set_error(e, "server_error", NULL, "generation failed: %s", g->res.error);
         st = 500;
-    } else if (g->res.finish == SCHED_FINISH_CANCELLED && !g->tx.stopped && !g->timed_out) {
+    } else if (g->res.finish == ENGINE_FINISH_CANCELLED && !g->timed_out) {
         set_error(e, "server_error", "cancelled", "the request was cancelled");
         st = 503;
     } else {
-        json_t *text = utf8_json_string(g->text.data ? g->text.data : "", g->text.len);
-        json_t *choice = g->chat ? json_pack("{s:i, s:{s:s, s:o, s:n}, s:n, s:s}", "index", 0, "message", "role",
-                                             "assistant", "content", text, "refusal", "logprobs", "finish_reason", fr)
-                                 : json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", text, "logprobs",
-                                             "finish_reason", fr);
+        json_t *text = pb_json_text(g->text.data ? g->text.data : "", g->text.len);
+        json_t *choice = g->chat ? json_pack("{s:i, s:{s:s, s:o, s:n}, s:o, s:s}", "index", 0, "message", "role",
+                                             "assistant", "content", text, "refusal", "logprobs", take_logprobs(g),
+                                             "finish_reason", fr)
+                                 : json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs",
+                                             take_logprobs(g), "finish_reason", fr);
         *body = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", g->id, "object",
                           g->chat ? "chat.completion" : "text_completion", "created", (json_int_t)g->created, "model",
                           g->om->id, "choices", choice, "usage", usage_of(g));
@@ -607,14 +745,14 @@ static int add_chunk(struct oai_gen *g, const char *text, size_t len, const char
             if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "role", json_string("assistant"));
             if (text)
-                json_object_set_new(delta, "content", utf8_json_string(text, len));
+                json_object_set_new(delta, "content", pb_json_text(text, len));
             else if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "content", json_string(""));
-            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
-                          finish ? json_string(finish) : json_null());
+            c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs", take_logprobs(g),
+                          "finish_reason", finish ? json_string(finish) : json_null());
         } else {
-            c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", utf8_json_string(text ? text : "", len),
-                          "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
+            c = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", pb_json_text(text ? text : "", len),
+                          "logprobs", take_logprobs(g), "finish_reason", finish ? json_string(finish) : json_null());
         }
         json_array_append_new(choices, c);
     }
@@ -652,7 +790,7 @@ static void advance_stream(struct oai_gen *g)
             g->phase = PH_FINAL;
             continue;
         case PH_FINAL:
-            if (g->res.finish == SCHED_FINISH_ERROR) {
+            if (g->res.finish == ENGINE_FINISH_ERROR) {
                 char msg[700];
                 snprintf(msg, sizeof msg, "generation failed: %s", g->res.error);
                 json_t *err = oai_error(msg, "server_error", NULL);
@@ -728,15 +866,19 @@ void oai_gen_free(struct oai_gen *g)
     if (!g)
         return;
     if (g->req) {
-        sched_cancel(g->om->sched, g->req);
-        /* the scheduler may still call back: wait for its done event */
+        engine_cancel(g->om->e, g->req);
+        /* the engine may still call back: wait for its done event */
         while (!oai_gen_wait(g, 1.0)) {
         }
-        sched_release(g->om->sched, g->req);
+        engine_release(g->om->e, g->req);
     }
-    textout_free(&g->tx);
     sbuf_free(&g->text);
     sbuf_free(&g->sse);
+    json_decref(g->lp_content);
+    json_decref(g->lp_tokens);
+    json_decref(g->lp_values);
+    json_decref(g->lp_top);
+    json_decref(g->lp_offsets);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g);

@@ -1,14 +1,11 @@
 /* The OpenAI API's shapes for plumb serve: a served model, reading
- * chat-completion and completion requests into scheduler requests, and
+ * chat-completion and completion requests into engine requests, and
  * writing their answers (whole, or as Server-Sent Events). Internal to
  * the server module. */
 #ifndef PLUMB_SERVER_OAI_H
 #define PLUMB_SERVER_OAI_H
 
-#include "chat/chat.h"
-#include "model/model.h"
-#include "sched/sched.h"
-#include "tokenizer/tokenizer.h"
+#include "plumb/engine.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -18,21 +15,16 @@
 struct oai_model {
     char id[128];
     int64_t created;
-    struct model *m;
-    struct tokenizer *tok;
-    struct chat *chat;
-    pthread_mutex_t chat_mu; /* renders one conversation at a time */
-    bool chat_mu_init;
-    struct sched *sched;
-    /* called (on the scheduler's thread) with each inter-token latency */
+    struct engine *e;
+    int64_t n_ctx;   /* per slot */
+    /* called (on the engine's thread) with each inter-token latency */
     void (*on_itl)(void *user, double seconds);
     void *on_itl_user;
 };
 
-int oai_model_open(struct oai_model *om, const char *path, const char *alias, const char *chat_format,
-                   const struct sched_params *sp, pb_err *err);
+int oai_model_open(struct oai_model *om, const char *path, const char *alias, const struct engine_params *ep,
+                   pb_err *err);
 void oai_model_close(struct oai_model *om);
-json_t *oai_models_list(const struct oai_model *om);
 json_t *oai_model_object(const struct oai_model *om);
 /* {"error": {"message", "type", "param": null, "code"}} */
 json_t *oai_error(const char *message, const char *type, const char *code);

@@ -2,8 +2,10 @@
  * routing, keys and limits; the API's request and response shapes are in
  * oai.c. */
 #define _GNU_SOURCE /* POLLRDHUP */
-#include "server/server.h"
+#include "plumb/server.h"
+#include "base/err.h"
 
+#include "base/sbuf.h"
 #include "base/sys.h"
 #include "server/metrics.h"
 #include "server/oai.h"
@@ -23,7 +25,6 @@
 #include <unistd.h>
 
 #define MAX_KEYS 256
-#define SERVER_MAX_MODELS 16
 #define MAX_KEY_LEN 256
 
 struct api_key {
@@ -43,6 +44,7 @@ struct served {
 
 struct server {
     struct server_params p;
+    struct engine_threads *threads; /* shared by every model */
     pthread_mutex_t models_mu;
     struct served *models[SERVER_MAX_MODELS];
     int n_models;
@@ -58,18 +60,20 @@ struct server {
 struct server_params server_defaults(void)
 {
     return (struct server_params){
-        .host = "127.0.0.1",
-        .port = 8080,
-        .max_queue = 64,
-        .max_body = 1u << 20,
-        .timeout_s = 600,
-        .max_connections = 256,
+        .host = SERVER_DEFAULT_HOST,
+        .port = SERVER_DEFAULT_PORT,
+        .max_queue = ENGINE_DEFAULT_QUEUE,
+        .max_body = SERVER_DEFAULT_MAX_BODY,
+        .timeout_s = SERVER_DEFAULT_TIMEOUT_S,
+        .max_connections = SERVER_DEFAULT_MAX_CONNECTIONS,
     };
 }
 
 struct server_model server_model_defaults(void)
 {
-    return (struct server_model){.n_parallel = 4, .n_ctx = 4096};
+    struct server_model m = {.engine = engine_defaults()};
+    m.engine.n_slots = SERVER_DEFAULT_PARALLEL;
+    return m;
 }
 
 int server_port(const struct server *s) { return s->port; }
@@ -190,21 +194,15 @@ static int served_open(struct server *s, const struct server_model *spec, struct
         snprintf(m->alias, sizeof m->alias, "%s", spec->alias);
         m->spec.alias = m->alias;
     }
-    if (spec->chat_format) {
-        snprintf(m->chat_format, sizeof m->chat_format, "%s", spec->chat_format);
-        m->spec.chat_format = m->chat_format;
+    if (spec->engine.chat_format) {
+        snprintf(m->chat_format, sizeof m->chat_format, "%s", spec->engine.chat_format);
+        m->spec.engine.chat_format = m->chat_format;
     }
-    struct sched_params sp = {
-        .n_slots = spec->n_parallel,
-        .n_ctx = spec->n_ctx,
-        .n_batch = spec->n_batch,
-        .n_threads = s->p.n_threads,
-        .kv_type = spec->kv_type,
-        .max_queue = s->p.max_queue,
-        .prefill_chunk = spec->prefill_chunk,
-        .step_target_s = spec->step_target_s,
-    };
-    int rc = oai_model_open(&m->om, spec->path, spec->alias, spec->chat_format, &sp, err);
+    struct engine_params ep = m->spec.engine;
+    ep.threads = s->threads;
+    ep.max_queue = s->p.max_queue;
+    ep.ignore_memory = true; /* open_models checked all of them together */
+    int rc = oai_model_open(&m->om, spec->path, spec->alias, &ep, err);
     if (rc) {
         oai_model_close(&m->om);
         free(m);
@@ -271,10 +269,11 @@ static int pick_model(struct server *s, const char *name, struct served **out, s
 /* Whether two specs load the same thing the same way. */
 static bool same_spec(const struct server_model *a, const struct server_model *b)
 {
+    const struct engine_params *x = &a->engine, *y = &b->engine;
     return !strcmp(a->path, b->path) && !strcmp(a->alias ? a->alias : "", b->alias ? b->alias : "") &&
-           !strcmp(a->chat_format ? a->chat_format : "", b->chat_format ? b->chat_format : "") &&
-           a->n_parallel == b->n_parallel && a->n_ctx == b->n_ctx && a->n_batch == b->n_batch &&
-           a->kv_type == b->kv_type && a->prefill_chunk == b->prefill_chunk && a->step_target_s == b->step_target_s;
+           !strcmp(x->chat_format ? x->chat_format : "", y->chat_format ? y->chat_format : "") &&
+           x->n_slots == y->n_slots && x->n_ctx == y->n_ctx && x->n_batch == y->n_batch &&
+           x->kv_type == y->kv_type && x->prefill_chunk == y->prefill_chunk && x->step_target_s == y->step_target_s;
 }
 
 /* ---- responses ---- */
@@ -480,8 +479,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
         pthread_mutex_lock(&s->models_mu);
         for (int i = 0; i < s->n_models; i++) { /* all models together */
-            struct sched_stats st;
-            sched_get_stats(s->models[i]->om.sched, &st);
+            struct engine_stats st;
+            engine_get_stats(s->models[i]->om.e, &st);
             g.slots_total += st.n_slots;
             g.slots_active += st.active;
             g.queue_depth += st.queued;
@@ -662,15 +661,52 @@ static int resolve_host(const char *host, int port, struct sockaddr_storage *ss,
     return PB_OK;
 }
 
+/* Whether the models of the list that are not loaded yet fit together in
+ * the memory available now (their estimates at full contexts). */
+static int check_memory(struct server *s, const struct server_model *models, int n, pb_err *err)
+{
+    uint64_t need = 0, avail = 0;
+    char what[300] = "";
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        bool loaded = false;
+        pthread_mutex_lock(&s->models_mu);
+        for (int k = 0; k < s->n_models; k++)
+            loaded |= same_spec(&s->models[k]->spec, &models[i]);
+        pthread_mutex_unlock(&s->models_mu);
+        if (loaded || !models[i].path)
+            continue;
+        struct engine_params ep = models[i].engine;
+        ep.threads = s->threads;
+        struct engine_memory mem;
+        int rc = engine_estimate(models[i].path, &ep, &mem, err);
+        if (rc)
+            return pb_wrap(err, rc, "%s", models[i].path);
+        need += mem.total;
+        avail = mem.available;
+        if (at < sizeof what)
+            at += (size_t)snprintf(what + at, sizeof what - at, "%s%s %.2f GiB (%d x %lld tokens)", at ? ", " : "",
+                                   models[i].alias ? models[i].alias : models[i].path, mem.total / 1073741824.0,
+                                   ep.n_slots, (long long)mem.n_ctx);
+    }
+    if (!s->p.ignore_memory && avail && need > avail)
+        return pb_fail(err, PB_ENOMEM, "the models need about %.2f GiB together (%s) but %.2f GiB are available; "
+                       "use smaller contexts or fewer slots", need / 1073741824.0, what,
+                       avail / 1073741824.0);
+    return PB_OK;
+}
+
 /* Loads every model of the list into out[] (all or nothing); one already
  * loaded the same way is kept (a reference more). */
 static int open_models(struct server *s, const struct server_model *models, int n, struct served **out, pb_err *err)
 {
     if (n < 1 || n > SERVER_MAX_MODELS)
         return pb_fail(err, PB_EINVAL, "%d models to serve (1..%d)", n, SERVER_MAX_MODELS);
+    int rc = check_memory(s, models, n, err);
+    if (rc)
+        return rc;
     for (int i = 0; i < n; i++) {
         out[i] = NULL;
-        int rc = PB_OK;
         if (!models[i].path)
             rc = pb_fail(err, PB_EINVAL, "model %d has no file", i + 1);
         if (!rc) {
@@ -722,6 +758,8 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     int rc = PB_OK;
     if (p->api_key_file && (rc = load_keys(s, p->api_key_file, err)))
         goto fail;
+    if ((rc = engine_threads_create(p->n_threads, &s->threads, err)))
+        goto fail;
     if ((rc = open_models(s, p->models, p->n_models, s->models, err)))
         goto fail;
     s->n_models = p->n_models;
@@ -746,7 +784,7 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     s->port = di ? di->port : p->port;
     for (int i = 0; i < s->n_models; i++)
         logf_(s, "serving %s as '%s' (%d slots x %lld tokens)", s->models[i]->path, s->models[i]->om.id,
-              s->models[i]->spec.n_parallel, (long long)s->models[i]->spec.n_ctx);
+              s->models[i]->spec.engine.n_slots, (long long)s->models[i]->om.n_ctx);
     logf_(s, "listening on http://%s:%d (%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys");
     *out = s;
     return PB_OK;
@@ -814,11 +852,12 @@ void server_free(struct server *s)
     if (!s)
         return;
     for (int i = 0; i < s->n_models; i++)
-        sched_cancel_all(s->models[i]->om.sched); /* waiting connections end */
+        engine_cancel_all(s->models[i]->om.e); /* waiting connections end */
     if (s->mhd)
         MHD_stop_daemon(s->mhd); /* joins the connection threads */
     for (int i = 0; i < s->n_models; i++)
         served_unref(s, s->models[i]);
+    engine_threads_free(s->threads);
     metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->models_mu);
     if (s->keys) {

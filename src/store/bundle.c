@@ -4,6 +4,7 @@
  * temporary file in the store until every one has been verified. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include <archive.h>
 #include <archive_entry.h>

@@ -1,6 +1,7 @@
 /* The store's files: directories, locked temporary files, hashing. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include <dirent.h>
 #include <errno.h>

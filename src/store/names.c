@@ -1,6 +1,7 @@
 /* Model names, the store's home, and the MODEL resolver. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include <ctype.h>
 #include <pwd.h>
@@ -93,7 +94,8 @@ int store_default_home(char *buf, size_t size, pb_err *err)
     return PB_OK;
 }
 
-int store_resolve(const char *model, char *path, size_t size, struct store_entry *entry, pb_err *err)
+int store_resolve(const char *home_in, const char *model, char *path, size_t size, struct store_entry *entry,
+                  pb_err *err)
 {
     struct stat st;
     if (entry)
@@ -112,9 +114,14 @@ int store_resolve(const char *model, char *path, size_t size, struct store_entry
     if (store_ref_parse(model, &ref, &nerr))
         return pb_fail(err, PB_ENOTFOUND, "%.200s: no such file, nor a valid model name (%s)", model, nerr.msg);
     char home[STORE_PATH_MAX], db[STORE_PATH_MAX + 16];
-    int rc = store_default_home(home, sizeof home, err);
-    if (rc)
+    int rc = PB_OK;
+    if (home_in && *home_in) {
+        if (strlen(home_in) >= sizeof home)
+            return pb_fail(err, PB_EINVAL, "store path too long: %.100s...", home_in);
+        snprintf(home, sizeof home, "%s", home_in);
+    } else if ((rc = store_default_home(home, sizeof home, err))) {
         return rc;
+    }
     snprintf(db, sizeof db, "%s/registry.db", home);
     if (stat(db, &st) != 0)
         return pb_fail(err, PB_ENOTFOUND, "%.200s: no such file, and no model store at %s ('plumb pull' fills it)",

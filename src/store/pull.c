@@ -4,6 +4,7 @@
  * then registered (reg_add). Also the scan of a directory of models. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include "gguf/gguf.h"
 #include "quant/ftype.h"

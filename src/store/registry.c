@@ -2,6 +2,7 @@
  * lookup, list, history, register, tag, rollback, rm, verify. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -203,7 +204,6 @@ void store_close(struct store *s)
 }
 
 const char *store_home(const struct store *s) { return s->home; }
-int store_tmp_removed(const struct store *s) { return s->tmp_removed; }
 
 void store_blob_path(const struct store *s, const char *digest, char *buf, size_t size)
 {

@@ -3,7 +3,7 @@
 #ifndef PLUMB_STORE_INTERNAL_H
 #define PLUMB_STORE_INTERNAL_H
 
-#include "store/store.h"
+#include "plumb/store.h"
 
 #include <sqlite3.h>
 #include <stdio.h>

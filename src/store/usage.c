@@ -1,5 +1,6 @@
 /* Usage accounting in the registry (store.h: store_usage_add, _query). */
 #include "store/store_internal.h"
+#include "base/err.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -16,7 +16,7 @@
 #include "base/sys.h"
 #include "kernels/kernels.h"
 #include "ops/ops.h"
-#include "tools/tools.h"
+#include "plumb/survey.h"
 
 #include <stdlib.h>
 #include <string.h>

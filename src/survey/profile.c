@@ -3,7 +3,7 @@
 #define _GNU_SOURCE
 #include "survey/survey_internal.h"
 
-#include "store/store.h"
+#include "plumb/store.h"
 
 #include <errno.h>
 #include <fcntl.h>

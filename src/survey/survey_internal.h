@@ -2,7 +2,8 @@
 #ifndef PLUMB_SURVEY_INTERNAL_H
 #define PLUMB_SURVEY_INTERNAL_H
 
-#include "survey/survey.h"
+#include "base/err.h"
+#include "plumb/survey.h"
 
 /* Reads a small text file whole, trailing white space removed. Returns
  * its length, or -1 (buf "") when it cannot be read. */

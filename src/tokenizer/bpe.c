@@ -172,11 +172,6 @@ void bpe_free(struct tokenizer *t)
     str_index_free(&t->merge_index);
 }
 
-const char *tok_pre_name(const struct tokenizer *t)
-{
-    return t->pre;
-}
-
 /* ---- step 1: valid UTF-8 ---- */
 
 /* Length of the valid UTF-8 character at s (1..4), 0 if invalid. */

@@ -273,16 +273,35 @@ void tok_free(struct tokenizer *t)
     free(t);
 }
 
+int tok_open(const char *path, struct tokenizer **out, pb_err *err)
+{
+    *out = NULL;
+    struct gguf_file *f;
+    int rc = gguf_open(path, &f, err);
+    if (rc)
+        return rc;
+    rc = tok_load(f, out, err); /* the vocabulary is copied: the file can go */
+    gguf_close(f);
+    return rc;
+}
+
+size_t tok_mem_bytes(const struct tokenizer *t)
+{
+    size_t n = sizeof *t + (size_t)t->n * sizeof *t->tok + t->index.n_slots * sizeof *t->index.slots +
+               (size_t)t->n_specials * sizeof *t->specials;
+    for (int32_t i = 0; i < t->n; i++)
+        n += t->tok[i].s.len + 1;
+    n += (size_t)t->n_merges * sizeof *t->merges + t->merge_index.n_slots * sizeof *t->merge_index.slots;
+    for (int32_t i = 0; i < t->n_merges; i++)
+        n += t->merges[i].len + 1;
+    return n;
+}
+
 enum tok_kind tok_kind(const struct tokenizer *t) { return t->kind; }
 int32_t tok_n_vocab(const struct tokenizer *t) { return t->n; }
 int32_t tok_bos(const struct tokenizer *t) { return t->bos; }
 int32_t tok_eos(const struct tokenizer *t) { return t->eos; }
 bool tok_add_bos(const struct tokenizer *t) { return t->add_bos && t->bos >= 0; }
-
-const char *tok_kind_name(const struct tokenizer *t)
-{
-    return t->kind == TOK_KIND_SPM ? "SentencePiece (llama)" : "byte-level BPE (gpt2)";
-}
 
 bool tok_is_eog(const struct tokenizer *t, int32_t id)
 {

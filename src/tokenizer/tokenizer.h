@@ -18,6 +18,7 @@
 
 #include "base/err.h"
 #include "gguf/gguf.h"
+#include "plumb/tokenizer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,42 +40,26 @@ enum tok_attr {
     TOK_BYTE = 6,
 };
 
-struct tokenizer;
+/* Public: tok_open, tok_free, tok_n_vocab, tok_is_eog, tok_encode,
+ * tok_piece (plumb/tokenizer.h). */
 
 int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err);
-void tok_free(struct tokenizer *t);
+/* Bytes the loaded tokenizer holds (vocabulary, merges, indexes). */
+size_t tok_mem_bytes(const struct tokenizer *t);
 
 enum tok_kind tok_kind(const struct tokenizer *t);
-const char *tok_kind_name(const struct tokenizer *t);
-int32_t tok_n_vocab(const struct tokenizer *t);
 int32_t tok_bos(const struct tokenizer *t); /* -1 when none */
 int32_t tok_eos(const struct tokenizer *t); /* -1 when none */
-/* The pre-tokenizer name of a BPE vocabulary ("" for SentencePiece). */
-const char *tok_pre_name(const struct tokenizer *t);
 bool tok_add_bos(const struct tokenizer *t);
-/* True for ids that end generation (EOS, EOT, EOM). */
-bool tok_is_eog(const struct tokenizer *t, int32_t id);
 enum tok_attr tok_attr(const struct tokenizer *t, int32_t id);
 /* The token's text as stored in the vocabulary. */
 const char *tok_text(const struct tokenizer *t, int32_t id, size_t *len);
-
-/* Encodes len bytes of text. add_special adds BOS (and EOS) where the
- * vocabulary says to. *out (allocated, caller frees) receives *n_out ids. */
-int tok_encode(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
-               int32_t **out, size_t *n_out, pb_err *err);
 
 /* As tok_encode, but a special token is matched only where literal (len
  * flags, may be NULL) is 0 over all its bytes: for prompts mixing trusted
  * template markup with user text that must not become control tokens. */
 int tok_encode_ex(const struct tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                   const uint8_t *literal, int32_t **out, size_t *n_out, pb_err *err);
-
-/* The bytes token id stands for when decoded (byte tokens give their
- * byte, SentencePiece's "\xe2\x96\x81" gives a space, byte-level BPE
- * text maps back to its bytes). Control, unknown, unused and undefined
- * tokens give nothing unless special is set, then their text. Writes at most size
- * bytes to buf and returns the piece's full length. */
-size_t tok_piece(const struct tokenizer *t, int32_t id, bool special, char *buf, size_t size);
 
 /* Streaming helper: how many leading bytes of buf end on a complete UTF-8
  * character. A trailing incomplete sequence is held back; invalid bytes

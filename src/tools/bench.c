@@ -2,12 +2,14 @@
  * measures them, with the machine's memory bandwidth measured in the same
  * run (generation on a CPU is bounded by it). */
 #define _GNU_SOURCE
-#include "tools/tools.h"
+#include "plumb/bench.h"
+
+#include "base/err.h"
 
 #include "base/rng.h"
 #include "base/sys.h"
-#include "kernels/kernels.h"
-#include "model/model.h"
+#include "plumb/engine.h"
+#include "plumb/survey.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +20,8 @@
 
 #define BW_BYTES (512u << 20) /* far beyond any last-level cache here */
 
-static int load_model(const struct bench_params *p, struct bench_report *r, struct model **m, pb_err *err)
+static int open_engine(const struct bench_params *p, const struct engine_params *ep, struct bench_report *r,
+                       struct engine **e, pb_err *err)
 {
     if (p->model_path) {
         const char *base = p->model_label ? NULL : strrchr(p->model_path, '/');
@@ -27,7 +30,7 @@ static int load_model(const struct bench_params *p, struct bench_report *r, stru
         struct stat st;
         if (stat(p->model_path, &st) == 0)
             r->model_bytes = (uint64_t)st.st_size;
-        return model_load(p->model_path, m, err);
+        return engine_open(p->model_path, ep, e, err);
     }
     snprintf(r->model, sizeof r->model, "%s %s (synthesized)", p->shape.name, pb_ftype_name(p->ftype));
     int fd = memfd_create("plumb-bench", MFD_CLOEXEC);
@@ -48,7 +51,7 @@ static int load_model(const struct bench_params *p, struct bench_report *r, stru
         r->model_bytes = (uint64_t)st.st_size;
     /* discardable: the image's pages are freed as the weights are repacked */
     if (rc == PB_OK)
-        rc = model_load_fd(fd, r->model, true, m, err);
+        rc = engine_open_fd(fd, r->model, true, ep, e, err);
     close(fd);
     return rc;
 }
@@ -59,35 +62,42 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One repetition: seconds to evaluate n tokens (all at once, or one by one). */
-static int run_once(struct model_ctx *c, const int32_t *tokens, int n, bool one_by_one, float *logits, double *secs,
-                    pb_err *err)
+/* One repetition through the engine, from an empty cache (random tokens:
+ * no prefix is shared with the last run): tokens per second of a prompt
+ * of n tokens (pp), or of n generated tokens after a one-token prompt
+ * (tg: n + 1 tokens are sampled, n of them evaluated one by one; sampling
+ * is part of what is measured). */
+static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, int n, bool generation,
+                    double *tps, pb_err *err)
 {
-    model_ctx_truncate(c, 0);
-    double t0 = sys_now();
-    int rc = PB_OK;
-    if (one_by_one) {
-        for (int i = 0; i < n && rc == PB_OK; i++)
-            rc = model_eval(c, tokens + i, 1, logits, err);
-    } else {
-        rc = model_eval(c, tokens, n, logits, err);
-    }
-    *secs = sys_now() - t0;
-    return rc;
+    struct engine_request_params rp = engine_request_defaults();
+    rp.sampling.temp = 0;
+    rp.ignore_eog = true;
+    const int n_prompt = generation ? 1 : n;
+    for (int i = 0; i < n_prompt; i++)
+        tokens[i] = (int32_t)(rng_u64(g) % (uint64_t)n_vocab);
+    rp.n_predict = generation ? n + 1 : 1;
+    struct engine_result res;
+    int rc = engine_generate(e, tokens, (size_t)n_prompt, &rp, NULL, &res, err);
+    if (rc)
+        return rc;
+    if (res.n_gen != rp.n_predict)
+        return pb_fail(err, PB_EIO, "a bench run stopped after %d of %d tokens (%s)", res.n_gen, rp.n_predict,
+                       engine_finish_name(res.finish));
+    const double t = generation ? res.t_gen : res.t_prompt;
+    *tps = t > 0 ? n / t : 0;
+    return PB_OK;
 }
 
-static int run_test(struct model_ctx *c, const int32_t *tokens, struct bench_test *t, int reps, float *logits,
+static int run_test(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, struct bench_test *t, int reps,
                     pb_err *err)
 {
     double *rate = malloc((size_t)reps * sizeof *rate);
     if (!rate)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     int rc = PB_OK;
-    for (int i = 0; i < reps && rc == PB_OK; i++) {
-        double s;
-        rc = run_once(c, tokens, t->n_tokens, t->generation, logits, &s, err);
-        rate[i] = s > 0 ? t->n_tokens / s : 0;
-    }
+    for (int i = 0; i < reps && rc == PB_OK; i++)
+        rc = run_once(e, g, n_vocab, tokens, t->n_tokens, t->generation, &rate[i], err);
     if (rc == PB_OK) {
         qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
         t->reps = reps;
@@ -107,56 +117,52 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
     if (p->n_pp > BENCH_MAX_TESTS || p->n_tg > BENCH_MAX_TESTS)
         return pb_fail(err, PB_EINVAL, "at most %d lengths each for -p and -n", BENCH_MAX_TESTS);
     const int reps = p->reps > 0 ? p->reps : 1;
-    r->n_threads = p->n_threads > 0 ? p->n_threads : pool_cpu_count();
-    r->kernels = kern_level_name(kern_level());
+    r->n_threads = p->n_threads > 0 ? p->n_threads : engine_cpu_count();
+    r->kernels = engine_kernels();
 
     /* bandwidth before the model takes memory, and again at the end */
     int rc = membw_measure(r->n_threads, BW_BYTES, &r->bandwidth_before_gbs, err);
     if (rc)
         return rc;
 
-    struct model *m = NULL;
-    struct model_ctx *c = NULL;
-    int32_t *tokens = NULL;
-    float *logits = NULL;
-    double t0 = sys_now();
-    if ((rc = load_model(p, r, &m, err)))
-        goto done;
-    r->load_s = sys_now() - t0;
-    r->weight_bytes = model_weight_bytes(m);
-    const struct gguf_file *f = model_gguf(m);
-    int64_t ft;
-    if (gguf_get_int(f, "general.file_type", &ft, NULL) == 1 && pb_ftype_name(ft))
-        snprintf(r->ftype, sizeof r->ftype, "%s", pb_ftype_name(ft));
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++)
-        r->n_params += (uint64_t)gguf_tensor_nelements(gguf_tensor(f, i));
-
     int max_pp = 1, max_tg = 1;
     for (int i = 0; i < p->n_pp; i++)
         max_pp = p->pp[i] > max_pp ? p->pp[i] : max_pp;
     for (int i = 0; i < p->n_tg; i++)
         max_tg = p->tg[i] > max_tg ? p->tg[i] : max_tg;
-    const int n_tok = max_pp > max_tg ? max_pp : max_tg;
-    const struct model_hparams *hp = model_hparams(m);
-    struct model_ctx_params cp = {.n_ctx = n_tok, .n_batch = max_pp, .n_threads = r->n_threads, .kv_type = p->kv_type};
-    if ((rc = model_ctx_create(m, &cp, &c, err)))
+    /* a prompt of max_pp (and one token for its answer), or one token and
+     * max_tg + 1 generated: every test fits one slot, a prompt one batch */
+    const int n_tok = max_pp + 1 > max_tg + 2 ? max_pp + 1 : max_tg + 2;
+    struct engine_params ep = engine_defaults();
+    ep.n_ctx = n_tok;
+    ep.n_batch = max_pp;
+    ep.n_threads = r->n_threads;
+    ep.kv_type = p->kv_type;
+    ep.ignore_memory = true; /* a benchmark measures what happens */
+
+    struct engine *e = NULL;
+    int32_t *tokens = NULL;
+    if ((rc = open_engine(p, &ep, r, &e, err)))
         goto done;
-    r->kv_bytes = model_ctx_kv_bytes(c);
+    struct engine_info info;
+    engine_get_info(e, &info);
+    r->load_s = info.load_s;
+    r->weight_bytes = info.weight_bytes;
+    r->n_params = info.n_params;
+    r->kv_bytes = info.mem.kv;
+    snprintf(r->ftype, sizeof r->ftype, "%s", info.file_type);
     tokens = malloc((size_t)n_tok * sizeof *tokens);
-    logits = malloc((size_t)hp->n_vocab * sizeof *logits);
-    if (!tokens || !logits) {
+    if (!tokens) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory");
         goto done;
     }
     struct rng g;
     rng_seed(&g, 42);
-    for (int i = 0; i < n_tok; i++)
-        tokens[i] = (int32_t)(rng_u64(&g) % (uint64_t)hp->n_vocab);
 
     /* warm-up: fault in every page, spin up the threads */
     double s;
-    if ((rc = run_once(c, tokens, max_pp < 32 ? max_pp : 32, false, logits, &s, err)) ||
-        (rc = run_once(c, tokens, 4, true, logits, &s, err)))
+    if ((rc = run_once(e, &g, info.n_vocab, tokens, max_pp < 32 ? max_pp : 32, false, &s, err)) ||
+        (rc = run_once(e, &g, info.n_vocab, tokens, 4, true, &s, err)))
         goto done;
 
     for (int k = 0; k < 2; k++) {
@@ -166,19 +172,17 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
             t->generation = k == 1;
             t->n_tokens = k == 0 ? p->pp[i] : p->tg[i];
             snprintf(t->name, sizeof t->name, "%s%d", k == 0 ? "pp" : "tg", t->n_tokens);
-            if ((rc = run_test(c, tokens, t, reps, logits, err)))
+            if ((rc = run_test(e, &g, info.n_vocab, tokens, t, reps, err)))
                 break;
             r->n_tests++;
             if (p->on_test)
                 p->on_test(p->user, t);
         }
     }
-    r->peak_rss_bytes = sys_peak_rss();
+    r->peak_rss_bytes = pb_peak_rss();
 done:
     free(tokens);
-    free(logits);
-    model_ctx_free(c);
-    model_free(m);
+    engine_close(e);
     if (rc)
         return rc;
     if ((rc = membw_measure(r->n_threads, BW_BYTES, &r->bandwidth_after_gbs, err)))

@@ -1,14 +1,12 @@
 /* The checks of plumb doctor (doctor.h). */
 #define _GNU_SOURCE
-#include "tools/doctor.h"
+#include "plumb/doctor.h"
 
-#include "gguf/gguf.h"
+#include "base/sys.h"
 #include "kernels/cpu.h"
 #include "kernels/kernels.h"
-#include "kv/kv.h"
-#include "model/model.h"
-#include "store/store.h"
-#include "survey/survey.h"
+#include "plumb/engine.h"
+#include "plumb/store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,9 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Memory a server needs beside weights and caches: activations of a batch,
- * logits, buffers (the plan module's estimate for CPUs is of this order). */
-#define RUNTIME_OVERHEAD (256.0 * 1024 * 1024)
 /* The store's file system: below this much free space, a pull cannot land. */
 #define DISK_LOW (2ull << 30)
 
@@ -79,8 +74,10 @@ static void check_cpu(struct doctor_report *r)
         add(r, "cpu", DOCTOR_OK, NULL, "kernels %s", kern_level_name(l));
 }
 
-/* Each configured model: found, a valid GGUF, and within memory. */
-static void check_models(struct doctor_report *r, const struct config *c, uint64_t available, double *total)
+/* Each configured model: found, a valid GGUF, and within memory (the
+ * engine's estimate, as plumb serve checks it). */
+static void check_models(struct doctor_report *r, const struct config *c, const char *home, uint64_t available,
+                         double *total)
 {
     *total = 0;
     for (int i = 0; i < c->n_models; i++) {
@@ -88,50 +85,40 @@ static void check_models(struct doctor_report *r, const struct config *c, uint64
         char name[96], path[4096];
         snprintf(name, sizeof name, "model %s", m->alias);
         pb_err err = {0};
-        if (store_resolve(m->source, path, sizeof path, NULL, &err)) {
+        if (store_resolve(home, m->source, path, sizeof path, NULL, &err)) {
             add(r, name, DOCTOR_ERROR, "pull it (plumb pull SOURCE --name NAME) or fix 'source' in the configuration",
                 "%s", err.msg);
             continue;
         }
-        struct gguf_file *f;
-        struct model_hparams hp;
-        if (gguf_open(path, &f, &err) || model_hparams_read(f, &hp, &err)) {
+        const struct engine_params ep = config_engine_params(m);
+        struct engine_memory mem;
+        if (engine_estimate(path, &ep, &mem, &err)) {
             add(r, name, DOCTOR_ERROR, "pull the model again (plumb pull ... ; plumb verify)", "%s", err.msg);
             continue;
         }
-        struct stat st;
-        const double weights = stat(path, &st) == 0 ? (double)st.st_size : 0;
-        gguf_close(f);
-        const double kv = (double)kv_bytes((int)hp.n_layer, m->ctx, hp.n_head_kv * hp.head_dim,
-                                           (enum kv_type)m->kv_type) * m->parallel;
-        const double need = weights + kv + RUNTIME_OVERHEAD;
+        const double need = (double)mem.total;
         *total += need;
         char w[32], k[32], n[32], a[32];
-        fmt_gib(weights, w, sizeof w);
-        fmt_gib(kv, k, sizeof k);
+        fmt_gib((double)mem.weights, w, sizeof w);
+        fmt_gib((double)mem.kv, k, sizeof k);
         fmt_gib(need, n, sizeof n);
         fmt_gib((double)available, a, sizeof a);
         if (need > (double)available)
             add(r, name, DOCTOR_ERROR, "lower 'parallel' or 'ctx', use kv_type = q8_0, a smaller quantization "
                 "(plumb plan MODEL), or more memory", "needs %s (weights %s + KV cache %s for %d x %lld tokens) but "
-                "%s is available", n, w, k, m->parallel, (long long)m->ctx, a);
+                "%s is available", n, w, k, m->parallel, (long long)mem.n_ctx, a);
         else if (need > 0.85 * (double)available)
             add(r, name, DOCTOR_WARN, "little room is left for the system: lower 'parallel' or 'ctx'",
                 "needs %s of the %s available", n, a);
         else
-            add(r, name, DOCTOR_OK, NULL, "%s (%s) needs %s (weights %s + KV %s) of %s available", m->source,
-                hp.arch, n, w, k, a);
+            add(r, name, DOCTOR_OK, NULL, "%s needs %s (weights %s + KV %s for %d x %lld tokens) of %s available",
+                m->source, n, w, k, m->parallel, (long long)mem.n_ctx, a);
     }
 }
 
-static void check_store(struct doctor_report *r, bool deep)
+static void check_store(struct doctor_report *r, const char *home, bool deep)
 {
-    char home[1024];
     pb_err err = {0};
-    if (store_default_home(home, sizeof home, &err)) {
-        add(r, "store", DOCTOR_ERROR, "set PLUMB_HOME", "%s", err.msg);
-        return;
-    }
     struct stat st;
     if (stat(home, &st) != 0) {
         add(r, "store", DOCTOR_WARN, "create it with a first plumb pull", "no store at %s yet", home);
@@ -194,12 +181,8 @@ static void check_store(struct doctor_report *r, bool deep)
     store_close(s);
 }
 
-static void check_disk(struct doctor_report *r)
+static void check_disk(struct doctor_report *r, const char *home)
 {
-    char home[1024];
-    pb_err err;
-    if (store_default_home(home, sizeof home, &err))
-        return;
     char p[1024];
     snprintf(p, sizeof p, "%s", home);
     struct statvfs v;
@@ -348,14 +331,20 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     if (p->config_error)
         add(r, "configuration", DOCTOR_ERROR, "fix the file (docs/configuration.md)", "%s", p->config_error);
     check_cpu(r);
-    struct survey sv;
-    memset(&sv, 0, sizeof sv);
-    pb_err e2;
-    uint64_t available = survey_read_memory(&sv, &e2) == PB_OK ? sv.memory.available : 0;
+    const uint64_t available = sys_mem_available();
     double need = 0;
     const struct config *c = p->config;
+    /* the store: the configuration's, else the default one */
+    char home[1024];
+    pb_err herr = {0};
+    const char *cfg_store = c && c->store[0] ? c->store : NULL;
+    bool have_home = true;
+    if (cfg_store)
+        snprintf(home, sizeof home, "%s", cfg_store);
+    else if (store_default_home(home, sizeof home, &herr))
+        have_home = false;
     if (c) {
-        check_models(r, c, available, &need);
+        check_models(r, c, have_home ? home : NULL, available, &need);
         if (c->n_models == 0)
             add(r, "models", DOCTOR_ERROR, "add a [model NAME] section with a source", "%s serves no model", c->path);
         else if (c->n_models > 1 && need > (double)available)
@@ -364,8 +353,12 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     } else if (!p->config_error) {
         add(r, "models", DOCTOR_SKIP, NULL, "no configuration given (--config FILE)");
     }
-    check_store(r, p->deep);
-    check_disk(r);
+    if (have_home) {
+        check_store(r, home, p->deep);
+        check_disk(r, home);
+    } else {
+        add(r, "store", DOCTOR_ERROR, "set PLUMB_HOME, or 'store' in the configuration", "%s", herr.msg);
+    }
     if (c && c->api_key_file[0])
         check_key_file(r, c->api_key_file);
     else if (c && strcmp(c->host, "127.0.0.1") && strcmp(c->host, "localhost") && strcmp(c->host, "::1"))

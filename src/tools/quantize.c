@@ -1,6 +1,9 @@
 /* Quantizing a model file to another file type. */
 #include "tools/rows.h"
-#include "tools/tools.h"
+#include "plumb/quantize.h"
+
+#include "base/err.h"
+#include "quant/ftype.h"
 
 #include "gguf/gguf.h"
 

@@ -1,7 +1,9 @@
 /* Load on an OpenAI-compatible server over HTTP/1.1 (servebench.h): a
  * small streaming client on plain sockets, one thread per client. */
 #define _GNU_SOURCE
-#include "tools/servebench.h"
+#include "plumb/bench.h"
+
+#include "base/err.h"
 
 #include "base/rng.h"
 #include "base/sys.h"

@@ -1,5 +1,6 @@
 /* The systemd unit of plumb serve (service.h). */
-#include "tools/service.h"
+#include "plumb/service.h"
+#include "base/err.h"
 
 #include <stdbool.h>
 #include <stdio.h>

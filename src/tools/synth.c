@@ -1,7 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
 /* Synthesizing random-weight models of real architectures' shapes. */
 #include "tools/rows.h"
-#include "tools/tools.h"
+#include "plumb/synth.h"
+
+#include "base/err.h"
+#include "quant/ftype.h"
 
 #include "base/rng.h"
 #include "base/vec.h"

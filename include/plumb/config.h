@@ -19,26 +19,33 @@
  *   [model assistant]         ; the API's model id
  *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
  *   parallel = 4              ; requests generating at once
- *   ctx = 4096                ; tokens per request, prompt and answer
+ *   ctx = 0                   ; tokens per request, prompt and answer (0: the
+ *                             ; model's training context, at most 4096)
  *   kv_type = f16             ; f16, f32, q8_0
  *   batch = 512
  *   step_ms = 150
+ *   prefill_chunk = 256
  *   chat_format =             ; a built-in format instead of the model's template
+ *
+ * The defaults are the server's and the engine's (plumb/server.h,
+ * plumb/engine.h).
  *
  * Unknown sections and keys, bad values and duplicates are errors naming
  * the file and line.
  */
-#ifndef PLUMB_CONFIG_CONFIG_H
-#define PLUMB_CONFIG_CONFIG_H
+#ifndef PLUMB_CONFIG_H
+#define PLUMB_CONFIG_H
 
-#include "base/err.h"
+#include "plumb/base.h"
+#include "plumb/server.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_MAX_MODELS 16
+#define CONFIG_MAX_MODELS SERVER_MAX_MODELS
 #define CONFIG_STR 512
+#define CONFIG_PATH_MAX 1024
 
 struct config_model {
     char alias[72];
@@ -48,6 +55,7 @@ struct config_model {
     int kv_type;
     int batch;
     double step_ms;
+    int prefill_chunk;
     char chat_format[32];
 };
 
@@ -75,5 +83,13 @@ void config_defaults(struct config *c);
 int config_load(const char *path, struct config *c, pb_err *err);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
+
+/* A model section's engine settings. */
+struct engine_params config_engine_params(const struct config_model *m);
+/* The models to serve: each source resolved (in the configuration's
+ * store, else the default one) into paths[i], out[i] pointing at it and
+ * at c's strings. */
+int config_server_models(const struct config *c, struct server_model *out, char (*paths)[CONFIG_PATH_MAX],
+                         pb_err *err);
 
 #endif

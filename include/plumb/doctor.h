@@ -3,11 +3,11 @@
  * exists and fits in memory with its context and slots, the store (sizes,
  * or full hashes with deep), permissions of the store and the key file,
  * the port, the service, disk space, and the clock. */
-#ifndef PLUMB_TOOLS_DOCTOR_H
-#define PLUMB_TOOLS_DOCTOR_H
+#ifndef PLUMB_DOCTOR_H
+#define PLUMB_DOCTOR_H
 
-#include "base/err.h"
-#include "config/config.h"
+#include "plumb/base.h"
+#include "plumb/config.h"
 
 #include <stdbool.h>
 
@@ -36,8 +36,7 @@ struct doctor_params {
 };
 
 /* Runs every check; fails only when it cannot run at all. The store
- * checked is store_default_home()'s: a caller serving a configuration's
- * store points PLUMB_HOME at it first, as plumb serve does. */
+ * checked is the configuration's ('store'), else store_default_home()'s. */
 int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *err);
 const char *doctor_verdict_name(enum doctor_verdict v);
 

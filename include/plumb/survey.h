@@ -16,10 +16,10 @@
  * Calibration: plumb bench appends one record per run (survey_calib_add),
  * from which plan derives the efficiency of the kernels on this machine.
  */
-#ifndef PLUMB_SURVEY_SURVEY_H
-#define PLUMB_SURVEY_SURVEY_H
+#ifndef PLUMB_SURVEY_H
+#define PLUMB_SURVEY_H
 
-#include "base/err.h"
+#include "plumb/base.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -151,6 +151,22 @@ int survey_calib_add(const char *dir, const struct survey_calib *r, pb_err *err)
 /* Reads the records (newest last) into out[max]; *n = 0 when there is no
  * file yet. */
 int survey_calib_load(const char *dir, struct survey_calib *out, int max, int *n, pb_err *err);
+
+/* ---- memory bandwidth ---- */
+
+enum membw_kind {
+    MEMBW_READ,  /* sum every word: the access pattern of generation */
+    MEMBW_TRIAD, /* a = b + s * c on doubles (STREAM's triad, 24 bytes per element) */
+};
+
+/* Median bandwidth (GB/s) of `passes` runs (at most 16) of the kernel by
+ * n_threads over a buffer of `bytes` (use several times the last-level
+ * cache), measured in a child process so the buffer never counts in the
+ * caller's memory. */
+int membw_measure_kind(enum membw_kind kind, int n_threads, size_t bytes, int passes, double *gbs, pb_err *err);
+/* The read kernel, 5 passes: what plumb bench reports. */
+int membw_measure(int n_threads, size_t bytes, double *gbs, pb_err *err);
+
 
 /* Now as UTC ISO 8601 ("2026-11-28T02:03:04Z"). */
 void survey_now_iso(char *buf, size_t size);

@@ -2,24 +2,17 @@
  * once they are whole UTF-8 characters and cannot be the start of a stop
  * string; when a stop string appears, the text ends before it (OpenAI's
  * `stop`: the stop sequence itself is not returned). */
-#ifndef PLUMB_SERVER_TEXTOUT_H
-#define PLUMB_SERVER_TEXTOUT_H
+#ifndef PLUMB_ENGINE_TEXTOUT_H
+#define PLUMB_ENGINE_TEXTOUT_H
 
 #include "base/err.h"
+#include "base/sbuf.h"
+#include "plumb/engine.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 
-#define TEXTOUT_MAX_STOPS 4
-
-/* A growable byte string. */
-struct sbuf {
-    char *data;
-    size_t len, cap;
-};
-
-int sbuf_add(struct sbuf *b, const void *p, size_t n);
-void sbuf_free(struct sbuf *b);
+#define TEXTOUT_MAX_STOPS ENGINE_MAX_STOPS
 
 struct textout {
     char *stops[TEXTOUT_MAX_STOPS];

@@ -3,10 +3,10 @@
  * and confines it (no new privileges, a read-only system, no home
  * directories, a private /tmp; writable only where the store and the
  * service's state live). */
-#ifndef PLUMB_TOOLS_SERVICE_H
-#define PLUMB_TOOLS_SERVICE_H
+#ifndef PLUMB_SERVICE_H
+#define PLUMB_SERVICE_H
 
-#include "base/err.h"
+#include "plumb/base.h"
 
 #include <stddef.h>
 

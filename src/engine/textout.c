@@ -1,31 +1,12 @@
 #define _GNU_SOURCE /* memmem */
 /* Streaming text with stop strings (textout.h). */
-#include "server/textout.h"
+#include "engine/textout.h"
+#include "base/err.h"
 
-#include "base/vec.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int sbuf_add(struct sbuf *b, const void *p, size_t n)
-{
-    void *d = b->data;
-    if (vec_reserve(&d, &b->cap, b->len + n + 1, 1))
-        return PB_ENOMEM;
-    b->data = d;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return PB_OK;
-}
-
-void sbuf_free(struct sbuf *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
 
 int textout_init(struct textout *t, const char *const *stops, int n, pb_err *err)
 {

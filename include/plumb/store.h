@@ -32,10 +32,10 @@
  * Known weakness: a download is resumed (HTTP Range) only within one
  * process; a pull that was killed starts again from the first byte.
  */
-#ifndef PLUMB_STORE_STORE_H
-#define PLUMB_STORE_STORE_H
+#ifndef PLUMB_STORE_H
+#define PLUMB_STORE_H
 
-#include "base/err.h"
+#include "plumb/base.h"
 
 #include <signal.h>
 #include <stdbool.h>
@@ -81,8 +81,6 @@ int store_open(const char *home, struct store **out, pb_err *err);
 void store_close(struct store *s);
 
 const char *store_home(const struct store *s);
-/* Stale temporary files store_open removed. */
-int store_tmp_removed(const struct store *s);
 /* blobs/sha256-DIGEST under the home. */
 void store_blob_path(const struct store *s, const char *digest, char *buf, size_t size);
 
@@ -131,14 +129,16 @@ int store_history(struct store *s, const char *ref, struct store_revision **out,
  *
  *   - MODEL holding a '/' is a path (names cannot hold one);
  *   - MODEL naming an existing regular file is that file;
- *   - otherwise it is looked up in the store at store_default_home() (not
- *     created when absent), and the result is the blob's path.
+ *   - otherwise it is looked up in the store at home (NULL: at
+ *     store_default_home(); not created when absent), and the result is
+ *     the blob's path.
  *
  * entry (may be NULL) receives the store entry; its digest is "" when
  * MODEL was a path. Fails with PB_ENOTFOUND ("neither a file nor a model
  * in the store at ...") or PB_EINVAL (not a valid name). Opens and closes
  * the registry; cheap enough to call once per command. */
-int store_resolve(const char *model, char *path, size_t size, struct store_entry *entry, pb_err *err);
+int store_resolve(const char *home, const char *model, char *path, size_t size, struct store_entry *entry,
+                  pb_err *err);
 
 /* ---- pulling ---- */
 

@@ -9,7 +9,8 @@
  * caller's peak memory (the benchmark reports that too).
  */
 #define _GNU_SOURCE
-#include "tools/tools.h"
+#include "base/err.h"
+#include "plumb/survey.h"
 
 #include "base/sys.h"
 

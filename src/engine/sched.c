@@ -1,9 +1,14 @@
-/* Continuous batching over the slots of one model context (sched.h). */
-#include "sched/sched.h"
+#define _POSIX_C_SOURCE 200809L
+/* The generation loop: continuous batching over the slots of one model
+ * context (sched.h, plumb/engine.h). */
+#include "engine/sched.h"
+#include "base/err.h"
 
-#include "base/pool.h"
 #include "base/sys.h"
+#include "base/vec.h"
+#include "engine/textout.h"
 #include "sampler/json_guard.h"
+#include "sampler/sampler.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -12,9 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_BATCH 512
-#define DEFAULT_PREFILL_CHUNK 256
-#define DEFAULT_STEP_TARGET 0.15
 /* prompt tokens a step takes at least while others generate, so that a
  * prompt always moves on */
 #define MIN_PREFILL 8
@@ -28,13 +30,13 @@
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
 
-struct sched_req {
-    struct sched_req *next; /* queue */
+struct engine_request {
+    struct engine_request *next; /* queue, and the admission list */
     int refs;               /* the scheduler's and the caller's (under s->mu) */
     enum req_state state;   /* under s->mu */
     atomic_bool cancelled;
-    struct sched_req_params p;
-    struct sched_events ev;
+    struct engine_request_params p;
+    struct engine_events ev;
     int32_t *prompt;
     int64_t n_prompt;
     /* the scheduler thread's own from here */
@@ -42,15 +44,17 @@ struct sched_req {
     int64_t n_evaluated; /* prompt tokens in the slot's cache */
     struct sampler *smp;
     struct json_guard guard;
-    struct sched_result res;
-    double t_submit, t_admit;
+    struct textout tx;
+    struct sbuf text;    /* what a step lets out */
+    int32_t *top_ids;    /* [p.n_top] */
+    float *top_logits;
+    struct engine_result res;
+    double t_submit, t_admit, t_first;
 };
 
 struct slot {
-    int32_t *cached;  /* the tokens the sequence's cache holds */
-    int64_t n_cached; /* == model_seq_pos */
-    struct sched_req *req;
-    int32_t next;     /* a sampled token to evaluate */
+    struct engine_request *req;
+    int32_t next;      /* a sampled token to evaluate */
     bool has_next;
     uint64_t admitted; /* admission order: prompt chunks go oldest first, free slots are reused least recent first */
 };
@@ -80,23 +84,26 @@ struct sched {
     pthread_cond_t wake;
     bool stop;
     bool cancel_all; /* sched_cancel_all */
-    struct sched_req *queue_head, *queue_tail;
+    struct engine_request *queue_head, *queue_tail;
     int n_queued, n_active;
-    struct sched_stats stats; /* counters, under mu */
+    struct engine_stats stats; /* counters, under mu */
 };
 
-const struct tokenizer *sched_tokenizer(const struct sched *s) { return s->tok; }
-int64_t sched_n_ctx(const struct sched *s) { return s->p.n_ctx; }
-
-static void req_free(struct sched_req *r)
+static void req_free(struct engine_request *r)
 {
     sampler_free(r->smp);
+    textout_free(&r->tx);
+    sbuf_free(&r->text);
+    for (int i = 0; i < r->p.n_stop; i++)
+        free((char *)r->p.stop[i]);
+    free(r->top_ids);
+    free(r->top_logits);
     free(r->prompt);
     free(r);
 }
 
 /* Drops one reference (under s->mu). */
-static void req_unref(struct sched_req *r)
+static void req_unref(struct engine_request *r)
 {
     if (--r->refs == 0)
         req_free(r);
@@ -106,24 +113,22 @@ static void req_unref(struct sched_req *r)
 
 static int build_pieces(struct sched *s, pb_err *err)
 {
-    size_t cap = 1 << 16, used = 0;
-    s->pieces = malloc(cap);
+    size_t cap = 0, used = 0;
+    void *p0 = NULL;
     s->piece_off = malloc(((size_t)s->n_vocab + 1) * sizeof *s->piece_off);
-    if (!s->pieces || !s->piece_off)
+    if (!s->piece_off || vec_reserve(&p0, &cap, 1 << 16, 1))
         return pb_fail(err, PB_ENOMEM, "out of memory");
+    s->pieces = p0;
     char buf[256];
     for (int32_t i = 0; i < s->n_vocab; i++) {
         s->piece_off[i] = (uint32_t)used;
         size_t n = tok_piece(s->tok, i, false, buf, sizeof buf);
         if (n > sizeof buf)
             n = 0; /* a token longer than any JSON needs: never chosen in JSON mode */
-        if (used + n > cap) {
-            cap *= 2;
-            char *np = realloc(s->pieces, cap);
-            if (!np)
-                return pb_fail(err, PB_ENOMEM, "out of memory");
-            s->pieces = np;
-        }
+        void *p = s->pieces;
+        if (vec_reserve(&p, &cap, used + n, 1))
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        s->pieces = p;
         memcpy(s->pieces + used, buf, n);
         used += n;
         if (used > UINT32_MAX - 256)
@@ -157,31 +162,27 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
                  pb_err *err)
 {
     *out = NULL;
-    if (p->n_slots < 1 || p->n_slots > 256)
-        return pb_fail(err, PB_EINVAL, "%d parallel slots: 1..256", p->n_slots);
+    if (p->n_slots < 1 || p->n_slots > ENGINE_MAX_SLOTS)
+        return pb_fail(err, PB_EINVAL, "%d parallel slots: 1..%d", p->n_slots, ENGINE_MAX_SLOTS);
     if (p->max_queue < 0)
         return pb_fail(err, PB_EINVAL, "a negative queue length");
+    if (p->n_batch < 1 || p->prefill_chunk < 1 || !(p->step_target_s > 0))
+        return pb_fail(err, PB_EINVAL, "batch, prefill chunk and step time must be positive");
     struct sched *s = calloc(1, sizeof *s);
     if (!s)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     s->m = m;
     s->tok = tok;
     s->p = *p;
-    if (s->p.n_batch <= 0)
-        s->p.n_batch = DEFAULT_BATCH;
     if (s->p.n_batch < s->p.n_slots)
         s->p.n_batch = s->p.n_slots; /* every slot's token fits one step */
-    if (s->p.prefill_chunk <= 0)
-        s->p.prefill_chunk = DEFAULT_PREFILL_CHUNK;
-    if (!(s->p.step_target_s > 0))
-        s->p.step_target_s = DEFAULT_STEP_TARGET;
     s->n_vocab = (int32_t)model_hparams(m)->n_vocab;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     struct model_ctx_params cp = {
         .n_ctx = p->n_ctx,
         .n_batch = s->p.n_batch,
-        .n_threads = p->n_threads > 0 ? p->n_threads : pool_cpu_count(),
+        .pool = p->pool,
         .kv_type = p->kv_type,
         .n_seq = p->n_slots,
     };
@@ -199,11 +200,6 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
         rc = pb_fail(err, PB_ENOMEM, "out of memory for %d slots", p->n_slots);
         goto fail;
     }
-    for (size_t i = 0; i < ns; i++)
-        if (!(s->slots[i].cached = malloc((size_t)p->n_ctx * sizeof *s->slots[i].cached))) {
-            rc = pb_fail(err, PB_ENOMEM, "out of memory for %d slots", p->n_slots);
-            goto fail;
-        }
     if ((rc = build_pieces(s, err)))
         goto fail;
     s->stats.n_slots = p->n_slots;
@@ -220,11 +216,33 @@ fail:
     return rc;
 }
 
-/* Ends r (scheduler thread, not under mu): frees its slot, reports done. */
-static void finish(struct sched *s, struct sched_req *r, enum sched_finish f)
+uint64_t sched_mem_per_slot(int64_t n_vocab)
 {
+    return (uint64_t)n_vocab * sizeof(float) + sizeof(struct slot) + sizeof(struct model_seg) + sizeof(int);
+}
+
+uint64_t sched_mem_fixed(int64_t n_vocab, int n_batch, uint64_t piece_bytes)
+{
+    return sizeof(struct sched) + (uint64_t)n_batch * sizeof(int32_t) + (uint64_t)n_vocab /* allowed */ +
+           ((uint64_t)n_vocab + 1) * sizeof(uint32_t) + piece_bytes;
+}
+
+/* Ends r (scheduler thread, not under mu): lets out the text held back,
+ * frees its slot, reports done. */
+static void finish(struct sched *s, struct engine_request *r, enum engine_finish f)
+{
+    const double now = sys_now();
     r->res.finish = f;
-    r->res.t_total = sys_now() - r->t_submit;
+    r->res.t_total = now - r->t_submit;
+    r->res.t_gen = r->res.n_gen ? now - r->t_first : 0;
+    r->text.len = 0;
+    if (f != ENGINE_FINISH_ERROR && textout_flush(&r->tx, &r->text) == PB_OK) {
+        r->res.tail = r->text.data ? r->text.data : "";
+        r->res.tail_len = r->text.len;
+    } else {
+        r->res.tail = "";
+        r->res.tail_len = 0;
+    }
     if (r->slot >= 0) {
         s->slots[r->slot].req = NULL;
         s->slots[r->slot].has_next = false;
@@ -241,6 +259,12 @@ static void finish(struct sched *s, struct sched_req *r, enum sched_finish f)
     pthread_mutex_unlock(&s->mu);
 }
 
+static void fail_request(struct sched *s, struct engine_request *r, const char *msg)
+{
+    snprintf(r->res.error, sizeof r->res.error, "%s", msg);
+    finish(s, r, ENGINE_FINISH_ERROR);
+}
+
 void sched_free(struct sched *s)
 {
     if (!s)
@@ -255,10 +279,10 @@ void sched_free(struct sched *s)
     /* what is left ends as cancelled */
     for (int i = 0; s->slots && i < s->p.n_slots; i++)
         if (s->slots[i].req)
-            finish(s, s->slots[i].req, SCHED_FINISH_CANCELLED);
+            finish(s, s->slots[i].req, ENGINE_FINISH_CANCELLED);
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        struct sched_req *r = s->queue_head;
+        struct engine_request *r = s->queue_head;
         if (r) {
             s->queue_head = r->next;
             s->n_queued--;
@@ -267,10 +291,8 @@ void sched_free(struct sched *s)
         if (!r)
             break;
         r->slot = -1;
-        finish(s, r, SCHED_FINISH_CANCELLED);
+        finish(s, r, ENGINE_FINISH_CANCELLED);
     }
-    for (int i = 0; s->slots && i < s->p.n_slots; i++)
-        free(s->slots[i].cached);
     free(s->slots);
     free(s->tokens);
     free(s->segs);
@@ -287,37 +309,69 @@ void sched_free(struct sched *s)
 
 /* ---- requests ---- */
 
-int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const struct sched_req_params *p,
-                 const struct sched_events *ev, struct sched_req **out, pb_err *err)
+/* The request's own copies of what it was given. */
+static int req_prepare(struct sched *s, struct engine_request *r, const int32_t *prompt, size_t n_prompt,
+                       const struct engine_request_params *p, pb_err *err)
 {
-    *out = NULL;
-    if (n_prompt == 0)
-        return pb_fail(err, PB_EINVAL, "the prompt is empty");
-    if ((int64_t)n_prompt >= s->p.n_ctx)
-        return pb_fail(err, PB_ERANGE, "the prompt has %zu tokens; a slot's context holds %" PRId64
-                       " with room for the answer", n_prompt, s->p.n_ctx);
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
-            return pb_fail(err, PB_EINVAL, "token id %" PRId32 " out of range", prompt[i]);
-    struct sched_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
     r->p = *p;
-    r->ev = *ev;
+    r->p.n_stop = 0;
     r->slot = -1;
     r->n_prompt = (int64_t)n_prompt;
     r->refs = 2;
     atomic_init(&r->cancelled, false);
     json_guard_init(&r->guard);
-    r->prompt = malloc(n_prompt * sizeof *prompt);
-    int rc = r->prompt ? sampler_create(&p->sampling, s->n_vocab, &r->smp, err)
-                       : pb_fail(err, PB_ENOMEM, "out of memory");
+    if (p->n_stop < 0 || p->n_stop > ENGINE_MAX_STOPS)
+        return pb_fail(err, PB_EINVAL, "at most %d stop strings", ENGINE_MAX_STOPS);
+    for (int i = 0; i < p->n_stop; i++) {
+        if (!p->stop[i])
+            return pb_fail(err, PB_EINVAL, "stop string %d is missing", i);
+        if (!(r->p.stop[i] = strdup(p->stop[i])))
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        r->p.n_stop = i + 1;
+    }
+    int rc = textout_init(&r->tx, r->p.stop, r->p.n_stop, err);
+    if (rc)
+        return rc;
+    if (p->n_top < 0)
+        return pb_fail(err, PB_EINVAL, "a negative number of top logits");
+    if (r->p.n_top > s->n_vocab)
+        r->p.n_top = s->n_vocab;
+    if (r->p.n_top > 0) {
+        r->top_ids = malloc((size_t)r->p.n_top * sizeof *r->top_ids);
+        r->top_logits = malloc((size_t)r->p.n_top * sizeof *r->top_logits);
+        if (!r->top_ids || !r->top_logits)
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    if (!(r->prompt = malloc(n_prompt * sizeof *prompt)))
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    memcpy(r->prompt, prompt, n_prompt * sizeof *prompt);
+    r->res.n_prompt = (int)n_prompt;
+    return sampler_create(&p->sampling, s->n_vocab, &r->smp, err);
+}
+
+int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const struct engine_request_params *p,
+                 const struct engine_events *ev, struct engine_request **out, pb_err *err)
+{
+    *out = NULL;
+    if (n_prompt == 0)
+        return pb_fail(err, PB_EINVAL, "the prompt is empty");
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
+            return pb_fail(err, PB_EINVAL, "token id %" PRId32 " is outside the vocabulary (%" PRId32 " tokens)",
+                           prompt[i], s->n_vocab);
+    /* the one rule: the prompt leaves room for at least one token */
+    if ((int64_t)n_prompt >= s->p.n_ctx)
+        return pb_fail(err, PB_ETOOLONG, "the prompt has %zu tokens; the context holds %" PRId64
+                       " with room for the answer", n_prompt, s->p.n_ctx);
+    struct engine_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    r->ev = *ev;
+    int rc = req_prepare(s, r, prompt, n_prompt, p, err);
     if (rc) {
         req_free(r);
         return rc;
     }
-    memcpy(r->prompt, prompt, n_prompt * sizeof *prompt);
-    r->res.n_prompt = (int)n_prompt;
     r->t_submit = sys_now();
     pthread_mutex_lock(&s->mu);
     const int free_slots = s->p.n_slots - s->n_active;
@@ -325,8 +379,8 @@ int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const 
         const bool stopping = s->stop || s->cancel_all;
         pthread_mutex_unlock(&s->mu);
         req_free(r);
-        return stopping ? pb_fail(err, PB_ERANGE, "the server is stopping")
-                        : pb_fail(err, PB_ERANGE, "all %d slots are busy and %d requests wait already",
+        return stopping ? pb_fail(err, PB_ESTOPPING, "the engine is shutting down")
+                        : pb_fail(err, PB_EBUSY, "all %d slots are busy and %d requests wait already",
                                   s->p.n_slots, s->p.max_queue);
     }
     r->state = REQ_QUEUED;
@@ -343,7 +397,7 @@ int sched_submit(struct sched *s, const int32_t *prompt, size_t n_prompt, const 
     return PB_OK;
 }
 
-void sched_cancel(struct sched *s, struct sched_req *r)
+void sched_cancel(struct sched *s, struct engine_request *r)
 {
     atomic_store(&r->cancelled, true);
     pthread_mutex_lock(&s->mu);
@@ -355,13 +409,13 @@ void sched_cancel_all(struct sched *s)
 {
     pthread_mutex_lock(&s->mu);
     s->cancel_all = true;
-    for (struct sched_req *q = s->queue_head; q; q = q->next)
+    for (struct engine_request *q = s->queue_head; q; q = q->next)
         atomic_store(&q->cancelled, true);
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
 }
 
-void sched_release(struct sched *s, struct sched_req *r)
+void sched_release(struct sched *s, struct engine_request *r)
 {
     if (!r)
         return;
@@ -372,7 +426,7 @@ void sched_release(struct sched *s, struct sched_req *r)
     pthread_mutex_unlock(&s->mu);
 }
 
-void sched_get_stats(struct sched *s, struct sched_stats *st)
+void sched_get_stats(struct sched *s, struct engine_stats *st)
 {
     pthread_mutex_lock(&s->mu);
     *st = s->stats;
@@ -391,10 +445,16 @@ static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int
     return i;
 }
 
-/* Puts r in a free slot: the one whose cache shares the longest prefix
- * with the prompt, or a copy of a longer prefix another slot holds. At
- * least the prompt's last token is evaluated, for its logits. */
-static void admit(struct sched *s, struct sched_req *r)
+/* How much of sequence i's cache r's prompt can keep. */
+static int64_t slot_prefix(const struct sched *s, int i, const struct engine_request *r)
+{
+    return common_prefix(model_seq_tokens(s->ctx, i), model_seq_pos(s->ctx, i), r->prompt, r->n_prompt);
+}
+
+/* The free slot for r: the one whose cache shares the longest prefix with
+ * the prompt, else the least recently used (so that the caches other
+ * prompts may want live longest). Under s->mu: slots are claimed there. */
+static int choose_slot(struct sched *s, const struct engine_request *r)
 {
     int best = -1, lru = -1;
     int64_t best_lcp = -1;
@@ -402,7 +462,7 @@ static void admit(struct sched *s, struct sched_req *r)
         const struct slot *sl = &s->slots[i];
         if (sl->req)
             continue;
-        int64_t lcp = common_prefix(sl->cached, sl->n_cached, r->prompt, r->n_prompt);
+        int64_t lcp = slot_prefix(s, i, r);
         if (lcp > best_lcp) {
             best = i;
             best_lcp = lcp;
@@ -410,21 +470,25 @@ static void admit(struct sched *s, struct sched_req *r)
         if (lru < 0 || sl->admitted < s->slots[lru].admitted)
             lru = i;
     }
-    if (best_lcp < MIN_REUSE_TOKENS && best_lcp < r->n_prompt - 1) {
-        /* nothing worth keeping here: the least recently used slot, so
-         * that the caches other prompts may want live longest */
-        best = lru;
-        best_lcp = common_prefix(s->slots[lru].cached, s->slots[lru].n_cached, r->prompt, r->n_prompt);
-    }
-    struct slot *sl = &s->slots[best];
-    int64_t keep = best_lcp < r->n_prompt - 1 ? best_lcp : r->n_prompt - 1;
-    /* a longer prefix elsewhere */
+    return best_lcp < MIN_REUSE_TOKENS && best_lcp < r->n_prompt - 1 ? lru : best;
+}
+
+/* Prepares slot r->slot's cache for r (scheduler thread, not under mu:
+ * copying a prefix does not hold up submitters or /metrics): keeps what
+ * it shares with the prompt, or copies a longer prefix another slot
+ * holds. At least the prompt's last token is evaluated, for its logits. */
+static void admit(struct sched *s, struct engine_request *r)
+{
+    const int slot = r->slot;
+    int64_t keep = slot_prefix(s, slot, r);
+    if (keep > r->n_prompt - 1)
+        keep = r->n_prompt - 1;
     int src = -1;
     int64_t src_lcp = keep + MIN_COPY_TOKENS - 1;
     for (int i = 0; i < s->p.n_slots; i++) {
-        if (i == best)
+        if (i == slot)
             continue;
-        int64_t lcp = common_prefix(s->slots[i].cached, s->slots[i].n_cached, r->prompt, r->n_prompt);
+        int64_t lcp = slot_prefix(s, i, r);
         if (lcp > r->n_prompt - 1)
             lcp = r->n_prompt - 1;
         if (lcp > src_lcp) {
@@ -432,17 +496,10 @@ static void admit(struct sched *s, struct sched_req *r)
             src_lcp = lcp;
         }
     }
-    if (src >= 0 && model_seq_copy(s->ctx, best, src, src_lcp, NULL) == PB_OK) {
-        memcpy(sl->cached, s->slots[src].cached, (size_t)src_lcp * sizeof *sl->cached);
+    if (src >= 0 && model_seq_copy(s->ctx, slot, src, src_lcp, NULL) == PB_OK)
         keep = src_lcp;
-    } else {
-        model_seq_truncate(s->ctx, best, keep);
-    }
-    sl->n_cached = keep;
-    sl->req = r;
-    sl->has_next = false;
-    sl->admitted = ++s->n_admitted;
-    r->slot = best;
+    else
+        model_seq_truncate(s->ctx, slot, keep);
     r->n_evaluated = keep;
     r->res.n_reused = (int)keep;
     r->t_admit = sys_now();
@@ -459,10 +516,11 @@ static bool gather(struct sched *s)
     const bool all = s->cancel_all;
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->p.n_slots; i++) {
-        struct sched_req *r = s->slots[i].req;
+        struct engine_request *r = s->slots[i].req;
         if (r && (all || atomic_load(&r->cancelled)))
-            finish(s, r, SCHED_FINISH_CANCELLED);
+            finish(s, r, ENGINE_FINISH_CANCELLED);
     }
+    struct engine_request *admitted = NULL, **tail = &admitted;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (s->stop) {
@@ -470,9 +528,9 @@ static bool gather(struct sched *s)
             return false;
         }
         /* queued requests whose caller gave up are dropped */
-        struct sched_req *dropped = NULL;
-        for (struct sched_req **pp = &s->queue_head; *pp;) {
-            struct sched_req *q = *pp;
+        struct engine_request *dropped = NULL;
+        for (struct engine_request **pp = &s->queue_head; *pp;) {
+            struct engine_request *q = *pp;
             if (atomic_load(&q->cancelled)) {
                 *pp = q->next;
                 q->next = dropped;
@@ -483,39 +541,73 @@ static bool gather(struct sched *s)
             }
         }
         s->queue_tail = NULL;
-        for (struct sched_req *q = s->queue_head; q; q = q->next)
+        for (struct engine_request *q = s->queue_head; q; q = q->next)
             s->queue_tail = q;
         if (dropped) {
             pthread_mutex_unlock(&s->mu);
             while (dropped) {
-                struct sched_req *q = dropped;
+                struct engine_request *q = dropped;
                 dropped = q->next;
-                finish(s, q, SCHED_FINISH_CANCELLED);
+                finish(s, q, ENGINE_FINISH_CANCELLED);
             }
             pthread_mutex_lock(&s->mu);
             continue;
         }
         while (s->queue_head && s->n_active < s->p.n_slots) {
-            struct sched_req *q = s->queue_head;
+            struct engine_request *q = s->queue_head;
             s->queue_head = q->next;
             if (!s->queue_head)
                 s->queue_tail = NULL;
             s->n_queued--;
             s->n_active++;
             q->state = REQ_ACTIVE;
-            admit(s, q);
-            s->stats.reused_tokens += (uint64_t)q->res.n_reused;
+            q->slot = choose_slot(s, q);
+            s->slots[q->slot].req = q;
+            s->slots[q->slot].has_next = false;
+            s->slots[q->slot].admitted = ++s->n_admitted;
+            q->next = NULL;
+            *tail = q;
+            tail = &q->next;
         }
         if (s->n_active > 0)
             break;
         pthread_cond_wait(&s->wake, &s->mu);
     }
+    pthread_mutex_unlock(&s->mu);
+    uint64_t reused = 0;
+    for (struct engine_request *q = admitted; q; q = q->next) {
+        admit(s, q);
+        reused += (uint64_t)q->res.n_reused;
+    }
     int64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++)
-        used += s->slots[i].n_cached;
+        used += model_seq_pos(s->ctx, i);
+    pthread_mutex_lock(&s->mu);
+    s->stats.reused_tokens += reused;
     s->stats.kv_used = used;
     pthread_mutex_unlock(&s->mu);
     return true;
+}
+
+/* The k highest logits, highest first, ties to the lower id (insertion into
+ * a short sorted list: k is small). */
+static int top_logits(const float *logits, int32_t n, int k, int32_t *ids, float *vals)
+{
+    int have = 0;
+    for (int32_t i = 0; i < n; i++) {
+        float v = logits[i];
+        if (have == k && !(v > vals[k - 1]))
+            continue;
+        int pos = have < k ? have++ : k - 1;
+        while (pos > 0 && v > vals[pos - 1]) {
+            vals[pos] = vals[pos - 1];
+            ids[pos] = ids[pos - 1];
+            pos--;
+        }
+        vals[pos] = v;
+        ids[pos] = i;
+    }
+    return have;
 }
 
 /* The next token of slot i's request from its logits; false when the
@@ -523,15 +615,18 @@ static bool gather(struct sched *s)
 static bool sample_next(struct sched *s, int i, const float *logits)
 {
     struct slot *sl = &s->slots[i];
-    struct sched_req *r = sl->req;
-    if (r->res.n_gen == 0)
-        r->res.t_prompt = sys_now() - r->t_admit;
+    struct engine_request *r = sl->req;
+    const double now = sys_now();
+    if (r->res.n_gen == 0) {
+        r->res.t_prompt = now - r->t_admit;
+        r->t_first = now;
+    }
     int32_t id;
     if (r->p.json_object) {
         json_mask(s, &r->guard);
         id = sampler_sample_allowed(r->smp, logits, s->allowed);
         if (id < 0) { /* nothing can continue the object: end */
-            finish(s, r, SCHED_FINISH_STOP);
+            finish(s, r, ENGINE_FINISH_STOP);
             return false;
         }
     } else {
@@ -539,7 +634,7 @@ static bool sample_next(struct sched *s, int i, const float *logits)
     }
     sampler_accept(r->smp, id);
     if (tok_is_eog(s->tok, id) && !r->p.ignore_eog) {
-        finish(s, r, SCHED_FINISH_EOG);
+        finish(s, r, ENGINE_FINISH_EOG);
         return false;
     }
     if (r->p.json_object)
@@ -556,22 +651,48 @@ static bool sample_next(struct sched *s, int i, const float *logits)
             n = 0;
         piece = big;
     }
+    r->text.len = 0;
+    int rc;
+    const bool stopped = textout_push(&r->tx, piece, n, &r->text, &rc);
+    free(big);
+    if (rc) {
+        fail_request(s, r, "out of memory holding the answer's text");
+        return false;
+    }
+    struct engine_step step = {
+        .index = r->res.n_gen,
+        .id = id,
+        .text = r->text.data ? r->text.data : "",
+        .text_len = r->text.len,
+        .logits = r->p.want_logits ? logits : NULL,
+        .n_vocab = s->n_vocab,
+        .top_ids = r->top_ids,
+        .top_logits = r->top_logits,
+        .n_top = r->p.n_top > 0 ? top_logits(logits, s->n_vocab, r->p.n_top, r->top_ids, r->top_logits) : 0,
+    };
     r->res.n_gen++;
     pthread_mutex_lock(&s->mu);
     s->stats.generated_tokens++;
     pthread_mutex_unlock(&s->mu);
-    int stop = r->ev.token ? r->ev.token(r->ev.user, id, piece, n) : 0;
-    free(big);
-    if (stop) {
-        finish(s, r, SCHED_FINISH_STOP);
+    const int caller_stop = r->ev.step ? r->ev.step(r->ev.user, &step) : 0;
+    if (stopped) {
+        finish(s, r, ENGINE_FINISH_STOP);
+        return false;
+    }
+    if (caller_stop) {
+        finish(s, r, ENGINE_FINISH_CALLER);
+        return false;
+    }
+    if (r->p.json_object && json_guard_complete(&r->guard) && r->p.ignore_eog) {
+        finish(s, r, ENGINE_FINISH_STOP); /* no end-of-generation to wait for */
         return false;
     }
     if (r->p.n_predict >= 0 && r->res.n_gen >= r->p.n_predict) {
-        finish(s, r, SCHED_FINISH_LENGTH);
+        finish(s, r, ENGINE_FINISH_LENGTH);
         return false;
     }
-    if (sl->n_cached >= s->p.n_ctx) {
-        finish(s, r, SCHED_FINISH_CONTEXT);
+    if (model_seq_pos(s->ctx, i) >= s->p.n_ctx) {
+        finish(s, r, ENGINE_FINISH_CONTEXT);
         return false;
     }
     sl->next = id;
@@ -618,7 +739,7 @@ static void step(struct sched *s)
         }
         if (pick < 0)
             break;
-        struct sched_req *r = s->slots[pick].req;
+        struct engine_request *r = s->slots[pick].req;
         int64_t left = r->n_prompt - r->n_evaluated;
         int k = left < budget ? (int)left : budget;
         memcpy(s->tokens + n_tok, r->prompt + r->n_evaluated, (size_t)k * sizeof *s->tokens);
@@ -635,17 +756,21 @@ static void step(struct sched *s)
     const double t1 = sys_now();
     const double per = (t1 - t0) / n_tok;
     s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
+    /* the positions held, before any request of this step reports its end */
+    int64_t used = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        used += model_seq_pos(s->ctx, i);
+    pthread_mutex_lock(&s->mu);
+    s->stats.kv_used = used;
+    pthread_mutex_unlock(&s->mu);
     int with_logits = 0;
-    for (int k = 0, off = 0; k < n_segs; off += s->segs[k].n, k++) {
+    for (int k = 0; k < n_segs; k++) {
         struct slot *sl = &s->slots[s->seg_slot[k]];
-        struct sched_req *r = sl->req;
+        struct engine_request *r = sl->req;
         if (rc) {
-            snprintf(r->res.error, sizeof r->res.error, "%s", err.msg);
-            finish(s, r, SCHED_FINISH_ERROR);
+            fail_request(s, r, err.msg);
             continue;
         }
-        memcpy(sl->cached + sl->n_cached, s->tokens + off, (size_t)s->segs[k].n * sizeof *sl->cached);
-        sl->n_cached += s->segs[k].n;
         if (sl->has_next)
             sl->has_next = false;
         else
@@ -653,7 +778,7 @@ static void step(struct sched *s)
         if (s->segs[k].logits) {
             const float *lg = s->logits + (size_t)with_logits++ * (size_t)s->n_vocab;
             if (atomic_load(&r->cancelled))
-                finish(s, r, SCHED_FINISH_CANCELLED);
+                finish(s, r, ENGINE_FINISH_CANCELLED);
             else
                 sample_next(s, s->seg_slot[k], lg);
         }

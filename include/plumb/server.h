@@ -12,24 +12,33 @@
  * scheduler's thread hands over. A client that goes away cancels its
  * request at the next step.
  */
-#ifndef PLUMB_SERVER_SERVER_H
-#define PLUMB_SERVER_SERVER_H
+#ifndef PLUMB_SERVER_H
+#define PLUMB_SERVER_H
 
-#include "base/err.h"
+#include "plumb/base.h"
+#include "plumb/engine.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* One served model: the API's id and what it runs with. */
+/* ---- defaults (the one place they are written) ---- */
+
+#define SERVER_DEFAULT_HOST "127.0.0.1"  /* this machine only */
+#define SERVER_DEFAULT_PORT 8080
+#define SERVER_DEFAULT_PARALLEL 4        /* slots of a model */
+#define SERVER_DEFAULT_MAX_BODY (1u << 20)
+#define SERVER_DEFAULT_TIMEOUT_S 600
+#define SERVER_DEFAULT_DRAIN_S 30
+#define SERVER_DEFAULT_MAX_CONNECTIONS 256
+#define SERVER_MAX_MODELS 16
+
+/* One served model: the API's id and the engine it runs on. */
 struct server_model {
     const char *alias;       /* the model's id in the API (NULL: the file's name without .gguf) */
     const char *path;        /* GGUF file */
-    int n_parallel;          /* slots generating at once */
-    int64_t n_ctx;           /* context per slot */
-    int n_batch, kv_type, prefill_chunk;
-    double step_target_s;    /* see sched_params */
-    const char *chat_format; /* NULL: the model's template */
+    struct engine_params engine; /* slots, context, batch, KV type, chat format; the server's
+                                  * threads and queue length replace threads and max_queue */
 };
 
 /* What a finished request did, for logs and usage accounting (never the
@@ -51,7 +60,7 @@ struct server_params {
     int n_models;
     const char *host;        /* NULL: 127.0.0.1 */
     int port;                /* 0: any free port (server_port tells) */
-    int n_threads;
+    int n_threads;           /* threads shared by every model (0: all CPUs) */
     int max_queue;           /* requests waiting for a slot, per model */
     const char *api_key_file;/* NULL: no keys needed */
     size_t max_body;         /* bytes of a request body */
@@ -59,6 +68,7 @@ struct server_params {
     double timeout_s;        /* longest a request may run, and idle time of a connection */
     int max_connections;
     bool log_json;           /* request lines as JSON objects, else key=value text */
+    bool ignore_memory;      /* load models even when their memory estimates exceed what is available */
     /* one line per event (start, request, reload, drain), never holding a key */
     void (*log)(void *user, const char *line);
     void *log_user;
@@ -69,7 +79,8 @@ struct server_params {
 
 /* Defaults for everything but the models. */
 struct server_params server_defaults(void);
-/* Defaults for a model but its path. */
+/* Defaults for a model but its path: the engine's, with
+ * SERVER_DEFAULT_PARALLEL slots. */
 struct server_model server_model_defaults(void);
 
 struct server;

@@ -1,0 +1,98 @@
+/* plumb bench: the speed of a model on this machine, measured through the
+ * engine the way llama-bench measures it (prompt processing and
+ * generation), with the memory bandwidth measured in the same run; and
+ * load on a running server (bench --serve).
+ */
+#ifndef PLUMB_BENCH_H
+#define PLUMB_BENCH_H
+
+#include "plumb/base.h"
+#include "plumb/synth.h"
+
+#define BENCH_MAX_TESTS 8
+
+struct bench_test {
+    char name[16];   /* "pp512", "tg128" */
+    int n_tokens;
+    bool generation; /* tg: one token per evaluation */
+    int reps;
+    double t_s_median, t_s_min, t_s_max; /* tokens per second over the repetitions */
+};
+
+struct bench_params {
+    const char *model_path;   /* a GGUF file, or NULL: synthesize shape/ftype in memory */
+    const char *model_label;  /* the model's name in the report; NULL: model_path's file name */
+    struct synth_shape shape;
+    enum pb_ftype ftype;
+    int pp[BENCH_MAX_TESTS], n_pp; /* prompt-processing tests: prompt lengths */
+    int tg[BENCH_MAX_TESTS], n_tg; /* generation tests: tokens generated */
+    int n_threads;            /* 0: all CPUs */
+    int reps;                 /* repetitions of each test (>= 1) */
+    enum pb_kv_type kv_type;
+    pb_progress_fn progress; /* synthesis progress (may be NULL) */
+    void (*on_test)(void *user, const struct bench_test *t); /* each test as it ends (may be NULL) */
+    void *user;
+};
+
+struct bench_report {
+    char model[96];           /* file name, or "SHAPE QUANT (synthesized)" */
+    char ftype[16];           /* the file type (general.file_type), "" when unknown */
+    uint64_t model_bytes;     /* the GGUF image */
+    uint64_t weight_bytes;    /* bytes of weights a generated token reads */
+    uint64_t n_params;
+    const char *kernels;      /* kernel level */
+    int n_threads;
+    double load_s;
+    double bandwidth_gbs;     /* the higher of the measurements before and after the tests */
+    double bandwidth_before_gbs, bandwidth_after_gbs;
+    double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
+    uint64_t peak_rss_bytes;
+    uint64_t kv_bytes;        /* the KV cache of the context the tests used */
+    struct bench_test tests[2 * BENCH_MAX_TESTS];
+    int n_tests;
+};
+
+/* Loads (or synthesizes) the model and runs every test reps times after a
+ * warm-up, llama-bench style: a pp test evaluates a prompt of random
+ * tokens into an empty cache, a tg test generates token by token from an
+ * empty cache. */
+int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err);
+
+/* ---- bench --serve ----
+ * Load on a running OpenAI-compatible server (plumb serve,
+ * llama-server, ...). For each concurrency level, that many
+ * clients stream completions at once (prompts of random token ids, so no
+ * two share a prefix; ignore_eos so each answer has exactly gen_tokens
+ * tokens), and the run reports aggregate generation tokens per second,
+ * time to first token and inter-token latency (median and p95). */
+#define SERVEBENCH_MAX_LEVELS 8
+
+struct servebench_params {
+    const char *url;      /* http://HOST:PORT */
+    const char *model;    /* NULL: none sent (the server's only model) */
+    const char *api_key;  /* NULL: none */
+    int levels[SERVEBENCH_MAX_LEVELS];
+    int n_levels;
+    int prompt_tokens, gen_tokens;
+    int requests_per_client; /* each client's requests at each level */
+    int vocab_lo, vocab_hi;  /* prompt token ids are drawn from [lo, hi) */
+};
+
+struct servebench_level {
+    int concurrency, requests, failed;
+    long long tokens;      /* generated, all requests */
+    double wall_s;         /* from the first request to the last byte */
+    double agg_tps;        /* tokens / wall_s */
+    double ttft_median, ttft_p95;
+    double itl_median, itl_p95;
+    double tps_per_user;   /* median of each request's tokens / its generation time */
+};
+
+struct servebench_report {
+    struct servebench_level levels[SERVEBENCH_MAX_LEVELS];
+    int n_levels;
+};
+
+int servebench_run(const struct servebench_params *p, struct servebench_report *r, pb_err *err);
+
+#endif

@@ -1,0 +1,16 @@
+/* A growable byte string, always NUL-terminated after its bytes. */
+#ifndef PLUMB_BASE_SBUF_H
+#define PLUMB_BASE_SBUF_H
+
+#include <stddef.h>
+
+struct sbuf {
+    char *data;
+    size_t len, cap;
+};
+
+/* Appends n bytes; PB_ENOMEM (b unchanged) when memory runs out. */
+int sbuf_add(struct sbuf *b, const void *p, size_t n);
+void sbuf_free(struct sbuf *b);
+
+#endif

@@ -1,0 +1,622 @@
+#define _POSIX_C_SOURCE 200809L
+/* The engine's generation loop: many requests batched together give each
+ * the tokens it gets alone; queue limits, cancellation, prefix reuse,
+ * JSON mode, stop strings, text held to whole characters, reported
+ * logits, threads shared by engines, the memory estimate. */
+#include "testutil.h"
+
+#include "base/sys.h"
+#include "plumb/engine.h"
+#include "engine/textout.h"
+#include "sampler/json_guard.h"
+#include "sampler/sampler.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* What a request produced, filled on the scheduler's thread. */
+struct outcome {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    struct engine_result res;
+    int32_t ids[256];
+    int n;
+    char text[4096];
+    size_t text_len;
+    int stop_after; /* > 0: the token callback stops after this many */
+    bool hold;      /* the token callback waits while this is set (the engine's thread with it) */
+    bool json_ok;   /* every text prefix was a JSON object prefix */
+    struct json_guard g;
+};
+
+static void outcome_init(struct outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    o->json_ok = true;
+    json_guard_init(&o->g);
+}
+
+static void add_text(struct outcome *o, const char *text, size_t len)
+{
+    if (o->text_len + len < sizeof o->text) {
+        memcpy(o->text + o->text_len, text, len);
+        o->text_len += len;
+    }
+    if (o->json_ok && len && !json_guard_feed(&o->g, text, len))
+        o->json_ok = false;
+}
+
+static int on_step(void *user, const struct engine_step *st)
+{
+    struct outcome *o = user;
+    pthread_mutex_lock(&o->mu);
+    if (o->n < 256)
+        o->ids[o->n++] = st->id;
+    add_text(o, st->text, st->text_len);
+    int stop = o->stop_after > 0 && o->n >= o->stop_after;
+    while (o->hold)
+        pthread_cond_wait(&o->cv, &o->mu);
+    pthread_mutex_unlock(&o->mu);
+    return stop;
+}
+
+static void on_done(void *user, const struct engine_result *r)
+{
+    struct outcome *o = user;
+    pthread_mutex_lock(&o->mu);
+    add_text(o, r->tail, r->tail_len);
+    o->res = *r;
+    o->res.tail = NULL;
+    o->done = true;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void wait_done(struct outcome *o)
+{
+    pthread_mutex_lock(&o->mu);
+    while (!o->done)
+        pthread_cond_wait(&o->cv, &o->mu);
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* An engine on the tiny model of a type: slots, queue and context. */
+static struct engine *make(const char *type, int slots, int max_queue, int64_t n_ctx)
+{
+    struct engine_params p = engine_defaults();
+    p.n_slots = slots;
+    p.n_ctx = n_ctx;
+    p.n_batch = 64;
+    p.n_threads = 2;
+    p.max_queue = max_queue;
+    p.prefill_chunk = 16;
+    struct engine *e;
+    pb_err err;
+    if (engine_open(test_tiny_model(type), &p, &e, &err))
+        fail_msg("%s", err.msg);
+    return e;
+}
+
+static struct engine_request *submit(struct engine *e, const int32_t *prompt, int n,
+                                     const struct engine_request_params *rp, struct outcome *o)
+{
+    struct engine_events ev = {o, on_step, on_done};
+    struct engine_request *r;
+    pb_err err;
+    if (engine_submit(e, prompt, (size_t)n, rp, &ev, &r, &err))
+        fail_msg("%s", err.msg);
+    return r;
+}
+
+static void make_prompt(int32_t *p, int n, int k)
+{
+    p[0] = 1;
+    for (int i = 1; i < n; i++)
+        p[i] = 3 + (k * 37 + i * 11) % 900;
+}
+
+static struct engine_request_params params_of(int k)
+{
+    struct engine_request_params rp = engine_request_defaults();
+    rp.n_predict = 12;
+    rp.ignore_eog = true;
+    if (k % 2) { /* half greedy, half sampled with a seed */
+        rp.sampling.temp = 0;
+    } else {
+        rp.sampling.temp = 0.9f;
+        rp.sampling.seed = 1000 + (uint64_t)k;
+        rp.sampling.frequency_penalty = 0.2f;
+    }
+    return rp;
+}
+
+/* 16 requests with different prompts (and sampling) at once on 8 slots,
+ * a queue of 8: each gives exactly the tokens it gives alone. */
+static void test_batched_equals_alone(void **state)
+{
+    (void)state;
+        enum { N = 16 };
+    static struct outcome alone[N], together[N];
+    int32_t prompts[N][40];
+    int lens[N];
+    struct engine *s1 = make("Q4_0", 1, 0, 128);
+    for (int k = 0; k < N; k++) {
+        lens[k] = 5 + (k * 7) % 30;
+        make_prompt(prompts[k], lens[k], k);
+        struct engine_request_params rp = params_of(k);
+        outcome_init(&alone[k]);
+        struct engine_request *r = submit(s1, prompts[k], lens[k], &rp, &alone[k]);
+        wait_done(&alone[k]);
+        engine_release(s1, r);
+        assert_int_equal(alone[k].res.finish, ENGINE_FINISH_LENGTH);
+        assert_int_equal(alone[k].n, 12);
+    }
+    engine_close(s1);
+
+    struct engine *s = make("Q4_0", 8, 8, 128);
+    struct engine_request *reqs[N];
+    for (int k = 0; k < N; k++) {
+        struct engine_request_params rp = params_of(k);
+        outcome_init(&together[k]);
+        reqs[k] = submit(s, prompts[k], lens[k], &rp, &together[k]);
+    }
+    for (int k = 0; k < N; k++) {
+        wait_done(&together[k]);
+        engine_release(s, reqs[k]);
+        assert_int_equal(together[k].res.finish, ENGINE_FINISH_LENGTH);
+        assert_int_equal(together[k].n, alone[k].n);
+        if (memcmp(together[k].ids, alone[k].ids, sizeof(int32_t) * (size_t)alone[k].n) != 0)
+            fail_msg("request %d: different tokens among 15 others than alone", k);
+    }
+    struct engine_stats st;
+    engine_get_stats(s, &st);
+    assert_int_equal(st.generated_tokens, N * 12);
+    assert_int_equal(st.active, 0);
+    assert_int_equal(st.queued, 0);
+    assert_true(st.steps < N * 12); /* tokens of several requests per step */
+    engine_close(s);
+}
+
+/* A full queue refuses; a prompt that does not fit is refused. */
+static void test_limits(void **state)
+{
+    (void)state;
+    struct engine *s = make("Q8_0", 1, 1, 64);
+    int32_t p[8];
+    make_prompt(p, 8, 1);
+    struct engine_request_params rp = params_of(1);
+    rp.n_predict = 40;
+    static struct outcome o[3];
+    outcome_init(&o[0]);
+    outcome_init(&o[1]);
+    o[0].hold = true; /* the first keeps its slot until let go */
+    struct engine_request *r0 = submit(s, p, 8, &rp, &o[0]), *r1 = submit(s, p, 8, &rp, &o[1]);
+    /* one running (or about to), one waiting: a third finds the queue full */
+    struct engine_events ev = {&o[2], on_step, on_done};
+    struct engine_request *r2;
+    pb_err err;
+    int rc = engine_submit(s, p, 8, &rp, &ev, &r2, &err);
+    assert_int_equal(rc, PB_EBUSY);
+    int32_t big[64] = {0};
+    assert_int_equal(engine_submit(s, big, 64, &rp, &ev, &r2, &err), PB_ETOOLONG);
+    assert_int_equal(engine_submit(s, big, 0, &rp, &ev, &r2, &err), PB_EINVAL);
+    big[3] = 5000; /* beyond the vocabulary */
+    assert_int_equal(engine_submit(s, big, 8, &rp, &ev, &r2, &err), PB_EINVAL);
+    pthread_mutex_lock(&o[0].mu);
+    o[0].hold = false;
+    pthread_cond_broadcast(&o[0].cv);
+    pthread_mutex_unlock(&o[0].mu);
+    wait_done(&o[0]);
+    wait_done(&o[1]);
+    /* 40 tokens after 8 fit the 64 positions of the slot */
+    assert_int_equal(o[0].res.finish, ENGINE_FINISH_LENGTH);
+    assert_int_equal(o[1].res.finish, ENGINE_FINISH_LENGTH);
+    engine_release(s, r0);
+    engine_release(s, r1);
+    /* a request that runs into the end of its context */
+    rp.n_predict = -1;
+    outcome_init(&o[2]);
+    r2 = submit(s, p, 8, &rp, &o[2]);
+    wait_done(&o[2]);
+    assert_int_equal(o[2].res.finish, ENGINE_FINISH_CONTEXT);
+    assert_int_equal(o[2].n, 64 - 8 + 1); /* the last token is reported, not evaluated */
+    engine_release(s, r2);
+    engine_close(s);
+}
+
+/* Cancelling frees the slot for the next request; a callback's stop ends
+ * its request; freeing the scheduler ends what is left as cancelled. */
+static void test_cancel_and_stop(void **state)
+{
+    (void)state;
+        struct engine *s = make("Q8_0", 1, 4, 512);
+    int32_t p[8];
+    make_prompt(p, 8, 2);
+    struct engine_request_params rp = params_of(1);
+    rp.n_predict = 400;
+    static struct outcome a, b, c, d;
+    outcome_init(&a);
+    outcome_init(&b);
+    struct engine_request *ra = submit(s, p, 8, &rp, &a);
+    rp.n_predict = 5;
+    struct engine_request *rb = submit(s, p, 8, &rp, &b);
+    /* let a generate a little, then cancel it: b gets the slot */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&a.mu);
+        int n = a.n;
+        pthread_mutex_unlock(&a.mu);
+        if (n >= 3)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    engine_cancel(s, ra);
+    wait_done(&a);
+    assert_int_equal(a.res.finish, ENGINE_FINISH_CANCELLED);
+    assert_true(a.n < 400);
+    wait_done(&b);
+    assert_int_equal(b.res.finish, ENGINE_FINISH_LENGTH);
+    engine_release(s, ra);
+    engine_release(s, rb);
+
+    outcome_init(&c);
+    c.stop_after = 3;
+    rp.n_predict = 50;
+    struct engine_request *rc_ = submit(s, p, 8, &rp, &c);
+    wait_done(&c);
+    assert_int_equal(c.res.finish, ENGINE_FINISH_CALLER);
+    assert_int_equal(c.n, 3);
+    engine_release(s, rc_);
+
+    outcome_init(&d);
+    rp.n_predict = 100000;
+    struct engine_request *rd = submit(s, p, 8, &rp, &d);
+    engine_release(s, rd); /* the caller gives up at once */
+    engine_close(s);        /* ends it (cancelled), reported once */
+    assert_true(d.done);
+    assert_int_equal(d.res.finish, ENGINE_FINISH_CANCELLED);
+}
+
+/* A prompt that continues a finished one reuses its cache; one that
+ * shares a long prefix with another slot's copies it; the tokens are the
+ * same as computed from scratch. */
+static void test_prefix_reuse(void **state)
+{
+    (void)state;
+        int32_t base[48];
+    make_prompt(base, 48, 3);
+    int32_t other[48];
+    make_prompt(other, 48, 4);
+    struct engine_request_params rp = params_of(1);
+    rp.n_predict = 6;
+    /* from scratch */
+    static struct outcome ref, o1, o2, o3;
+    struct engine *s = make("Q4_K_M", 1, 0, 256);
+    outcome_init(&ref);
+    struct engine_request *r = submit(s, base, 48, &rp, &ref);
+    wait_done(&ref);
+    engine_release(s, r);
+    engine_close(s);
+
+    s = make("Q4_K_M", 2, 0, 256);
+    outcome_init(&o1);
+    r = submit(s, base, 30, &rp, &o1); /* the first 30 tokens */
+    wait_done(&o1);
+    engine_release(s, r);
+    outcome_init(&o2);
+    r = submit(s, base, 48, &rp, &o2); /* continues them: reused */
+    wait_done(&o2);
+    engine_release(s, r);
+    assert_int_equal(o2.res.n_reused, 30);
+    assert_memory_equal(o2.ids, ref.ids, sizeof(int32_t) * 6);
+    engine_close(s);
+
+    /* a busy slot holds the prompt: the free one copies its prefix */
+    s = make("Q4_K_M", 2, 0, 256);
+    static struct outcome busy;
+    outcome_init(&busy);
+    struct engine_request_params long_rp = rp;
+    long_rp.n_predict = 100;
+    struct engine_request *rbusy = submit(s, base, 48, &long_rp, &busy);
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&busy.mu);
+        int n = busy.n;
+        pthread_mutex_unlock(&busy.mu);
+        if (n >= 1)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    outcome_init(&o3);
+    r = submit(s, base, 48, &rp, &o3);
+    wait_done(&o3);
+    engine_release(s, r);
+    assert_int_equal(o3.res.n_reused, 47); /* all but the last token, for its logits */
+    assert_memory_equal(o3.ids, ref.ids, sizeof(int32_t) * 6);
+    engine_cancel(s, rbusy);
+    wait_done(&busy);
+    engine_release(s, rbusy);
+    assert_memory_equal(busy.ids, ref.ids, sizeof(int32_t) * 6);
+    struct engine_stats st;
+    engine_get_stats(s, &st);
+    assert_int_equal(st.reused_tokens, 47);
+    engine_close(s);
+}
+
+/* JSON mode: every prefix of the text is a prefix of a JSON object, and
+ * a request that ends by itself ends with a complete object. */
+static void test_json_mode(void **state)
+{
+    (void)state;
+        struct engine *s = make("Q8_0", 4, 4, 512);
+    static struct outcome o[4];
+    struct engine_request *r[4];
+    for (int k = 0; k < 4; k++) {
+        int32_t p[6];
+        make_prompt(p, 6, k);
+        struct engine_request_params rp = engine_request_defaults();
+        rp.n_predict = 200;
+        rp.json_object = true;
+        rp.sampling.seed = (uint64_t)k;
+        rp.sampling.temp = k ? 1.0f : 0;
+        outcome_init(&o[k]);
+        r[k] = submit(s, p, 6, &rp, &o[k]);
+    }
+    for (int k = 0; k < 4; k++) {
+        wait_done(&o[k]);
+        engine_release(s, r[k]);
+        assert_true(o[k].json_ok);
+        assert_true(o[k].n > 0);
+        size_t w = strspn(o[k].text, " \t\r\n");
+        assert_true(w < o[k].text_len && o[k].text[w] == '{');
+        if (o[k].res.finish != ENGINE_FINISH_LENGTH)
+            assert_true(json_guard_complete(&o[k].g));
+        print_message("  request %d: %d tokens, %s: %.60s\n", k, o[k].n,
+                      json_guard_complete(&o[k].g) ? "a complete object" : "an open object", o[k].text);
+    }
+    engine_close(s);
+}
+
+/* The text of an answer: whole UTF-8 characters only, never a part of a
+ * stop string; the earliest stop string ends it; what is held comes out
+ * at the end. */
+static void test_textout(void **state)
+{
+    (void)state;
+    struct textout t;
+    struct sbuf out = {0};
+    pb_err err;
+    int rc;
+    const char *stops[] = {"END", "\n\n"};
+    assert_int_equal(textout_init(&t, stops, 2, &err), 0);
+    /* "é" split over two pieces: nothing, then both bytes */
+    assert_false(textout_push(&t, "a\xc3", 2, &out, &rc));
+    assert_int_equal(rc, 0);
+    assert_int_equal(out.len, 1);
+    assert_false(textout_push(&t, "\xa9 E", 3, &out, &rc));
+    assert_string_equal(out.data, "a\xc3\xa9 "); /* "E" may start "END": held */
+    assert_false(textout_push(&t, "N", 1, &out, &rc));
+    assert_string_equal(out.data, "a\xc3\xa9 ");
+    assert_false(textout_push(&t, "x", 1, &out, &rc)); /* "ENx" is no stop: let out */
+    assert_string_equal(out.data, "a\xc3\xa9 ENx");
+    assert_true(textout_push(&t, "yE\n\nEND", 7, &out, &rc)); /* the earliest stop wins */
+    assert_string_equal(out.data, "a\xc3\xa9 ENxyE");
+    assert_true(textout_push(&t, "more", 4, &out, &rc)); /* nothing after a stop */
+    assert_int_equal(textout_flush(&t, &out), 0);
+    assert_string_equal(out.data, "a\xc3\xa9 ENxyE");
+    textout_free(&t);
+    /* without stops, an incomplete character is let out at the end */
+    out.len = 0;
+    assert_int_equal(textout_init(&t, NULL, 0, &err), 0);
+    assert_false(textout_push(&t, "ok\xe2\x96", 4, &out, &rc));
+    assert_int_equal(out.len, 2);
+    assert_int_equal(textout_flush(&t, &out), 0);
+    assert_int_equal(out.len, 4);
+    textout_free(&t);
+    const char *too_many[] = {"a", "b", "c", "d", "e"};
+    assert_int_equal(textout_init(&t, too_many, 5, &err), PB_EINVAL);
+    sbuf_free(&out);
+}
+
+/* A stop string ends the request's text before it (ENGINE_FINISH_STOP),
+ * the same text as without it up to there. */
+static void test_stop_strings(void **state)
+{
+    (void)state;
+    struct engine *e = make("Q8_0", 1, 0, 256);
+    int32_t p[8];
+    make_prompt(p, 8, 5);
+    struct engine_request_params rp = params_of(1);
+    rp.n_predict = 40;
+    static struct outcome full, cut;
+    outcome_init(&full);
+    struct engine_request *r = submit(e, p, 8, &rp, &full);
+    wait_done(&full);
+    engine_release(e, r);
+    assert_true(full.text_len > 20);
+    /* a stop string from the middle of the text: three bytes at a character start */
+    size_t at = full.text_len / 2;
+    while (at > 0 && ((unsigned char)full.text[at] & 0xc0) == 0x80)
+        at--;
+    char stop[4];
+    memcpy(stop, full.text + at, 3);
+    stop[3] = 0;
+    const char *first = strstr(full.text, stop);
+    assert_non_null(first);
+    rp.stop[0] = stop;
+    rp.n_stop = 1;
+    outcome_init(&cut);
+    r = submit(e, p, 8, &rp, &cut);
+    wait_done(&cut);
+    engine_release(e, r);
+    assert_int_equal(cut.res.finish, ENGINE_FINISH_STOP);
+    assert_int_equal(cut.text_len, (size_t)(first - full.text));
+    assert_memory_equal(cut.text, full.text, cut.text_len);
+    engine_close(e);
+}
+
+/* Reported logits: the n_top highest of the step's own logits, highest
+ * first, ties to the lower id; the sampled greedy token is the first. */
+struct top_check {
+    int steps;
+    bool ok;
+};
+
+static int check_top(void *user, const struct engine_step *st)
+{
+    struct top_check *c = user;
+    c->steps++;
+    assert_non_null(st->logits);
+    assert_int_equal(st->n_top, 5);
+    for (int k = 0; k < st->n_top; k++) {
+        /* how many logits beat it (or tie with a lower id) */
+        int above = 0;
+        for (int32_t i = 0; i < st->n_vocab; i++)
+            above += st->logits[i] > st->top_logits[k] || (st->logits[i] == st->top_logits[k] && i < st->top_ids[k]);
+        c->ok &= above == k && st->logits[st->top_ids[k]] == st->top_logits[k];
+    }
+    c->ok &= st->id == st->top_ids[0];
+    return 0;
+}
+
+static void test_top_logits(void **state)
+{
+    (void)state;
+    struct engine *e = make("Q4_K_M", 2, 0, 128);
+    int32_t p[6];
+    make_prompt(p, 6, 7);
+    struct engine_request_params rp = params_of(1); /* greedy */
+    rp.n_top = 5;
+    rp.want_logits = true;
+    struct top_check c = {0, true};
+    const struct engine_events ev = {&c, check_top, NULL};
+    struct engine_result res;
+    pb_err err;
+    assert_int_equal(engine_generate(e, p, 6, &rp, &ev, &res, &err), 0);
+    assert_int_equal(c.steps, 12);
+    assert_true(c.ok);
+    assert_int_equal(res.n_gen, 12);
+    assert_int_equal(res.n_prompt, 6);
+    engine_close(e);
+}
+
+/* Two engines on one set of threads (two served models): each request
+ * gives the tokens it gives alone, while both run at once. */
+struct run_arg {
+    struct engine *e;
+    const int32_t *prompt;
+    int n;
+    struct outcome *o;
+};
+
+static void *run_one(void *arg)
+{
+    struct run_arg *a = arg;
+    struct engine_request_params rp = params_of(2); /* sampled with a seed */
+    rp.n_predict = 24;
+    struct engine_request *r = submit(a->e, a->prompt, a->n, &rp, a->o);
+    wait_done(a->o);
+    engine_release(a->e, r);
+    return NULL;
+}
+
+static void test_shared_threads(void **state)
+{
+    (void)state;
+    pb_err err;
+    struct engine_threads *th;
+    assert_int_equal(engine_threads_create(2, &th, &err), 0);
+    assert_int_equal(engine_threads_count(th), 2);
+    struct engine_params p = engine_defaults();
+    p.n_ctx = 128;
+    p.threads = th;
+    struct engine *a, *b;
+    assert_int_equal(engine_open(test_tiny_model("Q8_0"), &p, &a, &err), 0);
+    assert_int_equal(engine_open(test_tiny_model("Q4_0"), &p, &b, &err), 0);
+    struct engine_info ia;
+    engine_get_info(a, &ia);
+    assert_int_equal(ia.n_threads, 2);
+    int32_t pa[9], pb[7];
+    make_prompt(pa, 9, 11);
+    make_prompt(pb, 7, 12);
+    static struct outcome alone_a, alone_b, both_a, both_b;
+    outcome_init(&alone_a);
+    outcome_init(&alone_b);
+    struct run_arg ra = {a, pa, 9, &alone_a}, rb = {b, pb, 7, &alone_b};
+    run_one(&ra);
+    run_one(&rb);
+    outcome_init(&both_a);
+    outcome_init(&both_b);
+    ra.o = &both_a;
+    rb.o = &both_b;
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, run_one, &ra);
+    pthread_create(&t2, NULL, run_one, &rb);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_int_equal(both_a.n, 24);
+    assert_int_equal(both_b.n, 24);
+    assert_memory_equal(both_a.ids, alone_a.ids, 24 * sizeof(int32_t));
+    assert_memory_equal(both_b.ids, alone_b.ids, 24 * sizeof(int32_t));
+    engine_close(a);
+    engine_close(b);
+    engine_threads_free(th);
+}
+
+/* The estimate an engine reports is the one engine_estimate gives for
+ * the file, and it grows with the context, the slots and the KV type as
+ * the cache does; a model that cannot fit is refused with the figures. */
+static void test_estimate_consistent(void **state)
+{
+    (void)state;
+    pb_err err;
+    struct engine_params p = engine_defaults();
+    p.n_ctx = 256;
+    p.n_threads = 2;
+    struct engine_memory est, est4, est32;
+    assert_int_equal(engine_estimate(test_tiny_model("Q8_0"), &p, &est, &err), 0);
+    struct engine *e;
+    assert_int_equal(engine_open(test_tiny_model("Q8_0"), &p, &e, &err), 0);
+    struct engine_info in;
+    engine_get_info(e, &in);
+    engine_close(e);
+    assert_int_equal(in.mem.weights, est.weights);
+    assert_int_equal(in.mem.kv, est.kv);
+    assert_int_equal(in.mem.compute, est.compute);
+    assert_int_equal(in.mem.total, est.total);
+    assert_int_equal(est.n_ctx, 256);
+    p.n_slots = 4;
+    assert_int_equal(engine_estimate(test_tiny_model("Q8_0"), &p, &est4, &err), 0);
+    assert_int_equal(est4.kv, 4 * est.kv);
+    p.n_slots = 1;
+    p.kv_type = PB_KV_F32;
+    assert_int_equal(engine_estimate(test_tiny_model("Q8_0"), &p, &est32, &err), 0);
+    assert_int_equal(est32.kv, 2 * est.kv);
+    /* a context far beyond the memory: refused, with the figures */
+    p.kv_type = PB_KV_F16;
+    p.n_ctx = 1 << 24;
+    p.n_slots = 256;
+    assert_int_equal(engine_open(test_tiny_model("Q8_0"), &p, &e, &err), PB_ENOMEM);
+    assert_non_null(strstr(err.msg, "GiB"));
+    assert_non_null(strstr(err.msg, "available"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batched_equals_alone),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_cancel_and_stop),
+        cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_json_mode),
+        cmocka_unit_test(test_textout),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_top_logits),
+        cmocka_unit_test(test_shared_threads),
+        cmocka_unit_test(test_estimate_consistent),
+    };
+    return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
+}
