@@ -2,11 +2,11 @@
 # make bench: the figures this stage of plumb is judged on, written as a
 # Markdown table to bench/results/.
 #
-# Each row is a model shape and a file type (random weights, synthesized
-# once into build/bench/): the TinyLlama-1.1B shape in Q8_0, Q4_0 and
-# Q4_K_M, and the Llama-3.1-8B shape in Q4_K_M, Q3_K_M and IQ4_XS (the
-# low-bit types against Q4_K_M on the same shape; synthesizing an 8B file
-# takes 10-20 minutes, once), each with 1 and 2 threads:
+# The TinyLlama-1.1B shape (random weights, synthesized once into
+# build/bench/) in Q8_0, Q4_0 and Q4_K_M, each with 1 and 2 threads, and
+# the newer families' shapes (qwen3-30b-a3b Q4_K_M, gpt-oss-20b MXFP4,
+# gemma-3-4b Q4_K_M, phi-4-mini Q4_K_M) and the newer types on Llama-3.1-8B
+# (Q3_K_M and IQ4_XS beside Q4_K_M on the same shape) with 2:
 #   - pp128, pp512 and tg64 (plumb bench: median of 3, min-max);
 #   - memory bandwidth measured in the same run and the share of it that
 #     generation used;
@@ -16,27 +16,25 @@
 # -p 128 -n 64 -r 3, on this machine kind, 2026-11-27); plumb's own figures
 # are measured here and now.
 #
-# Usage: bench/run.sh PATH_TO_PLUMB
-#   (environment: REPS=3, THREADS="1 2", ROWS="SHAPE:TYPE ..." for other rows)
+# Usage: bench/run.sh PATH_TO_PLUMB   (environment: REPS=3, THREADS="1 2")
 set -eu
 PLUMB=${1:-build/release/plumb}
 REPS=${REPS:-3}
 THREADS=${THREADS:-"1 2"}
-ROWS=${ROWS:-"tinyllama-1.1b:Q8_0 tinyllama-1.1b:Q4_0 tinyllama-1.1b:Q4_K_M llama-3.1-8b:Q4_K_M llama-3.1-8b:Q3_K_M llama-3.1-8b:IQ4_XS"}
 OUT_DIR=bench/results
 WORK=build/bench
 mkdir -p "$OUT_DIR" "$WORK"
 command -v jq >/dev/null || { echo "bench: jq is needed (scripts/install-deps.sh jq)" >&2; exit 1; }
 
-# llama.cpp's figures from the issue (TinyLlama-1.1B): SHAPE TYPE THREADS -> pp128 tg64
+# llama.cpp's figures from the issue: TYPE THREADS pp128 tg64
 llamacpp() {
-    case "$1 $2 $3" in
-        "tinyllama-1.1b Q8_0 2") echo "65.5 12.4" ;;
-        "tinyllama-1.1b Q4_0 2") echo "93.8 19.0" ;;
-        "tinyllama-1.1b Q4_K_M 2") echo "88.1 19.0" ;;
-        "tinyllama-1.1b Q8_0 1") echo "35.3 6.4" ;;
-        "tinyllama-1.1b Q4_0 1") echo "55.2 10.3" ;;
-        "tinyllama-1.1b Q4_K_M 1") echo "53.0 10.3" ;;
+    case "$1 $2" in
+        "Q8_0 2") echo "65.5 12.4" ;;
+        "Q4_0 2") echo "93.8 19.0" ;;
+        "Q4_K_M 2") echo "88.1 19.0" ;;
+        "Q8_0 1") echo "35.3 6.4" ;;
+        "Q4_0 1") echo "55.2 10.3" ;;
+        "Q4_K_M 1") echo "53.0 10.3" ;;
         *) echo "- -" ;;
     esac
 }
@@ -45,56 +43,101 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
 stamp=$(date -u +%Y%m%d-%H%M%S)
 RESULT=$OUT_DIR/bench-$stamp.md
-TABLE=$WORK/rows-$stamp.md
-: > "$TABLE"
+ROWS=$WORK/rows-$stamp.md
+: > "$ROWS"
 fail=0
 
-for ROW in $ROWS; do
-    SHAPE=${ROW%%:*}
-    TYPE=${ROW#*:}
+for TYPE in Q8_0 Q4_0 Q4_K_M; do
     lower=$(echo "$TYPE" | tr 'A-Z' 'a-z')
-    MODEL=$WORK/$SHAPE-$lower.gguf
+    MODEL=$WORK/tinyllama-1.1b-$lower.gguf
     if [ ! -f "$MODEL" ]; then
         echo "synthesizing $MODEL (once)" >&2
-        "$PLUMB" synth --shape "$SHAPE" --type "$TYPE" "$MODEL.tmp" >&2
+        "$PLUMB" synth --shape tinyllama-1.1b --type "$TYPE" "$MODEL.tmp" >&2
         mv "$MODEL.tmp" "$MODEL"
     fi
     for T in $THREADS; do
-        JSON=$WORK/bench-$SHAPE-$lower-t$T.json
-        echo "== $SHAPE $TYPE, $T thread(s)" >&2
+        JSON=$WORK/bench-$lower-t$T.json
+        echo "== $TYPE, $T thread(s)" >&2
         "$PLUMB" bench "$MODEL" -p 128,512 -n 64 -r "$REPS" -t "$T" --json > "$JSON"
-        set -- $(llamacpp "$SHAPE" "$TYPE" "$T")
-        jq -r --arg shape "$SHAPE" --arg type "$TYPE" --arg lpp "$1" --arg ltg "$2" '
+        set -- $(llamacpp "$TYPE" "$T")
+        jq -r --arg type "$TYPE" --arg lpp "$1" --arg ltg "$2" '
             def r($n): (.results[] | select(.test == $n));
             def cell($n): r($n) | "\(.t_s * 100 | round / 100) (\(.t_s_min * 10 | round / 10)-\(.t_s_max * 10 | round / 10))";
             def ratio($n; $ref): if $ref == "-" then "-" else "\(r($n).t_s / ($ref | tonumber) * 100 | round / 100)x" end;
             def mib($b): "\($b / 1048576 | round) MiB";
             (.model_bytes + .kv_bytes + 100000000) as $limit |
-            "| \($shape) | \($type) | \(mib(.model_bytes)) | \(.threads) | \(cell("pp128")) | \(cell("pp512")) | \(cell("tg64")) "
+            "| \($type) | \(mib(.model_bytes)) | \(.threads) | \(cell("pp128")) | \(cell("pp512")) | \(cell("tg64")) "
             + "| \(ratio("pp128"; $lpp)) | \(ratio("tg64"; $ltg)) "
             + "| \(.bandwidth_gbs * 10 | round / 10) | \(.tg_bandwidth_share * 100 | round / 100) "
             + "| \(mib(.peak_rss_bytes)) | \(mib($limit)) | \(if .peak_rss_bytes <= $limit then "ok" else "OVER" end) |"
-        ' "$JSON" >> "$TABLE"
+        ' "$JSON" >> "$ROWS"
         if ! jq -e '.peak_rss_bytes <= .model_bytes + .kv_bytes + 100000000' "$JSON" >/dev/null; then
             fail=1
         fi
     done
 done
 
+# The newer families (issue 16), 2 threads: the shape synthesized once
+# into build/bench/ (a large file: qwen3-30b-a3b Q4_K_M is about 17 GiB,
+# gpt-oss-20b MXFP4 about 12 GiB), then the same tests. For a mixture of
+# experts, the tg share counts the bytes of the experts a token picks
+# (plumb bench's weight bytes per token), not the whole file.
+NEW_ROWS=$WORK/new-rows-$stamp.md
+: > "$NEW_ROWS"
+for SPEC in qwen3-30b-a3b:Q4_K_M gpt-oss-20b:MXFP4_MOE gemma-3-4b:Q4_K_M phi-4-mini:Q4_K_M \
+    llama-3.1-8b:Q4_K_M llama-3.1-8b:Q3_K_M llama-3.1-8b:IQ4_XS; do
+    SHAPE=${SPEC%%:*}
+    TYPE=${SPEC#*:}
+    lower=$(echo "$TYPE" | tr 'A-Z' 'a-z')
+    MODEL=$WORK/$SHAPE-$lower.gguf
+    if [ ! -f "$MODEL" ]; then
+        echo "synthesizing $MODEL (once)" >&2
+        if ! "$PLUMB" synth --shape "$SHAPE" --type "$TYPE" "$MODEL.tmp" >&2; then
+            rm -f "$MODEL.tmp"
+            echo "| $SHAPE | $TYPE | not run: plumb synth failed (see the log) |||||||||" >> "$NEW_ROWS"
+            fail=1
+            continue
+        fi
+        mv "$MODEL.tmp" "$MODEL"
+    fi
+    JSON=$WORK/bench-$SHAPE-$lower-t2.json
+    echo "== $SHAPE $TYPE, 2 threads" >&2
+    "$PLUMB" bench "$MODEL" -p 128,512 -n 64 -r "$REPS" -t 2 --json > "$JSON"
+    jq -r --arg shape "$SHAPE" --arg type "$TYPE" '
+        def r($n): (.results[] | select(.test == $n));
+        def cell($n): r($n) | "\(.t_s * 100 | round / 100) (\(.t_s_min * 10 | round / 10)-\(.t_s_max * 10 | round / 10))";
+        def mib($b): "\($b / 1048576 | round) MiB";
+        (.model_bytes + .kv_bytes + 100000000) as $limit |
+        "| \($shape) | \($type) | \(mib(.model_bytes)) | \(mib(.weight_bytes_per_token)) | \(cell("pp128")) | \(cell("pp512")) "
+        + "| \(cell("tg64")) | \(.bandwidth_gbs * 10 | round / 10) | \(.tg_bandwidth_share * 100 | round / 100) "
+        + "| \(mib(.peak_rss_bytes)) | \(mib($limit)) | \(if .peak_rss_bytes <= $limit then "ok" else "OVER" end) |"
+    ' "$JSON" >> "$NEW_ROWS"
+    if ! jq -e '.peak_rss_bytes <= .model_bytes + .kv_bytes + 100000000' "$JSON" >/dev/null; then
+        fail=1
+    fi
+done
+
 {
     echo "# plumb bench, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
-    echo "commit $commit; $cpu, $(nproc) CPUs; kernels $(jq -r .kernels "$(ls "$WORK"/bench-*-t*.json | head -1)");"
-    echo "shapes of real models, random weights; \`plumb bench FILE -p 128,512 -n 64 -r $REPS -t N --json\`."
+    echo "commit $commit; $cpu, $(nproc) CPUs; kernels $(jq -r .kernels "$WORK/bench-q4_0-t$(echo $THREADS | cut -d' ' -f1).json");"
+    echo "TinyLlama-1.1B shape, random weights; \`plumb bench FILE -p 128,512 -n 64 -r $REPS -t N --json\`."
     echo "t/s: median (min-max) of $REPS. \"x llama.cpp\": plumb's median over llama.cpp's figure in"
     echo "issue 4's table (same machine kind, not this run). Bandwidth: 2-thread (or 1-thread) read measured"
     echo "in the same run; tg share = weight bytes per token x tg64 t/s / bandwidth."
     echo
-    echo "| shape | type | file | threads | pp128 t/s | pp512 t/s | tg64 t/s | pp128 x llama.cpp | tg64 x llama.cpp | bandwidth GB/s | tg share | peak RSS | RSS limit | RSS |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    cat "$TABLE"
+    echo "| type | file | threads | pp128 t/s | pp512 t/s | tg64 t/s | pp128 x llama.cpp | tg64 x llama.cpp | bandwidth GB/s | tg share | peak RSS | RSS limit | RSS |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    cat "$ROWS"
+    echo
+    echo "The newer families (random weights of the real shapes), 2 threads; read per token: the weights"
+    echo "a generated token reads (of a mixture, the experts it picks); tg share = that x tg64 t/s / bandwidth."
+    echo
+    echo "| shape | type | file | read per token | pp128 t/s | pp512 t/s | tg64 t/s | bandwidth GB/s | tg share | peak RSS | RSS limit | RSS |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    cat "$NEW_ROWS"
 } > "$RESULT"
-rm -f "$TABLE"
+rm -f "$ROWS" "$NEW_ROWS"
 cat "$RESULT"
 echo "written to $RESULT" >&2
 exit $fail

@@ -7,6 +7,8 @@
 #include "quant/types.h"
 
 #include <math.h>
+
+#define PI 3.14159265358979323846
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,7 +59,7 @@ static void test_rope(void **state)
     test_randn(x, 16, 3, 1.0f);
     /* position 0 is the identity */
     memcpy(y, x, sizeof x);
-    struct rope_params rp = {8, 10000.0f, 1.0f, ROPE_NORM, NULL};
+    struct rope_params rp = {.n_rot = 8, .base = 10000.0f, .freq_scale = 1.0f, .style = ROPE_NORM};
     op_rope(y, 2, 8, 0, &rp);
     assert_memory_equal(x, y, sizeof x);
     /* norm style rotates (2i, 2i+1) by pos * base^(-2i/n) */
@@ -72,7 +74,7 @@ static void test_rope(void **state)
         }
     /* neox style rotates (i, i + n/2); partial rotation leaves the rest */
     memcpy(y, x, sizeof x);
-    struct rope_params neox = {4, 100.0f, 1.0f, ROPE_NEOX, NULL};
+    struct rope_params neox = {.n_rot = 4, .base = 100.0f, .freq_scale = 1.0f, .style = ROPE_NEOX};
     op_rope(y, 2, 8, 3, &neox);
     for (int h = 0; h < 2; h++) {
         for (int i = 0; i < 2; i++) {
@@ -86,11 +88,101 @@ static void test_rope(void **state)
     }
     /* frequency factors divide the angle */
     float ff[4] = {1, 2, 4, 8};
-    struct rope_params scaled = {8, 10000.0f, 0.25f, ROPE_NORM, ff};
+    struct rope_params scaled = {.n_rot = 8, .base = 10000.0f, .freq_scale = 0.25f, .style = ROPE_NORM, .freq_factors = ff};
     memcpy(y, x, sizeof x);
     op_rope(y, 1, 8, 5, &scaled);
     double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8 * 0.25; /* linear scaling multiplies on top */
     assert_float_equal(y[6], x[6] * cos(th) - x[7] * sin(th), 1e-5);
+}
+
+/* YaRN (gpt-oss's shape: 64 dims, base 150000, factor 32, original
+ * context 4096, betas 32 and 1) against its definition in double: the
+ * correction range, the blend of interpolated and original angles, and
+ * the magnitude; LongRoPE's attention factor scales cos and sin. */
+static void test_rope_yarn(void **state)
+{
+    (void)state;
+    enum { D = 64, POS = 100 };
+    struct rope_params rp = {.n_rot = D, .base = 150000.0f, .freq_scale = 1.0f / 32, .style = ROPE_NEOX,
+                             .ext_factor = 1.0f, .attn_factor = 0.75f};
+    op_rope_yarn_corr_dims(D, 4096, rp.base, 32.0f, 1.0f, rp.corr_dims);
+    const double lo = floor(D * log(4096 / (32 * 2 * PI)) / (2 * log(150000.0)));
+    const double hi = ceil(D * log(4096 / (1 * 2 * PI)) / (2 * log(150000.0)));
+    assert_float_equal(rp.corr_dims[0], lo, 0);
+    assert_float_equal(rp.corr_dims[1], hi, 0);
+    assert_float_equal(lo, 8, 0);
+    assert_float_equal(hi, 18, 0);
+    float x[D], y[D];
+    test_randn(x, D, 11, 1.0f);
+    memcpy(y, x, sizeof x);
+    op_rope(y, 1, D, POS, &rp);
+    const double mscale = 0.75 * (1 + 0.1 * log(32.0));
+    for (int i = 0; i < D / 2; i++) {
+        const double extrap = POS * pow(150000.0, -2.0 * i / D), interp = extrap / 32;
+        const double ramp = 1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)));
+        const double th = interp * (1 - ramp) + extrap * ramp;
+        const double a = x[i], b = x[i + D / 2];
+        assert_float_equal(y[i], (a * cos(th) - b * sin(th)) * mscale, 2e-4);
+        assert_float_equal(y[i + D / 2], (a * sin(th) + b * cos(th)) * mscale, 2e-4);
+    }
+    /* the low pairs keep their full angle, the high ones are interpolated */
+    float z[D];
+    memcpy(z, x, sizeof x);
+    struct rope_params plain = {.n_rot = D, .base = 150000.0f, .freq_scale = 1.0f, .style = ROPE_NEOX};
+    op_rope(z, 1, D, POS, &plain);
+    assert_float_equal(y[0], z[0] * mscale, 1e-5);
+    /* an attention factor alone (LongRoPE) scales the rotation */
+    struct rope_params lr = {.n_rot = D, .base = 10000.0f, .freq_scale = 1.0f, .style = ROPE_NEOX, .attn_factor = 1.19f};
+    float u[D], v[D];
+    memcpy(u, x, sizeof x);
+    memcpy(v, x, sizeof x);
+    op_rope(u, 1, D, 7, &lr);
+    lr.attn_factor = 0;
+    op_rope(v, 1, D, 7, &lr);
+    for (int i = 0; i < D; i++)
+        assert_float_equal(u[i], v[i] * 1.19f, 1e-5);
+}
+
+/* GeGLU through llama.cpp's half-precision GELU table, gpt-oss's clamped
+ * SwiGLU and soft-capping against their formulas. */
+static void test_activations(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    float *g = malloc(N * sizeof *g), *u = malloc(N * sizeof *u), *g0 = malloc(N * sizeof *g0);
+    test_randn(g, N, 21, 4.0f);
+    test_randn(u, N, 22, 1.0f);
+    g[0] = -12;
+    g[1] = 11;
+    memcpy(g0, g, N * sizeof *g);
+    struct pool *pool;
+    pb_err err;
+    assert_int_equal(pool_create(2, &pool, &err), 0);
+    op_geglu(pool, g, u, N);
+    for (int i = 0; i < N; i++) {
+        const double x = g0[i];
+        const double gelu = 0.5 * x * (1 + tanh(sqrt(2 / PI) * (x + 0.044715 * x * x * x)));
+        const double want = x <= -10 ? 0 : x >= 10 ? x * u[i] : gelu * u[i];
+        /* the input and the value are rounded to half precision */
+        assert_float_equal(g[i], want, 2e-3 * fabs(want) + 2e-3 * fabs(u[i]) * (1 + fabs(x)) + 1e-6);
+    }
+    assert_true(g[0] == 0.0f);
+    assert_true(g[1] == 11.0f * u[1]);
+    memcpy(g, g0, N * sizeof *g);
+    op_swiglu_oai(g, u, N, 1.702f, 7.0f);
+    for (int i = 0; i < N; i++) {
+        const double x = fmin(g0[i], 7.0), y = fmin(fmax(u[i], -7.0), 7.0);
+        const double want = x / (1 + exp(-1.702 * x)) * (y + 1);
+        assert_float_equal(g[i], want, 1e-5 * (1 + fabs(want)));
+    }
+    memcpy(g, g0, N * sizeof *g);
+    op_softcap(g, N, 2.5f);
+    for (int i = 0; i < N; i++)
+        assert_float_equal(g[i], 2.5 * tanh(g0[i] / 2.5), 1e-6);
+    pool_free(pool);
+    free(g);
+    free(u);
+    free(g0);
 }
 
 static void test_matmul_threads(void **state)
@@ -178,6 +270,8 @@ int main(void)
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_rope_yarn),
+        cmocka_unit_test(test_activations),
         cmocka_unit_test(test_matmul_threads),
         cmocka_unit_test(test_pool),
     };

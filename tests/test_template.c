@@ -537,6 +537,248 @@ static void test_chat_formats(void **state)
     free(got);
 }
 
+/* ---- the newer families' formats and reasoning ---- */
+
+/* A chat over the tiny model for the testdata template `file` (NULL:
+ * built-in format `format`). */
+static struct chat *open_chat(const char *file, const char *format, struct tokenizer **tok, struct gguf_file **f)
+{
+    const char *model = NULL;
+    if (file) {
+        char rel[256], path[1024];
+        snprintf(rel, sizeof rel, "templates/%s", file);
+        if (!testdata_file(rel, path, sizeof path))
+            return NULL;
+        char *src = test_read_file(path, NULL);
+        /* Jinja drops one trailing newline of the source */
+        size_t n = strlen(src);
+        if (n && src[n - 1] == '\n')
+            src[n - 1] = 0;
+        model = model_with_template("with-template.gguf", src);
+        free(src);
+    } else {
+        model = model_with_template("no-template.gguf", NULL);
+    }
+    struct chat *c = NULL;
+    pb_err err = {0};
+    if (gguf_open(model, f, &err) || tok_load(*f, tok, &err) || chat_open(*f, *tok, format, &c, NULL, 0, &err))
+        fail_msg("%s", err.msg);
+    return c;
+}
+
+/* The built-in qwen3 and deepseek-r1 formats give what the models' own
+ * templates give on the reference conversations of cases.json (with
+ * llama.cpp's enable_thinking = true unless the case sets it). */
+static void test_builtin_reasoning_formats(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(cases_path, "templates/cases.json");
+    json_t *cases = json_load_file(cases_path, 0, NULL);
+    assert_non_null(cases);
+    size_t i;
+    json_t *cs;
+    int checked = 0;
+    json_array_foreach(cases, i, cs)
+    {
+        const char *tfile = json_string_value(json_object_get(cs, "template"));
+        const char *format = !strcmp(tfile, "Qwen-Qwen3-0.6B.jinja") ? "qwen3"
+                             : !strcmp(tfile, "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja") ? "deepseek-r1"
+                                                                                               : NULL;
+        if (!format)
+            continue;
+        struct tokenizer *tok;
+        struct gguf_file *f;
+        struct chat *c = open_chat(NULL, format, &tok, &f);
+        json_t *kw = json_object_get(cs, "template_kwargs");
+        struct chat_opts o = {.no_thinking = kw && json_is_false(json_object_get(kw, "enable_thinking"))};
+        json_t *vars = chat_opts_vars(&o);
+        /* the tiny model's BOS text stands in for the model's */
+        json_object_set(vars, "bos_token", json_object_get(cs, "bos_token"));
+        struct tmpl_output r;
+        pb_err err;
+        if (chat_render(c, json_object_get(cs, "messages"), json_is_true(json_object_get(cs, "add_generation_prompt")),
+                        vars, &r, &err))
+            fail_msg("%s: %s", format, err.msg);
+        json_t *want = json_object_get(cs, "llamacpp_chat_expected");
+        if (!want || kw)
+            want = json_object_get(cs, "expected");
+        if (strcmp(r.text, json_string_value(want)))
+            fail_msg("%s built-in on %s:\n--- rendered\n%s\n--- expected\n%s", format,
+                     json_string_value(json_object_get(cs, "name")), r.text, json_string_value(want));
+        checked++;
+        tmpl_output_free(&r);
+        json_decref(vars);
+        chat_free(c);
+        tok_free(tok);
+        gguf_close(f);
+    }
+    print_message("  %d cases of Qwen3's and DeepSeek-R1's templates match the built-ins\n", checked);
+    assert_int_equal(checked, 10);
+    json_decref(cases);
+}
+
+struct parts {
+    char reasoning[512], answer[512];
+    size_t nr, na;
+    int calls;
+};
+
+static void collect(void *user, enum chat_part part, const char *text, size_t len)
+{
+    struct parts *p = user;
+    assert_true(len > 0);
+    char *dst = part == CHAT_PART_REASONING ? p->reasoning + p->nr : p->answer + p->na;
+    size_t *n = part == CHAT_PART_REASONING ? &p->nr : &p->na;
+    assert_true(*n + len < sizeof p->answer);
+    memcpy(dst, text, len);
+    *n += len;
+    dst[len] = 0;
+    p->calls++;
+}
+
+/* Feeds output to a splitter for prompt in pieces of `piece` bytes and
+ * checks the reasoning and answer it gives. */
+static void check_split(const struct chat *c, const char *prompt, const char *output, const char *reasoning,
+                        const char *answer)
+{
+    const size_t n = strlen(output);
+    for (size_t piece = 1; piece <= n; piece++) {
+        struct chat_reasoning *r;
+        pb_err err;
+        assert_int_equal(chat_reasoning_open(c, prompt, strlen(prompt), &r, &err), 0);
+        struct parts p = {0};
+        for (size_t i = 0; i < n; i += piece)
+            chat_reasoning_feed(r, output + i, n - i < piece ? n - i : piece, collect, &p);
+        chat_reasoning_finish(r, collect, &p);
+        if (strcmp(p.reasoning, reasoning) || strcmp(p.answer, answer))
+            fail_msg("output %s in pieces of %zu:\n reasoning '%s' (expected '%s')\n answer '%s' (expected '%s')",
+                     output, piece, p.reasoning, reasoning, p.answer, answer);
+        chat_reasoning_free(r);
+    }
+}
+
+/* Renders the reference conversation (a) through c with opts and returns
+ * the prompt (caller frees). */
+static char *prompt_of(const struct chat *c, const struct chat_opts *o)
+{
+    json_t *msgs = json_loads("[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},"
+                              "{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]", 0, NULL);
+    json_t *vars = chat_opts_vars(o);
+    struct tmpl_output r;
+    pb_err err;
+    if (chat_render(c, msgs, true, vars, &r, &err))
+        fail_msg("%s", err.msg);
+    free(r.user);
+    json_decref(vars);
+    json_decref(msgs);
+    return r.text;
+}
+
+/* Gemma's template raises on a system message: the chat folds it into the
+ * first user turn, as llama.cpp's chat layer does (its expected output in
+ * cases.json); without a system message nothing changes. */
+static void test_system_folded(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(cases_path, "templates/cases.json");
+    json_t *cases = json_load_file(cases_path, 0, NULL);
+    size_t i;
+    json_t *cs;
+    int checked = 0;
+    json_array_foreach(cases, i, cs)
+    {
+        if (strcmp(json_string_value(json_object_get(cs, "template")), "google-gemma-2-2b-it.jinja"))
+            continue;
+        struct tokenizer *tok;
+        struct gguf_file *f;
+        struct chat *c = open_chat("google-gemma-2-2b-it.jinja", NULL, &tok, &f);
+        json_t *vars = json_pack("{s:O}", "bos_token", json_object_get(cs, "bos_token"));
+        struct tmpl_output r;
+        pb_err err;
+        if (chat_render(c, json_object_get(cs, "messages"), json_is_true(json_object_get(cs, "add_generation_prompt")),
+                        vars, &r, &err))
+            fail_msg("%s", err.msg);
+        json_t *want = json_object_get(cs, "llamacpp_chat_expected");
+        if (!want)
+            want = json_object_get(cs, "expected");
+        assert_string_equal(r.text, json_string_value(want));
+        checked++;
+        tmpl_output_free(&r);
+        json_decref(vars);
+        chat_free(c);
+        tok_free(tok);
+        gguf_close(f);
+    }
+    assert_int_equal(checked, 3);
+    json_decref(cases);
+}
+
+/* Reasoning separated from the answer as text streams in, split at every
+ * possible place: Qwen3's template with thinking on (the model opens
+ * <think>) and off (the prompt closes an empty block), DeepSeek-R1's (the
+ * prompt opens the block), gpt-oss's harmony channels; a model without
+ * reasoning gives everything as answer. */
+static void test_reasoning_split(void **state)
+{
+    (void)state;
+    struct tokenizer *tok;
+    struct gguf_file *f;
+    struct chat *c = open_chat("Qwen-Qwen3-0.6B.jinja", NULL, &tok, &f);
+    if (!c)
+        skip();
+    assert_int_equal(chat_reasoning_style(c), CHAT_REASONING_THINK);
+    struct chat_opts on = {0}, off = {.no_thinking = true};
+    char *p = prompt_of(c, &on);
+    check_split(c, p, "<think>\nParis is the capital.\n</think>\n\nParis.", "Paris is the capital.", "Paris.");
+    check_split(c, p, "<think>\n\n</think>\n\nThe <think> tag stays.", "", "The <think> tag stays.");
+    check_split(c, p, "\n<think>a<b</thin</think>x</think>y", "a<b</thin", "x</think>y");
+    check_split(c, p, "<think>\nunfinished\n", "unfinished", "");
+    free(p);
+    p = prompt_of(c, &off);
+    assert_non_null(strstr(p, "<think>\n\n</think>\n\n"));
+    check_split(c, p, "Paris.", "", "Paris.");
+    free(p);
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+
+    c = open_chat("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", NULL, &tok, &f);
+    p = prompt_of(c, &on);
+    check_split(c, p, "The user asks.\n</think>\n\nParis.", "The user asks.", "Paris.");
+    free(p);
+    p = prompt_of(c, &off);
+    check_split(c, p, "Paris.", "", "Paris.");
+    free(p);
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+
+    c = open_chat(NULL, "harmony", &tok, &f);
+    assert_int_equal(chat_reasoning_style(c), CHAT_REASONING_HARMONY);
+    struct chat_opts high = {.reasoning_effort = "high"};
+    p = prompt_of(c, &high);
+    assert_non_null(strstr(p, "Reasoning: high"));
+    assert_non_null(strstr(p, "<|start|>developer<|message|># Instructions\n\nYou are a helpful assistant."));
+    assert_true(strlen(p) > 18 && !strcmp(p + strlen(p) - 18, "<|start|>assistant"));
+    check_split(c, p,
+                "<|channel|>analysis<|message|>User asks about <|end of France.<|end|>"
+                "<|start|>assistant<|channel|>final<|message|>Paris, <|start the capital.",
+                "User asks about <|end of France.", "Paris, <|start the capital.");
+    check_split(c, p, "<|channel|>final<|message|>Paris.", "", "Paris.");
+    check_split(c, p, "Plain text.", "", "Plain text.");
+    free(p);
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+
+    c = open_chat(NULL, "chatml", &tok, &f);
+    assert_int_equal(chat_reasoning_style(c), CHAT_REASONING_NONE);
+    check_split(c, "", "<think>x</think>y", "", "<think>x</think>y");
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +788,9 @@ int main(void)
         cmocka_unit_test(test_user_marks),
         cmocka_unit_test(test_fuzz_templates),
         cmocka_unit_test(test_chat_formats),
+        cmocka_unit_test(test_builtin_reasoning_formats),
+        cmocka_unit_test(test_reasoning_split),
+        cmocka_unit_test(test_system_folded),
     };
     return cmocka_run_group_tests_name("template", tests, NULL, NULL);
 }

@@ -308,6 +308,142 @@ static void test_end_of_generation_by_text(void **state)
     gguf_close(f);
 }
 
+/* The Llama SentencePiece vocabulary of the test data with token types
+ * changed: type[id] for each (id, type) pair (-1 ends the list). */
+static const char *retyped_vocab(const char *name, const int32_t *changes)
+{
+    static char out[512];
+    char buf[1024];
+    const char *path = testdata_file("ggml-vocab-llama-spm.gguf", buf, sizeof buf);
+    if (!path)
+        return NULL;
+    struct gguf_file *f;
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_open(path, &f, &err), 0);
+    struct gguf_arr types;
+    assert_int_equal(gguf_get_arr(f, "tokenizer.ggml.token_type", &types, &err), 1);
+    int32_t *ty = malloc(types.n * sizeof *ty);
+    for (uint64_t i = 0; i < types.n; i++)
+        ty[i] = (int32_t)gguf_arr_int(&types, i);
+    for (int i = 0; changes[i] >= 0; i += 2)
+        ty[changes[i]] = changes[i + 1];
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        if (strcmp(gguf_kv_key(f, i), "tokenizer.ggml.token_type") != 0)
+            gguf_set_from(w, f, i);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, ty, types.n);
+    test_tmpfile(name, out, sizeof out);
+    assert_int_equal(gguf_writer_begin(w, out, &err), 0);
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    free(ty);
+    return out;
+}
+
+/* Phi-3's converter types an added token whose config says "special":
+ * false as user-defined, and user-defined tokens are matched in plain text
+ * (llama.cpp and Hugging Face alike). When such a token ends generation
+ * (the vocabulary's EOS here, </s>), its text typed by a user must stay
+ * text, as llama.cpp keeps it: a token that ends generation is a control
+ * token whatever its stored type. Other user-defined tokens (here <s>,
+ * which ends nothing) are still matched in plain text. */
+static void test_end_of_generation_is_control(void **state)
+{
+    (void)state;
+    const int32_t changes[] = {2, TOK_USER_DEFINED, 1, TOK_USER_DEFINED, -1};
+    const char *path = retyped_vocab("phi3-like.gguf", changes);
+    if (!path)
+        skip();
+    struct gguf_file *f;
+    struct tokenizer *t = load(path, &f);
+    assert_int_equal(tok_eos(t), 2);
+    assert_true(tok_is_eog(t, 2));
+    assert_int_equal(tok_attr(t, 2), TOK_CONTROL);
+    assert_int_equal(tok_attr(t, 1), TOK_USER_DEFINED);
+    const char *text = "Hi</s>there<s>";
+    int32_t *ids;
+    size_t n;
+    pb_err err;
+    /* plain text: </s> is characters; the user-defined <s> is matched */
+    assert_int_equal(tok_encode(t, text, strlen(text), false, false, &ids, &n, &err), 0);
+    bool eos = false, bos = false;
+    for (size_t i = 0; i < n; i++) {
+        eos |= ids[i] == 2;
+        bos |= ids[i] == 1;
+    }
+    assert_false(eos);
+    assert_true(bos);
+    assert_int_equal(ids[n - 1], 1);
+    free(ids);
+    /* the same characters as the unmodified vocabulary gives for them */
+    struct gguf_file *f0;
+    char buf[1024];
+    struct tokenizer *t0 = load(testdata_file("ggml-vocab-llama-spm.gguf", buf, sizeof buf), &f0);
+    int32_t *ids0;
+    size_t n0;
+    assert_int_equal(tok_encode(t0, "Hi</s>there", 11, false, false, &ids0, &n0, &err), 0);
+    assert_int_equal(tok_encode(t, "Hi</s>there", 11, false, false, &ids, &n, &err), 0);
+    assert_int_equal(n, n0);
+    assert_memory_equal(ids, ids0, n * sizeof *ids);
+    free(ids);
+    free(ids0);
+    /* parsed (template markup), it is the EOS */
+    assert_int_equal(tok_encode(t, text, strlen(text), false, true, &ids, &n, &err), 0);
+    eos = false;
+    for (size_t i = 0; i < n; i++)
+        eos |= ids[i] == 2;
+    assert_true(eos);
+    free(ids);
+    /* and it renders only on request */
+    char piece[8];
+    assert_int_equal(tok_piece(t, 2, false, piece, sizeof piece), 0);
+    tok_free(t0);
+    gguf_close(f0);
+    tok_free(t);
+    gguf_close(f);
+}
+
+/* gpt-oss's harmony vocabulary: <|return|> and <|call|> end generation,
+ * <|end|> does not and, with the channel markup, is user-defined so that
+ * it is rendered in the output. */
+static void test_harmony_tokens(void **state)
+{
+    (void)state;
+    char path[512];
+    test_tmpfile("harmony.gguf", path, sizeof path);
+    struct gguf_writer *w;
+    pb_err err;
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    struct gguf_str toks[8] = {{1, "a"},          {10, "<|return|>"}, {8, "<|call|>"},    {7, "<|end|>"},
+                               {11, "<|channel|>"}, {11, "<|message|>"}, {9, "<|start|>"}, {13, "<|endoftext|>"}};
+    int32_t types[8] = {TOK_NORMAL, TOK_CONTROL, TOK_CONTROL, TOK_CONTROL,
+                        TOK_CONTROL, TOK_CONTROL, TOK_CONTROL, TOK_CONTROL};
+    float scores[8] = {0};
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 8);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, 8);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, scores, 8);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 1);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 7);
+    assert_int_equal(gguf_writer_begin(w, path, &err), 0);
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    struct gguf_file *f;
+    struct tokenizer *t = load(path, &f);
+    assert_true(tok_is_eog(t, 1));
+    assert_true(tok_is_eog(t, 2));
+    assert_false(tok_is_eog(t, 3));
+    for (int id = 3; id <= 6; id++)
+        assert_int_equal(tok_attr(t, id), TOK_USER_DEFINED);
+    char piece[16];
+    assert_int_equal(tok_piece(t, 4, false, piece, sizeof piece), 11);
+    assert_memory_equal(piece, "<|channel|>", 11);
+    tok_free(t);
+    gguf_close(f);
+}
+
 /* The prompts of reference-greedy.json tokenize to its prompt_ids. */
 static void test_reference_prompts(void **state)
 {
@@ -510,6 +646,8 @@ int main(void)
         cmocka_unit_test(test_special_tokens),
         cmocka_unit_test(test_end_of_generation),
         cmocka_unit_test(test_end_of_generation_by_text),
+        cmocka_unit_test(test_end_of_generation_is_control),
+        cmocka_unit_test(test_harmony_tokens),
         cmocka_unit_test(test_builtin_vocab_round_trip),
         cmocka_unit_test(test_utf8_complete),
         cmocka_unit_test(test_malformed_vocab),

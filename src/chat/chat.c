@@ -6,12 +6,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Built-in formats, written as templates for the same interpreter. */
+/* Built-in formats, written as templates for the same interpreter, the
+ * more specific first (a family is recognized by the first marker found). */
 static const struct builtin {
     const char *name;
     const char *marker; /* text that identifies the family in a template or vocabulary */
     const char *src;
 } builtins[] = {
+    /* gpt-oss: OpenAI's harmony format. A system message carrying the
+     * reasoning effort and the channels, the caller's system message as
+     * the developer's instructions, earlier answers in the final channel;
+     * the model writes <|channel|>analysis<|message|>...<|end|> and then
+     * <|start|>assistant<|channel|>final<|message|>... */
+    {"harmony", "<|channel|>",
+     "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+     "Knowledge cutoff: 2024-06\nCurrent date: {{ strftime_now('%Y-%m-%d') }}\n\n"
+     "Reasoning: {{ reasoning_effort if reasoning_effort is defined else 'medium' }}\n\n"
+     "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>"
+     "{% if messages and messages[0].role in ['system', 'developer'] %}"
+     "<|start|>developer<|message|># Instructions\n\n{{ messages[0].content }}\n\n<|end|>"
+     "{% set msgs = messages[1:] %}{% else %}{% set msgs = messages %}{% endif %}"
+     "{% for m in msgs %}{% if m.role == 'assistant' %}<|start|>assistant<|channel|>final<|message|>"
+     "{{ m.content.split('</think>')[-1] }}<|end|>{% else %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>"
+     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}"},
+    /* DeepSeek-R1 (and its distills): the answer opens a thinking block;
+     * earlier answers keep only what follows their thinking */
+    {"deepseek-r1", "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>",
+     "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}{% endif %}{% endfor %}"
+     "{% for m in messages %}{% if m.role == 'user' %}<\xef\xbd\x9c" "User\xef\xbd\x9c>{{ m.content }}"
+     "{% elif m.role == 'assistant' %}<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>{{ m.content.split('</think>')[-1] }}"
+     "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>{% endif %}{% endfor %}"
+     "{% if add_generation_prompt %}<\xef\xbd\x9c" "Assistant\xef\xbd\x9c><think>\n"
+     "{% if enable_thinking is defined and not enable_thinking %}</think>{% endif %}{% endif %}"},
+    /* Qwen3: ChatML with thinking; enable_thinking=false closes an empty
+     * thinking block in the prompt, as Qwen3's own template does */
+    {"qwen3", "</think>",
+     "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+     "{{ m.content.split('</think>')[-1].lstrip('\\n') if m.role == 'assistant' else m.content }}<|im_end|>\n"
+     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+     "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+     "{% endif %}"},
     {"chatml", "<|im_start|>",
      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
@@ -47,11 +81,45 @@ struct chat {
     struct tmpl *t;
     char name[32];
     char *bos_text, *eos_text;
+    enum chat_reasoning_style style;
 };
 
 const char *chat_format_names(void)
 {
-    return "chatml, llama3, llama2, mistral, gemma, phi3";
+    return "chatml, llama3, llama2, mistral, gemma, phi3, harmony, deepseek-r1, qwen3";
+}
+
+/* The reasoning markup a template writes (or expects back). */
+static enum chat_reasoning_style style_of(const char *src, size_t len)
+{
+    static const struct {
+        const char *marker;
+        enum chat_reasoning_style style;
+    } marks[] = {{"<|channel|>", CHAT_REASONING_HARMONY}, {"</think>", CHAT_REASONING_THINK},
+                 {"<think>", CHAT_REASONING_THINK}};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        const size_t ml = strlen(marks[i].marker);
+        for (size_t k = 0; k + ml <= len; k++)
+            if (!memcmp(src + k, marks[i].marker, ml))
+                return marks[i].style;
+    }
+    return CHAT_REASONING_NONE;
+}
+
+enum chat_reasoning_style chat_reasoning_style(const struct chat *c)
+{
+    return c->style;
+}
+
+json_t *chat_opts_vars(const struct chat_opts *opts)
+{
+    json_t *v = json_object();
+    if (!v)
+        return NULL;
+    json_object_set_new(v, "enable_thinking", json_boolean(!(opts && opts->no_thinking)));
+    if (opts && opts->reasoning_effort)
+        json_object_set_new(v, "reasoning_effort", json_string(opts->reasoning_effort));
+    return v;
 }
 
 static const struct builtin *find_builtin(const char *name)
@@ -142,6 +210,7 @@ int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char
             pb_err perr = {0};
             if (tmpl_parse(src.data, (size_t)src.len, &c->t, &perr) == PB_OK) {
                 snprintf(c->name, sizeof c->name, "model template");
+                c->style = style_of(src.data, (size_t)src.len);
                 *out = c;
                 return PB_OK;
             }
@@ -149,14 +218,14 @@ int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char
             if (!b)
                 b = detect_vocab(tok);
             if (!b)
-                b = &builtins[0];
+                b = find_builtin("chatml");
             if (notice)
                 snprintf(notice, notice_size, "the model's chat template cannot be used (%s); using the built-in "
                          "'%s' format instead (choose another with --chat-format)", perr.msg, b->name);
         } else {
             b = detect_vocab(tok);
             if (!b)
-                b = &builtins[0];
+                b = find_builtin("chatml");
             if (notice)
                 snprintf(notice, notice_size, "the model has no chat template; using the built-in '%s' format "
                          "(choose another with --chat-format)", b->name);
@@ -165,6 +234,7 @@ int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char
     if ((rc = tmpl_parse(b->src, strlen(b->src), &c->t, err)))
         goto fail;
     snprintf(c->name, sizeof c->name, "%s", b->name);
+    c->style = style_of(b->src, strlen(b->src));
     *out = c;
     return PB_OK;
 fail:
@@ -187,8 +257,63 @@ const char *chat_name(const struct chat *c)
     return c->name;
 }
 
+/* messages with a leading system message folded into the first user
+ * message ("system\nuser"), or NULL when there is nothing to fold. */
+static json_t *fold_system(const json_t *messages)
+{
+    const json_t *first = json_array_get(messages, 0);
+    const char *role = json_string_value(json_object_get(first, "role"));
+    const char *sys = json_string_value(json_object_get(first, "content"));
+    if (!role || strcmp(role, "system") || !sys)
+        return NULL;
+    json_t *out = json_array();
+    bool folded = false;
+    for (size_t i = 1; out && i < json_array_size(messages); i++) {
+        json_t *m = json_deep_copy(json_array_get(messages, i));
+        const char *r = json_string_value(json_object_get(m, "role"));
+        const char *text = json_string_value(json_object_get(m, "content"));
+        if (!folded && r && !strcmp(r, "user") && text) {
+            char *joined = malloc(strlen(sys) + strlen(text) + 2);
+            if (joined) {
+                sprintf(joined, "%s\n%s", sys, text);
+                json_object_set_new(m, "content", json_string(joined));
+                free(joined);
+            }
+            folded = true;
+        }
+        json_array_append_new(out, m);
+    }
+    if (out && !folded) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+static int render_once(const struct chat *c, const json_t *messages, bool add_generation_prompt,
+                       const json_t *extra, struct tmpl_output *out, pb_err *err);
+
+/* A template that refuses a system message (Gemma's raise "System role not
+ * supported") is given the conversation with the system message folded
+ * into the first user turn, as llama.cpp's chat layer does. */
 int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
                 struct tmpl_output *out, pb_err *err)
+{
+    int rc = render_once(c, messages, add_generation_prompt, extra, out, err);
+    if (rc != PB_EINVAL)
+        return rc;
+    json_t *folded = fold_system(messages);
+    if (!folded)
+        return rc;
+    pb_err again;
+    if (render_once(c, folded, add_generation_prompt, extra, out, &again) == PB_OK)
+        rc = PB_OK;
+    json_decref(folded);
+    return rc;
+}
+
+static int render_once(const struct chat *c, const json_t *messages, bool add_generation_prompt,
+                       const json_t *extra, struct tmpl_output *out, pb_err *err)
 {
     /* messages (and tools, documents) carry user text: their strings stay
      * marked through the render, so their bytes never become special

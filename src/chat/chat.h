@@ -44,4 +44,65 @@ int chat_render(const struct chat *c, const json_t *messages, bool add_generatio
 int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
                   bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err);
 
+/* ---- template variables ---- */
+
+/* Per-request switches that chat templates read. */
+struct chat_opts {
+    bool no_thinking;             /* enable_thinking = false (Qwen3, DeepSeek-R1 distills, SmolLM3) */
+    const char *reasoning_effort; /* gpt-oss's "low", "medium" or "high"; NULL: the template's default */
+};
+
+/* The template variables opts set, as a JSON object for chat_render's
+ * extra (a new reference; NULL when out of memory). enable_thinking is
+ * always set, true unless no_thinking, as llama.cpp's chat layer does:
+ * left undefined, DeepSeek-R1's template closes the thinking block. */
+json_t *chat_opts_vars(const struct chat_opts *opts);
+
+/* ---- reasoning ----
+ * Reasoning models write their thinking before the answer: Qwen3, QwQ,
+ * DeepSeek-R1 and SmolLM3 between <think> and </think> (DeepSeek-R1's and
+ * Qwen3's templates may open the block in the prompt), gpt-oss in its
+ * harmony "analysis" channel, the answer in "final". A chat_reasoning
+ * splits the generated text as it streams in, piece by piece (markers may
+ * be cut anywhere), into reasoning and answer, without the markup: the
+ * text around a marker that could still be completed is held back until
+ * the next piece or chat_reasoning_finish. Thinking is trimmed of the
+ * newlines around it, the answer of those that follow </think>. */
+
+enum chat_reasoning_style {
+    CHAT_REASONING_NONE,    /* everything is answer */
+    CHAT_REASONING_THINK,   /* <think> ... </think> */
+    CHAT_REASONING_HARMONY, /* <|channel|>analysis<|message|> ... <|end|> */
+};
+
+enum chat_part {
+    CHAT_PART_REASONING,
+    CHAT_PART_ANSWER,
+};
+
+/* Receives the pieces, in order (a piece is never empty). */
+typedef void (*chat_part_fn)(void *user, enum chat_part part, const char *text, size_t len);
+
+struct chat_reasoning;
+
+/* The reasoning markup of the chat's template or format. */
+enum chat_reasoning_style chat_reasoning_style(const struct chat *c);
+
+/* A splitter for the output that follows prompt (the rendered prompt
+ * text, as chat_render made it), for the chat's template or format: the
+ * style is that of the template's markup, and the output starts inside a
+ * thinking block when the prompt opened one and did not close it. */
+int chat_reasoning_open(const struct chat *c, const char *prompt, size_t prompt_len, struct chat_reasoning **out,
+                        pb_err *err);
+/* A splitter of a given style; in_reasoning: the output starts inside a
+ * thinking block. */
+int chat_reasoning_create(enum chat_reasoning_style style, bool in_reasoning, struct chat_reasoning **out,
+                          pb_err *err);
+enum chat_reasoning_style chat_reasoning_style_of(const struct chat_reasoning *r);
+/* Feeds len bytes of generated text (any split, UTF-8 or not). */
+void chat_reasoning_feed(struct chat_reasoning *r, const char *text, size_t len, chat_part_fn fn, void *user);
+/* The end of the output: whatever was held back is given out. */
+void chat_reasoning_finish(struct chat_reasoning *r, chat_part_fn fn, void *user);
+void chat_reasoning_free(struct chat_reasoning *r);
+
 #endif

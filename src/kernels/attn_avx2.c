@@ -54,22 +54,36 @@ void kern_swiglu_avx2(float *g, const float *u, int64_t n)
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* Rows [k0, k0 + n) of KV head g as floats (hd apart), or a pointer into
- * the cache itself for F32 (rows *stride floats apart). */
+/* tanh(x) = 1 - 2 / (exp(2x) + 1), odd by construction (on |x|); for the
+ * soft-capped scores, which it gives to within a few 1e-7. */
+static inline __m256 tanh8(__m256 x)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 ax = _mm256_andnot_ps(sign, x);
+    const __m256 e = exp8(_mm256_add_ps(ax, ax));
+    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+    return _mm256_or_ps(t, _mm256_and_ps(sign, x));
+}
+
+/* Rows of positions [k0, k0 + n) of KV head g as floats (hd apart), or a
+ * pointer into the cache itself for F32 when they are contiguous (rows
+ * *stride floats apart). */
 static const float *tile(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst,
                          size_t *stride)
 {
     const int hd = a->head_dim;
-    const uint8_t *row0 = (const uint8_t *)base + (size_t)k0 * a->kv_row_bytes;
-    if (a->kv_type == PB_TYPE_F32) {
+    const bool contiguous = a->kv_cap <= 0 || k0 % a->kv_cap + n <= a->kv_cap;
+    if (a->kv_type == PB_TYPE_F32 && contiguous) {
         *stride = a->kv_row_bytes / sizeof(float);
-        return (const float *)(const void *)row0 + (size_t)g * (size_t)hd;
+        return (const float *)(const void *)((const uint8_t *)base + attn_row_at(a, k0)) + (size_t)g * (size_t)hd;
     }
     *stride = (size_t)hd;
     for (int j = 0; j < n; j++) {
-        const uint8_t *row = row0 + (size_t)j * a->kv_row_bytes;
+        const uint8_t *row = (const uint8_t *)base + attn_row_at(a, k0 + j);
         float *d = dst + (size_t)j * hd;
-        if (a->kv_type == PB_TYPE_F16) {
+        if (a->kv_type == PB_TYPE_F32) {
+            memcpy(d, (const float *)(const void *)row + (size_t)g * (size_t)hd, (size_t)hd * sizeof *d);
+        } else if (a->kv_type == PB_TYPE_F16) {
             const uint16_t *h = (const uint16_t *)(const void *)row + (size_t)g * (size_t)hd;
             for (int e = 0; e < hd; e += 8)
                 _mm256_storeu_ps(d + e, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + e))));
@@ -87,6 +101,17 @@ static const float *tile(const struct kern_attn_args *a, const void *base, int g
     return dst;
 }
 
+/* Soft-caps scores [j0, j1) of si in place. */
+static void softcap_scores(float *si, int j0, int j1, float cap)
+{
+    const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.0f / cap);
+    int j = j0;
+    for (; j + 8 <= j1; j += 8)
+        _mm256_storeu_ps(si + j, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(si + j), inv))));
+    for (; j < j1; j++)
+        si[j] = cap * tanhf(si[j] / cap);
+}
+
 void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv, nv = hd / 8;
@@ -94,18 +119,18 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
     float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
         const struct attn_item it = attn_item_begin(a, item, &w);
-        for (int64_t k0 = 0; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
+        for (int64_t k0 = it.k_lo; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
             const int nt = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
             size_t ks, vs;
             const float *K = tile(a, a->k, it.g, k0, nt, kt, &ks), *V = tile(a, a->v, it.g, k0, nt, vt, &vs);
             for (int i = 0; i < it.rows; i++) {
-                const int n = attn_row_keys(a, &it, i, k0, nt);
-                if (n == 0)
+                int j0, n;
+                if (!attn_row_keys(a, &it, i, k0, nt, &j0, &n))
                     continue;
                 const float *qi = a->q + attn_row_offset(a, &it, i);
                 float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
                 /* scores, four keys at a time */
-                int j = 0;
+                int j = j0;
                 for (; j + 4 <= n; j += 4) {
                     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
                     for (int e = 0; e < hd; e += 8) {
@@ -125,13 +150,15 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
                         c = _mm256_fmadd_ps(_mm256_loadu_ps(qi + e), _mm256_loadu_ps(K + (size_t)j * ks + e), c);
                     si[j] = hsum8(c) * a->scale;
                 }
+                if (a->softcap > 0)
+                    softcap_scores(si, j0, n, a->softcap);
                 float m = mx[i];
-                for (j = 0; j < n; j++)
+                for (j = j0; j < n; j++)
                     m = si[j] > m ? si[j] : m;
                 const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m);
                 /* probabilities of this tile */
                 __m256 psum = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
-                for (j = 0; j + 8 <= n; j += 8) {
+                for (j = j0; j + 8 <= n; j += 8) {
                     __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(si + j), mv));
                     _mm256_storeu_ps(si + j, p);
                     psum = _mm256_add_ps(psum, p);
@@ -150,7 +177,7 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
                     __m256 acc[4];
                     for (int e = 0; e < ne; e++)
                         acc[e] = _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (e0 + e)), cv);
-                    for (j = 0; j < n; j++) {
+                    for (j = j0; j < n; j++) {
                         const __m256 p = _mm256_set1_ps(si[j]);
                         const float *vr = V + (size_t)j * vs + 8 * e0;
                         for (int e = 0; e < ne; e++)

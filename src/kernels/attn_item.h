@@ -5,14 +5,17 @@
  * KV head: its H = tokens x G query heads ("rows" below) share every K/V
  * tile, which is converted to floats once for all of them. Row i is token
  * t0 + i / G, query head g * G + i % G; it attends to the positions up to
- * its own (causal), in tiles of KERN_ATTN_TILE from position 0, so each
- * row's arithmetic is the same whatever block it is in. */
+ * its own (causal) and, with a window, from its own first key, in tiles of
+ * KERN_ATTN_TILE at fixed multiples of KERN_ATTN_TILE, skipping the tiles
+ * it sees nothing of, so each row's arithmetic is the same whatever block
+ * it is in. */
 #ifndef PLUMB_KERNELS_ATTN_ITEM_H
 #define PLUMB_KERNELS_ATTN_ITEM_H
 
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 struct attn_work {
@@ -38,10 +41,18 @@ static inline struct attn_work attn_work_at(float *scratch, int hd, int G)
 struct attn_item {
     int t0, g;      /* first token of the block, KV head */
     int rows;       /* tokens of the block x G */
-    int64_t n_keys; /* positions the block's last token attends to */
+    int64_t k_lo;   /* first key position of the block's first tile (a tile boundary) */
+    int64_t n_keys; /* positions the block's last token attends to: keys below n_keys */
 };
 
-/* Decodes item and resets the outputs and running figures of its rows. */
+/* The first key position query position p sees. */
+static inline int64_t attn_first_key(const struct kern_attn_args *a, int64_t p)
+{
+    return a->window > 0 && p - a->window + 1 > 0 ? p - a->window + 1 : 0;
+}
+
+/* Decodes item and resets the outputs and running figures of its rows
+ * (a head with a sink starts with the sink as its only term). */
 static inline struct attn_item attn_item_begin(const struct kern_attn_args *a, int64_t item, const struct attn_work *w)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
@@ -51,10 +62,16 @@ static inline struct attn_item attn_item_begin(const struct kern_attn_args *a, i
     const int nq = a->n_tok - it.t0 < KERN_ATTN_QBLOCK ? a->n_tok - it.t0 : KERN_ATTN_QBLOCK;
     it.rows = nq * G;
     it.n_keys = a->pos0 + it.t0 + nq;
+    it.k_lo = attn_first_key(a, a->pos0 + it.t0) / KERN_ATTN_TILE * KERN_ATTN_TILE;
     memset(w->o, 0, (size_t)(it.rows * hd) * sizeof *w->o);
     for (int i = 0; i < it.rows; i++) {
-        w->mx[i] = -INFINITY;
-        w->sum[i] = 0;
+        if (a->sinks) {
+            w->mx[i] = a->sinks[it.g * G + i % G];
+            w->sum[i] = 1.0f;
+        } else {
+            w->mx[i] = -INFINITY;
+            w->sum[i] = 0;
+        }
     }
     return it;
 }
@@ -67,13 +84,30 @@ static inline size_t attn_row_offset(const struct kern_attn_args *a, const struc
     return (t * (size_t)a->n_head + (size_t)(it->g * G + i % G)) * (size_t)a->head_dim;
 }
 
-/* How many of the tile's n keys from position k0 row i attends to (0: none). */
-static inline int attn_row_keys(const struct kern_attn_args *a, const struct attn_item *it, int i, int64_t k0, int n)
+/* The keys [*j0, *j1) of the tile's n keys from position k0 that row i
+ * attends to; false when none. */
+static inline bool attn_row_keys(const struct kern_attn_args *a, const struct attn_item *it, int i, int64_t k0, int n,
+                                 int *j0, int *j1)
 {
     const int G = a->n_head / a->n_head_kv;
-    const int64_t last = a->pos0 + it->t0 + i / G; /* the row's own position */
-    const int64_t m = last + 1 - k0;
-    return m <= 0 ? 0 : m < n ? (int)m : n;
+    const int64_t p = a->pos0 + it->t0 + i / G; /* the row's own position */
+    const int64_t lo = attn_first_key(a, p) - k0, hi = p + 1 - k0;
+    *j0 = lo > 0 ? (int)lo : 0;
+    *j1 = hi < n ? (int)(hi > 0 ? hi : 0) : n;
+    return *j0 < *j1;
+}
+
+/* Byte offset of position j's row in the layer's cache. */
+static inline size_t attn_row_at(const struct kern_attn_args *a, int64_t j)
+{
+    return (size_t)(a->kv_cap > 0 ? j % a->kv_cap : j) * a->kv_row_bytes;
+}
+
+/* The score of a dot product: scaled, then soft-capped when asked. */
+static inline float attn_score(const struct kern_attn_args *a, float dot)
+{
+    const float s = dot * a->scale;
+    return a->softcap > 0 ? a->softcap * tanhf(s / a->softcap) : s;
 }
 
 #endif

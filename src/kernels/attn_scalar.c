@@ -19,13 +19,13 @@ int64_t kern_attn_items(const struct kern_attn_args *a)
     return (int64_t)((a->n_tok + KERN_ATTN_QBLOCK - 1) / KERN_ATTN_QBLOCK) * a->n_head_kv;
 }
 
-/* Rows [k0, k0 + n) of KV head g as floats, hd apart. */
+/* Rows of positions [k0, k0 + n) of KV head g as floats, hd apart. */
 static void tile_to_float(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst)
 {
     const struct pb_type_traits *tr = pb_type_get(a->kv_type);
     const size_t off = pb_row_size(a->kv_type, (int64_t)g * a->head_dim);
     for (int j = 0; j < n; j++)
-        tr->to_float((const uint8_t *)base + (size_t)(k0 + j) * a->kv_row_bytes + off, dst + (size_t)j * a->head_dim,
+        tr->to_float((const uint8_t *)base + attn_row_at(a, k0 + j) + off, dst + (size_t)j * a->head_dim,
                      a->head_dim);
 }
 
@@ -36,22 +36,22 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
     float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
         const struct attn_item it = attn_item_begin(a, item, &w);
-        for (int64_t k0 = 0; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
+        for (int64_t k0 = it.k_lo; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
             int n = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
             tile_to_float(a, a->k, it.g, k0, n, kt);
             tile_to_float(a, a->v, it.g, k0, n, vt);
             for (int i = 0; i < it.rows; i++) {
-                const int ni = attn_row_keys(a, &it, i, k0, n);
-                if (ni == 0)
+                int j0, j1;
+                if (!attn_row_keys(a, &it, i, k0, n, &j0, &j1))
                     continue;
                 const float *qi = a->q + attn_row_offset(a, &it, i);
                 float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
                 float m = mx[i];
-                for (int j = 0; j < ni; j++) {
+                for (int j = j0; j < j1; j++) {
                     float d = 0;
                     for (int e = 0; e < hd; e++)
                         d += qi[e] * kt[(size_t)j * hd + e];
-                    si[j] = d * a->scale;
+                    si[j] = attn_score(a, d);
                     if (si[j] > m)
                         m = si[j];
                 }
@@ -59,7 +59,7 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
                 float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m), ps = 0;
                 for (int e = 0; e < hd; e++)
                     oi[e] *= corr;
-                for (int j = 0; j < ni; j++) {
+                for (int j = j0; j < j1; j++) {
                     float p = expf(si[j] - m);
                     ps += p;
                     for (int e = 0; e < hd; e++)

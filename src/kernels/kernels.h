@@ -120,16 +120,26 @@ const struct kern_mm *kern_mm_avx512vnni(enum pb_type t);
  * attention) are done together, so each key and value row is read once
  * for all of them, tile by tile, with the softmax computed online (a
  * running maximum and sum per row) so no row of scores is ever stored
- * whole: memory stays flat at any context length. */
+ * whole: memory stays flat at any context length.
+ *
+ * Variants: a sliding window (a query at position p sees the keys at
+ * p - window + 1 .. p); a ring cache (position j in row j % kv_cap);
+ * soft-capped scores (s = softcap * tanh(s / softcap), after the scale);
+ * attention sinks (a per-head logit that joins the softmax's denominator
+ * and adds no value). */
 struct kern_attn_args {
     const float *q;       /* [n_tok][n_head * head_dim] */
-    const void *k, *v;    /* the layer's cache rows from position 0 */
+    const void *k, *v;    /* the layer's cache rows */
     enum pb_type kv_type; /* F32, F16 or Q8_0 */
     size_t kv_row_bytes;  /* bytes per position (all KV heads) */
     float *out;           /* [n_tok][n_head * head_dim] */
     int n_tok, n_head, n_head_kv, head_dim;
     int64_t pos0;
     float scale;          /* applied to q.k before the softmax */
+    int64_t window;       /* keys seen per query (0: all before it) */
+    int64_t kv_cap;       /* rows of the cache: position j is row j % kv_cap (0: row j) */
+    float softcap;        /* 0: none */
+    const float *sinks;   /* [n_head] sink logits, or NULL */
 };
 
 /* Attends work items [i0, i1) of kern_attn_items(a) (item = block of

@@ -31,9 +31,18 @@ uint64_t kv_bytes(int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type)
     return 2ull * (uint64_t)n_layer * (uint64_t)n_ctx * pb_row_size(kv_type_pb(type), kv_dim);
 }
 
-int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type, pb_err *err)
+uint64_t kv_cache_bytes(const struct kv_cache *kv)
 {
-    kv->k = kv->v = NULL;
+    uint64_t rows = 0;
+    for (int l = 0; l < kv->n_layer; l++)
+        rows += (uint64_t)kv->cap[l];
+    return 2ull * rows * kv->row_bytes;
+}
+
+int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, enum kv_type type,
+             const int64_t *layer_cap, pb_err *err)
+{
+    memset(kv, 0, sizeof *kv);
     if (n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0)
         return pb_fail(err, PB_EINVAL, "bad KV cache shape (%d layers, %lld positions, %lld dims)", n_layer,
                        (long long)n_ctx, (long long)kv_dim);
@@ -42,17 +51,36 @@ int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, en
     if (type == KV_Q8_0 && kv_dim % 32 != 0)
         return pb_fail(err, PB_EINVAL, "a q8_0 KV cache needs rows of a multiple of 32 values, not %lld",
                        (long long)kv_dim);
-    size_t row = pb_row_size(kv_type_pb(type), kv_dim);
-    size_t rows = (size_t)n_layer * (size_t)n_ctx;
-    if (rows / (size_t)n_layer != (size_t)n_ctx || rows > SIZE_MAX / row)
-        return pb_fail(err, PB_ENOMEM, "KV cache size overflows");
+    const size_t row = pb_row_size(kv_type_pb(type), kv_dim);
+    kv->cap = malloc((size_t)n_layer * sizeof *kv->cap);
+    kv->off = malloc((size_t)n_layer * sizeof *kv->off);
+    if (!kv->cap || !kv->off) {
+        kv_free(kv);
+        return pb_fail(err, PB_ENOMEM, "out of memory for the KV cache's layers");
+    }
+    size_t rows = 0;
+    for (int l = 0; l < n_layer; l++) {
+        const int64_t cap = layer_cap ? layer_cap[l] : n_ctx;
+        if (cap < 1 || cap > n_ctx) {
+            kv_free(kv);
+            return pb_fail(err, PB_EINVAL, "KV cache layer %d: %lld rows, expected 1..%lld", l, (long long)cap,
+                           (long long)n_ctx);
+        }
+        kv->cap[l] = cap;
+        kv->off[l] = rows * row;
+        rows += (size_t)cap;
+        if (rows > SIZE_MAX / row) {
+            kv_free(kv);
+            return pb_fail(err, PB_ENOMEM, "KV cache size overflows");
+        }
+    }
     /* calloc of a large block maps zero pages lazily */
     kv->k = calloc(rows, row);
     kv->v = calloc(rows, row);
     if (!kv->k || !kv->v) {
         kv_free(kv);
         return pb_fail(err, PB_ENOMEM, "cannot allocate the KV cache (%.1f MiB)",
-                       (double)kv_bytes(n_layer, n_ctx, kv_dim, type) / (1024.0 * 1024.0));
+                       2.0 * (double)rows * (double)row / (1024.0 * 1024.0));
     }
     kv->n_layer = n_layer;
     kv->n_ctx = n_ctx;
@@ -66,27 +94,32 @@ void kv_free(struct kv_cache *kv)
 {
     free(kv->k);
     free(kv->v);
+    free(kv->cap);
+    free(kv->off);
     kv->k = kv->v = NULL;
+    kv->cap = NULL;
+    kv->off = NULL;
 }
 
 void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_rows, const float *v_rows)
 {
     const struct pb_type_traits *tr = pb_type_get(kv_type_pb(kv->type));
-    size_t at = ((size_t)l * (size_t)kv->n_ctx + (size_t)pos0) * kv->row_bytes;
+    const int64_t cap = kv->cap[l];
     for (int i = 0; i < n; i++) {
-        tr->from_float(k_rows + (size_t)i * (size_t)kv->kv_dim, kv->k + at + (size_t)i * kv->row_bytes, kv->kv_dim);
-        tr->from_float(v_rows + (size_t)i * (size_t)kv->kv_dim, kv->v + at + (size_t)i * kv->row_bytes, kv->kv_dim);
+        const size_t at = kv->off[l] + (size_t)((pos0 + i) % cap) * kv->row_bytes;
+        tr->from_float(k_rows + (size_t)i * (size_t)kv->kv_dim, kv->k + at, kv->kv_dim);
+        tr->from_float(v_rows + (size_t)i * (size_t)kv->kv_dim, kv->v + at, kv->kv_dim);
     }
 }
 
 void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n)
 {
-    if (n <= 0)
-        return;
-    const size_t bytes = (size_t)n * src->row_bytes;
     for (int l = 0; l < src->n_layer; l++) {
-        const size_t at = (size_t)l * (size_t)src->n_ctx * src->row_bytes;
-        memcpy(dst->k + at, src->k + at, bytes);
-        memcpy(dst->v + at, src->v + at, bytes);
+        const bool ring = src->cap[l] < src->n_ctx;
+        const size_t bytes = (size_t)(ring ? src->cap[l] : n) * src->row_bytes;
+        if (bytes == 0)
+            continue;
+        memcpy(dst->k + dst->off[l], src->k + src->off[l], bytes);
+        memcpy(dst->v + dst->off[l], src->v + src->off[l], bytes);
     }
 }

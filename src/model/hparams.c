@@ -1,6 +1,6 @@
 /* Hyperparameters from GGUF metadata, with the range checks that make the
  * buffer sizes computed from them safe. */
-#include "model/model.h"
+#include "model/model_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -92,10 +92,11 @@ int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_e
     if ((rc = gguf_get_str(f, key, &st, err)) < 0)
         return rc;
     if (rc == 1) {
-        hp->rope_scaling = gguf_str_eq(st, "none")     ? ROPE_SCALING_NONE
-                           : gguf_str_eq(st, "linear") ? ROPE_SCALING_LINEAR
-                           : gguf_str_eq(st, "yarn")   ? ROPE_SCALING_YARN
-                                                       : ROPE_SCALING_OTHER;
+        hp->rope_scaling = gguf_str_eq(st, "none")       ? ROPE_SCALING_NONE
+                           : gguf_str_eq(st, "linear")   ? ROPE_SCALING_LINEAR
+                           : gguf_str_eq(st, "yarn")     ? ROPE_SCALING_YARN
+                           : gguf_str_eq(st, "longrope") ? ROPE_SCALING_LONGROPE
+                                                         : ROPE_SCALING_OTHER;
         if ((rc = arch_float(f, a, "rope.scaling.factor", 1.0, 1e-3, 1e6, &hp->rope_scale, err)))
             return rc;
     } else {
@@ -105,6 +106,46 @@ int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_e
             hp->rope_scaling = ROPE_SCALING_LINEAR;
     }
 
+    hp->n_ctx_orig = hp->n_ctx_train;
+    if ((rc = arch_int(f, a, "rope.scaling.original_context_length", false, hp->n_ctx_train, 0, INT32_MAX,
+                       &hp->n_ctx_orig, err)) ||
+        (rc = arch_float(f, a, "rope.scaling.attn_factor", 1.0, 1e-3, 1e3, &hp->rope_attn_factor, err)) ||
+        (rc = arch_float(f, a, "rope.scaling.yarn_beta_fast", 32.0, 1e-3, 1e6, &hp->yarn_beta_fast, err)) ||
+        (rc = arch_float(f, a, "rope.scaling.yarn_beta_slow", 1.0, 1e-3, 1e6, &hp->yarn_beta_slow, err)) ||
+        (rc = arch_float(f, a, "rope.scaling.yarn_log_multiplier", 0.0, 0.0, 1e3, &hp->yarn_log_mul, err)))
+        return rc;
+    if (hp->rope_scaling == ROPE_SCALING_YARN && hp->n_ctx_orig < 1)
+        return pb_fail(err, PB_EFORMAT, "%s: YaRN RoPE scaling needs %s.rope.scaling.original_context_length",
+                       gguf_name(f), a);
+
+    /* mixture of experts */
+    if ((rc = arch_int(f, a, "expert_count", false, 0, 0, 4096, &hp->n_expert, err)))
+        return rc;
+    if (hp->n_expert > 0 &&
+        ((rc = arch_int(f, a, "expert_used_count", true, 0, 1, hp->n_expert, &hp->n_expert_used, err)) ||
+         (rc = arch_int(f, a, "expert_feed_forward_length", false, hp->n_ff, 1, 1 << 22, &hp->n_ff_exp, err))))
+        return rc;
+
+    /* the family's conventions: sliding windows, their RoPE base, soft-caps */
+    const struct arch_desc *d = arch_find(a);
+    hp->rope_base_swa = hp->rope_base;
+    if (d && d->swa_pattern > 0) {
+        if ((rc = arch_int(f, a, "attention.sliding_window", false, 0, 0, INT32_MAX, &hp->n_swa, err)))
+            return rc;
+        hp->swa_pattern = hp->n_swa > 0 ? d->swa_pattern : 0;
+        if ((rc = arch_float(f, a, "rope.freq_base_swa", d->rope_base_swa > 0 ? d->rope_base_swa : hp->rope_base,
+                             1e-3, 1e12, &hp->rope_base_swa, err)))
+            return rc;
+    }
+    if (d && (d->needs & ARCH_SOFTCAP) &&
+        ((rc = arch_float(f, a, "attn_logit_softcapping", 50.0, 0.0, 1e6, &hp->attn_softcap, err)) ||
+         (rc = arch_float(f, a, "final_logit_softcapping", 30.0, 0.0, 1e6, &hp->final_softcap, err))))
+        return rc;
+    /* gemma3 soft-caps its logits only without sliding windows (llama.cpp's non-iswa graph) */
+    if (d && !strcmp(d->name, "gemma3") && hp->n_swa == 0 &&
+        (rc = arch_float(f, a, "final_logit_softcapping", 0.0, 0.0, 1e6, &hp->final_softcap, err)))
+        return rc;
+
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     struct gguf_arr toks;
     if (emb)
@@ -112,4 +153,9 @@ int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_e
     else if (gguf_get_arr(f, "tokenizer.ggml.tokens", &toks, NULL) == 1)
         hp->n_vocab = (int64_t)toks.n; /* vocabulary-only file */
     return PB_OK;
+}
+
+bool model_layer_is_swa(const struct model_hparams *hp, int l)
+{
+    return hp->n_swa > 0 && hp->swa_pattern > 0 && l % hp->swa_pattern < hp->swa_pattern - 1;
 }

@@ -4,11 +4,18 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
 {
-    for (int t = 0; t < n; t++)
-        op_get_row(&m->tok_embd, tokens[t], x + (size_t)t * (size_t)m->hp.n_embd);
+    const int64_t E = m->hp.n_embd;
+    for (int t = 0; t < n; t++) {
+        float *row = x + (size_t)t * (size_t)E;
+        op_get_row(&m->tok_embd, tokens[t], row);
+        if (m->embd_scale != 1.0f)
+            for (int64_t i = 0; i < E; i++)
+                row[i] *= m->embd_scale;
+    }
 }
 
 void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n)
@@ -25,7 +32,7 @@ static void add_bias(float *rows, const struct pb_tensor *bias, int n, int64_t l
         op_add(rows + (size_t)t * len, bias->data, len);
 }
 
-/* Per-head RMS norm (Qwen3's q_norm / k_norm); no-op when absent. */
+/* Per-head RMS norm (Qwen3's and Gemma 3's q_norm / k_norm); no-op when absent. */
 static void norm_heads(float *rows, const struct pb_tensor *w, int n, int n_head, int64_t head_dim, float eps)
 {
     if (!w->data)
@@ -44,6 +51,8 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     const struct layer_weights *lw = &m->layers[l];
     const int H = (int)hp->n_head, KV = (int)hp->n_head_kv, D = (int)hp->head_dim;
     const int64_t q_dim = (int64_t)H * D, kv_dim = (int64_t)KV * D;
+    const bool swa = model_layer_is_swa(hp, l);
+    const struct rope_params *rope = &c->rope[swa];
     int rc;
 
     const struct pb_tensor *w[3] = {&lw->wq, &lw->wk, &lw->wv};
@@ -60,8 +69,8 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
         struct kv_cache *kv = &c->kv[sg->seq];
         float *q = c->q + (size_t)sg->off * (size_t)q_dim;
         float *k = c->k_new + (size_t)sg->off * (size_t)kv_dim, *v = c->v_new + (size_t)sg->off * (size_t)kv_dim;
-        op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, &m->rope);
-        op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, &m->rope);
+        op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, rope);
+        op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, rope);
         kv_store(kv, l, sg->pos0, sg->n, k, v);
         c->attn[s] = (struct kern_attn_args){
             .q = q,
@@ -75,14 +84,36 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
             .n_head_kv = KV,
             .head_dim = D,
             .pos0 = sg->pos0,
-            .scale = 1.0f / sqrtf((float)D),
+            .scale = m->attn_scale,
+            .window = swa ? hp->n_swa : 0,
+            .kv_cap = kv->cap[l],
+            .softcap = hp->attn_softcap,
+            .sinks = lw->sinks.data,
         };
     }
     op_attention_n(c->pool, c->attn, c->n_segs, c->att_scratch);
-    return op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err);
+    if ((rc = op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err)))
+        return rc;
+    add_bias(c->xb, &lw->bo, n, hp->n_embd);
+    return PB_OK;
 }
 
-int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
+/* gpt-oss's constants for its clamped SwiGLU (fixed in the model, not in
+ * the file). */
+#define OAI_ALPHA 1.702f
+#define OAI_LIMIT 7.0f
+
+/* g = act(g) * u over n elements. */
+static void activate(struct model_ctx *c, enum ffn_act act, float *g, const float *u, int64_t n)
+{
+    switch (act) {
+    case FFN_SILU: op_swiglu(c->pool, g, u, n); break;
+    case FFN_GELU: op_geglu(c->pool, g, u, n); break;
+    case FFN_OAI: op_swiglu_oai(g, u, n, OAI_ALPHA, OAI_LIMIT); break;
+    }
+}
+
+int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
 {
     const struct layer_weights *lw = &c->m->layers[l];
     int rc;
@@ -90,8 +121,119 @@ int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err)
     float *y[2] = {c->gate, c->up};
     if ((rc = op_matmul_n(c->pool, 2, w, c->xb, n, y, c->act, err)))
         return rc;
-    op_swiglu(c->pool, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
+    activate(c, act, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
     return op_matmul(c->pool, &lw->ffn_down, c->gate, n, c->xb, c->act, err);
+}
+
+/* The experts token t uses and their weights, from its router logits:
+ * softmax over all experts, the best k, renormalized (Qwen3-MoE, Mixtral);
+ * or, for gpt-oss, the best k logits and a softmax over those. Ties go to
+ * the lower expert. */
+static void route(const float *logits, int64_t n_expert, int k, bool softmax_selected, int32_t *sel, float *w)
+{
+    for (int j = 0; j < k; j++) {
+        int32_t best = -1;
+        for (int32_t e = 0; e < (int32_t)n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best]))
+                best = e;
+        }
+        sel[j] = best;
+    }
+    float mx = softmax_selected ? logits[sel[0]] : -INFINITY;
+    if (!softmax_selected)
+        for (int64_t e = 0; e < n_expert; e++)
+            mx = logits[e] > mx ? logits[e] : mx;
+    double all = 0;
+    for (int64_t e = 0; !softmax_selected && e < n_expert; e++)
+        all += (double)expf(logits[e] - mx);
+    float sum = 0;
+    for (int j = 0; j < k; j++) {
+        w[j] = softmax_selected ? expf(logits[sel[j]] - mx) : (float)((double)expf(logits[sel[j]] - mx) / all);
+        sum += w[j];
+    }
+    /* renormalized over the chosen (the bound is llama.cpp's, against 0) */
+    sum = sum > 6.103515625e-5f ? sum : 6.103515625e-5f;
+    for (int j = 0; j < k; j++)
+        w[j] /= sum;
+}
+
+int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
+{
+    const struct model *m = c->m;
+    const struct model_hparams *hp = &m->hp;
+    const struct layer_weights *lw = &m->layers[l];
+    const int64_t E = hp->n_embd, F = hp->n_ff_exp, X = hp->n_expert;
+    const int k = (int)hp->n_expert_used;
+    int rc;
+
+    /* routing */
+    if ((rc = op_matmul(c->pool, &lw->ffn_gate_inp, c->xb, n, c->moe_logits, c->act, err)))
+        return rc;
+    for (int t = 0; t < n; t++) {
+        float *lg = c->moe_logits + (size_t)t * (size_t)X;
+        if (lw->ffn_gate_inp_b.data)
+            op_add(lg, lw->ffn_gate_inp_b.data, X);
+        route(lg, X, k, act == FFN_OAI, c->moe_sel + (size_t)t * k, c->moe_w + (size_t)t * k);
+    }
+
+    /* the (token, choice) pairs grouped by expert, tokens in order: each
+     * expert's rows are one matrix-matrix product over its own tokens */
+    int n_tasks = 0, row = 0;
+    for (int64_t e = 0; e < X; e++) {
+        const int first = row;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < k; j++)
+                if (c->moe_sel[t * k + j] == e) {
+                    c->moe_slot[t * k + j] = row;
+                    memcpy(c->moe_x + (size_t)row * (size_t)E, c->xb + (size_t)t * (size_t)E, (size_t)E * sizeof(float));
+                    row++;
+                }
+        if (row == first)
+            continue; /* no token chose it: its weights are not read */
+        const float *x = c->moe_x + (size_t)first * (size_t)E;
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], x, row - first, c->moe_g + (size_t)first * F};
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], x, row - first, c->moe_u + (size_t)first * F};
+    }
+    if ((rc = op_matmul_tasks(c->pool, n_tasks, c->moe_tasks, c->act, err)))
+        return rc;
+
+    /* biases and the activation, then the down products into moe_x (the
+     * inputs are no longer needed) */
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < k; j++) {
+            const int r = c->moe_slot[t * k + j], e = c->moe_sel[t * k + j];
+            if (lw->gate_exps_b.data)
+                op_add(c->moe_g + (size_t)r * F, (const float *)lw->gate_exps_b.data + (size_t)e * F, F);
+            if (lw->up_exps_b.data)
+                op_add(c->moe_u + (size_t)r * F, (const float *)lw->up_exps_b.data + (size_t)e * F, F);
+        }
+    activate(c, act, c->moe_g, c->moe_u, (int64_t)row * F);
+    for (int i = 0; i < n_tasks; i += 2) {
+        const struct op_mm_task *gt = &c->moe_tasks[i];
+        const int first = (int)((gt->y - c->moe_g) / F);
+        const int64_t e = gt->w - lw->gate_exps;
+        c->moe_tasks[i / 2] = (struct op_mm_task){&lw->down_exps[e], gt->y, gt->n_tok, c->moe_x + (size_t)first * E};
+    }
+    if ((rc = op_matmul_tasks(c->pool, n_tasks / 2, c->moe_tasks, c->act, err)))
+        return rc;
+
+    /* each token's experts, weighted, summed in the order they were chosen */
+    for (int t = 0; t < n; t++) {
+        float *out = c->xb + (size_t)t * (size_t)E;
+        for (int j = 0; j < k; j++) {
+            const int e = c->moe_sel[t * k + j];
+            float *y = c->moe_x + (size_t)c->moe_slot[t * k + j] * (size_t)E;
+            if (lw->down_exps_b.data)
+                op_add(y, (const float *)lw->down_exps_b.data + (size_t)e * E, E);
+            const float w = c->moe_w[t * k + j];
+            for (int64_t i = 0; i < E; i++)
+                out[i] = j == 0 ? y[i] * w : out[i] + y[i] * w;
+        }
+    }
+    return PB_OK;
 }
 
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
@@ -99,7 +241,7 @@ int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
     (void)n;
     const struct model *m = c->m;
     const int64_t E = m->hp.n_embd;
-    int k = 0;
+    int k = 0, rc;
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         if (!sg->logits)
@@ -108,5 +250,9 @@ int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
                    E, m->hp.rms_eps);
         k++;
     }
-    return k ? op_matmul(c->pool, &m->output, c->xb, k, logits, c->act, err) : PB_OK;
+    if (!k || (rc = op_matmul(c->pool, &m->output, c->xb, k, logits, c->act, err)))
+        return k ? rc : PB_OK;
+    if (m->final_softcap > 0)
+        op_softcap(logits, (int64_t)k * m->hp.n_vocab, m->final_softcap);
+    return PB_OK;
 }

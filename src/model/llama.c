@@ -1,6 +1,7 @@
-/* Llama (and the many models that share its shape: Mistral, SmolLM, ...):
- * pre-norm blocks of RMSNorm -> attention with RoPE -> residual,
- * RMSNorm -> SwiGLU -> residual; final RMSNorm and the output projection. */
+/* Llama (and the many models that share its shape: Mistral, SmolLM,
+ * Qwen2/3, Qwen3-MoE, Mixtral, Phi-3): pre-norm blocks of RMSNorm ->
+ * attention with RoPE -> residual, RMSNorm -> SwiGLU (or a mixture of
+ * SwiGLU experts) -> residual; final RMSNorm and the output projection. */
 #include "model/model_internal.h"
 
 int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
@@ -17,7 +18,8 @@ int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logi
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);
         layer_norm_rows(c, &lw->ffn_norm, c->x, c->xb, n);
-        if ((rc = layer_ffn_swiglu(c, l, n, err)))
+        rc = lw->gate_exps ? layer_ffn_moe(c, l, n, FFN_SILU, err) : layer_ffn(c, l, n, FFN_SILU, err);
+        if (rc)
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);
     }

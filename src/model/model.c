@@ -6,6 +6,7 @@
 #include "kernels/kernels.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,26 +17,74 @@ enum bind_kind {
     BIND_VECTOR, /* 1-D (norms, biases): converted to F32 if needed */
 };
 
-/* Copies a 1-D tensor into an owned F32 array (converting it if needed)
- * and releases the file's pages it filled: after loading, the file is
- * read only for embedding rows. (Read in place, the norms kept ~60 MB of
- * a TinyLlama file resident: whole large folios of the page cache around
- * each one, measured with /proc/PID/pagemap.) */
+/* Copies a 1-D tensor (or the rows of a small 2-D one, such as per-expert
+ * biases) into an owned F32 array, converting it if needed, and releases
+ * the file's pages it filled: after loading, the file is read only for
+ * embedding rows. (Read in place, the norms kept ~60 MB of a TinyLlama
+ * file resident: whole large folios of the page cache around each one,
+ * measured with /proc/PID/pagemap.) */
 static int own_as_f32(struct model *m, struct pb_tensor *t, const struct pb_type_traits *tr, pb_err *err)
 {
     float **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *owned);
     if (!owned)
         return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
     m->owned = owned;
-    float *buf = malloc((size_t)t->ne[0] * sizeof *buf);
+    const int64_t n = t->ne[0] * t->ne[1];
+    float *buf = malloc((size_t)n * sizeof *buf);
     if (!buf)
         return pb_fail(err, PB_ENOMEM, "out of memory converting '%s'", t->name);
-    tr->to_float(t->data, buf, t->ne[0]);
-    gguf_release(m->file, t->data, t->row_bytes);
+    tr->to_float(t->data, buf, n);
+    gguf_release(m->file, t->data, t->row_bytes * (size_t)t->ne[1]);
     m->owned[m->n_owned++] = buf;
     t->data = buf;
     t->type = PB_TYPE_F32;
     t->row_bytes = (size_t)t->ne[0] * sizeof(float);
+    return PB_OK;
+}
+
+/* out = rows [row0, row0 + n_rows) of tensor t (stored as ne[0]-long rows,
+ * higher dimensions flattened into rows), checked for its use. */
+static int view_of(struct model *m, const struct gguf_tensor *t, enum bind_kind kind, int64_t row0, int64_t n_rows,
+                   struct pb_tensor *out, pb_err *err)
+{
+    const char *file = gguf_name(m->file);
+    const struct pb_type_traits *tr = pb_type_get(t->type);
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    out->type = t->type;
+    out->ne[0] = t->ne[0];
+    out->ne[1] = n_rows;
+    out->ne[2] = out->ne[3] = 1;
+    out->row_bytes = pb_row_size(t->type, t->ne[0]);
+    out->data = (const uint8_t *)t->data + (size_t)row0 * out->row_bytes;
+    if (((uintptr_t)out->data % tr->align) != 0)
+        return pb_fail(err, PB_EFORMAT, "%s: tensor '%s' data is not aligned to %zu bytes", file, t->name, tr->align);
+    if (kind == BIND_MATRIX && !kern_dot_for(t->type))
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot multiply yet", file,
+                       t->name, tr->name);
+    if (kind != BIND_MATRIX && !tr->to_float)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot read yet", file,
+                       t->name, tr->name);
+    if (kind == BIND_VECTOR)
+        return own_as_f32(m, out, tr, err);
+    return PB_OK;
+}
+
+/* Finds tensor `name` and checks its shape against want (unused dims 1).
+ * An absent tensor is an error when required, else *t is NULL. */
+static int find_shaped(struct model *m, const char *name, bool required, const int64_t want[4],
+                       const struct gguf_tensor **t, pb_err *err)
+{
+    const char *file = gguf_name(m->file);
+    *t = gguf_find_tensor(m->file, name);
+    if (!*t)
+        return required ? pb_fail(err, PB_EFORMAT, "%s: missing tensor '%s'", file, name) : PB_OK;
+    for (int d = 0; d < 4; d++)
+        if ((*t)->ne[d] != want[d])
+            return pb_fail(err, PB_EFORMAT,
+                           "%s: tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                           "], expected [%" PRId64 ", %" PRId64 ", %" PRId64 "]",
+                           file, name, (*t)->ne[0], (*t)->ne[1], (*t)->ne[2], (*t)->ne[3], want[0], want[1], want[2]);
     return PB_OK;
 }
 
@@ -44,46 +93,100 @@ static int own_as_f32(struct model *m, struct pb_tensor *t, const struct pb_type
 static int bind(struct model *m, const char *name, enum bind_kind kind, bool required, int64_t ne0, int64_t ne1,
                 struct pb_tensor *out, pb_err *err)
 {
-    const char *file = gguf_name(m->file);
-    const struct gguf_tensor *t = gguf_find_tensor(m->file, name);
+    const int64_t want[4] = {ne0, ne1 ? ne1 : 1, 1, 1};
+    const struct gguf_tensor *t;
     memset(out, 0, sizeof *out);
-    if (!t) {
-        if (required)
-            return pb_fail(err, PB_EFORMAT, "%s: missing tensor '%s'", file, name);
-        return PB_OK;
-    }
-    int64_t want[4] = {ne0, ne1 ? ne1 : 1, 1, 1};
-    for (int d = 0; d < 4; d++)
-        if (t->ne[d] != want[d])
-            return pb_fail(err, PB_EFORMAT,
-                           "%s: tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                           "], expected [%" PRId64 ", %" PRId64 "]",
-                           file, name, t->ne[0], t->ne[1], t->ne[2], t->ne[3], want[0], want[1]);
-    const struct pb_type_traits *tr = pb_type_get(t->type);
-    if (((uintptr_t)t->data % tr->align) != 0)
-        return pb_fail(err, PB_EFORMAT, "%s: tensor '%s' data is not aligned to %zu bytes", file, name, tr->align);
-    out->name = t->name;
-    out->type = t->type;
-    memcpy(out->ne, want, sizeof want);
-    out->row_bytes = pb_row_size(t->type, t->ne[0]);
-    out->data = t->data;
-    if (kind == BIND_MATRIX && !kern_dot_for(t->type))
-        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot multiply yet", file,
-                       name, tr->name);
-    if (kind != BIND_MATRIX && !tr->to_float)
-        return pb_fail(err, PB_EUNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot read yet", file, name,
-                       tr->name);
-    if (kind == BIND_VECTOR)
-        return own_as_f32(m, out, tr, err);
+    int rc = find_shaped(m, name, required, want, &t, err);
+    return rc || !t ? rc : view_of(m, t, kind, 0, want[1], out, err);
+}
+
+/* Binds the n_parts row ranges of a fused matrix (rows[i] rows each, in
+ * order) to outs[i]; false in *found when the tensor is absent. */
+static int bind_split(struct model *m, const char *name, int64_t ne0, const int64_t *rows, int n_parts,
+                      struct pb_tensor *const *outs, bool *found, pb_err *err)
+{
+    int64_t total = 0;
+    for (int i = 0; i < n_parts; i++)
+        total += rows[i];
+    const int64_t want[4] = {ne0, total, 1, 1};
+    const struct gguf_tensor *t;
+    int rc = find_shaped(m, name, false, want, &t, err);
+    *found = t != NULL;
+    for (int i = 0, row = 0; !rc && t && i < n_parts; row += (int)rows[i], i++)
+        rc = view_of(m, t, BIND_MATRIX, row, rows[i], outs[i], err);
+    return rc;
+}
+
+/* Binds the 3-D expert tensor `name` ([ne0, ne1, n_expert]) as one view
+ * of ne1 rows per expert. */
+static int bind_experts(struct model *m, const char *name, int64_t ne0, int64_t ne1, struct pb_tensor *views,
+                        pb_err *err)
+{
+    const int64_t want[4] = {ne0, ne1, m->hp.n_expert, 1};
+    const struct gguf_tensor *t;
+    int rc = find_shaped(m, name, true, want, &t, err);
+    for (int64_t e = 0; !rc && e < m->hp.n_expert; e++)
+        rc = view_of(m, t, BIND_MATRIX, e * ne1, ne1, &views[e], err);
+    return rc;
+}
+
+static uint64_t matrix_bytes(const struct pb_tensor *t)
+{
+    return t->data ? t->row_bytes * (uint64_t)t->ne[1] : 0;
+}
+
+/* The experts of layer l: router, its bias, the 3-D tensors as views,
+ * their biases; *bytes receives the experts' matrix bytes. */
+static int bind_moe(struct model *m, int l, struct pb_tensor *views, uint64_t *bytes, pb_err *err)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct layer_weights *lw = &m->layers[l];
+    const int64_t E = hp->n_embd, F = hp->n_ff_exp, X = hp->n_expert;
+    const bool oai = m->arch->needs & ARCH_OAI;
+    char name[96];
+    int rc;
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
+    lw->gate_exps = views;
+    lw->up_exps = views + X;
+    lw->down_exps = views + 2 * X;
+    if ((rc = bind(m, NAME("ffn_gate_inp.weight"), BIND_MATRIX, true, E, X, &lw->ffn_gate_inp, err)) ||
+        (rc = bind(m, NAME("ffn_gate_inp.bias"), BIND_VECTOR, oai, X, 0, &lw->ffn_gate_inp_b, err)) ||
+        (rc = bind_experts(m, NAME("ffn_gate_exps.weight"), E, F, lw->gate_exps, err)) ||
+        (rc = bind_experts(m, NAME("ffn_up_exps.weight"), E, F, lw->up_exps, err)) ||
+        (rc = bind_experts(m, NAME("ffn_down_exps.weight"), F, E, lw->down_exps, err)) ||
+        (rc = bind(m, NAME("ffn_gate_exps.bias"), BIND_VECTOR, oai, F, X, &lw->gate_exps_b, err)) ||
+        (rc = bind(m, NAME("ffn_up_exps.bias"), BIND_VECTOR, oai, F, X, &lw->up_exps_b, err)) ||
+        (rc = bind(m, NAME("ffn_down_exps.bias"), BIND_VECTOR, oai, E, X, &lw->down_exps_b, err)))
+        return rc;
+#undef NAME
+    *bytes = 0;
+    for (int64_t e = 0; e < 3 * X; e++)
+        *bytes += matrix_bytes(&views[e]);
+    m->weight_bytes += matrix_bytes(&lw->ffn_gate_inp);
     return PB_OK;
 }
 
-static int bind_layer(struct model *m, int l, pb_err *err)
+static int bind_layer(struct model *m, int l, uint64_t *expert_bytes, pb_err *err)
 {
     const struct model_hparams *hp = &m->hp;
     struct layer_weights *lw = &m->layers[l];
     const int64_t E = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
-    const bool bias = m->arch->needs & ARCH_QKV_BIAS, qk_norm = m->arch->needs & ARCH_QK_NORM;
+    const unsigned needs = m->arch->needs;
+    const bool bias = needs & ARCH_QKV_BIAS, qk_norm = needs & ARCH_QK_NORM, post = needs & ARCH_POST_NORMS,
+               oai = needs & ARCH_OAI, moe = hp->n_expert > 0;
+    char name[96];
+    int rc;
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
+    /* Q, K and V: three tensors, or one fused (Phi-3) */
+    bool fused = false;
+    const int64_t qkv_rows[3] = {QD, KVD, KVD};
+    struct pb_tensor *qkv[3] = {&lw->wq, &lw->wk, &lw->wv};
+    if ((rc = bind_split(m, NAME("attn_qkv.weight"), E, qkv_rows, 3, qkv, &fused, err)))
+        return rc;
+    if (!fused && ((rc = bind(m, NAME("attn_q.weight"), BIND_MATRIX, true, E, QD, &lw->wq, err)) ||
+                   (rc = bind(m, NAME("attn_k.weight"), BIND_MATRIX, true, E, KVD, &lw->wk, err)) ||
+                   (rc = bind(m, NAME("attn_v.weight"), BIND_MATRIX, true, E, KVD, &lw->wv, err))))
+        return rc;
     struct {
         const char *suffix;
         enum bind_kind kind;
@@ -92,29 +195,71 @@ static int bind_layer(struct model *m, int l, pb_err *err)
         struct pb_tensor *out;
     } specs[] = {
         {"attn_norm.weight", BIND_VECTOR, true, E, 0, &lw->attn_norm},
-        {"attn_q.weight", BIND_MATRIX, true, E, QD, &lw->wq},
-        {"attn_k.weight", BIND_MATRIX, true, E, KVD, &lw->wk},
-        {"attn_v.weight", BIND_MATRIX, true, E, KVD, &lw->wv},
         {"attn_output.weight", BIND_MATRIX, true, QD, E, &lw->wo},
         {"attn_q.bias", BIND_VECTOR, bias, QD, 0, &lw->bq},
         {"attn_k.bias", BIND_VECTOR, bias, KVD, 0, &lw->bk},
         {"attn_v.bias", BIND_VECTOR, bias, KVD, 0, &lw->bv},
+        {"attn_output.bias", BIND_VECTOR, oai, E, 0, &lw->bo},
         {"attn_q_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->q_norm},
         {"attn_k_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->k_norm},
-        {"ffn_norm.weight", BIND_VECTOR, true, E, 0, &lw->ffn_norm},
-        {"ffn_gate.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_gate},
-        {"ffn_up.weight", BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_up},
-        {"ffn_down.weight", BIND_MATRIX, true, hp->n_ff, E, &lw->ffn_down},
+        {"attn_sinks.weight", BIND_VECTOR, oai, hp->n_head, 0, &lw->sinks},
+        {"post_attention_norm.weight", BIND_VECTOR, post || oai, E, 0, &lw->attn_post_norm},
+        {"ffn_norm.weight", BIND_VECTOR, !oai, E, 0, &lw->ffn_norm},
+        {"post_ffw_norm.weight", BIND_VECTOR, post, E, 0, &lw->ffn_post_norm},
     };
-    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "blk.%d.%s", l, specs[i].suffix);
-        int rc = bind(m, name, specs[i].kind, specs[i].required, specs[i].ne0, specs[i].ne1, specs[i].out, err);
-        if (rc)
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
+        if ((rc = bind(m, NAME(specs[i].suffix), specs[i].kind, specs[i].required, specs[i].ne0, specs[i].ne1,
+                       specs[i].out, err)))
             return rc;
-        if (specs[i].kind == BIND_MATRIX)
-            m->weight_bytes += specs[i].out->row_bytes * (uint64_t)specs[i].out->ne[1];
+    if (moe) {
+        if ((rc = bind_moe(m, l, m->exp_views + (size_t)l * 3 * (size_t)hp->n_expert, expert_bytes, err)))
+            return rc;
+    } else {
+        /* gate and up: two tensors, or one with the gate's rows first (Phi-3) */
+        const int64_t up_rows[2] = {hp->n_ff, hp->n_ff};
+        struct pb_tensor *gu[2] = {&lw->ffn_gate, &lw->ffn_up};
+        if ((rc = bind(m, NAME("ffn_gate.weight"), BIND_MATRIX, false, E, hp->n_ff, &lw->ffn_gate, err)))
+            return rc;
+        if (lw->ffn_gate.data) {
+            rc = bind(m, NAME("ffn_up.weight"), BIND_MATRIX, true, E, hp->n_ff, &lw->ffn_up, err);
+        } else {
+            if ((rc = bind_split(m, NAME("ffn_up.weight"), E, up_rows, 2, gu, &fused, err)))
+                return rc;
+            if (!fused)
+                rc = pb_fail(err, PB_EFORMAT, "%s: missing tensor 'blk.%d.ffn_gate.weight' (and no ffn_up.weight "
+                             "of [%" PRId64 ", %" PRId64 "] holding gate and up)", gguf_name(m->file), l, E,
+                             2 * hp->n_ff);
+        }
+        if (rc || (rc = bind(m, NAME("ffn_down.weight"), BIND_MATRIX, true, hp->n_ff, E, &lw->ffn_down, err)))
+            return rc;
     }
+#undef NAME
+    const struct pb_tensor *mats[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        m->weight_bytes += matrix_bytes(mats[i]);
+    return PB_OK;
+}
+
+/* The RoPE and attention conventions of the family, checked against what
+ * plumb can honour. */
+static int check_rope(struct model *m, pb_err *err)
+{
+    const struct model_hparams *hp = &m->hp;
+    const char *file = gguf_name(m->file);
+    if (hp->rope_scaling == ROPE_SCALING_OTHER)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: %s.rope.scaling.type is not one plumb knows (none, linear, yarn, "
+                       "longrope)", file, hp->arch);
+    if (hp->rope_scaling == ROPE_SCALING_YARN && hp->yarn_log_mul != 0)
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: %s.rope.scaling.yarn_log_multiplier is %g: YaRN with an "
+                       "attention-scale multiplier (DeepSeek's) is not supported", file, hp->arch,
+                       (double)hp->yarn_log_mul);
+    if ((m->rope_long.data != NULL) != (m->rope_short.data != NULL))
+        return pb_fail(err, PB_EFORMAT, "%s: rope_factors_long.weight and rope_factors_short.weight come together",
+                       file);
+    if (m->rope_long.data && m->rope_freqs.data)
+        return pb_fail(err, PB_EFORMAT, "%s: both rope_freqs.weight and LongRoPE factors", file);
+    if (hp->rope_scaling == ROPE_SCALING_LONGROPE && !m->rope_long.data)
+        return pb_fail(err, PB_EFORMAT, "%s: LongRoPE scaling without rope_factors_long.weight", file);
     return PB_OK;
 }
 
@@ -125,7 +270,10 @@ static int bind_all(struct model *m, pb_err *err)
     if ((rc = bind(m, "token_embd.weight", BIND_TABLE, true, hp->n_embd, hp->n_vocab, &m->tok_embd, err)) ||
         (rc = bind(m, "output_norm.weight", BIND_VECTOR, true, hp->n_embd, 0, &m->out_norm, err)) ||
         (rc = bind(m, "output.weight", BIND_MATRIX, false, hp->n_embd, hp->n_vocab, &m->output, err)) ||
-        (rc = bind(m, "rope_freqs.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_freqs, err)))
+        (rc = bind(m, "rope_freqs.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_freqs, err)) ||
+        (rc = bind(m, "rope_factors_long.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_long, err)) ||
+        (rc = bind(m, "rope_factors_short.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_short, err)) ||
+        (rc = check_rope(m, err)))
         return rc;
     if (!m->output.data) { /* tied embeddings: the output projection is token_embd */
         if (!kern_dot_for(m->tok_embd.type))
@@ -133,28 +281,43 @@ static int bind_all(struct model *m, pb_err *err)
                            "cannot multiply yet", gguf_name(m->file), pb_type_name(m->tok_embd.type));
         m->output = m->tok_embd;
     }
+    if ((m->arch->needs & ARCH_MOE) && hp->n_expert == 0)
+        return pb_fail(err, PB_EFORMAT, "%s: a %s model needs %s.expert_count", gguf_name(m->file), hp->arch,
+                       hp->arch);
     m->weight_bytes = m->output.row_bytes * (uint64_t)m->output.ne[1];
-    if (hp->rope_scaling == ROPE_SCALING_YARN || hp->rope_scaling == ROPE_SCALING_OTHER)
-        return pb_fail(err, PB_EUNSUPPORTED, "%s: RoPE scaling '%s' is not supported yet (none, linear and Llama 3's "
-                       "rope_freqs are)", gguf_name(m->file),
-                       hp->rope_scaling == ROPE_SCALING_YARN ? "yarn" : "of this type");
-    m->rope = (struct rope_params){
-        .n_rot = (int)hp->n_rot,
-        .base = hp->rope_base,
-        .freq_scale = 1.0f / hp->rope_scale,
-        .style = m->arch->rope,
-        .freq_factors = m->rope_freqs.data,
-    };
+    /* Gemma's query scale: 1/sqrt(n_embd / n_head) for the 27B models
+     * (known, as llama.cpp knows them, by their layer count), else
+     * 1/sqrt(head_dim) like everyone's */
+    const bool gemma27 = (!strcmp(hp->arch, "gemma2") && hp->n_layer == 46) ||
+                         (!strcmp(hp->arch, "gemma3") && hp->n_layer == 62);
+    m->attn_scale = 1.0f / sqrtf((float)(gemma27 ? hp->n_embd / hp->n_head : hp->head_dim));
+    m->embd_scale = m->arch->needs & ARCH_EMBD_SCALE ? sqrtf((float)hp->n_embd) : 1.0f;
+    m->final_softcap = hp->final_softcap;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
         return pb_fail(err, PB_ENOMEM, "out of memory for %" PRId64 " layers", hp->n_layer);
-    for (int l = 0; l < (int)hp->n_layer; l++)
-        if ((rc = bind_layer(m, l, err)))
+    if (hp->n_expert > 0 && !(m->exp_views = calloc((size_t)(hp->n_layer * 3 * hp->n_expert), sizeof *m->exp_views)))
+        return pb_fail(err, PB_ENOMEM, "out of memory for %" PRId64 " experts", hp->n_expert);
+    uint64_t experts = 0;
+    for (int l = 0; l < (int)hp->n_layer; l++) {
+        uint64_t bytes = 0;
+        if ((rc = bind_layer(m, l, &bytes, err)))
             return rc;
+        experts += bytes;
+    }
+    /* a token reads n_expert_used of each layer's experts */
+    if (hp->n_expert > 0)
+        m->weight_bytes += experts / (uint64_t)hp->n_expert * (uint64_t)hp->n_expert_used;
     return PB_OK;
 }
 
 #define PACK_STEP_BYTES (8u << 20)
+
+/* The number of matrices of the model (at most). */
+static int n_matrices(const struct model *m)
+{
+    return (int)(m->hp.n_layer * (8 + 3 * m->hp.n_expert)) + 1;
+}
 
 /* The matrices of the model, output last. */
 static int list_matrices(struct model *m, struct pb_tensor **out)
@@ -162,9 +325,13 @@ static int list_matrices(struct model *m, struct pb_tensor **out)
     int n = 0;
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         struct layer_weights *lw = &m->layers[l];
-        struct pb_tensor *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down};
+        struct pb_tensor *ws[] = {&lw->wq,     &lw->wk,       &lw->wv,          &lw->wo,
+                                  &lw->ffn_gate, &lw->ffn_up, &lw->ffn_down,    &lw->ffn_gate_inp};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
-            out[n++] = ws[i];
+            if (ws[i]->data)
+                out[n++] = ws[i];
+        for (int64_t e = 0; lw->gate_exps && e < 3 * m->hp.n_expert; e++)
+            out[n++] = &lw->gate_exps[e]; /* gate, up and down views are consecutive */
     }
     out[n++] = &m->output;
     return n;
@@ -175,7 +342,7 @@ static int list_matrices(struct model *m, struct pb_tensor **out)
  * each tensor once copied: memory holds one copy of the weights. */
 static int prepare_matrices(struct model *m, pb_err *err)
 {
-    const int n_max = 7 * (int)m->hp.n_layer + 1;
+    const int n_max = n_matrices(m);
     struct pb_tensor **mats = malloc((size_t)n_max * sizeof *mats);
     size_t *bytes = malloc((size_t)n_max * sizeof *bytes);
     int rc = PB_OK;
@@ -297,6 +464,7 @@ void model_free(struct model *m)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->exp_views);
     sys_free_large(m->packed, m->packed_bytes);
     gguf_close(m->file);
     free(m);
@@ -308,22 +476,30 @@ uint64_t model_weight_bytes(const struct model *m) { return m->weight_bytes; }
 
 /* ---- contexts ---- */
 
+static size_t max_sz(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
 static size_t max_matmul_scratch(const struct model *m, int n_batch)
 {
     size_t max = op_matmul_scratch(&m->output, n_batch); /* a batch's sequences may all want logits */
+    const int rows = n_batch * (int)m->hp.n_expert_used; /* (token, expert) pairs of a batch */
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
         /* the products of one input share the scratch (layers.c) */
-        size_t s[4] = {
-            op_matmul_scratch(&lw->wq, n_batch) + op_matmul_scratch(&lw->wk, n_batch) +
-                op_matmul_scratch(&lw->wv, n_batch),
-            op_matmul_scratch(&lw->wo, n_batch),
-            op_matmul_scratch(&lw->ffn_gate, n_batch) + op_matmul_scratch(&lw->ffn_up, n_batch),
-            op_matmul_scratch(&lw->ffn_down, n_batch),
-        };
-        for (int i = 0; i < 4; i++)
-            if (s[i] > max)
-                max = s[i];
+        max = max_sz(max, op_matmul_scratch(&lw->wq, n_batch) + op_matmul_scratch(&lw->wk, n_batch) +
+                              op_matmul_scratch(&lw->wv, n_batch));
+        max = max_sz(max, op_matmul_scratch(&lw->wo, n_batch));
+        if (lw->gate_exps) {
+            /* every expert's inputs at once (op_matmul_tasks) */
+            max = max_sz(max, op_matmul_scratch(&lw->ffn_gate_inp, n_batch));
+            max = max_sz(max, op_matmul_scratch(&lw->gate_exps[0], rows) + op_matmul_scratch(&lw->up_exps[0], rows));
+            max = max_sz(max, op_matmul_scratch(&lw->down_exps[0], rows));
+        } else {
+            max = max_sz(max, op_matmul_scratch(&lw->ffn_gate, n_batch) + op_matmul_scratch(&lw->ffn_up, n_batch));
+            max = max_sz(max, op_matmul_scratch(&lw->ffn_down, n_batch));
+        }
     }
     return max;
 }
@@ -331,6 +507,45 @@ static size_t max_matmul_scratch(const struct model *m, int n_batch)
 static float *alloc_floats(size_t n)
 {
     return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+}
+
+/* The RoPE of the full layers ([0]) and the sliding ones ([1]) for a
+ * context of n_ctx positions per sequence: linear scaling, YaRN (with its
+ * attention factor, computed as llama.cpp does: its own magnitude
+ * correction cancelled and re-applied inside the rotation), LongRoPE's
+ * short or long factors (long ones when the context exceeds the original)
+ * with the file's attention factor, Llama 3's frequency factors. */
+static void ctx_rope(const struct model *m, int64_t n_ctx, struct rope_params rope[2])
+{
+    const struct model_hparams *hp = &m->hp;
+    struct rope_params *r = &rope[0];
+    *r = (struct rope_params){
+        .n_rot = (int)hp->n_rot,
+        .base = hp->rope_base,
+        .freq_scale = hp->rope_scaling == ROPE_SCALING_NONE || hp->rope_scaling == ROPE_SCALING_LONGROPE
+                          ? 1.0f
+                          : 1.0f / hp->rope_scale,
+        .style = m->arch->rope,
+        .freq_factors = m->rope_freqs.data,
+        .attn_factor = 1.0f,
+    };
+    if (m->rope_long.data)
+        r->freq_factors = n_ctx > hp->n_ctx_orig ? m->rope_long.data : m->rope_short.data;
+    if (hp->rope_scaling == ROPE_SCALING_YARN) {
+        const float factor = 1.0f / r->freq_scale;
+        r->ext_factor = 1.0f;
+        r->attn_factor = (factor <= 1.0f ? 1.0f : 0.1f * logf(factor) + 1.0f) * (1.0f / (1.0f + 0.1f * logf(factor)));
+        op_rope_yarn_corr_dims(r->n_rot, hp->n_ctx_orig, r->base, hp->yarn_beta_fast, hp->yarn_beta_slow,
+                               r->corr_dims);
+    }
+    r->attn_factor *= hp->rope_attn_factor;
+    rope[1] = *r;
+    rope[1].base = hp->rope_base_swa;
+    if (m->arch->needs & ARCH_SWA_ROPE) { /* gemma3's local layers: their own base, unscaled */
+        rope[1].freq_scale = 1.0f;
+        rope[1].freq_factors = NULL;
+        rope[1].ext_factor = 0;
+    }
 }
 
 int model_ctx_create(const struct model *m, const struct model_ctx_params *p, struct model_ctx **out, pb_err *err)
@@ -356,29 +571,49 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
     c->n_batch = p->n_batch;
     if (c->n_seq == 1 && c->n_batch > p->n_ctx)
         c->n_batch = (int)p->n_ctx;
+    /* a sliding layer keeps its window and a batch (a batch's first token
+     * still sees the window before it while the batch is stored) */
+    c->swa_cap = c->n_ctx;
+    if (hp->n_swa > 0 && hp->n_swa + c->n_batch - 1 < c->n_ctx)
+        c->swa_cap = hp->n_swa + c->n_batch - 1;
+    ctx_rope(m, c->n_ctx, c->rope);
+    int64_t *caps = NULL;
     int rc = pool_create(p->n_threads, &c->pool, err);
     if (rc)
         goto fail;
     c->kv = calloc((size_t)c->n_seq, sizeof *c->kv);
     c->seq_pos = calloc((size_t)c->n_seq, sizeof *c->seq_pos);
+    c->st = calloc((size_t)c->n_seq, sizeof *c->st);
     c->segs = calloc((size_t)c->n_batch, sizeof *c->segs);
     c->attn = calloc((size_t)c->n_batch, sizeof *c->attn);
-    if (!c->kv || !c->seq_pos || !c->segs || !c->attn) {
+    caps = malloc((size_t)hp->n_layer * sizeof *caps);
+    if (!c->kv || !c->seq_pos || !c->st || !c->segs || !c->attn || !caps) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory for %d sequences", c->n_seq);
         goto fail;
     }
-    for (int s = 0; s < c->n_seq; s++)
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        caps[l] = model_layer_is_swa(hp, l) ? c->swa_cap : c->n_ctx;
+    for (int s = 0; s < c->n_seq; s++) {
         if ((rc = kv_alloc(&c->kv[s], (int)hp->n_layer, c->n_ctx, hp->n_head_kv * hp->head_dim,
-                           (enum kv_type)p->kv_type, err)))
+                           (enum kv_type)p->kv_type, caps, err)))
             goto fail;
+        if (!(c->st[s].tokens = malloc((size_t)c->n_ctx * sizeof *c->st[s].tokens))) {
+            rc = pb_fail(err, PB_ENOMEM, "out of memory for the token history of sequence %d", s);
+            goto fail;
+        }
+    }
     const size_t B = (size_t)c->n_batch;
     const size_t qd = (size_t)(hp->n_head * hp->head_dim);
+    bool dense = false;
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        dense |= m->layers[l].gate_exps == NULL;
+    const size_t ff = dense ? (size_t)hp->n_ff : 0;
     c->x = alloc_floats(B * (size_t)hp->n_embd);
     c->xb = alloc_floats(B * (size_t)hp->n_embd);
     c->q = alloc_floats(B * qd);
     c->att = alloc_floats(B * qd);
-    c->gate = alloc_floats(B * (size_t)hp->n_ff);
-    c->up = alloc_floats(B * (size_t)hp->n_ff);
+    c->gate = alloc_floats(B * ff + 1);
+    c->up = alloc_floats(B * ff + 1);
     c->k_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
     c->v_new = alloc_floats(B * (size_t)(hp->n_head_kv * hp->head_dim));
     struct kern_attn_args shape = {.n_head = (int)hp->n_head, .n_head_kv = (int)hp->n_head_kv,
@@ -391,9 +626,27 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         rc = pb_fail(err, PB_ENOMEM, "out of memory for activation buffers (batch %d)", c->n_batch);
         goto fail;
     }
+    if (hp->n_expert > 0) {
+        const size_t K = (size_t)hp->n_expert_used, X = (size_t)hp->n_expert;
+        c->moe_logits = alloc_floats(B * X);
+        c->moe_sel = malloc(B * K * sizeof *c->moe_sel);
+        c->moe_w = alloc_floats(B * K);
+        c->moe_slot = malloc(B * K * sizeof *c->moe_slot);
+        c->moe_x = alloc_floats(B * K * (size_t)hp->n_embd);
+        c->moe_g = alloc_floats(B * K * (size_t)hp->n_ff_exp);
+        c->moe_u = alloc_floats(B * K * (size_t)hp->n_ff_exp);
+        c->moe_tasks = malloc(2 * X * sizeof *c->moe_tasks);
+        if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_slot || !c->moe_x || !c->moe_g || !c->moe_u ||
+            !c->moe_tasks) {
+            rc = pb_fail(err, PB_ENOMEM, "out of memory for the experts' buffers (batch %d)", c->n_batch);
+            goto fail;
+        }
+    }
+    free(caps);
     *out = c;
     return PB_OK;
 fail:
+    free(caps);
     model_ctx_free(c);
     return rc;
 }
@@ -405,7 +658,10 @@ void model_ctx_free(struct model_ctx *c)
     pool_free(c->pool);
     for (int s = 0; c->kv && s < c->n_seq; s++)
         kv_free(&c->kv[s]);
+    for (int s = 0; c->st && s < c->n_seq; s++)
+        free(c->st[s].tokens);
     free(c->kv);
+    free(c->st);
     free(c->seq_pos);
     free(c->segs);
     free(c->attn);
@@ -419,6 +675,14 @@ void model_ctx_free(struct model_ctx *c)
     free(c->k_new);
     free(c->v_new);
     free(c->act);
+    free(c->moe_logits);
+    free(c->moe_sel);
+    free(c->moe_w);
+    free(c->moe_slot);
+    free(c->moe_x);
+    free(c->moe_g);
+    free(c->moe_u);
+    free(c->moe_tasks);
     free(c);
 }
 
@@ -437,10 +701,33 @@ int64_t model_seq_pos(const struct model_ctx *c, int seq)
     return seq >= 0 && seq < c->n_seq ? c->seq_pos[seq] : 0;
 }
 
+int64_t model_seq_n_recompute(const struct model_ctx *c, int seq)
+{
+    return seq >= 0 && seq < c->n_seq ? c->seq_pos[seq] - c->st[seq].computed : 0;
+}
+
+/* After sequence seq keeps only its first `computed` positions: when its
+ * sliding layers' rings no longer hold the window its next token needs,
+ * everything is computed again. */
+static void check_windows(struct model_ctx *c, int seq)
+{
+    struct seq_state *st = &c->st[seq];
+    const int64_t n_swa = c->m->hp.n_swa;
+    if (n_swa > 0 && st->computed > 0) {
+        const int64_t need = st->computed - n_swa + 1 > 0 ? st->computed - n_swa + 1 : 0;
+        if (need < st->ring_lo)
+            st->computed = st->ring_lo = 0;
+    }
+}
+
 void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos)
 {
-    if (seq >= 0 && seq < c->n_seq && pos >= 0 && pos < c->seq_pos[seq])
-        c->seq_pos[seq] = pos;
+    if (seq < 0 || seq >= c->n_seq || pos < 0 || pos >= c->seq_pos[seq])
+        return;
+    c->seq_pos[seq] = pos;
+    if (c->st[seq].computed > pos)
+        c->st[seq].computed = pos;
+    check_windows(c, seq);
 }
 
 int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err)
@@ -450,15 +737,20 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
     if (n < 0 || n > c->seq_pos[src])
         return pb_fail(err, PB_EINVAL, "sequence %d holds %" PRId64 " positions, not %" PRId64, src,
                        c->seq_pos[src], n);
-    kv_copy(&c->kv[dst], &c->kv[src], n);
+    const struct seq_state *s = &c->st[src];
+    struct seq_state *d = &c->st[dst];
+    kv_copy(&c->kv[dst], &c->kv[src], n < s->computed ? n : s->computed);
+    memcpy(d->tokens, s->tokens, (size_t)n * sizeof *d->tokens);
+    d->computed = n < s->computed ? n : s->computed;
+    d->ring_lo = s->ring_lo;
     c->seq_pos[dst] = n;
+    check_windows(c, dst);
     return PB_OK;
 }
 
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 {
-    const struct kv_cache *kv = &c->kv[0];
-    return (uint64_t)c->n_seq * kv_bytes(kv->n_layer, kv->n_ctx, kv->kv_dim, kv->type);
+    return (uint64_t)c->n_seq * kv_cache_bytes(&c->kv[0]);
 }
 
 static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n, pb_err *err)
@@ -467,6 +759,43 @@ static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n,
         if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab)
             return pb_fail(err, PB_EINVAL, "token id %" PRId32 " out of range (vocabulary has %" PRId64 " tokens)",
                            tokens[i], c->m->hp.n_vocab);
+    return PB_OK;
+}
+
+/* One forward pass over the prepared segments (c->segs, n rows); the
+ * sequences' positions and histories advance. */
+static int forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
+{
+    int rc = c->m->arch->forward(c, tokens, n, logits, err);
+    if (rc)
+        return rc;
+    for (int s = 0; s < c->n_segs; s++) {
+        const struct ctx_seg *sg = &c->segs[s];
+        struct seq_state *st = &c->st[sg->seq];
+        if (tokens + sg->off != st->tokens + sg->pos0)
+            memcpy(st->tokens + sg->pos0, tokens + sg->off, (size_t)sg->n * sizeof *tokens);
+        st->computed = sg->pos0 + sg->n;
+        if (st->computed - c->swa_cap > st->ring_lo)
+            st->ring_lo = st->computed - c->swa_cap;
+        c->seq_pos[sg->seq] = sg->pos0 + sg->n;
+    }
+    return PB_OK;
+}
+
+/* Computes sequence seq's pending positions again (from its history),
+ * n_batch at a time, without logits. */
+static int recompute(struct model_ctx *c, int seq, pb_err *err)
+{
+    struct seq_state *st = &c->st[seq];
+    const int64_t end = c->seq_pos[seq];
+    while (st->computed < end) {
+        const int k = end - st->computed < c->n_batch ? (int)(end - st->computed) : c->n_batch;
+        c->segs[0] = (struct ctx_seg){seq, 0, k, st->computed, false};
+        c->n_segs = 1;
+        int rc = forward(c, st->tokens + st->computed, k, NULL, err);
+        if (rc)
+            return rc;
+    }
     return PB_OK;
 }
 
@@ -497,14 +826,14 @@ int model_eval_batch(struct model_ctx *c, const int32_t *tokens, const struct mo
     int rc = check_tokens(c, tokens, n, err);
     if (rc)
         return rc;
+    /* sequences whose sliding windows a truncation emptied first catch up */
+    for (int s = 0; s < n_segs; s++)
+        if (c->st[segs[s].seq].computed < c->seq_pos[segs[s].seq] && (rc = recompute(c, segs[s].seq, err)))
+            return rc;
     for (int s = 0, off = 0; s < n_segs; off += segs[s].n, s++)
         c->segs[s] = (struct ctx_seg){segs[s].seq, off, segs[s].n, c->seq_pos[segs[s].seq], segs[s].logits};
     c->n_segs = n_segs;
-    if ((rc = c->m->arch->forward(c, tokens, n, want && logits ? logits : NULL, err)))
-        return rc;
-    for (int s = 0; s < n_segs; s++)
-        c->seq_pos[segs[s].seq] += segs[s].n;
-    return PB_OK;
+    return forward(c, tokens, n, want && logits ? logits : NULL, err);
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)

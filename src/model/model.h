@@ -31,9 +31,40 @@ struct model_hparams {
     int64_t n_rot;        /* <arch>.rope.dimension_count, default head_dim */
     float rms_eps;        /* <arch>.attention.layer_norm_rms_epsilon */
     float rope_base;      /* <arch>.rope.freq_base, default 10000 */
-    enum rope_scaling { ROPE_SCALING_NONE, ROPE_SCALING_LINEAR, ROPE_SCALING_YARN, ROPE_SCALING_OTHER } rope_scaling;
+    enum rope_scaling {
+        ROPE_SCALING_NONE,
+        ROPE_SCALING_LINEAR,
+        ROPE_SCALING_YARN,
+        ROPE_SCALING_OTHER,
+        ROPE_SCALING_LONGROPE, /* Phi-3's: per-pair factors from rope_factors_{short,long}.weight */
+    } rope_scaling;
     float rope_scale;     /* <arch>.rope.scaling.factor (context multiple), 1 when none */
+
+    /* RoPE scaling details (YaRN, LongRoPE) */
+    int64_t n_ctx_orig;     /* <arch>.rope.scaling.original_context_length, default n_ctx_train */
+    float rope_attn_factor; /* <arch>.rope.scaling.attn_factor, default 1 */
+    float yarn_beta_fast;   /* <arch>.rope.scaling.yarn_beta_fast, default 32 */
+    float yarn_beta_slow;   /* <arch>.rope.scaling.yarn_beta_slow, default 1 */
+    float yarn_log_mul;     /* <arch>.rope.scaling.yarn_log_multiplier, default 0 */
+
+    /* mixture of experts; n_expert 0 for a dense model */
+    int64_t n_expert;       /* <arch>.expert_count */
+    int64_t n_expert_used;  /* <arch>.expert_used_count */
+    int64_t n_ff_exp;       /* <arch>.expert_feed_forward_length, default n_ff */
+
+    /* sliding-window attention; n_swa 0 when none */
+    int64_t n_swa;          /* <arch>.attention.sliding_window (keys a query sees) */
+    int swa_pattern;        /* layer l slides when l % swa_pattern < swa_pattern - 1 (the family's) */
+    float rope_base_swa;    /* <arch>.rope.freq_base_swa: the sliding layers' RoPE base */
+
+    /* soft-capping (cap * tanh(x / cap)), 0 when none */
+    float attn_softcap;     /* <arch>.attn_logit_softcapping: attention scores */
+    float final_softcap;    /* <arch>.final_logit_softcapping: output logits */
 };
+
+/* Whether layer l of a model with these hyperparameters attends through a
+ * sliding window (and keeps only its window in the KV cache). */
+bool model_layer_is_swa(const struct model_hparams *hp, int l);
 
 /* Whether plumb has a forward pass for general.architecture `arch`. */
 bool model_arch_supported(const char *arch);
@@ -42,16 +73,31 @@ bool model_arch_supported(const char *arch);
  * architecture; n_vocab is filled from token_embd when present). */
 int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_err *err);
 
+/* A layer's weights. Fused tensors (Phi-3's attn_qkv and gate/up ffn_up)
+ * are bound as views of their row ranges, and a 3-D expert tensor as one
+ * 2-D view per expert, so every product below is an ordinary matrix. */
 struct layer_weights {
     struct pb_tensor attn_norm;  /* [n_embd] */
     struct pb_tensor wq;         /* [n_embd] x n_head*head_dim rows */
     struct pb_tensor wk, wv;     /* [n_embd] x n_head_kv*head_dim rows */
     struct pb_tensor wo;         /* [n_head*head_dim] x n_embd rows */
     struct pb_tensor bq, bk, bv; /* optional biases */
+    struct pb_tensor bo;         /* optional attention output bias [n_embd] (gpt-oss) */
     struct pb_tensor q_norm, k_norm; /* optional per-head RMS norm [head_dim] */
+    struct pb_tensor sinks;      /* optional attention sink logits [n_head] (gpt-oss) */
+    struct pb_tensor attn_post_norm; /* post_attention_norm [n_embd]: gemma, on the attention output;
+                                      * gpt-oss, before the FFN */
     struct pb_tensor ffn_norm;   /* [n_embd] */
-    struct pb_tensor ffn_gate, ffn_up; /* [n_embd] x n_ff rows */
+    struct pb_tensor ffn_post_norm; /* post_ffw_norm [n_embd] (gemma) */
+    struct pb_tensor ffn_gate, ffn_up; /* [n_embd] x n_ff rows (dense layers) */
     struct pb_tensor ffn_down;   /* [n_ff] x n_embd rows */
+    /* mixture of experts (exps NULL in a dense layer) */
+    struct pb_tensor ffn_gate_inp;   /* router: [n_embd] x n_expert rows */
+    struct pb_tensor ffn_gate_inp_b; /* optional router bias [n_expert] */
+    struct pb_tensor *gate_exps, *up_exps; /* [n_expert]: [n_embd] x n_ff_exp rows each */
+    struct pb_tensor *down_exps;           /* [n_expert]: [n_ff_exp] x n_embd rows each */
+    struct pb_tensor gate_exps_b, up_exps_b; /* optional [n_expert][n_ff_exp] biases */
+    struct pb_tensor down_exps_b;            /* optional [n_expert][n_embd] biases */
 };
 
 struct model;
@@ -67,7 +113,8 @@ void model_free(struct model *m);
 
 const struct model_hparams *model_hparams(const struct model *m);
 const struct gguf_file *model_gguf(const struct model *m);
-/* Bytes of weights the forward pass reads per token (all matrices). */
+/* Bytes of weights a decode step reads per token: every matrix, but of a
+ * mixture's experts only the n_expert_used a token picks. */
 uint64_t model_weight_bytes(const struct model *m);
 
 struct model_ctx_params {
@@ -105,11 +152,25 @@ int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits,
 int model_ctx_n_seq(const struct model_ctx *c);
 int model_ctx_n_batch(const struct model_ctx *c);
 int64_t model_seq_pos(const struct model_ctx *c, int seq);
-/* Forgets positions >= pos of sequence seq. */
+/* Forgets positions >= pos of sequence seq.
+ *
+ * With sliding-window layers the cache of such a layer keeps only its
+ * window (and a batch) of the latest positions, so truncating further
+ * back than that leaves those layers without the keys the next token
+ * needs: the context then recomputes the kept positions (it remembers the
+ * tokens of every sequence) at that sequence's next evaluation, which
+ * gives the same results as never having truncated, at the cost of
+ * evaluating the kept prefix again. model_seq_n_recompute says how many
+ * positions are pending. */
 void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos);
 /* Sequence dst becomes the first n positions of sequence src (a shared
- * prompt prefix, copied rather than computed again). */
+ * prompt prefix, copied rather than computed again; with sliding-window
+ * layers the same rule as model_seq_truncate applies). */
 int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err);
+/* Positions of sequence seq whose cache must be computed again before its
+ * next token (0 unless a truncation or copy went further back than the
+ * sliding windows keep). */
+int64_t model_seq_n_recompute(const struct model_ctx *c, int seq);
 
 /* A batch segment: the next n tokens of sequence seq, contiguous in the
  * batch's token array. */

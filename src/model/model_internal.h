@@ -12,16 +12,25 @@ struct model_ctx;
 
 typedef int (*forward_fn)(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
-/* What an architecture requires beyond the common tensors. */
+/* What an architecture requires or does beyond the common tensors. */
 enum arch_needs {
-    ARCH_QKV_BIAS = 1 << 0, /* attn_{q,k,v}.bias */
-    ARCH_QK_NORM = 1 << 1,  /* attn_{q,k}_norm.weight, per-head RMS norm */
+    ARCH_QKV_BIAS = 1 << 0,   /* attn_{q,k,v}.bias */
+    ARCH_QK_NORM = 1 << 1,    /* attn_{q,k}_norm.weight, per-head RMS norm */
+    ARCH_MOE = 1 << 2,        /* every layer is a mixture of experts (others: when expert_count > 0) */
+    ARCH_POST_NORMS = 1 << 3, /* post_attention_norm and post_ffw_norm on the blocks' outputs (gemma) */
+    ARCH_OAI = 1 << 4,        /* gpt-oss: attention sinks, attn_output / router / expert biases,
+                               * post_attention_norm before the FFN instead of ffn_norm */
+    ARCH_EMBD_SCALE = 1 << 5, /* embeddings multiplied by sqrt(n_embd) (gemma) */
+    ARCH_SOFTCAP = 1 << 6,    /* attention and final soft-caps, 50 and 30 unless the file says (gemma2) */
+    ARCH_SWA_ROPE = 1 << 7,   /* sliding layers rotate with their own base and no scaling (gemma3) */
 };
 
 struct arch_desc {
-    const char *name;       /* general.architecture */
+    const char *name;    /* general.architecture */
     enum rope_style rope;
-    unsigned needs;         /* enum arch_needs */
+    unsigned needs;      /* enum arch_needs */
+    int swa_pattern;     /* with attention.sliding_window: layer l slides when l % p < p - 1 (0: never) */
+    float rope_base_swa; /* the sliding layers' RoPE base when rope.freq_base_swa is absent (0: the global one) */
     forward_fn forward;
 };
 
@@ -36,9 +45,13 @@ struct model {
     struct pb_tensor tok_embd;   /* [n_embd] x n_vocab rows */
     struct pb_tensor out_norm;   /* [n_embd] */
     struct pb_tensor output;     /* [n_embd] x n_vocab rows (token_embd when tied) */
-    struct pb_tensor rope_freqs; /* optional [n_rot/2] frequency divisors */
-    struct rope_params rope;     /* everything op_rope needs */
+    struct pb_tensor rope_freqs; /* optional [n_rot/2] frequency divisors (Llama 3) */
+    struct pb_tensor rope_long, rope_short; /* optional [n_rot/2] LongRoPE factors (Phi-3) */
+    float attn_scale;            /* applied to q.k */
+    float embd_scale;            /* applied to the embeddings (1: none) */
+    float final_softcap;         /* on the logits (0: none) */
     struct layer_weights *layers;
+    struct pb_tensor *exp_views; /* every layer's per-expert views */
     float **owned;               /* 1-D tensors converted to F32 */
     int n_owned;
     uint64_t weight_bytes;
@@ -54,14 +67,24 @@ struct ctx_seg {
     bool logits; /* the logits after its last row are wanted */
 };
 
+/* What a context remembers of each sequence beyond its cache. */
+struct seq_state {
+    int32_t *tokens;  /* [n_ctx]: the token at each position */
+    int64_t computed; /* positions whose cache rows are valid (< seq_pos after a deep truncation) */
+    int64_t ring_lo;  /* the oldest position the sliding layers' rings still hold */
+};
+
 struct model_ctx {
     const struct model *m;
     struct pool *pool;
     int n_seq;
     struct kv_cache *kv; /* [n_seq] */
     int64_t *seq_pos;    /* [n_seq]: positions cached */
+    struct seq_state *st;/* [n_seq] */
     int64_t n_ctx;       /* per sequence */
+    int64_t swa_cap;     /* rows of a sliding layer's ring (n_ctx when it never wraps) */
     int n_batch;
+    struct rope_params rope[2]; /* full layers, sliding-window layers */
     /* the batch being evaluated: n_segs <= n_batch segments */
     struct ctx_seg *segs;
     int n_segs;
@@ -72,10 +95,18 @@ struct model_ctx {
     float *q;     /* [n_batch x n_head*head_dim] */
     float *att;   /* [n_batch x n_head*head_dim] attention output */
     float *k_new, *v_new; /* [n_batch x n_head_kv*head_dim] rows before the cache stores them */
-    float *gate;  /* [n_batch x n_ff] */
+    float *gate;  /* [n_batch x n_ff] (dense layers) */
     float *up;    /* [n_batch x n_ff] */
     float *att_scratch; /* n_threads x op_attention_scratch */
     void *act;    /* quantized activations for op_matmul */
+    /* mixture of experts, k = n_expert_used */
+    float *moe_logits;   /* [n_batch x n_expert] router output */
+    int32_t *moe_sel;    /* [n_batch x k] chosen experts, best first */
+    float *moe_w;        /* [n_batch x k] their weights */
+    int32_t *moe_slot;   /* [n_batch x k] row of (token, choice) in the grouped buffers */
+    float *moe_x;        /* [n_batch*k x n_embd] inputs grouped by expert, then their outputs */
+    float *moe_g, *moe_u;/* [n_batch*k x n_ff_exp] */
+    struct op_mm_task *moe_tasks; /* [2 * n_expert] */
 };
 
 /* ---- layer helpers (layers.c) ---- */
@@ -84,19 +115,30 @@ struct model_ctx {
 void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n);
 /* Self-attention block of layer l for the n rows of the batch (c->segs:
  * each sequence's rows attend to its own cache): reads c->xb (normed
- * input), writes the projected output to c->xb. */
+ * input), writes the projected output to c->xb. The layer's window, RoPE,
+ * sinks, biases and head norms are the model's. */
 int layer_attention(struct model_ctx *c, int l, int n, pb_err *err);
-/* SwiGLU feed-forward of layer l: reads c->xb, writes c->xb. */
-int layer_ffn_swiglu(struct model_ctx *c, int l, int n, pb_err *err);
+
+enum ffn_act {
+    FFN_SILU, /* SwiGLU */
+    FFN_GELU, /* GeGLU (GELU's tanh approximation) */
+    FFN_OAI,  /* gpt-oss's clamped SwiGLU */
+};
+/* Gated feed-forward of a dense layer l: reads c->xb, writes c->xb. */
+int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err);
+/* Mixture-of-experts feed-forward of layer l: reads c->xb, writes c->xb. */
+int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err);
 /* Final norm of the last row of each segment that wants logits and the
  * output projection into logits (n_vocab floats per such segment, in
- * order). */
+ * order; soft-capped when the model says). */
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err);
-/* x[t] = embedding of tokens[t]. */
+/* x[t] = embedding of tokens[t] (times the model's embedding scale). */
 void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);
 
-/* ---- forward functions (one file per architecture) ---- */
+/* ---- forward functions (one file per architecture family) ---- */
 
 int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+int gemma_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+int gptoss_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
 #endif

@@ -110,14 +110,14 @@ static void quant_worker(void *arg, int ith, int nth)
 
 struct mm_job {
     int n;
-    const struct pb_tensor *w[OP_MATMUL_MAX];
-    const struct kern_mm *k[OP_MATMUL_MAX];
-    const uint8_t *act[OP_MATMUL_MAX];
-    size_t act_stride[OP_MATMUL_MAX];
-    float *y[OP_MATMUL_MAX];
-    int64_t chunk[OP_MATMUL_MAX];     /* groups per unit */
-    int64_t first[OP_MATMUL_MAX + 1]; /* first unit of each matrix; first[n]: total */
-    int n_tok;
+    const struct pb_tensor *w[OP_MM_JOB_TASKS];
+    const struct kern_mm *k[OP_MM_JOB_TASKS];
+    const uint8_t *act[OP_MM_JOB_TASKS];
+    size_t act_stride[OP_MM_JOB_TASKS];
+    float *y[OP_MM_JOB_TASKS];
+    int n_tok[OP_MM_JOB_TASKS];
+    int64_t chunk[OP_MM_JOB_TASKS];     /* groups per unit */
+    int64_t first[OP_MM_JOB_TASKS + 1]; /* first unit of each matrix; first[n]: total */
     atomic_long next;
 };
 
@@ -139,51 +139,73 @@ static void mm_worker(void *arg, int ith, int nth)
         int64_t g0 = (u - j->first[m]) * j->chunk[m], g1 = g0 + j->chunk[m];
         if (g1 > n_groups)
             g1 = n_groups;
-        k->gemm(data_of(w), w->row_bytes, w->ne[0], g0, g1, j->act[m], j->act_stride[m], j->n_tok, j->y[m],
+        k->gemm(data_of(w), w->row_bytes, w->ne[0], g0, g1, j->act[m], j->act_stride[m], j->n_tok[m], j->y[m],
                 (size_t)w->ne[1]);
     }
 }
 
-int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
-                void *scratch, pb_err *err)
+static size_t act_stride_of(const struct kern_mm *k, int64_t n_in)
 {
-    if (n < 1 || n > OP_MATMUL_MAX)
-        return pb_fail(err, PB_EINVAL, "op_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
-    struct mm_job j = {.n = n, .n_tok = n_tok};
+    return (k->act_size(n_in) + 63) / 64 * 64;
+}
+
+size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const struct kern_mm *k = kernels_of(tasks[i].w);
+        if (!k)
+            continue;
+        int same = 0; /* an earlier product of the same input and format shares its activations */
+        for (int e = 0; e < i && !same; e++)
+            same = tasks[e].x == tasks[i].x && tasks[e].n_tok == tasks[i].n_tok && kernels_of(tasks[e].w) &&
+                   kernels_of(tasks[e].w)->act_quantize == k->act_quantize;
+        if (!same)
+            total += act_stride_of(k, tasks[i].w->ne[0]) * (size_t)tasks[i].n_tok;
+    }
+    return total;
+}
+
+/* One pool job over tasks [0, n) (n <= OP_MM_JOB_TASKS). */
+static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err)
+{
+    struct mm_job j = {.n = n};
     uint8_t *free_at = scratch;
     j.first[0] = 0;
     for (int m = 0; m < n; m++) {
-        const struct kern_mm *k = kernels_of(w[m]);
+        const struct op_mm_task *t = &tasks[m];
+        const struct kern_mm *k = kernels_of(t->w);
         if (!k)
             return pb_fail(err, PB_EUNSUPPORTED, "no matrix kernel for %s weights (tensor '%s')",
-                           pb_type_name(w[m]->type), w[m]->name);
-        j.w[m] = w[m];
+                           pb_type_name(t->w->type), t->w->name);
+        j.w[m] = t->w;
         j.k[m] = k;
-        j.y[m] = y[m];
-        /* activations: shared with an earlier matrix of the same format */
+        j.y[m] = t->y;
+        j.n_tok[m] = t->n_tok;
+        /* activations: shared with an earlier product of the same input and format */
         int same = -1;
         for (int e = 0; e < m && same < 0; e++)
-            if (j.k[e]->act_quantize == k->act_quantize)
+            if (tasks[e].x == t->x && tasks[e].n_tok == t->n_tok && j.k[e]->act_quantize == k->act_quantize)
                 same = e;
         if (same >= 0) {
             j.act[m] = j.act[same];
             j.act_stride[m] = j.act_stride[same];
         } else {
-            struct quant_job q = {k, x, w[m]->ne[0], n_tok, free_at, (k->act_size(w[m]->ne[0]) + 63) / 64 * 64};
-            if (n_tok > 1)
+            struct quant_job q = {k, t->x, t->w->ne[0], t->n_tok, free_at, act_stride_of(k, t->w->ne[0])};
+            if (t->n_tok > 1)
                 pool_run(pool, quant_worker, &q);
             else
                 quant_worker(&q, 0, 1);
             j.act[m] = free_at;
             j.act_stride[m] = q.stride;
-            free_at += q.stride * (size_t)n_tok;
+            free_at += q.stride * (size_t)t->n_tok;
         }
-        const int64_t n_groups = w[m]->ne[1] / k->group;
-        const size_t group_bytes = w[m]->row_bytes * (size_t)k->group;
+        const int64_t n_groups = t->w->ne[1] / k->group;
+        const size_t group_bytes = t->w->row_bytes * (size_t)k->group;
         /* a batch multiplies the work per weight: smaller units keep the
          * threads' shares even (the last unit handed out is what the
          * others wait for) */
-        size_t unit = n_tok > UNIT_TOKENS ? UNIT_BYTES / (size_t)(n_tok / UNIT_TOKENS) : UNIT_BYTES;
+        size_t unit = t->n_tok > UNIT_TOKENS ? UNIT_BYTES / (size_t)(t->n_tok / UNIT_TOKENS) : UNIT_BYTES;
         int64_t chunk = (int64_t)(unit / (group_bytes ? group_bytes : 1));
         /* kernels may take groups in pairs (two groups share each
          * activation load): whole pairs, and a few of them */
@@ -196,6 +218,27 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
     atomic_init(&j.next, 0);
     pool_run(pool, mm_worker, &j);
     return PB_OK;
+}
+
+int op_matmul_tasks(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err)
+{
+    for (int i = 0; i < n; i += OP_MM_JOB_TASKS) {
+        int rc = matmul_job(pool, n - i < OP_MM_JOB_TASKS ? n - i : OP_MM_JOB_TASKS, tasks + i, scratch, err);
+        if (rc)
+            return rc;
+    }
+    return PB_OK;
+}
+
+int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
+                void *scratch, pb_err *err)
+{
+    if (n < 1 || n > OP_MATMUL_MAX)
+        return pb_fail(err, PB_EINVAL, "op_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
+    struct op_mm_task t[OP_MATMUL_MAX];
+    for (int m = 0; m < n; m++)
+        t[m] = (struct op_mm_task){w[m], x, n_tok, y[m]};
+    return matmul_job(pool, n, t, scratch, err);
 }
 
 int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int n_tok, float *y, void *scratch,

@@ -2,6 +2,10 @@
 
 #include "kernels/kernels.h"
 
+#include "base/fp16.h"
+
+#include <pthread.h>
+
 #include <stdatomic.h>
 
 #include <math.h>
@@ -21,6 +25,17 @@ void op_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps
             out[i] = x[i] * scale;
 }
 
+void op_rope_yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float base, float beta_fast, float beta_slow,
+                            float dims[2])
+{
+    /* the pair whose wavelength fits `rotations` turns in n_ctx_orig */
+    const float n_orig = (float)n_ctx_orig, two_pi = 2.0f * 3.14159265358979323846f;
+    const float lo = floorf((float)n_rot * logf(n_orig / (beta_fast * two_pi)) / (2.0f * logf(base)));
+    const float hi = ceilf((float)n_rot * logf(n_orig / (beta_slow * two_pi)) / (2.0f * logf(base)));
+    dims[0] = lo > 0 ? lo : 0;
+    dims[1] = hi < (float)(n_rot - 1) ? hi : (float)(n_rot - 1);
+}
+
 void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
 {
     const int half = rp->n_rot / 2;
@@ -28,10 +43,25 @@ void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_
      * in float as the reference implementation does, so that angles agree
      * to the last bit at every position */
     const float theta_scale = powf(rp->base, -2.0f / (float)rp->n_rot);
+    float mscale = rp->attn_factor != 0 ? rp->attn_factor : 1.0f;
+    if (rp->ext_factor != 0)
+        mscale *= 1.0f + 0.1f * logf(1.0f / rp->freq_scale);
     float theta = (float)pos;
     for (int i = 0; i < half; i++, theta *= theta_scale) {
-        float angle = (rp->freq_factors ? theta / rp->freq_factors[i] : theta) * rp->freq_scale;
+        const float extrap = rp->freq_factors ? theta / rp->freq_factors[i] : theta;
+        float angle = extrap * rp->freq_scale;
+        if (rp->ext_factor != 0) {
+            /* YaRN: the low pairs (short wavelengths) keep their angle */
+            const float lo = rp->corr_dims[0], hi = rp->corr_dims[1];
+            const float y = ((float)i - lo) / fmaxf(0.001f, hi - lo);
+            const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * rp->ext_factor;
+            angle = angle * (1.0f - mix) + extrap * mix;
+        }
         float c = cosf(angle), s = sinf(angle);
+        if (mscale != 1.0f) {
+            c *= mscale;
+            s *= mscale;
+        }
         int a = rp->style == ROPE_NORM ? 2 * i : i;
         int b = rp->style == ROPE_NORM ? 2 * i + 1 : i + half;
         for (int h = 0; h < n_head; h++) {
@@ -108,6 +138,73 @@ void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n)
         swiglu_worker(&j, 0, 1);
     else
         pool_run(pool, swiglu_worker, &j);
+}
+
+/* GELU (tanh approximation) of every half-precision value, as half
+ * precision: built once. */
+static uint16_t gelu_table[1 << 16];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_build(void)
+{
+    for (uint32_t i = 0; i < (1u << 16); i++) {
+        const float x = fp16_to_f32((uint16_t)i);
+        const float g = 0.5f * x * (1.0f + tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+        gelu_table[i] = f32_to_fp16(g);
+    }
+}
+
+static void geglu_rows(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        if (x <= -10.0f)
+            g[i] = 0.0f;
+        else if (x >= 10.0f)
+            g[i] = x * u[i];
+        else
+            g[i] = fp16_to_f32(gelu_table[f32_to_fp16(x)]) * u[i];
+    }
+}
+
+struct geglu_job {
+    float *g;
+    const float *u;
+    int64_t n;
+};
+
+static void geglu_worker(void *arg, int ith, int nth)
+{
+    const struct geglu_job *j = arg;
+    long a, b;
+    pool_range((long)j->n, ith, nth, &a, &b);
+    if (b > a)
+        geglu_rows(j->g + a, j->u + a, b - a);
+}
+
+void op_geglu(struct pool *pool, float *g, const float *u, int64_t n)
+{
+    pthread_once(&gelu_once, gelu_table_build);
+    struct geglu_job j = {g, u, n};
+    if (n < 16384)
+        geglu_worker(&j, 0, 1);
+    else
+        pool_run(pool, geglu_worker, &j);
+}
+
+void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float x = fminf(g[i], limit), y = fminf(fmaxf(u[i], -limit), limit);
+        g[i] = x / (1.0f + expf(alpha * -x)) * (y + 1.0f);
+    }
+}
+
+void op_softcap(float *x, int64_t n, float cap)
+{
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = tanhf(x[i] * inv) * cap;
 }
 
 struct rope_job {

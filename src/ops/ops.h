@@ -42,14 +42,31 @@ void op_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps
 /* Rotary position embedding. The first n_rot dims of each head rotate by
  * angle pos * base^(-2i/n_rot) / freq_factors[i] * freq_scale for pair i
  * (freq_factors may be NULL: all 1; freq_scale < 1 is linear context
- * extension). */
+ * extension).
+ *
+ * YaRN (ext_factor != 0): pair i's angle blends the interpolated angle
+ * above with the unscaled one by ramp(i) * ext_factor, where ramp is 1 for
+ * i below corr_dims[0], 0 above corr_dims[1] and linear between (see
+ * op_rope_yarn_corr_dims); the magnitude is then multiplied by
+ * 1 + 0.1 ln(1 / freq_scale). Both cos and sin are multiplied by
+ * attn_factor (0 stands for 1): YaRN's and LongRoPE's attention factor. */
 struct rope_params {
     int n_rot;
     float base;
     float freq_scale;
     enum rope_style style;
     const float *freq_factors; /* n_rot / 2 values, or NULL */
+    float ext_factor;          /* YaRN blend, 0: none */
+    float attn_factor;         /* 0: 1 */
+    float corr_dims[2];        /* YaRN: first and last pair of the ramp */
 };
+
+/* YaRN's correction range: the pairs whose wavelength fits beta_fast and
+ * beta_slow rotations in the original context n_ctx_orig, i.e. for each
+ * beta the pair i with n_rot * ln(n_ctx_orig / (beta 2 pi)) / (2 ln base),
+ * the first rounded down and the second up, clamped to [0, n_rot - 1]. */
+void op_rope_yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float base, float beta_fast, float beta_slow,
+                            float dims[2]);
 
 /* Rotates n_head heads of head_dim in x (one token at position pos). */
 void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp);
@@ -93,6 +110,25 @@ int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int 
 int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
                 void *scratch, pb_err *err);
 
+/* One product of a batch of them: y = w x for n_tok rows (x is
+ * [n_tok x w->ne[0]], y is [n_tok x w->ne[1]]). */
+struct op_mm_task {
+    const struct pb_tensor *w;
+    const float *x;
+    int n_tok;
+    float *y;
+};
+
+/* Any number of products with inputs of their own (the experts of a
+ * mixture, each over the tokens that chose it): each distinct input is
+ * quantized once per activation format and the rows of all matrices are
+ * shared out over the pool (in jobs of up to OP_MM_JOB_TASKS products).
+ * Each row is computed as op_matmul computes it. scratch holds
+ * op_matmul_tasks_scratch(n, tasks) bytes aligned to 64. */
+#define OP_MM_JOB_TASKS 64
+size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks);
+int op_matmul_tasks(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err);
+
 /* ---- on the pool: work split over its threads ---- */
 
 /* out[r] = rmsnorm(x[r]) * w for n_rows rows of n. */
@@ -100,6 +136,18 @@ void op_rmsnorm_rows(struct pool *pool, float *out, const float *x, const float 
 
 /* g = silu(g) * u over n elements. */
 void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n);
+
+/* g = gelu(g) * u over n elements: GELU's tanh approximation, read from a
+ * table of its values at every half-precision input as llama.cpp does
+ * (the input rounded to F16, the result an F16; 0 below -10, x above 10). */
+void op_geglu(struct pool *pool, float *g, const float *u, int64_t n);
+
+/* gpt-oss's gated unit: with x = min(g, limit) and y = clamp(u, -limit,
+ * limit), g = x * sigmoid(alpha x) * (y + 1). */
+void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit);
+
+/* x = cap * tanh(x / cap) over n elements (soft-capping). */
+void op_softcap(float *x, int64_t n, float cap);
 
 /* Rotates the n_head heads of n_rows rows (row r at position pos0 + r,
  * rows row_stride floats apart). */

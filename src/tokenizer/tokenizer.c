@@ -148,21 +148,47 @@ static void add_eog(struct tokenizer *t, int32_t id)
         t->eog[t->n_eog++] = id;
 }
 
-/* End-of-generation ids: EOS, EOT, EOM from the metadata, and control
- * tokens with the texts chat models end their turns with (files often
- * name only one of them; llama.cpp does the same). */
+/* End-of-generation ids: EOS, EOT, EOM from the metadata, and control (or
+ * user-defined) tokens with the texts chat models end their turns with
+ * (files often name only one of them; llama.cpp does the same).
+ *
+ * Such a token is a control token whatever type the file gives it: a
+ * converter marks an added token user-defined when its tokenizer config
+ * says "special": false (Phi-3's <|endoftext|>, its EOS, or a </s> so
+ * marked), and a user-defined token is matched in plain text, so a user
+ * typing its text would end the prompt with an end-of-sequence. As a
+ * control token it is matched only where specials are parsed and rendered
+ * only on request, as llama.cpp treats it.
+ *
+ * OpenAI's harmony vocabulary (gpt-oss) ends turns with <|return|> and
+ * <|call|>; its <|end|> separates messages and, with <|start|>,
+ * <|channel|>, <|message|> and <|constrain|>, is markup the output must
+ * show (the reasoning parser reads it): those are user-defined. */
 static void collect_eog(struct tokenizer *t)
 {
     static const char *const ends[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                                       "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+                                       "<|eom_id|>", "<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>",
                                        "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>" /* DeepSeek */};
+    static const char *const harmony_markup[] = {"<|end|>", "<|start|>", "<|channel|>", "<|message|>",
+                                                 "<|constrain|>"};
+    const bool harmony = tok_lookup(t, "<|return|>", 10) >= 0 && tok_lookup(t, "<|call|>", 8) >= 0;
     add_eog(t, t->eos);
     add_eog(t, t->eot);
     add_eog(t, t->eom);
     for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
         int32_t id = tok_lookup(t, ends[i], strlen(ends[i]));
+        if (harmony && !strcmp(ends[i], "<|end|>"))
+            continue;
         if (id >= 0 && (t->tok[id].attr == TOK_CONTROL || t->tok[id].attr == TOK_USER_DEFINED))
             add_eog(t, id);
+    }
+    for (int i = 0; i < t->n_eog; i++)
+        if (t->tok[t->eog[i]].attr == TOK_USER_DEFINED)
+            t->tok[t->eog[i]].attr = TOK_CONTROL;
+    for (size_t i = 0; harmony && i < sizeof harmony_markup / sizeof harmony_markup[0]; i++) {
+        int32_t id = tok_lookup(t, harmony_markup[i], strlen(harmony_markup[i]));
+        if (id >= 0 && (t->tok[id].attr == TOK_CONTROL || t->tok[id].attr == TOK_USER_DEFINED))
+            t->tok[id].attr = TOK_USER_DEFINED;
     }
 }
 

@@ -14,32 +14,50 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Dimensions from each model's published config.json. */
+/* Dimensions from each model's published config.json (the source). */
 static const struct synth_shape shapes[] = {
-    {"tiny", "llama", 32000, 512, 256, 4, 8, 4, 0, 768, 10000, 1e-5, true, false, false,
-     "the tiny-llama test model's shape", 0, 0, 0, 0},
-    {"stories260k", "llama", 512, 512, 64, 5, 8, 4, 0, 172, 10000, 1e-5, false, false, false,
-     "karpathy/tinyllamas stories260K", 0, 0, 0, 0},
-    {"smollm2-135m", "llama", 49152, 8192, 576, 30, 9, 3, 0, 1536, 100000, 1e-5, true, false, false,
-     "HuggingFaceTB/SmolLM2-135M config.json", 0, 0, 0, 0},
-    {"tinyllama-1.1b", "llama", 32000, 2048, 2048, 22, 32, 4, 0, 5632, 10000, 1e-5, false, false, false,
-     "TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json", 0, 0, 0, 0},
-    {"llama-3.2-1b", "llama", 128256, 131072, 2048, 16, 32, 8, 64, 8192, 500000, 1e-5, true, false, false,
-     "meta-llama/Llama-3.2-1B config.json", 32, 1, 4, 8192},
-    {"llama-3.2-3b", "llama", 128256, 131072, 3072, 28, 24, 8, 128, 8192, 500000, 1e-5, true, false, false,
-     "meta-llama/Llama-3.2-3B config.json", 32, 1, 4, 8192},
-    {"llama-3.1-8b", "llama", 128256, 131072, 4096, 32, 32, 8, 128, 14336, 500000, 1e-5, false, false, false,
-     "meta-llama/Llama-3.1-8B config.json", 8, 1, 4, 8192},
-    {"mistral-7b", "llama", 32768, 32768, 4096, 32, 32, 8, 128, 14336, 1000000, 1e-5, false, false, false,
-     "mistralai/Mistral-7B-Instruct-v0.3 config.json", 0, 0, 0, 0},
-    {"qwen2.5-0.5b", "qwen2", 151936, 32768, 896, 24, 14, 2, 64, 4864, 1000000, 1e-6, true, true, false,
-     "Qwen/Qwen2.5-0.5B config.json", 0, 0, 0, 0},
-    {"qwen2.5-1.5b", "qwen2", 151936, 32768, 1536, 28, 12, 2, 128, 8960, 1000000, 1e-6, true, true, false,
-     "Qwen/Qwen2.5-1.5B config.json", 0, 0, 0, 0},
-    {"qwen2.5-7b", "qwen2", 152064, 32768, 3584, 28, 28, 4, 128, 18944, 1000000, 1e-6, false, true, false,
-     "Qwen/Qwen2.5-7B config.json", 0, 0, 0, 0},
-    {"qwen3-0.6b", "qwen3", 151936, 40960, 1024, 28, 16, 8, 128, 3072, 1000000, 1e-6, true, false, true,
-     "Qwen/Qwen3-0.6B config.json", 0, 0, 0, 0},
+    {.name = "tiny", .arch = "llama", .n_vocab = 32000, .n_ctx = 512, .n_embd = 256, .n_layer = 4, .n_head = 8, .n_head_kv = 4, .n_ff = 768, .rope_base = 10000, .rms_eps = 1e-5, .tied = true, .source = "the tiny-llama test model's shape"},
+    {.name = "stories260k", .arch = "llama", .n_vocab = 512, .n_ctx = 512, .n_embd = 64, .n_layer = 5, .n_head = 8, .n_head_kv = 4, .n_ff = 172, .rope_base = 10000, .rms_eps = 1e-5, .source = "karpathy/tinyllamas stories260K"},
+    {.name = "smollm2-135m", .arch = "llama", .n_vocab = 49152, .n_ctx = 8192, .n_embd = 576, .n_layer = 30, .n_head = 9, .n_head_kv = 3, .n_ff = 1536, .rope_base = 100000, .rms_eps = 1e-5, .tied = true, .source = "HuggingFaceTB/SmolLM2-135M config.json"},
+    {.name = "tinyllama-1.1b", .arch = "llama", .n_vocab = 32000, .n_ctx = 2048, .n_embd = 2048, .n_layer = 22, .n_head = 32, .n_head_kv = 4, .n_ff = 5632, .rope_base = 10000, .rms_eps = 1e-5, .source = "TinyLlama/TinyLlama-1.1B-Chat-v1.0 config.json"},
+    {.name = "llama-3.2-1b", .arch = "llama", .n_vocab = 128256, .n_ctx = 131072, .n_embd = 2048, .n_layer = 16, .n_head = 32, .n_head_kv = 8, .head_dim = 64, .n_ff = 8192, .rope_base = 500000, .rms_eps = 1e-5, .tied = true, .source = "meta-llama/Llama-3.2-1B config.json", .rope_factor = 32, .rope_low = 1, .rope_high = 4, .rope_orig_ctx = 8192},
+    {.name = "llama-3.2-3b", .arch = "llama", .n_vocab = 128256, .n_ctx = 131072, .n_embd = 3072, .n_layer = 28, .n_head = 24, .n_head_kv = 8, .head_dim = 128, .n_ff = 8192, .rope_base = 500000, .rms_eps = 1e-5, .tied = true, .source = "meta-llama/Llama-3.2-3B config.json", .rope_factor = 32, .rope_low = 1, .rope_high = 4, .rope_orig_ctx = 8192},
+    {.name = "llama-3.1-8b", .arch = "llama", .n_vocab = 128256, .n_ctx = 131072, .n_embd = 4096, .n_layer = 32, .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_ff = 14336, .rope_base = 500000, .rms_eps = 1e-5, .source = "meta-llama/Llama-3.1-8B config.json", .rope_factor = 8, .rope_low = 1, .rope_high = 4, .rope_orig_ctx = 8192},
+    {.name = "mistral-7b", .arch = "llama", .n_vocab = 32768, .n_ctx = 32768, .n_embd = 4096, .n_layer = 32, .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_ff = 14336, .rope_base = 1000000, .rms_eps = 1e-5, .source = "mistralai/Mistral-7B-Instruct-v0.3 config.json"},
+    {.name = "qwen2.5-0.5b", .arch = "qwen2", .n_vocab = 151936, .n_ctx = 32768, .n_embd = 896, .n_layer = 24, .n_head = 14, .n_head_kv = 2, .head_dim = 64, .n_ff = 4864, .rope_base = 1000000, .rms_eps = 1e-6, .tied = true, .qkv_bias = true, .source = "Qwen/Qwen2.5-0.5B config.json"},
+    {.name = "qwen2.5-1.5b", .arch = "qwen2", .n_vocab = 151936, .n_ctx = 32768, .n_embd = 1536, .n_layer = 28, .n_head = 12, .n_head_kv = 2, .head_dim = 128, .n_ff = 8960, .rope_base = 1000000, .rms_eps = 1e-6, .tied = true, .qkv_bias = true, .source = "Qwen/Qwen2.5-1.5B config.json"},
+    {.name = "qwen2.5-7b", .arch = "qwen2", .n_vocab = 152064, .n_ctx = 32768, .n_embd = 3584, .n_layer = 28, .n_head = 28, .n_head_kv = 4, .head_dim = 128, .n_ff = 18944, .rope_base = 1000000, .rms_eps = 1e-6, .qkv_bias = true, .source = "Qwen/Qwen2.5-7B config.json"},
+    {.name = "qwen3-0.6b", .arch = "qwen3", .n_vocab = 151936, .n_ctx = 40960, .n_embd = 1024, .n_layer = 28, .n_head = 16, .n_head_kv = 8, .head_dim = 128, .n_ff = 3072, .rope_base = 1000000, .rms_eps = 1e-6, .tied = true, .qk_norm = true, .source = "Qwen/Qwen3-0.6B config.json"},
+    /* the newer families */
+    {.name = "qwen3-30b-a3b", .arch = "qwen3moe", .n_vocab = 151936, .n_ctx = 40960, .n_embd = 2048, .n_layer = 48,
+     .n_head = 32, .n_head_kv = 4, .head_dim = 128, .n_ff = 6144, .rope_base = 1000000, .rms_eps = 1e-6,
+     .qk_norm = true, .n_expert = 128, .n_expert_used = 8, .n_ff_exp = 768,
+     .source = "Qwen/Qwen3-30B-A3B config.json"},
+    {.name = "gpt-oss-20b", .arch = "gpt-oss", .n_vocab = 201088, .n_ctx = 131072, .n_embd = 2880, .n_layer = 24,
+     .n_head = 64, .n_head_kv = 8, .head_dim = 64, .n_ff = 2880, .rope_base = 150000, .rms_eps = 1e-5,
+     .n_expert = 32, .n_expert_used = 4, .n_ff_exp = 2880, .n_swa = 128, .rope_scaling = "yarn", .rope_scale = 32,
+     .rope_scaling_orig_ctx = 4096, .source = "openai/gpt-oss-20b config.json"},
+    {.name = "gemma-2-2b", .arch = "gemma2", .n_vocab = 256000, .n_ctx = 8192, .n_embd = 2304, .n_layer = 26,
+     .n_head = 8, .n_head_kv = 4, .head_dim = 256, .n_ff = 9216, .rope_base = 10000, .rms_eps = 1e-6, .tied = true,
+     .n_swa = 4096, .attn_softcap = 50, .final_softcap = 30, .source = "google/gemma-2-2b config.json"},
+    {.name = "gemma-3-1b", .arch = "gemma3", .n_vocab = 262144, .n_ctx = 32768, .n_embd = 1152, .n_layer = 26,
+     .n_head = 4, .n_head_kv = 1, .head_dim = 256, .n_ff = 6912, .rope_base = 1000000, .rms_eps = 1e-6,
+     .tied = true, .qk_norm = true, .n_swa = 512, .rope_base_swa = 10000,
+     .source = "google/gemma-3-1b-it config.json"},
+    {.name = "gemma-3-4b", .arch = "gemma3", .n_vocab = 262208, .n_ctx = 131072, .n_embd = 2560, .n_layer = 34,
+     .n_head = 8, .n_head_kv = 4, .head_dim = 256, .n_ff = 10240, .rope_base = 1000000, .rms_eps = 1e-6,
+     .tied = true, .qk_norm = true, .n_swa = 1024, .rope_base_swa = 10000, .rope_scaling = "linear", .rope_scale = 8,
+     .source = "google/gemma-3-4b-it config.json (text_config)"},
+    {.name = "phi-3-mini", .arch = "phi3", .n_vocab = 32064, .n_ctx = 4096, .n_embd = 3072, .n_layer = 32,
+     .n_head = 32, .n_head_kv = 32, .head_dim = 96, .n_ff = 8192, .rope_base = 10000, .rms_eps = 1e-5,
+     .source = "microsoft/Phi-3-mini-4k-instruct config.json"},
+    {.name = "phi-4-mini", .arch = "phi3", .n_vocab = 200064, .n_ctx = 131072, .n_embd = 3072, .n_layer = 32,
+     .n_head = 24, .n_head_kv = 8, .head_dim = 128, .n_ff = 8192, .rope_base = 10000, .rms_eps = 1e-5, .tied = true,
+     .n_rot = 96, .rope_scaling = "longrope", .rope_scaling_orig_ctx = 4096,
+     .source = "microsoft/Phi-4-mini-instruct config.json"},
+    {.name = "mixtral-8x7b", .arch = "llama", .n_vocab = 32000, .n_ctx = 32768, .n_embd = 4096, .n_layer = 32,
+     .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_ff = 14336, .rope_base = 1000000, .rms_eps = 1e-5,
+     .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 14336, .source = "mistralai/Mixtral-8x7B-v0.1 config.json"},
 };
 
 size_t synth_n_shapes(void)
@@ -106,11 +124,39 @@ int synth_parse_dims(const char *spec, struct synth_shape *s, pb_err *err)
         if (found)
             continue;
         if (strcmp(key, "arch") == 0) {
-            if (strcmp(val, "llama") && strcmp(val, "qwen2") && strcmp(val, "qwen3"))
-                return pb_fail(err, PB_EINVAL, "--dims: arch must be llama, qwen2 or qwen3");
+            static const char *const archs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3",
+                                                "gpt-oss"};
+            bool known = false;
+            for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+                known |= strcmp(val, archs[i]) == 0;
+            if (!known)
+                return pb_fail(err, PB_EINVAL, "--dims: arch must be llama, qwen2, qwen3, qwen3moe, phi3, gemma2, "
+                               "gemma3 or gpt-oss");
             snprintf(s->arch, sizeof s->arch, "%s", val);
             s->qkv_bias = strcmp(val, "qwen2") == 0;
-            s->qk_norm = strcmp(val, "qwen3") == 0;
+            s->qk_norm = !strcmp(val, "qwen3") || !strcmp(val, "qwen3moe") || !strcmp(val, "gemma3");
+        } else if (strcmp(key, "experts") == 0) {
+            /* N:K:FFN, N experts of which K are used, FFN wide */
+            long long n_exp, used, ff;
+            int end = 0;
+            if (sscanf(val, "%lld:%lld:%lld%n", &n_exp, &used, &ff, &end) != 3 || val[end] || n_exp < 1 ||
+                n_exp > 1024 || used < 1 || used > n_exp || ff < 1 || ff > (1 << 20))
+                return pb_fail(err, PB_EINVAL, "--dims: experts=%s is not N:K:FFN (K <= N <= 1024)", val);
+            s->n_expert = n_exp;
+            s->n_expert_used = used;
+            s->n_ff_exp = ff;
+        } else if (strcmp(key, "swa") == 0) {
+            if ((rc = parse_num(key, val, 0, 1 << 24, &v, err)))
+                return rc;
+            s->n_swa = (int64_t)v;
+        } else if (strcmp(key, "softcap") == 0) {
+            /* ATTN:FINAL */
+            double at, fi;
+            int end = 0;
+            if (sscanf(val, "%lf:%lf%n", &at, &fi, &end) != 2 || val[end] || !(at >= 0) || !(fi >= 0))
+                return pb_fail(err, PB_EINVAL, "--dims: softcap=%s is not ATTN:FINAL", val);
+            s->attn_softcap = at;
+            s->final_softcap = fi;
         } else if (strcmp(key, "rope_base") == 0) {
             if ((rc = parse_num(key, val, 1, 1e9, &s->rope_base, err)))
                 return rc;
@@ -123,9 +169,15 @@ int synth_parse_dims(const char *spec, struct synth_shape *s, pb_err *err)
             s->tied = v != 0;
         } else {
             return pb_fail(err, PB_EINVAL, "--dims: unknown key '%s' (known: arch, dim, layers, heads, kv_heads, "
-                           "head_dim, ffn, vocab, ctx, rope_base, eps, tied)", key);
+                           "head_dim, ffn, vocab, ctx, rope_base, eps, tied, experts, swa, softcap)", key);
         }
     }
+    if ((!strcmp(s->arch, "qwen3moe") || !strcmp(s->arch, "gpt-oss")) && s->n_expert == 0)
+        return pb_fail(err, PB_EINVAL, "--dims: arch %s needs experts=N:K:FFN", s->arch);
+    if (s->n_expert && strcmp(s->arch, "qwen3moe") && strcmp(s->arch, "gpt-oss") && strcmp(s->arch, "llama"))
+        return pb_fail(err, PB_EINVAL, "--dims: experts go with arch llama, qwen3moe or gpt-oss, not %s", s->arch);
+    if (s->n_swa && strcmp(s->arch, "gemma2") && strcmp(s->arch, "gemma3") && strcmp(s->arch, "gpt-oss"))
+        return pb_fail(err, PB_EINVAL, "--dims: a sliding window goes with arch gemma2, gemma3 or gpt-oss");
     int64_t hd = s->head_dim ? s->head_dim : (s->n_head ? s->n_embd / s->n_head : 0);
     if (s->n_head % s->n_head_kv || hd < 2 || hd % 2)
         return pb_fail(err, PB_EINVAL, "--dims: heads must be a multiple of kv_heads and the head size even "
@@ -240,12 +292,12 @@ static int copy_vocab(struct gguf_writer *w, const char *path, int64_t *n, pb_er
 
 /* ---- tensors ---- */
 
-enum fill { FILL_RANDOM, FILL_ONES, FILL_ROPE_FREQS };
+enum fill { FILL_RANDOM, FILL_ONES, FILL_ROPE_FREQS, FILL_LONGROPE };
 
 struct planned {
     char name[64];
     uint32_t n_dims;
-    int64_t ne[2];
+    int64_t ne[3];
     enum pb_type type;
     enum fill fill;
 };
@@ -255,7 +307,8 @@ struct plan {
     size_t n, cap;
 };
 
-static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t ne0, int64_t ne1, enum fill fill)
+static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t ne0, int64_t ne1, int64_t ne2,
+                    enum fill fill)
 {
     if (vec_reserve((void **)&pl->t, &pl->cap, pl->n + 1, sizeof *pl->t))
         return PB_ENOMEM;
@@ -264,6 +317,7 @@ static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t 
     t->n_dims = n_dims;
     t->ne[0] = ne0;
     t->ne[1] = ne1;
+    t->ne[2] = ne2;
     t->fill = fill;
     return PB_OK;
 }
@@ -271,31 +325,66 @@ static int plan_add(struct plan *pl, const char *name, uint32_t n_dims, int64_t 
 static int plan_model(const struct synth_shape *s, int64_t n_vocab, struct plan *pl)
 {
     const int64_t E = s->n_embd, D = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
-    const int64_t QD = s->n_head * D, KVD = s->n_head_kv * D;
-    int rc = plan_add(pl, "token_embd.weight", 2, E, n_vocab, FILL_RANDOM);
+    const int64_t QD = s->n_head * D, KVD = s->n_head_kv * D, X = s->n_expert, F = s->n_ff_exp;
+    const bool gemma = !strcmp(s->arch, "gemma2") || !strcmp(s->arch, "gemma3"), oai = !strcmp(s->arch, "gpt-oss"),
+               phi3 = !strcmp(s->arch, "phi3");
+    int rc = plan_add(pl, "token_embd.weight", 2, E, n_vocab, 1, FILL_RANDOM);
     for (int64_t l = 0; l < s->n_layer && !rc; l++) {
         char n[64];
-#define LAYER(suffix, nd, a, b, fill) (snprintf(n, sizeof n, "blk.%" PRId64 ".%s", l, suffix), plan_add(pl, n, nd, a, b, fill))
-        rc = LAYER("attn_norm.weight", 1, E, 1, FILL_ONES) || LAYER("attn_q.weight", 2, E, QD, FILL_RANDOM) ||
-             LAYER("attn_k.weight", 2, E, KVD, FILL_RANDOM) || LAYER("attn_v.weight", 2, E, KVD, FILL_RANDOM) ||
-             LAYER("attn_output.weight", 2, QD, E, FILL_RANDOM);
-        if (!rc && s->qkv_bias)
-            rc = LAYER("attn_q.bias", 1, QD, 1, FILL_RANDOM) || LAYER("attn_k.bias", 1, KVD, 1, FILL_RANDOM) ||
-                 LAYER("attn_v.bias", 1, KVD, 1, FILL_RANDOM);
-        if (!rc && s->qk_norm)
-            rc = LAYER("attn_q_norm.weight", 1, D, 1, FILL_ONES) || LAYER("attn_k_norm.weight", 1, D, 1, FILL_ONES);
+#define LAYER(suffix, nd, a, b, c, fill)                                                                              \
+    (snprintf(n, sizeof n, "blk.%" PRId64 ".%s", l, suffix), plan_add(pl, n, nd, a, b, c, fill))
+        rc = LAYER("attn_norm.weight", 1, E, 1, 1, FILL_ONES);
+        if (!rc && phi3) /* Q, K and V fused */
+            rc = LAYER("attn_qkv.weight", 2, E, QD + 2 * KVD, 1, FILL_RANDOM);
+        else if (!rc)
+            rc = LAYER("attn_q.weight", 2, E, QD, 1, FILL_RANDOM) || LAYER("attn_k.weight", 2, E, KVD, 1, FILL_RANDOM) ||
+                 LAYER("attn_v.weight", 2, E, KVD, 1, FILL_RANDOM);
         if (!rc)
-            rc = LAYER("ffn_norm.weight", 1, E, 1, FILL_ONES) || LAYER("ffn_gate.weight", 2, E, s->n_ff, FILL_RANDOM) ||
-                 LAYER("ffn_up.weight", 2, E, s->n_ff, FILL_RANDOM) ||
-                 LAYER("ffn_down.weight", 2, s->n_ff, E, FILL_RANDOM);
+            rc = LAYER("attn_output.weight", 2, QD, E, 1, FILL_RANDOM);
+        if (!rc && (s->qkv_bias || oai))
+            rc = LAYER("attn_q.bias", 1, QD, 1, 1, FILL_RANDOM) || LAYER("attn_k.bias", 1, KVD, 1, 1, FILL_RANDOM) ||
+                 LAYER("attn_v.bias", 1, KVD, 1, 1, FILL_RANDOM);
+        if (!rc && oai)
+            rc = LAYER("attn_output.bias", 1, E, 1, 1, FILL_RANDOM) ||
+                 LAYER("attn_sinks.weight", 1, s->n_head, 1, 1, FILL_RANDOM);
+        if (!rc && s->qk_norm)
+            rc = LAYER("attn_q_norm.weight", 1, D, 1, 1, FILL_ONES) || LAYER("attn_k_norm.weight", 1, D, 1, 1, FILL_ONES);
+        if (!rc && (gemma || oai))
+            rc = LAYER("post_attention_norm.weight", 1, E, 1, 1, FILL_ONES);
+        if (!rc && !oai)
+            rc = LAYER("ffn_norm.weight", 1, E, 1, 1, FILL_ONES);
+        if (!rc && gemma)
+            rc = LAYER("post_ffw_norm.weight", 1, E, 1, 1, FILL_ONES);
+        if (!rc && X) {
+            rc = LAYER("ffn_gate_inp.weight", 2, E, X, 1, FILL_RANDOM) ||
+                 LAYER("ffn_gate_exps.weight", 3, E, F, X, FILL_RANDOM) ||
+                 LAYER("ffn_up_exps.weight", 3, E, F, X, FILL_RANDOM) ||
+                 LAYER("ffn_down_exps.weight", 3, F, E, X, FILL_RANDOM);
+            if (!rc && oai)
+                rc = LAYER("ffn_gate_inp.bias", 1, X, 1, 1, FILL_RANDOM) ||
+                     LAYER("ffn_gate_exps.bias", 2, F, X, 1, FILL_RANDOM) ||
+                     LAYER("ffn_up_exps.bias", 2, F, X, 1, FILL_RANDOM) ||
+                     LAYER("ffn_down_exps.bias", 2, E, X, 1, FILL_RANDOM);
+        } else if (!rc && phi3) { /* gate and up fused, gate first */
+            rc = LAYER("ffn_up.weight", 2, E, 2 * s->n_ff, 1, FILL_RANDOM) ||
+                 LAYER("ffn_down.weight", 2, s->n_ff, E, 1, FILL_RANDOM);
+        } else if (!rc) {
+            rc = LAYER("ffn_gate.weight", 2, E, s->n_ff, 1, FILL_RANDOM) ||
+                 LAYER("ffn_up.weight", 2, E, s->n_ff, 1, FILL_RANDOM) ||
+                 LAYER("ffn_down.weight", 2, s->n_ff, E, 1, FILL_RANDOM);
+        }
 #undef LAYER
     }
+    const int64_t n_rot = s->n_rot ? s->n_rot : D;
     if (!rc)
-        rc = plan_add(pl, "output_norm.weight", 1, E, 1, FILL_ONES);
+        rc = plan_add(pl, "output_norm.weight", 1, E, 1, 1, FILL_ONES);
     if (!rc && s->rope_factor > 0)
-        rc = plan_add(pl, "rope_freqs.weight", 1, D / 2, 1, FILL_ROPE_FREQS);
+        rc = plan_add(pl, "rope_freqs.weight", 1, D / 2, 1, 1, FILL_ROPE_FREQS);
+    if (!rc && s->rope_scaling && !strcmp(s->rope_scaling, "longrope"))
+        rc = plan_add(pl, "rope_factors_long.weight", 1, n_rot / 2, 1, 1, FILL_LONGROPE) ||
+             plan_add(pl, "rope_factors_short.weight", 1, n_rot / 2, 1, 1, FILL_ONES);
     if (!rc && !s->tied)
-        rc = plan_add(pl, "output.weight", 2, E, n_vocab, FILL_RANDOM);
+        rc = plan_add(pl, "output.weight", 2, E, n_vocab, 1, FILL_RANDOM);
     return rc ? PB_ENOMEM : PB_OK;
 }
 
@@ -319,8 +408,33 @@ static void set_hparams(struct gguf_writer *w, const struct synth_params *p, int
     int64_t hd = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
     gguf_set_u32(w, KEY("attention.key_length"), (uint32_t)hd);
     gguf_set_u32(w, KEY("attention.value_length"), (uint32_t)hd);
-    gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+    gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)(s->n_rot ? s->n_rot : hd));
     gguf_set_f32(w, KEY("rope.freq_base"), (float)s->rope_base);
+    if (s->n_expert) {
+        gguf_set_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);
+        gguf_set_u32(w, KEY("expert_used_count"), (uint32_t)s->n_expert_used);
+        gguf_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
+    }
+    if (s->n_swa)
+        gguf_set_u32(w, KEY("attention.sliding_window"), (uint32_t)s->n_swa);
+    if (s->rope_base_swa > 0)
+        gguf_set_f32(w, KEY("rope.freq_base_swa"), (float)s->rope_base_swa);
+    if (s->attn_softcap > 0 || s->final_softcap > 0) {
+        gguf_set_f32(w, KEY("attn_logit_softcapping"), (float)s->attn_softcap);
+        gguf_set_f32(w, KEY("final_logit_softcapping"), (float)s->final_softcap);
+    }
+    if (s->rope_scaling && strcmp(s->rope_scaling, "longrope") != 0) {
+        gguf_set_str(w, KEY("rope.scaling.type"), s->rope_scaling);
+        gguf_set_f32(w, KEY("rope.scaling.factor"), (float)s->rope_scale);
+    }
+    if (s->rope_scaling_orig_ctx)
+        gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)s->rope_scaling_orig_ctx);
+    if (s->rope_scaling && !strcmp(s->rope_scaling, "longrope")) {
+        /* as the converter writes it: sqrt(1 + ln(scale) / ln(original context)) */
+        const double scale = (double)s->n_ctx / (double)s->rope_scaling_orig_ctx;
+        gguf_set_f32(w, KEY("rope.scaling.attn_factor"),
+                     (float)(scale > 1 ? sqrt(1 + log(scale) / log((double)s->rope_scaling_orig_ctx)) : 1.0));
+    }
     gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), (float)s->rms_eps);
     gguf_set_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
     gguf_set_u64(w, "plumb.synth.seed", p->seed);
@@ -366,6 +480,12 @@ static void fill_row(void *arg, int64_t r, float *dst, int64_t n)
     const struct fill_ctx *c = arg;
     if (c->fill == FILL_ROPE_FREQS) {
         llama3_rope_factors(c->shape, dst, n);
+        return;
+    }
+    if (c->fill == FILL_LONGROPE) { /* plausible long-context factors: 1 up to the context multiple */
+        const double top = (double)c->shape->n_ctx / (double)c->shape->rope_scaling_orig_ctx;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = (float)(1.0 + (top - 1.0) * (double)i / (double)(n > 1 ? n - 1 : 1));
         return;
     }
     if (c->fill == FILL_ONES) {
@@ -424,7 +544,7 @@ static int synth_emit(const struct synth_target *out, const struct synth_params 
             goto done;
         if (t->ne[0] > max_row)
             max_row = t->ne[0];
-        total += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+        total += pb_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2]);
     }
     if ((rc = rows_writer_init(&rw, p->n_threads, max_row, err)) || (rc = out->path ? gguf_writer_begin(w, out->path, err)
                                                                          : gguf_writer_begin_fd(w, out->fd, "(memory)", err)))
@@ -433,9 +553,9 @@ static int synth_emit(const struct synth_target *out, const struct synth_params 
         const struct planned *t = &pl.t[i];
         struct fill_ctx fc = {rng_hash_str(t->name) ^ (p->seed * 0xd1b54a32d192ed03ull),
                               p->stddev > 0 ? p->stddev : 0.02f, t->fill, s};
-        if ((rc = rows_write(&rw, w, fill_row, &fc, t->ne[1], t->ne[0], t->type, err)))
+        if ((rc = rows_write(&rw, w, fill_row, &fc, t->ne[1] * t->ne[2], t->ne[0], t->type, err)))
             goto done;
-        *bytes_written += pb_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+        *bytes_written += pb_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2]);
         if (p->progress)
             p->progress(p->user, *bytes_written, total, t->name);
     }

@@ -57,6 +57,16 @@ struct synth_shape {
     const char *source;/* where the dimensions come from */
     /* Llama 3 RoPE scaling (written as rope_freqs.weight); factor 0: none */
     double rope_factor, rope_low, rope_high, rope_orig_ctx;
+    /* the newer families (arch gemma2, gemma3, qwen3moe, phi3, gpt-oss,
+     * llama with experts); zero when absent */
+    int64_t n_expert, n_expert_used, n_ff_exp; /* a mixture of experts */
+    int64_t n_swa;         /* sliding window (the family's layer pattern) */
+    double rope_base_swa;  /* the sliding layers' RoPE base (gemma3) */
+    double attn_softcap, final_softcap; /* gemma2 */
+    int64_t n_rot;         /* rotated dims per head (0: all) */
+    const char *rope_scaling; /* "linear" or "yarn" with rope_scale, or "longrope" (factors written) */
+    double rope_scale;     /* the scaling factor */
+    int64_t rope_scaling_orig_ctx; /* YaRN's and LongRoPE's original context */
 };
 
 /* Built-in presets of real models' shapes. */
