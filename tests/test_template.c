@@ -566,6 +566,13 @@ static struct chat *open_chat(const char *file, const char *format, struct token
     return c;
 }
 
+static void close_chat(struct chat *c, struct tokenizer *tok, struct gguf_file *f)
+{
+    chat_free(c);
+    tok_free(tok);
+    gguf_close(f);
+}
+
 /* The built-in qwen3 and deepseek-r1 formats give what the models' own
  * templates give on the reference conversations of cases.json (with
  * llama.cpp's enable_thinking = true unless the case sets it). */
@@ -608,9 +615,7 @@ static void test_builtin_reasoning_formats(void **state)
         checked++;
         tmpl_output_free(&r);
         json_decref(vars);
-        chat_free(c);
-        tok_free(tok);
-        gguf_close(f);
+        close_chat(c, tok, f);
     }
     print_message("  %d cases of Qwen3's and DeepSeek-R1's templates match the built-ins\n", checked);
     assert_int_equal(checked, 10);
@@ -705,9 +710,7 @@ static void test_system_folded(void **state)
         checked++;
         tmpl_output_free(&r);
         json_decref(vars);
-        chat_free(c);
-        tok_free(tok);
-        gguf_close(f);
+        close_chat(c, tok, f);
     }
     assert_int_equal(checked, 3);
     json_decref(cases);
@@ -738,9 +741,7 @@ static void test_reasoning_split(void **state)
     assert_non_null(strstr(p, "<think>\n\n</think>\n\n"));
     check_split(c, p, "Paris.", "", "Paris.");
     free(p);
-    chat_free(c);
-    tok_free(tok);
-    gguf_close(f);
+    close_chat(c, tok, f);
 
     c = open_chat("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", NULL, &tok, &f);
     p = prompt_of(c, &on);
@@ -749,9 +750,7 @@ static void test_reasoning_split(void **state)
     p = prompt_of(c, &off);
     check_split(c, p, "Paris.", "", "Paris.");
     free(p);
-    chat_free(c);
-    tok_free(tok);
-    gguf_close(f);
+    close_chat(c, tok, f);
 
     c = open_chat(NULL, "harmony", &tok, &f);
     assert_int_equal(chat_reasoning_style(c), CHAT_REASONING_HARMONY);
@@ -767,16 +766,12 @@ static void test_reasoning_split(void **state)
     check_split(c, p, "<|channel|>final<|message|>Paris.", "", "Paris.");
     check_split(c, p, "Plain text.", "", "Plain text.");
     free(p);
-    chat_free(c);
-    tok_free(tok);
-    gguf_close(f);
+    close_chat(c, tok, f);
 
     c = open_chat(NULL, "chatml", &tok, &f);
     assert_int_equal(chat_reasoning_style(c), CHAT_REASONING_NONE);
     check_split(c, "", "<think>x</think>y", "", "<think>x</think>y");
-    chat_free(c);
-    tok_free(tok);
-    gguf_close(f);
+    close_chat(c, tok, f);
 }
 
 int main(void)

@@ -16,9 +16,9 @@
  * gemma2 and gemma3 (gemma_forward) add norms after each block, GELU-gated
  * FFNs, embeddings scaled by sqrt(n_embd) and sliding-window layers (every
  * other layer; five of six), gemma2 soft-caps, gemma3 normalizes Q/K heads
- * and gives its local layers their own RoPE base. gpt-oss (gptoss_forward)
- * has attention sinks, biases, a mixture of clamped-SwiGLU experts and
- * sliding windows on every other layer. */
+ * and gives its local layers their own RoPE base. gpt-oss keeps Llama's
+ * block (llama_forward) with attention sinks, biases, a mixture of
+ * clamped-SwiGLU experts and sliding windows on every other layer. */
 #include "model/model_internal.h"
 
 #include <stdio.h>
@@ -33,7 +33,7 @@ static const struct arch_desc archs[] = {
     {"gemma2", ROPE_NEOX, ARCH_POST_NORMS | ARCH_EMBD_SCALE | ARCH_SOFTCAP, 2, 0, gemma_forward},
     {"gemma3", ROPE_NEOX, ARCH_POST_NORMS | ARCH_EMBD_SCALE | ARCH_QK_NORM | ARCH_SWA_ROPE, 6, 10000.0f,
      gemma_forward},
-    {"gpt-oss", ROPE_NEOX, ARCH_MOE | ARCH_OAI, 2, 0, gptoss_forward},
+    {"gpt-oss", ROPE_NEOX, ARCH_MOE | ARCH_OAI, 2, 0, llama_forward},
 };
 
 const struct arch_desc *arch_find(const char *name)

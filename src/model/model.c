@@ -203,13 +203,14 @@ static int bind_layer(struct model *m, int l, uint64_t *expert_bytes, pb_err *er
         {"attn_q_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->q_norm},
         {"attn_k_norm.weight", BIND_VECTOR, qk_norm, hp->head_dim, 0, &lw->k_norm},
         {"attn_sinks.weight", BIND_VECTOR, oai, hp->n_head, 0, &lw->sinks},
-        {"post_attention_norm.weight", BIND_VECTOR, post || oai, E, 0, &lw->attn_post_norm},
-        {"ffn_norm.weight", BIND_VECTOR, !oai, E, 0, &lw->ffn_norm},
+        {post ? "post_attention_norm.weight" : NULL, BIND_VECTOR, true, E, 0, &lw->attn_post_norm},
+        /* gpt-oss's norm before the FFN is its post_attention_norm */
+        {oai ? "post_attention_norm.weight" : "ffn_norm.weight", BIND_VECTOR, true, E, 0, &lw->ffn_norm},
         {"post_ffw_norm.weight", BIND_VECTOR, post, E, 0, &lw->ffn_post_norm},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
-        if ((rc = bind(m, NAME(specs[i].suffix), specs[i].kind, specs[i].required, specs[i].ne0, specs[i].ne1,
-                       specs[i].out, err)))
+        if (specs[i].suffix && (rc = bind(m, NAME(specs[i].suffix), specs[i].kind, specs[i].required, specs[i].ne0,
+                                          specs[i].ne1, specs[i].out, err)))
             return rc;
     if (moe) {
         if ((rc = bind_moe(m, l, m->exp_views + (size_t)l * 3 * (size_t)hp->n_expert, expert_bytes, err)))

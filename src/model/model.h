@@ -85,9 +85,8 @@ struct layer_weights {
     struct pb_tensor bo;         /* optional attention output bias [n_embd] (gpt-oss) */
     struct pb_tensor q_norm, k_norm; /* optional per-head RMS norm [head_dim] */
     struct pb_tensor sinks;      /* optional attention sink logits [n_head] (gpt-oss) */
-    struct pb_tensor attn_post_norm; /* post_attention_norm [n_embd]: gemma, on the attention output;
-                                      * gpt-oss, before the FFN */
-    struct pb_tensor ffn_norm;   /* [n_embd] */
+    struct pb_tensor attn_post_norm; /* post_attention_norm [n_embd] (gemma, on the attention output) */
+    struct pb_tensor ffn_norm;   /* [n_embd] (gpt-oss's file calls it post_attention_norm) */
     struct pb_tensor ffn_post_norm; /* post_ffw_norm [n_embd] (gemma) */
     struct pb_tensor ffn_gate, ffn_up; /* [n_embd] x n_ff rows (dense layers) */
     struct pb_tensor ffn_down;   /* [n_ff] x n_embd rows */

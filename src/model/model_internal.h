@@ -139,6 +139,5 @@ void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);
 
 int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 int gemma_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
-int gptoss_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
 #endif

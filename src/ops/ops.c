@@ -113,33 +113,6 @@ void op_rmsnorm_rows(struct pool *pool, float *out, const float *x, const float 
         pool_run(pool, rmsnorm_worker, &j);
 }
 
-struct swiglu_job {
-    kern_swiglu_fn fn;
-    float *g;
-    const float *u;
-    int64_t n;
-};
-
-static void swiglu_worker(void *arg, int ith, int nth)
-{
-    const struct swiglu_job *j = arg;
-    long a, b;
-    pool_range((long)((j->n + 7) / 8), ith, nth, &a, &b); /* in whole vectors */
-    a *= 8;
-    b = b * 8 < j->n ? b * 8 : (long)j->n;
-    if (b > a)
-        j->fn(j->g + a, j->u + a, b - a);
-}
-
-void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n)
-{
-    struct swiglu_job j = {kern_swiglu_for(kern_level()), g, u, n};
-    if (n < 16384) /* a decode step: not worth waking the pool */
-        swiglu_worker(&j, 0, 1);
-    else
-        pool_run(pool, swiglu_worker, &j);
-}
-
 /* GELU (tanh approximation) of every half-precision value, as half
  * precision: built once. */
 static uint16_t gelu_table[1 << 16];
@@ -167,29 +140,43 @@ static void geglu_rows(float *g, const float *u, int64_t n)
     }
 }
 
-struct geglu_job {
+struct swiglu_job {
+    kern_swiglu_fn fn;
     float *g;
     const float *u;
     int64_t n;
 };
 
-static void geglu_worker(void *arg, int ith, int nth)
+static void swiglu_worker(void *arg, int ith, int nth)
 {
-    const struct geglu_job *j = arg;
+    const struct swiglu_job *j = arg;
     long a, b;
-    pool_range((long)j->n, ith, nth, &a, &b);
+    pool_range((long)((j->n + 7) / 8), ith, nth, &a, &b); /* in whole vectors */
+    a *= 8;
+    b = b * 8 < j->n ? b * 8 : (long)j->n;
     if (b > a)
-        geglu_rows(j->g + a, j->u + a, b - a);
+        j->fn(j->g + a, j->u + a, b - a);
+}
+
+/* g = fn(g, u) over n elements, split over the pool for large n. */
+static void gated(struct pool *pool, kern_swiglu_fn fn, float *g, const float *u, int64_t n)
+{
+    struct swiglu_job j = {fn, g, u, n};
+    if (n < 16384) /* a decode step: not worth waking the pool */
+        swiglu_worker(&j, 0, 1);
+    else
+        pool_run(pool, swiglu_worker, &j);
+}
+
+void op_swiglu(struct pool *pool, float *g, const float *u, int64_t n)
+{
+    gated(pool, kern_swiglu_for(kern_level()), g, u, n);
 }
 
 void op_geglu(struct pool *pool, float *g, const float *u, int64_t n)
 {
     pthread_once(&gelu_once, gelu_table_build);
-    struct geglu_job j = {g, u, n};
-    if (n < 16384)
-        geglu_worker(&j, 0, 1);
-    else
-        pool_run(pool, geglu_worker, &j);
+    gated(pool, geglu_rows, g, u, n);
 }
 
 void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit)
