@@ -5,7 +5,8 @@
 # The TinyLlama-1.1B shape (random weights, synthesized once into
 # build/bench/) in Q8_0, Q4_0 and Q4_K_M, each with 1 and 2 threads, and
 # the newer families' shapes (qwen3-30b-a3b Q4_K_M, gpt-oss-20b MXFP4,
-# gemma-3-4b Q4_K_M, phi-4-mini Q4_K_M) with 2:
+# gemma-3-4b Q4_K_M, phi-4-mini Q4_K_M) and the newer types on Llama-3.1-8B
+# (Q3_K_M and IQ4_XS beside Q4_K_M on the same shape) with 2:
 #   - pp128, pp512 and tg64 (plumb bench: median of 3, min-max);
 #   - memory bandwidth measured in the same run and the share of it that
 #     generation used;
@@ -83,7 +84,8 @@ done
 # (plumb bench's weight bytes per token), not the whole file.
 NEW_ROWS=$WORK/new-rows-$stamp.md
 : > "$NEW_ROWS"
-for SPEC in qwen3-30b-a3b:Q4_K_M gpt-oss-20b:MXFP4_MOE gemma-3-4b:Q4_K_M phi-4-mini:Q4_K_M; do
+for SPEC in qwen3-30b-a3b:Q4_K_M gpt-oss-20b:MXFP4_MOE gemma-3-4b:Q4_K_M phi-4-mini:Q4_K_M \
+    llama-3.1-8b:Q4_K_M llama-3.1-8b:Q3_K_M llama-3.1-8b:IQ4_XS; do
     SHAPE=${SPEC%%:*}
     TYPE=${SPEC#*:}
     lower=$(echo "$TYPE" | tr 'A-Z' 'a-z')

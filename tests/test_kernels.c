@@ -83,6 +83,25 @@ static void activation_rows(float *x, int64_t n_in, int n_tok)
     }
 }
 
+/* y = W x by kernels k and by the scalar ones, for n_tok activation rows
+ * (activation_rows), compared bit for bit; what says which matrix. */
+static void compare_product(const struct kern_mm *k, const uint8_t *w, int64_t n_in, int64_t n_rows, int n_tok,
+                            const char *what)
+{
+    float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
+    float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y), *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
+    activation_rows(x, n_in, n_tok);
+    product(k, w, n_in, n_rows, x, n_tok, y);
+    product(kern_mm_scalar(k->wtype), w, n_in, n_rows, x, n_tok, yr);
+    for (int64_t i = 0; i < n_rows * n_tok; i++)
+        if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
+            fail_msg("%s, %s, %lld x %lld, %d rows of activations: element %lld is %.9g, scalar %.9g", k->name, what,
+                     (long long)n_rows, (long long)n_in, n_tok, (long long)i, y[i], yr[i]);
+    free(x);
+    free(y);
+    free(yr);
+}
+
 /* The kernels of level on matrices of random-byte blocks (every code,
  * scale and minimum value, test_random_blocks), 24 rows x 768 (a multiple
  * of every block size), 1..11 rows of activations. Returns the comparisons made (counted in compared). */
@@ -98,20 +117,9 @@ static int compare_hostile(int level, int compared[PB_TYPE_COUNT])
         uint8_t *w = malloc(pb_row_size(t, n_in) * (size_t)n_rows);
         test_random_blocks(t, w, n_in * n_rows, 900 + ti);
         for (int n_tok = 1; n_tok <= 11; n_tok++) {
-            float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
-            float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y), *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
-            activation_rows(x, n_in, n_tok);
-            product(k, w, n_in, n_rows, x, n_tok, y);
-            product(ref, w, n_in, n_rows, x, n_tok, yr);
-            for (int64_t i = 0; i < n_rows * n_tok; i++)
-                if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
-                    fail_msg("%s, random-byte blocks, %d rows of activations: element %lld is %.9g, scalar %.9g",
-                             k->name, n_tok, (long long)i, y[i], yr[i]);
+            compare_product(k, w, n_in, n_rows, n_tok, "random-byte blocks");
             compared[t]++;
             n++;
-            free(x);
-            free(y);
-            free(yr);
         }
         free(w);
     }
@@ -145,21 +153,9 @@ static void test_matrix_kernels(void **state)
                     continue; /* this level has no kernel of its own for t */
                 uint8_t *w = random_matrix(t, n_in, n_rows, 10 + si);
                 for (int n_tok = 1; n_tok <= 11; n_tok++) { /* every tile width and remainder */
-                    float *x = malloc((size_t)(n_in * n_tok) * sizeof *x);
-                    float *y = malloc((size_t)(n_rows * n_tok) * sizeof *y);
-                    float *yr = malloc((size_t)(n_rows * n_tok) * sizeof *yr);
-                    activation_rows(x, n_in, n_tok);
-                    product(k, w, n_in, n_rows, x, n_tok, y);
-                    product(ref, w, n_in, n_rows, x, n_tok, yr);
-                    for (int64_t i = 0; i < n_rows * n_tok; i++)
-                        if (memcmp(&y[i], &yr[i], sizeof(float)) != 0)
-                            fail_msg("%s, %lld x %lld, %d rows of activations: element %lld is %.9g, scalar %.9g",
-                                     k->name, (long long)n_rows, (long long)n_in, n_tok, (long long)i, y[i], yr[i]);
+                    compare_product(k, w, n_in, n_rows, n_tok, "quantized random weights");
                     compared[t]++;
                     level_checked++;
-                    free(x);
-                    free(y);
-                    free(yr);
                 }
                 free(w);
             }

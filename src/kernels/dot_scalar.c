@@ -214,6 +214,17 @@ float dot_q6_K_q8_K_scalar(int64_t n, const void *w, const void *a)
     return sum;
 }
 
+/* The products of 32 codes (the nibbles of qs, ordered as Q4_0's) looked
+ * up in table, with 32 activations: IQ4_NL's and MXFP4's blocks and
+ * IQ4_XS's sub-blocks. */
+static int table_dot32(const int8_t *table, const uint8_t *qs, const int8_t *q8)
+{
+    int s = 0;
+    for (int j = 0; j < 16; j++)
+        s += table[qs[j] & 0x0F] * q8[j] + table[qs[j] >> 4] * q8[j + 16];
+    return s;
+}
+
 /* MXFP4: as Q4_0 with the codes' table values and the block scale
  * 2^(e - 128): acc = fma(block sum, d_w * d_a, acc), blocks in order, the
  * order of llama.cpp's row-interleaved x86 kernels for MXFP4 (its gemv and
@@ -224,11 +235,7 @@ float dot_mxfp4_q8_0_scalar(int64_t n, const void *w, const void *a)
     const struct block_q8_0 *y = a;
     float acc = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
-        int sumi = 0;
-        for (int j = 0; j < QK_MXFP4 / 2; j++) {
-            sumi += pb_mxfp4_values[x[i].qs[j] & 0x0F] * y[i].qs[j];
-            sumi += pb_mxfp4_values[x[i].qs[j] >> 4] * y[i].qs[j + QK_MXFP4 / 2];
-        }
+        int sumi = table_dot32(pb_mxfp4_values, x[i].qs, y[i].qs);
         acc = fmaf((float)sumi, mxfp4_scale(x[i].e) * fp16_to_f32(y[i].d), acc);
     }
     return acc;
@@ -243,11 +250,7 @@ float dot_iq4_nl_q8_0_scalar(int64_t n, const void *w, const void *a)
     const struct block_q8_0 *y = a;
     float acc = 0;
     for (int64_t i = 0; i < n / QK8_0; i++) {
-        int sumi = 0;
-        for (int j = 0; j < QK4_NL / 2; j++) {
-            sumi += pb_iq4nl_values[x[i].qs[j] & 0x0F] * y[i].qs[j];
-            sumi += pb_iq4nl_values[x[i].qs[j] >> 4] * y[i].qs[j + QK4_NL / 2];
-        }
+        int sumi = table_dot32(pb_iq4nl_values, x[i].qs, y[i].qs);
         acc = fmaf((float)sumi, fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d), acc);
     }
     return acc;
@@ -315,14 +318,9 @@ float dot_iq4_xs_q8_K_scalar(int64_t n, const void *w, const void *a)
     float acc = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
         int sumi = 0;
-        for (int j = 0; j < 8; j++) {
-            const uint8_t *qs = x[i].qs + 16 * j;
-            const int8_t *q8 = y[i].qs + 32 * j;
-            int s = 0;
-            for (int k = 0; k < 16; k++)
-                s += pb_iq4nl_values[qs[k] & 0x0F] * q8[k] + pb_iq4nl_values[qs[k] >> 4] * q8[k + 16];
-            sumi += iq4xs_scale(x[i].scales_h, x[i].scales_l, j) * s;
-        }
+        for (int j = 0; j < 8; j++)
+            sumi += iq4xs_scale(x[i].scales_h, x[i].scales_l, j) *
+                    table_dot32(pb_iq4nl_values, x[i].qs + 16 * j, y[i].qs + 32 * j);
         acc = fmaf(fp16_to_f32(x[i].d) * y[i].d, (float)sumi, acc);
     }
     return acc;

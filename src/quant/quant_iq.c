@@ -14,26 +14,67 @@
 #include "quant/round.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 const int8_t pb_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 const int8_t pb_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* Index of the table value nearest to v (the first of equals), among n
- * entries. Infinities take the extreme values; NaN maps to index 0. */
-static int nearest_index(const int8_t *table, int n, float v)
+/* A 16-value grid for nearest-value searches: the values in ascending
+ * order, the code of each, and the midpoints between neighbours. */
+struct grid {
+    float mid[15];
+    uint8_t code[16];
+};
+
+static void grid_init(struct grid *g, const int8_t *table)
 {
-    v = v > 1e30f ? 1e30f : v < -1e30f ? -1e30f : v;
-    int best = 0;
-    float best_err = INFINITY;
-    for (int i = 0; i < n; i++) {
-        float err = fabsf(v - (float)table[i]);
-        if (err < best_err) {
-            best_err = err;
-            best = i;
+    int8_t v[16];
+    for (int i = 0; i < 16; i++) { /* insertion sort of the codes by value */
+        int j = i;
+        while (j > 0 && v[j - 1] > table[i]) {
+            v[j] = v[j - 1];
+            g->code[j] = g->code[j - 1];
+            j--;
         }
+        v[j] = table[i];
+        g->code[j] = (uint8_t)i;
     }
-    return best;
+    for (int i = 0; i < 15; i++)
+        g->mid[i] = 0.5f * ((float)v[i] + (float)v[i + 1]);
+}
+
+/* The code of the grid value nearest to x (a tie goes to the lower
+ * value); infinities take the extremes, NaN the lowest. */
+static uint8_t grid_nearest(const struct grid *g, float x)
+{
+    int i = 0;
+    i += x > g->mid[i + 7] ? 8 : 0;
+    i += x > g->mid[i + 3] ? 4 : 0;
+    i += x > g->mid[i + 1] ? 2 : 0;
+    i += x > g->mid[i] ? 1 : 0;
+    return g->code[i];
+}
+
+static struct grid grids[2]; /* MXFP4's, IQ4's */
+static pthread_once_t grids_once = PTHREAD_ONCE_INIT;
+
+static void grids_init(void)
+{
+    grid_init(&grids[0], pb_mxfp4_values);
+    grid_init(&grids[1], pb_iq4nl_values);
+}
+
+static const struct grid *mxfp4_grid(void)
+{
+    pthread_once(&grids_once, grids_init);
+    return &grids[0];
+}
+
+static const struct grid *iq4_grid(void)
+{
+    pthread_once(&grids_once, grids_init);
+    return &grids[1];
 }
 
 /* ---- MXFP4 ---- */
@@ -55,7 +96,7 @@ static float mxfp4_try(const float *x, uint8_t e, uint8_t *q)
 {
     float d = mxfp4_scale(e), err = 0;
     for (int j = 0; j < QK_MXFP4; j++) {
-        q[j] = (uint8_t)nearest_index(pb_mxfp4_values, 16, x[j] / d);
+        q[j] = grid_nearest(mxfp4_grid(), x[j] / d);
         float diff = x[j] - (float)pb_mxfp4_values[q[j]] * d;
         err += diff * diff;
     }
@@ -124,20 +165,20 @@ static float iq4_fit(const float *x, const float *w, int n, uint8_t *q)
         }
     if (!(amax > 0) || !isfinite(amax)) {
         for (int i = 0; i < n; i++)
-            q[i] = (uint8_t)nearest_index(pb_iq4nl_values, 16, x[i] > 0 ? 1e30f : x[i] < 0 ? -1e30f : 0.0f);
+            q[i] = grid_nearest(iq4_grid(), x[i] > 0 ? INFINITY : x[i] < 0 ? -INFINITY : 0.0f);
         return amax > 0 ? 1.0f : 0.0f; /* infinities: codes only say the sign */
     }
     uint8_t cand[QK_K];
     float best_d = max / (float)pb_iq4nl_values[0], best_err = INFINITY;
     for (int i = 0; i < n; i++)
-        q[i] = (uint8_t)nearest_index(pb_iq4nl_values, 16, x[i] / best_d);
+        q[i] = grid_nearest(iq4_grid(), x[i] / best_d);
     for (int end = 0; end < 2; end++) {
         float extreme = (float)(end ? pb_iq4nl_values[15] : pb_iq4nl_values[0]);
         for (int step = -8; step <= 8; step++) {
             float id = (extreme + (float)step) / max;
             float sxv = 0, svv = 0;
             for (int i = 0; i < n; i++) {
-                cand[i] = (uint8_t)nearest_index(pb_iq4nl_values, 16, id * x[i]);
+                cand[i] = grid_nearest(iq4_grid(), id * x[i]);
                 float v = (float)pb_iq4nl_values[cand[i]];
                 sxv += w[i] * x[i] * v;
                 svv += w[i] * v * v;
@@ -183,7 +224,7 @@ static void iq4_round(const float *x, int n, float d, uint8_t *q)
 {
     float id = d != 0 ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++)
-        q[i] = (uint8_t)nearest_index(pb_iq4nl_values, 16, id * x[i]);
+        q[i] = grid_nearest(iq4_grid(), id * x[i]);
 }
 
 void quant_row_iq4_nl(const float *src, void *dst, int64_t n)
