@@ -94,9 +94,10 @@ void dequant_row_mxfp4(const void *src, float *dst, int64_t n)
 /* Squared error of block x coded with scale exponent e (codes to q). */
 static float mxfp4_try(const float *x, uint8_t e, uint8_t *q)
 {
+    const struct grid *g = mxfp4_grid();
     float d = mxfp4_scale(e), err = 0;
     for (int j = 0; j < QK_MXFP4; j++) {
-        q[j] = grid_nearest(mxfp4_grid(), x[j] / d);
+        q[j] = grid_nearest(g, x[j] / d);
         float diff = x[j] - (float)pb_mxfp4_values[q[j]] * d;
         err += diff * diff;
     }
@@ -157,6 +158,7 @@ static void iq4_weights(const float *x, int n, float *w)
  * (0 for an all-zero block), codes to q. */
 static float iq4_fit(const float *x, const float *w, int n, uint8_t *q)
 {
+    const struct grid *g = iq4_grid();
     float amax = 0, max = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) {
@@ -165,34 +167,33 @@ static float iq4_fit(const float *x, const float *w, int n, uint8_t *q)
         }
     if (!(amax > 0) || !isfinite(amax)) {
         for (int i = 0; i < n; i++)
-            q[i] = grid_nearest(iq4_grid(), x[i] > 0 ? INFINITY : x[i] < 0 ? -INFINITY : 0.0f);
+            q[i] = grid_nearest(g, x[i] > 0 ? INFINITY : x[i] < 0 ? -INFINITY : 0.0f);
         return amax > 0 ? 1.0f : 0.0f; /* infinities: codes only say the sign */
     }
     uint8_t cand[QK_K];
     float best_d = max / (float)pb_iq4nl_values[0], best_err = INFINITY;
     for (int i = 0; i < n; i++)
-        q[i] = grid_nearest(iq4_grid(), x[i] / best_d);
+        q[i] = grid_nearest(g, x[i] / best_d);
     for (int end = 0; end < 2; end++) {
         float extreme = (float)(end ? pb_iq4nl_values[15] : pb_iq4nl_values[0]);
         for (int step = -8; step <= 8; step++) {
             float id = (extreme + (float)step) / max;
             float sxv = 0, svv = 0;
             for (int i = 0; i < n; i++) {
-                cand[i] = grid_nearest(iq4_grid(), id * x[i]);
+                cand[i] = grid_nearest(g, id * x[i]);
                 float v = (float)pb_iq4nl_values[cand[i]];
                 sxv += w[i] * x[i] * v;
                 svv += w[i] * v * v;
             }
             if (!(svv > 0))
                 continue;
-            float d = sxv / svv, err = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = x[i] - d * (float)pb_iq4nl_values[cand[i]];
-                err += w[i] * diff * diff;
-            }
+            /* at the least-squares d the weighted error is
+             * sum w x^2 - sxv^2 / svv: the best fit has the largest
+             * sxv^2 / svv */
+            float err = -sxv * sxv / svv;
             if (err < best_err) {
                 best_err = err;
-                best_d = d;
+                best_d = sxv / svv;
                 memcpy(q, cand, (size_t)n);
             }
         }
@@ -222,9 +223,10 @@ static void pack_nibbles32(const uint8_t *q, uint8_t *qs)
 /* Codes of the block x for the scale d as stored (0: all codes of 1). */
 static void iq4_round(const float *x, int n, float d, uint8_t *q)
 {
+    const struct grid *g = iq4_grid();
     float id = d != 0 ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++)
-        q[i] = grid_nearest(iq4_grid(), id * x[i]);
+        q[i] = grid_nearest(g, id * x[i]);
 }
 
 void quant_row_iq4_nl(const float *src, void *dst, int64_t n)
