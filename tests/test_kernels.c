@@ -357,8 +357,10 @@ struct attn_case {
 };
 
 /* Runs case cs with cache type kt through every kernel this CPU has and
- * compares each with the definition (within abs + rel * |ref|); returns
- * the runs checked, 0 when the case does not fit the type. */
+ * compares each with the definition (within abs + rel * |ref|) and with
+ * the scalar kernel (bit for bit: the scalar kernel is the SIMD one's
+ * twin); returns the runs checked, 0 when the case does not fit the
+ * type. */
 static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t seed, double abs, double rel)
 {
     const int hd = cs->hd, kvd = cs->n_head_kv * hd, n_pos = cs->pos0 + cs->n_tok;
@@ -392,6 +394,7 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
                                .pos0 = cs->pos0, .scale = 1.0f / sqrtf((float)hd), .window = cs->window,
                                .kv_cap = cs->cap, .softcap = cs->softcap, .sinks = cs->sinks ? sinks : NULL};
     attention_naive(&a, kf, vf, ref);
+    float *scalar = malloc(n_out * sizeof *scalar);
     int checked = 0;
     for (int level = 0; level < KERN_LEVEL_COUNT; level++) {
         if (!kern_level_available((enum kern_level)level))
@@ -407,9 +410,18 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
                 fail_msg("attention %s, case seed %llu (%s cache): out[%zu] = %.8g, expected %.8g",
                          kern_level_name((enum kern_level)level), (unsigned long long)seed, pb_type_name(kt), i,
                          out[i], ref[i]);
+        if (level == KERN_SCALAR)
+            memcpy(scalar, out, n_out * sizeof *out);
+        else if (memcmp(out, scalar, n_out * sizeof *out) != 0)
+            for (size_t i = 0; i < n_out; i++)
+                if (out[i] != scalar[i])
+                    fail_msg("attention %s, case seed %llu (%s cache): out[%zu] = %.9g, the scalar kernel %.9g",
+                             kern_level_name((enum kern_level)level), (unsigned long long)seed, pb_type_name(kt), i,
+                             out[i], scalar[i]);
         free(scratch);
         checked++;
     }
+    free(scalar);
     free(kc);
     free(vc);
     free(kf);
@@ -461,6 +473,49 @@ static void test_attention_variants(void **state)
     assert_true(checked >= 27);
 }
 
+/* SwiGLU: every level's kernel the scalar one's twin, bit for bit, on
+ * values across the exponential's range and its clamps, and remainders. */
+static void test_swiglu_kernels(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    float g[N], u[N], want[N], got[N];
+    test_randn(g, N, 7, 8.0f);
+    test_randn(u, N, 8, 1.0f);
+    g[0] = 0.0f;
+    g[1] = -0.0f;
+    g[2] = 100.0f;
+    g[3] = -100.0f;
+    g[4] = 87.0f;
+    g[5] = -90.0f;
+    int checked = 0;
+    for (int level = 0; level < KERN_LEVEL_COUNT; level++) {
+        if (!kern_level_available((enum kern_level)level))
+            continue;
+        for (int n = 1; n <= N; n += 333) {
+            memcpy(got, g, sizeof g);
+            kern_swiglu_for((enum kern_level)level)(got, u, n);
+            if (level == KERN_SCALAR) {
+                memcpy(want, got, (size_t)n * sizeof *got);
+            } else {
+                for (int i = 0; i < n; i++)
+                    if (memcmp(&got[i], &want[i], sizeof got[i]) != 0)
+                        fail_msg("swiglu %s: element %d of %d is %.9g, the scalar kernel %.9g",
+                                 kern_level_name((enum kern_level)level), i, n, got[i], want[i]);
+            }
+            for (int i = 0; i < n; i++) {
+                const double ref = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+                if (!(fabs(got[i] - ref) <= 1e-6 + 1e-5 * fabs(ref)))
+                    fail_msg("swiglu %s: element %d is %.9g, expected %.9g", kern_level_name((enum kern_level)level),
+                             i, got[i], ref);
+            }
+            checked++;
+        }
+    }
+    print_message("  %d swiglu runs agree with the scalar kernel and the definition\n", checked);
+    assert_true(checked >= 4);
+}
+
 int main(void)
 {
     print_message("kernel level in use: %s\n", kern_level_name(kern_level()));
@@ -470,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_prepared_products),
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_attention_variants),
+        cmocka_unit_test(test_swiglu_kernels),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

@@ -1,10 +1,12 @@
 /* AVX2 attention and element-wise kernels (compiled with -mavx2 -mfma
- * -mf16c, called after a CPU check). Same algorithm as attn_scalar.c;
- * the exponential is a vector polynomial accurate to about 1 ulp, so
- * results agree with the scalar kernels to rounding, not bit for bit. */
+ * -mf16c, called after a CPU check). Same algorithm as attn_scalar.c, and
+ * the same results bit for bit: the exponential and tanh are poly.h's,
+ * eight lanes at a time here, one element at a time for what is left of a
+ * row (and in the scalar kernels). */
 #include "kernels/kernels.h"
 
 #include "kernels/attn_item.h"
+#include "kernels/poly.h"
 
 #include "quant/blocks.h"
 
@@ -12,9 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-/* exp(x) for x in [-87.3, 88.3] (inputs outside are clamped): x = n ln2 + r
- * with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial (the classic Cephes
- * coefficients), times 2^n built in the exponent field. */
+/* poly_exp in eight lanes (2^n built in the exponent field). */
 static inline __m256 exp8(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
@@ -51,11 +51,10 @@ void kern_swiglu_avx2(float *g, const float *u, int64_t n)
         _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
     }
     for (; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        g[i] = g[i] / (1.0f + poly_exp(-g[i])) * u[i];
 }
 
-/* tanh(x) = 1 - 2 / (exp(2x) + 1), odd by construction (on |x|); for the
- * soft-capped scores, which it gives to within a few 1e-7. */
+/* poly_tanh in eight lanes. */
 static inline __m256 tanh8(__m256 x)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
@@ -109,7 +108,7 @@ static void softcap_scores(float *si, int j0, int j1, float cap)
     for (; j + 8 <= j1; j += 8)
         _mm256_storeu_ps(si + j, _mm256_mul_ps(c, tanh8(_mm256_mul_ps(_mm256_loadu_ps(si + j), inv))));
     for (; j < j1; j++)
-        si[j] = cap * tanhf(si[j] / cap);
+        si[j] = poly_softcap(si[j], cap);
 }
 
 void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
@@ -155,7 +154,7 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
                 float m = mx[i];
                 for (j = j0; j < n; j++)
                     m = si[j] > m ? si[j] : m;
-                const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m);
+                const float corr = mx[i] == -INFINITY ? 0.0f : poly_exp(mx[i] - m);
                 /* probabilities of this tile */
                 __m256 psum = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
                 for (j = j0; j + 8 <= n; j += 8) {
@@ -165,7 +164,7 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
                 }
                 float ps = hsum8(psum);
                 for (; j < n; j++) {
-                    si[j] = expf(si[j] - m);
+                    si[j] = poly_exp(si[j] - m);
                     ps += si[j];
                 }
                 sum[i] = sum[i] * corr + ps;

@@ -13,6 +13,7 @@
 #define PLUMB_KERNELS_ATTN_ITEM_H
 
 #include "kernels/kernels.h"
+#include "kernels/poly.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -107,7 +108,7 @@ static inline size_t attn_row_at(const struct kern_attn_args *a, int64_t j)
 static inline float attn_score(const struct kern_attn_args *a, float dot)
 {
     const float s = dot * a->scale;
-    return a->softcap > 0 ? a->softcap * tanhf(s / a->softcap) : s;
+    return a->softcap > 0 ? poly_softcap(s, a->softcap) : s;
 }
 
 #endif

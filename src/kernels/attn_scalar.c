@@ -1,8 +1,13 @@
 /* Scalar attention and element-wise kernels: the reference the SIMD ones
- * are compared with (within rounding: they use their own exp). */
+ * reproduce bit for bit. They compute in the vector kernels' order: a dot
+ * product in 8 lanes, reduced in the order the AVX2 kernel reduces it
+ * (which differs between its groups of four keys and the keys left over),
+ * the probabilities of a tile summed in 8 lanes, the exponential and tanh
+ * of poly.h. */
 #include "kernels/kernels.h"
 
 #include "kernels/attn_item.h"
+#include "kernels/poly.h"
 
 #include <math.h>
 #include <string.h>
@@ -29,6 +34,28 @@ static void tile_to_float(const struct kern_attn_args *a, const void *base, int 
                      a->head_dim);
 }
 
+/* q . k over hd values in 8 lanes, as the vector kernel's fused
+ * multiply-adds leave them. */
+static void dot_lanes(const float *q, const float *k, int hd, float lane[8])
+{
+    for (int l = 0; l < 8; l++)
+        lane[l] = 0;
+    for (int e = 0; e < hd; e++)
+        lane[e % 8] = fmaf(q[e], k[e], lane[e % 8]);
+}
+
+/* The two reductions of 8 lanes: the AVX2 kernel's horizontal adds of a
+ * group of four keys, and its hsum8 of a single key. */
+static float reduce_grouped(const float v[8])
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+static float reduce_single(const float v[8])
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
 void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
@@ -46,33 +73,45 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
                     continue;
                 const float *qi = a->q + attn_row_offset(a, &it, i);
                 float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
+                float lane[8];
+                /* scores: keys in groups of four from j0, then one by one */
+                const int grouped = j0 + (j1 - j0) / 4 * 4;
+                for (int j = j0; j < j1; j++) {
+                    dot_lanes(qi, kt + (size_t)j * hd, hd, lane);
+                    si[j] = attn_score(a, j < grouped ? reduce_grouped(lane) : reduce_single(lane));
+                }
                 float m = mx[i];
-                for (int j = j0; j < j1; j++) {
-                    float d = 0;
-                    for (int e = 0; e < hd; e++)
-                        d += qi[e] * kt[(size_t)j * hd + e];
-                    si[j] = attn_score(a, d);
-                    if (si[j] > m)
-                        m = si[j];
-                }
+                for (int j = j0; j < j1; j++)
+                    m = si[j] > m ? si[j] : m;
                 /* rescale what was accumulated under the old maximum */
-                float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m), ps = 0;
-                for (int e = 0; e < hd; e++)
-                    oi[e] *= corr;
+                const float corr = mx[i] == -INFINITY ? 0.0f : poly_exp(mx[i] - m);
+                /* probabilities: eight at a time summed in lanes, then the rest */
+                const int vec = j0 + (j1 - j0) / 8 * 8;
+                for (int l = 0; l < 8; l++)
+                    lane[l] = 0;
                 for (int j = j0; j < j1; j++) {
-                    float p = expf(si[j] - m);
-                    ps += p;
-                    for (int e = 0; e < hd; e++)
-                        oi[e] += p * vt[(size_t)j * hd + e];
+                    si[j] = poly_exp(si[j] - m);
+                    if (j < vec)
+                        lane[(j - j0) % 8] += si[j];
                 }
+                float ps = reduce_single(lane);
+                for (int j = vec; j < j1; j++)
+                    ps += si[j];
                 sum[i] = sum[i] * corr + ps;
                 mx[i] = m;
+                for (int e = 0; e < hd; e++) {
+                    float acc = oi[e] * corr;
+                    for (int j = j0; j < j1; j++)
+                        acc = fmaf(si[j], vt[(size_t)j * hd + e], acc);
+                    oi[e] = acc;
+                }
             }
         }
         for (int i = 0; i < it.rows; i++) {
             float *out = a->out + attn_row_offset(a, &it, i);
+            const float inv = 1.0f / sum[i];
             for (int e = 0; e < hd; e++)
-                out[e] = o[(size_t)i * hd + e] / sum[i];
+                out[e] = o[(size_t)i * hd + e] * inv;
         }
     }
 }
@@ -80,5 +119,5 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
 void kern_swiglu_scalar(float *g, const float *u, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        g[i] = g[i] / (1.0f + poly_exp(-g[i])) * u[i];
 }
