@@ -82,6 +82,12 @@ int cli_print_json(json_t *v, bool pretty);
 extern volatile sig_atomic_t cli_interrupted;
 void cli_trap_interrupts(bool on);
 
+/* Text inputs (-f FILE): a file, or a pipe such as /dev/stdin, read
+ * whole up to max bytes (/dev/zero would never end) into a malloc'ed
+ * NUL-terminated buffer. NULL with the reason in why otherwise. */
+#define CLI_MAX_TEXT_INPUT (64u << 20)
+char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size);
+
 /* Monotonic seconds, for "took 1.2 s". */
 double cli_now(void);
 

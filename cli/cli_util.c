@@ -226,3 +226,47 @@ void cli_trap_interrupts(bool on)
         sigaction(SIGTERM, &old_term, NULL);
     }
 }
+
+char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size)
+{
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, why_size, "%s", strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0 || n > max)
+            break;
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf)
+        snprintf(why, why_size, "out of memory");
+    else if (ferror(f))
+        snprintf(why, why_size, "%s", strerror(errno));
+    else if (n > max)
+        snprintf(why, why_size, "more than %zu bytes (is it a device, or the wrong file?)", max);
+    if (buf && (ferror(f) || n > max)) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        *len = n;
+    }
+    return buf;
+}

@@ -146,6 +146,18 @@ static int write_pid_file(const char *path)
     return fclose(f);
 }
 
+/* Removes the pid file at exit, only when it is still a regular file
+ * holding this process's id (never a device node someone named, nor the
+ * file of a server started since). */
+static void remove_pid_file(const char *path)
+{
+    pb_err err = {0};
+    char *text = NULL;
+    if (pb_read_small(path, 64, &text, NULL, &err) == PB_OK && strtol(text, NULL, 10) == (long)getpid())
+        unlink(path);
+    free(text);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     enum {
@@ -329,6 +341,11 @@ int cmd_serve(int argc, char **argv)
     if (ov.pid_file)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
 
+    /* the pid file is replaced at start and removed at exit: only a
+     * regular file (or a new one) may be */
+    if (cfg.pid_file[0] && pb_check_output(cfg.pid_file, &err))
+        return cli_error("serve", "pid_file: %s", err.msg);
+
     /* store names resolve in the configuration's store (else the default one) */
     const char *store = cfg.store[0] ? cfg.store : NULL;
     static char paths[CONFIG_MAX_MODELS][CONFIG_PATH_MAX];
@@ -425,6 +442,6 @@ int cmd_serve(int argc, char **argv)
     store_close(usage.store);
     pthread_mutex_destroy(&usage.mu);
     if (cfg.pid_file[0])
-        unlink(cfg.pid_file);
+        remove_pid_file(cfg.pid_file);
     return CLI_OK;
 }

@@ -102,6 +102,8 @@ static int install(const struct config *cfg, const char *config_abs, const char 
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     snprintf(path, sizeof path, "%s/plumb.service", unit_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (pb_check_output(path, &err))
+        return cli_error("service", "%s", err.msg);
     FILE *f = fopen(tmp, "w");
     if (!f)
         return cli_error("service", "cannot write %s: %s (as root?)", tmp, strerror(errno));
@@ -127,14 +129,15 @@ static int reload(const struct config *cfg, const char *pid_file)
 {
     const char *pf = pid_file ? pid_file : cfg->pid_file[0] ? cfg->pid_file : NULL;
     if (pf) {
-        FILE *f = fopen(pf, "r");
+        char *text = NULL;
+        pb_err err = {0};
         long pid = 0;
-        if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-            if (f)
-                fclose(f);
-            return cli_error("service", "%s: no process id in it (is plumb serve running?)", pf);
-        }
-        fclose(f);
+        if (pb_read_small(pf, 64, &text, NULL, &err) == PB_OK)
+            pid = strtol(text, NULL, 10);
+        free(text);
+        if (pid <= 1)
+            return cli_error("service", "%s: no process id in it (is plumb serve running?)%s%s", pf,
+                             err.msg[0] ? ": " : "", err.msg);
         if (kill((pid_t)pid, SIGHUP) != 0)
             return cli_error("service", "cannot signal process %ld from %s: %s", pid, pf, strerror(errno));
         printf("sent SIGHUP to plumb serve (pid %ld)\n", pid);

@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,18 +36,17 @@ static void result_free(struct result *r)
     free(r->err);
 }
 
-/* Runs plumb with a shell-quoted argument string. */
-static struct result run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static struct result run(const char *fmt, ...)
+/* Runs plumb with a shell-quoted argument string; killed with SIGKILL
+ * after seconds when seconds > 0 (exit status 137 then). */
+static struct result run_v(int seconds, const char *fmt, va_list ap)
 {
-    char args[4096], cmd[8192], out[512], err[512];
-    va_list ap;
-    va_start(ap, fmt);
+    char args[4096], cmd[8192], out[512], err[512], limit[64] = "";
     vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
     test_tmpfile("stdout.txt", out, sizeof out);
     test_tmpfile("stderr.txt", err, sizeof err);
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", plumb_bin, args, out, err);
+    if (seconds > 0)
+        snprintf(limit, sizeof limit, "timeout -s KILL %d ", seconds);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s >'%s' 2>'%s'", limit, plumb_bin, args, out, err);
     int st = system(cmd);
     struct result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, test_read_file(out, NULL), test_read_file(err, NULL)};
     assert_non_null(r.out);
@@ -54,7 +54,25 @@ static struct result run(const char *fmt, ...)
     return r;
 }
 
+static struct result run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct result run(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct result r = run_v(0, fmt, ap);
+    va_end(ap);
+    return r;
+}
 
+static struct result run_limited(int seconds, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static struct result run_limited(int seconds, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct result r = run_v(seconds, fmt, ap);
+    va_end(ap);
+    return r;
+}
 
 static void test_help_and_usage(void **state)
 {
@@ -469,6 +487,113 @@ static void test_synth(void **state)
         assert_string_equal(r.out, "15043 3186\n"); /* the Llama vocabulary's ids */
         result_free(&r);
     }
+}
+
+/* OUT is written under a temporary name and renamed over the path: a
+ * FIFO or a device node there must be refused and left as it was, and
+ * '-' is refused clearly (a GGUF goes to a file). A pid_file naming a
+ * device node is refused before anything loads (it was deleted at exit). */
+static void test_outputs_not_regular(void **state)
+{
+    (void)state;
+    const char *src = test_tiny_model("F32");
+    char fifo[512], dev[512];
+    test_tmpfile("out.fifo", fifo, sizeof fifo);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    bool have_dev = false;
+    test_tmpfile("out.null", dev, sizeof dev);
+    unlink(dev);
+    if (geteuid() == 0)
+        have_dev = mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0; /* a /dev/null of our own */
+    const char *targets[] = {fifo, dev};
+    for (int k = 0; k < (have_dev ? 2 : 1); k++) {
+        struct result r = run("synth --shape tiny --type Q8_0 '%s'", targets[k]);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, k == 0 ? "FIFO" : "character device"));
+        assert_null(strstr(r.out, "wrote"));
+        result_free(&r);
+        r = run("quantize '%s' '%s' Q8_0", src, targets[k]);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, "regular file"));
+        result_free(&r);
+        struct stat st;
+        assert_int_equal(stat(targets[k], &st), 0);
+        assert_true(k == 0 ? S_ISFIFO(st.st_mode) : S_ISCHR(st.st_mode));
+    }
+    struct result r = run("synth --shape tiny --type Q8_0 -");
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "standard output"));
+    result_free(&r);
+    r = run("quantize '%s' - Q8_0", src);
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "standard output"));
+    result_free(&r);
+    /* a regular file is still replaced */
+    char out[512];
+    test_tmpfile("replaced.gguf", out, sizeof out);
+    test_write_file(out, "old", 3);
+    r = run("quantize '%s' '%s' Q8_0", src, out);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    struct stat st;
+    assert_int_equal(stat(out, &st), 0);
+    assert_true(st.st_size > 1000);
+    if (have_dev) {
+        r = run("serve '%s' --port 0 --pid-file '%s'", src, dev);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, "pid_file"));
+        result_free(&r);
+        assert_int_equal(stat(dev, &st), 0);
+        assert_true(S_ISCHR(st.st_mode));
+        unlink(dev);
+    } else {
+        print_message("  (not root: the device-node cases are skipped)\n");
+    }
+    unlink(fifo);
+}
+
+/* Inputs that are not regular files (/dev/zero, a FIFO without a writer)
+ * are refused, or read with a bound, promptly: plumb was spinning on
+ * --config /dev/zero and blocking on a FIFO. Each run is killed after 20 s,
+ * which then shows as exit status 137. */
+static void test_inputs_not_regular(void **state)
+{
+    (void)state;
+    char fifo[512];
+    test_tmpfile("in.fifo", fifo, sizeof fifo);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    const char *m = test_tiny_model("Q8_0");
+    struct {
+        const char *args;
+        int status;
+        const char *says;
+    } cases[] = {
+        {"serve --config /dev/zero", 1, "character device"},
+        {"doctor --config /dev/zero", 2, "character device"},
+        {"serve --config '%s'", 1, "FIFO"},
+        {"pull '%s' --name fifo", 1, "FIFO"},
+        {"service install --print --config /dev/zero", 1, "character device"},
+        {"run '%s' -f /dev/zero -n 1", 1, "bytes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024];
+        const char *arg = strstr(cases[i].args, "run ") == cases[i].args ? m : fifo;
+        snprintf(args, sizeof args, cases[i].args, arg);
+        struct result r = run_limited(20, "%s", args);
+        if (r.status != cases[i].status)
+            fail_msg("plumb %s: exit status %d, expected %d\n%s%s", args, r.status, cases[i].status, r.out, r.err);
+        if (!strstr(r.err, cases[i].says) && !strstr(r.out, cases[i].says))
+            fail_msg("plumb %s does not say '%s':\n%s%s", args, cases[i].says, r.out, r.err);
+        result_free(&r);
+    }
+    /* a key file that is a device: the server refuses it before loading */
+    struct result r = run_limited(20, "serve '%s' --port 0 --api-key-file /dev/zero", m);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "character device"));
+    result_free(&r);
+    unlink(fifo);
 }
 
 static void check_chat_matches_run(const char *model, const char *format_opt)
@@ -1026,6 +1151,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
+        cmocka_unit_test(test_outputs_not_regular), cmocka_unit_test(test_inputs_not_regular),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
     };

@@ -29,6 +29,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1323,6 +1324,57 @@ static void test_bundles(void **state)
     free(other.data);
 }
 
+/* export -o PATH renames a finished tar over PATH: a FIFO or a device node
+ * there is refused and left alone; -o - streams the tar to stdout. */
+static void test_export_outputs(void **state)
+{
+    (void)state;
+    struct model m;
+    model_get(&m, "Q8_0");
+    new_home("export-outputs");
+    pull_ok(m.path, "a:1");
+    char fifo[600], dev[600];
+    test_tmpfile("bundle.fifo", fifo, sizeof fifo);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    test_tmpfile("bundle.null", dev, sizeof dev);
+    unlink(dev);
+    bool have_dev = geteuid() == 0 && mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0;
+    const char *targets[] = {fifo, dev};
+    for (int k = 0; k < (have_dev ? 2 : 1); k++) {
+        struct run r;
+        PLUMB(&r, "export", "a:1", "-o", targets[k]);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, "regular file"));
+        run_free(&r);
+        struct stat st;
+        assert_int_equal(stat(targets[k], &st), 0);
+        assert_true(k == 0 ? S_ISFIFO(st.st_mode) : S_ISCHR(st.st_mode));
+    }
+    /* standard output: the whole tar there, the summary on stderr */
+    struct run r;
+    PLUMB(&r, "export", "a:1", "-o", "-");
+    EXPECT_STATUS(r, 0);
+    run_free(&r);
+    size_t len;
+    char *tar = test_read_file(r.out_path, &len);
+    assert_non_null(tar);
+    size_t data[4], size[4];
+    char names[4][128];
+    assert_int_equal(tar_entries(tar, len, data, size, names, 4), 2);
+    assert_string_equal(names[0], "manifest.json");
+    assert_int_equal(size[1], m.len);
+    assert_memory_equal(tar + data[1], m.data, m.len);
+    free(tar);
+    PLUMB(&r, "export", "a:1", "-o", "-", "--json");
+    EXPECT_STATUS(r, 2);
+    run_free(&r);
+    unlink(fifo);
+    if (have_dev)
+        unlink(dev);
+    free(m.data);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1342,6 +1394,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kill9),
         cmocka_unit_test(test_directory),
         cmocka_unit_test(test_bundles),
+        cmocka_unit_test(test_export_outputs),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -63,6 +63,15 @@ static void remove_tmpdir(void)
         nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* PLUMB_TEST_FILTER=PATTERN runs only the tests whose names match (cmocka's
+ * wildcards): one test of a long program while working on it. */
+__attribute__((constructor)) static void test_filter_from_env(void)
+{
+    const char *f = getenv("PLUMB_TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
+
 const char *test_tmpdir(void)
 {
     if (!tmpdir[0]) {

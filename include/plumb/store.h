@@ -285,7 +285,9 @@ struct store_bundle_result {
     char created[32];           /* import: when it was written */
 };
 
-/* Writes a bundle of the models refs (NAME[:TAG] each) to path. */
+/* Writes a bundle of the models refs (NAME[:TAG] each) to path: a new
+ * file, or one that replaces a regular file (PB_EINVAL for a device, a
+ * FIFO, a directory); "-" writes the tar to standard output as a stream. */
 int store_export(struct store *s, const char *const *refs, size_t n_refs, const char *path,
                  const struct store_bundle_opts *o, struct store_bundle_result *res, pb_err *err);
 

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define CONFIG_MAX_BYTES (1u << 20) /* far beyond any real configuration */
+
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof *c);
@@ -244,9 +246,16 @@ int config_load(const char *path, struct config *c, pb_err *err)
     p.section[0] = '\x01'; /* no section seen yet */
     pb_err inner = {0};
     p.err = &inner;
-    int line = ini_parse(path, on_value, &p);
+    /* read whole, and only a regular file of sensible size: /dev/zero or a
+     * FIFO would never end */
+    char *text = NULL;
+    int rc = pb_read_small(path, CONFIG_MAX_BYTES, &text, NULL, err);
+    if (rc)
+        return pb_wrap(err, rc, "configuration");
+    int line = ini_parse_string(text, on_value, &p);
+    free(text);
     if (line < 0)
-        return pb_fail(err, PB_EIO, "%s: %s", path, line == -1 ? strerror(errno) : "out of memory");
+        return pb_fail(err, PB_ENOMEM, "%s: out of memory", path);
     if (line > 0)
         return pb_fail(err, inner.code ? inner.code : PB_EFORMAT, "%s:%d: %s", path, line,
                        inner.msg[0] ? inner.msg : "not a key = value line, nor a [section]");

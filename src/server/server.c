@@ -97,9 +97,14 @@ static void logf_(struct server *s, const char *fmt, ...)
  * blank lines and lines starting with '#' are skipped. */
 static int load_keys(struct server *s, const char *path, pb_err *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int fd, rc0 = pb_open_input(path, &fd, err); /* a FIFO or /dev/zero would never end */
+    if (rc0)
+        return pb_wrap(err, rc0, "the API key file");
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
         return pb_fail(err, PB_EIO, "%s: %s", path, strerror(errno));
+    }
     s->keys = calloc(MAX_KEYS, sizeof *s->keys);
     if (!s->keys) {
         fclose(f);

@@ -451,7 +451,9 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
         sha256_final_hex(k.hash, got);
     } else {
         struct stat st;
-        src = open(source, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO without a writer must not block the open (it
+         * is refused below); reads of a regular file are unaffected */
+        src = open(source, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (src < 0 || fstat(src, &st) != 0) {
             rc = pb_fail(err, PB_EIO, "%.300s: %s", source, strerror(errno));
             goto fail;
@@ -461,7 +463,8 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
             goto fail;
         }
         if (!S_ISREG(st.st_mode)) {
-            rc = pb_fail(err, PB_EINVAL, "%.300s is not a regular file", source);
+            if (!(rc = pb_check_input(source, err))) /* says what it is */
+                rc = pb_fail(err, PB_EINVAL, "%.300s is not a regular file", source);
             goto fail;
         }
         k.total = (uint64_t)st.st_size;

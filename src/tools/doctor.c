@@ -216,6 +216,13 @@ static void check_key_file(struct doctor_report *r, const char *path)
             strerror(errno));
         return;
     }
+    if (!S_ISREG(st.st_mode)) {
+        pb_err e = {0};
+        pb_check_input(path, &e);
+        add(r, "key file", DOCTOR_ERROR, "point api_key_file at a file of keys (one per line, or ID KEY)", "%s",
+            e.msg);
+        return;
+    }
     if (access(path, R_OK) != 0) {
         add(r, "key file", DOCTOR_ERROR, "the server's user must read it", "%s is not readable by this user", path);
         return;
