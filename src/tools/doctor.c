@@ -280,9 +280,16 @@ static void check_port(struct doctor_report *r, const char *host, int port)
         add(r, "port", DOCTOR_OK, NULL, "%s:%d is free", host, port);
     else if (e == EADDRINUSE && plumb_answers(res->ai_addr, res->ai_addrlen))
         add(r, "port", DOCTOR_OK, NULL, "%s:%d is held by a running plumb serve", host, port);
-    else if (e == EADDRINUSE)
-        add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port' (ss -ltnp shows who holds it)",
-            "%s:%d is taken by another program", host, port);
+    else if (e == EADDRINUSE) {
+        int pid = 0;
+        char comm[64] = "";
+        if (sys_port_owner(port, &pid, comm, sizeof comm))
+            add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port'", "%s:%d is in use by pid %d (%s)",
+                host, port, pid, comm[0] ? comm : "?");
+        else
+            add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port' (ss -ltnp shows who holds it)",
+                "%s:%d is taken by another program", host, port);
+    }
     else if (e == EACCES)
         add(r, "port", DOCTOR_ERROR, "use a port above 1023, or give the service CAP_NET_BIND_SERVICE",
             "%s:%d needs privileges to listen on", host, port);
