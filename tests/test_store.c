@@ -68,6 +68,14 @@ struct server {
     atomic_long last_range_from;
     atomic_int active;
     atomic_bool stop;
+    /* the file changing on the origin: from request number swap_at on
+     * (counting from 1; 0: never), body2 is served instead of body */
+    const char *body2;
+    size_t len2;
+    atomic_int swap_at;
+    atomic_int validators;     /* 0: ETag and Last-Modified, 1: none */
+    atomic_bool ignore_if_range; /* a mirror that answers any Range with its own file */
+    atomic_int if_range_requests;
 };
 
 struct conn {
@@ -108,7 +116,16 @@ static void *serve_conn(void *arg)
     req[got] = 0;
     char path[256] = "";
     sscanf(req, "GET %255s", path);
-    atomic_fetch_add(&sv->requests, 1);
+    const int nth = atomic_fetch_add(&sv->requests, 1) + 1;
+    /* the version served: body ("v1"), or body2 once the origin changed */
+    const bool second = sv->body2 && atomic_load(&sv->swap_at) > 0 && nth >= atomic_load(&sv->swap_at);
+    const char *data = second ? sv->body2 : sv->body;
+    const size_t size = second ? sv->len2 : sv->len;
+    const char *etag = second ? "\"v2\"" : "\"v1\"";
+    char validators[160] = "";
+    if (atomic_load(&sv->validators) == 0)
+        snprintf(validators, sizeof validators, "ETag: %s\r\nLast-Modified: %s\r\n", etag,
+                 second ? "Tue, 01 Dec 2026 10:00:00 GMT" : "Mon, 30 Nov 2026 10:00:00 GMT");
     long from = 0;
     const char *range = strcasestr(req, "\r\nRange: bytes=");
     if (range) {
@@ -116,7 +133,14 @@ static void *serve_conn(void *arg)
         atomic_fetch_add(&sv->range_requests, 1);
         atomic_store(&sv->last_range_from, from);
     }
-    char head[512];
+    const char *if_range = strcasestr(req, "\r\nIf-Range: ");
+    if (if_range) {
+        atomic_fetch_add(&sv->if_range_requests, 1);
+        /* RFC 9110: the range only of the version named, else the whole file */
+        if (!atomic_load(&sv->ignore_if_range) && strncmp(if_range + 12, etag, strlen(etag)) != 0)
+            from = 0;
+    }
+    char head[768];
     if (strcmp(path, "/r/model.gguf") == 0) {
         snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: /model.gguf\r\nContent-Length: 0\r\n"
                                     "Connection: close\r\n\r\n");
@@ -127,32 +151,32 @@ static void *serve_conn(void *arg)
     } else if (atomic_load(&sv->fail_times) > 0 && atomic_fetch_sub(&sv->fail_times, 1) > 0) {
         snprintf(head, sizeof head, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         send_all(cn->fd, head, strlen(head));
-    } else if (from >= (long)sv->len) {
+    } else if (from >= (long)size) {
         snprintf(head, sizeof head, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */%zu\r\n"
-                                    "Content-Length: 0\r\nConnection: close\r\n\r\n", sv->len);
+                                    "Content-Length: 0\r\nConnection: close\r\n\r\n", size);
         send_all(cn->fd, head, strlen(head));
     } else {
         if (from > 0 && atomic_load(&sv->wrong_range_times) > 0 && atomic_fetch_sub(&sv->wrong_range_times, 1) > 0)
             from /= 2; /* a 206, but not of the part asked for */
         if (from > 0)
             snprintf(head, sizeof head, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %ld-%zu/%zu\r\n"
-                                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     from, sv->len - 1, sv->len, sv->len - (size_t)from);
+                                        "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                     from, size - 1, size, size - (size_t)from, validators);
         else
             snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nContent-Type: application/octet-stream\r\n"
-                                        "Connection: close\r\n\r\n", sv->len);
+                                        "%sConnection: close\r\n\r\n", size, validators);
         bool ok = send_all(cn->fd, head, strlen(head));
         size_t pos = (size_t)from, cut = (size_t)from + (size_t)atomic_load(&sv->cut_after);
         bool cutting = atomic_load(&sv->cut_times) != 0;
         if (cutting && atomic_load(&sv->cut_times) > 0)
             atomic_fetch_sub(&sv->cut_times, 1);
-        while (ok && pos < sv->len && !atomic_load(&sv->stop)) {
-            size_t n = sv->len - pos < 16384 ? sv->len - pos : 16384;
+        while (ok && pos < size && !atomic_load(&sv->stop)) {
+            size_t n = size - pos < 16384 ? size - pos : 16384;
             if (cutting && pos + n > cut)
                 n = cut - pos;
             if (n == 0)
                 break;
-            ok = send_all(cn->fd, sv->body + pos, n);
+            ok = send_all(cn->fd, data + pos, n);
             pos += n;
             if (atomic_load(&sv->delay_us))
                 usleep((useconds_t)atomic_load(&sv->delay_us));
@@ -690,6 +714,81 @@ static void test_http_resume(void **state)
     PLUMB_OK("verify");
     server_stop(&sv);
     free(m.data);
+}
+
+/* A download cut off while the file changes on the origin (or resumed from
+ * a mirror that holds another version) is never spliced from two versions:
+ * such a file was registered, verify called it fine (it hashes what it
+ * has) and run printed nothing. The resumed request names the version
+ * begun (If-Range), a 206 of another version (validator or length) starts
+ * the download over, and without a validator a cut download starts over. */
+static void test_resume_changed_file(void **state)
+{
+    (void)state;
+    struct model m, other;
+    model_get(&m, "Q8_0");
+    model_get(&other, "Q4_0");
+    /* a second version of the same size, changed in both halves: a splice
+     * of the two is a valid GGUF that is neither */
+    char *v2 = malloc(m.len), d2[65], tagged2[80];
+    memcpy(v2, m.data, m.len);
+    v2[m.len * 3 / 8] ^= 0x55;
+    v2[m.len * 7 / 8] ^= 0x55;
+    sha256_hex(v2, m.len, d2);
+    snprintf(tagged2, sizeof tagged2, "sha256:%s", d2);
+    new_home("resume-changed");
+    struct server sv;
+    server_start(&sv, m.data, m.len);
+    sv.body2 = v2;
+    sv.len2 = m.len;
+    char url[256], d[80];
+    server_url(&sv, "/model.gguf", url, sizeof url);
+    struct {
+        const char *what;
+        bool ignore_if_range;
+        const char *body2;
+        size_t len2;
+        const char *want;
+    } cases[] = {
+        {"the origin changed (If-Range answers with the new version)", false, v2, m.len, tagged2},
+        {"a mirror ignoring If-Range answers with another version", true, v2, m.len, tagged2},
+        {"a mirror ignoring If-Range answers with a file of another length", true, other.data, other.len,
+         other.tagged},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "web:%zu", i + 1);
+        atomic_store(&sv.requests, 0);
+        atomic_store(&sv.if_range_requests, 0);
+        sv.body2 = cases[i].body2;
+        sv.len2 = cases[i].len2;
+        atomic_store(&sv.ignore_if_range, cases[i].ignore_if_range);
+        atomic_store(&sv.swap_at, 2); /* the resumed request finds the other version */
+        atomic_store(&sv.cut_after, (int)(m.len / 2));
+        atomic_store(&sv.cut_times, 1);
+        PLUMB_OK("pull", url, "--name", name, "--retry-delay", "0.05");
+        ls_digest(name, d);
+        if (strcmp(d, cases[i].want))
+            fail_msg("%s: registered %s, expected %s (the whole new version)", cases[i].what, d, cases[i].want);
+        assert_int_equal(atomic_load(&sv.if_range_requests), 1);
+    }
+    /* no validator: a cut download starts over instead of resuming */
+    atomic_store(&sv.swap_at, 0);
+    atomic_store(&sv.validators, 1);
+    atomic_store(&sv.requests, 0);
+    atomic_store(&sv.range_requests, 0);
+    atomic_store(&sv.cut_after, (int)(m.len / 2));
+    atomic_store(&sv.cut_times, 1);
+    PLUMB_OK("pull", url, "--name", "web:4", "--retry-delay", "0.05");
+    assert_int_equal(atomic_load(&sv.requests), 2);
+    assert_int_equal(atomic_load(&sv.range_requests), 0);
+    ls_digest("web:4", d);
+    assert_string_equal(d, m.tagged);
+    PLUMB_OK("verify");
+    server_stop(&sv);
+    free(v2);
+    free(m.data);
+    free(other.data);
 }
 
 /* Runs a pull that must fail and checks the store did not change. */
@@ -1387,6 +1486,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_pull_file_and_resolve),
         cmocka_unit_test(test_http_resume),
+        cmocka_unit_test(test_resume_changed_file),
         cmocka_unit_test(test_failures_leave_store),
         cmocka_unit_test(test_concurrent_pulls),
         cmocka_unit_test(test_tag_rollback_rm_verify),
