@@ -219,7 +219,7 @@ int cmd_show(int argc, char **argv)
     bool named = e.digest[0] != 0;
     if (named) {
         struct store *s;
-        if (store_open(NULL, &s, &err) == PB_OK) {
+        if (store_open_readonly(NULL, &s, &err) == PB_OK) {
             if (store_history(s, argv[optind], &h, &n_h, &err))
                 n_h = 0;
             store_close(s);

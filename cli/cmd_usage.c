@@ -72,7 +72,7 @@ int cmd_usage(int argc, char **argv)
         return cli_usage_error("usage", "unexpected argument '%s'", argv[optind]);
     struct store *st;
     pb_err err = {0};
-    if (store_open(NULL, &st, &err))
+    if (store_open_readonly(NULL, &st, &err))
         return cli_error("usage", "%s", err.msg);
     struct store_usage_sum *rows;
     size_t n;

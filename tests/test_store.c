@@ -1474,6 +1474,202 @@ static void test_export_outputs(void **state)
     free(m.data);
 }
 
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Waits up to seconds for r's process (then kills it: exit 137). */
+static void finish_within(struct run *r, double seconds)
+{
+    for (int i = 0; i < (int)(seconds * 20); i++) {
+        if (finished(r))
+            return;
+        sleep_ms(50);
+    }
+    kill(r->pid, SIGKILL);
+    finish(r);
+}
+
+/* Writes byte x at offset off of path, in place (same inode, same size). */
+static void poke(const char *path, size_t off, char x)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, &x, 1, (off_t)off), 1);
+    close(fd);
+}
+
+/* A local pull is a copy by default (an edit of the original stays out of
+ * the store); --link hard-links, and then a model whose file was edited
+ * in place is refused by run, serve and bench with a message naming it
+ * and the fix (it was used silently); verify of an intact file accepts it
+ * again. An older registry (schema 2) opens and is migrated. */
+static void test_linked_pull_changed(void **state)
+{
+    (void)state;
+    struct model m, m2;
+    model_get(&m, "Q8_0");
+    model_get(&m2, "Q4_0"); /* another file: a blob the store does not hold yet */
+    new_home("linked");
+    char orig[600], orig2[600];
+    test_tmpfile("user-model.gguf", orig, sizeof orig);
+    test_tmpfile("user-model2.gguf", orig2, sizeof orig2);
+    assert_int_equal(test_write_file(orig, m.data, m.len), 0);
+    assert_int_equal(test_write_file(orig2, m2.data, m2.len), 0);
+    const size_t at = m.len * 3 / 4, at2 = m2.len * 3 / 4; /* tensor data */
+    const char was = m.data[at], was2 = m2.data[at2];
+
+    /* the default: a copy; editing the original does not touch it */
+    struct run r;
+    PLUMB(&r, "pull", orig, "--name", "copied", "--json");
+    EXPECT_STATUS(r, 0);
+    json_t *v = test_parse_json(r.out);
+    assert_false(json_is_true(json_object_get(v, "linked")));
+    json_decref(v);
+    run_free(&r);
+    poke(orig, at, (char)(was ^ 0x40));
+    PLUMB_OK("verify", "copied");
+    PLUMB_OK("run", "copied", "-p", "hi", "-n", "1");
+
+    /* --link: the store shares the file; an edit is refused at load */
+    PLUMB(&r, "pull", orig2, "--name", "linked", "--link", "--json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_true(json_is_true(json_object_get(v, "linked")));
+    json_decref(v);
+    run_free(&r);
+    PLUMB_OK("run", "linked", "-p", "hi", "-n", "1");
+    sleep_ms(20); /* a modification time the file system tells apart */
+    poke(orig2, at2, (char)(was2 ^ 0x40));
+    const char *uses[][9] = {
+        {"run", "linked", "-p", "hi", "-n", "1", NULL},
+        {"serve", "linked", "--port", "0", NULL},
+        {"bench", "linked", "-p", "8", "-n", "0", "-r", "1", NULL},
+    };
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
+        spawn(&r, 0, uses[i]);
+        finish_within(&r, 60);
+        if (r.status != 1 || !strstr(r.err, "linked:latest changed since it was pulled") ||
+            !strstr(r.err, "plumb verify"))
+            fail_msg("plumb %s of an edited model: exit %d: %s", uses[i][0], r.status, r.err);
+        run_free(&r);
+    }
+    PLUMB(&r, "verify", "linked");
+    EXPECT_STATUS(r, 1);
+    run_free(&r);
+    /* the edit undone: verify finds it intact and accepts it again */
+    poke(orig2, at2, was2);
+    PLUMB(&r, "run", "linked", "-p", "hi", "-n", "1");
+    EXPECT_STATUS(r, 1);
+    run_free(&r);
+    PLUMB_OK("verify", "linked");
+    PLUMB_OK("run", "linked", "-p", "hi", "-n", "1");
+
+    /* a registry of the previous schema (no recorded times) opens, is
+     * migrated, and its models still load */
+    char db[700];
+    snprintf(db, sizeof db, "%s/registry.db", home);
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "ALTER TABLE blobs DROP COLUMN mtime; PRAGMA user_version=2", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(h);
+    PLUMB(&r, "ls");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "linked:latest"));
+    run_free(&r);
+    PLUMB_OK("run", "copied", "-p", "hi", "-n", "1");
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 3);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    free(m.data);
+    free(m2.data);
+}
+
+/* A full disk: reading commands work (ls, show, verify), a change fails
+ * saying the disk is full and leaves the store as it was, and rm frees
+ * space even then. RLIMIT_FSIZE stands in for the full disk first (as in
+ * test_failures_leave_store); then a full tmpfs, mounted in a private
+ * mount namespace (unshare; skipped where that is not allowed). Before,
+ * every one of them failed with "disk I/O error". */
+static void test_full_disk(void **state)
+{
+    (void)state;
+    struct model a, b;
+    model_get(&a, "Q8_0");
+    model_get(&b, "Q4_0");
+    new_home("full-disk");
+    pull_ok(a.path, "a");
+    PLUMB_OK("tag", "a", "b");
+    char *before = snapshot();
+    const char *reads[][3] = {{"ls", NULL}, {"show", "a", NULL}, {"verify", NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        struct run r;
+        spawn(&r, 1024, reads[i]);
+        finish(&r);
+        if (r.status != 0 || !strstr(r.out, "a:latest"))
+            fail_msg("plumb %s on a full disk: exit %d\n%s%s", reads[i][0], r.status, r.out, r.err);
+        run_free(&r);
+    }
+    const char *tag[] = {"tag", "a", "c", NULL};
+    struct run r;
+    spawn(&r, 1024, tag);
+    finish(&r);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "the disk is full"));
+    run_free(&r);
+    char *after = snapshot();
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    /* a file system really full: rm makes room */
+    char dir[600], script[600], out[600], cmd[4096];
+    test_tmpfile("full-mnt", dir, sizeof dir);
+    mkdir(dir, 0755);
+    test_tmpfile("full-disk.sh", script, sizeof script);
+    test_tmpfile("full-disk.out", out, sizeof out);
+    const char *sh =
+        "D=$1; P=$2\n"
+        "mount -t tmpfs -o size=24m tmpfs \"$D\" 2>/dev/null || exit 77\n"
+        "export PLUMB_HOME=\"$D/home\"\n"
+        "\"$P\" pull \"$3\" --name a >/dev/null && \"$P\" pull \"$4\" --name b >/dev/null || exit 3\n"
+        "dd if=/dev/zero of=\"$D/fill\" bs=64k 2>/dev/null\n"
+        "for c in ls 'show a' verify 'rm a' ls verify; do\n"
+        "  echo \"== $c\"; \"$P\" $c 2>&1; echo \"-> $?\"\n"
+        "done\n";
+    assert_int_equal(test_write_file(script, sh, strlen(sh)), 0);
+    snprintf(cmd, sizeof cmd, "unshare -m%s sh '%s' '%s' '%s' '%s' '%s' >'%s' 2>&1", geteuid() == 0 ? "" : "r",
+             script, dir, plumb_bin, a.path, b.path, out);
+    int st = system(cmd);
+    char *text = test_read_file(out, NULL);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        print_message("  (no private tmpfs here: the full file system part is skipped)\n");
+    } else {
+        const char *want[] = {"== ls\nNAME", "== show a\nname            a:latest", "== verify\n",
+                              "== rm a\nremoved a:latest (1 file", "== ls\nNAME"};
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+            if (!strstr(text, want[i]))
+                fail_msg("on a full file system, expected '%s':\n%s", want[i], text);
+        assert_int_equal(count_of(text, "-> 0\n"), 6);
+        char *second_ls = strstr(strstr(text, "== rm a"), "== ls"), *end = strstr(second_ls, "== verify");
+        *end = 0;
+        assert_null(strstr(second_ls, "a:latest"));
+        assert_non_null(strstr(second_ls, "b:latest"));
+    }
+    free(text);
+    free(a.data);
+    free(b.data);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1495,6 +1691,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_directory),
         cmocka_unit_test(test_bundles),
         cmocka_unit_test(test_export_outputs),
+        cmocka_unit_test(test_linked_pull_changed),
+        cmocka_unit_test(test_full_disk),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@ enum pb_status {
     PB_EBUSY = -8,        /* a request: every slot busy and the queue full; try again later */
     PB_ETOOLONG = -9,     /* a request: the prompt leaves no room for an answer in the context */
     PB_ESTOPPING = -10,   /* a request: the engine is shutting down */
+    PB_ENOSPC = -11,      /* no space left where a file had to be written (a full disk) */
 };
 
 typedef struct pb_err {

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -473,6 +475,19 @@ static bool link_file(const char *src, char *tmp, int *fd)
     return true;
 }
 
+/* Makes the temporary file at fd a clone of src (FICLONE: the file
+ * systems that share extents copy on write, so an edit of either file
+ * stays in it); true when the file system did. */
+static bool reflink_file(int src, int fd)
+{
+#ifdef FICLONE
+    return ioctl(fd, FICLONE, src) == 0;
+#else
+    (void)src, (void)fd;
+    return false;
+#endif
+}
+
 /* ---- checking ---- */
 
 int blob_read_meta(int fd, const char *source, struct blob_meta *m, pb_err *err)
@@ -550,9 +565,13 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
             goto fail;
         }
         k.total = (uint64_t)st.st_size;
-        if (!o->copy && link_file(source, tmp, &k.fd)) {
+        if (o->link && link_file(source, tmp, &k.fd)) {
             res->linked = true;
             k.path = tmp;
+            if ((rc = files_hash_fd(k.fd, source, got, &k.have, o->progress, o->user, o->cancel, err)))
+                goto fail;
+        } else if (reflink_file(src, k.fd)) {
+            res->reflinked = true;
             if ((rc = files_hash_fd(k.fd, source, got, &k.have, o->progress, o->user, o->cancel, err)))
                 goto fail;
         } else {

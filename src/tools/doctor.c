@@ -139,7 +139,7 @@ static void check_store(struct doctor_report *r, const char *home, bool deep)
     else
         add(r, "store permissions", DOCTOR_OK, NULL, "%s (mode %03o)", home, (unsigned)(st.st_mode & 0777));
     struct store *s;
-    if (store_open(home, &s, &err)) {
+    if (store_open_readonly(home, &s, &err)) {
         add(r, "store", DOCTOR_ERROR, "see the message; plumb verify repairs what it can", "%s", err.msg);
         return;
     }
