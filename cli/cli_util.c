@@ -11,12 +11,29 @@
 #include <time.h>
 #include <unistd.h>
 
+const char *cli_esc(const char *s)
+{
+    static char bufs[16][4096];
+    static unsigned next;
+    char *b = bufs[next++ % 16];
+    pb_escape_text(s, b, sizeof bufs[0]);
+    return b;
+}
+
+/* "plumb CMD: " and the message, escaped: messages quote names, values and
+ * paths from files and the network. */
+static void print_error(const char *cmd, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fprintf(stderr, "plumb %s: %s", cmd, cli_esc(msg));
+}
+
 int cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "plumb %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    print_error(cmd, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
     return CLI_FAIL;
@@ -25,9 +42,8 @@ int cli_error(const char *cmd, const char *fmt, ...)
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "plumb %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    print_error(cmd, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nTry 'plumb %s --help'.\n", cmd);
     return CLI_USAGE;

@@ -127,7 +127,7 @@ static void print_table(const struct bench_report *r)
         const struct bench_test *t = &r->tests[i];
         char ts[48];
         snprintf(ts, sizeof ts, "%.2f (%.2f-%.2f)", t->t_s_median, t->t_s_min, t->t_s_max);
-        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", r->model, size, params, r->kernels,
+        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", cli_esc(r->model), size, params, r->kernels,
                r->n_threads, t->name, ts);
     }
     char rss[32], wb[32];

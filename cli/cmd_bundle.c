@@ -206,9 +206,9 @@ int cmd_import(int argc, char **argv)
                    : !m->new_blob ? "  (file already in the store)" : "");
         }
         printf("%s %s: %zu model%s, %zu file%s, %s (written %s by plumb %s)\n",
-               o.check_only ? "verified" : "imported", file, r.n_models, r.n_models == 1 ? "" : "s", r.n_blobs,
-               r.n_blobs == 1 ? "" : "s", size, r.created[0] ? r.created : "?",
-               r.plumb_version[0] ? r.plumb_version : "?");
+               o.check_only ? "verified" : "imported", cli_esc(file), r.n_models, r.n_models == 1 ? "" : "s",
+               r.n_blobs, r.n_blobs == 1 ? "" : "s", size, r.created[0] ? cli_esc(r.created) : "?",
+               r.plumb_version[0] ? cli_esc(r.plumb_version) : "?");
     }
     store_bundle_result_free(&r);
     return status;

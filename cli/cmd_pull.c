@@ -72,7 +72,7 @@ static void print_result(const struct store_pull_result *r, json_t *json_out)
     cli_fmt_bytes(r->entry.size, size, sizeof size);
     cli_fmt_count(r->entry.n_params, params, sizeof params);
     printf("%s  sha256:%.12s  %s, %s %s, %s parameters%s\n", ref, r->entry.digest, size,
-           r->entry.arch[0] ? r->entry.arch : "-", r->entry.quant[0] ? r->entry.quant : "-", params,
+           r->entry.arch[0] ? cli_esc(r->entry.arch) : "-", r->entry.quant[0] ? cli_esc(r->entry.quant) : "-", params,
            !r->changed ? " (already there)" : !r->new_blob ? " (file already in the store)"
                                                           : r->linked ? " (hard link)"
                                                           : r->reflinked ? " (reflink)" : "");

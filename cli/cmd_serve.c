@@ -106,7 +106,7 @@ static void log_line(void *user, const char *line)
         free(txt);
         json_decref(o);
     } else {
-        fprintf(stderr, "%s plumb serve: %s\n", stamp, line);
+        fprintf(stderr, "%s plumb serve: %s\n", stamp, cli_esc(line)); /* lines quote paths, names, key ids */
     }
 }
 

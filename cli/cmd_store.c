@@ -100,8 +100,8 @@ int cmd_ls(int argc, char **argv)
             cli_fmt_bytes(v[i].size, size, sizeof size);
             cli_fmt_count(v[i].n_params, params, sizeof params);
             cli_fmt_time(v[i].modified, when, sizeof when);
-            printf("%-40s %.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size, v[i].arch[0] ? v[i].arch : "-",
-                   v[i].quant[0] ? v[i].quant : "-", params, when);
+            printf("%-40s %.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size,
+                   v[i].arch[0] ? cli_esc(v[i].arch) : "-", v[i].quant[0] ? cli_esc(v[i].quant) : "-", params, when);
         }
     }
     free(v);

@@ -596,6 +596,86 @@ static void test_inputs_not_regular(void **state)
     unlink(fifo);
 }
 
+/* No byte a terminal acts on (C0 controls but newline, DEL, C1 as UTF-8)
+ * in out. */
+static void expect_no_controls(const char *what, const char *out)
+{
+    for (const unsigned char *p = (const unsigned char *)out; *p; p++)
+        if ((*p < 0x20 && *p != '\n') || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0))
+            fail_msg("%s printed control byte 0x%02x at %zu:\n%s", what, *p, (size_t)(p - (const unsigned char *)out),
+                     out);
+}
+
+/* A GGUF whose general.name holds terminal escapes (a window title, a
+ * screen clear, colours, an 8-bit CSI) is shown with them escaped by show,
+ * plan, pull and show of the store name, and doctor quotes a hostile
+ * configuration value escaped too: they drove the terminal before. */
+static void test_escaped_metadata(void **state)
+{
+    (void)state;
+    const char *src = test_tiny_model("Q8_0");
+    size_t len;
+    char *data = test_read_file(src, &len);
+    char *at = memmem(data, len, "synth tiny", 10);
+    assert_non_null(at);
+    const char *hostile[] = {"\x1b]0;X\x07\x1b[2J", "\x1b[31m\xc2\x9b" "2J\x07"};
+    char home[512];
+    snprintf(home, sizeof home, "%s/escape-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    for (int k = 0; k < 2; k++) {
+        memcpy(at, hostile[k], 10);
+        char path[512], name[32];
+        snprintf(name, sizeof name, "hostile-%d.gguf", k);
+        test_tmpfile(name, path, sizeof path);
+        assert_int_equal(test_write_file(path, data, len), 0);
+        struct result r = run("show '%s'", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show", r.out);
+        assert_non_null(strstr(r.out, k == 0 ? "\\x1b]0;X\\x07\\x1b[2J" : "\\x1b[31m\\xc2\\x9b2J\\x07"));
+        result_free(&r);
+        r = run("show '%s' --metadata", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show --metadata", r.out);
+        result_free(&r);
+        r = run("plan '%s' --on rtx-4090", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("plan", r.out);
+        result_free(&r);
+        r = run("pull '%s' --name hostile:%d", path, k);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("pull", r.out);
+        result_free(&r);
+        r = run("show hostile:%d", k);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show NAME", r.out);
+        result_free(&r);
+    }
+    struct result r = run("ls");
+    EXPECT_STATUS(r, 0);
+    expect_no_controls("ls", r.out);
+    result_free(&r);
+    r = run("verify");
+    EXPECT_STATUS(r, 0);
+    expect_no_controls("verify", r.out);
+    result_free(&r);
+    /* a configuration value doctor quotes, and an error message */
+    char ini[512];
+    test_tmpfile("hostile.ini", ini, sizeof ini);
+    const char *cfg = "[model a]\nsource = \x1b]0;pwned\x07\n";
+    test_write_file(ini, cfg, strlen(cfg));
+    r = run("doctor --config '%s'", ini);
+    expect_no_controls("doctor", r.out);
+    assert_non_null(strstr(r.out, "\\x1b]0;pwned\\x07"));
+    result_free(&r);
+    r = run("serve --config '%s' --port 0", ini);
+    EXPECT_STATUS(r, 1);
+    expect_no_controls("serve's error", r.err);
+    result_free(&r);
+    free(data);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+}
+
 static void check_chat_matches_run(const char *model, const char *format_opt)
 {
     char in[512];
@@ -1152,6 +1232,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
         cmocka_unit_test(test_outputs_not_regular), cmocka_unit_test(test_inputs_not_regular),
+        cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
     };

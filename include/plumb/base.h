@@ -103,6 +103,13 @@ int pb_open_input(const char *path, int *fd, pb_err *err);
  * PB_ERANGE when it is larger. */
 int pb_read_small(const char *path, size_t max, char **out, size_t *len, pb_err *err);
 
+/* Text read from a file or the network (metadata, names, messages) made
+ * safe to print on a terminal: control characters (C0, DEL, C1 such as
+ * CSI) and bytes that are not UTF-8 become \xHH. Writes
+ * at most size - 1 bytes and a NUL (whole escapes only); returns the
+ * length written. */
+size_t pb_escape_text(const char *s, char *out, size_t size);
+
 /* Peak resident set size of this process in bytes (0 if unknown). */
 uint64_t pb_peak_rss(void);
 
