@@ -348,6 +348,9 @@ int cmd_bench(int argc, char **argv)
         p.model_path = path;
         p.model_label = argv[optind];
     }
+    char warn[512];
+    if (engine_threads_advice(p.n_threads, warn, sizeof warn))
+        fprintf(stderr, "plumb bench: warning: %s\n", warn);
     struct progress pr = {json};
     p.on_test = on_test;
     p.user = &pr;

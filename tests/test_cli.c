@@ -1043,6 +1043,10 @@ static void test_doctor(void **state)
     assert_string_equal(verdict_of(v, "model a"), "error");
     assert_string_equal(verdict_of(v, "key file"), "warning");
     assert_string_equal(verdict_of(v, "port"), "error");
+    /* the holder named (here: this test) */
+    char holder[64];
+    snprintf(holder, sizeof holder, "in use by pid %d", (int)getpid());
+    assert_non_null(strstr(r.out, holder));
     assert_string_equal(json_string_value(json_object_get(v, "status")), "errors");
     json_decref(v);
     result_free(&r);
@@ -1071,6 +1075,41 @@ static void test_doctor(void **state)
     assert_non_null(strstr(r.out, "fix:"));
     result_free(&r);
     unsetenv("PLUMB_HOME");
+}
+
+/* Unsafe settings in doctor (and run): a host beyond loopback without
+ * keys is an error (serve refuses it) unless insecure, then a warning;
+ * more threads than CPUs and a context beyond the model's training context
+ * are warnings that say what they cost. */
+static void test_unsafe_settings_doctor(void **state)
+{
+    (void)state;
+    char home[600], ini[600], text[1024];
+    snprintf(home, sizeof home, "%s/unsafe-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    const char *model = test_tiny_model("Q8_0"); /* trained context 512 */
+    cpu_set_t set;
+    const int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    test_tmpfile("unsafe.ini", ini, sizeof ini);
+    for (int insecure = 0; insecure < 2; insecure++) {
+        snprintf(text, sizeof text, "[server]\nhost = 0.0.0.0\nport = 0\nthreads = %d\n%s[model a]\nsource = %s\n"
+                 "ctx = 1024\n", 8 * cpus, insecure ? "insecure = yes\n" : "", model);
+        test_write_file(ini, text, strlen(text));
+        struct result r = run("doctor --config '%s' --json", ini);
+        json_t *v = test_parse_json(r.out);
+        assert_string_equal(verdict_of(v, "key file"), insecure ? "warning" : "error");
+        assert_string_equal(verdict_of(v, "threads"), "warning");
+        assert_string_equal(verdict_of(v, "model a"), "warning");
+        json_decref(v);
+        result_free(&r);
+    }
+    struct result r = run("run '%s' -p hi -n 1 -t %d", model, 4 * cpus);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.err, "warning"));
+    assert_non_null(strstr(r.err, "slower"));
+    result_free(&r);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
 }
 
 /* survey's figures against the kernel's; plan on a catalog device and
@@ -1235,6 +1274,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
+        cmocka_unit_test(test_unsafe_settings_doctor),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1464,6 +1465,56 @@ static void test_unsupported_fields(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
+static int cpus_usable(void)
+{
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+/* Unsafe settings: a host beyond loopback without keys is refused unless
+ * --insecure (it was served silently); with it, more threads than CPUs, a
+ * context beyond the model's training context and a key file others can
+ * read are warned about in the log. */
+static void test_unsafe_settings(void **state)
+{
+    (void)state;
+    char out[600], cmd[2048];
+    test_tmpfile("exposed.txt", out, sizeof out);
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 20 %s serve %s --host 0.0.0.0 --port 0 -np 1 --ctx 128 >'%s' 2>&1",
+             plumb_bin, model_path(), out);
+    int st = system(cmd);
+    char *text = test_read_file(out, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !strstr(text, "--insecure") || !strstr(text, "--api-key-file"))
+        fail_msg("serve --host 0.0.0.0 without keys: exit %d:\n%s", WIFEXITED(st) ? WEXITSTATUS(st) : -1, text);
+    free(text);
+
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--host 0.0.0.0 --insecure -np 1 --ctx 1024 -t %d", 4 * cpus_usable());
+    struct server s = start_server(model_path(), extra);
+    struct response r = request(s.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    text = test_read_file(s.log, NULL);
+    const char *want[] = {"without API keys (--insecure)", "threads on", "exceeds the model's training context 512"};
+    for (size_t i = 0; i < 3; i++)
+        if (!strstr(text, want[i]))
+            fail_msg("the log does not warn '%s':\n%s", want[i], text);
+    free(text);
+
+    char keyfile[512];
+    test_tmpfile("open-keys.txt", keyfile, sizeof keyfile);
+    test_write_file(keyfile, "k sk-test-open-0001\n", 19);
+    chmod(keyfile, 0644);
+    snprintf(extra, sizeof extra, "-np 1 --ctx 128 --api-key-file %s", keyfile);
+    s = start_server(model_path(), extra);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    text = test_read_file(s.log, NULL);
+    if (!strstr(text, "mode 644") || !strstr(text, "chmod 600"))
+        fail_msg("the log does not warn of the key file's mode:\n%s", text);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1487,6 +1538,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_bad_content_length),
         cmocka_unit_test(test_unsupported_fields),
+        cmocka_unit_test(test_unsafe_settings),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

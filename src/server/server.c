@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -109,6 +110,10 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
     int fd, rc0 = pb_open_input(path, &fd, err); /* a FIFO or /dev/zero would never end */
     if (rc0)
         return pb_wrap(err, rc0, "the API key file");
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+        logf_(s, "warning: the API key file %s has mode %03o: other users of this machine can read (or change) the "
+                 "keys; chmod 600 it (owned by the server's user)", path, (unsigned)(st.st_mode & 0777));
     FILE *f = fdopen(fd, "r");
     if (!f) {
         close(fd);
@@ -225,6 +230,11 @@ static int served_open(struct server *s, const struct server_model *spec, struct
     m->om.on_itl = on_itl;
     m->om.on_itl_user = s;
     m->refs = 1;
+    struct engine_info in;
+    char warn[512];
+    engine_get_info(m->om.e, &in);
+    if (engine_ctx_advice(in.n_ctx, in.n_ctx_train, warn, sizeof warn))
+        logf_(s, "warning: model '%s': %s", m->om.id, warn);
     *out = m;
     return PB_OK;
 }
@@ -913,6 +923,9 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         goto fail;
     if (p->api_key_file && (rc = load_keys(s, p->api_key_file, err)))
         goto fail;
+    char warn[512];
+    if (engine_threads_advice(p->n_threads, warn, sizeof warn))
+        logf_(s, "warning: %s", warn);
     if ((rc = engine_threads_create(p->n_threads, &s->threads, err)))
         goto fail;
     if ((rc = open_models(s, p->models, p->n_models, s->models, err)))
