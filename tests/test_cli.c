@@ -374,6 +374,30 @@ static void test_bench(void **state)
     result_free(&r);
 }
 
+/* A bench of a tiny model, or a short one, is not saved as the machine's
+ * calibration unless asked (it used to become the efficiency plan applied
+ * to every model); plan names the record it uses. */
+static void test_bench_calibration(void **state)
+{
+    (void)state;
+    char home[600], calib[700];
+    snprintf(home, sizeof home, "%s/calib-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    snprintf(calib, sizeof calib, "%s/machine/calibration.json", home);
+    const char *m = test_tiny_model("Q8_0"); /* 12 MiB of weights */
+    struct result r = run("bench '%s' -p 32 -n 16 -r 1", m);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "not saved as a calibration record"));
+    assert_int_equal(access(calib, F_OK), -1);
+    result_free(&r);
+    r = run("bench '%s' -p 32 -n 16 -r 1 --save-calibration", m);
+    EXPECT_STATUS(r, 0);
+    assert_int_equal(access(calib, F_OK), 0);
+    result_free(&r);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+}
+
 static void test_quantize(void **state)
 {
     (void)state;
@@ -1271,6 +1295,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
         cmocka_unit_test(test_outputs_not_regular), cmocka_unit_test(test_inputs_not_regular),
+        cmocka_unit_test(test_bench_calibration),
         cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
