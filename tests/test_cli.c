@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -907,18 +908,58 @@ static int shell(const char *cmd, char **out)
 /* plumb service install: the unit passes systemd-analyze verify, which
  * prints nothing for it (and does print for a broken copy: the check can
  * fail); bad configurations are refused. */
+/* A folder the service's sandbox does not hide (not /tmp, /home, /root):
+ * beside the test's working directory, where the build is. Removed at exit
+ * with its files. */
+static const char *service_dir(void)
+{
+    static char dir[600];
+    if (!dir[0]) {
+        char cwd[400];
+        assert_non_null(getcwd(cwd, sizeof cwd));
+        snprintf(dir, sizeof dir, "%s/service-test-XXXXXX", cwd);
+        assert_non_null(mkdtemp(dir));
+    }
+    return dir;
+}
+
+static void service_dir_remove(void)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", service_dir());
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", service_dir());
+}
+
+/* A user that exists here, for User= (not root, not nobody). */
+static const char *system_user(void)
+{
+    static char name[64];
+    struct passwd *pw;
+    setpwent();
+    while (!name[0] && (pw = getpwent()))
+        if (pw->pw_uid > 0 && pw->pw_uid < 1000 && strcmp(pw->pw_name, "nobody"))
+            snprintf(name, sizeof name, "%s", pw->pw_name);
+    endpwent();
+    return name[0] ? name : NULL;
+}
+
 static void test_service(void **state)
 {
     (void)state;
-    char ini[512], unit[512], bad[512], dir[512];
-    test_tmpfile("service.ini", ini, sizeof ini);
+    char ini[700], unit[512], bad[512], dir[512], user_line[80];
+    const char *user = system_user();
+    if (!user)
+        skip();
+    snprintf(user_line, sizeof user_line, "User=%s", user);
+    snprintf(ini, sizeof ini, "%s/service.ini", service_dir());
     const char *cfg = "[server]\nstore = /var/lib/plumb\npid_file = /run/plumb/plumb.pid\n[model a]\nsource = /srv/a.gguf\n";
     test_write_file(ini, cfg, strlen(cfg));
-    struct result r = run("service install --print --config '%s' --user plumb", ini);
+    struct result r = run("service install --print --config '%s' --user %s", ini, user);
     EXPECT_STATUS(r, 0);
     const char *must[] = {"ExecStart=", " serve --config ", "Restart=on-failure", "NoNewPrivileges=yes",
                           "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                          "ReadWritePaths=/var/lib/plumb /run/plumb", "User=plumb", "StandardError=journal",
+                          "ReadWritePaths=/var/lib/plumb /run/plumb", user_line, "StandardError=journal",
                           "ExecReload=/bin/kill -HUP $MAINPID"};
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
         if (!strstr(r.out, must[i]))
@@ -980,6 +1021,49 @@ static void test_service(void **state)
     r = run("service frobnicate");
     EXPECT_STATUS(r, 2);
     result_free(&r);
+}
+
+/* service install refuses what the service could not run with: a user
+ * that does not exist, no store named while this user's default store is
+ * elsewhere (the unit pointed at /var/lib/plumb, pull and doctor used
+ * ~/.local/share/plumb), paths ProtectHome or PrivateTmp hide, a store name
+ * not in the service's store. It used to write the unit. */
+static void test_service_refusals(void **state)
+{
+    (void)state;
+    char ini[700], text[1200], store[700];
+    snprintf(ini, sizeof ini, "%s/refused.ini", service_dir());
+    snprintf(store, sizeof store, "%s/store", service_dir());
+    mkdir(store, 0755);
+    char *home = getenv("PLUMB_HOME") ? strdup(getenv("PLUMB_HOME")) : NULL;
+    struct {
+        const char *config; /* %s: the store */
+        const char *opts;
+        bool no_plumb_home;
+        const char *says;
+    } cases[] = {
+        {"[server]\nstore = %s\n[model a]\nsource = /srv/a.gguf\n", "--user nosuchuser-plumb", false, "no user"},
+        {"[server]\nport = 8080\n[model a]\nsource = /srv/a.gguf\n", "", true, "names no store"},
+        {"[server]\nstore = /tmp/plumb-store\n[model a]\nsource = /srv/a.gguf\n", "", false, "PrivateTmp"},
+        {"[server]\nstore = %s\n[model a]\nsource = /home/someone/a.gguf\n", "", false, "ProtectHome"},
+        {"[server]\nstore = %s\napi_key_file = /root/keys\n[model a]\nsource = /srv/a.gguf\n", "", false,
+         "ProtectHome"},
+        {"[server]\nstore = %s\npid_file = /tmp/plumb.pid\n[model a]\nsource = /srv/a.gguf\n", "", false, "PrivateTmp"},
+        {"[server]\nstore = %s\n[model a]\nsource = not-pulled:1\n", "", false, "not-pulled:1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(text, sizeof text, cases[i].config, store);
+        test_write_file(ini, text, strlen(text));
+        if (cases[i].no_plumb_home)
+            unsetenv("PLUMB_HOME");
+        struct result r = run("service install --print --config '%s' %s", ini, cases[i].opts);
+        if (home)
+            setenv("PLUMB_HOME", home, 1);
+        if (r.status != 1 || !strstr(r.err, cases[i].says))
+            fail_msg("case %zu: exit %d, expected 1 saying '%s':\n%s%s", i, r.status, cases[i].says, r.out, r.err);
+        result_free(&r);
+    }
+    free(home);
 }
 
 static const char *verdict_of(json_t *report, const char *check)
@@ -1286,6 +1370,7 @@ int main(int argc, char **argv)
         return 2;
     }
     plumb_bin = argv[1];
+    atexit(service_dir_remove);
     /* the machine profile and calibration of these runs stay in the temp dir */
     char home[512];
     snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
@@ -1298,6 +1383,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bench_calibration),
         cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
+        cmocka_unit_test(test_service_refusals),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
         cmocka_unit_test(test_unsafe_settings_doctor),
     };
