@@ -522,17 +522,11 @@ static void test_outputs_not_regular(void **state)
 {
     (void)state;
     const char *src = test_tiny_model("F32");
-    char fifo[512], dev[512];
-    test_tmpfile("out.fifo", fifo, sizeof fifo);
-    unlink(fifo);
-    assert_int_equal(mkfifo(fifo, 0644), 0);
-    bool have_dev = false;
-    test_tmpfile("out.null", dev, sizeof dev);
-    unlink(dev);
-    if (geteuid() == 0)
-        have_dev = mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0; /* a /dev/null of our own */
-    const char *targets[] = {fifo, dev};
-    for (int k = 0; k < (have_dev ? 2 : 1); k++) {
+    char targets[2][600];
+    const int n_targets = test_special_files("out", targets);
+    const char *dev = targets[1];
+    const bool have_dev = n_targets == 2;
+    for (int k = 0; k < n_targets; k++) {
         struct result r = run("synth --shape tiny --type Q8_0 '%s'", targets[k]);
         EXPECT_STATUS(r, 1);
         assert_non_null(strstr(r.err, k == 0 ? "FIFO" : "character device"));
@@ -542,9 +536,7 @@ static void test_outputs_not_regular(void **state)
         EXPECT_STATUS(r, 1);
         assert_non_null(strstr(r.err, "regular file"));
         result_free(&r);
-        struct stat st;
-        assert_int_equal(stat(targets[k], &st), 0);
-        assert_true(k == 0 ? S_ISFIFO(st.st_mode) : S_ISCHR(st.st_mode));
+        test_expect_special(targets, k);
     }
     struct result r = run("synth --shape tiny --type Q8_0 -");
     EXPECT_STATUS(r, 2);
@@ -575,7 +567,7 @@ static void test_outputs_not_regular(void **state)
     } else {
         print_message("  (not root: the device-node cases are skipped)\n");
     }
-    unlink(fifo);
+    unlink(targets[0]);
 }
 
 /* Inputs that are not regular files (/dev/zero, a FIFO without a writer)
@@ -599,6 +591,7 @@ static void test_inputs_not_regular(void **state)
         {"doctor --config /dev/zero", 2, "character device"},
         {"serve --config '%s'", 1, "FIFO"},
         {"pull '%s' --name fifo", 1, "FIFO"},
+        {"show '%s'", 1, "FIFO"},
         {"service install --print --config /dev/zero", 1, "character device"},
         {"run '%s' -f /dev/zero -n 1", 1, "bytes"},
     };

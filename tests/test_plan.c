@@ -329,18 +329,25 @@ static void test_speed_by_hand(void **state)
     assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_EINVAL);
 }
 
+/* A machine profile for the calibration tests: AVX2 kernels, 2 threads,
+ * 25 GB/s, int8 100 GOPS, FP32 50 GFLOP/s, 16 GiB available. */
+static void test_survey(struct survey *s)
+{
+    memset(s, 0, sizeof *s);
+    strcpy(s->cpu.model, "test");
+    strcpy(s->cpu.kernels, "avx2");
+    s->cpu.threads = 2;
+    s->memory.available = 16ull << 30;
+    s->memory.bandwidth_gbs = 25;
+    s->compute.int8_gops = 100;
+    s->compute.f32_gflops = 50;
+}
+
 static void test_calibration_efficiency(void **state)
 {
     (void)state;
     static struct survey s;
-    memset(&s, 0, sizeof s);
-    strcpy(s.cpu.model, "test");
-    strcpy(s.cpu.kernels, "avx2");
-    s.cpu.threads = 2;
-    s.memory.available = 16ull << 30;
-    s.memory.bandwidth_gbs = 25;
-    s.compute.int8_gops = 100;
-    s.compute.f32_gflops = 50;
+    test_survey(&s);
     /* roofline of the record: max(1e9 B / 20 GB/s, 2 x 1.1e9 / 100e9)
      * = max(0.05, 0.022) s; 15 t/s measured: efficiency 0.05 x 15 = 0.75.
      * prompt: max(0.022, 1e9 / (20e9 x 32)) = 0.022 s; 30 t/s: 0.66 */
@@ -399,14 +406,7 @@ static void test_calibration_size_class(void **state)
     assert_true(survey_calib_representative(&good, why, sizeof why));
 
     static struct survey s;
-    memset(&s, 0, sizeof s);
-    strcpy(s.cpu.model, "test");
-    strcpy(s.cpu.kernels, "avx2");
-    s.cpu.threads = 2;
-    s.memory.available = 16ull << 30;
-    s.memory.bandwidth_gbs = 25;
-    s.compute.int8_gops = 100;
-    s.compute.f32_gflops = 50;
+    test_survey(&s);
     struct survey_calib cal[2] = {
         /* 9 MiB at 300 t/s: 0.47 ms a token against a roofline of 0.37 ms */
         {.created = "2026-12-01T10:00:00Z", .model = "stories15M", .ftype = "Q4_0", .kernels = "avx2", .threads = 2,

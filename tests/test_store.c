@@ -1432,23 +1432,15 @@ static void test_export_outputs(void **state)
     model_get(&m, "Q8_0");
     new_home("export-outputs");
     pull_ok(m.path, "a:1");
-    char fifo[600], dev[600];
-    test_tmpfile("bundle.fifo", fifo, sizeof fifo);
-    unlink(fifo);
-    assert_int_equal(mkfifo(fifo, 0644), 0);
-    test_tmpfile("bundle.null", dev, sizeof dev);
-    unlink(dev);
-    bool have_dev = geteuid() == 0 && mknod(dev, S_IFCHR | 0666, makedev(1, 3)) == 0;
-    const char *targets[] = {fifo, dev};
-    for (int k = 0; k < (have_dev ? 2 : 1); k++) {
+    char targets[2][600];
+    const int n_targets = test_special_files("bundle", targets);
+    for (int k = 0; k < n_targets; k++) {
         struct run r;
         PLUMB(&r, "export", "a:1", "-o", targets[k]);
         EXPECT_STATUS(r, 1);
         assert_non_null(strstr(r.err, "regular file"));
         run_free(&r);
-        struct stat st;
-        assert_int_equal(stat(targets[k], &st), 0);
-        assert_true(k == 0 ? S_ISFIFO(st.st_mode) : S_ISCHR(st.st_mode));
+        test_expect_special(targets, k);
     }
     /* standard output: the whole tar there, the summary on stderr */
     struct run r;
@@ -1468,9 +1460,8 @@ static void test_export_outputs(void **state)
     PLUMB(&r, "export", "a:1", "-o", "-", "--json");
     EXPECT_STATUS(r, 2);
     run_free(&r);
-    unlink(fifo);
-    if (have_dev)
-        unlink(dev);
+    for (int k = 0; k < n_targets; k++)
+        unlink(targets[k]);
     free(m.data);
 }
 

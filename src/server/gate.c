@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "server/gate.h"
 #include "base/err.h"
+#include "base/http.h"
 #include "base/sys.h"
 
 #include <errno.h>
@@ -119,22 +120,6 @@ static void set_lowat(int fd, size_t n)
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v);
 }
 
-/* The value of a header field's line (after "Name:"), trimmed, or NULL
- * when line does not hold that field. */
-static const char *field(const char *line, size_t len, const char *name, size_t *vlen)
-{
-    size_t nl = strlen(name);
-    if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
-        return NULL;
-    const char *v = line + nl + 1, *end = line + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-        end--;
-    *vlen = (size_t)(end - v);
-    return v;
-}
-
 /* Checks the framing of a whole head: 0, or the status to answer with
  * (and its message). */
 static int check_head(const struct gate *g, const char *head, size_t len, const char **msg)
@@ -149,7 +134,7 @@ static int check_head(const struct gate *g, const char *head, size_t len, const 
         size_t ll = nl ? (size_t)(nl - line) : len - (size_t)(line - head);
         size_t vl;
         const char *v;
-        if ((v = field(line, ll, "Content-Length", &vl))) {
+        if ((v = http_field_value(line, ll, "Content-Length", &vl))) {
             n_cl++;
             if (vl == 0) {
                 *msg = "Content-Length is empty";
@@ -165,7 +150,7 @@ static int check_head(const struct gate *g, const char *head, size_t len, const 
                 else
                     cl = cl * 10 + (uint64_t)(v[i] - '0');
             }
-        } else if (field(line, ll, "Transfer-Encoding", &vl)) {
+        } else if (http_field_value(line, ll, "Transfer-Encoding", &vl)) {
             te = true;
         }
         p = nl;

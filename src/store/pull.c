@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "store/store_internal.h"
 #include "base/err.h"
+#include "base/http.h"
 
 #include "gguf/gguf.h"
 #include "quant/ftype.h"
@@ -170,15 +171,10 @@ struct dl {
  * false when p is another header. */
 static bool header_value(const char *p, size_t len, const char *name, char *buf, size_t size)
 {
-    size_t nl = strlen(name);
-    if (len <= nl || strncasecmp(p, name, nl) != 0 || p[nl] != ':')
+    size_t n;
+    const char *v = http_field_value(p, len, name, &n);
+    if (!v)
         return false;
-    const char *v = p + nl + 1, *end = p + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    size_t n = (size_t)(end - v);
     if (n >= size)
         n = 0; /* too long to be of use */
     memcpy(buf, v, n);
