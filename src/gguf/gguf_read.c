@@ -582,9 +582,12 @@ int gguf_open_memory(const void *buf, size_t size, const char *name, struct gguf
 int gguf_open(const char *path, struct gguf_file **out, pb_err *err)
 {
     *out = NULL;
-    int fd, rc = pb_open_input(path, &fd, err); /* a FIFO is refused, not waited on */
-    if (rc)
-        return rc;
+    int fd; /* a FIFO is refused, not waited on */
+    if (pb_open_input(path, &fd, err)) {
+        if (err)
+            err->code = PB_EIO;
+        return PB_EIO;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
