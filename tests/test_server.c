@@ -1324,6 +1324,24 @@ static void test_idle_and_dripping_connections(void **state)
     free(got);
     close(d);
     close(q);
+    /* a body dripped a byte every 0.2 s (100 bytes would take 20 s): cut
+     * off at the header timeout plus its length at --min-rate */
+    int b = connect_from(s.port, "127.0.0.43");
+    const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    send(b, head, strlen(head), MSG_NOSIGNAL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    closed = false;
+    got = NULL;
+    while (!closed && seconds_since(&t0) < 8) {
+        send(b, " ", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        free(got);
+        got = read_until_close(b, 0.2, &closed);
+    }
+    dt = seconds_since(&t0);
+    if (!closed || dt > 4.5)
+        fail_msg("a dripping body: %s after %.2f s (header timeout 1.5 s)", closed ? "closed" : "still open", dt);
+    free(got);
+    close(b);
     /* one address beyond its 8 waiting connections: the new one is refused
      * (the others have waited less than a second), another address is not */
     int mine[8];
