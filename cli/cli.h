@@ -50,7 +50,14 @@ int cmd_survey(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_tco(int argc, char **argv);
 
-/* Prints "plumb CMD: msg" to stderr and returns CLI_FAIL. */
+/* Text read from a file or the network (metadata, names, paths, key ids,
+ * messages that quote them) as human output prints it: control characters
+ * (C0, DEL, C1) and bytes that are not UTF-8 as \xHH (pb_escape_text), so
+ * a file cannot drive the terminal. The result is one of 16 static 4 KiB
+ * buffers used in turn: for the arguments of a printf, not for keeping. */
+const char *cli_esc(const char *s);
+
+/* Prints "plumb CMD: msg" (escaped: cli_esc) to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the error, a hint to use --help, and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -81,6 +88,12 @@ int cli_print_json(json_t *v, bool pretty);
  * previous handlers. */
 extern volatile sig_atomic_t cli_interrupted;
 void cli_trap_interrupts(bool on);
+
+/* Text inputs (-f FILE): a file, or a pipe such as /dev/stdin, read
+ * whole up to max bytes (/dev/zero would never end) into a malloc'ed
+ * NUL-terminated buffer. NULL with the reason in why otherwise. */
+#define CLI_MAX_TEXT_INPUT (64u << 20)
+char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size);
 
 /* Monotonic seconds, for "took 1.2 s". */
 double cli_now(void);

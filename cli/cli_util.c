@@ -11,12 +11,29 @@
 #include <time.h>
 #include <unistd.h>
 
+const char *cli_esc(const char *s)
+{
+    static char bufs[16][4096];
+    static unsigned next;
+    char *b = bufs[next++ % 16];
+    pb_escape_text(s, b, sizeof bufs[0]);
+    return b;
+}
+
+/* "plumb CMD: " and the message, escaped: messages quote names, values and
+ * paths from files and the network. */
+static void print_error(const char *cmd, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fprintf(stderr, "plumb %s: %s", cmd, cli_esc(msg));
+}
+
 int cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "plumb %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    print_error(cmd, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
     return CLI_FAIL;
@@ -25,9 +42,8 @@ int cli_error(const char *cmd, const char *fmt, ...)
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "plumb %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    print_error(cmd, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nTry 'plumb %s --help'.\n", cmd);
     return CLI_USAGE;
@@ -225,4 +241,48 @@ void cli_trap_interrupts(bool on)
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
     }
+}
+
+char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size)
+{
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, why_size, "%s", strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0 || n > max)
+            break;
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf)
+        snprintf(why, why_size, "out of memory");
+    else if (ferror(f))
+        snprintf(why, why_size, "%s", strerror(errno));
+    else if (n > max)
+        snprintf(why, why_size, "more than %zu bytes (is it a device, or the wrong file?)", max);
+    if (buf && (ferror(f) || n > max)) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        *len = n;
+    }
+    return buf;
 }

@@ -35,12 +35,16 @@ static void help(void)
            "  -t, --threads N         threads (default: all CPUs)\n"
            "      --kv-type T         KV cache type: f16 (default), f32 or q8_0\n"
            "      --no-save           do not add this run to the machine's calibration\n"
+           "      --save-calibration  add it even when it does not represent larger models\n"
            "      --json              print the results as JSON\n"
            "  -h, --help              this help\n"
            "\n"
-           "Each run is saved as a calibration record of this machine\n"
-           "($PLUMB_HOME/machine/calibration.json): plumb plan derives the efficiency\n"
-           "of the kernels from it.\n"
+           "A run is saved as a calibration record of this machine\n"
+           "($PLUMB_HOME/machine/calibration.json), from which plumb plan derives the\n"
+           "efficiency of the kernels for models of that file type and size class, when it\n"
+           "represents them: at least 256 MiB of weights (smaller ones run from the CPU's\n"
+           "caches) and tests of -p 32 / -n 16 tokens or more; plumb plan says which\n"
+           "record it used and when.\n"
            "\n"
            "With --serve, load on a running OpenAI-compatible server instead: at each\n"
            "concurrency level that many clients stream completions at once (prompts of\n"
@@ -127,7 +131,7 @@ static void print_table(const struct bench_report *r)
         const struct bench_test *t = &r->tests[i];
         char ts[48];
         snprintf(ts, sizeof ts, "%.2f (%.2f-%.2f)", t->t_s_median, t->t_s_min, t->t_s_max);
-        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", r->model, size, params, r->kernels,
+        printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", cli_esc(r->model), size, params, r->kernels,
                r->n_threads, t->name, ts);
     }
     char rss[32], wb[32];
@@ -148,8 +152,9 @@ static void print_table(const struct bench_report *r)
 }
 
 /* The run as a calibration record for plumb plan: the first pp and tg
- * tests. A failure to save is a warning, not a failed benchmark. */
-static void save_calibration(const struct bench_report *r, bool quiet)
+ * tests; saved when it represents the models it would calibrate, or when
+ * forced. A failure to save is a warning, not a failed benchmark. */
+static void save_calibration(const struct bench_report *r, bool quiet, bool force)
 {
     struct survey_calib c = {0};
     survey_now_iso(c.created, sizeof c.created);
@@ -171,8 +176,13 @@ static void save_calibration(const struct bench_report *r, bool quiet)
             c.pp_tokens = t->n_tokens;
         }
     }
-    char dir[600];
+    char dir[600], why[300];
     pb_err err = {0};
+    if (!force && !survey_calib_representative(&c, why, sizeof why)) {
+        if (!quiet)
+            printf("not saved as a calibration record: %s (--save-calibration saves it anyway)\n", why);
+        return;
+    }
     if (survey_dir(dir, sizeof dir, &err) || survey_calib_add(dir, &c, &err))
         fprintf(stderr, "plumb bench: warning: calibration not saved: %s\n", err.msg);
     else if (!quiet)
@@ -241,7 +251,8 @@ static int run_serve(struct servebench_params *sp, bool json)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_VOCAB };
+    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY,
+           OPT_VOCAB };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
@@ -251,13 +262,13 @@ int cmd_bench(int argc, char **argv)
         {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
         {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
-        {"no-save", no_argument, 0, OPT_NO_SAVE},
+        {"no-save", no_argument, 0, OPT_NO_SAVE},     {"save-calibration", no_argument, 0, OPT_SAVE},
         {0, 0, 0, 0},
     };
     struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
     struct servebench_params sp = {.levels = {1, 4, 16}, .n_levels = 3, .prompt_tokens = 32, .gen_tokens = 64,
                                    .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
-    bool shape = false, json = false, save = true;
+    bool shape = false, json = false, save = true, force_save = false;
     long long v;
     int c;
     optind = 1;
@@ -320,6 +331,7 @@ int cmd_bench(int argc, char **argv)
         case OPT_KEY: sp.api_key = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_NO_SAVE: save = false; break;
+        case OPT_SAVE: force_save = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("bench", "unknown option %s", argv[optind - 1]);
@@ -348,6 +360,9 @@ int cmd_bench(int argc, char **argv)
         p.model_path = path;
         p.model_label = argv[optind];
     }
+    char warn[512];
+    if (engine_threads_advice(p.n_threads, warn, sizeof warn))
+        fprintf(stderr, "plumb bench: warning: %s\n", warn);
     struct progress pr = {json};
     p.on_test = on_test;
     p.user = &pr;
@@ -364,6 +379,6 @@ int cmd_bench(int argc, char **argv)
     else
         print_table(&r);
     if (save)
-        save_calibration(&r, json);
+        save_calibration(&r, json, force_save);
     return rc;
 }

@@ -7,6 +7,7 @@
 
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REF_LEN (STORE_NAME_MAX + STORE_TAG_MAX + 2)
 
@@ -46,10 +47,12 @@ static void export_help(void)
            "file once, named by its SHA-256, and a manifest.json with the names, tags,\n"
            "sizes and digests and the plumb version that wrote it. Every file is re-hashed\n"
            "as it is written: a damaged store is not exported. FILE is written under a\n"
-           "temporary name and renamed when complete.\n"
+           "temporary name and renamed when complete; it must be a new path or a regular\n"
+           "file (a device or a FIFO is refused). '-o -' streams the tar to standard output\n"
+           "(the summary then goes to standard error).\n"
            "\n"
            "Options:\n"
-           "  -o, --output FILE  the bundle to write (replaced if it exists)\n"
+           "  -o, --output FILE  the bundle to write (replaced if it exists; '-': standard output)\n"
            "      --json         print what was written as JSON\n"
            "  -h, --help         this help\n"
            "\n"
@@ -83,6 +86,11 @@ int cmd_export(int argc, char **argv)
         return cli_usage_error("export", "no model named");
     if (!out || !*out)
         return cli_usage_error("export", "no bundle given (-o FILE.tar)");
+    const bool to_stdout = !strcmp(out, "-");
+    if (to_stdout && json)
+        return cli_usage_error("export", "-o - writes the bundle to standard output: --json cannot go there too");
+    if (to_stdout && isatty(STDOUT_FILENO))
+        return cli_usage_error("export", "-o - would write a tar to the terminal: redirect standard output");
     pb_err err = {0};
     for (int i = optind; i < argc; i++) {
         struct store_ref r;
@@ -101,20 +109,22 @@ int cmd_export(int argc, char **argv)
     cli_trap_interrupts(false);
     store_close(s);
     if (rc)
-        return cli_error("export", "%s; %s not written", cli_interrupted ? "interrupted" : err.msg, out);
+        return cli_error("export", "%s; %s not written", cli_interrupted ? "interrupted" : err.msg,
+                         to_stdout ? "the bundle was" : out);
     int status = CLI_OK;
     if (json) {
         status = cli_print_json(result_json(&r, out, false), true);
     } else {
+        FILE *say = to_stdout ? stderr : stdout; /* stdout holds the tar */
         char size[32];
         cli_fmt_bytes(r.blob_bytes, size, sizeof size);
         for (size_t i = 0; i < r.n_models; i++) {
             char ref[REF_LEN];
             store_ref_format(&r.models[i].ref, ref, sizeof ref);
-            printf("%s  sha256:%.12s\n", ref, r.models[i].digest);
+            fprintf(say, "%s  sha256:%.12s\n", ref, r.models[i].digest);
         }
-        printf("wrote %s: %zu model%s, %zu file%s, %s\n", out, r.n_models, r.n_models == 1 ? "" : "s", r.n_blobs,
-               r.n_blobs == 1 ? "" : "s", size);
+        fprintf(say, "wrote %s: %zu model%s, %zu file%s, %s\n", to_stdout ? "standard output" : out, r.n_models,
+                r.n_models == 1 ? "" : "s", r.n_blobs, r.n_blobs == 1 ? "" : "s", size);
     }
     store_bundle_result_free(&r);
     return status;
@@ -196,9 +206,9 @@ int cmd_import(int argc, char **argv)
                    : !m->new_blob ? "  (file already in the store)" : "");
         }
         printf("%s %s: %zu model%s, %zu file%s, %s (written %s by plumb %s)\n",
-               o.check_only ? "verified" : "imported", file, r.n_models, r.n_models == 1 ? "" : "s", r.n_blobs,
-               r.n_blobs == 1 ? "" : "s", size, r.created[0] ? r.created : "?",
-               r.plumb_version[0] ? r.plumb_version : "?");
+               o.check_only ? "verified" : "imported", cli_esc(file), r.n_models, r.n_models == 1 ? "" : "s",
+               r.n_blobs, r.n_blobs == 1 ? "" : "s", size, r.created[0] ? cli_esc(r.created) : "?",
+               r.plumb_version[0] ? cli_esc(r.plumb_version) : "?");
     }
     store_bundle_result_free(&r);
     return status;

@@ -217,12 +217,17 @@ static void save(struct session *ss, const char *path)
 
 static void load(struct session *ss, const char *path)
 {
-    json_error_t je;
-    json_t *doc = json_load_file(path, 0, &je);
+    json_error_t je = {.text = ""};
+    char why[128];
+    size_t len;
+    char *text = cli_read_input(path, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
+    const bool read = text != NULL;
+    json_t *doc = read ? json_loadb(text, len, 0, &je) : NULL;
+    free(text);
     json_t *msgs = doc ? json_object_get(doc, "messages") : NULL;
     if (!json_is_array(msgs)) {
         fprintf(stderr, "plumb chat: %s is not a saved conversation%s%s\n", path, doc ? "" : ": ",
-                doc ? "" : je.text);
+                doc ? "" : read ? je.text : why);
         json_decref(doc);
         return;
     }

@@ -83,9 +83,10 @@ int cmd_doctor(int argc, char **argv)
     }
     for (int i = 0; i < r.n; i++) {
         const struct doctor_check *k = &r.checks[i];
-        printf("%-8s %-20s %s\n", doctor_verdict_name(k->verdict), k->name, k->detail);
+        /* details quote configuration values, paths and file contents */
+        printf("%-8s %-20s %s\n", doctor_verdict_name(k->verdict), cli_esc(k->name), cli_esc(k->detail));
         if (k->fix[0])
-            printf("%-8s %-20s fix: %s\n", "", "", k->fix);
+            printf("%-8s %-20s fix: %s\n", "", "", cli_esc(k->fix));
     }
     printf("\n%d errors, %d warnings\n", r.n_error, r.n_warn);
     return status;

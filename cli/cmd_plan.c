@@ -147,15 +147,15 @@ static void print_model(const struct cat_model *m, const char *file_ftype)
 {
     char a[32];
     cli_fmt_count((uint64_t)(m->params_b * 1e9), a, sizeof a);
-    printf("model        %s (%s): %s parameters", m->id, m->name, a);
+    printf("model        %s (%s): %s parameters", cli_esc(m->id), cli_esc(m->name), a);
     if (m->experts) {
         cli_fmt_count((uint64_t)(m->active_params_b * 1e9), a, sizeof a);
         printf(", %s active (%lld of %lld experts)", a, (long long)m->experts_used, (long long)m->experts);
     }
-    printf(", %s\n", m->license);
+    printf(", %s\n", cli_esc(m->license));
     printf("shape        %s, %lld layers, hidden %lld, FFN %lld, %lld heads / %lld KV heads x %lld, vocabulary %lld, "
            "context %lld%s\n",
-           m->arch, (long long)m->layers, (long long)m->hidden, m->experts ? (long long)m->expert_ffn : (long long)m->ffn,
+           cli_esc(m->arch), (long long)m->layers, (long long)m->hidden, m->experts ? (long long)m->expert_ffn : (long long)m->ffn,
            (long long)m->heads, (long long)m->kv_heads, (long long)m->head_dim, (long long)m->vocab,
            (long long)m->context, m->tied_embeddings ? ", tied embeddings" : "");
     if (m->sliding_window)
@@ -163,7 +163,7 @@ static void print_model(const struct cat_model *m, const char *file_ftype)
                (long long)m->swa_pattern - 1, (long long)m->swa_pattern);
     if (file_ftype && file_ftype[0])
         printf("file type    %s\n", file_ftype);
-    printf("source       %s\n", m->source);
+    printf("source       %s\n", cli_esc(m->source));
 }
 
 static void print_target_header(const struct plan_target *t, const struct opts *o)

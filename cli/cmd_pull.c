@@ -19,9 +19,12 @@ static void help(void)
            "it. SOURCE is:\n"
            "  an http:// or https:// URL  downloaded with redirects followed; an interrupted\n"
            "                              transfer resumes where it stopped (Range), with\n"
-           "                              retries and growing pauses\n"
-           "  a GGUF file                 hard-linked when on the store's file system, else\n"
-           "                              copied\n"
+           "                              retries and growing pauses, when the server names\n"
+           "                              the file's version (ETag, Last-Modified): only the\n"
+           "                              same version is resumed (If-Range), else it starts over\n"
+           "  a GGUF file                 copied (cloned where the file system can: instant,\n"
+           "                              and an edit of either file stays in it); --link\n"
+           "                              hard-links it instead\n"
            "  a directory                 every *.gguf in it (a removable disk at an\n"
            "                              air-gapped site); a SHA256SUMS file beside them\n"
            "                              (sha256sum's format) is checked against each\n"
@@ -36,7 +39,11 @@ static void help(void)
            "      --name NAME[:TAG]  the name (default: the file name without .gguf; the\n"
            "                         tag defaults to 'latest')\n"
            "      --sha256 HEX       the digest the file must have\n"
-           "      --copy             copy a local file even when a hard link is possible\n"
+           "      --link             hard-link a local file on the store's file system instead\n"
+           "                         of copying it: no space is used, but the store shares the\n"
+           "                         file, and if the original is edited, run and serve refuse\n"
+           "                         the model until it is pulled again\n"
+           "      --copy             copy (the default; kept for scripts)\n"
            "      --retries N        downloads: attempts after the first (default 7)\n"
            "      --retry-delay S    downloads: first pause in seconds, doubling up to 30\n"
            "                         (default 1)\n"
@@ -56,6 +63,7 @@ static void print_result(const struct store_pull_result *r, json_t *json_out)
         json_object_set_new(o, "new_blob", json_boolean(r->new_blob));
         json_object_set_new(o, "changed", json_boolean(r->changed));
         json_object_set_new(o, "linked", json_boolean(r->linked));
+        json_object_set_new(o, "reflinked", json_boolean(r->reflinked));
         json_array_append_new(json_out, o);
         return;
     }
@@ -64,9 +72,10 @@ static void print_result(const struct store_pull_result *r, json_t *json_out)
     cli_fmt_bytes(r->entry.size, size, sizeof size);
     cli_fmt_count(r->entry.n_params, params, sizeof params);
     printf("%s  sha256:%.12s  %s, %s %s, %s parameters%s\n", ref, r->entry.digest, size,
-           r->entry.arch[0] ? r->entry.arch : "-", r->entry.quant[0] ? r->entry.quant : "-", params,
+           r->entry.arch[0] ? cli_esc(r->entry.arch) : "-", r->entry.quant[0] ? cli_esc(r->entry.quant) : "-", params,
            !r->changed ? " (already there)" : !r->new_blob ? " (file already in the store)"
-                                                          : r->linked ? " (hard link)" : "");
+                                                          : r->linked ? " (hard link)"
+                                                          : r->reflinked ? " (reflink)" : "");
 }
 
 static int pull_one(struct store *s, const char *source, struct store_pull_opts *o, json_t *json_out)
@@ -115,13 +124,14 @@ static int pull_dir(struct store *s, const char *dir, struct store_pull_opts *o,
     return status;
 }
 
-enum { OPT_NAME = 256, OPT_SHA, OPT_COPY, OPT_RETRIES, OPT_DELAY, OPT_JSON };
+enum { OPT_NAME = 256, OPT_SHA, OPT_COPY, OPT_LINK, OPT_RETRIES, OPT_DELAY, OPT_JSON };
 
 int cmd_pull(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"name", required_argument, 0, OPT_NAME},       {"sha256", required_argument, 0, OPT_SHA},
-        {"copy", no_argument, 0, OPT_COPY},             {"retries", required_argument, 0, OPT_RETRIES},
+        {"copy", no_argument, 0, OPT_COPY},             {"link", no_argument, 0, OPT_LINK},
+        {"retries", required_argument, 0, OPT_RETRIES},
         {"retry-delay", required_argument, 0, OPT_DELAY}, {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
     };
@@ -136,7 +146,8 @@ int cmd_pull(int argc, char **argv)
         switch (c) {
         case OPT_NAME: o.name = optarg; break;
         case OPT_SHA: o.sha256 = optarg; break;
-        case OPT_COPY: o.copy = true; break;
+        case OPT_COPY: o.link = false; break;
+        case OPT_LINK: o.link = true; break;
         case OPT_RETRIES:
             if (!cli_parse_int("pull", "--retries", optarg, 0, 100, &v))
                 return CLI_USAGE;

@@ -63,6 +63,9 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage_error("quantize", "unknown type '%s' (one of %s)", type, pb_ftype_names());
     if (strcmp(in, out) == 0)
         return cli_usage_error("quantize", "IN and OUT are the same file");
+    if (strcmp(out, "-") == 0)
+        return cli_usage_error("quantize", "OUT '-': quantize writes a GGUF file, not standard output (give a path; "
+                                           "./- for a file named '-')");
 
     pb_err err = {0};
     struct quantize_report r;

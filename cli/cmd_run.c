@@ -30,38 +30,6 @@ static void help(void)
            CLI_GEN_HELP);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-        if (n == cap) {
-            char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 struct run_state {
     bool json;
     bool failed; /* out of memory collecting --json output */
@@ -199,9 +167,10 @@ int cmd_run(int argc, char **argv)
     size_t prompt_len;
     char *prompt_buf = NULL;
     if (prompt_file) {
-        prompt_buf = read_file(prompt_file, &prompt_len);
+        char why[128];
+        prompt_buf = cli_read_input(prompt_file, CLI_MAX_TEXT_INPUT, &prompt_len, why, sizeof why);
         if (!prompt_buf)
-            return cli_error("run", "cannot read prompt file %s", prompt_file);
+            return cli_error("run", "cannot read the prompt file %s: %s", prompt_file, why);
         prompt = prompt_buf;
     } else {
         prompt_len = strlen(prompt);

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <errno.h>
 #include <unistd.h>
@@ -49,11 +50,17 @@ static void help(void)
            "      --api-key-file FILE   require 'Authorization: Bearer KEY' on /v1/*; FILE has one\n"
            "                            key per line, optionally 'ID KEY' (the id is what logs show)\n"
            "      --max-queue N         requests that may wait for a slot (default %d)\n"
-           "      --timeout S           longest a request may run, and a connection stay idle (default %d)\n"
+           "      --timeout S           longest a request may run once it has come in (default %d)\n"
+           "      --header-timeout S    a connection must send its request's headers within S\n"
+           "                            seconds (default %d); it never holds a thread meanwhile\n"
+           "      --min-rate BYTES      bytes a second a request body must come at (default %d)\n"
+           "      --max-connections-per-client N\n"
+           "                            connections of one address that have not sent their\n"
+           "                            request yet (default %d; 0: no limit, e.g. behind a proxy)\n"
            "      --drain-timeout S     how long SIGTERM waits for running answers (default %d)\n"
            "      --max-tokens N        cap on a request's max_tokens (default: the context)\n"
            "      --max-body BYTES      largest request body (default %u)\n"
-           "      --max-connections N   open connections at most (default %d)\n"
+           "      --max-connections N   connections with a request in progress (default %d)\n"
            "  -t, --threads N           threads, shared by every model (default: all CPUs)\n"
            "      --batch N             tokens per forward pass (default %d)\n"
            "      --step-ms MS          while answers stream, a step (one token for each) aims at\n"
@@ -66,6 +73,8 @@ static void help(void)
            "      --pid-file FILE       write the process id there (for plumb service reload)\n"
            "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
            "                            memory available (they are refused otherwise)\n"
+           "      --insecure            serve on a --host beyond loopback without --api-key-file\n"
+           "                            (refused otherwise: anyone reaching the port could use it)\n"
            "  -h, --help                this help\n"
            "\n"
            "Example:\n"
@@ -73,7 +82,8 @@ static void help(void)
            "  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
            "       -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n",
            SERVER_DEFAULT_HOST, SERVER_DEFAULT_PORT, SERVER_DEFAULT_PARALLEL, ENGINE_DEFAULT_MAX_CTX,
-           ENGINE_DEFAULT_QUEUE, SERVER_DEFAULT_TIMEOUT_S, SERVER_DEFAULT_DRAIN_S, SERVER_DEFAULT_MAX_BODY,
+           ENGINE_DEFAULT_QUEUE, SERVER_DEFAULT_TIMEOUT_S, SERVER_DEFAULT_HEADER_TIMEOUT_S, SERVER_DEFAULT_MIN_RATE,
+           SERVER_DEFAULT_MAX_PER_CLIENT, SERVER_DEFAULT_DRAIN_S, SERVER_DEFAULT_MAX_BODY,
            SERVER_DEFAULT_MAX_CONNECTIONS, ENGINE_DEFAULT_BATCH, ENGINE_DEFAULT_STEP_MS,
            ENGINE_DEFAULT_PREFILL_CHUNK);
 }
@@ -96,15 +106,16 @@ static void log_line(void *user, const char *line)
         free(txt);
         json_decref(o);
     } else {
-        fprintf(stderr, "%s plumb serve: %s\n", stamp, line);
+        fprintf(stderr, "%s plumb serve: %s\n", stamp, cli_esc(line)); /* lines quote paths, names, key ids */
     }
 }
 
 /* What the command line sets (over the configuration file's values). */
 struct overrides {
     const char *host, *keys;
-    int port, queue, max_tokens, conn, threads;
-    double timeout, drain;
+    int port, queue, max_tokens, conn, threads, per_client;
+    double timeout, drain, header_timeout, min_rate;
+    bool insecure;
     long long body;
     bool log_json, log_set;
     const char *pid_file;
@@ -146,12 +157,24 @@ static int write_pid_file(const char *path)
     return fclose(f);
 }
 
+/* Removes the pid file at exit, only when it is still a regular file
+ * holding this process's id (never a device node someone named, nor the
+ * file of a server started since). */
+static void remove_pid_file(const char *path)
+{
+    pb_err err = {0};
+    char *text = NULL;
+    if (pb_read_small(path, 64, &text, NULL, &err) == PB_OK && strtol(text, NULL, 10) == (long)getpid())
+        unlink(path);
+    free(text);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
-        OPT_IGNORE_MEMORY,
+        OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -176,13 +199,17 @@ int cmd_serve(int argc, char **argv)
         {"log-format", required_argument, 0, OPT_LOGFMT},
         {"pid-file", required_argument, 0, OPT_PID},
         {"ignore-memory", no_argument, 0, OPT_IGNORE_MEMORY},
+        {"header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
+        {"min-rate", required_argument, 0, OPT_MIN_RATE},
+        {"max-connections-per-client", required_argument, 0, OPT_PER_CLIENT},
+        {"insecure", no_argument, 0, OPT_INSECURE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     struct server_model m = server_model_defaults();
     bool ignore_memory = false;
     struct overrides ov = {.port = -1, .queue = -1, .max_tokens = -1, .conn = -1, .threads = -1, .timeout = -1,
-                           .drain = -1, .body = -1};
+                           .drain = -1, .body = -1, .per_client = -1, .header_timeout = -1, .min_rate = -1};
     const char *config_path = NULL;
     bool model_opts = false; /* options that only make sense without --config */
     double d;
@@ -286,6 +313,20 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_PID: ov.pid_file = optarg; break;
         case OPT_IGNORE_MEMORY: ignore_memory = true; break;
+        case OPT_HEADER_TIMEOUT:
+            if (!cli_parse_float("serve", "--header-timeout", optarg, 0.1, 3600, &ov.header_timeout))
+                return CLI_USAGE;
+            break;
+        case OPT_MIN_RATE:
+            if (!cli_parse_float("serve", "--min-rate", optarg, 1, 1e12, &ov.min_rate))
+                return CLI_USAGE;
+            break;
+        case OPT_PER_CLIENT:
+            if (!cli_parse_int("serve", "--max-connections-per-client", optarg, 0, 100000, &v))
+                return CLI_USAGE;
+            ov.per_client = (int)v;
+            break;
+        case OPT_INSECURE: ov.insecure = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
@@ -320,6 +361,14 @@ int cmd_serve(int argc, char **argv)
         cfg.threads = ov.threads;
     if (ov.timeout >= 0)
         cfg.timeout_s = ov.timeout;
+    if (ov.header_timeout >= 0)
+        cfg.header_timeout_s = ov.header_timeout;
+    if (ov.min_rate >= 0)
+        cfg.min_rate = ov.min_rate;
+    if (ov.per_client >= 0)
+        cfg.max_per_client = ov.per_client;
+    if (ov.insecure)
+        cfg.insecure = true;
     if (ov.drain >= 0)
         cfg.drain_timeout_s = ov.drain;
     if (ov.body >= 0)
@@ -328,6 +377,11 @@ int cmd_serve(int argc, char **argv)
         cfg.log_json = ov.log_json;
     if (ov.pid_file)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
+
+    /* the pid file is replaced at start and removed at exit: only a
+     * regular file (or a new one) may be */
+    if (cfg.pid_file[0] && pb_check_output(cfg.pid_file, &err))
+        return cli_error("serve", "pid_file: %s", err.msg);
 
     /* store names resolve in the configuration's store (else the default one) */
     const char *store = cfg.store[0] ? cfg.store : NULL;
@@ -360,10 +414,22 @@ int cmd_serve(int argc, char **argv)
     p.max_tokens = cfg.max_tokens;
     p.timeout_s = cfg.timeout_s;
     p.max_connections = cfg.max_connections;
+    p.max_per_client = cfg.max_per_client;
+    p.header_timeout_s = cfg.header_timeout_s;
+    p.min_rate = cfg.min_rate;
+    p.insecure = cfg.insecure;
     p.log_json = cfg.log_json;
     p.ignore_memory = ignore_memory;
     p.log = log_line;
     p.log_user = &p.log_json;
+
+    /* connections waiting for their requests hold a descriptor each:
+     * allow as many as the system lets this process have */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     /* signals are taken by this thread alone, with sigwait */
     sigset_t set;
@@ -426,6 +492,6 @@ int cmd_serve(int argc, char **argv)
     store_close(usage.store);
     pthread_mutex_destroy(&usage.mu);
     if (cfg.pid_file[0])
-        unlink(cfg.pid_file);
+        remove_pid_file(cfg.pid_file);
     return CLI_OK;
 }

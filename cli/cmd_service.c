@@ -4,10 +4,12 @@
 
 #include "plumb/config.h"
 #include "plumb/service.h"
+#include "plumb/store.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,11 @@ static void help(void)
            "failure, journald logging, NoNewPrivileges, ProtectSystem=strict, ProtectHome,\n"
            "PrivateTmp, writable only in the store and state folders), then reloads\n"
            "systemd. --print prints the unit instead. The configuration file is checked\n"
-           "first; its [server] store (else $PLUMB_HOME, else /var/lib/plumb) is the store.\n"
+           "first; its [server] store (else $PLUMB_HOME) is the store. Refused: a --user\n"
+           "that does not exist; no store named while this user's store (where plumb pull\n"
+           "put the models) is not /var/lib/plumb; plumb, the configuration, the store,\n"
+           "the key file, the pid file or a model file under /home, /root or /tmp, which\n"
+           "the unit's ProtectHome and PrivateTmp hide; a model name not in the store.\n"
            "\n"
            "reload makes a running server re-read its configuration (SIGHUP): to the pid in\n"
            "--pid-file or the configuration's pid_file, else through 'systemctl reload'.\n"
@@ -64,24 +70,53 @@ static int install(const struct config *cfg, const char *config_abs, const char 
     if (n <= 0)
         return cli_error("service", "cannot find plumb's own path: %s", strerror(errno));
     self[n] = '\0';
-    /* ProtectHome hides /home, /root and /run/user from the service */
-    const char *hidden[] = {"/home/", "/root/", "/run/user/"};
-    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
-        if (!strncmp(self, hidden[i], strlen(hidden[i])))
-            return cli_error("service", "plumb is at %s, which the service cannot see (ProtectHome): install it "
-                             "first, e.g. 'make install' (to /usr/local/bin)", self);
-        if (!strncmp(config_abs, hidden[i], strlen(hidden[i])))
-            return cli_error("service", "the configuration %s is in a home folder, which the service cannot see: "
-                             "put it in /etc/plumb", config_abs);
-    }
+    if (user && strcmp(user, "root") && !getpwnam(user))
+        return cli_error("service", "there is no user '%s' here: create it (useradd --system %s) or give another "
+                         "--user", user, user);
+    /* the store: the configuration's, else PLUMB_HOME; without either, the
+     * service would use /var/lib/plumb while plumb pull and doctor use this
+     * user's default store, and the models pulled would not be found */
     const char *home = getenv("PLUMB_HOME");
     const char *store = cfg->store[0] ? cfg->store : home && *home ? home : "/var/lib/plumb";
+    char mine[PATH_MAX];
+    pb_err err = {0};
+    if (!cfg->store[0] && !(home && *home) && store_default_home(mine, sizeof mine, &err) == PB_OK &&
+        strcmp(mine, store))
+        return cli_error("service", "%s names no store: the service would use %s, while plumb pull and doctor use %s "
+                         "(PLUMB_HOME is not set); add 'store = %s' to its [server] section and pull the models "
+                         "there (PLUMB_HOME=%s plumb pull ...)", config_abs, store, mine, store, store);
     char state[PATH_MAX] = "";
     if (cfg->pid_file[0]) {
         snprintf(state, sizeof state, "%s", cfg->pid_file);
         char *slash = strrchr(state, '/');
         if (slash && slash != state)
             *slash = '\0';
+    }
+    /* what the unit's sandbox hides the service cannot use */
+    const struct {
+        const char *what, *path;
+    } paths[] = {{"plumb itself", self},           {"the configuration", config_abs}, {"the store", store},
+                 {"the pid file", cfg->pid_file}, {"the API key file", cfg->api_key_file}};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        const char *by = service_hidden(paths[i].path);
+        if (by)
+            return cli_error("service", "%s is at %s, which the service cannot see (%s=yes hides it): %s",
+                             paths[i].what, paths[i].path, by,
+                             i == 0 ? "install plumb first, e.g. 'make install' (to /usr/local/bin)"
+                                    : "move it, e.g. to /etc/plumb or /var/lib/plumb, and say so in the configuration");
+    }
+    for (int i = 0; i < cfg->n_models; i++) {
+        const struct config_model *m = &cfg->models[i];
+        const char *by = service_hidden(m->source);
+        if (by)
+            return cli_error("service", "[model %s] source %s is where the service cannot see it (%s=yes hides it): "
+                             "pull it into the store (plumb pull %s --name NAME) and name it instead", m->alias,
+                             m->source, by, m->source);
+        /* a store name must be in the store the service uses */
+        char path[PATH_MAX];
+        if (!strchr(m->source, '/') && store_resolve(store, m->source, path, sizeof path, NULL, &err))
+            return cli_error("service", "[model %s] %s (plumb pull it there: PLUMB_HOME=%s plumb pull SOURCE --name "
+                             "%s)", m->alias, err.msg, store, m->source);
     }
     struct service_params sp = {
         .binary = self,
@@ -92,7 +127,6 @@ static int install(const struct config *cfg, const char *config_abs, const char 
         .drain_timeout_s = cfg->drain_timeout_s,
     };
     char unit[8192];
-    pb_err err = {0};
     if (service_unit(&sp, unit, sizeof unit, &err))
         return cli_error("service", "%s", err.msg);
     if (print) {
@@ -102,6 +136,8 @@ static int install(const struct config *cfg, const char *config_abs, const char 
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     snprintf(path, sizeof path, "%s/plumb.service", unit_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (pb_check_output(path, &err))
+        return cli_error("service", "%s", err.msg);
     FILE *f = fopen(tmp, "w");
     if (!f)
         return cli_error("service", "cannot write %s: %s (as root?)", tmp, strerror(errno));
@@ -127,14 +163,15 @@ static int reload(const struct config *cfg, const char *pid_file)
 {
     const char *pf = pid_file ? pid_file : cfg->pid_file[0] ? cfg->pid_file : NULL;
     if (pf) {
-        FILE *f = fopen(pf, "r");
+        char *text = NULL;
+        pb_err err = {0};
         long pid = 0;
-        if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-            if (f)
-                fclose(f);
-            return cli_error("service", "%s: no process id in it (is plumb serve running?)", pf);
-        }
-        fclose(f);
+        if (pb_read_small(pf, 64, &text, NULL, &err) == PB_OK)
+            pid = strtol(text, NULL, 10);
+        free(text);
+        if (pid <= 1)
+            return cli_error("service", "%s: no process id in it (is plumb serve running?)%s%s", pf,
+                             err.msg[0] ? ": " : "", err.msg);
         if (kill((pid_t)pid, SIGHUP) != 0)
             return cli_error("service", "cannot signal process %ld from %s: %s", pid, pf, strerror(errno));
         printf("sent SIGHUP to plumb serve (pid %ld)\n", pid);

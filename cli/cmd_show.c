@@ -51,7 +51,7 @@ static void store_print(const struct store_entry *e, const struct store_revision
     store_ref_format(&e->ref, ref, sizeof ref);
     printf("name            %s\n", ref);
     printf("digest          sha256:%s\n", e->digest);
-    printf("source          %.300s\n", e->source[0] ? e->source : "-");
+    printf("source          %.300s\n", e->source[0] ? cli_esc(e->source) : "-");
     cli_fmt_time(e->modified, when, sizeof when);
     printf("modified        %s", when);
     cli_fmt_time(e->created, when, sizeof when);
@@ -60,7 +60,7 @@ static void store_print(const struct store_entry *e, const struct store_revision
     for (size_t i = 0; i < n_h; i++) {
         cli_fmt_time(h[i].at, when, sizeof when);
         printf("  %s %4lld  sha256:%.12s  %-8s %s  %.200s\n", h[i].current ? "*" : " ", (long long)h[i].id,
-               h[i].digest, h[i].action, when, h[i].source);
+               h[i].digest, h[i].action, when, cli_esc(h[i].source));
     }
     printf("\n");
 }
@@ -71,17 +71,14 @@ static long long num(const json_t *o, const char *key)
     return (long long)json_integer_value(json_object_get(o, key));
 }
 
-/* A string field as text with control characters made harmless (NULL
- * when absent): metadata comes from files anybody can write. */
+/* A string field as text with control characters escaped (NULL when
+ * absent): metadata comes from files anybody can write. */
 static const char *text(const json_t *o, const char *key, char *buf, size_t size)
 {
     const char *v = json_string_value(json_object_get(o, key));
     if (!v)
         return NULL;
-    size_t n = 0;
-    for (; *v && n + 1 < size; v++)
-        buf[n++] = (unsigned char)*v < 0x20 || *v == 0x7f ? '?' : *v;
-    buf[n] = 0;
+    pb_escape_text(v, buf, size);
     return buf;
 }
 
@@ -172,13 +169,9 @@ static void print_description(const json_t *d, bool tensors, bool metadata)
         const char *key;
         json_object_foreach(json_object_get(d, "metadata"), key, v)
         {
-            char k[256], val[120];
+            char val[120];
             text(json_object_get(d, "metadata"), key, val, sizeof val);
-            snprintf(k, sizeof k, "%s", key);
-            for (char *q = k; *q; q++)
-                if ((unsigned char)*q < 0x20)
-                    *q = '?';
-            printf("%-48s %-7s %s\n", k, json_string_value(json_object_get(types, key)), val);
+            printf("%-48s %-7s %s\n", cli_esc(key), json_string_value(json_object_get(types, key)), val);
         }
     }
 }
@@ -219,7 +212,7 @@ int cmd_show(int argc, char **argv)
     bool named = e.digest[0] != 0;
     if (named) {
         struct store *s;
-        if (store_open(NULL, &s, &err) == PB_OK) {
+        if (store_open_readonly(NULL, &s, &err) == PB_OK) {
             if (store_history(s, argv[optind], &h, &n_h, &err))
                 n_h = 0;
             store_close(s);

@@ -33,10 +33,17 @@ static int parse_common(const char *cmd, int argc, char **argv, void (*help)(voi
     return -1;
 }
 
-static int open_store(const char *cmd, struct store **s)
+/* The store for a command that changes it; with readonly, for one that
+ * only reads it (which works on a full disk). For rm (may_free), a disk
+ * too full to write the registry opens it read-only: store_rm then frees
+ * the model's files first. */
+static int open_store(const char *cmd, struct store **s, bool readonly, bool may_free)
 {
     pb_err err = {0};
-    if (store_open(NULL, s, &err))
+    int rc = readonly ? store_open_readonly(NULL, s, &err) : store_open(NULL, s, &err);
+    if (rc == PB_ENOSPC && may_free && store_open_readonly(NULL, s, NULL) == PB_OK)
+        return CLI_OK;
+    if (rc)
         return cli_error(cmd, "%s", err.msg);
     return CLI_OK;
 }
@@ -68,7 +75,7 @@ int cmd_ls(int argc, char **argv)
     if (optind < argc)
         return cli_usage_error("ls", "unexpected argument '%s'", argv[optind]);
     struct store *s;
-    if ((rc = open_store("ls", &s)))
+    if ((rc = open_store("ls", &s, true, false)))
         return rc;
     struct store_entry *v;
     size_t n;
@@ -93,8 +100,8 @@ int cmd_ls(int argc, char **argv)
             cli_fmt_bytes(v[i].size, size, sizeof size);
             cli_fmt_count(v[i].n_params, params, sizeof params);
             cli_fmt_time(v[i].modified, when, sizeof when);
-            printf("%-40s %.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size, v[i].arch[0] ? v[i].arch : "-",
-                   v[i].quant[0] ? v[i].quant : "-", params, when);
+            printf("%-40s %.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size,
+                   v[i].arch[0] ? cli_esc(v[i].arch) : "-", v[i].quant[0] ? cli_esc(v[i].quant) : "-", params, when);
         }
     }
     free(v);
@@ -133,7 +140,7 @@ int cmd_rm(int argc, char **argv)
         if (store_ref_parse(argv[i], &ref, &err))
             return cli_usage_error("rm", "%s", err.msg);
     struct store *s;
-    if ((rc = open_store("rm", &s)))
+    if ((rc = open_store("rm", &s, false, true)))
         return rc;
     json_t *a = json ? json_array() : NULL;
     int status = CLI_OK;
@@ -232,9 +239,17 @@ int cmd_verify(int argc, char **argv)
     struct store_ref r;
     if (ref && store_ref_parse(ref, &r, &err))
         return cli_usage_error("verify", "%s", err.msg);
+    /* verify writes only to tidy up (leftovers of interrupted pulls, the
+     * recorded time of an intact file): on a full disk it checks read-only */
     struct store *s;
-    if ((rc = open_store("verify", &s)))
-        return rc;
+    if ((rc = store_open(NULL, &s, &err)) == PB_ENOSPC) {
+        if ((rc = open_store("verify", &s, true, false)))
+            return rc;
+        if (!json)
+            fprintf(stderr, "plumb verify: the disk is full: checking without tidying up (%s)\n", err.msg);
+    } else if (rc) {
+        return cli_error("verify", "%s", err.msg);
+    }
     struct verify_out vo = {json ? json_array() : NULL};
     struct store_verify_summary sum;
     rc = store_verify(s, ref, on_blob, json ? NULL : cli_progress_cb, &vo, &sum, &err);
@@ -313,7 +328,7 @@ static int move_name(const char *cmd, int argc, char **argv, void (*help)(void),
         if (store_ref_parse(argv[i], &r, &err))
             return cli_usage_error(cmd, "%s", err.msg);
     struct store *s;
-    if ((rc = open_store(cmd, &s)))
+    if ((rc = open_store(cmd, &s, false, false)))
         return rc;
     const char *moved = argv[argc - 1];
     struct store_entry before, after;

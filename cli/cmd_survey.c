@@ -40,9 +40,10 @@ static void help(void)
 static void print_table(const struct survey *s, const char *saved)
 {
     char a[32], b[32];
-    printf("%-11s %s, %s %s, surveyed %s\n", "machine", s->host[0] ? s->host : "(no host name)", s->cpu.arch,
-           s->kernel, s->created);
-    printf("%-11s %s: %d socket%s, %d cores, %d threads (%d usable by plumb)", "cpu", s->cpu.model, s->cpu.sockets,
+    printf("%-11s %s, %s %s, surveyed %s\n", "machine", s->host[0] ? cli_esc(s->host) : "(no host name)",
+           cli_esc(s->cpu.arch), cli_esc(s->kernel), cli_esc(s->created));
+    printf("%-11s %s: %d socket%s, %d cores, %d threads (%d usable by plumb)", "cpu", cli_esc(s->cpu.model),
+           s->cpu.sockets,
            s->cpu.sockets == 1 ? "" : "s", s->cpu.cores, s->cpu.threads_online, s->cpu.threads);
     if (s->cpu.mhz_max > 0)
         printf(", %.2f GHz", s->cpu.mhz_max / 1000);
@@ -77,12 +78,13 @@ static void print_table(const struct survey *s, const char *saved)
     }
     cli_fmt_bytes(s->disk.free, a, sizeof a);
     cli_fmt_bytes(s->disk.total, b, sizeof b);
-    printf("%-11s %s free of %s at %s (models)\n", "disk", a, b, s->disk.path);
+    printf("%-11s %s free of %s at %s (models)\n", "disk", a, b, cli_esc(s->disk.path));
     if (s->n_gpus == 0)
-        printf("%-11s none found%s%s%s\n", "gpus", s->gpu_note[0] ? " (" : "", s->gpu_note, s->gpu_note[0] ? ")" : "");
+        printf("%-11s none found%s%s%s\n", "gpus", s->gpu_note[0] ? " (" : "", cli_esc(s->gpu_note),
+               s->gpu_note[0] ? ")" : "");
     for (int i = 0; i < s->n_gpus; i++) {
         const struct survey_gpu *g = &s->gpus[i];
-        printf("%-11s %s", i ? "" : "gpus", g->name);
+        printf("%-11s %s", i ? "" : "gpus", cli_esc(g->name));
         if (g->mem_total) {
             cli_fmt_bytes(g->mem_total, a, sizeof a);
             cli_fmt_bytes(g->mem_free, b, sizeof b);
@@ -95,7 +97,7 @@ static void print_table(const struct survey *s, const char *saved)
         if (g->power_limit_w > 0)
             printf(", %.0f W limit", g->power_limit_w);
         if (g->driver[0])
-            printf(", driver %s", g->driver);
+            printf(", driver %s", cli_esc(g->driver));
         printf(" [%s]\n", g->source);
     }
     if (saved)

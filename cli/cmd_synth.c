@@ -126,6 +126,9 @@ int cmd_synth(int argc, char **argv)
         return cli_usage_error("synth", "%s", err.msg);
 
     const char *out = argv[optind];
+    if (strcmp(out, "-") == 0)
+        return cli_usage_error("synth", "OUT '-': synth writes a GGUF file, not standard output (give a path; ./- "
+                                        "for a file named '-')");
     uint64_t bytes;
     double t0 = cli_now();
     if (synth_write(out, &sp, &bytes, &err))

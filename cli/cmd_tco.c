@@ -136,7 +136,7 @@ static int volume_from_usage(struct opts *o, struct measured *m)
 {
     struct store *st;
     pb_err err = {0};
-    if (store_open(NULL, &st, &err))
+    if (store_open_readonly(NULL, &st, &err))
         return cli_error("tco", "--from-usage: %s", err.msg);
     struct store_usage_sum *rows;
     size_t n;

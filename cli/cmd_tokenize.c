@@ -62,30 +62,9 @@ int cmd_tokenize(int argc, char **argv)
     size_t len = text ? strlen(text) : 0;
     char *buf = NULL;
     if (file) {
-        FILE *f = fopen(file, "rb");
-        if (!f)
-            return cli_error("tokenize", "cannot open %s", file);
-        size_t cap = 1 << 16;
-        buf = malloc(cap);
-        while (buf) {
-            len += fread(buf + len, 1, cap - len, f);
-            if (len < cap)
-                break;
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = nb;
-        }
-        int failed = ferror(f);
-        fclose(f);
-        if (!buf)
-            return cli_error("tokenize", "out of memory reading %s", file);
-        if (failed) {
-            free(buf);
-            return cli_error("tokenize", "cannot read %s", file);
-        }
+        char why[128];
+        if (!(buf = cli_read_input(file, CLI_MAX_TEXT_INPUT, &len, why, sizeof why)))
+            return cli_error("tokenize", "cannot read %s: %s", file, why);
         text = buf;
     }
 

@@ -72,7 +72,7 @@ int cmd_usage(int argc, char **argv)
         return cli_usage_error("usage", "unexpected argument '%s'", argv[optind]);
     struct store *st;
     pb_err err = {0};
-    if (store_open(NULL, &st, &err))
+    if (store_open_readonly(NULL, &st, &err))
         return cli_error("usage", "%s", err.msg);
     struct store_usage_sum *rows;
     size_t n;
@@ -108,7 +108,7 @@ int cmd_usage(int argc, char **argv)
     printf("| ------------------------ | --------- | ------------- | ------------- | ----------------- | ------------- |\n");
     for (size_t i = 0; i < n; i++)
         printf("| %-24.24s | %9llu | %13llu | %13llu | %17llu | %13llu |\n",
-               by == STORE_USAGE_TOTAL ? "all" : rows[i].group[0] ? rows[i].group : "(no key)",
+               by == STORE_USAGE_TOTAL ? "all" : rows[i].group[0] ? cli_esc(rows[i].group) : "(no key)",
                (unsigned long long)rows[i].requests, (unsigned long long)rows[i].prompt_tokens,
                (unsigned long long)rows[i].cached_tokens, (unsigned long long)rows[i].completion_tokens,
                (unsigned long long)(rows[i].prompt_tokens + rows[i].completion_tokens));

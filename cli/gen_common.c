@@ -132,9 +132,11 @@ struct engine *cli_gen_open(const char *cmd, const char *model, const struct cli
     }
     struct engine_info in;
     engine_get_info(e, &in);
-    if (in.n_ctx_train > 0 && in.n_ctx > in.n_ctx_train)
-        fprintf(stderr, "plumb %s: warning: context %lld exceeds the model's training context %lld; output may "
-                        "degrade past it\n", cmd, (long long)in.n_ctx, (long long)in.n_ctx_train);
+    char warn[512];
+    if (engine_ctx_advice(in.n_ctx, in.n_ctx_train, warn, sizeof warn))
+        fprintf(stderr, "plumb %s: warning: %s\n", cmd, warn);
+    if (engine_threads_advice(g->ep.n_threads, warn, sizeof warn))
+        fprintf(stderr, "plumb %s: warning: %s\n", cmd, warn);
     if (chat && in.chat_notice[0])
         fprintf(stderr, "plumb %s: %s\n", cmd, in.chat_notice);
     return e;

@@ -15,9 +15,11 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,18 +37,17 @@ static void result_free(struct result *r)
     free(r->err);
 }
 
-/* Runs plumb with a shell-quoted argument string. */
-static struct result run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static struct result run(const char *fmt, ...)
+/* Runs plumb with a shell-quoted argument string; killed with SIGKILL
+ * after seconds when seconds > 0 (exit status 137 then). */
+static struct result run_v(int seconds, const char *fmt, va_list ap)
 {
-    char args[4096], cmd[8192], out[512], err[512];
-    va_list ap;
-    va_start(ap, fmt);
+    char args[4096], cmd[8192], out[512], err[512], limit[64] = "";
     vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
     test_tmpfile("stdout.txt", out, sizeof out);
     test_tmpfile("stderr.txt", err, sizeof err);
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", plumb_bin, args, out, err);
+    if (seconds > 0)
+        snprintf(limit, sizeof limit, "timeout -s KILL %d ", seconds);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s >'%s' 2>'%s'", limit, plumb_bin, args, out, err);
     int st = system(cmd);
     struct result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, test_read_file(out, NULL), test_read_file(err, NULL)};
     assert_non_null(r.out);
@@ -54,7 +55,25 @@ static struct result run(const char *fmt, ...)
     return r;
 }
 
+static struct result run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct result run(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct result r = run_v(0, fmt, ap);
+    va_end(ap);
+    return r;
+}
 
+static struct result run_limited(int seconds, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static struct result run_limited(int seconds, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct result r = run_v(seconds, fmt, ap);
+    va_end(ap);
+    return r;
+}
 
 static void test_help_and_usage(void **state)
 {
@@ -356,6 +375,30 @@ static void test_bench(void **state)
     result_free(&r);
 }
 
+/* A bench of a tiny model, or a short one, is not saved as the machine's
+ * calibration unless asked (it used to become the efficiency plan applied
+ * to every model); plan names the record it uses. */
+static void test_bench_calibration(void **state)
+{
+    (void)state;
+    char home[600], calib[700];
+    snprintf(home, sizeof home, "%s/calib-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    snprintf(calib, sizeof calib, "%s/machine/calibration.json", home);
+    const char *m = test_tiny_model("Q8_0"); /* 12 MiB of weights */
+    struct result r = run("bench '%s' -p 32 -n 16 -r 1", m);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "not saved as a calibration record"));
+    assert_int_equal(access(calib, F_OK), -1);
+    result_free(&r);
+    r = run("bench '%s' -p 32 -n 16 -r 1 --save-calibration", m);
+    EXPECT_STATUS(r, 0);
+    assert_int_equal(access(calib, F_OK), 0);
+    result_free(&r);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+}
+
 static void test_quantize(void **state)
 {
     (void)state;
@@ -469,6 +512,186 @@ static void test_synth(void **state)
         assert_string_equal(r.out, "15043 3186\n"); /* the Llama vocabulary's ids */
         result_free(&r);
     }
+}
+
+/* OUT is written under a temporary name and renamed over the path: a
+ * FIFO or a device node there must be refused and left as it was, and
+ * '-' is refused clearly (a GGUF goes to a file). A pid_file naming a
+ * device node is refused before anything loads (it was deleted at exit). */
+static void test_outputs_not_regular(void **state)
+{
+    (void)state;
+    const char *src = test_tiny_model("F32");
+    char targets[2][600];
+    const int n_targets = test_special_files("out", targets);
+    const char *dev = targets[1];
+    const bool have_dev = n_targets == 2;
+    for (int k = 0; k < n_targets; k++) {
+        struct result r = run("synth --shape tiny --type Q8_0 '%s'", targets[k]);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, k == 0 ? "FIFO" : "character device"));
+        assert_null(strstr(r.out, "wrote"));
+        result_free(&r);
+        r = run("quantize '%s' '%s' Q8_0", src, targets[k]);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, "regular file"));
+        result_free(&r);
+        test_expect_special(targets, k);
+    }
+    struct result r = run("synth --shape tiny --type Q8_0 -");
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "standard output"));
+    result_free(&r);
+    r = run("quantize '%s' - Q8_0", src);
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "standard output"));
+    result_free(&r);
+    /* a regular file is still replaced */
+    char out[512];
+    test_tmpfile("replaced.gguf", out, sizeof out);
+    test_write_file(out, "old", 3);
+    r = run("quantize '%s' '%s' Q8_0", src, out);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    struct stat st;
+    assert_int_equal(stat(out, &st), 0);
+    assert_true(st.st_size > 1000);
+    if (have_dev) {
+        r = run("serve '%s' --port 0 --pid-file '%s'", src, dev);
+        EXPECT_STATUS(r, 1);
+        assert_non_null(strstr(r.err, "pid_file"));
+        result_free(&r);
+        assert_int_equal(stat(dev, &st), 0);
+        assert_true(S_ISCHR(st.st_mode));
+        unlink(dev);
+    } else {
+        print_message("  (not root: the device-node cases are skipped)\n");
+    }
+    unlink(targets[0]);
+}
+
+/* Inputs that are not regular files (/dev/zero, a FIFO without a writer)
+ * are refused, or read with a bound, promptly: plumb was spinning on
+ * --config /dev/zero and blocking on a FIFO. Each run is killed after 20 s,
+ * which then shows as exit status 137. */
+static void test_inputs_not_regular(void **state)
+{
+    (void)state;
+    char fifo[512];
+    test_tmpfile("in.fifo", fifo, sizeof fifo);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    const char *m = test_tiny_model("Q8_0");
+    struct {
+        const char *args;
+        int status;
+        const char *says;
+    } cases[] = {
+        {"serve --config /dev/zero", 1, "character device"},
+        {"doctor --config /dev/zero", 2, "character device"},
+        {"serve --config '%s'", 1, "FIFO"},
+        {"pull '%s' --name fifo", 1, "FIFO"},
+        {"show '%s'", 1, "FIFO"},
+        {"service install --print --config /dev/zero", 1, "character device"},
+        {"run '%s' -f /dev/zero -n 1", 1, "bytes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024];
+        const char *arg = strstr(cases[i].args, "run ") == cases[i].args ? m : fifo;
+        snprintf(args, sizeof args, cases[i].args, arg);
+        struct result r = run_limited(20, "%s", args);
+        if (r.status != cases[i].status)
+            fail_msg("plumb %s: exit status %d, expected %d\n%s%s", args, r.status, cases[i].status, r.out, r.err);
+        if (!strstr(r.err, cases[i].says) && !strstr(r.out, cases[i].says))
+            fail_msg("plumb %s does not say '%s':\n%s%s", args, cases[i].says, r.out, r.err);
+        result_free(&r);
+    }
+    /* a key file that is a device: the server refuses it before loading */
+    struct result r = run_limited(20, "serve '%s' --port 0 --api-key-file /dev/zero", m);
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "character device"));
+    result_free(&r);
+    unlink(fifo);
+}
+
+/* No byte a terminal acts on (C0 controls but newline, DEL, C1 as UTF-8)
+ * in out. */
+static void expect_no_controls(const char *what, const char *out)
+{
+    for (const unsigned char *p = (const unsigned char *)out; *p; p++)
+        if ((*p < 0x20 && *p != '\n') || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0))
+            fail_msg("%s printed control byte 0x%02x at %zu:\n%s", what, *p, (size_t)(p - (const unsigned char *)out),
+                     out);
+}
+
+/* A GGUF whose general.name holds terminal escapes (a window title, a
+ * screen clear, colours, an 8-bit CSI) is shown with them escaped by show,
+ * plan, pull and show of the store name, and doctor quotes a hostile
+ * configuration value escaped too: they drove the terminal before. */
+static void test_escaped_metadata(void **state)
+{
+    (void)state;
+    const char *src = test_tiny_model("Q8_0");
+    size_t len;
+    char *data = test_read_file(src, &len);
+    char *at = memmem(data, len, "synth tiny", 10);
+    assert_non_null(at);
+    const char *hostile[] = {"\x1b]0;X\x07\x1b[2J", "\x1b[31m\xc2\x9b" "2J\x07"};
+    char home[512];
+    snprintf(home, sizeof home, "%s/escape-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    for (int k = 0; k < 2; k++) {
+        memcpy(at, hostile[k], 10);
+        char path[512], name[32];
+        snprintf(name, sizeof name, "hostile-%d.gguf", k);
+        test_tmpfile(name, path, sizeof path);
+        assert_int_equal(test_write_file(path, data, len), 0);
+        struct result r = run("show '%s'", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show", r.out);
+        assert_non_null(strstr(r.out, k == 0 ? "\\x1b]0;X\\x07\\x1b[2J" : "\\x1b[31m\\xc2\\x9b2J\\x07"));
+        result_free(&r);
+        r = run("show '%s' --metadata", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show --metadata", r.out);
+        result_free(&r);
+        r = run("plan '%s' --on rtx-4090", path);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("plan", r.out);
+        result_free(&r);
+        r = run("pull '%s' --name hostile:%d", path, k);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("pull", r.out);
+        result_free(&r);
+        r = run("show hostile:%d", k);
+        EXPECT_STATUS(r, 0);
+        expect_no_controls("show NAME", r.out);
+        result_free(&r);
+    }
+    struct result r = run("ls");
+    EXPECT_STATUS(r, 0);
+    expect_no_controls("ls", r.out);
+    result_free(&r);
+    r = run("verify");
+    EXPECT_STATUS(r, 0);
+    expect_no_controls("verify", r.out);
+    result_free(&r);
+    /* a configuration value doctor quotes, and an error message */
+    char ini[512];
+    test_tmpfile("hostile.ini", ini, sizeof ini);
+    const char *cfg = "[model a]\nsource = \x1b]0;pwned\x07\n";
+    test_write_file(ini, cfg, strlen(cfg));
+    r = run("doctor --config '%s'", ini);
+    expect_no_controls("doctor", r.out);
+    assert_non_null(strstr(r.out, "\\x1b]0;pwned\\x07"));
+    result_free(&r);
+    r = run("serve --config '%s' --port 0", ini);
+    EXPECT_STATUS(r, 1);
+    expect_no_controls("serve's error", r.err);
+    result_free(&r);
+    free(data);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
 }
 
 static void check_chat_matches_run(const char *model, const char *format_opt)
@@ -678,18 +901,58 @@ static int shell(const char *cmd, char **out)
 /* plumb service install: the unit passes systemd-analyze verify, which
  * prints nothing for it (and does print for a broken copy: the check can
  * fail); bad configurations are refused. */
+/* A folder the service's sandbox does not hide (not /tmp, /home, /root):
+ * beside the test's working directory, where the build is. Removed at exit
+ * with its files. */
+static const char *service_dir(void)
+{
+    static char dir[600];
+    if (!dir[0]) {
+        char cwd[400];
+        assert_non_null(getcwd(cwd, sizeof cwd));
+        snprintf(dir, sizeof dir, "%s/service-test-XXXXXX", cwd);
+        assert_non_null(mkdtemp(dir));
+    }
+    return dir;
+}
+
+static void service_dir_remove(void)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", service_dir());
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", service_dir());
+}
+
+/* A user that exists here, for User= (not root, not nobody). */
+static const char *system_user(void)
+{
+    static char name[64];
+    struct passwd *pw;
+    setpwent();
+    while (!name[0] && (pw = getpwent()))
+        if (pw->pw_uid > 0 && pw->pw_uid < 1000 && strcmp(pw->pw_name, "nobody"))
+            snprintf(name, sizeof name, "%s", pw->pw_name);
+    endpwent();
+    return name[0] ? name : NULL;
+}
+
 static void test_service(void **state)
 {
     (void)state;
-    char ini[512], unit[512], bad[512], dir[512];
-    test_tmpfile("service.ini", ini, sizeof ini);
+    char ini[700], unit[512], bad[512], dir[512], user_line[80];
+    const char *user = system_user();
+    if (!user)
+        skip();
+    snprintf(user_line, sizeof user_line, "User=%s", user);
+    snprintf(ini, sizeof ini, "%s/service.ini", service_dir());
     const char *cfg = "[server]\nstore = /var/lib/plumb\npid_file = /run/plumb/plumb.pid\n[model a]\nsource = /srv/a.gguf\n";
     test_write_file(ini, cfg, strlen(cfg));
-    struct result r = run("service install --print --config '%s' --user plumb", ini);
+    struct result r = run("service install --print --config '%s' --user %s", ini, user);
     EXPECT_STATUS(r, 0);
     const char *must[] = {"ExecStart=", " serve --config ", "Restart=on-failure", "NoNewPrivileges=yes",
                           "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                          "ReadWritePaths=/var/lib/plumb /run/plumb", "User=plumb", "StandardError=journal",
+                          "ReadWritePaths=/var/lib/plumb /run/plumb", user_line, "StandardError=journal",
                           "ExecReload=/bin/kill -HUP $MAINPID"};
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
         if (!strstr(r.out, must[i]))
@@ -751,6 +1014,49 @@ static void test_service(void **state)
     r = run("service frobnicate");
     EXPECT_STATUS(r, 2);
     result_free(&r);
+}
+
+/* service install refuses what the service could not run with: a user
+ * that does not exist, no store named while this user's default store is
+ * elsewhere (the unit pointed at /var/lib/plumb, pull and doctor used
+ * ~/.local/share/plumb), paths ProtectHome or PrivateTmp hide, a store name
+ * not in the service's store. It used to write the unit. */
+static void test_service_refusals(void **state)
+{
+    (void)state;
+    char ini[700], text[1200], store[700];
+    snprintf(ini, sizeof ini, "%s/refused.ini", service_dir());
+    snprintf(store, sizeof store, "%s/store", service_dir());
+    mkdir(store, 0755);
+    char *home = getenv("PLUMB_HOME") ? strdup(getenv("PLUMB_HOME")) : NULL;
+    struct {
+        const char *config; /* %s: the store */
+        const char *opts;
+        bool no_plumb_home;
+        const char *says;
+    } cases[] = {
+        {"[server]\nstore = %s\n[model a]\nsource = /srv/a.gguf\n", "--user nosuchuser-plumb", false, "no user"},
+        {"[server]\nport = 8080\n[model a]\nsource = /srv/a.gguf\n", "", true, "names no store"},
+        {"[server]\nstore = /tmp/plumb-store\n[model a]\nsource = /srv/a.gguf\n", "", false, "PrivateTmp"},
+        {"[server]\nstore = %s\n[model a]\nsource = /home/someone/a.gguf\n", "", false, "ProtectHome"},
+        {"[server]\nstore = %s\napi_key_file = /root/keys\n[model a]\nsource = /srv/a.gguf\n", "", false,
+         "ProtectHome"},
+        {"[server]\nstore = %s\npid_file = /tmp/plumb.pid\n[model a]\nsource = /srv/a.gguf\n", "", false, "PrivateTmp"},
+        {"[server]\nstore = %s\n[model a]\nsource = not-pulled:1\n", "", false, "not-pulled:1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(text, sizeof text, cases[i].config, store);
+        test_write_file(ini, text, strlen(text));
+        if (cases[i].no_plumb_home)
+            unsetenv("PLUMB_HOME");
+        struct result r = run("service install --print --config '%s' %s", ini, cases[i].opts);
+        if (home)
+            setenv("PLUMB_HOME", home, 1);
+        if (r.status != 1 || !strstr(r.err, cases[i].says))
+            fail_msg("case %zu: exit %d, expected 1 saying '%s':\n%s%s", i, r.status, cases[i].says, r.out, r.err);
+        result_free(&r);
+    }
+    free(home);
 }
 
 static const char *verdict_of(json_t *report, const char *check)
@@ -838,6 +1144,10 @@ static void test_doctor(void **state)
     assert_string_equal(verdict_of(v, "model a"), "error");
     assert_string_equal(verdict_of(v, "key file"), "warning");
     assert_string_equal(verdict_of(v, "port"), "error");
+    /* the holder named (here: this test) */
+    char holder[64];
+    snprintf(holder, sizeof holder, "in use by pid %d", (int)getpid());
+    assert_non_null(strstr(r.out, holder));
     assert_string_equal(json_string_value(json_object_get(v, "status")), "errors");
     json_decref(v);
     result_free(&r);
@@ -866,6 +1176,41 @@ static void test_doctor(void **state)
     assert_non_null(strstr(r.out, "fix:"));
     result_free(&r);
     unsetenv("PLUMB_HOME");
+}
+
+/* Unsafe settings in doctor (and run): a host beyond loopback without
+ * keys is an error (serve refuses it) unless insecure, then a warning;
+ * more threads than CPUs and a context beyond the model's training context
+ * are warnings that say what they cost. */
+static void test_unsafe_settings_doctor(void **state)
+{
+    (void)state;
+    char home[600], ini[600], text[1024];
+    snprintf(home, sizeof home, "%s/unsafe-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    const char *model = test_tiny_model("Q8_0"); /* trained context 512 */
+    cpu_set_t set;
+    const int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    test_tmpfile("unsafe.ini", ini, sizeof ini);
+    for (int insecure = 0; insecure < 2; insecure++) {
+        snprintf(text, sizeof text, "[server]\nhost = 0.0.0.0\nport = 0\nthreads = %d\n%s[model a]\nsource = %s\n"
+                 "ctx = 1024\n", 8 * cpus, insecure ? "insecure = yes\n" : "", model);
+        test_write_file(ini, text, strlen(text));
+        struct result r = run("doctor --config '%s' --json", ini);
+        json_t *v = test_parse_json(r.out);
+        assert_string_equal(verdict_of(v, "key file"), insecure ? "warning" : "error");
+        assert_string_equal(verdict_of(v, "threads"), "warning");
+        assert_string_equal(verdict_of(v, "model a"), "warning");
+        json_decref(v);
+        result_free(&r);
+    }
+    struct result r = run("run '%s' -p hi -n 1 -t %d", model, 4 * cpus);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.err, "warning"));
+    assert_non_null(strstr(r.err, "slower"));
+    result_free(&r);
+    snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
 }
 
 /* survey's figures against the kernel's; plan on a catalog device and
@@ -1018,6 +1363,7 @@ int main(int argc, char **argv)
         return 2;
     }
     plumb_bin = argv[1];
+    atexit(service_dir_remove);
     /* the machine profile and calibration of these runs stay in the temp dir */
     char home[512];
     snprintf(home, sizeof home, "%s/plumb-home", test_tmpdir());
@@ -1026,8 +1372,13 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_and_usage), cmocka_unit_test(test_show),     cmocka_unit_test(test_run_reference),
         cmocka_unit_test(test_run_sampling),   cmocka_unit_test(test_bench), cmocka_unit_test(test_quantize), cmocka_unit_test(test_synth),
+        cmocka_unit_test(test_outputs_not_regular), cmocka_unit_test(test_inputs_not_regular),
+        cmocka_unit_test(test_bench_calibration),
+        cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
+        cmocka_unit_test(test_service_refusals),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
+        cmocka_unit_test(test_unsafe_settings_doctor),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

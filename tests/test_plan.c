@@ -332,18 +332,25 @@ static void test_speed_by_hand(void **state)
     assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_EINVAL);
 }
 
+/* A machine profile for the calibration tests: AVX2 kernels, 2 threads,
+ * 25 GB/s, int8 100 GOPS, FP32 50 GFLOP/s, 16 GiB available. */
+static void test_survey(struct survey *s)
+{
+    memset(s, 0, sizeof *s);
+    strcpy(s->cpu.model, "test");
+    strcpy(s->cpu.kernels, "avx2");
+    s->cpu.threads = 2;
+    s->memory.available = 16ull << 30;
+    s->memory.bandwidth_gbs = 25;
+    s->compute.int8_gops = 100;
+    s->compute.f32_gflops = 50;
+}
+
 static void test_calibration_efficiency(void **state)
 {
     (void)state;
     static struct survey s;
-    memset(&s, 0, sizeof s);
-    strcpy(s.cpu.model, "test");
-    strcpy(s.cpu.kernels, "avx2");
-    s.cpu.threads = 2;
-    s.memory.available = 16ull << 30;
-    s.memory.bandwidth_gbs = 25;
-    s.compute.int8_gops = 100;
-    s.compute.f32_gflops = 50;
+    test_survey(&s);
     /* roofline of the record: max(1e9 B / 20 GB/s, 2 x 1.1e9 / 100e9)
      * = max(0.05, 0.022) s; 15 t/s measured: efficiency 0.05 x 15 = 0.75.
      * prompt: max(0.022, 1e9 / (20e9 x 32)) = 0.022 s; 30 t/s: 0.66 */
@@ -373,6 +380,68 @@ static void test_calibration_efficiency(void **state)
     assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_OK);
     assert_false(r.rows[0].eff_calibrated);
     assert_string_equal(r.rows[0].eff_from, "assumed");
+}
+
+/* A calibration record calibrates models of its size: a tiny model's bench
+ * (weights in the CPU's caches, measured "slow" against the roofline of a
+ * big one's) no longer becomes the efficiency of every model on the
+ * machine (plan llama-3.2-1b fell from 15.3 to 1.4 t/s). The row names the
+ * record it used and when it was made. */
+static void test_calibration_size_class(void **state)
+{
+    (void)state;
+    assert_int_equal(survey_calib_size_class(9u << 20), 0);
+    assert_int_equal(survey_calib_size_class(256u << 20), 1);
+    assert_int_equal(survey_calib_size_class(1ull << 30), 2);
+    assert_int_equal(survey_calib_size_class(40ull << 30), 4);
+    assert_false(survey_calib_applies(9u << 20, 600u << 20));
+    assert_false(survey_calib_applies(600u << 20, 9u << 20));
+    assert_true(survey_calib_applies(600u << 20, 1200u << 20));
+    assert_false(survey_calib_applies(600u << 20, 8ull << 30));
+    char why[300];
+    struct survey_calib tiny = {.weight_bytes = 9u << 20, .tg_tps = 300, .tg_tokens = 64};
+    struct survey_calib brief = {.weight_bytes = 600u << 20, .tg_tps = 30, .tg_tokens = 4};
+    struct survey_calib good = {.weight_bytes = 600u << 20, .tg_tps = 30, .tg_tokens = 16, .pp_tps = 90, .pp_tokens = 32};
+    assert_false(survey_calib_representative(&tiny, why, sizeof why));
+    assert_non_null(strstr(why, "caches"));
+    assert_false(survey_calib_representative(&brief, why, sizeof why));
+    assert_non_null(strstr(why, "short"));
+    assert_true(survey_calib_representative(&good, why, sizeof why));
+
+    static struct survey s;
+    test_survey(&s);
+    struct survey_calib cal[2] = {
+        /* 9 MiB at 300 t/s: 0.47 ms a token against a roofline of 0.37 ms */
+        {.created = "2026-12-01T10:00:00Z", .model = "stories15M", .ftype = "Q4_0", .kernels = "avx2", .threads = 2,
+         .weight_bytes = 9u << 20, .n_params = 15000000, .bandwidth_gbs = 20, .tg_tps = 300, .tg_tokens = 64},
+        {.created = "2026-12-02T09:23:15Z", .model = "tinyllama:Q4_0", .ftype = "Q4_0", .kernels = "avx2",
+         .threads = 2, .weight_bytes = 598757376, .n_params = 1100000000, .bandwidth_gbs = 20, .tg_tps = 15,
+         .tg_tokens = 16},
+    };
+    struct plan_target t;
+    struct cat_model m = tinyllama();
+    struct plan_params p = {.ctx = 48, .users = 1, .prompt = 32, .kv_type = PB_KV_F16};
+    static struct plan_result r;
+    pb_err err = {0};
+    /* the tiny record alone: nothing is calibrated by it */
+    plan_target_this(&s, cal, 1, &t);
+    assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_OK);
+    for (int i = 0; i < r.n_rows; i++)
+        if (r.rows[i].eff_calibrated)
+            fail_msg("%s took '%s'", r.rows[i].quant, r.rows[i].eff_from);
+    /* a record of TinyLlama's own size class is used, and named */
+    plan_target_this(&s, cal, 2, &t);
+    assert_int_equal(plan_evaluate(&m, &t, &p, &r, &err), PB_OK);
+    const struct plan_row *q4 = &r.rows[plan_quant_find("Q4_0")];
+    assert_true(q4->eff_calibrated);
+    ASSERT_NEAR(q4->eff_tg, t.cal[1].eff_tg, 1e-12);
+    assert_non_null(strstr(q4->eff_from, "tinyllama:Q4_0"));
+    assert_non_null(strstr(q4->eff_from, "2026-12-02T09:23:15Z"));
+    /* a 70B's weights are far beyond either record's size: assumed */
+    struct cat_model big = {.id = "big", .arch = "llama", .layers = 80, .hidden = 8192, .ffn = 28672, .heads = 64,
+                            .kv_heads = 8, .head_dim = 128, .vocab = 128256, .context = 8192, .params_b = 70};
+    assert_int_equal(plan_evaluate(&big, &t, &p, &r, &err), PB_OK);
+    assert_false(r.rows[plan_quant_find("Q4_0")].eff_calibrated);
 }
 
 static void test_smallest_device(void **state)
@@ -501,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_builtin_catalog),     cmocka_unit_test(test_corrupt_catalogs),
         cmocka_unit_test(test_weights_by_hand),     cmocka_unit_test(test_weights_match_synth),
         cmocka_unit_test(test_speed_by_hand),       cmocka_unit_test(test_calibration_efficiency),
+        cmocka_unit_test(test_calibration_size_class),
         cmocka_unit_test(test_smallest_device),     cmocka_unit_test(test_tco_by_hand),
         cmocka_unit_test(test_tco_chart),
     };

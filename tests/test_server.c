@@ -14,12 +14,14 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1199,6 +1201,352 @@ static void test_same_through_every_path(void **state)
     json_decref(chat);
 }
 
+/* ---- connections that lock others out (issue 15) ---- */
+
+static double seconds_since(const struct timespec *a)
+{
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a->tv_sec) + (double)(b.tv_nsec - a->tv_nsec) / 1e9;
+}
+
+/* A connection from a loopback address of our choice (127.0.0.X): the
+ * server counts connections per client address. */
+static int connect_from(int port, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in b = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &b.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&b, sizeof b), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Everything a connection receives until the server closes it (or
+ * seconds pass: *closed false then). */
+static char *read_until_close(int fd, double seconds, bool *closed)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    *closed = false;
+    for (;;) {
+        double left = seconds - seconds_since(&t0);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+            break;
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k <= 0) {
+            *closed = true; /* end of stream, or a reset: closed either way */
+            break;
+        }
+        len += (size_t)k;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* /health, /ready and a short completion, each answered within a second. */
+static void expect_prompt_answers(int port)
+{
+    const char *paths[] = {"/health", "/ready", "/v1/completions"};
+    for (int i = 0; i < 3; i++) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        struct response r = i < 2 ? request(port, "GET", paths[i], NULL, NULL)
+                                  : request(port, "POST", paths[i], NULL, "{\"prompt\":\"hi\",\"max_tokens\":2}");
+        double dt = seconds_since(&t0);
+        if (r.status != 200 || dt > 1.0)
+            fail_msg("%s: status %d after %.2f s, expected 200 within a second", paths[i], r.status, dt);
+        response_free(&r);
+    }
+}
+
+/* Hundreds of connections that send nothing, or a byte now and then, while
+ * a normal client still gets its answers within a second; such
+ * connections are closed at the header deadline, and one address cannot
+ * hold more than its share. Before the fix 256 idle connections took every
+ * connection slot (and thread) until they closed by themselves. */
+static void test_idle_and_dripping_connections(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    enum { IDLE = 300, DRIP = 100 };
+    struct server s = start_server(model_path(), "-np 2 --ctx 128");
+    int idle[IDLE], drip[DRIP];
+    char src[32];
+    for (int i = 0; i < IDLE; i++) {
+        snprintf(src, sizeof src, "127.0.0.%d", 2 + i / 30);
+        idle[i] = connect_from(s.port, src);
+    }
+    for (int i = 0; i < DRIP; i++) {
+        snprintf(src, sizeof src, "127.0.0.%d", 20 + i / 25);
+        drip[i] = connect_from(s.port, src);
+        send(drip[i], "GET /health HTTP/1.1\r\n", 22, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    for (int round = 0; round < 4; round++) {
+        expect_prompt_answers(s.port);
+        for (int i = 0; i < DRIP; i++)
+            send(drip[i], "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    }
+    for (int i = 0; i < IDLE; i++)
+        close(idle[i]);
+    for (int i = 0; i < DRIP; i++)
+        close(drip[i]);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+
+    /* the deadline: dripping a byte every 0.2 s does not keep a connection
+     * past --header-timeout, nor does sending nothing */
+    s = start_server(model_path(), "-np 1 --ctx 128 --header-timeout 1.5 --max-connections-per-client 8");
+    int d = connect_from(s.port, "127.0.0.40"), q = connect_from(s.port, "127.0.0.41");
+    send(d, "GET /health HTTP/1.1\r\n", 22, MSG_NOSIGNAL);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool closed = false;
+    char *got = NULL;
+    while (!closed && seconds_since(&t0) < 6) {
+        send(d, "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        free(got);
+        got = read_until_close(d, 0.2, &closed);
+    }
+    double dt = seconds_since(&t0);
+    if (!closed || dt < 1.2 || dt > 3.5)
+        fail_msg("a dripping connection: %s after %.2f s (header timeout 1.5 s)", closed ? "closed" : "still open", dt);
+    assert_non_null(strstr(got, "HTTP/1.1 408"));
+    free(got);
+    got = read_until_close(q, 3, &closed);
+    assert_true(closed);
+    assert_non_null(strstr(got, "HTTP/1.1 408"));
+    free(got);
+    close(d);
+    close(q);
+    /* a body dripped a byte every 0.2 s (100 bytes would take 20 s): cut
+     * off at the header timeout plus its length at --min-rate */
+    int b = connect_from(s.port, "127.0.0.43");
+    const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    send(b, head, strlen(head), MSG_NOSIGNAL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    closed = false;
+    got = NULL;
+    while (!closed && seconds_since(&t0) < 8) {
+        send(b, " ", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        free(got);
+        got = read_until_close(b, 0.2, &closed);
+    }
+    dt = seconds_since(&t0);
+    if (!closed || dt > 4.5)
+        fail_msg("a dripping body: %s after %.2f s (header timeout 1.5 s)", closed ? "closed" : "still open", dt);
+    free(got);
+    close(b);
+    /* one address beyond its 8 waiting connections: the new one is refused
+     * (the others have waited less than a second), another address is not */
+    int mine[8];
+    for (int i = 0; i < 8; i++)
+        mine[i] = connect_from(s.port, "127.0.0.42");
+    int extra = connect_from(s.port, "127.0.0.42");
+    got = read_until_close(extra, 3, &closed);
+    assert_true(closed);
+    assert_non_null(strstr(got, "HTTP/1.1 429"));
+    free(got);
+    close(extra);
+    expect_prompt_answers(s.port);
+    for (int i = 0; i < 8; i++)
+        close(mine[i]);
+    struct response r = request(s.port, "GET", "/metrics", NULL, NULL);
+    assert_non_null(strstr(r.body, "plumb_connections_dropped_total{reason=\"header_timeout\"} 2\n"));
+    assert_non_null(strstr(r.body, "plumb_connections_dropped_total{reason=\"per_client\"} 1\n"));
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* Two requests back to back on one connection: the first is answered, the
+ * connection ends, and the second is never run (it was run and its answer
+ * lost, or the client waited forever). */
+static void test_pipelined_requests(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 2 --ctx 128");
+    const char *get = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *body = "{\"prompt\":\"hi\",\"max_tokens\":3}";
+    char post[256];
+    snprintf(post, sizeof post, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    const char *pairs[][2] = {{get, get}, {post, post}, {post, get}};
+    for (int k = 0; k < 3; k++) {
+        char both[600];
+        snprintf(both, sizeof both, "%s%s", pairs[k][0], pairs[k][1]);
+        int fd = connect_to(s.port);
+        send_all(fd, both, strlen(both));
+        bool closed;
+        char *got = read_until_close(fd, 10, &closed);
+        close(fd);
+        if (count_of(got, "HTTP/1.1 ") != 1 || !closed || !strstr(got, "HTTP/1.1 200"))
+            fail_msg("pair %d: %d answers, connection %s:\n%.600s", k, count_of(got, "HTTP/1.1 "),
+                     closed ? "closed" : "left open", got);
+        free(got);
+    }
+    /* the second POST of the POST+POST pair never ran */
+    struct response r = request(s.port, "GET", "/metrics", NULL, NULL);
+    if (!strstr(r.body, "plumb_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2\n"))
+        fail_msg("completions run:\n%s", r.body);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* A second server on a port in use does not start, and names the holder
+ * (it used to share the port and take most of the first one's requests). */
+static void test_port_in_use(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --ctx 128");
+    char out[600], cmd[2048];
+    test_tmpfile("second-server.txt", out, sizeof out);
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 20 %s serve %s --port %d -np 1 --ctx 128 >'%s' 2>&1", plumb_bin,
+             model_path(), s.port, out);
+    int st = system(cmd);
+    char *text = test_read_file(out, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "port %d is in use by pid %d", s.port, (int)s.pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !strstr(text, want))
+        fail_msg("the second server (exit %d) said:\n%s\nexpected exit 1 and '%s'",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : -1, text, want);
+    free(text);
+    struct response r = request(s.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* A bad Content-Length gets one status line and one set of headers (it got
+ * them twice), then the connection closes. */
+static void test_bad_content_length(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --ctx 128");
+    struct {
+        const char *headers;
+        int status;
+    } cases[] = {
+        {"Content-Length: -1\r\n", 400},
+        {"Content-Length: 99999999999999999999\r\n", 413},
+        {"Content-Length: 12abc\r\n", 400},
+        {"Content-Length: 5\r\nContent-Length: 6\r\n", 400},
+        {"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char head[512];
+        snprintf(head, sizeof head, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].headers);
+        int fd = connect_to(s.port);
+        send_all(fd, head, strlen(head));
+        bool closed;
+        char *got = read_until_close(fd, 10, &closed);
+        close(fd);
+        char want[32];
+        snprintf(want, sizeof want, "HTTP/1.1 %d ", cases[i].status);
+        if (count_of(got, "HTTP/1.1 ") != 1 || strncmp(got, want, strlen(want)) || !closed ||
+            count_of(got, "Content-Length:") != 1)
+            fail_msg("%s: expected one '%s' response and a close:\n%s", cases[i].headers, want, got);
+        free(got);
+    }
+    expect_prompt_answers(s.port);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* Fields plumb does not honour are a 400 naming the field, never ignored
+ * (with tool_choice "required" it used to answer plain text). */
+static void test_unsupported_fields(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 1 --ctx 128");
+    const char *fields[][2] = {
+        {"tools", "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]"},
+        {"tool_choice", "\"required\""},
+        {"functions", "[{\"name\":\"f\",\"parameters\":{}}]"},
+        {"function_call", "\"auto\""},
+        {"logit_bias", "{\"50256\":-100}"},
+        {"parallel_tool_calls", "true"},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char body[512], quoted[64];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,\"%s\":%s}",
+                 fields[i][0], fields[i][1]);
+        struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, body);
+        snprintf(quoted, sizeof quoted, "'%s'", fields[i][0]);
+        if (r.status != 400 || !strstr(r.body, quoted))
+            fail_msg("%s: status %d: %s", fields[i][0], r.status, r.body ? r.body : "");
+        response_free(&r);
+    }
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+static int cpus_usable(void)
+{
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+/* Unsafe settings: a host beyond loopback without keys is refused unless
+ * --insecure (it was served silently); with it, more threads than CPUs, a
+ * context beyond the model's training context and a key file others can
+ * read are warned about in the log. */
+static void test_unsafe_settings(void **state)
+{
+    (void)state;
+    char out[600], cmd[2048];
+    test_tmpfile("exposed.txt", out, sizeof out);
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 20 %s serve %s --host 0.0.0.0 --port 0 -np 1 --ctx 128 >'%s' 2>&1",
+             plumb_bin, model_path(), out);
+    int st = system(cmd);
+    char *text = test_read_file(out, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !strstr(text, "--insecure") || !strstr(text, "--api-key-file"))
+        fail_msg("serve --host 0.0.0.0 without keys: exit %d:\n%s", WIFEXITED(st) ? WEXITSTATUS(st) : -1, text);
+    free(text);
+
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--host 0.0.0.0 --insecure -np 1 --ctx 1024 -t %d", 4 * cpus_usable());
+    struct server s = start_server(model_path(), extra);
+    struct response r = request(s.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    text = test_read_file(s.log, NULL);
+    const char *want[] = {"without API keys (--insecure)", "threads on", "exceeds the model's training context 512"};
+    for (size_t i = 0; i < 3; i++)
+        if (!strstr(text, want[i]))
+            fail_msg("the log does not warn '%s':\n%s", want[i], text);
+    free(text);
+
+    char keyfile[512];
+    test_tmpfile("open-keys.txt", keyfile, sizeof keyfile);
+    test_write_file(keyfile, "k sk-test-open-0001\n", 19);
+    chmod(keyfile, 0644);
+    snprintf(extra, sizeof extra, "-np 1 --ctx 128 --api-key-file %s", keyfile);
+    s = start_server(model_path(), extra);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    text = test_read_file(s.log, NULL);
+    if (!strstr(text, "mode 644") || !strstr(text, "chmod 600"))
+        fail_msg("the log does not warn of the key file's mode:\n%s", text);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1218,6 +1566,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_usage_accounting),
         cmocka_unit_test(test_same_through_every_path),
         cmocka_unit_test(test_memory_refused),
+        cmocka_unit_test(test_idle_and_dripping_connections),
+        cmocka_unit_test(test_pipelined_requests),
+        cmocka_unit_test(test_port_in_use),
+        cmocka_unit_test(test_bad_content_length),
+        cmocka_unit_test(test_unsupported_fields),
+        cmocka_unit_test(test_unsafe_settings),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 const char *testdata_dir(void)
@@ -66,6 +67,15 @@ static void remove_tmpdir(void)
         nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* PLUMB_TEST_FILTER=PATTERN runs only the tests whose names match (cmocka's
+ * wildcards): one test of a long program while working on it. */
+__attribute__((constructor)) static void test_filter_from_env(void)
+{
+    const char *f = getenv("PLUMB_TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
+
 const char *test_tmpdir(void)
 {
     if (!tmpdir[0]) {
@@ -84,6 +94,27 @@ const char *test_tmpfile(const char *name, char *buf, size_t size)
 {
     snprintf(buf, size, "%s/%s", test_tmpdir(), name);
     return buf;
+}
+
+int test_special_files(const char *name, char paths[2][600])
+{
+    char f[128];
+    snprintf(f, sizeof f, "%s.fifo", name);
+    test_tmpfile(f, paths[0], 600);
+    unlink(paths[0]);
+    assert_int_equal(mkfifo(paths[0], 0644), 0);
+    snprintf(f, sizeof f, "%s.null", name);
+    test_tmpfile(f, paths[1], 600);
+    unlink(paths[1]);
+    return geteuid() == 0 && mknod(paths[1], S_IFCHR | 0666, makedev(1, 3)) == 0 ? 2 : 1;
+}
+
+void test_expect_special(char paths[2][600], int k)
+{
+    struct stat st;
+    assert_int_equal(stat(paths[k], &st), 0);
+    if (k == 0 ? !S_ISFIFO(st.st_mode) : !S_ISCHR(st.st_mode))
+        fail_msg("%s was replaced by a file of mode %o", paths[k], (unsigned)st.st_mode);
 }
 
 char *test_read_file(const char *path, size_t *len)

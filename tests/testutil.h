@@ -36,6 +36,14 @@ const char *test_tmpdir(void);
 /* test_tmpdir()/name into buf. */
 const char *test_tmpfile(const char *name, char *buf, size_t size);
 
+/* Files that are not regular, for the tests of outputs and inputs:
+ * test_tmpdir()/NAME.fifo, a FIFO, into paths[0], and when running as root
+ * test_tmpdir()/NAME.null, a character device like /dev/null, into
+ * paths[1] (each size bytes). Returns how many were made (1 or 2). */
+int test_special_files(const char *name, char paths[2][600]);
+/* Fails unless paths[k] is still the FIFO (k 0) or the device (k 1). */
+void test_expect_special(char paths[2][600], int k);
+
 /* Reads a whole file (NUL-terminated, *len without the NUL). */
 char *test_read_file(const char *path, size_t *len);
 int test_write_file(const char *path, const void *data, size_t len);

@@ -26,6 +26,7 @@ enum pb_status {
     PB_EBUSY = -8,        /* a request: every slot busy and the queue full; try again later */
     PB_ETOOLONG = -9,     /* a request: the prompt leaves no room for an answer in the context */
     PB_ESTOPPING = -10,   /* a request: the engine is shutting down */
+    PB_ENOSPC = -11,      /* no space left where a file had to be written (a full disk) */
 };
 
 typedef struct pb_err {
@@ -88,6 +89,33 @@ typedef void (*pb_progress_fn)(void *user, uint64_t done, uint64_t total, const 
  * when out of memory. */
 struct json_t;
 struct json_t *pb_json_text(const char *s, size_t len);
+
+/* ---- files given by the user ----
+ * Outputs are written under a temporary name and renamed over the path,
+ * which would replace a device node or a FIFO with a regular file; inputs
+ * that are not regular files (a FIFO, /dev/zero) would block or never end.
+ * These refuse such paths with a message naming what the path is. */
+
+/* PB_OK when path is missing or a regular file (a symbolic link to one
+ * counts): something a rename may replace. PB_EINVAL otherwise. */
+int pb_check_output(const char *path, pb_err *err);
+/* PB_OK when path is a regular file; PB_EINVAL for anything else (a
+ * directory, a device, a FIFO), PB_EIO when it cannot be looked at. */
+int pb_check_input(const char *path, pb_err *err);
+/* Opens a regular file for reading (a FIFO is refused without waiting for
+ * a writer) into *fd; the same errors as pb_check_input. */
+int pb_open_input(const char *path, int *fd, pb_err *err);
+/* Reads a whole regular file of at most max bytes into a malloc'ed,
+ * NUL-terminated buffer (*len without the NUL; len may be NULL).
+ * PB_ERANGE when it is larger. */
+int pb_read_small(const char *path, size_t max, char **out, size_t *len, pb_err *err);
+
+/* Text read from a file or the network (metadata, names, messages) made
+ * safe to print on a terminal: control characters (C0, DEL, C1 such as
+ * CSI) and bytes that are not UTF-8 become \xHH. Writes
+ * at most size - 1 bytes and a NUL (whole escapes only); returns the
+ * length written. */
+size_t pb_escape_text(const char *s, char *out, size_t size);
 
 /* Peak resident set size of this process in bytes (0 if unknown). */
 uint64_t pb_peak_rss(void);

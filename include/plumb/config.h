@@ -8,8 +8,12 @@
  *   max_queue = 64            ; requests waiting for a slot, per model
  *   max_body = 1048576        ; bytes
  *   max_tokens = 0            ; cap on max_tokens (0: the context)
- *   max_connections = 256
- *   timeout = 600             ; seconds a request may run / a connection idle
+ *   max_connections = 256     ; connections with a request in progress
+ *   max_connections_per_client = 64 ; of one address, waiting to send their request
+ *   header_timeout = 10       ; seconds to send a request's headers
+ *   min_rate = 4096           ; bytes a second of a request body, at least
+ *   timeout = 600             ; seconds a request may run
+ *   insecure = no             ; yes: serve a non-loopback host without API keys
  *   drain_timeout = 30        ; seconds SIGTERM waits for running answers
  *   threads = 0               ; 0: all CPUs
  *   log_format = text         ; or json: one line per request
@@ -68,6 +72,9 @@ struct config {
     size_t max_body;
     int max_tokens;
     int max_connections;
+    int max_per_client;
+    double header_timeout_s, min_rate;
+    bool insecure;
     double timeout_s, drain_timeout_s;
     int threads;
     bool log_json;

@@ -57,6 +57,14 @@ struct engine_threads;
 int engine_threads_create(int n_threads, struct engine_threads **out, pb_err *err);
 void engine_threads_free(struct engine_threads *t);
 int engine_threads_count(const struct engine_threads *t);
+
+/* Settings that work but cost dearly, said before they are used (run, chat
+ * and bench print it, serve logs it, doctor reports it). Each returns true
+ * and a warning in msg (what it costs, what to use) when there is one. */
+/* n_threads (0: all CPUs) beyond the CPUs this process may use. */
+bool engine_threads_advice(int n_threads, char *msg, size_t size);
+/* A context per slot beyond the model's training context (0: unknown). */
+bool engine_ctx_advice(int64_t n_ctx, int64_t n_ctx_train, char *msg, size_t size);
 /* CPUs this process may use. */
 int engine_cpu_count(void);
 
@@ -92,6 +100,7 @@ struct engine_memory {
     uint64_t per_slot; /* of those, what each slot adds: its KV cache, logits and token records */
     uint64_t available;/* memory the kernel could give now (MemAvailable), 0 if unknown */
     int64_t n_ctx;     /* the context per slot the figures are for */
+    int64_t n_ctx_train; /* the model's training context (0: unknown) */
 };
 
 /* The estimate for opening path with p, without loading it (the file's

@@ -133,7 +133,8 @@ const char *cat_kind_name(enum cat_kind k);
  *   TTFT        the prompt plus one decoding step, on an idle machine.
  * On this machine bandwidth and throughput are plumb survey's
  * measurements and the efficiencies come from plumb bench's calibration
- * records (the same file type's when there is one); elsewhere they are the
+ * records of models of the same size (survey_calib_applies), the same file
+ * type's when there is one; the row says which record (eff_from); elsewhere they are the
  * catalog's figures with an assumed efficiency per kind of device.
  */
 
@@ -164,7 +165,8 @@ struct plan_cal {
     double eff_tg, eff_pp;   /* 0: that test was not run */
     double bw_gbs;           /* the bandwidth that bench run measured */
     bool same_threads;       /* measured with the thread count plan assumes */
-    char from[160];          /* "plumb bench tinyllama-1.1b Q4_0 (synthesized), 2 threads, 2026-..." */
+    uint64_t weight_bytes;   /* of the model benchmarked: it calibrates models of its size class */
+    char from[200];          /* "plumb bench tinyllama-1.1b:Q4_0 (Q4_0, 606.5 MiB), 2 threads, 2026-12-02T09:23:15Z" */
 };
 
 /* A device to plan for. */
@@ -213,7 +215,7 @@ struct plan_row {
     bool meets;
     double eff_tg, eff_pp;
     bool eff_calibrated;     /* from a plumb bench record (else assumed) */
-    const char *eff_from;
+    char eff_from[256];      /* "assumed", the record used (model, type, size, threads, when), or the median's */
 };
 
 struct plan_result {

@@ -7,10 +7,23 @@
  * objects with the status that fits (400, 401, 404, 405, 413, 503 with
  * Retry-After, 500 only for the server's own failures).
  *
- * Threads: libmicrohttpd runs one thread per connection (bounded by
- * max_connections); a request's thread waits for its tokens, which the
- * scheduler's thread hands over. A client that goes away cancels its
+ * Connections: the server accepts them itself and holds each, on one
+ * thread for all, until its request head has come (within
+ * header_timeout_s of the accept; at most max_per_client of one client
+ * address and max_waiting in all wait so); then libmicrohttpd runs it on
+ * a thread of its own (at most max_connections). Idle or dripping
+ * connections thus never take a thread, and /health answers beside
+ * hundreds of them. The body must come within header_timeout_s plus its
+ * length at min_rate bytes a second. Each connection carries one request
+ * (every response says "Connection: close"): a request pipelined behind
+ * another is never run. A request's thread waits for its tokens, which
+ * the scheduler's thread hands over; a client that goes away cancels its
  * request at the next step.
+ *
+ * The port is never shared (no SO_REUSEPORT): a port in use is an error
+ * naming the process that holds it where /proc shows it. A host that is
+ * not a loopback address without an API key file is refused unless
+ * insecure is set.
  */
 #ifndef PLUMB_SERVER_H
 #define PLUMB_SERVER_H
@@ -30,7 +43,12 @@
 #define SERVER_DEFAULT_MAX_BODY (1u << 20)
 #define SERVER_DEFAULT_TIMEOUT_S 600
 #define SERVER_DEFAULT_DRAIN_S 30
-#define SERVER_DEFAULT_MAX_CONNECTIONS 256
+#define SERVER_DEFAULT_MAX_CONNECTIONS 256 /* connections with a request in progress */
+#define SERVER_DEFAULT_HEADER_TIMEOUT_S 10  /* to send a request's headers (and start its body) */
+#define SERVER_DEFAULT_MIN_RATE 4096        /* bytes a second of a request body, at least */
+#define SERVER_DEFAULT_MAX_PER_CLIENT 64    /* connections of one address waiting to send their request */
+#define SERVER_DEFAULT_MAX_WAITING 1024     /* connections waiting to send their request, in all */
+#define SERVER_MAX_HEAD (64u << 10)         /* bytes of a request's line and headers */
 #define SERVER_MAX_MODELS 16
 
 /* One served model: the API's id and the engine it runs on. */
@@ -65,8 +83,13 @@ struct server_params {
     const char *api_key_file;/* NULL: no keys needed */
     size_t max_body;         /* bytes of a request body */
     int max_tokens;          /* cap on a request's max_tokens (0: the context) */
-    double timeout_s;        /* longest a request may run, and idle time of a connection */
-    int max_connections;
+    double timeout_s;        /* longest a request may run (once it has come in), and idle time while it runs */
+    int max_connections;     /* connections with a whole request head, in progress */
+    double header_timeout_s; /* a connection's request head must come within this of its accept */
+    double min_rate;         /* ... and its body within header_timeout_s + its length / min_rate */
+    int max_per_client;      /* connections of one address waiting for their heads (0: no limit) */
+    int max_waiting;         /* connections waiting for their heads, in all */
+    bool insecure;           /* serve on a non-loopback host without API keys */
     bool log_json;           /* request lines as JSON objects, else key=value text */
     bool ignore_memory;      /* load models even when their memory estimates exceed what is available */
     /* one line per event (start, request, reload, drain), never holding a key */

@@ -19,6 +19,12 @@ struct service_params {
     double drain_timeout_s;  /* how long a stop may take beyond that: TimeoutStopSec */
 };
 
+/* What the unit's sandbox does to path: "ProtectHome" when it is under
+ * /home, /root or /run/user, "PrivateTmp" under /tmp or /var/tmp (the
+ * service sees neither: an empty /home, a /tmp of its own), NULL when the
+ * service sees it. */
+const char *service_hidden(const char *path);
+
 /* The unit's text into buf (size bytes); fails when a path is not
  * absolute or holds characters a unit file cannot carry. */
 int service_unit(const struct service_params *p, char *buf, size_t size, pb_err *err);

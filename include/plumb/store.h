@@ -8,7 +8,8 @@
  *                        (every digest a name has pointed at, with its
  *                        parent, action, source and time) and names (the
  *                        current revision of each NAME:TAG)
- *   blobs/sha256-HEX     the model files (read-only copies, or hard links)
+ *   blobs/sha256-HEX     the model files: read-only copies (reflinks where the
+ *                        file system can), or hard links when asked
  *   tmp/                 files being written or removed, each held under a
  *                        flock by its process; same file system as blobs/,
  *                        so the final rename is atomic
@@ -28,6 +29,18 @@
  * Names are NAME[:TAG] (the tag defaults to "latest"); they are checked by
  * store_ref_parse and never used as file names. A store handle is for one
  * thread at a time; several processes may use one store at once.
+ *
+ * A blob's size and modification time are recorded when it is
+ * registered, and store_resolve refuses a blob whose file no longer has
+ * them (a hard-linked file edited in place): run, serve and bench never
+ * use a changed model silently.
+ *
+ * A full disk: SQLite needs room for its write-ahead log and, when nobody
+ * has the registry open, for its 32 KiB shared-memory index, even to read.
+ * Reading commands open the store read-only (store_open_readonly), which
+ * then reads the database file as immutable (it holds every commit when
+ * no write-ahead log is left); store_rm on such a handle frees space
+ * first. Writes fail with PB_ENOSPC and a message that says so.
  *
  * Known weakness: a download is resumed (HTTP Range) only within one
  * process; a pull that was killed starts again from the first byte.
@@ -76,8 +89,15 @@ int store_digest_parse(const char *text, char out[65], pb_err *err);
 int store_default_home(char *buf, size_t size, pb_err *err);
 
 /* Opens (creating when absent) the store at home (NULL: the default), and
- * removes the stale temporary files of dead processes. */
+ * removes the stale temporary files of dead processes. PB_ENOSPC when the
+ * disk is too full for the registry to be opened for writing. */
 int store_open(const char *home, struct store **out, pb_err *err);
+/* Opens the store for reading only (ls, show, verify's checks, usage):
+ * nothing is written, and it works on a full disk (see above). A store
+ * without a registry yet, or with an older one, is opened by store_open
+ * (created or migrated). Changing functions fail on such a handle, but
+ * store_rm. */
+int store_open_readonly(const char *home, struct store **out, pb_err *err);
 void store_close(struct store *s);
 
 const char *store_home(const struct store *s);
@@ -100,6 +120,7 @@ struct store_entry {
     int64_t modified;         /* when it took its current digest */
     int64_t rev;              /* id of the current revision */
     int n_revisions;          /* revisions in its history, the current one included */
+    int64_t blob_mtime_ns;    /* the file's modification time when registered (0: not recorded) */
 };
 
 /* The entry of ref ("NAME[:TAG]"). PB_ENOTFOUND when absent (the message
@@ -135,8 +156,12 @@ int store_history(struct store *s, const char *ref, struct store_revision **out,
  *
  * entry (may be NULL) receives the store entry; its digest is "" when
  * MODEL was a path. Fails with PB_ENOTFOUND ("neither a file nor a model
- * in the store at ...") or PB_EINVAL (not a valid name). Opens and closes
- * the registry; cheap enough to call once per command. */
+ * in the store at ...") or PB_EINVAL (not a valid name), and with PB_EIO
+ * when the name's file is missing or changed since it was registered (its
+ * size or modification time differs: a hard-linked original edited in
+ * place), naming the model and plumb verify / plumb pull as the fix.
+ * Opens the registry read-only and closes it; cheap enough to call once
+ * per command. */
 int store_resolve(const char *home, const char *model, char *path, size_t size, struct store_entry *entry,
                   pb_err *err);
 
@@ -147,7 +172,10 @@ typedef void (*store_progress_fn)(void *user, uint64_t done, uint64_t total, con
 struct store_pull_opts {
     const char *name;           /* NAME[:TAG]; NULL: the source's file name without .gguf, tag latest */
     const char *sha256;         /* expected digest (64 hex digits, "sha256:" prefix allowed), or NULL */
-    bool copy;                  /* local files: copy even when a hard link is possible */
+    bool link;                  /* local files: hard-link when on the store's file system (the store
+                                 * then shares the file: an edit of the original changes the model,
+                                 * which store_resolve refuses); default: a copy (a reflink where the
+                                 * file system can: instant, and an edit of either side stays there) */
     int max_attempts;           /* http(s): attempts in all; 0: 8 */
     int retry_delay_ms;         /* first back-off between attempts, doubling to at most 30 s; 0: 1000 */
     const volatile sig_atomic_t *cancel; /* when it becomes non-zero the pull stops (PB_EIO, "interrupted") */
@@ -160,6 +188,7 @@ struct store_pull_result {
     bool new_blob;              /* the store did not hold this digest before */
     bool changed;               /* the name moved to a new digest (false: it already pointed there) */
     bool linked;                /* a local file was hard-linked, not copied */
+    bool reflinked;             /* a local file was cloned (FICLONE), not copied byte by byte */
     int attempts;               /* http(s) requests made */
 };
 
@@ -201,7 +230,11 @@ struct store_rm_result {
 };
 
 /* Removes ref and its history; blobs that no name (nor any name's history)
- * uses any more are removed too. */
+ * uses any more are removed too. On a store opened read-only (after
+ * store_open failed with PB_ENOSPC: a full disk) the files the removal
+ * frees are deleted first, to make room for the registry's transaction;
+ * if that still fails, the registry names ref with its file gone (plumb
+ * verify shows it, and plumb rm again finishes) and the message says so. */
 int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_err *err);
 
 /* ---- verifying ---- */
@@ -285,7 +318,9 @@ struct store_bundle_result {
     char created[32];           /* import: when it was written */
 };
 
-/* Writes a bundle of the models refs (NAME[:TAG] each) to path. */
+/* Writes a bundle of the models refs (NAME[:TAG] each) to path: a new
+ * file, or one that replaces a regular file (PB_EINVAL for a device, a
+ * FIFO, a directory); "-" writes the tar to standard output as a stream. */
 int store_export(struct store *s, const char *const *refs, size_t n_refs, const char *path,
                  const struct store_bundle_opts *o, struct store_bundle_result *res, pb_err *err);
 

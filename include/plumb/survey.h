@@ -13,8 +13,11 @@
  * under the profile directory (survey_dir()), survey_load() reads it back
  * for plumb plan. The JSON is the same as `plumb survey --json` prints.
  *
- * Calibration: plumb bench appends one record per run (survey_calib_add),
- * from which plan derives the efficiency of the kernels on this machine.
+ * Calibration: plumb bench adds a record of a run that represents the
+ * models it would calibrate (survey_calib_representative: not a model that
+ * runs from the CPU's caches, not a short test; others only when asked),
+ * from which plan derives the efficiency of the kernels on this machine
+ * for models of the same size class (survey_calib_size_class).
  */
 #ifndef PLUMB_SURVEY_H
 #define PLUMB_SURVEY_H
@@ -144,6 +147,24 @@ struct survey_calib {
     double tg_tps;         /* generation tokens/s (0: not measured) */
     int tg_tokens;
 };
+
+/* Weights below this run from the CPU's caches, or nearly: their speed
+ * says nothing of larger models. */
+#define SURVEY_CALIB_MIN_WEIGHTS (256ull << 20)
+#define SURVEY_CALIB_MIN_PP 32 /* prompt tokens of a test that calibrates */
+#define SURVEY_CALIB_MIN_TG 16 /* generated tokens of a test that calibrates */
+
+/* Whether a bench run represents the models it would calibrate: weights
+ * of at least SURVEY_CALIB_MIN_WEIGHTS and tests at least as long as the
+ * minimums above. False with the reason in why (may be NULL). */
+bool survey_calib_representative(const struct survey_calib *c, char *why, size_t size);
+/* The size class of weight_bytes: 0 below SURVEY_CALIB_MIN_WEIGHTS, then
+ * 1, 2, 3, ... for 256 MiB-1 GiB, 1-4 GiB, 4-16 GiB, ... (each 4x). */
+int survey_calib_size_class(uint64_t weight_bytes);
+/* Whether a record of record_weights may calibrate a model of
+ * model_weights: the same size class or a neighbouring one, and class 0
+ * only its own. */
+bool survey_calib_applies(uint64_t record_weights, uint64_t model_weights);
 
 /* Adds r to <dir>/calibration.json, replacing a record of the same model,
  * type, kernels and threads, keeping the newest SURVEY_MAX_CALIB. */

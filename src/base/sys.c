@@ -1,7 +1,11 @@
 #define _GNU_SOURCE
 #include "base/sys.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -60,4 +64,85 @@ void sys_free_large(void *p, size_t n)
 {
     if (p)
         munmap(p, n);
+}
+
+/* The inodes of the sockets listening on TCP port (IPv4 and IPv6). */
+static int listening_inodes(int port, unsigned long *inodes, int max)
+{
+    static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int n = 0;
+    for (int f = 0; f < 2; f++) {
+        FILE *fp = fopen(files[f], "r");
+        if (!fp)
+            continue;
+        char line[512];
+        if (!fgets(line, sizeof line, fp)) { /* the column titles */
+            fclose(fp);
+            continue;
+        }
+        while (n < max && fgets(line, sizeof line, fp)) {
+            char local[80];
+            unsigned st;
+            unsigned long inode;
+            /* sl local rem st tx:rx tr:when retr uid timeout inode */
+            if (sscanf(line, " %*s %79s %*s %x %*s %*s %*s %*s %*s %lu", local, &st, &inode) != 3)
+                continue;
+            const char *colon = strrchr(local, ':');
+            if (st == 0x0A && colon && strtol(colon + 1, NULL, 16) == port && inode)
+                inodes[n++] = inode;
+        }
+        fclose(fp);
+    }
+    return n;
+}
+
+bool sys_port_owner(int port, int *pid, char *comm, size_t comm_size)
+{
+    unsigned long inodes[8];
+    int n = listening_inodes(port, inodes, 8);
+    if (n == 0)
+        return false;
+    DIR *proc = opendir("/proc");
+    if (!proc)
+        return false;
+    struct dirent *pe;
+    bool found = false;
+    while (!found && (pe = readdir(proc))) {
+        if (!isdigit((unsigned char)pe->d_name[0]))
+            continue;
+        char dir[64];
+        snprintf(dir, sizeof dir, "/proc/%.20s/fd", pe->d_name);
+        DIR *fds = opendir(dir); /* another user's: not readable unless root */
+        if (!fds)
+            continue;
+        struct dirent *fe;
+        while (!found && (fe = readdir(fds))) {
+            char link[128], target[64];
+            snprintf(link, sizeof link, "%s/%.32s", dir, fe->d_name);
+            ssize_t k = readlink(link, target, sizeof target - 1);
+            unsigned long ino;
+            if (k <= 0)
+                continue;
+            target[k] = 0;
+            if (sscanf(target, "socket:[%lu]", &ino) != 1)
+                continue;
+            for (int i = 0; i < n && !found; i++)
+                found = ino == inodes[i];
+        }
+        closedir(fds);
+        if (found) {
+            *pid = atoi(pe->d_name);
+            comm[0] = 0;
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%.20s/comm", pe->d_name);
+            FILE *fp = fopen(path, "r");
+            if (fp) {
+                if (fgets(comm, (int)comm_size, fp))
+                    comm[strcspn(comm, "\n")] = 0;
+                fclose(fp);
+            }
+        }
+    }
+    closedir(proc);
+    return found;
 }

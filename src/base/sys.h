@@ -4,6 +4,7 @@
 
 #include "plumb/base.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,5 +22,11 @@ uint64_t sys_mem_available(void);
  * TLB misses of streaming gigabytes through 4 KiB pages. NULL on failure. */
 void *sys_alloc_large(size_t n);
 void sys_free_large(void *p, size_t n);
+
+/* The process listening on TCP port (IPv4 or IPv6), from /proc/net/tcp*
+ * and the processes' open files: its pid and command name (comm). false
+ * when nobody listens there or the owner cannot be seen (another user's
+ * process, without root). */
+bool sys_port_owner(int port, int *pid, char *comm, size_t comm_size);
 
 #endif

@@ -56,3 +56,39 @@ json_t *pb_json_text(const char *s, size_t len)
     free(buf);
     return v;
 }
+
+size_t pb_escape_text(const char *s, char *out, size_t size)
+{
+    if (!size)
+        return 0;
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    size_t n = strlen((const char *)p), o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_valid_len(p + i, n - i);
+        /* C0 controls, DEL, and U+0080..U+009F (C1: CSI and the like,
+         * which some terminals obey) are written as \xHH, as is every byte
+         * that is not UTF-8; the rest passes as it is */
+        bool c1 = k == 2 && p[i] == 0xC2 && p[i + 1] < 0xA0;
+        if (k == 0 || c1 || p[i] < 0x20 || p[i] == 0x7f) {
+            size_t take = c1 ? 2 : 1;
+            for (size_t j = 0; j < take; j++) {
+                char esc[8];
+                int m = snprintf(esc, sizeof esc, "\\x%02x", p[i + j]);
+                if (o + (size_t)m >= size)
+                    goto full;
+                memcpy(out + o, esc, (size_t)m);
+                o += (size_t)m;
+            }
+            i += take;
+        } else {
+            if (o + k >= size)
+                goto full;
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        }
+    }
+full:
+    out[o] = 0;
+    return o;
+}

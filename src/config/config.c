@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define CONFIG_MAX_BYTES (1u << 20) /* far beyond any real configuration */
 
 void config_defaults(struct config *c)
 {
@@ -22,6 +25,9 @@ void config_defaults(struct config *c)
     c->max_queue = d.max_queue;
     c->max_body = d.max_body;
     c->max_connections = d.max_connections;
+    c->max_per_client = d.max_per_client;
+    c->header_timeout_s = d.header_timeout_s;
+    c->min_rate = d.min_rate;
     c->timeout_s = d.timeout_s;
     c->drain_timeout_s = SERVER_DEFAULT_DRAIN_S;
 }
@@ -112,6 +118,15 @@ static bool parse_double(const char *v, double lo, double hi, double *out)
     return true;
 }
 
+static bool parse_bool(const char *v, bool *out)
+{
+    if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+        return *out = true, true;
+    if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+        return *out = false, true;
+    return false;
+}
+
 static bool copy_str(char *dst, size_t size, const char *v)
 {
     size_t n = strlen(v);
@@ -184,6 +199,14 @@ static int on_value(void *user, const char *section, const char *name, const cha
             ok = parse_long(value, 0, 1 << 24, &n) && (c->max_tokens = (int)n, true);
         else if (!strcmp(name, "max_connections"))
             ok = parse_long(value, 1, 100000, &n) && (c->max_connections = (int)n, true);
+        else if (!strcmp(name, "max_connections_per_client"))
+            ok = parse_long(value, 0, 100000, &n) && (c->max_per_client = (int)n, true);
+        else if (!strcmp(name, "header_timeout"))
+            ok = parse_double(value, 0.1, 3600, &c->header_timeout_s);
+        else if (!strcmp(name, "min_rate"))
+            ok = parse_double(value, 1, 1e12, &c->min_rate);
+        else if (!strcmp(name, "insecure"))
+            ok = parse_bool(value, &c->insecure);
         else if (!strcmp(name, "timeout"))
             ok = parse_double(value, 0.1, 1e7, &c->timeout_s);
         else if (!strcmp(name, "drain_timeout"))
@@ -244,9 +267,16 @@ int config_load(const char *path, struct config *c, pb_err *err)
     p.section[0] = '\x01'; /* no section seen yet */
     pb_err inner = {0};
     p.err = &inner;
-    int line = ini_parse(path, on_value, &p);
+    /* read whole, and only a regular file of sensible size: /dev/zero or a
+     * FIFO would never end */
+    char *text = NULL;
+    int rc = pb_read_small(path, CONFIG_MAX_BYTES, &text, NULL, err);
+    if (rc)
+        return pb_wrap(err, rc, "configuration");
+    int line = ini_parse_string(text, on_value, &p);
+    free(text);
     if (line < 0)
-        return pb_fail(err, PB_EIO, "%s: %s", path, line == -1 ? strerror(errno) : "out of memory");
+        return pb_fail(err, PB_ENOMEM, "%s: out of memory", path);
     if (line > 0)
         return pb_fail(err, inner.code ? inner.code : PB_EFORMAT, "%s:%d: %s", path, line,
                        inner.msg[0] ? inner.msg : "not a key = value line, nor a [section]");

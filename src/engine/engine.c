@@ -59,6 +59,28 @@ int engine_threads_create(int n_threads, struct engine_threads **out, pb_err *er
     return PB_OK;
 }
 
+bool engine_threads_advice(int n_threads, char *msg, size_t size)
+{
+    const int cpus = pool_cpu_count();
+    if (n_threads <= cpus || cpus < 1)
+        return false;
+    snprintf(msg, size, "%d threads on %d CPU%s: the extra threads run by turns, and each of the hundreds of matrix "
+             "products per token waits for the last of them, so generation and prompts run about %dx slower or "
+             "worse; use %d threads (or leave the setting out: every CPU)",
+             n_threads, cpus, cpus == 1 ? "" : "s", (n_threads + cpus - 1) / cpus, cpus);
+    return true;
+}
+
+bool engine_ctx_advice(int64_t n_ctx, int64_t n_ctx_train, char *msg, size_t size)
+{
+    if (n_ctx_train <= 0 || n_ctx <= n_ctx_train)
+        return false;
+    snprintf(msg, size, "context %" PRId64 " exceeds the model's training context %" PRId64 ": positions past it "
+             "were never trained and output may degrade there; use a context of at most %" PRId64,
+             n_ctx, n_ctx_train, n_ctx_train);
+    return true;
+}
+
 void engine_threads_free(struct engine_threads *t)
 {
     if (!t)
@@ -183,6 +205,7 @@ static void fill_memory(const struct model_mem *mm, const struct model_hparams *
     out->total = out->weights + out->kv + out->compute + out->runtime;
     out->available = sys_mem_available();
     out->n_ctx = n_ctx;
+    out->n_ctx_train = hp->n_ctx_train;
 }
 
 /* The estimate for the model of file f (left open), whose tokenizer is

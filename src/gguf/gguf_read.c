@@ -582,18 +582,17 @@ int gguf_open_memory(const void *buf, size_t size, const char *name, struct gguf
 int gguf_open(const char *path, struct gguf_file **out, pb_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pb_fail(err, PB_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int fd; /* a FIFO is refused, not waited on */
+    if (pb_open_input(path, &fd, err)) {
+        if (err)
+            err->code = PB_EIO;
+        return PB_EIO;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
         return pb_fail(err, PB_EIO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return pb_fail(err, PB_EIO, "%s: not a regular file", path);
     }
     if (st.st_size < 8) {
         close(fd);

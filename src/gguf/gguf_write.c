@@ -351,6 +351,9 @@ int gguf_writer_begin(struct gguf_writer *w, const char *path, pb_err *err)
     int rc = prepare_begin(w, err);
     if (rc)
         return rc;
+    /* the rename at the end would replace a device node or a FIFO */
+    if ((rc = pb_check_output(path, err)))
+        return rc;
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp_path = malloc(plen + 32);
@@ -469,6 +472,11 @@ int gguf_writer_finish(struct gguf_writer *w, pb_err *err)
         return pb_fail(err, PB_EIO, "%s: cannot close: %s", w->tmp_path, strerror(errno));
     }
     w->fp = NULL;
+    int rc = pb_check_output(w->path, err); /* it may have changed while the file was written */
+    if (rc) {
+        unlink(w->tmp_path);
+        return rc;
+    }
     if (rename(w->tmp_path, w->path) != 0) {
         int e = errno;
         unlink(w->tmp_path);

@@ -252,6 +252,7 @@ void plan_target_this(const struct survey *s, const struct survey_calib *cal, in
         memset(c, 0, sizeof *c);
         snprintf(c->ftype, sizeof c->ftype, "%s", r->ftype);
         c->bw_gbs = r->bandwidth_gbs;
+        c->weight_bytes = r->weight_bytes;
         double flops = 2.0 * (double)r->n_params;
         if (r->tg_tps > 0) {
             double roof = fmax((double)r->weight_bytes / (r->bandwidth_gbs * 1e9), flops / rate);
@@ -262,7 +263,8 @@ void plan_target_this(const struct survey *s, const struct survey_calib *cal, in
             double roof = fmax(flops / rate, (double)r->weight_bytes / (r->bandwidth_gbs * 1e9 * batch));
             c->eff_pp = clampd(roof * r->pp_tps, 0.01, 10);
         }
-        snprintf(c->from, sizeof c->from, "plumb bench %.60s, %d threads, %.10s", r->model, r->threads, r->created);
+        snprintf(c->from, sizeof c->from, "plumb bench %.60s (%s, %.1f MiB of weights), %d threads, %.20s", r->model,
+                 r->ftype[0] ? r->ftype : "?", (double)r->weight_bytes / 1048576.0, r->threads, r->created);
         c->same_threads = r->threads == s->cpu.threads; /* others only when nothing matches */
         t->n_cal++;
     }
@@ -285,36 +287,51 @@ void plan_target_device(const struct cat_device *d, struct plan_target *t)
              d->bandwidth_gbs, d->fp16_tflops, d->int8_tops);
 }
 
-/* The efficiency for a quantization: a calibration of the same file type
- * (newest), else the median of all of them, else the assumed default. */
+/* The efficiency for a quantization whose weights are weight_bytes: among
+ * the records of models of that size (survey_calib_applies: a tiny
+ * model's bench does not calibrate large ones), one of the same file type
+ * (the nearest in size, then the newest), else the median of the others,
+ * else the assumed default. */
 /* With a record of the same type, *bw (may be NULL) becomes the bandwidth
  * its bench run measured: the efficiency was derived with it, and the
  * machine's bandwidth drifts between measurements on shared hosts (other
  * load only lowers it), so the record's own pair predicts best. */
-static void pick_eff(const struct plan_target *t, const char *quant, bool tg, double *eff, bool *calibrated,
-                     const char **from, double *bw)
+static void pick_eff(const struct plan_target *t, const char *quant, uint64_t weight_bytes, bool tg, double *eff,
+                     bool *calibrated, char *from, size_t from_size, double *bw)
 {
     *eff = tg ? t->eff_tg : t->eff_pp;
     *calibrated = false;
-    *from = "assumed";
+    snprintf(from, from_size, "assumed");
     double v[PLAN_MAX_CAL];
+    const struct plan_cal *newest = NULL; /* of the others, for the median's note */
     int n = 0;
-    for (int pass = 0; pass < 2 && n == 0; pass++) /* this thread count first, then any */
-        for (int i = t->n_cal - 1; i >= 0; i--) {
+    const int cls = survey_calib_size_class(weight_bytes);
+    for (int pass = 0; pass < 2 && n == 0; pass++) { /* this thread count first, then any */
+        const struct plan_cal *best = NULL;
+        int best_dist = 1 << 30;
+        for (int i = t->n_cal - 1; i >= 0; i--) { /* newest first */
             const struct plan_cal *c = &t->cal[i];
             double e = tg ? c->eff_tg : c->eff_pp;
-            if (e <= 0 || c->same_threads != (pass == 0))
+            if (e <= 0 || c->same_threads != (pass == 0) || !survey_calib_applies(c->weight_bytes, weight_bytes))
                 continue;
-            if (!strcasecmp(c->ftype, quant)) {
-                *eff = e;
-                *calibrated = true;
-                *from = c->from;
-                if (bw && c->bw_gbs > 0)
-                    *bw = c->bw_gbs * 1e9;
-                return;
+            const int dist = abs(survey_calib_size_class(c->weight_bytes) - cls);
+            if (!strcasecmp(c->ftype, quant) && dist < best_dist) {
+                best = c;
+                best_dist = dist;
             }
+            if (!newest)
+                newest = c;
             v[n++] = e;
         }
+        if (best) {
+            *eff = tg ? best->eff_tg : best->eff_pp;
+            *calibrated = true;
+            snprintf(from, from_size, "%s", best->from);
+            if (bw && best->bw_gbs > 0)
+                *bw = best->bw_gbs * 1e9;
+            return;
+        }
+    }
     if (n == 0)
         return;
     for (int i = 1; i < n; i++) /* median */
@@ -325,7 +342,8 @@ static void pick_eff(const struct plan_target *t, const char *quant, bool tg, do
         }
     *eff = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
     *calibrated = true;
-    *from = "median of plumb bench records of other types";
+    snprintf(from, from_size, "median of %d plumb bench record%s of other types of this size, the newest %.150s", n,
+             n == 1 ? "" : "s", newest->from);
 }
 
 /* ---- evaluation ---- */
@@ -404,13 +422,12 @@ int plan_evaluate(const struct cat_model *m, const struct plan_target *t, const 
         struct speed s = {m, &row->w, (double)mem.kv, t->bw_gbs * 1e9, quants[q].ftype == PB_FTYPE_F16 ? t->fp_ops : t->int8_ops,
                           0, 0, p->ctx, prompt};
         bool cal_tg, cal_pp;
-        const char *from_tg, *from_pp;
-        pick_eff(t, row->quant, true, &s.eff_tg, &cal_tg, &from_tg, &s.bw);
-        pick_eff(t, row->quant, false, &s.eff_pp, &cal_pp, &from_pp, NULL);
+        char from_pp[sizeof row->eff_from];
+        pick_eff(t, row->quant, row->w.bytes, true, &s.eff_tg, &cal_tg, row->eff_from, sizeof row->eff_from, &s.bw);
+        pick_eff(t, row->quant, row->w.bytes, false, &s.eff_pp, &cal_pp, from_pp, sizeof from_pp, NULL);
         row->eff_tg = s.eff_tg;
         row->eff_pp = s.eff_pp;
         row->eff_calibrated = cal_tg;
-        row->eff_from = from_tg;
         double step = step_time(&s, p->users, &row->compute_bound);
         row->tg_user = 1.0 / step;
         row->tg_total = p->users / step;

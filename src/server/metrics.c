@@ -149,6 +149,18 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
                  (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
     if (!rc)
+        rc = put(out,
+                 "# HELP plumb_connections_open Connections with a request in progress.\n"
+                 "# TYPE plumb_connections_open gauge\nplumb_connections_open %d\n"
+                 "# HELP plumb_connections_waiting Connections that have not sent their request yet.\n"
+                 "# TYPE plumb_connections_waiting gauge\nplumb_connections_waiting %d\n"
+                 "# HELP plumb_connections_dropped_total Connections closed before their request came, by reason.\n"
+                 "# TYPE plumb_connections_dropped_total counter\n",
+                 g->conn_open, g->gate.waiting);
+    for (int d = 0; d < GATE_DROP_N && !rc; d++)
+        rc = put(out, "plumb_connections_dropped_total{reason=\"%s\"} %llu\n", gate_drop_name((enum gate_drop)d),
+                 (unsigned long long)g->gate.dropped[d]);
+    if (!rc)
         rc = put_histogram(out, "plumb_time_to_first_token_seconds", "Seconds from a request to its first token.",
                            &m->ttft);
     if (!rc)

@@ -5,6 +5,7 @@
 
 #include "base/err.h"
 #include "base/sbuf.h"
+#include "server/gate.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@ struct metrics_gauges {
     int ready, n_models;
     uint64_t steps, step_tokens;
     double step_seconds, sample_seconds;
+    int conn_open;            /* connections with a request in progress */
+    struct gate_stats gate;   /* connections waiting for their requests, and those dropped */
 };
 
 /* The Prometheus text exposition of everything into out. */

@@ -7,12 +7,15 @@
 
 #include "base/sbuf.h"
 #include "base/sys.h"
+#include "server/gate.h"
 #include "server/metrics.h"
 #include "server/oai.h"
 
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +53,8 @@ struct server {
     struct served *models[SERVER_MAX_MODELS];
     int n_models;
     struct MHD_Daemon *mhd;
+    struct gate *gate;  /* accepts, and hands over connections whose request head has come */
+    atomic_int n_conn;  /* connections libmicrohttpd holds */
     int port;
     struct metrics metrics;
     struct api_key *keys;
@@ -66,6 +72,10 @@ struct server_params server_defaults(void)
         .max_body = SERVER_DEFAULT_MAX_BODY,
         .timeout_s = SERVER_DEFAULT_TIMEOUT_S,
         .max_connections = SERVER_DEFAULT_MAX_CONNECTIONS,
+        .header_timeout_s = SERVER_DEFAULT_HEADER_TIMEOUT_S,
+        .min_rate = SERVER_DEFAULT_MIN_RATE,
+        .max_per_client = SERVER_DEFAULT_MAX_PER_CLIENT,
+        .max_waiting = SERVER_DEFAULT_MAX_WAITING,
     };
 }
 
@@ -97,9 +107,18 @@ static void logf_(struct server *s, const char *fmt, ...)
  * blank lines and lines starting with '#' are skipped. */
 static int load_keys(struct server *s, const char *path, pb_err *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int fd, rc0 = pb_open_input(path, &fd, err); /* a FIFO or /dev/zero would never end */
+    if (rc0)
+        return pb_wrap(err, rc0, "the API key file");
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+        logf_(s, "warning: the API key file %s has mode %03o: other users of this machine can read (or change) the "
+                 "keys; chmod 600 it (owned by the server's user)", path, (unsigned)(st.st_mode & 0777));
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
         return pb_fail(err, PB_EIO, "%s: %s", path, strerror(errno));
+    }
     s->keys = calloc(MAX_KEYS, sizeof *s->keys);
     if (!s->keys) {
         fclose(f);
@@ -211,6 +230,11 @@ static int served_open(struct server *s, const struct server_model *spec, struct
     m->om.on_itl = on_itl;
     m->om.on_itl_user = s;
     m->refs = 1;
+    struct engine_info in;
+    char warn[512];
+    engine_get_info(m->om.e, &in);
+    if (engine_ctx_advice(in.n_ctx, in.n_ctx_train, warn, sizeof warn))
+        logf_(s, "warning: model '%s': %s", m->om.id, warn);
     *out = m;
     return PB_OK;
 }
@@ -285,6 +309,8 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, int status, const c
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
+    /* one request per connection: see on_request */
+    MHD_add_response_header(r, "Connection", "close");
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
     if (status == 401)
@@ -319,6 +345,7 @@ struct conn {
     struct served *model;/* its model (a reference) */
     char key_id[64];
     struct MHD_Connection *connection;
+    uint64_t content_length; /* 0 when none (or chunked) */
 };
 
 /* True when the client closed its side (or the socket broke). */
@@ -414,6 +441,7 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
             return MHD_NO;
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
+        MHD_add_response_header(r, "Connection", "close");
         cn->status = 200;
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r);
@@ -493,6 +521,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         }
         g.n_models = s->n_models;
         pthread_mutex_unlock(&s->models_mu);
+        g.conn_open = atomic_load(&s->n_conn);
+        gate_get_stats(s->gate, &g.gate);
         struct sbuf out = {0};
         if (metrics_render(&s->metrics, &g, &out)) {
             sbuf_free(&out);
@@ -530,6 +560,21 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
     return handle_generation(cn, c, is_chat);
 }
 
+/* Seconds as libmicrohttpd's idle timeout of a connection. */
+static unsigned timeout_arg(double s)
+{
+    return s > 1e6 ? 1000000u : (unsigned)ceil(s);
+}
+
+/* Every connection carries one request: each response says "Connection:
+ * close", so a second request sent behind the first on the same
+ * connection (pipelining) is never run; the client sees the connection
+ * end after the first answer and sends it again. Every request thus
+ * passes the gate, whose deadline covers its head. The body must then
+ * come within the header timeout plus its length at min_rate (a client
+ * that trickles it is cut off), and meanwhile a quiet connection is
+ * closed after the header timeout; the generation timeout starts when the
+ * whole request is in. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -544,12 +589,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cn->t0 = sys_now();
         snprintf(cn->endpoint, sizeof cn->endpoint, "%s", known_endpoint(url));
         *con_cls = cn;
+        /* the gate let only plain decimal lengths through */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > s->p.max_body)
+        cn->content_length = cl ? strtoull(cl, NULL, 10) : 0;
+        if (cn->content_length > s->p.max_body)
             cn->too_large = true;
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, timeout_arg(s->p.header_timeout_s));
         return MHD_YES;
     }
     if (*upload_size) {
+        const uint64_t n = cn->body.len + *upload_size > cn->content_length ? cn->body.len + *upload_size
+                                                                             : cn->content_length;
+        if (sys_now() - cn->t0 > s->p.header_timeout_s + (double)n / s->p.min_rate) {
+            logf_(s, "a request body came slower than %.0f bytes/s: connection closed", s->p.min_rate);
+            return MHD_NO;
+        }
         if (!cn->too_large && cn->body.len + *upload_size > s->p.max_body)
             cn->too_large = true;
         if (!cn->too_large && sbuf_add(&cn->body, upload, *upload_size))
@@ -557,6 +611,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, timeout_arg(s->p.timeout_s));
     if (cn->too_large)
         return reply_error(cn, c, 413, "invalid_request_error", "request_too_large",
                            "the request body is larger than %zu bytes", s->p.max_body);
@@ -644,6 +699,30 @@ static void on_itl(void *user, double seconds)
     metrics_itl(&s->metrics, seconds);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)c;
+    (void)socket_context;
+    struct server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&s->n_conn, 1);
+    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&s->n_conn, 1);
+}
+
+/* The gate's hand-over: a connection whose request head has come. */
+static void admit(void *user, int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct server *s = user;
+    if (atomic_load(&s->n_conn) >= s->p.max_connections) {
+        gate_reply(fd, 503, NULL, "the server has all the connections it takes: try again");
+        close(fd);
+        return;
+    }
+    (void)MHD_add_connection(s->mhd, fd, addr, len); /* it closes fd on failure */
+}
+
 /* ---- start and stop ---- */
 
 static int resolve_host(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len, bool *v6, pb_err *err)
@@ -658,6 +737,85 @@ static int resolve_host(const char *host, int port, struct sockaddr_storage *ss,
     *len = res->ai_addrlen;
     *v6 = res->ai_family == AF_INET6;
     freeaddrinfo(res);
+    return PB_OK;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* Served beyond this machine without keys, anyone who reaches the port
+ * uses the models: refused unless insecure is set. */
+static int check_exposure(struct server *s, pb_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    bool v6;
+    int rc = resolve_host(s->p.host, s->p.port, &ss, &sl, &v6, err);
+    if (rc || is_loopback(&ss) || s->p.api_key_file)
+        return rc;
+    if (!s->p.insecure)
+        return pb_fail(err, PB_EINVAL, "host %s is reachable from other machines and no API key file is given: anyone "
+                       "who reaches port %d could use the models; give --api-key-file FILE (api_key_file), listen on "
+                       "127.0.0.1, or add --insecure (insecure = yes) to serve without keys anyway",
+                       s->p.host, s->p.port);
+    logf_(s, "warning: listening on %s without API keys (--insecure): anyone who reaches port %d can use the "
+             "models", s->p.host, s->p.port);
+    return PB_OK;
+}
+
+/* The listening socket on host:port. No SO_REUSEPORT: a port another
+ * process listens on is an error naming that process where /proc shows it
+ * (two servers sharing a port took each other's requests, keys or not). */
+static int listen_on(const char *host, int port, int *fd_out, int *bound, pb_err *err)
+{
+    *fd_out = -1;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    bool v6 = false;
+    int rc = resolve_host(host, port, &ss, &sl, &v6, err);
+    if (rc)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return pb_fail(err, PB_EIO, "socket: %s", strerror(errno));
+    int one = 1;
+    /* SO_REUSEADDR on Linux lets a restart bind over connections in
+     * TIME_WAIT, never over another listener */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (v6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        int e = errno;
+        close(fd);
+        int pid = 0;
+        char comm[64] = "";
+        if (e == EADDRINUSE && sys_port_owner(port, &pid, comm, sizeof comm))
+            return pb_fail(err, PB_EIO, "port %d is in use by pid %d (%s): stop it, or choose another --port", port,
+                           pid, comm[0] ? comm : "?");
+        if (e == EADDRINUSE)
+            return pb_fail(err, PB_EIO, "port %d is in use by another program (ss -ltnp shows which): stop it, or "
+                           "choose another --port", port);
+        if (e == EACCES)
+            return pb_fail(err, PB_EIO, "cannot listen on %s:%d: ports below 1024 need privileges", host, port);
+        return pb_fail(err, PB_EIO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    if (listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        return pb_fail(err, PB_EIO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
     return PB_OK;
 }
 
@@ -740,8 +898,12 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         return pb_fail(err, PB_EINVAL, "port %d out of range 0..65535", p->port);
     if (p->max_body < 1024)
         return pb_fail(err, PB_EINVAL, "a body limit below 1 KiB");
-    if (!(p->timeout_s > 0))
-        return pb_fail(err, PB_EINVAL, "the timeout must be positive");
+    if (!(p->timeout_s > 0) || !(p->header_timeout_s > 0))
+        return pb_fail(err, PB_EINVAL, "the timeouts must be positive");
+    if (!(p->min_rate > 0))
+        return pb_fail(err, PB_EINVAL, "the minimum rate of a request body must be positive");
+    if (p->max_per_client < 0 || p->max_waiting < 1)
+        return pb_fail(err, PB_EINVAL, "bad connection limits");
     struct server *s = calloc(1, sizeof *s);
     if (!s)
         return pb_fail(err, PB_ENOMEM, "out of memory");
@@ -755,33 +917,52 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     metrics_init(&s->metrics);
     atomic_init(&s->draining, false);
     atomic_init(&s->running, 0);
+    atomic_init(&s->n_conn, 0);
     int rc = PB_OK;
+    if ((rc = check_exposure(s, err)))
+        goto fail;
     if (p->api_key_file && (rc = load_keys(s, p->api_key_file, err)))
         goto fail;
+    char warn[512];
+    if (engine_threads_advice(p->n_threads, warn, sizeof warn))
+        logf_(s, "warning: %s", warn);
     if ((rc = engine_threads_create(p->n_threads, &s->threads, err)))
         goto fail;
     if ((rc = open_models(s, p->models, p->n_models, s->models, err)))
         goto fail;
     s->n_models = p->n_models;
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    bool v6 = false;
-    if ((rc = resolve_host(s->p.host, p->port, &ss, &sl, &v6, err)))
+    int lfd = -1;
+    if ((rc = listen_on(s->p.host, p->port, &lfd, &s->port, err)))
         goto fail;
+    /* libmicrohttpd gets connections from the gate (MHD_add_connection)
+     * and counts them; max_connections is enforced at the hand-over, its
+     * own limit is the backstop */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                     (v6 ? MHD_USE_IPv6 : 0);
-    unsigned timeout = p->timeout_s > 1e6 ? 1000000u : (unsigned)(p->timeout_s + 0.999);
-    s->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)s->p.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64u << 10), MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                              1u, MHD_OPTION_END);
+                     MHD_USE_NO_LISTEN_SOCKET;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)s->p.max_connections + 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+                              timeout_arg(p->timeout_s), MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64u << 10),
+                              MHD_OPTION_END);
     if (!s->mhd) {
-        rc = pb_fail(err, PB_EIO, "cannot listen on %s:%d (in use, or not allowed)", s->p.host, p->port);
+        close(lfd);
+        rc = pb_fail(err, PB_EIO, "cannot start the HTTP server (libmicrohttpd)");
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : p->port;
+    struct gate_params gp = {
+        .listen_fd = lfd,
+        .header_timeout_s = s->p.header_timeout_s,
+        .max_per_client = s->p.max_per_client,
+        .max_waiting = s->p.max_waiting,
+        .max_head = SERVER_MAX_HEAD,
+        .max_body = s->p.max_body,
+        .admit = admit,
+        .user = s,
+    };
+    if ((rc = gate_start(&gp, &s->gate, err))) {
+        close(lfd);
+        goto fail;
+    }
     for (int i = 0; i < s->n_models; i++)
         logf_(s, "serving %s as '%s' (%d slots x %lld tokens)", s->models[i]->path, s->models[i]->om.id,
               s->models[i]->spec.engine.n_slots, (long long)s->models[i]->om.n_ctx);
@@ -832,11 +1013,7 @@ int server_reload(struct server *s, const struct server_model *models, int n_mod
 int server_drain(struct server *s, double timeout_s)
 {
     atomic_store(&s->draining, true);
-    if (s->mhd) {
-        MHD_socket fd = MHD_quiesce_daemon(s->mhd);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
-    }
+    gate_stop_listening(s->gate);
     double end = sys_now() + timeout_s;
     int left;
     while ((left = atomic_load(&s->running)) > 0 && sys_now() < end) {
@@ -853,6 +1030,7 @@ void server_free(struct server *s)
         return;
     for (int i = 0; i < s->n_models; i++)
         engine_cancel_all(s->models[i]->om.e); /* waiting connections end */
+    gate_free(s->gate); /* no more hand-overs */
     if (s->mhd)
         MHD_stop_daemon(s->mhd); /* joins the connection threads */
     for (int i = 0; i < s->n_models; i++)

@@ -214,9 +214,18 @@ int store_export(struct store *s, const char *const *refs, size_t n_refs, const 
         return pb_fail(err, PB_ERANGE, "at most %d models in one bundle", BUNDLE_MAX_ITEMS);
     if (!path || !*path)
         return pb_fail(err, PB_EINVAL, "no output file given");
+    /* "-": standard output, a stream (no temporary file, no rename);
+     * anything else is written beside path and renamed over it, which
+     * must not replace a device node or a FIFO */
+    const bool to_stdout = !strcmp(path, "-");
+    int rc;
+    if (!to_stdout && (rc = pb_check_output(path, err)))
+        return rc;
     char tmp[STORE_PATH_MAX];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.partial-%d", path, (int)getpid()) >= sizeof tmp)
         return pb_fail(err, PB_EINVAL, "output path too long");
+    if (to_stdout)
+        snprintf(tmp, sizeof tmp, "(standard output)");
     struct store_entry *e = calloc(n_refs, sizeof *e);
     struct out_blob *b = calloc(n_refs, sizeof *b);
     char *buf = malloc(CHUNK);
@@ -225,7 +234,6 @@ int store_export(struct store *s, const char *const *refs, size_t n_refs, const 
     char *manifest = NULL;
     size_t ne = 0, nb = 0;
     bool opened = false;
-    int rc;
     if (!e || !b || !buf) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory");
         goto out;
@@ -253,7 +261,7 @@ int store_export(struct store *s, const char *const *refs, size_t n_refs, const 
         rc = arch_fail(a, err, path, "setting up");
         goto out;
     }
-    if (archive_write_open_filename(a, tmp) != ARCHIVE_OK) {
+    if ((to_stdout ? archive_write_open_fd(a, STDOUT_FILENO) : archive_write_open_filename(a, tmp)) != ARCHIVE_OK) {
         rc = arch_fail(a, err, tmp, "creating");
         goto out;
     }
@@ -271,18 +279,22 @@ int store_export(struct store *s, const char *const *refs, size_t n_refs, const 
         rc = arch_fail(a, err, tmp, "writing");
         goto out;
     }
-    /* durable before it takes the final name */
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        rc = pb_fail(err, PB_EIO, "%s: %s", tmp, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        goto out;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        rc = pb_fail(err, PB_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
+    if (!to_stdout) {
+        /* durable before it takes the final name */
+        int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0) {
+            rc = pb_fail(err, PB_EIO, "%s: %s", tmp, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto out;
+        }
+        close(fd);
+        if ((rc = pb_check_output(path, err))) /* it may have changed meanwhile */
+            goto out;
+        if (rename(tmp, path) != 0) {
+            rc = pb_fail(err, PB_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+            goto out;
+        }
     }
     res->models = calloc(ne, sizeof *res->models);
     if (!res->models) {
@@ -303,7 +315,7 @@ out:
             (void)archive_write_close(a);
         archive_write_free(a);
     }
-    if (rc)
+    if (rc && !to_stdout)
         unlink(tmp);
     for (size_t i = 0; b && i < nb; i++)
         if (b[i].fd >= 0)

@@ -128,7 +128,7 @@ int store_resolve(const char *home_in, const char *model, char *path, size_t siz
                        model, home);
     struct store *s = NULL;
     struct store_entry e;
-    if ((rc = store_open(home, &s, err)))
+    if ((rc = store_open_readonly(home, &s, err)))
         return rc;
     if ((rc = store_lookup(s, model, &e, err))) {
         if (rc == PB_ENOTFOUND)
@@ -136,6 +136,28 @@ int store_resolve(const char *home_in, const char *model, char *path, size_t siz
         goto fail;
     }
     store_blob_path(s, e.digest, path, size);
+    /* the file as it was registered: a hard-linked original edited in
+     * place changes the model under its name */
+    char name[STORE_NAME_MAX + STORE_TAG_MAX + 2];
+    store_ref_format(&e.ref, name, sizeof name);
+    if (stat(path, &st) != 0) {
+        rc = pb_fail(err, PB_EIO, "the file of %s is missing from the store (%s): plumb verify checks the store, "
+                     "and plumb pull brings the model back", name, path);
+        goto fail;
+    }
+    if ((uint64_t)st.st_size != e.size || (e.blob_mtime_ns && store_file_mtime_ns(&st) != e.blob_mtime_ns)) {
+        char again[STORE_SOURCE_MAX + 200];
+        if (e.source[0] && strncmp(e.source, "tag of ", 7) != 0)
+            snprintf(again, sizeof again, "plumb pull %.300s --name %s", e.source, name);
+        else
+            snprintf(again, sizeof again, "plumb pull its source again (plumb show %s has its history)", name);
+        rc = pb_fail(err, PB_EIO, "the file of %s changed since it was pulled (%s: %s; a hard-linked original "
+                     "edited in place?): plumb verify %s says whether it is intact (and accepts it again if so); "
+                     "else %s", name, path,
+                     (uint64_t)st.st_size != e.size ? "its size differs" : "its modification time differs", name,
+                     again);
+        goto fail;
+    }
     if (entry)
         *entry = e;
 fail:

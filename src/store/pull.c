@@ -1,10 +1,12 @@
 /* plumb pull: a URL (libcurl: redirects, resumed with Range requests,
- * retried with back-off) or a local file (hard-linked or copied) into a
+ * retried with back-off) or a local file (copied, reflinked, or
+ * hard-linked when asked) into a
  * locked temporary file, hashed as it is written, checked (digest, GGUF),
  * then registered (reg_add). Also the scan of a directory of models. */
 #define _GNU_SOURCE
 #include "store/store_internal.h"
 #include "base/err.h"
+#include "base/http.h"
 
 #include "gguf/gguf.h"
 #include "quant/ftype.h"
@@ -18,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,23 +144,58 @@ static int sink_write_fail(struct sink *k, pb_err *err)
 
 /* ---- http(s) ---- */
 
+/* A transfer resumes only when the origin names the version of the file
+ * it sends (a strong ETag, else Last-Modified): the resumed request asks
+ * for the rest of that version alone (If-Range), and a 206 whose total
+ * length or validator differs from the first response's is refused. Else
+ * two versions of a file (the origin changed, a mirror answered
+ * differently) could be spliced into one that is neither. A transfer
+ * without a validator starts over. */
 struct dl {
     struct sink *k;
     CURL *h;
     uint64_t from;      /* offset this request asked for */
     bool started;       /* a body byte of this response was seen */
     bool bad_range;     /* the server answered another range than asked */
+    bool changed;       /* the 206 is of another version of the file than the first response */
     int64_t range_start;/* Content-Range of the current response, -1 when none */
     uint64_t range_total;
+    char etag[256], last_modified[256]; /* of the current response ("" when absent; weak ETags not kept) */
+    /* the version the file being written is of, from the response that
+     * began it */
+    char validator[256];
+    uint64_t first_total; /* its whole length, 0 when unknown */
 };
+
+/* The value of header line p (len bytes) named name, trimmed, into buf;
+ * false when p is another header. */
+static bool header_value(const char *p, size_t len, const char *name, char *buf, size_t size)
+{
+    size_t n;
+    const char *v = http_field_value(p, len, name, &n);
+    if (!v)
+        return false;
+    if (n >= size)
+        n = 0; /* too long to be of use */
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    return true;
+}
 
 static size_t on_header(char *p, size_t size, size_t n, void *user)
 {
     struct dl *d = user;
     size_t len = size * n;
+    char v[256];
     if (len >= 5 && strncasecmp(p, "HTTP/", 5) == 0) {
         d->range_start = -1; /* a new response (after a redirect) */
         d->range_total = 0;
+        d->etag[0] = d->last_modified[0] = 0;
+    } else if (header_value(p, len, "ETag", v, sizeof v)) {
+        if (v[0] == '"') /* strong: W/"..." may not be used to resume */
+            memcpy(d->etag, v, sizeof v);
+    } else if (header_value(p, len, "Last-Modified", v, sizeof v)) {
+        memcpy(d->last_modified, v, sizeof v);
     } else if (len > 14 && strncasecmp(p, "Content-Range:", 14) == 0) {
         char buf[128];
         snprintf(buf, sizeof buf, "%.*s", (int)(len - 14 < 127 ? len - 14 : 127), p + 14);
@@ -169,6 +208,13 @@ static size_t on_header(char *p, size_t size, size_t n, void *user)
         }
     }
     return len;
+}
+
+/* The current response's validator: its strong ETag, else its
+ * Last-Modified, else "". */
+static const char *response_validator(const struct dl *d)
+{
+    return d->etag[0] ? d->etag : d->last_modified;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *user)
@@ -185,7 +231,14 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
             d->bad_range = true; /* unusable: the next request starts over */
             return 0;
         }
-        /* a server that ignores the range sends everything again */
+        if (d->from > 0 && code == 206 &&
+            ((d->first_total && d->range_total && d->range_total != d->first_total) ||
+             (response_validator(d)[0] && strcmp(response_validator(d), d->validator) != 0))) {
+            d->changed = true; /* the rest of another version: the next request starts over */
+            return 0;
+        }
+        /* a server that ignores the range, or whose file changed (If-Range),
+         * sends everything again */
         if (d->from > 0 && code != 206 && !sink_restart(k))
             return 0;
         curl_off_t cl = -1;
@@ -194,6 +247,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
             k->total = d->range_total;
         else if (cl >= 0)
             k->total = k->have + (uint64_t)cl;
+        if (code != 206) { /* the file begins here: this response's version */
+            memcpy(d->validator, response_validator(d), sizeof d->validator);
+            d->first_total = cl >= 0 ? (uint64_t)cl : 0;
+        }
     }
     return sink_write(k, p, size * n) ? size * n : 0;
 }
@@ -277,13 +334,31 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
     int max = k->o->max_attempts > 0 ? k->o->max_attempts : DEFAULT_ATTEMPTS;
     int delay = k->o->retry_delay_ms > 0 ? k->o->retry_delay_ms : DEFAULT_RETRY_MS;
     int rc = PB_OK;
+    struct curl_slist *if_range = NULL;
     for (int attempt = 1;; attempt++) {
         *attempts = attempt;
+        /* resume only the version begun, named by its validator */
+        if (k->have > 0 && !d.validator[0] && !sink_restart(k)) {
+            rc = sink_write_fail(k, err);
+            break;
+        }
         d.from = k->have;
         d.started = false;
         d.bad_range = false;
+        d.changed = false;
         d.range_start = -1;
         errbuf[0] = 0;
+        curl_slist_free_all(if_range);
+        if_range = NULL;
+        if (d.from > 0) {
+            char line[300];
+            snprintf(line, sizeof line, "If-Range: %s", d.validator);
+            if (!(if_range = curl_slist_append(NULL, line))) {
+                rc = pb_fail(err, PB_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, if_range);
         curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.from);
         CURLcode c = curl_easy_perform(h);
         long code = 0;
@@ -312,6 +387,10 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
         } else if (d.bad_range) {
             snprintf(why, sizeof why, "the server sent another part of the file than asked");
             retry = sink_restart(k);
+        } else if (d.changed) {
+            snprintf(why, sizeof why, "the file changed on the server while it was downloaded (its length or "
+                     "version differs)");
+            retry = sink_restart(k);
         } else if (c == CURLE_RANGE_ERROR) {
             snprintf(why, sizeof why, "the server does not resume downloads");
             retry = sink_restart(k);
@@ -333,6 +412,7 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
         delay = delay * 2 < MAX_RETRY_MS ? delay * 2 : MAX_RETRY_MS;
     }
     curl_easy_cleanup(h);
+    curl_slist_free_all(if_range);
     return rc;
 }
 
@@ -389,6 +469,19 @@ static bool link_file(const char *src, char *tmp, int *fd)
     *fd = f;
     strcpy(tmp, path);
     return true;
+}
+
+/* Makes the temporary file at fd a clone of src (FICLONE: the file
+ * systems that share extents copy on write, so an edit of either file
+ * stays in it); true when the file system did. */
+static bool reflink_file(int src, int fd)
+{
+#ifdef FICLONE
+    return ioctl(fd, FICLONE, src) == 0;
+#else
+    (void)src, (void)fd;
+    return false;
+#endif
 }
 
 /* ---- checking ---- */
@@ -451,7 +544,9 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
         sha256_final_hex(k.hash, got);
     } else {
         struct stat st;
-        src = open(source, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO without a writer must not block the open (it
+         * is refused below); reads of a regular file are unaffected */
+        src = open(source, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (src < 0 || fstat(src, &st) != 0) {
             rc = pb_fail(err, PB_EIO, "%.300s: %s", source, strerror(errno));
             goto fail;
@@ -461,13 +556,18 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
             goto fail;
         }
         if (!S_ISREG(st.st_mode)) {
-            rc = pb_fail(err, PB_EINVAL, "%.300s is not a regular file", source);
+            if (!(rc = pb_check_input(source, err))) /* says what it is */
+                rc = pb_fail(err, PB_EINVAL, "%.300s is not a regular file", source);
             goto fail;
         }
         k.total = (uint64_t)st.st_size;
-        if (!o->copy && link_file(source, tmp, &k.fd)) {
+        if (o->link && link_file(source, tmp, &k.fd)) {
             res->linked = true;
             k.path = tmp;
+            if ((rc = files_hash_fd(k.fd, source, got, &k.have, o->progress, o->user, o->cancel, err)))
+                goto fail;
+        } else if (reflink_file(src, k.fd)) {
+            res->reflinked = true;
             if ((rc = files_hash_fd(k.fd, source, got, &k.have, o->progress, o->user, o->cancel, err)))
                 goto fail;
         } else {

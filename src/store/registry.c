@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 60000
-#define SCHEMA_VERSION 2 /* 2: usage */
+#define SCHEMA_VERSION 3 /* 2: usage; 3: blobs.mtime */
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS blobs("
@@ -24,7 +24,10 @@ static const char schema[] =
     " arch TEXT NOT NULL DEFAULT '',"
     " quant TEXT NOT NULL DEFAULT '',"
     " params INTEGER NOT NULL DEFAULT 0,"
-    " created INTEGER NOT NULL);"
+    " created INTEGER NOT NULL,"
+    /* the file's modification time when it was registered (ns since the
+     * epoch; 0: unknown, a registry older than the column) */
+    " mtime INTEGER NOT NULL DEFAULT 0);"
     /* every digest a name has pointed at; parent: the revision it replaced */
     "CREATE TABLE IF NOT EXISTS revisions("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -59,8 +62,20 @@ static const char schema[] =
 
 /* ---- SQL helpers ---- */
 
+/* Whether the last error of db is a full disk (or a file size limit):
+ * SQLite needs room for its write-ahead log and its shared-memory index
+ * even to read a database in WAL mode. */
+static bool disk_full(sqlite3 *db)
+{
+    int e = sqlite3_system_errno(db);
+    return db && ((sqlite3_errcode(db) & 0xff) == SQLITE_FULL || e == ENOSPC || e == EDQUOT || e == EFBIG);
+}
+
 int st_fail(struct store *s, pb_err *err, const char *what)
 {
+    if (disk_full(s->db))
+        return pb_fail(err, PB_ENOSPC, "registry %s/registry.db: %s: the disk is full (%s): free some space (plumb rm "
+                       "removes a model even now)", s->home, what, sqlite3_errmsg(s->db));
     return pb_fail(err, PB_EIO, "registry %s/registry.db: %s: %s", s->home, what, sqlite3_errmsg(s->db));
 }
 
@@ -80,6 +95,8 @@ int st_prepare(struct store *s, const char *sql, sqlite3_stmt **st, pb_err *err)
 
 int st_begin(struct store *s, pb_err *err)
 {
+    if (s->readonly)
+        return pb_fail(err, PB_EINVAL, "the store at %s was opened read-only: nothing can change", s->home);
     return st_exec(s, "BEGIN IMMEDIATE", err);
 }
 
@@ -127,6 +144,31 @@ static int st_run(struct store *s, const char *sql, pb_err *err, ...)
 
 /* ---- opening ---- */
 
+static int user_version(struct store *s, int *version, pb_err *err)
+{
+    sqlite3_stmt *q;
+    int rc = st_prepare(s, "PRAGMA user_version", &q, err);
+    if (rc)
+        return rc;
+    int step = sqlite3_step(q);
+    *version = step == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
+    sqlite3_finalize(q);
+    return step == SQLITE_ROW ? PB_OK : st_fail(s, err, "reading the schema version");
+}
+
+static bool has_column(struct store *s, const char *table, const char *column)
+{
+    sqlite3_stmt *q;
+    bool yes = false;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", -1, &q, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, column, -1, SQLITE_STATIC);
+    yes = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    return yes;
+}
+
 static int db_open(struct store *s, pb_err *err)
 {
     char path[STORE_PATH_MAX + 16];
@@ -148,10 +190,9 @@ static int db_open(struct store *s, pb_err *err)
     /* a commit survives a power cut: pulls are rare, models are large */
     if ((rc = st_exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", err)))
         return rc;
-    if ((rc = st_prepare(s, "PRAGMA user_version", &q, err)))
+    int version;
+    if ((rc = user_version(s, &version, err)))
         return rc;
-    int version = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
-    sqlite3_finalize(q);
     if (version == SCHEMA_VERSION)
         return PB_OK;
     if (version > SCHEMA_VERSION)
@@ -160,31 +201,123 @@ static int db_open(struct store *s, pb_err *err)
     if ((rc = st_begin(s, err)))
         return rc;
     /* every statement of the schema is IF NOT EXISTS: older registries gain
-     * the newer tables */
-    if ((rc = st_exec(s, schema, err)) || (rc = st_exec(s, "PRAGMA user_version=2", err)) ||
-        (rc = st_commit(s, err))) {
+     * the newer tables, and the newer columns below */
+    if ((rc = st_exec(s, schema, err)) ||
+        (!has_column(s, "blobs", "mtime") &&
+         (rc = st_exec(s, "ALTER TABLE blobs ADD COLUMN mtime INTEGER NOT NULL DEFAULT 0", err))) ||
+        (rc = st_exec(s, "PRAGMA user_version=3", err)) || (rc = st_commit(s, err))) {
         st_rollback(s);
         return rc;
     }
     return PB_OK;
 }
 
-int store_open(const char *home, struct store **out, pb_err *err)
+/* "file:" URI of path, with the characters a URI gives meaning escaped. */
+static void file_uri(const char *path, const char *query, char *buf, size_t size)
 {
-    *out = NULL;
+    size_t o = (size_t)snprintf(buf, size, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p && o + 4 < size; p++) {
+        if (*p == '%' || *p == '?' || *p == '#' || *p <= ' ' || *p >= 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "%%%02X", *p);
+        else
+            buf[o++] = (char)*p;
+    }
+    snprintf(buf + o, size - o, "?%s", query);
+}
+
+/* Opens the registry for reading only. SQLite reads a database in WAL
+ * mode through a shared-memory index (registry.db-shm) that it creates,
+ * 32 KiB, when nobody has the database open: on a full disk that fails.
+ * Then, when no write-ahead log holds changes (registry.db-wal absent or
+ * empty: the database file holds every commit), the file is opened as
+ * immutable, which needs neither. */
+static int db_open_readonly(struct store *s, pb_err *err)
+{
+    char path[STORE_PATH_MAX + 16], wal[STORE_PATH_MAX + 32], uri[3 * STORE_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/registry.db", s->home);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt == 0) {
+            if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+                return st_fail(s, err, "opening");
+        } else {
+            struct stat st;
+            if (stat(wal, &st) == 0 && st.st_size > 0)
+                return PB_EIO; /* the first attempt's message stands */
+            sqlite3_close(s->db);
+            s->db = NULL;
+            file_uri(path, "immutable=1", uri, sizeof uri);
+            if (sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL) !=
+                SQLITE_OK)
+                return st_fail(s, err, "opening");
+        }
+        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+        sqlite3_extended_result_codes(s->db, 1);
+        int version;
+        int rc = user_version(s, &version, err);
+        if (rc == PB_OK)
+            return version == SCHEMA_VERSION ? PB_OK : PB_EUNSUPPORTED; /* older: store_open migrates it */
+    }
+    return PB_EIO;
+}
+
+/* A handle for the store at home (NULL: the default), nothing opened yet;
+ * NULL with *rc and err filled on failure. */
+static struct store *store_new(const char *home, int *rc, pb_err *err)
+{
     struct store *s = calloc(1, sizeof *s);
-    if (!s)
-        return pb_fail(err, PB_ENOMEM, "out of memory opening the store");
-    int rc = PB_OK;
+    *rc = PB_OK;
+    if (!s) {
+        *rc = pb_fail(err, PB_ENOMEM, "out of memory opening the store");
+        return NULL;
+    }
     if (!home) {
-        if ((rc = store_default_home(s->home, sizeof s->home, err)))
-            goto fail;
+        if ((*rc = store_default_home(s->home, sizeof s->home, err))) {
+            free(s);
+            return NULL;
+        }
     } else if (snprintf(s->home, sizeof s->home, "%s", home) >= (int)sizeof s->home) {
-        rc = pb_fail(err, PB_EINVAL, "store home path too long");
-        goto fail;
+        free(s);
+        *rc = pb_fail(err, PB_EINVAL, "store home path too long");
+        return NULL;
     }
     snprintf(s->blobs, sizeof s->blobs, "%s/blobs", s->home);
     snprintf(s->tmp, sizeof s->tmp, "%s/tmp", s->home);
+    return s;
+}
+
+int store_open_readonly(const char *home, struct store **out, pb_err *err)
+{
+    *out = NULL;
+    int rc;
+    struct store *s = store_new(home, &rc, err);
+    if (!s)
+        return rc;
+    char path[STORE_PATH_MAX + 16];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/registry.db", s->home);
+    pb_err rerr = {0};
+    s->readonly = true;
+    if (stat(path, &st) == 0 && (rc = db_open_readonly(s, &rerr)) == PB_OK) {
+        *out = s;
+        return PB_OK;
+    }
+    /* no registry yet, or an older one: the ordinary open creates or
+     * migrates it (and says what is wrong when it cannot) */
+    store_close(s);
+    rc = store_open(home, out, err);
+    if (rc && rerr.msg[0] && rc != PB_ENOSPC)
+        pb_fail(err, rc, "%s", rerr.msg);
+    return rc;
+}
+
+int store_open(const char *home, struct store **out, pb_err *err)
+{
+    *out = NULL;
+    int rc;
+    struct store *s = store_new(home, &rc, err);
+    if (!s)
+        return rc;
     if ((rc = files_mkdirs(s->blobs, err)) || (rc = files_mkdirs(s->tmp, err)) || (rc = db_open(s, err)))
         goto fail;
     s->tmp_removed = files_clean_tmp(s);
@@ -214,7 +347,7 @@ void store_blob_path(const struct store *s, const char *digest, char *buf, size_
 
 #define ENTRY_SELECT                                                                                                   \
     "SELECT n.name, n.tag, r.digest, b.size, b.arch, b.quant, b.params, r.source, n.created, r.at, n.rev,"            \
-    " (SELECT count(*) FROM revisions h WHERE h.name = n.name AND h.tag = n.tag)"                                    \
+    " (SELECT count(*) FROM revisions h WHERE h.name = n.name AND h.tag = n.tag), b.mtime"                           \
     " FROM names n JOIN revisions r ON r.id = n.rev JOIN blobs b ON b.digest = r.digest"
 
 static void entry_read(sqlite3_stmt *q, struct store_entry *e)
@@ -232,6 +365,7 @@ static void entry_read(sqlite3_stmt *q, struct store_entry *e)
     e->modified = sqlite3_column_int64(q, 9);
     e->rev = sqlite3_column_int64(q, 10);
     e->n_revisions = sqlite3_column_int(q, 11);
+    e->blob_mtime_ns = sqlite3_column_int64(q, 12);
 }
 
 /* The other tags of a name, for a "not found" message. */
@@ -413,18 +547,53 @@ static int point(struct store *s, const struct store_ref *ref, const char *diges
     return rc;
 }
 
-static bool blob_known(struct store *s, const char *digest, pb_err *err, int *rc)
+/* Whether the registry knows digest; *mtime (may be NULL) gets the
+ * modification time recorded with it. */
+static bool blob_known(struct store *s, const char *digest, int64_t *mtime, pb_err *err, int *rc)
 {
     sqlite3_stmt *q;
-    *rc = st_prepare(s, "SELECT 1 FROM blobs WHERE digest = ?", &q, err);
+    *rc = st_prepare(s, "SELECT mtime FROM blobs WHERE digest = ?", &q, err);
     if (*rc)
         return false;
     sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
     int step = sqlite3_step(q);
     if (step != SQLITE_ROW && step != SQLITE_DONE)
         *rc = st_fail(s, err, "looking up a blob");
+    if (mtime)
+        *mtime = step == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
     sqlite3_finalize(q);
     return step == SQLITE_ROW;
+}
+
+int64_t store_file_mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Gives the file at path the modification time ns (nanoseconds). */
+static int set_mtime(const char *path, int64_t ns)
+{
+    struct timespec t[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000}};
+    return utimensat(AT_FDCWD, path, t, 0);
+}
+
+/* Records the blob file's modification time (after it took its place). */
+static int record_mtime(struct store *s, const char *digest, pb_err *err)
+{
+    char blob[STORE_PATH_MAX];
+    struct stat st;
+    store_blob_path(s, digest, blob, sizeof blob);
+    if (stat(blob, &st) != 0)
+        return pb_fail(err, PB_EIO, "%s: %s", blob, strerror(errno));
+    sqlite3_stmt *q;
+    int rc = st_prepare(s, "UPDATE blobs SET mtime = ? WHERE digest = ?", &q, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(q, 1, store_file_mtime_ns(&st));
+    sqlite3_bind_text(q, 2, digest, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q) == SQLITE_DONE ? PB_OK : st_fail(s, err, "recording a file's time");
+    sqlite3_finalize(q);
+    return rc;
 }
 
 int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name *names, size_t nn,
@@ -438,20 +607,28 @@ int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name 
         return rc;
     for (size_t i = 0; i < nb; i++) {
         store_blob_path(s, b[i].digest, blob, sizeof blob);
-        b[i].known = blob_known(s, b[i].digest, err, &rc);
+        int64_t mtime = 0;
+        b[i].known = blob_known(s, b[i].digest, &mtime, err, &rc);
         if (rc)
             goto fail;
         struct stat st;
-        if (b[i].known && b[i].keep_existing && stat(blob, &st) == 0 && (uint64_t)st.st_size == b[i].m->size) {
-            /* the file in place stays */
-        } else if (rename(b[i].tmp_path, blob) == 0) {
+        if (b[i].known && b[i].keep_existing && stat(blob, &st) == 0 && (uint64_t)st.st_size == b[i].m->size &&
+            (!mtime || mtime == store_file_mtime_ns(&st))) {
+            /* the file in place stays, as it was registered */
+        } else if ((b[i].keep_existing || !mtime || set_mtime(b[i].tmp_path, mtime) == 0) &&
+                   rename(b[i].tmp_path, blob) == 0) {
+            /* (a copy replacing a known blob takes the recorded time: the
+             * registry's row stays as it was) */
             b[i].renamed = true;
         } else {
             rc = pb_fail(err, PB_EIO, "cannot move %s to %s: %s", b[i].tmp_path, blob, strerror(errno));
             goto fail;
         }
-        if (b[i].known)
+        if (b[i].known) {
+            if (b[i].renamed && (b[i].keep_existing || !mtime) && (rc = record_mtime(s, b[i].digest, err)))
+                goto fail; /* a link in place of the blob, or no time recorded yet: the file's time */
             continue;
+        }
         sqlite3_stmt *q;
         if ((rc = st_prepare(s, "INSERT INTO blobs(digest, size, arch, quant, params, created) VALUES(?,?,?,?,?,?)",
                              &q, err)))
@@ -464,7 +641,7 @@ int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name 
         sqlite3_bind_int64(q, 6, st_now());
         rc = sqlite3_step(q) == SQLITE_DONE ? PB_OK : st_fail(s, err, "recording a blob");
         sqlite3_finalize(q);
-        if (rc)
+        if (rc || (rc = record_mtime(s, b[i].digest, err)))
             goto fail;
     }
     for (size_t i = 0; i < nn; i++)
@@ -586,6 +763,51 @@ struct removal {
     uint64_t size;
 };
 
+/* A full disk: the registry could not be opened for writing (s is
+ * read-only). The blob files only r's history uses are deleted first, which
+ * makes room for SQLite's log and index; then the registry is opened for
+ * writing again. */
+static int rm_make_room(struct store *s, const struct store_ref *r, uint64_t *freed, pb_err *err)
+{
+    struct store_entry e;
+    sqlite3_stmt *q;
+    int rc;
+    *freed = 0;
+    if ((rc = lookup_ref(s, r, &e, err)) ||
+        (rc = st_prepare(s,
+                         "SELECT digest FROM blobs WHERE digest IN (SELECT digest FROM revisions WHERE name = ?1 AND"
+                         " tag = ?2) AND digest NOT IN (SELECT digest FROM revisions WHERE name != ?1 OR tag != ?2)",
+                         &q, err)))
+        return rc;
+    sqlite3_bind_text(q, 1, r->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, r->tag, -1, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        char digest[65], blob[STORE_PATH_MAX];
+        struct stat st;
+        st_text(q, 0, digest, sizeof digest);
+        store_blob_path(s, digest, blob, sizeof blob);
+        if (stat(blob, &st) == 0 && unlink(blob) == 0)
+            *freed += (uint64_t)st.st_size;
+    }
+    sqlite3_finalize(q);
+    files_sync_dir(s->blobs);
+    sqlite3_close(s->db);
+    s->db = NULL;
+    s->readonly = false;
+    if ((rc = db_open(s, err))) {
+        char freed_s[32];
+        snprintf(freed_s, sizeof freed_s, "%.1f MiB", (double)*freed / 1048576.0);
+        pb_wrap(err, rc, "the disk is full: the files only %s:%s used were removed (%s freed), but the registry "
+                "still names it (plumb verify shows its file missing); free more space and run plumb rm %s:%s "
+                "again", r->name, r->tag, freed_s, r->name, r->tag);
+        sqlite3_close(s->db);
+        s->db = NULL;
+        s->readonly = true;
+        return rc;
+    }
+    return PB_OK;
+}
+
 int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_err *err)
 {
     struct store_ref r;
@@ -596,6 +818,9 @@ int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_e
     memset(res, 0, sizeof *res);
     int rc = store_ref_parse(ref, &r, err);
     if (rc)
+        return rc;
+    uint64_t freed_first = 0;
+    if (s->readonly && (rc = rm_make_room(s, &r, &freed_first, err)))
         return rc;
     if ((rc = st_begin(s, err)))
         return rc;
@@ -652,6 +877,7 @@ int store_rm(struct store *s, const char *ref, struct store_rm_result *res, pb_e
         res->blobs_removed++;
         res->bytes_freed += gone[i].size;
     }
+    res->bytes_freed += freed_first;
     files_sync_dir(s->blobs);
     free(gone);
     return PB_OK;
@@ -695,7 +921,7 @@ static int remove_orphans(struct store *s, int *removed, pb_err *err)
         if (strncmp(de->d_name, "sha256-", 7) != 0 || !files_is_digest(de->d_name + 7))
             continue;
         int known_rc;
-        bool known = blob_known(s, de->d_name + 7, err, &known_rc);
+        bool known = blob_known(s, de->d_name + 7, NULL, err, &known_rc);
         if (known_rc) {
             rc = known_rc;
             break;
@@ -794,12 +1020,13 @@ int store_verify(struct store *s, const char *ref, store_check_fn on_blob, store
         sum->registry_ok = true;
         snprintf(sum->registry_msg, sizeof sum->registry_msg, "not checked");
     } else {
-        if ((rc = remove_orphans(s, &sum->orphans_removed, err)))
+        /* (a read-only handle: a full disk; leftovers stay for later) */
+        if (!s->readonly && (rc = remove_orphans(s, &sum->orphans_removed, err)))
             return rc;
         check_registry(s, sum);
     }
-    if ((rc = st_prepare(s, ref ? "SELECT digest, size FROM blobs WHERE digest = ?"
-                                : "SELECT digest, size FROM blobs ORDER BY digest",
+    if ((rc = st_prepare(s, ref ? "SELECT digest, size, mtime FROM blobs WHERE digest = ?"
+                                : "SELECT digest, size, mtime FROM blobs ORDER BY digest",
                          &q, err)) ||
         (rc = st_prepare(s,
                          "SELECT n.name || ':' || n.tag FROM names n JOIN revisions r ON r.id = n.rev"
@@ -822,6 +1049,14 @@ int store_verify(struct store *s, const char *ref, store_check_fn on_blob, store
             o = n < 0 ? o : o + (size_t)n < sizeof c.names ? o + (size_t)n : sizeof c.names - 1;
         }
         check_blob(s, &c, progress, user);
+        /* intact with another modification time (touched, or an edit
+         * undone): its time is recorded again, so that run accepts it */
+        char path[STORE_PATH_MAX];
+        struct stat st;
+        store_blob_path(s, c.digest, path, sizeof path);
+        if (c.state == STORE_BLOB_OK && !s->readonly && stat(path, &st) == 0 &&
+            store_file_mtime_ns(&st) != sqlite3_column_int64(q, 2) && (rc = record_mtime(s, c.digest, err)))
+            goto fail;
         sum->n_blobs++;
         if (c.state != STORE_BLOB_OK)
             sum->n_bad++;

@@ -17,6 +17,7 @@ struct store {
     char tmp[STORE_PATH_MAX - 240];   /* home/tmp */
     sqlite3 *db;
     int tmp_removed;
+    bool readonly;  /* store_open_readonly: nothing is written (st_begin refuses) */
 };
 
 /* ---- SQL (registry.c) ---- */
@@ -72,6 +73,11 @@ struct reg_name {
 };
 int reg_add_set(struct store *s, struct reg_blob *b, size_t nb, struct reg_name *names, size_t nn,
                 const char *action, const char *source, pb_err *err);
+
+/* A file's modification time in nanoseconds since the epoch, as the
+ * registry records it. */
+struct stat;
+int64_t store_file_mtime_ns(const struct stat *st);
 
 /* Checks the GGUF file open at fd (PB_EFORMAT with the reason when it is
  * not one) and reads the facts recorded with its blob (pull.c). */

@@ -337,6 +337,41 @@ int survey_load(const char *dir, struct survey *s, pb_err *err)
 
 /* ---- calibration ---- */
 
+int survey_calib_size_class(uint64_t weight_bytes)
+{
+    int c = 0;
+    for (uint64_t edge = SURVEY_CALIB_MIN_WEIGHTS; weight_bytes >= edge && c < 30; edge *= 4)
+        c++;
+    return c;
+}
+
+bool survey_calib_applies(uint64_t record_weights, uint64_t model_weights)
+{
+    const int a = survey_calib_size_class(record_weights), b = survey_calib_size_class(model_weights);
+    return a == b || (a > 0 && b > 0 && (a - b == 1 || b - a == 1));
+}
+
+bool survey_calib_representative(const struct survey_calib *c, char *why, size_t size)
+{
+    char buf[200];
+    if (!why) {
+        why = buf;
+        size = sizeof buf;
+    }
+    if (c->weight_bytes < SURVEY_CALIB_MIN_WEIGHTS) {
+        snprintf(why, size, "a model of %.1f MiB of weights runs from the CPU's caches: its speed says nothing of "
+                 "models of %llu MiB and more", (double)c->weight_bytes / 1048576.0,
+                 (unsigned long long)(SURVEY_CALIB_MIN_WEIGHTS >> 20));
+        return false;
+    }
+    if ((c->tg_tps > 0 && c->tg_tokens < SURVEY_CALIB_MIN_TG) || (c->pp_tps > 0 && c->pp_tokens < SURVEY_CALIB_MIN_PP)) {
+        snprintf(why, size, "the tests are short (calibration takes -p %d or more, -n %d or more)", SURVEY_CALIB_MIN_PP,
+                 SURVEY_CALIB_MIN_TG);
+        return false;
+    }
+    return true;
+}
+
 static json_t *calib_to_json(const struct survey_calib *c)
 {
     return json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:f,s:f,s:i,s:f,s:i}", "created", c->created, "model", c->model,

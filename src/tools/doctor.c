@@ -9,6 +9,7 @@
 #include "plumb/store.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -103,6 +104,7 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         fmt_gib((double)mem.kv, k, sizeof k);
         fmt_gib(need, n, sizeof n);
         fmt_gib((double)available, a, sizeof a);
+        char ctx_warn[400];
         if (need > (double)available)
             add(r, name, DOCTOR_ERROR, "lower 'parallel' or 'ctx', use kv_type = q8_0, a smaller quantization "
                 "(plumb plan MODEL), or more memory", "needs %s (weights %s + KV cache %s for %d x %lld tokens) but "
@@ -110,6 +112,9 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         else if (need > 0.85 * (double)available)
             add(r, name, DOCTOR_WARN, "little room is left for the system: lower 'parallel' or 'ctx'",
                 "needs %s of the %s available", n, a);
+        else if (engine_ctx_advice(mem.n_ctx, mem.n_ctx_train, ctx_warn, sizeof ctx_warn))
+            add(r, name, DOCTOR_WARN, "lower 'ctx' to the model's training context (or 0: the model's)", "%s",
+                ctx_warn);
         else
             add(r, name, DOCTOR_OK, NULL, "%s needs %s (weights %s + KV %s for %d x %lld tokens) of %s available",
                 m->source, n, w, k, m->parallel, (long long)mem.n_ctx, a);
@@ -139,7 +144,7 @@ static void check_store(struct doctor_report *r, const char *home, bool deep)
     else
         add(r, "store permissions", DOCTOR_OK, NULL, "%s (mode %03o)", home, (unsigned)(st.st_mode & 0777));
     struct store *s;
-    if (store_open(home, &s, &err)) {
+    if (store_open_readonly(home, &s, &err)) {
         add(r, "store", DOCTOR_ERROR, "see the message; plumb verify repairs what it can", "%s", err.msg);
         return;
     }
@@ -216,6 +221,13 @@ static void check_key_file(struct doctor_report *r, const char *path)
             strerror(errno));
         return;
     }
+    if (!S_ISREG(st.st_mode)) {
+        pb_err e = {0};
+        pb_check_input(path, &e);
+        add(r, "key file", DOCTOR_ERROR, "point api_key_file at a file of keys (one per line, or ID KEY)", "%s",
+            e.msg);
+        return;
+    }
     if (access(path, R_OK) != 0) {
         add(r, "key file", DOCTOR_ERROR, "the server's user must read it", "%s is not readable by this user", path);
         return;
@@ -225,6 +237,25 @@ static void check_key_file(struct doctor_report *r, const char *path)
             "%s has mode %03o: other users can read the API keys", path, (unsigned)(st.st_mode & 0777));
     else
         add(r, "key file", DOCTOR_OK, NULL, "%s (mode %03o)", path, (unsigned)(st.st_mode & 0777));
+}
+
+/* Whether host resolves to a loopback address only (127.0.0.0/8, ::1). */
+static bool loopback_host(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res, *a;
+    if (getaddrinfo(host, "1", &hints, &res))
+        return false;
+    bool all = true;
+    for (a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET)
+            all &= (ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+        else if (a->ai_family == AF_INET6)
+            all &= IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
+        else
+            all = false;
+    }
+    freeaddrinfo(res);
+    return all;
 }
 
 /* Whether a plumb server answers /health at host:port. */
@@ -273,9 +304,16 @@ static void check_port(struct doctor_report *r, const char *host, int port)
         add(r, "port", DOCTOR_OK, NULL, "%s:%d is free", host, port);
     else if (e == EADDRINUSE && plumb_answers(res->ai_addr, res->ai_addrlen))
         add(r, "port", DOCTOR_OK, NULL, "%s:%d is held by a running plumb serve", host, port);
-    else if (e == EADDRINUSE)
-        add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port' (ss -ltnp shows who holds it)",
-            "%s:%d is taken by another program", host, port);
+    else if (e == EADDRINUSE) {
+        int pid = 0;
+        char comm[64] = "";
+        if (sys_port_owner(port, &pid, comm, sizeof comm))
+            add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port'", "%s:%d is in use by pid %d (%s)",
+                host, port, pid, comm[0] ? comm : "?");
+        else
+            add(r, "port", DOCTOR_ERROR, "stop that program or set another 'port' (ss -ltnp shows who holds it)",
+                "%s:%d is taken by another program", host, port);
+    }
     else if (e == EACCES)
         add(r, "port", DOCTOR_ERROR, "use a port above 1023, or give the service CAP_NET_BIND_SERVICE",
             "%s:%d needs privileges to listen on", host, port);
@@ -361,9 +399,16 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     }
     if (c && c->api_key_file[0])
         check_key_file(r, c->api_key_file);
-    else if (c && strcmp(c->host, "127.0.0.1") && strcmp(c->host, "localhost") && strcmp(c->host, "::1"))
+    else if (c && !loopback_host(c->host) && !c->insecure)
+        add(r, "key file", DOCTOR_ERROR, "set api_key_file (or host = 127.0.0.1; insecure = yes serves without keys "
+            "anyway)", "host %s is reachable from other machines without API keys: plumb serve refuses to start",
+            c->host);
+    else if (c && !loopback_host(c->host))
         add(r, "key file", DOCTOR_WARN, "set api_key_file: anyone who reaches the port can use the models",
-            "the server listens on %s without API keys", c->host);
+            "the server listens on %s without API keys (insecure = yes)", c->host);
+    char warn[400];
+    if (c && engine_threads_advice(c->threads, warn, sizeof warn))
+        add(r, "threads", DOCTOR_WARN, "lower 'threads' (0: every CPU)", "%s", warn);
     if (c)
         check_port(r, c->host, c->port);
     check_service(r, p->service ? p->service : "plumb.service");

@@ -20,6 +20,20 @@ static int check_path(const char *what, const char *p, pb_err *err)
     return PB_OK;
 }
 
+const char *service_hidden(const char *path)
+{
+    static const struct {
+        const char *dir, *by;
+    } hidden[] = {{"/home", "ProtectHome"}, {"/root", "ProtectHome"}, {"/run/user", "ProtectHome"},
+                  {"/tmp", "PrivateTmp"},   {"/var/tmp", "PrivateTmp"}};
+    for (size_t i = 0; path && i < sizeof hidden / sizeof hidden[0]; i++) {
+        size_t n = strlen(hidden[i].dir);
+        if (!strncmp(path, hidden[i].dir, n) && (path[n] == '/' || path[n] == 0))
+            return hidden[i].by;
+    }
+    return NULL;
+}
+
 int service_unit(const struct service_params *p, char *buf, size_t size, pb_err *err)
 {
     int rc;
