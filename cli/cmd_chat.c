@@ -48,7 +48,7 @@ static void help(void)
            "\n"
            "Example:\n"
            "  echo \"What is 2 + 3?\" | plumb chat qwen2.5-0.5b-instruct.gguf --temp 0\n",
-           CLI_GEN_HELP);
+           cli_gen_help());
 }
 
 struct session {
@@ -60,51 +60,21 @@ struct session {
     bool have_last;
     bool tty;
     bool json; /* one JSON object per answer instead of streamed text */
-    /* the answer being generated */
-    char *answer;
-    size_t answer_len, answer_cap;
-    json_t *tokens, *top; /* --json: its token ids, and with --top the highest logits of each step */
+    struct cli_answer ans; /* the answer being generated */
 };
-
-static int add_answer(struct session *ss, const char *p, size_t n)
-{
-    if (!ss->json) {
-        fwrite(p, 1, n, stdout);
-        fflush(stdout);
-    }
-    if (ss->answer_len + n + 1 > ss->answer_cap) {
-        size_t cap = (ss->answer_cap + n + 1) * 2;
-        char *a = realloc(ss->answer, cap);
-        if (!a)
-            return 1;
-        ss->answer = a;
-        ss->answer_cap = cap;
-    }
-    memcpy(ss->answer + ss->answer_len, p, n);
-    ss->answer_len += n;
-    return 0;
-}
 
 static int on_step(void *user, const struct engine_step *s)
 {
     struct session *ss = user;
     if (interrupted)
         return 1;
-    if (ss->json) {
-        json_array_append_new(ss->tokens, json_integer(s->id));
-        if (ss->top) {
-            json_t *step = json_array();
-            for (int i = 0; i < s->n_top; i++)
-                json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
-            json_array_append_new(ss->top, step);
-        }
-    }
-    return add_answer(ss, s->text, s->text_len);
+    return cli_answer_step(&ss->ans, s);
 }
 
 static void on_done(void *user, const struct engine_result *r)
 {
-    add_answer(user, r->tail, r->tail_len);
+    struct session *ss = user;
+    cli_answer_done(&ss->ans, r);
 }
 
 /* The conversation with the system message in front. */
@@ -130,7 +100,7 @@ static int fit_prompt(struct session *ss, int32_t **ids, size_t *n)
     for (;;) {
         pb_err err = {0};
         json_t *all = full_conversation(ss);
-        int rc = engine_chat_prompt(ss->e, all, ids, n, &err);
+        int rc = engine_chat_prompt(ss->e, all, &ss->g->chat_opts, ids, n, &ss->g->rp.reasoning, &err);
         json_decref(all);
         if (rc)
             return cli_error("chat", "%s", err.msg);
@@ -163,26 +133,16 @@ static void answer(struct session *ss, const char *line)
             json_array_remove(ss->messages, k - 1);
         return;
     }
-    ss->answer_len = 0;
+    cli_answer_reset(&ss->ans);
     interrupted = 0;
-    if (ss->json) {
-        ss->tokens = json_array();
-        ss->top = ss->g->rp.n_top > 0 ? json_array() : NULL;
-    }
     pb_err err = {0};
     const struct engine_events ev = {ss, on_step, on_done};
     int rc = engine_generate(ss->e, ids, n, &ss->g->rp, &ev, &ss->last, &err);
-    if (!ss->json) {
-        putchar('\n');
-        fflush(stdout);
-    }
+    cli_answer_end(&ss->ans);
     free(ids);
     if (rc) {
         cli_error("chat", "%s", err.msg);
         json_array_remove(ss->messages, json_array_size(ss->messages) - 1);
-        json_decref(ss->tokens);
-        json_decref(ss->top);
-        ss->tokens = ss->top = NULL;
         return;
     }
     ss->have_last = true;
@@ -190,14 +150,17 @@ static void answer(struct session *ss, const char *line)
         fprintf(stderr, "(interrupted)\n");
         interrupted = 0;
     }
-    json_t *content = pb_json_text(ss->answer ? ss->answer : "", ss->answer_len);
+    /* the history keeps the answer, not the thinking (as the templates expect) */
+    const struct cli_answer *a = &ss->ans;
+    json_t *content = pb_json_text(a->text ? a->text : "", a->text_len);
     json_array_append_new(ss->messages, json_pack("{s:s,s:O}", "role", "assistant", "content", content));
     if (ss->json) {
-        json_t *o = json_pack("{s:o,s:s,s:{s:i,s:i,s:i},s:o,s:o}", "content", content, "finish_reason",
+        json_t *o = json_pack("{s:o,s:s,s:{s:i,s:i,s:i},s:O,s:o}", "content", content, "finish_reason",
                               cli_finish_name(ss->last.finish), "usage", "prompt_tokens", ss->last.n_prompt,
                               "completion_tokens", ss->last.n_gen, "cached_tokens", ss->last.n_reused, "tokens",
-                              ss->tokens, "top", ss->top ? ss->top : json_array());
-        ss->tokens = ss->top = NULL;
+                              a->tokens, "top", a->top ? json_incref(a->top) : json_array());
+        if (ss->g->rp.reasoning.style != ENGINE_REASONING_NONE)
+            json_object_set_new(o, "reasoning", pb_json_text(a->reasoning ? a->reasoning : "", a->reasoning_len));
         cli_print_json(o, false);
         fflush(stdout);
     } else {
@@ -342,6 +305,7 @@ int cmd_chat(int argc, char **argv)
     struct session ss = {.g = &g, .tty = isatty(STDIN_FILENO) == 1, .json = json};
     if (!(ss.e = cli_gen_open("chat", argv[optind], &g, true)))
         return CLI_FAIL;
+    cli_answer_init(&ss.ans, &g, json);
     ss.messages = json_array();
     ss.system = g.system ? strdup(g.system) : NULL;
 
@@ -388,7 +352,7 @@ int cmd_chat(int argc, char **argv)
     if (ss.tty)
         fputc('\n', stderr);
     free(line);
-    free(ss.answer);
+    cli_answer_free(&ss.ans);
     free(ss.system);
     json_decref(ss.messages);
     engine_close(ss.e);

@@ -27,72 +27,18 @@ static void help(void)
            "Examples:\n"
            "  plumb run stories260K.gguf -p \"Once upon a time\" -n 32 --temp 0 --ctx 512\n"
            "  plumb run qwen2.5-0.5b-instruct.gguf --chat -p \"What is the capital of France?\"\n",
-           CLI_GEN_HELP);
-}
-
-struct run_state {
-    bool json;
-    bool failed; /* out of memory collecting --json output */
-    /* --json */
-    json_t *tokens, *top;
-    char *text;
-    size_t text_len, text_cap;
-};
-
-static bool add_text(struct run_state *st, const char *p, size_t n)
-{
-    if (!st->json) {
-        fwrite(p, 1, n, stdout);
-        fflush(stdout);
-        return true;
-    }
-    if (st->text_len + n + 1 > st->text_cap) {
-        size_t cap = (st->text_cap + n + 1) * 2;
-        char *t = realloc(st->text, cap);
-        if (!t)
-            return false;
-        st->text = t;
-        st->text_cap = cap;
-    }
-    memcpy(st->text + st->text_len, p, n);
-    st->text_len += n;
-    return true;
-}
-
-static int on_step(void *user, const struct engine_step *s)
-{
-    struct run_state *st = user;
-    if (st->json) {
-        json_array_append_new(st->tokens, json_integer(s->id));
-        if (st->top) {
-            json_t *step = json_array();
-            for (int i = 0; i < s->n_top; i++)
-                json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
-            json_array_append_new(st->top, step);
-        }
-    }
-    if (!add_text(st, s->text, s->text_len)) {
-        st->failed = true;
-        return 1;
-    }
-    return 0;
-}
-
-static void on_done(void *user, const struct engine_result *r)
-{
-    struct run_state *st = user;
-    if (!add_text(st, r->tail, r->tail_len))
-        st->failed = true;
+           cli_gen_help());
 }
 
 enum { OPT_NO_DISPLAY_PROMPT = 256, OPT_JSON, OPT_TOP, OPT_CHAT };
 
 /* The prompt as token ids: raw text, or a user message through the chat
  * template. */
-static int prompt_ids(struct engine *e, const struct cli_gen *g, bool chat, const char *prompt, size_t len,
-                      int32_t **ids, size_t *n)
+static int prompt_ids(struct engine *e, struct cli_gen *g, bool chat, const char *prompt, size_t len, int32_t **ids,
+                      size_t *n)
 {
     pb_err err = {0};
+    struct engine_answer_start start;
     if (!chat) {
         if (tok_encode(engine_tokenizer(e), prompt, len, true, false, ids, n, &err))
             return cli_error("run", "%s", err.msg);
@@ -102,10 +48,11 @@ static int prompt_ids(struct engine *e, const struct cli_gen *g, bool chat, cons
     if (g->system)
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", g->system));
     json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", "user", "content", pb_json_text(prompt, len)));
-    int rc = engine_chat_prompt(e, msgs, ids, n, &err);
+    int rc = engine_chat_prompt(e, msgs, &g->chat_opts, ids, n, &start, &err);
     json_decref(msgs);
     if (rc)
         return cli_error("run", "%s", err.msg);
+    g->rp.reasoning = start; /* the reasoning of a thinking model comes apart */
     return CLI_OK;
 }
 
@@ -180,31 +127,26 @@ int cmd_run(int argc, char **argv)
     struct engine *e = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    struct run_state st = {.json = json};
+    struct cli_answer ans;
+    cli_answer_init(&ans, &g, json);
     int status = CLI_FAIL;
     if (!(e = cli_gen_open("run", argv[optind], &g, chat)))
         goto done;
     if (prompt_ids(e, &g, chat, prompt, prompt_len, &ids, &n_ids))
         goto done;
-    if (json) {
-        st.tokens = json_array();
-        st.top = g.rp.n_top > 0 ? json_array() : NULL;
-    } else if (display_prompt && !chat) {
+    if (!json && display_prompt && !chat) {
         fwrite(prompt, 1, prompt_len, stdout);
         fflush(stdout);
     }
-    const struct engine_events ev = {&st, on_step, on_done};
+    const struct engine_events ev = {&ans, cli_answer_step, cli_answer_done};
     struct engine_result res;
     int rc = engine_generate(e, ids, n_ids, &g.rp, &ev, &res, &err);
-    if (!json) {
-        putchar('\n');
-        fflush(stdout);
-    }
+    cli_answer_end(&ans);
     if (rc) {
         cli_error("run", "%s", err.msg);
         goto done;
     }
-    if (st.failed) {
+    if (ans.failed) {
         cli_error("run", "out of memory collecting the output");
         goto done;
     }
@@ -216,14 +158,15 @@ int cmd_run(int argc, char **argv)
             json_array_append_new(pt, json_integer(ids[i]));
         json_t *out = json_object();
         json_object_set_new(out, "prompt_tokens", pt);
-        json_object_set_new(out, "tokens", st.tokens);
-        json_object_set_new(out, "text", pb_json_text(st.text ? st.text : "", st.text_len));
-        json_object_set_new(out, "top", st.top ? st.top : json_array());
+        json_object_set_new(out, "tokens", json_incref(ans.tokens));
+        json_object_set_new(out, "text", pb_json_text(ans.text ? ans.text : "", ans.text_len));
+        if (g.rp.reasoning.style != ENGINE_REASONING_NONE)
+            json_object_set_new(out, "reasoning", pb_json_text(ans.reasoning ? ans.reasoning : "", ans.reasoning_len));
+        json_object_set_new(out, "top", ans.top ? json_incref(ans.top) : json_array());
         json_object_set_new(out, "finish_reason", json_string(cli_finish_name(res.finish)));
         json_object_set_new(out, "timings",
                             json_pack("{s:f,s:f,s:f,s:I}", "load_s", in.load_s, "prompt_s", res.t_prompt, "gen_s",
                                       res.t_gen, "peak_rss_bytes", (json_int_t)pb_peak_rss()));
-        st.tokens = st.top = NULL;
         status = cli_print_json(out, false);
     } else {
         status = CLI_OK;
@@ -231,9 +174,7 @@ int cmd_run(int argc, char **argv)
     fputc('\n', stderr);
     cli_print_stats(e, &res, &g);
 done:
-    json_decref(st.tokens);
-    json_decref(st.top);
-    free(st.text);
+    cli_answer_free(&ans);
     free(ids);
     free(prompt_buf);
     engine_close(e);

@@ -3,11 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-const char CLI_GEN_HELP[] =
+static const char gen_help[] =
     "  -n, --n-predict N        tokens to generate (-1: until end of text or a full context)\n"
     "      --temp T             temperature; 0 is greedy (default 0.8)\n"
     "      --top-k K            keep the K most likely tokens, 0 = off (default 40)\n"
@@ -24,9 +25,20 @@ const char CLI_GEN_HELP[] =
     "      --ignore-eos         do not stop at end-of-text tokens\n"
     "      --system TEXT        a system message for chat formatting\n"
     "      --chat-format NAME   a built-in chat format instead of the model's template:\n"
-    "                           chatml, llama3, llama2, mistral, gemma, phi3\n"
+    "                           %s\n"
     "      --ignore-memory      load the model even when its memory estimate exceeds what\n"
-    "                           is available (it is refused otherwise)\n";
+    "                           is available (it is refused otherwise)\n"
+    "      --show-reasoning     print a reasoning model's thinking (dimmed on a terminal);\n"
+    "                           it is hidden by default\n"
+    "      --no-think           ask the model not to think first (Qwen3's enable_thinking)\n"
+    "      --reasoning-effort E low, medium or high (gpt-oss)\n";
+
+const char *cli_gen_help(void)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, gen_help, engine_chat_formats());
+    return buf;
+}
 
 void cli_gen_init(struct cli_gen *g, int n_predict_default)
 {
@@ -109,6 +121,15 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         g->ep.chat_format = arg;
         return 1;
     case GOPT_SYSTEM: g->system = arg; return 1;
+    case GOPT_SHOW_REASONING: g->show_reasoning = true; return 1;
+    case GOPT_NO_THINK: g->chat_opts.no_thinking = true; return 1;
+    case GOPT_REASONING_EFFORT:
+        if (strcmp(arg, "low") && strcmp(arg, "medium") && strcmp(arg, "high")) {
+            cli_usage_error(cmd, "--reasoning-effort is low, medium or high, not '%s'", arg);
+            return -1;
+        }
+        g->chat_opts.reasoning_effort = arg;
+        return 1;
     default: return 0;
     }
 }
@@ -140,6 +161,105 @@ struct engine *cli_gen_open(const char *cmd, const char *model, const struct cli
     if (chat && in.chat_notice[0])
         fprintf(stderr, "plumb %s: %s\n", cmd, in.chat_notice);
     return e;
+}
+
+void cli_answer_init(struct cli_answer *a, const struct cli_gen *g, bool json)
+{
+    memset(a, 0, sizeof *a);
+    a->json = json;
+    a->show_reasoning = g->show_reasoning;
+    a->tty = isatty(STDOUT_FILENO) == 1;
+    if (json) {
+        a->tokens = json_array();
+        a->top = g->rp.n_top > 0 ? json_array() : NULL;
+    }
+}
+
+void cli_answer_reset(struct cli_answer *a)
+{
+    a->text_len = a->reasoning_len = 0;
+    a->failed = a->in_reasoning = false;
+    if (a->tokens)
+        json_array_clear(a->tokens);
+    if (a->top)
+        json_array_clear(a->top);
+}
+
+void cli_answer_free(struct cli_answer *a)
+{
+    free(a->text);
+    free(a->reasoning);
+    json_decref(a->tokens);
+    json_decref(a->top);
+}
+
+static bool keep(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = (*cap + n + 1) * 2;
+        char *b = realloc(*buf, c);
+        if (!b)
+            return false;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    (*buf)[*len] = 0;
+    return true;
+}
+
+/* Prints (unless json) and keeps one part of the answer. */
+static void add_part(struct cli_answer *a, bool reasoning, const char *p, size_t n)
+{
+    if (!n)
+        return;
+    if (!a->json && (!reasoning || a->show_reasoning)) {
+        if (reasoning != a->in_reasoning && a->tty)
+            fputs(reasoning ? "\033[2m" : "\033[0m", stdout);
+        if (!reasoning && a->in_reasoning && !a->tty)
+            fputs("\n\n", stdout); /* the thinking, then the answer */
+        a->in_reasoning = reasoning;
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+    }
+    if (!(reasoning ? keep(&a->reasoning, &a->reasoning_len, &a->reasoning_cap, p, n)
+                    : keep(&a->text, &a->text_len, &a->text_cap, p, n)))
+        a->failed = true;
+}
+
+int cli_answer_step(void *user, const struct engine_step *s)
+{
+    struct cli_answer *a = user;
+    if (a->tokens)
+        json_array_append_new(a->tokens, json_integer(s->id));
+    if (a->top) {
+        json_t *step = json_array();
+        for (int i = 0; i < s->n_top; i++)
+            json_array_append_new(step, json_pack("[i,f]", s->top_ids[i], (double)s->top_logits[i]));
+        json_array_append_new(a->top, step);
+    }
+    add_part(a, true, s->reasoning, s->reasoning_len);
+    add_part(a, false, s->text, s->text_len);
+    return a->failed;
+}
+
+void cli_answer_done(void *user, const struct engine_result *r)
+{
+    struct cli_answer *a = user;
+    add_part(a, true, r->tail_reasoning, r->tail_reasoning_len);
+    add_part(a, false, r->tail, r->tail_len);
+}
+
+void cli_answer_end(struct cli_answer *a)
+{
+    if (a->json)
+        return;
+    if (a->in_reasoning && a->tty)
+        fputs("\033[0m", stdout);
+    a->in_reasoning = false;
+    putchar('\n');
+    fflush(stdout);
 }
 
 const char *cli_finish_name(enum engine_finish f)

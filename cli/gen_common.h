@@ -23,6 +23,9 @@ enum {
     GOPT_SYSTEM,
     GOPT_KV_TYPE,
     GOPT_IGNORE_MEMORY,
+    GOPT_SHOW_REASONING,
+    GOPT_NO_THINK,
+    GOPT_REASONING_EFFORT,
 };
 
 /* Long options of cli_gen_option, to put in a command's option table. */
@@ -34,15 +37,19 @@ enum {
         {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},                                    \
         {"batch", required_argument, 0, 'b'}, {"ignore-eos", no_argument, 0, GOPT_IGNORE_EOS},                         \
         {"chat-format", required_argument, 0, GOPT_CHAT_FORMAT}, {"system", required_argument, 0, GOPT_SYSTEM},     \
-        {"kv-type", required_argument, 0, GOPT_KV_TYPE}, {"ignore-memory", no_argument, 0, GOPT_IGNORE_MEMORY}
+        {"kv-type", required_argument, 0, GOPT_KV_TYPE}, {"ignore-memory", no_argument, 0, GOPT_IGNORE_MEMORY},   \
+        {"show-reasoning", no_argument, 0, GOPT_SHOW_REASONING}, {"no-think", no_argument, 0, GOPT_NO_THINK},          \
+        {"reasoning-effort", required_argument, 0, GOPT_REASONING_EFFORT}
 #define CLI_GEN_SHORTOPTS "n:t:c:b:"
 
 /* Help text for those options. */
-extern const char CLI_GEN_HELP[];
+const char *cli_gen_help(void);
 
 struct cli_gen {
     struct engine_params ep;
     struct engine_request_params rp;
+    struct engine_chat_opts chat_opts; /* --no-think, --reasoning-effort */
+    bool show_reasoning;
     bool seed_given;
     const char *system; /* system prompt, or NULL */
 };
@@ -58,6 +65,27 @@ void cli_gen_finish(struct cli_gen *g);
  * should know (a context beyond the model's training context; for chat,
  * a chat format fallback). NULL after printing the error. */
 struct engine *cli_gen_open(const char *cmd, const char *model, const struct cli_gen *g, bool chat);
+
+/* An answer as it streams: printed to stdout (reasoning dimmed on a
+ * terminal, and only with --show-reasoning) unless json, and kept (text,
+ * reasoning, and for json the token ids and top logits of every step). */
+struct cli_answer {
+    bool json, show_reasoning, tty;
+    bool failed;          /* out of memory keeping it */
+    bool in_reasoning;    /* the last thing printed was reasoning */
+    char *text, *reasoning;
+    size_t text_len, text_cap, reasoning_len, reasoning_cap;
+    json_t *tokens, *top; /* json: ids, and each step's [id, logit] pairs when top is not NULL */
+};
+void cli_answer_init(struct cli_answer *a, const struct cli_gen *g, bool json);
+/* Forgets the last answer (keeps the buffers). */
+void cli_answer_reset(struct cli_answer *a);
+void cli_answer_free(struct cli_answer *a);
+/* The engine events that fill it (user: the cli_answer). */
+int cli_answer_step(void *user, const struct engine_step *s);
+void cli_answer_done(void *user, const struct engine_result *r);
+/* Ends what was printed (a newline; the dim attribute reset). */
+void cli_answer_end(struct cli_answer *a);
 
 /* The finish reason as run and chat print it: "stop" (end of text or a
  * stop string), "length", "context", "interrupted", "error". */

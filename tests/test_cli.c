@@ -740,6 +740,56 @@ static void check_chat_matches_run(const char *model, const char *format_opt)
     result_free(&chat_r);
 }
 
+/* Each new family's file through a pipe with its family's format, the
+ * same as run --chat; and a thinking model's reasoning kept apart: in
+ * chat --json's "reasoning", on stdout only with --show-reasoning. */
+static void test_chat_families(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *format;
+    } fam[] = {
+        {"tiny-gemma2-q8_0.gguf", "--chat-format gemma"},   {"tiny-gemma3-q8_0.gguf", "--chat-format gemma"},
+        {"tiny-phi3-q8_0.gguf", "--chat-format phi3"},      {"tiny-qwen3moe-q8_0.gguf", "--chat-format qwen3"},
+        {"tiny-gpt-oss-mxfp4_moe.gguf", "--chat-format harmony"},
+        {"tiny-llama-moe-q8_0.gguf", "--chat-format chatml"},
+    };
+    int ran = 0;
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        char buf[1024];
+        const char *model = testdata_file(fam[i].file, buf, sizeof buf);
+        if (!model)
+            continue;
+        check_chat_matches_run(model, fam[i].format);
+        ran++;
+    }
+    if (!ran)
+        skip();
+    char buf[1024], in[512];
+    const char *model = testdata_file("tiny-llama-q8_0.gguf", buf, sizeof buf);
+    if (!model)
+        return;
+    test_tmpfile("think-in.txt", in, sizeof in);
+    assert_int_equal(test_write_file(in, "think about it\n", 15), 0);
+    struct result r = run("chat '%s' --chat-format deepseek-r1 -n 8 --temp 0 --json < '%s'", model, in);
+    EXPECT_STATUS(r, 0);
+    json_t *j = test_parse_json(r.out);
+    assert_string_equal(json_string_value(json_object_get(j, "content")), "");
+    const char *reasoning = json_string_value(json_object_get(j, "reasoning"));
+    assert_non_null(reasoning);
+    assert_true(strlen(reasoning) > 0);
+    struct result hidden = run("chat '%s' --chat-format deepseek-r1 -n 8 --temp 0 < '%s'", model, in);
+    struct result shown = run("chat '%s' --chat-format deepseek-r1 -n 8 --temp 0 --show-reasoning < '%s'", model, in);
+    EXPECT_STATUS(hidden, 0);
+    EXPECT_STATUS(shown, 0);
+    assert_string_equal(hidden.out, "\n"); /* the thinking is hidden; the answer is empty */
+    assert_non_null(strstr(shown.out, reasoning));
+    json_decref(j);
+    result_free(&r);
+    result_free(&hidden);
+    result_free(&shown);
+}
+
 static void test_chat(void **state)
 {
     (void)state;
@@ -1377,6 +1427,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_escaped_metadata),
         cmocka_unit_test(test_chat),           cmocka_unit_test(test_chat_interrupt), cmocka_unit_test(test_service),
         cmocka_unit_test(test_service_refusals),
+        cmocka_unit_test(test_chat_families),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
         cmocka_unit_test(test_unsafe_settings_doctor),
     };

@@ -604,6 +604,67 @@ static void test_estimate_consistent(void **state)
     assert_non_null(strstr(err.msg, "available"));
 }
 
+/* The reasoning of a thinking model handed apart: an answer that starts
+ * inside a thinking block which never closes (a random model never writes
+ * </think>) is reasoning from the first byte to the last, and the same
+ * text as without the split. */
+struct split_outcome {
+    char text[4096], reasoning[4096];
+    size_t text_len, reasoning_len;
+};
+
+static void split_add(char *buf, size_t *len, const char *p, size_t n)
+{
+    if (*len + n < 4096) {
+        memcpy(buf + *len, p, n);
+        *len += n;
+    }
+}
+
+static int split_step(void *user, const struct engine_step *st)
+{
+    struct split_outcome *o = user;
+    split_add(o->text, &o->text_len, st->text, st->text_len);
+    split_add(o->reasoning, &o->reasoning_len, st->reasoning, st->reasoning_len);
+    return 0;
+}
+
+static void split_done(void *user, const struct engine_result *r)
+{
+    struct split_outcome *o = user;
+    split_add(o->text, &o->text_len, r->tail, r->tail_len);
+    split_add(o->reasoning, &o->reasoning_len, r->tail_reasoning, r->tail_reasoning_len);
+}
+
+static void test_reasoning_split(void **state)
+{
+    (void)state;
+    struct engine *e = make("Q8_0", 1, 0, 256);
+    int32_t p[8];
+    make_prompt(p, 8, 9);
+    struct engine_request_params rp = params_of(1);
+    rp.n_predict = 30;
+    static struct split_outcome plain, split;
+    const struct engine_events ev_plain = {&plain, split_step, split_done}, ev_split = {&split, split_step, split_done};
+    struct engine_result res;
+    pb_err err;
+    assert_int_equal(engine_generate(e, p, 8, &rp, &ev_plain, &res, &err), 0);
+    assert_int_equal(plain.reasoning_len, 0);
+    assert_true(plain.text_len > 0);
+    rp.reasoning = (struct engine_answer_start){ENGINE_REASONING_THINK, true};
+    assert_int_equal(engine_generate(e, p, 8, &rp, &ev_split, &res, &err), 0);
+    assert_int_equal(split.text_len, 0);
+    /* the thinking is trimmed of the newlines around it */
+    size_t a = 0, b = plain.text_len;
+    while (a < b && plain.text[a] == '\n')
+        a++;
+    while (b > a && plain.text[b - 1] == '\n')
+        b--;
+    assert_int_equal(split.reasoning_len, b - a);
+    assert_memory_equal(split.reasoning, plain.text + a, b - a);
+    engine_close(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -617,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_top_logits),
         cmocka_unit_test(test_shared_threads),
         cmocka_unit_test(test_estimate_consistent),
+        cmocka_unit_test(test_reasoning_split),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

@@ -1080,6 +1080,91 @@ static void test_memory_refused(void **state)
     free(out);
 }
 
+/* A thinking model's reasoning comes as reasoning_content (whole and
+ * streamed), the same text reasoning_format "none" leaves in the content;
+ * chat_template_kwargs.enable_thinking reaches the template. A random
+ * model writes no </think>: with DeepSeek-R1's format, which opens the
+ * block in the prompt, its whole answer is reasoning. */
+static void test_reasoning_content(void **state)
+{
+    (void)state;
+    /* the reference tiny llama writes text, not only newlines */
+    REQUIRE_TESTDATA(model, "tiny-llama-q8_0.gguf");
+    struct server s = start_server(model, "--ctx 256 --chat-format deepseek-r1");
+    char *split = chat_body("think about dogs", 16, false, ",\"temperature\":0");
+    char *raw = chat_body("think about dogs", 16, false, ",\"temperature\":0,\"reasoning_format\":\"none\"");
+    struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, split);
+    json_t *a = body_json(&r);
+    response_free(&r);
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, raw);
+    json_t *b = body_json(&r);
+    response_free(&r);
+    json_t *ma = json_object_get(json_array_get(json_object_get(a, "choices"), 0), "message");
+    json_t *mb = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+    assert_string_equal(json_string_value(json_object_get(ma, "content")), "");
+    const char *reasoning = json_string_value(json_object_get(ma, "reasoning_content"));
+    const char *content = json_string_value(json_object_get(mb, "content"));
+    assert_non_null(reasoning);
+    assert_null(json_object_get(mb, "reasoning_content"));
+    /* the thinking is trimmed of newlines around it */
+    size_t lo = strspn(content, "\n"), hi = strlen(content);
+    while (hi > lo && content[hi - 1] == '\n')
+        hi--;
+    assert_true(strlen(reasoning) > 0);
+    assert_int_equal(strlen(reasoning), hi - lo);
+    assert_memory_equal(reasoning, content + lo, hi - lo);
+    /* streamed: the deltas' reasoning_content adds up to the same */
+    char *streamed = chat_body("think about dogs", 16, true, ",\"temperature\":0");
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, streamed);
+    char all[4096] = "";
+    size_t n = 0;
+    for (const char *p = strstr(r.body, "data: {"); p; p = strstr(p + 1, "data: {")) {
+        const char *end = strstr(p, "\n\n");
+        json_t *ev = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
+        json_t *d = json_object_get(json_object_get(json_array_get(json_object_get(ev, "choices"), 0), "delta"),
+                                    "reasoning_content");
+        if (json_is_string(d) && n + json_string_length(d) < sizeof all) {
+            memcpy(all + n, json_string_value(d), json_string_length(d));
+            n += json_string_length(d);
+        }
+        json_decref(ev);
+    }
+    response_free(&r);
+    assert_int_equal(n, strlen(reasoning));
+    assert_memory_equal(all, reasoning, n);
+    /* the template's switches: bad ones refused, enable_thinking reaches it */
+    expect_error(s.port, "POST", "/v1/chat/completions", NULL,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"foo\":1}}", 400,
+                 "invalid_value");
+    expect_error(s.port, "POST", "/v1/chat/completions", NULL,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"huge\"}", 400,
+                 "invalid_value");
+    json_decref(a);
+    json_decref(b);
+    free(split);
+    free(raw);
+    free(streamed);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+
+    /* Qwen3's format: thinking off renders an empty thinking block */
+    s = start_server(model, "--ctx 256 --chat-format qwen3");
+    int prompt[2];
+    for (int k = 0; k < 2; k++) {
+        char *body = chat_body("hello", 2, false,
+                               k ? ",\"temperature\":0,\"chat_template_kwargs\":{\"enable_thinking\":false}"
+                                 : ",\"temperature\":0");
+        r = request(s.port, "POST", "/v1/chat/completions", NULL, body);
+        json_t *v = body_json(&r);
+        prompt[k] = (int)json_integer_value(json_object_get(json_object_get(v, "usage"), "prompt_tokens"));
+        json_decref(v);
+        response_free(&r);
+        free(body);
+    }
+    print_message("  qwen3 format: %d prompt tokens thinking, %d without\n", prompt[0], prompt[1]);
+    assert_true(prompt[1] > prompt[0]);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
 /* ---- one engine behind every way of generating ---- */
 
 /* Runs a shell command line; stdout parsed as JSON (the last line). */
@@ -1566,6 +1651,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_usage_accounting),
         cmocka_unit_test(test_same_through_every_path),
         cmocka_unit_test(test_memory_refused),
+        cmocka_unit_test(test_reasoning_content),
         cmocka_unit_test(test_idle_and_dripping_connections),
         cmocka_unit_test(test_pipelined_requests),
         cmocka_unit_test(test_port_in_use),

@@ -173,11 +173,36 @@ int engine_describe(const char *path, bool tensors, bool metadata, json_t **out,
 const char *engine_chat_formats(void);
 bool engine_chat_format_known(const char *name);
 
+/* Reasoning models think before they answer: Qwen3, QwQ, DeepSeek-R1 and
+ * SmolLM3 between <think> and </think>, gpt-oss in its harmony analysis
+ * channel. The engine can hand the two apart as the text streams. */
+enum engine_reasoning {
+    ENGINE_REASONING_NONE,    /* everything is answer */
+    ENGINE_REASONING_THINK,   /* <think> ... </think> */
+    ENGINE_REASONING_HARMONY, /* gpt-oss's channels */
+};
+
+/* Per-request switches a chat template reads. */
+struct engine_chat_opts {
+    bool no_thinking;             /* Qwen3 and the like: answer without thinking (enable_thinking = false) */
+    const char *reasoning_effort; /* gpt-oss: "low", "medium" or "high"; NULL: the template's default */
+};
+
+/* How the answer to a chat prompt starts: the template's reasoning markup,
+ * and whether the prompt itself opened a thinking block. */
+struct engine_answer_start {
+    enum engine_reasoning style;
+    bool in_reasoning;
+};
+
 /* A conversation (a JSON array of {"role", "content"} messages) rendered
- * with the engine's chat format, the assistant's turn opened, and
- * tokenized (template markup becomes special tokens, message text does
- * not). Safe from several threads. *ids is allocated. */
-int engine_chat_prompt(struct engine *e, const json_t *messages, int32_t **ids, size_t *n_ids, pb_err *err);
+ * with the engine's chat format and opts (may be NULL: the defaults), the
+ * assistant's turn opened, and tokenized (template markup becomes special
+ * tokens, message text does not). Safe from several threads. *ids is
+ * allocated; start (may be NULL) says how the answer starts: give it to a
+ * request's `reasoning` to have the reasoning handed apart. */
+int engine_chat_prompt(struct engine *e, const json_t *messages, const struct engine_chat_opts *opts, int32_t **ids,
+                       size_t *n_ids, struct engine_answer_start *start, pb_err *err);
 
 /* ---- requests ---- */
 
@@ -190,6 +215,8 @@ struct engine_request_params {
     int n_stop;
     int n_top;            /* > 0: each step reports its n_top highest logits */
     bool want_logits;     /* each step carries all of its logits */
+    struct engine_answer_start reasoning; /* style NONE: all text is answer; else the reasoning is handed
+                                           * apart (engine_chat_prompt says how the answer starts) */
 };
 
 /* llama.cpp's sampling defaults, no limit, nothing reported. */
@@ -199,8 +226,11 @@ struct engine_request_params engine_request_defaults(void);
 struct engine_step {
     int index;              /* 0 for the first token after the prompt */
     int32_t id;
-    const char *text;       /* the text this step lets out (may be empty: held back) */
+    const char *text;       /* the answer text this step lets out (may be empty: held back) */
     size_t text_len;
+    const char *reasoning;  /* with a request's reasoning style: the reasoning text it lets out, without the
+                             * markup (may be empty) */
+    size_t reasoning_len;
     const float *logits;    /* want_logits: the n_vocab logits it was drawn from, valid during the call */
     int32_t n_vocab;
     const int32_t *top_ids; /* n_top: the highest logits, highest first (ties to the lower id) */
@@ -231,6 +261,8 @@ struct engine_result {
     double t_total;        /* seconds from submission to the end */
     const char *tail;      /* text held back until the end, let out now (valid during the call) */
     size_t tail_len;
+    const char *tail_reasoning; /* the same of the reasoning */
+    size_t tail_reasoning_len;
     char error[512];       /* ENGINE_FINISH_ERROR: what went wrong */
 };
 

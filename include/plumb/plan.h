@@ -138,7 +138,7 @@ const char *cat_kind_name(enum cat_kind k);
  * catalog's figures with an assumed efficiency per kind of device.
  */
 
-#define PLAN_MAX_QUANTS 12
+#define PLAN_MAX_QUANTS 16
 #define PLAN_MAX_CAL 32
 #define PLAN_BATCH ENGINE_DEFAULT_BATCH /* tokens per forward pass of a prompt */
 

@@ -336,12 +336,19 @@ static int render_once(const struct chat *c, const json_t *messages, bool add_ge
 }
 
 int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
-                  bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err)
+                  bool add_generation_prompt, const struct chat_opts *opts, int32_t **ids, size_t *n_ids,
+                  struct chat_start *start, pb_err *err)
 {
+    json_t *vars = NULL;
+    if (opts && !(vars = chat_opts_vars(opts)))
+        return pb_fail(err, PB_ENOMEM, "out of memory");
     struct tmpl_output r;
-    int rc = chat_render(c, messages, add_generation_prompt, NULL, &r, err);
+    int rc = chat_render(c, messages, add_generation_prompt, vars, &r, err);
+    json_decref(vars);
     if (rc)
         return rc;
+    if (start)
+        chat_start_of(c, r.text, r.len, start);
     const char *text = r.text;
     size_t len = r.len;
     /* templates usually write the BOS text themselves: add it only when

@@ -39,10 +39,6 @@ const char *chat_name(const struct chat *c);
 int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
                 struct tmpl_output *out, pb_err *err);
 
-/* Renders and tokenizes (special tokens parsed; BOS added unless the
- * rendered text already starts with it). *ids is allocated. */
-int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
-                  bool add_generation_prompt, int32_t **ids, size_t *n_ids, pb_err *err);
 
 /* ---- template variables ---- */
 
@@ -87,6 +83,21 @@ struct chat_reasoning;
 
 /* The reasoning markup of the chat's template or format. */
 enum chat_reasoning_style chat_reasoning_style(const struct chat *c);
+
+/* How an answer to a rendered prompt starts: the chat's reasoning markup,
+ * and whether the prompt opened a thinking block it did not close. */
+struct chat_start {
+    enum chat_reasoning_style style;
+    bool in_reasoning;
+};
+void chat_start_of(const struct chat *c, const char *prompt, size_t prompt_len, struct chat_start *out);
+
+/* Renders (with opts' variables; opts may be NULL) and tokenizes (special
+ * tokens parsed; BOS added unless the rendered text already starts with
+ * it). *ids is allocated; start (may be NULL) says how the answer starts. */
+int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_t *messages,
+                  bool add_generation_prompt, const struct chat_opts *opts, int32_t **ids, size_t *n_ids,
+                  struct chat_start *start, pb_err *err);
 
 /* A splitter for the output that follows prompt (the rendered prompt
  * text, as chat_render made it), for the chat's template or format: the

@@ -248,9 +248,16 @@ static bool opens_thinking(const char *p, size_t n)
     return open && (!close || close < open);
 }
 
+void chat_start_of(const struct chat *c, const char *prompt, size_t prompt_len, struct chat_start *out)
+{
+    out->style = chat_reasoning_style(c);
+    out->in_reasoning = out->style == CHAT_REASONING_THINK && opens_thinking(prompt, prompt_len);
+}
+
 int chat_reasoning_open(const struct chat *c, const char *prompt, size_t prompt_len, struct chat_reasoning **out,
                         pb_err *err)
 {
-    const enum chat_reasoning_style style = chat_reasoning_style(c);
-    return chat_reasoning_create(style, style == CHAT_REASONING_THINK && opens_thinking(prompt, prompt_len), out, err);
+    struct chat_start st;
+    chat_start_of(c, prompt, prompt_len, &st);
+    return chat_reasoning_create(st.style, st.in_reasoning, out, err);
 }

@@ -444,11 +444,22 @@ const struct tokenizer *engine_tokenizer(const struct engine *e)
     return e->tok;
 }
 
-int engine_chat_prompt(struct engine *e, const json_t *messages, int32_t **ids, size_t *n_ids, pb_err *err)
+int engine_chat_prompt(struct engine *e, const json_t *messages, const struct engine_chat_opts *opts, int32_t **ids,
+                       size_t *n_ids, struct engine_answer_start *start, pb_err *err)
 {
+    /* the template always sees its switches: left undefined, some close
+     * the thinking block (DeepSeek-R1's) */
+    const struct chat_opts co = {opts && opts->no_thinking, opts ? opts->reasoning_effort : NULL};
+    struct chat_start cs;
     pthread_mutex_lock(&e->chat_mu);
-    int rc = chat_tokenize(e->chat, e->tok, messages, true, ids, n_ids, err);
+    int rc = chat_tokenize(e->chat, e->tok, messages, true, &co, ids, n_ids, &cs, err);
     pthread_mutex_unlock(&e->chat_mu);
+    if (rc == PB_OK && start) {
+        start->style = cs.style == CHAT_REASONING_THINK     ? ENGINE_REASONING_THINK
+                       : cs.style == CHAT_REASONING_HARMONY ? ENGINE_REASONING_HARMONY
+                                                            : ENGINE_REASONING_NONE;
+        start->in_reasoning = cs.in_reasoning;
+    }
     return rc;
 }
 

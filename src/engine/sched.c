@@ -6,6 +6,7 @@
 
 #include "base/sys.h"
 #include "base/vec.h"
+#include "chat/chat.h"
 #include "engine/textout.h"
 #include "sampler/json_guard.h"
 #include "sampler/sampler.h"
@@ -45,7 +46,11 @@ struct engine_request {
     struct sampler *smp;
     struct json_guard guard;
     struct textout tx;
-    struct sbuf text;    /* what a step lets out */
+    struct sbuf text;    /* what a step lets out (the answer's, when reasoning is split) */
+    struct chat_reasoning *rsn; /* splits reasoning from the answer, or NULL */
+    struct sbuf raw;     /* with rsn: text before the split */
+    struct sbuf reasoning;
+    bool split_failed;   /* out of memory splitting */
     int32_t *top_ids;    /* [p.n_top] */
     float *top_logits;
     struct engine_result res;
@@ -94,6 +99,9 @@ static void req_free(struct engine_request *r)
     sampler_free(r->smp);
     textout_free(&r->tx);
     sbuf_free(&r->text);
+    chat_reasoning_free(r->rsn);
+    sbuf_free(&r->raw);
+    sbuf_free(&r->reasoning);
     for (int i = 0; i < r->p.n_stop; i++)
         free((char *)r->p.stop[i]);
     free(r->top_ids);
@@ -227,6 +235,29 @@ uint64_t sched_mem_fixed(int64_t n_vocab, int n_batch, uint64_t piece_bytes)
            ((uint64_t)n_vocab + 1) * sizeof(uint32_t) + piece_bytes;
 }
 
+/* The reasoning splitter's pieces into the request's two buffers. */
+static void on_part(void *user, enum chat_part part, const char *text, size_t len)
+{
+    struct engine_request *r = user;
+    if (sbuf_add(part == CHAT_PART_REASONING ? &r->reasoning : &r->text, text, len))
+        r->split_failed = true;
+}
+
+/* Text let out by the text holder (in r->raw when splitting) into the
+ * answer (r->text) and the reasoning (r->reasoning); at the end, what the
+ * splitter held back too. */
+static void split_reasoning(struct engine_request *r, bool end)
+{
+    if (!r->rsn)
+        return;
+    r->text.len = r->reasoning.len = 0;
+    if (r->raw.len)
+        chat_reasoning_feed(r->rsn, r->raw.data, r->raw.len, on_part, r);
+    if (end)
+        chat_reasoning_finish(r->rsn, on_part, r);
+    r->raw.len = 0;
+}
+
 /* Ends r (scheduler thread, not under mu): lets out the text held back,
  * frees its slot, reports done. */
 static void finish(struct sched *s, struct engine_request *r, enum engine_finish f)
@@ -235,13 +266,15 @@ static void finish(struct sched *s, struct engine_request *r, enum engine_finish
     r->res.finish = f;
     r->res.t_total = now - r->t_submit;
     r->res.t_gen = r->res.n_gen ? now - r->t_first : 0;
-    r->text.len = 0;
-    if (f != ENGINE_FINISH_ERROR && textout_flush(&r->tx, &r->text) == PB_OK) {
+    r->text.len = r->raw.len = r->reasoning.len = 0;
+    r->res.tail = r->res.tail_reasoning = "";
+    r->res.tail_len = r->res.tail_reasoning_len = 0;
+    if (f != ENGINE_FINISH_ERROR && textout_flush(&r->tx, r->rsn ? &r->raw : &r->text) == PB_OK) {
+        split_reasoning(r, true);
         r->res.tail = r->text.data ? r->text.data : "";
         r->res.tail_len = r->text.len;
-    } else {
-        r->res.tail = "";
-        r->res.tail_len = 0;
+        r->res.tail_reasoning = r->reasoning.data ? r->reasoning.data : "";
+        r->res.tail_reasoning_len = r->reasoning.len;
     }
     if (r->slot >= 0) {
         s->slots[r->slot].req = NULL;
@@ -341,6 +374,12 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
         r->top_logits = malloc((size_t)r->p.n_top * sizeof *r->top_logits);
         if (!r->top_ids || !r->top_logits)
             return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    if (p->reasoning.style != ENGINE_REASONING_NONE) {
+        const enum chat_reasoning_style style =
+            p->reasoning.style == ENGINE_REASONING_HARMONY ? CHAT_REASONING_HARMONY : CHAT_REASONING_THINK;
+        if ((rc = chat_reasoning_create(style, p->reasoning.in_reasoning, &r->rsn, err)))
+            return rc;
     }
     if (!(r->prompt = malloc(n_prompt * sizeof *prompt)))
         return pb_fail(err, PB_ENOMEM, "out of memory");
@@ -651,10 +690,13 @@ static bool sample_next(struct sched *s, int i, const float *logits)
             n = 0;
         piece = big;
     }
-    r->text.len = 0;
+    r->text.len = r->raw.len = 0;
     int rc;
-    const bool stopped = textout_push(&r->tx, piece, n, &r->text, &rc);
+    const bool stopped = textout_push(&r->tx, piece, n, r->rsn ? &r->raw : &r->text, &rc);
     free(big);
+    split_reasoning(r, false);
+    if (!rc && r->split_failed)
+        rc = PB_ENOMEM;
     if (rc) {
         fail_request(s, r, "out of memory holding the answer's text");
         return false;
@@ -664,6 +706,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         .id = id,
         .text = r->text.data ? r->text.data : "",
         .text_len = r->text.len,
+        .reasoning = r->reasoning.data ? r->reasoning.data : "",
+        .reasoning_len = r->reasoning.len,
         .logits = r->p.want_logits ? logits : NULL,
         .n_vocab = s->n_vocab,
         .top_ids = r->top_ids,

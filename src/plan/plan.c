@@ -21,10 +21,13 @@ static const struct {
     int ftype;   /* general.file_type */
     bool approx; /* llama.cpp's mix for it has more rules than plumb's ftype table */
 } quants[] = {
-    {"F16", PB_FTYPE_F16, false},    {"Q8_0", PB_FTYPE_Q8_0, false}, {"Q6_K", PB_FTYPE_Q6_K, false},
-    {"Q5_K_M", PB_FTYPE_Q5_K_M, false}, {"Q4_K_M", PB_FTYPE_Q4_K_M, false}, {"IQ4_XS", 30, true},
-    {"Q4_0", PB_FTYPE_Q4_0, false},  {"Q3_K_M", 12, true},           {"IQ2_M", 29, true},
+    {"F16", PB_FTYPE_F16, false},       {"Q8_0", PB_FTYPE_Q8_0, false},     {"Q6_K", PB_FTYPE_Q6_K, false},
+    {"Q5_K_M", PB_FTYPE_Q5_K_M, false}, {"Q4_K_M", PB_FTYPE_Q4_K_M, false}, {"MXFP4", PB_FTYPE_MXFP4_MOE, false},
+    {"IQ4_XS", PB_FTYPE_IQ4_XS, false}, {"Q4_0", PB_FTYPE_Q4_0, false},     {"Q3_K_M", PB_FTYPE_Q3_K_M, false},
+    {"Q2_K", PB_FTYPE_Q2_K, false},     {"IQ2_M", 29, true},
 };
+/* MXFP4 is a mixture's file type (experts MXFP4, the rest Q8_0): planned
+ * for mixtures only */
 #define N_QUANTS ((int)(sizeof quants / sizeof quants[0]))
 
 
@@ -55,9 +58,10 @@ static void add(struct wsum *s, const char *name, int layer, int n_dims, int64_t
     const bool tied = s->m->tied_embeddings;
     struct ftype_tensor info = {name, (uint32_t)n_dims, ne0, layer, s->n_layer,
                                 role == R_OUTPUT || (role == R_EMBED && tied)};
-    enum pb_type t = pb_ftype_tensor_type((enum pb_ftype)s->ftype, &info);
-    if (!strcmp(name, "ffn_gate_inp.weight"))
-        t = PB_TYPE_F32; /* routers stay F32, as llama.cpp keeps them */
+    const struct ftype_model fm = {s->m->kv_heads > 0 ? (int)(s->m->heads / s->m->kv_heads) : 1,
+                                   (int)s->m->experts};
+    /* the rules plumb quantize and llama-quantize apply (routers stay F32) */
+    enum pb_type t = pb_ftype_model_tensor_type((enum pb_ftype)s->ftype, &fm, &info);
     uint64_t bytes = (uint64_t)pb_row_size(t, ne0) * (uint64_t)ne1 * (uint64_t)ne2;
     double n = (double)ne0 * (double)ne1 * (double)ne2;
     s->w.bytes += bytes;
@@ -390,9 +394,11 @@ int plan_evaluate(const struct cat_model *m, const struct plan_target *t, const 
         return pb_fail(err, PB_EINVAL, "context and users must be at least 1, prompt and targets not negative");
     if (t->bw_gbs <= 0 || t->int8_ops <= 0 || t->fp_ops <= 0)
         return pb_fail(err, PB_EINVAL, "%s has no bandwidth or throughput figures (run plumb survey)", t->name);
-    r->arch_supported = model_arch_supported(m->arch) && m->experts == 0 && m->sliding_window == 0;
+    r->arch_supported = model_arch_supported(m->arch);
     const int64_t prompt = p->prompt < p->ctx ? p->prompt : p->ctx;
     for (int q = 0; q < N_QUANTS; q++) {
+        if (quants[q].ftype == PB_FTYPE_MXFP4_MOE && !m->experts)
+            continue;
         struct plan_row *row = &r->rows[r->n_rows++];
         struct wsum ws;
         int rc = weights(m, q, &ws, err);

@@ -94,6 +94,7 @@ struct oai_gen {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct sbuf text;    /* not streaming: the answer; streaming: text not yet sent */
+    struct sbuf reasoning; /* the same of the reasoning (reasoning_content) */
     /* log-probabilities: n_logprobs alternatives per token (-1: none asked);
      * chat: the entries of choices[].logprobs.content not yet sent;
      * completions: the legacy object's four lists */
@@ -354,6 +355,46 @@ static int read_messages(const json_t *req, json_t **out, struct oai_error *e)
     return 200;
 }
 
+/* The chat template's switches: chat_template_kwargs.enable_thinking (as
+ * llama-server takes it) and reasoning_effort (OpenAI's and gpt-oss's
+ * low / medium / high); reasoning_format "none" keeps the reasoning in
+ * the content, markup and all, else it comes as reasoning_content. */
+static int read_chat_opts(const json_t *req, struct engine_chat_opts *co, bool *split, struct oai_error *e)
+{
+    memset(co, 0, sizeof *co);
+    *split = true;
+    const json_t *kw = json_object_get(req, "chat_template_kwargs");
+    if (kw && !json_is_null(kw)) {
+        if (!json_is_object(kw))
+            return BAD("'chat_template_kwargs' must be an object");
+        const char *key;
+        const json_t *v;
+        json_object_foreach((json_t *)kw, key, v)
+        {
+            if (strcmp(key, "enable_thinking") != 0)
+                return BAD("chat_template_kwargs.%s is not supported (enable_thinking)", key);
+            if (!json_is_boolean(v))
+                return BAD("chat_template_kwargs.enable_thinking must be true or false");
+            co->no_thinking = json_is_false(v);
+        }
+    }
+    const json_t *eff = json_object_get(req, "reasoning_effort");
+    if (eff && !json_is_null(eff)) {
+        const char *x = json_string_value(eff);
+        if (!x || (strcmp(x, "low") && strcmp(x, "medium") && strcmp(x, "high")))
+            return BAD("'reasoning_effort' must be \"low\", \"medium\" or \"high\"");
+        co->reasoning_effort = x;
+    }
+    const json_t *fmt = json_object_get(req, "reasoning_format");
+    if (fmt && !json_is_null(fmt)) {
+        const char *x = json_string_value(fmt);
+        if (!x || (strcmp(x, "none") && strcmp(x, "auto") && strcmp(x, "deepseek")))
+            return BAD("'reasoning_format' must be \"auto\", \"deepseek\" or \"none\"");
+        *split = strcmp(x, "none") != 0;
+    }
+    return 200;
+}
+
 /* The completion's prompt: a string, one string in an array, or token ids. */
 static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **ids, size_t *n, struct oai_error *e)
 {
@@ -466,7 +507,8 @@ static int on_step(void *user, const struct engine_step *st)
     else if (g->om->on_itl)
         g->om->on_itl(g->om->on_itl_user, now - g->t_last);
     g->t_last = now;
-    bool stop = sbuf_add(&g->text, st->text, st->text_len) != PB_OK;
+    bool stop = sbuf_add(&g->text, st->text, st->text_len) != PB_OK ||
+                sbuf_add(&g->reasoning, st->reasoning, st->reasoning_len) != PB_OK;
     if (now > g->deadline) {
         g->timed_out = true;
         stop = true;
@@ -481,8 +523,9 @@ static void on_done(void *user, const struct engine_result *r)
     struct oai_gen *g = user;
     pthread_mutex_lock(&g->mu);
     sbuf_add(&g->text, r->tail, r->tail_len);
+    sbuf_add(&g->reasoning, r->tail_reasoning, r->tail_reasoning_len);
     g->res = *r;
-    g->res.tail = NULL;
+    g->res.tail = g->res.tail_reasoning = NULL;
     g->done = true;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
@@ -556,8 +599,14 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
         json_t *msgs = NULL;
         if ((st = read_messages(req, &msgs, e)) != 200)
             goto done;
+        struct engine_chat_opts co;
+        bool split = true;
+        if ((st = read_chat_opts(req, &co, &split, e)) != 200) {
+            json_decref(msgs);
+            goto done;
+        }
         pb_err err;
-        int rc = engine_chat_prompt(om->e, msgs, &ids, &n_ids, &err);
+        int rc = engine_chat_prompt(om->e, msgs, &co, &ids, &n_ids, split ? &rp.reasoning : NULL, &err);
         json_decref(msgs);
         if (rc) {
             st = BAD("the messages cannot be rendered with the chat template: %s", err.msg);
@@ -722,6 +771,9 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e)
                                              "finish_reason", fr)
                                  : json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs",
                                              take_logprobs(g), "finish_reason", fr);
+        if (g->chat && g->reasoning.len)
+            json_object_set_new(json_object_get(choice, "message"), "reasoning_content",
+                                pb_json_text(g->reasoning.data, g->reasoning.len));
         *body = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", g->id, "object",
                           g->chat ? "chat.completion" : "text_completion", "created", (json_int_t)g->created, "model",
                           g->om->id, "choices", choice, "usage", usage_of(g));
@@ -744,6 +796,10 @@ static int add_chunk(struct oai_gen *g, const char *text, size_t len, const char
             json_t *delta = json_object();
             if (g->phase == PH_FIRST)
                 json_object_set_new(delta, "role", json_string("assistant"));
+            if (g->reasoning.len) { /* the reasoning so far comes first, as its own field */
+                json_object_set_new(delta, "reasoning_content", pb_json_text(g->reasoning.data, g->reasoning.len));
+                g->reasoning.len = 0;
+            }
             if (text)
                 json_object_set_new(delta, "content", pb_json_text(text, len));
             else if (g->phase == PH_FIRST)
@@ -781,8 +837,8 @@ static void advance_stream(struct oai_gen *g)
             g->phase = PH_TEXT;
             continue;
         case PH_TEXT:
-            if (g->text.len) {
-                add_chunk(g, g->text.data, g->text.len, NULL, true);
+            if (g->text.len || g->reasoning.len) {
+                add_chunk(g, g->text.len ? g->text.data : NULL, g->text.len, NULL, true);
                 g->text.len = 0;
             }
             if (!g->done)
@@ -873,6 +929,7 @@ void oai_gen_free(struct oai_gen *g)
         engine_release(g->om->e, g->req);
     }
     sbuf_free(&g->text);
+    sbuf_free(&g->reasoning);
     sbuf_free(&g->sse);
     json_decref(g->lp_content);
     json_decref(g->lp_tokens);
