@@ -291,13 +291,26 @@ void plan_target_device(const struct cat_device *d, struct plan_target *t)
              d->bandwidth_gbs, d->fp16_tflops, d->int8_tops);
 }
 
+/* The median of v[0..n-1] (n > 0), sorting v. */
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 /* The efficiency for a quantization whose weights are weight_bytes: among
  * the records of models of that size (survey_calib_applies: a tiny
  * model's bench does not calibrate large ones), one of the same file type
  * (the nearest in size, then the newest), else the median of the others,
  * else the assumed default. */
-/* With a record of the same type, *bw (may be NULL) becomes the bandwidth
- * its bench run measured: the efficiency was derived with it, and the
+/* With records, *bw (may be NULL) becomes the bandwidth their bench runs
+ * measured (the record's own, or the median of the others'): the
+ * efficiency was derived with it, and the
  * machine's bandwidth drifts between measurements on shared hosts (other
  * load only lowers it), so the record's own pair predicts best. */
 static void pick_eff(const struct plan_target *t, const char *quant, uint64_t weight_bytes, bool tg, double *eff,
@@ -306,7 +319,7 @@ static void pick_eff(const struct plan_target *t, const char *quant, uint64_t we
     *eff = tg ? t->eff_tg : t->eff_pp;
     *calibrated = false;
     snprintf(from, from_size, "assumed");
-    double v[PLAN_MAX_CAL];
+    double v[PLAN_MAX_CAL], vbw[PLAN_MAX_CAL];
     const struct plan_cal *newest = NULL; /* of the others, for the median's note */
     int n = 0;
     const int cls = survey_calib_size_class(weight_bytes);
@@ -325,6 +338,7 @@ static void pick_eff(const struct plan_target *t, const char *quant, uint64_t we
             }
             if (!newest)
                 newest = c;
+            vbw[n] = c->bw_gbs;
             v[n++] = e;
         }
         if (best) {
@@ -338,13 +352,16 @@ static void pick_eff(const struct plan_target *t, const char *quant, uint64_t we
     }
     if (n == 0)
         return;
-    for (int i = 1; i < n; i++) /* median */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double x = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = x;
-        }
-    *eff = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    *eff = median(v, n);
+    /* the other types' efficiencies were derived with their runs'
+     * bandwidths too: predicting with the survey's reading instead moved
+     * a cross-type figure by the drift between the two (26.7 against
+     * 44.5 GB/s in one CI run) */
+    if (bw) {
+        const double b = median(vbw, n);
+        if (b > 0)
+            *bw = b * 1e9;
+    }
     *calibrated = true;
     snprintf(from, from_size, "median of %d plumb bench record%s of other types of this size, the newest %.150s", n,
              n == 1 ? "" : "s", newest->from);
