@@ -19,6 +19,7 @@
  *   log_format = text         ; or json: one line per request
  *   store = /var/lib/plumb    ; the model store (PLUMB_HOME) for names and usage
  *   pid_file = /run/plumb/plumb.pid
+ *   instance_id = box-1       ; sent as X-Plumb-Instance (replicas behind a balancer)
  *
  *   [model assistant]         ; the API's model id
  *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
@@ -80,6 +81,7 @@ struct config {
     bool log_json;
     char store[CONFIG_STR];
     char pid_file[CONFIG_STR];
+    char instance_id[72];    /* "" when none */
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
 };

@@ -219,6 +219,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
             ok = copy_str(c->store, sizeof c->store, value);
         else if (!strcmp(name, "pid_file"))
             ok = copy_str(c->pid_file, sizeof c->pid_file, value);
+        else if (!strcmp(name, "instance_id"))
+            ok = server_instance_id_valid(value) && copy_str(c->instance_id, sizeof c->instance_id, value);
         else
             known = false;
     } else {
