@@ -8,6 +8,7 @@
 #include "base/rng.h"
 #include "base/sys.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <netdb.h>
@@ -16,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 struct target {
@@ -67,12 +70,38 @@ struct sample {
     double ttft, gen_s;
     double *itl;
     int n_itl;
+    struct servebench_request rec;
 };
 
-/* Streams one completion; fills s. */
-static void one_request(const struct servebench_params *p, const struct target *t, struct rng *g, struct sample *s)
+static double epoch_now(void)
 {
-    memset(s, 0, sizeof *s);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The value of header name (case-insensitive) in the head, into out. */
+static void header_value(const char *head, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    const size_t n = strlen(name);
+    for (const char *line = strstr(head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
+        const char *h = line + 2;
+        if (!strncasecmp(h, name, n) && h[n] == ':') {
+            const char *v = h + n + 1 + strspn(h + n + 1, " \t");
+            size_t len = strcspn(v, "\r\n");
+            while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+                len--;
+            snprintf(out, size, "%.*s", (int)len, v);
+            return;
+        }
+    }
+}
+
+/* The request body: a prompt of token ids from g (the same ids each time
+ * when g is reseeded for it). */
+static char *request_body(const struct servebench_params *p, struct rng *g)
+{
     json_t *ids = json_array();
     for (int i = 0; i < p->prompt_tokens; i++)
         json_array_append_new(ids, json_integer(p->vocab_lo + (json_int_t)(rng_u64(g) % (uint64_t)(p->vocab_hi - p->vocab_lo))));
@@ -82,24 +111,46 @@ static void one_request(const struct servebench_params *p, const struct target *
         json_object_set_new(body, "model", json_string(p->model));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    char auth[400] = "";
+    return text;
+}
+
+/* Streams one completion with the body text; fills s. session: the
+ * session header's value, or NULL. */
+static void one_request(const struct servebench_params *p, const struct target *t, const char *text,
+                        const char *session, struct sample *s)
+{
+    struct servebench_request rec = s->rec; /* level, client, index */
+    memset(s, 0, sizeof *s);
+    s->rec = rec;
+    char auth[400] = "", sess[300] = "";
     if (p->api_key)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", p->api_key);
-    char head[1024];
+    if (session)
+        snprintf(sess, sizeof sess, "%s: %s\r\n", p->session_header, session);
+    char head[1600];
     int hn = snprintf(head, sizeof head,
                       "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                      "%sContent-Length: %zu\r\n\r\n",
-                      t->host, auth, strlen(text));
+                      "%s%sContent-Length: %zu\r\n\r\n",
+                      t->host, auth, sess, strlen(text));
+    s->rec.start = epoch_now();
     int fd = dial(t);
     const double t0 = sys_now();
     double last = 0;
     s->itl = malloc((size_t)(p->gen_tokens + 8) * sizeof *s->itl);
-    if (fd < 0 || !s->itl || send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn ||
-        send(fd, text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text))
+    const char *why = NULL;
+    char *buf = NULL;
+    if (fd < 0 || !s->itl) {
+        why = "connect";
         goto done;
+    }
+    if (send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn ||
+        send(fd, text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text)) {
+        why = "send";
+        goto done;
+    }
     /* read, splitting SSE events at blank lines; the status line first */
     size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
+    buf = malloc(cap);
     bool headers = false, saw_done = false;
     int events = 0;
     while (buf) {
@@ -120,9 +171,10 @@ static void one_request(const struct servebench_params *p, const struct target *
             char *e = strstr(buf, "\r\n\r\n");
             if (!e)
                 continue;
-            int status = 0;
-            sscanf(buf, "HTTP/1.%*d %d", &status);
-            if (status != 200)
+            sscanf(buf, "HTTP/1.%*d %d", &s->rec.status);
+            e[2] = '\0';
+            header_value(buf, "X-Plumb-Instance", s->rec.instance, sizeof s->rec.instance);
+            if (s->rec.status != 200)
                 break;
             headers = true;
             size_t skip = (size_t)(e + 4 - buf);
@@ -153,8 +205,11 @@ static void one_request(const struct servebench_params *p, const struct target *
                     last = now;
                 }
                 json_t *u = json_object_get(ev, "usage");
-                if (json_is_object(u))
+                if (json_is_object(u)) {
                     s->tokens = (int)json_integer_value(json_object_get(u, "completion_tokens"));
+                    s->rec.cached_tokens = (int)json_integer_value(
+                        json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
+                }
                 json_decref(ev);
             }
             p0 = end + 2;
@@ -165,19 +220,28 @@ static void one_request(const struct servebench_params *p, const struct target *
         if (saw_done)
             break;
     }
-    free(buf);
     s->ok = saw_done && s->tokens > 0;
     s->gen_s = last - t0 - s->ttft;
+    if (!s->ok)
+        why = s->rec.status == 0 ? "no response" : s->rec.status != 200 ? "status" : "stream cut";
 done:
+    free(buf);
+    s->rec.end = epoch_now();
+    s->rec.ok = s->ok;
+    s->rec.tokens = s->tokens;
+    if (why && !strcmp(why, "status"))
+        snprintf(s->rec.error, sizeof s->rec.error, "status %d", s->rec.status);
+    else if (why)
+        snprintf(s->rec.error, sizeof s->rec.error, "%s", why);
     if (fd >= 0)
         close(fd);
-    free(text);
 }
 
 struct client_job {
     const struct servebench_params *p;
     const struct target *t;
     uint64_t seed;
+    int level, client;
     struct sample *samples; /* requests_per_client */
 };
 
@@ -186,8 +250,23 @@ static void *client_main(void *arg)
     struct client_job *j = arg;
     struct rng g;
     rng_seed(&g, j->seed);
-    for (int i = 0; i < j->p->requests_per_client; i++)
-        one_request(j->p, j->t, &g, &j->samples[i]);
+    char session[64];
+    snprintf(session, sizeof session, "bench-%d-%d", j->level, j->client);
+    char *text = NULL;
+    for (int i = 0; i < j->p->requests_per_client; i++) {
+        if (!text || !j->p->repeat_prompt) {
+            free(text);
+            text = request_body(j->p, &g);
+        }
+        j->samples[i].rec = (struct servebench_request){.level = j->level, .client = j->client, .index = i};
+        if (text) {
+            one_request(j->p, j->t, text, j->p->session_header ? session : NULL, &j->samples[i]);
+        } else {
+            j->samples[i].rec.start = j->samples[i].rec.end = epoch_now();
+            snprintf(j->samples[i].rec.error, sizeof j->samples[i].rec.error, "out of memory");
+        }
+    }
+    free(text);
     return NULL;
 }
 
@@ -216,6 +295,14 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
     if (p->n_levels < 1 || p->n_levels > SERVEBENCH_MAX_LEVELS || p->prompt_tokens < 1 || p->gen_tokens < 1 ||
         p->requests_per_client < 1 || p->vocab_hi <= p->vocab_lo)
         return pb_fail(err, PB_EINVAL, "bad load parameters");
+    if (p->session_header) {
+        const char *h = p->session_header;
+        bool token = *h && strlen(h) < 200;
+        for (; *h && token; h++) /* an HTTP header name: a token */
+            token = isalnum((unsigned char)*h) || strchr("!#$%&'*+-.^_`|~", *h);
+        if (!token)
+            return pb_fail(err, PB_EINVAL, "'%s' is not a header name", p->session_header);
+    }
     int probe = dial(&t);
     if (probe < 0)
         return pb_fail(err, PB_EIO, "cannot connect to %s", p->url);
@@ -233,7 +320,7 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         }
         const double t0 = sys_now();
         for (int k = 0; k < c; k++) {
-            jobs[k] = (struct client_job){p, &t, 1000003ull * (uint64_t)(li + 1) + (uint64_t)k,
+            jobs[k] = (struct client_job){p, &t, 1000003ull * (uint64_t)(li + 1) + (uint64_t)k, li, k,
                                           all + (size_t)k * (size_t)p->requests_per_client};
             pthread_create(&th[k], NULL, client_main, &jobs[k]);
         }
@@ -248,6 +335,25 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
             n_itl += (size_t)all[i].n_itl;
         double *itl = malloc((n_itl + 1) * sizeof *itl), *ttft = malloc((size_t)n_req * sizeof *ttft),
                *tpu = malloc((size_t)n_req * sizeof *tpu);
+        struct servebench_request *kept =
+            p->keep_requests ? realloc(r->requests, (size_t)(r->n_requests + n_req) * sizeof *kept) : NULL;
+        if (!itl || !ttft || !tpu || (p->keep_requests && !kept)) {
+            for (int i = 0; i < n_req; i++)
+                free(all[i].itl);
+            free(itl);
+            free(ttft);
+            free(tpu);
+            free(all);
+            free(jobs);
+            free(th);
+            servebench_report_free(r);
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        }
+        if (kept) {
+            r->requests = kept;
+            for (int i = 0; i < n_req; i++)
+                r->requests[r->n_requests++] = all[i].rec;
+        }
         size_t ni = 0, nt = 0;
         for (int i = 0; i < n_req; i++) {
             if (!all[i].ok) {
@@ -276,4 +382,11 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         free(th);
     }
     return PB_OK;
+}
+
+void servebench_report_free(struct servebench_report *r)
+{
+    free(r->requests);
+    r->requests = NULL;
+    r->n_requests = 0;
 }
