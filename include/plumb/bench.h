@@ -9,6 +9,8 @@
 #include "plumb/base.h"
 #include "plumb/synth.h"
 
+#include <stdatomic.h>
+
 #define BENCH_MAX_TESTS 8
 
 struct bench_test {
@@ -85,6 +87,8 @@ struct servebench_params {
     const char *session_header; /* NULL: none; else client k of level l sends "NAME: bench-l-k" */
     bool repeat_prompt;      /* each client sends one prompt every time (else a new one each time) */
     bool keep_requests;      /* fill the report's requests */
+    uint64_t seed;           /* varies the prompts (0: the same prompts as every run) */
+    const atomic_int *stop;  /* NULL, or: once nonzero, clients send no new request (a load of open length) */
 };
 
 /* One request as the client saw it. */

@@ -126,7 +126,8 @@ static int haproxy(const struct lb *b, struct sbuf *o)
                     "global\n"
                     "    maxconn 4096\n"
                     "    log stdout format raw local0 info\n"
-                    "    # a request is retried (retry-on below) only when it fits in one buffer\n"
+                    "    # a request is retried (retry-on below) only when it fits in one buffer:\n"
+                    "    # bodies up to 64 KiB (larger prompts are sent once, not retried)\n"
                     "    tune.bufsize 65536\n"
                     "\n"
                     "defaults\n"
@@ -142,10 +143,12 @@ static int haproxy(const struct lb *b, struct sbuf *o)
                     "    timeout queue 30s\n"
                     "    timeout check 2s\n"
                     "    # another replica when one refuses, closes without answering or answers 503\n"
-                    "    # (busy or draining): nothing has reached the client then\n"
+                    "    # (busy or draining): nothing has reached the client then. A request is\n"
+                    "    # retried only when it was whole in the buffer: wait for the body first\n"
                     "    retries %d\n"
                     "    retry-on conn-failure empty-response 503\n"
                     "    option redispatch 1\n"
+                    "    option http-buffer-request\n"
                     "\n"
                     "frontend plumb\n"
                     "    bind %s:%d\n"
@@ -164,11 +167,12 @@ static int haproxy(const struct lb *b, struct sbuf *o)
                         "    hash-type consistent\n",
                         b->header, b->header);
     rc |= sbuf_addf(o,
-                    "    # ready: loaded and not draining (a drained replica answers 503)\n"
+                    "    # ready: loaded and not draining (a drained replica answers 503); a replica\n"
+                    "    # that refuses connections (stopped, killed) is out at once, not at its next check\n"
                     "    option httpchk\n"
                     "    http-check send meth GET uri /ready ver HTTP/1.1 hdr Host plumb\n"
                     "    http-check expect status 200\n"
-                    "    default-server check inter %lldms fall 2 rise 2\n",
+                    "    default-server check inter %lldms fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down\n",
                     ms(b->check_s));
     for (int i = 0; i < p->n_backends; i++)
         rc |= sbuf_addf(o, "    server r%d %s:%d\n", i + 1, url_host_bracketed(&b->be[i], host, sizeof host),

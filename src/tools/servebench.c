@@ -6,6 +6,7 @@
 #include "base/err.h"
 
 #include "base/rng.h"
+#include "base/sbuf.h"
 #include "base/sys.h"
 
 #include <ctype.h>
@@ -65,6 +66,7 @@ static int dial(const struct target *t)
 
 /* One request's figures. */
 struct sample {
+    bool sent;
     bool ok;
     int tokens;
     double ttft, gen_s;
@@ -114,6 +116,97 @@ static char *request_body(const struct servebench_params *p, struct rng *g)
     return text;
 }
 
+/* A response body in chunked transfer coding, decoded as it comes
+ * (balancers re-chunk a stream as they like: an event may span chunks). */
+struct dechunk {
+    bool chunked;
+    int state;      /* 0: size line, 1: data, 2: the CRLF after data, 3: the end */
+    size_t left;    /* of the current chunk's data */
+    char line[40];  /* the size line so far */
+    size_t ll;
+};
+
+/* Decodes n bytes at p onto body; false on a framing error. */
+static bool dechunk_feed(struct dechunk *d, const char *p, size_t n, struct sbuf *body)
+{
+    if (!d->chunked)
+        return sbuf_add(body, p, n) == PB_OK;
+    for (size_t i = 0; i < n;) {
+        if (d->state == 0) {
+            const char c = p[i++];
+            if (c == '\n') {
+                d->line[d->ll] = '\0';
+                char *end;
+                d->left = strtoul(d->line, &end, 16);
+                if (end == d->line)
+                    return false;
+                d->ll = 0;
+                d->state = d->left ? 1 : 3;
+            } else if (d->ll < sizeof d->line - 1) {
+                d->line[d->ll++] = c;
+            } else {
+                return false;
+            }
+        } else if (d->state == 1) {
+            size_t k = n - i < d->left ? n - i : d->left;
+            if (sbuf_add(body, p + i, k))
+                return false;
+            i += k;
+            d->left -= k;
+            if (d->left == 0)
+                d->state = 2;
+        } else if (d->state == 2) {
+            if (p[i++] == '\n')
+                d->state = 0;
+        } else {
+            i = n; /* trailers */
+        }
+    }
+    return true;
+}
+
+/* The server-sent events whole in body (each "data: ..." up to a blank
+ * line) into s; what they used is removed from body. */
+static void take_events(const struct servebench_params *p, struct sbuf *body, double t0, double now, double *last,
+                        int *events, bool *saw_done, struct sample *s)
+{
+    char *p0 = body->data;
+    for (;;) {
+        char *d = strstr(p0, "data: ");
+        if (!d)
+            break;
+        char *end = strstr(d, "\n\n");
+        if (!end)
+            break;
+        *end = '\0';
+        if (!strncmp(d + 6, "[DONE]", 6)) {
+            *saw_done = true;
+        } else {
+            json_t *ev = json_loads(d + 6, JSON_ALLOW_NUL, NULL);
+            json_t *c = json_array_get(json_object_get(ev, "choices"), 0);
+            const char *tx = json_string_value(json_object_get(c, "text"));
+            if (tx && *tx) {
+                if ((*events)++ == 0)
+                    s->ttft = now - t0;
+                else if (s->n_itl < p->gen_tokens + 8)
+                    s->itl[s->n_itl++] = now - *last;
+                *last = now;
+            }
+            json_t *u = json_object_get(ev, "usage");
+            if (json_is_object(u)) {
+                s->tokens = (int)json_integer_value(json_object_get(u, "completion_tokens"));
+                s->rec.cached_tokens = (int)json_integer_value(
+                    json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
+            }
+            json_decref(ev);
+        }
+        p0 = end + 2;
+    }
+    size_t used = (size_t)(p0 - body->data);
+    memmove(body->data, p0, body->len - used + 1);
+    body->len -= used;
+}
+
 /* Streams one completion with the body text; fills s. session: the
  * session header's value, or NULL. */
 static void one_request(const struct servebench_params *p, const struct target *t, const char *text,
@@ -122,6 +215,7 @@ static void one_request(const struct servebench_params *p, const struct target *
     struct servebench_request rec = s->rec; /* level, client, index */
     memset(s, 0, sizeof *s);
     s->rec = rec;
+    s->sent = true;
     char auth[400] = "", sess[300] = "";
     if (p->api_key)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", p->api_key);
@@ -138,7 +232,8 @@ static void one_request(const struct servebench_params *p, const struct target *
     double last = 0;
     s->itl = malloc((size_t)(p->gen_tokens + 8) * sizeof *s->itl);
     const char *why = NULL;
-    char *buf = NULL;
+    struct sbuf resp = {0}, body = {0}; /* the head until it is whole; the decoded body */
+    struct dechunk dc = {0};
     if (fd < 0 || !s->itl) {
         why = "connect";
         goto done;
@@ -148,84 +243,48 @@ static void one_request(const struct servebench_params *p, const struct target *
         why = "send";
         goto done;
     }
-    /* read, splitting SSE events at blank lines; the status line first */
-    size_t cap = 1 << 16, len = 0;
-    buf = malloc(cap);
     bool headers = false, saw_done = false;
     int events = 0;
-    while (buf) {
-        if (len + 8192 > cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+    char raw[16384];
+    while (!saw_done) {
+        ssize_t k = recv(fd, raw, sizeof raw, 0);
         if (k <= 0)
             break;
-        len += (size_t)k;
-        buf[len] = '\0';
         const double now = sys_now();
+        const char *from = raw;
+        size_t n = (size_t)k;
         if (!headers) {
-            char *e = strstr(buf, "\r\n\r\n");
+            if (sbuf_add(&resp, raw, n))
+                break;
+            char *e = strstr(resp.data, "\r\n\r\n");
             if (!e)
                 continue;
-            sscanf(buf, "HTTP/1.%*d %d", &s->rec.status);
+            sscanf(resp.data, "HTTP/1.%*d %d", &s->rec.status);
             e[2] = '\0';
-            header_value(buf, "X-Plumb-Instance", s->rec.instance, sizeof s->rec.instance);
+            header_value(resp.data, "X-Plumb-Instance", s->rec.instance, sizeof s->rec.instance);
+            char te[64];
+            header_value(resp.data, "Transfer-Encoding", te, sizeof te);
+            dc.chunked = strcasestr(te, "chunked") != NULL;
             if (s->rec.status != 200)
                 break;
             headers = true;
-            size_t skip = (size_t)(e + 4 - buf);
-            memmove(buf, buf + skip, len - skip + 1);
-            len -= skip;
+            from = e + 4;
+            n = resp.len - (size_t)(from - resp.data);
         }
-        /* events in the (chunked) body: find "data: " ... "\n\n" */
-        char *p0 = buf;
-        for (;;) {
-            char *d = strstr(p0, "data: ");
-            if (!d)
-                break;
-            char *end = strstr(d, "\n\n");
-            if (!end)
-                break;
-            *end = '\0';
-            if (!strncmp(d + 6, "[DONE]", 6)) {
-                saw_done = true;
-            } else {
-                json_t *ev = json_loads(d + 6, JSON_ALLOW_NUL, NULL);
-                json_t *c = json_array_get(json_object_get(ev, "choices"), 0);
-                const char *tx = json_string_value(json_object_get(c, "text"));
-                if (tx && *tx) {
-                    if (events++ == 0)
-                        s->ttft = now - t0;
-                    else if (s->n_itl < p->gen_tokens + 8)
-                        s->itl[s->n_itl++] = now - last;
-                    last = now;
-                }
-                json_t *u = json_object_get(ev, "usage");
-                if (json_is_object(u)) {
-                    s->tokens = (int)json_integer_value(json_object_get(u, "completion_tokens"));
-                    s->rec.cached_tokens = (int)json_integer_value(
-                        json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
-                }
-                json_decref(ev);
-            }
-            p0 = end + 2;
-        }
-        size_t used = (size_t)(p0 - buf);
-        memmove(buf, p0, len - used + 1);
-        len -= used;
-        if (saw_done)
+        if (!dechunk_feed(&dc, from, n, &body)) {
+            why = "bad chunked framing";
             break;
+        }
+        if (body.len)
+            take_events(p, &body, t0, now, &last, &events, &saw_done, s);
     }
     s->ok = saw_done && s->tokens > 0;
     s->gen_s = last - t0 - s->ttft;
-    if (!s->ok)
+    if (!s->ok && !why)
         why = s->rec.status == 0 ? "no response" : s->rec.status != 200 ? "status" : "stream cut";
 done:
-    free(buf);
+    sbuf_free(&resp);
+    sbuf_free(&body);
     s->rec.end = epoch_now();
     s->rec.ok = s->ok;
     s->rec.tokens = s->tokens;
@@ -242,7 +301,7 @@ struct client_job {
     const struct target *t;
     uint64_t seed;
     int level, client;
-    struct sample *samples; /* requests_per_client */
+    struct sample *samples; /* requests_per_client (those after a stop: not sent) */
 };
 
 static void *client_main(void *arg)
@@ -254,6 +313,8 @@ static void *client_main(void *arg)
     snprintf(session, sizeof session, "bench-%d-%d", j->level, j->client);
     char *text = NULL;
     for (int i = 0; i < j->p->requests_per_client; i++) {
+        if (j->p->stop && atomic_load(j->p->stop))
+            break;
         if (!text || !j->p->repeat_prompt) {
             free(text);
             text = request_body(j->p, &g);
@@ -262,6 +323,7 @@ static void *client_main(void *arg)
         if (text) {
             one_request(j->p, j->t, text, j->p->session_header ? session : NULL, &j->samples[i]);
         } else {
+            j->samples[i].sent = true;
             j->samples[i].rec.start = j->samples[i].rec.end = epoch_now();
             snprintf(j->samples[i].rec.error, sizeof j->samples[i].rec.error, "out of memory");
         }
@@ -320,16 +382,17 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         }
         const double t0 = sys_now();
         for (int k = 0; k < c; k++) {
-            jobs[k] = (struct client_job){p, &t, 1000003ull * (uint64_t)(li + 1) + (uint64_t)k, li, k,
-                                          all + (size_t)k * (size_t)p->requests_per_client};
+            jobs[k] = (struct client_job){p, &t, p->seed * 0x9e3779b97f4a7c15ull + 1000003ull * (uint64_t)(li + 1) + (uint64_t)k,
+                                          li, k, all + (size_t)k * (size_t)p->requests_per_client};
             pthread_create(&th[k], NULL, client_main, &jobs[k]);
         }
         for (int k = 0; k < c; k++)
             pthread_join(th[k], NULL);
         struct servebench_level *lv = &r->levels[li];
         lv->concurrency = c;
-        lv->requests = n_req;
         lv->wall_s = sys_now() - t0;
+        for (int i = 0; i < n_req; i++)
+            lv->requests += all[i].sent;
         size_t n_itl = 0;
         for (int i = 0; i < n_req; i++)
             n_itl += (size_t)all[i].n_itl;
@@ -352,11 +415,14 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         if (kept) {
             r->requests = kept;
             for (int i = 0; i < n_req; i++)
-                r->requests[r->n_requests++] = all[i].rec;
+                if (all[i].sent)
+                    r->requests[r->n_requests++] = all[i].rec;
         }
         size_t ni = 0, nt = 0;
         for (int i = 0; i < n_req; i++) {
-            if (!all[i].ok) {
+            if (!all[i].sent) {
+                /* after a stop */
+            } else if (!all[i].ok) {
                 lv->failed++;
             } else {
                 lv->tokens += all[i].tokens;
