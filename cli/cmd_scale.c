@@ -204,9 +204,163 @@ done:
     return rc;
 }
 
+/* ---- plumb service k8s ---- */
+
+static void k8s_help(void)
+{
+    printf("Usage: plumb service k8s --config FILE --mirror URL [OPTIONS]\n"
+           "\n"
+           "Prints Kubernetes manifests for replicas of plumb serve with this configuration\n"
+           "(or writes them with -o): a ConfigMap (the configuration as the pods read it), a\n"
+           "Secret with the API keys of its api_key_file, a Service, a StatefulSet, a\n"
+           "PodDisruptionBudget and, with --hpa, a HorizontalPodAutoscaler. Apply them with\n"
+           "kubectl apply -f FILE.\n"
+           "\n"
+           "Each replica keeps its own store on a PersistentVolumeClaim, filled before it\n"
+           "starts by init containers running 'plumb pull MIRROR/blobs/sha256-HEX --sha256\n"
+           "HEX --name NAME --if-absent' for each model (nothing is downloaded again after a\n"
+           "restart). The mirror is any HTTP server with the models' files under\n"
+           "blobs/sha256-HEX: a store's folder ($PLUMB_HOME) or an unpacked 'plumb export'\n"
+           "bundle. The models are looked up in the store here (the configuration's store,\n"
+           "else the default): their digests, sizes and memory estimates.\n"
+           "\n"
+           "The pods: readiness on /ready, liveness on /health (after a startup probe that\n"
+           "allows ten minutes of loading), a preStop pause (--prestop) before SIGTERM starts\n"
+           "plumb's drain, terminationGracePeriodSeconds = pause + drain_timeout + 5, CPU\n"
+           "requests and limits of --cpus (plumb's threads), memory requested as plumb\n"
+           "estimates it (limit 20%% above), Prometheus scrape annotations, user %d, a\n"
+           "read-only root file system, no privileges.\n"
+           "\n"
+           "Options:\n"
+           "      --config FILE       the configuration (its models: names in the store)\n"
+           "      --mirror URL        where the pods pull the models from (http or https)\n"
+           "      --replicas N        replicas (default 2)\n"
+           "      --cpus N            CPUs of each replica, its threads (default: the\n"
+           "                          configuration's threads; required when that is 0)\n"
+           "      --image REF         the container image (default %s, what 'make image'\n"
+           "                          builds; push it where the cluster pulls from)\n"
+           "      --name NAME         the objects' name (default %s)\n"
+           "      --namespace NS      their namespace (default: none written)\n"
+           "      --keys-secret NAME  take the API keys from this existing Secret (its key\n"
+           "                          'keys') instead of writing the key file into one\n"
+           "      --storage SIZE      each replica's store (default: the models' files + 20%%\n"
+           "                          + 1 GiB)\n"
+           "      --storage-class C   its storage class (default: the cluster's)\n"
+           "      --hpa MIN:MAX[:CPU] a HorizontalPodAutoscaler between MIN and MAX replicas at\n"
+           "                          CPU %% use (default 70)\n"
+           "      --prestop S         the pause before the drain (default 5)\n"
+           "      --json              one JSON List instead of YAML documents\n"
+           "  -o, --output FILE       write there (--force: replace it)\n"
+           "  -h, --help              this help\n"
+           "\n"
+           "Example:\n"
+           "  plumb service k8s --config /etc/plumb/plumb.ini --mirror http://models.internal/plumb \\\n"
+           "      --replicas 3 --cpus 8 --image registry.internal/plumb:%s | kubectl apply -f -\n",
+           K8S_USER, K8S_DEFAULT_IMAGE, K8S_DEFAULT_NAME, PLUMB_VERSION);
+}
+
 int cmd_service_k8s(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_error("service", "k8s: not yet");
+    enum { OPT_CONFIG = 1000, OPT_MIRROR, OPT_REPLICAS, OPT_CPUS, OPT_IMAGE, OPT_NAME, OPT_NS, OPT_KEYS_SECRET,
+           OPT_STORAGE, OPT_CLASS, OPT_HPA, OPT_PRESTOP, OPT_JSON, OPT_FORCE };
+    static const struct option longopts[] = {
+        {"config", required_argument, 0, OPT_CONFIG},     {"mirror", required_argument, 0, OPT_MIRROR},
+        {"replicas", required_argument, 0, OPT_REPLICAS}, {"cpus", required_argument, 0, OPT_CPUS},
+        {"image", required_argument, 0, OPT_IMAGE},       {"name", required_argument, 0, OPT_NAME},
+        {"namespace", required_argument, 0, OPT_NS},      {"keys-secret", required_argument, 0, OPT_KEYS_SECRET},
+        {"storage", required_argument, 0, OPT_STORAGE},   {"storage-class", required_argument, 0, OPT_CLASS},
+        {"hpa", required_argument, 0, OPT_HPA},           {"prestop", required_argument, 0, OPT_PRESTOP},
+        {"json", no_argument, 0, OPT_JSON},               {"output", required_argument, 0, 'o'},
+        {"force", no_argument, 0, OPT_FORCE},             {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    static struct k8s_params p; /* (large: the models) */
+    memset(&p, 0, sizeof p);
+    p.replicas = 2;
+    const char *config = NULL, *output = NULL;
+    bool json = false, force = false;
+    long long v;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG: config = optarg; break;
+        case OPT_MIRROR: p.mirror = optarg; break;
+        case OPT_REPLICAS:
+            if (!cli_parse_int("service", "--replicas", optarg, 1, 1000, &v))
+                return CLI_USAGE;
+            p.replicas = (int)v;
+            break;
+        case OPT_CPUS:
+            if (!cli_parse_int("service", "--cpus", optarg, 1, 1024, &v))
+                return CLI_USAGE;
+            p.cpus = (int)v;
+            break;
+        case OPT_IMAGE: p.image = optarg; break;
+        case OPT_NAME: p.name = optarg; break;
+        case OPT_NS: p.namespace_ = optarg; break;
+        case OPT_KEYS_SECRET: p.keys_secret = optarg; break;
+        case OPT_STORAGE: p.storage = optarg; break;
+        case OPT_CLASS: p.storage_class = optarg; break;
+        case OPT_HPA: {
+            int a = 0, b = 0, t = 0, n = 0;
+            if ((sscanf(optarg, "%d:%d%n", &a, &b, &n) != 2 && sscanf(optarg, "%d:%d:%d%n", &a, &b, &t, &n) != 3) ||
+                (optarg[n] && sscanf(optarg, "%d:%d:%d%n", &a, &b, &t, &n) != 3) || optarg[n] || a < 1 || b < a ||
+                b > 1000 || (t && (t < 1 || t > 1000)))
+                return cli_usage_error("service", "--hpa MIN:MAX[:CPU%%], 1 <= MIN <= MAX <= 1000 (got '%s')", optarg);
+            p.hpa_min = a;
+            p.hpa_max = b;
+            p.hpa_cpu_percent = t;
+            break;
+        }
+        case OPT_PRESTOP:
+            if (!cli_parse_float("service", "--prestop", optarg, 0, 3600, &p.prestop_s))
+                return CLI_USAGE;
+            break;
+        case OPT_JSON: json = true; break;
+        case 'o': output = optarg; break;
+        case OPT_FORCE: force = true; break;
+        case 'h': k8s_help(); return CLI_OK;
+        case ':': return cli_usage_error("service", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("service", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("service", "unexpected argument '%s'", argv[optind]);
+    if (!config)
+        return cli_usage_error("service", "k8s needs --config FILE (the configuration the pods serve)");
+    if (!p.mirror)
+        return cli_usage_error("service", "k8s needs --mirror URL (where the pods pull the models from)");
+    static struct config cfg;
+    config_defaults(&cfg);
+    pb_err err = {0};
+    if (config_load(config, &cfg, &err))
+        return cli_error("service", "%s", err.msg);
+    if (!p.cpus && cfg.threads == 0)
+        return cli_error("service", "%s says threads = 0 (every CPU of the machine), which a pod does not have: give "
+                         "--cpus N (the CPUs each replica requests and the threads it runs)", config);
+    if (!p.cpus)
+        p.cpus = cfg.threads;
+    p.cfg = &cfg;
+    if (service_k8s_models(&cfg, NULL, p.models, &err))
+        return cli_error("service", "%s", err.msg);
+    char *keys = NULL;
+    if (cfg.api_key_file[0] && !p.keys_secret &&
+        pb_read_small(cfg.api_key_file, 1u << 20, &keys, NULL, &err) != PB_OK)
+        return cli_error("service", "api_key_file: %s", err.msg);
+    p.keys_text = keys;
+    char *text = NULL;
+    int rc = service_k8s(&p, json, &text, &err);
+    if (keys) { /* keys do not linger in freed memory */
+        volatile char *k = keys;
+        for (size_t i = 0; k[i]; i++)
+            k[i] = 0;
+        free(keys);
+    }
+    if (rc)
+        return cli_error("service", "%s", err.msg);
+    rc = emit("service", text, output, !output, force);
+    free(text);
+    return rc;
 }

@@ -93,6 +93,12 @@ int config_load(const char *path, struct config *c, pb_err *err);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
 
+/* The configuration as an INI file's text (*out, malloc'd) that
+ * config_load reads back into the same values: every key, defaults
+ * included. Refuses a value the format cannot carry (a line break, a ';'
+ * or '#' that would start a comment, spaces at either end). */
+int config_format(const struct config *c, char **out, pb_err *err);
+
 /* A model section's engine settings. */
 struct engine_params config_engine_params(const struct config_model *m);
 /* The models to serve: each source resolved (in the configuration's
