@@ -399,6 +399,23 @@ static int retried_since(long offset)
     return n;
 }
 
+/* Requests the balancer has logged as ended since offset. */
+static int logged_since(long offset)
+{
+    size_t len;
+    char *text = test_read_file(lb.kind == LB_HAPROXY ? lb.log : lb.access, &len);
+    int n = 0;
+    for (const char *p = text && offset < (long)len ? text + offset : ""; (p = strchr(p, '\n')); p++)
+        n++;
+    if (text && lb.kind == LB_HAPROXY) { /* its log has events too: the requests' lines only */
+        n = 0;
+        for (const char *p = text + (offset < (long)len ? offset : (long)len); (p = strstr(p, "\"POST /v1/")); p++)
+            n++;
+    }
+    free(text);
+    return n;
+}
+
 /* ---- load ---- */
 
 struct load {
@@ -608,8 +625,11 @@ static void scenario_kill(void)
     if (!replica_busy(r, 10))
         fail_msg("replica %s got no request within 10 s", r->id);
     const double t_kill = now_s();
+    const long at_kill = log_size();
     stop_proc(r->pid, SIGKILL, 5);
-    sleep_s(2.0); /* load after it */
+    /* load after it: a dozen requests ended, however fast they go */
+    for (double t0 = now_s(); now_s() - t0 < 20 && logged_since(at_kill) < 12;)
+        sleep_s(0.1);
     load_end(&l);
     struct figures f = figures_of(&l, "kill");
     int in_flight = 0, after = 0;
