@@ -56,26 +56,6 @@ static const char *plumb_bin;
 #define DIRLEN 3600  /* folders (test_tmpdir() is up to 3500 bytes) */
 #define PATHLEN 4096 /* a folder and a file name */
 
-/* Processes still running when the program ends (a failed test) are killed. */
-static pid_t live[32];
-static int n_live;
-
-static void kill_live(void)
-{
-    for (int i = 0; i < n_live; i++)
-        if (live[i] > 0) {
-            kill(live[i], SIGKILL);
-            waitpid(live[i], NULL, 0);
-        }
-}
-
-static void forget_live(pid_t pid)
-{
-    for (int i = 0; i < n_live; i++)
-        if (live[i] == pid)
-            live[i] = 0;
-}
-
 /* snprintf for paths and commands, failing the test when it would cut. */
 static void pathf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void pathf(char *out, size_t size, const char *fmt, ...)
@@ -140,8 +120,7 @@ static pid_t spawn(char *const argv[], const char *log, const char *extra_env)
     }
     close(fd);
     free(envp);
-    if (n_live < 32)
-        live[n_live++] = pid;
+    test_track_process(pid);
     return pid;
 }
 
@@ -152,14 +131,14 @@ static int stop_proc(pid_t pid, int sig, double timeout_s)
     int status = 0;
     for (double t = 0; t < timeout_s; t += 0.02) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
-            forget_live(pid);
+            test_untrack_process(pid);
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
         sleep_s(0.02);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    forget_live(pid);
+    test_untrack_process(pid);
     fail_msg("process %d did not end within %.0f s of signal %d", (int)pid, timeout_s, sig);
     return -1;
 }
@@ -239,7 +218,7 @@ static void replica_start(struct replica *r)
             return;
         }
         if (waitpid(r->pid, NULL, WNOHANG) == r->pid) {
-            forget_live(r->pid);
+            test_untrack_process(r->pid);
             fail_msg("replica %s did not start (see %s)", r->id, r->log);
         }
         sleep_s(0.02);
@@ -327,7 +306,7 @@ static void balancer_start(enum lb_kind kind, const char *affinity)
     /* up: answers through to a replica (HAProxy: every replica UP too) */
     for (double t0 = now_s(); now_s() - t0 < 15; sleep_s(0.05)) {
         if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
-            forget_live(b->pid);
+            test_untrack_process(b->pid);
             fail_msg("%s did not start (see %s)", service_lb_kind_name(kind), b->log);
         }
         if (http_get(b->port, "/ready", NULL, 0) != 200)
@@ -698,7 +677,7 @@ static void run_all(enum lb_kind kind)
     /* a scenario that failed may have left a replica down */
     for (int i = 0; i < N_REPLICAS; i++)
         if (reps[i].pid <= 0 || waitpid(reps[i].pid, NULL, WNOHANG) != 0 || kill(reps[i].pid, 0) != 0) {
-            forget_live(reps[i].pid);
+            test_untrack_process(reps[i].pid);
             replica_start(&reps[i]);
         }
     lb.port = free_port();
@@ -934,7 +913,6 @@ int main(int argc, char **argv)
         return 1;
     }
     plumb_bin = argv[1];
-    atexit(kill_live);
     signal(SIGPIPE, SIG_IGN);
     /* the balancers come from the Debian packages scripts/install-deps.sh installs */
     struct stat st;

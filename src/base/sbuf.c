@@ -21,23 +21,29 @@ int sbuf_add(struct sbuf *b, const void *p, size_t n)
     return PB_OK;
 }
 
+int sbuf_vaddf(struct sbuf *b, const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    void *d = b->data;
+    int rc = n < 0 ? PB_EINVAL : vec_reserve(&d, &b->cap, b->len + (size_t)n + 1, 1) ? PB_ENOMEM : PB_OK;
+    if (rc == PB_OK) {
+        b->data = d;
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+        b->len += (size_t)n;
+    }
+    va_end(again);
+    return rc;
+}
+
 int sbuf_addf(struct sbuf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int rc = sbuf_vaddf(b, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return PB_EINVAL;
-    void *d = b->data;
-    if (vec_reserve(&d, &b->cap, b->len + (size_t)n + 1, 1))
-        return PB_ENOMEM;
-    b->data = d;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return PB_OK;
+    return rc;
 }
 
 void sbuf_free(struct sbuf *b)

@@ -8,6 +8,7 @@
 #include "base/rng.h"
 #include "base/sbuf.h"
 #include "base/sys.h"
+#include "tools/url.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,22 +28,20 @@
 struct target {
     char host[256];
     char port[16];
+    char authority[300]; /* the Host header: HOST:PORT, IPv6 in brackets */
 };
 
-static int parse_url(const char *url, struct target *t, pb_err *err)
+/* http://HOST[:PORT][/...]: the path is not used (the API's own are). */
+static int parse_target(const char *url, struct target *t, pb_err *err)
 {
-    if (strncmp(url, "http://", 7) != 0)
-        return pb_fail(err, PB_EINVAL, "'%s': only http:// URLs (http://HOST:PORT)", url);
-    const char *h = url + 7, *end = h + strcspn(h, "/");
-    const char *colon = memchr(h, ':', (size_t)(end - h));
-    size_t hl = (size_t)((colon ? colon : end) - h);
-    if (hl == 0 || hl >= sizeof t->host)
-        return pb_fail(err, PB_EINVAL, "'%s': no host", url);
-    memcpy(t->host, h, hl);
-    t->host[hl] = '\0';
-    snprintf(t->port, sizeof t->port, "%.*s", colon ? (int)(end - colon - 1) : 2, colon ? colon + 1 : "80");
-    if (!*t->port || strspn(t->port, "0123456789") != strlen(t->port))
-        return pb_fail(err, PB_EINVAL, "'%s': bad port", url);
+    struct url u;
+    int rc = url_parse(url, "server", "http", &u, err);
+    if (rc)
+        return rc;
+    snprintf(t->host, sizeof t->host, "%s", u.host);
+    snprintf(t->port, sizeof t->port, "%d", u.port);
+    char h[300];
+    snprintf(t->authority, sizeof t->authority, "%s:%d", url_host_bracketed(&u, h, sizeof h), u.port);
     return PB_OK;
 }
 
@@ -225,7 +224,7 @@ static void one_request(const struct servebench_params *p, const struct target *
     int hn = snprintf(head, sizeof head,
                       "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
                       "%s%sContent-Length: %zu\r\n\r\n",
-                      t->host, auth, sess, strlen(text));
+                      t->authority, auth, sess, strlen(text));
     s->rec.start = epoch_now();
     int fd = dial(t);
     const double t0 = sys_now();
@@ -347,11 +346,58 @@ static double quantile(double *v, size_t n, double q)
     return v[i < n ? i : n - 1];
 }
 
+/* A level's figures from its samples (their inter-token times freed), and
+ * with keep_requests its records appended to the report's. */
+static int level_figures(const struct servebench_params *p, struct sample *all, int n_req,
+                         struct servebench_level *lv, struct servebench_report *r)
+{
+    size_t n_itl = 0;
+    for (int i = 0; i < n_req; i++)
+        n_itl += (size_t)all[i].n_itl;
+    double *itl = malloc((n_itl + 1) * sizeof *itl), *ttft = malloc((size_t)n_req * sizeof *ttft),
+           *tpu = malloc((size_t)n_req * sizeof *tpu);
+    struct servebench_request *kept =
+        p->keep_requests ? realloc(r->requests, (size_t)(r->n_requests + n_req) * sizeof *kept) : NULL;
+    int rc = !itl || !ttft || !tpu || (p->keep_requests && !kept) ? PB_ENOMEM : PB_OK;
+    if (kept)
+        r->requests = kept;
+    size_t ni = 0, nt = 0;
+    for (int i = 0; i < n_req && rc == PB_OK; i++) {
+        if (!all[i].sent)
+            continue; /* after a stop */
+        if (kept)
+            r->requests[r->n_requests++] = all[i].rec;
+        if (!all[i].ok) {
+            lv->failed++;
+            continue;
+        }
+        lv->tokens += all[i].tokens;
+        ttft[nt] = all[i].ttft;
+        tpu[nt++] = all[i].gen_s > 0 ? (all[i].tokens - 1) / all[i].gen_s : 0;
+        memcpy(itl + ni, all[i].itl, (size_t)all[i].n_itl * sizeof *itl);
+        ni += (size_t)all[i].n_itl;
+    }
+    for (int i = 0; i < n_req; i++)
+        free(all[i].itl);
+    if (rc == PB_OK) {
+        lv->agg_tps = lv->wall_s > 0 ? (double)lv->tokens / lv->wall_s : 0;
+        lv->ttft_median = quantile(ttft, nt, 0.5);
+        lv->ttft_p95 = quantile(ttft, nt, 0.95);
+        lv->itl_median = quantile(itl, ni, 0.5);
+        lv->itl_p95 = quantile(itl, ni, 0.95);
+        lv->tps_per_user = quantile(tpu, nt, 0.5);
+    }
+    free(itl);
+    free(ttft);
+    free(tpu);
+    return rc;
+}
+
 int servebench_run(const struct servebench_params *p, struct servebench_report *r, pb_err *err)
 {
     memset(r, 0, sizeof *r);
     struct target t;
-    int rc = parse_url(p->url, &t, err);
+    int rc = parse_target(p->url, &t, err);
     if (rc)
         return rc;
     if (p->n_levels < 1 || p->n_levels > SERVEBENCH_MAX_LEVELS || p->prompt_tokens < 1 || p->gen_tokens < 1 ||
@@ -378,6 +424,7 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
             free(jobs);
             free(th);
             free(all);
+            servebench_report_free(r);
             return pb_fail(err, PB_ENOMEM, "out of memory");
         }
         const double t0 = sys_now();
@@ -393,59 +440,15 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         lv->wall_s = sys_now() - t0;
         for (int i = 0; i < n_req; i++)
             lv->requests += all[i].sent;
-        size_t n_itl = 0;
-        for (int i = 0; i < n_req; i++)
-            n_itl += (size_t)all[i].n_itl;
-        double *itl = malloc((n_itl + 1) * sizeof *itl), *ttft = malloc((size_t)n_req * sizeof *ttft),
-               *tpu = malloc((size_t)n_req * sizeof *tpu);
-        struct servebench_request *kept =
-            p->keep_requests ? realloc(r->requests, (size_t)(r->n_requests + n_req) * sizeof *kept) : NULL;
-        if (!itl || !ttft || !tpu || (p->keep_requests && !kept)) {
-            for (int i = 0; i < n_req; i++)
-                free(all[i].itl);
-            free(itl);
-            free(ttft);
-            free(tpu);
-            free(all);
-            free(jobs);
-            free(th);
-            servebench_report_free(r);
-            return pb_fail(err, PB_ENOMEM, "out of memory");
-        }
-        if (kept) {
-            r->requests = kept;
-            for (int i = 0; i < n_req; i++)
-                if (all[i].sent)
-                    r->requests[r->n_requests++] = all[i].rec;
-        }
-        size_t ni = 0, nt = 0;
-        for (int i = 0; i < n_req; i++) {
-            if (!all[i].sent) {
-                /* after a stop */
-            } else if (!all[i].ok) {
-                lv->failed++;
-            } else {
-                lv->tokens += all[i].tokens;
-                ttft[nt] = all[i].ttft;
-                tpu[nt++] = all[i].gen_s > 0 ? (all[i].tokens - 1) / all[i].gen_s : 0;
-                memcpy(itl + ni, all[i].itl, (size_t)all[i].n_itl * sizeof *itl);
-                ni += (size_t)all[i].n_itl;
-            }
-            free(all[i].itl);
-        }
-        lv->agg_tps = lv->wall_s > 0 ? (double)lv->tokens / lv->wall_s : 0;
-        lv->ttft_median = quantile(ttft, nt, 0.5);
-        lv->ttft_p95 = quantile(ttft, nt, 0.95);
-        lv->itl_median = quantile(itl, ni, 0.5);
-        lv->itl_p95 = quantile(itl, ni, 0.95);
-        lv->tps_per_user = quantile(tpu, nt, 0.5);
+        rc = level_figures(p, all, n_req, lv, r);
         r->n_levels = li + 1;
-        free(itl);
-        free(ttft);
-        free(tpu);
         free(all);
         free(jobs);
         free(th);
+        if (rc) {
+            servebench_report_free(r);
+            return pb_fail(err, rc, "out of memory");
+        }
     }
     return PB_OK;
 }

@@ -9,18 +9,13 @@ set -eu
 PLUMB=$1
 WORK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
-command -v node >/dev/null && command -v npm >/dev/null || {
-    echo "node and npm are needed (scripts/install-deps.sh installs them)" >&2; exit 1; }
-mkdir -p "$WORK"
-if [ ! -f "$WORK/node_modules/kubernetes-models/package.json" ] || ! cmp -s "$HERE/package-lock.json" "$WORK/package-lock.json"; then
-    cp "$HERE/package.json" "$HERE/package-lock.json" "$WORK/"
-    (cd "$WORK" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+. "$HERE/../npm-ci.sh"
+npm_ci "$HERE" "$WORK" kubernetes-models
 cp "$HERE/validate.mjs" "$WORK/"
 
 # a store with the model, as the technician's machine has it
 export PLUMB_HOME="$WORK/store"
-rm -rf "$PLUMB_HOME" "$WORK"/*.yaml "$WORK"/*.json.out
+rm -rf "$PLUMB_HOME" "$WORK"/*.yaml "$WORK"/*.json
 [ -f "$WORK/tiny.gguf" ] || "$PLUMB" synth --shape tiny --type Q8_0 "$WORK/tiny.gguf" >/dev/null
 "$PLUMB" pull "$WORK/tiny.gguf" --name tiny:1 >/dev/null 2>&1
 printf 'ci sk-plumb-k8s-test\nops sk-plumb-k8s-ops\n' > "$WORK/keys"
