@@ -6,6 +6,8 @@
 #   make run        build, then plumb's main job on this machine
 #   make bench      benchmarks, results in bench/results/
 #   make install    the plumb binary into $(PREFIX)/bin (default /usr/local)
+#   make image      plumb's OCI image from scratch (buildah, no network):
+#                   localhost/plumb:VERSION and build/image/plumb-VERSION.oci.tar
 #   make clean
 #
 # Every target first runs scripts/install-deps.sh, which installs missing
@@ -22,7 +24,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PLUMB := $(BUILD)/plumb
 
-.PHONY: all build deps test run bench install clean
+.PHONY: all build deps test run bench install image clean
 
 all: build
 
@@ -56,6 +58,11 @@ bench: build
 PREFIX ?= /usr/local
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# make image: the release binary, its libraries, CA certificates and a user
+# plumb (10001) in an image from scratch, tagged with the version
+image: build
+	./scripts/image.sh $(PLUMB) "$(IMAGE_TAG)" build/image
 
 clean:
 	rm -rf build

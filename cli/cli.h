@@ -31,6 +31,9 @@ int cmd_tag(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_service(int argc, char **argv);
+/* plumb service lb / k8s (argv[0] is the verb) */
+int cmd_service_lb(int argc, char **argv);
+int cmd_service_k8s(int argc, char **argv);
 int cmd_usage(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_export(int argc, char **argv);

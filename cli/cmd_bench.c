@@ -58,11 +58,17 @@ static void help(void)
            "      --model NAME        the model field to send (default: none)\n"
            "      --api-key KEY       sent as 'Authorization: Bearer KEY'\n"
            "      --vocab N           prompt token ids are drawn below N (default 1000)\n"
+           "      --session-header H  each client is a session: it sends 'H: bench-LEVEL-CLIENT'\n"
+           "                          (e.g. X-Session-Id, for a balancer's affinity)\n"
+           "      --repeat-prompt     each client sends one prompt every time (a cached prefix)\n"
+           "      --per-request       every request: start, end, status, the replica that\n"
+           "                          answered (X-Plumb-Instance), reused prompt tokens, error\n"
            "\n"
            "Examples:\n"
            "  plumb bench model.gguf -p 128,512 -n 64\n"
            "  plumb bench --shape tinyllama-1.1b:Q4_0 -t 2 --json\n"
-           "  plumb bench --serve http://127.0.0.1:8080 --concurrency 1,4,16\n",
+           "  plumb bench --serve http://127.0.0.1:8080 --concurrency 1,4,16\n"
+           "  plumb bench --serve http://127.0.0.1:8000 --concurrency 8 --per-request --json\n",
            pb_ftype_names());
 }
 
@@ -210,6 +216,42 @@ static int print_json(const struct bench_report *r)
     return cli_print_json(o, true);
 }
 
+/* Which replica answered how many requests (the per-request records),
+ * as "r1 12, r2 11" into out. */
+static void instance_counts(const struct servebench_report *r, char *out, size_t size)
+{
+    char names[16][72];
+    int counts[16], n = 0, other = 0;
+    for (int i = 0; i < r->n_requests; i++) {
+        const char *id = r->requests[i].instance[0] ? r->requests[i].instance : "(none)";
+        int k = 0;
+        while (k < n && strcmp(names[k], id))
+            k++;
+        if (k == n && n == 16) {
+            other++;
+            continue;
+        }
+        if (k == n) {
+            snprintf(names[n], sizeof names[n], "%s", id);
+            counts[n++] = 0;
+        }
+        counts[k]++;
+    }
+    size_t at = 0;
+    out[0] = '\0';
+    for (int k = 0; k < n && at < size; k++)
+        at += (size_t)snprintf(out + at, size - at, "%s%s %d", k ? ", " : "", names[k], counts[k]);
+    if (other && at < size)
+        snprintf(out + at, size - at, ", %d more elsewhere", other);
+}
+
+static json_t *request_json(const struct servebench_request *q)
+{
+    return json_pack("{s:i, s:i, s:i, s:f, s:f, s:i, s:b, s:i, s:i, s:s, s:s}", "level", q->level, "client", q->client,
+                     "index", q->index, "start", q->start, "end", q->end, "status", q->status, "ok", q->ok, "tokens",
+                     q->tokens, "cached_tokens", q->cached_tokens, "instance", q->instance, "error", q->error);
+}
+
 static int run_serve(struct servebench_params *sp, bool json)
 {
     struct servebench_report r;
@@ -219,6 +261,7 @@ static int run_serve(struct servebench_params *sp, bool json)
                 sp->prompt_tokens, sp->gen_tokens, sp->requests_per_client);
     if (servebench_run(sp, &r, &err))
         return cli_error("bench", "%s", err.msg);
+    int rc = CLI_OK;
     if (json) {
         json_t *levels = json_array();
         for (int i = 0; i < r.n_levels; i++) {
@@ -230,9 +273,16 @@ static int run_serve(struct servebench_params *sp, bool json)
                                                     "ttft_median_s", l->ttft_median, "ttft_p95_s", l->ttft_p95,
                                                     "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95));
         }
-        return cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
-                                        "gen_tokens", sp->gen_tokens, "levels", levels),
-                              true);
+        json_t *o = json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
+                              "gen_tokens", sp->gen_tokens, "levels", levels);
+        if (o && sp->keep_requests) {
+            json_t *reqs = json_array();
+            for (int i = 0; i < r.n_requests; i++)
+                json_array_append_new(reqs, request_json(&r.requests[i]));
+            json_object_set_new(o, "requests", reqs);
+        }
+        servebench_report_free(&r);
+        return cli_print_json(o, true);
     }
     printf("| users | requests | failed | aggregate t/s | t/s per user | TTFT median | TTFT p95 | ITL median | ITL p95 |\n"
            "| ----- | -------- | ------ | ------------- | ------------ | ----------- | -------- | ---------- | ------- |\n");
@@ -242,22 +292,35 @@ static int run_serve(struct servebench_params *sp, bool json)
                l->requests, l->failed, l->agg_tps, l->tps_per_user, l->ttft_median, l->ttft_p95, l->itl_median,
                l->itl_p95);
     }
-    for (int i = 0; i < r.n_levels; i++)
+    if (sp->keep_requests) {
+        char counts[1200];
+        instance_counts(&r, counts, sizeof counts);
+        printf("\nanswered by  %s\n", counts);
+        for (int i = 0; i < r.n_requests; i++)
+            if (!r.requests[i].ok)
+                printf("failed       level %d client %d request %d: %s%s%s\n", r.requests[i].level + 1,
+                       r.requests[i].client + 1, r.requests[i].index + 1, r.requests[i].error,
+                       r.requests[i].instance[0] ? " from " : "", cli_esc(r.requests[i].instance));
+    }
+    servebench_report_free(&r);
+    for (int i = 0; i < r.n_levels && rc == CLI_OK; i++)
         if (r.levels[i].failed)
-            return cli_error("bench", "%d of %d requests failed at %d users", r.levels[i].failed, r.levels[i].requests,
-                             r.levels[i].concurrency);
-    return CLI_OK;
+            rc = cli_error("bench", "%d of %d requests failed at %d users", r.levels[i].failed, r.levels[i].requests,
+                           r.levels[i].concurrency);
+    return rc;
 }
 
 int cmd_bench(int argc, char **argv)
 {
     enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY,
-           OPT_VOCAB };
+           OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_PER_REQUEST };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
         {"requests", required_argument, 0, OPT_REQ},  {"model", required_argument, 0, OPT_MODEL},
         {"api-key", required_argument, 0, OPT_KEY},   {"vocab", required_argument, 0, OPT_VOCAB},
+        {"session-header", required_argument, 0, OPT_SESSION}, {"repeat-prompt", no_argument, 0, OPT_REPEAT},
+        {"per-request", no_argument, 0, OPT_PER_REQUEST},
         {"shape", required_argument, 0, OPT_SHAPE},   {"n-prompt", required_argument, 0, 'p'},
         {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
@@ -329,6 +392,9 @@ int cmd_bench(int argc, char **argv)
             break;
         case OPT_MODEL: sp.model = optarg; break;
         case OPT_KEY: sp.api_key = optarg; break;
+        case OPT_SESSION: sp.session_header = optarg; break;
+        case OPT_REPEAT: sp.repeat_prompt = true; break;
+        case OPT_PER_REQUEST: sp.keep_requests = true; break;
         case OPT_JSON: json = true; break;
         case OPT_NO_SAVE: save = false; break;
         case OPT_SAVE: force_save = true; break;

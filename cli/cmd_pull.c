@@ -39,6 +39,8 @@ static void help(void)
            "      --name NAME[:TAG]  the name (default: the file name without .gguf; the\n"
            "                         tag defaults to 'latest')\n"
            "      --sha256 HEX       the digest the file must have\n"
+           "      --if-absent        with --sha256, for a URL: when the store holds that file\n"
+           "                         intact, just point the name at it (no download)\n"
            "      --link             hard-link a local file on the store's file system instead\n"
            "                         of copying it: no space is used, but the store shares the\n"
            "                         file, and if the original is edited, run and serve refuse\n"
@@ -124,7 +126,7 @@ static int pull_dir(struct store *s, const char *dir, struct store_pull_opts *o,
     return status;
 }
 
-enum { OPT_NAME = 256, OPT_SHA, OPT_COPY, OPT_LINK, OPT_RETRIES, OPT_DELAY, OPT_JSON };
+enum { OPT_NAME = 256, OPT_SHA, OPT_COPY, OPT_LINK, OPT_RETRIES, OPT_DELAY, OPT_JSON, OPT_IF_ABSENT };
 
 int cmd_pull(int argc, char **argv)
 {
@@ -133,6 +135,7 @@ int cmd_pull(int argc, char **argv)
         {"copy", no_argument, 0, OPT_COPY},             {"link", no_argument, 0, OPT_LINK},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"retry-delay", required_argument, 0, OPT_DELAY}, {"json", no_argument, 0, OPT_JSON},
+        {"if-absent", no_argument, 0, OPT_IF_ABSENT},
         {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0},
     };
     struct store_pull_opts o = {.max_attempts = 8, .cancel = &cli_interrupted};
@@ -159,6 +162,7 @@ int cmd_pull(int argc, char **argv)
             o.retry_delay_ms = (int)(d * 1000 + 0.5);
             break;
         case OPT_JSON: json = true; break;
+        case OPT_IF_ABSENT: o.if_absent = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("pull", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("pull", "unknown option %s", argv[optind - 1]);
@@ -174,6 +178,8 @@ int cmd_pull(int argc, char **argv)
     char digest[65];
     if (o.sha256 && store_digest_parse(o.sha256, digest, &err))
         return cli_usage_error("pull", "--sha256: %s", err.msg);
+    if (o.if_absent && !o.sha256)
+        return cli_usage_error("pull", "--if-absent needs --sha256 (the file it looks for)");
     struct stat st;
     bool dir = stat(source, &st) == 0 && S_ISDIR(st.st_mode);
     if (dir && (o.name || o.sha256))

@@ -71,6 +71,8 @@ static void help(void)
            "      --chat-format NAME    a built-in chat format instead of the model's template\n"
            "      --log-format F        text (default) or json: one line per request on stderr\n"
            "      --pid-file FILE       write the process id there (for plumb service reload)\n"
+           "      --instance-id ID      send 'X-Plumb-Instance: ID' with every response, so that\n"
+           "                            replicas behind a load balancer can be told apart\n"
            "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
            "                            memory available (they are refused otherwise)\n"
            "      --insecure            serve on a --host beyond loopback without --api-key-file\n"
@@ -119,6 +121,7 @@ struct overrides {
     long long body;
     bool log_json, log_set;
     const char *pid_file;
+    const char *instance_id;
 };
 
 /* Usage accounting: each finished request into the store's registry
@@ -174,7 +177,7 @@ int cmd_serve(int argc, char **argv)
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
-        OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE,
+        OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE, OPT_INSTANCE,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -203,6 +206,7 @@ int cmd_serve(int argc, char **argv)
         {"min-rate", required_argument, 0, OPT_MIN_RATE},
         {"max-connections-per-client", required_argument, 0, OPT_PER_CLIENT},
         {"insecure", no_argument, 0, OPT_INSECURE},
+        {"instance-id", required_argument, 0, OPT_INSTANCE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -327,6 +331,11 @@ int cmd_serve(int argc, char **argv)
             ov.per_client = (int)v;
             break;
         case OPT_INSECURE: ov.insecure = true; break;
+        case OPT_INSTANCE:
+            if (!server_instance_id_valid(optarg))
+                return cli_usage_error("serve", "--instance-id '%s': 1-64 of letters, digits, '.', '_' and '-'", optarg);
+            ov.instance_id = optarg;
+            break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
@@ -377,6 +386,8 @@ int cmd_serve(int argc, char **argv)
         cfg.log_json = ov.log_json;
     if (ov.pid_file)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
+    if (ov.instance_id)
+        snprintf(cfg.instance_id, sizeof cfg.instance_id, "%s", ov.instance_id);
 
     /* the pid file is replaced at start and removed at exit: only a
      * regular file (or a new one) may be */
@@ -420,6 +431,7 @@ int cmd_serve(int argc, char **argv)
     p.insecure = cfg.insecure;
     p.log_json = cfg.log_json;
     p.ignore_memory = ignore_memory;
+    p.instance_id = cfg.instance_id[0] ? cfg.instance_id : NULL;
     p.log = log_line;
     p.log_user = &p.log_json;
 

@@ -21,6 +21,8 @@ static void help(void)
 {
     printf("Usage: plumb service install [--config FILE] [--user NAME] [--print] [--unit-dir DIR]\n"
            "       plumb service reload [--config FILE] [--pid-file FILE]\n"
+           "       plumb service lb --kind haproxy|nginx --backend URL... (see lb --help)\n"
+           "       plumb service k8s --config FILE --mirror URL [--replicas N] (see k8s --help)\n"
            "\n"
            "install writes a systemd unit that runs 'plumb serve --config FILE' (restart on\n"
            "failure, journald logging, NoNewPrivileges, ProtectSystem=strict, ProtectHome,\n"
@@ -199,8 +201,12 @@ int cmd_service(int argc, char **argv)
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }
     const char *verb = argv[1];
+    if (!strcmp(verb, "lb"))
+        return cmd_service_lb(argc - 1, argv + 1);
+    if (!strcmp(verb, "k8s"))
+        return cmd_service_k8s(argc - 1, argv + 1);
     if (strcmp(verb, "install") && strcmp(verb, "reload"))
-        return cli_usage_error("service", "unknown action '%s' (install, reload)", verb);
+        return cli_usage_error("service", "unknown action '%s' (install, reload, lb, k8s)", verb);
     const char *config = "/etc/plumb/plumb.ini", *user = NULL, *unit_dir = "/etc/systemd/system", *pid_file = NULL;
     bool print = false;
     int c;

@@ -16,10 +16,19 @@
 #           libarchive-dev (plumb export / import: air-gap bundles as tar)
 #   tests:  libcmocka-dev (unit test framework), systemd (systemd-analyze
 #           verify checks the service unit), nodejs and npm (the openai
-#           npm client runs against plumb serve; tests/node)
+#           npm client runs against plumb serve; tests/node; the
+#           Kubernetes manifests are validated with kubernetes-models,
+#           tests/k8s), haproxy and nginx (replicas behind a real load
+#           balancer: tests/test_scale.c), buildah and podman (make image
+#           and its test), ca-certificates (copied into the image)
+#
+# The balancers' own services are not started by their installation here
+# (a policy-rc.d that says no, while none was there) and are disabled
+# afterwards: plumb's tests start their own, on loopback, and nothing
+# should listen on port 80 because make test ran.
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev libcmocka-dev systemd $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev libcmocka-dev systemd haproxy nginx buildah podman ca-certificates $*"
 
 missing=""
 for p in $PACKAGES; do
@@ -57,6 +66,24 @@ fi
 
 echo "install-deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+daemons=""
+for d in haproxy nginx; do
+    case " $missing " in *" $d "*) daemons="$daemons $d" ;; esac
+done
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ -n "$daemons" ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# written by plumb scripts/install-deps.sh while installing\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+fi
+rc=0
+$SUDO apt-get update -qq || rc=$?
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+[ $rc -ne 0 ] || $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || rc=$?
+[ -z "$own_policy" ] || $SUDO rm -f "$policy"
+if [ -n "$daemons" ] && [ -d /run/systemd/system ]; then
+    # shellcheck disable=SC2086
+    $SUDO systemctl disable --now $daemons >/dev/null 2>&1 || true
+fi
+exit $rc

@@ -5,6 +5,8 @@
 #include "plumb/config.h"
 #include "kv/kv.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int load_text(const char *text, struct config *c, pb_err *err)
@@ -93,11 +95,90 @@ static void test_mistakes(void **state)
     assert_false(config_alias_valid("-x"));
 }
 
+/* Two configurations hold the same values (the path aside). */
+static void expect_same(const struct config *a, const struct config *b)
+{
+    struct config x = *a, y = *b;
+    memset(x.path, 0, sizeof x.path);
+    memset(y.path, 0, sizeof y.path);
+    if (memcmp(&x, &y, sizeof x) != 0) {
+        assert_string_equal(x.host, y.host);
+        assert_int_equal(x.port, y.port);
+        assert_true(x.header_timeout_s == y.header_timeout_s && x.min_rate == y.min_rate);
+        assert_true(x.timeout_s == y.timeout_s && x.drain_timeout_s == y.drain_timeout_s);
+        for (int i = 0; i < x.n_models; i++)
+            assert_true(x.models[i].step_ms == y.models[i].step_ms);
+        fail_msg("the configurations differ");
+    }
+}
+
+/* config_format's text reads back into the same values (the Kubernetes
+ * ConfigMap is made of it); what INI cannot carry is refused. */
+static void test_format_round_trip(void **state)
+{
+    (void)state;
+    const char *text = "[server]\n"
+                       "host = 0.0.0.0\n"
+                       "port = 9000\n"
+                       "api_key_file = /etc/plumb/keys\n"
+                       "max_queue = 8\n"
+                       "max_body = 2048\n"
+                       "max_tokens = 100\n"
+                       "max_connections = 7\n"
+                       "max_connections_per_client = 0\n"
+                       "header_timeout = 2.25\n"
+                       "min_rate = 100.1\n"
+                       "insecure = yes\n"
+                       "timeout = 30.5\n"
+                       "drain_timeout = 0.3\n"
+                       "threads = 3\n"
+                       "log_format = json\n"
+                       "store = /var/lib/plumb\n"
+                       "pid_file = /run/plumb/plumb.pid\n"
+                       "instance_id = box-1\n"
+                       "[model assistant]\n"
+                       "source = qwen2.5-7b:q4_k_m\n"
+                       "parallel = 16\n"
+                       "ctx = 8192\n"
+                       "kv_type = q8_0\n"
+                       "batch = 64\n"
+                       "step_ms = 33.3\n"
+                       "prefill_chunk = 3\n"
+                       "chat_format = chatml\n"
+                       "[model b]\n"
+                       "source = /models/bot.gguf\n";
+    struct config c, back;
+    pb_err err = {0};
+    if (load_text(text, &c, &err) != PB_OK)
+        fail_msg("%s", err.msg);
+    char *out = NULL;
+    assert_int_equal(config_format(&c, &out, &err), PB_OK);
+    assert_int_equal(load_text(out, &back, &err), PB_OK);
+    expect_same(&c, &back);
+    free(out);
+    /* the defaults alone */
+    config_defaults(&c);
+    assert_int_equal(config_format(&c, &out, &err), PB_OK);
+    assert_int_equal(load_text(out, &back, &err), PB_OK);
+    expect_same(&c, &back);
+    free(out);
+    /* values INI cannot carry */
+    const char *bad[] = {"/a;b", "/a#b", "/a\nport = 1", " /a", "/a "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        config_defaults(&c);
+        snprintf(c.store, sizeof c.store, "%s", bad[i]);
+        assert_int_equal(config_format(&c, &out, &err), PB_EINVAL);
+        assert_null(out);
+        assert_non_null(strstr(err.msg, "store"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_mistakes),
+        cmocka_unit_test(test_format_round_trip),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

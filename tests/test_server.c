@@ -30,27 +30,6 @@
 
 static const char *plumb_bin;
 
-/* Servers still running: a failed test leaves its server behind, and
- * these end them when the program exits. */
-static pid_t live[64];
-static int n_live;
-
-static void kill_live(void)
-{
-    for (int i = 0; i < n_live; i++)
-        if (live[i] > 0) {
-            kill(live[i], SIGKILL);
-            waitpid(live[i], NULL, 0);
-        }
-}
-
-static void forget_live(pid_t pid)
-{
-    for (int i = 0; i < n_live; i++)
-        if (live[i] == pid)
-            live[i] = 0;
-}
-
 /* ---- a server process ---- */
 
 struct server {
@@ -81,8 +60,7 @@ static struct server start_server(const char *model, const char *extra)
         _exit(127);
     }
     close(pipefd[1]);
-    if (n_live < 64)
-        live[n_live++] = pid;
+    test_track_process(pid);
     s.pid = pid;
     s.out_fd = pipefd[0];
     char line[256];
@@ -105,7 +83,7 @@ static struct server start_server(const char *model, const char *extra)
 
 static int stop_server(struct server *s, int sig)
 {
-    forget_live(s->pid);
+    test_untrack_process(s->pid);
     kill(s->pid, sig);
     int status = 0;
     for (int i = 0; i < 600; i++) {
@@ -1640,7 +1618,6 @@ int main(int argc, char **argv)
     }
     plumb_bin = argv[1];
     signal(SIGPIPE, SIG_IGN);
-    atexit(kill_live);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_shapes),         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_busy),

@@ -716,6 +716,47 @@ static void test_http_resume(void **state)
     free(m.data);
 }
 
+/* pull --if-absent (the Kubernetes init container's): with the file in the
+ * store intact, the name points at it and nothing is downloaded; with its
+ * blob gone, or another digest asked, the download happens. */
+static void test_pull_if_absent(void **state)
+{
+    (void)state;
+    struct model m;
+    model_get(&m, "Q8_0");
+    new_home("if-absent");
+    struct server sv;
+    server_start(&sv, m.data, m.len);
+    char url[256], d[80];
+    server_url(&sv, "/model.gguf", url, sizeof url);
+    PLUMB_OK("pull", url, "--name", "a:1", "--sha256", m.digest, "--if-absent");
+    assert_int_equal(atomic_load(&sv.requests), 1);
+    PLUMB_OK("pull", url, "--name", "b:1", "--sha256", m.digest, "--if-absent");
+    assert_int_equal(atomic_load(&sv.requests), 1); /* none more */
+    ls_digest("b:1", d);
+    assert_string_equal(d, m.tagged);
+    /* the blob's file gone (a store half lost): downloaded again */
+    char blob[700];
+    snprintf(blob, sizeof blob, "%s/blobs/sha256-%s", home, m.digest);
+    assert_int_equal(unlink(blob), 0);
+    PLUMB_OK("pull", url, "--name", "c:1", "--sha256", m.digest, "--if-absent");
+    assert_int_equal(atomic_load(&sv.requests), 2);
+    PLUMB_OK("verify");
+    /* another digest than the store's: a download, refused on mismatch */
+    struct run r;
+    PLUMB(&r, "pull", url, "--name", "d:1", "--sha256",
+          "0000000000000000000000000000000000000000000000000000000000000000", "--if-absent");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "mismatch"));
+    run_free(&r);
+    assert_int_equal(atomic_load(&sv.requests), 3);
+    PLUMB(&r, "pull", url, "--if-absent");
+    EXPECT_STATUS(r, 2);
+    run_free(&r);
+    server_stop(&sv);
+    free(m.data);
+}
+
 /* A download cut off while the file changes on the origin (or resumed from
  * a mirror that holds another version) is never spliced from two versions:
  * such a file was registered, verify called it fine (it hashes what it
@@ -1673,6 +1714,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_pull_file_and_resolve),
         cmocka_unit_test(test_http_resume),
+        cmocka_unit_test(test_pull_if_absent),
         cmocka_unit_test(test_resume_changed_file),
         cmocka_unit_test(test_failures_leave_store),
         cmocka_unit_test(test_concurrent_pulls),

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 const char *testdata_dir(void)
@@ -223,4 +225,36 @@ json_t *test_parse_json(const char *s)
     if (!v)
         fail_msg("not JSON (%s): %.300s", e.text, s);
     return v;
+}
+
+static int tracked[64];
+static int n_tracked;
+
+static void kill_tracked(void)
+{
+    for (int i = 0; i < n_tracked; i++)
+        if (tracked[i] > 0) {
+            kill(tracked[i], SIGKILL);
+            waitpid(tracked[i], NULL, 0);
+        }
+}
+
+void test_track_process(int pid)
+{
+    if (n_tracked == 0)
+        atexit(kill_tracked);
+    for (int i = 0; i < n_tracked; i++)
+        if (tracked[i] == 0) {
+            tracked[i] = pid;
+            return;
+        }
+    if (n_tracked < 64)
+        tracked[n_tracked++] = pid;
+}
+
+void test_untrack_process(int pid)
+{
+    for (int i = 0; i < n_tracked; i++)
+        if (tracked[i] == pid)
+            tracked[i] = 0;
 }

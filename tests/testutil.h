@@ -44,6 +44,12 @@ int test_special_files(const char *name, char paths[2][600]);
 /* Fails unless paths[k] is still the FIFO (k 0) or the device (k 1). */
 void test_expect_special(char paths[2][600], int k);
 
+/* Child processes a test starts (servers, balancers): each tracked one that
+ * is still running when the program exits (a failed test leaves it
+ * behind) is killed then. Untrack it once it has been waited for. */
+void test_track_process(int pid);
+void test_untrack_process(int pid);
+
 /* Reads a whole file (NUL-terminated, *len without the NUL). */
 char *test_read_file(const char *path, size_t *len);
 int test_write_file(const char *path, const void *data, size_t len);

@@ -109,6 +109,10 @@ int pb_open_input(const char *path, int *fd, pb_err *err);
  * NUL-terminated buffer (*len without the NUL; len may be NULL).
  * PB_ERANGE when it is larger. */
 int pb_read_small(const char *path, size_t max, char **out, size_t *len, pb_err *err);
+/* Writes len bytes as path, whole or not at all: into PATH.tmp (mode),
+ * flushed to disk, then renamed over path (which pb_check_output must
+ * accept). PB_ENOSPC on a full disk, PB_EIO otherwise. */
+int pb_write_small(const char *path, const void *data, size_t len, int mode, pb_err *err);
 
 /* Text read from a file or the network (metadata, names, messages) made
  * safe to print on a terminal: control characters (C0, DEL, C1 such as

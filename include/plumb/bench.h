@@ -9,6 +9,8 @@
 #include "plumb/base.h"
 #include "plumb/synth.h"
 
+#include <stdatomic.h>
+
 #define BENCH_MAX_TESTS 8
 
 struct bench_test {
@@ -64,7 +66,13 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
  * clients stream completions at once (prompts of random token ids, so no
  * two share a prefix; ignore_eos so each answer has exactly gen_tokens
  * tokens), and the run reports aggregate generation tokens per second,
- * time to first token and inter-token latency (median and p95). */
+ * time to first token and inter-token latency (median and p95).
+ *
+ * Behind a load balancer it can also say, request by request, when it
+ * ran, how it ended and which replica answered (the X-Plumb-Instance
+ * header of plumb serve --instance-id), and act as sessions: each client
+ * a session named in a header, repeating its prompt so that a replica
+ * that keeps the session finds the prefix in its cache. */
 #define SERVEBENCH_MAX_LEVELS 8
 
 struct servebench_params {
@@ -76,6 +84,22 @@ struct servebench_params {
     int prompt_tokens, gen_tokens;
     int requests_per_client; /* each client's requests at each level */
     int vocab_lo, vocab_hi;  /* prompt token ids are drawn from [lo, hi) */
+    const char *session_header; /* NULL: none; else client k of level l sends "NAME: bench-l-k" */
+    bool repeat_prompt;      /* each client sends one prompt every time (else a new one each time) */
+    bool keep_requests;      /* fill the report's requests */
+    uint64_t seed;           /* varies the prompts (0: the same prompts as every run) */
+    const atomic_int *stop;  /* NULL, or: once nonzero, clients send no new request (a load of open length) */
+};
+
+/* One request as the client saw it. */
+struct servebench_request {
+    int level, client, index;  /* its level, its client, its place among the client's requests */
+    double start, end;         /* seconds since the epoch: the connection opened, the last byte */
+    int status;                /* HTTP status, 0 when none came */
+    bool ok;                   /* status 200 and the whole stream, to data: [DONE] */
+    int tokens, cached_tokens; /* from the usage at the end: completion tokens, prompt tokens reused */
+    char instance[72];         /* the X-Plumb-Instance header, "" without one */
+    char error[64];            /* why it failed: "connect", "send", "no response", "status 503", "stream cut" */
 };
 
 struct servebench_level {
@@ -91,8 +115,13 @@ struct servebench_level {
 struct servebench_report {
     struct servebench_level levels[SERVEBENCH_MAX_LEVELS];
     int n_levels;
+    struct servebench_request *requests; /* keep_requests: every request of every level, in order */
+    int n_requests;
 };
 
+/* Runs the load; with keep_requests the report owns requests, freed by
+ * servebench_report_free (safe on any report servebench_run filled). */
 int servebench_run(const struct servebench_params *p, struct servebench_report *r, pb_err *err);
+void servebench_report_free(struct servebench_report *r);
 
 #endif

@@ -19,6 +19,7 @@
  *   log_format = text         ; or json: one line per request
  *   store = /var/lib/plumb    ; the model store (PLUMB_HOME) for names and usage
  *   pid_file = /run/plumb/plumb.pid
+ *   instance_id = box-1       ; sent as X-Plumb-Instance (replicas behind a balancer)
  *
  *   [model assistant]         ; the API's model id
  *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
@@ -80,6 +81,7 @@ struct config {
     bool log_json;
     char store[CONFIG_STR];
     char pid_file[CONFIG_STR];
+    char instance_id[72];    /* "" when none */
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
 };
@@ -90,6 +92,12 @@ void config_defaults(struct config *c);
 int config_load(const char *path, struct config *c, pb_err *err);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
+
+/* The configuration as an INI file's text (*out, malloc'd) that
+ * config_load reads back into the same values: every key, defaults
+ * included. Refuses a value the format cannot carry (a line break, a ';'
+ * or '#' that would start a comment, spaces at either end). */
+int config_format(const struct config *c, char **out, pb_err *err);
 
 /* A model section's engine settings. */
 struct engine_params config_engine_params(const struct config_model *m);

@@ -92,6 +92,8 @@ struct server_params {
     bool insecure;           /* serve on a non-loopback host without API keys */
     bool log_json;           /* request lines as JSON objects, else key=value text */
     bool ignore_memory;      /* load models even when their memory estimates exceed what is available */
+    const char *instance_id; /* sent as X-Plumb-Instance on every response, so that a replica behind a load
+                              * balancer can be told apart (NULL: no such header); server_instance_id_valid */
     /* one line per event (start, request, reload, drain), never holding a key */
     void (*log)(void *user, const char *line);
     void *log_user;
@@ -99,6 +101,10 @@ struct server_params {
     void (*on_record)(void *user, const struct server_record *r);
     void *record_user;
 };
+
+/* An instance id: 1-64 of letters, digits, '.', '_' and '-' (a header value
+ * and a Kubernetes pod name both fit). */
+bool server_instance_id_valid(const char *id);
 
 /* Defaults for everything but the models. */
 struct server_params server_defaults(void);

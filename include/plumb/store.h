@@ -172,6 +172,9 @@ typedef void (*store_progress_fn)(void *user, uint64_t done, uint64_t total, con
 struct store_pull_opts {
     const char *name;           /* NAME[:TAG]; NULL: the source's file name without .gguf, tag latest */
     const char *sha256;         /* expected digest (64 hex digits, "sha256:" prefix allowed), or NULL */
+    bool if_absent;             /* with sha256 and a URL: when the store holds that digest intact (its file
+                                 * in place with the size and time registered), point the name at it and
+                                 * download nothing (an init container after a restart) */
     bool link;                  /* local files: hard-link when on the store's file system (the store
                                  * then shares the file: an edit of the original changes the model,
                                  * which store_resolve refuses); default: a copy (a reflink where the

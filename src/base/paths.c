@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -134,5 +135,39 @@ int pb_read_small(const char *path, size_t max, char **out, size_t *len, pb_err 
     *out = buf;
     if (len)
         *len = n;
+    return PB_OK;
+}
+
+int pb_write_small(const char *path, const void *data, size_t len, int mode, pb_err *err)
+{
+    int rc = pb_check_output(path, err);
+    if (rc)
+        return rc;
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+        return pb_fail(err, PB_EINVAL, "path too long: %.300s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+    if (fd < 0)
+        return pb_fail(err, errno == ENOSPC ? PB_ENOSPC : PB_EIO, "cannot write %.300s: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t done = 0;
+    int e = 0;
+    while (done < len && !e) {
+        ssize_t k = write(fd, p + done, len - done);
+        if (k < 0 && errno != EINTR)
+            e = errno;
+        else if (k > 0)
+            done += (size_t)k;
+    }
+    if (!e && (fsync(fd) != 0 || fchmod(fd, (mode_t)mode) != 0))
+        e = errno;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    if (!e && rename(tmp, path) != 0)
+        e = errno;
+    if (e) {
+        unlink(tmp);
+        return pb_fail(err, e == ENOSPC ? PB_ENOSPC : PB_EIO, "cannot write %.300s: %s", path, strerror(e));
+    }
     return PB_OK;
 }

@@ -2,6 +2,7 @@
 #ifndef PLUMB_BASE_SBUF_H
 #define PLUMB_BASE_SBUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 struct sbuf {
@@ -11,6 +12,9 @@ struct sbuf {
 
 /* Appends n bytes; PB_ENOMEM (b unchanged) when memory runs out. */
 int sbuf_add(struct sbuf *b, const void *p, size_t n);
+/* Appends printf's text; PB_ENOMEM (b unchanged) when memory runs out. */
+int sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sbuf_vaddf(struct sbuf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void sbuf_free(struct sbuf *b);
 
 #endif

@@ -2,6 +2,7 @@
 #include "plumb/config.h"
 
 #include "base/err.h"
+#include "base/sbuf.h"
 
 #include "plumb/store.h"
 
@@ -219,6 +220,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
             ok = copy_str(c->store, sizeof c->store, value);
         else if (!strcmp(name, "pid_file"))
             ok = copy_str(c->pid_file, sizeof c->pid_file, value);
+        else if (!strcmp(name, "instance_id"))
+            ok = server_instance_id_valid(value) && copy_str(c->instance_id, sizeof c->instance_id, value);
         else
             known = false;
     } else {
@@ -284,5 +287,66 @@ int config_load(const char *path, struct config *c, pb_err *err)
         if (!c->models[i].source[0])
             return pb_fail(err, PB_EFORMAT, "%s: [model %s] has no 'source' (a store name or a GGUF file)", path,
                            c->models[i].alias);
+    return PB_OK;
+}
+
+/* A value an INI line carries as it is: no line break or control
+ * character, no comment character, no space at either end. */
+static int ini_value(const char *section, const char *key, const char *v, pb_err *err)
+{
+    size_t n = strlen(v);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f || v[i] == ';' || v[i] == '#')
+            return pb_fail(err, PB_EINVAL, "[%s] %s: '%s' has a character an INI value cannot hold", section, key,
+                           v);
+    if (n && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1])))
+        return pb_fail(err, PB_EINVAL, "[%s] %s: '%s' begins or ends with a space", section, key, v);
+    return PB_OK;
+}
+
+int config_format(const struct config *c, char **out, pb_err *err)
+{
+    *out = NULL;
+    struct sbuf b = {0};
+    int rc = 0;
+    const struct {
+        const char *key, *value;
+    } strs[] = {{"host", c->host},         {"api_key_file", c->api_key_file}, {"store", c->store},
+                {"pid_file", c->pid_file}, {"instance_id", c->instance_id}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if ((rc = ini_value("server", strs[i].key, strs[i].value, err)))
+            return rc;
+    for (int i = 0; i < c->n_models; i++) {
+        if ((rc = ini_value(c->models[i].alias, "source", c->models[i].source, err)))
+            return rc;
+        if (!config_alias_valid(c->models[i].alias))
+            return pb_fail(err, PB_EINVAL, "bad model name '%s'", c->models[i].alias);
+    }
+    rc |= sbuf_addf(&b, "[server]\nhost = %s\nport = %d\n", c->host, c->port);
+    for (size_t i = 1; i < sizeof strs / sizeof strs[0]; i++)
+        if (strs[i].value[0])
+            rc |= sbuf_addf(&b, "%s = %s\n", strs[i].key, strs[i].value);
+    rc |= sbuf_addf(&b,
+                    "max_queue = %d\nmax_body = %zu\nmax_tokens = %d\nmax_connections = %d\n"
+                    "max_connections_per_client = %d\nheader_timeout = %.17g\nmin_rate = %.17g\ninsecure = %s\n"
+                    "timeout = %.17g\ndrain_timeout = %.17g\nthreads = %d\nlog_format = %s\n",
+                    c->max_queue, c->max_body, c->max_tokens, c->max_connections, c->max_per_client,
+                    c->header_timeout_s, c->min_rate, c->insecure ? "yes" : "no", c->timeout_s, c->drain_timeout_s,
+                    c->threads, c->log_json ? "json" : "text");
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        rc |= sbuf_addf(&b,
+                        "\n[model %s]\nsource = %s\nparallel = %d\nctx = %lld\nkv_type = %s\nbatch = %d\n"
+                        "step_ms = %.17g\nprefill_chunk = %d\n",
+                        m->alias, m->source, m->parallel, (long long)m->ctx,
+                        pb_kv_type_name((enum pb_kv_type)m->kv_type), m->batch, m->step_ms, m->prefill_chunk);
+        if (m->chat_format[0])
+            rc |= sbuf_addf(&b, "chat_format = %s\n", m->chat_format);
+    }
+    if (rc) {
+        sbuf_free(&b);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    *out = b.data;
     return PB_OK;
 }

@@ -69,18 +69,8 @@ static int put(struct sbuf *out, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int rc = sbuf_vaddf(out, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return PB_EINVAL;
-    char *buf = malloc((size_t)n + 1);
-    if (!buf)
-        return PB_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(buf, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int rc = sbuf_add(out, buf, (size_t)n);
-    free(buf);
     return rc;
 }
 

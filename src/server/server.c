@@ -11,6 +11,7 @@
 #include "server/metrics.h"
 #include "server/oai.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -61,6 +62,7 @@ struct server {
     int n_keys;
     atomic_bool draining;
     atomic_int running; /* generation requests in progress */
+    char instance_id[72]; /* "" when none */
 };
 
 struct server_params server_defaults(void)
@@ -87,6 +89,17 @@ struct server_model server_model_defaults(void)
 }
 
 int server_port(const struct server *s) { return s->port; }
+
+bool server_instance_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && !strchr("._-", id[i]))
+            return false;
+    return true;
+}
 
 static void logf_(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(struct server *s, const char *fmt, ...)
@@ -302,6 +315,18 @@ static bool same_spec(const struct server_model *a, const struct server_model *b
 
 /* ---- responses ---- */
 
+/* What every response carries: one request per connection (see
+ * on_request), and the instance id when there is one (the connection's
+ * socket context is its server, set in on_connection). */
+static void common_headers(struct MHD_Connection *c, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Connection", "close");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct server *s = ci ? ci->socket_context : NULL;
+    if (s && s->instance_id[0])
+        MHD_add_response_header(r, "X-Plumb-Instance", s->instance_id);
+}
+
 static enum MHD_Result send_buffer(struct MHD_Connection *c, int status, const char *type, const char *body,
                                    size_t len, const char *retry_after)
 {
@@ -309,8 +334,7 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, int status, const c
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
-    /* one request per connection: see on_request */
-    MHD_add_response_header(r, "Connection", "close");
+    common_headers(c, r);
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
     if (status == 401)
@@ -441,7 +465,7 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
             return MHD_NO;
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        MHD_add_response_header(r, "Connection", "close");
+        common_headers(c, r);
         cn->status = 200;
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r);
@@ -703,12 +727,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode code)
 {
     (void)c;
-    (void)socket_context;
     struct server *s = cls;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = s; /* for common_headers */
         atomic_fetch_add(&s->n_conn, 1);
-    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&s->n_conn, 1);
+    }
 }
 
 /* The gate's hand-over: a connection whose request head has come. */
@@ -904,11 +929,17 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         return pb_fail(err, PB_EINVAL, "the minimum rate of a request body must be positive");
     if (p->max_per_client < 0 || p->max_waiting < 1)
         return pb_fail(err, PB_EINVAL, "bad connection limits");
+    if (p->instance_id && !server_instance_id_valid(p->instance_id))
+        return pb_fail(err, PB_EINVAL, "instance id '%.100s': 1-64 of letters, digits, '.', '_' and '-'",
+                       p->instance_id);
     struct server *s = calloc(1, sizeof *s);
     if (!s)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     s->p = *p;
     s->p.models = NULL;
+    if (p->instance_id)
+        snprintf(s->instance_id, sizeof s->instance_id, "%s", p->instance_id);
+    s->p.instance_id = NULL; /* the copy above */
     if (!s->p.host)
         s->p.host = "127.0.0.1";
     if (s->p.max_connections <= 0)
@@ -966,7 +997,8 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
     for (int i = 0; i < s->n_models; i++)
         logf_(s, "serving %s as '%s' (%d slots x %lld tokens)", s->models[i]->path, s->models[i]->om.id,
               s->models[i]->spec.engine.n_slots, (long long)s->models[i]->om.n_ctx);
-    logf_(s, "listening on http://%s:%d (%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys");
+    logf_(s, "listening on http://%s:%d (%s%s%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys",
+          s->instance_id[0] ? ", instance " : "", s->instance_id);
     *out = s;
     return PB_OK;
 fail:

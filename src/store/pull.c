@@ -532,6 +532,10 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
     bool url = is_url(source);
     if (!url && strstr(source, "://"))
         return pb_fail(err, PB_EUNSUPPORTED, "%.200s: only http:// and https:// URLs, or local files", source);
+    if (o->if_absent && !want[0])
+        return pb_fail(err, PB_EINVAL, "if_absent needs the expected digest (sha256)");
+    if (o->if_absent && url && (rc = reg_point_known(s, &ref, want, source, res, err)) != PB_ENOTFOUND)
+        return rc; /* the file is here (PB_OK), or the registry failed */
     store_ref_format(&ref, label, sizeof label);
     k.o = o;
     k.label = label;

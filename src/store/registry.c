@@ -1070,3 +1070,40 @@ fail:
     sqlite3_finalize(nq);
     return rc;
 }
+
+int reg_point_known(struct store *s, const struct store_ref *ref, const char *digest, const char *source,
+                    struct store_pull_result *res, pb_err *err)
+{
+    int rc = st_begin(s, err); /* the write lock: no removal between the look and the pointing */
+    if (rc)
+        return rc;
+    sqlite3_stmt *q;
+    if ((rc = st_prepare(s, "SELECT size, mtime FROM blobs WHERE digest = ?", &q, err))) {
+        st_rollback(s);
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, digest, -1, SQLITE_STATIC);
+    const int step = sqlite3_step(q);
+    const uint64_t size = step == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(q, 0) : 0;
+    const int64_t mtime = step == SQLITE_ROW ? sqlite3_column_int64(q, 1) : 0;
+    sqlite3_finalize(q);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        rc = st_fail(s, err, "looking up a blob");
+        st_rollback(s);
+        return rc;
+    }
+    char blob[STORE_PATH_MAX];
+    store_blob_path(s, digest, blob, sizeof blob);
+    struct stat st;
+    if (step != SQLITE_ROW || stat(blob, &st) != 0 || (uint64_t)st.st_size != size ||
+        (mtime && mtime != store_file_mtime_ns(&st))) {
+        st_rollback(s);
+        return PB_ENOTFOUND;
+    }
+    memset(res, 0, sizeof *res);
+    if ((rc = point(s, ref, digest, -1, "pull", source, &res->changed, err)) || (rc = st_commit(s, err))) {
+        st_rollback(s);
+        return rc;
+    }
+    return lookup_ref(s, ref, &res->entry, err);
+}

@@ -53,6 +53,12 @@ int reg_add(struct store *s, const struct store_ref *ref, const char *digest, co
             const char *tmp_path, bool keep_existing, const char *source, struct store_pull_result *res,
             pb_err *err);
 
+/* With the blob of digest registered and its file in place as registered
+ * (size, modification time): points ref at it, in one transaction, and
+ * fills res (new_blob false). PB_ENOTFOUND, changing nothing, otherwise. */
+int reg_point_known(struct store *s, const struct store_ref *ref, const char *digest, const char *source,
+                    struct store_pull_result *res, pb_err *err);
+
 /* The general form of reg_add (an import): in one transaction, every
  * blob's temporary file renamed into place and recorded (known: the
  * registry had it already; renamed: its file moved), then every name

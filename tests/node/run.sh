@@ -9,13 +9,8 @@ set -eu
 PLUMB=$1
 WORK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
-command -v node >/dev/null && command -v npm >/dev/null || {
-    echo "node and npm are needed (scripts/install-deps.sh installs them)" >&2; exit 1; }
-mkdir -p "$WORK"
-if [ ! -f "$WORK/node_modules/openai/package.json" ] || ! cmp -s "$HERE/package-lock.json" "$WORK/package-lock.json"; then
-    cp "$HERE/package.json" "$HERE/package-lock.json" "$WORK/"
-    (cd "$WORK" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+. "$HERE/../npm-ci.sh"
+npm_ci "$HERE" "$WORK" openai
 cp "$HERE/openai_client.mjs" "$WORK/"
 MODEL=$WORK/tiny.gguf
 [ -f "$MODEL" ] || "$PLUMB" synth --shape tiny --type Q8_0 "$MODEL" >/dev/null
