@@ -41,6 +41,7 @@
 #define ENGINE_DEFAULT_STEP_MS 150     /* a step's target duration while slots generate */
 #define ENGINE_MAX_SLOTS 256
 #define ENGINE_MAX_STOPS 4             /* stop strings per request */
+#define ENGINE_MAX_LOGIT_BIAS 1024     /* logit_bias entries per request */
 /* What a plumb process holds besides its models, in the estimate's
  * runtime part: code and libraries mapped and touched, the C library's
  * arenas, thread stacks as used. Measured: 12.8 MiB for plumb run on a
@@ -206,11 +207,24 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
 
 /* ---- requests ---- */
 
+/* A bias added to one token's logit before sampling (OpenAI's
+ * logit_bias: -100 bans the token in practice, +100 all but forces it). */
+struct engine_logit_bias {
+    int32_t id;
+    float bias;
+};
+
 struct engine_request_params {
     struct sampler_params sampling;
     int n_predict;        /* tokens to generate at most; < 0: until end of generation or a full context */
     bool ignore_eog;      /* go on past end-of-generation tokens (benchmarks) */
     bool json_object;     /* only tokens that keep the text a JSON object; it ends when the object does */
+    const char *grammar;  /* GBNF (copied; plumb/sampler.h): only tokens that keep the text a prefix of
+                           * one of its sentences, end of generation once it is whole; it ends when
+                           * nothing can follow. Takes the place of json_object. A grammar that does
+                           * not compile is PB_EINVAL with its message. */
+    const struct engine_logit_bias *logit_bias; /* copied; ids must be in the vocabulary */
+    int n_logit_bias;
     const char *stop[ENGINE_MAX_STOPS]; /* stop strings (copied): the text ends before the first found */
     int n_stop;
     int n_top;            /* > 0: each step reports its n_top highest logits */
@@ -231,7 +245,8 @@ struct engine_step {
     const char *reasoning;  /* with a request's reasoning style: the reasoning text it lets out, without the
                              * markup (may be empty) */
     size_t reasoning_len;
-    const float *logits;    /* want_logits: the n_vocab logits it was drawn from, valid during the call */
+    const float *logits;    /* want_logits: the n_vocab logits it was drawn from (logit_bias added),
+                             * valid during the call */
     int32_t n_vocab;
     const int32_t *top_ids; /* n_top: the highest logits, highest first (ties to the lower id) */
     const float *top_logits;

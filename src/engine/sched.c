@@ -8,10 +8,11 @@
 #include "base/vec.h"
 #include "chat/chat.h"
 #include "engine/textout.h"
-#include "sampler/json_guard.h"
+#include "sampler/grammar.h"
 #include "sampler/sampler.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,7 +45,9 @@ struct engine_request {
     int slot;
     int64_t n_evaluated; /* prompt tokens in the slot's cache */
     struct sampler *smp;
-    struct json_guard guard;
+    struct grammar *gram;   /* constrained output (a grammar, JSON mode), or NULL */
+    struct gmatch *gm;
+    float *biased;          /* [n_vocab]: the logits with the request's logit_bias, or NULL */
     struct textout tx;
     struct sbuf text;    /* what a step lets out (the answer's, when reasoning is split) */
     struct chat_reasoning *rsn; /* splits reasoning from the answer, or NULL */
@@ -76,10 +79,14 @@ struct sched {
     struct model_seg *segs;
     int *seg_slot;
     float *logits;
-    uint8_t *allowed; /* JSON mode's mask */
-    /* every token's text (for JSON mode): piece_off[i] .. piece_off[i + 1] in pieces */
+    uint8_t *allowed; /* a grammar's mask */
+    /* every token's text: piece_off[i] .. piece_off[i + 1] in pieces, and
+     * their trie for grammars */
     char *pieces;
     uint32_t *piece_off;
+    struct gtrie *trie;
+    int32_t *eog;     /* the end-of-generation tokens */
+    int n_eog;
     uint64_t n_admitted;
     double token_s; /* seconds per token of recent steps (0: none measured) */
 
@@ -97,6 +104,11 @@ struct sched {
 static void req_free(struct engine_request *r)
 {
     sampler_free(r->smp);
+    gmatch_free(r->gm);
+    grammar_free(r->gram);
+    free(r->biased);
+    free((void *)r->p.grammar);
+    free((void *)r->p.logit_bias);
     textout_free(&r->tx);
     sbuf_free(&r->text);
     chat_reasoning_free(r->rsn);
@@ -117,7 +129,7 @@ static void req_unref(struct engine_request *r)
         req_free(r);
 }
 
-/* ---- token texts for JSON mode ---- */
+/* ---- token texts for grammars ---- */
 
 static int build_pieces(struct sched *s, pb_err *err)
 {
@@ -146,20 +158,26 @@ static int build_pieces(struct sched *s, pb_err *err)
     return PB_OK;
 }
 
-/* allowed[i]: token i keeps the text a JSON object (end-of-generation
- * only once it is complete, and then only that). */
-static void json_mask(struct sched *s, const struct json_guard *g)
+/* The trie of the token texts, end-of-generation tokens left out (a
+ * grammar's end decides about them). */
+static int build_trie(struct sched *s, pb_err *err)
 {
-    const bool complete = json_guard_complete(g);
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        if (tok_is_eog(s->tok, i)) {
-            s->allowed[i] = complete;
-            continue;
-        }
-        const uint32_t a = s->piece_off[i], n = s->piece_off[i + 1] - a;
-        struct json_guard t = *g;
-        s->allowed[i] = !complete && n > 0 && json_guard_feed(&t, s->pieces + a, n);
+    uint8_t *skip = calloc((size_t)s->n_vocab, 1);
+    if (!skip)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    int n = 0;
+    for (int32_t i = 0; i < s->n_vocab; i++)
+        n += skip[i] = tok_is_eog(s->tok, i);
+    if (!(s->eog = malloc(((size_t)n + 1) * sizeof *s->eog))) {
+        free(skip);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
     }
+    for (int32_t i = 0; i < s->n_vocab; i++)
+        if (skip[i])
+            s->eog[s->n_eog++] = i;
+    int rc = gtrie_build(s->pieces, s->piece_off, s->n_vocab, skip, &s->trie, err);
+    free(skip);
+    return rc;
 }
 
 /* ---- creation ---- */
@@ -208,7 +226,7 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
         rc = pb_fail(err, PB_ENOMEM, "out of memory for %d slots", p->n_slots);
         goto fail;
     }
-    if ((rc = build_pieces(s, err)))
+    if ((rc = build_pieces(s, err)) || (rc = build_trie(s, err)))
         goto fail;
     s->stats.n_slots = p->n_slots;
     s->stats.kv_capacity = (int64_t)p->n_slots * p->n_ctx;
@@ -334,6 +352,8 @@ void sched_free(struct sched *s)
     free(s->allowed);
     free(s->pieces);
     free(s->piece_off);
+    gtrie_free(s->trie);
+    free(s->eog);
     model_ctx_free(s->ctx);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
@@ -352,7 +372,9 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
     r->n_prompt = (int64_t)n_prompt;
     r->refs = 2;
     atomic_init(&r->cancelled, false);
-    json_guard_init(&r->guard);
+    r->p.grammar = NULL;
+    r->p.logit_bias = NULL;
+    r->p.n_logit_bias = 0;
     if (p->n_stop < 0 || p->n_stop > ENGINE_MAX_STOPS)
         return pb_fail(err, PB_EINVAL, "at most %d stop strings", ENGINE_MAX_STOPS);
     for (int i = 0; i < p->n_stop; i++) {
@@ -380,6 +402,34 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
             p->reasoning.style == ENGINE_REASONING_HARMONY ? CHAT_REASONING_HARMONY : CHAT_REASONING_THINK;
         if ((rc = chat_reasoning_create(style, p->reasoning.in_reasoning, &r->rsn, err)))
             return rc;
+    }
+    /* constrained output: JSON mode is the JSON grammar */
+    const char *gtext = p->grammar ? p->grammar : p->json_object ? sampler_json_grammar() : NULL;
+    if (gtext) {
+        if ((rc = grammar_parse(gtext, strlen(gtext), &r->gram, err)) ||
+            (rc = gmatch_create(r->gram, &r->gm, err)))
+            return rc;
+        if (p->grammar && !(r->p.grammar = strdup(p->grammar)))
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    if (p->n_logit_bias < 0 || p->n_logit_bias > ENGINE_MAX_LOGIT_BIAS)
+        return pb_fail(err, PB_EINVAL, "at most %d logit biases", ENGINE_MAX_LOGIT_BIAS);
+    if (p->n_logit_bias > 0) {
+        struct engine_logit_bias *lb = malloc((size_t)p->n_logit_bias * sizeof *lb);
+        if (!lb || !(r->biased = malloc((size_t)s->n_vocab * sizeof *r->biased))) {
+            free(lb);
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        }
+        for (int i = 0; i < p->n_logit_bias; i++) {
+            lb[i] = p->logit_bias[i];
+            if (lb[i].id < 0 || lb[i].id >= s->n_vocab || !isfinite(lb[i].bias)) {
+                free(lb);
+                return pb_fail(err, PB_EINVAL, "logit_bias: token id %" PRId32 " is outside the vocabulary (%" PRId32
+                               " tokens) or its bias is not a number", p->logit_bias[i].id, s->n_vocab);
+            }
+        }
+        r->p.logit_bias = lb;
+        r->p.n_logit_bias = p->n_logit_bias;
     }
     if (!(r->prompt = malloc(n_prompt * sizeof *prompt)))
         return pb_fail(err, PB_ENOMEM, "out of memory");
@@ -660,11 +710,20 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         r->res.t_prompt = now - r->t_admit;
         r->t_first = now;
     }
+    if (r->biased) { /* the request's logit_bias: the logits it samples from and reports */
+        memcpy(r->biased, logits, (size_t)s->n_vocab * sizeof *logits);
+        for (int k = 0; k < r->p.n_logit_bias; k++)
+            r->biased[r->p.logit_bias[k].id] += r->p.logit_bias[k].bias;
+        logits = r->biased;
+    }
     int32_t id;
-    if (r->p.json_object) {
-        json_mask(s, &r->guard);
+    if (r->gm) {
+        gmatch_mask(r->gm, s->trie, s->allowed);
+        const bool complete = gmatch_complete(r->gm);
+        for (int k = 0; k < s->n_eog; k++)
+            s->allowed[s->eog[k]] = complete;
         id = sampler_sample_allowed(r->smp, logits, s->allowed);
-        if (id < 0) { /* nothing can continue the object: end */
+        if (id < 0) { /* nothing can continue the output: end */
             finish(s, r, ENGINE_FINISH_STOP);
             return false;
         }
@@ -676,8 +735,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_EOG);
         return false;
     }
-    if (r->p.json_object)
-        json_guard_feed(&r->guard, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
+    if (r->gm && !tok_is_eog(s->tok, id))
+        gmatch_feed(r->gm, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
     char buf[256];
     size_t n = tok_piece(s->tok, id, false, buf, sizeof buf);
     const char *piece = buf;
@@ -727,8 +786,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_CALLER);
         return false;
     }
-    if (r->p.json_object && json_guard_complete(&r->guard) && r->p.ignore_eog) {
-        finish(s, r, ENGINE_FINISH_STOP); /* no end-of-generation to wait for */
+    if (r->gm && (gmatch_done(r->gm) || (r->p.ignore_eog && gmatch_complete(r->gm)))) {
+        finish(s, r, ENGINE_FINISH_STOP); /* nothing can follow: no end-of-generation to wait for */
         return false;
     }
     if (r->p.n_predict >= 0 && r->res.n_gen >= r->p.n_predict) {
