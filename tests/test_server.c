@@ -516,7 +516,7 @@ static void test_errors(void **state)
     expect_error(s.port, "POST", "/v1/chat/completions", auth, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
                  400, NULL);
     const char *bad_params[] = {"\"temperature\":5", "\"temperature\":\"hot\"", "\"top_p\":2", "\"max_tokens\":0",
-                                "\"max_tokens\":1.5", "\"n\":2", "\"stop\":[1]", "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]",
+                                "\"max_tokens\":1.5", "\"n\":17", "\"n\":0", "\"stop\":[1]", "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]",
                                 "\"presence_penalty\":3", "\"seed\":\"x\"", "\"stream\":\"yes\"",
                                 "\"response_format\":{\"type\":\"xml\"}", "\"stream_options\":3"};
     for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
@@ -1555,19 +1555,17 @@ static void test_bad_content_length(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
-/* Fields plumb does not honour are a 400 naming the field, never ignored
- * (with tool_choice "required" it used to answer plain text). */
+/* Fields plumb does not honour are a 400 naming the field, never ignored. */
 static void test_unsupported_fields(void **state)
 {
     (void)state;
     struct server s = start_server(model_path(), "-np 1 --ctx 128");
     const char *fields[][2] = {
-        {"tools", "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]"},
-        {"tool_choice", "\"required\""},
         {"functions", "[{\"name\":\"f\",\"parameters\":{}}]"},
         {"function_call", "\"auto\""},
-        {"logit_bias", "{\"50256\":-100}"},
-        {"parallel_tool_calls", "true"},
+        {"audio", "{\"voice\":\"alloy\"}"},
+        {"modalities", "[\"text\",\"audio\"]"},
+        {"prediction", "{\"type\":\"content\",\"content\":\"x\"}"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char body[512], quoted[64];

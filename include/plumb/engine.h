@@ -187,6 +187,8 @@ enum engine_reasoning {
 struct engine_chat_opts {
     bool no_thinking;             /* Qwen3 and the like: answer without thinking (enable_thinking = false) */
     const char *reasoning_effort; /* gpt-oss: "low", "medium" or "high"; NULL: the template's default */
+    const json_t *tools;          /* tools offered (OpenAI's [{"type": "function", "function": {...}}]), or
+                                   * NULL; messages may hold assistant tool_calls and "tool" results */
 };
 
 /* How the answer to a chat prompt starts: the template's reasoning markup,
@@ -204,6 +206,32 @@ struct engine_answer_start {
  * request's `reasoning` to have the reasoning handed apart. */
 int engine_chat_prompt(struct engine *e, const json_t *messages, const struct engine_chat_opts *opts, int32_t **ids,
                        size_t *n_ids, struct engine_answer_start *start, pb_err *err);
+
+/* ---- tool calls ----
+ * Each model family writes tool calls its own way (Qwen and Hermes in
+ * <tool_call> blocks, Llama 3 as {"name", "parameters"}, Mistral after
+ * [TOOL_CALLS], gpt-oss in harmony's commentary channel); a template that
+ * knows no tools is given them in its system message with a generic JSON
+ * form ({"tool_calls": [{"name", "arguments"}]}), which is also read back
+ * from every family. The style follows the chat template's markers. */
+
+/* "generic", "hermes", "llama3", "mistral" or "harmony". */
+const char *engine_tool_style(const struct engine *e);
+/* The grammar that makes the output calls to the tools in the model's
+ * format (only: that function alone, NULL: any; parallel: several calls
+ * where the format allows), each call's arguments following the
+ * function's parameters schema. An unsupported schema is PB_EINVAL
+ * naming the function and the keyword. */
+int engine_tool_grammar(struct engine *e, const json_t *tools, const char *only, bool parallel, char **gbnf,
+                        pb_err *err);
+/* An answer read back: *calls is a new array of {"name", "arguments"
+ * (JSON text)} when it calls offered tools, and *content_len the length
+ * of the text before the calls; else *calls is NULL. */
+int engine_tool_parse(const struct engine *e, const json_t *tools, const char *text, size_t len, json_t **calls,
+                      size_t *content_len);
+/* While an answer streams: its leading bytes that are surely text, not a
+ * part of a call. */
+size_t engine_tool_safe(const struct engine *e, const char *text, size_t len);
 
 /* ---- requests ---- */
 

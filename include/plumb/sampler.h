@@ -12,6 +12,7 @@
 #include "plumb/base.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,5 +50,20 @@ const char *sampler_json_grammar(void);
  * (src/sampler/schema.c lists what is supported and what the grammar
  * writes). */
 int sampler_schema_grammar(const json_t *schema, char **gbnf, pb_err *err);
+
+/* How a model writes tool calls, for sampler_tools_grammar: the calls
+ * between open and close, separated by sep, each one call_open, the
+ * function's name, call_mid, its arguments (a JSON object following the
+ * function's parameters schema) and call_close. */
+struct sampler_call_format {
+    const char *open, *sep, *close;
+    const char *call_open, *call_mid, *call_close;
+};
+
+/* The grammar of tool calls: tools is an array of {"name", "parameters"
+ * (a JSON Schema, may be absent)}; only (may be NULL) restricts the calls
+ * to that function; several allows more than one call. */
+int sampler_tools_grammar(const json_t *tools, const char *only, const struct sampler_call_format *f, bool several,
+                          char **gbnf, pb_err *err);
 
 #endif

@@ -449,7 +449,8 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
 {
     /* the template always sees its switches: left undefined, some close
      * the thinking block (DeepSeek-R1's) */
-    const struct chat_opts co = {opts && opts->no_thinking, opts ? opts->reasoning_effort : NULL};
+    const struct chat_opts co = {opts && opts->no_thinking, opts ? opts->tools : NULL,
+                                 opts ? opts->reasoning_effort : NULL};
     struct chat_start cs;
     pthread_mutex_lock(&e->chat_mu);
     int rc = chat_tokenize(e->chat, e->tok, messages, true, &co, ids, n_ids, &cs, err);
@@ -461,6 +462,39 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
         start->in_reasoning = cs.in_reasoning;
     }
     return rc;
+}
+
+/* ---- tool calls ---- */
+
+const char *engine_tool_style(const struct engine *e)
+{
+    bool knows;
+    return chat_tool_style_name(chat_tool_style(e->chat, &knows));
+}
+
+/* A template that knows no tools is told the generic form. */
+static enum chat_tool_style tool_style(const struct engine *e)
+{
+    bool knows;
+    enum chat_tool_style st = chat_tool_style(e->chat, &knows);
+    return knows ? st : CHAT_TOOLS_GENERIC;
+}
+
+int engine_tool_grammar(struct engine *e, const json_t *tools, const char *only, bool parallel, char **gbnf,
+                        pb_err *err)
+{
+    return chat_tool_grammar(tool_style(e), tools, only, parallel, gbnf, err);
+}
+
+int engine_tool_parse(const struct engine *e, const json_t *tools, const char *text, size_t len, json_t **calls,
+                      size_t *content_len)
+{
+    return chat_tool_parse(tool_style(e), tools, text, len, calls, content_len);
+}
+
+size_t engine_tool_safe(const struct engine *e, const char *text, size_t len)
+{
+    return chat_tool_safe(tool_style(e), text, len);
 }
 
 /* ---- requests ---- */

@@ -49,7 +49,7 @@
 
 /* The grammar every JSON text follows, and its rule names used below. */
 static const char json_rules[] =
-    "ws ::= [ \\t\\n]{0,32}\n"
+    "ws ::= (\" \" | \"\\n\" [ \\t]{0,20})?\n"
     "char ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" [\"\\\\/bfnrt]\n"
     "string ::= \"\\\"\" char* \"\\\"\"\n"
     "integer ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n"
@@ -64,7 +64,7 @@ const char *sampler_json_grammar(void)
 {
     /* JSON mode: any object, \u escapes included */
     return "root ::= ws object ws\n"
-           "ws ::= [ \\t\\n]{0,32}\n"
+           "ws ::= (\" \" | \"\\n\" [ \\t]{0,20})?\n"
            "char ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
            "string ::= \"\\\"\" char* \"\\\"\"\n"
            "integer ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n"
@@ -1282,8 +1282,39 @@ static int visit(struct conv *c, const json_t *s, int *rule)
     return close_rule(c, &b);
 }
 
+/* The rules of a schema alone, without the shared JSON rules, into *out:
+ * the top rule is "root". */
+static int schema_rules(const json_t *schema, char **out, size_t *len, pb_err *err);
+
 int sampler_schema_grammar(const json_t *schema, char **gbnf, pb_err *err)
 {
+    size_t len;
+    char *rules;
+    int rc = schema_rules(schema, &rules, &len, err);
+    if (rc)
+        return rc;
+    struct sbuf b = {0};
+    if (sbuf_add(&b, rules, len) || sbuf_add(&b, json_rules, sizeof json_rules - 1)) {
+        free(rules);
+        sbuf_free(&b);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    free(rules);
+    /* compiled once here, so that what a schema makes is known good */
+    struct grammar *g;
+    rc = grammar_parse(b.data, b.len, &g, err);
+    grammar_free(g);
+    if (rc) {
+        sbuf_free(&b);
+        return pb_wrap(err, rc, "the schema's grammar");
+    }
+    *gbnf = b.data;
+    return PB_OK;
+}
+
+static int schema_rules(const json_t *schema, char **out, size_t *len, pb_err *err)
+{
+    char **gbnf = out;
     *gbnf = NULL;
     struct conv *c = calloc(1, sizeof *c);
     if (!c)
@@ -1293,21 +1324,122 @@ int sampler_schema_grammar(const json_t *schema, char **gbnf, pb_err *err)
     int top = 0;
     int rc = visit(c, schema, &top);
     if (!rc)
-        rc = check_mem(c, put(&c->out, "root ::= ws r%d ws\n%s", top, json_rules));
+        rc = check_mem(c, put(&c->out, "root ::= ws r%d ws\n", top));
     for (int i = 0; i < c->n_refs; i++)
         free(c->refs[i].ptr);
-    if (!rc) {
-        /* compiled once here, so that what a schema makes is known good */
-        struct grammar *g;
-        rc = grammar_parse(c->out.data, c->out.len, &g, err);
-        grammar_free(g);
-        if (rc)
-            rc = pb_wrap(err, rc, "the schema's grammar");
-    }
-    if (rc)
+    if (rc) {
         sbuf_free(&c->out);
-    else
+    } else {
         *gbnf = c->out.data;
+        *len = c->out.len;
+    }
     free(c);
     return rc;
+}
+
+/* Appends text (the rules schema_rules writes) with every rule name
+ * (rN, root) prefixed, quoted literals and classes left as they are. */
+static int add_renamed(struct sbuf *b, const char *text, size_t n, const char *prefix)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc;) {
+        const char ch = text[i];
+        if (ch == '"' || ch == '[') { /* a literal or a class, escapes inside */
+            const char end = ch == '"' ? '"' : ']';
+            size_t j = i + 1;
+            while (j < n && text[j] != end)
+                j += text[j] == '\\' ? 2 : 1;
+            j = j < n ? j + 1 : n;
+            rc = sbuf_add(b, text + i, j - i);
+            i = j;
+            continue;
+        }
+        const bool start = i == 0 || !((text[i - 1] >= 'a' && text[i - 1] <= 'z') ||
+                                       (text[i - 1] >= '0' && text[i - 1] <= '9') || text[i - 1] == '-');
+        if (start && ch == 'r') {
+            size_t j = i + 1;
+            while (j < n && text[j] >= '0' && text[j] <= '9')
+                j++;
+            const bool rn = j > i + 1, root = n - i >= 4 && !memcmp(text + i, "root", 4);
+            if (rn || root) {
+                const size_t e = rn ? j : i + 4;
+                rc = put(b, "%s", prefix);
+                if (!rc)
+                    rc = sbuf_add(b, text + i, e - i);
+                i = e;
+                continue;
+            }
+        }
+        rc = sbuf_add(b, text + i, 1);
+        i++;
+    }
+    return rc;
+}
+
+int sampler_tools_grammar(const json_t *tools, const char *only, const struct sampler_call_format *f, bool several,
+                          char **gbnf, pb_err *err)
+{
+    *gbnf = NULL;
+    struct sbuf b = {0}, calls = {0};
+    int rc = 0, n = 0;
+    for (size_t i = 0; i < json_array_size(tools) && !rc; i++) {
+        const json_t *t = json_array_get(tools, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const json_t *params = json_object_get(t, "parameters");
+        if (!name)
+            return sbuf_free(&b), sbuf_free(&calls), pb_fail(err, PB_EINVAL, "tools[%zu] has no name", i);
+        if (only && strcmp(only, name) != 0)
+            continue;
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "f%zu", i);
+        if (params && !json_is_null(params)) {
+            char *rules;
+            size_t len;
+            if ((rc = schema_rules(params, &rules, &len, err))) {
+                pb_wrap(err, rc, "function '%.64s' parameters", name);
+                break;
+            }
+            rc = add_renamed(&b, rules, len, prefix);
+            free(rules);
+        } else {
+            rc = put(&b, "%sroot ::= ws \"{\" ws \"}\" ws\n", prefix);
+        }
+        rc |= put(&b, "%scall ::= ", prefix);
+        rc |= put_literal(&b, f->call_open, strlen(f->call_open));
+        rc |= put_literal(&b, name, strlen(name));
+        rc |= put_literal(&b, f->call_mid, strlen(f->call_mid));
+        rc |= put(&b, " %sroot ", prefix);
+        rc |= put_literal(&b, f->call_close, strlen(f->call_close));
+        rc |= put(&b, "\n");
+        rc |= put(&calls, "%s%scall", n ? " | " : "", prefix);
+        n++;
+    }
+    if (!rc && n == 0)
+        rc = pb_fail(err, PB_EINVAL, only ? "no tool named '%.64s'" : "no tools", only ? only : "");
+    if (!rc) {
+        rc |= put(&b, "call ::= %s\nroot ::= ", calls.data);
+        rc |= put_literal(&b, f->open, strlen(f->open));
+        rc |= put(&b, " call ");
+        if (several) {
+            rc |= put(&b, "(");
+            rc |= put_literal(&b, f->sep, strlen(f->sep));
+            rc |= put(&b, " call)* ");
+        }
+        rc |= put_literal(&b, f->close, strlen(f->close));
+        rc |= put(&b, "\n%s", json_rules);
+        if (rc)
+            rc = pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    sbuf_free(&calls);
+    if (!rc) {
+        struct grammar *g;
+        if ((rc = grammar_parse(b.data, b.len, &g, err)) == PB_OK)
+            grammar_free(g);
+    }
+    if (rc) {
+        sbuf_free(&b);
+        return rc;
+    }
+    *gbnf = b.data;
+    return PB_OK;
 }
