@@ -348,6 +348,7 @@ struct engine_stats {
     uint64_t prompt_tokens;    /* prompt tokens submitted */
     uint64_t reused_tokens;    /* of those, not evaluated: reused or copied prefixes */
     uint64_t generated_tokens;
+    uint64_t embedded_tokens;  /* tokens of texts embedded */
     uint64_t steps;            /* forward passes */
     uint64_t step_tokens;      /* tokens they evaluated */
     double step_seconds;       /* time in forward passes */
@@ -355,6 +356,40 @@ struct engine_stats {
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */
 };
 void engine_get_stats(struct engine *e, struct engine_stats *st);
+
+/* ---- embeddings ----
+ * A text's embedding: the model's final states of its tokens pooled into
+ * one vector of n_embd values. Encoders (bert) see the whole text at once
+ * and pool as their file says (mean or the [CLS] token); decoders pool
+ * the last token's state (or the mean) after their final norm. */
+
+enum engine_pooling {
+    ENGINE_POOL_DEFAULT, /* the file's pooling_type (encoders), else the last token */
+    ENGINE_POOL_MEAN,
+    ENGINE_POOL_CLS,     /* the first token's state */
+    ENGINE_POOL_LAST,
+};
+
+struct engine_embed_params {
+    enum engine_pooling pooling;
+    bool normalize;      /* L2-normalized (as llama.cpp's and OpenAI's embeddings are) */
+};
+
+/* The width of the embeddings (n_embd), and whether the model is an
+ * encoder (embeddings only: generation is refused). */
+int64_t engine_embed_dim(const struct engine *e);
+bool engine_is_encoder(const struct engine *e);
+/* The pooling a request with ENGINE_POOL_DEFAULT gets: "mean", "cls", "last". */
+const char *engine_pooling_name(const struct engine *e, enum engine_pooling p);
+
+/* Embeds n_texts texts given as token ids (each with its special tokens:
+ * tok_encode with add_special) into out[i * dim .. (i + 1) * dim). The
+ * texts run on the slots no request holds, between the loop's steps, as
+ * many per forward pass as slots and the batch allow. A text longer than
+ * the context (or the batch) is PB_ETOOLONG; PB_EBUSY when every slot is
+ * generating. Waits for the result. */
+int engine_embed(struct engine *e, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                 const struct engine_embed_params *p, float *out, pb_err *err);
 
 /* The kernel set in use, and the PLUMB_SIMD value when it names none (it
  * is then ignored; NULL otherwise), for the caller to report. */

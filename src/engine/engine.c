@@ -464,6 +464,33 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
     return rc;
 }
 
+/* ---- embeddings ---- */
+
+int64_t engine_embed_dim(const struct engine *e)
+{
+    return model_hparams(e->model)->n_embd;
+}
+
+bool engine_is_encoder(const struct engine *e)
+{
+    return !model_hparams(e->model)->causal;
+}
+
+const char *engine_pooling_name(const struct engine *e, enum engine_pooling p)
+{
+    enum model_pooling mp = p == ENGINE_POOL_MEAN   ? MODEL_POOL_MEAN
+                            : p == ENGINE_POOL_CLS  ? MODEL_POOL_CLS
+                            : p == ENGINE_POOL_LAST ? MODEL_POOL_LAST
+                                                    : model_hparams(e->model)->pooling;
+    return mp == MODEL_POOL_CLS ? "cls" : mp == MODEL_POOL_LAST ? "last" : "mean";
+}
+
+int engine_embed(struct engine *e, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                 const struct engine_embed_params *p, float *out, pb_err *err)
+{
+    return sched_embed(e->sched, toks, n_toks, n_texts, p, out, err);
+}
+
 /* ---- tool calls ---- */
 
 const char *engine_tool_style(const struct engine *e)
@@ -502,6 +529,11 @@ size_t engine_tool_safe(const struct engine *e, const char *text, size_t len)
 int engine_submit(struct engine *e, const int32_t *prompt, size_t n_prompt, const struct engine_request_params *p,
                   const struct engine_events *ev, struct engine_request **out, pb_err *err)
 {
+    if (engine_is_encoder(e)) {
+        *out = NULL;
+        return pb_fail(err, PB_EINVAL, "%s is an encoder model: it makes embeddings (plumb embed, /v1/embeddings), "
+                       "not text", model_hparams(e->model)->arch);
+    }
     return sched_submit(e->sched, prompt, n_prompt, p, ev, out, err);
 }
 

@@ -32,6 +32,20 @@
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
 
+/* An embedding job: texts run on free slots by the loop's thread between
+ * steps, the caller waiting. */
+struct embed_job {
+    struct embed_job *next;
+    const int32_t *const *toks;
+    const size_t *n_toks;
+    int n_texts;
+    struct engine_embed_params p;
+    float *out;          /* [n_texts][n_embd] */
+    int rc;
+    pb_err err;
+    bool done;
+};
+
 struct engine_request {
     struct engine_request *next; /* queue, and the admission list */
     int refs;               /* the scheduler's and the caller's (under s->mu) */
@@ -98,6 +112,8 @@ struct sched {
     bool cancel_all; /* sched_cancel_all */
     struct engine_request *queue_head, *queue_tail;
     int n_queued, n_active;
+    struct embed_job *embed_head; /* under mu; the loop runs them */
+    pthread_cond_t embed_done;
     struct engine_stats stats; /* counters, under mu */
 };
 
@@ -205,6 +221,7 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
     s->n_vocab = (int32_t)model_hparams(m)->n_vocab;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->embed_done, NULL);
     struct model_ctx_params cp = {
         .n_ctx = p->n_ctx,
         .n_batch = s->p.n_batch,
@@ -327,6 +344,15 @@ void sched_free(struct sched *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
+    /* embedding jobs still waiting fail */
+    pthread_mutex_lock(&s->mu);
+    for (struct embed_job *j = s->embed_head; j; j = j->next) {
+        j->rc = pb_fail(&j->err, PB_ESTOPPING, "the engine is shutting down");
+        j->done = true;
+    }
+    s->embed_head = NULL;
+    pthread_cond_broadcast(&s->embed_done);
+    pthread_mutex_unlock(&s->mu);
     /* what is left ends as cancelled */
     for (int i = 0; s->slots && i < s->p.n_slots; i++)
         if (s->slots[i].req)
@@ -357,6 +383,7 @@ void sched_free(struct sched *s)
     model_ctx_free(s->ctx);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->embed_done);
     free(s);
 }
 
@@ -597,6 +624,139 @@ static void admit(struct sched *s, struct engine_request *r)
         sampler_accept(r->smp, r->prompt[i]);
 }
 
+/* ---- embeddings ---- */
+
+/* Pools the states of one text (rows of n_embd) into out, normalized
+ * when asked. */
+static void pool_text(const float *rows, int n, int64_t E, enum model_pooling pool, bool normalize, float *out)
+{
+    if (pool == MODEL_POOL_CLS) {
+        memcpy(out, rows, (size_t)E * sizeof *out);
+    } else if (pool == MODEL_POOL_LAST) {
+        memcpy(out, rows + (size_t)(n - 1) * (size_t)E, (size_t)E * sizeof *out);
+    } else {
+        for (int64_t i = 0; i < E; i++) {
+            double sum = 0;
+            for (int t = 0; t < n; t++)
+                sum += rows[(size_t)t * (size_t)E + (size_t)i];
+            out[i] = (float)(sum / n);
+        }
+    }
+    if (!normalize)
+        return;
+    double ss = 0;
+    for (int64_t i = 0; i < E; i++)
+        ss += (double)out[i] * out[i];
+    const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (int64_t i = 0; i < E; i++)
+        out[i] *= inv;
+}
+
+/* Runs job j on the slots no request holds, as many texts per forward
+ * pass as free slots and the batch allow (scheduler thread). */
+static void run_embed(struct sched *s, struct embed_job *j)
+{
+    const struct model_hparams *hp = model_hparams(s->m);
+    const int64_t E = hp->n_embd;
+    enum model_pooling pool = j->p.pooling == ENGINE_POOL_MEAN   ? MODEL_POOL_MEAN
+                              : j->p.pooling == ENGINE_POOL_CLS  ? MODEL_POOL_CLS
+                              : j->p.pooling == ENGINE_POOL_LAST ? MODEL_POOL_LAST
+                                                                 : hp->pooling;
+    if (pool == MODEL_POOL_NONE)
+        pool = MODEL_POOL_MEAN;
+    int free_slots[ENGINE_MAX_SLOTS], n_free = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (!s->slots[i].req)
+            free_slots[n_free++] = i;
+    if (n_free == 0) {
+        j->rc = pb_fail(&j->err, PB_EBUSY, "every slot is generating: no room for embeddings now");
+        return;
+    }
+    float *hidden = malloc((size_t)s->p.n_batch * (size_t)E * sizeof *hidden);
+    if (!hidden) {
+        j->rc = pb_fail(&j->err, PB_ENOMEM, "out of memory");
+        return;
+    }
+    for (int t0 = 0; t0 < j->n_texts && !j->rc;) {
+        int n_segs = 0, n_tok = 0;
+        while (t0 + n_segs < j->n_texts && n_segs < n_free &&
+               n_tok + (int)j->n_toks[t0 + n_segs] <= s->p.n_batch) {
+            const int k = t0 + n_segs;
+            memcpy(s->tokens + n_tok, j->toks[k], j->n_toks[k] * sizeof *s->tokens);
+            s->segs[n_segs] = (struct model_seg){.seq = free_slots[n_segs], .n = (int)j->n_toks[k]};
+            n_tok += (int)j->n_toks[k];
+            n_segs++;
+        }
+        const double t_start = sys_now();
+        j->rc = model_eval_hidden(s->ctx, s->tokens, s->segs, n_segs, hidden, &j->err);
+        pthread_mutex_lock(&s->mu);
+        s->stats.steps++;
+        s->stats.step_tokens += (uint64_t)n_tok;
+        s->stats.step_seconds += sys_now() - t_start;
+        s->stats.embedded_tokens += (uint64_t)n_tok;
+        pthread_mutex_unlock(&s->mu);
+        for (int k = 0, row = 0; k < n_segs && !j->rc; row += s->segs[k].n, k++)
+            pool_text(hidden + (size_t)row * (size_t)E, s->segs[k].n, E, pool, j->p.normalize,
+                      j->out + (size_t)(t0 + k) * (size_t)E);
+        t0 += n_segs;
+    }
+    free(hidden);
+}
+
+static void run_embed_jobs(struct sched *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        struct embed_job *j = s->embed_head;
+        if (j)
+            s->embed_head = j->next;
+        pthread_mutex_unlock(&s->mu);
+        if (!j)
+            return;
+        run_embed(s, j);
+        pthread_mutex_lock(&s->mu);
+        j->done = true;
+        pthread_cond_broadcast(&s->embed_done);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+int sched_embed(struct sched *s, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                const struct engine_embed_params *p, float *out, pb_err *err)
+{
+    if (n_texts <= 0)
+        return pb_fail(err, PB_EINVAL, "no texts to embed");
+    const int64_t limit = s->p.n_ctx < s->p.n_batch ? s->p.n_ctx : s->p.n_batch;
+    for (int i = 0; i < n_texts; i++) {
+        if (n_toks[i] == 0)
+            return pb_fail(err, PB_EINVAL, "text %d has no tokens", i);
+        if ((int64_t)n_toks[i] > limit)
+            return pb_fail(err, PB_ETOOLONG, "text %d has %zu tokens; at most %" PRId64 " fit the context", i,
+                           n_toks[i], limit);
+        for (size_t k = 0; k < n_toks[i]; k++)
+            if (toks[i][k] < 0 || toks[i][k] >= s->n_vocab)
+                return pb_fail(err, PB_EINVAL, "token id %" PRId32 " is outside the vocabulary (%" PRId32 " tokens)",
+                               toks[i][k], s->n_vocab);
+    }
+    struct embed_job j = {.toks = toks, .n_toks = n_toks, .n_texts = n_texts, .p = *p, .out = out};
+    pthread_mutex_lock(&s->mu);
+    if (s->stop || s->cancel_all) {
+        pthread_mutex_unlock(&s->mu);
+        return pb_fail(err, PB_ESTOPPING, "the engine is shutting down");
+    }
+    struct embed_job **tail = &s->embed_head;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = &j;
+    pthread_cond_signal(&s->wake);
+    while (!j.done)
+        pthread_cond_wait(&s->embed_done, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    if (j.rc && err)
+        *err = j.err;
+    return j.rc;
+}
+
 /* Takes queued requests into free slots and ends cancelled ones; sleeps
  * while there is nothing to do. Returns false when stopping. */
 static bool gather(struct sched *s)
@@ -658,11 +818,12 @@ static bool gather(struct sched *s)
             *tail = q;
             tail = &q->next;
         }
-        if (s->n_active > 0)
+        if (s->n_active > 0 || s->embed_head)
             break;
         pthread_cond_wait(&s->wake, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    run_embed_jobs(s);
     uint64_t reused = 0;
     for (struct engine_request *q = admitted; q; q = q->next) {
         admit(s, q);
