@@ -50,8 +50,16 @@ void oai_model_close(struct oai_model *om)
 
 json_t *oai_model_object(const struct oai_model *om)
 {
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", om->id, "object", "model", "created", (json_int_t)om->created,
-                     "owned_by", "plumb");
+    /* what it can do: an encoder only embeds; a decoder chats, completes,
+     * calls tools and embeds (pooled states) */
+    json_t *caps = engine_is_encoder(om->e) ? json_pack("[s]", "embeddings")
+                                            : json_pack("[s,s,s,s]", "chat", "completions", "tools", "embeddings");
+    struct engine_info in;
+    engine_get_info(om->e, &in);
+    return json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:o, s:s}", "id", om->id, "object", "model", "created",
+                     (json_int_t)om->created, "owned_by", "plumb", "context_length", (json_int_t)om->n_ctx,
+                     "max_model_len", (json_int_t)om->n_ctx, "n_ctx_train", (json_int_t)in.n_ctx_train,
+                     "capabilities", caps, "tool_call_format", engine_tool_style(om->e));
 }
 
 json_t *oai_error(const char *message, const char *type, const char *code)
@@ -1313,4 +1321,253 @@ void oai_gen_free(struct oai_gen *g)
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g);
+}
+
+/* ---- embeddings ---- */
+
+static void base64_floats(const float *v, size_t n, struct sbuf *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const size_t len = n * 4;
+    unsigned char *b = malloc(len ? len : 1);
+    if (!b)
+        return;
+    for (size_t i = 0; i < n; i++) { /* little-endian float32, as numpy reads them */
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        b[4 * i] = (unsigned char)u;
+        b[4 * i + 1] = (unsigned char)(u >> 8);
+        b[4 * i + 2] = (unsigned char)(u >> 16);
+        b[4 * i + 3] = (unsigned char)(u >> 24);
+    }
+    for (size_t i = 0; i < len; i += 3) {
+        const uint32_t x = (uint32_t)b[i] << 16 | (i + 1 < len ? (uint32_t)b[i + 1] << 8 : 0) |
+                           (i + 2 < len ? b[i + 2] : 0);
+        char q[4] = {tab[x >> 18 & 63], tab[x >> 12 & 63], i + 1 < len ? tab[x >> 6 & 63] : '=',
+                     i + 2 < len ? tab[x & 63] : '='};
+        sbuf_add(out, q, 4);
+    }
+    free(b);
+}
+
+/* The inputs: a string, strings, token ids, or lists of token ids. */
+static int read_inputs(const json_t *in, const struct tokenizer *tok, int32_t ***toks, size_t **n_toks, int *n,
+                       struct oai_error *e)
+{
+    const int32_t n_vocab = tok_n_vocab(tok);
+    json_t *list = NULL;
+    if (json_is_string(in) || (json_is_array(in) && json_array_size(in) > 0 && json_is_integer(json_array_get(in, 0))))
+        list = json_pack("[O]", in);
+    else if (json_is_array(in) && json_array_size(in) > 0)
+        list = json_incref((json_t *)in);
+    else
+        return BAD("'input' must be a string, an array of strings, an array of token ids or of such arrays");
+    if (!list)
+        return 500;
+    const size_t k = json_array_size(list);
+    if (k > OAI_MAX_INPUTS) {
+        json_decref(list);
+        return BAD("'input' has %zu items; at most %d", k, OAI_MAX_INPUTS);
+    }
+    *toks = calloc(k, sizeof **toks);
+    *n_toks = calloc(k, sizeof **n_toks);
+    *n = (int)k;
+    int st = *toks && *n_toks ? 200 : 500;
+    for (size_t i = 0; i < k && st == 200; i++) {
+        const json_t *x = json_array_get(list, i);
+        pb_err err;
+        if (json_is_string(x)) {
+            if (json_string_length(x) == 0)
+                st = BAD("input[%zu] is empty", i);
+            else if (tok_encode(tok, json_string_value(x), json_string_length(x), true, false, &(*toks)[i],
+                                &(*n_toks)[i], &err))
+                st = BAD("input[%zu] cannot be tokenized: %s", i, err.msg);
+        } else if (json_is_array(x) && json_array_size(x) > 0) {
+            const size_t m = json_array_size(x);
+            if (!((*toks)[i] = malloc(m * sizeof ***toks))) {
+                st = 500;
+                break;
+            }
+            (*n_toks)[i] = m;
+            for (size_t j = 0; j < m && st == 200; j++) {
+                const json_t *t = json_array_get(x, j);
+                if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= n_vocab)
+                    st = BAD("input[%zu] must be a string or token ids below %" PRId32, i, n_vocab);
+                else
+                    (*toks)[i][j] = (int32_t)json_integer_value(t);
+            }
+        } else {
+            st = BAD("input[%zu] must be a non-empty string or array of token ids", i);
+        }
+    }
+    json_decref(list);
+    return st;
+}
+
+int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
+                   struct oai_error *e)
+{
+    *out = NULL;
+    *n_tokens = 0;
+    json_error_t je;
+    json_t *req = json_loadb(body ? body : "", len, 0, &je);
+    if (!req)
+        return BAD("the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    int st = 200, n = 0;
+    int32_t **toks = NULL;
+    size_t *n_toks = NULL;
+    float *vec = NULL;
+    const json_t *model = json_object_get(req, "model"), *fmt = json_object_get(req, "encoding_format");
+    const int64_t dim = engine_embed_dim(om->e);
+    long long dims = dim;
+    bool b64 = false;
+    if (!json_is_object(req)) {
+        st = BAD("the body must be a JSON object");
+        goto done;
+    }
+    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), om->id))) {
+        set_error(e, "invalid_request_error", "model_not_found", "the model '%s' does not exist (this server serves "
+                  "'%s')", json_is_string(model) ? json_string_value(model) : "?", om->id);
+        st = 404;
+        goto done;
+    }
+    if (fmt && !json_is_null(fmt)) {
+        if (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") && strcmp(json_string_value(fmt), "base64"))) {
+            st = BAD("'encoding_format' must be \"float\" or \"base64\"");
+            goto done;
+        }
+        b64 = !strcmp(json_string_value(fmt), "base64");
+    }
+    if ((st = get_int(req, "dimensions", 1, dim, &dims, e)) != 200)
+        goto done;
+    const char *k;
+    json_t *v;
+    json_object_foreach(req, k, v) {
+        if (strcmp(k, "input") && strcmp(k, "model") && strcmp(k, "encoding_format") && strcmp(k, "dimensions") &&
+            strcmp(k, "user")) {
+            st = BAD("'%.60s' is not supported by /v1/embeddings (input, model, encoding_format, dimensions, user)", k);
+            goto done;
+        }
+    }
+    if ((st = read_inputs(json_object_get(req, "input"), engine_tokenizer(om->e), &toks, &n_toks, &n, e)) != 200)
+        goto done;
+    if (!(vec = malloc((size_t)n * (size_t)dim * sizeof *vec))) {
+        st = 500;
+        goto done;
+    }
+    pb_err err;
+    const struct engine_embed_params ep = {.pooling = ENGINE_POOL_DEFAULT, .normalize = true};
+    int rc = engine_embed(om->e, (const int32_t *const *)toks, n_toks, n, &ep, vec, &err);
+    if (rc) {
+        st = submit_error(rc, &err, e);
+        goto done;
+    }
+    json_t *data = json_array();
+    for (int i = 0; i < n; i++) {
+        float *x = vec + (size_t)i * (size_t)dim;
+        if (dims < dim) { /* shortened, and normalized again (Matryoshka-trained models) */
+            double ss = 0;
+            for (long long j = 0; j < dims; j++)
+                ss += (double)x[j] * x[j];
+            for (long long j = 0; j < dims && ss > 0; j++)
+                x[j] = (float)(x[j] / sqrt(ss));
+        }
+        json_t *emb;
+        if (b64) {
+            struct sbuf s = {0};
+            base64_floats(x, (size_t)dims, &s);
+            emb = json_stringn(s.data ? s.data : "", s.len);
+            sbuf_free(&s);
+        } else {
+            emb = json_array();
+            for (long long j = 0; j < dims; j++)
+                json_array_append_new(emb, json_real(x[j]));
+        }
+        json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding", emb));
+        *n_tokens += (int)n_toks[i];
+    }
+    *out = json_pack("{s:s, s:o, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model", om->id, "usage",
+                     "prompt_tokens", *n_tokens, "total_tokens", *n_tokens);
+    if (!*out)
+        st = 500;
+done:
+    if (st == 500 && !e->message[0])
+        set_error(e, "server_error", NULL, "out of memory");
+    for (int i = 0; toks && i < n; i++)
+        free(toks[i]);
+    free(toks);
+    free(n_toks);
+    free(vec);
+    json_decref(req);
+    return st;
+}
+
+/* ---- /tokenize and /detokenize (llama.cpp's shapes) ---- */
+
+int oai_tokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e)
+{
+    *out = NULL;
+    json_t *req = json_loadb(body ? body : "", len, 0, NULL);
+    const json_t *content = json_object_get(req, "content");
+    bool add_special = false, with_pieces = false, parse_special = true;
+    int st = 200;
+    if (!json_is_string(content)) {
+        st = BAD("/tokenize takes {\"content\": \"text\", \"add_special\", \"parse_special\", \"with_pieces\"}");
+    } else if ((st = get_bool(req, "add_special", &add_special, e)) == 200 &&
+               (st = get_bool(req, "parse_special", &parse_special, e)) == 200 &&
+               (st = get_bool(req, "with_pieces", &with_pieces, e)) == 200) {
+        const struct tokenizer *tok = engine_tokenizer(om->e);
+        int32_t *ids;
+        size_t n;
+        pb_err err;
+        if (tok_encode(tok, json_string_value(content), json_string_length(content), add_special, parse_special, &ids,
+                       &n, &err)) {
+            st = BAD("the text cannot be tokenized: %s", err.msg);
+        } else {
+            json_t *list = json_array();
+            for (size_t i = 0; i < n; i++) {
+                if (!with_pieces) {
+                    json_array_append_new(list, json_integer(ids[i]));
+                    continue;
+                }
+                char piece[256];
+                size_t pl = tok_piece(tok, ids[i], true, piece, sizeof piece);
+                json_array_append_new(list, json_pack("{s:i, s:o}", "id", (int)ids[i], "piece",
+                                                      pb_json_text(piece, pl < sizeof piece ? pl : sizeof piece)));
+            }
+            free(ids);
+            *out = json_pack("{s:o}", "tokens", list);
+        }
+    }
+    json_decref(req);
+    return st;
+}
+
+int oai_detokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e)
+{
+    *out = NULL;
+    json_t *req = json_loadb(body ? body : "", len, 0, NULL);
+    const json_t *tokens = json_object_get(req, "tokens");
+    const struct tokenizer *tok = engine_tokenizer(om->e);
+    int st = 200;
+    struct sbuf text = {0};
+    if (!json_is_array(tokens)) {
+        st = BAD("/detokenize takes {\"tokens\": [ids]}");
+    } else {
+        for (size_t i = 0; i < json_array_size(tokens) && st == 200; i++) {
+            const json_t *t = json_array_get(tokens, i);
+            if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= tok_n_vocab(tok)) {
+                st = BAD("tokens[%zu] is not a token id below %" PRId32, i, tok_n_vocab(tok));
+                break;
+            }
+            char piece[256];
+            size_t pl = tok_piece(tok, (int32_t)json_integer_value(t), false, piece, sizeof piece);
+            sbuf_add(&text, piece, pl < sizeof piece ? pl : sizeof piece);
+        }
+        if (st == 200)
+            *out = json_pack("{s:o}", "content", pb_json_text(text.data ? text.data : "", text.len));
+    }
+    sbuf_free(&text);
+    json_decref(req);
+    return st;
 }

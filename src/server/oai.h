@@ -107,6 +107,20 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e);
 #define OAI_STREAM_END (-1)
 ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s);
 
+/* POST /v1/embeddings: input (a string, strings, token ids or lists of
+ * them, at most OAI_MAX_INPUTS), encoding_format (float, base64),
+ * dimensions (at most the model's: shortened and normalized again).
+ * Returns 200 and *out, or the status of the error in *e; *n_tokens: the
+ * tokens embedded. */
+#define OAI_MAX_INPUTS 2048
+int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
+                   struct oai_error *e);
+/* POST /tokenize {"content", "add_special", "parse_special", "with_pieces"}
+ * -> {"tokens": [...]} and POST /detokenize {"tokens"} -> {"content"}, as
+ * llama-server has them. */
+int oai_tokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e);
+int oai_detokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e);
+
 struct oai_gen_info {
     int n_prompt, n_gen, n_reused;
     double ttft;        /* seconds from submission to the first token */
