@@ -8,8 +8,9 @@
  * escapes \" \\ \/ \b \f \n \r \t (never \u); numbers have at most 16
  * digits before and after the point; dates have days 01-28 (always a
  * real date); times and date-times end in Z. additionalProperties: true
- * or a schema allows further properties; absent, the object has only the
- * listed ones (as OpenAI's strict mode asks).
+ * or a schema allows further properties (keys of 1 to 64 characters);
+ * absent, the object has only the listed ones (as OpenAI's strict mode
+ * asks).
  *
  * Keywords: type (and lists of types), properties, required,
  * additionalProperties, enum, const, items, prefixItems, minItems,
@@ -56,6 +57,7 @@ static const char json_rules[] =
     "number ::= integer (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?\n"
     "boolean ::= \"true\" | \"false\"\n"
     "null ::= \"null\"\n"
+    "key ::= \"\\\"\" char{1,64} \"\\\"\"\n"
     "value ::= object | array | string | number | boolean | null\n"
     "object ::= \"{\" ws ( string ws \":\" ws value ws ( \",\" ws string ws \":\" ws value ws )* )? \"}\"\n"
     "array ::= \"[\" ws ( value ws ( \",\" ws value ws )* )? \"]\"\n";
@@ -988,9 +990,9 @@ static int object_body(struct conv *c, const json_t *props, const json_t *requir
     struct sbuf rules = {0};
     char kv_add[64] = "";
     if (add_rule == -2)
-        snprintf(kv_add, sizeof kv_add, "string ws \":\" ws value ws");
+        snprintf(kv_add, sizeof kv_add, "key ws \":\" ws value ws");
     else if (add_rule >= 0)
-        snprintf(kv_add, sizeof kv_add, "string ws \":\" ws r%d ws", add_rule);
+        snprintf(kv_add, sizeof kv_add, "key ws \":\" ws r%d ws", add_rule);
     for (size_t k = 0; k <= n && !rc; k++) {
         const int a = base + 2 * (int)k, bb = a + 1;
         if (k == n) {
