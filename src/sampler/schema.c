@@ -1326,7 +1326,7 @@ static int schema_rules(const json_t *schema, char **out, size_t *len, pb_err *e
     int top = 0;
     int rc = visit(c, schema, &top);
     if (!rc)
-        rc = check_mem(c, put(&c->out, "root ::= ws r%d ws\n", top));
+        rc = check_mem(c, put(&c->out, "root ::= ws r%d\n", top));
     for (int i = 0; i < c->n_refs; i++)
         free(c->refs[i].ptr);
     if (rc) {

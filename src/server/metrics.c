@@ -2,6 +2,7 @@
 #include "server/metrics.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,54 @@ static void observe(struct metrics *m, struct histogram *h, double v)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* The series of model (created when new; the last slot is shared when
+ * more models than slots came and went). Under m->mu. */
+static struct model_series *series_of(struct metrics *m, const char *model)
+{
+    for (int i = 0; i < m->n_models; i++)
+        if (!strcmp(m->models[i].model, model))
+            return &m->models[i];
+    if (m->n_models == METRICS_MAX_MODELS)
+        return &m->models[METRICS_MAX_MODELS - 1];
+    struct model_series *s = &m->models[m->n_models++];
+    snprintf(s->model, sizeof s->model, "%s", model);
+    return s;
+}
+
+static void observe_locked(struct histogram *h, double v)
+{
+    int b = 0;
+    while (b < METRICS_BUCKETS && v > bounds[b])
+        b++;
+    h->count[b]++;
+    h->sum += v;
+    h->n++;
+}
+
+void metrics_model_request(struct metrics *m, const struct metrics_obs *o)
+{
+    pthread_mutex_lock(&m->mu);
+    struct model_series *s = series_of(m, o->model);
+    s->prompt_tokens += o->prompt_tokens;
+    s->generation_tokens += o->generation_tokens;
+    if (o->ttft >= 0)
+        observe_locked(&s->ttft, o->ttft);
+    observe_locked(&s->e2e, o->e2e);
+    observe_locked(&s->queue, o->queue);
+    static const char *const names[METRICS_N_FINISH] = {"stop", "length", "tool_calls", "cancelled"};
+    for (int f = 0; f < METRICS_N_FINISH && o->finish; f++)
+        if (!strcmp(o->finish, names[f]))
+            s->finished[f]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_model_itl(struct metrics *m, const char *model, double seconds)
+{
+    pthread_mutex_lock(&m->mu);
+    observe_locked(&series_of(m, model)->itl, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
 void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
 void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
 void metrics_duration(struct metrics *m, double s) { observe(m, &m->duration, s); }
@@ -81,6 +130,81 @@ static int put(struct sbuf *out, const char *fmt, ...)
     va_end(ap);
     int rc = sbuf_add(out, buf, (size_t)n);
     free(buf);
+    return rc;
+}
+
+/* A model's histogram: its buckets, sum and count with the model label
+ * (the HELP and TYPE lines are written once by the caller). */
+static int put_model_histogram(struct sbuf *out, const char *name, const char *model, const struct histogram *h)
+{
+    uint64_t cum = 0;
+    int rc = 0;
+    for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
+        cum += h->count[b];
+        rc = put(out, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[b], (unsigned long long)cum);
+    }
+    cum += h->count[METRICS_BUCKETS];
+    if (!rc)
+        rc = put(out, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n",
+                 name, model, (unsigned long long)cum, name, model, h->sum, name, model, (unsigned long long)h->n);
+    return rc;
+}
+
+/* The per-model series (vLLM's names under "plumb:"). Under m->mu. */
+static int render_models(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
+{
+    int rc = put(out, "# HELP plumb:num_requests_running Requests generating or reading their prompt, per model.\n"
+                      "# TYPE plumb:num_requests_running gauge\n");
+    for (int i = 0; i < g->n_model_gauges && !rc; i++)
+        rc = put(out, "plumb:num_requests_running{model=\"%s\"} %d\n", g->models[i].model, g->models[i].running);
+    if (!rc)
+        rc = put(out, "# HELP plumb:num_requests_waiting Requests waiting for a slot, per model.\n"
+                      "# TYPE plumb:num_requests_waiting gauge\n");
+    for (int i = 0; i < g->n_model_gauges && !rc; i++)
+        rc = put(out, "plumb:num_requests_waiting{model=\"%s\"} %d\n", g->models[i].model, g->models[i].waiting);
+    if (!rc)
+        rc = put(out, "# HELP plumb:kv_cache_usage_perc Share of the KV cache in use (0 to 1), per model.\n"
+                      "# TYPE plumb:kv_cache_usage_perc gauge\n");
+    for (int i = 0; i < g->n_model_gauges && !rc; i++)
+        rc = put(out, "plumb:kv_cache_usage_perc{model=\"%s\"} %.6f\n", g->models[i].model, g->models[i].kv_usage);
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } hists[] = {
+        {"plumb:time_to_first_token_seconds", "Seconds from a request to its first token.",
+         offsetof(struct model_series, ttft)},
+        {"plumb:inter_token_latency_seconds", "Seconds between consecutive tokens of a request.",
+         offsetof(struct model_series, itl)},
+        {"plumb:e2e_request_latency_seconds", "Seconds from a request to its end.", offsetof(struct model_series, e2e)},
+        {"plumb:request_queue_time_seconds", "Seconds a request waited for a slot.",
+         offsetof(struct model_series, queue)},
+    };
+    for (size_t h = 0; h < sizeof hists / sizeof hists[0] && !rc; h++) {
+        rc = put(out, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
+        for (int i = 0; i < m->n_models && !rc; i++)
+            rc = put_model_histogram(out, hists[h].name, m->models[i].model,
+                                     (const struct histogram *)((const char *)&m->models[i] + hists[h].off));
+    }
+    if (!rc)
+        rc = put(out, "# HELP plumb:prompt_tokens_total Prompt tokens of finished requests, per model.\n"
+                      "# TYPE plumb:prompt_tokens_total counter\n");
+    for (int i = 0; i < m->n_models && !rc; i++)
+        rc = put(out, "plumb:prompt_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+                 (unsigned long long)m->models[i].prompt_tokens);
+    if (!rc)
+        rc = put(out, "# HELP plumb:generation_tokens_total Tokens generated, per model.\n"
+                      "# TYPE plumb:generation_tokens_total counter\n");
+    for (int i = 0; i < m->n_models && !rc; i++)
+        rc = put(out, "plumb:generation_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+                 (unsigned long long)m->models[i].generation_tokens);
+    if (!rc)
+        rc = put(out, "# HELP plumb:request_success_total Requests finished, per model and finish reason.\n"
+                      "# TYPE plumb:request_success_total counter\n");
+    static const char *const reasons[METRICS_N_FINISH] = {"stop", "length", "tool_calls", "abort"};
+    for (int i = 0; i < m->n_models && !rc; i++)
+        for (int f = 0; f < METRICS_N_FINISH && !rc; f++)
+            rc = put(out, "plumb:request_success_total{model=\"%s\",finished_reason=\"%s\"} %llu\n",
+                     m->models[i].model, reasons[f], (unsigned long long)m->models[i].finished[f]);
     return rc;
 }
 
@@ -169,6 +293,8 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
     if (!rc)
         rc = put_histogram(out, "plumb_request_duration_seconds", "Seconds from a request to its last byte.",
                            &m->duration);
+    if (!rc)
+        rc = render_models(m, g, out);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }

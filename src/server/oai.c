@@ -109,6 +109,7 @@ struct choice {
     bool done, final_sent;
     struct engine_result res;
     int n_tokens;
+    double t_last;         /* its last token */
     json_t *calls;         /* tool calls read from the answer (at the end) */
     size_t content_len;    /* the text before them */
 };
@@ -128,7 +129,7 @@ struct oai_gen {
     pthread_cond_t cv;
     int n_done;
     bool timed_out;
-    double t_start, t_first, t_last, deadline;
+    double t_start, t_first, deadline;
     int n_tokens;
 
     /* streaming (the connection's thread) */
@@ -799,12 +800,11 @@ static int on_step(void *user, const struct engine_step *st)
     pthread_mutex_lock(&g->mu);
     if (g->n_logprobs >= 0 && st->logits)
         record_logprobs(c, st);
-    c->n_tokens++;
     if (g->n_tokens++ == 0)
         g->t_first = now;
-    else if (g->om->on_itl && c->n_tokens > 1)
-        g->om->on_itl(g->om->on_itl_user, now - g->t_last);
-    g->t_last = now;
+    if (c->n_tokens++ > 0 && g->om->on_itl)
+        g->om->on_itl(g->om->on_itl_user, g->om->id, now - c->t_last);
+    c->t_last = now;
     bool stop = sbuf_add(&c->text, st->text, st->text_len) != PB_OK ||
                 sbuf_add(&c->reasoning, st->reasoning, st->reasoning_len) != PB_OK;
     if (now > g->deadline) {
@@ -1281,6 +1281,7 @@ void oai_gen_info(struct oai_gen *g, struct oai_gen_info *info)
     info->n_gen = completion_tokens(g);
     info->n_reused = g->ch[0].res.n_reused;
     info->ttft = g->n_tokens ? g->t_first - g->t_start : 0;
+    info->queue_s = g->ch[0].res.t_queued;
     info->finish = finish_reason(g, &g->ch[0]);
     if (g->n_done < g->n)
         info->finish = "running";

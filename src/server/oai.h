@@ -19,7 +19,7 @@ struct oai_model {
     struct engine *e;
     int64_t n_ctx;   /* per slot */
     /* called (on the engine's thread) with each inter-token latency */
-    void (*on_itl)(void *user, double seconds);
+    void (*on_itl)(void *user, const char *model, double seconds);
     void *on_itl_user;
 };
 
@@ -124,6 +124,7 @@ int oai_detokenize(struct oai_model *om, const char *body, size_t len, json_t **
 struct oai_gen_info {
     int n_prompt, n_gen, n_reused;
     double ttft;        /* seconds from submission to the first token */
+    double queue_s;     /* seconds waiting for a slot (the first choice) */
     const char *finish; /* "stop", "length", "cancelled", "error", or "running" */
 };
 void oai_gen_info(struct oai_gen *g, struct oai_gen_info *info);

@@ -198,7 +198,7 @@ static const struct api_key *find_key(const struct server *s, const char *given)
 
 /* ---- served models ---- */
 
-static void on_itl(void *user, double seconds);
+static void on_itl(void *user, const char *model, double seconds);
 
 static int served_open(struct server *s, const struct server_model *spec, struct served **out, pb_err *err)
 {
@@ -582,10 +582,15 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         if (!get)
             return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
         struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
+        struct metrics_model_gauges per[SERVER_MAX_MODELS];
+        char ids[SERVER_MAX_MODELS][128];
         pthread_mutex_lock(&s->models_mu);
-        for (int i = 0; i < s->n_models; i++) { /* all models together */
+        for (int i = 0; i < s->n_models; i++) { /* all models together, and each */
             struct engine_stats st;
             engine_get_stats(s->models[i]->om.e, &st);
+            snprintf(ids[i], sizeof ids[i], "%s", s->models[i]->om.id);
+            per[i] = (struct metrics_model_gauges){ids[i], st.active, st.queued,
+                                                   st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
             g.slots_total += st.n_slots;
             g.slots_active += st.active;
             g.queue_depth += st.queued;
@@ -597,6 +602,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             g.sample_seconds += st.sample_seconds;
         }
         g.n_models = s->n_models;
+        g.models = per;
+        g.n_model_gauges = s->n_models;
         pthread_mutex_unlock(&s->models_mu);
         g.conn_open = atomic_load(&s->n_conn);
         gate_get_stats(s->gate, &g.gate);
@@ -788,6 +795,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         metrics_tokens(&s->metrics, (uint64_t)info.n_prompt, (uint64_t)info.n_gen, (uint64_t)info.n_reused);
         if (info.n_gen > 0)
             metrics_ttft(&s->metrics, info.ttft);
+        if (cn->model && status == 200 && (cn->gen || !strcmp(cn->endpoint, "/v1/embeddings"))) {
+            const struct metrics_obs o = {cn->model->om.id, (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
+                                          info.n_gen > 0 ? info.ttft : -1, dt, info.queue_s,
+                                          cn->gen ? info.finish : NULL};
+            metrics_model_request(&s->metrics, &o);
+        }
         struct server_record rec = {
             .time = sys_wall_now(),
             .endpoint = cn->endpoint,
@@ -817,10 +830,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     free(cn);
 }
 
-static void on_itl(void *user, double seconds)
+static void on_itl(void *user, const char *model, double seconds)
 {
     struct server *s = user;
     metrics_itl(&s->metrics, seconds);
+    metrics_model_itl(&s->metrics, model, seconds);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
