@@ -19,11 +19,15 @@ static void help(void)
            "Options:\n"
            "      --shape NAME       a built-in shape (--list shows them)\n"
            "      --dims SPEC        explicit shape, or changes to --shape, as key=value,...:\n"
-           "                         arch, dim, layers, heads, kv_heads, head_dim, ffn,\n"
-           "                         vocab, ctx, rope_base, eps, tied\n"
+           "                         arch (llama, qwen2, qwen3, qwen3moe, phi3, gemma2,\n"
+           "                         gemma3, gpt-oss), dim, layers, heads, kv_heads, head_dim,\n"
+           "                         ffn, vocab, ctx, rope_base, eps, tied, experts=N:K:FFN\n"
+           "                         (N experts, K used), swa=WINDOW, softcap=ATTN:FINAL\n"
            "      --type TYPE        %s\n"
            "      --vocab-from GGUF  copy the tokenizer from GGUF (vocabulary size follows it)\n"
            "      --seed N           random seed (default 1234)\n"
+           "      --fast             each tensor's first 256 rows repeat (for benchmarks: the\n"
+           "                         same bytes, a fraction of the time for large shapes)\n"
            "  -t, --threads N        threads (default: all CPUs)\n"
            "      --list             list the built-in shapes\n"
            "      --json             print the summary (or --list) as JSON\n"
@@ -49,19 +53,22 @@ static int list_shapes(bool json)
         }
         return cli_print_json(a, true);
     }
-    printf("%-16s %-6s %6s %6s %6s %8s %6s %7s %7s  %s\n", "shape", "arch", "dim", "layers", "heads", "kv_heads",
-           "ffn", "vocab", "ctx", "source");
+    printf("%-16s %-8s %6s %6s %6s %8s %6s %9s %7s %7s  %s\n", "shape", "arch", "dim", "layers", "heads",
+           "kv_heads", "ffn", "experts", "vocab", "ctx", "source");
     for (size_t i = 0; i < synth_n_shapes(); i++) {
         const struct synth_shape *s = synth_shape_at(i);
-        printf("%-16s %-6s %6" PRId64 " %6" PRId64 " %6" PRId64 " %8" PRId64 " %6" PRId64 " %7" PRId64 " %7" PRId64
-               "  %s\n",
-               s->name, s->arch, s->n_embd, s->n_layer, s->n_head, s->n_head_kv, s->n_ff, s->n_vocab, s->n_ctx,
-               s->source);
+        char experts[32] = "-";
+        if (s->n_expert)
+            snprintf(experts, sizeof experts, "%" PRId64 ":%" PRId64, s->n_expert_used, s->n_expert);
+        printf("%-16s %-8s %6" PRId64 " %6" PRId64 " %6" PRId64 " %8" PRId64 " %6" PRId64 " %9s %7" PRId64
+               " %7" PRId64 "  %s\n",
+               s->name, s->arch, s->n_embd, s->n_layer, s->n_head, s->n_head_kv, s->n_expert ? s->n_ff_exp : s->n_ff,
+               experts, s->n_vocab, s->n_ctx, s->source);
     }
     return CLI_OK;
 }
 
-enum { OPT_SHAPE = 256, OPT_DIMS, OPT_TYPE, OPT_VOCAB, OPT_SEED, OPT_LIST, OPT_JSON };
+enum { OPT_SHAPE = 256, OPT_DIMS, OPT_TYPE, OPT_VOCAB, OPT_SEED, OPT_LIST, OPT_JSON, OPT_FAST };
 
 int cmd_synth(int argc, char **argv)
 {
@@ -70,6 +77,7 @@ int cmd_synth(int argc, char **argv)
         {"type", required_argument, 0, OPT_TYPE},   {"vocab-from", required_argument, 0, OPT_VOCAB},
         {"seed", required_argument, 0, OPT_SEED},   {"threads", required_argument, 0, 't'},
         {"list", no_argument, 0, OPT_LIST},         {"json", no_argument, 0, OPT_JSON},
+        {"fast", no_argument, 0, OPT_FAST},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     const char *shape = NULL, *dims = NULL, *type = NULL;
@@ -96,6 +104,7 @@ int cmd_synth(int argc, char **argv)
             sp.n_threads = (int)v;
             break;
         case OPT_LIST: list = true; break;
+        case OPT_FAST: sp.distinct_rows = 256; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("synth", "option %s needs a value", argv[optind - 1]);

@@ -57,6 +57,8 @@ struct synth_params {
     float stddev;            /* weights ~ normal(0, stddev); 0: 0.02 */
     const char *vocab_from;  /* GGUF whose tokenizer.* keys are copied, or NULL */
     int n_threads;
+    int64_t distinct_rows;   /* > 0: each tensor's rows repeat after this many (a fast synthesis for
+                              * benchmarks: the same bytes to stream, a fraction of the quantizing) */
     pb_progress_fn progress;
     void *user;
 };

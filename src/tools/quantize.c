@@ -92,7 +92,7 @@ static int write_tensor(struct gguf_writer *w, struct rows_writer *rw, const str
     if (to == t->type)
         return gguf_writer_write(w, t->data, t->nbytes, err);
     struct src_rows s = {t, pb_type_get(t->type), pb_row_size(t->type, t->ne[0])};
-    return rows_write(rw, w, dequant_source_row, &s, t->ne[1] * t->ne[2] * t->ne[3], t->ne[0], to, err);
+    return rows_write(rw, w, dequant_source_row, &s, t->ne[1] * t->ne[2] * t->ne[3], t->ne[0], to, 0, err);
 }
 
 int quantize_file(const char *in, const char *out, const struct quantize_params *p, struct quantize_report *r,

@@ -54,12 +54,33 @@ static void rows_worker(void *arg, int ith, int nth)
     }
 }
 
+/* The first period rows, converted once, written again and again. */
+static int write_periodic(struct rows_writer *rw, struct gguf_writer *w, rows_source_fn src, void *ctx,
+                          int64_t n_rows, int64_t n, enum pb_type t, int64_t period, pb_err *err)
+{
+    const size_t row_bytes = pb_row_size(t, n);
+    uint8_t *tile = malloc((size_t)period * row_bytes);
+    if (!tile)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    struct rows_job j = {src, ctx, 0, period, n, pb_type_get(t), row_bytes, tile, rw->tmp};
+    pool_run(rw->pool, rows_worker, &j);
+    int rc = PB_OK;
+    for (int64_t r = 0; r < n_rows && rc == PB_OK; r += period) {
+        const int64_t k = n_rows - r < period ? n_rows - r : period;
+        rc = gguf_writer_write(w, tile, (size_t)k * row_bytes, err);
+    }
+    free(tile);
+    return rc;
+}
+
 int rows_write(struct rows_writer *rw, struct gguf_writer *w, rows_source_fn src, void *ctx, int64_t n_rows,
-               int64_t n, enum pb_type t, pb_err *err)
+               int64_t n, enum pb_type t, int64_t period, pb_err *err)
 {
     if (n > rw->max_row)
         return pb_fail(err, PB_EINVAL, "row of %lld elements is longer than the buffers (%lld)", (long long)n,
                        (long long)rw->max_row);
+    if (period > 0 && period < n_rows)
+        return write_periodic(rw, w, src, ctx, n_rows, n, t, period, err);
     const size_t row_bytes = pb_row_size(t, n);
     int64_t per = row_bytes ? (int64_t)(CHUNK_BYTES / row_bytes) : n_rows;
     if (per < 1)

@@ -25,8 +25,10 @@ int rows_writer_init(struct rows_writer *rw, int n_threads, int64_t max_row, pb_
 void rows_writer_free(struct rows_writer *rw);
 
 /* Converts rows [0, n_rows) of n elements from src to type t and appends
- * them to w (the current tensor's data). */
+ * them to w (the current tensor's data). With period > 0, only the first
+ * period rows are converted and repeat after that (row r is row r %
+ * period). */
 int rows_write(struct rows_writer *rw, struct gguf_writer *w, rows_source_fn src, void *ctx, int64_t n_rows,
-               int64_t n, enum pb_type t, pb_err *err);
+               int64_t n, enum pb_type t, int64_t period, pb_err *err);
 
 #endif

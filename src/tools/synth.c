@@ -556,7 +556,7 @@ static int synth_emit(const struct synth_target *out, const struct synth_params 
         const struct planned *t = &pl.t[i];
         struct fill_ctx fc = {rng_hash_str(t->name) ^ (p->seed * 0xd1b54a32d192ed03ull),
                               p->stddev > 0 ? p->stddev : 0.02f, t->fill, s};
-        if ((rc = rows_write(&rw, w, fill_row, &fc, t->ne[1] * t->ne[2], t->ne[0], t->type, err)))
+        if ((rc = rows_write(&rw, w, fill_row, &fc, t->ne[1] * t->ne[2], t->ne[0], t->type, p->distinct_rows, err)))
             goto done;
         *bytes_written += pb_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2]);
         if (p->progress)
