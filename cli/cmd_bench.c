@@ -157,8 +157,8 @@ static void print_table(const struct bench_report *r)
     for (int i = 0; i < r->n_tests; i++)
         for (int k = 0; r->tests[i].constrained && k < r->n_tests; k++)
             if (!r->tests[k].constrained && r->tests[k].generation && r->tests[k].n_tokens == r->tests[i].n_tokens)
-                printf("%s%s / %s: %.3f (constrained / unconstrained generation, medians of one run)\n",
-                       i == 0 ? "" : "", r->tests[i].name, r->tests[k].name,
+                printf("%s / %s: %.3f (constrained / unconstrained generation: medians of repetitions that "
+                       "alternate)\n", r->tests[i].name, r->tests[k].name,
                        r->tests[k].t_s_median > 0 ? r->tests[i].t_s_median / r->tests[k].t_s_median : 0);
     char rss[32], wb[32];
     cli_fmt_bytes(r->peak_rss_bytes, rss, sizeof rss);

@@ -475,6 +475,49 @@ static void test_grammar_requests(void **state)
     engine_close(s);
 }
 
+/* Choices of one request (the same prompt submitted together): the
+ * prompt is evaluated once and copied to the others, and each choice's
+ * tokens are those it gets alone. */
+static void test_shared_prompt(void **state)
+{
+    (void)state;
+    struct engine *s = make("Q8_0", 4, 4, 512);
+    int32_t p[48];
+    make_prompt(p, 48, 7);
+    struct engine_request_params rp = engine_request_defaults();
+    rp.n_predict = 6;
+    static struct outcome alone[3], together[3];
+    struct engine_request *r[3];
+    for (int k = 0; k < 3; k++) { /* alone, one after another (no cache shared: distinct seeds, cleared) */
+        rp.sampling.seed = 40 + (uint64_t)k;
+        outcome_init(&alone[k]);
+        r[k] = submit(s, p, 48, &rp, &alone[k]);
+        wait_done(&alone[k]);
+        engine_release(s, r[k]);
+    }
+    engine_close(s);
+    s = make("Q8_0", 4, 4, 512);
+    struct engine_stats before, after;
+    engine_get_stats(s, &before);
+    for (int k = 0; k < 3; k++) {
+        rp.sampling.seed = 40 + (uint64_t)k;
+        outcome_init(&together[k]);
+        r[k] = submit(s, p, 48, &rp, &together[k]);
+    }
+    for (int k = 0; k < 3; k++) {
+        wait_done(&together[k]);
+        engine_release(s, r[k]);
+        assert_int_equal(together[k].n, alone[k].n);
+        assert_memory_equal(together[k].ids, alone[k].ids, sizeof(int32_t) * (size_t)alone[k].n);
+    }
+    engine_get_stats(s, &after);
+    /* 48 prompt tokens once, the last one for each follower, 3 x 5 generated */
+    const uint64_t evaluated = after.step_tokens - before.step_tokens;
+    print_message("  3 choices of a 48-token prompt: %llu tokens evaluated\n", (unsigned long long)evaluated);
+    assert_true(evaluated <= 48 + 2 + 15);
+    engine_close(s);
+}
+
 /* The text of an answer: whole UTF-8 characters only, never a part of a
  * stop string; the earliest stop string ends it; what is held comes out
  * at the end. */
@@ -769,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_prefix_reuse),
         cmocka_unit_test(test_json_mode),
         cmocka_unit_test(test_grammar_requests),
+        cmocka_unit_test(test_shared_prompt),
         cmocka_unit_test(test_textout),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_top_logits),

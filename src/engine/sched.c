@@ -58,6 +58,12 @@ struct engine_request {
     /* the scheduler thread's own from here */
     int slot;
     int64_t n_evaluated; /* prompt tokens in the slot's cache */
+    /* a request admitted beside another with the same prompt (n choices)
+     * waits for that one's evaluation and copies it: the leader's slot
+     * and request, and how many positions to take (0: not waiting) */
+    int lead_slot;
+    struct engine_request *leader;
+    int64_t share;
     struct sampler *smp;
     struct grammar *gram;   /* constrained output (a grammar, JSON mode), or NULL */
     struct gmatch *gm;
@@ -624,6 +630,53 @@ static void admit(struct sched *s, struct engine_request *r)
         sampler_accept(r->smp, r->prompt[i]);
 }
 
+/* A request admitted in the same gather as earlier ones that share its
+ * prompt (the choices of one request): it follows the one that shares
+ * most, waiting for its evaluation instead of computing the same
+ * positions again. */
+static void follow(struct engine_request *r, struct engine_request *admitted)
+{
+    struct engine_request *best = NULL;
+    int64_t best_lcp = r->n_evaluated + MIN_COPY_TOKENS - 1;
+    for (struct engine_request *q = admitted; q && q != r; q = q->next) {
+        if (q->leader) /* followers do not lead */
+            continue;
+        int64_t lcp = common_prefix(q->prompt, q->n_prompt, r->prompt, r->n_prompt);
+        if (lcp > r->n_prompt - 1)
+            lcp = r->n_prompt - 1;
+        if (lcp > best_lcp && q->n_evaluated < lcp) {
+            best = q;
+            best_lcp = lcp;
+        }
+    }
+    if (best) {
+        r->leader = best;
+        r->lead_slot = best->slot;
+        r->share = best_lcp;
+    }
+}
+
+/* Followers whose leader has evaluated what they share copy it; those
+ * whose leader went away before that evaluate their prompt themselves. */
+static void catch_up(struct sched *s)
+{
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct engine_request *r = s->slots[i].req;
+        if (!r || !r->leader)
+            continue;
+        const int64_t have = slot_prefix(s, r->lead_slot, r);
+        if (have >= r->share) {
+            if (model_seq_copy(s->ctx, r->slot, r->lead_slot, r->share, NULL) == PB_OK) {
+                r->n_evaluated = r->share;
+                r->res.n_reused = (int)r->share;
+            }
+            r->leader = NULL;
+        } else if (s->slots[r->lead_slot].req != r->leader) {
+            r->leader = NULL; /* the leader ended early: on its own */
+        }
+    }
+}
+
 /* ---- embeddings ---- */
 
 /* Pools the states of one text (rows of n_embd) into out, normalized
@@ -827,7 +880,8 @@ static bool gather(struct sched *s)
     uint64_t reused = 0;
     for (struct engine_request *q = admitted; q; q = q->next) {
         admit(s, q);
-        reused += (uint64_t)q->res.n_reused;
+        follow(q, admitted);
+        reused += (uint64_t)(q->leader ? q->share - q->n_evaluated : q->res.n_reused);
     }
     int64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++)
@@ -860,6 +914,15 @@ static int top_logits(const float *logits, int32_t n, int k, int32_t *ids, float
     return have;
 }
 
+/* Whether a constrained request may draw first and check after: its
+ * sampling is greedy or plain temperature (no top-k, top-p or min-p, whose
+ * cut-offs would differ with and without the mask). */
+static bool fast_grammar_draw(const struct engine_request *r)
+{
+    const struct sampler_params *p = &r->p.sampling;
+    return p->temp <= 0 || (p->top_k <= 0 && p->top_p >= 1.0f && p->min_p <= 0);
+}
+
 /* The next token of slot i's request from its logits; false when the
  * request ended. */
 static bool sample_next(struct sched *s, int i, const float *logits)
@@ -877,8 +940,24 @@ static bool sample_next(struct sched *s, int i, const float *logits)
             r->biased[r->p.logit_bias[k].id] += r->p.logit_bias[k].bias;
         logits = r->biased;
     }
-    int32_t id;
-    if (r->gm) {
+    int32_t id = -1;
+    if (r->gm && fast_grammar_draw(r)) {
+        /* a draw without the mask stands when the grammar takes it: for
+         * greedy and plain temperature sampling that is the same
+         * distribution as drawing under the mask (P(t) + P(refused) x
+         * P(t) / P(allowed) = P(t) / P(allowed)), and it spares the mask
+         * where most tokens are allowed (inside strings) */
+        int32_t t = sampler_sample(r->smp, logits);
+        const bool ok = tok_is_eog(s->tok, t) ? gmatch_complete(r->gm)
+                                              : s->piece_off[t + 1] > s->piece_off[t] &&
+                                                    gmatch_accepts(r->gm, s->pieces + s->piece_off[t],
+                                                                   s->piece_off[t + 1] - s->piece_off[t]);
+        if (ok)
+            id = t;
+    }
+    if (id >= 0) {
+        /* drawn above */
+    } else if (r->gm) {
         gmatch_mask(r->gm, s->trie, s->allowed);
         const bool complete = gmatch_complete(r->gm);
         for (int k = 0; k < s->n_eog; k++)
@@ -968,6 +1047,7 @@ static bool sample_next(struct sched *s, int i, const float *logits)
  * chunks (oldest admission first) within the batch. */
 static void step(struct sched *s)
 {
+    catch_up(s);
     int n_segs = 0, n_tok = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
@@ -993,7 +1073,7 @@ static void step(struct sched *s)
         int pick = -1;
         for (int i = 0; i < s->p.n_slots; i++) {
             const struct slot *sl = &s->slots[i];
-            if (!sl->req || sl->has_next || sl->req->n_evaluated >= sl->req->n_prompt)
+            if (!sl->req || sl->has_next || sl->req->n_evaluated >= sl->req->n_prompt || sl->req->leader)
                 continue;
             bool taken = false;
             for (int k = 0; k < n_segs; k++)

@@ -1246,7 +1246,28 @@ static void sset_swap(struct sset *a, struct sset *b)
     *b = t;
 }
 
+/* Feeds bytes to a copy of the state: true and the copy in *out (when
+ * out is not NULL) when the grammar takes them. */
+static bool feed_copy(struct gmatch *m, const char *bytes, size_t n, struct sset *out, struct partial *pout);
+
+bool gmatch_accepts(struct gmatch *m, const char *bytes, size_t n)
+{
+    return feed_copy(m, bytes, n, NULL, NULL);
+}
+
 bool gmatch_feed(struct gmatch *m, const char *bytes, size_t n)
+{
+    struct sset a;
+    struct partial p;
+    if (!feed_copy(m, bytes, n, &a, &p))
+        return false;
+    sset_free(&m->cur);
+    m->cur = a;
+    m->part = p;
+    return true;
+}
+
+static bool feed_copy(struct gmatch *m, const char *bytes, size_t n, struct sset *out, struct partial *pout)
 {
     /* work on a copy so that a refusal leaves the state as it was */
     struct sset a = {0}, b = {0};
@@ -1266,13 +1287,12 @@ bool gmatch_feed(struct gmatch *m, const char *bytes, size_t n)
         }
     }
     sset_free(&b);
-    if (!ok) {
+    if (!ok || !out) {
         sset_free(&a);
-        return false;
+        return ok;
     }
-    sset_free(&m->cur);
-    m->cur = a;
-    m->part = p;
+    *out = a;
+    *pout = p;
     return true;
 }
 

@@ -75,6 +75,8 @@ void gmatch_free(struct gmatch *m);
 /* Feeds n bytes; false when the grammar refuses them (the state is then
  * unchanged). */
 bool gmatch_feed(struct gmatch *m, const char *bytes, size_t n);
+/* Whether the grammar takes these n bytes next (the state does not change). */
+bool gmatch_accepts(struct gmatch *m, const char *bytes, size_t n);
 /* The text so far is a whole sentence of the grammar. */
 bool gmatch_complete(const struct gmatch *m);
 /* ... and nothing can follow it. */

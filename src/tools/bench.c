@@ -108,22 +108,34 @@ static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *t
     return PB_OK;
 }
 
-static int run_test(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, struct bench_test *t, int reps,
-                    const char *grammar, pb_err *err)
+static void summarize(struct bench_test *t, double *rate, int reps)
 {
-    double *rate = malloc((size_t)reps * sizeof *rate);
+    qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
+    t->reps = reps;
+    t->t_s_min = rate[0];
+    t->t_s_max = rate[reps - 1];
+    t->t_s_median = reps % 2 ? rate[reps / 2] : (rate[reps / 2 - 1] + rate[reps / 2]) / 2;
+}
+
+/* Runs test t reps times; with twin (its constrained copy) the two
+ * alternate, repetition by repetition, so that other load on the machine
+ * weighs on both alike. */
+static int run_test(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, struct bench_test *t,
+                    struct bench_test *twin, int reps, const char *grammar, pb_err *err)
+{
+    double *rate = malloc(2 * (size_t)reps * sizeof *rate), *rate2 = rate + reps;
     if (!rate)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     int rc = PB_OK;
-    for (int i = 0; i < reps && rc == PB_OK; i++)
-        rc = run_once(e, g, n_vocab, tokens, t->n_tokens, t->generation, t->constrained ? grammar : NULL, &rate[i],
-                      err);
+    for (int i = 0; i < reps && rc == PB_OK; i++) {
+        rc = run_once(e, g, n_vocab, tokens, t->n_tokens, t->generation, NULL, &rate[i], err);
+        if (!rc && twin)
+            rc = run_once(e, g, n_vocab, tokens, twin->n_tokens, true, grammar, &rate2[i], err);
+    }
     if (rc == PB_OK) {
-        qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
-        t->reps = reps;
-        t->t_s_min = rate[0];
-        t->t_s_max = rate[reps - 1];
-        t->t_s_median = reps % 2 ? rate[reps / 2] : (rate[reps / 2 - 1] + rate[reps / 2]) / 2;
+        summarize(t, rate, reps);
+        if (twin)
+            summarize(twin, rate2, reps);
     }
     free(rate);
     return rc;
@@ -303,20 +315,26 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
         (rc = run_once(e, &g, info.n_vocab, tokens, 4, true, NULL, &s, err)))
         goto done;
 
-    for (int k = 0; k < 3; k++) {
-        /* pp tests, tg tests, and each tg test under the grammar */
-        int n = k == 0 ? p->n_pp : k == 1 || p->grammar ? p->n_tg : 0;
+    for (int k = 0; k < 2; k++) {
+        /* pp tests, then tg tests (each with its constrained twin under a grammar) */
+        int n = k == 0 ? p->n_pp : p->n_tg;
         for (int i = 0; i < n && rc == PB_OK; i++) {
-            struct bench_test *t = &r->tests[r->n_tests];
-            t->generation = k > 0;
-            t->constrained = k == 2;
+            struct bench_test *t = &r->tests[r->n_tests], *twin = k == 1 && p->grammar ? t + 1 : NULL;
+            t->generation = k == 1;
             t->n_tokens = k == 0 ? p->pp[i] : p->tg[i];
-            snprintf(t->name, sizeof t->name, "%s%d%s", k == 0 ? "pp" : "tg", t->n_tokens, k == 2 ? "+grammar" : "");
-            if ((rc = run_test(e, &g, info.n_vocab, tokens, t, reps, p->grammar, err)))
+            snprintf(t->name, sizeof t->name, "%s%d", k == 0 ? "pp" : "tg", t->n_tokens);
+            if (twin) {
+                *twin = *t;
+                twin->constrained = true;
+                snprintf(twin->name, sizeof twin->name, "tg%d+grammar", t->n_tokens);
+            }
+            if ((rc = run_test(e, &g, info.n_vocab, tokens, t, twin, reps, p->grammar, err)))
                 break;
-            r->n_tests++;
+            r->n_tests += twin ? 2 : 1;
             if (p->on_test)
                 p->on_test(p->user, t);
+            if (twin && p->on_test)
+                p->on_test(p->user, twin);
         }
     }
     r->peak_rss_bytes = pb_peak_rss();
