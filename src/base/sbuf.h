@@ -11,6 +11,8 @@ struct sbuf {
 
 /* Appends n bytes; PB_ENOMEM (b unchanged) when memory runs out. */
 int sbuf_add(struct sbuf *b, const void *p, size_t n);
+/* Appends printf-formatted text (any length). */
+int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbuf_free(struct sbuf *b);
 
 #endif

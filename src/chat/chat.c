@@ -374,7 +374,7 @@ int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_
         return pb_fail(err, PB_ENOMEM, "out of memory");
     /* tool calls and results in the history, tools offered */
     const json_t *tools = opts && json_array_size(opts->tools) ? opts->tools : NULL;
-    json_t *msgs = chat_tool_messages(messages, tools, c->knows_tools);
+    json_t *msgs = chat_tool_messages(messages, tools, c->knows_tools, c->tools);
     if (!msgs) {
         json_decref(vars);
         return pb_fail(err, PB_ENOMEM, "out of memory");

@@ -141,8 +141,9 @@ enum chat_tool_style chat_tool_style(const struct chat *c, bool *knows_tools);
  * template that knows no tools (knows_tools false) and tools offered:
  * the tools and the generic way to call them in the system message, and
  * earlier calls and their results written as text. A new reference, NULL
- * when out of memory. */
-json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool knows_tools);
+ * when out of memory. Mistral's templates get call ids of the 9
+ * alphanumeric characters they insist on. */
+json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool knows_tools, enum chat_tool_style style);
 
 /* The grammar of calls to the tools (OpenAI's [{"type": "function",
  * "function": {"name", "parameters"}}]) in the style's format; only: one

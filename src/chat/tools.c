@@ -73,7 +73,31 @@ static int calls_text(const json_t *calls, struct sbuf *out)
     return rc;
 }
 
-json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool knows_tools)
+/* Mistral's templates take call ids of 9 letters and digits only: an id
+ * of another form becomes such an id, the same each time it appears. */
+static json_t *mistral_id(const json_t *id)
+{
+    const char *s = json_string_value(id);
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    bool ok = n == 9;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9');
+    if (ok)
+        return json_string(s);
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    char out[10];
+    for (int i = 0; i < 9; i++, h /= 62)
+        out[i] = digits[h % 62];
+    out[9] = 0;
+    return json_string(out);
+}
+
+json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool knows_tools, enum chat_tool_style style)
 {
     json_t *out = json_array();
     if (!out)
@@ -94,11 +118,15 @@ json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool kno
             if (json_is_array(calls)) {
                 json_t *cc = json_object_get(c, "tool_calls");
                 for (size_t k = 0; k < json_array_size(cc); k++) {
-                    json_t *fn = json_object_get(json_array_get(cc, k), "function");
+                    json_t *call = json_array_get(cc, k), *fn = json_object_get(call, "function");
                     if (json_is_object(fn))
                         json_object_set_new(fn, "arguments", args_value(json_object_get(fn, "arguments")));
+                    if (style == CHAT_TOOLS_MISTRAL && json_object_get(call, "id"))
+                        json_object_set_new(call, "id", mistral_id(json_object_get(call, "id")));
                 }
             }
+            if (style == CHAT_TOOLS_MISTRAL && json_object_get(c, "tool_call_id"))
+                json_object_set_new(c, "tool_call_id", mistral_id(json_object_get(c, "tool_call_id")));
         } else if (json_is_array(calls) || !strcmp(role, "tool")) {
             /* a template that knows no tools: calls and results as text */
             struct sbuf t = {0};
@@ -319,6 +347,8 @@ int chat_tool_parse(enum chat_tool_style style, const json_t *tools, const char 
             p = skip_ws(p + 14, end);
         if ((size_t)(end - p) >= 12 && !memcmp(p, "[TOOL_CALLS]", 12))
             p = skip_ws(p + 12, end);
+        if ((size_t)(end - p) >= 13 && !memcmp(p, "<|tool_call|>", 13)) /* Granite */
+            p = skip_ws(p + 13, end);
         const char *next;
         ok = p < end && (*p == '{' || *p == '[');
         while (ok) {

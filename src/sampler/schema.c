@@ -115,29 +115,6 @@ static int cfail(struct conv *c, const char *fmt, ...)
     return c->rc;
 }
 
-static int put(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int put(struct sbuf *b, const char *fmt, ...)
-{
-    char small[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return PB_EINVAL;
-    if ((size_t)n < sizeof small)
-        return sbuf_add(b, small, (size_t)n);
-    char *big = malloc((size_t)n + 1);
-    if (!big)
-        return PB_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int rc = sbuf_add(b, big, (size_t)n);
-    free(big);
-    return rc;
-}
-
 static int check_mem(struct conv *c, int rc)
 {
     if (rc && !c->rc)
@@ -154,9 +131,9 @@ static int put_literal(struct sbuf *b, const char *s, size_t n)
     for (size_t i = 0; i < n && !rc; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\')
-            rc = put(b, "\\%c", ch);
+            rc = sbuf_printf(b, "\\%c", ch);
         else if (ch < 0x20)
-            rc = put(b, "\\x%02x", ch);
+            rc = sbuf_printf(b, "\\x%02x", ch);
         else
             rc = sbuf_add(b, s + i, 1);
     }
@@ -245,11 +222,11 @@ static bool cps_has(const struct cpset *s, uint32_t cp)
 static void put_cp(struct sbuf *b, uint32_t cp)
 {
     if (cp < 0x20 || cp == '"' || cp == '\\' || cp == ']' || cp == '[' || cp == '-' || cp == '^' || cp == 0x7f)
-        put(b, cp > 0xffff ? "\\U%08" PRIx32 : "\\u%04" PRIx32, cp);
+        sbuf_printf(b, cp > 0xffff ? "\\U%08" PRIx32 : "\\u%04" PRIx32, cp);
     else if (cp < 0x80)
-        put(b, "%c", (char)cp);
+        sbuf_printf(b, "%c", (char)cp);
     else
-        put(b, cp > 0xffff ? "\\U%08" PRIx32 : "\\u%04" PRIx32, cp);
+        sbuf_printf(b, cp > 0xffff ? "\\U%08" PRIx32 : "\\u%04" PRIx32, cp);
 }
 
 /* A set of characters as they appear inside a JSON string: the printable
@@ -274,7 +251,7 @@ static int put_json_chars(struct conv *c, struct sbuf *b, struct cpset *s)
             if (cut[k] > lo) {
                 put_cp(&cls, lo);
                 if (cut[k] - 1 > lo) {
-                    put(&cls, "-");
+                    sbuf_printf(&cls, "-");
                     put_cp(&cls, cut[k] - 1);
                 }
             }
@@ -283,20 +260,20 @@ static int put_json_chars(struct conv *c, struct sbuf *b, struct cpset *s)
         if (lo <= hi) {
             put_cp(&cls, lo);
             if (hi > lo) {
-                put(&cls, "-");
+                sbuf_printf(&cls, "-");
                 put_cp(&cls, hi);
             }
         }
     }
     int rc = sbuf_add(b, "(", 1);
     if (cls.len) {
-        rc |= put(b, "[%s]", cls.data);
+        rc |= sbuf_printf(b, "[%s]", cls.data);
         n_parts++;
     }
     sbuf_free(&cls);
     for (size_t k = 0; k < sizeof escs / sizeof escs[0]; k++)
         if (cps_has(s, escs[k].cp)) {
-            rc |= put(b, "%s%s", n_parts ? " | " : "", escs[k].esc);
+            rc |= sbuf_printf(b, "%s%s", n_parts ? " | " : "", escs[k].esc);
             n_parts++;
         }
     rc |= sbuf_add(b, ")", 1);
@@ -519,7 +496,7 @@ static int rx_seq(struct rx *r, struct sbuf *b)
             int rc = 0;
             if (q == '*' || q == '+' || q == '?') {
                 r->at++;
-                rc = put(b, "%c ", q);
+                rc = sbuf_printf(b, "%c ", q);
             } else if (q == '{') {
                 size_t save = r->at++;
                 uint32_t m, n;
@@ -540,7 +517,7 @@ static int rx_seq(struct rx *r, struct sbuf *b)
                 r->at++;
                 if (!open && n < m)
                     return rx_fail(r, "a repetition {m,n} with n below m");
-                rc = open ? put(b, "{%" PRIu32 ",} ", m) : put(b, "{%" PRIu32 ",%" PRIu32 "} ", m, n);
+                rc = open ? sbuf_printf(b, "{%" PRIu32 ",} ", m) : sbuf_printf(b, "{%" PRIu32 ",%" PRIu32 "} ", m, n);
             } else {
                 rc = sbuf_add(b, " ", 1);
             }
@@ -597,7 +574,7 @@ static int put_digits_range(struct sbuf *b, const char *lo, const char *hi, size
     if (n == 0)
         return sbuf_add(b, "\"\"", 2);
     if (lo[0] == hi[0]) {
-        int rc = put(b, "\"%c\" ", lo[0]);
+        int rc = sbuf_printf(b, "\"%c\" ", lo[0]);
         return rc ? rc : put_digits_range(b, lo + 1, hi + 1, n - 1);
     }
     bool lo_zero = true, hi_nine = true;
@@ -611,7 +588,7 @@ static int put_digits_range(struct sbuf *b, const char *lo, const char *hi, size
     bool any = false;
     if (!lo_zero) { /* lo[0] followed by [lo[1..], 99..] */
         memset(hi2, '9', n - 1);
-        rc |= put(b, "\"%c\" (", lo[0]);
+        rc |= sbuf_printf(b, "\"%c\" (", lo[0]);
         rc |= put_digits_range(b, lo + 1, hi2, n - 1);
         rc |= sbuf_add(b, ")", 1);
         first_lo++;
@@ -620,14 +597,14 @@ static int put_digits_range(struct sbuf *b, const char *lo, const char *hi, size
     if (!hi_nine)
         first_hi--;
     if (first_lo <= first_hi) {
-        rc |= put(b, "%s[%c-%c]", any ? " | " : "", first_lo, first_hi);
+        rc |= sbuf_printf(b, "%s[%c-%c]", any ? " | " : "", first_lo, first_hi);
         if (n > 1)
-            rc |= put(b, " [0-9]{%zu}", n - 1);
+            rc |= sbuf_printf(b, " [0-9]{%zu}", n - 1);
         any = true;
     }
     if (!hi_nine) { /* hi[0] followed by [00.., hi[1..]] */
         memset(lo2, '0', n - 1);
-        rc |= put(b, "%s\"%c\" (", any ? " | " : "", hi[0]);
+        rc |= sbuf_printf(b, "%s\"%c\" (", any ? " | " : "", hi[0]);
         rc |= put_digits_range(b, lo2, hi + 1, n - 1);
         rc |= sbuf_add(b, ")", 1);
     }
@@ -705,7 +682,7 @@ static int new_rule(struct conv *c)
 /* Starts rule n's definition. */
 static int open_rule(struct conv *c, int n)
 {
-    return check_mem(c, put(&c->out, "r%d ::= ", n));
+    return check_mem(c, sbuf_printf(&c->out, "r%d ::= ", n));
 }
 
 static int close_rule(struct conv *c, struct sbuf *body)
@@ -779,13 +756,13 @@ static int string_body(struct conv *c, const json_t *s, struct sbuf *b)
         if (i == sizeof fmts / sizeof fmts[0])
             return cfail(c, "format '%.100s' is not supported (date, time, date-time, uuid, email, ipv4)",
                          json_string_value(fmt));
-        rc |= put(b, "(%s)", fmts[i].g);
+        rc |= sbuf_printf(b, "(%s)", fmts[i].g);
     } else if (mx >= 0) {
         if (mx < mn)
             return cfail(c, "'maxLength' is below 'minLength'");
-        rc |= put(b, "char{%" PRId64 ",%" PRId64 "}", mn, mx);
+        rc |= sbuf_printf(b, "char{%" PRId64 ",%" PRId64 "}", mn, mx);
     } else {
-        rc |= put(b, "char{%" PRId64 ",}", mn);
+        rc |= sbuf_printf(b, "char{%" PRId64 ",}", mn);
     }
     rc |= sbuf_add(b, " \"\\\"\"", 5);
     return check_mem(c, rc);
@@ -814,11 +791,11 @@ static int number_body(struct conv *c, const json_t *s, bool integer, struct sbu
     if (!integer) {
         if (hmax || hxmin || hxmax || (hmin && mn != 0))
             return cfail(c, "bounds on a number are supported only as \"minimum\": 0 (use an integer for others)");
-        return check_mem(c, hmin ? put(b, "(\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?")
-                                 : put(b, "number"));
+        return check_mem(c, hmin ? sbuf_printf(b, "(\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?")
+                                 : sbuf_printf(b, "number"));
     }
     if (!hmin && !hmax && !hxmin && !hxmax)
-        return check_mem(c, put(b, "integer"));
+        return check_mem(c, sbuf_printf(b, "integer"));
     /* integer bounds */
     int64_t lo = INT64_MIN, hi = INT64_MAX;
     if (hmin)
@@ -883,7 +860,7 @@ static int array_body(struct conv *c, const json_t *s, struct sbuf *b)
         }
     }
     /* element i: prefix rule, then items (or any value) */
-#define ELEM(i) ((i) < k ? put(b, "r%d ws", pr[i]) : item_rule >= 0 ? put(b, "r%d ws", item_rule) : put(b, "value ws"))
+#define ELEM(i) ((i) < k ? sbuf_printf(b, "r%d ws", pr[i]) : item_rule >= 0 ? sbuf_printf(b, "r%d ws", item_rule) : sbuf_printf(b, "value ws"))
     int rc = sbuf_add(b, "\"[\" ws ", 7);
     if (mx != 0) {
         if (mn == 0)
@@ -911,7 +888,7 @@ static int array_body(struct conv *c, const json_t *s, struct sbuf *b)
             } else if (mx - i - need > 0) {
                 rc |= sbuf_add(b, " (\",\" ws ", 9);
                 rc |= ELEM(i);
-                rc |= put(b, "){0,%" PRId64 "}", mx - i - need);
+                rc |= sbuf_printf(b, "){0,%" PRId64 "}", mx - i - need);
             }
         }
         for (int64_t o = 0; o < open; o++)
@@ -997,10 +974,10 @@ static int object_body(struct conv *c, const json_t *props, const json_t *requir
         const int a = base + 2 * (int)k, bb = a + 1;
         if (k == n) {
             if (add_rule != -1) {
-                rc |= put(&rules, "r%d ::= (%s (\",\" ws %s)*)?\n", a, kv_add, kv_add);
-                rc |= put(&rules, "r%d ::= (\",\" ws %s)*\n", bb, kv_add);
+                rc |= sbuf_printf(&rules, "r%d ::= (%s (\",\" ws %s)*)?\n", a, kv_add, kv_add);
+                rc |= sbuf_printf(&rules, "r%d ::= (\",\" ws %s)*\n", bb, kv_add);
             } else {
-                rc |= put(&rules, "r%d ::= \"\"\nr%d ::= \"\"\n", a, bb);
+                rc |= sbuf_printf(&rules, "r%d ::= \"\"\nr%d ::= \"\"\n", a, bb);
             }
             break;
         }
@@ -1017,18 +994,18 @@ static int object_body(struct conv *c, const json_t *props, const json_t *requir
         }
         rc |= put_literal(&kv, kj, strlen(kj));
         free(kj);
-        rc |= put(&kv, " ws \":\" ws r%d ws", p[k].rule);
+        rc |= sbuf_printf(&kv, " ws \":\" ws r%d ws", p[k].rule);
         if (p[k].req) {
-            rc |= put(&rules, "r%d ::= %s r%d\n", a, kv.data, bb + 2);
-            rc |= put(&rules, "r%d ::= \",\" ws %s r%d\n", bb, kv.data, bb + 2);
+            rc |= sbuf_printf(&rules, "r%d ::= %s r%d\n", a, kv.data, bb + 2);
+            rc |= sbuf_printf(&rules, "r%d ::= \",\" ws %s r%d\n", bb, kv.data, bb + 2);
         } else {
-            rc |= put(&rules, "r%d ::= %s r%d | r%d\n", a, kv.data, bb + 2, a + 2);
-            rc |= put(&rules, "r%d ::= \",\" ws %s r%d | r%d\n", bb, kv.data, bb + 2, bb + 2);
+            rc |= sbuf_printf(&rules, "r%d ::= %s r%d | r%d\n", a, kv.data, bb + 2, a + 2);
+            rc |= sbuf_printf(&rules, "r%d ::= \",\" ws %s r%d | r%d\n", bb, kv.data, bb + 2, bb + 2);
         }
         sbuf_free(&kv);
     }
     free(p);
-    rc |= put(b, "\"{\" ws r%d \"}\"", base);
+    rc |= sbuf_printf(b, "\"{\" ws r%d \"}\"", base);
     rc |= sbuf_add(&c->out, rules.data ? rules.data : "", rules.len);
     sbuf_free(&rules);
     return check_mem(c, rc);
@@ -1128,9 +1105,9 @@ static int typed_body(struct conv *c, const json_t *s, const char *type, struct 
     if (!strcmp(type, "number") || !strcmp(type, "integer"))
         return number_body(c, s, !strcmp(type, "integer"), b);
     if (!strcmp(type, "boolean"))
-        return check_mem(c, put(b, "boolean"));
+        return check_mem(c, sbuf_printf(b, "boolean"));
     if (!strcmp(type, "null"))
-        return check_mem(c, put(b, "null"));
+        return check_mem(c, sbuf_printf(b, "null"));
     if (!strcmp(type, "array"))
         return array_body(c, s, b);
     if (!strcmp(type, "object")) {
@@ -1174,7 +1151,7 @@ static int visit(struct conv *c, const json_t *s, int *rule)
         return c->rc;
     if (json_is_true(s)) {
         *rule = new_rule(c);
-        return check_mem(c, put(&c->out, "r%d ::= value\n", *rule));
+        return check_mem(c, sbuf_printf(&c->out, "r%d ::= value\n", *rule));
     }
     if (json_is_false(s))
         return cfail(c, "the schema false accepts nothing");
@@ -1217,7 +1194,7 @@ static int visit(struct conv *c, const json_t *s, int *rule)
         if (visit_at(c, target, step, &inner))
             return c->rc;
         c->depth--;
-        return check_mem(c, put(&c->out, "r%d ::= r%d\n", *rule, inner));
+        return check_mem(c, sbuf_printf(&c->out, "r%d ::= r%d\n", *rule, inner));
     }
     *rule = new_rule(c);
     struct sbuf b = {0};
@@ -1247,7 +1224,7 @@ static int visit(struct conv *c, const json_t *s, int *rule)
             int r;
             snprintf(step, sizeof step, "/%s/%zu", any ? "anyOf" : "oneOf", i);
             if (!(rc = visit_at(c, json_array_get(alts, i), step, &r)))
-                rc = check_mem(c, put(&b, "%sr%d", i ? " | " : "", r));
+                rc = check_mem(c, sbuf_printf(&b, "%sr%d", i ? " | " : "", r));
         }
     } else if (json_is_array(type)) {
         if (json_array_size(type) == 0)
@@ -1272,7 +1249,7 @@ static int visit(struct conv *c, const json_t *s, int *rule)
         rc = typed_body(c, s, json_string_value(type), &b);
     } else {
         const char *t = implied_type(s);
-        rc = t ? typed_body(c, s, t, &b) : check_mem(c, put(&b, "value"));
+        rc = t ? typed_body(c, s, t, &b) : check_mem(c, sbuf_printf(&b, "value"));
     }
     if (rc) {
         sbuf_free(&b);
@@ -1326,7 +1303,7 @@ static int schema_rules(const json_t *schema, char **out, size_t *len, pb_err *e
     int top = 0;
     int rc = visit(c, schema, &top);
     if (!rc)
-        rc = check_mem(c, put(&c->out, "root ::= ws r%d\n", top));
+        rc = check_mem(c, sbuf_printf(&c->out, "root ::= ws r%d\n", top));
     for (int i = 0; i < c->n_refs; i++)
         free(c->refs[i].ptr);
     if (rc) {
@@ -1365,7 +1342,7 @@ static int add_renamed(struct sbuf *b, const char *text, size_t n, const char *p
             const bool rn = j > i + 1, root = n - i >= 4 && !memcmp(text + i, "root", 4);
             if (rn || root) {
                 const size_t e = rn ? j : i + 4;
-                rc = put(b, "%s", prefix);
+                rc = sbuf_printf(b, "%s", prefix);
                 if (!rc)
                     rc = sbuf_add(b, text + i, e - i);
                 i = e;
@@ -1404,31 +1381,31 @@ int sampler_tools_grammar(const json_t *tools, const char *only, const struct sa
             rc = add_renamed(&b, rules, len, prefix);
             free(rules);
         } else {
-            rc = put(&b, "%sroot ::= ws \"{\" ws \"}\" ws\n", prefix);
+            rc = sbuf_printf(&b, "%sroot ::= ws \"{\" ws \"}\" ws\n", prefix);
         }
-        rc |= put(&b, "%scall ::= ", prefix);
+        rc |= sbuf_printf(&b, "%scall ::= ", prefix);
         rc |= put_literal(&b, f->call_open, strlen(f->call_open));
         rc |= put_literal(&b, name, strlen(name));
         rc |= put_literal(&b, f->call_mid, strlen(f->call_mid));
-        rc |= put(&b, " %sroot ", prefix);
+        rc |= sbuf_printf(&b, " %sroot ", prefix);
         rc |= put_literal(&b, f->call_close, strlen(f->call_close));
-        rc |= put(&b, "\n");
-        rc |= put(&calls, "%s%scall", n ? " | " : "", prefix);
+        rc |= sbuf_printf(&b, "\n");
+        rc |= sbuf_printf(&calls, "%s%scall", n ? " | " : "", prefix);
         n++;
     }
     if (!rc && n == 0)
         rc = pb_fail(err, PB_EINVAL, only ? "no tool named '%.64s'" : "no tools", only ? only : "");
     if (!rc) {
-        rc |= put(&b, "call ::= %s\nroot ::= ", calls.data);
+        rc |= sbuf_printf(&b, "call ::= %s\nroot ::= ", calls.data);
         rc |= put_literal(&b, f->open, strlen(f->open));
-        rc |= put(&b, " call ");
+        rc |= sbuf_printf(&b, " call ");
         if (several) {
-            rc |= put(&b, "(");
+            rc |= sbuf_printf(&b, "(");
             rc |= put_literal(&b, f->sep, strlen(f->sep));
-            rc |= put(&b, " call)* ");
+            rc |= sbuf_printf(&b, " call)* ");
         }
         rc |= put_literal(&b, f->close, strlen(f->close));
-        rc |= put(&b, "\n%s", json_rules);
+        rc |= sbuf_printf(&b, "\n%s", json_rules);
         if (rc)
             rc = pb_fail(err, PB_ENOMEM, "out of memory");
     }

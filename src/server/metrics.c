@@ -113,26 +113,6 @@ void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
 void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
 void metrics_duration(struct metrics *m, double s) { observe(m, &m->duration, s); }
 
-static int put(struct sbuf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int put(struct sbuf *out, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return PB_EINVAL;
-    char *buf = malloc((size_t)n + 1);
-    if (!buf)
-        return PB_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(buf, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int rc = sbuf_add(out, buf, (size_t)n);
-    free(buf);
-    return rc;
-}
-
 /* A model's histogram: its buckets, sum and count with the model label
  * (the HELP and TYPE lines are written once by the caller). */
 static int put_model_histogram(struct sbuf *out, const char *name, const char *model, const struct histogram *h)
@@ -141,11 +121,11 @@ static int put_model_histogram(struct sbuf *out, const char *name, const char *m
     int rc = 0;
     for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
         cum += h->count[b];
-        rc = put(out, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[b], (unsigned long long)cum);
+        rc = sbuf_printf(out, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[b], (unsigned long long)cum);
     }
     cum += h->count[METRICS_BUCKETS];
     if (!rc)
-        rc = put(out, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n",
+        rc = sbuf_printf(out, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n",
                  name, model, (unsigned long long)cum, name, model, h->sum, name, model, (unsigned long long)h->n);
     return rc;
 }
@@ -153,20 +133,22 @@ static int put_model_histogram(struct sbuf *out, const char *name, const char *m
 /* The per-model series (vLLM's names under "plumb:"). Under m->mu. */
 static int render_models(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
 {
-    int rc = put(out, "# HELP plumb:num_requests_running Requests generating or reading their prompt, per model.\n"
-                      "# TYPE plumb:num_requests_running gauge\n");
-    for (int i = 0; i < g->n_model_gauges && !rc; i++)
-        rc = put(out, "plumb:num_requests_running{model=\"%s\"} %d\n", g->models[i].model, g->models[i].running);
-    if (!rc)
-        rc = put(out, "# HELP plumb:num_requests_waiting Requests waiting for a slot, per model.\n"
-                      "# TYPE plumb:num_requests_waiting gauge\n");
-    for (int i = 0; i < g->n_model_gauges && !rc; i++)
-        rc = put(out, "plumb:num_requests_waiting{model=\"%s\"} %d\n", g->models[i].model, g->models[i].waiting);
-    if (!rc)
-        rc = put(out, "# HELP plumb:kv_cache_usage_perc Share of the KV cache in use (0 to 1), per model.\n"
-                      "# TYPE plumb:kv_cache_usage_perc gauge\n");
-    for (int i = 0; i < g->n_model_gauges && !rc; i++)
-        rc = put(out, "plumb:kv_cache_usage_perc{model=\"%s\"} %.6f\n", g->models[i].model, g->models[i].kv_usage);
+    static const struct {
+        const char *name, *help;
+    } gauges[3] = {
+        {"plumb:num_requests_running", "Requests generating or reading their prompt, per model."},
+        {"plumb:num_requests_waiting", "Requests waiting for a slot, per model."},
+        {"plumb:kv_cache_usage_perc", "Share of the KV cache in use (0 to 1), per model."},
+    };
+    int rc = 0;
+    for (int k = 0; k < 3 && !rc; k++) {
+        rc = sbuf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help, gauges[k].name);
+        for (int i = 0; i < g->n_model_gauges && !rc; i++) {
+            const struct metrics_model_gauges *mg = &g->models[i];
+            const double v = k == 0 ? mg->running : k == 1 ? mg->waiting : mg->kv_usage;
+            rc = sbuf_printf(out, "%s{model=\"%s\"} %.6g\n", gauges[k].name, mg->model, v);
+        }
+    }
     static const struct {
         const char *name, *help;
         size_t off;
@@ -180,45 +162,45 @@ static int render_models(struct metrics *m, const struct metrics_gauges *g, stru
          offsetof(struct model_series, queue)},
     };
     for (size_t h = 0; h < sizeof hists / sizeof hists[0] && !rc; h++) {
-        rc = put(out, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
+        rc = sbuf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
         for (int i = 0; i < m->n_models && !rc; i++)
             rc = put_model_histogram(out, hists[h].name, m->models[i].model,
                                      (const struct histogram *)((const char *)&m->models[i] + hists[h].off));
     }
     if (!rc)
-        rc = put(out, "# HELP plumb:prompt_tokens_total Prompt tokens of finished requests, per model.\n"
+        rc = sbuf_printf(out, "# HELP plumb:prompt_tokens_total Prompt tokens of finished requests, per model.\n"
                       "# TYPE plumb:prompt_tokens_total counter\n");
     for (int i = 0; i < m->n_models && !rc; i++)
-        rc = put(out, "plumb:prompt_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+        rc = sbuf_printf(out, "plumb:prompt_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
                  (unsigned long long)m->models[i].prompt_tokens);
     if (!rc)
-        rc = put(out, "# HELP plumb:generation_tokens_total Tokens generated, per model.\n"
+        rc = sbuf_printf(out, "# HELP plumb:generation_tokens_total Tokens generated, per model.\n"
                       "# TYPE plumb:generation_tokens_total counter\n");
     for (int i = 0; i < m->n_models && !rc; i++)
-        rc = put(out, "plumb:generation_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+        rc = sbuf_printf(out, "plumb:generation_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
                  (unsigned long long)m->models[i].generation_tokens);
     if (!rc)
-        rc = put(out, "# HELP plumb:request_success_total Requests finished, per model and finish reason.\n"
+        rc = sbuf_printf(out, "# HELP plumb:request_success_total Requests finished, per model and finish reason.\n"
                       "# TYPE plumb:request_success_total counter\n");
     static const char *const reasons[METRICS_N_FINISH] = {"stop", "length", "tool_calls", "abort"};
     for (int i = 0; i < m->n_models && !rc; i++)
         for (int f = 0; f < METRICS_N_FINISH && !rc; f++)
-            rc = put(out, "plumb:request_success_total{model=\"%s\",finished_reason=\"%s\"} %llu\n",
+            rc = sbuf_printf(out, "plumb:request_success_total{model=\"%s\",finished_reason=\"%s\"} %llu\n",
                      m->models[i].model, reasons[f], (unsigned long long)m->models[i].finished[f]);
     return rc;
 }
 
 static int put_histogram(struct sbuf *out, const char *name, const char *help, const struct histogram *h)
 {
-    int rc = put(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    int rc = sbuf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
         cum += h->count[b];
-        rc = put(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
+        rc = sbuf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
     }
     cum += h->count[METRICS_BUCKETS];
     if (!rc)
-        rc = put(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
+        rc = sbuf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
                  name, h->sum, name, (unsigned long long)h->n);
     return rc;
 }
@@ -226,13 +208,13 @@ static int put_histogram(struct sbuf *out, const char *name, const char *help, c
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
 {
     pthread_mutex_lock(&m->mu);
-    int rc = put(out, "# HELP plumb_requests_total HTTP requests by endpoint and status.\n"
+    int rc = sbuf_printf(out, "# HELP plumb_requests_total HTTP requests by endpoint and status.\n"
                       "# TYPE plumb_requests_total counter\n");
     for (int i = 0; i < m->n_req && !rc; i++)
-        rc = put(out, "plumb_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
+        rc = sbuf_printf(out, "plumb_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
                  m->req[i].status, (unsigned long long)m->req[i].n);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_printf(out,
                  "# HELP plumb_prompt_tokens_total Prompt tokens of finished requests.\n"
                  "# TYPE plumb_prompt_tokens_total counter\nplumb_prompt_tokens_total %llu\n"
                  "# HELP plumb_prompt_tokens_reused_total Prompt tokens taken from a cached prefix, not computed.\n"
@@ -244,7 +226,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  (unsigned long long)m->prompt_tokens, (unsigned long long)m->reused_tokens,
                  (unsigned long long)m->generated_tokens, (unsigned long long)m->rejected_busy);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_printf(out,
                  "# HELP plumb_slots Parallel generation slots.\n# TYPE plumb_slots gauge\nplumb_slots %d\n"
                  "# HELP plumb_slots_active Slots generating or reading a prompt.\n"
                  "# TYPE plumb_slots_active gauge\nplumb_slots_active %d\n"
@@ -262,7 +244,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_capacity,
                  g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready, g->n_models);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_printf(out,
                  "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"
                  "# TYPE plumb_forward_passes_total counter\nplumb_forward_passes_total %llu\n"
                  "# HELP plumb_forward_tokens_total Tokens evaluated by those passes (prompts and generated).\n"
@@ -273,7 +255,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
                  (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_printf(out,
                  "# HELP plumb_connections_open Connections with a request in progress.\n"
                  "# TYPE plumb_connections_open gauge\nplumb_connections_open %d\n"
                  "# HELP plumb_connections_waiting Connections that have not sent their request yet.\n"
@@ -282,7 +264,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_connections_dropped_total counter\n",
                  g->conn_open, g->gate.waiting);
     for (int d = 0; d < GATE_DROP_N && !rc; d++)
-        rc = put(out, "plumb_connections_dropped_total{reason=\"%s\"} %llu\n", gate_drop_name((enum gate_drop)d),
+        rc = sbuf_printf(out, "plumb_connections_dropped_total{reason=\"%s\"} %llu\n", gate_drop_name((enum gate_drop)d),
                  (unsigned long long)g->gate.dropped[d]);
     if (!rc)
         rc = put_histogram(out, "plumb_time_to_first_token_seconds", "Seconds from a request to its first token.",

@@ -334,24 +334,29 @@ static void common_headers(const struct conn *cn, struct MHD_Response *r)
     }
 }
 
+/* Queues response r with status (one request per connection: see
+ * on_request) and lets go of it. */
+static enum MHD_Result queue(struct conn *cn, int status, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(cn->connection, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result send_buffer(struct conn *cn, int status, const char *type, const char *body, size_t len,
                                    const char *retry_after)
 {
-    struct MHD_Connection *c = cn->connection;
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     common_headers(cn, r);
-    /* one request per connection: see on_request */
-    MHD_add_response_header(r, "Connection", "close");
     if (retry_after)
         MHD_add_response_header(r, "Retry-After", retry_after);
     if (status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(cn, status, r);
 }
 
 static enum MHD_Result send_json(struct conn *cn, int status, json_t *v, const char *retry_after)
@@ -455,11 +460,8 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         common_headers(cn, r);
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        MHD_add_response_header(r, "Connection", "close");
         cn->status = 200;
-        enum MHD_Result ret = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        return ret;
+        return queue(cn, 200, r);
     }
     /* the whole answer, waiting here while checking that the client stays */
     while (!oai_gen_wait(g, 0.1))
@@ -558,11 +560,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
                                                                 : "Authorization, Content-Type, X-Request-Id");
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
         }
-        MHD_add_response_header(r, "Connection", "close");
         cn->status = 204;
-        enum MHD_Result ret = MHD_queue_response(c, 204, r);
-        MHD_destroy_response(r);
-        return ret;
+        return queue(cn, 204, r);
     }
     if (!strcmp(url, "/health")) {
         if (!get)

@@ -229,13 +229,10 @@ static int bench_embed(const struct bench_params *p, struct bench_report *r, pb_
         }
         if (rc)
             break;
-        qsort(rate, (size_t)reps, sizeof *rate, cmp_double);
-        qsort(irate, (size_t)reps, sizeof *irate, cmp_double);
-        t->reps = reps;
-        t->t_s_min = rate[0];
-        t->t_s_max = rate[reps - 1];
-        t->t_s_median = reps % 2 ? rate[reps / 2] : (rate[reps / 2 - 1] + rate[reps / 2]) / 2;
-        t->inputs_s_median = reps % 2 ? irate[reps / 2] : (irate[reps / 2 - 1] + irate[reps / 2]) / 2;
+        struct bench_test texts = *t;
+        summarize(t, rate, reps);
+        summarize(&texts, irate, reps);
+        t->inputs_s_median = texts.t_s_median;
         r->n_tests++;
         if (p->on_test)
             p->on_test(p->user, t);
