@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "plumb/sampler.h"
+
 #include "plumb/bench.h"
 #include "plumb/engine.h"
 #include "plumb/survey.h"
@@ -34,6 +36,12 @@ static void help(void)
            "  -r, --repetitions N     repetitions of each test (default 3)\n"
            "  -t, --threads N         threads (default: all CPUs)\n"
            "      --kv-type T         KV cache type: f16 (default), f32 or q8_0\n"
+           "      --json-schema FILE  run each tg test again with its output constrained to this\n"
+           "                          JSON Schema (answers that end are followed by others until\n"
+           "                          N tokens), and print constrained / unconstrained t/s\n"
+           "      --grammar FILE      the same with a GBNF grammar\n"
+           "      --embed [B,B,...]   embeddings instead: texts of 10-16 tokens in batches of B\n"
+           "                          (default 1,16,64), texts/s and tokens/s\n"
            "      --no-save           do not add this run to the machine's calibration\n"
            "      --save-calibration  add it even when it does not represent larger models\n"
            "      --json              print the results as JSON\n"
@@ -140,6 +148,24 @@ static void print_table(const struct bench_report *r)
         printf("| %-40.40s | %10s | %8s | %-10s | %7d | %7s | %22s |\n", cli_esc(r->model), size, params, r->kernels,
                r->n_threads, t->name, ts);
     }
+    /* embeddings: texts per second beside the tokens */
+    for (int i = 0; i < r->n_tests; i++)
+        if (r->tests[i].embed_batch)
+            printf("%s%s: %.1f texts/s, %.1f tokens/s (%d tokens a batch)\n", i ? "" : "\n", r->tests[i].name,
+                   r->tests[i].inputs_s_median, r->tests[i].t_s_median, r->tests[i].n_tokens);
+    if (r->n_tests && r->tests[0].embed_batch) {
+        char rss[32];
+        cli_fmt_bytes(r->peak_rss_bytes, rss, sizeof rss);
+        printf("peak RSS %s, load %.2f s, median of %d (min-max)\n", rss, r->load_s, r->tests[0].reps);
+        return;
+    }
+    /* constrained decoding: each constrained test against its twin */
+    for (int i = 0; i < r->n_tests; i++)
+        for (int k = 0; r->tests[i].constrained && k < r->n_tests; k++)
+            if (!r->tests[k].constrained && r->tests[k].generation && r->tests[k].n_tokens == r->tests[i].n_tokens)
+                printf("%s / %s: %.3f (constrained / unconstrained generation: medians of repetitions that "
+                       "alternate)\n", r->tests[i].name, r->tests[k].name,
+                       r->tests[k].t_s_median > 0 ? r->tests[i].t_s_median / r->tests[k].t_s_median : 0);
     char rss[32], wb[32];
     cli_fmt_bytes(r->peak_rss_bytes, rss, sizeof rss);
     cli_fmt_bytes(r->weight_bytes, wb, sizeof wb);
@@ -200,9 +226,15 @@ static int print_json(const struct bench_report *r)
     json_t *res = json_array();
     for (int i = 0; i < r->n_tests; i++) {
         const struct bench_test *t = &r->tests[i];
-        json_array_append_new(res, json_pack("{s:s,s:i,s:f,s:f,s:f,s:i}", "test", t->name, "n_tokens", t->n_tokens,
-                                             "t_s", t->t_s_median, "t_s_min", t->t_s_min, "t_s_max", t->t_s_max,
-                                             "repetitions", t->reps));
+        json_t *o = json_pack("{s:s,s:i,s:f,s:f,s:f,s:i}", "test", t->name, "n_tokens", t->n_tokens, "t_s",
+                              t->t_s_median, "t_s_min", t->t_s_min, "t_s_max", t->t_s_max, "repetitions", t->reps);
+        if (t->constrained)
+            json_object_set_new(o, "constrained", json_true());
+        if (t->embed_batch) {
+            json_object_set_new(o, "embed_batch", json_integer(t->embed_batch));
+            json_object_set_new(o, "texts_s", json_real(t->inputs_s_median));
+        }
+        json_array_append_new(res, o);
     }
     json_t *o = json_pack("{s:s,s:o,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:s,s:i,s:f}", "model", r->model, "results", res,
                           "bandwidth_gbs", r->bandwidth_gbs, "bandwidth_before_gbs", r->bandwidth_before_gbs,
@@ -313,7 +345,7 @@ static int run_serve(struct servebench_params *sp, bool json)
 int cmd_bench(int argc, char **argv)
 {
     enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY,
-           OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_PER_REQUEST };
+           OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_PER_REQUEST, OPT_SCHEMA, OPT_GRAMMAR, OPT_EMBED };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
@@ -326,12 +358,15 @@ int cmd_bench(int argc, char **argv)
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
         {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
         {"no-save", no_argument, 0, OPT_NO_SAVE},     {"save-calibration", no_argument, 0, OPT_SAVE},
+        {"json-schema", required_argument, 0, OPT_SCHEMA}, {"grammar", required_argument, 0, OPT_GRAMMAR},
+        {"embed", optional_argument, 0, OPT_EMBED},
         {0, 0, 0, 0},
     };
     struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
     struct servebench_params sp = {.levels = {1, 4, 16}, .n_levels = 3, .prompt_tokens = 32, .gen_tokens = 64,
                                    .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
     bool shape = false, json = false, save = true, force_save = false;
+    char *grammar = NULL; /* --json-schema or --grammar as GBNF */
     long long v;
     int c;
     optind = 1;
@@ -397,6 +432,43 @@ int cmd_bench(int argc, char **argv)
         case OPT_PER_REQUEST: sp.keep_requests = true; break;
         case OPT_JSON: json = true; break;
         case OPT_NO_SAVE: save = false; break;
+        case OPT_EMBED:
+            if (optarg) {
+                if (!parse_lengths("--embed", optarg, p.embed, &p.n_embed))
+                    return CLI_USAGE;
+            } else {
+                p.embed[0] = 1, p.embed[1] = 16, p.embed[2] = 64, p.n_embed = 3;
+            }
+            break;
+        case OPT_SCHEMA:
+        case OPT_GRAMMAR: {
+            size_t len;
+            char why[128];
+            char *text = cli_read_input(optarg, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
+            if (!text)
+                return cli_usage_error("bench", "cannot read %s: %s", optarg, why);
+            pb_err e2;
+            free(grammar);
+            grammar = NULL;
+            if (c == OPT_GRAMMAR) {
+                if (sampler_grammar_check(text, len, &e2)) {
+                    free(text);
+                    return cli_usage_error("bench", "%s: %s", optarg, e2.msg);
+                }
+                grammar = text;
+            } else {
+                json_t *schema = json_loadb(text, len, 0, NULL);
+                free(text);
+                if (!schema)
+                    return cli_usage_error("bench", "%s is not JSON", optarg);
+                int src = sampler_schema_grammar(schema, &grammar, &e2);
+                json_decref(schema);
+                if (src)
+                    return cli_usage_error("bench", "%s: %s", optarg, e2.msg);
+            }
+            p.grammar = grammar;
+            break;
+        }
         case OPT_SAVE: force_save = true; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
@@ -438,13 +510,15 @@ int cmd_bench(int argc, char **argv)
     struct bench_report r;
     pb_err err = {0};
     int rc = CLI_OK;
-    if (bench_run(&p, &r, &err))
+    int brc = bench_run(&p, &r, &err);
+    free(grammar);
+    if (brc)
         return cli_error("bench", "%s", err.msg);
     if (json)
         rc = print_json(&r);
     else
         print_table(&r);
-    if (save)
+    if (save && !p.n_embed) /* a calibration is of generation speed */
         save_calibration(&r, json, force_save);
     return rc;
 }

@@ -356,5 +356,6 @@ int cmd_chat(int argc, char **argv)
     free(ss.system);
     json_decref(ss.messages);
     engine_close(ss.e);
+    cli_gen_free(&g);
     return CLI_OK;
 }

@@ -178,5 +178,6 @@ done:
     free(ids);
     free(prompt_buf);
     engine_close(e);
+    cli_gen_free(&g);
     return status;
 }

@@ -76,6 +76,8 @@ static void help(void)
            "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
            "                            memory available (they are refused otherwise)\n"
            "      --insecure            serve on a --host beyond loopback without --api-key-file\n"
+           "      --cors-origins LIST   origins web pages may call the API from (\"https://a.example,...\" or\n"
+           "                            \"*\"; default: none, no CORS headers)\n"
            "                            (refused otherwise: anyone reaching the port could use it)\n"
            "  -h, --help                this help\n"
            "\n"
@@ -114,7 +116,7 @@ static void log_line(void *user, const char *line)
 
 /* What the command line sets (over the configuration file's values). */
 struct overrides {
-    const char *host, *keys;
+    const char *host, *keys, *cors;
     int port, queue, max_tokens, conn, threads, per_client;
     double timeout, drain, header_timeout, min_rate;
     bool insecure;
@@ -177,7 +179,7 @@ int cmd_serve(int argc, char **argv)
     enum {
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
-        OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE, OPT_INSTANCE,
+        OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE, OPT_INSTANCE, OPT_CORS,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -207,6 +209,7 @@ int cmd_serve(int argc, char **argv)
         {"max-connections-per-client", required_argument, 0, OPT_PER_CLIENT},
         {"insecure", no_argument, 0, OPT_INSECURE},
         {"instance-id", required_argument, 0, OPT_INSTANCE},
+        {"cors-origins", required_argument, 0, OPT_CORS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -336,6 +339,7 @@ int cmd_serve(int argc, char **argv)
                 return cli_usage_error("serve", "--instance-id '%s': 1-64 of letters, digits, '.', '_' and '-'", optarg);
             ov.instance_id = optarg;
             break;
+        case OPT_CORS: ov.cors = optarg; break;
         case 'h': help(); return CLI_OK;
         case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
@@ -378,6 +382,8 @@ int cmd_serve(int argc, char **argv)
         cfg.max_per_client = ov.per_client;
     if (ov.insecure)
         cfg.insecure = true;
+    if (ov.cors)
+        snprintf(cfg.cors_origins, sizeof cfg.cors_origins, "%s", ov.cors);
     if (ov.drain >= 0)
         cfg.drain_timeout_s = ov.drain;
     if (ov.body >= 0)
@@ -429,6 +435,7 @@ int cmd_serve(int argc, char **argv)
     p.header_timeout_s = cfg.header_timeout_s;
     p.min_rate = cfg.min_rate;
     p.insecure = cfg.insecure;
+    p.cors_origins = cfg.cors_origins[0] ? cfg.cors_origins : NULL;
     p.log_json = cfg.log_json;
     p.ignore_memory = ignore_memory;
     p.instance_id = cfg.instance_id[0] ? cfg.instance_id : NULL;

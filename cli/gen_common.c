@@ -31,7 +31,10 @@ static const char gen_help[] =
     "      --show-reasoning     print a reasoning model's thinking (dimmed on a terminal);\n"
     "                           it is hidden by default\n"
     "      --no-think           ask the model not to think first (Qwen3's enable_thinking)\n"
-    "      --reasoning-effort E low, medium or high (gpt-oss)\n";
+    "      --reasoning-effort E low, medium or high (gpt-oss)\n"
+    "      --json-schema FILE   the output is JSON following this JSON Schema (constrained\n"
+    "                           decoding; unsupported keywords are an error naming them)\n"
+    "      --grammar FILE       the output follows this GBNF grammar (root rule 'root')\n";
 
 const char *cli_gen_help(void)
 {
@@ -121,6 +124,43 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         g->ep.chat_format = arg;
         return 1;
     case GOPT_SYSTEM: g->system = arg; return 1;
+    case GOPT_JSON_SCHEMA:
+    case GOPT_GRAMMAR: {
+        size_t len;
+        char why[128];
+        char *text = cli_read_input(arg, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
+        pb_err err;
+        if (!text) {
+            cli_usage_error(cmd, "cannot read %s: %s", arg, why);
+            return -1;
+        }
+        free(g->grammar);
+        g->grammar = NULL;
+        int rc;
+        if (c == GOPT_GRAMMAR) {
+            rc = sampler_grammar_check(text, len, &err);
+            if (!rc)
+                g->grammar = text;
+            else
+                free(text);
+        } else {
+            json_error_t je;
+            json_t *schema = json_loadb(text, len, 0, &je);
+            free(text);
+            if (!schema) {
+                cli_usage_error(cmd, "%s: not JSON: %s (line %d, column %d)", arg, je.text, je.line, je.column);
+                return -1;
+            }
+            rc = sampler_schema_grammar(schema, &g->grammar, &err);
+            json_decref(schema);
+        }
+        if (rc) {
+            cli_usage_error(cmd, "%s: %s", arg, err.msg);
+            return -1;
+        }
+        g->rp.grammar = g->grammar;
+        return 1;
+    }
     case GOPT_SHOW_REASONING: g->show_reasoning = true; return 1;
     case GOPT_NO_THINK: g->chat_opts.no_thinking = true; return 1;
     case GOPT_REASONING_EFFORT:
@@ -132,6 +172,13 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         return 1;
     default: return 0;
     }
+}
+
+void cli_gen_free(struct cli_gen *g)
+{
+    free(g->grammar);
+    g->grammar = NULL;
+    g->rp.grammar = NULL;
 }
 
 void cli_gen_finish(struct cli_gen *g)

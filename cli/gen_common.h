@@ -7,6 +7,7 @@
 #include "cli.h"
 
 #include "plumb/engine.h"
+#include "plumb/sampler.h"
 
 #include <getopt.h>
 
@@ -26,6 +27,8 @@ enum {
     GOPT_SHOW_REASONING,
     GOPT_NO_THINK,
     GOPT_REASONING_EFFORT,
+    GOPT_JSON_SCHEMA,
+    GOPT_GRAMMAR,
 };
 
 /* Long options of cli_gen_option, to put in a command's option table. */
@@ -39,7 +42,8 @@ enum {
         {"chat-format", required_argument, 0, GOPT_CHAT_FORMAT}, {"system", required_argument, 0, GOPT_SYSTEM},     \
         {"kv-type", required_argument, 0, GOPT_KV_TYPE}, {"ignore-memory", no_argument, 0, GOPT_IGNORE_MEMORY},   \
         {"show-reasoning", no_argument, 0, GOPT_SHOW_REASONING}, {"no-think", no_argument, 0, GOPT_NO_THINK},          \
-        {"reasoning-effort", required_argument, 0, GOPT_REASONING_EFFORT}
+        {"reasoning-effort", required_argument, 0, GOPT_REASONING_EFFORT},                                           \
+        {"json-schema", required_argument, 0, GOPT_JSON_SCHEMA}, {"grammar", required_argument, 0, GOPT_GRAMMAR}
 #define CLI_GEN_SHORTOPTS "n:t:c:b:"
 
 /* Help text for those options. */
@@ -52,7 +56,10 @@ struct cli_gen {
     bool show_reasoning;
     bool seed_given;
     const char *system; /* system prompt, or NULL */
+    char *grammar;      /* --json-schema or --grammar as GBNF (rp.grammar points here); free with cli_gen_free */
 };
+
+void cli_gen_free(struct cli_gen *g);
 
 void cli_gen_init(struct cli_gen *g, int n_predict_default);
 /* Handles option c: 1 if it was a generation option, 0 if not, -1 after

@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"chat", cmd_chat, "talk with a model through its chat template (terminal or pipe)"},
     {"show", cmd_show, "describe a model: store entry, architecture, size, tensors, memory"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"embed", cmd_embed, "sentence embeddings of texts"},
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
     {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API, many users at once"},

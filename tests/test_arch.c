@@ -23,6 +23,7 @@
 #include "model/model.h"
 #include "sampler/sampler.h"
 #include "tokenizer/tokenizer.h"
+#include "plumb/engine.h"
 #include "plumb/synth.h"
 
 #include <jansson.h>
@@ -599,6 +600,87 @@ static void test_refused_files(void **state)
     model_free(m);
 }
 
+/* The bert encoder against llama.cpp (reference-embeddings.json): the
+ * WordPiece ids of prompts p1-p3, and their mean- and CLS-pooled,
+ * L2-normalized embeddings (cosine >= 0.999, each element within 2e-3:
+ * Q8_0 weights, F16 KV cache); several texts in one forward pass give what
+ * each gives alone; generation is refused; a text beyond the context is
+ * PB_ETOOLONG. */
+static void test_bert_embeddings(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(ref_path, "reference-embeddings.json");
+    REQUIRE_TESTDATA(model_path, "tiny-bert-q8_0.gguf");
+    json_t *ref = json_load_file(ref_path, 0, NULL);
+    assert_non_null(ref);
+    const json_t *prompts = json_object_get(json_object_get(json_object_get(ref, "models"), "tiny-bert-q8_0"), "prompts");
+    assert_true(json_object_size(prompts) >= 3);
+    struct engine_params ep = engine_defaults();
+    ep.n_slots = 3;
+    ep.n_threads = 2;
+    struct engine *e;
+    pb_err err;
+    if (engine_open(model_path, &ep, &e, &err))
+        fail_msg("%s", err.msg);
+    assert_true(engine_is_encoder(e));
+    const int64_t dim = engine_embed_dim(e);
+    int32_t *toks[3];
+    size_t n_toks[3];
+    const char *names[3] = {"p1", "p2", "p3"};
+    for (int i = 0; i < 3; i++) {
+        const json_t *p = json_object_get(prompts, names[i]), *ids = json_object_get(p, "prompt_ids");
+        const char *text = json_string_value(json_object_get(p, "prompt"));
+        assert_int_equal(tok_encode(engine_tokenizer(e), text, strlen(text), true, false, &toks[i], &n_toks[i], &err),
+                         0);
+        assert_int_equal(n_toks[i], json_array_size(ids));
+        for (size_t k = 0; k < n_toks[i]; k++)
+            assert_int_equal(toks[i][k], json_integer_value(json_array_get(ids, k)));
+    }
+    float *out = malloc(3 * (size_t)dim * sizeof *out), *one = malloc((size_t)dim * sizeof *one);
+    static const struct {
+        enum engine_pooling pool;
+        const char *key;
+    } kinds[] = {{ENGINE_POOL_DEFAULT, "embedding_mean"}, {ENGINE_POOL_CLS, "embedding_cls"}};
+    for (size_t k = 0; k < 2; k++) {
+        const struct engine_embed_params p = {kinds[k].pool, true};
+        if (engine_embed(e, (const int32_t *const *)toks, n_toks, 3, &p, out, &err))
+            fail_msg("%s", err.msg);
+        for (int i = 0; i < 3; i++) {
+            const json_t *r = json_object_get(json_object_get(prompts, names[i]), kinds[k].key);
+            assert_int_equal(json_array_size(r), dim);
+            double dot = 0, na = 0, nb = 0, worst = 0;
+            for (int64_t j = 0; j < dim; j++) {
+                const double a = out[(size_t)i * (size_t)dim + (size_t)j], b = json_number_value(json_array_get(r, (size_t)j));
+                dot += a * b, na += a * a, nb += b * b;
+                worst = fabs(a - b) > worst ? fabs(a - b) : worst;
+            }
+            const double cos = dot / sqrt(na * nb);
+            print_message("  %s %s: cosine %.7f, max difference %.2e\n", names[i], kinds[k].key, cos, worst);
+            assert_true(cos >= 0.999 && worst <= 2e-3);
+            /* alone, the same numbers as in the batch */
+            if (engine_embed(e, (const int32_t *const *)&toks[i], &n_toks[i], 1, &p, one, &err))
+                fail_msg("%s", err.msg);
+            assert_memory_equal(one, out + (size_t)i * (size_t)dim, (size_t)dim * sizeof *one);
+        }
+    }
+    struct engine_request *r = NULL;
+    struct engine_events ev = {0};
+    struct engine_request_params rp = engine_request_defaults();
+    assert_int_equal(engine_submit(e, toks[0], n_toks[0], &rp, &ev, &r, &err), PB_EINVAL);
+    int32_t *big = calloc(600, sizeof *big);
+    const int32_t *bigp = big;
+    size_t n_big = 600;
+    assert_int_equal(engine_embed(e, &bigp, &n_big, 1, &(struct engine_embed_params){ENGINE_POOL_MEAN, true}, out, &err),
+                     PB_ETOOLONG);
+    free(big);
+    for (int i = 0; i < 3; i++)
+        free(toks[i]);
+    free(out);
+    free(one);
+    engine_close(e);
+    json_decref(ref);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -607,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_moe_sequences_together),
         cmocka_unit_test(test_moe_decode_reads_chosen_experts),
         cmocka_unit_test(test_refused_files),
+        cmocka_unit_test(test_bert_embeddings),
     };
     const size_t n_fixed = sizeof fixed / sizeof fixed[0];
     /* one test per model of the reference file */

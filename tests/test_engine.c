@@ -8,7 +8,7 @@
 #include "base/sys.h"
 #include "plumb/engine.h"
 #include "engine/textout.h"
-#include "sampler/json_guard.h"
+#include "sampler/grammar.h"
 #include "sampler/sampler.h"
 
 #include <pthread.h>
@@ -28,8 +28,6 @@ struct outcome {
     size_t text_len;
     int stop_after; /* > 0: the token callback stops after this many */
     bool hold;      /* the token callback waits while this is set (the engine's thread with it) */
-    bool json_ok;   /* every text prefix was a JSON object prefix */
-    struct json_guard g;
 };
 
 static void outcome_init(struct outcome *o)
@@ -37,8 +35,6 @@ static void outcome_init(struct outcome *o)
     memset(o, 0, sizeof *o);
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
-    o->json_ok = true;
-    json_guard_init(&o->g);
 }
 
 static void add_text(struct outcome *o, const char *text, size_t len)
@@ -47,8 +43,6 @@ static void add_text(struct outcome *o, const char *text, size_t len)
         memcpy(o->text + o->text_len, text, len);
         o->text_len += len;
     }
-    if (o->json_ok && len && !json_guard_feed(&o->g, text, len))
-        o->json_ok = false;
 }
 
 static int on_step(void *user, const struct engine_step *st)
@@ -365,18 +359,162 @@ static void test_json_mode(void **state)
         outcome_init(&o[k]);
         r[k] = submit(s, p, 6, &rp, &o[k]);
     }
+    struct grammar *gr;
+    pb_err err;
+    assert_int_equal(grammar_parse(sampler_json_grammar(), strlen(sampler_json_grammar()), &gr, &err), 0);
     for (int k = 0; k < 4; k++) {
         wait_done(&o[k]);
         engine_release(s, r[k]);
-        assert_true(o[k].json_ok);
+        struct gmatch *m;
+        assert_int_equal(gmatch_create(gr, &m, &err), 0);
+        assert_true(gmatch_feed(m, o[k].text, o[k].text_len)); /* a prefix of an object */
         assert_true(o[k].n > 0);
         size_t w = strspn(o[k].text, " \t\r\n");
         assert_true(w < o[k].text_len && o[k].text[w] == '{');
-        if (o[k].res.finish != ENGINE_FINISH_LENGTH)
-            assert_true(json_guard_complete(&o[k].g));
+        if (o[k].res.finish != ENGINE_FINISH_LENGTH) {
+            assert_true(gmatch_complete(m));
+            json_t *v = json_loadb(o[k].text, o[k].text_len, 0, NULL);
+            assert_true(json_is_object(v));
+            json_decref(v);
+        }
         print_message("  request %d: %d tokens, %s: %.60s\n", k, o[k].n,
-                      json_guard_complete(&o[k].g) ? "a complete object" : "an open object", o[k].text);
+                      gmatch_complete(m) ? "a complete object" : "an open object", o[k].text);
+        gmatch_free(m);
     }
+    grammar_free(gr);
+    engine_close(s);
+}
+
+/* A grammar and a JSON Schema through the loop: the text is a sentence
+ * (the schema's output validates against it by construction: checked
+ * here by its shape), a bad grammar is refused at submission, and
+ * logit_bias bans and forces tokens. */
+static void test_grammar_requests(void **state)
+{
+    (void)state;
+    struct engine *s = make("Q8_0", 2, 4, 512);
+    int32_t p[6];
+    make_prompt(p, 6, 3);
+    struct engine_request_params rp = engine_request_defaults();
+    rp.n_predict = 64;
+    rp.sampling.seed = 5;
+    rp.grammar = "root ::= \"answer: \" (\"yes\" | \"no\") \" (\" [0-9]{1,3} \")\"\n";
+    struct outcome o;
+    outcome_init(&o);
+    struct engine_request *r = submit(s, p, 6, &rp, &o);
+    wait_done(&o);
+    engine_release(s, r);
+    o.text[o.text_len] = 0;
+    print_message("  grammar: %s (%s)\n", o.text, engine_finish_name(o.res.finish));
+    assert_int_equal(o.res.finish, ENGINE_FINISH_STOP); /* nothing can follow the ')' */
+    assert_true(!strncmp(o.text, "answer: yes (", 13) || !strncmp(o.text, "answer: no (", 12));
+    assert_true(o.text[o.text_len - 1] == ')');
+
+    /* a schema: an object with an enum and a bounded integer */
+    json_t *schema = json_loads("{\"type\":\"object\",\"properties\":{\"colour\":{\"enum\":[\"red\",\"green\"]},"
+                                "\"n\":{\"type\":\"integer\",\"minimum\":3,\"maximum\":7}},"
+                                "\"required\":[\"colour\",\"n\"],\"additionalProperties\":false}", 0, NULL);
+    char *gbnf;
+    pb_err err;
+    assert_int_equal(sampler_schema_grammar(schema, &gbnf, &err), 0);
+    rp.grammar = gbnf;
+    rp.sampling.temp = 1;
+    for (uint64_t seed = 0; seed < 3; seed++) {
+        rp.sampling.seed = seed;
+        outcome_init(&o);
+        r = submit(s, p, 6, &rp, &o);
+        wait_done(&o);
+        engine_release(s, r);
+        json_t *v = json_loadb(o.text, o.text_len, 0, NULL);
+        if (!v)
+            fail_msg("not JSON: %.*s", (int)o.text_len, o.text);
+        const char *c = json_string_value(json_object_get(v, "colour"));
+        json_int_t n = json_integer_value(json_object_get(v, "n"));
+        assert_true(c && (!strcmp(c, "red") || !strcmp(c, "green")));
+        assert_true(n >= 3 && n <= 7 && json_object_size(v) == 2);
+        json_decref(v);
+    }
+    free(gbnf);
+    json_decref(schema);
+
+    /* a grammar that does not compile: refused with its message */
+    rp.grammar = "root ::= \"a\" nope\n";
+    struct engine_request *bad = NULL;
+    struct engine_events ev = {&o, on_step, on_done};
+    assert_int_equal(engine_submit(s, p, 6, &rp, &ev, &bad, &err), PB_EINVAL);
+    assert_non_null(strstr(err.msg, "'nope'"));
+
+    /* logit_bias: -100 on the greedy choice changes it, +100 forces one */
+    rp = engine_request_defaults();
+    rp.n_predict = 4;
+    rp.sampling.temp = 0;
+    rp.want_logits = true;
+    struct outcome plain, banned, forced;
+    outcome_init(&plain);
+    r = submit(s, p, 6, &rp, &plain);
+    wait_done(&plain);
+    engine_release(s, r);
+    struct engine_logit_bias lb[1] = {{plain.ids[0], -100}};
+    rp.logit_bias = lb;
+    rp.n_logit_bias = 1;
+    outcome_init(&banned);
+    r = submit(s, p, 6, &rp, &banned);
+    wait_done(&banned);
+    engine_release(s, r);
+    for (int i = 0; i < banned.n; i++)
+        assert_int_not_equal(banned.ids[i], plain.ids[0]);
+    lb[0] = (struct engine_logit_bias){777, 100};
+    outcome_init(&forced);
+    r = submit(s, p, 6, &rp, &forced);
+    wait_done(&forced);
+    engine_release(s, r);
+    for (int i = 0; i < forced.n; i++)
+        assert_int_equal(forced.ids[i], 777);
+    lb[0] = (struct engine_logit_bias){1 << 30, 1};
+    assert_int_equal(engine_submit(s, p, 6, &rp, &ev, &bad, &err), PB_EINVAL);
+    engine_close(s);
+}
+
+/* Choices of one request (the same prompt submitted together): the
+ * prompt is evaluated once and copied to the others, and each choice's
+ * tokens are those it gets alone. */
+static void test_shared_prompt(void **state)
+{
+    (void)state;
+    struct engine *s = make("Q8_0", 4, 4, 512);
+    int32_t p[48];
+    make_prompt(p, 48, 7);
+    struct engine_request_params rp = engine_request_defaults();
+    rp.n_predict = 6;
+    static struct outcome alone[3], together[3];
+    struct engine_request *r[3];
+    for (int k = 0; k < 3; k++) { /* alone, one after another (no cache shared: distinct seeds, cleared) */
+        rp.sampling.seed = 40 + (uint64_t)k;
+        outcome_init(&alone[k]);
+        r[k] = submit(s, p, 48, &rp, &alone[k]);
+        wait_done(&alone[k]);
+        engine_release(s, r[k]);
+    }
+    engine_close(s);
+    s = make("Q8_0", 4, 4, 512);
+    struct engine_stats before, after;
+    engine_get_stats(s, &before);
+    for (int k = 0; k < 3; k++) {
+        rp.sampling.seed = 40 + (uint64_t)k;
+        outcome_init(&together[k]);
+        r[k] = submit(s, p, 48, &rp, &together[k]);
+    }
+    for (int k = 0; k < 3; k++) {
+        wait_done(&together[k]);
+        engine_release(s, r[k]);
+        assert_int_equal(together[k].n, alone[k].n);
+        assert_memory_equal(together[k].ids, alone[k].ids, sizeof(int32_t) * (size_t)alone[k].n);
+    }
+    engine_get_stats(s, &after);
+    /* 48 prompt tokens once, the last one for each follower, 3 x 5 generated */
+    const uint64_t evaluated = after.step_tokens - before.step_tokens;
+    print_message("  3 choices of a 48-token prompt: %llu tokens evaluated\n", (unsigned long long)evaluated);
+    assert_true(evaluated <= 48 + 2 + 15);
     engine_close(s);
 }
 
@@ -673,6 +811,8 @@ int main(void)
         cmocka_unit_test(test_cancel_and_stop),
         cmocka_unit_test(test_prefix_reuse),
         cmocka_unit_test(test_json_mode),
+        cmocka_unit_test(test_grammar_requests),
+        cmocka_unit_test(test_shared_prompt),
         cmocka_unit_test(test_textout),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_top_logits),

@@ -323,7 +323,9 @@ static void attention_naive(const struct kern_attn_args *a, const float *kf, con
         for (int h = 0; h < a->n_head; h++) {
             const float *q = a->q + ((size_t)t * a->n_head + h) * hd;
             const int g = h / G;
-            const int64_t last = a->pos0 + t, first = a->window && last - a->window + 1 > 0 ? last - a->window + 1 : 0;
+            /* an encoder's rows (non_causal) see every key of the batch */
+            const int64_t own = a->pos0 + t, last = a->non_causal ? a->pos0 + a->n_tok - 1 : own,
+                          first = a->window && own - a->window + 1 > 0 ? own - a->window + 1 : 0;
             double m = a->sinks ? a->sinks[h] : -INFINITY, sum = 0;
             for (int64_t j = first; j <= last; j++) {
                 double d = 0;
@@ -354,6 +356,7 @@ struct attn_case {
     int window, cap; /* keys seen (0: all), rows of a ring cache (0: one per position) */
     float softcap;
     bool sinks;
+    bool non_causal; /* an encoder's attention */
 };
 
 /* Runs case cs with cache type kt through every kernel this CPU has and
@@ -392,7 +395,8 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
     struct kern_attn_args a = {.q = q, .k = kc, .v = vc, .kv_type = kt, .kv_row_bytes = row_bytes, .out = out,
                                .n_tok = cs->n_tok, .n_head = cs->n_head, .n_head_kv = cs->n_head_kv, .head_dim = hd,
                                .pos0 = cs->pos0, .scale = 1.0f / sqrtf((float)hd), .window = cs->window,
-                               .kv_cap = cs->cap, .softcap = cs->softcap, .sinks = cs->sinks ? sinks : NULL};
+                               .kv_cap = cs->cap, .softcap = cs->softcap, .sinks = cs->sinks ? sinks : NULL,
+                               .non_causal = cs->non_causal};
     attention_naive(&a, kf, vf, ref);
     float *scalar = malloc(n_out * sizeof *scalar);
     int checked = 0;
@@ -441,9 +445,9 @@ static void test_attention_kernels(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 4, 64, 0, 0, 0, 0, false},  {1, 8, 2, 64, 100, 0, 0, 0, false}, {7, 8, 2, 32, 0, 0, 0, 0, false},
-        {13, 6, 3, 64, 29, 0, 0, 0, false}, {4, 2, 1, 128, 70, 0, 0, 0, false}, {33, 4, 1, 64, 5, 0, 0, 0, false},
-        {2, 4, 2, 40, 37, 0, 0, 0, false}};
+        {1, 4, 4, 64, 0, 0, 0, 0, false, false},  {1, 8, 2, 64, 100, 0, 0, 0, false, false}, {7, 8, 2, 32, 0, 0, 0, 0, false, false},
+        {13, 6, 3, 64, 29, 0, 0, 0, false, false}, {4, 2, 1, 128, 70, 0, 0, 0, false, false}, {33, 4, 1, 64, 5, 0, 0, 0, false, false},
+        {2, 4, 2, 40, 37, 0, 0, 0, false, false}};
     int checked = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
@@ -459,11 +463,11 @@ static void test_attention_variants(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 2, 64, 100, 8, 0, 0, false},    {1, 4, 2, 64, 100, 8, 9, 0, false},
-        {6, 4, 2, 64, 57, 20, 25, 0, false},   {13, 8, 2, 32, 70, 33, 45, 0, false},
-        {5, 4, 4, 64, 3, 16, 20, 0, false},    {7, 4, 2, 64, 40, 0, 0, 0.7f, false},
-        {3, 4, 2, 64, 20, 0, 0, 0, true},      {9, 8, 2, 64, 90, 32, 40, 2.0f, true},
-        {1, 2, 1, 128, 300, 128, 128, 50, true},
+        {1, 4, 2, 64, 100, 8, 0, 0, false, false},    {1, 4, 2, 64, 100, 8, 9, 0, false, false},
+        {6, 4, 2, 64, 57, 20, 25, 0, false, false},   {13, 8, 2, 32, 70, 33, 45, 0, false, false},
+        {5, 4, 4, 64, 3, 16, 20, 0, false, false},    {7, 4, 2, 64, 40, 0, 0, 0.7f, false, false},
+        {3, 4, 2, 64, 20, 0, 0, 0, true, false},      {9, 8, 2, 64, 90, 32, 40, 2.0f, true, false},
+        {1, 2, 1, 128, 300, 128, 128, 50, true, false},
     };
     int checked = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -471,6 +475,25 @@ static void test_attention_variants(void **state)
             checked += check_attention(&cases[c], kv_types[k], 100 + c, 2e-5, 2e-4);
     print_message("  %d attention variant runs match the definition\n", checked);
     assert_true(checked >= 27);
+}
+
+/* Attention both ways (encoders): every row sees all the batch's keys,
+ * with batches that fill several token blocks and tiles, and from a
+ * cache that already holds earlier positions. */
+static void test_attention_non_causal(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {1, 4, 4, 32, 0, 0, 0, 0, false, true},   {6, 4, 4, 32, 0, 0, 0, 0, false, true},
+        {37, 4, 4, 32, 0, 0, 0, 0, false, true},  {70, 8, 2, 64, 0, 0, 0, 0, false, true},
+        {9, 4, 2, 64, 30, 0, 0, 0, false, true},
+    };
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
+            checked += check_attention(&cases[c], kv_types[k], 200 + c, 2e-5, 2e-4);
+    print_message("  %d non-causal attention runs match the definition\n", checked);
+    assert_true(checked >= 15);
 }
 
 /* SwiGLU: every level's kernel the scalar one's twin, bit for bit, on
@@ -525,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_prepared_products),
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_attention_variants),
+        cmocka_unit_test(test_attention_non_causal),
         cmocka_unit_test(test_swiglu_kernels),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);

@@ -1,9 +1,11 @@
-/* Sampler: greedy, the filters, temperature, penalties, seeds. */
+/* Sampler: greedy, the filters, temperature, penalties, seeds; grammars,
+ * their masks, JSON Schema to grammar. */
 #include "testutil.h"
 
-#include "sampler/json_guard.h"
+#include "sampler/grammar.h"
 #include "sampler/sampler.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,12 +257,31 @@ static void test_allowed_mask(void **state)
     }
 }
 
-/* JSON mode's checker: whole objects are accepted and complete, every
+static struct grammar *compile(const char *text)
+{
+    struct grammar *g;
+    pb_err err;
+    if (grammar_parse(text, strlen(text), &g, &err))
+        fail_msg("%s", err.msg);
+    return g;
+}
+
+static struct gmatch *matcher(const struct grammar *g)
+{
+    struct gmatch *m;
+    pb_err err;
+    if (gmatch_create(g, &m, &err))
+        fail_msg("%s", err.msg);
+    return m;
+}
+
+/* JSON mode's grammar: whole objects are accepted and complete, every
  * prefix of them is accepted and not complete, and text that cannot
  * become an object is refused at the byte where it goes wrong. */
-static void test_json_guard(void **state)
+static void test_json_grammar(void **state)
 {
     (void)state;
+    struct grammar *gr = compile(sampler_json_grammar());
     static const char *const good[] = {
         "{}",
         "{\"a\":1}",
@@ -270,18 +291,19 @@ static void test_json_guard(void **state)
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         const char *t = good[i];
-        struct json_guard g;
-        json_guard_init(&g);
+        struct gmatch *g = matcher(gr);
         size_t n = strlen(t), last = n;
         while (last > 0 && (t[last - 1] == '\n' || t[last - 1] == ' '))
             last--;
         for (size_t k = 0; k < n; k++) {
-            if (!json_guard_feed(&g, t + k, 1))
+            if (!gmatch_feed(g, t + k, 1))
                 fail_msg("good[%zu] refused at byte %zu", i, k);
-            assert_int_equal(json_guard_complete(&g), k + 1 >= last);
+            assert_int_equal(gmatch_complete(g), k + 1 >= last);
         }
-        json_guard_init(&g);
-        assert_true(json_guard_feed(&g, t, n) && json_guard_complete(&g));
+        gmatch_free(g);
+        g = matcher(gr);
+        assert_true(gmatch_feed(g, t, n) && gmatch_complete(g));
+        gmatch_free(g);
     }
     static const struct {
         const char *text;
@@ -307,27 +329,171 @@ static void test_json_guard(void **state)
         {"{}{}", 2},               /* a second object */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct json_guard g;
-        json_guard_init(&g);
+        struct gmatch *g = matcher(gr);
         size_t n = strlen(bad[i].text), k = 0;
-        while (k < n && json_guard_feed(&g, bad[i].text + k, 1))
+        while (k < n && gmatch_feed(g, bad[i].text + k, 1))
             k++;
+        gmatch_free(g);
         if (k != bad[i].bad_at)
             fail_msg("bad[%zu] '%s': refused at byte %zu, expected %zu", i, bad[i].text, k, bad[i].bad_at);
     }
-    /* limits: nesting depth and runs of whitespace */
-    struct json_guard g;
-    json_guard_init(&g);
-    assert_true(json_guard_feed(&g, "{\"a\":", 5));
+    /* limits: nesting depth (the matcher's stacks) and runs of whitespace */
+    struct gmatch *g = matcher(gr);
+    assert_true(gmatch_feed(g, "{\"a\":", 5));
     int depth = 1;
-    while (json_guard_feed(&g, "[", 1))
+    while (depth < 10000 && gmatch_feed(g, "[", 1))
         depth++;
-    assert_int_equal(depth, JSON_GUARD_MAX_DEPTH);
-    json_guard_init(&g);
+    assert_true(depth > 32 && depth < GRAMMAR_MAX_DEPTH);
+    gmatch_free(g);
+    /* blanks between tokens: one space, or a newline and 20 spaces or
+     * tabs at most (a model cannot stall in blank space) */
+    g = matcher(gr);
     int ws = 0;
-    while (json_guard_feed(&g, " ", 1))
+    while (ws < 1000 && gmatch_feed(g, " ", 1))
         ws++;
-    assert_int_equal(ws, JSON_GUARD_MAX_WS);
+    assert_int_equal(ws, 1);
+    gmatch_free(g);
+    g = matcher(gr);
+    assert_true(gmatch_feed(g, "{\n", 2));
+    ws = 0;
+    while (ws < 1000 && gmatch_feed(g, "\t", 1))
+        ws++;
+    assert_int_equal(ws, 20);
+    gmatch_free(g);
+    grammar_free(gr);
+}
+
+/* Grammars that cannot be compiled are refused with what is wrong. */
+static void test_grammar_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"root ::= a\n", "rule 'a' is used but not defined"},
+        {"root ::= root \"x\"\n", "rule 'root' can reach itself"},
+        {"root ::= x \"y\"\nx ::= \"a\"? root\n", "can reach itself"},
+        {"root ::= \"a\" (\n", "line 1, column 14: a group without its closing )"},
+        {"root ::= [z-a]\n", "end comes before its start"},
+        {"root ::= x*\nx ::= \"a\"?\n", "can reach itself"},
+        {"root ::= \"a\"{3,2}\n", "n below m"},
+        {"foo ::= \"a\"\n", "no rule 'root'"},
+        {"root ::= \"\\q\"\n", "unknown escape"},
+        {"root ::= \"a\"\nroot ::= \"b\"\n", "line 2, column 1: a rule defined twice"},
+        {"root ::= \"a\"{1,200000}\n", "above 100000"},
+        {"root ::= *\n", "without anything before it to repeat"},
+        {"root ::= \"abc\n", "without its closing quote"},
+        {"root ::= []\n", "empty character class"},
+        {"root := \"a\"\n", "expected ::="},
+        {"root ::= \"\xff\"\n", "invalid UTF-8"},
+        {"", "no rule 'root'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct grammar *g = NULL;
+        pb_err err = {0};
+        assert_int_equal(grammar_parse(bad[i].text, strlen(bad[i].text), &g, &err), PB_EINVAL);
+        assert_null(g);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("grammar %zu: '%s' does not say '%s'", i, err.msg, bad[i].msg);
+    }
+    /* deeply nested groups are bounded, not a stack overflow */
+    char deep[600];
+    size_t n = (size_t)snprintf(deep, sizeof deep, "root ::= ");
+    for (int i = 0; i < 200; i++)
+        deep[n++] = '(';
+    deep[n] = 0;
+    struct grammar *g;
+    pb_err err;
+    assert_int_equal(grammar_parse(deep, n, &g, &err), PB_EINVAL);
+    assert_non_null(strstr(err.msg, "nested more than 64"));
+    /* a rule over several lines, comments, repetition forms, any char */
+    g = compile("# a comment\nroot ::= \"<\" item\n  (\",\" item)* \">\" # the end\n"
+                "item ::= [a-c]{2} | \"x\"+ | [^<>,]? \".\" | \"\\u00e9\" . \"!\"{0,2}\n");
+    static const char *const ok[] = {"<ab>", "<ab,xxx,.>", "<z.,\xc3\xa9\xe2\x82\xac!!>"};
+    static const char *const no[] = {"<a>", "<ab,>", "<ab", "<\xc3\xa9\xe2\x82\xac!!!>"};
+    for (size_t i = 0; i < 3; i++) {
+        struct gmatch *m = matcher(g);
+        if (!gmatch_feed(m, ok[i], strlen(ok[i])) || !gmatch_complete(m))
+            fail_msg("'%s' refused", ok[i]);
+        assert_true(gmatch_done(m));
+        gmatch_free(m);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        struct gmatch *m = matcher(g);
+        if (gmatch_feed(m, no[i], strlen(no[i])) && gmatch_complete(m))
+            fail_msg("'%s' accepted", no[i]);
+        gmatch_free(m);
+    }
+    grammar_free(g);
+}
+
+/* The trie's masks equal feeding every token's text on its own, state
+ * after state along a random walk (cached masks included), for a
+ * vocabulary with multi-byte characters split across tokens. */
+static void test_grammar_mask(void **state)
+{
+    (void)state;
+    static const char *const toks[] = {
+        "{", "}", "\"", "\":", ":", ",", " ", "\n", "  ", "a", "b", "ab", "abc", "\"a", "\"b\":", "1", "12", "-",
+        ".", "0", "e", "true", "false", "null", "nul", "[", "]", "[]", "{}", "\\", "\\n", "\xc3", "\xa9",
+        "\xc3\xa9", "\xe2\x82", "\xac", "\xe2", "\x82\xac", "\xed\xa0", "\xff", "x\"}", "\"}", "1}", "\t",
+    };
+    enum { N = sizeof toks / sizeof toks[0] };
+    char pieces[512];
+    uint32_t off[N + 1], o = 0;
+    for (int i = 0; i < N; i++) {
+        off[i] = o;
+        memcpy(pieces + o, toks[i], strlen(toks[i]));
+        o += (uint32_t)strlen(toks[i]);
+    }
+    off[N] = o;
+    struct gtrie *t;
+    pb_err err;
+    if (gtrie_build(pieces, off, N, NULL, &t, &err))
+        fail_msg("%s", err.msg);
+    struct grammar *gr = compile(sampler_json_grammar());
+    uint64_t rng = 42, total_cached = 0;
+    int checked = 0;
+    for (int run = 0; run < 40; run++) {
+        struct gmatch *m = matcher(gr);
+        char text[1024];
+        size_t len = 0;
+        for (int step = 0; step < 40; step++) {
+            uint8_t allowed[N];
+            int32_t n = gmatch_mask(m, t, allowed), count = 0;
+            for (int i = 0; i < N; i++) {
+                /* brute force: the text so far and this token, fed afresh */
+                struct gmatch *c = matcher(gr);
+                const bool ok = gmatch_feed(c, text, len) && gmatch_feed(c, toks[i], strlen(toks[i]));
+                gmatch_free(c);
+                if (ok != (allowed[i] != 0))
+                    fail_msg("after '%.*s': token '%s' %s by the mask", (int)len, text, toks[i],
+                             allowed[i] ? "allowed" : "refused");
+                count += allowed[i];
+            }
+            assert_int_equal(n, count);
+            if (n == 0 || len + 8 >= sizeof text)
+                break;
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int pick = (int)((rng >> 33) % (uint64_t)n);
+            for (int i = 0; i < N; i++)
+                if (allowed[i] && pick-- == 0) {
+                    assert_true(gmatch_feed(m, toks[i], strlen(toks[i])));
+                    memcpy(text + len, toks[i], strlen(toks[i]));
+                    len += strlen(toks[i]);
+                    break;
+                }
+            checked++;
+        }
+        uint64_t computed, cached;
+        gmatch_counts(m, &computed, &cached);
+        total_cached += cached;
+        gmatch_free(m);
+    }
+    assert_true(total_cached > 0); /* states repeat: masks came from the cache */
+    assert_true(checked > 100);
+    gtrie_free(t);
+    grammar_free(gr);
 }
 
 static void test_bad_params(void **state)
@@ -354,7 +520,9 @@ int main(void)
         cmocka_unit_test(test_repetition_penalty),
         cmocka_unit_test(test_presence_frequency),
         cmocka_unit_test(test_allowed_mask),
-        cmocka_unit_test(test_json_guard),
+        cmocka_unit_test(test_json_grammar),
+        cmocka_unit_test(test_grammar_errors),
+        cmocka_unit_test(test_grammar_mask),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);

@@ -494,7 +494,7 @@ static void test_errors(void **state)
     expect_error(s.port, "POST", "/v1/chat/completions", auth, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
                  400, NULL);
     const char *bad_params[] = {"\"temperature\":5", "\"temperature\":\"hot\"", "\"top_p\":2", "\"max_tokens\":0",
-                                "\"max_tokens\":1.5", "\"n\":2", "\"stop\":[1]", "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]",
+                                "\"max_tokens\":1.5", "\"n\":17", "\"n\":0", "\"stop\":[1]", "\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]",
                                 "\"presence_penalty\":3", "\"seed\":\"x\"", "\"stream\":\"yes\"",
                                 "\"response_format\":{\"type\":\"xml\"}", "\"stream_options\":3"};
     for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
@@ -1533,19 +1533,17 @@ static void test_bad_content_length(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
-/* Fields plumb does not honour are a 400 naming the field, never ignored
- * (with tool_choice "required" it used to answer plain text). */
+/* Fields plumb does not honour are a 400 naming the field, never ignored. */
 static void test_unsupported_fields(void **state)
 {
     (void)state;
     struct server s = start_server(model_path(), "-np 1 --ctx 128");
     const char *fields[][2] = {
-        {"tools", "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]"},
-        {"tool_choice", "\"required\""},
         {"functions", "[{\"name\":\"f\",\"parameters\":{}}]"},
         {"function_call", "\"auto\""},
-        {"logit_bias", "{\"50256\":-100}"},
-        {"parallel_tool_calls", "true"},
+        {"audio", "{\"voice\":\"alloy\"}"},
+        {"modalities", "[\"text\",\"audio\"]"},
+        {"prediction", "{\"type\":\"content\",\"content\":\"x\"}"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char body[512], quoted[64];
@@ -1558,6 +1556,160 @@ static void test_unsupported_fields(void **state)
         response_free(&r);
     }
     assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
+/* What applications send (issue 17): a required tool call comes back as
+ * tool_calls whose arguments follow the schema; a JSON Schema answer
+ * validates; schema keywords plumb cannot follow, bad logit_bias, n and
+ * tool_choice are 400s naming them; /tokenize and /detokenize round-trip;
+ * embeddings of a decoder are normalized and a text beyond the context is
+ * context_length_exceeded; X-Request-Id comes back (the client's, or one
+ * made) and is logged; CORS answers an allowed origin and its preflight,
+ * and nothing for another; the per-model metrics carry the model label. */
+static void test_applications(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 2 --ctx 1024 --cors-origins https://app.example");
+    const char *tool = "[{\"type\":\"function\",\"function\":{\"name\":\"add\",\"parameters\":{\"type\":\"object\","
+                       "\"properties\":{\"a\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9},\"b\":{\"enum\":[\"x\",\"y\"]}},"
+                       "\"required\":[\"a\",\"b\"],\"additionalProperties\":false}}}]";
+    char body[2048];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"add\"}],\"max_tokens\":120,\"seed\":3,"
+             "\"tools\":%s,\"tool_choice\":\"required\",\"parallel_tool_calls\":false}", tool);
+    struct response r = request(s.port, "POST", "/v1/chat/completions", "X-Request-Id: tools-1\r\n", body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "X-Request-Id: tools-1"));
+    json_t *v = body_json(&r);
+    const json_t *choice = json_array_get(json_object_get(v, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(choice, "finish_reason")), "tool_calls");
+    const json_t *calls = json_object_get(json_object_get(choice, "message"), "tool_calls");
+    assert_int_equal(json_array_size(calls), 1);
+    const json_t *fn = json_object_get(json_array_get(calls, 0), "function");
+    assert_string_equal(json_string_value(json_object_get(fn, "name")), "add");
+    json_t *args = json_loads(json_string_value(json_object_get(fn, "arguments")), 0, NULL);
+    const json_int_t a = json_integer_value(json_object_get(args, "a"));
+    const char *b = json_string_value(json_object_get(args, "b"));
+    assert_true(json_is_integer(json_object_get(args, "a")) && a >= 0 && a <= 9 && b && (!strcmp(b, "x") || !strcmp(b, "y")));
+    assert_int_equal(json_object_size(args), 2);
+    json_decref(args);
+    json_decref(v);
+    response_free(&r);
+
+    /* a schema answer */
+    const char *sch = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":200,\"seed\":4,"
+                      "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":"
+                      "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},\"minItems\":2,\"maxItems\":3}}}}";
+    r = request(s.port, "POST", "/v1/chat/completions", NULL, sch);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    json_t *arr = json_loads(json_string_value(json_object_get(json_object_get(json_array_get(json_object_get(v, "choices"), 0), "message"), "content")), 0, NULL);
+    assert_true(json_is_array(arr) && json_array_size(arr) >= 2 && json_array_size(arr) <= 3);
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        assert_true(json_is_boolean(json_array_get(arr, i)));
+    assert_non_null(strstr(r.headers, "X-Request-Id: req-"));
+    json_decref(arr);
+    json_decref(v);
+    response_free(&r);
+
+    /* refused, naming what is wrong */
+    static const struct {
+        const char *field, *says;
+    } bad[] = {
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":{\"type\":\"string\",\"format\":\"uri\"}}}", "format 'uri'"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"if\":{}}}}}}", "'if'"},
+        {"\"grammar\":\"root ::= missing\"", "'missing'"},
+        {"\"logit_bias\":{\"abc\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"5\":101}", "-100 to 100"},
+        {"\"tool_choice\":\"required\"", "needs 'tools'"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"bad name\"}}]", "tools[0].function.name"},
+        {"\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]", "tool_call_id"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":4,%s}",
+                 bad[i].field);
+        if (!strncmp(bad[i].field, "\"messages\"", 11))
+            snprintf(body, sizeof body, "{%s}", bad[i].field);
+        r = request(s.port, "POST", "/v1/chat/completions", NULL, body);
+        if (r.status != 400 || !strstr(r.body, bad[i].says))
+            fail_msg("%s: %d %s", bad[i].field, r.status, r.body ? r.body : "");
+        response_free(&r);
+    }
+
+    /* /tokenize and /detokenize */
+    r = request(s.port, "POST", "/tokenize", NULL, "{\"content\":\"Once upon a time\"}");
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    char *toks = json_dumps(json_object_get(v, "tokens"), JSON_COMPACT);
+    json_decref(v);
+    response_free(&r);
+    snprintf(body, sizeof body, "{\"tokens\":%s}", toks);
+    free(toks);
+    r = request(s.port, "POST", "/detokenize", NULL, body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "Once upon a time"));
+    response_free(&r);
+
+    /* embeddings of the decoder: normalized; too long is refused */
+    r = request(s.port, "POST", "/v1/embeddings", NULL, "{\"input\":[\"a b c\",[1,2,3]]}");
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    const json_t *data = json_object_get(v, "data");
+    assert_int_equal(json_array_size(data), 2);
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *emb = json_object_get(json_array_get(data, i), "embedding");
+        double ss = 0;
+        for (size_t k = 0; k < json_array_size(emb); k++)
+            ss += json_number_value(json_array_get(emb, k)) * json_number_value(json_array_get(emb, k));
+        assert_true(json_array_size(emb) == 256 && fabs(ss - 1) < 1e-4);
+    }
+    json_decref(v);
+    response_free(&r);
+    char *big = malloc(20000);
+    int o = snprintf(big, 20000, "{\"input\":[[");
+    for (int i = 0; i < 1100; i++)
+        o += snprintf(big + o, 20000 - (size_t)o, "%s5", i ? "," : "");
+    snprintf(big + o, 20000 - (size_t)o, "]]}");
+    expect_error(s.port, "POST", "/v1/embeddings", NULL, big, 400, "context_length_exceeded");
+    free(big);
+
+    /* CORS: the allowed origin gets its headers and a preflight; another none */
+    r = request(s.port, "OPTIONS", "/v1/chat/completions",
+                "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n", NULL);
+    assert_int_equal(r.status, 204);
+    assert_non_null(strstr(r.headers, "Access-Control-Allow-Origin: https://app.example"));
+    assert_non_null(strstr(r.headers, "Access-Control-Allow-Methods:"));
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/models", "Origin: https://evil.example\r\n", NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.headers, "Access-Control-Allow-Origin"));
+    v = body_json(&r);
+    const json_t *m0 = json_array_get(json_object_get(v, "data"), 0);
+    assert_int_equal(json_integer_value(json_object_get(m0, "context_length")), 1024);
+    assert_true(json_array_size(json_object_get(m0, "capabilities")) == 4);
+    json_decref(v);
+    response_free(&r);
+
+    /* per-model metrics */
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    char want[256];
+    const char *series[] = {"plumb:num_requests_running{model=\"%s\"}", "plumb:request_success_total{model=\"%s\",finished_reason=\"tool_calls\"} 1",
+                            "plumb:time_to_first_token_seconds_count{model=\"%s\"}", "plumb:e2e_request_latency_seconds_count{model=\"%s\"} 3"};
+    char id[64];
+    const char *base = strrchr(model_path(), '/');
+    snprintf(id, sizeof id, "%s", base ? base + 1 : model_path());
+    if (strstr(id, ".gguf"))
+        *strstr(id, ".gguf") = 0;
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(want, sizeof want, series[i], id);
+        if (!strstr(r.body, want))
+            fail_msg("no '%s' in the metrics", want);
+    }
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    char *log = test_read_file(s.log, NULL);
+    assert_non_null(strstr(log, "id=tools-1 "));
+    free(log);
 }
 
 static int cpus_usable(void)
@@ -1634,6 +1786,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_bad_content_length),
         cmocka_unit_test(test_unsupported_fields),
+        cmocka_unit_test(test_applications),
         cmocka_unit_test(test_unsafe_settings),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);

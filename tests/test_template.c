@@ -7,6 +7,7 @@
 #include "base/rng.h"
 #include "chat/chat.h"
 #include "gguf/gguf.h"
+#include "sampler/grammar.h"
 #include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -774,6 +775,165 @@ static void test_reasoning_split(void **state)
     close_chat(c, tok, f);
 }
 
+/* ---- tool calls ---- */
+
+static const char tools_json[] =
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather\",\"parameters\":"
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":10}},\"required\":[\"city\"],"
+    "\"additionalProperties\":false}}}]";
+
+/* The real templates render tools, an assistant's tool_calls and the tool
+ * result (Mistral's with the 9-character ids it insists on; templates
+ * without tools get them in the system message), and each family's style
+ * is found from its markers. */
+static void test_tool_templates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *style;
+        bool knows;
+    } cases[] = {
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", "hermes", true},
+        {"Qwen-Qwen3-0.6B.jinja", "hermes", true},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", "llama3", true},
+        {"meta-llama-Llama-3.2-3B-Instruct.jinja", "llama3", true},
+        {"mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral", true},
+        {"ibm-granite-granite-3.3-2B-Instruct.jinja", "generic", true},
+        {"google-gemma-2-2b-it.jinja", "generic", false},
+        {"microsoft-Phi-3.5-mini-instruct.jinja", "generic", false},
+        {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "generic", false},
+        {NULL, "hermes", true}, /* the built-in ChatML */
+    };
+    json_t *tools = json_loads(tools_json, 0, NULL);
+    json_t *msgs = json_loads("[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":"
+                              "\"Weather in Paris?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+                              "\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+                              "\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\","
+                              "\"content\":\"21 C\"}]", 0, NULL);
+    assert_non_null(tools);
+    assert_non_null(msgs);
+    int rendered = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct tokenizer *tok;
+        struct gguf_file *f;
+        struct chat *c = open_chat(cases[i].file, cases[i].file ? NULL : "chatml", &tok, &f);
+        if (!c)
+            continue;
+        bool knows;
+        const enum chat_tool_style st = chat_tool_style(c, &knows);
+        assert_string_equal(chat_tool_style_name(st), cases[i].style);
+        assert_int_equal(knows, cases[i].knows);
+        json_t *m = chat_tool_messages(msgs, tools, knows, st);
+        struct tmpl_output out;
+        pb_err err = {0};
+        if (chat_render_tools(c, m, knows ? tools : NULL, true, NULL, &out, &err))
+            fail_msg("%s: %s", cases[i].file ? cases[i].file : "chatml", err.msg);
+        if (!strstr(out.text, "get_weather") || !strstr(out.text, "Paris") || !strstr(out.text, "21 C"))
+            fail_msg("%s: the tools, the call or its result are missing:\n%s", cases[i].file, out.text);
+        tmpl_output_free(&out);
+        json_decref(m);
+        close_chat(c, tok, f);
+        rendered++;
+    }
+    print_message("  %d templates render tools, calls and results\n", rendered);
+    json_decref(msgs);
+    json_decref(tools);
+}
+
+/* Each family's output read back into calls (the text before them kept),
+ * what is not a call to an offered tool left as text, the grammar of each
+ * format taking its own canonical call, and streaming's safe prefix. */
+static void test_tool_parsing(void **state)
+{
+    (void)state;
+    json_t *tools = json_loads(tools_json, 0, NULL);
+    static const struct {
+        enum chat_tool_style style;
+        const char *text;
+        int calls;      /* -1: none */
+        size_t content; /* bytes of text before the calls */
+    } cases[] = {
+        {CHAT_TOOLS_HERMES, "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", 1, 5},
+        {CHAT_TOOLS_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}\n</tool_call>\n"
+                            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}\n</tool_call>", 2, 0},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", 1, 0},
+        {CHAT_TOOLS_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"A\"}}; {\"name\": \"get_weather\", \"parameters\": {}}", 2, 0},
+        {CHAT_TOOLS_MISTRAL, "[TOOL_CALLS][{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"},\"id\":\"abcdefghi\"}]", 1, 0},
+        {CHAT_TOOLS_HARMONY, "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}", 1, 0},
+        {CHAT_TOOLS_GENERIC, "{\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]}", 1, 0},
+        {CHAT_TOOLS_GENERIC, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", 1, 0},
+        {CHAT_TOOLS_HERMES, "Hello, no call here.", -1, 20},
+        {CHAT_TOOLS_HERMES, "<tool_call>\n{\"name\": \"launch_rockets\", \"arguments\": {}}\n</tool_call>", -1, 68},
+        {CHAT_TOOLS_GENERIC, "{\"answer\": 42}", -1, 14},
+        {CHAT_TOOLS_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"argu", -1, 37},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *calls = NULL;
+        size_t content = 0;
+        const size_t n = strlen(cases[i].text);
+        assert_int_equal(chat_tool_parse(cases[i].style, tools, cases[i].text, n, &calls, &content), PB_OK);
+        if (cases[i].calls < 0) {
+            if (calls)
+                fail_msg("case %zu: calls read from '%s'", i, cases[i].text);
+            assert_int_equal(content, n);
+            continue;
+        }
+        if (!calls || (int)json_array_size(calls) != cases[i].calls)
+            fail_msg("case %zu: %d calls expected from '%s'", i, cases[i].calls, cases[i].text);
+        assert_int_equal(content, cases[i].content);
+        for (size_t k = 0; k < json_array_size(calls); k++) {
+            const json_t *c = json_array_get(calls, k);
+            assert_string_equal(json_string_value(json_object_get(c, "name")), "get_weather");
+            json_t *args = json_loads(json_string_value(json_object_get(c, "arguments")), 0, NULL);
+            assert_true(json_is_object(args));
+            json_decref(args);
+        }
+        json_decref(calls);
+    }
+    /* each format's grammar takes its own call */
+    static const struct {
+        enum chat_tool_style style;
+        const char *call;
+    } canon[] = {
+        {CHAT_TOOLS_GENERIC, "{\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]}"},
+        {CHAT_TOOLS_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"},
+        {CHAT_TOOLS_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"},
+        {CHAT_TOOLS_MISTRAL, "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]"},
+        {CHAT_TOOLS_HARMONY, "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}"},
+    };
+    for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
+        char *gbnf;
+        pb_err err;
+        struct grammar *g;
+        struct gmatch *m;
+        if (chat_tool_grammar(canon[i].style, tools, "get_weather", true, &gbnf, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(grammar_parse(gbnf, strlen(gbnf), &g, &err), 0);
+        assert_int_equal(gmatch_create(g, &m, &err), 0);
+        if (!gmatch_feed(m, canon[i].call, strlen(canon[i].call)) || !gmatch_complete(m))
+            fail_msg("%s's grammar refuses %s", chat_tool_style_name(canon[i].style), canon[i].call);
+        json_t *calls;
+        size_t content;
+        chat_tool_parse(canon[i].style, tools, canon[i].call, strlen(canon[i].call), &calls, &content);
+        assert_int_equal(json_array_size(calls), 1); /* what the grammar makes reads back */
+        json_decref(calls);
+        gmatch_free(m);
+        grammar_free(g);
+        free(gbnf);
+    }
+    /* a name that is not a tool is refused */
+    char *gbnf;
+    pb_err err;
+    assert_int_equal(chat_tool_grammar(CHAT_TOOLS_HERMES, tools, "nope", false, &gbnf, &err), PB_EINVAL);
+    /* streaming: text before a marker goes out, a marker's start is held */
+    assert_int_equal(chat_tool_safe(CHAT_TOOLS_HERMES, "Hi <tool", 8), 3);
+    assert_int_equal(chat_tool_safe(CHAT_TOOLS_HERMES, "Hi <tool_call>{", 15), 3);
+    assert_int_equal(chat_tool_safe(CHAT_TOOLS_HERMES, "Hi there", 8), 8);
+    assert_int_equal(chat_tool_safe(CHAT_TOOLS_GENERIC, "  {\"tool", 8), 0);
+    assert_int_equal(chat_tool_safe(CHAT_TOOLS_GENERIC, "Hello", 5), 5);
+    json_decref(tools);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +946,8 @@ int main(void)
         cmocka_unit_test(test_builtin_reasoning_formats),
         cmocka_unit_test(test_reasoning_split),
         cmocka_unit_test(test_system_folded),
+        cmocka_unit_test(test_tool_templates),
+        cmocka_unit_test(test_tool_parsing),
     };
     return cmocka_run_group_tests_name("template", tests, NULL, NULL);
 }

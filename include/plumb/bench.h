@@ -14,9 +14,12 @@
 #define BENCH_MAX_TESTS 8
 
 struct bench_test {
-    char name[16];   /* "pp512", "tg128" */
+    char name[24];   /* "pp512", "tg128", "tg128+grammar", "embed b16" */
     int n_tokens;
     bool generation; /* tg: one token per evaluation */
+    bool constrained;/* a tg test under the grammar (beside its unconstrained twin) */
+    int embed_batch; /* > 0: an embedding test of this many texts at once; t/s are tokens embedded */
+    double inputs_s_median; /* embedding tests: texts per second */
     int reps;
     double t_s_median, t_s_min, t_s_max; /* tokens per second over the repetitions */
 };
@@ -31,6 +34,9 @@ struct bench_params {
     int n_threads;            /* 0: all CPUs */
     int reps;                 /* repetitions of each test (>= 1) */
     enum pb_kv_type kv_type;
+    const char *grammar;      /* GBNF: each tg test is run again under it, in the same run (constrained
+                               * decoding's cost), or NULL */
+    int embed[BENCH_MAX_TESTS], n_embed; /* > 0: embedding tests instead (texts per batch) */
     pb_progress_fn progress; /* synthesis progress (may be NULL) */
     void (*on_test)(void *user, const struct bench_test *t); /* each test as it ends (may be NULL) */
     void *user;
@@ -50,14 +56,16 @@ struct bench_report {
     double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
     uint64_t peak_rss_bytes;
     uint64_t kv_bytes;        /* the KV cache of the context the tests used */
-    struct bench_test tests[2 * BENCH_MAX_TESTS];
+    struct bench_test tests[3 * BENCH_MAX_TESTS];
     int n_tests;
 };
 
 /* Loads (or synthesizes) the model and runs every test reps times after a
  * warm-up, llama-bench style: a pp test evaluates a prompt of random
  * tokens into an empty cache, a tg test generates token by token from an
- * empty cache. */
+ * empty cache (with a grammar, again under it: generations that end with
+ * the grammar are repeated until n tokens are generated). Embedding tests
+ * embed short texts (10 to 16 tokens) in batches of n texts at once. */
 int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err);
 
 /* ---- bench --serve ----

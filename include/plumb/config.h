@@ -14,6 +14,7 @@
  *   min_rate = 4096           ; bytes a second of a request body, at least
  *   timeout = 600             ; seconds a request may run
  *   insecure = no             ; yes: serve a non-loopback host without API keys
+ *   cors_origins =            ; origins web pages may call from ("*": any; empty: none)
  *   drain_timeout = 30        ; seconds SIGTERM waits for running answers
  *   threads = 0               ; 0: all CPUs
  *   log_format = text         ; or json: one line per request
@@ -76,6 +77,7 @@ struct config {
     int max_per_client;
     double header_timeout_s, min_rate;
     bool insecure;
+    char cors_origins[CONFIG_STR]; /* origins allowed to call from browsers ("" none, "*" any) */
     double timeout_s, drain_timeout_s;
     int threads;
     bool log_json;

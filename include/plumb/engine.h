@@ -41,6 +41,7 @@
 #define ENGINE_DEFAULT_STEP_MS 150     /* a step's target duration while slots generate */
 #define ENGINE_MAX_SLOTS 256
 #define ENGINE_MAX_STOPS 4             /* stop strings per request */
+#define ENGINE_MAX_LOGIT_BIAS 1024     /* logit_bias entries per request */
 /* What a plumb process holds besides its models, in the estimate's
  * runtime part: code and libraries mapped and touched, the C library's
  * arenas, thread stacks as used. Measured: 12.8 MiB for plumb run on a
@@ -186,6 +187,8 @@ enum engine_reasoning {
 struct engine_chat_opts {
     bool no_thinking;             /* Qwen3 and the like: answer without thinking (enable_thinking = false) */
     const char *reasoning_effort; /* gpt-oss: "low", "medium" or "high"; NULL: the template's default */
+    const json_t *tools;          /* tools offered (OpenAI's [{"type": "function", "function": {...}}]), or
+                                   * NULL; messages may hold assistant tool_calls and "tool" results */
 };
 
 /* How the answer to a chat prompt starts: the template's reasoning markup,
@@ -204,13 +207,52 @@ struct engine_answer_start {
 int engine_chat_prompt(struct engine *e, const json_t *messages, const struct engine_chat_opts *opts, int32_t **ids,
                        size_t *n_ids, struct engine_answer_start *start, pb_err *err);
 
+/* ---- tool calls ----
+ * Each model family writes tool calls its own way (Qwen and Hermes in
+ * <tool_call> blocks, Llama 3 as {"name", "parameters"}, Mistral after
+ * [TOOL_CALLS], gpt-oss in harmony's commentary channel); a template that
+ * knows no tools is given them in its system message with a generic JSON
+ * form ({"tool_calls": [{"name", "arguments"}]}), which is also read back
+ * from every family. The style follows the chat template's markers. */
+
+/* "generic", "hermes", "llama3", "mistral" or "harmony". */
+const char *engine_tool_style(const struct engine *e);
+/* The grammar that makes the output calls to the tools in the model's
+ * format (only: that function alone, NULL: any; parallel: several calls
+ * where the format allows), each call's arguments following the
+ * function's parameters schema. An unsupported schema is PB_EINVAL
+ * naming the function and the keyword. */
+int engine_tool_grammar(struct engine *e, const json_t *tools, const char *only, bool parallel, char **gbnf,
+                        pb_err *err);
+/* An answer read back: *calls is a new array of {"name", "arguments"
+ * (JSON text)} when it calls offered tools, and *content_len the length
+ * of the text before the calls; else *calls is NULL. */
+int engine_tool_parse(const struct engine *e, const json_t *tools, const char *text, size_t len, json_t **calls,
+                      size_t *content_len);
+/* While an answer streams: its leading bytes that are surely text, not a
+ * part of a call. */
+size_t engine_tool_safe(const struct engine *e, const char *text, size_t len);
+
 /* ---- requests ---- */
+
+/* A bias added to one token's logit before sampling (OpenAI's
+ * logit_bias: -100 bans the token in practice, +100 all but forces it). */
+struct engine_logit_bias {
+    int32_t id;
+    float bias;
+};
 
 struct engine_request_params {
     struct sampler_params sampling;
     int n_predict;        /* tokens to generate at most; < 0: until end of generation or a full context */
     bool ignore_eog;      /* go on past end-of-generation tokens (benchmarks) */
     bool json_object;     /* only tokens that keep the text a JSON object; it ends when the object does */
+    const char *grammar;  /* GBNF (copied; plumb/sampler.h): only tokens that keep the text a prefix of
+                           * one of its sentences, end of generation once it is whole; it ends when
+                           * nothing can follow. Takes the place of json_object. A grammar that does
+                           * not compile is PB_EINVAL with its message. */
+    const struct engine_logit_bias *logit_bias; /* copied; ids must be in the vocabulary */
+    int n_logit_bias;
     const char *stop[ENGINE_MAX_STOPS]; /* stop strings (copied): the text ends before the first found */
     int n_stop;
     int n_top;            /* > 0: each step reports its n_top highest logits */
@@ -231,7 +273,8 @@ struct engine_step {
     const char *reasoning;  /* with a request's reasoning style: the reasoning text it lets out, without the
                              * markup (may be empty) */
     size_t reasoning_len;
-    const float *logits;    /* want_logits: the n_vocab logits it was drawn from, valid during the call */
+    const float *logits;    /* want_logits: the n_vocab logits it was drawn from (logit_bias added),
+                             * valid during the call */
     int32_t n_vocab;
     const int32_t *top_ids; /* n_top: the highest logits, highest first (ties to the lower id) */
     const float *top_logits;
@@ -305,6 +348,7 @@ struct engine_stats {
     uint64_t prompt_tokens;    /* prompt tokens submitted */
     uint64_t reused_tokens;    /* of those, not evaluated: reused or copied prefixes */
     uint64_t generated_tokens;
+    uint64_t embedded_tokens;  /* tokens of texts embedded */
     uint64_t steps;            /* forward passes */
     uint64_t step_tokens;      /* tokens they evaluated */
     double step_seconds;       /* time in forward passes */
@@ -312,6 +356,40 @@ struct engine_stats {
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */
 };
 void engine_get_stats(struct engine *e, struct engine_stats *st);
+
+/* ---- embeddings ----
+ * A text's embedding: the model's final states of its tokens pooled into
+ * one vector of n_embd values. Encoders (bert) see the whole text at once
+ * and pool as their file says (mean or the [CLS] token); decoders pool
+ * the last token's state (or the mean) after their final norm. */
+
+enum engine_pooling {
+    ENGINE_POOL_DEFAULT, /* the file's pooling_type (encoders), else the last token */
+    ENGINE_POOL_MEAN,
+    ENGINE_POOL_CLS,     /* the first token's state */
+    ENGINE_POOL_LAST,
+};
+
+struct engine_embed_params {
+    enum engine_pooling pooling;
+    bool normalize;      /* L2-normalized (as llama.cpp's and OpenAI's embeddings are) */
+};
+
+/* The width of the embeddings (n_embd), and whether the model is an
+ * encoder (embeddings only: generation is refused). */
+int64_t engine_embed_dim(const struct engine *e);
+bool engine_is_encoder(const struct engine *e);
+/* The pooling a request with ENGINE_POOL_DEFAULT gets: "mean", "cls", "last". */
+const char *engine_pooling_name(const struct engine *e, enum engine_pooling p);
+
+/* Embeds n_texts texts given as token ids (each with its special tokens:
+ * tok_encode with add_special) into out[i * dim .. (i + 1) * dim). The
+ * texts run on the slots no request holds, between the loop's steps, as
+ * many per forward pass as slots and the batch allow. A text longer than
+ * the context (or the batch) is PB_ETOOLONG; PB_EBUSY when every slot is
+ * generating. Waits for the result. */
+int engine_embed(struct engine *e, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                 const struct engine_embed_params *p, float *out, pb_err *err);
 
 /* The kernel set in use, and the PLUMB_SIMD value when it names none (it
  * is then ignored; NULL otherwise), for the caller to report. */

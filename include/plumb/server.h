@@ -70,6 +70,7 @@ struct server_record {
     int prompt_tokens, completion_tokens, cached_tokens;
     double ttft_s, duration_s;
     const char *finish;      /* "stop", "length", "cancelled", ... or "" */
+    const char *request_id;  /* X-Request-Id (the client's or made by the server) */
     bool client_gone;
 };
 
@@ -90,6 +91,8 @@ struct server_params {
     int max_per_client;      /* connections of one address waiting for their heads (0: no limit) */
     int max_waiting;         /* connections waiting for their heads, in all */
     bool insecure;           /* serve on a non-loopback host without API keys */
+    const char *cors_origins;/* origins browsers may call from ("https://a.example, https://b.example", or "*");
+                              * NULL: none (no CORS headers) */
     bool log_json;           /* request lines as JSON objects, else key=value text */
     bool ignore_memory;      /* load models even when their memory estimates exceed what is available */
     const char *instance_id; /* sent as X-Plumb-Instance on every response, so that a replica behind a load

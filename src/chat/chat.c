@@ -46,9 +46,22 @@ static const struct builtin {
      "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
      "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
      "{% endif %}"},
+    /* ChatML, with tools as Qwen 2.5 and Hermes write them */
     {"chatml", "<|im_start|>",
-     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
+     "{% if tools %}<|im_start|>system\n{% if messages and messages[0].role == 'system' %}{{ messages[0].content }}"
+     "\n\n{% endif %}# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are "
+     "provided with function signatures within <tools></tools> XML tags:\n<tools>{% for t in tools %}\n"
+     "{{ t | tojson }}{% endfor %}\n</tools>\n\nFor each function call, return a json object with function name "
+     "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+     "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+     "{% set msgs = messages[1:] if messages and messages[0].role == 'system' else messages %}"
+     "{% else %}{% set msgs = messages %}{% endif %}"
+     "{% for m in msgs %}{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n{{ m.content }}"
+     "{% for tc in m.tool_calls %}{% if m.content or not loop.first %}\n{% endif %}<tool_call>\n{\"name\": \""
+     "{{ tc.function.name }}\", \"arguments\": {{ tc.function.arguments | tojson }}}\n</tool_call>{% endfor %}"
+     "<|im_end|>\n{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n"
+     "</tool_response><|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
     {"llama3", "<|start_header_id|>",
      "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
      "{{ m.content | trim }}<|eot_id|>{% endfor %}"
@@ -82,7 +95,15 @@ struct chat {
     char name[32];
     char *bos_text, *eos_text;
     enum chat_reasoning_style style;
+    enum chat_tool_style tools;
+    bool knows_tools; /* the template renders tools itself */
 };
+
+enum chat_tool_style chat_tool_style(const struct chat *c, bool *knows_tools)
+{
+    *knows_tools = c->knows_tools;
+    return c->tools;
+}
 
 const char *chat_format_names(void)
 {
@@ -211,6 +232,7 @@ int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char
             if (tmpl_parse(src.data, (size_t)src.len, &c->t, &perr) == PB_OK) {
                 snprintf(c->name, sizeof c->name, "model template");
                 c->style = style_of(src.data, (size_t)src.len);
+                c->tools = chat_tool_style_of(src.data, (size_t)src.len, &c->knows_tools);
                 *out = c;
                 return PB_OK;
             }
@@ -235,6 +257,7 @@ int chat_open(const struct gguf_file *f, const struct tokenizer *tok, const char
         goto fail;
     snprintf(c->name, sizeof c->name, "%s", b->name);
     c->style = style_of(b->src, strlen(b->src));
+    c->tools = chat_tool_style_of(b->src, strlen(b->src), &c->knows_tools);
     *out = c;
     return PB_OK;
 fail:
@@ -290,37 +313,44 @@ static json_t *fold_system(const json_t *messages)
     return out;
 }
 
-static int render_once(const struct chat *c, const json_t *messages, bool add_generation_prompt,
-                       const json_t *extra, struct tmpl_output *out, pb_err *err);
+static int render_once(const struct chat *c, const json_t *messages, const json_t *tools,
+                       bool add_generation_prompt, const json_t *extra, struct tmpl_output *out, pb_err *err);
+
+int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
+                struct tmpl_output *out, pb_err *err)
+{
+    return chat_render_tools(c, messages, NULL, add_generation_prompt, extra, out, err);
+}
 
 /* A template that refuses a system message (Gemma's raise "System role not
  * supported") is given the conversation with the system message folded
  * into the first user turn, as llama.cpp's chat layer does. */
-int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
-                struct tmpl_output *out, pb_err *err)
+int chat_render_tools(const struct chat *c, const json_t *messages, const json_t *tools, bool add_generation_prompt,
+                      const json_t *extra, struct tmpl_output *out, pb_err *err)
 {
-    int rc = render_once(c, messages, add_generation_prompt, extra, out, err);
+    int rc = render_once(c, messages, tools, add_generation_prompt, extra, out, err);
     if (rc != PB_EINVAL)
         return rc;
     json_t *folded = fold_system(messages);
     if (!folded)
         return rc;
     pb_err again;
-    if (render_once(c, folded, add_generation_prompt, extra, out, &again) == PB_OK)
+    if (render_once(c, folded, tools, add_generation_prompt, extra, out, &again) == PB_OK)
         rc = PB_OK;
     json_decref(folded);
     return rc;
 }
 
-static int render_once(const struct chat *c, const json_t *messages, bool add_generation_prompt,
-                       const json_t *extra, struct tmpl_output *out, pb_err *err)
+static int render_once(const struct chat *c, const json_t *messages, const json_t *tools,
+                       bool add_generation_prompt, const json_t *extra, struct tmpl_output *out, pb_err *err)
 {
     /* messages (and tools, documents) carry user text: their strings stay
      * marked through the render, so their bytes never become special
      * tokens however the template transforms them */
     json_t *plain = json_pack("{s:b,s:s,s:s}", "add_generation_prompt", add_generation_prompt, "bos_token",
                               c->bos_text, "eos_token", c->eos_text);
-    json_t *user = json_pack("{s:O,s:n,s:n}", "messages", messages, "tools", "documents");
+    json_t *user = json_pack("{s:O,s:O,s:n}", "messages", messages, "tools", tools ? tools : json_null(),
+                             "documents");
     int rc = PB_OK;
     if (!plain || !user)
         rc = pb_fail(err, PB_ENOMEM, "out of memory");
@@ -342,9 +372,17 @@ int chat_tokenize(const struct chat *c, const struct tokenizer *tok, const json_
     json_t *vars = NULL;
     if (opts && !(vars = chat_opts_vars(opts)))
         return pb_fail(err, PB_ENOMEM, "out of memory");
+    /* tool calls and results in the history, tools offered */
+    const json_t *tools = opts && json_array_size(opts->tools) ? opts->tools : NULL;
+    json_t *msgs = chat_tool_messages(messages, tools, c->knows_tools, c->tools);
+    if (!msgs) {
+        json_decref(vars);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
     struct tmpl_output r;
-    int rc = chat_render(c, messages, add_generation_prompt, vars, &r, err);
+    int rc = chat_render_tools(c, msgs, c->knows_tools ? tools : NULL, add_generation_prompt, vars, &r, err);
     json_decref(vars);
+    json_decref(msgs);
     if (rc)
         return rc;
     if (start)

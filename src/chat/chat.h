@@ -38,6 +38,9 @@ const char *chat_name(const struct chat *c);
  * free it with tmpl_output_free. */
 int chat_render(const struct chat *c, const json_t *messages, bool add_generation_prompt, const json_t *extra,
                 struct tmpl_output *out, pb_err *err);
+/* The same with tools (an array, may be NULL) for the template's "tools". */
+int chat_render_tools(const struct chat *c, const json_t *messages, const json_t *tools, bool add_generation_prompt,
+                      const json_t *extra, struct tmpl_output *out, pb_err *err);
 
 
 /* ---- template variables ---- */
@@ -45,6 +48,7 @@ int chat_render(const struct chat *c, const json_t *messages, bool add_generatio
 /* Per-request switches that chat templates read. */
 struct chat_opts {
     bool no_thinking;             /* enable_thinking = false (Qwen3, DeepSeek-R1 distills, SmolLM3) */
+    const json_t *tools;          /* OpenAI's tools for the template (NULL: none) */
     const char *reasoning_effort; /* gpt-oss's "low", "medium" or "high"; NULL: the template's default */
 };
 
@@ -115,5 +119,47 @@ void chat_reasoning_feed(struct chat_reasoning *r, const char *text, size_t len,
 /* The end of the output: whatever was held back is given out. */
 void chat_reasoning_finish(struct chat_reasoning *r, chat_part_fn fn, void *user);
 void chat_reasoning_free(struct chat_reasoning *r);
+
+/* ---- tool calls ----
+ * How a template's model writes tool calls (chosen by the markers its
+ * source holds), and whether the template renders the tools itself. */
+enum chat_tool_style {
+    CHAT_TOOLS_GENERIC, /* {"tool_calls": [{"name", "arguments"}]} (templates without tools) */
+    CHAT_TOOLS_HERMES,  /* Qwen 2.5/3, Hermes: <tool_call>{"name", "arguments"}</tool_call> */
+    CHAT_TOOLS_LLAMA3,  /* Llama 3.x: [<|python_tag|>]{"name", "parameters"} */
+    CHAT_TOOLS_MISTRAL, /* [TOOL_CALLS][{"name", "arguments"}] */
+    CHAT_TOOLS_HARMONY, /* gpt-oss: <|channel|>commentary to=functions.NAME ...<|message|>{args} */
+};
+
+enum chat_tool_style chat_tool_style_of(const char *src, size_t len, bool *knows_tools);
+const char *chat_tool_style_name(enum chat_tool_style s);
+/* The chat's style and whether its template renders tools. */
+enum chat_tool_style chat_tool_style(const struct chat *c, bool *knows_tools);
+
+/* messages made ready for a template: assistant tool_calls' arguments as
+ * objects (templates write them with tojson), null contents as "". For a
+ * template that knows no tools (knows_tools false) and tools offered:
+ * the tools and the generic way to call them in the system message, and
+ * earlier calls and their results written as text. A new reference, NULL
+ * when out of memory. Mistral's templates get call ids of the 9
+ * alphanumeric characters they insist on. */
+json_t *chat_tool_messages(const json_t *messages, const json_t *tools, bool knows_tools, enum chat_tool_style style);
+
+/* The grammar of calls to the tools (OpenAI's [{"type": "function",
+ * "function": {"name", "parameters"}}]) in the style's format; only: one
+ * function (NULL: any); parallel: several calls where the format can. */
+int chat_tool_grammar(enum chat_tool_style style, const json_t *tools, const char *only, bool parallel, char **gbnf,
+                      pb_err *err);
+
+/* Reads an answer: when it holds calls to offered tools in the style's
+ * format (or a generic JSON form), *calls is a new array of {"name",
+ * "arguments" (JSON text)} and *content_len the length of the text before
+ * them; else *calls is NULL. PB_ENOMEM only. */
+int chat_tool_parse(enum chat_tool_style style, const json_t *tools, const char *text, size_t len, json_t **calls,
+                    size_t *content_len);
+
+/* While an answer streams: how many of its leading bytes are surely text
+ * and not a part of a call (the rest is held back). */
+size_t chat_tool_safe(enum chat_tool_style style, const char *text, size_t len);
 
 #endif

@@ -146,6 +146,10 @@ static bool step(struct chat_reasoning *r, chat_part_fn fn, void *user)
     case S_HEADER:
         if ((at = find(b, n, H_MESSAGE))) {
             r->body = find(b, (size_t)(at - b), H_ANALYSIS) ? CHAT_PART_REASONING : CHAT_PART_ANSWER;
+            /* a message to a recipient (a tool call: "to=functions.NAME")
+             * keeps its header in the answer, for the tool-call parser */
+            if (r->body == CHAT_PART_ANSWER && find(b, (size_t)(at - b), "to="))
+                emit(fn, user, CHAT_PART_ANSWER, b, (size_t)(at - b) + sizeof H_MESSAGE - 1);
             consume(r, (size_t)(at - b) + sizeof H_MESSAGE - 1);
             r->state = S_BODY;
             return true;

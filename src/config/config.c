@@ -208,6 +208,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
             ok = parse_double(value, 1, 1e12, &c->min_rate);
         else if (!strcmp(name, "insecure"))
             ok = parse_bool(value, &c->insecure);
+        else if (!strcmp(name, "cors_origins"))
+            ok = copy_str(c->cors_origins, sizeof c->cors_origins, value);
         else if (!strcmp(name, "timeout"))
             ok = parse_double(value, 0.1, 1e7, &c->timeout_s);
         else if (!strcmp(name, "drain_timeout"))

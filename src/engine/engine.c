@@ -449,7 +449,8 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
 {
     /* the template always sees its switches: left undefined, some close
      * the thinking block (DeepSeek-R1's) */
-    const struct chat_opts co = {opts && opts->no_thinking, opts ? opts->reasoning_effort : NULL};
+    const struct chat_opts co = {opts && opts->no_thinking, opts ? opts->tools : NULL,
+                                 opts ? opts->reasoning_effort : NULL};
     struct chat_start cs;
     pthread_mutex_lock(&e->chat_mu);
     int rc = chat_tokenize(e->chat, e->tok, messages, true, &co, ids, n_ids, &cs, err);
@@ -463,11 +464,76 @@ int engine_chat_prompt(struct engine *e, const json_t *messages, const struct en
     return rc;
 }
 
+/* ---- embeddings ---- */
+
+int64_t engine_embed_dim(const struct engine *e)
+{
+    return model_hparams(e->model)->n_embd;
+}
+
+bool engine_is_encoder(const struct engine *e)
+{
+    return !model_hparams(e->model)->causal;
+}
+
+const char *engine_pooling_name(const struct engine *e, enum engine_pooling p)
+{
+    enum model_pooling mp = p == ENGINE_POOL_MEAN   ? MODEL_POOL_MEAN
+                            : p == ENGINE_POOL_CLS  ? MODEL_POOL_CLS
+                            : p == ENGINE_POOL_LAST ? MODEL_POOL_LAST
+                                                    : model_hparams(e->model)->pooling;
+    return mp == MODEL_POOL_CLS ? "cls" : mp == MODEL_POOL_LAST ? "last" : "mean";
+}
+
+int engine_embed(struct engine *e, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                 const struct engine_embed_params *p, float *out, pb_err *err)
+{
+    return sched_embed(e->sched, toks, n_toks, n_texts, p, out, err);
+}
+
+/* ---- tool calls ---- */
+
+const char *engine_tool_style(const struct engine *e)
+{
+    bool knows;
+    return chat_tool_style_name(chat_tool_style(e->chat, &knows));
+}
+
+/* A template that knows no tools is told the generic form. */
+static enum chat_tool_style tool_style(const struct engine *e)
+{
+    bool knows;
+    enum chat_tool_style st = chat_tool_style(e->chat, &knows);
+    return knows ? st : CHAT_TOOLS_GENERIC;
+}
+
+int engine_tool_grammar(struct engine *e, const json_t *tools, const char *only, bool parallel, char **gbnf,
+                        pb_err *err)
+{
+    return chat_tool_grammar(tool_style(e), tools, only, parallel, gbnf, err);
+}
+
+int engine_tool_parse(const struct engine *e, const json_t *tools, const char *text, size_t len, json_t **calls,
+                      size_t *content_len)
+{
+    return chat_tool_parse(tool_style(e), tools, text, len, calls, content_len);
+}
+
+size_t engine_tool_safe(const struct engine *e, const char *text, size_t len)
+{
+    return chat_tool_safe(tool_style(e), text, len);
+}
+
 /* ---- requests ---- */
 
 int engine_submit(struct engine *e, const int32_t *prompt, size_t n_prompt, const struct engine_request_params *p,
                   const struct engine_events *ev, struct engine_request **out, pb_err *err)
 {
+    if (engine_is_encoder(e)) {
+        *out = NULL;
+        return pb_fail(err, PB_EINVAL, "%s is an encoder model: it makes embeddings (plumb embed, /v1/embeddings), "
+                       "not text", model_hparams(e->model)->arch);
+    }
     return sched_submit(e->sched, prompt, n_prompt, p, ev, out, err);
 }
 

@@ -8,10 +8,11 @@
 #include "base/vec.h"
 #include "chat/chat.h"
 #include "engine/textout.h"
-#include "sampler/json_guard.h"
+#include "sampler/grammar.h"
 #include "sampler/sampler.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,6 +32,20 @@
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
 
+/* An embedding job: texts run on free slots by the loop's thread between
+ * steps, the caller waiting. */
+struct embed_job {
+    struct embed_job *next;
+    const int32_t *const *toks;
+    const size_t *n_toks;
+    int n_texts;
+    struct engine_embed_params p;
+    float *out;          /* [n_texts][n_embd] */
+    int rc;
+    pb_err err;
+    bool done;
+};
+
 struct engine_request {
     struct engine_request *next; /* queue, and the admission list */
     int refs;               /* the scheduler's and the caller's (under s->mu) */
@@ -43,8 +58,16 @@ struct engine_request {
     /* the scheduler thread's own from here */
     int slot;
     int64_t n_evaluated; /* prompt tokens in the slot's cache */
+    /* a request admitted beside another with the same prompt (n choices)
+     * waits for that one's evaluation and copies it: the leader's slot
+     * and request, and how many positions to take (0: not waiting) */
+    int lead_slot;
+    struct engine_request *leader;
+    int64_t share;
     struct sampler *smp;
-    struct json_guard guard;
+    struct grammar *gram;   /* constrained output (a grammar, JSON mode), or NULL */
+    struct gmatch *gm;
+    float *biased;          /* [n_vocab]: the logits with the request's logit_bias, or NULL */
     struct textout tx;
     struct sbuf text;    /* what a step lets out (the answer's, when reasoning is split) */
     struct chat_reasoning *rsn; /* splits reasoning from the answer, or NULL */
@@ -76,10 +99,14 @@ struct sched {
     struct model_seg *segs;
     int *seg_slot;
     float *logits;
-    uint8_t *allowed; /* JSON mode's mask */
-    /* every token's text (for JSON mode): piece_off[i] .. piece_off[i + 1] in pieces */
+    uint8_t *allowed; /* a grammar's mask */
+    /* every token's text: piece_off[i] .. piece_off[i + 1] in pieces, and
+     * their trie for grammars */
     char *pieces;
     uint32_t *piece_off;
+    struct gtrie *trie;
+    int32_t *eog;     /* the end-of-generation tokens */
+    int n_eog;
     uint64_t n_admitted;
     double token_s; /* seconds per token of recent steps (0: none measured) */
 
@@ -91,12 +118,19 @@ struct sched {
     bool cancel_all; /* sched_cancel_all */
     struct engine_request *queue_head, *queue_tail;
     int n_queued, n_active;
+    struct embed_job *embed_head; /* under mu; the loop runs them */
+    pthread_cond_t embed_done;
     struct engine_stats stats; /* counters, under mu */
 };
 
 static void req_free(struct engine_request *r)
 {
     sampler_free(r->smp);
+    gmatch_free(r->gm);
+    grammar_free(r->gram);
+    free(r->biased);
+    free((void *)r->p.grammar);
+    free((void *)r->p.logit_bias);
     textout_free(&r->tx);
     sbuf_free(&r->text);
     chat_reasoning_free(r->rsn);
@@ -117,7 +151,7 @@ static void req_unref(struct engine_request *r)
         req_free(r);
 }
 
-/* ---- token texts for JSON mode ---- */
+/* ---- token texts for grammars ---- */
 
 static int build_pieces(struct sched *s, pb_err *err)
 {
@@ -146,20 +180,26 @@ static int build_pieces(struct sched *s, pb_err *err)
     return PB_OK;
 }
 
-/* allowed[i]: token i keeps the text a JSON object (end-of-generation
- * only once it is complete, and then only that). */
-static void json_mask(struct sched *s, const struct json_guard *g)
+/* The trie of the token texts, end-of-generation tokens left out (a
+ * grammar's end decides about them). */
+static int build_trie(struct sched *s, pb_err *err)
 {
-    const bool complete = json_guard_complete(g);
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        if (tok_is_eog(s->tok, i)) {
-            s->allowed[i] = complete;
-            continue;
-        }
-        const uint32_t a = s->piece_off[i], n = s->piece_off[i + 1] - a;
-        struct json_guard t = *g;
-        s->allowed[i] = !complete && n > 0 && json_guard_feed(&t, s->pieces + a, n);
+    uint8_t *skip = calloc((size_t)s->n_vocab, 1);
+    if (!skip)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    int n = 0;
+    for (int32_t i = 0; i < s->n_vocab; i++)
+        n += skip[i] = tok_is_eog(s->tok, i);
+    if (!(s->eog = malloc(((size_t)n + 1) * sizeof *s->eog))) {
+        free(skip);
+        return pb_fail(err, PB_ENOMEM, "out of memory");
     }
+    for (int32_t i = 0; i < s->n_vocab; i++)
+        if (skip[i])
+            s->eog[s->n_eog++] = i;
+    int rc = gtrie_build(s->pieces, s->piece_off, s->n_vocab, skip, &s->trie, err);
+    free(skip);
+    return rc;
 }
 
 /* ---- creation ---- */
@@ -187,6 +227,7 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
     s->n_vocab = (int32_t)model_hparams(m)->n_vocab;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->embed_done, NULL);
     struct model_ctx_params cp = {
         .n_ctx = p->n_ctx,
         .n_batch = s->p.n_batch,
@@ -208,7 +249,7 @@ int sched_create(const struct model *m, const struct tokenizer *tok, const struc
         rc = pb_fail(err, PB_ENOMEM, "out of memory for %d slots", p->n_slots);
         goto fail;
     }
-    if ((rc = build_pieces(s, err)))
+    if ((rc = build_pieces(s, err)) || (rc = build_trie(s, err)))
         goto fail;
     s->stats.n_slots = p->n_slots;
     s->stats.kv_capacity = (int64_t)p->n_slots * p->n_ctx;
@@ -309,6 +350,15 @@ void sched_free(struct sched *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
+    /* embedding jobs still waiting fail */
+    pthread_mutex_lock(&s->mu);
+    for (struct embed_job *j = s->embed_head; j; j = j->next) {
+        j->rc = pb_fail(&j->err, PB_ESTOPPING, "the engine is shutting down");
+        j->done = true;
+    }
+    s->embed_head = NULL;
+    pthread_cond_broadcast(&s->embed_done);
+    pthread_mutex_unlock(&s->mu);
     /* what is left ends as cancelled */
     for (int i = 0; s->slots && i < s->p.n_slots; i++)
         if (s->slots[i].req)
@@ -334,9 +384,12 @@ void sched_free(struct sched *s)
     free(s->allowed);
     free(s->pieces);
     free(s->piece_off);
+    gtrie_free(s->trie);
+    free(s->eog);
     model_ctx_free(s->ctx);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->embed_done);
     free(s);
 }
 
@@ -352,7 +405,9 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
     r->n_prompt = (int64_t)n_prompt;
     r->refs = 2;
     atomic_init(&r->cancelled, false);
-    json_guard_init(&r->guard);
+    r->p.grammar = NULL;
+    r->p.logit_bias = NULL;
+    r->p.n_logit_bias = 0;
     if (p->n_stop < 0 || p->n_stop > ENGINE_MAX_STOPS)
         return pb_fail(err, PB_EINVAL, "at most %d stop strings", ENGINE_MAX_STOPS);
     for (int i = 0; i < p->n_stop; i++) {
@@ -380,6 +435,34 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
             p->reasoning.style == ENGINE_REASONING_HARMONY ? CHAT_REASONING_HARMONY : CHAT_REASONING_THINK;
         if ((rc = chat_reasoning_create(style, p->reasoning.in_reasoning, &r->rsn, err)))
             return rc;
+    }
+    /* constrained output: JSON mode is the JSON grammar */
+    const char *gtext = p->grammar ? p->grammar : p->json_object ? sampler_json_grammar() : NULL;
+    if (gtext) {
+        if ((rc = grammar_parse(gtext, strlen(gtext), &r->gram, err)) ||
+            (rc = gmatch_create(r->gram, &r->gm, err)))
+            return rc;
+        if (p->grammar && !(r->p.grammar = strdup(p->grammar)))
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+    }
+    if (p->n_logit_bias < 0 || p->n_logit_bias > ENGINE_MAX_LOGIT_BIAS)
+        return pb_fail(err, PB_EINVAL, "at most %d logit biases", ENGINE_MAX_LOGIT_BIAS);
+    if (p->n_logit_bias > 0) {
+        struct engine_logit_bias *lb = malloc((size_t)p->n_logit_bias * sizeof *lb);
+        if (!lb || !(r->biased = malloc((size_t)s->n_vocab * sizeof *r->biased))) {
+            free(lb);
+            return pb_fail(err, PB_ENOMEM, "out of memory");
+        }
+        for (int i = 0; i < p->n_logit_bias; i++) {
+            lb[i] = p->logit_bias[i];
+            if (lb[i].id < 0 || lb[i].id >= s->n_vocab || !isfinite(lb[i].bias)) {
+                free(lb);
+                return pb_fail(err, PB_EINVAL, "logit_bias: token id %" PRId32 " is outside the vocabulary (%" PRId32
+                               " tokens) or its bias is not a number", p->logit_bias[i].id, s->n_vocab);
+            }
+        }
+        r->p.logit_bias = lb;
+        r->p.n_logit_bias = p->n_logit_bias;
     }
     if (!(r->prompt = malloc(n_prompt * sizeof *prompt)))
         return pb_fail(err, PB_ENOMEM, "out of memory");
@@ -547,6 +630,186 @@ static void admit(struct sched *s, struct engine_request *r)
         sampler_accept(r->smp, r->prompt[i]);
 }
 
+/* A request admitted in the same gather as earlier ones that share its
+ * prompt (the choices of one request): it follows the one that shares
+ * most, waiting for its evaluation instead of computing the same
+ * positions again. */
+static void follow(struct engine_request *r, struct engine_request *admitted)
+{
+    struct engine_request *best = NULL;
+    int64_t best_lcp = r->n_evaluated + MIN_COPY_TOKENS - 1;
+    for (struct engine_request *q = admitted; q && q != r; q = q->next) {
+        if (q->leader) /* followers do not lead */
+            continue;
+        int64_t lcp = common_prefix(q->prompt, q->n_prompt, r->prompt, r->n_prompt);
+        if (lcp > r->n_prompt - 1)
+            lcp = r->n_prompt - 1;
+        if (lcp > best_lcp && q->n_evaluated < lcp) {
+            best = q;
+            best_lcp = lcp;
+        }
+    }
+    if (best) {
+        r->leader = best;
+        r->lead_slot = best->slot;
+        r->share = best_lcp;
+    }
+}
+
+/* Followers whose leader has evaluated what they share copy it; those
+ * whose leader went away before that evaluate their prompt themselves. */
+static void catch_up(struct sched *s)
+{
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct engine_request *r = s->slots[i].req;
+        if (!r || !r->leader)
+            continue;
+        const int64_t have = slot_prefix(s, r->lead_slot, r);
+        if (have >= r->share) {
+            if (model_seq_copy(s->ctx, r->slot, r->lead_slot, r->share, NULL) == PB_OK) {
+                r->n_evaluated = r->share;
+                r->res.n_reused = (int)r->share;
+            }
+            r->leader = NULL;
+        } else if (s->slots[r->lead_slot].req != r->leader) {
+            r->leader = NULL; /* the leader ended early: on its own */
+        }
+    }
+}
+
+/* ---- embeddings ---- */
+
+/* Pools the states of one text (rows of n_embd) into out, normalized
+ * when asked. */
+static void pool_text(const float *rows, int n, int64_t E, enum model_pooling pool, bool normalize, float *out)
+{
+    if (pool == MODEL_POOL_CLS) {
+        memcpy(out, rows, (size_t)E * sizeof *out);
+    } else if (pool == MODEL_POOL_LAST) {
+        memcpy(out, rows + (size_t)(n - 1) * (size_t)E, (size_t)E * sizeof *out);
+    } else {
+        for (int64_t i = 0; i < E; i++) {
+            double sum = 0;
+            for (int t = 0; t < n; t++)
+                sum += rows[(size_t)t * (size_t)E + (size_t)i];
+            out[i] = (float)(sum / n);
+        }
+    }
+    if (!normalize)
+        return;
+    double ss = 0;
+    for (int64_t i = 0; i < E; i++)
+        ss += (double)out[i] * out[i];
+    const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (int64_t i = 0; i < E; i++)
+        out[i] *= inv;
+}
+
+/* Runs job j on the slots no request holds, as many texts per forward
+ * pass as free slots and the batch allow (scheduler thread). */
+static void run_embed(struct sched *s, struct embed_job *j)
+{
+    const struct model_hparams *hp = model_hparams(s->m);
+    const int64_t E = hp->n_embd;
+    enum model_pooling pool = j->p.pooling == ENGINE_POOL_MEAN   ? MODEL_POOL_MEAN
+                              : j->p.pooling == ENGINE_POOL_CLS  ? MODEL_POOL_CLS
+                              : j->p.pooling == ENGINE_POOL_LAST ? MODEL_POOL_LAST
+                                                                 : hp->pooling;
+    if (pool == MODEL_POOL_NONE)
+        pool = MODEL_POOL_MEAN;
+    int free_slots[ENGINE_MAX_SLOTS], n_free = 0;
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (!s->slots[i].req)
+            free_slots[n_free++] = i;
+    if (n_free == 0) {
+        j->rc = pb_fail(&j->err, PB_EBUSY, "every slot is generating: no room for embeddings now");
+        return;
+    }
+    float *hidden = malloc((size_t)s->p.n_batch * (size_t)E * sizeof *hidden);
+    if (!hidden) {
+        j->rc = pb_fail(&j->err, PB_ENOMEM, "out of memory");
+        return;
+    }
+    for (int t0 = 0; t0 < j->n_texts && !j->rc;) {
+        int n_segs = 0, n_tok = 0;
+        while (t0 + n_segs < j->n_texts && n_segs < n_free &&
+               n_tok + (int)j->n_toks[t0 + n_segs] <= s->p.n_batch) {
+            const int k = t0 + n_segs;
+            memcpy(s->tokens + n_tok, j->toks[k], j->n_toks[k] * sizeof *s->tokens);
+            s->segs[n_segs] = (struct model_seg){.seq = free_slots[n_segs], .n = (int)j->n_toks[k]};
+            n_tok += (int)j->n_toks[k];
+            n_segs++;
+        }
+        const double t_start = sys_now();
+        j->rc = model_eval_hidden(s->ctx, s->tokens, s->segs, n_segs, hidden, &j->err);
+        pthread_mutex_lock(&s->mu);
+        s->stats.steps++;
+        s->stats.step_tokens += (uint64_t)n_tok;
+        s->stats.step_seconds += sys_now() - t_start;
+        s->stats.embedded_tokens += (uint64_t)n_tok;
+        pthread_mutex_unlock(&s->mu);
+        for (int k = 0, row = 0; k < n_segs && !j->rc; row += s->segs[k].n, k++)
+            pool_text(hidden + (size_t)row * (size_t)E, s->segs[k].n, E, pool, j->p.normalize,
+                      j->out + (size_t)(t0 + k) * (size_t)E);
+        t0 += n_segs;
+    }
+    free(hidden);
+}
+
+static void run_embed_jobs(struct sched *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        struct embed_job *j = s->embed_head;
+        if (j)
+            s->embed_head = j->next;
+        pthread_mutex_unlock(&s->mu);
+        if (!j)
+            return;
+        run_embed(s, j);
+        pthread_mutex_lock(&s->mu);
+        j->done = true;
+        pthread_cond_broadcast(&s->embed_done);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+int sched_embed(struct sched *s, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                const struct engine_embed_params *p, float *out, pb_err *err)
+{
+    if (n_texts <= 0)
+        return pb_fail(err, PB_EINVAL, "no texts to embed");
+    const int64_t limit = s->p.n_ctx < s->p.n_batch ? s->p.n_ctx : s->p.n_batch;
+    for (int i = 0; i < n_texts; i++) {
+        if (n_toks[i] == 0)
+            return pb_fail(err, PB_EINVAL, "text %d has no tokens", i);
+        if ((int64_t)n_toks[i] > limit)
+            return pb_fail(err, PB_ETOOLONG, "text %d has %zu tokens; at most %" PRId64 " fit the context", i,
+                           n_toks[i], limit);
+        for (size_t k = 0; k < n_toks[i]; k++)
+            if (toks[i][k] < 0 || toks[i][k] >= s->n_vocab)
+                return pb_fail(err, PB_EINVAL, "token id %" PRId32 " is outside the vocabulary (%" PRId32 " tokens)",
+                               toks[i][k], s->n_vocab);
+    }
+    struct embed_job j = {.toks = toks, .n_toks = n_toks, .n_texts = n_texts, .p = *p, .out = out};
+    pthread_mutex_lock(&s->mu);
+    if (s->stop || s->cancel_all) {
+        pthread_mutex_unlock(&s->mu);
+        return pb_fail(err, PB_ESTOPPING, "the engine is shutting down");
+    }
+    struct embed_job **tail = &s->embed_head;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = &j;
+    pthread_cond_signal(&s->wake);
+    while (!j.done)
+        pthread_cond_wait(&s->embed_done, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    if (j.rc && err)
+        *err = j.err;
+    return j.rc;
+}
+
 /* Takes queued requests into free slots and ends cancelled ones; sleeps
  * while there is nothing to do. Returns false when stopping. */
 static bool gather(struct sched *s)
@@ -608,15 +871,17 @@ static bool gather(struct sched *s)
             *tail = q;
             tail = &q->next;
         }
-        if (s->n_active > 0)
+        if (s->n_active > 0 || s->embed_head)
             break;
         pthread_cond_wait(&s->wake, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    run_embed_jobs(s);
     uint64_t reused = 0;
     for (struct engine_request *q = admitted; q; q = q->next) {
         admit(s, q);
-        reused += (uint64_t)q->res.n_reused;
+        follow(q, admitted);
+        reused += (uint64_t)(q->leader ? q->share - q->n_evaluated : q->res.n_reused);
     }
     int64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++)
@@ -649,6 +914,15 @@ static int top_logits(const float *logits, int32_t n, int k, int32_t *ids, float
     return have;
 }
 
+/* Whether a constrained request may draw first and check after: its
+ * sampling is greedy or plain temperature (no top-k, top-p or min-p, whose
+ * cut-offs would differ with and without the mask). */
+static bool fast_grammar_draw(const struct engine_request *r)
+{
+    const struct sampler_params *p = &r->p.sampling;
+    return p->temp <= 0 || (p->top_k <= 0 && p->top_p >= 1.0f && p->min_p <= 0);
+}
+
 /* The next token of slot i's request from its logits; false when the
  * request ended. */
 static bool sample_next(struct sched *s, int i, const float *logits)
@@ -660,11 +934,36 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         r->res.t_prompt = now - r->t_admit;
         r->t_first = now;
     }
-    int32_t id;
-    if (r->p.json_object) {
-        json_mask(s, &r->guard);
+    if (r->biased) { /* the request's logit_bias: the logits it samples from and reports */
+        memcpy(r->biased, logits, (size_t)s->n_vocab * sizeof *logits);
+        for (int k = 0; k < r->p.n_logit_bias; k++)
+            r->biased[r->p.logit_bias[k].id] += r->p.logit_bias[k].bias;
+        logits = r->biased;
+    }
+    int32_t id = -1;
+    if (r->gm && fast_grammar_draw(r)) {
+        /* a draw without the mask stands when the grammar takes it: for
+         * greedy and plain temperature sampling that is the same
+         * distribution as drawing under the mask (P(t) + P(refused) x
+         * P(t) / P(allowed) = P(t) / P(allowed)), and it spares the mask
+         * where most tokens are allowed (inside strings) */
+        int32_t t = sampler_sample(r->smp, logits);
+        const bool ok = tok_is_eog(s->tok, t) ? gmatch_complete(r->gm)
+                                              : s->piece_off[t + 1] > s->piece_off[t] &&
+                                                    gmatch_accepts(r->gm, s->pieces + s->piece_off[t],
+                                                                   s->piece_off[t + 1] - s->piece_off[t]);
+        if (ok)
+            id = t;
+    }
+    if (id >= 0) {
+        /* drawn above */
+    } else if (r->gm) {
+        gmatch_mask(r->gm, s->trie, s->allowed);
+        const bool complete = gmatch_complete(r->gm);
+        for (int k = 0; k < s->n_eog; k++)
+            s->allowed[s->eog[k]] = complete;
         id = sampler_sample_allowed(r->smp, logits, s->allowed);
-        if (id < 0) { /* nothing can continue the object: end */
+        if (id < 0) { /* nothing can continue the output: end */
             finish(s, r, ENGINE_FINISH_STOP);
             return false;
         }
@@ -676,8 +975,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_EOG);
         return false;
     }
-    if (r->p.json_object)
-        json_guard_feed(&r->guard, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
+    if (r->gm && !tok_is_eog(s->tok, id))
+        gmatch_feed(r->gm, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
     char buf[256];
     size_t n = tok_piece(s->tok, id, false, buf, sizeof buf);
     const char *piece = buf;
@@ -727,8 +1026,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_CALLER);
         return false;
     }
-    if (r->p.json_object && json_guard_complete(&r->guard) && r->p.ignore_eog) {
-        finish(s, r, ENGINE_FINISH_STOP); /* no end-of-generation to wait for */
+    if (r->gm && (gmatch_done(r->gm) || (r->p.ignore_eog && gmatch_complete(r->gm)))) {
+        finish(s, r, ENGINE_FINISH_STOP); /* nothing can follow: no end-of-generation to wait for */
         return false;
     }
     if (r->p.n_predict >= 0 && r->res.n_gen >= r->p.n_predict) {
@@ -748,6 +1047,7 @@ static bool sample_next(struct sched *s, int i, const float *logits)
  * chunks (oldest admission first) within the batch. */
 static void step(struct sched *s)
 {
+    catch_up(s);
     int n_segs = 0, n_tok = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
@@ -773,7 +1073,7 @@ static void step(struct sched *s)
         int pick = -1;
         for (int i = 0; i < s->p.n_slots; i++) {
             const struct slot *sl = &s->slots[i];
-            if (!sl->req || sl->has_next || sl->req->n_evaluated >= sl->req->n_prompt)
+            if (!sl->req || sl->has_next || sl->req->n_evaluated >= sl->req->n_prompt || sl->req->leader)
                 continue;
             bool taken = false;
             for (int k = 0; k < n_segs; k++)

@@ -40,6 +40,9 @@ void sched_cancel(struct sched *s, struct engine_request *r);
 void sched_cancel_all(struct sched *s);
 void sched_release(struct sched *s, struct engine_request *r);
 void sched_get_stats(struct sched *s, struct engine_stats *st);
+/* Runs embeddings on the loop's thread between steps (engine_embed). */
+int sched_embed(struct sched *s, const int32_t *const *toks, const size_t *n_toks, int n_texts,
+                const struct engine_embed_params *p, float *out, pb_err *err);
 /* Bytes a scheduler allocates beside its model context: per slot (its
  * logits) and fixed (the batch, JSON mode's mask and vocabulary texts of
  * piece_bytes in all). */

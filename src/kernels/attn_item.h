@@ -5,7 +5,8 @@
  * KV head: its H = tokens x G query heads ("rows" below) share every K/V
  * tile, which is converted to floats once for all of them. Row i is token
  * t0 + i / G, query head g * G + i % G; it attends to the positions up to
- * its own (causal) and, with a window, from its own first key, in tiles of
+ * its own (causal; an encoder's rows see all the block's keys) and, with a
+ * window, from its own first key, in tiles of
  * KERN_ATTN_TILE at fixed multiples of KERN_ATTN_TILE, skipping the tiles
  * it sees nothing of, so each row's arithmetic is the same whatever block
  * it is in. */
@@ -62,7 +63,7 @@ static inline struct attn_item attn_item_begin(const struct kern_attn_args *a, i
     it.g = (int)(item % a->n_head_kv);
     const int nq = a->n_tok - it.t0 < KERN_ATTN_QBLOCK ? a->n_tok - it.t0 : KERN_ATTN_QBLOCK;
     it.rows = nq * G;
-    it.n_keys = a->pos0 + it.t0 + nq;
+    it.n_keys = a->non_causal ? a->pos0 + a->n_tok : a->pos0 + it.t0 + nq;
     it.k_lo = attn_first_key(a, a->pos0 + it.t0) / KERN_ATTN_TILE * KERN_ATTN_TILE;
     memset(w->o, 0, (size_t)(it.rows * hd) * sizeof *w->o);
     for (int i = 0; i < it.rows; i++) {
@@ -92,7 +93,7 @@ static inline bool attn_row_keys(const struct kern_attn_args *a, const struct at
 {
     const int G = a->n_head / a->n_head_kv;
     const int64_t p = a->pos0 + it->t0 + i / G; /* the row's own position */
-    const int64_t lo = attn_first_key(a, p) - k0, hi = p + 1 - k0;
+    const int64_t lo = attn_first_key(a, p) - k0, hi = (a->non_causal ? a->pos0 + a->n_tok : p + 1) - k0;
     *j0 = lo > 0 ? (int)lo : 0;
     *j1 = hi < n ? (int)(hi > 0 ? hi : 0) : n;
     return *j0 < *j1;

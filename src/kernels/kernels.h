@@ -140,6 +140,7 @@ struct kern_attn_args {
     int64_t kv_cap;       /* rows of the cache: position j is row j % kv_cap (0: row j) */
     float softcap;        /* 0: none */
     const float *sinks;   /* [n_head] sink logits, or NULL */
+    bool non_causal;      /* every row sees all pos0 + n_tok keys (encoders), not just those up to its own */
 };
 
 /* Attends work items [i0, i1) of kern_attn_items(a) (item = block of

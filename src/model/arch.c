@@ -18,7 +18,11 @@
  * other layer; five of six), gemma2 soft-caps, gemma3 normalizes Q/K heads
  * and gives its local layers their own RoPE base. gpt-oss keeps Llama's
  * block (llama_forward) with attention sinks, biases, a mixture of
- * clamped-SwiGLU experts and sliding windows on every other layer. */
+ * clamped-SwiGLU experts and sliding windows on every other layer.
+ *
+ * bert (bert_forward) is an encoder: learned position and token-type
+ * embeddings, LayerNorm after each residual, a plain GELU FFN, biases
+ * everywhere, attention both ways; it makes embeddings, not logits. */
 #include "model/model_internal.h"
 
 #include <stdio.h>
@@ -34,6 +38,7 @@ static const struct arch_desc archs[] = {
     {"gemma3", ROPE_NEOX, ARCH_POST_NORMS | ARCH_EMBD_SCALE | ARCH_QK_NORM | ARCH_SWA_ROPE, 6, 10000.0f,
      gemma_forward},
     {"gpt-oss", ROPE_NEOX, ARCH_MOE | ARCH_OAI, 2, 0, llama_forward},
+    {"bert", ROPE_NORM, ARCH_ENCODER, 0, 0, bert_forward},
 };
 
 const struct arch_desc *arch_find(const char *name)

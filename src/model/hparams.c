@@ -146,6 +146,25 @@ int model_hparams_read(const struct gguf_file *f, struct model_hparams *hp, pb_e
         (rc = arch_float(f, a, "final_logit_softcapping", 0.0, 0.0, 1e6, &hp->final_softcap, err)))
         return rc;
 
+    /* encoders: LayerNorm's epsilon, attention both ways, pooling */
+    hp->causal = true;
+    hp->pooling = MODEL_POOL_LAST;
+    if (d && (d->needs & ARCH_ENCODER)) {
+        int64_t pool = MODEL_POOL_MEAN;
+        bool causal = false;
+        if ((rc = arch_float(f, a, "attention.layer_norm_epsilon", 1e-12, 1e-13, 1.0, &hp->rms_eps, err)) ||
+            (rc = arch_int(f, a, "pooling_type", false, MODEL_POOL_MEAN, 0, 4, &pool, err)))
+            return rc;
+        snprintf(key, sizeof key, "%s.attention.causal", a);
+        if ((rc = gguf_get_bool(f, key, &causal, err)) < 0)
+            return rc;
+        hp->causal = causal;
+        if (pool == 4)
+            return pb_fail(err, PB_EUNSUPPORTED, "%s: pooling type 4 (rank: a reranker) is not supported",
+                           gguf_name(f));
+        hp->pooling = (enum model_pooling)pool;
+    }
+
     const struct gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     struct gguf_arr toks;
     if (emb)

@@ -69,8 +69,10 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
         struct kv_cache *kv = &c->kv[sg->seq];
         float *q = c->q + (size_t)sg->off * (size_t)q_dim;
         float *k = c->k_new + (size_t)sg->off * (size_t)kv_dim, *v = c->v_new + (size_t)sg->off * (size_t)kv_dim;
-        op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, rope);
-        op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, rope);
+        if (!(m->arch->needs & ARCH_ENCODER)) { /* encoders learn their positions */
+            op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, rope);
+            op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, rope);
+        }
         kv_store(kv, l, sg->pos0, sg->n, k, v);
         c->attn[s] = (struct kern_attn_args){
             .q = q,
@@ -89,6 +91,7 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
             .kv_cap = kv->cap[l],
             .softcap = hp->attn_softcap,
             .sinks = lw->sinks.data,
+            .non_causal = !hp->causal,
         };
     }
     op_attention_n(c->pool, c->attn, c->n_segs, c->att_scratch);

@@ -264,10 +264,68 @@ static int check_rope(struct model *m, pb_err *err)
     return PB_OK;
 }
 
+/* An encoder's tensors (bert): embeddings with positions, token types and
+ * their LayerNorm; per layer Q/K/V/output with biases, two LayerNorms
+ * with biases, an up/down FFN with biases; no output head. */
+static int bind_encoder(struct model *m, pb_err *err)
+{
+    const struct model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, QD = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    int rc;
+    if ((rc = bind(m, "token_embd.weight", BIND_TABLE, true, E, hp->n_vocab, &m->tok_embd, err)) ||
+        (rc = bind(m, "position_embd.weight", BIND_TABLE, true, E, hp->n_ctx_train, &m->pos_embd, err)) ||
+        (rc = bind(m, "token_embd_norm.weight", BIND_VECTOR, true, E, 0, &m->embd_norm, err)) ||
+        (rc = bind(m, "token_embd_norm.bias", BIND_VECTOR, true, E, 0, &m->embd_norm_b, err)))
+        return rc;
+    const struct gguf_tensor *tt = gguf_find_tensor(m->file, "token_types.weight");
+    if (tt && (rc = bind(m, "token_types.weight", BIND_TABLE, true, E, tt->ne[1], &m->type_embd, err)))
+        return rc;
+    if (hp->n_ctx_train < 1)
+        return pb_fail(err, PB_EFORMAT, "%s: an encoder needs %s.context_length (its learned positions)",
+                       gguf_name(m->file), hp->arch);
+    m->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    m->embd_scale = 1.0f;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return pb_fail(err, PB_ENOMEM, "out of memory for %" PRId64 " layers", hp->n_layer);
+    char name[96];
+    for (int l = 0; l < (int)hp->n_layer; l++) {
+        struct layer_weights *lw = &m->layers[l];
+        const struct {
+            const char *suffix;
+            enum bind_kind kind;
+            int64_t ne0, ne1;
+            struct pb_tensor *out;
+        } specs[] = {
+            {"attn_q.weight", BIND_MATRIX, E, QD, &lw->wq},          {"attn_q.bias", BIND_VECTOR, QD, 0, &lw->bq},
+            {"attn_k.weight", BIND_MATRIX, E, KVD, &lw->wk},         {"attn_k.bias", BIND_VECTOR, KVD, 0, &lw->bk},
+            {"attn_v.weight", BIND_MATRIX, E, KVD, &lw->wv},         {"attn_v.bias", BIND_VECTOR, KVD, 0, &lw->bv},
+            {"attn_output.weight", BIND_MATRIX, QD, E, &lw->wo},     {"attn_output.bias", BIND_VECTOR, E, 0, &lw->bo},
+            {"attn_output_norm.weight", BIND_VECTOR, E, 0, &lw->attn_post_norm},
+            {"attn_output_norm.bias", BIND_VECTOR, E, 0, &lw->attn_post_norm_b},
+            {"ffn_up.weight", BIND_MATRIX, E, F, &lw->ffn_up},       {"ffn_up.bias", BIND_VECTOR, F, 0, &lw->ffn_up_b},
+            {"ffn_down.weight", BIND_MATRIX, F, E, &lw->ffn_down},   {"ffn_down.bias", BIND_VECTOR, E, 0, &lw->ffn_down_b},
+            {"layer_output_norm.weight", BIND_VECTOR, E, 0, &lw->ffn_post_norm},
+            {"layer_output_norm.bias", BIND_VECTOR, E, 0, &lw->ffn_post_norm_b},
+        };
+        for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, specs[i].suffix);
+            if ((rc = bind(m, name, specs[i].kind, true, specs[i].ne0, specs[i].ne1, specs[i].out, err)))
+                return rc;
+        }
+        const struct pb_tensor *mats[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_up, &lw->ffn_down};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            m->weight_bytes += matrix_bytes(mats[i]);
+    }
+    return PB_OK;
+}
+
 static int bind_all(struct model *m, pb_err *err)
 {
     const struct model_hparams *hp = &m->hp;
     int rc;
+    if (m->arch->needs & ARCH_ENCODER)
+        return bind_encoder(m, err);
     if ((rc = bind(m, "token_embd.weight", BIND_TABLE, true, hp->n_embd, hp->n_vocab, &m->tok_embd, err)) ||
         (rc = bind(m, "output_norm.weight", BIND_VECTOR, true, hp->n_embd, 0, &m->out_norm, err)) ||
         (rc = bind(m, "output.weight", BIND_MATRIX, false, hp->n_embd, hp->n_vocab, &m->output, err)) ||
@@ -334,7 +392,8 @@ static int list_matrices(struct model *m, struct pb_tensor **out)
         for (int64_t e = 0; lw->gate_exps && e < 3 * m->hp.n_expert; e++)
             out[n++] = &lw->gate_exps[e]; /* gate, up and down views are consecutive */
     }
-    out[n++] = &m->output;
+    if (m->output.data) /* encoders have none */
+        out[n++] = &m->output;
     return n;
 }
 
@@ -1058,6 +1117,31 @@ int model_eval_batch(struct model_ctx *c, const int32_t *tokens, const struct mo
         c->segs[s] = (struct ctx_seg){segs[s].seq, off, segs[s].n, c->seq_pos[segs[s].seq], segs[s].logits};
     c->n_segs = n_segs;
     return forward(c, tokens, n, want && logits ? logits : NULL, err);
+}
+
+int model_eval_hidden(struct model_ctx *c, const int32_t *tokens, const struct model_seg *segs, int n_segs,
+                      float *hidden, pb_err *err)
+{
+    if (n_segs <= 0)
+        return pb_fail(err, PB_EINVAL, "nothing to evaluate (0 segments)");
+    for (int s = 0; s < n_segs; s++)
+        if (segs[s].seq >= 0 && segs[s].seq < c->n_seq)
+            model_seq_truncate(c, segs[s].seq, 0);
+    int rc = model_eval_batch(c, tokens, segs, n_segs, NULL, err);
+    if (rc)
+        return rc;
+    const struct model *m = c->m;
+    const int64_t E = m->hp.n_embd;
+    int n = 0;
+    for (int s = 0; s < n_segs; s++)
+        n += segs[s].n;
+    if (m->arch->needs & ARCH_ENCODER) /* the last LayerNorm is the blocks' own */
+        memcpy(hidden, c->x, (size_t)n * (size_t)E * sizeof *hidden);
+    else
+        for (int t = 0; t < n; t++)
+            op_rmsnorm(hidden + (size_t)t * (size_t)E, c->x + (size_t)t * (size_t)E, m->out_norm.data, E,
+                       m->hp.rms_eps);
+    return PB_OK;
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)

@@ -58,6 +58,15 @@ struct model_hparams {
                              * the family's (arch.c) */
     float rope_base_swa;    /* <arch>.rope.freq_base_swa: the sliding layers' RoPE base */
 
+    /* encoders (bert) */
+    bool causal;            /* <arch>.attention.causal: a token sees only those before it (decoders) */
+    enum model_pooling {    /* <arch>.pooling_type, numbered as GGUF's: how a text's embedding is made */
+        MODEL_POOL_NONE = 0,
+        MODEL_POOL_MEAN = 1,
+        MODEL_POOL_CLS = 2,  /* the first token's state */
+        MODEL_POOL_LAST = 3, /* the last token's state (decoders' default) */
+    } pooling;
+
     /* soft-capping (cap * tanh(x / cap)), 0 when none */
     float attn_softcap;     /* <arch>.attn_logit_softcapping: attention scores */
     float final_softcap;    /* <arch>.final_logit_softcapping: output logits */
@@ -86,9 +95,13 @@ struct layer_weights {
     struct pb_tensor bo;         /* optional attention output bias [n_embd] (gpt-oss) */
     struct pb_tensor q_norm, k_norm; /* optional per-head RMS norm [head_dim] */
     struct pb_tensor sinks;      /* optional attention sink logits [n_head] (gpt-oss) */
-    struct pb_tensor attn_post_norm; /* post_attention_norm [n_embd] (gemma, on the attention output) */
+    struct pb_tensor attn_post_norm; /* post_attention_norm [n_embd] (gemma, on the attention output);
+                                      * bert: attn_output_norm, a LayerNorm after the residual */
+    struct pb_tensor attn_post_norm_b; /* bert: its bias */
     struct pb_tensor ffn_norm;   /* [n_embd] (gpt-oss's file calls it post_attention_norm) */
-    struct pb_tensor ffn_post_norm; /* post_ffw_norm [n_embd] (gemma) */
+    struct pb_tensor ffn_post_norm; /* post_ffw_norm [n_embd] (gemma); bert: layer_output_norm */
+    struct pb_tensor ffn_post_norm_b; /* bert: its bias */
+    struct pb_tensor ffn_up_b, ffn_down_b; /* bert: the FFN's biases [n_ff], [n_embd] */
     struct pb_tensor ffn_gate, ffn_up; /* [n_embd] x n_ff rows (dense layers) */
     struct pb_tensor ffn_down;   /* [n_ff] x n_embd rows */
     /* mixture of experts (exps NULL in a dense layer) */
@@ -215,5 +228,13 @@ struct model_seg {
  * segment that wants them, in segment order. */
 int model_eval_batch(struct model_ctx *c, const int32_t *tokens, const struct model_seg *segs, int n_segs,
                      float *logits, pb_err *err);
+
+/* Embeddings: each segment is a whole text, evaluated in one forward pass
+ * from position 0 of its sequence (what the sequence held is forgotten);
+ * hidden receives every token's final state (after the model's last norm),
+ * n_embd floats per token in batch order. An encoder's tokens see the
+ * whole text (non-causal attention). */
+int model_eval_hidden(struct model_ctx *c, const int32_t *tokens, const struct model_seg *segs, int n_segs,
+                      float *hidden, pb_err *err);
 
 #endif

@@ -23,6 +23,8 @@ enum arch_needs {
     ARCH_EMBD_SCALE = 1 << 5, /* embeddings multiplied by sqrt(n_embd) (gemma) */
     ARCH_SOFTCAP = 1 << 6,    /* attention and final soft-caps, 50 and 30 unless the file says (gemma2) */
     ARCH_SWA_ROPE = 1 << 7,   /* sliding layers rotate with their own base and no scaling (gemma3) */
+    ARCH_ENCODER = 1 << 8,    /* bert: learned positions and token types, post-LayerNorm blocks with
+                               * biases, a plain GELU FFN, no RoPE, no output head */
 };
 
 struct arch_desc {
@@ -47,6 +49,9 @@ struct model {
     struct pb_tensor output;     /* [n_embd] x n_vocab rows (token_embd when tied) */
     struct pb_tensor rope_freqs; /* optional [n_rot/2] frequency divisors (Llama 3) */
     struct pb_tensor rope_long, rope_short; /* optional [n_rot/2] LongRoPE factors (Phi-3) */
+    struct pb_tensor pos_embd;   /* encoders: [n_embd] x n_ctx_train learned positions */
+    struct pb_tensor type_embd;  /* encoders: [n_embd] x token types (type 0 is used) */
+    struct pb_tensor embd_norm, embd_norm_b; /* encoders: LayerNorm of the embeddings */
     float attn_scale;            /* applied to q.k */
     float embd_scale;            /* applied to the embeddings (1: none) */
     float final_softcap;         /* on the logits (0: none) */
@@ -141,5 +146,6 @@ void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);
 
 int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 int gemma_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
+int bert_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err);
 
 #endif

@@ -179,6 +179,35 @@ void op_geglu(struct pool *pool, float *g, const float *u, int64_t n)
     gated(pool, geglu_rows, g, u, n);
 }
 
+void op_gelu(float *x, int64_t n)
+{
+    pthread_once(&gelu_once, gelu_table_build);
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = v <= -10.0f ? 0.0f : v >= 10.0f ? v : fp16_to_f32(gelu_table[f32_to_fp16(v)]);
+    }
+}
+
+void op_layernorm_rows(float *out, const float *x, const float *w, const float *b, int n_rows, int64_t n, float eps)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)n;
+        float *o = out + (size_t)r * (size_t)n;
+        double sum = 0, var = 0;
+        for (int64_t i = 0; i < n; i++)
+            sum += xr[i];
+        const float mean = (float)(sum / (double)n);
+        for (int64_t i = 0; i < n; i++) {
+            const float d = xr[i] - mean;
+            o[i] = d;
+            var += (double)d * d;
+        }
+        const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
+        for (int64_t i = 0; i < n; i++)
+            o[i] = o[i] * scale * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
+    }
+}
+
 void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit)
 {
     for (int64_t i = 0; i < n; i++) {

@@ -38,6 +38,13 @@ enum rope_style {
     ROPE_NEOX, /* rotate pairs (x[i], x[i + n_rot/2]): Qwen, GPT-NeoX */
 };
 
+/* out = (x - mean(x)) / sqrt(var(x) + eps) * w + b over n_rows rows of n
+ * (LayerNorm; sums in double; w and b may be NULL). */
+void op_layernorm_rows(float *out, const float *x, const float *w, const float *b, int n_rows, int64_t n, float eps);
+
+/* x = gelu(x) over n elements (the table op_geglu reads). */
+void op_gelu(float *x, int64_t n);
+
 /* out = x / rms(x) * w over one row of n (w may be NULL: no scaling). */
 void op_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
 

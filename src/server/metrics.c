@@ -2,6 +2,7 @@
 #include "server/metrics.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,31 +61,146 @@ static void observe(struct metrics *m, struct histogram *h, double v)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* The series of model (created when new; the last slot is shared when
+ * more models than slots came and went). Under m->mu. */
+static struct model_series *series_of(struct metrics *m, const char *model)
+{
+    for (int i = 0; i < m->n_models; i++)
+        if (!strcmp(m->models[i].model, model))
+            return &m->models[i];
+    if (m->n_models == METRICS_MAX_MODELS)
+        return &m->models[METRICS_MAX_MODELS - 1];
+    struct model_series *s = &m->models[m->n_models++];
+    snprintf(s->model, sizeof s->model, "%s", model);
+    return s;
+}
+
+static void observe_locked(struct histogram *h, double v)
+{
+    int b = 0;
+    while (b < METRICS_BUCKETS && v > bounds[b])
+        b++;
+    h->count[b]++;
+    h->sum += v;
+    h->n++;
+}
+
+void metrics_model_request(struct metrics *m, const struct metrics_obs *o)
+{
+    pthread_mutex_lock(&m->mu);
+    struct model_series *s = series_of(m, o->model);
+    s->prompt_tokens += o->prompt_tokens;
+    s->generation_tokens += o->generation_tokens;
+    if (o->ttft >= 0)
+        observe_locked(&s->ttft, o->ttft);
+    observe_locked(&s->e2e, o->e2e);
+    observe_locked(&s->queue, o->queue);
+    static const char *const names[METRICS_N_FINISH] = {"stop", "length", "tool_calls", "cancelled"};
+    for (int f = 0; f < METRICS_N_FINISH && o->finish; f++)
+        if (!strcmp(o->finish, names[f]))
+            s->finished[f]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_model_itl(struct metrics *m, const char *model, double seconds)
+{
+    pthread_mutex_lock(&m->mu);
+    observe_locked(&series_of(m, model)->itl, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
 void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
 void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
 void metrics_duration(struct metrics *m, double s) { observe(m, &m->duration, s); }
 
-static int put(struct sbuf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int put(struct sbuf *out, const char *fmt, ...)
+/* A model's histogram: its buckets, sum and count with the model label
+ * (the HELP and TYPE lines are written once by the caller). */
+static int put_model_histogram(struct sbuf *out, const char *name, const char *model, const struct histogram *h)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = sbuf_vaddf(out, fmt, ap);
-    va_end(ap);
+    uint64_t cum = 0;
+    int rc = 0;
+    for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
+        cum += h->count[b];
+        rc = sbuf_addf(out, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[b], (unsigned long long)cum);
+    }
+    cum += h->count[METRICS_BUCKETS];
+    if (!rc)
+        rc = sbuf_addf(out, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n",
+                 name, model, (unsigned long long)cum, name, model, h->sum, name, model, (unsigned long long)h->n);
+    return rc;
+}
+
+/* The per-model series (vLLM's names under "plumb:"). Under m->mu. */
+static int render_models(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
+{
+    static const struct {
+        const char *name, *help;
+    } gauges[3] = {
+        {"plumb:num_requests_running", "Requests generating or reading their prompt, per model."},
+        {"plumb:num_requests_waiting", "Requests waiting for a slot, per model."},
+        {"plumb:kv_cache_usage_perc", "Share of the KV cache in use (0 to 1), per model."},
+    };
+    int rc = 0;
+    for (int k = 0; k < 3 && !rc; k++) {
+        rc = sbuf_addf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help, gauges[k].name);
+        for (int i = 0; i < g->n_model_gauges && !rc; i++) {
+            const struct metrics_model_gauges *mg = &g->models[i];
+            const double v = k == 0 ? mg->running : k == 1 ? mg->waiting : mg->kv_usage;
+            rc = sbuf_addf(out, "%s{model=\"%s\"} %.6g\n", gauges[k].name, mg->model, v);
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } hists[] = {
+        {"plumb:time_to_first_token_seconds", "Seconds from a request to its first token.",
+         offsetof(struct model_series, ttft)},
+        {"plumb:inter_token_latency_seconds", "Seconds between consecutive tokens of a request.",
+         offsetof(struct model_series, itl)},
+        {"plumb:e2e_request_latency_seconds", "Seconds from a request to its end.", offsetof(struct model_series, e2e)},
+        {"plumb:request_queue_time_seconds", "Seconds a request waited for a slot.",
+         offsetof(struct model_series, queue)},
+    };
+    for (size_t h = 0; h < sizeof hists / sizeof hists[0] && !rc; h++) {
+        rc = sbuf_addf(out, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
+        for (int i = 0; i < m->n_models && !rc; i++)
+            rc = put_model_histogram(out, hists[h].name, m->models[i].model,
+                                     (const struct histogram *)((const char *)&m->models[i] + hists[h].off));
+    }
+    if (!rc)
+        rc = sbuf_addf(out, "# HELP plumb:prompt_tokens_total Prompt tokens of finished requests, per model.\n"
+                      "# TYPE plumb:prompt_tokens_total counter\n");
+    for (int i = 0; i < m->n_models && !rc; i++)
+        rc = sbuf_addf(out, "plumb:prompt_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+                 (unsigned long long)m->models[i].prompt_tokens);
+    if (!rc)
+        rc = sbuf_addf(out, "# HELP plumb:generation_tokens_total Tokens generated, per model.\n"
+                      "# TYPE plumb:generation_tokens_total counter\n");
+    for (int i = 0; i < m->n_models && !rc; i++)
+        rc = sbuf_addf(out, "plumb:generation_tokens_total{model=\"%s\"} %llu\n", m->models[i].model,
+                 (unsigned long long)m->models[i].generation_tokens);
+    if (!rc)
+        rc = sbuf_addf(out, "# HELP plumb:request_success_total Requests finished, per model and finish reason.\n"
+                      "# TYPE plumb:request_success_total counter\n");
+    static const char *const reasons[METRICS_N_FINISH] = {"stop", "length", "tool_calls", "abort"};
+    for (int i = 0; i < m->n_models && !rc; i++)
+        for (int f = 0; f < METRICS_N_FINISH && !rc; f++)
+            rc = sbuf_addf(out, "plumb:request_success_total{model=\"%s\",finished_reason=\"%s\"} %llu\n",
+                     m->models[i].model, reasons[f], (unsigned long long)m->models[i].finished[f]);
     return rc;
 }
 
 static int put_histogram(struct sbuf *out, const char *name, const char *help, const struct histogram *h)
 {
-    int rc = put(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    int rc = sbuf_addf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int b = 0; b < METRICS_BUCKETS && !rc; b++) {
         cum += h->count[b];
-        rc = put(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
+        rc = sbuf_addf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
     }
     cum += h->count[METRICS_BUCKETS];
     if (!rc)
-        rc = put(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
+        rc = sbuf_addf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
                  name, h->sum, name, (unsigned long long)h->n);
     return rc;
 }
@@ -92,13 +208,13 @@ static int put_histogram(struct sbuf *out, const char *name, const char *help, c
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out)
 {
     pthread_mutex_lock(&m->mu);
-    int rc = put(out, "# HELP plumb_requests_total HTTP requests by endpoint and status.\n"
+    int rc = sbuf_addf(out, "# HELP plumb_requests_total HTTP requests by endpoint and status.\n"
                       "# TYPE plumb_requests_total counter\n");
     for (int i = 0; i < m->n_req && !rc; i++)
-        rc = put(out, "plumb_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
+        rc = sbuf_addf(out, "plumb_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
                  m->req[i].status, (unsigned long long)m->req[i].n);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_addf(out,
                  "# HELP plumb_prompt_tokens_total Prompt tokens of finished requests.\n"
                  "# TYPE plumb_prompt_tokens_total counter\nplumb_prompt_tokens_total %llu\n"
                  "# HELP plumb_prompt_tokens_reused_total Prompt tokens taken from a cached prefix, not computed.\n"
@@ -110,7 +226,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  (unsigned long long)m->prompt_tokens, (unsigned long long)m->reused_tokens,
                  (unsigned long long)m->generated_tokens, (unsigned long long)m->rejected_busy);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_addf(out,
                  "# HELP plumb_slots Parallel generation slots.\n# TYPE plumb_slots gauge\nplumb_slots %d\n"
                  "# HELP plumb_slots_active Slots generating or reading a prompt.\n"
                  "# TYPE plumb_slots_active gauge\nplumb_slots_active %d\n"
@@ -128,7 +244,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_capacity,
                  g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready, g->n_models);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_addf(out,
                  "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"
                  "# TYPE plumb_forward_passes_total counter\nplumb_forward_passes_total %llu\n"
                  "# HELP plumb_forward_tokens_total Tokens evaluated by those passes (prompts and generated).\n"
@@ -139,7 +255,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
                  (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
     if (!rc)
-        rc = put(out,
+        rc = sbuf_addf(out,
                  "# HELP plumb_connections_open Connections with a request in progress.\n"
                  "# TYPE plumb_connections_open gauge\nplumb_connections_open %d\n"
                  "# HELP plumb_connections_waiting Connections that have not sent their request yet.\n"
@@ -148,7 +264,7 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_connections_dropped_total counter\n",
                  g->conn_open, g->gate.waiting);
     for (int d = 0; d < GATE_DROP_N && !rc; d++)
-        rc = put(out, "plumb_connections_dropped_total{reason=\"%s\"} %llu\n", gate_drop_name((enum gate_drop)d),
+        rc = sbuf_addf(out, "plumb_connections_dropped_total{reason=\"%s\"} %llu\n", gate_drop_name((enum gate_drop)d),
                  (unsigned long long)g->gate.dropped[d]);
     if (!rc)
         rc = put_histogram(out, "plumb_time_to_first_token_seconds", "Seconds from a request to its first token.",
@@ -159,6 +275,8 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
     if (!rc)
         rc = put_histogram(out, "plumb_request_duration_seconds", "Seconds from a request to its last byte.",
                            &m->duration);
+    if (!rc)
+        rc = render_models(m, g, out);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }

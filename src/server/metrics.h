@@ -19,8 +19,22 @@ struct histogram {
     uint64_t n;
 };
 
+/* Per served model, under plumb's "plumb:" prefix with the names vLLM's
+ * dashboards use (docs/metrics.md). */
+#define METRICS_MAX_MODELS 32
+enum metrics_finish { METRICS_STOP, METRICS_LENGTH, METRICS_TOOL_CALLS, METRICS_ABORT, METRICS_N_FINISH };
+
+struct model_series {
+    char model[128];
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t finished[METRICS_N_FINISH];
+    struct histogram ttft, itl, e2e, queue;
+};
+
 struct metrics {
     pthread_mutex_t mu;
+    struct model_series models[METRICS_MAX_MODELS];
+    int n_models;
     /* requests by endpoint and status */
     struct {
         char endpoint[48];
@@ -40,6 +54,25 @@ void metrics_ttft(struct metrics *m, double seconds);
 void metrics_itl(struct metrics *m, double seconds);
 void metrics_duration(struct metrics *m, double seconds);
 
+/* A finished generation (or embedding) request of model: its tokens,
+ * latencies and finish reason ("stop", "length", "tool_calls",
+ * "cancelled"; others are not counted as finished). ttft < 0: none. */
+struct metrics_obs {
+    const char *model;
+    uint64_t prompt_tokens, generation_tokens;
+    double ttft, e2e, queue;
+    const char *finish;
+};
+void metrics_model_request(struct metrics *m, const struct metrics_obs *o);
+void metrics_model_itl(struct metrics *m, const char *model, double seconds);
+
+/* A model's gauges at the time of the scrape. */
+struct metrics_model_gauges {
+    const char *model;
+    int running, waiting;
+    double kv_usage; /* 0..1 */
+};
+
 /* Gauges that belong to others (the scheduler), given when printing. */
 struct metrics_gauges {
     int slots_total, slots_active, queue_depth;
@@ -48,6 +81,8 @@ struct metrics_gauges {
     uint64_t steps, step_tokens;
     double step_seconds, sample_seconds;
     int conn_open;            /* connections with a request in progress */
+    const struct metrics_model_gauges *models; /* per model */
+    int n_model_gauges;
     struct gate_stats gate;   /* connections waiting for their requests, and those dropped */
 };
 

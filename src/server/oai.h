@@ -6,6 +6,7 @@
 #define PLUMB_SERVER_OAI_H
 
 #include "plumb/engine.h"
+#include "plumb/sampler.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -18,7 +19,7 @@ struct oai_model {
     struct engine *e;
     int64_t n_ctx;   /* per slot */
     /* called (on the engine's thread) with each inter-token latency */
-    void (*on_itl)(void *user, double seconds);
+    void (*on_itl)(void *user, const char *model, double seconds);
     void *on_itl_user;
 };
 
@@ -36,6 +37,49 @@ struct oai_error {
     char code[48];
 };
 
+/* tool_choice */
+enum oai_tool_choice {
+    OAI_TOOLS_NONE,     /* no tools, or "none": the answer is text */
+    OAI_TOOLS_AUTO,     /* the model may call tools */
+    OAI_TOOLS_REQUIRED, /* it must call one (or several): enforced by a grammar */
+    OAI_TOOLS_NAMED,    /* it must call tool_name */
+};
+
+/* A request body read and checked, as far as it goes without a model:
+ * everything oai_gen_start validates before it renders or tokenizes the
+ * prompt and submits (schemas and grammars are compiled here, so their
+ * errors are a 400 naming what is wrong). */
+struct oai_request {
+    json_t *body;                    /* the parsed body: rp.stop, prompt, tools, co point into it */
+    bool chat;
+    struct engine_request_params rp; /* sampling, n_predict (-1: not asked), stops, JSON mode, grammar,
+                                      * logit_bias, logits */
+    bool stream, include_usage;
+    int n_logprobs;                  /* alternatives per token; -1: no log-probabilities */
+    int n;                           /* choices (1..16) */
+    char *grammar;                   /* rp.grammar: from response_format json_schema or "grammar" */
+    struct engine_logit_bias *bias;  /* rp.logit_bias */
+    json_t *messages;                /* chat: [{role, content[, tool_calls | tool_call_id]}], checked */
+    json_t *tools;                   /* chat: the tools offered, or NULL */
+    enum oai_tool_choice tool_choice;
+    const char *tool_name;           /* OAI_TOOLS_NAMED */
+    bool parallel_tool_calls;
+    struct engine_chat_opts co;      /* chat: the template's switches and the tools */
+    bool split;                      /* chat: reasoning apart from the answer */
+    const char *prompt;              /* completion: the prompt text (not NUL-safe: prompt_len bytes), or NULL */
+    size_t prompt_len;
+    int32_t *ids;                    /* completion: the prompt as token ids (each below n_vocab), or NULL */
+    size_t n_ids;
+};
+
+/* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
+ * for the model model_id, whose vocabulary has n_vocab tokens. Returns 200
+ * and *r (free it with oai_request_free), or the HTTP status of the error
+ * described in *e (400, 404, 500), with *r left empty. */
+int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const char *body, size_t len,
+                     struct oai_request *r, struct oai_error *e);
+void oai_request_free(struct oai_request *r);
+
 struct oai_gen;
 
 /* The "model" of a request body: 1 and its name in out, 0 when the body
@@ -43,9 +87,9 @@ struct oai_gen;
  * (oai_gen_start says why). */
 int oai_peek_model(const char *body, size_t len, char *out, size_t size);
 
-/* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
- * and submits it. Returns 200 and *out, or the HTTP status of the error
- * described in *e (400, 404, 503). */
+/* Reads a request body (oai_request_read), renders or tokenizes its
+ * prompt and submits it (n choices: n engine requests). Returns 200 and
+ * *out, or the HTTP status of the error described in *e (400, 404, 503). */
 int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len, int max_tokens_cap, double timeout_s,
                   struct oai_gen **out, struct oai_error *e);
 bool oai_gen_streaming(const struct oai_gen *g);
@@ -63,9 +107,24 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e);
 #define OAI_STREAM_END (-1)
 ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s);
 
+/* POST /v1/embeddings: input (a string, strings, token ids or lists of
+ * them, at most OAI_MAX_INPUTS), encoding_format (float, base64),
+ * dimensions (at most the model's: shortened and normalized again).
+ * Returns 200 and *out, or the status of the error in *e; *n_tokens: the
+ * tokens embedded. */
+#define OAI_MAX_INPUTS 2048
+int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
+                   struct oai_error *e);
+/* POST /tokenize {"content", "add_special", "parse_special", "with_pieces"}
+ * -> {"tokens": [...]} and POST /detokenize {"tokens"} -> {"content"}, as
+ * llama-server has them. */
+int oai_tokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e);
+int oai_detokenize(struct oai_model *om, const char *body, size_t len, json_t **out, struct oai_error *e);
+
 struct oai_gen_info {
     int n_prompt, n_gen, n_reused;
     double ttft;        /* seconds from submission to the first token */
+    double queue_s;     /* seconds waiting for a slot (the first choice) */
     const char *finish; /* "stop", "length", "cancelled", "error", or "running" */
 };
 void oai_gen_info(struct oai_gen *g, struct oai_gen_info *info);

@@ -211,7 +211,7 @@ static const struct api_key *find_key(const struct server *s, const char *given)
 
 /* ---- served models ---- */
 
-static void on_itl(void *user, double seconds);
+static void on_itl(void *user, const char *model, double seconds);
 
 static int served_open(struct server *s, const struct server_model *spec, struct served **out, pb_err *err)
 {
@@ -315,48 +315,6 @@ static bool same_spec(const struct server_model *a, const struct server_model *b
 
 /* ---- responses ---- */
 
-/* What every response carries: one request per connection (see
- * on_request), and the instance id when there is one (the connection's
- * socket context is its server, set in on_connection). */
-static void common_headers(struct MHD_Connection *c, struct MHD_Response *r)
-{
-    MHD_add_response_header(r, "Connection", "close");
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    const struct server *s = ci ? ci->socket_context : NULL;
-    if (s && s->instance_id[0])
-        MHD_add_response_header(r, "X-Plumb-Instance", s->instance_id);
-}
-
-static enum MHD_Result send_buffer(struct MHD_Connection *c, int status, const char *type, const char *body,
-                                   size_t len, const char *retry_after)
-{
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    common_headers(c, r);
-    if (retry_after)
-        MHD_add_response_header(r, "Retry-After", retry_after);
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *v, const char *retry_after)
-{
-    char *text = json_dumps(v, JSON_COMPACT);
-    json_decref(v);
-    if (!text)
-        return send_buffer(c, 500, "application/json", "{\"error\":{\"message\":\"out of memory\"}}", 38, NULL);
-    enum MHD_Result r = send_buffer(c, status, "application/json", text, strlen(text), retry_after);
-    free(text);
-    return r;
-}
-
-/* ---- connections ---- */
-
 /* What a connection's current request has gathered. */
 struct conn {
     struct server *srv;
@@ -370,7 +328,64 @@ struct conn {
     char key_id[64];
     struct MHD_Connection *connection;
     uint64_t content_length; /* 0 when none (or chunked) */
+    char request_id[72];     /* X-Request-Id: the client's, or made here */
+    int n_embedded;          /* tokens of /v1/embeddings */
+    char origin[256];        /* Origin, when CORS allows it ("" otherwise) */
 };
+
+
+/* The headers every response of a request carries: its id, and CORS's
+ * when the origin is allowed. */
+static void common_headers(const struct conn *cn, struct MHD_Response *r)
+{
+    if (cn->srv->instance_id[0])
+        MHD_add_response_header(r, "X-Plumb-Instance", cn->srv->instance_id);
+    if (cn->request_id[0])
+        MHD_add_response_header(r, "X-Request-Id", cn->request_id);
+    if (cn->origin[0]) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", cn->origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
+}
+
+/* Queues response r with status (one request per connection: see
+ * on_request) and lets go of it. */
+static enum MHD_Result queue(struct conn *cn, int status, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(cn->connection, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_buffer(struct conn *cn, int status, const char *type, const char *body, size_t len,
+                                   const char *retry_after)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    common_headers(cn, r);
+    if (retry_after)
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    if (status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    return queue(cn, status, r);
+}
+
+static enum MHD_Result send_json(struct conn *cn, int status, json_t *v, const char *retry_after)
+{
+    char *text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    if (!text)
+        return send_buffer(cn, 500, "application/json", "{\"error\":{\"message\":\"out of memory\"}}", 38, NULL);
+    enum MHD_Result r = send_buffer(cn, status, "application/json", text, strlen(text), retry_after);
+    free(text);
+    return r;
+}
+
+/* ---- connections ---- */
 
 /* True when the client closed its side (or the socket broke). */
 static bool client_gone(struct MHD_Connection *c)
@@ -385,7 +400,7 @@ static bool client_gone(struct MHD_Connection *c)
 static const char *known_endpoint(const char *url)
 {
     static const char *const names[] = {"/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions",
-                                        "/v1/completions"};
+                                        "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(url, names[i]))
             return names[i];
@@ -394,9 +409,9 @@ static const char *known_endpoint(const char *url)
     return "other";
 }
 
-static enum MHD_Result reply_error(struct conn *cn, struct MHD_Connection *c, int status, const char *type,
-                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static enum MHD_Result reply_error(struct conn *cn, struct MHD_Connection *c, int status, const char *type,
+static enum MHD_Result reply_error(struct conn *cn, int status, const char *type,
+                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static enum MHD_Result reply_error(struct conn *cn, int status, const char *type,
                                    const char *code, const char *fmt, ...)
 {
     char msg[600];
@@ -405,7 +420,7 @@ static enum MHD_Result reply_error(struct conn *cn, struct MHD_Connection *c, in
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     cn->status = status;
-    return send_json(c, status, oai_error(msg, type, code), status == 503 ? "1" : NULL);
+    return send_json(cn, status, oai_error(msg, type, code), status == 503 ? "1" : NULL);
 }
 
 /* A streamed answer: SSE events as the scheduler hands over text; a
@@ -432,29 +447,23 @@ static void stream_free(void *cls)
     (void)cls; /* the connection's completion callback frees it */
 }
 
+static int body_model(struct conn *cn, struct oai_error *e);
+
 static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection *c, bool chat)
 {
     struct server *s = cn->srv;
     if (atomic_load(&s->draining))
-        return reply_error(cn, c, 503, "server_error", "draining", "the server is shutting down");
+        return reply_error(cn, 503, "server_error", "draining", "the server is shutting down");
     struct oai_error e = {0};
-    char name[400];
-    int has = oai_peek_model(cn->body.data, cn->body.len, name, sizeof name);
-    int status = pick_model(s, has == 1 ? name : NULL, &cn->model, &e);
-    if (status != 200 && has >= 0)
-        return reply_error(cn, c, status, e.type, e.code, "%s", e.message);
-    if (!cn->model) { /* a body that is not JSON: any model reports it */
-        pthread_mutex_lock(&s->models_mu);
-        cn->model = s->models[0];
-        cn->model->refs++;
-        pthread_mutex_unlock(&s->models_mu);
-    }
+    int status = body_model(cn, &e);
+    if (status != 200)
+        return reply_error(cn, status, e.type, e.code, "%s", e.message);
     struct oai_gen *g = NULL;
     status = oai_gen_start(&cn->model->om, chat, cn->body.data, cn->body.len, s->p.max_tokens, s->p.timeout_s, &g, &e);
     if (status != 200) {
         if (status == 503)
             logf_(s, "busy: %s", e.message);
-        return reply_error(cn, c, status, e.type, e.code[0] ? e.code : NULL, "%s", e.message);
+        return reply_error(cn, status, e.type, e.code[0] ? e.code : NULL, "%s", e.message);
     }
     cn->gen = g;
     atomic_fetch_add(&s->running, 1);
@@ -464,12 +473,10 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
         if (!r)
             return MHD_NO;
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        common_headers(cn, r);
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        common_headers(c, r);
         cn->status = 200;
-        enum MHD_Result ret = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        return ret;
+        return queue(cn, 200, r);
     }
     /* the whole answer, waiting here while checking that the client stays */
     while (!oai_gen_wait(g, 0.1))
@@ -478,13 +485,56 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
     json_t *body = NULL;
     status = oai_gen_result(g, &body, &e);
     if (status != 200)
-        return reply_error(cn, c, status, e.type, e.code[0] ? e.code : NULL, "%s", e.message);
+        return reply_error(cn, status, e.type, e.code[0] ? e.code : NULL, "%s", e.message);
     cn->status = 200;
-    return send_json(c, 200, body, NULL);
+    return send_json(cn, 200, body, NULL);
+}
+
+/* The model a body names (or the only one), with a reference in
+ * cn->model; an error reply when there is none. */
+static int body_model(struct conn *cn, struct oai_error *e)
+{
+    struct server *s = cn->srv;
+    char name[400];
+    int has = oai_peek_model(cn->body.data, cn->body.len, name, sizeof name);
+    int status = pick_model(s, has == 1 ? name : NULL, &cn->model, e);
+    if (status != 200 && has >= 0)
+        return status;
+    if (!cn->model) { /* a body that is not JSON: any model reports it */
+        pthread_mutex_lock(&s->models_mu);
+        cn->model = s->models[0];
+        cn->model->refs++;
+        pthread_mutex_unlock(&s->models_mu);
+    }
+    return 200;
+}
+
+/* POST /v1/embeddings, /tokenize, /detokenize */
+static enum MHD_Result handle_model_call(struct conn *cn, const char *url)
+{
+    struct oai_error e = {0};
+    int status = body_model(cn, &e);
+    json_t *out = NULL;
+    if (status == 200) {
+        struct oai_model *om = &cn->model->om;
+        if (!strcmp(url, "/v1/embeddings")) {
+            int n_tok = 0;
+            status = oai_embeddings(om, cn->body.data, cn->body.len, &out, &n_tok, &e);
+            cn->n_embedded = n_tok;
+        } else if (!strcmp(url, "/tokenize")) {
+            status = oai_tokenize(om, cn->body.data, cn->body.len, &out, &e);
+        } else {
+            status = oai_detokenize(om, cn->body.data, cn->body.len, &out, &e);
+        }
+    }
+    if (status != 200)
+        return reply_error(cn, status, e.type, e.code[0] ? e.code : NULL, "%s", e.message);
+    cn->status = 200;
+    return send_json(cn, 200, out, NULL);
 }
 
 /* GET /v1/models and /v1/models/ID */
-static enum MHD_Result list_models(struct conn *cn, struct MHD_Connection *c, const char *id)
+static enum MHD_Result list_models(struct conn *cn, const char *id)
 {
     struct server *s = cn->srv;
     json_t *data = json_array(), *one = NULL;
@@ -498,41 +548,63 @@ static enum MHD_Result list_models(struct conn *cn, struct MHD_Connection *c, co
     if (id) {
         json_decref(data);
         if (!one)
-            return reply_error(cn, c, 404, "invalid_request_error", "model_not_found", "the model '%.400s' does not exist",
+            return reply_error(cn, 404, "invalid_request_error", "model_not_found", "the model '%.400s' does not exist",
                                id);
         cn->status = 200;
-        return send_json(c, 200, one, NULL);
+        return send_json(cn, 200, one, NULL);
     }
     cn->status = 200;
-    return send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
+    return send_json(cn, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
 }
 
 static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const char *url, const char *method)
 {
     struct server *s = cn->srv;
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    if (!strcmp(method, "OPTIONS")) { /* a CORS preflight: no key needed, the methods and headers allowed */
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r)
+            return MHD_NO;
+        common_headers(cn, r);
+        MHD_add_response_header(r, "Allow", "GET, POST, OPTIONS");
+        if (cn->origin[0]) {
+            const char *want = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+            MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+            MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                    want && strlen(want) < 1024 ? want
+                                                                : "Authorization, Content-Type, X-Request-Id");
+            MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+        }
+        cn->status = 204;
+        return queue(cn, 204, r);
+    }
     if (!strcmp(url, "/health")) {
         if (!get)
-            return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
         cn->status = 200;
-        return send_buffer(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        return send_buffer(cn, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
     if (!strcmp(url, "/ready")) {
         if (!get)
-            return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
         bool ready = !atomic_load(&s->draining);
         cn->status = ready ? 200 : 503;
-        return ready ? send_buffer(c, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL)
-                     : send_buffer(c, 503, "application/json", "{\"status\":\"draining\"}", 21, "1");
+        return ready ? send_buffer(cn, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL)
+                     : send_buffer(cn, 503, "application/json", "{\"status\":\"draining\"}", 21, "1");
     }
     if (!strcmp(url, "/metrics")) {
         if (!get)
-            return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
         struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
+        struct metrics_model_gauges per[SERVER_MAX_MODELS];
+        char ids[SERVER_MAX_MODELS][128];
         pthread_mutex_lock(&s->models_mu);
-        for (int i = 0; i < s->n_models; i++) { /* all models together */
+        for (int i = 0; i < s->n_models; i++) { /* all models together, and each */
             struct engine_stats st;
             engine_get_stats(s->models[i]->om.e, &st);
+            snprintf(ids[i], sizeof ids[i], "%s", s->models[i]->om.id);
+            per[i] = (struct metrics_model_gauges){ids[i], st.active, st.queued,
+                                                   st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
             g.slots_total += st.n_slots;
             g.slots_active += st.active;
             g.queue_depth += st.queued;
@@ -544,6 +616,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             g.sample_seconds += st.sample_seconds;
         }
         g.n_models = s->n_models;
+        g.models = per;
+        g.n_model_gauges = s->n_models;
         pthread_mutex_unlock(&s->models_mu);
         g.conn_open = atomic_load(&s->n_conn);
         gate_get_stats(s->gate, &g.gate);
@@ -553,34 +627,42 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             return MHD_NO;
         }
         cn->status = 200;
-        enum MHD_Result r = send_buffer(c, 200, "text/plain; version=0.0.4", out.data, out.len, NULL);
+        enum MHD_Result r = send_buffer(cn, 200, "text/plain; version=0.0.4", out.data, out.len, NULL);
         sbuf_free(&out);
         return r;
     }
-    if (strncmp(url, "/v1/", 4) != 0)
-        return reply_error(cn, c, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
+    const bool tokens = !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
+    if (strncmp(url, "/v1/", 4) != 0 && !tokens)
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
 
-    /* /v1: keys, then the API */
+    /* /v1 (and /tokenize, /detokenize): keys, then the API */
     if (s->n_keys) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
         const struct api_key *k = NULL;
         if (auth && !strncasecmp(auth, "Bearer ", 7))
             k = find_key(s, auth + 7 + strspn(auth + 7, " "));
         if (!k)
-            return reply_error(cn, c, 401, "invalid_request_error", "invalid_api_key",
+            return reply_error(cn, 401, "invalid_request_error", "invalid_api_key",
                                auth ? "incorrect API key provided" : "missing API key (Authorization: Bearer KEY)");
         snprintf(cn->key_id, sizeof cn->key_id, "%s", k->id);
     }
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (!get)
-            return reply_error(cn, c, 405, "invalid_request_error", NULL, "use GET for %s", url);
-        return list_models(cn, c, url[10] == '/' ? url + 11 : NULL);
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
+        return list_models(cn, url[10] == '/' ? url + 11 : NULL);
+    }
+    if (tokens || !strcmp(url, "/v1/embeddings")) {
+        if (!post)
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use POST for %s", url);
+        if (atomic_load(&s->draining))
+            return reply_error(cn, 503, "server_error", "draining", "the server is shutting down");
+        return handle_model_call(cn, url);
     }
     const bool is_chat = !strcmp(url, "/v1/chat/completions"), is_cmpl = !strcmp(url, "/v1/completions");
     if (!is_chat && !is_cmpl)
-        return reply_error(cn, c, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
     if (!post)
-        return reply_error(cn, c, 405, "invalid_request_error", NULL, "use POST for %s", url);
+        return reply_error(cn, 405, "invalid_request_error", NULL, "use POST for %s", url);
     return handle_generation(cn, c, is_chat);
 }
 
@@ -588,6 +670,42 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
 static unsigned timeout_arg(double s)
 {
     return s > 1e6 ? 1000000u : (unsigned)ceil(s);
+}
+
+/* The request's id (a client's X-Request-Id of up to 64 characters
+ * [A-Za-z0-9._:-], else one made here) and its Origin when CORS allows
+ * it (server_params.cors_origins). */
+static void request_ident(struct server *s, struct MHD_Connection *c, struct conn *cn)
+{
+    static atomic_uint_fast64_t counter;
+    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = id ? strlen(id) : 0;
+    bool ok = n > 0 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') || (id[i] >= '0' && id[i] <= '9') ||
+             id[i] == '.' || id[i] == '_' || id[i] == ':' || id[i] == '-';
+    if (ok) {
+        snprintf(cn->request_id, sizeof cn->request_id, "%s", id);
+    } else {
+        uint64_t x = (uint64_t)(sys_now() * 1e6) * 0x9E3779B97F4A7C15ull ^ (atomic_fetch_add(&counter, 1) + 1) *
+                                                                              0xBF58476D1CE4E5B9ull;
+        x ^= x >> 31;
+        snprintf(cn->request_id, sizeof cn->request_id, "req-%016llx", (unsigned long long)x);
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *list = s->p.cors_origins;
+    if (!origin || !list || !*list || strlen(origin) >= sizeof cn->origin)
+        return;
+    const size_t ol = strlen(origin);
+    for (const char *p = list; *p;) {
+        const size_t k = strcspn(p, ", ");
+        if ((k == 1 && *p == '*') || (k == ol && !memcmp(p, origin, k))) {
+            snprintf(cn->origin, sizeof cn->origin, "%s", origin);
+            return;
+        }
+        p += k;
+        p += strspn(p, ", ");
+    }
 }
 
 /* Every connection carries one request: each response says "Connection:
@@ -613,6 +731,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cn->t0 = sys_now();
         snprintf(cn->endpoint, sizeof cn->endpoint, "%s", known_endpoint(url));
         *con_cls = cn;
+        request_ident(s, c, cn);
         /* the gate let only plain decimal lengths through */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         cn->content_length = cl ? strtoull(cl, NULL, 10) : 0;
@@ -637,7 +756,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, timeout_arg(s->p.timeout_s));
     if (cn->too_large)
-        return reply_error(cn, c, 413, "invalid_request_error", "request_too_large",
+        return reply_error(cn, 413, "invalid_request_error", "request_too_large",
                            "the request body is larger than %zu bytes", s->p.max_body);
     return route(cn, c, url, method);
 }
@@ -648,8 +767,9 @@ static void log_record(struct server *s, const struct server_record *r)
     if (!s->p.log)
         return;
     if (s->p.log_json) {
-        json_t *o = json_pack("{s:s, s:f, s:s, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:s, s:b}", "event", "request",
-                              "time", r->time, "endpoint", r->endpoint, "status", r->status, "key", r->key_id, "model",
+        json_t *o = json_pack("{s:s, s:f, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:s, s:b}", "event",
+                              "request", "time", r->time, "id", r->request_id ? r->request_id : "", "endpoint",
+                              r->endpoint, "status", r->status, "key", r->key_id, "model",
                               r->model, "prompt_tokens", r->prompt_tokens, "completion_tokens", r->completion_tokens,
                               "cached_tokens", r->cached_tokens, "ttft_s", r->ttft_s, "duration_s", r->duration_s,
                               "finish", r->finish, "client_gone", r->client_gone);
@@ -660,9 +780,9 @@ static void log_record(struct server *s, const struct server_record *r)
         free(line);
         return;
     }
-    logf_(s, "request endpoint=%s status=%d key=%s model=%s prompt=%d cached=%d completion=%d ttft=%.3fs "
+    logf_(s, "request id=%s endpoint=%s status=%d key=%s model=%s prompt=%d cached=%d completion=%d ttft=%.3fs "
              "duration=%.3fs finish=%s%s",
-          r->endpoint, r->status, r->key_id[0] ? r->key_id : "-", r->model[0] ? r->model : "-", r->prompt_tokens,
+          r->request_id && r->request_id[0] ? r->request_id : "-", r->endpoint, r->status, r->key_id[0] ? r->key_id : "-", r->model[0] ? r->model : "-", r->prompt_tokens,
           r->cached_tokens, r->completion_tokens, r->ttft_s, r->duration_s, r->finish[0] ? r->finish : "-",
           r->client_gone ? " client_gone" : "");
 }
@@ -680,7 +800,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     metrics_request(&s->metrics, cn->endpoint, status);
     metrics_duration(&s->metrics, dt);
     if (cn->gen || cn->model) {
-        struct oai_gen_info info = {.finish = ""};
+        struct oai_gen_info info = {.finish = "", .n_prompt = cn->n_embedded};
         if (cn->gen) {
             oai_gen_info(cn->gen, &info);
             if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -689,6 +809,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         metrics_tokens(&s->metrics, (uint64_t)info.n_prompt, (uint64_t)info.n_gen, (uint64_t)info.n_reused);
         if (info.n_gen > 0)
             metrics_ttft(&s->metrics, info.ttft);
+        if (cn->model && status == 200 && (cn->gen || !strcmp(cn->endpoint, "/v1/embeddings"))) {
+            const struct metrics_obs o = {cn->model->om.id, (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
+                                          info.n_gen > 0 ? info.ttft : -1, dt, info.queue_s,
+                                          cn->gen ? info.finish : NULL};
+            metrics_model_request(&s->metrics, &o);
+        }
         struct server_record rec = {
             .time = sys_wall_now(),
             .endpoint = cn->endpoint,
@@ -702,6 +828,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
             .duration_s = dt,
             .finish = info.finish,
             .client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK,
+            .request_id = cn->request_id,
         };
         log_record(s, &rec);
         if (s->p.on_record)
@@ -717,19 +844,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     free(cn);
 }
 
-static void on_itl(void *user, double seconds)
+static void on_itl(void *user, const char *model, double seconds)
 {
     struct server *s = user;
     metrics_itl(&s->metrics, seconds);
+    metrics_model_itl(&s->metrics, model, seconds);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
     (void)c;
+    (void)socket_context;
     struct server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = s; /* for common_headers */
         atomic_fetch_add(&s->n_conn, 1);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&s->n_conn, 1);

@@ -216,8 +216,10 @@ int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
         kind = TOK_KIND_SPM;
     else if (gguf_str_eq(model, "gpt2"))
         kind = TOK_KIND_BPE;
+    else if (gguf_str_eq(model, "bert"))
+        kind = TOK_KIND_WPM;
     else
-        return pb_fail(err, PB_EUNSUPPORTED, "%s: tokenizer '%.*s' is not supported yet (supported: llama, gpt2)",
+        return pb_fail(err, PB_EUNSUPPORTED, "%s: tokenizer '%.*s' is not supported yet (supported: llama, gpt2, bert)",
                        name, (int)(model.len > 32 ? 32 : model.len), model.data);
 
     struct tokenizer *t = calloc(1, sizeof *t);
@@ -241,6 +243,12 @@ int tok_load(const struct gguf_file *f, struct tokenizer **out, pb_err *err)
         t->bos = t->eos = t->unk = -1;
     if (kind == TOK_KIND_BPE && (rc = bpe_load(t, f, err))) /* sets add_bos per pre-tokenizer */
         goto fail;
+    if (kind == TOK_KIND_WPM) { /* [CLS] text [SEP] */
+        if ((rc = read_id(f, "tokenizer.ggml.cls_token_id", t->n, &t->bos, err)) ||
+            (rc = read_id(f, "tokenizer.ggml.seperator_token_id", t->n, &t->eos, err)))
+            goto fail;
+        t->add_bos = t->add_eos = true;
+    }
     if ((rc = read_id(f, "tokenizer.ggml.bos_token_id", t->n, &t->bos, err)) ||
         (rc = read_id(f, "tokenizer.ggml.eos_token_id", t->n, &t->eos, err)) ||
         (rc = read_id(f, "tokenizer.ggml.unknown_token_id", t->n, &t->unk, err)) ||
@@ -347,6 +355,8 @@ static int encode_raw(const struct tokenizer *t, const char *text, size_t len, b
 {
     if (t->kind == TOK_KIND_BPE)
         return bpe_encode(t, text, len, ids);
+    if (t->kind == TOK_KIND_WPM)
+        return wpm_encode(t, text, len, ids);
     if (!prefix_space)
         return spm_encode(t, text, len, ids);
     char *buf = malloc(len + 1);

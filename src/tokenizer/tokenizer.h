@@ -5,7 +5,9 @@
  *    scores, byte fallback, BOS/EOS, the leading-space prefix;
  *  - byte-level BPE (tokenizer.ggml.model = "gpt2"): merges by rank over
  *    the GPT-2 byte-to-unicode mapping, after a pre-tokenizer split chosen
- *    by tokenizer.ggml.pre (Unicode-aware regexes, run by PCRE2).
+ *    by tokenizer.ggml.pre (Unicode-aware regexes, run by PCRE2);
+ *  - WordPiece (tokenizer.ggml.model = "bert", wpm.c): encoders' words
+ *    split into the longest vocabulary pieces, [CLS] and [SEP] added.
  * Encoding follows the reference implementation's algorithm so that ids
  * agree with it token for token.
  *
@@ -27,6 +29,7 @@
 enum tok_kind {
     TOK_KIND_SPM, /* "llama": SentencePiece with byte fallback */
     TOK_KIND_BPE, /* "gpt2": byte-level BPE */
+    TOK_KIND_WPM, /* "bert": WordPiece, [CLS] ... [SEP] around the text */
 };
 
 /* Token attributes, numbered as GGUF's tokenizer.ggml.token_type. */

@@ -78,6 +78,9 @@ int tok_ids_push(struct tok_ids *ids, int32_t id);
  * appended to ids. */
 int spm_encode(const struct tokenizer *t, const char *text, size_t len, struct tok_ids *ids);
 
+/* WordPiece (BERT): one run of raw text, appended to ids. */
+int wpm_encode(const struct tokenizer *t, const char *text, size_t len, struct tok_ids *ids);
+
 /* Byte-level BPE: loading the merges and pre-tokenizer, encoding one run of
  * raw text, decoding a normal token's text back to bytes, freeing. */
 int bpe_load(struct tokenizer *t, const struct gguf_file *f, pb_err *err);
