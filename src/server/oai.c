@@ -354,17 +354,17 @@ static int read_messages(const json_t *req, json_t **out, struct oai_error *e)
     return 200;
 }
 
-/* The completion's prompt: a string, one string in an array, or token ids. */
-static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **ids, size_t *n, struct oai_error *e)
+/* The completion's prompt: a string, one string in an array, or token ids
+ * below n_vocab. A string is left in r->prompt (pointing into the body)
+ * for the submission to tokenize. */
+static int read_prompt(const json_t *req, int32_t n_vocab, struct oai_request *r, struct oai_error *e)
 {
     const json_t *p = json_object_get(req, "prompt");
     if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
         p = json_array_get(p, 0);
     if (json_is_string(p)) {
-        pb_err err;
-        if (tok_encode(engine_tokenizer(om->e), json_string_value(p), json_string_length(p), true, false, ids, n,
-                       &err))
-            return BAD("the prompt cannot be tokenized: %s", err.msg);
+        r->prompt = json_string_value(p);
+        r->prompt_len = json_string_length(p);
         return 200;
     }
     if (json_is_array(p) && json_array_size(p) > 0) {
@@ -374,15 +374,14 @@ static int read_prompt(const struct oai_model *om, const json_t *req, int32_t **
             return 500;
         for (size_t i = 0; i < k; i++) {
             const json_t *t = json_array_get(p, i);
-            const int32_t n_vocab = tok_n_vocab(engine_tokenizer(om->e));
             if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= n_vocab) {
                 free(v);
                 return BAD("'prompt' must be a string, or an array of token ids below %" PRId32, n_vocab);
             }
             v[i] = (int32_t)json_integer_value(t);
         }
-        *ids = v;
-        *n = k;
+        r->ids = v;
+        r->n_ids = k;
         return 200;
     }
     return BAD("'prompt' must be a string or an array of token ids (one prompt per request)");
@@ -496,51 +495,56 @@ static void make_id(char *out, size_t size, const char *prefix)
     snprintf(out, size, "%s%016" PRIx64, prefix, (uint64_t)(x * 0xBF58476D1CE4E5B9ull));
 }
 
-int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len, int max_tokens_cap, double timeout_s,
-                  struct oai_gen **out, struct oai_error *e)
+void oai_request_free(struct oai_request *r)
 {
-    *out = NULL;
+    json_decref(r->messages);
+    free(r->ids);
+    json_decref(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const char *body, size_t len,
+                     struct oai_request *r, struct oai_error *e)
+{
+    memset(r, 0, sizeof *r);
+    r->chat = chat;
+    r->rp = engine_request_defaults();
+    r->n_logprobs = -1;
     json_error_t je;
-    json_t *req = json_loadb(body ? body : "", len, 0, &je);
+    json_t *req = r->body = json_loadb(body ? body : "", len, 0, &je);
     if (!req)
         return BAD("the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     int st = 200;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    struct engine_request_params rp = engine_request_defaults();
-    struct oai_gen *g = NULL;
     if (!json_is_object(req)) {
         st = BAD("the body must be a JSON object");
         goto done;
     }
     const json_t *model = json_object_get(req, "model");
-    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), om->id) != 0)) {
+    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), model_id) != 0)) {
         if (json_is_string(model))
             set_error(e, "invalid_request_error", "model_not_found",
-                      "the model '%s' does not exist (this server serves '%s')", json_string_value(model), om->id);
+                      "the model '%s' does not exist (this server serves '%s')", json_string_value(model), model_id);
         else
             set_error(e, "invalid_request_error", "invalid_value", "'model' must be a string");
         st = json_is_string(model) ? 404 : 400;
         goto done;
     }
-    if ((st = read_common(req, &rp, chat, e)) != 200 || (st = get_stops(req, &rp, e)) != 200)
+    if ((st = read_common(req, &r->rp, chat, e)) != 200 || (st = get_stops(req, &r->rp, e)) != 200)
         goto done;
-    bool stream = false, include_usage = false;
-    if ((st = get_bool(req, "stream", &stream, e)) != 200)
+    if ((st = get_bool(req, "stream", &r->stream, e)) != 200)
         goto done;
     const json_t *so = json_object_get(req, "stream_options");
     if (so && !json_is_null(so)) {
-        if (!json_is_object(so) || (st = get_bool(so, "include_usage", &include_usage, e)) != 200) {
+        if (!json_is_object(so) || (st = get_bool(so, "include_usage", &r->include_usage, e)) != 200) {
             st = BAD("'stream_options' must be an object like {\"include_usage\": true}");
             goto done;
         }
     }
-    int n_logprobs;
-    if ((st = refuse_unsupported(req, e)) != 200 || (st = read_logprobs(req, chat, &n_logprobs, e)) != 200)
+    if ((st = refuse_unsupported(req, e)) != 200 || (st = read_logprobs(req, chat, &r->n_logprobs, e)) != 200)
         goto done;
-    if (n_logprobs >= 0) {
-        rp.want_logits = true;
-        rp.n_top = n_logprobs > 0 ? n_logprobs : 0;
+    if (r->n_logprobs >= 0) {
+        r->rp.want_logits = true;
+        r->rp.n_top = r->n_logprobs > 0 ? r->n_logprobs : 0;
     }
     if (!chat) {
         bool echo = false;
@@ -550,17 +554,39 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
             st = BAD("'echo' is not supported");
             goto done;
         }
-        if ((st = read_prompt(om, req, &ids, &n_ids, e)) != 200)
-            goto done;
+        st = read_prompt(req, n_vocab, r, e);
     } else {
-        json_t *msgs = NULL;
-        if ((st = read_messages(req, &msgs, e)) != 200)
-            goto done;
-        pb_err err;
-        int rc = engine_chat_prompt(om->e, msgs, &ids, &n_ids, &err);
-        json_decref(msgs);
-        if (rc) {
+        st = read_messages(req, &r->messages, e);
+    }
+done:
+    if (st != 200)
+        oai_request_free(r);
+    return st;
+}
+
+int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len, int max_tokens_cap, double timeout_s,
+                  struct oai_gen **out, struct oai_error *e)
+{
+    *out = NULL;
+    struct oai_request r;
+    const struct tokenizer *tok = engine_tokenizer(om->e);
+    int st = oai_request_read(om->id, tok_n_vocab(tok), chat, body, len, &r, e);
+    if (st != 200)
+        return st;
+    struct engine_request_params rp = r.rp;
+    int32_t *ids = r.ids;
+    size_t n_ids = r.n_ids;
+    struct oai_gen *g = NULL;
+    pb_err err;
+    r.ids = NULL; /* ours from here */
+    if (chat) {
+        if (engine_chat_prompt(om->e, r.messages, &ids, &n_ids, &err)) {
             st = BAD("the messages cannot be rendered with the chat template: %s", err.msg);
+            goto done;
+        }
+    } else if (r.prompt) {
+        if (tok_encode(tok, r.prompt, r.prompt_len, true, false, &ids, &n_ids, &err)) {
+            st = BAD("the prompt cannot be tokenized: %s", err.msg);
             goto done;
         }
     }
@@ -579,17 +605,17 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     }
     g->om = om;
     g->chat = chat;
-    g->n_logprobs = n_logprobs;
-    if (n_logprobs >= 0 && chat) {
+    g->n_logprobs = r.n_logprobs;
+    if (r.n_logprobs >= 0 && chat) {
         g->lp_content = json_array();
-    } else if (n_logprobs >= 0) {
+    } else if (r.n_logprobs >= 0) {
         g->lp_tokens = json_array();
         g->lp_values = json_array();
         g->lp_top = json_array();
         g->lp_offsets = json_array();
     }
-    g->stream = stream;
-    g->include_usage = include_usage;
+    g->stream = r.stream;
+    g->include_usage = r.include_usage;
     g->created = (int64_t)time(NULL);
     g->n_prompt = (int)n_ids;
     g->t_start = sys_now();
@@ -597,7 +623,6 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     make_id(g->id, sizeof g->id, chat ? "chatcmpl-" : "cmpl-");
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
-    pb_err err;
     const struct engine_events ev = {g, on_step, on_done};
     switch (engine_submit(om->e, ids, n_ids, &rp, &ev, &g->req, &err)) {
     case PB_OK: break;
@@ -625,7 +650,7 @@ done:
     if (g)
         oai_gen_free(g);
     free(ids);
-    json_decref(req);
+    oai_request_free(&r); /* after the submission, which copied the stop strings */
     return st;
 }
 

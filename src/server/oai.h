@@ -36,6 +36,30 @@ struct oai_error {
     char code[48];
 };
 
+/* A request body read and checked, as far as it goes without a model:
+ * everything oai_gen_start validates before it renders or tokenizes the
+ * prompt and submits. */
+struct oai_request {
+    json_t *body;                    /* the parsed body: rp.stop and prompt point into it */
+    bool chat;
+    struct engine_request_params rp; /* sampling, n_predict (-1: not asked), stops, JSON mode, logits */
+    bool stream, include_usage;
+    int n_logprobs;                  /* alternatives per token; -1: no log-probabilities */
+    json_t *messages;                /* chat: [{role, content}], string contents, roles checked */
+    const char *prompt;              /* completion: the prompt text (not NUL-safe: prompt_len bytes), or NULL */
+    size_t prompt_len;
+    int32_t *ids;                    /* completion: the prompt as token ids (each below n_vocab), or NULL */
+    size_t n_ids;
+};
+
+/* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
+ * for the model model_id, whose vocabulary has n_vocab tokens. Returns 200
+ * and *r (free it with oai_request_free), or the HTTP status of the error
+ * described in *e (400, 404, 500), with *r left empty. */
+int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const char *body, size_t len,
+                     struct oai_request *r, struct oai_error *e);
+void oai_request_free(struct oai_request *r);
+
 struct oai_gen;
 
 /* The "model" of a request body: 1 and its name in out, 0 when the body
@@ -43,8 +67,8 @@ struct oai_gen;
  * (oai_gen_start says why). */
 int oai_peek_model(const char *body, size_t len, char *out, size_t size);
 
-/* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
- * and submits it. Returns 200 and *out, or the HTTP status of the error
+/* Reads a request body (oai_request_read), renders or tokenizes its
+ * prompt and submits it. Returns 200 and *out, or the HTTP status of the error
  * described in *e (400, 404, 503). */
 int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len, int max_tokens_cap, double timeout_s,
                   struct oai_gen **out, struct oai_error *e);
