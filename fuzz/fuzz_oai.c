@@ -1,0 +1,86 @@
+/* OpenAI request bodies, through the server's own reading of them
+ * (oai_request_read: the model name, sampling and length fields, stop
+ * strings, stream options, logprobs, response_format, the refusal of
+ * fields plumb does not support such as tools, then messages or the
+ * prompt), as /v1/chat/completions and as /v1/completions. What passes
+ * goes on as the server would take it before submitting: messages
+ * rendered with a chat template and tokenized, a text prompt tokenized.
+ * The input is the body. The served model is called "test". */
+#include "fuzz.h"
+
+#include "chat/chat.h"
+#include "server/oai.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static struct tokenizer *tok;
+static struct chat *chatml;
+
+static void setup(void)
+{
+    if (tok)
+        return;
+    tok = fuzz_tokenizer(&(struct fuzz_vocab){.add_space_prefix = -1, .add_bos = -1});
+    pb_err err;
+    FUZZ_CHECK(chat_open(NULL, tok, "chatml", &chatml, NULL, 0, &err) == PB_OK, "%s", err.msg);
+}
+
+static bool role_ok(const char *r)
+{
+    return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
+}
+
+/* What a body that passed must hold, whatever it was. */
+static void check_request(const struct oai_request *r, bool chat)
+{
+    FUZZ_CHECK(r->rp.n_stop >= 0 && r->rp.n_stop <= ENGINE_MAX_STOPS, "%d stop strings", r->rp.n_stop);
+    for (int i = 0; i < r->rp.n_stop; i++)
+        FUZZ_CHECK(r->rp.stop[i], "stop string %d is NULL", i);
+    FUZZ_CHECK(r->n_logprobs >= -1 && r->n_logprobs <= 20, "%d logprobs", r->n_logprobs);
+    FUZZ_CHECK(r->rp.n_predict == -1 || r->rp.n_predict >= 1, "n_predict %d", r->rp.n_predict);
+    if (chat) {
+        FUZZ_CHECK(json_is_array(r->messages) && json_array_size(r->messages) > 0, "no messages");
+        for (size_t i = 0; i < json_array_size(r->messages); i++) {
+            const json_t *m = json_array_get(r->messages, i);
+            FUZZ_CHECK(role_ok(json_string_value(json_object_get(m, "role"))), "message %zu: bad role", i);
+            FUZZ_CHECK(json_is_string(json_object_get(m, "content")), "message %zu: content not a string", i);
+        }
+        return;
+    }
+    FUZZ_CHECK(!r->messages && (r->prompt != NULL) != (r->ids != NULL), "a completion needs one prompt form");
+    for (size_t i = 0; i < r->n_ids; i++)
+        FUZZ_CHECK(r->ids[i] >= 0 && r->ids[i] < tok_n_vocab(tok), "prompt id %d out of range", r->ids[i]);
+}
+
+static void one(const uint8_t *data, size_t size, bool chat)
+{
+    struct oai_request r;
+    struct oai_error e = {0};
+    int st = oai_request_read("test", tok_n_vocab(tok), chat, (const char *)data, size, &r, &e);
+    fuzz_note("%s: %d %s", chat ? "chat" : "completion", st, e.message);
+    if (st != 200) {
+        FUZZ_CHECK(st == 400 || st == 404 || st == 500, "status %d", st);
+        FUZZ_CHECK(st == 500 || (e.message[0] && e.type[0]), "status %d without a message", st);
+        FUZZ_CHECK(!r.body && !r.messages && !r.ids, "a refused request kept its parts");
+        return;
+    }
+    check_request(&r, chat);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    pb_err err;
+    if (chat)
+        (void)chat_tokenize(chatml, tok, r.messages, true, &ids, &n, &err);
+    else if (r.prompt)
+        (void)tok_encode(tok, r.prompt, r.prompt_len, true, false, &ids, &n, &err);
+    free(ids);
+    oai_request_free(&r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    setup();
+    one(data, size, true);
+    one(data, size, false);
+    return 0;
+}
