@@ -61,10 +61,10 @@ static int run_dir(const char *dir, int *count)
         if (!nn)
             break;
         names = nn;
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        size_t dl = strlen(dir), len = dl + strlen(e->d_name) + 2;
         if (!(names[n] = malloc(len)))
             break;
-        snprintf(names[n++], len, "%s/%s", dir, e->d_name);
+        snprintf(names[n++], len, "%.*s/%s", (int)(dl > 1 && dir[dl - 1] == '/' ? dl - 1 : dl), dir, e->d_name);
     }
     closedir(d);
     qsort(names, n, sizeof *names, cmp_name);

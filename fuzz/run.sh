@@ -23,7 +23,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-gguf oai template chat tokenizer config bundle_tar bundle_manifest}
+targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest}
 rss=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-10}
 work=$build/work
@@ -34,6 +34,7 @@ max_len() {
     case $1 in
     gguf | bundle_tar) echo 65536 ;;
     template | chat | oai) echo 16384 ;;
+    model) echo 128 ;;
     *) echo 4096 ;;
     esac
 }
@@ -44,6 +45,7 @@ dict() {
     config) echo ini ;;
     tokenizer) echo tokenizer ;;
     bundle_tar) echo bundle ;;
+    model) echo none ;;
     *) echo json ;;
     esac
 }
@@ -65,6 +67,7 @@ for t in $targets; do
     bin=$build/fuzz/fuzz_$t
     if [ ! -x "$bin" ]; then
         echo "fuzz: $bin is not built" >&2
+        printf '%-16s %7s %12s %9s %7s %8s %7s %8s  %s\n' "$t" - - - - - - - "NOT BUILT" >>"$summary"
         failed="$failed $t"
         continue
     fi
@@ -77,7 +80,7 @@ for t in $targets; do
     start=$(date +%s)
     # shellcheck disable=SC2086
     "$bin" -max_total_time="$seconds" -rss_limit_mb="$rss" -timeout="$timeout" -max_len="$(max_len "$t")" \
-        -dict="$src/dict/$(dict "$t").dict" -artifact_prefix="$findings/" -print_final_stats=1 \
+        $([ "$(dict "$t")" = none ] || echo "-dict=$src/dict/$(dict "$t").dict") -artifact_prefix="$findings/" -print_final_stats=1 \
         ${FUZZ_FLAGS:-} "$corpus" "$src/corpus/$t" >"$log" 2>&1
     rc=$?
     took=$(($(date +%s) - start))
