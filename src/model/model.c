@@ -6,6 +6,7 @@
 #include "kernels/kernels.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,13 @@ static int bind_all(struct model *m, pb_err *err)
         (rc = bind(m, "output.weight", BIND_MATRIX, false, hp->n_embd, hp->n_vocab, &m->output, err)) ||
         (rc = bind(m, "rope_freqs.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_freqs, err)))
         return rc;
+    /* each RoPE angle is divided by its factor: a zero, negative or
+     * non-finite one would turn every logit into NaN */
+    const float *ff = m->rope_freqs.data;
+    for (int64_t i = 0; ff && i < m->rope_freqs.ne[0]; i++)
+        if (!(isfinite(ff[i]) && ff[i] > 0))
+            return pb_fail(err, PB_EFORMAT, "%s: rope_freqs.weight[%" PRId64 "] is %g, expected a positive number",
+                           gguf_name(m->file), i, (double)ff[i]);
     if (!m->output.data) { /* tied embeddings: the output projection is token_embd */
         if (!kern_dot_for(m->tok_embd.type))
             return pb_fail(err, PB_EUNSUPPORTED, "%s: token_embd.weight (used as output) has type %s, which plumb "
