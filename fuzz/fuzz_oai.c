@@ -4,13 +4,17 @@
  * fields plumb does not support such as tools, then messages or the
  * prompt), as /v1/chat/completions and as /v1/completions. What passes
  * goes on as the server would take it before submitting: messages
- * rendered with a chat template and tokenized, a text prompt tokenized.
- * The input is the body. The served model is called "test". */
+ * rendered with a chat template and tokenized, a text prompt tokenized,
+ * and a sampler made of its parameters (which must accept whatever the
+ * server accepted) draws a few tokens. The input is the body. The served
+ * model is called "test". */
 #include "fuzz.h"
 
 #include "chat/chat.h"
+#include "sampler/sampler.h"
 #include "server/oai.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +57,29 @@ static void check_request(const struct oai_request *r, bool chat)
         FUZZ_CHECK(r->ids[i] >= 0 && r->ids[i] < tok_n_vocab(tok), "prompt id %d out of range", r->ids[i]);
 }
 
+/* The request's sampling parameters at work on fixed logits. */
+static void sample(const struct oai_request *r)
+{
+    const int32_t n_vocab = tok_n_vocab(tok);
+    static float *logits;
+    if (!logits) {
+        logits = malloc((size_t)n_vocab * sizeof *logits);
+        FUZZ_CHECK(logits, "out of memory");
+        for (int32_t i = 0; i < n_vocab; i++)
+            logits[i] = 4.0f * sinf((float)i * 0.7f);
+    }
+    struct sampler *s;
+    pb_err err;
+    FUZZ_CHECK(sampler_create(&r->rp.sampling, n_vocab, &s, &err) == PB_OK, "accepted, but the sampler refuses: %s",
+               err.msg);
+    for (int k = 0; k < 4; k++) {
+        int32_t id = sampler_sample(s, logits);
+        FUZZ_CHECK(id >= 0 && id < n_vocab, "sampled id %d", id);
+        sampler_accept(s, id);
+    }
+    sampler_free(s);
+}
+
 static void one(const uint8_t *data, size_t size, bool chat)
 {
     struct oai_request r;
@@ -66,6 +93,7 @@ static void one(const uint8_t *data, size_t size, bool chat)
         return;
     }
     check_request(&r, chat);
+    sample(&r);
     int32_t *ids = NULL;
     size_t n = 0;
     pb_err err;

@@ -23,7 +23,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest}
+targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json_guard}
 rss=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-10}
 work=$build/work
