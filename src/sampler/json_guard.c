@@ -118,6 +118,8 @@ static bool string_byte(struct json_guard *g, unsigned char c)
         g->utf8_hi = 0xBF;
         return true;
     }
+    if (g->low_next && c != '\\')
+        return false; /* a high surrogate's escape without its low half */
     if (c == '"') {
         if (g->sub) { /* a key: its colon next */
             g->state = S_COLON;
@@ -204,15 +206,24 @@ static bool feed_byte(struct json_guard *g, unsigned char c)
         if (c == 'u') {
             g->state = S_HEX;
             g->sub = (uint8_t)(g->sub ? 8 : 0);
+            g->hex = 0;
             return true;
         }
-        if (!strchr("\"\\/bfnrt", c) || c == 0)
+        if (g->low_next || !strchr("\"\\/bfnrt", c) || c == 0)
             return false;
         g->state = S_STRING;
         return true;
     case S_HEX:
         if (!is_hex(c))
             return false;
+        if ((g->sub & 7) < 2)
+            g->hex = (uint8_t)(g->hex * 16 + (is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10));
+        if ((g->sub & 7) == 1) { /* the first two digits say whether it is a surrogate */
+            const bool high = g->hex >= 0xD8 && g->hex <= 0xDB, low = g->hex >= 0xDC && g->hex <= 0xDF;
+            if (low != g->low_next)
+                return false; /* a lone low half, or a high half not followed by one */
+            g->low_next = high;
+        }
         if ((g->sub & 7) == 3) {
             g->state = S_STRING;
             g->sub = (uint8_t)((g->sub & 8) ? 1 : 0);

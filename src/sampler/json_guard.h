@@ -6,7 +6,9 @@
  * committing them): a stack of open containers, and where the lexer is
  * inside a string, number or literal. Runs of whitespace between tokens
  * are capped (JSON_GUARD_MAX_WS) so that a model cannot stall in blank
- * space; nesting deeper than JSON_GUARD_MAX_DEPTH is refused.
+ * space; nesting deeper than JSON_GUARD_MAX_DEPTH is refused. Strings
+ * hold valid UTF-8, and \u escapes of UTF-16 surrogates only in pairs
+ * (strict parsers refuse a lone one).
  */
 #ifndef PLUMB_SAMPLER_JSON_GUARD_H
 #define PLUMB_SAMPLER_JSON_GUARD_H
@@ -25,6 +27,8 @@ struct json_guard {
     uint8_t sub;     /* progress inside the state (literal letters, \u digits) */
     uint8_t utf8;    /* continuation bytes still expected in a string */
     uint8_t utf8_lo, utf8_hi; /* range of the next continuation byte */
+    uint8_t hex;     /* the first two hex digits of the \u escape being read */
+    bool low_next;   /* a \uD800-\uDBFF escape ended: a \uDC00-\uDFFF escape must follow */
     uint8_t ws;      /* whitespace bytes in the current run */
     bool done;       /* the top-level object is closed */
 };
