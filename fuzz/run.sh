@@ -23,7 +23,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json_guard}
+targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json_guard sums}
 rss=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-10}
 work=$build/work
@@ -45,7 +45,7 @@ dict() {
     config) echo ini ;;
     tokenizer) echo tokenizer ;;
     bundle_tar) echo bundle ;;
-    model) echo none ;;
+    model | sums) echo none ;;
     *) echo json ;;
     esac
 }
