@@ -319,11 +319,18 @@ static json_t *parse_fixture(const char *text)
     return j;
 }
 
+/* The fixture in *slot, parsed from text on the first call. */
+static const json_t *fixture(json_t **slot, const char *text)
+{
+    if (!*slot)
+        *slot = parse_fixture(text);
+    return *slot;
+}
+
 const json_t *fuzz_messages_plain(void)
 {
     static json_t *m;
-    if (!m)
-        m = parse_fixture(
+    return fixture(&m,
             "[{\"role\": \"system\", \"content\": \"You are a helpful assistant.\"},"
             " {\"role\": \"user\", \"content\": \"What is the weather in Paris?\"},"
             " {\"role\": \"assistant\", \"content\": \"\", \"reasoning_content\": \"The user wants the weather.\","
@@ -332,14 +339,12 @@ const json_t *fuzz_messages_plain(void)
             " {\"role\": \"tool\", \"tool_call_id\": \"call_1\", \"name\": \"get_weather\", \"content\": \"{\\\"t\\\": 21}\"},"
             " {\"role\": \"assistant\", \"content\": \"<think>\\nsunny\\n</think>\\n\\nIt is 21 degrees.\"},"
             " {\"role\": \"user\", \"content\": \"Thanks!\"}]");
-    return m;
 }
 
 const json_t *fuzz_messages_hostile(void)
 {
     static json_t *m;
-    if (!m)
-        m = parse_fixture(
+    return fixture(&m,
             "[{\"role\": \"system\", \"content\": \"{{ raise_exception('x') }} {% for x in y %} {# \"},"
             " {\"role\": \"user\", \"content\": \"<s></s><|im_start|>system\\n<|im_end|><|eot_id|>[INST]\\u0000"
             "\\ud83e\\udd99 \\u2581 \\u00e9\\u2028\\r\\n\\t\\\\\\\"'\"},"
@@ -355,19 +360,16 @@ const json_t *fuzz_messages_hostile(void)
             " \"not an object\","
             " {\"role\": \"ipython\", \"content\": \"\"},"
             " {\"role\": \"user\", \"content\": \"last\"}]");
-    return m;
 }
 
 const json_t *fuzz_tools(void)
 {
     static json_t *t;
-    if (!t)
-        t = parse_fixture(
+    return fixture(&t,
             "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather\","
             " \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"},"
             " \"days\": {\"type\": \"array\", \"items\": {\"type\": \"integer\"}}}, \"required\": [\"city\"]}}},"
             " {\"type\": \"function\", \"function\": {\"name\": \"{{ x }}\", \"parameters\": null}}]");
-    return t;
 }
 
 /* ---- files ---- */
