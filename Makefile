@@ -5,6 +5,8 @@
 #                                                     SCALAR=1: scalar kernels only)
 #   make run        build, then plumb's main job on this machine
 #   make bench      benchmarks, results in bench/results/
+#   make fuzz       the libFuzzer targets (clang, ASan+UBSan), each for FUZZ_SECONDS
+#                   (default 60; FUZZ_TARGETS="gguf oai ..." for some of them)
 #   make install    the plumb binary into $(PREFIX)/bin (default /usr/local)
 #   make image      plumb's OCI image from scratch (buildah, no network):
 #                   localhost/plumb:VERSION and build/image/plumb-VERSION.oci.tar
@@ -24,7 +26,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PLUMB := $(BUILD)/plumb
 
-.PHONY: all build deps test run bench install image clean
+.PHONY: all build deps test run bench fuzz install image clean
 
 all: build
 
@@ -53,6 +55,17 @@ run: build
 bench: build
 	@./scripts/install-deps.sh jq
 	./bench/run.sh $(PLUMB)
+
+# Every parser under libFuzzer (fuzz/README.md): the "fuzz" preset builds
+# the targets with clang in build/fuzz, fuzz/run.sh runs each one in turn
+# and fails on any crash, sanitizer report, leak, hang or memory blow-up.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	@./scripts/install-deps.sh clang libclang-rt-dev
+	@[ -f build/fuzz/CMakeCache.txt ] || cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS)
+	./fuzz/run.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # make install [PREFIX=/usr/local]: the plumb binary into PREFIX/bin
 PREFIX ?= /usr/local

@@ -56,6 +56,15 @@ static void test_full_file(void **state)
     assert_string_equal(c.models[1].alias, "support-bot:2");
     assert_string_equal(c.models[1].source, "/models/bot.gguf");
     assert_int_equal(c.models[1].parallel, 4);
+
+    /* from memory, without the final newline */
+    struct config m;
+    config_defaults(&m);
+    assert_int_equal(config_parse("mem.ini", text, strlen(text) - 1, &m, &err), PB_OK);
+    assert_string_equal(m.path, "mem.ini");
+    assert_int_equal(m.n_models, 2);
+    assert_string_equal(m.models[1].source, "/models/bot.gguf");
+    assert_int_equal(m.models[0].kv_type, PB_KV_Q8_0);
 }
 
 static void test_mistakes(void **state)
@@ -84,6 +93,12 @@ static void test_mistakes(void **state)
         int rc = load_text(cases[i].text, &c, &err);
         if (rc == PB_OK || !strstr(err.msg, cases[i].expect))
             fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err.msg, cases[i].expect);
+        /* the same text from memory: the same verdict, the same line */
+        pb_err merr = {0};
+        config_defaults(&c);
+        int mrc = config_parse("mem.ini", cases[i].text, strlen(cases[i].text), &c, &merr);
+        if (mrc != rc || strncmp(merr.msg, "mem.ini:", 8) || !strstr(merr.msg, cases[i].expect))
+            fail_msg("case %zu from memory: rc %d, message '%s', expected '%s'", i, mrc, merr.msg, cases[i].expect);
     }
     struct config c;
     pb_err err;

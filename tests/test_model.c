@@ -476,6 +476,34 @@ static void test_llama3_rope_factors(void **state)
     free(b1);
     free(a8);
     free(b8);
+
+    /* factors of zero (found by fuzz_model) are refused: each angle is
+     * divided by its factor, and every logit came out NaN */
+    char zeroed[512];
+    test_tmpfile("l32-zero-factors.gguf", zeroed, sizeof zeroed);
+    assert_int_equal(gguf_open(path, &f, &err), 0);
+    assert_int_equal(gguf_writer_create(&w, &err), 0);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++)
+        assert_int_equal(gguf_writer_add_tensor(w, gguf_tensor(f, i)->name, gguf_tensor(f, i)->type,
+                                                gguf_tensor(f, i)->n_dims, gguf_tensor(f, i)->ne, &err),
+                         0);
+    assert_int_equal(gguf_writer_begin(w, zeroed, &err), 0);
+    static const float zeros[32];
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const bool factors = !strcmp(gguf_tensor(f, i)->name, "rope_freqs.weight");
+        assert_int_equal(gguf_writer_write(w, factors ? zeros : gguf_tensor(f, i)->data, gguf_tensor(f, i)->nbytes,
+                                           &err),
+                         0);
+    }
+    assert_int_equal(gguf_writer_finish(w, &err), 0);
+    gguf_writer_free(w);
+    gguf_close(f);
+    struct model *m = NULL;
+    assert_int_equal(model_load(zeroed, NULL, &m, &err), PB_EFORMAT);
+    assert_non_null(strstr(err.msg, "rope_freqs.weight[0] is 0"));
+    assert_null(m);
 }
 
 static void test_quantized_close_to_f32(void **state)

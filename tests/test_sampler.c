@@ -288,6 +288,7 @@ static void test_json_grammar(void **state)
         " {\n  \"a\" : [1, -2.5e+3, 0, 0.25E-1, true, false, null, \"x\\\"y\\u00e9\\n\"], \"b\": {\"c\": []}}",
         "{\"k\\u0041\": \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
         "{\"\":{\"\":{\"\":[[[]]]}}}\n",
+        "{\"pair\": \"\\ud83e\\udd99 \\uD83D\\uDE00\", \"bmp\": \"\\ud7ff\\ue000\"}",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         const char *t = good[i];
@@ -327,6 +328,12 @@ static void test_json_grammar(void **state)
         {"{\"\xe2\x82\":1}", 4},  /* a truncated sequence */
         {"{}x", 2},                /* text after the object */
         {"{}{}", 2},               /* a second object */
+        /* UTF-16 surrogate escapes come in pairs (found by fuzz_json_guard) */
+        {"{\"\\udd99\":1}", 5},      /* a lone low half */
+        {"{\"\\ud83e\":1}", 8},      /* a high half, then the string ends */
+        {"{\"\\ud83ex\":1}", 8},     /* a high half, then a character */
+        {"{\"\\ud83e\\n\":1}", 9},  /* a high half, then another escape */
+        {"{\"\\ud83e\\ud83e\":1}", 11}, /* two high halves */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct gmatch *g = matcher(gr);

@@ -92,6 +92,9 @@ struct config {
 void config_defaults(struct config *c);
 /* Reads path over c (which holds defaults or earlier values). */
 int config_load(const char *path, struct config *c, pb_err *err);
+/* The same for len bytes of INI text in memory; name (recorded as the
+ * path) labels the messages. */
+int config_parse(const char *name, const char *text, size_t len, struct config *c, pb_err *err);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
 

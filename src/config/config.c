@@ -264,30 +264,60 @@ static int on_value(void *user, const char *section, const char *name, const cha
     return 1;
 }
 
-int config_load(const char *path, struct config *c, pb_err *err)
+/* Text in memory read the way libinih reads a file: a line at a time
+ * (fgets' contract), for config_parse. */
+struct mem_lines {
+    const char *p;
+    size_t left;
+};
+
+static char *mem_line(char *str, int num, void *stream)
 {
-    if (!copy_str(c->path, sizeof c->path, path))
+    struct mem_lines *m = stream;
+    if (m->left == 0 || num < 2)
+        return NULL;
+    size_t n = 0;
+    while (n < (size_t)num - 1 && n < m->left && m->p[n++] != '\n') {
+    }
+    memcpy(str, m->p, n);
+    str[n] = 0;
+    m->p += n;
+    m->left -= n;
+    return str;
+}
+
+/* Reads the configuration named name (a path, or a label for text in
+ * memory: mem non-NULL) over c. */
+static int load(const char *name, struct mem_lines *mem, struct config *c, pb_err *err)
+{
+    if (!copy_str(c->path, sizeof c->path, name))
         return pb_fail(err, PB_EINVAL, "configuration path too long");
     struct parse p = {.c = c, .err = err};
     p.section[0] = '\x01'; /* no section seen yet */
     pb_err inner = {0};
     p.err = &inner;
-    /* read whole, and only a regular file of sensible size: /dev/zero or a
-     * FIFO would never end */
+    /* a file is read whole, and only a regular file of sensible size:
+     * /dev/zero or a FIFO would never end */
     char *text = NULL;
-    int rc = pb_read_small(path, CONFIG_MAX_BYTES, &text, NULL, err);
-    if (rc)
-        return pb_wrap(err, rc, "configuration");
-    int line = ini_parse_string(text, on_value, &p);
+    struct mem_lines file;
+    if (!mem) {
+        size_t len = 0;
+        int rc = pb_read_small(name, CONFIG_MAX_BYTES, &text, &len, err);
+        if (rc)
+            return pb_wrap(err, rc, "configuration");
+        file = (struct mem_lines){text, len};
+        mem = &file;
+    }
+    int line = ini_parse_stream(mem_line, mem, on_value, &p);
     free(text);
     if (line < 0)
-        return pb_fail(err, PB_ENOMEM, "%s: out of memory", path);
+        return pb_fail(err, PB_ENOMEM, "%s: out of memory", name);
     if (line > 0)
-        return pb_fail(err, inner.code ? inner.code : PB_EFORMAT, "%s:%d: %s", path, line,
+        return pb_fail(err, inner.code ? inner.code : PB_EFORMAT, "%s:%d: %s", name, line,
                        inner.msg[0] ? inner.msg : "not a key = value line, nor a [section]");
     for (int i = 0; i < c->n_models; i++)
         if (!c->models[i].source[0])
-            return pb_fail(err, PB_EFORMAT, "%s: [model %s] has no 'source' (a store name or a GGUF file)", path,
+            return pb_fail(err, PB_EFORMAT, "%s: [model %s] has no 'source' (a store name or a GGUF file)", name,
                            c->models[i].alias);
     return PB_OK;
 }
@@ -351,4 +381,15 @@ int config_format(const struct config *c, char **out, pb_err *err)
     }
     *out = b.data;
     return PB_OK;
+}
+
+int config_load(const char *path, struct config *c, pb_err *err)
+{
+    return load(path, NULL, c, err);
+}
+
+int config_parse(const char *name, const char *text, size_t len, struct config *c, pb_err *err)
+{
+    struct mem_lines mem = {text, len};
+    return load(name, &mem, c, err);
 }

@@ -334,6 +334,13 @@ static int bind_all(struct model *m, pb_err *err)
         (rc = bind(m, "rope_factors_short.weight", BIND_VECTOR, false, hp->n_rot / 2, 0, &m->rope_short, err)) ||
         (rc = check_rope(m, err)))
         return rc;
+    /* each RoPE angle is divided by its factor: a zero, negative or
+     * non-finite one would turn every logit into NaN */
+    const float *ff = m->rope_freqs.data;
+    for (int64_t i = 0; ff && i < m->rope_freqs.ne[0]; i++)
+        if (!(isfinite(ff[i]) && ff[i] > 0))
+            return pb_fail(err, PB_EFORMAT, "%s: rope_freqs.weight[%" PRId64 "] is %g, expected a positive number",
+                           gguf_name(m->file), i, (double)ff[i]);
     if (!m->output.data) { /* tied embeddings: the output projection is token_embd */
         if (!kern_dot_for(m->tok_embd.type))
             return pb_fail(err, PB_EUNSUPPORTED, "%s: token_embd.weight (used as output) has type %s, which plumb "

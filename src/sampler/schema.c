@@ -64,10 +64,15 @@ static const char json_rules[] =
 
 const char *sampler_json_grammar(void)
 {
-    /* JSON mode: any object, \u escapes included */
+    /* JSON mode: any object, \u escapes included; UTF-16 surrogate
+     * escapes only as a high half followed by a low half (a lone half is
+     * not a character: strict parsers refuse it) */
     return "root ::= ws object ws\n"
            "ws ::= (\" \" | \"\\n\" [ \\t]{0,20})?\n"
-           "char ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
+           "hex ::= [0-9a-fA-F]\n"
+           "u-char ::= [0-9a-cA-CeEfF] hex hex hex | [dD] [0-7] hex hex\n"
+           "u-pair ::= [dD] [89abAB] hex hex \"\\\\u\" [dD] [c-fC-F] hex hex\n"
+           "char ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" (u-char | u-pair))\n"
            "string ::= \"\\\"\" char* \"\\\"\"\n"
            "integer ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n"
            "number ::= integer (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?\n"
