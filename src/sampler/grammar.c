@@ -874,7 +874,8 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
         s->pos = q;
         s->cap_pos = c;
     }
-    memcpy(s->pos + at, p, n * sizeof *p);
+    if (n) /* an empty stack: nothing to copy, and pos may still be NULL */
+        memcpy(s->pos + at, p, n * sizeof *p);
     s->hash[s->n] = h;
     s->off[++s->n] = at + n;
     return true;
@@ -1339,7 +1340,8 @@ static uint32_t make_key(struct gmatch *m, uint64_t *hash)
     for (uint32_t i = 0; i < m->cur.n; i++) {
         const uint32_t l = m->cur.off[i + 1] - m->cur.off[i];
         k[n++] = l;
-        memcpy(k + n, m->cur.pos + m->cur.off[i], l * sizeof *k);
+        if (l) /* an empty stack (the grammar may end): pos may be NULL */
+            memcpy(k + n, m->cur.pos + m->cur.off[i], l * sizeof *k);
         n += l;
     }
     *hash = hash_stack(k, n);
