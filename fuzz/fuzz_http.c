@@ -7,8 +7,9 @@
  * (256 and 1024 bytes), whole and in pieces: a connection's bytes come a
  * segment at a time and the gate looks again at each, so every prefix
  * must be incomplete or get the whole input's verdict, and once a prefix
- * has one every longer one keeps it. An accepted head ends with a blank
- * line within the input and its Content-Length is the number written. */
+ * has one every longer one keeps it. An accepted head has a request line,
+ * ends with a blank line within the input, and its Content-Length is the
+ * number written. */
 #include "fuzz.h"
 
 #include "plumb/server.h"
@@ -29,6 +30,15 @@ static int lower(int c)
     return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
 
+/* Where the request line starts: after the CR and LF bytes before it. */
+static size_t request_line(const char *h, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (h[i] == '\r' || h[i] == '\n'))
+        i++;
+    return i;
+}
+
 /* The value of the head's Content-Length line, read here without the
  * gate's code: 1 and the digits (leading zeros dropped) in buf, 0 when the
  * head has none, -1 when the line is not digits between blanks. */
@@ -36,7 +46,7 @@ static int content_length(const char *h, size_t n, char *buf, size_t size)
 {
     static const char name[] = "content-length:";
     const size_t nl = sizeof name - 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = request_line(h, n); i < n; i++) {
         if (h[i] != '\n')
             continue; /* a header line starts after a newline: the request line is not one */
         const char *line = h + i + 1;
@@ -82,6 +92,9 @@ static void check_verdict(const uint8_t *data, size_t size, size_t max_head, uin
         FUZZ_CHECK(e >= 2 && e <= size && e <= max_head + 1, "head of %zu bytes in %zu", e, size);
         FUZZ_CHECK(s[e - 1] == '\n' && (s[e - 2] == '\n' || (e >= 3 && s[e - 2] == '\r' && s[e - 3] == '\n')),
                    "the head does not end with a blank line");
+        /* libmicrohttpd skips empty lines before a request line: a head
+         * of nothing else would let it read the next one unchecked */
+        FUZZ_CHECK(request_line(s, e) < e, "accepted a head without a request line");
         FUZZ_CHECK(v->body_len <= max_body, "body of %" PRIu64 " bytes accepted (at most %" PRIu64 ")", v->body_len,
                    max_body);
         char digits[32], want[32];

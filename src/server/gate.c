@@ -190,7 +190,14 @@ enum gate_head gate_head_check(const char *buf, size_t n, size_t max_head, uint6
     *v = (struct gate_verdict){.message = ""};
     if (n > max_head && n - max_head > 1) /* what the gate peeks at */
         n = max_head + 1;
-    const size_t end = head_end(buf, n);
+    /* libmicrohttpd skips empty lines before the request line: the head it
+     * reads starts after them, and so must the one judged here (else
+     * "\r\n\r\n" passed as a whole head, and the head that followed it
+     * reached libmicrohttpd unchecked, with no deadline of the gate's) */
+    size_t start = 0;
+    while (start < n && (buf[start] == '\r' || buf[start] == '\n'))
+        start++;
+    const size_t end = start < n ? head_end(buf + start, n - start) : 0;
     if (!end) {
         if (n <= max_head)
             return GATE_HEAD_INCOMPLETE;
@@ -199,13 +206,13 @@ enum gate_head gate_head_check(const char *buf, size_t n, size_t max_head, uint6
         return GATE_HEAD_REFUSED;
     }
     uint64_t body_len = 0;
-    const int status = check_head(buf, end, max_body, &body_len, &v->message);
+    const int status = check_head(buf + start, end, max_body, &body_len, &v->message);
     if (status) {
         v->status = status;
         v->code = status == 413 ? "request_too_large" : NULL;
         return GATE_HEAD_REFUSED;
     }
-    v->head_len = end;
+    v->head_len = start + end;
     v->body_len = body_len;
     return GATE_HEAD_OK;
 }

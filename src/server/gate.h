@@ -85,13 +85,15 @@ struct gate_verdict {
     const char *message;  /* REFUSED: why, a static string */
 };
 /* Judges the bytes a connection has sent so far, buf[0..n), as the gate
- * does (only the first max_head + 1 of them count): the head ends at the
- * first blank line (CRLF or bare LF); a head longer than max_head is
- * refused (431), and so is a Content-Length that is empty, not one plain
- * decimal number, repeated, beside Transfer-Encoding (400) or above
- * max_body (413). The request line is libmicrohttpd's to judge. A pure
- * function of the bytes: a prefix of what gets a verdict gets the same
- * verdict or GATE_HEAD_INCOMPLETE. */
+ * does (only the first max_head + 1 of them count). The head starts at
+ * its request line (CR and LF bytes before it are skipped: libmicrohttpd
+ * skips empty lines there) and ends at the first blank line (CRLF or bare
+ * LF). A head longer than max_head is refused (431), and so is a
+ * Content-Length that is empty, not one plain decimal number, repeated,
+ * beside Transfer-Encoding (400) or above max_body (413); the request
+ * line is libmicrohttpd's to judge. A pure function of the bytes: a
+ * prefix of what gets a verdict gets the same verdict or
+ * GATE_HEAD_INCOMPLETE. */
 enum gate_head gate_head_check(const char *buf, size_t n, size_t max_head, uint64_t max_body, struct gate_verdict *v);
 
 /* Writes one small HTTP response (JSON error body, Connection: close) to
