@@ -843,7 +843,8 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
 {
     const uint64_t h = hash_stack(p, n);
     for (uint32_t i = 0; i < s->n; i++)
-        if (s->hash[i] == h && s->off[i + 1] - s->off[i] == n && !memcmp(s->pos + s->off[i], p, n * sizeof *p))
+        if (s->hash[i] == h && s->off[i + 1] - s->off[i] == n &&
+            (n == 0 || !memcmp(s->pos + s->off[i], p, n * sizeof *p)))
             return true;
     if (s->n >= GRAMMAR_MAX_STACKS)
         return true; /* dropped (grammar.h) */
@@ -864,7 +865,7 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
     if (s->n == 0)
         s->off[0] = 0;
     const uint32_t at = s->off[s->n];
-    if (at + n > s->cap_pos) {
+    if (at + n > s->cap_pos || !s->pos) { /* allocated for an empty stack too: readers offset pos */
         size_t c = s->cap_pos ? s->cap_pos : 64;
         while (c < at + n)
             c *= 2;
@@ -874,7 +875,8 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
         s->pos = q;
         s->cap_pos = c;
     }
-    memcpy(s->pos + at, p, n * sizeof *p);
+    if (n)
+        memcpy(s->pos + at, p, n * sizeof *p);
     s->hash[s->n] = h;
     s->off[++s->n] = at + n;
     return true;
