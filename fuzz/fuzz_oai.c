@@ -7,8 +7,11 @@
  * goes on as the server would take it before submitting: messages
  * rendered with a chat template and tokenized, a text prompt tokenized,
  * and a sampler made of its parameters (which must accept whatever the
- * server accepted) draws a few tokens. The input is the body. The served
- * model is called "test". */
+ * server accepted) draws a few tokens. The same body is then read as
+ * /v1/embeddings reads it (oai_embed_request_read: input as a string,
+ * strings, token ids or lists of them, encoding_format, dimensions), for
+ * a model of 384 dimensions. The input is the body. The served model is
+ * called "test". */
 #include "fuzz.h"
 
 #include "chat/chat.h"
@@ -134,10 +137,43 @@ static void one(const uint8_t *data, size_t size, bool chat)
     oai_request_free(&r);
 }
 
+/* An embeddings body: what passes has inputs of tokens in the
+ * vocabulary, one of the two formats and a dimension the model has. */
+static void embed(const uint8_t *data, size_t size)
+{
+    enum { DIM = 384 };
+    struct oai_embed_request r;
+    struct oai_error e = {0};
+    int st = oai_embed_request_read("test", tok, DIM, (const char *)data, size, &r, &e);
+    fuzz_note("embeddings: %d %s", st, e.message);
+    if (st != 200) {
+        FUZZ_CHECK(st == 400 || st == 404 || st == 500, "status %d", st);
+        FUZZ_CHECK(st == 500 || (e.message[0] && e.type[0]), "status %d without a message", st);
+        FUZZ_CHECK(!r.toks && !r.n_toks && !r.n, "a refused request kept its inputs");
+        return;
+    }
+    FUZZ_CHECK(r.n >= 1 && r.n <= OAI_MAX_INPUTS && r.toks && r.n_toks, "%d inputs", r.n);
+    const int32_t n_vocab = tok_n_vocab(tok);
+    for (int i = 0; i < r.n; i++) {
+        FUZZ_CHECK(r.n_toks[i] > 0 && r.toks[i], "input %d has no tokens", i);
+        for (size_t j = 0; j < r.n_toks[i]; j++)
+            FUZZ_CHECK(r.toks[i][j] >= 0 && r.toks[i][j] < n_vocab, "input %d: token %d out of range", i, r.toks[i][j]);
+    }
+    FUZZ_CHECK(r.dims >= 1 && r.dims <= DIM, "%lld dimensions", r.dims);
+    json_t *body = json_loadb((const char *)data, size, 0, NULL);
+    const char *fmt = json_string_value(json_object_get(body, "encoding_format"));
+    FUZZ_CHECK(r.base64 == (fmt && !strcmp(fmt, "base64")), "encoding_format %s read as %s", fmt ? fmt : "(none)",
+               r.base64 ? "base64" : "float");
+    FUZZ_CHECK(!fmt || !strcmp(fmt, "float") || !strcmp(fmt, "base64"), "encoding_format %s accepted", fmt);
+    json_decref(body);
+    oai_embed_request_free(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup();
     one(data, size, true);
     one(data, size, false);
+    embed(data, size);
     return 0;
 }

@@ -24,7 +24,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json grammar schema sums}
+targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json grammar schema sums http}
 rss=${FUZZ_RSS_MB:-2048}
 work=$build/work
 mkdir -p "$work/logs"
@@ -45,6 +45,7 @@ dict() {
     config) echo ini ;;
     tokenizer) echo tokenizer ;;
     bundle_tar) echo bundle ;;
+    http) echo http ;;
     model | sums) echo none ;;
     *) echo json ;;
     esac

@@ -96,6 +96,8 @@ struct builder {
     size_t len, at;
     struct brule *rules;
     size_t n_rules, cap_rules;
+    uint32_t *by_name;   /* open addressing: rule index + 1 by its name's hash (0: empty) */
+    size_t cap_by_name;  /* a power of two, at least twice n_rules */
     uint32_t (*ranges)[2];
     size_t n_ranges, cap_ranges;
     struct gclass *classes;
@@ -166,12 +168,49 @@ static int alt_push(struct builder *b, struct balt *a, uint32_t kind, uint32_t a
     return 0;
 }
 
-/* A rule by name (created when new); -1 when out of memory. */
+static uint64_t name_hash(const char *name, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)name[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The slot of name in b->by_name: where its rule is, or the empty one
+ * where it goes. */
+static size_t name_slot(const struct builder *b, const char *name, size_t n)
+{
+    size_t i = (size_t)name_hash(name, n) & (b->cap_by_name - 1);
+    for (;; i = (i + 1) & (b->cap_by_name - 1)) {
+        const uint32_t r = b->by_name[i];
+        if (!r || (strlen(b->rules[r - 1].name) == n && !memcmp(b->rules[r - 1].name, name, n)))
+            return i;
+    }
+}
+
+/* A rule by name (created when new); -1 when out of memory. Names are
+ * looked up in a hash table: repetitions create a rule per count, and a
+ * scan of them all per lookup made x{0,100000} take minutes. */
 static long rule_id(struct builder *b, const char *name, size_t n)
 {
-    for (size_t i = 0; i < b->n_rules; i++)
-        if (strlen(b->rules[i].name) == n && !memcmp(b->rules[i].name, name, n))
-            return (long)i;
+    if (b->cap_by_name) {
+        const uint32_t r = b->by_name[name_slot(b, name, n)];
+        if (r)
+            return (long)r - 1;
+    }
+    if ((b->n_rules + 1) * 2 > b->cap_by_name) { /* rehash into twice the room */
+        const size_t c = b->cap_by_name ? b->cap_by_name * 2 : 64;
+        uint32_t *t = calloc(c, sizeof *t);
+        if (!t) {
+            oom(b);
+            return -1;
+        }
+        free(b->by_name);
+        b->by_name = t;
+        b->cap_by_name = c;
+        for (size_t i = 0; i < b->n_rules; i++)
+            b->by_name[name_slot(b, b->rules[i].name, strlen(b->rules[i].name))] = (uint32_t)i + 1;
+    }
     if (grow(b, (void **)&b->rules, &b->cap_rules, b->n_rules + 1, sizeof *b->rules))
         return -1;
     struct brule *r = &b->rules[b->n_rules];
@@ -182,6 +221,7 @@ static long rule_id(struct builder *b, const char *name, size_t n)
     }
     memcpy(r->name, name, n);
     r->name[n] = 0;
+    b->by_name[name_slot(b, name, n)] = (uint32_t)b->n_rules + 1;
     return (long)b->n_rules++;
 }
 
@@ -724,6 +764,7 @@ static void builder_free(struct builder *b)
         free(b->rules[i].name);
     }
     free(b->rules);
+    free(b->by_name);
     free(b->ranges);
     free(b->classes);
 }
@@ -843,7 +884,8 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
 {
     const uint64_t h = hash_stack(p, n);
     for (uint32_t i = 0; i < s->n; i++)
-        if (s->hash[i] == h && s->off[i + 1] - s->off[i] == n && !memcmp(s->pos + s->off[i], p, n * sizeof *p))
+        if (s->hash[i] == h && s->off[i + 1] - s->off[i] == n &&
+            (n == 0 || !memcmp(s->pos + s->off[i], p, n * sizeof *p)))
             return true;
     if (s->n >= GRAMMAR_MAX_STACKS)
         return true; /* dropped (grammar.h) */
@@ -864,7 +906,7 @@ static bool sset_add(struct sset *s, const uint32_t *p, uint32_t n)
     if (s->n == 0)
         s->off[0] = 0;
     const uint32_t at = s->off[s->n];
-    if (at + n > s->cap_pos) {
+    if (at + n > s->cap_pos || !s->pos) { /* allocated for an empty stack too: readers offset pos */
         size_t c = s->cap_pos ? s->cap_pos : 64;
         while (c < at + n)
             c *= 2;

@@ -120,9 +120,9 @@ static void set_lowat(int fd, size_t n)
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v);
 }
 
-/* Checks the framing of a whole head: 0, or the status to answer with
- * (and its message). */
-static int check_head(const struct gate *g, const char *head, size_t len, const char **msg)
+/* Checks the framing of a whole head: 0 (and its Content-Length in
+ * *body_len), or the status to answer with (and its message). */
+static int check_head(const char *head, size_t len, uint64_t max_body, uint64_t *body_len, const char **msg)
 {
     int n_cl = 0;
     bool te = false;
@@ -163,10 +163,11 @@ static int check_head(const struct gate *g, const char *head, size_t len, const 
         *msg = "both Content-Length and Transfer-Encoding";
         return 400;
     }
-    if (cl_big || cl > g->p.max_body) {
+    if (cl_big || cl > max_body) {
         *msg = "the request body is larger than the server accepts";
         return 413;
     }
+    *body_len = cl;
     return 0;
 }
 
@@ -184,6 +185,38 @@ static size_t head_end(const char *buf, size_t n)
     return 0;
 }
 
+enum gate_head gate_head_check(const char *buf, size_t n, size_t max_head, uint64_t max_body, struct gate_verdict *v)
+{
+    *v = (struct gate_verdict){.message = ""};
+    if (n > max_head && n - max_head > 1) /* what the gate peeks at */
+        n = max_head + 1;
+    /* libmicrohttpd skips empty lines before the request line: the head it
+     * reads starts after them, and so must the one judged here (else
+     * "\r\n\r\n" passed as a whole head, and the head that followed it
+     * reached libmicrohttpd unchecked, with no deadline of the gate's) */
+    size_t start = 0;
+    while (start < n && (buf[start] == '\r' || buf[start] == '\n'))
+        start++;
+    const size_t end = start < n ? head_end(buf + start, n - start) : 0;
+    if (!end) {
+        if (n <= max_head)
+            return GATE_HEAD_INCOMPLETE;
+        v->status = 431;
+        v->message = "the request's headers are too long";
+        return GATE_HEAD_REFUSED;
+    }
+    uint64_t body_len = 0;
+    const int status = check_head(buf + start, end, max_body, &body_len, &v->message);
+    if (status) {
+        v->status = status;
+        v->code = status == 413 ? "request_too_large" : NULL;
+        return GATE_HEAD_REFUSED;
+    }
+    v->head_len = start + end;
+    v->body_len = body_len;
+    return GATE_HEAD_OK;
+}
+
 /* Looks at what connection i has sent: nothing new, a whole head (handed
  * over or refused), or the end of the connection. */
 static void examine(struct gate *g, int i, double now)
@@ -197,23 +230,19 @@ static void examine(struct gate *g, int i, double now)
         w->fd = -1;
         return;
     }
-    size_t end = head_end(g->buf, (size_t)n);
-    if (!end) {
-        if ((size_t)n > g->p.max_head) {
-            drop(g, i, GATE_DROP_BAD_HEAD, 431, NULL, "the request's headers are too long");
-            return;
-        }
+    struct gate_verdict v;
+    switch (gate_head_check(g->buf, (size_t)n, g->p.max_head, g->p.max_body, &v)) {
+    case GATE_HEAD_INCOMPLETE:
         if ((size_t)n == w->seen)
             w->quiet_until = now + GATE_QUIET_S;
         w->seen = (size_t)n;
         set_lowat(w->fd, (size_t)n + 1); /* poll() again when more has come */
         return;
-    }
-    const char *msg = "";
-    int status = check_head(g, g->buf, end, &msg);
-    if (status) {
-        drop(g, i, GATE_DROP_BAD_HEAD, status, status == 413 ? "request_too_large" : NULL, msg);
+    case GATE_HEAD_REFUSED:
+        drop(g, i, GATE_DROP_BAD_HEAD, v.status, v.code, v.message);
         return;
+    case GATE_HEAD_OK:
+        break;
     }
     set_lowat(w->fd, 1);
     int fd = w->fd;

@@ -71,6 +71,31 @@ void gate_get_stats(struct gate *g, struct gate_stats *st);
 /* The name of a reason, for metrics ("header_timeout", ...). */
 const char *gate_drop_name(enum gate_drop d);
 
+/* What a connection's first bytes say about its request head. */
+enum gate_head {
+    GATE_HEAD_INCOMPLETE, /* no blank line yet, and not too long: wait for more */
+    GATE_HEAD_OK,         /* a whole head, its framing acceptable: hand it over */
+    GATE_HEAD_REFUSED     /* answer with v->status and close */
+};
+struct gate_verdict {
+    size_t head_len;      /* OK: bytes of the head, its blank line included */
+    uint64_t body_len;    /* OK: the Content-Length (0 without one) */
+    int status;           /* REFUSED: 400, 413 or 431 */
+    const char *code;     /* REFUSED: the error's code ("request_too_large") or NULL */
+    const char *message;  /* REFUSED: why, a static string */
+};
+/* Judges the bytes a connection has sent so far, buf[0..n), as the gate
+ * does (only the first max_head + 1 of them count). The head starts at
+ * its request line (CR and LF bytes before it are skipped: libmicrohttpd
+ * skips empty lines there) and ends at the first blank line (CRLF or bare
+ * LF). A head longer than max_head is refused (431), and so is a
+ * Content-Length that is empty, not one plain decimal number, repeated,
+ * beside Transfer-Encoding (400) or above max_body (413); the request
+ * line is libmicrohttpd's to judge. A pure function of the bytes: a
+ * prefix of what gets a verdict gets the same verdict or
+ * GATE_HEAD_INCOMPLETE. */
+enum gate_head gate_head_check(const char *buf, size_t n, size_t max_head, uint64_t max_body, struct gate_verdict *v);
+
 /* Writes one small HTTP response (JSON error body, Connection: close) to
  * a connection the caller is about to close, best effort. */
 void gate_reply(int fd, int status, const char *code, const char *message);

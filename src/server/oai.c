@@ -1405,30 +1405,23 @@ static int read_inputs(const json_t *in, const struct tokenizer *tok, int32_t **
     return st;
 }
 
-int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
-                   struct oai_error *e)
+int oai_embed_request_read(const char *model_id, const struct tokenizer *tok, int64_t dim, const char *body,
+                           size_t len, struct oai_embed_request *r, struct oai_error *e)
 {
-    *out = NULL;
-    *n_tokens = 0;
+    *r = (struct oai_embed_request){.dims = dim};
     json_error_t je;
     json_t *req = json_loadb(body ? body : "", len, 0, &je);
     if (!req)
         return BAD("the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
-    int st = 200, n = 0;
-    int32_t **toks = NULL;
-    size_t *n_toks = NULL;
-    float *vec = NULL;
+    int st = 200;
     const json_t *model = json_object_get(req, "model"), *fmt = json_object_get(req, "encoding_format");
-    const int64_t dim = engine_embed_dim(om->e);
-    long long dims = dim;
-    bool b64 = false;
     if (!json_is_object(req)) {
         st = BAD("the body must be a JSON object");
         goto done;
     }
-    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), om->id))) {
+    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), model_id))) {
         set_error(e, "invalid_request_error", "model_not_found", "the model '%s' does not exist (this server serves "
-                  "'%s')", json_is_string(model) ? json_string_value(model) : "?", om->id);
+                  "'%s')", json_is_string(model) ? json_string_value(model) : "?", model_id);
         st = 404;
         goto done;
     }
@@ -1437,9 +1430,9 @@ int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **
             st = BAD("'encoding_format' must be \"float\" or \"base64\"");
             goto done;
         }
-        b64 = !strcmp(json_string_value(fmt), "base64");
+        r->base64 = !strcmp(json_string_value(fmt), "base64");
     }
-    if ((st = get_int(req, "dimensions", 1, dim, &dims, e)) != 200)
+    if ((st = get_int(req, "dimensions", 1, dim, &r->dims, e)) != 200)
         goto done;
     const char *k;
     json_t *v;
@@ -1450,15 +1443,43 @@ int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **
             goto done;
         }
     }
-    if ((st = read_inputs(json_object_get(req, "input"), engine_tokenizer(om->e), &toks, &n_toks, &n, e)) != 200)
-        goto done;
-    if (!(vec = malloc((size_t)n * (size_t)dim * sizeof *vec))) {
+    st = read_inputs(json_object_get(req, "input"), tok, &r->toks, &r->n_toks, &r->n, e);
+done:
+    json_decref(req);
+    if (st != 200)
+        oai_embed_request_free(r);
+    return st;
+}
+
+void oai_embed_request_free(struct oai_embed_request *r)
+{
+    for (int i = 0; r->toks && i < r->n; i++)
+        free(r->toks[i]);
+    free(r->toks);
+    free(r->n_toks);
+    *r = (struct oai_embed_request){0};
+}
+
+int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
+                   struct oai_error *e)
+{
+    *out = NULL;
+    *n_tokens = 0;
+    const int64_t dim = engine_embed_dim(om->e);
+    struct oai_embed_request r;
+    int st = oai_embed_request_read(om->id, engine_tokenizer(om->e), dim, body, len, &r, e);
+    if (st != 200)
+        return st;
+    const long long dims = r.dims;
+    const int n = r.n;
+    float *vec = malloc((size_t)n * (size_t)dim * sizeof *vec);
+    if (!vec) {
         st = 500;
         goto done;
     }
     pb_err err;
     const struct engine_embed_params ep = {.pooling = ENGINE_POOL_DEFAULT, .normalize = true};
-    int rc = engine_embed(om->e, (const int32_t *const *)toks, n_toks, n, &ep, vec, &err);
+    int rc = engine_embed(om->e, (const int32_t *const *)r.toks, r.n_toks, n, &ep, vec, &err);
     if (rc) {
         st = submit_error(rc, &err, e);
         goto done;
@@ -1474,7 +1495,7 @@ int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **
                 x[j] = (float)(x[j] / sqrt(ss));
         }
         json_t *emb;
-        if (b64) {
+        if (r.base64) {
             struct sbuf s = {0};
             base64_floats(x, (size_t)dims, &s);
             emb = json_stringn(s.data ? s.data : "", s.len);
@@ -1485,7 +1506,7 @@ int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **
                 json_array_append_new(emb, json_real(x[j]));
         }
         json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding", emb));
-        *n_tokens += (int)n_toks[i];
+        *n_tokens += (int)r.n_toks[i];
     }
     *out = json_pack("{s:s, s:o, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model", om->id, "usage",
                      "prompt_tokens", *n_tokens, "total_tokens", *n_tokens);
@@ -1494,12 +1515,8 @@ int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **
 done:
     if (st == 500 && !e->message[0])
         set_error(e, "server_error", NULL, "out of memory");
-    for (int i = 0; toks && i < n; i++)
-        free(toks[i]);
-    free(toks);
-    free(n_toks);
+    oai_embed_request_free(&r);
     free(vec);
-    json_decref(req);
     return st;
 }
 

@@ -113,6 +113,21 @@ ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s)
  * Returns 200 and *out, or the status of the error in *e; *n_tokens: the
  * tokens embedded. */
 #define OAI_MAX_INPUTS 2048
+/* An embeddings body read and checked, as far as it goes without a model. */
+struct oai_embed_request {
+    int n;            /* inputs (1..OAI_MAX_INPUTS) */
+    int32_t **toks;   /* [n][n_toks[i]]: each input's tokens, below the vocabulary's size */
+    size_t *n_toks;
+    long long dims;   /* numbers per vector returned (1..the model's dimension) */
+    bool base64;      /* encoding_format "base64" (little-endian float32), else "float" */
+};
+/* Reads an embeddings body for the model model_id (vocabulary tok, vectors
+ * of dim numbers): 200 and *r (free it with oai_embed_request_free), or
+ * the HTTP status of the error described in *e (400, 404, 500), with *r
+ * left empty. */
+int oai_embed_request_read(const char *model_id, const struct tokenizer *tok, int64_t dim, const char *body,
+                           size_t len, struct oai_embed_request *r, struct oai_error *e);
+void oai_embed_request_free(struct oai_embed_request *r);
 int oai_embeddings(struct oai_model *om, const char *body, size_t len, json_t **out, int *n_tokens,
                    struct oai_error *e);
 /* POST /tokenize {"content", "add_special", "parse_special", "with_pieces"}
