@@ -40,16 +40,14 @@ int cmd_doctor(int argc, char **argv)
     const char *config_path = NULL;
     bool deep = false, json = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "doctor", .shortopts = "h", .longopts = longopts, .files = "config"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config_path = optarg; break;
         case OPT_DEEP: deep = true; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("doctor", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("doctor", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)

@@ -62,7 +62,7 @@ static void help(void)
            "      --max-body BYTES      largest request body (default %u)\n"
            "      --max-connections N   connections with a request in progress (default %d)\n"
            "  -t, --threads N           threads, shared by every model (default: all CPUs)\n"
-           "      --batch N             tokens per forward pass (default %d)\n"
+           "  -b, --batch N             tokens per forward pass (default %d)\n"
            "      --step-ms MS          while answers stream, a step (one token for each) aims at\n"
            "                            this time: prompts of new requests are fed in as it allows\n"
            "                            (bounds inter-token latency; default %d)\n"
@@ -222,13 +222,8 @@ int cmd_serve(int argc, char **argv)
     double d;
     long long v;
     int c;
-    /* llama-server's -np for --parallel */
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-np"))
-            argv[i] = "--parallel";
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:t:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "serve", .shortopts = "c:t:h", .longopts = longopts, .files = "config,api-key-file,pid-file"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config_path = optarg; break;
         case OPT_ALIAS: m.alias = optarg; model_opts = true; break;
@@ -341,8 +336,7 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_CORS: ov.cors = optarg; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (config_path && (optind < argc || model_opts))

@@ -210,9 +210,8 @@ int cmd_service(int argc, char **argv)
     const char *config = "/etc/plumb/plumb.ini", *user = NULL, *unit_dir = "/etc/systemd/system", *pid_file = NULL;
     bool print = false;
     int c;
-    optind = 2;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "service", .shortopts = "h", .longopts = longopts, .files = "config,unit-dir,pid-file"};
+    while ((c = cli_getopt(argc - 1, argv + 1, &par)) != -1) { /* after the verb */
         switch (c) {
         case OPT_CONFIG: config = optarg; break;
         case OPT_USER: user = optarg; break;
@@ -220,12 +219,11 @@ int cmd_service(int argc, char **argv)
         case OPT_PRINT: print = true; break;
         case OPT_PID: pid_file = optarg; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("service", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("service", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
-    if (optind < argc)
-        return cli_usage_error("service", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc - 1)
+        return cli_usage_error("service", "unexpected argument '%s'", argv[optind + 1]);
     char config_abs[PATH_MAX];
     if (!realpath(config, config_abs))
         return cli_error("service", "%s: %s", config, strerror(errno));

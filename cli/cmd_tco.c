@@ -26,7 +26,8 @@ static void help(void)
            "costs is written as SVG (and PNG when asked).\n"
            "\n"
            "Hardware (a catalog device, or explicit figures; explicit ones override):\n"
-           "      --device ID        a device of 'plumb plan --list-devices'\n"
+           "      --device ID        a device of 'plumb plan --list-devices', or 'this' (with\n"
+           "                         --capex and --power)\n"
            "      --capex X          purchase price\n"
            "      --extra-capex X    the rest of the machine, installation (default 0)\n"
            "      --power P          draw under load: W or kW (e.g. 450, 450W, 0.45kW)\n"
@@ -245,9 +246,8 @@ int cmd_tco(int argc, char **argv)
     };
     double v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "tco", .shortopts = "h", .longopts = longopts, .files = "svg,png,catalog"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_DEVICE: o.device = optarg; break;
         case OPT_CAPEX:
@@ -335,8 +335,7 @@ int cmd_tco(int argc, char **argv)
         case OPT_LIST: o.list = true; break;
         case OPT_JSON: o.json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("tco", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("tco", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)
@@ -365,7 +364,16 @@ int cmd_tco(int argc, char **argv)
     /* hardware */
     const struct cat_device *d = NULL;
     char hw[200] = "explicit figures";
-    if (o.device) {
+    if (o.device && !strcmp(o.device, "this")) {
+        /* this machine, as plan names it: the catalog has no price or
+         * power for it, so they are the user's */
+        if (!o.capex_set || !o.power_set) {
+            rc = cli_usage_error("tco", "--device this: give what this machine cost and draws, --capex X and "
+                                        "--power P (the catalog knows only its own devices)");
+            goto done;
+        }
+        snprintf(hw, sizeof hw, "this machine (explicit figures)");
+    } else if (o.device) {
         if (!(d = catalog_device(cat, o.device))) {
             char near[300];
             catalog_near(cat, CAT_DEVICES, o.device, near, sizeof near);

@@ -127,7 +127,7 @@ static void test_help_and_usage(void **state)
         "survey --threads 0",
         "survey extra",
         "plan lama-3.1-8b",
-        "plan llama-3.1-8b --on rtx-9090",
+        "plan llama-3.1-8b --device rtx-9090",
         "plan llama-3.1-8b --ctx abc",
         "plan llama-3.1-8b --users -1",
         "plan llama-3.1-8b --slo-tps -5",
@@ -655,7 +655,7 @@ static void test_escaped_metadata(void **state)
         EXPECT_STATUS(r, 0);
         expect_no_controls("show --metadata", r.out);
         result_free(&r);
-        r = run("plan '%s' --on rtx-4090", path);
+        r = run("plan '%s' --device rtx-4090", path);
         EXPECT_STATUS(r, 0);
         expect_no_controls("plan", r.out);
         result_free(&r);
@@ -1298,7 +1298,7 @@ static void test_survey_plan_tco(void **state)
     result_free(&r);
 
     /* a catalog device: no measurement needed */
-    r = run("plan llama-3.1-8b --on rtx-4090 --ctx 8192 --users 2 --json");
+    r = run("plan llama-3.1-8b --device rtx-4090 --ctx 8192 --users 2 --json");
     EXPECT_STATUS(r, 0);
     j = test_parse_json(r.out);
     json_t *t = json_array_get(json_object_get(j, "targets"), 0);
@@ -1317,12 +1317,12 @@ static void test_survey_plan_tco(void **state)
     assert_true(json_is_string(json_object_get(t, "recommended")));
     json_decref(j);
     result_free(&r);
-    r = run("plan llama-3.3-70b --on rtx-4060-ti-16gb");
+    r = run("plan llama-3.3-70b --device rtx-4060-ti-16gb");
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "nothing fits"));
     assert_non_null(strstr(r.out, "would fit"));
     result_free(&r);
-    r = run("plan --on m2-ultra-192gb --users 4");
+    r = run("plan --device m2-ultra-192gb --users 4");
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "llama-3.3-70b"));
     assert_non_null(strstr(r.out, "verdict"));
@@ -1333,7 +1333,7 @@ static void test_survey_plan_tco(void **state)
     result_free(&r);
     /* a GGUF file: its own shape */
     const char *m = test_tiny_model("Q8_0");
-    r = run("plan '%s' --on h100-sxm --json", m);
+    r = run("plan '%s' --device h100-sxm --json", m);
     EXPECT_STATUS(r, 0);
     j = test_parse_json(r.out);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "model"), "layers")), 2); /* test_tiny_model: the tiny shape with 2 layers */
@@ -1344,7 +1344,7 @@ static void test_survey_plan_tco(void **state)
     EXPECT_STATUS(r, 2);
     assert_non_null(strstr(r.err, "did you mean llama-3.1-8b"));
     result_free(&r);
-    r = run("plan llama-3.1-8b --on rtx4090");
+    r = run("plan llama-3.1-8b --device rtx4090");
     EXPECT_STATUS(r, 2);
     assert_non_null(strstr(r.err, "rtx-4090"));
     result_free(&r);
