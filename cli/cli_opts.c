@@ -229,7 +229,7 @@ bool cli_refuse_dash(const char *cmd, const char *what, const char *value)
 {
     if (strcmp(value, "-"))
         return false;
-    cli_usage_error(cmd, "%s '-': standard input and output are not taken here; give a file name (./- for a file "
-                         "named '-')", what);
+    cli_usage_error(cmd, "%s '-': this is not read from standard input or written to standard output; give a file "
+                         "name (./- for a file named '-')", what);
     return true;
 }

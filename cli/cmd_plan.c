@@ -342,8 +342,10 @@ static json_t *model_json(const struct cat_model *m)
 
 static json_t *params_json(const struct opts *o)
 {
-    return json_pack("{s:I,s:i,s:f,s:f,s:I,s:s}", "ctx", (json_int_t)o->p.ctx, "users", o->p.users, "slo_tps",
-                     o->p.slo_tps, "slo_ttft", o->p.slo_ttft, "prompt", (json_int_t)o->p.prompt, "kv_type",
+    /* a target not set is null, not 0 */
+    return json_pack("{s:I,s:i,s:o,s:o,s:I,s:s}", "ctx", (json_int_t)o->p.ctx, "users", o->p.users, "slo_tps",
+                     o->p.slo_tps > 0 ? json_real(o->p.slo_tps) : json_null(), "slo_ttft",
+                     o->p.slo_ttft > 0 ? json_real(o->p.slo_ttft) : json_null(), "prompt", (json_int_t)o->p.prompt, "kv_type",
                      kv_name(o->p.kv_type));
 }
 

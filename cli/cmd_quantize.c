@@ -86,6 +86,8 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage_error("quantize", "unknown type '%s' (one of %s)", type, pb_ftype_names());
     if (cli_refuse_dash("quantize", "IN", in_arg) || cli_refuse_dash("quantize", "OUT", out))
         return CLI_USAGE;
+    if (strcmp(in_arg, out) == 0)
+        return cli_usage_error("quantize", "IN and OUT are the same file");
     pb_err err = {0};
     struct store_ref ref;
     if (name && store_ref_parse(name, &ref, &err))

@@ -92,25 +92,34 @@ static void help(void)
            ENGINE_DEFAULT_PREFILL_CHUNK);
 }
 
-/* A log line on stderr (journald takes it under the service): JSON lines
- * pass as they are in JSON mode, other events become {"event": "log"}. */
+/* A log line on stderr (journald takes it under the service), stamped in
+ * RFC 3339 with its level: "warning: " and "error: " at the start of a
+ * line give it. JSON lines (request events) pass as they are in JSON
+ * mode, other events become {"event":"log","time","level","message"}. */
 static void log_line(void *user, const char *line)
 {
     const bool json = *(const bool *)user;
-    time_t t = time(NULL);
-    struct tm tm;
-    char stamp[32];
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char stamp[40];
+    pb_time_rfc3339((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9, stamp, sizeof stamp);
+    const char *level = "info";
+    if (!strncmp(line, "warning: ", 9))
+        level = "warn", line += 9;
+    else if (!strncmp(line, "error: ", 7))
+        level = "error", line += 7;
     if (json && line[0] == '{') {
         fprintf(stderr, "%s\n", line);
     } else if (json) {
-        json_t *o = json_pack("{s:s, s:s, s:o}", "event", "log", "time", stamp, "message", json_string(line));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "event", "log", "time", stamp, "level", level, "message",
+                              json_string(line));
         char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
         fprintf(stderr, "%s\n", txt ? txt : line);
         free(txt);
         json_decref(o);
     } else {
-        fprintf(stderr, "%s plumb serve: %s\n", stamp, cli_esc(line)); /* lines quote paths, names, key ids */
+        /* lines quote paths, names, key ids */
+        fprintf(stderr, "%s %-5s plumb serve: %s\n", stamp, level, cli_esc(line));
     }
 }
 
@@ -146,7 +155,7 @@ static void record_usage(void *user, const struct server_record *r)
     pthread_mutex_lock(&u->mu);
     if (store_usage_add(u->store, &row, &err) && !u->warned) {
         char msg[700];
-        snprintf(msg, sizeof msg, "usage accounting failed (requests go on): %s", err.msg);
+        snprintf(msg, sizeof msg, "warning: usage accounting failed (requests go on): %s", err.msg);
         log_line(u->log_json, msg);
         u->warned = true;
     }
@@ -408,6 +417,7 @@ int cmd_serve(int argc, char **argv)
         if (store_resolve(store, argv[optind], paths[0], sizeof paths[0], &entry, &err))
             return cli_error("serve", "%s", err.msg);
         m.path = paths[0];
+        m.source = argv[optind];
         /* a store name, not the blob's file name (its digest), is the id */
         if (!m.alias && entry.digest[0])
             m.alias = argv[optind];
@@ -461,7 +471,7 @@ int cmd_serve(int argc, char **argv)
         p.record_user = &usage;
     } else {
         char msg[700];
-        snprintf(msg, sizeof msg, "no usage accounting: %s", serr.msg);
+        snprintf(msg, sizeof msg, "warning: no usage accounting: %s", serr.msg);
         log_line(&p.log_json, msg);
     }
 
@@ -492,7 +502,7 @@ int cmd_serve(int argc, char **argv)
         char msg[700];
         if (config_load(config_path, &next, &rerr) || config_server_models(&next, models, paths, &rerr) ||
             server_reload(s, models, next.n_models, &rerr)) {
-            snprintf(msg, sizeof msg, "SIGHUP: reload failed, serving as before: %s", rerr.msg);
+            snprintf(msg, sizeof msg, "error: SIGHUP: reload failed, serving as before: %s", rerr.msg);
             log_line(&p.log_json, msg);
             continue;
         }

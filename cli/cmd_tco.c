@@ -215,6 +215,12 @@ static void fmt_months(double m, char *b, size_t n)
         snprintf(b, n, "%.1f", m);
 }
 
+/* A break-even that never comes is null in JSON, not a negative number. */
+static json_t *json_or_never(double v)
+{
+    return v >= 0 && isfinite(v) ? json_real(v) : json_null();
+}
+
 int cmd_tco(int argc, char **argv)
 {
     enum { OPT_DEVICE = 1000, OPT_CAPEX, OPT_EXTRA, OPT_POWER, OPT_IDLE, OPT_KWH, OPT_UTIL, OPT_YEARS, OPT_UP_H,
@@ -469,12 +475,12 @@ int cmd_tco(int argc, char **argv)
     if (o.json) {
         json_t *sens = json_array();
         for (int i = 0; i < n_var; i++)
-            json_array_append_new(sens, json_pack("{s:s,s:f,s:f,s:f}", "change", var[i].what, "onprem_per_mtok",
+            json_array_append_new(sens, json_pack("{s:s,s:f,s:f,s:o}", "change", var[i].what, "onprem_per_mtok",
                                                   vr[i].onprem_per_mtok, "onprem_month", vr[i].onprem_month,
-                                                  "breakeven_months", vr[i].breakeven_months));
+                                                  "breakeven_months", json_or_never(vr[i].breakeven_months)));
         json_t *j = json_pack(
             "{s:{s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:f,s:f,s:s},"
-            "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},s:o,s:o}",
+            "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:o,s:o,s:f},s:o,s:o}",
             "inputs", "hardware", hw, "capex", o.in.capex, "extra_capex", o.in.extra_capex, "power_w", o.in.power_w,
             "idle_power_w", o.in.idle_w, "kwh_price", o.in.kwh_price, "utilisation", o.in.utilisation, "years",
             o.in.years, "upkeep_hours_month", o.in.upkeep_hours, "upkeep_rate", o.in.upkeep_rate, "tokens_in_day",
@@ -483,8 +489,8 @@ int cmd_tco(int argc, char **argv)
             "energy_kwh_month", r.energy_kwh_month, "capex_month", r.capex_month, "energy_month", r.energy_month,
             "upkeep_month", r.upkeep_month, "onprem_month", r.onprem_month, "tokens_month", r.tokens_month,
             "api_month", r.api_month, "onprem_per_mtok", r.onprem_per_mtok, "api_per_mtok", r.api_per_mtok,
-            "breakeven_tokens_month", isfinite(r.breakeven_tokens_month) ? r.breakeven_tokens_month : -1.0,
-            "breakeven_months", r.breakeven_months, "saving_month", r.saving_month, "sensitivity", sens, "charts",
+            "breakeven_tokens_month", json_or_never(r.breakeven_tokens_month),
+            "breakeven_months", json_or_never(r.breakeven_months), "saving_month", r.saving_month, "sensitivity", sens, "charts",
             json_pack("{s:s?,s:s?}", "svg", written[0], "png", written[1]));
         json_object_set_new(json_object_get(j, "inputs"), "volume_source", json_string(o.from_usage ? "usage" : "given"));
         if (o.from_usage)
