@@ -1385,6 +1385,9 @@ static void test_survey_plan_tco(void **state)
     char *svgtext = test_read_file(svg, NULL), *pngdata = test_read_file(png, NULL);
     assert_non_null(svgtext);
     assert_non_null(strstr(svgtext, "<svg"));
+    /* the chart's words are text (searchable, editable), not glyph outlines */
+    assert_non_null(strstr(svgtext, ">months</text>"));
+    assert_non_null(strstr(svgtext, ">break-even: "));
     assert_non_null(pngdata);
     assert_int_equal(memcmp(pngdata, "\x89PNG", 4), 0);
     free(svgtext);
