@@ -1034,6 +1034,10 @@ static void test_config_hot_swap(void **state)
     const char *unloaded = strstr(log, "unloaded 'assistant'");
     if (!unloaded || !strstr(log, "reload failed, serving as before") || !strstr(log, "\"event\":\"request\""))
         fail_msg("log:\n%s", log);
+    /* every event: an RFC 3339 time and a level (docs/cli.md) */
+    if (!strstr(log, "{\"event\":\"request\",\"time\":\"20") || !strstr(log, "\"level\":\"error\",\"message\":\"reload failed") ||
+        !strstr(log, "\"level\":\"info\",\"id\":\""))
+        fail_msg("log:\n%s", log);
     /* the old model left only after the long request was logged */
     const char *long_done = strstr(log, "\"completion_tokens\":1500");
     assert_non_null(long_done);
