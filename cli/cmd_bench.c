@@ -54,7 +54,8 @@ static void help(void)
            "caches) and tests of -p 32 / -n 16 tokens or more; plumb plan says which\n"
            "record it used and when.\n"
            "\n"
-           "With --serve, load on a running OpenAI-compatible server instead: at each\n"
+           "With --serve, load on a running OpenAI-compatible server (http:// or\n"
+           "https://, through libcurl) instead: at each\n"
            "concurrency level that many clients stream completions at once (prompts of\n"
            "random token ids, answers of exactly --gen-tokens tokens), and the table\n"
            "gives aggregate generation t/s, time to first token and inter-token\n"
@@ -300,12 +301,13 @@ static int run_serve(struct servebench_params *sp, bool json)
         json_t *levels = json_array();
         for (int i = 0; i < r.n_levels; i++) {
             const struct servebench_level *l = &r.levels[i];
-            json_array_append_new(levels, json_pack("{s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+            json_array_append_new(levels, json_pack("{s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s?}",
                                                     "concurrency", l->concurrency, "requests", l->requests, "failed",
                                                     l->failed, "tokens", (json_int_t)l->tokens, "wall_s", l->wall_s,
                                                     "agg_t_s", l->agg_tps, "t_s_per_user", l->tps_per_user,
                                                     "ttft_median_s", l->ttft_median, "ttft_p95_s", l->ttft_p95,
-                                                    "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95));
+                                                    "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95,
+                                                    "first_error", l->first_error[0] ? l->first_error : NULL));
         }
         json_t *o = json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
                               "gen_tokens", sp->gen_tokens, "levels", levels);
@@ -339,8 +341,9 @@ static int run_serve(struct servebench_params *sp, bool json)
     servebench_report_free(&r);
     for (int i = 0; i < r.n_levels && rc == CLI_OK; i++)
         if (r.levels[i].failed)
-            rc = cli_error("bench", "%d of %d requests failed at %d users", r.levels[i].failed, r.levels[i].requests,
-                           r.levels[i].concurrency);
+            rc = cli_error("bench", "%d of %d requests failed at %d user%s; the first: %s", r.levels[i].failed,
+                           r.levels[i].requests, r.levels[i].concurrency, r.levels[i].concurrency == 1 ? "" : "s",
+                           r.levels[i].first_error);
     return rc;
 }
 
