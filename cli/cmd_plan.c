@@ -486,9 +486,10 @@ int cmd_plan(int argc, char **argv)
     long long v;
     double d;
     int c;
-    struct cli_parser par = {.cmd = "plan", .shortopts = "h", .longopts = longopts, .files = "catalog"};
+    struct cli_parser par = {.cmd = "plan", .shortopts = "c:h", .longopts = longopts, .files = "catalog"};
     while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
+        case 'c':
         case OPT_CTX:
             if (!cli_parse_int("plan", "--ctx", optarg, 1, 1 << 24, &v))
                 return CLI_USAGE;

@@ -231,7 +231,7 @@ int cmd_serve(int argc, char **argv)
     double d;
     long long v;
     int c;
-    struct cli_parser par = {.cmd = "serve", .shortopts = "c:t:h", .longopts = longopts, .files = "config,api-key-file,pid-file"};
+    struct cli_parser par = {.cmd = "serve", .shortopts = "c:t:b:h", .longopts = longopts, .files = "config,api-key-file,pid-file"};
     while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config_path = optarg; break;
@@ -287,6 +287,7 @@ int cmd_serve(int argc, char **argv)
                 return CLI_USAGE;
             ov.threads = (int)v;
             break;
+        case 'b':
         case OPT_BATCH:
             if (!cli_parse_int("serve", "--batch", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
