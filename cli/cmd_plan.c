@@ -256,8 +256,8 @@ static int print_plan(const struct cat_model *m, const struct plan_target *t, co
         char tu[16], tot[32];
         fmt_tps(w->tg_user, tu, sizeof tu);
         cli_fmt_bytes(w->total_bytes, tot, sizeof tot);
-        printf("recommended  %s: %s, %s t/s per user, first token in %.2f s, up to %d users at the target\n", w->quant,
-               tot, tu, w->ttft_s, w->users_slo);
+        printf("recommended  %s: %s, %s t/s per user, first token in %.2f s, up to %d user%s at the target\n",
+               w->quant, tot, tu, w->ttft_s, w->users_slo, w->users_slo == 1 ? "" : "s");
         return CLI_OK;
     }
     bool any_fits = false;
@@ -376,9 +376,11 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
            "prompt t/s | users at target | verdict                      |\n");
     printf("| ----------------------------- | -------- | ------- | ---------- | ------------ | ----------- | "
            "---------- | --------------- | ---------------------------- |\n");
+    bool unsupported = false;
     for (int i = 0; i < cat->n_models; i++) {
         const struct plan_row *w = &rk[i].r.rows[rk[i].pick];
         const bool too_big = rk[i].verdict == PLAN_TOO_BIG;
+        unsupported |= t->this_machine && !rk[i].r.arch_supported;
         char params[32], mem[32], tu[16], ta[16], pp[16], verdict[160];
         cli_fmt_count((uint64_t)(rk[i].m->params_b * 1e9), params, sizeof params);
         cli_fmt_bytes(w->total_bytes, mem, sizeof mem);
@@ -395,9 +397,11 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
         printf("| %-29s | %8s | %-7s | %10s | %12s | %11s | %10s | %15d | %-28s |\n", rk[i].m->id, params, w->quant,
                mem, too_big ? "-" : tu, too_big ? "-" : ta, too_big ? "-" : pp, w->users_slo, verdict);
     }
-    printf("\nquant: the recommended one (best quality meeting the target), else the smallest that fits;\n"
-           "'needs an engine with ... support': plumb does not run that architecture yet, the figures\n"
-           "are for an engine that does. Details: plumb plan MODEL.\n");
+    printf("\nquant: the recommended one (best quality meeting the target), else the smallest that fits.%s\n"
+           "Details: plumb plan MODEL.\n",
+           unsupported ? "\n'needs an engine with ... support': plumb does not run that architecture yet, the figures\n"
+                         "are for an engine that does."
+                       : "");
     free(rk);
     return CLI_OK;
 }

@@ -1263,6 +1263,17 @@ static void test_unsafe_settings_doctor(void **state)
     setenv("PLUMB_HOME", home, 1);
 }
 
+/* A catalog folder under the temp dir holding one file with text; its
+ * path into dir. */
+static void catalog_dir(const char *name, const char *file, const char *text, char *dir, size_t size)
+{
+    char path[700];
+    snprintf(dir, size, "%s/%s", test_tmpdir(), name);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    assert_int_equal(test_write_file(path, text, strlen(text)), 0);
+}
+
 /* survey's figures against the kernel's; plan on a catalog device and
  * on a file; tco's JSON against a hand-computed case; the errors. */
 static void test_survey_plan_tco(void **state)
@@ -1349,12 +1360,9 @@ static void test_survey_plan_tco(void **state)
     assert_non_null(strstr(r.err, "rtx-4090"));
     result_free(&r);
     /* a corrupt catalog is refused with its file and entry named */
-    char dir[512], path[600];
-    snprintf(dir, sizeof dir, "%s/badcat", test_tmpdir());
-    mkdir(dir, 0755);
-    snprintf(path, sizeof path, "%s/hardware.json", dir);
-    const char *bad = "{\"devices\":[{\"id\":\"x\",\"name\":\"X\",\"kind\":\"gpu\"}]}";
-    assert_int_equal(test_write_file(path, bad, strlen(bad)), 0);
+    char dir[512];
+    catalog_dir("badcat", "hardware.json", "{\"devices\":[{\"id\":\"x\",\"name\":\"X\",\"kind\":\"gpu\"}]}", dir,
+                sizeof dir);
     r = run("plan llama-3.1-8b --on rtx-4090 --catalog '%s'", dir);
     EXPECT_STATUS(r, 1);
     assert_non_null(strstr(r.err, "hardware.json"));
@@ -1522,6 +1530,18 @@ static void test_conventions(void **state)
     r = run("plan llama-3.1-8b --device rtx-4090");
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "plumb itself runs on the CPU"));
+    result_free(&r);
+    /* an architecture plumb does not run, in words a customer reads */
+    char cat[512];
+    const char *odd = "{\"models\":[{\"id\":\"odd-1b\",\"name\":\"Odd 1B\",\"arch\":\"mamba\",\"layers\":22,"
+                      "\"hidden\":2048,\"ffn\":5632,\"heads\":32,\"kv_heads\":4,\"head_dim\":64,\"vocab\":32000,"
+                      "\"context\":2048,\"tied_embeddings\":false,\"params_b\":1.1,\"license\":\"apache-2.0\","
+                      "\"source\":\"https://example.com/config.json\"}]}";
+    catalog_dir("oddcat", "models.json", odd, cat, sizeof cat);
+    r = run("plan --catalog '%s' --device this", cat);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "needs an engine with mamba support"));
+    assert_null(strstr(r.out, "not plumb"));
     result_free(&r);
     /* getopt would read -ngl as -n gl, -ctx as -c tx */
     const char *m = test_tiny_model("Q8_0");
