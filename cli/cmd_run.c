@@ -14,7 +14,7 @@ static void help(void)
            "\n"
            "Options:\n"
            "  -p, --prompt TEXT        the prompt\n"
-           "  -f, --file FILE          read the prompt's exact bytes from FILE\n"
+           "  -f, --file FILE          read the prompt's exact bytes from FILE ('-': standard input)\n"
            "      --chat               send the prompt as a user message through the model's\n"
            "                           chat template (with --system, --chat-format)\n"
            "%s"

@@ -16,7 +16,7 @@ static void help(void)
            "vocabulary adds one. MODEL may be a vocabulary-only GGUF.\n"
            "\n"
            "Options:\n"
-           "  -f, --file FILE   tokenize the exact bytes of FILE\n"
+           "  -f, --file FILE   tokenize the exact bytes of FILE ('-': standard input)\n"
            "      --no-bos      do not add BOS (or EOS) tokens\n"
            "      --special     parse special tokens written in the text (<s>, ...)\n"
            "      --json        print {\"tokens\":[...],\"pieces\":[...]}\n"

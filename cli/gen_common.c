@@ -34,7 +34,8 @@ static const char gen_help[] =
     "      --reasoning-effort E low, medium or high (gpt-oss)\n"
     "      --json-schema FILE   the output is JSON following this JSON Schema (constrained\n"
     "                           decoding; unsupported keywords are an error naming them)\n"
-    "      --grammar FILE       the output follows this GBNF grammar (root rule 'root')\n";
+    "      --grammar FILE       the output follows this GBNF grammar (root rule 'root');\n"
+    "                           '-' reads the schema or grammar from standard input\n";
 
 const char *cli_gen_help(void)
 {
