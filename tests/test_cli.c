@@ -1183,7 +1183,7 @@ static void test_doctor(void **state)
              keys);
     test_write_file(ini, text, strlen(text));
     chmod(keys, 0644);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* held by this test alone, not by the plumb it runs */
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
