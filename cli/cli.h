@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -45,6 +46,8 @@ struct store_entry;
  * entry (may be NULL) gets the store entry. On failure prints the error
  * for cmd and returns false. */
 bool cli_resolve_model(const char *cmd, const char *model, char *path, size_t size, struct store_entry *entry);
+/* A digest as every command shows it, "sha256:HEX" (JSON null for ""). */
+json_t *cli_json_digest(const char *hex);
 /* A store entry as a JSON object (name, digest, size, ...). */
 json_t *cli_store_entry_json(const struct store_entry *e);
 /* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
@@ -61,10 +64,47 @@ int cmd_tco(int argc, char **argv);
  * buffers used in turn: for the arguments of a printf, not for keeping. */
 const char *cli_esc(const char *s);
 
+/* With --json on the command line (cli_getopt sees it), errors are one
+ * JSON line on stderr instead of text:
+ *   {"error":{"message":"...","code":"usage"|"failed","command":"CMD"}}
+ * (code "usage" with exit status 2, "failed" with 1); stdout keeps only
+ * the command's result. */
+extern bool cli_json_errors;
+
 /* Prints "plumb CMD: msg" (escaped: cli_esc) to stderr and returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the error, a hint to use --help, and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One command's options, for cli_getopt (a variable of the command: the
+ * parser keeps its state in it).
+ *   shortopts  getopt's short options, without the leading ':'
+ *   files      long options naming a file the command opens by name,
+ *              comma separated: '-' is refused for them (options that
+ *              take '-' as standard input or output are not listed)
+ * Every command parses with it, so that all report the same way:
+ *   "--frob: unknown option (plumb CMD --help lists them)", exit 2
+ *   "--ctx: needs a value"
+ * and spellings of llama.cpp and Ollama that mean an option here are
+ * taken as that option (--ctx-size as --ctx, -np as --parallel), those
+ * that mean nothing here say why (-ngl: plumb runs on the CPU). */
+struct cli_parser {
+    const char *cmd;
+    const char *shortopts;
+    const struct option *longopts;
+    const char *files;
+    bool started;
+    char spec[64]; /* ":" shortopts */
+};
+/* getopt_long for a plumb command: the option's value (optarg, optind as
+ * getopt sets them), -1 after the last option, or '?' after printing a
+ * usage error (the caller returns CLI_USAGE). The first call resets
+ * getopt, checks the whole command line for other tools' spellings and
+ * turns on cli_json_errors when the command takes --json and it is there. */
+int cli_getopt(int argc, char **argv, struct cli_parser *p);
+/* '-' where a FILE (what: "OUT", "--svg") cannot be standard input or
+ * output: prints the usage error and returns true. */
+bool cli_refuse_dash(const char *cmd, const char *what, const char *value);
 
 /* Strict number parsing for option values: the whole string must be a
  * number within [lo, hi]. On failure prints an error naming opt. */
@@ -93,11 +133,15 @@ int cli_print_json(json_t *v, bool pretty);
 extern volatile sig_atomic_t cli_interrupted;
 void cli_trap_interrupts(bool on);
 
-/* Text inputs (-f FILE): a file, or a pipe such as /dev/stdin, read
+/* Text inputs (-f FILE): a file, '-' for standard input, or a pipe such as /dev/stdin, read
  * whole up to max bytes (/dev/zero would never end) into a malloc'ed
  * NUL-terminated buffer. NULL with the reason in why otherwise. */
 #define CLI_MAX_TEXT_INPUT (64u << 20)
 char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size);
+/* --json-schema FILE / --grammar FILE (grammar true) read and checked, as
+ * GBNF into *out (malloc'ed; replaces and frees what *out held). False
+ * after printing a usage error for cmd. */
+bool cli_read_grammar(const char *cmd, const char *path, bool grammar, char **out);
 
 /* Monotonic seconds, for "took 1.2 s". */
 double cli_now(void);
@@ -107,8 +151,11 @@ bool cli_stderr_is_tty(void);
 
 
 
-/* A progress bar on stderr, redrawn in place, only when stderr is a
- * terminal; done == total ends the line. */
+/* Progress of long work (downloads, copies, quantize, synthesis): on a
+ * terminal a bar on stderr redrawn in place with the rate and the time
+ * left; otherwise (a service's log, CI) a plain line every 5 seconds and
+ * one at the end. done == total ends it; a smaller done or another total
+ * starts a new one. */
 void cli_progress(uint64_t done, uint64_t total, const char *label);
 /* The same, shaped as the library's progress callbacks. */
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *label);

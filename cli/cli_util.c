@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "plumb/sampler.h"
 #include "plumb/store.h"
 
 #include <errno.h>
@@ -20,22 +21,34 @@ const char *cli_esc(const char *s)
     return b;
 }
 
+bool cli_json_errors;
+
 /* "plumb CMD: " and the message, escaped: messages quote names, values and
- * paths from files and the network. */
-static void print_error(const char *cmd, const char *fmt, va_list ap)
+ * paths from files and the network. With --json, the JSON error line. */
+static void print_error(const char *cmd, bool usage, const char *fmt, va_list ap)
 {
     char msg[4096];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    fprintf(stderr, "plumb %s: %s", cmd, cli_esc(msg));
+    if (cli_json_errors) {
+        json_t *e = json_pack("{s:{s:o,s:s,s:s}}", "error", "message", pb_json_text(msg, strlen(msg)), "code",
+                              usage ? "usage" : "failed", "command", cmd);
+        char *line = e ? json_dumps(e, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        fprintf(stderr, "%s\n", line ? line : "{\"error\":{\"message\":\"out of memory\",\"code\":\"failed\"}}");
+        free(line);
+        json_decref(e);
+        return;
+    }
+    fprintf(stderr, "plumb %s: %s\n", cmd, cli_esc(msg));
+    if (usage)
+        fprintf(stderr, "Try 'plumb %s --help'.\n", cmd);
 }
 
 int cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    print_error(cmd, fmt, ap);
+    print_error(cmd, false, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     return CLI_FAIL;
 }
 
@@ -43,9 +56,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    print_error(cmd, fmt, ap);
+    print_error(cmd, true, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'plumb %s --help'.\n", cmd);
     return CLI_USAGE;
 }
 
@@ -141,19 +153,64 @@ bool cli_stderr_is_tty(void)
     return isatty(STDERR_FILENO) == 1;
 }
 
+/* "1.2 MiB/s, 3 min 20 s left" from the rate since the start. */
+static void fmt_rate(uint64_t done, uint64_t total, double secs, char *buf, size_t size)
+{
+    char r[32];
+    double rate = secs > 0 ? (double)done / secs : 0;
+    cli_fmt_bytes((uint64_t)rate, r, sizeof r);
+    if (rate <= 0 || done >= total) {
+        snprintf(buf, size, "%s/s", r);
+        return;
+    }
+    double left = (double)(total - done) / rate;
+    if (left >= 3600)
+        snprintf(buf, size, "%s/s, %.0f h %02.0f min left", r, floor(left / 3600), fmod(floor(left / 60), 60));
+    else if (left >= 60)
+        snprintf(buf, size, "%s/s, %.0f min %02.0f s left", r, floor(left / 60), fmod(floor(left), 60));
+    else
+        snprintf(buf, size, "%s/s, %.0f s left", r, ceil(left));
+}
+
 void cli_progress(uint64_t done, uint64_t total, const char *label)
 {
-    if (!cli_stderr_is_tty() || total == 0)
+    static uint64_t last_done, last_total;
+    static double start, last_line;
+    static bool logged; /* a plain line was printed for this work */
+    if (total == 0)
         return;
-    const int width = 30;
-    int fill = (int)((double)done / (double)total * width);
-    char a[32], b[32];
+    double now = cli_now();
+    if (done < last_done || total != last_total || start == 0) {
+        start = now;
+        last_line = now;
+        logged = false;
+    }
+    last_done = done >= total ? 0 : done;
+    last_total = done >= total ? 0 : total;
+    char a[32], b[32], rate[80];
     cli_fmt_bytes(done, a, sizeof a);
     cli_fmt_bytes(total, b, sizeof b);
-    fprintf(stderr, "\r\033[K[%.*s%*s] %3d%% %s / %s  %.40s", fill, "##############################", width - fill, "",
-            (int)(100.0 * (double)done / (double)total), a, b, label ? label : "");
+    fmt_rate(done, total, now - start, rate, sizeof rate);
+    int pct = (int)(100.0 * (double)done / (double)total);
+    if (cli_stderr_is_tty()) {
+        const int width = 30;
+        int fill = (int)((double)done / (double)total * width);
+        fprintf(stderr, "\r\033[K[%.*s%*s] %3d%% %s / %s, %s  %.30s", fill, "##############################",
+                width - fill, "", pct, a, b, rate, label ? cli_esc(label) : "");
+        if (done >= total)
+            fputc('\n', stderr);
+    } else if (now - last_line >= 5 || (done >= total && logged)) {
+        /* a log or CI: a plain line every few seconds, and the end of
+         * work that took that long */
+        last_line = now;
+        logged = true;
+        fprintf(stderr, "progress: %d%% %s of %s, %s%s%s\n", pct, a, b, rate, label && label[0] ? ": " : "",
+                label ? cli_esc(label) : "");
+    } else {
+        return;
+    }
     if (done >= total)
-        fputc('\n', stderr);
+        start = 0;
     fflush(stderr);
 }
 
@@ -191,13 +248,19 @@ json_t *cli_json_time(int64_t t)
     return json_string(buf);
 }
 
+json_t *cli_json_digest(const char *hex)
+{
+    char digest[80];
+    snprintf(digest, sizeof digest, "sha256:%.64s", hex);
+    return hex && hex[0] ? json_string(digest) : json_null();
+}
+
 json_t *cli_store_entry_json(const struct store_entry *e)
 {
-    char ref[STORE_NAME_MAX + STORE_TAG_MAX + 2], digest[80];
+    char ref[STORE_NAME_MAX + STORE_TAG_MAX + 2];
     store_ref_format(&e->ref, ref, sizeof ref);
-    snprintf(digest, sizeof digest, "sha256:%s", e->digest);
-    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:s?,s:s?,s:I,s:o,s:o,s:o,s:I}", "name", ref, "model", e->ref.name, "tag",
-                     e->ref.tag, "digest", digest, "size", (json_int_t)e->size, "architecture",
+    return json_pack("{s:s,s:s,s:s,s:o,s:I,s:s?,s:s?,s:I,s:o,s:o,s:o,s:I}", "name", ref, "model", e->ref.name, "tag",
+                     e->ref.tag, "digest", cli_json_digest(e->digest), "size", (json_int_t)e->size, "architecture",
                      e->arch[0] ? e->arch : NULL, "quantization", e->quant[0] ? e->quant : NULL, "parameters",
                      (json_int_t)e->n_params, "source", pb_json_text(e->source, strlen(e->source)), "created",
                      cli_json_time(e->created), "modified", cli_json_time(e->modified), "revisions",
@@ -246,7 +309,8 @@ void cli_trap_interrupts(bool on)
 char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size)
 {
     *len = 0;
-    FILE *f = fopen(path, "rb");
+    const bool in = !strcmp(path, "-");
+    FILE *f = in ? stdin : fopen(path, "rb");
     if (!f) {
         snprintf(why, why_size, "%s", strerror(errno));
         return NULL;
@@ -279,10 +343,48 @@ char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_
         free(buf);
         buf = NULL;
     }
-    fclose(f);
+    if (!in)
+        fclose(f);
     if (buf) {
         buf[n] = 0;
         *len = n;
     }
     return buf;
+}
+
+bool cli_read_grammar(const char *cmd, const char *path, bool grammar, char **out)
+{
+    size_t len;
+    char why[128];
+    char *text = cli_read_input(path, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
+    if (!text) {
+        cli_usage_error(cmd, "cannot read %s: %s", path, why);
+        return false;
+    }
+    free(*out);
+    *out = NULL;
+    pb_err err = {0};
+    int rc;
+    if (grammar) {
+        rc = sampler_grammar_check(text, len, &err);
+        if (!rc)
+            *out = text;
+        else
+            free(text);
+    } else {
+        json_error_t je;
+        json_t *schema = json_loadb(text, len, 0, &je);
+        free(text);
+        if (!schema) {
+            cli_usage_error(cmd, "%s: not JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
+            return false;
+        }
+        rc = sampler_schema_grammar(schema, out, &err);
+        json_decref(schema);
+    }
+    if (rc) {
+        cli_usage_error(cmd, "%s: %s", path, err.msg);
+        return false;
+    }
+    return true;
 }

@@ -54,7 +54,8 @@ static void help(void)
            "caches) and tests of -p 32 / -n 16 tokens or more; plumb plan says which\n"
            "record it used and when.\n"
            "\n"
-           "With --serve, load on a running OpenAI-compatible server instead: at each\n"
+           "With --serve, load on a running OpenAI-compatible server (http:// or\n"
+           "https://, through libcurl) instead: at each\n"
            "concurrency level that many clients stream completions at once (prompts of\n"
            "random token ids, answers of exactly --gen-tokens tokens), and the table\n"
            "gives aggregate generation t/s, time to first token and inter-token\n"
@@ -64,7 +65,9 @@ static void help(void)
            "      --gen-tokens N      answer length (default 64)\n"
            "      --requests N        requests per client and level (default 2)\n"
            "      --model NAME        the model field to send (default: none)\n"
-           "      --api-key KEY       sent as 'Authorization: Bearer KEY'\n"
+           "      --api-key-file FILE the key to send as 'Authorization: Bearer KEY': the first\n"
+           "                          key of FILE, in plumb serve's format (KEY or ID KEY per\n"
+           "                          line); '-' reads it from standard input\n"
            "      --vocab N           prompt token ids are drawn below N (default 1000)\n"
            "      --session-header H  each client is a session: it sends 'H: bench-LEVEL-CLIENT'\n"
            "                          (e.g. X-Session-Id, for a balancer's affinity)\n"
@@ -298,12 +301,13 @@ static int run_serve(struct servebench_params *sp, bool json)
         json_t *levels = json_array();
         for (int i = 0; i < r.n_levels; i++) {
             const struct servebench_level *l = &r.levels[i];
-            json_array_append_new(levels, json_pack("{s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+            json_array_append_new(levels, json_pack("{s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s?}",
                                                     "concurrency", l->concurrency, "requests", l->requests, "failed",
                                                     l->failed, "tokens", (json_int_t)l->tokens, "wall_s", l->wall_s,
                                                     "agg_t_s", l->agg_tps, "t_s_per_user", l->tps_per_user,
                                                     "ttft_median_s", l->ttft_median, "ttft_p95_s", l->ttft_p95,
-                                                    "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95));
+                                                    "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95,
+                                                    "first_error", l->first_error[0] ? l->first_error : NULL));
         }
         json_t *o = json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
                               "gen_tokens", sp->gen_tokens, "levels", levels);
@@ -337,20 +341,51 @@ static int run_serve(struct servebench_params *sp, bool json)
     servebench_report_free(&r);
     for (int i = 0; i < r.n_levels && rc == CLI_OK; i++)
         if (r.levels[i].failed)
-            rc = cli_error("bench", "%d of %d requests failed at %d users", r.levels[i].failed, r.levels[i].requests,
-                           r.levels[i].concurrency);
+            rc = cli_error("bench", "%d of %d requests failed at %d user%s; the first: %s", r.levels[i].failed,
+                           r.levels[i].requests, r.levels[i].concurrency, r.levels[i].concurrency == 1 ? "" : "s",
+                           r.levels[i].first_error);
     return rc;
+}
+
+/* The first key of a key file as plumb serve reads them: a line is KEY
+ * or ID KEY; empty lines and # comments are skipped. */
+static bool read_key(const char *path, char *key, size_t size)
+{
+    size_t len;
+    char why[128];
+    char *text = cli_read_input(path, 64 << 10, &len, why, sizeof why);
+    if (!text) {
+        cli_usage_error("bench", "--api-key-file %s: %s", path, why);
+        return false;
+    }
+    key[0] = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !key[0];
+         line = strtok_r(NULL, "\r\n", &save)) {
+        char *words[3] = {0};
+        int n = 0;
+        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 3; w = strtok_r(NULL, " \t", &s2))
+            words[n++] = w;
+        if (n == 0 || words[0][0] == '#')
+            continue;
+        if (n <= 2)
+            snprintf(key, size, "%s", words[n - 1]);
+    }
+    free(text);
+    if (!key[0])
+        cli_usage_error("bench", "--api-key-file %s holds no key (a line KEY or ID KEY)", path);
+    return key[0] != 0;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY,
+    enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_KEY_FILE,
            OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_PER_REQUEST, OPT_SCHEMA, OPT_GRAMMAR, OPT_EMBED };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
         {"requests", required_argument, 0, OPT_REQ},  {"model", required_argument, 0, OPT_MODEL},
-        {"api-key", required_argument, 0, OPT_KEY},   {"vocab", required_argument, 0, OPT_VOCAB},
+        {"api-key-file", required_argument, 0, OPT_KEY_FILE},
+        {"api-key", required_argument, 0, OPT_KEY}, /* the old way, the key itself (shows in ps) */   {"vocab", required_argument, 0, OPT_VOCAB},
         {"session-header", required_argument, 0, OPT_SESSION}, {"repeat-prompt", no_argument, 0, OPT_REPEAT},
         {"per-request", no_argument, 0, OPT_PER_REQUEST},
         {"shape", required_argument, 0, OPT_SHAPE},   {"n-prompt", required_argument, 0, 'p'},
@@ -367,11 +402,11 @@ int cmd_bench(int argc, char **argv)
                                    .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
     bool shape = false, json = false, save = true, force_save = false;
     char *grammar = NULL; /* --json-schema or --grammar as GBNF */
+    static char key[512];
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":p:n:r:t:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "bench", .shortopts = "p:n:r:t:h", .longopts = longopts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_SHAPE:
             if (!parse_shape(optarg, &p))
@@ -427,6 +462,11 @@ int cmd_bench(int argc, char **argv)
             break;
         case OPT_MODEL: sp.model = optarg; break;
         case OPT_KEY: sp.api_key = optarg; break;
+        case OPT_KEY_FILE:
+            if (!read_key(optarg, key, sizeof key))
+                return CLI_USAGE;
+            sp.api_key = key;
+            break;
         case OPT_SESSION: sp.session_header = optarg; break;
         case OPT_REPEAT: sp.repeat_prompt = true; break;
         case OPT_PER_REQUEST: sp.keep_requests = true; break;
@@ -441,38 +481,14 @@ int cmd_bench(int argc, char **argv)
             }
             break;
         case OPT_SCHEMA:
-        case OPT_GRAMMAR: {
-            size_t len;
-            char why[128];
-            char *text = cli_read_input(optarg, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
-            if (!text)
-                return cli_usage_error("bench", "cannot read %s: %s", optarg, why);
-            pb_err e2;
-            free(grammar);
-            grammar = NULL;
-            if (c == OPT_GRAMMAR) {
-                if (sampler_grammar_check(text, len, &e2)) {
-                    free(text);
-                    return cli_usage_error("bench", "%s: %s", optarg, e2.msg);
-                }
-                grammar = text;
-            } else {
-                json_t *schema = json_loadb(text, len, 0, NULL);
-                free(text);
-                if (!schema)
-                    return cli_usage_error("bench", "%s is not JSON", optarg);
-                int src = sampler_schema_grammar(schema, &grammar, &e2);
-                json_decref(schema);
-                if (src)
-                    return cli_usage_error("bench", "%s: %s", optarg, e2.msg);
-            }
+        case OPT_GRAMMAR:
+            if (!cli_read_grammar("bench", optarg, c == OPT_GRAMMAR, &grammar))
+                return CLI_USAGE;
             p.grammar = grammar;
             break;
-        }
         case OPT_SAVE: force_save = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("bench", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("bench", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (sp.url) {

@@ -71,15 +71,13 @@ int cmd_export(int argc, char **argv)
     const char *out = NULL;
     bool json = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "export", .shortopts = "ho:", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case 'j': json = true; break;
         case 'h': export_help(); return CLI_OK;
-        case ':': return cli_usage_error("export", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("export", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind == argc)
@@ -164,14 +162,13 @@ int cmd_import(int argc, char **argv)
     struct store_bundle_opts o = {.cancel = &cli_interrupted};
     bool json = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "import", .shortopts = "h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case 'c': o.check_only = true; break;
         case 'j': json = true; break;
         case 'h': import_help(); return CLI_OK;
-        default: return cli_usage_error("import", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (argc - optind != 1)

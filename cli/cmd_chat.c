@@ -276,9 +276,8 @@ int cmd_chat(int argc, char **argv)
     struct cli_gen g;
     cli_gen_init(&g, -1);
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h" CLI_GEN_SHORTOPTS, opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "chat", .shortopts = "h" CLI_GEN_SHORTOPTS, .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         int handled = cli_gen_option("chat", c, optarg, &g);
         if (handled < 0)
             return CLI_USAGE;
@@ -292,8 +291,7 @@ int cmd_chat(int argc, char **argv)
             g.rp.n_top = (int)v;
             break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("chat", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("chat", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (argc - optind != 1)

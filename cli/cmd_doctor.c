@@ -17,7 +17,8 @@ static void help(void)
            "context and slots, the key file's permissions (readable by others is a\n"
            "warning), that the port is free or held by plumb; the store (file sizes;\n"
            "--deep re-hashes every model), its permissions and disk space; the\n"
-           "service; the clock. Exit status 0: all ok, 1: warnings, 2: errors.\n"
+           "service; the clock. Exit status 0: no errors (warnings may be printed;\n"
+           "--json's \"status\" is ok, warnings or errors), 1: errors, 2: bad usage.\n"
            "\n"
            "Options:\n"
            "      --config FILE   the server's configuration (plumb serve --config)\n"
@@ -40,16 +41,14 @@ int cmd_doctor(int argc, char **argv)
     const char *config_path = NULL;
     bool deep = false, json = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "doctor", .shortopts = "h", .longopts = longopts, .files = "config"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config_path = optarg; break;
         case OPT_DEEP: deep = true; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("doctor", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("doctor", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)
@@ -69,14 +68,14 @@ int cmd_doctor(int argc, char **argv)
     pb_err run_err = {0};
     if (doctor_run(&dp, &r, &run_err))
         return cli_error("doctor", "%s", run_err.msg);
-    const int status = r.n_error ? 2 : r.n_warn ? 1 : 0;
+    const int status = r.n_error ? CLI_FAIL : CLI_OK; /* warnings: in the output, as JSON's status */
     if (json) {
         json_t *checks = json_array();
         for (int i = 0; i < r.n; i++)
             json_array_append_new(checks, json_pack("{s:s, s:s, s:s, s:s}", "check", r.checks[i].name, "verdict",
                                                     doctor_verdict_name(r.checks[i].verdict), "detail",
                                                     r.checks[i].detail, "fix", r.checks[i].fix));
-        cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "status", status == 2 ? "errors" : status ? "warnings" : "ok",
+        cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "status", r.n_error ? "errors" : r.n_warn ? "warnings" : "ok",
                                  "errors", r.n_error, "warnings", r.n_warn, "checks", checks),
                        true);
         return status;
@@ -88,6 +87,6 @@ int cmd_doctor(int argc, char **argv)
         if (k->fix[0])
             printf("%-8s %-20s fix: %s\n", "", "", cli_esc(k->fix));
     }
-    printf("\n%d errors, %d warnings\n", r.n_error, r.n_warn);
+    printf("\n%d error%s, %d warning%s\n", r.n_error, r.n_error == 1 ? "" : "s", r.n_warn, r.n_warn == 1 ? "" : "s");
     return status;
 }

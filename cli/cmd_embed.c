@@ -44,9 +44,8 @@ int cmd_embed(int argc, char **argv)
     struct engine_embed_params ep = {.pooling = ENGINE_POOL_DEFAULT, .normalize = true};
     bool json = false;
     int threads = 0, c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "embed", .shortopts = "t:h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_POOLING:
             if (!strcmp(optarg, "mean"))
@@ -65,8 +64,7 @@ int cmd_embed(int argc, char **argv)
             break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("embed", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("embed", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (argc - optind < 2)

@@ -34,14 +34,14 @@ static void help(void)
            "assumed efficiencies. The output says which is which.\n"
            "\n"
            "Options:\n"
-           "      --ctx N          context per user in tokens (default %d, at most the\n"
+           "  -c, --ctx N          context per user in tokens (default %d, at most the\n"
            "                       model's)\n"
            "      --users N        concurrent users (default 1)\n"
            "      --slo-tps X      generation tokens/s each user needs (default 10; 0: none)\n"
            "      --slo-ttft S     seconds to the first token (default: no target)\n"
            "      --prompt N       prompt tokens for the time to first token (default %d)\n"
            "      --kv-type T      KV cache type: f16 (default), f32 or q8_0\n"
-           "      --on LIST        this, or catalog device ids, comma separated or repeated\n"
+           "      --device LIST    this, or catalog device ids, comma separated or repeated\n"
            "                       (default: this)\n"
            "      --catalog DIR    catalog files to use instead of the built-in ones\n"
            "      --list-models    list the catalog's models\n"
@@ -51,7 +51,7 @@ static void help(void)
            "\n"
            "Examples:\n"
            "  plumb plan llama-3.1-8b --ctx 8192 --users 4\n"
-           "  plumb plan qwen2.5-72b --on rtx-4090,h100-sxm,m2-ultra-192gb\n"
+           "  plumb plan qwen2.5-72b --device rtx-4090,h100-sxm,m2-ultra-192gb\n"
            "  plumb plan model.gguf --slo-tps 20 --slo-ttft 2\n"
            "  plumb plan --users 10\n",
            ENGINE_DEFAULT_MAX_CTX, PLAN_BATCH);
@@ -178,7 +178,12 @@ static void print_target_header(const struct plan_target *t, const struct opts *
         printf("; each user >= %g t/s", o->p.slo_tps);
     if (o->p.slo_ttft > 0)
         printf("; first token <= %g s", o->p.slo_ttft);
-    printf("\n\n");
+    printf("\n");
+    if (!t->this_machine && t->kind != CAT_CPU)
+        printf("note         plumb itself runs on the CPU: on this %s the figures are for an engine that uses it "
+               "(llama.cpp, vLLM, ...)\n",
+               t->kind == CAT_GPU ? "GPU" : "device");
+    printf("\n");
 }
 
 static void print_rows(const struct plan_target *t, const struct plan_result *r)
@@ -213,15 +218,19 @@ static void print_efficiency(const struct plan_target *t, const struct plan_resu
 {
     /* the efficiency of the rows plumb runs (or all), once per distinct source */
     const char *seen[PLAN_MAX_QUANTS];
+    const struct plan_row *first[PLAN_MAX_QUANTS];
     int n_seen = 0;
     printf("\nefficiency  ");
     for (int i = 0; i < r->n_rows; i++) {
         const struct plan_row *w = &r->rows[i];
-        bool dup = false;
+        bool dup = false; /* the same source, or the same figures */
         for (int k = 0; k < n_seen && !dup; k++)
-            dup = !strcmp(seen[k], w->eff_from);
+            dup = !strcmp(seen[k], w->eff_from) ||
+                  (first[k]->eff_tg == w->eff_tg && first[k]->eff_pp == w->eff_pp &&
+                   first[k]->eff_calibrated == w->eff_calibrated);
         if (dup)
             continue;
+        first[n_seen] = w;
         seen[n_seen++] = w->eff_from;
         printf("%s generation %.2f, prompt %.2f of the roofline (%s%s)", n_seen > 1 ? ";\n            " : "",
                w->eff_tg, w->eff_pp, w->eff_calibrated ? "calibrated: " : "", w->eff_from);
@@ -247,8 +256,8 @@ static int print_plan(const struct cat_model *m, const struct plan_target *t, co
         char tu[16], tot[32];
         fmt_tps(w->tg_user, tu, sizeof tu);
         cli_fmt_bytes(w->total_bytes, tot, sizeof tot);
-        printf("recommended  %s: %s, %s t/s per user, first token in %.2f s, up to %d users at the target\n", w->quant,
-               tot, tu, w->ttft_s, w->users_slo);
+        printf("recommended  %s: %s, %s t/s per user, first token in %.2f s, up to %d user%s at the target\n",
+               w->quant, tot, tu, w->ttft_s, w->users_slo, w->users_slo == 1 ? "" : "s");
         return CLI_OK;
     }
     bool any_fits = false;
@@ -333,8 +342,10 @@ static json_t *model_json(const struct cat_model *m)
 
 static json_t *params_json(const struct opts *o)
 {
-    return json_pack("{s:I,s:i,s:f,s:f,s:I,s:s}", "ctx", (json_int_t)o->p.ctx, "users", o->p.users, "slo_tps",
-                     o->p.slo_tps, "slo_ttft", o->p.slo_ttft, "prompt", (json_int_t)o->p.prompt, "kv_type",
+    /* a target not set is null, not 0 */
+    return json_pack("{s:I,s:i,s:o,s:o,s:I,s:s}", "ctx", (json_int_t)o->p.ctx, "users", o->p.users, "slo_tps",
+                     o->p.slo_tps > 0 ? json_real(o->p.slo_tps) : json_null(), "slo_ttft",
+                     o->p.slo_ttft > 0 ? json_real(o->p.slo_ttft) : json_null(), "prompt", (json_int_t)o->p.prompt, "kv_type",
                      kv_name(o->p.kv_type));
 }
 
@@ -365,25 +376,32 @@ static int rank(const struct catalog *cat, const struct plan_target *t, struct o
            "prompt t/s | users at target | verdict                      |\n");
     printf("| ----------------------------- | -------- | ------- | ---------- | ------------ | ----------- | "
            "---------- | --------------- | ---------------------------- |\n");
+    bool unsupported = false;
     for (int i = 0; i < cat->n_models; i++) {
         const struct plan_row *w = &rk[i].r.rows[rk[i].pick];
         const bool too_big = rk[i].verdict == PLAN_TOO_BIG;
-        char params[32], mem[32], tu[16], ta[16], pp[16], verdict[48];
+        unsupported |= t->this_machine && !rk[i].r.arch_supported;
+        char params[32], mem[32], tu[16], ta[16], pp[16], verdict[160];
         cli_fmt_count((uint64_t)(rk[i].m->params_b * 1e9), params, sizeof params);
         cli_fmt_bytes(w->total_bytes, mem, sizeof mem);
         fmt_tps(w->tg_user, tu, sizeof tu);
         fmt_tps(w->tg_total, ta, sizeof ta);
         fmt_tps(w->pp_tps, pp, sizeof pp);
-        snprintf(verdict, sizeof verdict, "%s%s",
+        snprintf(verdict, sizeof verdict, "%s%s%s%s",
                  rk[i].verdict == PLAN_MEETS  ? "meets the target"
                  : rk[i].verdict == PLAN_SLOW ? "fits, too slow"
                                               : "too big",
-                 t->this_machine && !rk[i].r.arch_supported ? " (not plumb)" : "");
+                 t->this_machine && !rk[i].r.arch_supported ? "; needs an engine with " : "",
+                 t->this_machine && !rk[i].r.arch_supported ? rk[i].m->arch : "",
+                 t->this_machine && !rk[i].r.arch_supported ? " support" : "");
         printf("| %-29s | %8s | %-7s | %10s | %12s | %11s | %10s | %15d | %-28s |\n", rk[i].m->id, params, w->quant,
                mem, too_big ? "-" : tu, too_big ? "-" : ta, too_big ? "-" : pp, w->users_slo, verdict);
     }
-    printf("\nquant: the recommended one (best quality meeting the target), else the smallest that fits;\n"
-           "'not plumb': an architecture plumb does not run yet. Details: plumb plan MODEL.\n");
+    printf("\nquant: the recommended one (best quality meeting the target), else the smallest that fits.%s\n"
+           "Details: plumb plan MODEL.\n",
+           unsupported ? "\n'needs an engine with ... support': plumb does not run that architecture yet, the figures\n"
+                         "are for an engine that does."
+                       : "");
     free(rk);
     return CLI_OK;
 }
@@ -429,7 +447,7 @@ static bool add_targets(struct opts *o, char *arg)
 {
     for (char *save = NULL, *tok = strtok_r(arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (o->n_on == MAX_TARGETS) {
-            cli_usage_error("plan", "--on takes at most %d devices", MAX_TARGETS);
+            cli_usage_error("plan", "--device takes at most %d devices", MAX_TARGETS);
             return false;
         }
         o->on[o->n_on++] = tok;
@@ -455,7 +473,8 @@ int cmd_plan(int argc, char **argv)
         {"slo-ttft", required_argument, 0, OPT_SLO_TTFT},
         {"prompt", required_argument, 0, OPT_PROMPT},
         {"kv-type", required_argument, 0, OPT_KV},
-        {"on", required_argument, 0, OPT_ON},
+        {"device", required_argument, 0, OPT_ON},
+        {"on", required_argument, 0, OPT_ON}, /* the old name, kept for scripts */
         {"catalog", required_argument, 0, OPT_CATALOG},
         {"json", no_argument, 0, OPT_JSON},
         {"list-models", no_argument, 0, OPT_LIST_MODELS},
@@ -471,10 +490,10 @@ int cmd_plan(int argc, char **argv)
     long long v;
     double d;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "plan", .shortopts = "c:h", .longopts = longopts, .files = "catalog"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
+        case 'c':
         case OPT_CTX:
             if (!cli_parse_int("plan", "--ctx", optarg, 1, 1 << 24, &v))
                 return CLI_USAGE;
@@ -515,8 +534,7 @@ int cmd_plan(int argc, char **argv)
         case OPT_LIST_MODELS: lm = true; break;
         case OPT_LIST_DEVICES: ld = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("plan", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("plan", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind + 1 < argc)

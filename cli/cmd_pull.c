@@ -143,9 +143,8 @@ int cmd_pull(int argc, char **argv)
     long long v;
     double d;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "pull", .shortopts = "h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_NAME: o.name = optarg; break;
         case OPT_SHA: o.sha256 = optarg; break;
@@ -164,13 +163,14 @@ int cmd_pull(int argc, char **argv)
         case OPT_JSON: json = true; break;
         case OPT_IF_ABSENT: o.if_absent = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("pull", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("pull", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (argc - optind != 1)
         return cli_usage_error("pull", argc == optind ? "no source given" : "expected one source");
     const char *source = argv[optind];
+    if (cli_refuse_dash("pull", "SOURCE", source))
+        return CLI_USAGE;
     pb_err err = {0};
     struct store_ref ref;
     if (o.name && store_ref_parse(o.name, &ref, &err))
@@ -181,7 +181,10 @@ int cmd_pull(int argc, char **argv)
     if (o.if_absent && !o.sha256)
         return cli_usage_error("pull", "--if-absent needs --sha256 (the file it looks for)");
     struct stat st;
-    bool dir = stat(source, &st) == 0 && S_ISDIR(st.st_mode);
+    bool exists = stat(source, &st) == 0, dir = exists && S_ISDIR(st.st_mode);
+    if (!exists && !strstr(source, "://"))
+        return cli_error("pull", "%s is neither a file, a directory nor a URL: SOURCE is a GGUF file, a directory of "
+                         "them or an http(s):// URL (names of a catalog are not pulled yet)", source);
     if (dir && (o.name || o.sha256))
         return cli_usage_error("pull", "a directory's models take their names from their files and their digests "
                                        "from its SHA256SUMS: --name and --sha256 are for one file");

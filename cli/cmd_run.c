@@ -14,7 +14,7 @@ static void help(void)
            "\n"
            "Options:\n"
            "  -p, --prompt TEXT        the prompt\n"
-           "  -f, --file FILE          read the prompt's exact bytes from FILE\n"
+           "  -f, --file FILE          read the prompt's exact bytes from FILE ('-': standard input)\n"
            "      --chat               send the prompt as a user message through the model's\n"
            "                           chat template (with --system, --chat-format)\n"
            "%s"
@@ -75,9 +75,8 @@ int cmd_run(int argc, char **argv)
     bool display_prompt = true, json = false, chat = false;
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":p:f:h" CLI_GEN_SHORTOPTS, opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "run", .shortopts = "p:f:h" CLI_GEN_SHORTOPTS, .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         int handled = cli_gen_option("run", c, optarg, &g);
         if (handled < 0)
             return CLI_USAGE;
@@ -95,8 +94,7 @@ int cmd_run(int argc, char **argv)
             g.rp.n_top = (int)v;
             break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("run", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("run", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind >= argc)

@@ -16,7 +16,7 @@
  * An existing file is replaced only with force. */
 static int emit(const char *cmd, const char *text, const char *path, bool print, bool force)
 {
-    if (print) {
+    if (print || !strcmp(path, "-")) { /* -o -: standard output, as --print */
         fputs(text, stdout);
         return CLI_OK;
     }
@@ -67,7 +67,7 @@ static void lb_help(void)
            "      --check S           HAProxy's check interval; nginx's rest for a failed\n"
            "                          replica (default %g)\n"
            "  -o, --output FILE       where to write (default /etc/haproxy/haproxy.cfg or\n"
-           "                          /etc/nginx/conf.d/plumb.conf)\n"
+           "                          /etc/nginx/conf.d/plumb.conf; '-': standard output)\n"
            "      --force             replace the file when it exists\n"
            "      --print             print the configuration, write nothing\n"
            "  -h, --help              this help\n"
@@ -101,9 +101,8 @@ int cmd_service_lb(int argc, char **argv)
     int n_lists = 0, rc = CLI_OK;
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while (rc == CLI_OK && (c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "service", .shortopts = "o:h", .longopts = longopts, .files = "config"};
+    while (rc == CLI_OK && (c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_KIND:
             if (!service_lb_kind_parse(optarg, &p.kind))
@@ -158,8 +157,7 @@ int cmd_service_lb(int argc, char **argv)
         case OPT_FORCE: force = true; break;
         case OPT_PRINT: print = true; break;
         case 'h': lb_help(); goto done;
-        case ':': rc = cli_usage_error("service", "option %s needs a value", argv[optind - 1]); break;
-        default: rc = cli_usage_error("service", "unknown option %s", argv[optind - 1]); break;
+        default: rc = CLI_USAGE; break; /* cli_getopt said why */
         }
     }
     if (rc != CLI_OK)
@@ -250,7 +248,7 @@ static void k8s_help(void)
            "                          CPU %% use (default 70)\n"
            "      --prestop S         the pause before the drain (default 5)\n"
            "      --json              one JSON List instead of YAML documents\n"
-           "  -o, --output FILE       write there (--force: replace it)\n"
+           "  -o, --output FILE       write there (--force: replace it; '-': standard output)\n"
            "  -h, --help              this help\n"
            "\n"
            "Example:\n"
@@ -281,9 +279,8 @@ int cmd_service_k8s(int argc, char **argv)
     bool json = false, force = false;
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "service", .shortopts = "o:h", .longopts = longopts, .files = "config"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config = optarg; break;
         case OPT_MIRROR: p.mirror = optarg; break;
@@ -322,8 +319,7 @@ int cmd_service_k8s(int argc, char **argv)
         case 'o': output = optarg; break;
         case OPT_FORCE: force = true; break;
         case 'h': k8s_help(); return CLI_OK;
-        case ':': return cli_usage_error("service", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("service", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)

@@ -62,7 +62,7 @@ static void help(void)
            "      --max-body BYTES      largest request body (default %u)\n"
            "      --max-connections N   connections with a request in progress (default %d)\n"
            "  -t, --threads N           threads, shared by every model (default: all CPUs)\n"
-           "      --batch N             tokens per forward pass (default %d)\n"
+           "  -b, --batch N             tokens per forward pass (default %d)\n"
            "      --step-ms MS          while answers stream, a step (one token for each) aims at\n"
            "                            this time: prompts of new requests are fed in as it allows\n"
            "                            (bounds inter-token latency; default %d)\n"
@@ -92,25 +92,34 @@ static void help(void)
            ENGINE_DEFAULT_PREFILL_CHUNK);
 }
 
-/* A log line on stderr (journald takes it under the service): JSON lines
- * pass as they are in JSON mode, other events become {"event": "log"}. */
+/* A log line on stderr (journald takes it under the service), stamped in
+ * RFC 3339 with its level: "warning: " and "error: " at the start of a
+ * line give it. JSON lines (request events) pass as they are in JSON
+ * mode, other events become {"event":"log","time","level","message"}. */
 static void log_line(void *user, const char *line)
 {
     const bool json = *(const bool *)user;
-    time_t t = time(NULL);
-    struct tm tm;
-    char stamp[32];
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char stamp[40];
+    pb_time_rfc3339((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9, stamp, sizeof stamp);
+    const char *level = "info";
+    if (!strncmp(line, "warning: ", 9))
+        level = "warn", line += 9;
+    else if (!strncmp(line, "error: ", 7))
+        level = "error", line += 7;
     if (json && line[0] == '{') {
         fprintf(stderr, "%s\n", line);
     } else if (json) {
-        json_t *o = json_pack("{s:s, s:s, s:o}", "event", "log", "time", stamp, "message", json_string(line));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "event", "log", "time", stamp, "level", level, "message",
+                              json_string(line));
         char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
         fprintf(stderr, "%s\n", txt ? txt : line);
         free(txt);
         json_decref(o);
     } else {
-        fprintf(stderr, "%s plumb serve: %s\n", stamp, cli_esc(line)); /* lines quote paths, names, key ids */
+        /* lines quote paths, names, key ids */
+        fprintf(stderr, "%s %-5s plumb serve: %s\n", stamp, level, cli_esc(line));
     }
 }
 
@@ -146,7 +155,7 @@ static void record_usage(void *user, const struct server_record *r)
     pthread_mutex_lock(&u->mu);
     if (store_usage_add(u->store, &row, &err) && !u->warned) {
         char msg[700];
-        snprintf(msg, sizeof msg, "usage accounting failed (requests go on): %s", err.msg);
+        snprintf(msg, sizeof msg, "warning: usage accounting failed (requests go on): %s", err.msg);
         log_line(u->log_json, msg);
         u->warned = true;
     }
@@ -222,13 +231,8 @@ int cmd_serve(int argc, char **argv)
     double d;
     long long v;
     int c;
-    /* llama-server's -np for --parallel */
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "-np"))
-            argv[i] = "--parallel";
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:t:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "serve", .shortopts = "c:t:b:h", .longopts = longopts, .files = "config,api-key-file,pid-file"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_CONFIG: config_path = optarg; break;
         case OPT_ALIAS: m.alias = optarg; model_opts = true; break;
@@ -283,6 +287,7 @@ int cmd_serve(int argc, char **argv)
                 return CLI_USAGE;
             ov.threads = (int)v;
             break;
+        case 'b':
         case OPT_BATCH:
             if (!cli_parse_int("serve", "--batch", optarg, 1, 1 << 16, &v))
                 return CLI_USAGE;
@@ -341,8 +346,7 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_CORS: ov.cors = optarg; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("serve", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("serve", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (config_path && (optind < argc || model_opts))
@@ -414,6 +418,7 @@ int cmd_serve(int argc, char **argv)
         if (store_resolve(store, argv[optind], paths[0], sizeof paths[0], &entry, &err))
             return cli_error("serve", "%s", err.msg);
         m.path = paths[0];
+        m.source = argv[optind];
         /* a store name, not the blob's file name (its digest), is the id */
         if (!m.alias && entry.digest[0])
             m.alias = argv[optind];
@@ -467,7 +472,7 @@ int cmd_serve(int argc, char **argv)
         p.record_user = &usage;
     } else {
         char msg[700];
-        snprintf(msg, sizeof msg, "no usage accounting: %s", serr.msg);
+        snprintf(msg, sizeof msg, "warning: no usage accounting: %s", serr.msg);
         log_line(&p.log_json, msg);
     }
 
@@ -498,7 +503,7 @@ int cmd_serve(int argc, char **argv)
         char msg[700];
         if (config_load(config_path, &next, &rerr) || config_server_models(&next, models, paths, &rerr) ||
             server_reload(s, models, next.n_models, &rerr)) {
-            snprintf(msg, sizeof msg, "SIGHUP: reload failed, serving as before: %s", rerr.msg);
+            snprintf(msg, sizeof msg, "error: SIGHUP: reload failed, serving as before: %s", rerr.msg);
             log_line(&p.log_json, msg);
             continue;
         }

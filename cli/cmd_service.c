@@ -196,23 +196,20 @@ int cmd_service(int argc, char **argv)
         {"pid-file", required_argument, 0, OPT_PID},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        help();
-        return argc < 2 ? CLI_USAGE : CLI_OK;
-    }
-    const char *verb = argv[1];
-    if (!strcmp(verb, "lb"))
+    /* the action first; options before one (--help) are parsed as install's */
+    const char *verb = argc >= 2 && argv[1][0] != '-' ? argv[1] : NULL;
+    const int off = verb ? 1 : 0;
+    if (verb && !strcmp(verb, "lb"))
         return cmd_service_lb(argc - 1, argv + 1);
-    if (!strcmp(verb, "k8s"))
+    if (verb && !strcmp(verb, "k8s"))
         return cmd_service_k8s(argc - 1, argv + 1);
-    if (strcmp(verb, "install") && strcmp(verb, "reload"))
+    if (verb && strcmp(verb, "install") && strcmp(verb, "reload"))
         return cli_usage_error("service", "unknown action '%s' (install, reload, lb, k8s)", verb);
     const char *config = "/etc/plumb/plumb.ini", *user = NULL, *unit_dir = "/etc/systemd/system", *pid_file = NULL;
     bool print = false;
     int c;
-    optind = 2;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "service", .shortopts = "h", .longopts = longopts, .files = "config,unit-dir,pid-file"};
+    while ((c = cli_getopt(argc - off, argv + off, &par)) != -1) { /* after the action */
         switch (c) {
         case OPT_CONFIG: config = optarg; break;
         case OPT_USER: user = optarg; break;
@@ -220,12 +217,13 @@ int cmd_service(int argc, char **argv)
         case OPT_PRINT: print = true; break;
         case OPT_PID: pid_file = optarg; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("service", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("service", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
-    if (optind < argc)
-        return cli_usage_error("service", "unexpected argument '%s'", argv[optind]);
+    if (!verb)
+        return cli_usage_error("service", "no action given (install, reload, lb, k8s)");
+    if (optind < argc - off)
+        return cli_usage_error("service", "unexpected argument '%s'", argv[optind + off]);
     char config_abs[PATH_MAX];
     if (!realpath(config, config_abs))
         return cli_error("service", "%s: %s", config, strerror(errno));

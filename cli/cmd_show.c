@@ -32,15 +32,27 @@ static void help(void)
            "  plumb show support-bot:2\n");
 }
 
+/* The revisions of a name are numbered 1, 2, ... in order (the registry's
+ * ids run across all names): the number of the one with id, 0 for none. */
+static size_t revision_number(const struct store_revision *h, size_t n_h, long long id)
+{
+    for (size_t i = 0; i < n_h && id; i++)
+        if (h[i].id == id)
+            return i + 1;
+    return 0;
+}
+
 static json_t *store_json(const struct store_entry *e, const struct store_revision *h, size_t n_h)
 {
     json_t *o = cli_store_entry_json(e), *a = json_array();
-    for (size_t i = 0; i < n_h; i++)
-        json_array_append_new(a, json_pack("{s:I,s:o,s:s,s:s,s:o,s:o,s:b}", "revision", (json_int_t)h[i].id,
-                                           "parent", h[i].parent ? json_integer(h[i].parent) : json_null(),
-                                           "digest", h[i].digest, "action", h[i].action, "source",
+    for (size_t i = 0; i < n_h; i++) {
+        size_t parent = revision_number(h, n_h, h[i].parent);
+        json_array_append_new(a, json_pack("{s:I,s:o,s:o,s:s,s:o,s:o,s:b}", "revision", (json_int_t)(i + 1),
+                                           "parent", parent ? json_integer((json_int_t)parent) : json_null(),
+                                           "digest", cli_json_digest(h[i].digest), "action", h[i].action, "source",
                                            pb_json_text(h[i].source, strlen(h[i].source)), "at",
                                            cli_json_time(h[i].at), "current", h[i].current));
+    }
     json_object_set_new(o, "history", a);
     return o;
 }
@@ -59,7 +71,7 @@ static void store_print(const struct store_entry *e, const struct store_revision
     printf("history         %zu version%s\n", n_h, n_h == 1 ? "" : "s");
     for (size_t i = 0; i < n_h; i++) {
         cli_fmt_time(h[i].at, when, sizeof when);
-        printf("  %s %4lld  sha256:%.12s  %-8s %s  %.200s\n", h[i].current ? "*" : " ", (long long)h[i].id,
+        printf("  %s %4zu  sha256:%.12s  %-8s %s  %.200s\n", h[i].current ? "*" : " ", i + 1,
                h[i].digest, h[i].action, when, cli_esc(h[i].source));
     }
     printf("\n");
@@ -189,15 +201,14 @@ int cmd_show(int argc, char **argv)
     };
     bool json = false, tensors = false, metadata = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "show", .shortopts = "h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_JSON: json = true; break;
         case OPT_TENSORS: tensors = true; break;
         case OPT_METADATA: metadata = true; break;
         case 'h': help(); return CLI_OK;
-        default: return cli_usage_error("show", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (argc - optind != 1)

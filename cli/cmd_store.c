@@ -20,14 +20,13 @@ static int parse_common(const char *cmd, int argc, char **argv, void (*help)(voi
         {0, 0, 0, 0},
     };
     int c;
-    optind = 1;
-    opterr = 0;
     *json = false;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = cmd, .shortopts = "h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case 'j': *json = true; break;
         case 'h': help(); return CLI_OK;
-        default: return cli_usage_error(cmd, "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     return -1;
@@ -92,7 +91,7 @@ int cmd_ls(int argc, char **argv)
     } else if (n == 0) {
         fprintf(stderr, "no models in the store at %s ('plumb pull' adds one)\n", store_home(s));
     } else {
-        printf("%-40s %-12s %10s  %-8s %-8s %9s  %s\n", "NAME", "DIGEST", "SIZE", "ARCH", "QUANT", "PARAMS",
+        printf("%-40s %-19s %10s  %-8s %-8s %9s  %s\n", "NAME", "DIGEST", "SIZE", "ARCH", "QUANT", "PARAMS",
                "MODIFIED");
         for (size_t i = 0; i < n; i++) {
             char ref[REF_LEN], size[32], params[32], when[32];
@@ -100,7 +99,7 @@ int cmd_ls(int argc, char **argv)
             cli_fmt_bytes(v[i].size, size, sizeof size);
             cli_fmt_count(v[i].n_params, params, sizeof params);
             cli_fmt_time(v[i].modified, when, sizeof when);
-            printf("%-40s %.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size,
+            printf("%-40s sha256:%.12s %10s  %-8s %-8s %9s  %s\n", ref, v[i].digest, size,
                    v[i].arch[0] ? cli_esc(v[i].arch) : "-", v[i].quant[0] ? cli_esc(v[i].quant) : "-", params, when);
         }
     }
@@ -155,7 +154,7 @@ int cmd_rm(int argc, char **argv)
         store_ref_format(&ref, name, sizeof name);
         cli_fmt_bytes(r.bytes_freed, freed, sizeof freed);
         if (a)
-            json_array_append_new(a, json_pack("{s:s,s:s,s:i,s:I}", "name", name, "digest", r.digest,
+            json_array_append_new(a, json_pack("{s:s,s:o,s:i,s:I}", "name", name, "digest", cli_json_digest(r.digest),
                                                "blobs_removed", r.blobs_removed, "bytes_freed",
                                                (json_int_t)r.bytes_freed));
         else if (r.blobs_removed)
@@ -208,7 +207,14 @@ static void on_blob(void *user, const struct store_blob_check *c)
 {
     struct verify_out *vo = user;
     if (vo->blobs) {
-        json_array_append_new(vo->blobs, json_pack("{s:s,s:s,s:s,s:I,s:I}", "digest", c->digest, "names", c->names,
+        json_t *names = json_array(); /* "a:latest, b:2" as a list */
+        for (const char *p = c->names; *p;) {
+            size_t k = strcspn(p, ",");
+            json_array_append_new(names, json_stringn(p, k));
+            p += k;
+            p += strspn(p, ", ");
+        }
+        json_array_append_new(vo->blobs, json_pack("{s:o,s:o,s:s,s:I,s:I}", "digest", cli_json_digest(c->digest), "names", names,
                                                    "state", state_name(c->state), "size", (json_int_t)c->size,
                                                    "actual_size", (json_int_t)c->actual_size));
         return;
@@ -283,7 +289,7 @@ static void print_moved(const char *verb, const struct store_entry *e, const cha
 {
     if (json) {
         json_t *o = cli_store_entry_json(e);
-        json_object_set_new(o, "previous_digest", before[0] ? json_string(before) : json_null());
+        json_object_set_new(o, "previous_digest", cli_json_digest(before));
         cli_print_json(o, true);
         return;
     }

@@ -117,9 +117,8 @@ int cmd_survey(int argc, char **argv)
     bool json = false, save = true;
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":t:h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "survey", .shortopts = "t:h", .longopts = longopts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_JSON: json = true; break;
         case OPT_QUICK: p.quick = true; break;
@@ -131,8 +130,7 @@ int cmd_survey(int argc, char **argv)
             p.n_threads = (int)v;
             break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("survey", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("survey", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)

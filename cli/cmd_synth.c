@@ -85,9 +85,8 @@ int cmd_synth(int argc, char **argv)
     bool list = false, json = false;
     long long v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "synth", .shortopts = "t:h", .longopts = opts, .files = "vocab-from"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_SHAPE: shape = optarg; break;
         case OPT_DIMS: dims = optarg; break;
@@ -107,8 +106,7 @@ int cmd_synth(int argc, char **argv)
         case OPT_FAST: sp.distinct_rows = 256; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("synth", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("synth", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (list)
@@ -135,9 +133,8 @@ int cmd_synth(int argc, char **argv)
         return cli_usage_error("synth", "%s", err.msg);
 
     const char *out = argv[optind];
-    if (strcmp(out, "-") == 0)
-        return cli_usage_error("synth", "OUT '-': synth writes a GGUF file, not standard output (give a path; ./- "
-                                        "for a file named '-')");
+    if (cli_refuse_dash("synth", "OUT", out))
+        return CLI_USAGE;
     uint64_t bytes;
     double t0 = cli_now();
     if (synth_write(out, &sp, &bytes, &err))

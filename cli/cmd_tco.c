@@ -26,7 +26,8 @@ static void help(void)
            "costs is written as SVG (and PNG when asked).\n"
            "\n"
            "Hardware (a catalog device, or explicit figures; explicit ones override):\n"
-           "      --device ID        a device of 'plumb plan --list-devices'\n"
+           "      --device ID        a device of 'plumb plan --list-devices', or 'this' (with\n"
+           "                         --capex and --power)\n"
            "      --capex X          purchase price\n"
            "      --extra-capex X    the rest of the machine, installation (default 0)\n"
            "      --power P          draw under load: W or kW (e.g. 450, 450W, 0.45kW)\n"
@@ -214,6 +215,12 @@ static void fmt_months(double m, char *b, size_t n)
         snprintf(b, n, "%.1f", m);
 }
 
+/* A break-even that never comes is null in JSON, not a negative number. */
+static json_t *json_or_never(double v)
+{
+    return v >= 0 && isfinite(v) ? json_real(v) : json_null();
+}
+
 int cmd_tco(int argc, char **argv)
 {
     enum { OPT_DEVICE = 1000, OPT_CAPEX, OPT_EXTRA, OPT_POWER, OPT_IDLE, OPT_KWH, OPT_UTIL, OPT_YEARS, OPT_UP_H,
@@ -245,9 +252,8 @@ int cmd_tco(int argc, char **argv)
     };
     double v;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "tco", .shortopts = "h", .longopts = longopts, .files = "svg,png,catalog"};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_DEVICE: o.device = optarg; break;
         case OPT_CAPEX:
@@ -335,8 +341,7 @@ int cmd_tco(int argc, char **argv)
         case OPT_LIST: o.list = true; break;
         case OPT_JSON: o.json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("tco", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("tco", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)
@@ -365,7 +370,16 @@ int cmd_tco(int argc, char **argv)
     /* hardware */
     const struct cat_device *d = NULL;
     char hw[200] = "explicit figures";
-    if (o.device) {
+    if (o.device && !strcmp(o.device, "this")) {
+        /* this machine, as plan names it: the catalog has no price or
+         * power for it, so they are the user's */
+        if (!o.capex_set || !o.power_set) {
+            rc = cli_usage_error("tco", "--device this: give what this machine cost and draws, --capex X and "
+                                        "--power P (the catalog knows only its own devices)");
+            goto done;
+        }
+        snprintf(hw, sizeof hw, "this machine (explicit figures)");
+    } else if (o.device) {
         if (!(d = catalog_device(cat, o.device))) {
             char near[300];
             catalog_near(cat, CAT_DEVICES, o.device, near, sizeof near);
@@ -461,12 +475,12 @@ int cmd_tco(int argc, char **argv)
     if (o.json) {
         json_t *sens = json_array();
         for (int i = 0; i < n_var; i++)
-            json_array_append_new(sens, json_pack("{s:s,s:f,s:f,s:f}", "change", var[i].what, "onprem_per_mtok",
+            json_array_append_new(sens, json_pack("{s:s,s:f,s:f,s:o}", "change", var[i].what, "onprem_per_mtok",
                                                   vr[i].onprem_per_mtok, "onprem_month", vr[i].onprem_month,
-                                                  "breakeven_months", vr[i].breakeven_months));
+                                                  "breakeven_months", json_or_never(vr[i].breakeven_months)));
         json_t *j = json_pack(
             "{s:{s:s,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:f,s:f,s:s},"
-            "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},s:o,s:o}",
+            "s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:o,s:o,s:f},s:o,s:o}",
             "inputs", "hardware", hw, "capex", o.in.capex, "extra_capex", o.in.extra_capex, "power_w", o.in.power_w,
             "idle_power_w", o.in.idle_w, "kwh_price", o.in.kwh_price, "utilisation", o.in.utilisation, "years",
             o.in.years, "upkeep_hours_month", o.in.upkeep_hours, "upkeep_rate", o.in.upkeep_rate, "tokens_in_day",
@@ -475,8 +489,8 @@ int cmd_tco(int argc, char **argv)
             "energy_kwh_month", r.energy_kwh_month, "capex_month", r.capex_month, "energy_month", r.energy_month,
             "upkeep_month", r.upkeep_month, "onprem_month", r.onprem_month, "tokens_month", r.tokens_month,
             "api_month", r.api_month, "onprem_per_mtok", r.onprem_per_mtok, "api_per_mtok", r.api_per_mtok,
-            "breakeven_tokens_month", isfinite(r.breakeven_tokens_month) ? r.breakeven_tokens_month : -1.0,
-            "breakeven_months", r.breakeven_months, "saving_month", r.saving_month, "sensitivity", sens, "charts",
+            "breakeven_tokens_month", json_or_never(r.breakeven_tokens_month),
+            "breakeven_months", json_or_never(r.breakeven_months), "saving_month", r.saving_month, "sensitivity", sens, "charts",
             json_pack("{s:s?,s:s?}", "svg", written[0], "png", written[1]));
         json_object_set_new(json_object_get(j, "inputs"), "volume_source", json_string(o.from_usage ? "usage" : "given"));
         if (o.from_usage)

@@ -16,7 +16,7 @@ static void help(void)
            "vocabulary adds one. MODEL may be a vocabulary-only GGUF.\n"
            "\n"
            "Options:\n"
-           "  -f, --file FILE   tokenize the exact bytes of FILE\n"
+           "  -f, --file FILE   tokenize the exact bytes of FILE ('-': standard input)\n"
            "      --no-bos      do not add BOS (or EOS) tokens\n"
            "      --special     parse special tokens written in the text (<s>, ...)\n"
            "      --json        print {\"tokens\":[...],\"pieces\":[...]}\n"
@@ -41,17 +41,15 @@ int cmd_tokenize(int argc, char **argv)
     bool add_bos = true, special = false, json = false;
     const char *file = NULL;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "tokenize", .shortopts = "f:h", .longopts = opts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case 'f': file = optarg; break;
         case OPT_NO_BOS: add_bos = false; break;
         case OPT_SPECIAL: special = true; break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("tokenize", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("tokenize", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     int want = file ? 1 : 2;

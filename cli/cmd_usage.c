@@ -42,9 +42,8 @@ int cmd_usage(int argc, char **argv)
     enum store_usage_by by = STORE_USAGE_TOTAL;
     bool json = false;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+    struct cli_parser par = {.cmd = "usage", .shortopts = "h", .longopts = longopts};
+    while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_SINCE:
             if (!cli_parse_since(optarg, &since))
@@ -64,8 +63,7 @@ int cmd_usage(int argc, char **argv)
             break;
         case OPT_JSON: json = true; break;
         case 'h': help(); return CLI_OK;
-        case ':': return cli_usage_error("usage", "option %s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("usage", "unknown option %s", argv[optind - 1]);
+        default: return CLI_USAGE; /* cli_getopt said why */
         }
     }
     if (optind < argc)

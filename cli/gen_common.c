@@ -34,7 +34,8 @@ static const char gen_help[] =
     "      --reasoning-effort E low, medium or high (gpt-oss)\n"
     "      --json-schema FILE   the output is JSON following this JSON Schema (constrained\n"
     "                           decoding; unsupported keywords are an error naming them)\n"
-    "      --grammar FILE       the output follows this GBNF grammar (root rule 'root')\n";
+    "      --grammar FILE       the output follows this GBNF grammar (root rule 'root');\n"
+    "                           '-' reads the schema or grammar from standard input\n";
 
 const char *cli_gen_help(void)
 {
@@ -125,42 +126,11 @@ int cli_gen_option(const char *cmd, int c, const char *arg, struct cli_gen *g)
         return 1;
     case GOPT_SYSTEM: g->system = arg; return 1;
     case GOPT_JSON_SCHEMA:
-    case GOPT_GRAMMAR: {
-        size_t len;
-        char why[128];
-        char *text = cli_read_input(arg, CLI_MAX_TEXT_INPUT, &len, why, sizeof why);
-        pb_err err;
-        if (!text) {
-            cli_usage_error(cmd, "cannot read %s: %s", arg, why);
+    case GOPT_GRAMMAR:
+        if (!cli_read_grammar(cmd, arg, c == GOPT_GRAMMAR, &g->grammar))
             return -1;
-        }
-        free(g->grammar);
-        g->grammar = NULL;
-        int rc;
-        if (c == GOPT_GRAMMAR) {
-            rc = sampler_grammar_check(text, len, &err);
-            if (!rc)
-                g->grammar = text;
-            else
-                free(text);
-        } else {
-            json_error_t je;
-            json_t *schema = json_loadb(text, len, 0, &je);
-            free(text);
-            if (!schema) {
-                cli_usage_error(cmd, "%s: not JSON: %s (line %d, column %d)", arg, je.text, je.line, je.column);
-                return -1;
-            }
-            rc = sampler_schema_grammar(schema, &g->grammar, &err);
-            json_decref(schema);
-        }
-        if (rc) {
-            cli_usage_error(cmd, "%s: %s", arg, err.msg);
-            return -1;
-        }
         g->rp.grammar = g->grammar;
         return 1;
-    }
     case GOPT_SHOW_REASONING: g->show_reasoning = true; return 1;
     case GOPT_NO_THINK: g->chat_opts.no_thinking = true; return 1;
     case GOPT_REASONING_EFFORT:

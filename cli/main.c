@@ -50,7 +50,9 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n"
-                 "Run 'plumb COMMAND --help' for a command's options.\n");
+                 "Run 'plumb COMMAND --help' for a command's options. Every command exits 0 when it\n"
+                 "did what was asked, 1 when it failed, 2 on bad usage; with --json its errors\n"
+                 "are JSON too (docs/cli.md).\n");
 }
 
 int main(int argc, char **argv)

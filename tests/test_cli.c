@@ -127,7 +127,7 @@ static void test_help_and_usage(void **state)
         "survey --threads 0",
         "survey extra",
         "plan lama-3.1-8b",
-        "plan llama-3.1-8b --on rtx-9090",
+        "plan llama-3.1-8b --device rtx-9090",
         "plan llama-3.1-8b --ctx abc",
         "plan llama-3.1-8b --users -1",
         "plan llama-3.1-8b --slo-tps -5",
@@ -588,7 +588,7 @@ static void test_inputs_not_regular(void **state)
         const char *says;
     } cases[] = {
         {"serve --config /dev/zero", 1, "character device"},
-        {"doctor --config /dev/zero", 2, "character device"},
+        {"doctor --config /dev/zero", 1, "character device"},
         {"serve --config '%s'", 1, "FIFO"},
         {"pull '%s' --name fifo", 1, "FIFO"},
         {"show '%s'", 1, "FIFO"},
@@ -655,7 +655,7 @@ static void test_escaped_metadata(void **state)
         EXPECT_STATUS(r, 0);
         expect_no_controls("show --metadata", r.out);
         result_free(&r);
-        r = run("plan '%s' --on rtx-4090", path);
+        r = run("plan '%s' --device rtx-4090", path);
         EXPECT_STATUS(r, 0);
         expect_no_controls("plan", r.out);
         result_free(&r);
@@ -1120,12 +1120,12 @@ static const char *verdict_of(json_t *report, const char *check)
     return "(absent)";
 }
 
-/* plumb doctor with the store at home: an error (exit 2), found by check. */
+/* plumb doctor with the store at home: an error (exit 1), found by check. */
 static void expect_store_error(const char *home, const char *check)
 {
     setenv("PLUMB_HOME", home, 1);
     struct result r = run("doctor --json");
-    EXPECT_STATUS(r, 2);
+    EXPECT_STATUS(r, 1); /* errors found */
     json_t *v = test_parse_json(r.out);
     assert_string_equal(verdict_of(v, check), "error");
     json_decref(v);
@@ -1162,7 +1162,7 @@ static void test_doctor(void **state)
     test_write_file(ini, text, strlen(text));
     r = run("doctor --config '%s' --json", ini);
     json_t *v = test_parse_json(r.out);
-    if (r.status == 2)
+    if (r.status == 1)
         fail_msg("a healthy setup has errors:\n%s", r.out);
     assert_string_equal(verdict_of(v, "model a"), "ok");
     assert_string_equal(verdict_of(v, "store"), "ok");
@@ -1183,13 +1183,13 @@ static void test_doctor(void **state)
              keys);
     test_write_file(ini, text, strlen(text));
     chmod(keys, 0644);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* held by this test alone, not by the plumb it runs */
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(listen(fd, 4), 0);
     r = run("doctor --config '%s' --json", ini);
-    EXPECT_STATUS(r, 2);
+    EXPECT_STATUS(r, 1); /* errors found */
     v = test_parse_json(r.out);
     assert_string_equal(verdict_of(v, "model a"), "error");
     assert_string_equal(verdict_of(v, "key file"), "warning");
@@ -1220,7 +1220,7 @@ static void test_doctor(void **state)
     /* the table form, and a broken configuration is a finding */
     test_write_file(ini, "[server]\nprot = 1\n", 18);
     r = run("doctor --config '%s'", ini);
-    EXPECT_STATUS(r, 2);
+    EXPECT_STATUS(r, 1); /* errors found */
     assert_true(strncmp(r.out, "error    configuration", 22) == 0);
     assert_non_null(strstr(r.out, "prot"));
     assert_non_null(strstr(r.out, "fix:"));
@@ -1263,6 +1263,17 @@ static void test_unsafe_settings_doctor(void **state)
     setenv("PLUMB_HOME", home, 1);
 }
 
+/* A catalog folder under the temp dir holding one file with text; its
+ * path into dir. */
+static void catalog_dir(const char *name, const char *file, const char *text, char *dir, size_t size)
+{
+    char path[700];
+    snprintf(dir, size, "%s/%s", test_tmpdir(), name);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    assert_int_equal(test_write_file(path, text, strlen(text)), 0);
+}
+
 /* survey's figures against the kernel's; plan on a catalog device and
  * on a file; tco's JSON against a hand-computed case; the errors. */
 static void test_survey_plan_tco(void **state)
@@ -1298,7 +1309,7 @@ static void test_survey_plan_tco(void **state)
     result_free(&r);
 
     /* a catalog device: no measurement needed */
-    r = run("plan llama-3.1-8b --on rtx-4090 --ctx 8192 --users 2 --json");
+    r = run("plan llama-3.1-8b --device rtx-4090 --ctx 8192 --users 2 --json");
     EXPECT_STATUS(r, 0);
     j = test_parse_json(r.out);
     json_t *t = json_array_get(json_object_get(j, "targets"), 0);
@@ -1317,12 +1328,12 @@ static void test_survey_plan_tco(void **state)
     assert_true(json_is_string(json_object_get(t, "recommended")));
     json_decref(j);
     result_free(&r);
-    r = run("plan llama-3.3-70b --on rtx-4060-ti-16gb");
+    r = run("plan llama-3.3-70b --device rtx-4060-ti-16gb");
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "nothing fits"));
     assert_non_null(strstr(r.out, "would fit"));
     result_free(&r);
-    r = run("plan --on m2-ultra-192gb --users 4");
+    r = run("plan --device m2-ultra-192gb --users 4");
     EXPECT_STATUS(r, 0);
     assert_non_null(strstr(r.out, "llama-3.3-70b"));
     assert_non_null(strstr(r.out, "verdict"));
@@ -1333,7 +1344,7 @@ static void test_survey_plan_tco(void **state)
     result_free(&r);
     /* a GGUF file: its own shape */
     const char *m = test_tiny_model("Q8_0");
-    r = run("plan '%s' --on h100-sxm --json", m);
+    r = run("plan '%s' --device h100-sxm --json", m);
     EXPECT_STATUS(r, 0);
     j = test_parse_json(r.out);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "model"), "layers")), 2); /* test_tiny_model: the tiny shape with 2 layers */
@@ -1344,17 +1355,14 @@ static void test_survey_plan_tco(void **state)
     EXPECT_STATUS(r, 2);
     assert_non_null(strstr(r.err, "did you mean llama-3.1-8b"));
     result_free(&r);
-    r = run("plan llama-3.1-8b --on rtx4090");
+    r = run("plan llama-3.1-8b --device rtx4090");
     EXPECT_STATUS(r, 2);
     assert_non_null(strstr(r.err, "rtx-4090"));
     result_free(&r);
     /* a corrupt catalog is refused with its file and entry named */
-    char dir[512], path[600];
-    snprintf(dir, sizeof dir, "%s/badcat", test_tmpdir());
-    mkdir(dir, 0755);
-    snprintf(path, sizeof path, "%s/hardware.json", dir);
-    const char *bad = "{\"devices\":[{\"id\":\"x\",\"name\":\"X\",\"kind\":\"gpu\"}]}";
-    assert_int_equal(test_write_file(path, bad, strlen(bad)), 0);
+    char dir[512];
+    catalog_dir("badcat", "hardware.json", "{\"devices\":[{\"id\":\"x\",\"name\":\"X\",\"kind\":\"gpu\"}]}", dir,
+                sizeof dir);
     r = run("plan llama-3.1-8b --on rtx-4090 --catalog '%s'", dir);
     EXPECT_STATUS(r, 1);
     assert_non_null(strstr(r.err, "hardware.json"));
@@ -1385,6 +1393,9 @@ static void test_survey_plan_tco(void **state)
     char *svgtext = test_read_file(svg, NULL), *pngdata = test_read_file(png, NULL);
     assert_non_null(svgtext);
     assert_non_null(strstr(svgtext, "<svg"));
+    /* the chart's words are text (searchable, editable), not glyph outlines */
+    assert_non_null(strstr(svgtext, ">months</text>"));
+    assert_non_null(strstr(svgtext, ">break-even: "));
     assert_non_null(pngdata);
     assert_int_equal(memcmp(pngdata, "\x89PNG", 4), 0);
     free(svgtext);
@@ -1404,6 +1415,230 @@ static void test_survey_plan_tco(void **state)
     r = run("tco --device rtx-4090 --power 350furlongs");
     assert_non_null(strstr(r.err, "unknown unit 'furlongs'"));
     result_free(&r);
+}
+
+/* The last line of text (an error's JSON line on stderr). */
+static const char *last_line(const char *text)
+{
+    size_t n = strlen(text);
+    while (n && text[n - 1] == '\n')
+        n--;
+    const char *p = text + n;
+    while (p > text && p[-1] != '\n')
+        p--;
+    return p;
+}
+
+/* docs/cli.md for every command in one table: --help, an unknown option,
+ * a llama.cpp flag that means nothing here, --json errors as JSON, and
+ * the exit statuses (0 ok, 1 failed, 2 usage). */
+static void test_conventions(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cmd;  /* as typed after plumb */
+        bool json;        /* takes --json */
+        const char *fail; /* arguments with which it fails (exit 1), or NULL */
+    } cmds[] = {
+        {"survey", true, NULL},
+        {"tco", true, "--device rtx-4090 --catalog /nonexistent"},
+        {"plan", true, "/nonexistent/m.gguf"},
+        {"run", true, "/nonexistent.gguf -p hi"},
+        {"chat", true, "/nonexistent.gguf"},
+        {"show", true, "/nonexistent.gguf"},
+        {"tokenize", true, "/nonexistent.gguf hi"},
+        {"embed", true, "/nonexistent.gguf hi"},
+        {"quantize", true, "/nonexistent.gguf /tmp/never-written.gguf Q8_0"},
+        {"synth", true, "--shape tiny --type Q8_0 /nonexistent/out.gguf"},
+        {"serve", false, "/nonexistent.gguf"},
+        {"doctor", true, NULL},
+        {"usage", true, NULL},
+        {"service", false, "install --print --config /nonexistent.ini"},
+        {"service lb", false, "--kind haproxy --backend http://127.0.0.1:1 -o /nonexistent/plumb.cfg"},
+        {"service k8s", true, NULL},
+        {"bench", true, "/nonexistent.gguf"},
+        {"pull", true, "/nonexistent.gguf"},
+        {"ls", true, NULL},
+        {"rm", true, "nope:1"},
+        {"verify", true, "nope:1"},
+        {"tag", true, "nope:1 other:1"},
+        {"rollback", true, "nope:1"},
+        {"export", true, "nope:1 -o /tmp/never-written.tar"},
+        {"import", true, "/nonexistent.tar"},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        const char *cmd = cmds[i].cmd;
+        struct result r = run("%s --help", cmd);
+        if (r.status != 0 || strncmp(r.out, "Usage: plumb ", 13) || !strstr(r.out, cmd) || r.err[0])
+            fail_msg("'plumb %s --help': status %d\n%s%s", cmd, r.status, r.out, r.err);
+        result_free(&r);
+
+        r = run("%s --frobnicate", cmd);
+        if (r.status != 2 || !strstr(r.err, "--frobnicate: unknown option") || r.out[0])
+            fail_msg("'plumb %s --frobnicate': status %d\n%s%s", cmd, r.status, r.out, r.err);
+        result_free(&r);
+
+        r = run("%s -ngl 99", cmd);
+        if (r.status != 2 || !strstr(r.err, "-ngl: unknown option; plumb runs on the CPU"))
+            fail_msg("'plumb %s -ngl 99': status %d\n%s", cmd, r.status, r.err);
+        result_free(&r);
+
+        if (cmds[i].json) {
+            r = run("%s --json --frobnicate", cmd);
+            EXPECT_STATUS(r, 2);
+            assert_string_equal(r.out, "");
+            json_t *e = test_parse_json(last_line(r.err));
+            json_t *err = json_object_get(e, "error");
+            assert_non_null(strstr(json_string_value(json_object_get(err, "message")), "--frobnicate"));
+            assert_string_equal(json_string_value(json_object_get(err, "code")), "usage");
+            json_decref(e);
+            result_free(&r);
+        }
+        if (cmds[i].fail) {
+            r = run("%s %s </dev/null", cmd, cmds[i].fail);
+            if (r.status != 1)
+                fail_msg("'plumb %s %s': status %d, expected 1\n%s", cmd, cmds[i].fail, r.status, r.err);
+            assert_non_null(strstr(r.err, "plumb "));
+            result_free(&r);
+            if (cmds[i].json) {
+                r = run("%s %s --json </dev/null", cmd, cmds[i].fail);
+                EXPECT_STATUS(r, 1);
+                json_t *e = test_parse_json(last_line(r.err));
+                assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"), "code")),
+                                    "failed");
+                json_decref(e);
+                result_free(&r);
+            }
+        }
+    }
+
+    /* other tools' spellings that mean an option here are that option */
+    struct result r = run("plan llama-3.1-8b --device rtx-4090 --ctx-size 2048 --json");
+    EXPECT_STATUS(r, 0);
+    json_t *v = test_parse_json(r.out);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "params"), "ctx")), 2048);
+    /* a target not set is null, not 0 */
+    assert_true(json_is_null(json_object_get(json_object_get(v, "params"), "slo_ttft")));
+    json_decref(v);
+    result_free(&r);
+    r = run("plan llama-3.1-8b --on rtx-4090 -c 1024 --json"); /* the old --on, and -c for --ctx */
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "params"), "ctx")), 1024);
+    json_decref(v);
+    result_free(&r);
+    r = run("plan llama-3.1-8b --device rtx-4090");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "plumb itself runs on the CPU"));
+    result_free(&r);
+    /* an architecture plumb does not run, in words a customer reads */
+    char cat[512];
+    const char *odd = "{\"models\":[{\"id\":\"odd-1b\",\"name\":\"Odd 1B\",\"arch\":\"mamba\",\"layers\":22,"
+                      "\"hidden\":2048,\"ffn\":5632,\"heads\":32,\"kv_heads\":4,\"head_dim\":64,\"vocab\":32000,"
+                      "\"context\":2048,\"tied_embeddings\":false,\"params_b\":1.1,\"license\":\"apache-2.0\","
+                      "\"source\":\"https://example.com/config.json\"}]}";
+    catalog_dir("oddcat", "models.json", odd, cat, sizeof cat);
+    r = run("plan --catalog '%s' --device this", cat);
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "needs an engine with mamba support"));
+    assert_null(strstr(r.out, "not plumb"));
+    result_free(&r);
+    /* getopt would read -ngl as -n gl, -ctx as -c tx */
+    const char *m = test_tiny_model("Q8_0");
+    r = run("run '%s' -p hi -ctx 64", m);
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "-ctx: unknown option"));
+    result_free(&r);
+
+    /* '-' is standard input where a stream is read, refused for files */
+    char prompt[512];
+    test_tmpfile("stdin-prompt.txt", prompt, sizeof prompt);
+    test_write_file(prompt, "Once upon", 9);
+    r = run("run '%s' -f - -n 2 --temp 0 --json < '%s'", m, prompt);
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_true(json_array_size(json_object_get(v, "prompt_tokens")) >= 2);
+    json_decref(v);
+    result_free(&r);
+    const char *dash[] = {"tco --device rtx-4090 --svg -", "plan --catalog - llama-3.1-8b", "pull -",
+                          "serve --config -", "quantize - out.gguf Q8_0"};
+    for (size_t i = 0; i < sizeof dash / sizeof dash[0]; i++) {
+        r = run("%s", dash[i]);
+        if (r.status != 2 || !strstr(r.err, "'-': this is not read from standard input"))
+            fail_msg("'plumb %s': status %d\n%s", dash[i], r.status, r.err);
+        result_free(&r);
+    }
+
+    /* pull of something that is neither a file nor a URL says so */
+    r = run("pull qwen2.5-0.5b");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "neither a file, a directory nor a URL"));
+    result_free(&r);
+
+    /* tco --device this, as plan names this machine */
+    r = run("tco --device this --no-chart");
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "--capex"));
+    result_free(&r);
+    r = run("tco --device this --capex 3000 --power 300 --no-chart --json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(v, "inputs"), "hardware")), "this machine"));
+    json_decref(v);
+    result_free(&r);
+
+    /* bench --api-key-file: serve's key file format */
+    char keys[512];
+    test_tmpfile("bench-keys", keys, sizeof keys);
+    test_write_file(keys, "# no key yet\n\n", 14);
+    r = run("bench --serve http://127.0.0.1:1 --api-key-file '%s'", keys);
+    EXPECT_STATUS(r, 2);
+    assert_non_null(strstr(r.err, "holds no key"));
+    result_free(&r);
+
+    /* store names wherever a model is taken: quantize NAME OUT --name */
+    char *old_home = getenv("PLUMB_HOME") ? strdup(getenv("PLUMB_HOME")) : NULL;
+    char home[600], out[600];
+    snprintf(home, sizeof home, "%s/conventions-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    r = run("pull '%s' --name tiny:q8", m);
+    EXPECT_STATUS(r, 0);
+    result_free(&r);
+    snprintf(out, sizeof out, "%s/conventions-f16.gguf", test_tmpdir());
+    r = run("quantize tiny:q8 '%s' F16 --name tiny:f16 --json", out);
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_string_equal(json_string_value(json_object_get(v, "input")), "tiny:q8");
+    assert_non_null(strstr(json_string_value(json_object_get(v, "digest")), "sha256:"));
+    json_decref(v);
+    result_free(&r);
+    r = run("show tiny:f16 --json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(v, "store"), "digest")), "sha256:"));
+    json_decref(v);
+    result_free(&r);
+    /* one digest format, lists as arrays */
+    r = run("verify --json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    json_t *blobs = json_object_get(v, "blobs");
+    assert_true(json_array_size(blobs) >= 2);
+    for (size_t i = 0; i < json_array_size(blobs); i++) {
+        json_t *b = json_array_get(blobs, i);
+        assert_true(json_is_array(json_object_get(b, "names")));
+        assert_int_equal(strncmp(json_string_value(json_object_get(b, "digest")), "sha256:", 7), 0);
+    }
+    json_decref(v);
+    result_free(&r);
+    r = run("ls");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "sha256:"));
+    result_free(&r);
+    if (old_home) {
+        setenv("PLUMB_HOME", old_home, 1);
+        free(old_home);
+    }
 }
 
 int main(int argc, char **argv)
@@ -1430,6 +1665,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chat_families),
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
         cmocka_unit_test(test_unsafe_settings_doctor),
+        cmocka_unit_test(test_conventions),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -86,7 +86,7 @@ static void test_prediction(void **state)
     snprintf(home, sizeof home, "%s/home", test_tmpdir());
     setenv("PLUMB_HOME", home, 1);
     unsetenv("PLUMB_CATALOG");
-    const char *plan = "plan tinyllama-1.1b --on this --ctx 48 --prompt 32 --json";
+    const char *plan = "plan tinyllama-1.1b --device this --ctx 48 --prompt 32 --json";
     char args[256];
 
     json_t *s = run_json("survey --quick --json");

@@ -778,6 +778,33 @@ static int run_plumb(const char *args, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* bench --serve with serve's key file, and a failed request saying why
+ * (docs/cli.md: one name per idea, --api-key-file). */
+static void test_bench_keys(void **state)
+{
+    (void)state;
+    char keyfile[600];
+    test_tmpfile("bench-keys", keyfile, sizeof keyfile);
+    const char *keys = "# the bench's key\nbench sk-bench-key-0001\n";
+    test_write_file(keyfile, keys, strlen(keys));
+    char extra[800], args[800];
+    snprintf(extra, sizeof extra, "-np 2 --ctx 128 --api-key-file %s", keyfile);
+    struct server s = start_server(model_path(), extra);
+    char *out;
+    snprintf(args, sizeof args, "bench --serve http://127.0.0.1:%d --concurrency 1 --requests 1 --gen-tokens 4 "
+             "--api-key-file %s", s.port, keyfile);
+    if (run_plumb(args, &out) != 0)
+        fail_msg("%s", out);
+    free(out);
+    snprintf(args, sizeof args, "bench --serve http://127.0.0.1:%d --concurrency 1 --requests 1 --gen-tokens 4 "
+             "--api-key sk-wrong", s.port);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "1 of 1 requests failed at 1 user; the first: status 401"))
+        fail_msg("%s", out);
+    free(out);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
 /* Usage accounting: what `plumb usage` reports per key and per model is
  * what the server's answers said in their usage fields. */
 static void test_usage_accounting(void **state)
@@ -1033,6 +1060,10 @@ static void test_config_hot_swap(void **state)
     char *log = test_read_file(s.log, &ll);
     const char *unloaded = strstr(log, "unloaded 'assistant'");
     if (!unloaded || !strstr(log, "reload failed, serving as before") || !strstr(log, "\"event\":\"request\""))
+        fail_msg("log:\n%s", log);
+    /* every event: an RFC 3339 time and a level (docs/cli.md) */
+    if (!strstr(log, "{\"event\":\"request\",\"time\":\"20") || !strstr(log, "\"level\":\"error\",\"message\":\"reload failed") ||
+        !strstr(log, "\"level\":\"info\",\"id\":\""))
         fail_msg("log:\n%s", log);
     /* the old model left only after the long request was logged */
     const char *long_done = strstr(log, "\"completion_tokens\":1500");
@@ -1782,7 +1813,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
         cmocka_unit_test(test_config_hot_swap),
         cmocka_unit_test(test_store_name),
-        cmocka_unit_test(test_usage_accounting),
+        cmocka_unit_test(test_bench_keys), cmocka_unit_test(test_usage_accounting),
         cmocka_unit_test(test_same_through_every_path),
         cmocka_unit_test(test_memory_refused),
         cmocka_unit_test(test_reasoning_content),

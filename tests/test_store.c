@@ -617,7 +617,7 @@ static void test_pull_file_and_resolve(void **state)
     assert_int_equal(json_integer_value(json_object_get(v, "model_bytes")), (json_int_t)m.len);
     json_decref(v);
     run_free(&r);
-    PLUMB(&r, "plan", "tiny:q8", "--on", "rtx-4090", "--json");
+    PLUMB(&r, "plan", "tiny:q8", "--device", "rtx-4090", "--json");
     EXPECT_STATUS(r, 0);
     v = test_parse_json(r.out);
     assert_string_equal(json_string_value(json_object_get(json_object_get(v, "model"), "id")), "tiny:q8");
@@ -1035,6 +1035,9 @@ static void test_tag_rollback_rm_verify(void **state)
     json_t *hist = json_object_get(json_object_get(v, "store"), "history");
     assert_int_equal(json_array_size(hist), 3);
     assert_string_equal(json_string_value(json_object_get(json_array_get(hist, 2), "action")), "rollback");
+    /* revisions are numbered 1..n as the user sees them (not the registry's ids across names) */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(hist, i), "revision")), (json_int_t)i + 1);
     json_decref(v);
     run_free(&r);
 

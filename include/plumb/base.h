@@ -121,6 +121,11 @@ int pb_write_small(const char *path, const void *data, size_t len, int mode, pb_
  * length written. */
 size_t pb_escape_text(const char *s, char *out, size_t size);
 
+/* Unix seconds as RFC 3339 in UTC with milliseconds,
+ * "2026-12-05T07:57:11.123Z" (at least 25 bytes): the one timestamp of
+ * logs and events. */
+void pb_time_rfc3339(double unix_s, char *buf, size_t size);
+
 /* Peak resident set size of this process in bytes (0 if unknown). */
 uint64_t pb_peak_rss(void);
 

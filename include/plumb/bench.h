@@ -84,7 +84,7 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
 #define SERVEBENCH_MAX_LEVELS 8
 
 struct servebench_params {
-    const char *url;      /* http://HOST:PORT */
+    const char *url;      /* http(s)://HOST:PORT */
     const char *model;    /* NULL: none sent (the server's only model) */
     const char *api_key;  /* NULL: none */
     int levels[SERVEBENCH_MAX_LEVELS];
@@ -107,7 +107,8 @@ struct servebench_request {
     bool ok;                   /* status 200 and the whole stream, to data: [DONE] */
     int tokens, cached_tokens; /* from the usage at the end: completion tokens, prompt tokens reused */
     char instance[72];         /* the X-Plumb-Instance header, "" without one */
-    char error[64];            /* why it failed: "connect", "send", "no response", "status 503", "stream cut" */
+    char error[192];           /* why it failed: libcurl's words ("Failed to connect to ..."), "status 503: the
+                                * server's message", "stream cut" */
 };
 
 struct servebench_level {
@@ -118,6 +119,7 @@ struct servebench_level {
     double ttft_median, ttft_p95;
     double itl_median, itl_p95;
     double tps_per_user;   /* median of each request's tokens / its generation time */
+    char first_error[192]; /* why the level's first failed request failed ("" when none did) */
 };
 
 struct servebench_report {

@@ -55,6 +55,7 @@
 struct server_model {
     const char *alias;       /* the model's id in the API (NULL: the file's name without .gguf) */
     const char *path;        /* GGUF file */
+    const char *source;      /* what the user named, a store name or a path, for logs (NULL: path) */
     struct engine_params engine; /* slots, context, batch, KV type, chat format; the server's
                                   * threads and queue length replace threads and max_queue */
 };

@@ -25,6 +25,17 @@ double sys_wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void pb_time_rfc3339(double unix_s, char *buf, size_t size)
+{
+    time_t t = (time_t)unix_s;
+    int ms = (int)((unix_s - (double)t) * 1000);
+    struct tm tm;
+    char day[24];
+    if (!gmtime_r(&t, &tm) || !strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm))
+        snprintf(day, sizeof day, "1970-01-01T00:00:00");
+    snprintf(buf, size, "%s.%03dZ", day, ms < 0 ? 0 : ms > 999 ? 999 : ms);
+}
+
 uint64_t pb_peak_rss(void)
 {
     struct rusage ru;

@@ -70,6 +70,7 @@ int config_server_models(const struct config *c, struct server_model *out, char 
         out[i] = server_model_defaults();
         out[i].alias = cm->alias;
         out[i].path = paths[i];
+        out[i].source = cm->source;
         out[i].engine = config_engine_params(cm);
     }
     return PB_OK;

@@ -43,7 +43,7 @@ struct api_key {
 struct served {
     struct oai_model om;
     struct server_model spec; /* strings below */
-    char alias[128], path[1024], chat_format[64];
+    char alias[128], path[1024], source[1024], chat_format[64];
     int refs; /* under server.models_mu */
 };
 
@@ -222,6 +222,8 @@ static int served_open(struct server *s, const struct server_model *spec, struct
     m->spec = *spec;
     snprintf(m->path, sizeof m->path, "%s", spec->path);
     m->spec.path = m->path;
+    snprintf(m->source, sizeof m->source, "%s", spec->source ? spec->source : spec->path);
+    m->spec.source = m->source;
     if (spec->alias) {
         snprintf(m->alias, sizeof m->alias, "%s", spec->alias);
         m->spec.alias = m->alias;
@@ -264,7 +266,7 @@ static void served_unref(struct server *s, struct served *m)
     bool last = --m->refs == 0;
     pthread_mutex_unlock(&s->models_mu);
     if (last) {
-        logf_(s, "unloaded '%s' (%s)", m->om.id, m->path);
+        logf_(s, "unloaded '%s' (%s)", m->om.id, m->source);
         served_free(m);
     }
 }
@@ -767,8 +769,10 @@ static void log_record(struct server *s, const struct server_record *r)
     if (!s->p.log)
         return;
     if (s->p.log_json) {
-        json_t *o = json_pack("{s:s, s:f, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:s, s:b}", "event",
-                              "request", "time", r->time, "id", r->request_id ? r->request_id : "", "endpoint",
+        char when[40];
+        pb_time_rfc3339(r->time, when, sizeof when);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:s, s:b}", "event",
+                              "request", "time", when, "level", r->status >= 500 ? "error" : "info", "id", r->request_id ? r->request_id : "", "endpoint",
                               r->endpoint, "status", r->status, "key", r->key_id, "model",
                               r->model, "prompt_tokens", r->prompt_tokens, "completion_tokens", r->completion_tokens,
                               "cached_tokens", r->cached_tokens, "ttft_s", r->ttft_s, "duration_s", r->duration_s,
@@ -1123,8 +1127,9 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         goto fail;
     }
     for (int i = 0; i < s->n_models; i++)
-        logf_(s, "serving %s as '%s' (%d slots x %lld tokens)", s->models[i]->path, s->models[i]->om.id,
-              s->models[i]->spec.engine.n_slots, (long long)s->models[i]->om.n_ctx);
+        logf_(s, "serving %s as '%s' (%d slot%s x %lld tokens)", s->models[i]->source, s->models[i]->om.id,
+              s->models[i]->spec.engine.n_slots, s->models[i]->spec.engine.n_slots == 1 ? "" : "s",
+              (long long)s->models[i]->om.n_ctx);
     logf_(s, "listening on http://%s:%d (%s%s%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys",
           s->instance_id[0] ? ", instance " : "", s->instance_id);
     *out = s;
@@ -1139,7 +1144,7 @@ int server_reload(struct server *s, const struct server_model *models, int n_mod
     struct served *next[SERVER_MAX_MODELS];
     int rc = open_models(s, models, n_models, next, err);
     if (rc) {
-        logf_(s, "reload failed, serving as before: %s", err ? err->msg : "");
+        logf_(s, "error: reload failed, serving as before: %s", err ? err->msg : "");
         return rc;
     }
     struct served *old[SERVER_MAX_MODELS];
@@ -1156,7 +1161,7 @@ int server_reload(struct server *s, const struct server_model *models, int n_mod
             still |= next[k] == old[i];
         kept += still;
         if (!still)
-            logf_(s, "reload: '%s' (%s) leaves when its requests finish", old[i]->om.id, old[i]->path);
+            logf_(s, "reload: '%s' (%s) leaves when its requests finish", old[i]->om.id, old[i]->source);
         served_unref(s, old[i]); /* the old list's reference */
     }
     for (int k = 0; k < n_models; k++) {
@@ -1164,9 +1169,9 @@ int server_reload(struct server *s, const struct server_model *models, int n_mod
         for (int i = 0; i < n_old; i++)
             was |= next[k] == old[i];
         if (!was)
-            logf_(s, "reload: serving %s as '%s'", next[k]->path, next[k]->om.id);
+            logf_(s, "reload: serving %s as '%s'", next[k]->source, next[k]->om.id);
     }
-    logf_(s, "reload: %d models, %d unchanged", n_models, kept);
+    logf_(s, "reload: %d model%s, %d unchanged", n_models, n_models == 1 ? "" : "s", kept);
     return PB_OK;
 }
 
@@ -1180,7 +1185,7 @@ int server_drain(struct server *s, double timeout_s)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    logf_(s, "drained: %d requests still running", left);
+    logf_(s, "drained: %d request%s still running", left, left == 1 ? "" : "s");
     return left;
 }
 

@@ -86,7 +86,8 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         char name[96], path[4096];
         snprintf(name, sizeof name, "model %s", m->alias);
         pb_err err = {0};
-        if (store_resolve(home, m->source, path, sizeof path, NULL, &err)) {
+        struct store_entry entry;
+        if (store_resolve(home, m->source, path, sizeof path, &entry, &err)) {
             add(r, name, DOCTOR_ERROR, "pull it (plumb pull SOURCE --name NAME) or fix 'source' in the configuration",
                 "%s", err.msg);
             continue;
@@ -94,7 +95,13 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         const struct engine_params ep = config_engine_params(m);
         struct engine_memory mem;
         if (engine_estimate(path, &ep, &mem, &err)) {
-            add(r, name, DOCTOR_ERROR, "pull the model again (plumb pull ... ; plumb verify)", "%s", err.msg);
+            char fix[512];
+            if (entry.digest[0])
+                snprintf(fix, sizeof fix, "pull it again: plumb pull %.300s --name %s", entry.source[0] ? entry.source
+                         : "SOURCE", m->source);
+            else
+                snprintf(fix, sizeof fix, "replace %.300s with a whole GGUF file, or point 'source' at one", path);
+            add(r, name, DOCTOR_ERROR, fix, "%s", err.msg);
             continue;
         }
         const double need = (double)mem.total;
@@ -145,13 +152,15 @@ static void check_store(struct doctor_report *r, const char *home, bool deep)
         add(r, "store permissions", DOCTOR_OK, NULL, "%s (mode %03o)", home, (unsigned)(st.st_mode & 0777));
     struct store *s;
     if (store_open_readonly(home, &s, &err)) {
-        add(r, "store", DOCTOR_ERROR, "see the message; plumb verify repairs what it can", "%s", err.msg);
+        add(r, "store", DOCTOR_ERROR, "run plumb verify: it re-checks every file and repairs the registry where it can",
+            "%s", err.msg);
         return;
     }
     if (deep) {
         struct store_verify_summary sum;
         if (store_verify(s, NULL, NULL, NULL, NULL, &sum, &err))
-            add(r, "store", DOCTOR_ERROR, "plumb verify", "verification could not run: %s", err.msg);
+            add(r, "store", DOCTOR_ERROR, "run plumb verify, which says what it cannot read",
+                "verification could not run: %s", err.msg);
         else if (sum.n_bad || !sum.registry_ok)
             add(r, "store", DOCTOR_ERROR, "pull the damaged models again; plumb verify NAME shows which",
                 "%zu of %zu blobs do not match their SHA-256%s%s", sum.n_bad, sum.n_blobs,
@@ -162,21 +171,24 @@ static void check_store(struct doctor_report *r, const char *home, bool deep)
         struct store_entry *e;
         size_t n;
         if (store_list(s, &e, &n, &err)) {
-            add(r, "store", DOCTOR_ERROR, "plumb verify", "%s", err.msg);
+            add(r, "store", DOCTOR_ERROR, "run plumb verify, which says what it cannot read", "%s", err.msg);
         } else {
             size_t bad = 0;
-            char first[256] = "";
+            char first[256] = "", fix[512] = "";
             for (size_t i = 0; i < n; i++) {
                 char path[4200];
                 store_blob_path(s, e[i].digest, path, sizeof path);
                 struct stat bs;
                 if (stat(path, &bs) != 0 || (uint64_t)bs.st_size != e[i].size) {
-                    if (!bad++)
+                    if (!bad++) {
                         snprintf(first, sizeof first, "%s:%s", e[i].ref.name, e[i].ref.tag);
+                        snprintf(fix, sizeof fix, "pull it again: plumb pull %.300s --name %s (plumb verify lists "
+                                 "the others)", e[i].source[0] ? e[i].source : "SOURCE", first);
+                    }
                 }
             }
             if (bad)
-                add(r, "store", DOCTOR_ERROR, "plumb verify, then pull the damaged models again",
+                add(r, "store", DOCTOR_ERROR, fix,
                     "%zu of %zu models have a missing or resized file (first: %s)", bad, n, first);
             else
                 add(r, "store", DOCTOR_OK, NULL, "%zu model%s, files present with their sizes (--deep re-hashes)", n, n == 1 ? "" : "s");
@@ -290,7 +302,8 @@ static void check_port(struct doctor_report *r, const char *host, int port)
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     if (getaddrinfo(host, ps, &hints, &res)) {
-        add(r, "port", DOCTOR_ERROR, "fix 'host' in the configuration", "cannot resolve host '%s'", host);
+        add(r, "port", DOCTOR_ERROR, "set 'host' to an address of this machine: 127.0.0.1 (this machine only) or "
+            "0.0.0.0 (every interface)", "cannot resolve host '%s'", host);
         return;
     }
     int fd = socket(res->ai_family, SOCK_STREAM, 0);
@@ -318,7 +331,8 @@ static void check_port(struct doctor_report *r, const char *host, int port)
         add(r, "port", DOCTOR_ERROR, "use a port above 1023, or give the service CAP_NET_BIND_SERVICE",
             "%s:%d needs privileges to listen on", host, port);
     else
-        add(r, "port", DOCTOR_ERROR, "fix 'host' or 'port'", "cannot listen on %s:%d: %s", host, port, strerror(e));
+        add(r, "port", DOCTOR_ERROR, "set 'host' to an address of this machine (127.0.0.1 or 0.0.0.0) and 'port' to a "
+            "free one", "cannot listen on %s:%d: %s", host, port, strerror(e));
     freeaddrinfo(res);
 }
 
@@ -367,7 +381,8 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     (void)err;
     memset(r, 0, sizeof *r);
     if (p->config_error)
-        add(r, "configuration", DOCTOR_ERROR, "fix the file (docs/configuration.md)", "%s", p->config_error);
+        add(r, "configuration", DOCTOR_ERROR, "correct the line the message names (the settings: docs/configuration.md), "
+            "then run plumb doctor --config FILE again", "%s", p->config_error);
     check_cpu(r);
     const uint64_t available = sys_mem_available();
     double need = 0;

@@ -1,5 +1,5 @@
-/* Load on an OpenAI-compatible server over HTTP/1.1 (servebench.h): a
- * small streaming client on plain sockets, one thread per client. */
+/* Load on an OpenAI-compatible server (servebench.h): streamed
+ * completions through libcurl (http or https), one thread per client. */
 #define _GNU_SOURCE
 #include "plumb/bench.h"
 
@@ -11,56 +11,48 @@
 #include "tools/url.h"
 
 #include <ctype.h>
-#include <errno.h>
+#include <curl/curl.h>
 #include <jansson.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
 struct target {
-    char host[256];
-    char port[16];
-    char authority[300]; /* the Host header: HOST:PORT, IPv6 in brackets */
+    char base[1400]; /* SCHEME://AUTHORITY: the API's paths follow */
 };
 
-/* http://HOST[:PORT][/...]: the path is not used (the API's own are). */
+/* http(s)://HOST[:PORT][/...]: the path is not used (the API's own are). */
 static int parse_target(const char *url, struct target *t, pb_err *err)
 {
     struct url u;
-    int rc = url_parse(url, "server", "http", &u, err);
+    int rc = url_parse(url, "server", "http,https", &u, err);
     if (rc)
         return rc;
-    snprintf(t->host, sizeof t->host, "%s", u.host);
-    snprintf(t->port, sizeof t->port, "%d", u.port);
     char h[300];
-    snprintf(t->authority, sizeof t->authority, "%s:%d", url_host_bracketed(&u, h, sizeof h), u.port);
+    snprintf(t->base, sizeof t->base, "%s://%s:%d", u.scheme, url_host_bracketed(&u, h, sizeof h), u.port);
     return PB_OK;
 }
 
-static int dial(const struct target *t)
+/* A handle with what every request of the run shares. */
+static CURL *easy(const char *url, char *errbuf)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(t->host, t->port, &hints, &res))
-        return -1;
-    int fd = socket(res->ai_family, SOCK_STREAM, 0);
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {
-        struct timeval tv = {600, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-    return fd;
+    CURL *h = curl_easy_init();
+    if (!h)
+        return NULL;
+    errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
+    /* a stream silent for 10 minutes is cut */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 600L);
+    return h;
 }
 
 /* One request's figures. */
@@ -81,24 +73,6 @@ static double epoch_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The value of header name (case-insensitive) in the head, into out. */
-static void header_value(const char *head, const char *name, char *out, size_t size)
-{
-    out[0] = '\0';
-    const size_t n = strlen(name);
-    for (const char *line = strstr(head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
-        const char *h = line + 2;
-        if (!strncasecmp(h, name, n) && h[n] == ':') {
-            const char *v = h + n + 1 + strspn(h + n + 1, " \t");
-            size_t len = strcspn(v, "\r\n");
-            while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-                len--;
-            snprintf(out, size, "%.*s", (int)len, v);
-            return;
-        }
-    }
-}
-
 /* The request body: a prompt of token ids from g (the same ids each time
  * when g is reseeded for it). */
 static char *request_body(const struct servebench_params *p, struct rng *g)
@@ -113,55 +87,6 @@ static char *request_body(const struct servebench_params *p, struct rng *g)
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     return text;
-}
-
-/* A response body in chunked transfer coding, decoded as it comes
- * (balancers re-chunk a stream as they like: an event may span chunks). */
-struct dechunk {
-    bool chunked;
-    int state;      /* 0: size line, 1: data, 2: the CRLF after data, 3: the end */
-    size_t left;    /* of the current chunk's data */
-    char line[40];  /* the size line so far */
-    size_t ll;
-};
-
-/* Decodes n bytes at p onto body; false on a framing error. */
-static bool dechunk_feed(struct dechunk *d, const char *p, size_t n, struct sbuf *body)
-{
-    if (!d->chunked)
-        return sbuf_add(body, p, n) == PB_OK;
-    for (size_t i = 0; i < n;) {
-        if (d->state == 0) {
-            const char c = p[i++];
-            if (c == '\n') {
-                d->line[d->ll] = '\0';
-                char *end;
-                d->left = strtoul(d->line, &end, 16);
-                if (end == d->line)
-                    return false;
-                d->ll = 0;
-                d->state = d->left ? 1 : 3;
-            } else if (d->ll < sizeof d->line - 1) {
-                d->line[d->ll++] = c;
-            } else {
-                return false;
-            }
-        } else if (d->state == 1) {
-            size_t k = n - i < d->left ? n - i : d->left;
-            if (sbuf_add(body, p + i, k))
-                return false;
-            i += k;
-            d->left -= k;
-            if (d->left == 0)
-                d->state = 2;
-        } else if (d->state == 2) {
-            if (p[i++] == '\n')
-                d->state = 0;
-        } else {
-            i = n; /* trailers */
-        }
-    }
-    return true;
 }
 
 /* The server-sent events whole in body (each "data: ..." up to a blank
@@ -206,6 +131,66 @@ static void take_events(const struct servebench_params *p, struct sbuf *body, do
     body->len -= used;
 }
 
+/* What a transfer's callbacks fill. */
+struct transfer {
+    const struct servebench_params *p;
+    struct sample *s;
+    CURL *h;
+    struct sbuf body; /* the events not yet taken; an error's body */
+    double t0, last;
+    int events;
+    bool saw_done, failed; /* out of memory */
+};
+
+static size_t on_header(char *data, size_t size, size_t n, void *user)
+{
+    struct transfer *x = user;
+    size_t len = size * n;
+    static const char name[] = "X-Plumb-Instance:";
+    if (len > sizeof name && !strncasecmp(data, name, sizeof name - 1)) {
+        const char *v = data + sizeof name - 1;
+        size_t vl = len - (sizeof name - 1);
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl && strchr(" \t\r\n", v[vl - 1]))
+            vl--;
+        snprintf(x->s->rec.instance, sizeof x->s->rec.instance, "%.*s", (int)vl, v);
+    }
+    return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *user)
+{
+    struct transfer *x = user;
+    size_t len = size * n;
+    long status = 0;
+    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 && x->body.len > 4096)
+        return len; /* enough of an error's body to say why */
+    if (sbuf_add(&x->body, data, len)) {
+        x->failed = true;
+        return 0;
+    }
+    if (status == 200)
+        take_events(x->p, &x->body, x->t0, sys_now(), &x->last, &x->events, &x->saw_done, x->s);
+    return len;
+}
+
+/* Why an answer that is not 200 failed: the OpenAI error's message, or
+ * the start of the body. */
+static void status_reason(struct sample *s, const struct sbuf *body)
+{
+    json_t *j = body->len ? json_loadb(body->data, body->len, 0, NULL) : NULL;
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    char text[160] = "";
+    if (msg)
+        snprintf(text, sizeof text, "%s", msg);
+    else if (body->len)
+        snprintf(text, sizeof text, "%.*s", (int)strcspn(body->data, "\r\n"), body->data);
+    snprintf(s->rec.error, sizeof s->rec.error, "status %d%s%s", s->rec.status, text[0] ? ": " : "", text);
+    json_decref(j);
+}
+
 /* Streams one completion with the body text; fills s. session: the
  * session header's value, or NULL. */
 static void one_request(const struct servebench_params *p, const struct target *t, const char *text,
@@ -215,84 +200,60 @@ static void one_request(const struct servebench_params *p, const struct target *
     memset(s, 0, sizeof *s);
     s->rec = rec;
     s->sent = true;
-    char auth[400] = "", sess[300] = "";
-    if (p->api_key)
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", p->api_key);
-    if (session)
-        snprintf(sess, sizeof sess, "%s: %s\r\n", p->session_header, session);
-    char head[1600];
-    int hn = snprintf(head, sizeof head,
-                      "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                      "%s%sContent-Length: %zu\r\n\r\n",
-                      t->authority, auth, sess, strlen(text));
-    s->rec.start = epoch_now();
-    int fd = dial(t);
-    const double t0 = sys_now();
-    double last = 0;
+    char url[1500], errbuf[CURL_ERROR_SIZE];
+    snprintf(url, sizeof url, "%s/v1/completions", t->base);
+    struct transfer x = {.p = p, .s = s};
+    struct curl_slist *hdrs = NULL;
+    char line[400];
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip before the prompt */
+    if (p->api_key) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s", p->api_key);
+        hdrs = curl_slist_append(hdrs, line);
+    }
+    if (session) {
+        snprintf(line, sizeof line, "%s: %s", p->session_header, session);
+        hdrs = curl_slist_append(hdrs, line);
+    }
     s->itl = malloc((size_t)(p->gen_tokens + 8) * sizeof *s->itl);
-    const char *why = NULL;
-    struct sbuf resp = {0}, body = {0}; /* the head until it is whole; the decoded body */
-    struct dechunk dc = {0};
-    if (fd < 0 || !s->itl) {
-        why = "connect";
+    x.h = easy(url, errbuf);
+    s->rec.start = epoch_now();
+    if (!x.h || !hdrs || !s->itl) {
+        snprintf(s->rec.error, sizeof s->rec.error, "out of memory");
         goto done;
     }
-    if (send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn ||
-        send(fd, text, strlen(text), MSG_NOSIGNAL) != (ssize_t)strlen(text)) {
-        why = "send";
+    curl_easy_setopt(x.h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(x.h, CURLOPT_POSTFIELDS, text);
+    curl_easy_setopt(x.h, CURLOPT_POSTFIELDSIZE, (long)strlen(text));
+    curl_easy_setopt(x.h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(x.h, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(x.h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(x.h, CURLOPT_WRITEDATA, &x);
+    x.t0 = sys_now();
+    CURLcode cc = curl_easy_perform(x.h);
+    long status = 0;
+    curl_easy_getinfo(x.h, CURLINFO_RESPONSE_CODE, &status);
+    s->rec.status = (int)status;
+    s->ok = cc == CURLE_OK && status == 200 && x.saw_done && s->tokens > 0;
+    s->gen_s = x.last - x.t0 - s->ttft;
+    if (s->ok)
         goto done;
-    }
-    bool headers = false, saw_done = false;
-    int events = 0;
-    char raw[16384];
-    while (!saw_done) {
-        ssize_t k = recv(fd, raw, sizeof raw, 0);
-        if (k <= 0)
-            break;
-        const double now = sys_now();
-        const char *from = raw;
-        size_t n = (size_t)k;
-        if (!headers) {
-            if (sbuf_add(&resp, raw, n))
-                break;
-            char *e = strstr(resp.data, "\r\n\r\n");
-            if (!e)
-                continue;
-            sscanf(resp.data, "HTTP/1.%*d %d", &s->rec.status);
-            e[2] = '\0';
-            header_value(resp.data, "X-Plumb-Instance", s->rec.instance, sizeof s->rec.instance);
-            char te[64];
-            header_value(resp.data, "Transfer-Encoding", te, sizeof te);
-            dc.chunked = strcasestr(te, "chunked") != NULL;
-            if (s->rec.status != 200)
-                break;
-            headers = true;
-            from = e + 4;
-            n = resp.len - (size_t)(from - resp.data);
-        }
-        if (!dechunk_feed(&dc, from, n, &body)) {
-            why = "bad chunked framing";
-            break;
-        }
-        if (body.len)
-            take_events(p, &body, t0, now, &last, &events, &saw_done, s);
-    }
-    s->ok = saw_done && s->tokens > 0;
-    s->gen_s = last - t0 - s->ttft;
-    if (!s->ok && !why)
-        why = s->rec.status == 0 ? "no response" : s->rec.status != 200 ? "status" : "stream cut";
+    if (x.failed)
+        snprintf(s->rec.error, sizeof s->rec.error, "out of memory");
+    else if (status != 200 && status != 0)
+        status_reason(s, &x.body);
+    else if (cc != CURLE_OK) /* libcurl's words: "Failed to connect to ... : Connection refused" */
+        snprintf(s->rec.error, sizeof s->rec.error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    else
+        snprintf(s->rec.error, sizeof s->rec.error, "stream cut%s", x.saw_done ? " (no usage at its end)" : "");
 done:
-    sbuf_free(&resp);
-    sbuf_free(&body);
     s->rec.end = epoch_now();
     s->rec.ok = s->ok;
     s->rec.tokens = s->tokens;
-    if (why && !strcmp(why, "status"))
-        snprintf(s->rec.error, sizeof s->rec.error, "status %d", s->rec.status);
-    else if (why)
-        snprintf(s->rec.error, sizeof s->rec.error, "%s", why);
-    if (fd >= 0)
-        close(fd);
+    sbuf_free(&x.body);
+    curl_slist_free_all(hdrs);
+    if (x.h)
+        curl_easy_cleanup(x.h);
 }
 
 struct client_job {
@@ -368,6 +329,8 @@ static int level_figures(const struct servebench_params *p, struct sample *all, 
         if (kept)
             r->requests[r->n_requests++] = all[i].rec;
         if (!all[i].ok) {
+            if (!lv->failed)
+                snprintf(lv->first_error, sizeof lv->first_error, "%s", all[i].rec.error);
             lv->failed++;
             continue;
         }
@@ -411,10 +374,16 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
         if (!token)
             return pb_fail(err, PB_EINVAL, "'%s' is not a header name", p->session_header);
     }
-    int probe = dial(&t);
-    if (probe < 0)
-        return pb_fail(err, PB_EIO, "cannot connect to %s", p->url);
-    close(probe);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before the clients' threads */
+    char errbuf[CURL_ERROR_SIZE];
+    CURL *probe = easy(t.base, errbuf);
+    if (!probe)
+        return pb_fail(err, PB_ENOMEM, "out of memory");
+    curl_easy_setopt(probe, CURLOPT_CONNECT_ONLY, 1L);
+    CURLcode cc = curl_easy_perform(probe);
+    curl_easy_cleanup(probe);
+    if (cc != CURLE_OK)
+        return pb_fail(err, PB_EIO, "cannot connect to %s: %s", p->url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
     for (int li = 0; li < p->n_levels; li++) {
         const int c = p->levels[li], n_req = c * p->requests_per_client;
         struct client_job *jobs = calloc((size_t)c, sizeof *jobs);
