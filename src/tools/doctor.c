@@ -97,7 +97,7 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         if (engine_estimate(path, &ep, &mem, &err)) {
             char fix[512];
             if (entry.digest[0])
-                snprintf(fix, sizeof fix, "pull it again: plumb pull %.300s --name %s", entry.source[0] ? entry.source
+                snprintf(fix, sizeof fix, "pull it again: plumb pull %.300s --name %.150s", entry.source[0] ? entry.source
                          : "SOURCE", m->source);
             else
                 snprintf(fix, sizeof fix, "replace %.300s with a whole GGUF file, or point 'source' at one", path);
@@ -182,7 +182,7 @@ static void check_store(struct doctor_report *r, const char *home, bool deep)
                 if (stat(path, &bs) != 0 || (uint64_t)bs.st_size != e[i].size) {
                     if (!bad++) {
                         snprintf(first, sizeof first, "%s:%s", e[i].ref.name, e[i].ref.tag);
-                        snprintf(fix, sizeof fix, "pull it again: plumb pull %.300s --name %s (plumb verify lists "
+                        snprintf(fix, sizeof fix, "pull it again: plumb pull %.250s --name %.150s (plumb verify lists "
                                  "the others)", e[i].source[0] ? e[i].source : "SOURCE", first);
                     }
                 }

@@ -242,8 +242,9 @@ static void one_request(const struct servebench_params *p, const struct target *
         snprintf(s->rec.error, sizeof s->rec.error, "out of memory");
     else if (status != 200 && status != 0)
         status_reason(s, &x.body);
-    else if (cc != CURLE_OK) /* libcurl's words: "Failed to connect to ... : Connection refused" */
-        snprintf(s->rec.error, sizeof s->rec.error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    else if (cc != CURLE_OK) /* libcurl's words, cut to the field: "Failed to connect to ...: Connection refused" */
+        snprintf(s->rec.error, sizeof s->rec.error, "%.*s", (int)sizeof s->rec.error - 1,
+                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
     else
         snprintf(s->rec.error, sizeof s->rec.error, "stream cut%s", x.saw_done ? " (no usage at its end)" : "");
 done:
