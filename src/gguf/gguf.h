@@ -88,6 +88,10 @@ void gguf_close(struct gguf_file *f);
  * copied elsewhere): its pages leave this process's memory. A file's
  * pages stay in the page cache; a discardable image's are freed. */
 void gguf_release(struct gguf_file *f, const void *p, size_t n);
+/* [p, p + n) is read again only here and there (an embedding table,
+ * row by row): its pages leave this process's memory now and come back
+ * one by one as they are read. Nothing is freed. */
+void gguf_evict(struct gguf_file *f, const void *p, size_t n);
 
 const char *gguf_name(const struct gguf_file *f);
 uint32_t gguf_version(const struct gguf_file *f);

@@ -633,20 +633,26 @@ int gguf_open_fd(int fd, const char *name, bool discardable, struct gguf_file **
     return rc;
 }
 
-void gguf_release(struct gguf_file *f, const void *p, size_t n)
+/* The whole pages of [p, p + n) inside the mapping, dropped from this
+ * process's memory (its neighbours may still be read); with discard, a
+ * discardable image's pages are freed as well. */
+static void drop_pages(struct gguf_file *f, const void *p, size_t n, bool discard)
 {
     if (!f->map || n == 0)
         return;
-    /* whole pages inside the range only: its neighbours may still be read */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)p + page - 1) / page * page, b = ((uintptr_t)p + n) / page * page;
     uintptr_t lo = (uintptr_t)f->map, hi = lo + f->size;
     if (a < lo || b > hi || b <= a)
         return;
     madvise((void *)a, b - a, MADV_DONTNEED);
-    if (f->fd >= 0)
+    if (discard && f->fd >= 0)
         fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(a - lo), (off_t)(b - a));
 }
+
+void gguf_release(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, p, n, true); }
+
+void gguf_evict(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, p, n, false); }
 
 void gguf_close(struct gguf_file *f)
 {

@@ -449,14 +449,19 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
         const size_t group_bytes = t->row_bytes * (size_t)rows_per_group;
         int64_t step = (int64_t)(PACK_STEP_BYTES / (group_bytes ? group_bytes : 1));
         step = step < 1 ? 1 : step;
-        /* token_embd stays readable when it is also the output */
-        const bool release = t->data != m->tok_embd.data;
+        /* token_embd stays readable when it is also the output (tied
+         * embeddings): its pages are evicted, not released, and come back
+         * a row at a time as tokens are looked up; kept, the table stayed
+         * resident beside its repacked copy */
+        const bool tied = t->data == m->tok_embd.data;
         for (int64_t g0 = 0; g0 < n_groups; g0 += step) {
             const int64_t g1 = g0 + step < n_groups ? g0 + step : n_groups;
             op_matrix_pack_groups(pool, t, at, g0, g1);
-            if (release)
-                gguf_release(m->file, (const uint8_t *)t->data + (size_t)g0 * group_bytes,
-                             (size_t)(g1 - g0) * group_bytes);
+            const uint8_t *p = (const uint8_t *)t->data + (size_t)g0 * group_bytes;
+            if (tied)
+                gguf_evict(m->file, p, (size_t)(g1 - g0) * group_bytes);
+            else
+                gguf_release(m->file, p, (size_t)(g1 - g0) * group_bytes);
         }
         op_matrix_use_packed(mats[i], at);
         at += (bytes[i] + 63) / 64 * 64;
