@@ -446,8 +446,13 @@ int plan_evaluate(const struct cat_model *m, const struct plan_target *t, const 
                           0, 0, p->ctx, prompt};
         bool cal_tg, cal_pp;
         char from_pp[sizeof row->eff_from];
-        pick_eff(t, row->quant, row->w.bytes, true, &s.eff_tg, &cal_tg, row->eff_from, sizeof row->eff_from, &s.bw);
-        pick_eff(t, row->quant, row->w.bytes, false, &s.eff_pp, &cal_pp, from_pp, sizeof from_pp, NULL);
+        /* records are matched by the weights a token reads, as plumb bench
+         * records them (of a mixture, the experts a token picks): a
+         * 30B-A3B reads what a 3B dense model reads */
+        const double used = m->experts ? (double)m->experts_used / (double)m->experts : 1.0;
+        const uint64_t per_token = row->w.read_dense + (uint64_t)((double)row->w.read_experts * used);
+        pick_eff(t, row->quant, per_token, true, &s.eff_tg, &cal_tg, row->eff_from, sizeof row->eff_from, &s.bw);
+        pick_eff(t, row->quant, per_token, false, &s.eff_pp, &cal_pp, from_pp, sizeof from_pp, NULL);
         row->eff_tg = s.eff_tg;
         row->eff_pp = s.eff_pp;
         row->eff_calibrated = cal_tg;
