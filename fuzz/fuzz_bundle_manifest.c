@@ -33,7 +33,7 @@ static void setup(void)
                                                         .arch = archs[i]},
                                    &b->len);
         struct sha256 *h;
-        pb_err err;
+        pb_err err = {0};
         FUZZ_CHECK(sha256_new(&h, &err) == PB_OK, "%s", err.msg);
         sha256_update(h, b->data, b->len);
         sha256_final_hex(h, b->hex);

@@ -21,7 +21,7 @@ static int n_chats;
 
 static void add_chat(const struct gguf_file *f, const char *format)
 {
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(n_chats < MAX_CHATS, "too many chats");
     FUZZ_CHECK(chat_open(f, tok, format, &chats[n_chats], NULL, 0, &err) == PB_OK, "%s", err.msg);
     n_chats++;
@@ -54,7 +54,7 @@ static void setup(void)
 static void one(const struct chat *c, const json_t *messages, bool agp, const json_t *extra,
                 const struct chat_opts *opts)
 {
-    pb_err err;
+    pb_err err = {0};
     if (extra) {
         struct tmpl_output out;
         if (chat_render(c, messages, agp, extra, &out, &err) == PB_OK)

@@ -12,7 +12,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct config c;
-    pb_err err;
+    pb_err err = {0};
     config_defaults(&c);
     if (config_parse("fuzz.ini", (const char *)data, size, &c, &err) != PB_OK) {
         FUZZ_CHECK(!strncmp(err.msg, "fuzz.ini", 8), "message does not name the file: %s", err.msg);

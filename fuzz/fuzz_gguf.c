@@ -24,7 +24,7 @@ static void read_metadata(const struct gguf_file *f)
         FUZZ_CHECK(memchr(buf, 0, sizeof buf), "gguf_kv_format left no terminator");
         uint64_t len;
         (void)gguf_kv_raw(f, i, &len);
-        pb_err err;
+        pb_err err = {0};
         struct gguf_arr a;
         if (gguf_kv_type(f, i) != GGUF_ARRAY || gguf_get_arr(f, key, &a, &err) != 1)
             continue;
@@ -56,7 +56,7 @@ static void read_tensors(const struct gguf_file *f)
 
 static void load_model(const struct gguf_file *f)
 {
-    pb_err err;
+    pb_err err = {0};
     struct model_hparams hp;
     if (model_hparams_read(f, &hp, &err) != PB_OK) {
         fuzz_note("hparams: %s", err.msg);
@@ -72,7 +72,7 @@ static void load_model(const struct gguf_file *f)
 
 static void load_tokenizer(const struct gguf_file *f)
 {
-    pb_err err;
+    pb_err err = {0};
     struct tokenizer *t;
     if (tok_load(f, &t, &err) != PB_OK) {
         fuzz_note("tokenizer: %s", err.msg);
@@ -104,7 +104,7 @@ static void load_tokenizer(const struct gguf_file *f)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct gguf_file *f;
-    pb_err err;
+    pb_err err = {0};
     if (gguf_open_memory(data, size, "fuzz.gguf", &f, &err) != PB_OK) {
         fuzz_note("gguf: %s", err.msg);
         return 0;

@@ -39,7 +39,7 @@ static void setup(void)
         }
     }
     off[N_VOCAB] = (uint32_t)n;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(gtrie_build(pieces, off, N_VOCAB, NULL, &trie, &err) == PB_OK, "%s", err.msg);
 }
 
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = nul ? nul + 1 : NULL;
     const size_t tlen = nul ? size - glen - 1 : 0;
     struct grammar *g = NULL;
-    pb_err err;
+    pb_err err = {0};
     if (grammar_parse(in, glen, &g, &err)) {
         FUZZ_CHECK(err.msg[0], "a refusal without a message");
         fuzz_note("refused: %s", err.msg);

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    pb_err err;
+    pb_err err = {0};
     if (!json_grammar) {
         const char *g = sampler_json_grammar();
         FUZZ_CHECK(grammar_parse(g, strlen(g), &json_grammar, &err) == PB_OK, "%s", err.msg);

@@ -169,7 +169,7 @@ static bool write_model(struct choices *c, int fd)
     s.vocab = 1 + pick(c, 64);
     s.rot = pick(c, 4) ? s.head_dim : 2 * pick(c, 64);
     struct gguf_writer *w;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(gguf_writer_create(&w, &err) == PB_OK, "%s", err.msg);
     if (pick(c, 8))
         gguf_set_str(w, "general.architecture", s.arch);
@@ -230,7 +230,7 @@ static bool mem_equal(const struct model_mem *a, const struct model_mem *b)
 static void run_model(int fd, struct model_ctx_params p, const struct model_mem *est)
 {
     static struct pool *pool;
-    pb_err err;
+    pb_err err = {0};
     if (!pool)
         FUZZ_CHECK(pool_create(1, &pool, &err) == PB_OK, "%s", err.msg);
     struct model *m;
@@ -267,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = memfd_create("fuzz-model", MFD_CLOEXEC);
     FUZZ_CHECK(fd >= 0, "memfd_create failed");
     struct gguf_file *f = NULL;
-    pb_err err;
+    pb_err err = {0};
     if (write_model(&c, fd))
         FUZZ_CHECK(gguf_open_fd(fd, "fuzz-model.gguf", false, &f, &err) == PB_OK, "plumb cannot read its own file: %s",
                    err.msg);

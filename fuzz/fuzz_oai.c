@@ -31,7 +31,7 @@ static void setup(void)
     if (tok)
         return;
     tok = fuzz_tokenizer(&(struct fuzz_vocab){.add_space_prefix = -1, .add_bos = -1});
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(chat_open(NULL, tok, "chatml", &chatml, NULL, 0, &err) == PB_OK, "%s", err.msg);
 }
 
@@ -51,7 +51,7 @@ static void check_request(const struct oai_request *r, bool chat)
     FUZZ_CHECK(r->n >= 1 && r->n <= 16, "n %d", r->n);
     if (r->grammar) { /* checked when read: it must compile */
         struct grammar *g;
-        pb_err err;
+        pb_err err = {0};
         FUZZ_CHECK(grammar_parse(r->grammar, strlen(r->grammar), &g, &err) == PB_OK, "%s", err.msg);
         grammar_free(g);
     }
@@ -97,7 +97,7 @@ static void sample(const struct oai_request *r)
             logits[i] = 4.0f * sinf((float)i * 0.7f);
     }
     struct sampler *s;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(sampler_create(&r->rp.sampling, n_vocab, &s, &err) == PB_OK, "accepted, but the sampler refuses: %s",
                err.msg);
     for (int k = 0; k < 4; k++) {
@@ -124,7 +124,7 @@ static void one(const uint8_t *data, size_t size, bool chat)
     sample(&r);
     int32_t *ids = NULL;
     size_t n = 0;
-    pb_err err;
+    pb_err err = {0};
     if (chat)
         {
         const struct chat_opts co = {.no_thinking = r.co.no_thinking, .tools = r.co.tools,

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!schema)
         return 0;
     char *gbnf = NULL;
-    pb_err err;
+    pb_err err = {0};
     int rc = sampler_schema_grammar(schema, &gbnf, &err);
     json_decref(schema);
     if (rc) {

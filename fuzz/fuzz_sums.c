@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct store_dir_item *items;
     size_t n;
     bool have;
-    pb_err err;
+    pb_err err = {0};
     int rc = store_scan_dir(dir, &items, &n, &have, &err);
     fuzz_note("scan: %s", rc ? err.msg : "ok");
     if (rc != PB_OK)

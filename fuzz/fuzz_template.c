@@ -19,7 +19,7 @@ static void render(const struct tmpl *t, const json_t *user)
     /* a fixed clock: strftime_now gives the same text every run */
     const struct tmpl_opts opts = {.now = 1700000000};
     struct tmpl_output out;
-    pb_err err;
+    pb_err err = {0};
     int rc = tmpl_render(t, &vars, &opts, &out, &err);
     fuzz_note("render: %s", rc ? err.msg : "ok");
     if (rc == PB_OK) {
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *nul = memchr(src, 0, size);
     size_t len = nul ? (size_t)(nul - src) : size;
     struct tmpl *t;
-    pb_err err;
+    pb_err err = {0};
     if (tmpl_parse(src, len, &t, &err) != PB_OK) {
         fuzz_note("parse: %s", err.msg);
         FUZZ_CHECK(err.msg[0], "a failed parse says nothing");

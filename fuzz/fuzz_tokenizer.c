@@ -90,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int32_t *ids;
     size_t n;
-    pb_err err;
+    pb_err err = {0};
     int rc = tok_encode_ex(t, text, len, add_special, parse_special, literal, &ids, &n, &err);
     free(literal);
     if (rc != PB_OK) {

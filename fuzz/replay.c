@@ -87,8 +87,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         struct stat st;
         if (stat(argv[i], &st) != 0) {
-            /* a target without regressions yet has no folder */
-            printf("replay: %s does not exist, skipped\n", argv[i]);
+            /* a target without regressions yet has no folder; its seed
+             * corpus (the first argument) must exist */
+            printf("replay: %s does not exist%s\n", argv[i], i == 1 ? "" : ", skipped");
+            rc |= i == 1;
             continue;
         }
         if (S_ISDIR(st.st_mode)) {
@@ -98,6 +100,8 @@ int main(int argc, char **argv)
             count++;
         }
     }
+    if (count == 0) /* a replay of nothing passes nothing */
+        rc = 1;
     printf("replay: %d inputs, %s\n", count, rc ? "errors" : "all passed");
     return rc;
 }

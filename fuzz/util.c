@@ -240,7 +240,7 @@ static void write_vocab(const struct fuzz_vocab *v, FILE *fp)
     struct vocab_build b = {0};
     build_tokens(v, &b);
     struct gguf_writer *w;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(gguf_writer_create(&w, &err) == PB_OK, "%s", err.msg);
     if (v->arch)
         gguf_set_str(w, "general.architecture", v->arch);
@@ -277,7 +277,7 @@ struct gguf_file *fuzz_vocab_gguf(const struct fuzz_vocab *v)
     FUZZ_CHECK(fp, "no temporary file");
     write_vocab(v, fp);
     struct gguf_file *f;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(gguf_open_fd(fileno(fp), "fuzz-vocab.gguf", false, &f, &err) == PB_OK, "%s", err.msg);
     fclose(fp); /* gguf_open_fd holds its own descriptor */
     return f;
@@ -303,7 +303,7 @@ struct tokenizer *fuzz_tokenizer(const struct fuzz_vocab *v)
 {
     struct gguf_file *f = fuzz_vocab_gguf(v);
     struct tokenizer *t;
-    pb_err err;
+    pb_err err = {0};
     FUZZ_CHECK(tok_load(f, &t, &err) == PB_OK, "%s", err.msg);
     gguf_close(f);
     return t;
@@ -473,7 +473,7 @@ void fuzz_import_bundle(const void *data, size_t len)
 {
     static struct store *s;
     static char path[4200];
-    pb_err err;
+    pb_err err = {0};
     if (!s) {
         const char *dir = fuzz_tmpdir("bundle");
         char home[4200];

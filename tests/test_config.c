@@ -151,6 +151,7 @@ static void test_format_round_trip(void **state)
                        "store = /var/lib/plumb\n"
                        "pid_file = /run/plumb/plumb.pid\n"
                        "instance_id = box-1\n"
+                       "cors_origins = https://a.example\n"
                        "[model assistant]\n"
                        "source = qwen2.5-7b:q4_k_m\n"
                        "parallel = 16\n"

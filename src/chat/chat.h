@@ -113,7 +113,6 @@ int chat_reasoning_open(const struct chat *c, const char *prompt, size_t prompt_
  * thinking block. */
 int chat_reasoning_create(enum chat_reasoning_style style, bool in_reasoning, struct chat_reasoning **out,
                           pb_err *err);
-enum chat_reasoning_style chat_reasoning_style_of(const struct chat_reasoning *r);
 /* Feeds len bytes of generated text (any split, UTF-8 or not). */
 void chat_reasoning_feed(struct chat_reasoning *r, const char *text, size_t len, chat_part_fn fn, void *user);
 /* The end of the output: whatever was held back is given out. */

@@ -54,11 +54,6 @@ void chat_reasoning_free(struct chat_reasoning *r)
     }
 }
 
-enum chat_reasoning_style chat_reasoning_style_of(const struct chat_reasoning *r)
-{
-    return r->style;
-}
-
 /* The first occurrence of needle in [s, s + n), or NULL. */
 static const char *find(const char *s, size_t n, const char *needle)
 {

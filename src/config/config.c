@@ -345,7 +345,7 @@ int config_format(const struct config *c, char **out, pb_err *err)
     const struct {
         const char *key, *value;
     } strs[] = {{"host", c->host},         {"api_key_file", c->api_key_file}, {"store", c->store},
-                {"pid_file", c->pid_file}, {"instance_id", c->instance_id}};
+                {"pid_file", c->pid_file}, {"instance_id", c->instance_id}, {"cors_origins", c->cors_origins}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((rc = ini_value("server", strs[i].key, strs[i].value, err)))
             return rc;

@@ -941,6 +941,7 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         logits = r->biased;
     }
     int32_t id = -1;
+    bool fed = false; /* the grammar has taken id already */
     if (r->gm && fast_grammar_draw(r)) {
         /* a draw without the mask stands when the grammar takes it: for
          * greedy and plain temperature sampling that is the same
@@ -948,12 +949,12 @@ static bool sample_next(struct sched *s, int i, const float *logits)
          * P(t) / P(allowed) = P(t) / P(allowed)), and it spares the mask
          * where most tokens are allowed (inside strings) */
         int32_t t = sampler_sample(r->smp, logits);
-        const bool ok = tok_is_eog(s->tok, t) ? gmatch_complete(r->gm)
-                                              : s->piece_off[t + 1] > s->piece_off[t] &&
-                                                    gmatch_accepts(r->gm, s->pieces + s->piece_off[t],
-                                                                   s->piece_off[t + 1] - s->piece_off[t]);
-        if (ok)
-            id = t;
+        /* a refused feed leaves the state as it was: feeding is the test */
+        if (tok_is_eog(s->tok, t))
+            id = gmatch_complete(r->gm) ? t : -1;
+        else if (s->piece_off[t + 1] > s->piece_off[t] &&
+                 gmatch_feed(r->gm, s->pieces + s->piece_off[t], s->piece_off[t + 1] - s->piece_off[t]))
+            id = t, fed = true;
     }
     if (id >= 0) {
         /* drawn above */
@@ -975,7 +976,7 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_EOG);
         return false;
     }
-    if (r->gm && !tok_is_eog(s->tok, id))
+    if (r->gm && !fed && !tok_is_eog(s->tok, id))
         gmatch_feed(r->gm, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
     char buf[256];
     size_t n = tok_piece(s->tok, id, false, buf, sizeof buf);

@@ -1114,11 +1114,6 @@ void gtrie_free(struct gtrie *t)
     free(t);
 }
 
-size_t gtrie_bytes(const struct gtrie *t)
-{
-    return sizeof *t + (size_t)t->n_nodes * sizeof *t->nodes + (size_t)t->n_vocab * sizeof *t->toks;
-}
-
 int gtrie_build(const char *pieces, const uint32_t *off, int32_t n_vocab, const uint8_t *skip, struct gtrie **out,
                 pb_err *err)
 {

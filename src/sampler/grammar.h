@@ -66,7 +66,6 @@ struct gtrie;
 int gtrie_build(const char *pieces, const uint32_t *off, int32_t n_vocab, const uint8_t *skip, struct gtrie **out,
                 pb_err *err);
 void gtrie_free(struct gtrie *t);
-size_t gtrie_bytes(const struct gtrie *t);
 
 /* A matcher: the grammar's state after the text fed so far. */
 struct gmatch;

@@ -4,6 +4,7 @@
 #include "plumb/bench.h"
 
 #include "base/err.h"
+#include "base/http.h"
 
 #include "base/rng.h"
 #include "base/sbuf.h"
@@ -65,13 +66,6 @@ struct sample {
     int n_itl;
     struct servebench_request rec;
 };
-
-static double epoch_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The request body: a prompt of token ids from g (the same ids each time
  * when g is reseeded for it). */
@@ -145,17 +139,10 @@ struct transfer {
 static size_t on_header(char *data, size_t size, size_t n, void *user)
 {
     struct transfer *x = user;
-    size_t len = size * n;
-    static const char name[] = "X-Plumb-Instance:";
-    if (len > sizeof name && !strncasecmp(data, name, sizeof name - 1)) {
-        const char *v = data + sizeof name - 1;
-        size_t vl = len - (sizeof name - 1);
-        while (vl && (*v == ' ' || *v == '\t'))
-            v++, vl--;
-        while (vl && strchr(" \t\r\n", v[vl - 1]))
-            vl--;
+    size_t len = size * n, vl;
+    const char *v = http_field_value(data, len, "X-Plumb-Instance", &vl);
+    if (v)
         snprintf(x->s->rec.instance, sizeof x->s->rec.instance, "%.*s", (int)vl, v);
-    }
     return len;
 }
 
@@ -217,7 +204,7 @@ static void one_request(const struct servebench_params *p, const struct target *
     }
     s->itl = malloc((size_t)(p->gen_tokens + 8) * sizeof *s->itl);
     x.h = easy(url, errbuf);
-    s->rec.start = epoch_now();
+    s->rec.start = sys_wall_now();
     if (!x.h || !hdrs || !s->itl) {
         snprintf(s->rec.error, sizeof s->rec.error, "out of memory");
         goto done;
@@ -248,7 +235,7 @@ static void one_request(const struct servebench_params *p, const struct target *
     else
         snprintf(s->rec.error, sizeof s->rec.error, "stream cut%s", x.saw_done ? " (no usage at its end)" : "");
 done:
-    s->rec.end = epoch_now();
+    s->rec.end = sys_wall_now();
     s->rec.ok = s->ok;
     s->rec.tokens = s->tokens;
     sbuf_free(&x.body);
@@ -285,7 +272,7 @@ static void *client_main(void *arg)
             one_request(j->p, j->t, text, j->p->session_header ? session : NULL, &j->samples[i]);
         } else {
             j->samples[i].sent = true;
-            j->samples[i].rec.start = j->samples[i].rec.end = epoch_now();
+            j->samples[i].rec.start = j->samples[i].rec.end = sys_wall_now();
             snprintf(j->samples[i].rec.error, sizeof j->samples[i].rec.error, "out of memory");
         }
     }
