@@ -182,7 +182,20 @@ static int db_open(struct store *s, pb_err *err)
     int rc = st_prepare(s, "PRAGMA journal_mode=WAL", &q, err);
     if (rc)
         return rc;
-    bool wal = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0) &&
+    /* Several plumb processes opening a new registry at once race to switch
+     * it to WAL; SQLite answers the loser SQLITE_BUSY at once, without its
+     * busy handler (waiting there could deadlock), so the wait is here. */
+    int step;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        step = sqlite3_step(q);
+        if ((step & 0xff) != SQLITE_BUSY && (step & 0xff) != SQLITE_LOCKED)
+            break;
+        if (waited_ms >= BUSY_TIMEOUT_MS)
+            break;
+        sqlite3_reset(q);
+        sqlite3_sleep(10);
+    }
+    bool wal = step == SQLITE_ROW && sqlite3_column_text(q, 0) &&
                strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
     sqlite3_finalize(q);
     if (!wal)
