@@ -72,6 +72,9 @@ char **fuzz_list_templates(const char *dir);
 /* A fresh folder under $TMPDIR (or /dev/shm when it exists), removed with
  * everything in it when the process exits. */
 const char *fuzz_tmpdir(const char *tag);
+/* Removes path and everything under it (rm -r; what cannot be removed
+ * stays, silently). */
+void fuzz_rmtree(const char *path);
 
 /* ---- bundles ---- */
 

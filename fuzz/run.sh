@@ -24,7 +24,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json grammar schema sums http}
+targets=${*:-gguf model oai template chat tokenizer config bundle_tar bundle_manifest json grammar schema sums http download}
 rss=${FUZZ_RSS_MB:-2048}
 work=$build/work
 mkdir -p "$work/logs"
@@ -46,6 +46,7 @@ dict() {
     tokenizer) echo tokenizer ;;
     bundle_tar) echo bundle ;;
     http) echo http ;;
+    download) echo download ;;
     model | sums) echo none ;;
     *) echo json ;;
     esac

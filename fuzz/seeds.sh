@@ -42,3 +42,6 @@ export PLUMB_HOME="$tmp/home"
 "$plumb" export tiny:q8_0 tiny:latest other -o "$tar/two-blobs.tar" >/dev/null
 gzip -9n <"$tar/one-model.tar" >"$tar/one-model.tar.gz"
 ls -l "$gguf" "$tar"
+
+# download responses (written without plumb)
+"$src/fuzz/seeds-download.sh"

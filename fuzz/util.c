@@ -450,10 +450,15 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+void fuzz_rmtree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void rm_tmp_root(void)
 {
     if (tmp_root[0])
-        nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fuzz_rmtree(tmp_root);
 }
 
 const char *fuzz_tmpdir(const char *tag)
