@@ -168,15 +168,22 @@ struct dl {
 };
 
 /* The value of header line p (len bytes) named name, trimmed, into buf;
- * false when p is another header. */
+ * false when p is another header. A value too long to be of use, or
+ * holding a control byte other than tab, is "": a validator is sent back
+ * in If-Range, where a CR would end the line early (a server that takes a
+ * bare CR for a line break reads the rest as a header of plumb's
+ * request) and a NUL would cut it, so that two versions could share it. */
 static bool header_value(const char *p, size_t len, const char *name, char *buf, size_t size)
 {
     size_t n;
     const char *v = http_field_value(p, len, name, &n);
     if (!v)
         return false;
+    for (size_t i = 0; i < n && n < size; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            n = size; /* not a field value */
     if (n >= size)
-        n = 0; /* too long to be of use */
+        n = 0; /* too long to be of use, or not a field value */
     memcpy(buf, v, n);
     buf[n] = 0;
     return true;
