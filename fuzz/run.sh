@@ -14,7 +14,10 @@
 # fuzz/regressions/TARGET/, which the test suite replays. Logs are in
 # BUILD/work/logs. Environment: FUZZ_RSS_MB (default 2048), FUZZ_TIMEOUT
 # (seconds per input; default 10, 30 for the targets that render
-# templates), FUZZ_FLAGS (more libFuzzer flags).
+# templates), FUZZ_FLAGS (more libFuzzer flags), FUZZ_SUMMARY (the table's
+# file, default BUILD/work/summary.txt: give each of two runs at once its
+# own; they must not share a target either, whose corpus and log they
+# would both write).
 set -u
 if [ $# -lt 2 ]; then
     echo "usage: $0 BUILD SECONDS [TARGET...]" >&2
@@ -71,7 +74,7 @@ stat_of() {
 }
 
 failed=""
-summary="$work/summary.txt"
+summary=${FUZZ_SUMMARY:-$work/summary.txt}
 printf '%-16s %7s %12s %9s %7s %8s %7s %8s  %s\n' target seconds executions exec/s cov features corpus rss_mb \
     result >"$summary"
 for t in $targets; do
@@ -86,7 +89,8 @@ for t in $targets; do
     findings=$src/findings/$t
     log=$work/logs/$t.log
     mkdir -p "$corpus" "$findings"
-    ls "$findings" >"$work/findings-before" 2>/dev/null
+    before=$work/findings-before.$t
+    ls "$findings" >"$before" 2>/dev/null
     echo "== fuzz_$t: $seconds s (log: $log)"
     start=$(date +%s)
     # shellcheck disable=SC2086
@@ -106,13 +110,13 @@ for t in $targets; do
         failed="$failed $t"
         grep -E '^==[0-9]+==ERROR|^SUMMARY|fuzz invariant failed|runtime error|Test unit written' "$log" | head -n 8
         for f in $(ls "$findings"); do
-            grep -qx "$f" "$work/findings-before" || echo "new input: $findings/$f"
+            grep -qx "$f" "$before" || echo "new input: $findings/$f"
         done
     fi
     printf '%-16s %7s %12s %9s %7s %8s %7s %8s  %s\n' "$t" "$took" "${execs:-?}" "${eps:-?}" "$cov" "$ft" "$corp" \
         "${peak:-?}" "$result" >>"$summary"
+    rm -f "$before"
 done
-rm -f "$work/findings-before"
 echo
 cat "$summary"
 if [ -n "$failed" ]; then
