@@ -308,16 +308,13 @@ static bool backoff(const struct sink *k, int ms)
     return !cancelled(k);
 }
 
-static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
+/* A transfer of url with plumb's options, reporting to d; NULL when
+ * libcurl cannot make one. */
+static CURL *transfer_new(const char *url, struct dl *d, char *errbuf)
 {
-    pthread_once(&curl_once, curl_init);
-    if (curl_init_rc != CURLE_OK)
-        return pb_fail(err, PB_EIO, "libcurl: %s", curl_easy_strerror(curl_init_rc));
     CURL *h = curl_easy_init();
     if (!h)
-        return pb_fail(err, PB_ENOMEM, "libcurl: cannot create a transfer");
-    char errbuf[CURL_ERROR_SIZE];
-    struct dl d = {.k = k, .h = h, .range_start = -1};
+        return NULL;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -332,12 +329,29 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &d);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, d);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, d);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xfer);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &d);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, d);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    return h;
+}
+
+/* Each attempt is a transfer of its own (a new handle): libcurl 7.88
+ * (Debian 12) keeps a pointer to the last response header of a handle's
+ * previous transfer, freed when the next one begins, and a folded line
+ * (one starting with a space) right after the next response's status
+ * line is appended to it (a use after free, curl issue 11101, fixed in
+ * 8.1.0). A server could reach it with any error, then such a line. */
+static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
+{
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK)
+        return pb_fail(err, PB_EIO, "libcurl: %s", curl_easy_strerror(curl_init_rc));
+    char errbuf[CURL_ERROR_SIZE];
+    struct dl d = {.k = k, .range_start = -1};
+    CURL *h = NULL;
     int max = k->o->max_attempts > 0 ? k->o->max_attempts : DEFAULT_ATTEMPTS;
     int delay = k->o->retry_delay_ms > 0 ? k->o->retry_delay_ms : DEFAULT_RETRY_MS;
     int rc = PB_OK;
@@ -354,7 +368,6 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
         d.bad_range = false;
         d.changed = false;
         d.range_start = -1;
-        errbuf[0] = 0;
         curl_slist_free_all(if_range);
         if_range = NULL;
         if (d.from > 0) {
@@ -365,8 +378,14 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
                 break;
             }
         }
+        curl_easy_cleanup(h);
+        if (!(d.h = h = transfer_new(url, &d, errbuf))) {
+            rc = pb_fail(err, PB_ENOMEM, "libcurl: cannot create a transfer");
+            break;
+        }
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, if_range);
         curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.from);
+        errbuf[0] = 0;
         CURLcode c = curl_easy_perform(h);
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
