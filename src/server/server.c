@@ -36,6 +36,7 @@ struct api_key {
     char id[64];
     char key[MAX_KEY_LEN];
     size_t len;
+    bool admin; /* may read the operations data and load or unload models (/v1/plumb/...) */
 };
 
 /* A loaded model and who uses it: the server's list holds one reference,
@@ -151,16 +152,21 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
         char *p = line + strspn(line, " \t");
         if (!*p || *p == '#')
             continue;
-        char *sp = p + strcspn(p, " \t"), *id = NULL, *key = p;
-        if (*sp) {
-            *sp = '\0';
-            id = p;
-            key = sp + 1 + strspn(sp + 1, " \t");
-            if (strpbrk(key, " \t")) {
-                rc = pb_fail(err, PB_EFORMAT, "%s:%d: expected KEY or ID KEY", path, lineno);
-                break;
-            }
+        /* KEY, ID KEY, or ID KEY admin */
+        char *field[4];
+        int nf = 0;
+        for (char *q = p; *q && nf < 4;) {
+            field[nf++] = q;
+            q += strcspn(q, " \t");
+            if (*q)
+                *q++ = '\0';
+            q += strspn(q, " \t");
         }
+        if (nf == 4 || (nf == 3 && strcmp(field[2], "admin") != 0)) {
+            rc = pb_fail(err, PB_EFORMAT, "%s:%d: expected KEY, ID KEY or ID KEY admin", path, lineno);
+            break;
+        }
+        char *id = nf >= 2 ? field[0] : NULL, *key = nf >= 2 ? field[1] : field[0];
         size_t kl = strlen(key);
         if (kl < 8 || kl >= MAX_KEY_LEN) {
             rc = pb_fail(err, PB_EFORMAT, "%s:%d: a key must have 8 to %d characters", path, lineno, MAX_KEY_LEN - 1);
@@ -183,6 +189,7 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
             snprintf(k->id, sizeof k->id, "key%d", s->n_keys);
         memcpy(k->key, key, kl);
         k->len = kl;
+        k->admin = nf == 3;
     }
     fclose(f);
     if (!rc && s->n_keys == 0)
@@ -328,6 +335,7 @@ struct conn {
     struct oai_gen *gen; /* a generation request, streaming or not */
     struct served *model;/* its model (a reference) */
     char key_id[64];
+    bool admin;              /* the key has the admin flag, or the server has no keys */
     struct MHD_Connection *connection;
     uint64_t content_length; /* 0 when none (or chunked) */
     char request_id[72];     /* X-Request-Id: the client's, or made here */
@@ -408,6 +416,8 @@ static const char *known_endpoint(const char *url)
             return names[i];
     if (!strncmp(url, "/v1/models/", 11))
         return "/v1/models";
+    if (!strncmp(url, "/v1/plumb/", 10))
+        return "/v1/plumb";
     return "other";
 }
 
@@ -559,6 +569,14 @@ static enum MHD_Result list_models(struct conn *cn, const char *id)
     return send_json(cn, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
 }
 
+/* /v1/plumb/WHAT: the operations data (the console's dashboard, plumb
+ * ps); only for admin keys. */
+static enum MHD_Result plumb_route(struct conn *cn, struct MHD_Connection *c, const char *what, bool get, bool post)
+{
+    (void)c, (void)get, (void)post;
+    return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: /v1/plumb/%s", what);
+}
+
 static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const char *url, const char *method)
 {
     struct server *s = cn->srv;
@@ -647,6 +665,15 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             return reply_error(cn, 401, "invalid_request_error", "invalid_api_key",
                                auth ? "incorrect API key provided" : "missing API key (Authorization: Bearer KEY)");
         snprintf(cn->key_id, sizeof cn->key_id, "%s", k->id);
+        cn->admin = k->admin;
+    } else {
+        cn->admin = true; /* no keys: whoever reaches the server runs it */
+    }
+    if (!strncmp(url, "/v1/plumb/", 10)) {
+        if (!cn->admin)
+            return reply_error(cn, 403, "permission_error", "admin_required",
+                               "%s needs a key with the admin flag (\"ID KEY admin\" in the key file)", url);
+        return plumb_route(cn, c, url + 10, get, post);
     }
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (!get)
