@@ -13,6 +13,8 @@
 #include <jansson.h>
 
 #include "plumb/base.h"
+#include "plumb/doctor.h"
+#include "plumb/store.h"
 
 /* Exit statuses: 0 ok, 1 the command failed, 2 bad usage. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -53,6 +55,12 @@ json_t *cli_store_entry_json(const struct store_entry *e);
 /* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
 void cli_fmt_time(int64_t t, char *buf, size_t size);
 json_t *cli_json_time(int64_t t);
+
+/* JSON shared by a command and plumb serve's console reports (usage,
+ * doctor): the same shapes as `plumb usage --json`'s "usage" array and
+ * `plumb doctor --json`. */
+json_t *cli_usage_json(const struct store_usage_sum *rows, size_t n, enum store_usage_by by);
+json_t *cli_doctor_json(const struct doctor_report *r);
 int cmd_survey(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_tco(int argc, char **argv);

@@ -84,6 +84,7 @@ struct config {
     char store[CONFIG_STR];
     char pid_file[CONFIG_STR];
     char instance_id[72];    /* "" when none */
+    enum server_ui ui;       /* the console page: auto (on for a loopback host), on, off */
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
 };
@@ -95,6 +96,9 @@ int config_load(const char *path, struct config *c, pb_err *err);
 /* The same for len bytes of INI text in memory; name (recorded as the
  * path) labels the messages. */
 int config_parse(const char *name, const char *text, size_t len, struct config *c, pb_err *err);
+/* [server] ui's values: auto, on, off. */
+bool config_ui_parse(const char *s, enum server_ui *out);
+const char *config_ui_name(enum server_ui ui);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
 

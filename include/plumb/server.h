@@ -3,7 +3,10 @@
  * Endpoints: GET /health (alive), GET /ready (model loaded, not
  * draining), GET /metrics (Prometheus), GET /v1/models[/ID],
  * POST /v1/chat/completions, POST /v1/completions (streamed as
- * Server-Sent Events with "stream": true). Errors are OpenAI error
+ * Server-Sent Events with "stream": true), POST /v1/embeddings,
+ * /tokenize, /detokenize; the operations API under /v1/plumb/ (status,
+ * usage, doctor, machine, models: admin keys only); the console, a web
+ * page for chat and operations, at GET / (its files under /ui/). Errors are OpenAI error
  * objects with the status that fits (400, 401, 404, 405, 413, 503 with
  * Retry-After, 500 only for the server's own failures).
  *
@@ -75,6 +78,8 @@ struct server_record {
     bool client_gone;
 };
 
+enum server_ui { SERVER_UI_AUTO, SERVER_UI_ON, SERVER_UI_OFF };
+
 struct server_params {
     const struct server_model *models;
     int n_models;
@@ -104,6 +109,13 @@ struct server_params {
     /* each finished generation request (may be NULL) */
     void (*on_record)(void *user, const struct server_record *r);
     void *record_user;
+    enum server_ui ui;       /* the console page at GET / (SERVER_UI_AUTO: on when the host is a loopback address) */
+    /* What the server's owner knows and the console shows: what is "usage"
+     * (the usage table's sums), "doctor" (doctor's findings) or "machine"
+     * (the machine profile); JSON text into *json (malloc'd). Called on a
+     * request's thread, for admin keys only. NULL: those reports are 404. */
+    int (*report)(void *user, const char *what, char **json, pb_err *err);
+    void *report_user;
 };
 
 /* An instance id: 1-64 of letters, digits, '.', '_' and '-' (a header value

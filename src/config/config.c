@@ -33,6 +33,22 @@ void config_defaults(struct config *c)
     c->drain_timeout_s = SERVER_DEFAULT_DRAIN_S;
 }
 
+bool config_ui_parse(const char *s, enum server_ui *out)
+{
+    static const char *const names[] = {"auto", "on", "off"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (enum server_ui)i;
+            return true;
+        }
+    return false;
+}
+
+const char *config_ui_name(enum server_ui ui)
+{
+    return ui == SERVER_UI_ON ? "on" : ui == SERVER_UI_OFF ? "off" : "auto";
+}
+
 /* A model section's settings before its keys: the server's defaults. */
 static void model_defaults(struct config_model *m)
 {
@@ -225,6 +241,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
             ok = copy_str(c->pid_file, sizeof c->pid_file, value);
         else if (!strcmp(name, "instance_id"))
             ok = server_instance_id_valid(value) && copy_str(c->instance_id, sizeof c->instance_id, value);
+        else if (!strcmp(name, "ui"))
+            ok = config_ui_parse(value, &c->ui);
         else
             known = false;
     } else {
@@ -362,10 +380,10 @@ int config_format(const struct config *c, char **out, pb_err *err)
     rc |= sbuf_addf(&b,
                     "max_queue = %d\nmax_body = %zu\nmax_tokens = %d\nmax_connections = %d\n"
                     "max_connections_per_client = %d\nheader_timeout = %.17g\nmin_rate = %.17g\ninsecure = %s\n"
-                    "timeout = %.17g\ndrain_timeout = %.17g\nthreads = %d\nlog_format = %s\n",
+                    "timeout = %.17g\ndrain_timeout = %.17g\nthreads = %d\nlog_format = %s\nui = %s\n",
                     c->max_queue, c->max_body, c->max_tokens, c->max_connections, c->max_per_client,
                     c->header_timeout_s, c->min_rate, c->insecure ? "yes" : "no", c->timeout_s, c->drain_timeout_s,
-                    c->threads, c->log_json ? "json" : "text");
+                    c->threads, c->log_json ? "json" : "text", config_ui_name(c->ui));
     for (int i = 0; i < c->n_models; i++) {
         const struct config_model *m = &c->models[i];
         rc |= sbuf_addf(&b,

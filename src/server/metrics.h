@@ -7,6 +7,7 @@
 #include "base/sbuf.h"
 #include "server/gate.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -88,5 +89,9 @@ struct metrics_gauges {
 
 /* The Prometheus text exposition of everything into out. */
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out);
+/* The same as JSON (GET /v1/plumb/status): counters, latency histograms
+ * as count, sum and estimated p50/p95 (seconds), gauges, and per model.
+ * A new reference. */
+json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g);
 
 #endif

@@ -64,6 +64,8 @@ struct server {
     atomic_bool draining;
     atomic_int running; /* generation requests in progress */
     char instance_id[72]; /* "" when none */
+    double t_start;       /* sys_now() at server_open */
+    bool ui;              /* the console's page is served (GET /) */
 };
 
 struct server_params server_defaults(void)
@@ -418,6 +420,8 @@ static const char *known_endpoint(const char *url)
         return "/v1/models";
     if (!strncmp(url, "/v1/plumb/", 10))
         return "/v1/plumb";
+    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4))
+        return "/ui";
     return "other";
 }
 
@@ -569,11 +573,126 @@ static enum MHD_Result list_models(struct conn *cn, const char *id)
     return send_json(cn, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
 }
 
+/* ---- the console (src/server/ui, embedded by cmake/embed.cmake) ---- */
+
+extern const char plumb_ui_index_html[], plumb_ui_app_js[], plumb_ui_app_css[];
+extern const size_t plumb_ui_index_html_len, plumb_ui_app_js_len, plumb_ui_app_css_len;
+
+/* GET / and /ui/FILE. The page runs only its own script and style (no
+ * inline code, nothing from elsewhere), in no frame, and talks only to
+ * this server: model output it shows can never become code. */
+static enum MHD_Result serve_ui(struct conn *cn, const char *url, bool get)
+{
+    const char *body = NULL, *type = NULL;
+    size_t len = 0;
+    if (!strcmp(url, "/") || !strcmp(url, "/ui") || !strcmp(url, "/ui/") || !strcmp(url, "/ui/index.html"))
+        body = plumb_ui_index_html, len = plumb_ui_index_html_len, type = "text/html; charset=utf-8";
+    else if (!strcmp(url, "/ui/app.js"))
+        body = plumb_ui_app_js, len = plumb_ui_app_js_len, type = "text/javascript; charset=utf-8";
+    else if (!strcmp(url, "/ui/app.css"))
+        body = plumb_ui_app_css, len = plumb_ui_app_css_len, type = "text/css; charset=utf-8";
+    else
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "no such page: %s", url);
+    if (!get)
+        return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    common_headers(cn, r);
+    cn->status = 200;
+    return queue(cn, 200, r);
+}
+
+/* The gauges of every model, for /metrics and /v1/plumb/status. */
+struct gauges {
+    struct metrics_gauges g;
+    struct metrics_model_gauges per[SERVER_MAX_MODELS];
+    char ids[SERVER_MAX_MODELS][128];
+};
+
+static void gather_gauges(struct server *s, struct gauges *gs)
+{
+    struct metrics_gauges *g = &gs->g;
+    *g = (struct metrics_gauges){.ready = !atomic_load(&s->draining)};
+    pthread_mutex_lock(&s->models_mu);
+    for (int i = 0; i < s->n_models; i++) { /* all models together, and each */
+        struct engine_stats st;
+        engine_get_stats(s->models[i]->om.e, &st);
+        snprintf(gs->ids[i], sizeof gs->ids[i], "%s", s->models[i]->om.id);
+        gs->per[i] = (struct metrics_model_gauges){gs->ids[i], st.active, st.queued,
+                                                   st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
+        g->slots_total += st.n_slots;
+        g->slots_active += st.active;
+        g->queue_depth += st.queued;
+        g->kv_used += st.kv_used;
+        g->kv_capacity += st.kv_capacity;
+        g->steps += st.steps;
+        g->step_tokens += st.step_tokens;
+        g->step_seconds += st.step_seconds;
+        g->sample_seconds += st.sample_seconds;
+    }
+    g->n_models = s->n_models;
+    g->models = gs->per;
+    g->n_model_gauges = s->n_models;
+    pthread_mutex_unlock(&s->models_mu);
+    g->conn_open = atomic_load(&s->n_conn);
+    gate_get_stats(s->gate, &g->gate);
+}
+
+/* GET /v1/plumb/status: the server's counters and gauges now. */
+static enum MHD_Result plumb_status(struct conn *cn)
+{
+    struct server *s = cn->srv;
+    struct gauges gs;
+    gather_gauges(s, &gs);
+    json_t *v = metrics_json(&s->metrics, &gs.g);
+    json_object_update_new(v, json_pack("{s:s, s:f, s:f, s:b, s:b, s:s?}", "version", PLUMB_VERSION, "time",
+                                        sys_wall_now(), "uptime_s", sys_now() - s->t_start, "ready",
+                                        !atomic_load(&s->draining), "keys", s->n_keys > 0, "instance_id",
+                                        s->instance_id[0] ? s->instance_id : NULL));
+    cn->status = 200;
+    return send_json(cn, 200, v, NULL);
+}
+
+/* GET /v1/plumb/usage, /doctor, /machine: what the server's owner reports
+ * (server_params.report). */
+static enum MHD_Result plumb_report(struct conn *cn, const char *what)
+{
+    struct server *s = cn->srv;
+    if (!s->p.report)
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "this server has no %s report", what);
+    char *text = NULL;
+    pb_err err = {0};
+    if (s->p.report(s->p.report_user, what, &text, &err) || !text) {
+        free(text);
+        return reply_error(cn, 500, "server_error", NULL, "%s: %s", what, err.msg[0] ? err.msg : "no report");
+    }
+    cn->status = 200;
+    enum MHD_Result r = send_buffer(cn, 200, "application/json", text, strlen(text), NULL);
+    free(text);
+    return r;
+}
+
 /* /v1/plumb/WHAT: the operations data (the console's dashboard, plumb
  * ps); only for admin keys. */
 static enum MHD_Result plumb_route(struct conn *cn, struct MHD_Connection *c, const char *what, bool get, bool post)
 {
-    (void)c, (void)get, (void)post;
+    (void)c, (void)post;
+    const bool status = !strcmp(what, "status"),
+               report = !strcmp(what, "usage") || !strcmp(what, "doctor") || !strcmp(what, "machine");
+    if ((status || report) && !get)
+        return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for /v1/plumb/%s", what);
+    if (status)
+        return plumb_status(cn);
+    if (report)
+        return plumb_report(cn, what);
     return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: /v1/plumb/%s", what);
 }
 
@@ -615,34 +734,10 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
     if (!strcmp(url, "/metrics")) {
         if (!get)
             return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
-        struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
-        struct metrics_model_gauges per[SERVER_MAX_MODELS];
-        char ids[SERVER_MAX_MODELS][128];
-        pthread_mutex_lock(&s->models_mu);
-        for (int i = 0; i < s->n_models; i++) { /* all models together, and each */
-            struct engine_stats st;
-            engine_get_stats(s->models[i]->om.e, &st);
-            snprintf(ids[i], sizeof ids[i], "%s", s->models[i]->om.id);
-            per[i] = (struct metrics_model_gauges){ids[i], st.active, st.queued,
-                                                   st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
-            g.slots_total += st.n_slots;
-            g.slots_active += st.active;
-            g.queue_depth += st.queued;
-            g.kv_used += st.kv_used;
-            g.kv_capacity += st.kv_capacity;
-            g.steps += st.steps;
-            g.step_tokens += st.step_tokens;
-            g.step_seconds += st.step_seconds;
-            g.sample_seconds += st.sample_seconds;
-        }
-        g.n_models = s->n_models;
-        g.models = per;
-        g.n_model_gauges = s->n_models;
-        pthread_mutex_unlock(&s->models_mu);
-        g.conn_open = atomic_load(&s->n_conn);
-        gate_get_stats(s->gate, &g.gate);
+        struct gauges gs;
+        gather_gauges(s, &gs);
         struct sbuf out = {0};
-        if (metrics_render(&s->metrics, &g, &out)) {
+        if (metrics_render(&s->metrics, &gs.g, &out)) {
             sbuf_free(&out);
             return MHD_NO;
         }
@@ -651,6 +746,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         sbuf_free(&out);
         return r;
     }
+    if (s->ui && (!strcmp(url, "/") || !strncmp(url, "/ui", 3)))
+        return serve_ui(cn, url, get);
     const bool tokens = !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
     if (strncmp(url, "/v1/", 4) != 0 && !tokens)
         return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
@@ -943,7 +1040,11 @@ static int check_exposure(struct server *s, pb_err *err)
     socklen_t sl;
     bool v6;
     int rc = resolve_host(s->p.host, s->p.port, &ss, &sl, &v6, err);
-    if (rc || is_loopback(&ss) || s->p.api_key_file)
+    if (rc)
+        return rc;
+    /* the page itself holds nothing; what it shows needs the API's keys */
+    s->ui = s->p.ui == SERVER_UI_ON || (s->p.ui == SERVER_UI_AUTO && is_loopback(&ss));
+    if (is_loopback(&ss) || s->p.api_key_file)
         return rc;
     if (!s->p.insecure)
         return pb_fail(err, PB_EINVAL, "host %s is reachable from other machines and no API key file is given: anyone "
@@ -1105,6 +1206,7 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         s->p.max_connections = 256;
     pthread_mutex_init(&s->models_mu, NULL);
     metrics_init(&s->metrics);
+    s->t_start = sys_now();
     atomic_init(&s->draining, false);
     atomic_init(&s->running, 0);
     atomic_init(&s->n_conn, 0);
