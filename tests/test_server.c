@@ -1748,6 +1748,136 @@ static void test_applications(void **state)
     free(log);
 }
 
+/* The console: the page and its files under a strict policy (and off when
+ * configured so), the operations API for admin keys only, its status
+ * agreeing with /metrics, and the reports the page shows. */
+static void test_console(void **state)
+{
+    (void)state;
+    char home[600], keyfile[600];
+    snprintf(home, sizeof home, "%s/console-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    test_tmpfile("console-keys", keyfile, sizeof keyfile);
+    const char *keys = "boss sk-console-boss-1 admin\nclerk sk-console-clerk-2\n";
+    test_write_file(keyfile, keys, strlen(keys));
+    char extra[800];
+    snprintf(extra, sizeof extra, "-np 2 --ctx 256 --alias tiny --api-key-file %s", keyfile);
+    struct server s = start_server(model_path(), extra);
+    const char *boss = "Authorization: Bearer sk-console-boss-1\r\n", *clerk = "Authorization: Bearer sk-console-clerk-2\r\n";
+
+    /* the page needs no key (it holds nothing); its files, with the policy */
+    static const struct {
+        const char *path, *type, *needle;
+    } pages[] = {{"/", "text/html", "/ui/app.js"}, {"/ui/app.js", "text/javascript", "/v1/chat/completions"},
+                 {"/ui/app.css", "text/css", "#messages"}};
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+        struct response r = request(s.port, "GET", pages[i].path, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strcasestr(r.headers, pages[i].type));
+        assert_non_null(strcasestr(r.headers, "Content-Security-Policy: default-src 'none'; script-src 'self'"));
+        assert_non_null(strcasestr(r.headers, "X-Content-Type-Options: nosniff"));
+        assert_non_null(r.body);
+        assert_non_null(strstr(r.body, pages[i].needle));
+        response_free(&r);
+    }
+    expect_error(s.port, "GET", "/ui/missing.js", NULL, NULL, 404, "not_found");
+    expect_error(s.port, "POST", "/", NULL, "{}", 405, NULL);
+
+    /* the operations API: a key, and the admin flag */
+    expect_error(s.port, "GET", "/v1/plumb/status", NULL, NULL, 401, "invalid_api_key");
+    expect_error(s.port, "GET", "/v1/plumb/status", clerk, NULL, 403, "admin_required");
+    expect_error(s.port, "GET", "/v1/plumb/usage", clerk, NULL, 403, "admin_required");
+    expect_error(s.port, "POST", "/v1/plumb/status", boss, "{}", 405, NULL);
+    expect_error(s.port, "GET", "/v1/plumb/nothing", boss, NULL, 404, "not_found");
+
+    /* a request, then the status counts it as /metrics does */
+    struct response r = request(s.port, "POST", "/v1/completions", clerk,
+                                "{\"prompt\":\"the console\",\"max_tokens\":5,\"temperature\":0}");
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    const json_int_t made = json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens"));
+    assert_true(made > 0);
+    json_decref(v);
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/plumb/status", boss, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *st = body_json(&r);
+    response_free(&r);
+    assert_int_equal(json_integer_value(json_object_get(st, "generated_tokens")), made);
+    assert_int_equal(json_integer_value(json_object_get(st, "slots")), 2);
+    assert_true(json_is_true(json_object_get(st, "ready")));
+    assert_true(json_is_true(json_object_get(st, "keys")));
+    json_t *models = json_object_get(st, "models");
+    assert_int_equal(json_array_size(models), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "id")), "tiny");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(models, 0), "generated_tokens")), made);
+    json_t *ttft = json_object_get(st, "ttft");
+    assert_int_equal(json_integer_value(json_object_get(ttft, "count")), 1);
+    const double p50 = json_real_value(json_object_get(ttft, "p50")), sum = json_real_value(json_object_get(ttft, "sum"));
+    assert_true(sum > 0 && p50 > 0 && p50 <= json_real_value(json_object_get(ttft, "p95")));
+    bool seen = false, refused = false;
+    json_t *q;
+    size_t i;
+    json_array_foreach(json_object_get(st, "requests"), i, q) {
+        const char *ep = json_string_value(json_object_get(q, "endpoint"));
+        const json_int_t status = json_integer_value(json_object_get(q, "status"));
+        seen |= !strcmp(ep, "/v1/completions") && status == 200 && json_integer_value(json_object_get(q, "count")) == 1;
+        refused |= !strcmp(ep, "/v1/plumb") && status == 403 && json_integer_value(json_object_get(q, "count")) == 2;
+    }
+    assert_true(seen && refused);
+    json_decref(st);
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "plumb_generated_tokens_total %lld\n", (long long)made);
+    assert_non_null(strstr(r.body, want));
+    response_free(&r);
+
+    /* the reports: usage from the store, doctor, the machine */
+    r = request(s.port, "GET", "/v1/plumb/usage", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    json_t *by_key = json_object_get(v, "by_key");
+    assert_int_equal(json_array_size(by_key), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(by_key, 0), "key")), "clerk");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(by_key, 0), "completion_tokens")), made);
+    assert_int_equal(json_array_size(json_object_get(v, "by_model")), 1);
+    assert_int_equal(json_array_size(json_object_get(v, "by_day")), 1);
+    json_decref(v);
+    r = request(s.port, "GET", "/v1/plumb/doctor", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    assert_true(json_array_size(json_object_get(v, "checks")) > 0);
+    assert_true(json_is_string(json_object_get(v, "status")));
+    json_decref(v);
+    r = request(s.port, "GET", "/v1/plumb/machine", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    assert_true(json_integer_value(json_object_get(json_object_get(v, "memory"), "total_bytes")) > 0);
+    assert_true(json_integer_value(json_object_get(json_object_get(v, "cpu"), "threads")) > 0);
+    json_decref(v);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+
+    /* --ui off: no page; a key file's third word must be "admin" */
+    s = start_server(model_path(), "--ctx 256 --ui off");
+    expect_error(s.port, "GET", "/", NULL, NULL, 404, "not_found");
+    expect_error(s.port, "GET", "/ui/app.js", NULL, NULL, 404, "not_found");
+    r = request(s.port, "GET", "/v1/plumb/status", NULL, NULL); /* no keys: whoever reaches it */
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    const char *bad = "boss sk-console-boss-1 root\n";
+    test_write_file(keyfile, bad, strlen(bad));
+    char cmd[1200], *out;
+    snprintf(cmd, sizeof cmd, "serve %s --port 0 --api-key-file %s", model_path(), keyfile);
+    assert_int_equal(run_plumb(cmd, &out), 1);
+    assert_non_null(strstr(out, "expected KEY, ID KEY or ID KEY admin"));
+    free(out);
+    unsetenv("PLUMB_HOME");
+}
+
 static int cpus_usable(void)
 {
     cpu_set_t set;
@@ -1824,6 +1954,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unsupported_fields),
         cmocka_unit_test(test_applications),
         cmocka_unit_test(test_unsafe_settings),
+        cmocka_unit_test(test_console),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }
