@@ -78,6 +78,7 @@ static void test_mistakes(void **state)
         {"[server]\nport = 80x\n", ":2: bad value"},
         {"[server]\ntimeout = -1\n", ":2: bad value"},
         {"[server]\nlog_format = xml\n", ":2: bad value 'xml'"},
+        {"[server]\nui = yes\n", ":2: bad value 'yes' for 'ui'"},
         {"[server]\nport = 1\nport = 2\n", ":3: 'port' is set twice"},
         {"[servre]\nport = 1\n", ":2: unknown section [servre]"},
         {"[model bad/name]\nsource = x\n", ":2: bad model name"},
@@ -152,6 +153,7 @@ static void test_format_round_trip(void **state)
                        "pid_file = /run/plumb/plumb.pid\n"
                        "instance_id = box-1\n"
                        "cors_origins = https://a.example\n"
+                       "ui = off\n"
                        "[model assistant]\n"
                        "source = qwen2.5-7b:q4_k_m\n"
                        "parallel = 16\n"
@@ -171,6 +173,7 @@ static void test_format_round_trip(void **state)
     assert_int_equal(config_format(&c, &out, &err), PB_OK);
     assert_int_equal(load_text(out, &back, &err), PB_OK);
     expect_same(&c, &back);
+    assert_int_equal(back.ui, SERVER_UI_OFF);
     free(out);
     /* the defaults alone */
     config_defaults(&c);
