@@ -1,7 +1,7 @@
 #!/bin/sh
 # The console's browser test: installs puppeteer-core (package-lock.json)
-# into the build folder, synthesizes a model slow enough to stop in the
-# middle of an answer, starts plumb serve on a free port with a user key
+# into the build folder, synthesizes a model with a context long enough to
+# stop an answer in its middle, starts plumb serve on a free port with a user key
 # and an admin key, and drives the page in Debian's headless Chromium
 # (console.mjs). Screenshots of each page go to WORK/shots (or to
 # $PLUMB_SCREENSHOTS, which is how docs/console-*.png are made).
@@ -16,10 +16,10 @@ CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 . "$HERE/../npm-ci.sh"
 npm_ci "$HERE" "$WORK" puppeteer-core
 cp "$HERE/console.mjs" "$WORK/"
-# about 100 tokens a second on two cores: a long answer runs for seconds
+# the tiny shape with a long context: an answer of 3500 tokens runs for
+# seconds (long enough to stop it) even in the release build
 MODEL=$WORK/console.gguf
-[ -f "$MODEL" ] || "$PLUMB" synth --shape tiny --dims dim=1024,layers=8,ffn=2816,heads=16,kv_heads=4,ctx=4096 \
-    --type Q4_0 --fast "$MODEL" >/dev/null
+[ -f "$MODEL" ] || "$PLUMB" synth --shape tiny --dims ctx=4096 --type Q8_0 "$MODEL" >/dev/null
 printf 'admin sk-console-admin-1 admin\nuser sk-console-user-22\n' > "$WORK/keys"
 chmod 600 "$WORK/keys"
 mkdir -p "$WORK/home"
