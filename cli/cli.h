@@ -34,6 +34,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_tag(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 int cmd_service(int argc, char **argv);
 /* plumb service lb / k8s (argv[0] is the verb) */
 int cmd_service_lb(int argc, char **argv);

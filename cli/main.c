@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
     {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API, many users at once"},
+    {"tune", cmd_tune, "measure the serving settings that meet N users' targets, and write them"},
     {"doctor", cmd_doctor, "check the installation, the store, the service and the machine, with fixes"},
     {"usage", cmd_usage, "token usage of the server's requests, by key, model or day"},
     {"service", cmd_service, "plumb serve as a systemd service, behind a load balancer, on Kubernetes"},

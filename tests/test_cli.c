@@ -82,7 +82,7 @@ static void test_help_and_usage(void **state)
     EXPECT_STATUS(r, 0);
     const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
                           "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
-                          "serve", "service", "usage", "doctor"};
+                          "serve", "service", "usage", "doctor", "tune"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
         assert_non_null(strstr(r.out, cmds[i]));
@@ -1451,6 +1451,7 @@ static void test_conventions(void **state)
         {"quantize", true, "/nonexistent.gguf /tmp/never-written.gguf Q8_0"},
         {"synth", true, "--shape tiny --type Q8_0 /nonexistent/out.gguf"},
         {"serve", false, "/nonexistent.gguf"},
+        {"tune", true, "/nonexistent.gguf"},
         {"doctor", true, NULL},
         {"usage", true, NULL},
         {"service", false, "install --print --config /nonexistent.ini"},
