@@ -392,7 +392,7 @@ int cmd_fleet(int argc, char **argv)
             json_decref(c2);
         }
     }
-    if (n_down && !json)
-        fprintf(stderr, "plumb fleet: %d site%s did not answer\n", n_down, n_down == 1 ? "" : "s");
+    if (n_down) /* after the report; with --json, the one JSON error line */
+        cli_error("fleet", "%d site%s did not answer", n_down, n_down == 1 ? "" : "s");
     return rc;
 }

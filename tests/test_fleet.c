@@ -357,7 +357,11 @@ static void test_status_and_check(void **state)
     EXPECT_RUN(r, 1);
     if (took > 4.5)
         fail_msg("fleet status took %.2f s with a 2 s timeout", took);
-    json_t *v = test_parse_json(r.out);
+    json_t *v = test_parse_json(r.out), *e = test_parse_json(r.err); /* and one JSON error line */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"), "code")), "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(e, "error"), "message")),
+                           "4 sites did not answer"));
+    json_decref(e);
     run_free(&r);
     assert_int_equal(json_array_size(v), 7);
     for (int i = 0; i < 3; i++) {

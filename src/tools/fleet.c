@@ -106,7 +106,7 @@ int fleet_load(const char *path, struct fleet *f, pb_err *err)
     return rc;
 }
 
-/* mkdir -p of path's folder (mode 0700 for what it makes). */
+/* mkdir -p of path's folder (mode 0755 for what it makes, as the store's). */
 static int make_parent(const char *path, pb_err *err)
 {
     char dir[FLEET_PATH_MAX];
@@ -119,7 +119,7 @@ static int make_parent(const char *path, pb_err *err)
         if (*p == '/' || *p == '\0') {
             const char c = *p;
             *p = '\0';
-            if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            if (mkdir(dir, 0755) != 0 && errno != EEXIST)
                 return pb_fail(err, PB_EIO, "cannot create %s: %s", dir, strerror(errno));
             *p = c;
             if (!c)
