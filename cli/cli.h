@@ -65,6 +65,7 @@ json_t *cli_doctor_json(const struct doctor_report *r);
 int cmd_survey(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_tco(int argc, char **argv);
+int cmd_fleet(int argc, char **argv);
 
 /* Text read from a file or the network (metadata, names, paths, key ids,
  * messages that quote them) as human output prints it: control characters

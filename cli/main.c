@@ -28,6 +28,7 @@ static const struct command commands[] = {
     {"doctor", cmd_doctor, "check the installation, the store, the service and the machine, with fixes"},
     {"usage", cmd_usage, "token usage of the server's requests, by key, model or day"},
     {"service", cmd_service, "plumb serve as a systemd service, behind a load balancer, on Kubernetes"},
+    {"fleet", cmd_fleet, "many installations at a glance: models and digests, load, usage, doctor"},
     {"bench", cmd_bench, "measure prompt and generation speed against the memory bandwidth"},
     {"pull", cmd_pull, "fetch or import a model into the store (URL, file or directory), verified"},
     {"ls", cmd_ls, "list the models in the store"},

@@ -1466,6 +1466,11 @@ static void test_conventions(void **state)
         {"rollback", true, "nope:1"},
         {"export", true, "nope:1 -o /tmp/never-written.tar"},
         {"import", true, "/nonexistent.tar"},
+        {"fleet ls", true, NULL},
+        {"fleet status", true, NULL},
+        {"fleet check", true, NULL},
+        {"fleet add", false, "x http://127.0.0.1:1 --api-key-file /nonexistent/keys"},
+        {"fleet rm", false, "nope"},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         const char *cmd = cmds[i].cmd;

@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include "plumb/tokenizer.h"
+#include "server/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -735,6 +736,8 @@ static void test_request_timeout(void **state)
 }
 
 /* MODEL may be a store name: the name, as given, is the model's id */
+static int run_plumb(const char *args, char **out);
+
 static void test_store_name(void **state)
 {
     (void)state;
@@ -745,6 +748,21 @@ static void test_store_name(void **state)
     assert_int_equal(system(cmd), 0);
     struct server s = start_server("tiny:q8", "-np 1 --ctx 128");
     expect_model_id(s.port, "tiny:q8");
+    /* the status names the store name and the digest plumb ls shows */
+    char *ls;
+    assert_int_equal(run_plumb("ls --json", &ls), 0);
+    json_t *lv = test_parse_json(ls);
+    free(ls);
+    struct response sr = request(s.port, "GET", "/v1/plumb/status", NULL, NULL);
+    assert_int_equal(sr.status, 200);
+    json_t *sv = body_json(&sr), *m0 = json_array_get(json_object_get(sv, "models"), 0);
+    response_free(&sr);
+    assert_string_equal(json_string_value(json_object_get(m0, "source")), "tiny:q8");
+    assert_string_equal(json_string_value(json_object_get(m0, "digest")),
+                        json_string_value(json_object_get(json_array_get(json_object_get(lv, "models"), 0), "digest")));
+    assert_int_equal(strlen(json_string_value(json_object_get(m0, "digest"))), 7 + 64);
+    json_decref(sv);
+    json_decref(lv);
     char *b = chat_body("Hello", 4, false, NULL);
     struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
     assert_int_equal(r.status, 200);
@@ -1811,6 +1829,14 @@ static void test_console(void **state)
     assert_int_equal(json_array_size(models), 1);
     assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "id")), "tiny");
     assert_int_equal(json_integer_value(json_object_get(json_array_get(models, 0), "generated_tokens")), made);
+    /* what the command line named, and no digest for a file outside a store */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "source")), model_path());
+    assert_true(json_is_null(json_object_get(json_array_get(models, 0), "digest")));
+    /* the tokens just made, over the last minute and the last 5 */
+    const double tps1 = json_real_value(json_object_get(st, "tokens_per_s_1m")),
+                 tps5 = json_real_value(json_object_get(st, "tokens_per_s_5m"));
+    assert_true(tps1 >= (double)made / 60 && tps1 <= (double)made / 50);
+    assert_true(tps5 >= (double)made / 300 && tps5 <= (double)made / 290);
     json_t *ttft = json_object_get(st, "ttft");
     assert_int_equal(json_integer_value(json_object_get(ttft, "count")), 1);
     const double p50 = json_real_value(json_object_get(ttft, "p50")), sum = json_real_value(json_object_get(ttft, "sum"));
@@ -1876,6 +1902,35 @@ static void test_console(void **state)
     assert_non_null(strstr(out, "expected KEY, ID KEY or ID KEY admin"));
     free(out);
     unsetenv("PLUMB_HOME");
+}
+
+/* The tokens/s window: 10-second periods over 5 minutes, counted by when
+ * the tokens came, old periods forgotten without a sweep. */
+static void test_token_rate(void **state)
+{
+    (void)state;
+    struct metrics m;
+    metrics_init(&m);
+    const double t0 = 100000.0; /* a period's start */
+    assert_true(metrics_rate(&m, t0, 60) == 0);
+    metrics_generated(&m, t0 + 1, 60);  /* period 0 */
+    metrics_generated(&m, t0 + 25, 40); /* period 2 */
+    /* at t0 + 30 (period 3 just begun): 100 tokens over the last 5 whole periods and 0 s of the current */
+    assert_float_equal(metrics_rate(&m, t0 + 30, 60), 100.0 / 50, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 30, 300), 100.0 / 290, 1e-9);
+    /* 5 s into period 3: the current period counts for the 5 s that passed */
+    metrics_generated(&m, t0 + 35, 10);
+    assert_float_equal(metrics_rate(&m, t0 + 35, 60), 110.0 / 55, 1e-9);
+    /* a minute on, period 0 has left the 1-minute window, not the 5-minute one */
+    assert_float_equal(metrics_rate(&m, t0 + 65, 60), 50.0 / 55, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 65, 300), 110.0 / 295, 1e-9);
+    /* 5 minutes on, the ring slot of period 0 is reused: its old count is gone */
+    metrics_generated(&m, t0 + 301, 7); /* period 30: period 0's slot */
+    assert_float_equal(metrics_rate(&m, t0 + 305, 300), (40.0 + 10 + 7) / 295, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 305, 10), 7.0 / 5, 1e-9);
+    /* after a quiet hour, nothing */
+    assert_true(metrics_rate(&m, t0 + 3600, 300) == 0);
+    metrics_destroy(&m);
 }
 
 static int cpus_usable(void)
@@ -1955,6 +2010,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_applications),
         cmocka_unit_test(test_unsafe_settings),
         cmocka_unit_test(test_console),
+        cmocka_unit_test(test_token_rate),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

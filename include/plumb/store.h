@@ -103,6 +103,11 @@ void store_close(struct store *s);
 const char *store_home(const struct store *s);
 /* blobs/sha256-DIGEST under the home. */
 void store_blob_path(const struct store *s, const char *digest, char *buf, size_t size);
+/* The digest (64 lower-case hex digits) of a path that names a store's
+ * model file, ".../blobs/sha256-DIGEST", as store_resolve gives it: what
+ * plumb serve reports as the digest of a model it serves. False for any
+ * other path (a GGUF file outside a store). */
+bool store_blob_digest(const char *path, char out[65]);
 
 /* ---- reading ---- */
 

@@ -1,6 +1,8 @@
 /* Counters and histograms in Prometheus' text format (metrics.h). */
 #include "server/metrics.h"
 
+#include "base/sys.h"
+
 #include <jansson.h>
 
 #include <stdarg.h>
@@ -16,6 +18,8 @@ static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.
 void metrics_init(struct metrics *m)
 {
     memset(m, 0, sizeof *m);
+    for (int i = 0; i < METRICS_RATE_PERIODS; i++)
+        m->rate_period[i] = -1;
     pthread_mutex_init(&m->mu, NULL);
 }
 
@@ -105,6 +109,40 @@ void metrics_model_itl(struct metrics *m, const char *model, double seconds)
     pthread_mutex_lock(&m->mu);
     observe_locked(&series_of(m, model)->itl, seconds);
     pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_generated(struct metrics *m, double now, uint64_t n)
+{
+    const int64_t period = (int64_t)(now / METRICS_RATE_PERIOD_S);
+    const int slot = (int)(period % METRICS_RATE_PERIODS);
+    pthread_mutex_lock(&m->mu);
+    if (m->rate_period[slot] != period) { /* a slot last used 5 minutes or more ago */
+        m->rate_period[slot] = period;
+        m->rate_tokens[slot] = 0;
+    }
+    m->rate_tokens[slot] += n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+double metrics_rate(struct metrics *m, double now, double window_s)
+{
+    const int64_t period = (int64_t)(now / METRICS_RATE_PERIOD_S);
+    int periods = (int)(window_s / METRICS_RATE_PERIOD_S);
+    if (periods < 1)
+        periods = 1;
+    if (periods > METRICS_RATE_PERIODS)
+        periods = METRICS_RATE_PERIODS;
+    uint64_t tokens = 0;
+    pthread_mutex_lock(&m->mu);
+    for (int64_t p = period - periods + 1; p <= period; p++) {
+        const int slot = (int)(p % METRICS_RATE_PERIODS);
+        if (p >= 0 && m->rate_period[slot] == p)
+            tokens += m->rate_tokens[slot];
+    }
+    pthread_mutex_unlock(&m->mu);
+    /* the earlier periods whole, the current one as far as it has gone */
+    const double span = (periods - 1) * (double)METRICS_RATE_PERIOD_S + (now - (double)period * METRICS_RATE_PERIOD_S);
+    return span > 0 ? (double)tokens / span : 0;
 }
 
 void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
@@ -307,6 +345,8 @@ static json_t *histogram_json(const struct histogram *h)
 
 json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g)
 {
+    const double now = sys_now();
+    const double rate_1m = metrics_rate(m, now, 60), rate_5m = metrics_rate(m, now, 300);
     json_t *req = json_array(), *models = json_array();
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < m->n_req; i++)
@@ -314,8 +354,8 @@ json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g)
                                              m->req[i].status, "count", (json_int_t)m->req[i].n));
     for (int i = 0; i < g->n_model_gauges; i++) {
         const struct metrics_model_gauges *mg = &g->models[i];
-        json_t *o = json_pack("{s:s, s:i, s:i, s:f}", "id", mg->model, "running", mg->running, "waiting", mg->waiting,
-                              "kv_usage", mg->kv_usage);
+        json_t *o = json_pack("{s:s, s:s?, s:s?, s:i, s:i, s:f}", "id", mg->model, "source", mg->source, "digest",
+                              mg->digest, "running", mg->running, "waiting", mg->waiting, "kv_usage", mg->kv_usage);
         for (int k = 0; k < m->n_models; k++) {
             const struct model_series *ms = &m->models[k];
             if (strcmp(ms->model, mg->model) != 0)
@@ -340,5 +380,7 @@ json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g)
                                         g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, "steps",
                                         (json_int_t)g->steps, "step_tokens", (json_int_t)g->step_tokens,
                                         "connections", g->conn_open, "models", models));
+    json_object_set_new(v, "tokens_per_s_1m", json_real(rate_1m));
+    json_object_set_new(v, "tokens_per_s_5m", json_real(rate_5m));
     return v;
 }

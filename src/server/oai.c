@@ -802,8 +802,9 @@ static int on_step(void *user, const struct engine_step *st)
         record_logprobs(c, st);
     if (g->n_tokens++ == 0)
         g->t_first = now;
-    if (c->n_tokens++ > 0 && g->om->on_itl)
-        g->om->on_itl(g->om->on_itl_user, g->om->id, now - c->t_last);
+    if (g->om->on_itl)
+        g->om->on_itl(g->om->on_itl_user, g->om->id, c->n_tokens > 0 ? now - c->t_last : -1);
+    c->n_tokens++;
     c->t_last = now;
     bool stop = sbuf_add(&c->text, st->text, st->text_len) != PB_OK ||
                 sbuf_add(&c->reasoning, st->reasoning, st->reasoning_len) != PB_OK;

@@ -18,7 +18,8 @@ struct oai_model {
     int64_t created;
     struct engine *e;
     int64_t n_ctx;   /* per slot */
-    /* called (on the engine's thread) with each inter-token latency */
+    /* called (on the engine's thread) for each generated token with its
+     * inter-token latency, or -1 for the first token of a choice */
     void (*on_itl)(void *user, const char *model, double seconds);
     void *on_itl_user;
 };

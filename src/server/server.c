@@ -3,6 +3,7 @@
  * oai.c. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "plumb/server.h"
+#include "plumb/store.h"
 #include "base/err.h"
 
 #include "base/sbuf.h"
@@ -45,6 +46,7 @@ struct served {
     struct oai_model om;
     struct server_model spec; /* strings below */
     char alias[128], path[1024], source[1024], chat_format[64];
+    char digest[72]; /* "sha256:HEX" when the file is a store's (blobs/sha256-HEX), else "" */
     int refs; /* under server.models_mu */
 };
 
@@ -233,6 +235,9 @@ static int served_open(struct server *s, const struct server_model *spec, struct
     m->spec.path = m->path;
     snprintf(m->source, sizeof m->source, "%s", spec->source ? spec->source : spec->path);
     m->spec.source = m->source;
+    char hex[65];
+    if (store_blob_digest(m->path, hex))
+        snprintf(m->digest, sizeof m->digest, "sha256:%s", hex);
     if (spec->alias) {
         snprintf(m->alias, sizeof m->alias, "%s", spec->alias);
         m->spec.alias = m->alias;
@@ -614,7 +619,7 @@ static enum MHD_Result serve_ui(struct conn *cn, const char *url, bool get)
 struct gauges {
     struct metrics_gauges g;
     struct metrics_model_gauges per[SERVER_MAX_MODELS];
-    char ids[SERVER_MAX_MODELS][128];
+    char ids[SERVER_MAX_MODELS][128], sources[SERVER_MAX_MODELS][1024], digests[SERVER_MAX_MODELS][72];
 };
 
 static void gather_gauges(struct server *s, struct gauges *gs)
@@ -626,7 +631,10 @@ static void gather_gauges(struct server *s, struct gauges *gs)
         struct engine_stats st;
         engine_get_stats(s->models[i]->om.e, &st);
         snprintf(gs->ids[i], sizeof gs->ids[i], "%s", s->models[i]->om.id);
-        gs->per[i] = (struct metrics_model_gauges){gs->ids[i], st.active, st.queued,
+        snprintf(gs->sources[i], sizeof gs->sources[i], "%s", s->models[i]->source);
+        snprintf(gs->digests[i], sizeof gs->digests[i], "%s", s->models[i]->digest);
+        gs->per[i] = (struct metrics_model_gauges){gs->ids[i], gs->sources[i], gs->digests[i][0] ? gs->digests[i] : NULL,
+                                                   st.active, st.queued,
                                                    st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
         g->slots_total += st.n_slots;
         g->slots_active += st.active;
@@ -972,9 +980,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     free(cn);
 }
 
+/* Each generated token: the tokens/s window, and the latency since the
+ * token before (seconds < 0 for a choice's first). */
 static void on_itl(void *user, const char *model, double seconds)
 {
     struct server *s = user;
+    metrics_generated(&s->metrics, sys_now(), 1);
+    if (seconds < 0)
+        return;
     metrics_itl(&s->metrics, seconds);
     metrics_model_itl(&s->metrics, model, seconds);
 }
