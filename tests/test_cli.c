@@ -1569,10 +1569,17 @@ static void test_conventions(void **state)
         result_free(&r);
     }
 
-    /* pull of something that is neither a file nor a URL says so */
-    r = run("pull qwen2.5-0.5b");
+    /* pull of a file that is not there says so; a word that is no catalog
+     * model either names close ones (nothing is fetched: tests/test_registry.c
+     * pulls names from a loopback mirror) */
+    r = run("pull ./nonexistent.gguf");
     EXPECT_STATUS(r, 1);
-    assert_non_null(strstr(r.err, "neither a file, a directory nor a URL"));
+    assert_non_null(strstr(r.err, "no such file or directory"));
+    result_free(&r);
+    r = run("pull qwen2.5-0.5bb");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "neither a file, a directory, a URL nor a catalog model"));
+    assert_non_null(strstr(r.err, "did you mean qwen2.5-0.5b"));
     result_free(&r);
 
     /* tco --device this, as plan names this machine */
