@@ -28,6 +28,7 @@ static const struct command commands[] = {
     {"usage", cmd_usage, "token usage of the server's requests, by key, model or day"},
     {"service", cmd_service, "plumb serve as a systemd service, behind a load balancer, on Kubernetes"},
     {"bench", cmd_bench, "measure prompt and generation speed against the memory bandwidth"},
+    {"search", cmd_search, "catalog models matching a word: sizes per quantization, fit here, GGUF files"},
     {"pull", cmd_pull, "fetch or import a model into the store (catalog name, URL, file, directory), verified"},
     {"ls", cmd_ls, "list the models in the store"},
     {"rm", cmd_rm, "remove a name from the store (its file goes when no name uses it)"},

@@ -81,7 +81,7 @@ static void test_help_and_usage(void **state)
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
     const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
-                          "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
+                          "pull", "search", "ls", "rm", "verify", "tag", "rollback", "export", "import",
                           "serve", "service", "usage", "doctor"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
@@ -1458,6 +1458,7 @@ static void test_conventions(void **state)
         {"service k8s", true, NULL},
         {"bench", true, "/nonexistent.gguf"},
         {"pull", true, "/nonexistent.gguf"},
+        {"search", true, "qwen --catalog /nonexistent"},
         {"ls", true, NULL},
         {"rm", true, "nope:1"},
         {"verify", true, "nope:1"},

@@ -544,6 +544,90 @@ static void test_mistakes(void **state)
     server_stop(&sv);
 }
 
+/* plumb search: the JSON's shape, the fit verdicts, a word with no
+ * match, the table. */
+static void test_search(void **state)
+{
+    (void)state;
+    new_home("search"); /* no machine profile: fits from free memory */
+    struct run r;
+    PLUMB(&r, "search", "TINY", "--json");
+    EXPECT_STATUS(r, 0);
+    json_t *v = test_parse_json(r.out), *m;
+    assert_true(json_is_array(v));
+    assert_int_equal(json_array_size(v), 3);
+    size_t i;
+    json_array_foreach(v, i, m) {
+        assert_non_null(strstr(json_string_value(json_object_get(m, "id")), "tiny"));
+        assert_string_equal(json_string_value(json_object_get(m, "fit_from")), "memory");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(m, "gguf"), "repo")), REPO);
+        json_t *qs = json_object_get(m, "quants"), *q;
+        assert_true(json_array_size(qs) >= 8);
+        size_t k;
+        bool q8 = false;
+        json_array_foreach(qs, k, q) {
+            const char *name = json_string_value(json_object_get(q, "quant"));
+            assert_non_null(name);
+            assert_true(json_integer_value(json_object_get(q, "size_bytes")) > 0);
+            assert_true(json_real_value(json_object_get(q, "size_gib")) > 0);
+            assert_true(json_is_boolean(json_object_get(q, "fits")));
+            assert_true(json_is_true(json_object_get(q, "fits"))); /* a 0.0001 B model fits anywhere */
+            assert_string_equal(json_string_value(json_object_get(q, "verdict")), "fits");
+            if (!strcmp(name, "Q8_0")) {
+                q8 = true;
+                assert_string_equal(json_string_value(json_object_get(q, "file")), FILE_Q8);
+            }
+            if (!strcmp(name, "Q6_K"))
+                assert_true(json_is_null(json_object_get(q, "file")));
+        }
+        assert_true(q8);
+    }
+    json_decref(v);
+    run_free(&r);
+
+    /* a model no machine holds, without a repository */
+    PLUMB(&r, "search", "big", "--json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_int_equal(json_array_size(v), 1);
+    m = json_array_get(v, 0);
+    assert_true(json_is_null(json_object_get(m, "gguf")));
+    json_t *q0 = json_array_get(json_object_get(m, "quants"), 0);
+    assert_true(json_is_false(json_object_get(q0, "fits")));
+    assert_string_equal(json_string_value(json_object_get(q0, "verdict")), "too big");
+    json_decref(v);
+    run_free(&r);
+
+    /* no match: an empty array, and a sentence */
+    PLUMB(&r, "search", "zzz-none", "--json");
+    EXPECT_STATUS(r, 0);
+    v = test_parse_json(r.out);
+    assert_true(json_is_array(v) && json_array_size(v) == 0);
+    json_decref(v);
+    run_free(&r);
+    PLUMB(&r, "search", "zzz-none");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "no catalog model matches 'zzz-none'"));
+    run_free(&r);
+
+    /* the table: the repository's files only, with sizes and verdicts */
+    PLUMB(&r, "search", "tiny-pinned");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "GGUF: " REPO));
+    assert_non_null(strstr(r.out, FILE_Q8));
+    assert_non_null(strstr(r.out, "fits"));
+    assert_non_null(strstr(r.out, "GiB"));
+    assert_null(strstr(r.out, "Q6_K"));
+    run_free(&r);
+    PLUMB(&r, "search");
+    EXPECT_STATUS(r, 2);
+    run_free(&r);
+    PLUMB(&r, "search", "--help");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "Examples:"));
+    run_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -559,7 +643,7 @@ int main(int argc, char **argv)
     write_catalog();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pull_by_name), cmocka_unit_test(test_redirect_token), cmocka_unit_test(test_auth),
-        cmocka_unit_test(test_mistakes),
+        cmocka_unit_test(test_mistakes),     cmocka_unit_test(test_search),
     };
     int rc = cmocka_run_group_tests_name("registry", tests, NULL, NULL);
     free(model_data);
