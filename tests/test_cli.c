@@ -81,7 +81,7 @@ static void test_help_and_usage(void **state)
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
     const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
-                          "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
+                          "pull", "search", "ls", "rm", "verify", "tag", "rollback", "export", "import",
                           "serve", "service", "usage", "doctor", "tune"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
@@ -1459,6 +1459,7 @@ static void test_conventions(void **state)
         {"service k8s", true, NULL},
         {"bench", true, "/nonexistent.gguf"},
         {"pull", true, "/nonexistent.gguf"},
+        {"search", true, "qwen --catalog /nonexistent"},
         {"ls", true, NULL},
         {"rm", true, "nope:1"},
         {"verify", true, "nope:1"},
@@ -1575,10 +1576,17 @@ static void test_conventions(void **state)
         result_free(&r);
     }
 
-    /* pull of something that is neither a file nor a URL says so */
-    r = run("pull qwen2.5-0.5b");
+    /* pull of a file that is not there says so; a word that is no catalog
+     * model either names close ones (nothing is fetched: tests/test_registry.c
+     * pulls names from a loopback mirror) */
+    r = run("pull ./nonexistent.gguf");
     EXPECT_STATUS(r, 1);
-    assert_non_null(strstr(r.err, "neither a file, a directory nor a URL"));
+    assert_non_null(strstr(r.err, "no such file or directory"));
+    result_free(&r);
+    r = run("pull qwen2.5-0.5bb");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "neither a file, a directory, a URL nor a catalog model"));
+    assert_non_null(strstr(r.err, "did you mean qwen2.5-0.5b"));
     result_free(&r);
 
     /* tco --device this, as plan names this machine */

@@ -31,6 +31,10 @@ static void test_full_file(void **state)
                        "log_format = json\n"
                        "store = /var/lib/plumb\n"
                        "\n"
+                       "[store]\n"
+                       "registry = http://artifactory.corp:8081/api/hf\n"
+                       "registry_token_file = /etc/plumb/registry-token\n"
+                       "\n"
                        "[model assistant]\n"
                        "source = qwen2.5-7b:q4_k_m\n"
                        "parallel = 16\n"
@@ -47,6 +51,9 @@ static void test_full_file(void **state)
     assert_true(c.timeout_s == 30.5);
     assert_true(c.log_json);
     assert_int_equal(c.drain_timeout_s, 30); /* a default kept */
+    assert_string_equal(c.registry, "http://artifactory.corp:8081/api/hf");
+    assert_string_equal(c.registry_token_file, "/etc/plumb/registry-token");
+    assert_string_equal(c.store, "/var/lib/plumb"); /* [server] store is another key */
     assert_int_equal(c.n_models, 2);
     assert_string_equal(c.models[0].alias, "assistant");
     assert_string_equal(c.models[0].source, "qwen2.5-7b:q4_k_m");
@@ -87,6 +94,12 @@ static void test_mistakes(void **state)
         {"[model a]\nsource = x\nkv_type = f8\n", ":3: bad value 'f8'"},
         {"[model a]\nparallel = 4\n", "has no 'source'"},
         {"[server]\nthis is not ini\n", ":2:"},
+        {"[store]\nregistry = huggingface.co\n", ":2: bad value 'huggingface.co' for 'registry' in [store]"},
+        {"[store]\nregistry = ftp://mirror\n", ":2: bad value"},
+        {"[store]\nregistry = https://\n", ":2: bad value"},
+        {"[store]\nregistry_token_file =\n", ":2: bad value"},
+        {"[store]\nregistry = https://a\nregistry = https://b\n", ":3: 'registry' is set twice in [store]"},
+        {"[store]\nhome = /x\n", ":2: unknown key 'home' in [store]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct config c;
@@ -154,6 +167,9 @@ static void test_format_round_trip(void **state)
                        "instance_id = box-1\n"
                        "cors_origins = https://a.example\n"
                        "ui = off\n"
+                       "[store]\n"
+                       "registry = https://mirror.example/hf\n"
+                       "registry_token_file = /etc/plumb/token\n"
                        "[model assistant]\n"
                        "source = qwen2.5-7b:q4_k_m\n"
                        "parallel = 16\n"
@@ -174,7 +190,23 @@ static void test_format_round_trip(void **state)
     assert_int_equal(load_text(out, &back, &err), PB_OK);
     expect_same(&c, &back);
     assert_int_equal(back.ui, SERVER_UI_OFF);
+    assert_string_equal(back.registry, "https://mirror.example/hf");
+    assert_string_equal(back.registry_token_file, "/etc/plumb/token");
     free(out);
+    /* [store] with one key of the two */
+    config_defaults(&c);
+    snprintf(c.registry, sizeof c.registry, "http://10.0.0.5/models");
+    assert_int_equal(config_format(&c, &out, &err), PB_OK);
+    assert_non_null(strstr(out, "[store]\nregistry = http://10.0.0.5/models\n"));
+    assert_null(strstr(out, "registry_token_file"));
+    assert_int_equal(load_text(out, &back, &err), PB_OK);
+    expect_same(&c, &back);
+    free(out);
+    /* a registry that is no URL is refused, not written */
+    config_defaults(&c);
+    snprintf(c.registry, sizeof c.registry, "mirror.corp");
+    assert_int_equal(config_format(&c, &out, &err), PB_EINVAL);
+    assert_null(out);
     /* the defaults alone */
     config_defaults(&c);
     assert_int_equal(config_format(&c, &out, &err), PB_OK);

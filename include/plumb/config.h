@@ -22,6 +22,12 @@
  *   pid_file = /run/plumb/plumb.pid
  *   instance_id = box-1       ; sent as X-Plumb-Instance (replicas behind a balancer)
  *
+ *   [store]                   ; where plumb pull NAME[:QUANT] fetches from
+ *   registry = https://huggingface.co ; a base URL in Hugging Face's layout
+ *                             ; ({registry}/{repo}/resolve/{revision}/{file}):
+ *                             ; the hub, or a company mirror
+ *   registry_token_file = /etc/plumb/registry-token ; a bearer token for it
+ *
  *   [model assistant]         ; the API's model id
  *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
  *   parallel = 4              ; requests generating at once
@@ -85,6 +91,8 @@ struct config {
     char pid_file[CONFIG_STR];
     char instance_id[72];    /* "" when none */
     enum server_ui ui;       /* the console page: auto (on for a loopback host), on, off */
+    char registry[CONFIG_STR];            /* [store]: base URL plumb pull NAME fetches from ("" unset) */
+    char registry_token_file[CONFIG_STR]; /* [store]: file holding its bearer token ("" none) */
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
 };

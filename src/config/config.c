@@ -108,6 +108,7 @@ struct parse {
     pb_err *err;
     char section[128];
     struct config_model *model;
+    bool store;          /* in [store] */
     bool failed;
     /* keys seen in the current section, to refuse duplicates */
     char seen[32][32];
@@ -154,6 +155,14 @@ static bool copy_str(char *dst, size_t size, const char *v)
     return true;
 }
 
+/* [store] registry: an http(s) URL with a host (plumb pull checks it
+ * fully: catalog_registry_check). */
+static bool registry_url_ok(const char *v)
+{
+    size_t skip = !strncasecmp(v, "https://", 8) ? 8 : !strncasecmp(v, "http://", 7) ? 7 : 0;
+    return skip && v[skip] && v[skip] != '/' && !strpbrk(v, " ?#");
+}
+
 /* The handler: 1 to go on, 0 for an error (inih then reports its line). */
 static int on_value(void *user, const char *section, const char *name, const char *value)
 {
@@ -166,6 +175,7 @@ static int on_value(void *user, const char *section, const char *name, const cha
         snprintf(p->section, sizeof p->section, "%s", section);
         p->n_seen = 0;
         p->model = NULL;
+        p->store = !strcmp(section, "store");
         if (!strncmp(section, "model ", 6)) {
             const char *alias = section + 6;
             if (!config_alias_valid(alias)) {
@@ -185,8 +195,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
             memset(p->model, 0, sizeof *p->model);
             snprintf(p->model->alias, sizeof p->model->alias, "%s", alias);
             model_defaults(p->model);
-        } else if (strcmp(section, "server") != 0) {
-            pb_fail(err, PB_EFORMAT, "unknown section [%s] (server, model NAME)", section);
+        } else if (strcmp(section, "server") != 0 && !p->store) {
+            pb_fail(err, PB_EFORMAT, "unknown section [%s] (server, store, model NAME)", section);
             return p->failed = true, 0;
         }
     }
@@ -202,7 +212,14 @@ static int on_value(void *user, const char *section, const char *name, const cha
 
     long long n;
     bool ok = true, known = true;
-    if (!p->model) { /* [server] */
+    if (p->store) {
+        if (!strcmp(name, "registry"))
+            ok = registry_url_ok(value) && copy_str(c->registry, sizeof c->registry, value);
+        else if (!strcmp(name, "registry_token_file"))
+            ok = *value && copy_str(c->registry_token_file, sizeof c->registry_token_file, value);
+        else
+            known = false;
+    } else if (!p->model) { /* [server] */
         if (!strcmp(name, "host"))
             ok = *value && copy_str(c->host, sizeof c->host, value);
         else if (!strcmp(name, "port"))
@@ -367,6 +384,11 @@ int config_format(const struct config *c, char **out, pb_err *err)
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((rc = ini_value("server", strs[i].key, strs[i].value, err)))
             return rc;
+    if ((rc = ini_value("store", "registry", c->registry, err)) ||
+        (rc = ini_value("store", "registry_token_file", c->registry_token_file, err)))
+        return rc;
+    if (c->registry[0] && !registry_url_ok(c->registry))
+        return pb_fail(err, PB_EINVAL, "[store] registry: '%s' is not an http:// or https:// URL", c->registry);
     for (int i = 0; i < c->n_models; i++) {
         if ((rc = ini_value(c->models[i].alias, "source", c->models[i].source, err)))
             return rc;
@@ -384,6 +406,13 @@ int config_format(const struct config *c, char **out, pb_err *err)
                     c->max_queue, c->max_body, c->max_tokens, c->max_connections, c->max_per_client,
                     c->header_timeout_s, c->min_rate, c->insecure ? "yes" : "no", c->timeout_s, c->drain_timeout_s,
                     c->threads, c->log_json ? "json" : "text", config_ui_name(c->ui));
+    if (c->registry[0] || c->registry_token_file[0]) {
+        rc |= sbuf_addf(&b, "\n[store]\n");
+        if (c->registry[0])
+            rc |= sbuf_addf(&b, "registry = %s\n", c->registry);
+        if (c->registry_token_file[0])
+            rc |= sbuf_addf(&b, "registry_token_file = %s\n", c->registry_token_file);
+    }
     for (int i = 0; i < c->n_models; i++) {
         const struct config_model *m = &c->models[i];
         rc |= sbuf_addf(&b,
