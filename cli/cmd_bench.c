@@ -66,7 +66,7 @@ static void help(void)
            "      --requests N        requests per client and level (default 2)\n"
            "      --model NAME        the model field to send (default: none)\n"
            "      --api-key-file FILE the key to send as 'Authorization: Bearer KEY': the first\n"
-           "                          key of FILE, in plumb serve's format (KEY or ID KEY per\n"
+           "                          key of FILE, in plumb serve's format (KEY, ID KEY or ID KEY admin per\n"
            "                          line); '-' reads it from standard input\n"
            "      --vocab N           prompt token ids are drawn below N (default 1000)\n"
            "      --session-header H  each client is a session: it sends 'H: bench-LEVEL-CLIENT'\n"
@@ -347,8 +347,8 @@ static int run_serve(struct servebench_params *sp, bool json)
     return rc;
 }
 
-/* The first key of a key file as plumb serve reads them: a line is KEY
- * or ID KEY; empty lines and # comments are skipped. */
+/* The first key of a key file as plumb serve reads them: a line is KEY,
+ * ID KEY or ID KEY admin; empty lines and # comments are skipped. */
 static bool read_key(const char *path, char *key, size_t size)
 {
     size_t len;
@@ -367,12 +367,12 @@ static bool read_key(const char *path, char *key, size_t size)
             words[n++] = w;
         if (n == 0 || words[0][0] == '#')
             continue;
-        if (n <= 2)
-            snprintf(key, size, "%s", words[n - 1]);
+        if (n <= 2 || !strcmp(words[2], "admin"))
+            snprintf(key, size, "%s", words[n == 1 ? 0 : 1]);
     }
     free(text);
     if (!key[0])
-        cli_usage_error("bench", "--api-key-file %s holds no key (a line KEY or ID KEY)", path);
+        cli_usage_error("bench", "--api-key-file %s holds no key (a line KEY, ID KEY or ID KEY admin)", path);
     return key[0] != 0;
 }
 
