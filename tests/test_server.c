@@ -803,7 +803,7 @@ static void test_bench_keys(void **state)
     (void)state;
     char keyfile[600];
     test_tmpfile("bench-keys", keyfile, sizeof keyfile);
-    const char *keys = "# the bench's key, an admin's\nbench sk-bench-key-0001 admin\nother sk-other-key-0002\n";
+    const char *keys = "# the bench's key, an admin's\nbench sk-bench-key-0001 admin\n";
     test_write_file(keyfile, keys, strlen(keys));
     char extra[800], args[800];
     snprintf(extra, sizeof extra, "-np 2 --ctx 128 --api-key-file %s", keyfile);
