@@ -82,7 +82,7 @@ static void test_help_and_usage(void **state)
     EXPECT_STATUS(r, 0);
     const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
                           "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
-                          "serve", "service", "usage", "doctor"};
+                          "serve", "service", "usage", "doctor", "ps", "load", "unload"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
         assert_non_null(strstr(r.out, cmds[i]));
@@ -1465,6 +1465,9 @@ static void test_conventions(void **state)
         {"rollback", true, "nope:1"},
         {"export", true, "nope:1 -o /tmp/never-written.tar"},
         {"import", true, "/nonexistent.tar"},
+        {"ps", true, "--url http://127.0.0.1:1"},
+        {"load", true, "m --url http://127.0.0.1:1"},
+        {"unload", true, "m --url http://127.0.0.1:1"},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         const char *cmd = cmds[i].cmd;
