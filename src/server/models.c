@@ -398,8 +398,11 @@ static int copy_load_locked(struct models *ms, struct copy *c, const char *name,
     if (rc) {
         logf_(ms, "error: loading '%s' (%s) failed: %s", name, c->source, err.msg);
     } else {
-        logf_(ms, "loaded '%s' (%s) in %.2f s: %.1f MiB, %.1f MiB of %s in use by models", name, c->source,
-              sys_now() - t0, mib(c->mem), mib(now_used), ms->budget == UINT64_MAX ? "no limit" : "the budget");
+        char of[48] = "";
+        if (ms->budget != UINT64_MAX)
+            snprintf(of, sizeof of, " of %.1f MiB", mib(ms->budget));
+        logf_(ms, "loaded '%s' (%s) in %.2f s: %.1f MiB; the models use %.1f MiB%s", name, c->source,
+              sys_now() - t0, mib(c->mem), mib(now_used), of);
         if (warn[0])
             logf_(ms, "warning: model '%s': %s", name, warn);
     }
