@@ -102,7 +102,9 @@ int service_lb(const struct lb_params *p, char **out, pb_err *err);
  *   stop sending before SIGTERM starts plumb's drain, and
  *   terminationGracePeriodSeconds = pause + drain_timeout + 5. Requests:
  *   the CPUs (threads) and memory from plumb's own estimate (the sum of
- *   engine_estimate over the models, as plumb serve checks it); the memory
+ *   engine_estimate over the models, as plumb serve checks it, at most the
+ *   configuration's memory_limit), which the pods' configuration takes as
+ *   its memory_limit (models loaded on demand stay within it); the memory
  *   limit 20 % above (the estimate holds within 10 % of the peak). Runs as
  *   user 10001 without privileges on a read-only root file system, with
  *   Prometheus scrape annotations and a checksum of the configuration that
