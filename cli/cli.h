@@ -44,6 +44,10 @@ int cmd_usage(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+/* plumb ps, load, unload: the models of a running server */
+int cmd_ps(int argc, char **argv);
+int cmd_load(int argc, char **argv);
+int cmd_unload(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;
@@ -149,6 +153,11 @@ void cli_trap_interrupts(bool on);
  * NUL-terminated buffer. NULL with the reason in why otherwise. */
 #define CLI_MAX_TEXT_INPUT (64u << 20)
 char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size);
+/* --api-key-file FILE: a key of a key file as plumb serve reads them (a
+ * line KEY, ID KEY or ID KEY admin; blank lines and # comments skipped;
+ * '-' is standard input): the first with the admin flag when admin, else
+ * the first. False after printing a usage error for cmd. */
+bool cli_read_key(const char *cmd, const char *path, bool admin, char *key, size_t size);
 /* --json-schema FILE / --grammar FILE (grammar true) read and checked, as
  * GBNF into *out (malloc'ed; replaces and frees what *out held). False
  * after printing a usage error for cmd. */

@@ -96,6 +96,40 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo,
     return true;
 }
 
+bool cli_read_key(const char *cmd, const char *path, bool admin, char *key, size_t size)
+{
+    size_t len;
+    char why[128];
+    char *text = cli_read_input(path, 64 << 10, &len, why, sizeof why);
+    if (!text) {
+        cli_usage_error(cmd, "--api-key-file %s: %s", path, why);
+        return false;
+    }
+    key[0] = 0;
+    bool found_admin = false;
+    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !found_admin;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        char *words[4] = {0};
+        int n = 0;
+        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 4; w = strtok_r(NULL, " \t", &s2))
+            words[n++] = w;
+        if (n == 0 || words[0][0] == '#' || n == 4 || (n == 3 && strcmp(words[2], "admin") != 0))
+            continue;
+        const char *k = n == 1 ? words[0] : words[1];
+        if (admin && n == 3) {
+            snprintf(key, size, "%s", k);
+            found_admin = true;
+        } else if (!key[0]) {
+            snprintf(key, size, "%s", k);
+        }
+    }
+    memset(text, 0, len); /* keys do not linger */
+    free(text);
+    if (!key[0])
+        cli_usage_error(cmd, "--api-key-file %s holds no key (a line KEY, ID KEY or ID KEY admin)", path);
+    return key[0] != 0;
+}
+
 void cli_fmt_bytes(uint64_t n, char *buf, size_t size)
 {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

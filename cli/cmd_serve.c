@@ -37,7 +37,9 @@ static void help(void)
            "docs/configuration.md); options given as well override its [server]\n"
            "settings. SIGHUP re-reads the file: a model whose source or settings\n"
            "changed is loaded beside the old one, new requests go to it, and the old\n"
-           "one leaves when its requests finish.\n"
+           "one leaves when its requests finish. With several models, each is loaded at\n"
+           "its first request and unloaded after keep_alive idle (or to make room within\n"
+           "--memory-limit, least recently used first); plumb ps shows them.\n"
            "\n"
            "Options:\n"
            "      --config FILE         the configuration file\n"
@@ -75,6 +77,10 @@ static void help(void)
            "      --pid-file FILE       write the process id there (for plumb service reload)\n"
            "      --instance-id ID      send 'X-Plumb-Instance: ID' with every response, so that\n"
            "                            replicas behind a load balancer can be told apart\n"
+           "      --memory-limit SIZE   memory the models may use together, the process included\n"
+           "                            (2GiB, 512M, bytes; default: what is available at start):\n"
+           "                            a model loaded on demand first unloads idle ones, least\n"
+           "                            recently used first, or its requests get 503\n"
            "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
            "                            memory available (they are refused otherwise)\n"
            "      --insecure            serve on a --host beyond loopback without --api-key-file\n"
@@ -139,6 +145,8 @@ struct overrides {
     const char *instance_id;
     enum server_ui ui;
     bool ui_set;
+    uint64_t memory_limit;
+    bool memory_limit_set;
 };
 
 /* Usage accounting: each finished request into the store's registry
@@ -278,6 +286,7 @@ int cmd_serve(int argc, char **argv)
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
         OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE, OPT_INSTANCE, OPT_CORS,
         OPT_UI,
+        OPT_MEMORY_LIMIT,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -302,6 +311,7 @@ int cmd_serve(int argc, char **argv)
         {"log-format", required_argument, 0, OPT_LOGFMT},
         {"pid-file", required_argument, 0, OPT_PID},
         {"ignore-memory", no_argument, 0, OPT_IGNORE_MEMORY},
+        {"memory-limit", required_argument, 0, OPT_MEMORY_LIMIT},
         {"header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
         {"min-rate", required_argument, 0, OPT_MIN_RATE},
         {"max-connections-per-client", required_argument, 0, OPT_PER_CLIENT},
@@ -415,6 +425,12 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_PID: ov.pid_file = optarg; break;
         case OPT_IGNORE_MEMORY: ignore_memory = true; break;
+        case OPT_MEMORY_LIMIT:
+            if (!config_parse_size(optarg, &ov.memory_limit) || ov.memory_limit == 0)
+                return cli_usage_error("serve", "--memory-limit '%s': a size such as 2GiB, 512M or a number of bytes",
+                                       optarg);
+            ov.memory_limit_set = true;
+            break;
         case OPT_HEADER_TIMEOUT:
             if (!cli_parse_float("serve", "--header-timeout", optarg, 0.1, 3600, &ov.header_timeout))
                 return CLI_USAGE;
@@ -495,6 +511,8 @@ int cmd_serve(int argc, char **argv)
         snprintf(cfg.instance_id, sizeof cfg.instance_id, "%s", ov.instance_id);
     if (ov.ui_set)
         cfg.ui = ov.ui;
+    if (ov.memory_limit_set)
+        cfg.memory_limit = ov.memory_limit;
 
     /* the pid file is replaced at start and removed at exit: only a
      * regular file (or a new one) may be */
@@ -540,6 +558,7 @@ int cmd_serve(int argc, char **argv)
     p.cors_origins = cfg.cors_origins[0] ? cfg.cors_origins : NULL;
     p.log_json = cfg.log_json;
     p.ignore_memory = ignore_memory;
+    p.memory_limit = cfg.memory_limit;
     p.instance_id = cfg.instance_id[0] ? cfg.instance_id : NULL;
     p.log = log_line;
     p.log_user = &p.log_json;
@@ -608,8 +627,9 @@ int cmd_serve(int argc, char **argv)
             log_line(&p.log_json, msg);
             continue;
         }
-        if (strcmp(next.host, cfg.host) || next.port != cfg.port || strcmp(next.api_key_file, cfg.api_key_file))
-            log_line(&p.log_json, "SIGHUP: host, port and key file changes take effect at a restart");
+        if (strcmp(next.host, cfg.host) || next.port != cfg.port || strcmp(next.api_key_file, cfg.api_key_file) ||
+            (!ov.memory_limit_set && next.memory_limit != cfg.memory_limit))
+            log_line(&p.log_json, "SIGHUP: host, port, key file and memory_limit changes take effect at a restart");
     }
     log_line(&p.log_json, sig == SIGTERM ? "SIGTERM: draining" : "SIGINT: draining");
     server_drain(s, cfg.drain_timeout_s);

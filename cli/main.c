@@ -39,6 +39,9 @@ static const struct command commands[] = {
     {"rollback", cmd_rollback, "point a name back at its previous version"},
     {"export", cmd_export, "write stored models into one tar bundle, for a site without a network"},
     {"import", cmd_import, "add a bundle's models to the store, every file verified first"},
+    {"ps", cmd_ps, "what a running server has: models loaded or not, memory, slots, idle time"},
+    {"load", cmd_load, "load a model of a running server now"},
+    {"unload", cmd_unload, "unload a model of a running server (at once, or when its requests end)"},
 };
 
 static void usage(FILE *out)
