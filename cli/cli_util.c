@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "plumb/server.h"
+
 #include "plumb/sampler.h"
 #include "plumb/store.h"
 
@@ -105,24 +107,7 @@ bool cli_read_key(const char *cmd, const char *path, bool admin, char *key, size
         cli_usage_error(cmd, "--api-key-file %s: %s", path, why);
         return false;
     }
-    key[0] = 0;
-    bool found_admin = false;
-    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !found_admin;
-         line = strtok_r(NULL, "\r\n", &save)) {
-        char *words[4] = {0};
-        int n = 0;
-        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 4; w = strtok_r(NULL, " \t", &s2))
-            words[n++] = w;
-        if (n == 0 || words[0][0] == '#' || n == 4 || (n == 3 && strcmp(words[2], "admin") != 0))
-            continue;
-        const char *k = n == 1 ? words[0] : words[1];
-        if (admin && n == 3) {
-            snprintf(key, size, "%s", k);
-            found_admin = true;
-        } else if (!key[0]) {
-            snprintf(key, size, "%s", k);
-        }
-    }
+    server_key_pick(text, admin, key, size);
     memset(text, 0, len); /* keys do not linger */
     free(text);
     if (!key[0])

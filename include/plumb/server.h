@@ -216,6 +216,12 @@ struct server_params {
  * and a Kubernetes pod name both fit). */
 bool server_instance_id_valid(const char *id);
 
+/* The key a client sends, from a key file's text (changed in place): the
+ * first line's (KEY, ID KEY or ID KEY admin; empty lines and # comments
+ * skipped), or with admin_first the first admin line's when there is one.
+ * False when the text holds no key. */
+bool server_key_pick(char *text, bool admin_first, char *key, size_t size);
+
 /* Defaults for everything but the models. */
 struct server_params server_defaults(void);
 /* Defaults for a model but its path: the engine's, with

@@ -190,6 +190,29 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
     return rc;
 }
 
+bool server_key_pick(char *text, bool admin_first, char *key, size_t size)
+{
+    key[0] = 0;
+    bool found_admin = false;
+    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !found_admin;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        char *words[4] = {0};
+        int n = 0;
+        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 4; w = strtok_r(NULL, " \t", &s2))
+            words[n++] = w;
+        if (n == 0 || words[0][0] == '#' || n == 4 || (n == 3 && strcmp(words[2], "admin") != 0))
+            continue;
+        const char *k = n == 1 ? words[0] : words[1];
+        if (admin_first && n == 3) {
+            snprintf(key, size, "%s", k);
+            found_admin = true;
+        } else if (!key[0]) {
+            snprintf(key, size, "%s", k);
+        }
+    }
+    return key[0] != 0;
+}
+
 /* Compares in time that depends only on the key's length bound, not on
  * where the first difference is; every key is compared. */
 static const struct api_key *find_key(const struct server *s, const char *given)

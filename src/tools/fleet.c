@@ -1,6 +1,7 @@
 /* plumb fleet: the list of sites and what they say (fleet.h). */
 #define _GNU_SOURCE
 #include "plumb/fleet.h"
+#include "plumb/server.h"
 
 #include "base/err.h"
 #include "base/sbuf.h"
@@ -164,23 +165,10 @@ int fleet_read_key(const char *path, char *key, size_t size, pb_err *err)
     int rc = pb_read_small(path, 64u << 10, &text, &len, err);
     if (rc)
         return rc;
-    key[0] = '\0';
-    bool admin = false;
-    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !admin;
-         line = strtok_r(NULL, "\r\n", &save)) {
-        char *w[4] = {0};
-        int n = 0;
-        for (char *s2 = NULL, *t = strtok_r(line, " \t", &s2); t && n < 4; t = strtok_r(NULL, " \t", &s2))
-            w[n++] = t;
-        if (n == 0 || w[0][0] == '#' || n > 3 || (n == 3 && strcmp(w[2], "admin") != 0))
-            continue;
-        admin = n == 3;
-        if (admin || !key[0])
-            snprintf(key, size, "%s", w[n == 1 ? 0 : 1]);
-    }
+    const bool found = server_key_pick(text, true, key, size);
     explicit_bzero(text, len);
     free(text);
-    if (!key[0])
+    if (!found)
         return pb_fail(err, PB_EINVAL, "%s holds no key (a line KEY, ID KEY or ID KEY admin)", path);
     return PB_OK;
 }
