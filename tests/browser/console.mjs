@@ -190,31 +190,31 @@ try {
   assert.ok(requests.some((t) => t.startsWith('/v1/chat/completions200')), requests.join('|'));
   assert.ok(requests.some((t) => t.startsWith('/v1/models401')), requests.join('|'));
   const models = await page.$$eval('#models-table tbody tr', (rows) => rows.map((r) => r.textContent));
-  assert.ok(models.some((t) => t.startsWith('console')), models.join('|'));
+  // the server's model list (GET /v1/plumb/models): loaded, its slots
+  assert.ok(models.some((t) => t.startsWith('consoleloaded') && t.includes('/ 2')), models.join('|'));
   // usage by key: the user's requests, recorded by the server
   await page.waitForFunction(() => [...document.querySelectorAll('#usage-key tbody tr')]
     .some((r) => r.textContent.startsWith('user')), { timeout: 20000 });
   await page.waitForFunction(() => document.querySelectorAll('#doctor-table tbody tr').length > 0, { timeout: 20000 });
   const machine = await page.$$eval('#machine dt', (d) => d.map((e) => e.textContent));
   assert.ok(machine.includes('CPU') && machine.includes('Memory'), machine.join(','));
-  // the charts follow a few seconds of load
-  const load = [];
-  for (let i = 0; i < 2; i++) {
-    load.push((async () => {
-      for (let k = 0; k < 2; k++) {
-        const q = await fetch(`${URL}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { Authorization: `Bearer ${USER}`, 'Content-Type': 'application/json' },
-          body: JSON.stringify({ messages: [{ role: 'user', content: `Question ${i}.${k}` }], max_tokens: 100 }),
-        });
-        assert.equal(q.status, 200);
-        await q.json();
-      }
-    })());
-  }
-  await Promise.all(load);
-  await page.waitForFunction(() => Number(document.querySelector('#dash-tps').textContent) > 0, { timeout: 10000 });
+  // the charts follow a few seconds of load: two users asking for 6 s
+  const until = Date.now() + 6000;
+  const load = [0, 1].map(async (i) => {
+    for (let k = 0; Date.now() < until; k++) {
+      const q = await fetch(`${URL}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${USER}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: `Question ${i}.${k}` }], max_tokens: 100 }),
+      });
+      assert.equal(q.status, 200);
+      await q.json();
+    }
+  });
+  await new Promise((res) => setTimeout(res, 4500));
+  assert.ok(Number(await page.$eval('#dash-tps', (e) => e.textContent)) > 0);
   await page.screenshot({ path: `${SHOTS}/console-dashboard.png`, fullPage: true });
+  await Promise.all(load);
 
   assert.deepEqual(failures, []);
   console.log('ok: console');

@@ -22,6 +22,7 @@ MODEL=$WORK/console.gguf
 [ -f "$MODEL" ] || "$PLUMB" synth --shape tiny --dims ctx=4096 --type Q8_0 "$MODEL" >/dev/null
 printf 'admin sk-console-admin-1 admin\nuser sk-console-user-22\n' > "$WORK/keys"
 chmod 600 "$WORK/keys"
+rm -rf "$WORK/home" # the usage table of this run only
 mkdir -p "$WORK/home"
 {
     printf '[server]\nport = 0\napi_key_file = %s\nui = on\n\n' "$WORK/keys"
