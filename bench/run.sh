@@ -11,7 +11,9 @@
 #   - memory bandwidth measured in the same run and the share of it that
 #     generation used;
 #   - peak RSS against file size + KV cache + 100 MB (weights are mapped, or
-#     repacked with the mapped pages released, never held twice).
+#     repacked with the mapped pages released, never held twice);
+#   - plumb tune on the TinyLlama Q4_0 shape for 4 users (TUNE=0 skips it),
+#     and the written configuration served and checked under the same load.
 # The llama.cpp column is the issue's table (llama.cpp 3f545bec, llama-bench
 # -p 128 -n 64 -r 3, on this machine kind, 2026-11-27); plumb's own figures
 # are measured here and now.
@@ -119,6 +121,44 @@ for SPEC in qwen3-30b-a3b:Q4_K_M gpt-oss-20b:MXFP4_MOE gemma-3-4b:Q4_K_M phi-4-m
     fi
 done
 
+# plumb tune on the TinyLlama shape (Q4_0): TUNE_USERS users with loose
+# targets, within TUNE_BUDGET; then a server started from the file tune
+# wrote is put under the same load, and must meet the targets tune claimed.
+TUNE_ROWS=$WORK/tune-rows-$stamp.md
+: > "$TUNE_ROWS"
+if [ "${TUNE:-1}" = 1 ]; then
+    USERS=${TUNE_USERS:-4}
+    SLO_TTFT=${TUNE_SLO_TTFT:-3}
+    SLO_TPS=${TUNE_SLO_TPS:-5}
+    LOAD="--prompt-tokens 128 --gen-tokens 32"
+    rm -f "$WORK/tuned.ini"
+    echo "== plumb tune, TinyLlama Q4_0, $USERS users" >&2
+    "$PLUMB" tune "$WORK/tinyllama-1.1b-q4_0.gguf" --users "$USERS" --slo-ttft "$SLO_TTFT" --slo-tps "$SLO_TPS" \
+        --budget "${TUNE_BUDGET:-4m}" $LOAD --alias tinyllama --write "$WORK/tuned.ini" --json > "$WORK/tune.json" || true
+    jq -r '.trials | to_entries[] | .key as $i | .value |
+        "| \($i + 1) | \(.threads) | \(.slots) | \(.batch) | \(.step_ms) | \(.kv_type) | \(.agg_t_s // 0 | . * 10 | round / 10) "
+        + "| \(.t_s_per_user // 0 | . * 10 | round / 10) | \(.ttft_median_s // 0 | . * 100 | round / 100)/\(.ttft_p95_s // 0 | . * 100 | round / 100) "
+        + "| \(.itl_median_s // 0 | . * 1000 | round)/\(.itl_p95_s // 0 | . * 1000 | round) | \(.memory_bytes / 1048576 | round) MiB "
+        + "| \(if .meets then "meets" elif .ran then "misses" else "failed" end) |"' "$WORK/tune.json" >> "$TUNE_ROWS"
+    if jq -e .met "$WORK/tune.json" >/dev/null; then
+        "$PLUMB" serve --config "$WORK/tuned.ini" --port 0 > "$WORK/tuned.out" 2> "$WORK/tuned.log" &
+        SPID=$!
+        i=0
+        until grep -q "listening on" "$WORK/tuned.out" 2>/dev/null || [ $i -gt 300 ]; do i=$((i + 1)); sleep 0.1; done
+        URL=$(sed -n 's/^listening on //p' "$WORK/tuned.out")
+        "$PLUMB" bench --serve "$URL" --concurrency "$USERS" $LOAD --requests 2 --json > "$WORK/tuned-check.json" || true
+        kill -TERM $SPID; wait $SPID || true
+        CHECK=$(jq -r --argjson tps "$SLO_TPS" --argjson ttft "$SLO_TTFT" '.levels[0] |
+            "served from the written file: \(.t_s_per_user * 10 | round / 10) t/s per user, TTFT p95 \(.ttft_p95_s * 100 | round / 100) s, "
+            + "\(.failed) failed: \(if .failed == 0 and .t_s_per_user >= $tps and .ttft_p95_s <= $ttft then "meets the targets" else "MISSES the targets" end)"' \
+            "$WORK/tuned-check.json")
+        case "$CHECK" in *MISSES*) fail=1 ;; esac
+    else
+        CHECK="no setting met the targets"
+        fail=1
+    fi
+fi
+
 {
     echo "# plumb bench, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
@@ -138,8 +178,17 @@ done
     echo "| shape | type | file | read per token | pp128 t/s | pp512 t/s | tg64 t/s | bandwidth GB/s | tg share | peak RSS | RSS limit | RSS |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     cat "$NEW_ROWS"
+    if [ -s "$TUNE_ROWS" ]; then
+        echo
+        echo "plumb tune, TinyLlama shape Q4_0: $USERS users, targets TTFT p95 <= $SLO_TTFT s and >= $SLO_TPS t/s per user,"
+        echo "prompts of 128 tokens, answers of 32; each trial a server under that load. $CHECK."
+        echo
+        echo "| trial | threads | slots | batch | step ms | KV | t/s all | t/s per user | TTFT p50/p95 s | ITL p50/p95 ms | memory | verdict |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        cat "$TUNE_ROWS"
+    fi
 } > "$RESULT"
-rm -f "$ROWS" "$NEW_ROWS"
+rm -f "$ROWS" "$NEW_ROWS" "$TUNE_ROWS"
 cat "$RESULT"
 echo "written to $RESULT" >&2
 exit $fail

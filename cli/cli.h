@@ -13,6 +13,8 @@
 #include <jansson.h>
 
 #include "plumb/base.h"
+#include "plumb/doctor.h"
+#include "plumb/store.h"
 
 /* Exit statuses: 0 ok, 1 the command failed, 2 bad usage. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -26,12 +28,14 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_tag(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 int cmd_service(int argc, char **argv);
 /* plumb service lb / k8s (argv[0] is the verb) */
 int cmd_service_lb(int argc, char **argv);
@@ -40,6 +44,10 @@ int cmd_usage(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+/* plumb ps, load, unload: the models of a running server */
+int cmd_ps(int argc, char **argv);
+int cmd_load(int argc, char **argv);
+int cmd_unload(int argc, char **argv);
 
 struct store_entry;
 /* MODEL (a file, or a store name: store_resolve) into the file to open;
@@ -53,9 +61,16 @@ json_t *cli_store_entry_json(const struct store_entry *e);
 /* Unix seconds as local "YYYY-MM-DD HH:MM" / UTC RFC 3339. */
 void cli_fmt_time(int64_t t, char *buf, size_t size);
 json_t *cli_json_time(int64_t t);
+
+/* JSON shared by a command and plumb serve's console reports (usage,
+ * doctor): the same shapes as `plumb usage --json`'s "usage" array and
+ * `plumb doctor --json`. */
+json_t *cli_usage_json(const struct store_usage_sum *rows, size_t n, enum store_usage_by by);
+json_t *cli_doctor_json(const struct doctor_report *r);
 int cmd_survey(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_tco(int argc, char **argv);
+int cmd_fleet(int argc, char **argv);
 
 /* Text read from a file or the network (metadata, names, paths, key ids,
  * messages that quote them) as human output prints it: control characters
@@ -138,6 +153,11 @@ void cli_trap_interrupts(bool on);
  * NUL-terminated buffer. NULL with the reason in why otherwise. */
 #define CLI_MAX_TEXT_INPUT (64u << 20)
 char *cli_read_input(const char *path, size_t max, size_t *len, char *why, size_t why_size);
+/* --api-key-file FILE: a key of a key file as plumb serve reads them (a
+ * line KEY, ID KEY or ID KEY admin; blank lines and # comments skipped;
+ * '-' is standard input): the first with the admin flag when admin, else
+ * the first. False after printing a usage error for cmd. */
+bool cli_read_key(const char *cmd, const char *path, bool admin, char *key, size_t size);
 /* --json-schema FILE / --grammar FILE (grammar true) read and checked, as
  * GBNF into *out (malloc'ed; replaces and frees what *out held). False
  * after printing a usage error for cmd. */

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "plumb/server.h"
+
 #include "plumb/sampler.h"
 #include "plumb/store.h"
 
@@ -94,6 +96,23 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double lo,
     }
     *out = v;
     return true;
+}
+
+bool cli_read_key(const char *cmd, const char *path, bool admin, char *key, size_t size)
+{
+    size_t len;
+    char why[128];
+    char *text = cli_read_input(path, 64 << 10, &len, why, sizeof why);
+    if (!text) {
+        cli_usage_error(cmd, "--api-key-file %s: %s", path, why);
+        return false;
+    }
+    server_key_pick(text, admin, key, size);
+    memset(text, 0, len); /* keys do not linger */
+    free(text);
+    if (!key[0])
+        cli_usage_error(cmd, "--api-key-file %s holds no key (a line KEY, ID KEY or ID KEY admin)", path);
+    return key[0] != 0;
 }
 
 void cli_fmt_bytes(uint64_t n, char *buf, size_t size)

@@ -66,7 +66,7 @@ static void help(void)
            "      --requests N        requests per client and level (default 2)\n"
            "      --model NAME        the model field to send (default: none)\n"
            "      --api-key-file FILE the key to send as 'Authorization: Bearer KEY': the first\n"
-           "                          key of FILE, in plumb serve's format (KEY or ID KEY per\n"
+           "                          key of FILE, in plumb serve's format (KEY, ID KEY or ID KEY admin per\n"
            "                          line); '-' reads it from standard input\n"
            "      --vocab N           prompt token ids are drawn below N (default 1000)\n"
            "      --session-header H  each client is a session: it sends 'H: bench-LEVEL-CLIENT'\n"
@@ -347,35 +347,6 @@ static int run_serve(struct servebench_params *sp, bool json)
     return rc;
 }
 
-/* The first key of a key file as plumb serve reads them: a line is KEY
- * or ID KEY; empty lines and # comments are skipped. */
-static bool read_key(const char *path, char *key, size_t size)
-{
-    size_t len;
-    char why[128];
-    char *text = cli_read_input(path, 64 << 10, &len, why, sizeof why);
-    if (!text) {
-        cli_usage_error("bench", "--api-key-file %s: %s", path, why);
-        return false;
-    }
-    key[0] = 0;
-    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !key[0];
-         line = strtok_r(NULL, "\r\n", &save)) {
-        char *words[3] = {0};
-        int n = 0;
-        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 3; w = strtok_r(NULL, " \t", &s2))
-            words[n++] = w;
-        if (n == 0 || words[0][0] == '#')
-            continue;
-        if (n <= 2)
-            snprintf(key, size, "%s", words[n - 1]);
-    }
-    free(text);
-    if (!key[0])
-        cli_usage_error("bench", "--api-key-file %s holds no key (a line KEY or ID KEY)", path);
-    return key[0] != 0;
-}
-
 int cmd_bench(int argc, char **argv)
 {
     enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_KEY_FILE,
@@ -463,7 +434,7 @@ int cmd_bench(int argc, char **argv)
         case OPT_MODEL: sp.model = optarg; break;
         case OPT_KEY: sp.api_key = optarg; break;
         case OPT_KEY_FILE:
-            if (!read_key(optarg, key, sizeof key))
+            if (!cli_read_key("bench", optarg, false, key, sizeof key))
                 return CLI_USAGE;
             sp.api_key = key;
             break;

@@ -30,6 +30,17 @@ static void help(void)
            "  plumb doctor --config /etc/plumb/plumb.ini\n");
 }
 
+json_t *cli_doctor_json(const struct doctor_report *r)
+{
+    json_t *checks = json_array();
+    for (int i = 0; i < r->n; i++)
+        json_array_append_new(checks, json_pack("{s:s, s:s, s:s, s:s}", "check", r->checks[i].name, "verdict",
+                                                doctor_verdict_name(r->checks[i].verdict), "detail",
+                                                r->checks[i].detail, "fix", r->checks[i].fix));
+    return json_pack("{s:s, s:i, s:i, s:o}", "status", r->n_error ? "errors" : r->n_warn ? "warnings" : "ok", "errors",
+                     r->n_error, "warnings", r->n_warn, "checks", checks);
+}
+
 int cmd_doctor(int argc, char **argv)
 {
     enum { OPT_CONFIG = 1000, OPT_DEEP, OPT_JSON };
@@ -70,14 +81,7 @@ int cmd_doctor(int argc, char **argv)
         return cli_error("doctor", "%s", run_err.msg);
     const int status = r.n_error ? CLI_FAIL : CLI_OK; /* warnings: in the output, as JSON's status */
     if (json) {
-        json_t *checks = json_array();
-        for (int i = 0; i < r.n; i++)
-            json_array_append_new(checks, json_pack("{s:s, s:s, s:s, s:s}", "check", r.checks[i].name, "verdict",
-                                                    doctor_verdict_name(r.checks[i].verdict), "detail",
-                                                    r.checks[i].detail, "fix", r.checks[i].fix));
-        cli_print_json(json_pack("{s:s, s:i, s:i, s:o}", "status", r.n_error ? "errors" : r.n_warn ? "warnings" : "ok",
-                                 "errors", r.n_error, "warnings", r.n_warn, "checks", checks),
-                       true);
+        cli_print_json(cli_doctor_json(&r), true);
         return status;
     }
     for (int i = 0; i < r.n; i++) {

@@ -7,6 +7,7 @@
 #include "plumb/engine.h"
 #include "plumb/server.h"
 #include "plumb/store.h"
+#include "plumb/survey.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -36,7 +37,9 @@ static void help(void)
            "docs/configuration.md); options given as well override its [server]\n"
            "settings. SIGHUP re-reads the file: a model whose source or settings\n"
            "changed is loaded beside the old one, new requests go to it, and the old\n"
-           "one leaves when its requests finish.\n"
+           "one leaves when its requests finish. With several models, each is loaded at\n"
+           "its first request and unloaded after keep_alive idle (or to make room within\n"
+           "--memory-limit, least recently used first); plumb ps shows them.\n"
            "\n"
            "Options:\n"
            "      --config FILE         the configuration file\n"
@@ -49,6 +52,7 @@ static void help(void)
            "                            model's training context, at most %d)\n"
            "      --api-key-file FILE   require 'Authorization: Bearer KEY' on /v1/*; FILE has one\n"
            "                            key per line, optionally 'ID KEY' (the id is what logs show)\n"
+           "                            or 'ID KEY admin' (may also read /v1/plumb/: the dashboard)\n"
            "      --max-queue N         requests that may wait for a slot (default %d)\n"
            "      --timeout S           longest a request may run once it has come in (default %d)\n"
            "      --header-timeout S    a connection must send its request's headers within S\n"
@@ -73,12 +77,18 @@ static void help(void)
            "      --pid-file FILE       write the process id there (for plumb service reload)\n"
            "      --instance-id ID      send 'X-Plumb-Instance: ID' with every response, so that\n"
            "                            replicas behind a load balancer can be told apart\n"
+           "      --memory-limit SIZE   memory the models may use together, the process included\n"
+           "                            (2GiB, 512M, bytes; default: what is available at start):\n"
+           "                            a model loaded on demand first unloads idle ones, least\n"
+           "                            recently used first, or its requests get 503\n"
            "      --ignore-memory       serve even when the models' memory estimates exceed the\n"
            "                            memory available (they are refused otherwise)\n"
            "      --insecure            serve on a --host beyond loopback without --api-key-file\n"
+           "                            (refused otherwise: anyone reaching the port could use it)\n"
            "      --cors-origins LIST   origins web pages may call the API from (\"https://a.example,...\" or\n"
            "                            \"*\"; default: none, no CORS headers)\n"
-           "                            (refused otherwise: anyone reaching the port could use it)\n"
+           "      --ui on|off|auto      the console, a web page for chat and operations, at\n"
+           "                            http://HOST:PORT/ (default auto: on when HOST is loopback)\n"
            "  -h, --help                this help\n"
            "\n"
            "Example:\n"
@@ -133,6 +143,10 @@ struct overrides {
     bool log_json, log_set;
     const char *pid_file;
     const char *instance_id;
+    enum server_ui ui;
+    bool ui_set;
+    uint64_t memory_limit;
+    bool memory_limit_set;
 };
 
 /* Usage accounting: each finished request into the store's registry
@@ -162,6 +176,88 @@ static void record_usage(void *user, const struct server_record *r)
     pthread_mutex_unlock(&u->mu);
 }
 
+/* The console's reports (server_params.report): the usage of the last 30
+ * days by key, model and day; doctor's findings (the configuration read
+ * again, as plumb doctor --config would); the machine profile plumb survey
+ * saved (else the facts of this machine, unmeasured). */
+struct console_reports {
+    struct usage_sink *usage;
+    const char *config_path;
+};
+
+static int report_fail(pb_err *err, int code, const char *msg)
+{
+    err->code = code;
+    snprintf(err->msg, sizeof err->msg, "%s", msg);
+    return code;
+}
+
+static int console_report(void *user, const char *what, char **out, pb_err *err)
+{
+    struct console_reports *r = user;
+    json_t *v = NULL;
+    if (!strcmp(what, "usage")) {
+        if (!r->usage->store)
+            return report_fail(err, PB_EIO, "no usage accounting (the store could not be opened)");
+        const double since = (double)time(NULL) - 30 * 86400.0;
+        static const enum store_usage_by by[] = {STORE_USAGE_KEY, STORE_USAGE_MODEL, STORE_USAGE_DAY};
+        static const char *const names[] = {"by_key", "by_model", "by_day"};
+        v = json_pack("{s:o}", "since", cli_json_time((int64_t)since));
+        for (int i = 0; i < 3; i++) {
+            struct store_usage_sum *rows;
+            size_t n;
+            pthread_mutex_lock(&r->usage->mu);
+            int rc = store_usage_query(r->usage->store, since, by[i], &rows, &n, err);
+            pthread_mutex_unlock(&r->usage->mu);
+            if (rc) {
+                json_decref(v);
+                return rc;
+            }
+            json_object_set_new(v, names[i], cli_usage_json(rows, n, by[i]));
+            free(rows);
+        }
+    } else if (!strcmp(what, "doctor")) {
+        static struct config cfg; /* large; one report at a time */
+        static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        static struct doctor_report rep;
+        pthread_mutex_lock(&mu);
+        config_defaults(&cfg);
+        pb_err cerr = {0};
+        struct doctor_params dp = {0};
+        if (r->config_path && config_load(r->config_path, &cfg, &cerr))
+            dp.config_error = cerr.msg;
+        else if (r->config_path)
+            dp.config = &cfg;
+        int rc = doctor_run(&dp, &rep, err);
+        if (!rc)
+            v = cli_doctor_json(&rep);
+        pthread_mutex_unlock(&mu);
+        if (rc)
+            return rc;
+    } else if (!strcmp(what, "machine")) {
+        static struct survey sv;
+        static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        char dir[600];
+        pthread_mutex_lock(&mu);
+        pb_err lerr = {0};
+        bool saved = survey_dir(dir, sizeof dir, &lerr) == PB_OK && survey_load(dir, &sv, &lerr) == PB_OK;
+        struct survey_params sp = {.no_measure = true}; /* the facts, no bandwidth runs beside the server */
+        int rc = saved ? PB_OK : survey_run(&sp, &sv, err);
+        if (!rc) {
+            v = survey_to_json(&sv);
+            json_object_set_new(v, "measured", json_boolean(saved));
+        }
+        pthread_mutex_unlock(&mu);
+        if (rc)
+            return rc;
+    } else {
+        return report_fail(err, PB_EINVAL, "no such report");
+    }
+    *out = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return *out ? PB_OK : report_fail(err, PB_ENOMEM, "out of memory");
+}
+
 static int write_pid_file(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -189,6 +285,8 @@ int cmd_serve(int argc, char **argv)
         OPT_ALIAS = 1000, OPT_HOST, OPT_PORT, OPT_KEYS, OPT_QUEUE, OPT_TIMEOUT, OPT_DRAIN, OPT_MAXTOK, OPT_BODY,
         OPT_CONN, OPT_BATCH, OPT_CHUNK, OPT_KV, OPT_FORMAT, OPT_NP, OPT_STEP, OPT_CONFIG, OPT_LOGFMT, OPT_PID,
         OPT_IGNORE_MEMORY, OPT_HEADER_TIMEOUT, OPT_MIN_RATE, OPT_PER_CLIENT, OPT_INSECURE, OPT_INSTANCE, OPT_CORS,
+        OPT_UI,
+        OPT_MEMORY_LIMIT,
     };
     static const struct option longopts[] = {
         {"config", required_argument, 0, OPT_CONFIG},
@@ -213,12 +311,14 @@ int cmd_serve(int argc, char **argv)
         {"log-format", required_argument, 0, OPT_LOGFMT},
         {"pid-file", required_argument, 0, OPT_PID},
         {"ignore-memory", no_argument, 0, OPT_IGNORE_MEMORY},
+        {"memory-limit", required_argument, 0, OPT_MEMORY_LIMIT},
         {"header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
         {"min-rate", required_argument, 0, OPT_MIN_RATE},
         {"max-connections-per-client", required_argument, 0, OPT_PER_CLIENT},
         {"insecure", no_argument, 0, OPT_INSECURE},
         {"instance-id", required_argument, 0, OPT_INSTANCE},
         {"cors-origins", required_argument, 0, OPT_CORS},
+        {"ui", required_argument, 0, OPT_UI},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -325,6 +425,12 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_PID: ov.pid_file = optarg; break;
         case OPT_IGNORE_MEMORY: ignore_memory = true; break;
+        case OPT_MEMORY_LIMIT:
+            if (!config_parse_size(optarg, &ov.memory_limit) || ov.memory_limit == 0)
+                return cli_usage_error("serve", "--memory-limit '%s': a size such as 2GiB, 512M or a number of bytes",
+                                       optarg);
+            ov.memory_limit_set = true;
+            break;
         case OPT_HEADER_TIMEOUT:
             if (!cli_parse_float("serve", "--header-timeout", optarg, 0.1, 3600, &ov.header_timeout))
                 return CLI_USAGE;
@@ -345,6 +451,11 @@ int cmd_serve(int argc, char **argv)
             ov.instance_id = optarg;
             break;
         case OPT_CORS: ov.cors = optarg; break;
+        case OPT_UI:
+            if (!config_ui_parse(optarg, &ov.ui))
+                return cli_usage_error("serve", "--ui is on, off or auto, not '%s'", optarg);
+            ov.ui_set = true;
+            break;
         case 'h': help(); return CLI_OK;
         default: return CLI_USAGE; /* cli_getopt said why */
         }
@@ -398,6 +509,10 @@ int cmd_serve(int argc, char **argv)
         snprintf(cfg.pid_file, sizeof cfg.pid_file, "%s", ov.pid_file);
     if (ov.instance_id)
         snprintf(cfg.instance_id, sizeof cfg.instance_id, "%s", ov.instance_id);
+    if (ov.ui_set)
+        cfg.ui = ov.ui;
+    if (ov.memory_limit_set)
+        cfg.memory_limit = ov.memory_limit;
 
     /* the pid file is replaced at start and removed at exit: only a
      * regular file (or a new one) may be */
@@ -443,9 +558,11 @@ int cmd_serve(int argc, char **argv)
     p.cors_origins = cfg.cors_origins[0] ? cfg.cors_origins : NULL;
     p.log_json = cfg.log_json;
     p.ignore_memory = ignore_memory;
+    p.memory_limit = cfg.memory_limit;
     p.instance_id = cfg.instance_id[0] ? cfg.instance_id : NULL;
     p.log = log_line;
     p.log_user = &p.log_json;
+    p.ui = cfg.ui;
 
     /* connections waiting for their requests hold a descriptor each:
      * allow as many as the system lets this process have */
@@ -467,6 +584,9 @@ int cmd_serve(int argc, char **argv)
     struct usage_sink usage = {.log_json = &p.log_json};
     pthread_mutex_init(&usage.mu, NULL);
     pb_err serr = {0};
+    struct console_reports reports = {&usage, config_path};
+    p.report = console_report;
+    p.report_user = &reports;
     if (store_open(store, &usage.store, &serr) == PB_OK) {
         p.on_record = record_usage;
         p.record_user = &usage;
@@ -507,8 +627,9 @@ int cmd_serve(int argc, char **argv)
             log_line(&p.log_json, msg);
             continue;
         }
-        if (strcmp(next.host, cfg.host) || next.port != cfg.port || strcmp(next.api_key_file, cfg.api_key_file))
-            log_line(&p.log_json, "SIGHUP: host, port and key file changes take effect at a restart");
+        if (strcmp(next.host, cfg.host) || next.port != cfg.port || strcmp(next.api_key_file, cfg.api_key_file) ||
+            (!ov.memory_limit_set && next.memory_limit != cfg.memory_limit))
+            log_line(&p.log_json, "SIGHUP: host, port, key file and memory_limit changes take effect at a restart");
     }
     log_line(&p.log_json, sig == SIGTERM ? "SIGTERM: draining" : "SIGINT: draining");
     server_drain(s, cfg.drain_timeout_s);

@@ -3,7 +3,9 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "plumb/config.h"
 #include "plumb/engine.h"
+#include "plumb/server.h"
 #include "plumb/store.h"
 
 #include <getopt.h>
@@ -19,9 +21,12 @@ static void help(void)
            "types and sizes, context length, tokenizer, chat template, and the memory\n"
            "it needs at the default context (weights + F16 KV cache + activations, an\n"
            "estimate). MODEL is a file or a store name (NAME[:TAG]); for a name, the\n"
-           "store entry and its history come first.\n"
+           "store entry and its history come first. With --config, MODEL may be a model\n"
+           "of the server's configuration ([model NAME]): how it is served (loading,\n"
+           "keep-alive, slots, context) and its preset come first, then its file.\n"
            "\n"
            "Options:\n"
+           "      --config FILE  the server's configuration (plumb serve --config)\n"
            "      --json       print a JSON object\n"
            "      --tensors    also list every tensor\n"
            "      --metadata   also list every metadata key\n"
@@ -29,7 +34,8 @@ static void help(void)
            "\n"
            "Example:\n"
            "  plumb show tiny-llama-q4_0.gguf --tensors\n"
-           "  plumb show support-bot:2\n");
+           "  plumb show support-bot:2\n"
+           "  plumb show assistant --config /etc/plumb/plumb.ini\n");
 }
 
 /* The revisions of a name are numbered 1, 2, ... in order (the registry's
@@ -188,7 +194,86 @@ static void print_description(const json_t *d, bool tensors, bool metadata)
     }
 }
 
-enum { OPT_JSON = 256, OPT_TENSORS, OPT_METADATA };
+/* How a configuration serves model m (c holds it): its settings, with
+ * the defaults decided as plumb serve decides them, and its preset. */
+static json_t *served_json(const struct config *c, const struct config_model *m)
+{
+    enum server_load load = (enum server_load)m->load;
+    if (load == SERVER_LOAD_DEFAULT)
+        load = c->n_models > 1 ? SERVER_LOAD_DEMAND : SERVER_LOAD_START;
+    double keep = m->keep_alive_s;
+    if (keep == SERVER_KEEP_ALIVE_DEFAULT)
+        keep = load == SERVER_LOAD_START ? SERVER_KEEP_FOREVER : SERVER_DEFAULT_KEEP_ALIVE_S;
+    const struct server_preset ps = config_model_preset(m);
+    return json_pack("{s:s, s:o, s:o, s:s, s:f, s:i, s:I, s:s, s:o, s:o}", "name", m->alias, "config",
+                     pb_json_text(c->path, strlen(c->path)), "source", pb_json_text(m->source, strlen(m->source)),
+                     "load", server_load_name(load), "keep_alive_s", keep < 0 ? -1.0 : keep, "parallel", m->parallel,
+                     "ctx", (json_int_t)m->ctx, "kv_type", pb_kv_type_name((enum pb_kv_type)m->kv_type),
+                     "chat_format", m->chat_format[0] ? json_string(m->chat_format) : json_null(), "preset",
+                     server_preset_json(&ps));
+}
+
+/* The same as text: a line per setting, the preset's fields as set. */
+static void served_print(const json_t *sv)
+{
+    char t[256];
+    const double keep = json_real_value(json_object_get(sv, "keep_alive_s"));
+    char ka[48];
+    if (keep < 0)
+        snprintf(ka, sizeof ka, "forever");
+    else
+        snprintf(ka, sizeof ka, "%g s", keep);
+    printf("served as       '%s' by %s\n", cli_esc(json_string_value(json_object_get(sv, "name"))),
+           cli_esc(json_string_value(json_object_get(sv, "config"))));
+    printf("loading         %s, kept %s after its last request\n", json_string_value(json_object_get(sv, "load")), ka);
+    const json_t *ctx = json_object_get(sv, "ctx");
+    printf("slots           %lld x %s tokens, KV cache %s%s%s\n", num(sv, "parallel"),
+           json_integer_value(ctx) ? (snprintf(t, sizeof t, "%lld", (long long)json_integer_value(ctx)), t)
+                                   : "the model's context (at most 4096)",
+           json_string_value(json_object_get(sv, "kv_type")),
+           json_is_string(json_object_get(sv, "chat_format")) ? ", chat format " : "",
+           json_is_string(json_object_get(sv, "chat_format")) ? json_string_value(json_object_get(sv, "chat_format"))
+                                                              : "");
+    const json_t *ps = json_object_get(sv, "preset"), *fixed = json_object_get(ps, "fixed");
+    bool any = false;
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)ps, key, v)
+    {
+        if (json_is_null(v) || !strcmp(key, "fixed"))
+            continue;
+        bool is_fixed = false;
+        for (size_t i = 0; i < json_array_size(fixed); i++)
+            is_fixed |= !strcmp(json_string_value(json_array_get(fixed, i)), key);
+        char *val = NULL;
+        if (json_is_string(v))
+            val = strdup(json_string_value(v));
+        else if (json_is_real(v) && asprintf(&val, "%g", json_real_value(v)) < 0)
+            val = NULL;
+        else if (!json_is_real(v))
+            val = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (json_is_string(v) && val) /* a system prompt on one line */
+            for (char *q = val; *q; q++)
+                if (*q == '\n')
+                    *q = ' ';
+        printf("%-15s %s = %.300s%s\n", any ? "" : "preset", key, val ? cli_esc(val) : "?",
+               is_fixed ? "  (fixed)" : "");
+        free(val);
+        any = true;
+    }
+    for (size_t i = 0; i < json_array_size(fixed); i++) { /* fixed without a value */
+        const char *f = json_string_value(json_array_get(fixed, i));
+        if (json_is_null(json_object_get(ps, f))) {
+            printf("%-15s %s: fixed at the API's default\n", any ? "" : "preset", f);
+            any = true;
+        }
+    }
+    if (!any)
+        printf("preset          none (the requests' own settings)\n");
+    printf("\n");
+}
+
+enum { OPT_JSON = 256, OPT_TENSORS, OPT_METADATA, OPT_CONFIG };
 
 int cmd_show(int argc, char **argv)
 {
@@ -196,17 +281,20 @@ int cmd_show(int argc, char **argv)
         {"json", no_argument, 0, OPT_JSON},
         {"tensors", no_argument, 0, OPT_TENSORS},
         {"metadata", no_argument, 0, OPT_METADATA},
+        {"config", required_argument, 0, OPT_CONFIG},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     bool json = false, tensors = false, metadata = false;
+    const char *config_path = NULL;
     int c;
-    struct cli_parser par = {.cmd = "show", .shortopts = "h", .longopts = opts};
+    struct cli_parser par = {.cmd = "show", .shortopts = "h", .longopts = opts, .files = "config"};
     while ((c = cli_getopt(argc, argv, &par)) != -1) {
         switch (c) {
         case OPT_JSON: json = true; break;
         case OPT_TENSORS: tensors = true; break;
         case OPT_METADATA: metadata = true; break;
+        case OPT_CONFIG: config_path = optarg; break;
         case 'h': help(); return CLI_OK;
         default: return CLI_USAGE; /* cli_getopt said why */
         }
@@ -218,13 +306,29 @@ int cmd_show(int argc, char **argv)
     struct store_entry e;
     struct store_revision *h = NULL;
     size_t n_h = 0;
-    if (!cli_resolve_model("show", argv[optind], path, sizeof path, &e))
+    json_t *served = NULL;
+    static struct config cfg; /* large (system prompts) */
+    if (config_path) {
+        config_defaults(&cfg);
+        if (config_load(config_path, &cfg, &err))
+            return cli_error("show", "%s", err.msg);
+        for (int i = 0; i < cfg.n_models && !served; i++) {
+            const struct config_model *m = &cfg.models[i];
+            if (strcmp(m->alias, argv[optind]) != 0)
+                continue;
+            if (store_resolve(cfg.store[0] ? cfg.store : NULL, m->source, path, sizeof path, &e, &err))
+                return cli_error("show", "[model %s]: %s", m->alias, err.msg);
+            served = served_json(&cfg, m);
+        }
+    }
+    if (!served && !cli_resolve_model("show", argv[optind], path, sizeof path, &e))
         return CLI_FAIL;
     bool named = e.digest[0] != 0;
     if (named) {
         struct store *s;
-        if (store_open_readonly(NULL, &s, &err) == PB_OK) {
-            if (store_history(s, argv[optind], &h, &n_h, &err))
+        const char *name = served ? json_string_value(json_object_get(served, "source")) : argv[optind];
+        if (store_open_readonly(served && cfg.store[0] ? cfg.store : NULL, &s, &err) == PB_OK) {
+            if (store_history(s, name, &h, &n_h, &err))
                 n_h = 0;
             store_close(s);
         }
@@ -232,15 +336,21 @@ int cmd_show(int argc, char **argv)
     json_t *d;
     if (engine_describe(path, tensors, metadata, &d, &err)) {
         free(h);
+        json_decref(served);
         return cli_error("show", "%s", err.msg);
     }
     int rc = CLI_OK;
     if (json) {
+        if (served)
+            json_object_set_new(d, "served", served);
         if (named)
             json_object_set_new(d, "store", store_json(&e, h, n_h));
         json_object_del(d, "metadata_types");
         rc = cli_print_json(d, true);
     } else {
+        if (served)
+            served_print(served);
+        json_decref(served);
         if (named)
             store_print(&e, h, n_h);
         print_description(d, tensors, metadata);

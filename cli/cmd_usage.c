@@ -30,6 +30,24 @@ static void help(void)
            "  plumb usage --by day --json\n");
 }
 
+static const char *const usage_by_names[] = {"total", "key", "model", "day"};
+
+json_t *cli_usage_json(const struct store_usage_sum *rows, size_t n, enum store_usage_by by)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", usage_by_names[by],
+                                             by == STORE_USAGE_TOTAL ? "all" : rows[i].group, "requests",
+                                             (json_int_t)rows[i].requests, "prompt_tokens",
+                                             (json_int_t)rows[i].prompt_tokens, "cached_tokens",
+                                             (json_int_t)rows[i].cached_tokens, "completion_tokens",
+                                             (json_int_t)rows[i].completion_tokens, "total_tokens",
+                                             (json_int_t)(rows[i].prompt_tokens + rows[i].completion_tokens),
+                                             "first", cli_json_time((int64_t)rows[i].first), "last",
+                                             cli_json_time((int64_t)rows[i].last)));
+    return arr;
+}
+
 int cmd_usage(int argc, char **argv)
 {
     enum { OPT_SINCE = 1000, OPT_BY, OPT_JSON };
@@ -78,21 +96,10 @@ int cmd_usage(int argc, char **argv)
     store_close(st);
     if (rc)
         return cli_error("usage", "%s", err.msg);
-    static const char *const names[] = {"total", "key", "model", "day"};
     if (json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", names[by],
-                                                 by == STORE_USAGE_TOTAL ? "all" : rows[i].group, "requests",
-                                                 (json_int_t)rows[i].requests, "prompt_tokens",
-                                                 (json_int_t)rows[i].prompt_tokens, "cached_tokens",
-                                                 (json_int_t)rows[i].cached_tokens, "completion_tokens",
-                                                 (json_int_t)rows[i].completion_tokens, "total_tokens",
-                                                 (json_int_t)(rows[i].prompt_tokens + rows[i].completion_tokens),
-                                                 "first", cli_json_time((int64_t)rows[i].first), "last",
-                                                 cli_json_time((int64_t)rows[i].last)));
+        json_t *arr = cli_usage_json(rows, n, by);
         free(rows);
-        return cli_print_json(json_pack("{s:s, s:o, s:o}", "by", names[by], "since",
+        return cli_print_json(json_pack("{s:s, s:o, s:o}", "by", usage_by_names[by], "since",
                                         since > 0 ? cli_json_time((int64_t)since) : json_null(), "usage", arr),
                               true);
     }
@@ -101,7 +108,7 @@ int cmd_usage(int argc, char **argv)
         free(rows);
         return CLI_OK;
     }
-    printf("| %-24s | %9s | %13s | %13s | %17s | %13s |\n", names[by], "requests", "prompt tok", "cached tok",
+    printf("| %-24s | %9s | %13s | %13s | %17s | %13s |\n", usage_by_names[by], "requests", "prompt tok", "cached tok",
            "completion tok", "total tok");
     printf("| ------------------------ | --------- | ------------- | ------------- | ----------------- | ------------- |\n");
     for (size_t i = 0; i < n; i++)

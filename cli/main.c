@@ -24,11 +24,14 @@ static const struct command commands[] = {
     {"quantize", cmd_quantize, "convert a model to another tensor type (Q8_0, Q4_0, Q4_K_M, ...)"},
     {"synth", cmd_synth, "write a random-weight model of a real architecture's shape"},
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API, many users at once"},
+    {"tune", cmd_tune, "measure the serving settings that meet N users' targets, and write them"},
     {"doctor", cmd_doctor, "check the installation, the store, the service and the machine, with fixes"},
     {"usage", cmd_usage, "token usage of the server's requests, by key, model or day"},
     {"service", cmd_service, "plumb serve as a systemd service, behind a load balancer, on Kubernetes"},
+    {"fleet", cmd_fleet, "many installations at a glance: models and digests, load, usage, doctor"},
     {"bench", cmd_bench, "measure prompt and generation speed against the memory bandwidth"},
-    {"pull", cmd_pull, "fetch or import a model into the store (URL, file or directory), verified"},
+    {"search", cmd_search, "catalog models matching a word: sizes per quantization, fit here, GGUF files"},
+    {"pull", cmd_pull, "fetch or import a model into the store (catalog name, URL, file, directory), verified"},
     {"ls", cmd_ls, "list the models in the store"},
     {"rm", cmd_rm, "remove a name from the store (its file goes when no name uses it)"},
     {"verify", cmd_verify, "re-hash the store's files and check the registry"},
@@ -36,6 +39,9 @@ static const struct command commands[] = {
     {"rollback", cmd_rollback, "point a name back at its previous version"},
     {"export", cmd_export, "write stored models into one tar bundle, for a site without a network"},
     {"import", cmd_import, "add a bundle's models to the store, every file verified first"},
+    {"ps", cmd_ps, "what a running server has: models loaded or not, memory, slots, idle time"},
+    {"load", cmd_load, "load a model of a running server now"},
+    {"unload", cmd_unload, "unload a model of a running server (at once, or when its requests end)"},
 };
 
 static void usage(FILE *out)

@@ -8,6 +8,7 @@
 #include "plumb/engine.h"
 
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -20,6 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK(c.n_models >= 0 && c.n_models <= CONFIG_MAX_MODELS, "%d models", c.n_models);
     FUZZ_CHECK(c.port >= 0 && c.port <= 65535, "port %d", c.port);
+    FUZZ_CHECK(!c.registry[0] || !strncasecmp(c.registry, "http://", 7) || !strncasecmp(c.registry, "https://", 8),
+               "registry '%s' accepted", c.registry);
     for (int i = 0; i < c.n_models; i++) {
         const struct config_model *m = &c.models[i];
         FUZZ_CHECK(config_alias_valid(m->alias), "model %d: alias '%s' accepted", i, m->alias);

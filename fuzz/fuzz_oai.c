@@ -112,7 +112,18 @@ static void one(const uint8_t *data, size_t size, bool chat)
 {
     struct oai_request r;
     struct oai_error e = {0};
-    int st = oai_request_read("test", tok_n_vocab(tok), chat, (const char *)data, size, &r, &e);
+    /* every other input through a model's preset (defaults and fixed fields) */
+    static const struct server_preset preset = {
+        .set = SERVER_PRESET_SYSTEM | SERVER_PRESET_TOP_K | SERVER_PRESET_STOP | SERVER_PRESET_MAX_TOKENS,
+        .fixed = SERVER_PRESET_TEMPERATURE | SERVER_PRESET_SYSTEM,
+        .system = "You are terse.",
+        .top_k = 40,
+        .stop = {"\n\n"},
+        .n_stop = 1,
+        .max_tokens = 64,
+    };
+    const struct server_preset *ps = size % 2 ? &preset : NULL;
+    int st = oai_request_read("test", tok_n_vocab(tok), chat, (const char *)data, size, ps, &r, &e);
     fuzz_note("%s: %d %s", chat ? "chat" : "completion", st, e.message);
     if (st != 200) {
         FUZZ_CHECK(st == 400 || st == 404 || st == 500, "status %d", st);

@@ -5,14 +5,14 @@
 # internal header. Prints the graph it checked.
 #
 # Public headers (include/plumb/NAME.h) count as their implementing
-# module: quantize, synth, bench, doctor and service are src/tools'.
+# module: quantize, synth, bench, doctor, service, fleet and tune are src/tools'.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 module_of_public() {
     case "$1" in
-    quantize | synth | bench | doctor | service) echo tools ;;
+    quantize | synth | bench | doctor | service | fleet | tune) echo tools ;;
     *) echo "$1" ;;
     esac
 }

@@ -20,7 +20,9 @@
 #           Kubernetes manifests are validated with kubernetes-models,
 #           tests/k8s), haproxy and nginx (replicas behind a real load
 #           balancer: tests/test_scale.c), buildah and podman (make image
-#           and its test), ca-certificates (copied into the image)
+#           and its test), ca-certificates (copied into the image),
+#           chromium (the console's page driven in a real browser by
+#           puppeteer-core: tests/browser)
 #
 # The balancers' own services are not started by their installation here
 # (a policy-rc.d that says no, while none was there) and are disabled
@@ -28,7 +30,7 @@
 # should listen on port 80 because make test ran.
 set -eu
 
-PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev libcmocka-dev systemd haproxy nginx buildah podman ca-certificates $*"
+PACKAGES="gcc make cmake pkg-config libjansson-dev libpcre2-dev libcairo2-dev libmicrohttpd-dev libinih-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev libcmocka-dev systemd haproxy nginx buildah podman ca-certificates chromium $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -81,8 +81,8 @@ static void test_help_and_usage(void **state)
     struct result r = run("--help");
     EXPECT_STATUS(r, 0);
     const char *cmds[] = {"run", "chat", "show", "tokenize", "quantize", "synth", "survey", "plan", "tco", "bench",
-                          "pull", "ls", "rm", "verify", "tag", "rollback", "export", "import",
-                          "serve", "service", "usage", "doctor"};
+                          "pull", "search", "ls", "rm", "verify", "tag", "rollback", "export", "import",
+                          "serve", "service", "usage", "doctor", "tune", "ps", "load", "unload"};
     const int n_cmds = sizeof cmds / sizeof cmds[0];
     for (int i = 0; i < n_cmds; i++)
         assert_non_null(strstr(r.out, cmds[i]));
@@ -203,6 +203,37 @@ static void test_show(void **state)
     result_free(&r);
     /* an unreadable text file is an error, not an empty text */
     r = run("tokenize '%s' -f '%s'", m, test_tmpdir());
+    EXPECT_STATUS(r, 1);
+    result_free(&r);
+
+    /* a model of a configuration: how it is served, and its preset */
+    char ini[512], text[1024];
+    test_tmpfile("show.ini", ini, sizeof ini);
+    snprintf(text, sizeof text, "[model helper]\nsource = %s\nctx = 256\nsystem = You are terse.\n  Be kind.\n"
+             "temperature = 0.3\nstop = \"END\"\nfixed = temperature, seed\n[model other]\nsource = %s\n", m, m);
+    test_write_file(ini, text, strlen(text));
+    r = run("show helper --config '%s'", ini);
+    EXPECT_STATUS(r, 0);
+    if (!strstr(r.out, "served as       'helper'") || !strstr(r.out, "loading         demand, kept 300 s") ||
+        !strstr(r.out, "system = You are terse. Be kind.") || !strstr(r.out, "temperature = 0.3  (fixed)") ||
+        !strstr(r.out, "seed: fixed at the API's default") || !strstr(r.out, "architecture    llama"))
+        fail_msg("%s", r.out);
+    result_free(&r);
+    r = run("show helper --config '%s' --json", ini);
+    EXPECT_STATUS(r, 0);
+    j = test_parse_json(r.out);
+    json_t *served = json_object_get(j, "served"), *preset = json_object_get(served, "preset");
+    assert_string_equal(json_string_value(json_object_get(served, "load")), "demand");
+    assert_int_equal(json_integer_value(json_object_get(served, "ctx")), 256);
+    assert_string_equal(json_string_value(json_object_get(preset, "system")), "You are terse.\nBe kind.");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(preset, "stop"), 0)), "END");
+    assert_true(json_is_null(json_object_get(preset, "top_k")));
+    assert_int_equal(json_array_size(json_object_get(preset, "fixed")), 2);
+    assert_string_equal(json_string_value(json_object_get(j, "file_type")), "Q4_K_M");
+    json_decref(j);
+    result_free(&r);
+    /* a name the configuration does not have is taken as a model as usual */
+    r = run("show nosuchmodel --config '%s'", ini);
     EXPECT_STATUS(r, 1);
     result_free(&r);
 }
@@ -1228,6 +1259,38 @@ static void test_doctor(void **state)
     unsetenv("PLUMB_HOME");
 }
 
+/* plumb doctor on presets: a fixed field without a value and a
+ * temperature far off are warnings, a system prompt the chat template
+ * never reads too; sections on one file share a copy only with the same
+ * engine settings. */
+static void test_doctor_presets(void **state)
+{
+    (void)state;
+    REQUIRE_TESTDATA(vocab, "ggml-vocab-llama-bpe.gguf"); /* a chat template without a system role */
+    const char *m = test_tiny_model("Q8_0");
+    char ini[600], text[2048];
+    test_tmpfile("doctor-presets.ini", ini, sizeof ini);
+    snprintf(text, sizeof text,
+             "[model a]\nsource = %s\nctx = 512\nsystem = Hi\ntemperature = 1.9\nfixed = temperature, seed\n"
+             "[model b]\nsource = %s\nctx = 256\n"
+             "[model c]\nsource = %s\nctx = 512\ntop_k = 5\n"
+             "[model v]\nsource = %s\nsystem = Hi\n",
+             m, m, m, vocab);
+    test_write_file(ini, text, strlen(text));
+    struct result r = run("doctor --config '%s' --json", ini);
+    json_t *v = test_parse_json(r.out);
+    assert_string_equal(verdict_of(v, "preset a"), "warning");
+    assert_string_equal(verdict_of(v, "preset c"), "ok");
+    assert_string_equal(verdict_of(v, "preset v"), "warning");
+    assert_string_equal(verdict_of(v, "shared a, b"), "warning");
+    assert_string_equal(verdict_of(v, "shared a, c"), "ok");
+    if (!strstr(r.out, "'seed' is fixed without a value") || !strstr(r.out, "temperature 1.9") ||
+        !strstr(r.out, "never reads a system message") || !strstr(r.out, "loaded twice"))
+        fail_msg("%s", r.out);
+    json_decref(v);
+    result_free(&r);
+}
+
 /* Unsafe settings in doctor (and run): a host beyond loopback without
  * keys is an error (serve refuses it) unless insecure, then a warning;
  * more threads than CPUs and a context beyond the model's training context
@@ -1451,6 +1514,7 @@ static void test_conventions(void **state)
         {"quantize", true, "/nonexistent.gguf /tmp/never-written.gguf Q8_0"},
         {"synth", true, "--shape tiny --type Q8_0 /nonexistent/out.gguf"},
         {"serve", false, "/nonexistent.gguf"},
+        {"tune", true, "/nonexistent.gguf"},
         {"doctor", true, NULL},
         {"usage", true, NULL},
         {"service", false, "install --print --config /nonexistent.ini"},
@@ -1458,6 +1522,7 @@ static void test_conventions(void **state)
         {"service k8s", true, NULL},
         {"bench", true, "/nonexistent.gguf"},
         {"pull", true, "/nonexistent.gguf"},
+        {"search", true, "qwen --catalog /nonexistent"},
         {"ls", true, NULL},
         {"rm", true, "nope:1"},
         {"verify", true, "nope:1"},
@@ -1465,6 +1530,14 @@ static void test_conventions(void **state)
         {"rollback", true, "nope:1"},
         {"export", true, "nope:1 -o /tmp/never-written.tar"},
         {"import", true, "/nonexistent.tar"},
+        {"fleet ls", true, NULL},
+        {"fleet status", true, NULL},
+        {"fleet check", true, NULL},
+        {"fleet add", false, "x http://127.0.0.1:1 --api-key-file /nonexistent/keys"},
+        {"fleet rm", false, "nope"},
+        {"ps", true, "--url http://127.0.0.1:1"},
+        {"load", true, "m --url http://127.0.0.1:1"},
+        {"unload", true, "m --url http://127.0.0.1:1"},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         const char *cmd = cmds[i].cmd;
@@ -1569,10 +1642,17 @@ static void test_conventions(void **state)
         result_free(&r);
     }
 
-    /* pull of something that is neither a file nor a URL says so */
-    r = run("pull qwen2.5-0.5b");
+    /* pull of a file that is not there says so; a word that is no catalog
+     * model either names close ones (nothing is fetched: tests/test_registry.c
+     * pulls names from a loopback mirror) */
+    r = run("pull ./nonexistent.gguf");
     EXPECT_STATUS(r, 1);
-    assert_non_null(strstr(r.err, "neither a file, a directory nor a URL"));
+    assert_non_null(strstr(r.err, "no such file or directory"));
+    result_free(&r);
+    r = run("pull qwen2.5-0.5bb");
+    EXPECT_STATUS(r, 1);
+    assert_non_null(strstr(r.err, "neither a file, a directory, a URL nor a catalog model"));
+    assert_non_null(strstr(r.err, "did you mean qwen2.5-0.5b"));
     result_free(&r);
 
     /* tco --device this, as plan names this machine */
@@ -1666,6 +1746,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_survey_plan_tco), cmocka_unit_test(test_doctor),
         cmocka_unit_test(test_unsafe_settings_doctor),
         cmocka_unit_test(test_conventions),
+        cmocka_unit_test(test_doctor_presets),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

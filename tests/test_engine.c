@@ -800,6 +800,21 @@ static void test_reasoning_split(void **state)
         b--;
     assert_int_equal(split.reasoning_len, b - a);
     assert_memory_equal(split.reasoning, plain.text + a, b - a);
+    /* a grammar constrains the answer, not the thinking: inside the
+     * thinking block the model writes as it would without one (here it
+     * never closes the block, so nothing is constrained); without
+     * reasoning the grammar holds from the first token */
+    static struct split_outcome gram_think, gram_plain;
+    const struct engine_events ev_gt = {&gram_think, split_step, split_done},
+                               ev_gp = {&gram_plain, split_step, split_done};
+    rp.grammar = "root ::= \"yes\"\n";
+    assert_int_equal(engine_generate(e, p, 8, &rp, &ev_gt, &res, &err), 0);
+    assert_int_equal(gram_think.reasoning_len, split.reasoning_len);
+    assert_memory_equal(gram_think.reasoning, split.reasoning, split.reasoning_len);
+    rp.reasoning = (struct engine_answer_start){ENGINE_REASONING_NONE, false};
+    assert_int_equal(engine_generate(e, p, 8, &rp, &ev_gp, &res, &err), 0);
+    assert_int_equal(gram_plain.text_len, 3);
+    assert_memory_equal(gram_plain.text, "yes", 3);
     engine_close(e);
 }
 

@@ -10,6 +10,7 @@
 #include "plumb/plan.h"
 #include "plumb/synth.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,36 @@ static void test_corrupt_catalogs(void **state)
                         "\"ffn\":128,\"heads\":4,\"kv_heads\":2,\"head_dim\":16,\"vocab\":100,\"context\":512,"
                         "\"tied_embeddings\":true,\"params_b\":0.0001,\"license\":\"mit\",\"source\":\"config.json\"}]}",
          "must be a URL"},
+        /* where the GGUF files live */
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":\"org/repo\"}]}", "gguf: must be an object"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"files\":{\"Q4_0\":{\"file\":\"m.gguf\"}}}}]}",
+         "gguf: 'repo' is missing"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"norepo\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m.gguf\"}}}}]}", "'repo' must be OWNER/NAME"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/../x\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m.gguf\"}}}}]}", "'repo' must be OWNER/NAME"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"revison\":\"main\",\"files\":"
+                        "{\"Q4_0\":{\"file\":\"m.gguf\"}}}}]}", "unknown field 'revison'"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"revision\":\"a b\",\"files\":"
+                        "{\"Q4_0\":{\"file\":\"m.gguf\"}}}}]}", "'revision' 'a b'"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{}}}]}",
+         "'files' must be an object"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_Z\":{\"file\":"
+                        "\"m.gguf\"}}}}]}", "files: Q4_Z: not a quantization name"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"q4_0\":{\"file\":"
+                        "\"m.gguf\"}}}}]}", "upper case"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m.bin\"}}}}]}", "must be a .gguf file name"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"../m.gguf\"}}}}]}", "must be a .gguf file name"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m x.gguf\"}}}}]}", "must be a .gguf file name"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{}}}}]}",
+         "Q4_0: 'file' is missing"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m.gguf\",\"sha256\":\"abc\"}}}}]}", "'sha256' must be 64"},
+        {"models.json", "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"o/r\",\"files\":{\"Q4_0\":{\"file\":"
+                        "\"m.gguf\",\"size\":1}}}}]}", "unknown field 'size'"},
         {"hardware.json", "{\"devices\":[{\"id\":\"d\",\"name\":\"D\",\"kind\":\"toaster\"}]}", "'kind' must be"},
         {"hardware.json", "{\"devices\":[{\"id\":\"d\",\"name\":\"D\",\"kind\":\"gpu\",\"vendor\":\"V\",\"memory_gb\":24,"
                           "\"bandwidth_gbs\":-1,\"fp16_tflops\":1,\"int8_tops\":1,\"power_w\":1,\"price_usd\":1,"
@@ -159,6 +190,84 @@ static void test_corrupt_catalogs(void **state)
     struct catalog *c = NULL;
     assert_int_equal(catalog_load(empty, &c, &err), PB_EIO);
     assert_non_null(strstr(err.msg, "holds none"));
+}
+
+/* The catalog's GGUF repositories: every entry well formed, the models
+ * plan recommends on small CPU boxes covered, and NAME[:QUANT] resolved
+ * to a URL in Hugging Face's layout on any registry. */
+static void test_catalog_gguf(void **state)
+{
+    (void)state;
+    struct catalog *c = builtin();
+    int with = 0;
+    for (int i = 0; i < c->n_models; i++) {
+        const struct cat_gguf *g = &c->models[i].gguf;
+        if (!g->repo[0]) {
+            assert_int_equal(g->n_files, 0);
+            continue;
+        }
+        with++;
+        assert_non_null(strchr(g->repo, '/'));
+        assert_true(g->n_files > 0 && g->revision[0]);
+        for (int f = 0; f < g->n_files; f++) {
+            assert_true(strlen(g->files[f].file) > 5);
+            /* the file name carries its quantization, as the repositories name them */
+            char up[128];
+            size_t n = strlen(g->files[f].file);
+            for (size_t k = 0; k <= n; k++)
+                up[k] = (char)toupper((unsigned char)g->files[f].file[k]);
+            if (!strstr(up, g->files[f].quant))
+                fail_msg("%s: %s is not named for %s", c->models[i].id, g->files[f].file, g->files[f].quant);
+        }
+    }
+    assert_true(with >= 25);
+    const char *need[] = {"tinyllama-1.1b", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen3-0.6b",
+                          "qwen3-4b", "qwen3-8b", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "gemma-3-1b",
+                          "gemma-3-4b", "smollm2-1.7b", "gpt-oss-20b", "mistral-7b"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!catalog_model(c, need[i])->gguf.repo[0])
+            fail_msg("%s has no GGUF repository in the catalog", need[i]);
+
+    struct cat_gguf_ref r;
+    pb_err err = {0};
+    /* the default quantization, a registry's trailing slash */
+    assert_int_equal(catalog_gguf_resolve(c, "qwen2.5-7b", "https://huggingface.co/", &r, &err), PB_OK);
+    assert_string_equal(r.url, "https://huggingface.co/bartowski/Qwen2.5-7B-Instruct-GGUF/resolve/main/"
+                               "Qwen2.5-7B-Instruct-Q4_K_M.gguf");
+    assert_string_equal(r.name, "qwen2.5-7b:q4_k_m");
+    assert_string_equal(r.f->quant, "Q4_K_M");
+    /* names and quantizations in any case; a mirror with a path */
+    assert_int_equal(catalog_gguf_resolve(c, "TinyLlama-1.1B:q8_0", "http://mirror.corp:8081/hf", &r, &err), PB_OK);
+    assert_string_equal(r.url, "http://mirror.corp:8081/hf/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/"
+                               "tinyllama-1.1b-chat-v1.0.Q8_0.gguf");
+    assert_string_equal(r.name, "tinyllama-1.1b:q8_0");
+    /* a repository without Q4_K_M: no default, the list */
+    const char *moe = "{\"models\":[{" MODEL_OK ",\"gguf\":{\"repo\":\"org/m-GGUF\",\"revision\":\"v1.0\","
+                      "\"files\":{\"MXFP4\":{\"file\":\"sub/m-mxfp4.gguf\",\"sha256\":\"" 
+                      "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"}}}}]}";
+    assert_int_equal(catalog_parse(c, "models.json", moe, strlen(moe), "test", &err), PB_OK);
+    assert_int_equal(catalog_gguf_resolve(c, "m", "https://huggingface.co", &r, &err), PB_EINVAL);
+    assert_non_null(strstr(err.msg, "name one of MXFP4"));
+    assert_int_equal(catalog_gguf_resolve(c, "M:mxfp4", "https://huggingface.co", &r, &err), PB_OK);
+    assert_string_equal(r.name, "m:mxfp4");
+    assert_string_equal(r.url, "https://huggingface.co/org/m-GGUF/resolve/v1.0/sub/m-mxfp4.gguf");
+    assert_string_equal(r.f->sha256, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    catalog_free(c);
+    c = builtin();
+    /* a quantization the catalog does not list: those it does */
+    assert_int_equal(catalog_gguf_resolve(c, "gemma-3-4b:Q2_K", "https://huggingface.co", &r, &err), PB_EINVAL);
+    assert_non_null(strstr(err.msg, "Q2_K"));
+    assert_non_null(strstr(err.msg, "Q8_0, Q4_K_M"));
+    /* an unknown name: close ones */
+    assert_int_equal(catalog_gguf_resolve(c, "qwen2.5-7bb:q4_k_m", "https://huggingface.co", &r, &err), PB_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "did you mean qwen2.5-7b"));
+    /* a model with no repository */
+    assert_int_equal(catalog_gguf_resolve(c, "llama-3.1-405b", "https://huggingface.co", &r, &err), PB_EUNSUPPORTED);
+    /* registries that are not base URLs */
+    const char *bad[] = {"ftp://x", "huggingface.co", "https://", "https://h/x?y=1", "https://h x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(catalog_gguf_resolve(c, "qwen2.5-7b", bad[i], &r, &err), PB_EINVAL);
+    catalog_free(c);
 }
 
 /* TinyLlama 1.1B: hidden 2048, 22 layers, 32 heads of 64, 4 KV heads,
@@ -568,6 +677,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_catalog),     cmocka_unit_test(test_corrupt_catalogs),
+        cmocka_unit_test(test_catalog_gguf),
         cmocka_unit_test(test_weights_by_hand),     cmocka_unit_test(test_weights_match_synth),
         cmocka_unit_test(test_speed_by_hand),       cmocka_unit_test(test_calibration_efficiency),
         cmocka_unit_test(test_calibration_size_class),

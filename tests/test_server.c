@@ -6,7 +6,9 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "plumb/engine.h"
 #include "plumb/tokenizer.h"
+#include "server/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -735,6 +737,8 @@ static void test_request_timeout(void **state)
 }
 
 /* MODEL may be a store name: the name, as given, is the model's id */
+static int run_plumb(const char *args, char **out);
+
 static void test_store_name(void **state)
 {
     (void)state;
@@ -745,6 +749,21 @@ static void test_store_name(void **state)
     assert_int_equal(system(cmd), 0);
     struct server s = start_server("tiny:q8", "-np 1 --ctx 128");
     expect_model_id(s.port, "tiny:q8");
+    /* the status names the store name and the digest plumb ls shows */
+    char *ls;
+    assert_int_equal(run_plumb("ls --json", &ls), 0);
+    json_t *lv = test_parse_json(ls);
+    free(ls);
+    struct response sr = request(s.port, "GET", "/v1/plumb/status", NULL, NULL);
+    assert_int_equal(sr.status, 200);
+    json_t *sv = body_json(&sr), *m0 = json_array_get(json_object_get(sv, "models"), 0);
+    response_free(&sr);
+    assert_string_equal(json_string_value(json_object_get(m0, "source")), "tiny:q8");
+    assert_string_equal(json_string_value(json_object_get(m0, "digest")),
+                        json_string_value(json_object_get(json_array_get(json_object_get(lv, "models"), 0), "digest")));
+    assert_int_equal(strlen(json_string_value(json_object_get(m0, "digest"))), 7 + 64);
+    json_decref(sv);
+    json_decref(lv);
     char *b = chat_body("Hello", 4, false, NULL);
     struct response r = request(s.port, "POST", "/v1/chat/completions", NULL, b);
     assert_int_equal(r.status, 200);
@@ -770,7 +789,7 @@ static void test_store_name(void **state)
 /* Runs a plumb command line; its stdout in *out. */
 static int run_plumb(const char *args, char **out)
 {
-    char path[600], cmd[2048];
+    char path[600], cmd[4096];
     snprintf(path, sizeof path, "%s/plumb-out.txt", test_tmpdir());
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>&1", plumb_bin, args, path);
     int st = system(cmd);
@@ -785,7 +804,7 @@ static void test_bench_keys(void **state)
     (void)state;
     char keyfile[600];
     test_tmpfile("bench-keys", keyfile, sizeof keyfile);
-    const char *keys = "# the bench's key\nbench sk-bench-key-0001\n";
+    const char *keys = "# the bench's key, an admin's\nbench sk-bench-key-0001 admin\n";
     test_write_file(keyfile, keys, strlen(keys));
     char extra[800], args[800];
     snprintf(extra, sizeof extra, "-np 2 --ctx 128 --api-key-file %s", keyfile);
@@ -1748,6 +1767,173 @@ static void test_applications(void **state)
     free(log);
 }
 
+/* The console: the page and its files under a strict policy (and off when
+ * configured so), the operations API for admin keys only, its status
+ * agreeing with /metrics, and the reports the page shows. */
+static void test_console(void **state)
+{
+    (void)state;
+    char home[600], keyfile[600];
+    snprintf(home, sizeof home, "%s/console-home", test_tmpdir());
+    setenv("PLUMB_HOME", home, 1);
+    test_tmpfile("console-keys", keyfile, sizeof keyfile);
+    const char *keys = "boss sk-console-boss-1 admin\nclerk sk-console-clerk-2\n";
+    test_write_file(keyfile, keys, strlen(keys));
+    char extra[800];
+    snprintf(extra, sizeof extra, "-np 2 --ctx 256 --alias tiny --api-key-file %s", keyfile);
+    struct server s = start_server(model_path(), extra);
+    const char *boss = "Authorization: Bearer sk-console-boss-1\r\n", *clerk = "Authorization: Bearer sk-console-clerk-2\r\n";
+
+    /* the page needs no key (it holds nothing); its files, with the policy */
+    static const struct {
+        const char *path, *type, *needle;
+    } pages[] = {{"/", "text/html", "/ui/app.js"}, {"/ui/app.js", "text/javascript", "/v1/chat/completions"},
+                 {"/ui/app.css", "text/css", "#messages"}};
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+        struct response r = request(s.port, "GET", pages[i].path, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strcasestr(r.headers, pages[i].type));
+        assert_non_null(strcasestr(r.headers, "Content-Security-Policy: default-src 'none'; script-src 'self'"));
+        assert_non_null(strcasestr(r.headers, "X-Content-Type-Options: nosniff"));
+        assert_non_null(r.body);
+        assert_non_null(strstr(r.body, pages[i].needle));
+        response_free(&r);
+    }
+    expect_error(s.port, "GET", "/ui/missing.js", NULL, NULL, 404, "not_found");
+    expect_error(s.port, "POST", "/", NULL, "{}", 405, NULL);
+
+    /* the operations API: a key, and the admin flag */
+    expect_error(s.port, "GET", "/v1/plumb/status", NULL, NULL, 401, "invalid_api_key");
+    expect_error(s.port, "GET", "/v1/plumb/status", clerk, NULL, 403, "admin_required");
+    expect_error(s.port, "GET", "/v1/plumb/usage", clerk, NULL, 403, "admin_required");
+    expect_error(s.port, "POST", "/v1/plumb/status", boss, "{}", 405, NULL);
+    expect_error(s.port, "GET", "/v1/plumb/nothing", boss, NULL, 404, "not_found");
+
+    /* a request, then the status counts it as /metrics does */
+    struct response r = request(s.port, "POST", "/v1/completions", clerk,
+                                "{\"prompt\":\"the console\",\"max_tokens\":5,\"temperature\":0}");
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    const json_int_t made = json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens"));
+    assert_true(made > 0);
+    json_decref(v);
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/plumb/status", boss, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *st = body_json(&r);
+    response_free(&r);
+    assert_int_equal(json_integer_value(json_object_get(st, "generated_tokens")), made);
+    assert_int_equal(json_integer_value(json_object_get(st, "slots")), 2);
+    assert_true(json_is_true(json_object_get(st, "ready")));
+    assert_true(json_is_true(json_object_get(st, "keys")));
+    json_t *models = json_object_get(st, "models");
+    assert_int_equal(json_array_size(models), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "id")), "tiny");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(models, 0), "generated_tokens")), made);
+    /* what the command line named, and no digest for a file outside a store */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "source")), model_path());
+    assert_true(json_is_null(json_object_get(json_array_get(models, 0), "digest")));
+    /* the tokens just made, over the last minute and the last 5 */
+    const double tps1 = json_real_value(json_object_get(st, "tokens_per_s_1m")),
+                 tps5 = json_real_value(json_object_get(st, "tokens_per_s_5m"));
+    assert_true(tps1 >= (double)made / 60 && tps1 <= (double)made / 50);
+    assert_true(tps5 >= (double)made / 300 && tps5 <= (double)made / 290);
+    json_t *ttft = json_object_get(st, "ttft");
+    assert_int_equal(json_integer_value(json_object_get(ttft, "count")), 1);
+    const double p50 = json_real_value(json_object_get(ttft, "p50")), sum = json_real_value(json_object_get(ttft, "sum"));
+    assert_true(sum > 0 && p50 > 0 && p50 <= json_real_value(json_object_get(ttft, "p95")));
+    bool seen = false, refused = false;
+    json_t *q;
+    size_t i;
+    json_array_foreach(json_object_get(st, "requests"), i, q) {
+        const char *ep = json_string_value(json_object_get(q, "endpoint"));
+        const json_int_t status = json_integer_value(json_object_get(q, "status"));
+        seen |= !strcmp(ep, "/v1/completions") && status == 200 && json_integer_value(json_object_get(q, "count")) == 1;
+        refused |= !strcmp(ep, "/v1/plumb") && status == 403 && json_integer_value(json_object_get(q, "count")) == 2;
+    }
+    assert_true(seen && refused);
+    json_decref(st);
+    r = request(s.port, "GET", "/metrics", NULL, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "plumb_generated_tokens_total %lld\n", (long long)made);
+    assert_non_null(strstr(r.body, want));
+    response_free(&r);
+
+    /* the reports: usage from the store, doctor, the machine */
+    r = request(s.port, "GET", "/v1/plumb/usage", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    json_t *by_key = json_object_get(v, "by_key");
+    assert_int_equal(json_array_size(by_key), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(by_key, 0), "key")), "clerk");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(by_key, 0), "completion_tokens")), made);
+    assert_int_equal(json_array_size(json_object_get(v, "by_model")), 1);
+    assert_int_equal(json_array_size(json_object_get(v, "by_day")), 1);
+    json_decref(v);
+    r = request(s.port, "GET", "/v1/plumb/doctor", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    assert_true(json_array_size(json_object_get(v, "checks")) > 0);
+    assert_true(json_is_string(json_object_get(v, "status")));
+    json_decref(v);
+    r = request(s.port, "GET", "/v1/plumb/machine", boss, NULL);
+    assert_int_equal(r.status, 200);
+    v = body_json(&r);
+    response_free(&r);
+    assert_true(json_integer_value(json_object_get(json_object_get(v, "memory"), "total_bytes")) > 0);
+    assert_true(json_integer_value(json_object_get(json_object_get(v, "cpu"), "threads")) > 0);
+    json_decref(v);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+
+    /* --ui off: no page; a key file's third word must be "admin" */
+    s = start_server(model_path(), "--ctx 256 --ui off");
+    expect_error(s.port, "GET", "/", NULL, NULL, 404, "not_found");
+    expect_error(s.port, "GET", "/ui/app.js", NULL, NULL, 404, "not_found");
+    r = request(s.port, "GET", "/v1/plumb/status", NULL, NULL); /* no keys: whoever reaches it */
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    const char *bad = "boss sk-console-boss-1 root\n";
+    test_write_file(keyfile, bad, strlen(bad));
+    char cmd[1200], *out;
+    snprintf(cmd, sizeof cmd, "serve %s --port 0 --api-key-file %s", model_path(), keyfile);
+    assert_int_equal(run_plumb(cmd, &out), 1);
+    assert_non_null(strstr(out, "expected KEY, ID KEY or ID KEY admin"));
+    free(out);
+    unsetenv("PLUMB_HOME");
+}
+
+/* The tokens/s window: 10-second periods over 5 minutes, counted by when
+ * the tokens came, old periods forgotten without a sweep. */
+static void test_token_rate(void **state)
+{
+    (void)state;
+    struct metrics m;
+    metrics_init(&m);
+    const double t0 = 100000.0; /* a period's start */
+    assert_true(metrics_rate(&m, t0, 60) == 0);
+    metrics_generated(&m, t0 + 1, 60);  /* period 0 */
+    metrics_generated(&m, t0 + 25, 40); /* period 2 */
+    /* at t0 + 30 (period 3 just begun): 100 tokens over the last 5 whole periods and 0 s of the current */
+    assert_float_equal(metrics_rate(&m, t0 + 30, 60), 100.0 / 50, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 30, 300), 100.0 / 290, 1e-9);
+    /* 5 s into period 3: the current period counts for the 5 s that passed */
+    metrics_generated(&m, t0 + 35, 10);
+    assert_float_equal(metrics_rate(&m, t0 + 35, 60), 110.0 / 55, 1e-9);
+    /* a minute on, period 0 has left the 1-minute window, not the 5-minute one */
+    assert_float_equal(metrics_rate(&m, t0 + 65, 60), 50.0 / 55, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 65, 300), 110.0 / 295, 1e-9);
+    /* 5 minutes on, the ring slot of period 0 is reused: its old count is gone */
+    metrics_generated(&m, t0 + 301, 7); /* period 30: period 0's slot */
+    assert_float_equal(metrics_rate(&m, t0 + 305, 300), (40.0 + 10 + 7) / 295, 1e-9);
+    assert_float_equal(metrics_rate(&m, t0 + 305, 10), 7.0 / 5, 1e-9);
+    /* after a quiet hour, nothing */
+    assert_true(metrics_rate(&m, t0 + 3600, 300) == 0);
+    metrics_destroy(&m);
+}
+
 static int cpus_usable(void)
 {
     cpu_set_t set;
@@ -1798,6 +1984,405 @@ static void test_unsafe_settings(void **state)
     free(text);
 }
 
+/* ---- models on demand, presets (issue 19) ---- */
+
+/* plumb ps --json against the server on port (with args, e.g. a key
+ * file), parsed; fails the test unless it exits 0. */
+static json_t *ps_json(int port, const char *args)
+{
+    char cmd[1200], *out;
+    snprintf(cmd, sizeof cmd, "ps --json --url http://127.0.0.1:%d %s", port, args ? args : "");
+    if (run_plumb(cmd, &out) != 0)
+        fail_msg("plumb ps: %s", out);
+    json_t *v = test_parse_json(out);
+    free(out);
+    return v;
+}
+
+/* The object of model id in plumb ps's list. */
+static json_t *ps_model(json_t *ps, const char *id)
+{
+    json_t *list = json_object_get(ps, "models");
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (!strcmp(json_string_value(json_object_get(json_array_get(list, i), "id")), id))
+            return json_array_get(list, i);
+    fail_msg("plumb ps has no model '%s'", id);
+    return NULL;
+}
+
+static const char *ps_state(json_t *ps, const char *id)
+{
+    return json_string_value(json_object_get(ps_model(ps, id), "state"));
+}
+
+/* Fails unless plumb ps shows the three models in these states (and
+ * what the models use within the limit). */
+static void expect_states(int port, const char *a, const char *b, const char *c)
+{
+    json_t *ps = ps_json(port, NULL);
+    const char *want[3] = {a, b, c}, *ids[3] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(ps_state(ps, ids[i]), want[i]) != 0)
+            fail_msg("model %s is %s, expected %s", ids[i], ps_state(ps, ids[i]), want[i]);
+    json_t *mem = json_object_get(ps, "memory");
+    assert_true(json_integer_value(json_object_get(mem, "used_bytes")) <=
+                json_integer_value(json_object_get(mem, "limit_bytes")));
+    json_decref(ps);
+}
+
+/* Polls plumb ps until model id is in state with busy slots busy (-1:
+ * any), 10 s at most. */
+static void wait_state(int port, const char *id, const char *state, int busy)
+{
+    for (int i = 0; i < 200; i++) {
+        json_t *ps = ps_json(port, NULL);
+        json_t *m = ps_model(ps, id);
+        bool ok = !strcmp(json_string_value(json_object_get(m, "state")), state) &&
+                  (busy < 0 || json_integer_value(json_object_get(m, "slots_busy")) == busy);
+        json_decref(ps);
+        if (ok)
+            return;
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    fail_msg("model %s never became %s (%d busy)", id, state, busy);
+}
+
+/* A short completion of model (more: fields to add); its status. */
+static int complete(int port, const char *model, const char *more)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"Once\",\"max_tokens\":3%s}", model, more ? more : "");
+    struct response r = request(port, "POST", "/v1/completions", NULL, body);
+    int st = r.status;
+    response_free(&r);
+    return st;
+}
+
+/* A streamed completion left running: the connection, once its answer
+ * has begun (close it to cancel the request). */
+static int open_stream(int port, const char *model)
+{
+    int fd = connect_to(port);
+    char body[300], head[600];
+    snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"a long story\",\"max_tokens\":8000,\"ignore_eos\":true,"
+             "\"stream\":true}", model);
+    snprintf(head, sizeof head, "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+    send_all(fd, head, strlen(head));
+    char buf[64];
+    ssize_t k = recv(fd, buf, sizeof buf - 1, 0);
+    assert_true(k > 12);
+    buf[k] = '\0';
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0)
+        fail_msg("the stream did not start: %s", buf);
+    return fd;
+}
+
+/* Three models loaded on demand within a memory limit that holds two:
+ * each loads at its first request, the third unloads the least recently
+ * used, a 503 (model_memory) when the two loaded are busy, keep_alive 0
+ * in a request unloads after it, plumb load / unload, and plumb ps shows
+ * the state at each point. */
+static void test_models_on_demand(void **state)
+{
+    (void)state;
+    const char *files[3] = {test_tiny_model("Q8_0"), test_tiny_model("Q4_0"), test_tiny_model("F16")};
+    char ini[512], text[4096], extra[700];
+    test_tmpfile("demand.ini", ini, sizeof ini);
+    uint64_t limit = 1ull << 40;
+    json_int_t mem[3] = {0};
+    struct server s;
+    for (int round = 0; round < 2; round++) {
+        int n = snprintf(text, sizeof text, "[server]\nmemory_limit = %llu\n", (unsigned long long)limit);
+        for (int i = 0; i < 3; i++)
+            n += snprintf(text + n, sizeof text - (size_t)n, "[model %c]\nsource = %s\nctx = 8192\nparallel = 1\n",
+                          'a' + i, files[i]);
+        test_write_file(ini, text, strlen(text));
+        snprintf(extra, sizeof extra, "--config %s --threads 1", ini);
+        s = start_server("", extra);
+        /* nothing loaded at first: every model listed, with its estimate */
+        json_t *ps = ps_json(s.port, NULL);
+        for (int i = 0; i < 3; i++) {
+            char id[2] = {(char)('a' + i), 0};
+            json_t *m = ps_model(ps, id);
+            assert_string_equal(json_string_value(json_object_get(m, "state")), "unloaded");
+            assert_string_equal(json_string_value(json_object_get(m, "load")), "demand");
+            assert_true(json_is_null(json_object_get(m, "idle_s")));
+            assert_true(json_real_value(json_object_get(m, "keep_alive_s")) == 300);
+            mem[i] = json_integer_value(json_object_get(m, "memory_bytes"));
+            assert_true(mem[i] > 0);
+        }
+        const json_int_t base = json_integer_value(json_object_get(json_object_get(ps, "memory"), "used_bytes"));
+        assert_true(base > 0); /* the process's own */
+        json_decref(ps);
+        if (round == 1)
+            break;
+        assert_int_equal(stop_server(&s, SIGTERM), 0);
+        /* the limit: any two fit, not three */
+        json_int_t lo = mem[0] < mem[1] ? (mem[0] < mem[2] ? mem[0] : mem[2]) : (mem[1] < mem[2] ? mem[1] : mem[2]);
+        limit = (uint64_t)(base + mem[0] + mem[1] + mem[2] - lo + lo / 2);
+    }
+    struct response r = request(s.port, "GET", "/v1/models", NULL, NULL);
+    json_t *v = body_json(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(v, "data"), 0), "status")),
+                        "unloaded");
+    json_decref(v);
+    response_free(&r);
+
+    assert_int_equal(complete(s.port, "a", NULL), 200);
+    expect_states(s.port, "loaded", "unloaded", "unloaded");
+    json_t *ps = ps_json(s.port, NULL);
+    json_t *ma = ps_model(ps, "a");
+    assert_true(json_is_number(json_object_get(ma, "idle_s")));
+    assert_true(json_real_value(json_object_get(ma, "expires_in_s")) <= 300);
+    assert_int_equal(json_integer_value(json_object_get(ma, "slots")), 1);
+    json_decref(ps);
+    assert_int_equal(complete(s.port, "b", NULL), 200);
+    expect_states(s.port, "loaded", "loaded", "unloaded");
+    /* the third: a, the least recently used, makes room */
+    assert_int_equal(complete(s.port, "c", NULL), 200);
+    expect_states(s.port, "unloaded", "loaded", "loaded");
+
+    /* b and c busy: nothing can be freed for a */
+    int fb = open_stream(s.port, "b"), fc = open_stream(s.port, "c");
+    wait_state(s.port, "b", "loaded", 1);
+    wait_state(s.port, "c", "loaded", 1);
+    ps = ps_json(s.port, NULL);
+    assert_true(json_is_null(json_object_get(ps_model(ps, "b"), "idle_s")));
+    assert_true(json_is_null(json_object_get(ps_model(ps, "c"), "expires_in_s")));
+    json_decref(ps);
+    r = request(s.port, "POST", "/v1/completions", NULL, "{\"model\":\"a\",\"prompt\":\"Once\",\"max_tokens\":3}");
+    if (r.status != 503 || !strstr(r.body, "\"model_memory\"") || !strcasestr(r.headers, "\r\nRetry-After:"))
+        fail_msg("status %d: %s\n%s", r.status, r.headers, r.body);
+    response_free(&r);
+    expect_states(s.port, "unloaded", "loaded", "loaded");
+    /* the CLI says so too */
+    char args[600], *out;
+    snprintf(args, sizeof args, "load a --url http://127.0.0.1:%d", s.port);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "needs about"))
+        fail_msg("%s", out);
+    free(out);
+    close(fb);
+    close(fc);
+    wait_state(s.port, "b", "loaded", 0);
+    wait_state(s.port, "c", "loaded", 0);
+
+    /* keep_alive 0: unloaded once the request has ended */
+    assert_int_equal(complete(s.port, "a", ",\"keep_alive\":0"), 200);
+    wait_state(s.port, "a", "unloaded", -1);
+    /* a duration string sets how long it stays */
+    assert_int_equal(complete(s.port, "a", ",\"keep_alive\":\"1h\""), 200);
+    ps = ps_json(s.port, NULL);
+    assert_true(json_real_value(json_object_get(ps_model(ps, "a"), "expires_in_s")) > 3000);
+    json_decref(ps);
+    r = request(s.port, "POST", "/v1/completions", NULL,
+                "{\"model\":\"a\",\"prompt\":\"Once\",\"max_tokens\":3,\"keep_alive\":\"soon\"}");
+    if (r.status != 400 || !strstr(r.body, "'keep_alive'"))
+        fail_msg("status %d: %s", r.status, r.body);
+    response_free(&r);
+
+    /* plumb unload and load, by hand */
+    snprintf(args, sizeof args, "unload a --url http://127.0.0.1:%d", s.port);
+    if (run_plumb(args, &out) != 0)
+        fail_msg("%s", out);
+    free(out);
+    wait_state(s.port, "a", "unloaded", -1);
+    snprintf(args, sizeof args, "load a --url http://127.0.0.1:%d --json", s.port);
+    if (run_plumb(args, &out) != 0)
+        fail_msg("%s", out);
+    v = test_parse_json(out);
+    assert_string_equal(json_string_value(json_object_get(v, "state")), "loaded");
+    json_decref(v);
+    free(out);
+    json_t *after = ps_json(s.port, NULL);
+    int n_loaded = 0;
+    for (int i = 0; i < 3; i++) {
+        char id[2] = {(char)('a' + i), 0};
+        n_loaded += !strcmp(ps_state(after, id), "loaded");
+    }
+    assert_int_equal(n_loaded, 2);
+    json_decref(after);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    char *log = test_read_file(s.log, NULL);
+    if (!strstr(log, "unloaded 'a'") || !strstr(log, "to make room for 'c'") || !strstr(log, "keep_alive 0"))
+        fail_msg("log:\n%s", log);
+    free(log);
+}
+
+/* The chat completion of a model's answer text (temperature and so on in
+ * more, after the messages). */
+static char *chat_of(int port, const char *model, const char *system, const char *more)
+{
+    char body[1024], sys[300] = "";
+    if (system)
+        snprintf(sys, sizeof sys, "{\"role\":\"system\",\"content\":\"%s\"},", system);
+    snprintf(body, sizeof body, "{\"model\":\"%s\",\"messages\":[%s{\"role\":\"user\",\"content\":\"Hello there\"}],"
+             "\"max_tokens\":8%s}", model, sys, more ? more : "");
+    struct response r = request(port, "POST", "/v1/chat/completions", NULL, body);
+    if (r.status != 200)
+        fail_msg("%s: %d %s", model, r.status, r.body);
+    char *t = answer_text(&r, NULL);
+    response_free(&r);
+    return t;
+}
+
+/* Presets: a model's system prompt and sampling apply to requests that
+ * leave them out, a request's own values win unless fixed, max_tokens
+ * caps; four names on one file share one loaded copy (loaded once,
+ * counted once). */
+static void test_presets(void **state)
+{
+    (void)state;
+    const char *f = test_tiny_model("Q8_0");
+    char ini[512], text[2048], extra[700];
+    test_tmpfile("presets.ini", ini, sizeof ini);
+    snprintf(text, sizeof text,
+             "[model plain]\nsource = %s\nctx = 256\nparallel = 2\n"
+             "[model terse]\nsource = %s\nctx = 256\nparallel = 2\nsystem = You are terse.\ntemperature = 0\n"
+             "fixed = temperature, system\n"
+             "[model warm]\nsource = %s\nctx = 256\nparallel = 2\nsystem = You are terse.\ntemperature = 1.5\n"
+             "seed = 5\n"
+             "[model capped]\nsource = %s\nctx = 256\nparallel = 2\nmax_tokens = 3\nstop = \"zzzz\", \"yyyy\"\n",
+             f, f, f, f);
+    test_write_file(ini, text, strlen(text));
+    snprintf(extra, sizeof extra, "--config %s", ini);
+    struct server s = start_server("", extra);
+    char *ref = chat_of(s.port, "plain", "You are terse.", ",\"temperature\":0");
+    /* the preset's system prompt, and its fixed temperature over the request's */
+    char *t1 = chat_of(s.port, "terse", NULL, ",\"temperature\":2,\"seed\":1");
+    assert_string_equal(t1, ref);
+    /* a fixed system prompt replaces the request's */
+    char *t2 = chat_of(s.port, "terse", "Be verbose.", ",\"temperature\":2");
+    assert_string_equal(t2, ref);
+    /* not fixed: the request's temperature wins, the preset's system applies */
+    char *t3 = chat_of(s.port, "warm", NULL, ",\"temperature\":0");
+    assert_string_equal(t3, ref);
+    /* nothing asked: the preset's temperature and seed */
+    char *t4 = chat_of(s.port, "warm", NULL, NULL);
+    char *t5 = chat_of(s.port, "plain", "You are terse.", ",\"temperature\":1.5,\"seed\":5");
+    assert_string_equal(t4, t5);
+    assert_string_not_equal(t4, ref);
+    /* max_tokens caps */
+    struct response r = request(s.port, "POST", "/v1/completions", NULL,
+                                "{\"model\":\"capped\",\"prompt\":\"Once\",\"max_tokens\":50,\"ignore_eos\":true}");
+    assert_int_equal(r.status, 200);
+    json_t *v = body_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens")), 3);
+    json_decref(v);
+    response_free(&r);
+
+    /* one copy for the four names */
+    json_t *ps = ps_json(s.port, NULL);
+    const char *names[] = {"plain", "terse", "warm", "capped"};
+    const json_int_t one = json_integer_value(json_object_get(ps_model(ps, "plain"), "memory_bytes"));
+    for (int i = 0; i < 4; i++) {
+        json_t *m = ps_model(ps, names[i]);
+        assert_string_equal(json_string_value(json_object_get(m, "state")), "loaded");
+        assert_int_equal(json_integer_value(json_object_get(m, "memory_bytes")), one);
+    }
+    const json_int_t used = json_integer_value(json_object_get(json_object_get(ps, "memory"), "used_bytes"));
+    assert_int_equal(used, ENGINE_PROCESS_BYTES + one); /* the process's own and one copy */
+    json_t *preset = json_object_get(ps_model(ps, "terse"), "preset");
+    assert_string_equal(json_string_value(json_object_get(preset, "system")), "You are terse.");
+    assert_true(json_real_value(json_object_get(preset, "temperature")) == 0);
+    assert_true(json_is_null(json_object_get(preset, "top_p")));
+    json_t *fixed = json_object_get(preset, "fixed");
+    assert_int_equal(json_array_size(fixed), 2);
+    assert_string_equal(json_string_value(json_array_get(fixed, 0)), "system");
+    assert_string_equal(json_string_value(json_array_get(fixed, 1)), "temperature");
+    json_t *stop = json_object_get(json_object_get(ps_model(ps, "capped"), "preset"), "stop");
+    assert_int_equal(json_array_size(stop), 2);
+    assert_string_equal(json_string_value(json_array_get(stop, 1)), "yyyy");
+    json_decref(ps);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    char *log = test_read_file(s.log, NULL);
+    const char *first = strstr(log, "loaded 'plain'");
+    if (!first || strstr(first + 1, "plumb serve: loaded '"))
+        fail_msg("the file was not loaded exactly once:\n%s", log);
+    free(log);
+    free(ref);
+    free(t1);
+    free(t2);
+    free(t3);
+    free(t4);
+    free(t5);
+}
+
+/* The operations API and its CLI with keys: no key 401, a key without the
+ * admin flag 403, an admin key (or the configuration's key file) lists;
+ * a model loaded at start can be unloaded and comes back on demand;
+ * unknown names 404; no server is an error that says so. */
+static void test_ps_keys(void **state)
+{
+    (void)state;
+    char keys[600], user[600], ini[600], text[1200], extra[800], args[1600], *out;
+    test_tmpfile("ops-keys", keys, sizeof keys);
+    test_tmpfile("ops-user-key", user, sizeof user);
+    const char *k = "user sk-user-0000001\nboss sk-boss-0000001 admin\n";
+    test_write_file(keys, k, strlen(k));
+    chmod(keys, 0600);
+    test_write_file(user, "user sk-user-0000001\n", 21);
+    snprintf(extra, sizeof extra, "-np 1 --ctx 128 --alias tiny --api-key-file %s", keys);
+    struct server s = start_server(model_path(), extra);
+    snprintf(args, sizeof args, "ps --url http://127.0.0.1:%d", s.port);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "needs an API key"))
+        fail_msg("%s", out);
+    free(out);
+    snprintf(args, sizeof args, "ps --url http://127.0.0.1:%d --api-key-file %s", s.port, user);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "not an admin key"))
+        fail_msg("%s", out);
+    free(out);
+    char keyarg[700];
+    snprintf(keyarg, sizeof keyarg, "--api-key-file %s", keys);
+    json_t *ps = ps_json(s.port, keyarg);
+    json_t *m = ps_model(ps, "tiny");
+    assert_string_equal(json_string_value(json_object_get(m, "state")), "loaded");
+    assert_string_equal(json_string_value(json_object_get(m, "load")), "start");
+    assert_true(json_real_value(json_object_get(m, "keep_alive_s")) == -1);
+    assert_true(json_is_null(json_object_get(m, "expires_in_s")));
+    json_decref(ps);
+    /* the table, from the configuration's address and key file */
+    test_tmpfile("ops.ini", ini, sizeof ini);
+    snprintf(text, sizeof text, "[server]\nport = %d\napi_key_file = %s\n[model tiny]\nsource = %s\n", s.port, keys,
+             model_path());
+    test_write_file(ini, text, strlen(text));
+    snprintf(args, sizeof args, "ps --config %s", ini);
+    if (run_plumb(args, &out) != 0 || !strstr(out, "MODEL") || !strstr(out, "tiny ") || !strstr(out, "loaded"))
+        fail_msg("%s", out);
+    free(out);
+    snprintf(args, sizeof args, "load nope --config %s", ini);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "serves no model 'nope'"))
+        fail_msg("%s", out);
+    free(out);
+    /* unloaded by hand, back at the next request */
+    snprintf(args, sizeof args, "unload tiny --config %s", ini);
+    if (run_plumb(args, &out) != 0 || !strstr(out, "tiny: unloaded"))
+        fail_msg("%s", out);
+    free(out);
+    const char *hdr = "Authorization: Bearer sk-user-0000001\r\n";
+    struct response r = request(s.port, "POST", "/v1/completions", hdr, "{\"prompt\":\"Once\",\"max_tokens\":2}");
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    r = request(s.port, "GET", "/v1/plumb/models", hdr, NULL);
+    assert_int_equal(r.status, 403);
+    response_free(&r);
+    ps = ps_json(s.port, keyarg);
+    assert_string_equal(ps_state(ps, "tiny"), "loaded");
+    json_decref(ps);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+    /* nothing listening there now */
+    snprintf(args, sizeof args, "ps --url http://127.0.0.1:%d --json", s.port);
+    assert_int_equal(run_plumb(args, &out), 1);
+    if (!strstr(out, "nothing answers at") || !strstr(out, "\"code\":\"failed\""))
+        fail_msg("%s", out);
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1824,6 +2409,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unsupported_fields),
         cmocka_unit_test(test_applications),
         cmocka_unit_test(test_unsafe_settings),
+        cmocka_unit_test(test_console),
+        cmocka_unit_test(test_token_rate),
+        cmocka_unit_test(test_models_on_demand),
+        cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_ps_keys),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

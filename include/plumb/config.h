@@ -21,6 +21,14 @@
  *   store = /var/lib/plumb    ; the model store (PLUMB_HOME) for names and usage
  *   pid_file = /run/plumb/plumb.pid
  *   instance_id = box-1       ; sent as X-Plumb-Instance (replicas behind a balancer)
+ *   memory_limit = 24GiB      ; what the models may use together (default: what is
+ *                             ; available at start); bytes, or K/M/G/T(iB), KB/MB/GB/TB
+ *
+ *   [store]                   ; where plumb pull NAME[:QUANT] fetches from
+ *   registry = https://huggingface.co ; a base URL in Hugging Face's layout
+ *                             ; ({registry}/{repo}/resolve/{revision}/{file}):
+ *                             ; the hub, or a company mirror
+ *   registry_token_file = /etc/plumb/registry-token ; a bearer token for it
  *
  *   [model assistant]         ; the API's model id
  *   source = qwen2.5-7b:q4_k_m; a store name or a GGUF file
@@ -32,6 +40,30 @@
  *   step_ms = 150
  *   prefill_chunk = 256
  *   chat_format =             ; a built-in format instead of the model's template
+ *   load = demand             ; start: at start; demand: at its first request (default:
+ *                             ; start with one model, demand with several)
+ *   keep_alive = 5m           ; idle time before it is unloaded: seconds, or 90s, 5m,
+ *                             ; 1h30m; -1 or forever: never (default: forever for load =
+ *                             ; start, 5m for demand)
+ *   ; the preset: defaults for requests (plumb/server.h, struct server_preset)
+ *   system = You are terse.   ; continued on indented lines (joined with line breaks);
+ *                             ; escapes \n \t \s (a space) \\ \; \#, and a line ending
+ *                             ; in \ joins the next without a line break
+ *   temperature = 0.2         ; 0..2
+ *   top_p = 0.9               ; 0..1
+ *   top_k = 40
+ *   min_p = 0.05              ; 0..1
+ *   repeat_penalty = 1.1      ; 0.01..10
+ *   seed = 42
+ *   stop = "<|end|>", "\nUser:" ; up to 4 strings in double quotes, comma separated (the
+ *                             ; escapes above and \"), or one without quotes
+ *   max_tokens = 512          ; a cap on every answer
+ *   reasoning = off           ; on or off: think before answering (models that can)
+ *   fixed = temperature, system ; fields a request cannot change
+ *
+ * Several sections may name one source: with the same engine settings
+ * (parallel, ctx, kv_type, batch, step_ms, prefill_chunk, chat_format)
+ * they share one loaded copy.
  *
  * The defaults are the server's and the engine's (plumb/server.h,
  * plumb/engine.h).
@@ -52,6 +84,8 @@
 #define CONFIG_MAX_MODELS SERVER_MAX_MODELS
 #define CONFIG_STR 512
 #define CONFIG_PATH_MAX 1024
+#define CONFIG_SYSTEM_MAX 8192 /* bytes of a system prompt */
+#define CONFIG_STOP_MAX 64     /* bytes of a stop string */
 
 struct config_model {
     char alias[72];
@@ -63,6 +97,18 @@ struct config_model {
     double step_ms;
     int prefill_chunk;
     char chat_format[32];
+    int load;                /* enum server_load */
+    double keep_alive_s;     /* SERVER_KEEP_ALIVE_DEFAULT when not given */
+    /* the preset (config_model_preset) */
+    unsigned preset_set, preset_fixed; /* SERVER_PRESET_* */
+    char system[CONFIG_SYSTEM_MAX];
+    double temperature, top_p, min_p, repeat_penalty;
+    int top_k;
+    long long seed;
+    char stop[ENGINE_MAX_STOPS][CONFIG_STOP_MAX];
+    int n_stop;
+    int max_tokens;
+    bool reasoning;
 };
 
 struct config {
@@ -84,6 +130,10 @@ struct config {
     char store[CONFIG_STR];
     char pid_file[CONFIG_STR];
     char instance_id[72];    /* "" when none */
+    enum server_ui ui;       /* the console page: auto (on for a loopback host), on, off */
+    char registry[CONFIG_STR];            /* [store]: base URL plumb pull NAME fetches from ("" unset) */
+    char registry_token_file[CONFIG_STR]; /* [store]: file holding its bearer token ("" none) */
+    uint64_t memory_limit;   /* bytes; 0: what is available at start */
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
 };
@@ -95,6 +145,9 @@ int config_load(const char *path, struct config *c, pb_err *err);
 /* The same for len bytes of INI text in memory; name (recorded as the
  * path) labels the messages. */
 int config_parse(const char *name, const char *text, size_t len, struct config *c, pb_err *err);
+/* [server] ui's values: auto, on, off. */
+bool config_ui_parse(const char *s, enum server_ui *out);
+const char *config_ui_name(enum server_ui ui);
 /* Checks a model alias: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. */
 bool config_alias_valid(const char *s);
 
@@ -106,6 +159,13 @@ int config_format(const struct config *c, char **out, pb_err *err);
 
 /* A model section's engine settings. */
 struct engine_params config_engine_params(const struct config_model *m);
+/* Its preset (pointing at m's strings). */
+struct server_preset config_model_preset(const struct config_model *m);
+/* The units the file takes, for the command line too: a duration
+ * ("300", "5m", "1h30m"; "-1" or "forever": *out -1) and a size ("2GiB",
+ * "512M", "1500000000"). False when s is neither. */
+bool config_parse_duration(const char *s, double *out);
+bool config_parse_size(const char *s, uint64_t *out);
 /* The models to serve: each source resolved (in the configuration's
  * store, else the default one) into paths[i], out[i] pointing at it and
  * at c's strings. */

@@ -379,6 +379,15 @@ struct engine_embed_params {
  * encoder (embeddings only: generation is refused). */
 int64_t engine_embed_dim(const struct engine *e);
 bool engine_is_encoder(const struct engine *e);
+/* What the model of a file can do, read without loading it (a server
+ * lists a model before its first load): whether it is an encoder, and
+ * the tool-call style engine_tool_style would give with chat_format
+ * (NULL: the model's template). */
+struct engine_caps {
+    bool encoder;
+    char tool_style[16];
+};
+int engine_caps_of(const char *path, const char *chat_format, struct engine_caps *out, pb_err *err);
 /* The pooling a request with ENGINE_POOL_DEFAULT gets: "mean", "cls", "last". */
 const char *engine_pooling_name(const struct engine *e, enum engine_pooling p);
 

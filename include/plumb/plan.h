@@ -32,6 +32,23 @@
  * entry and the field.
  */
 
+/* Where a model's GGUF files live: a repository in Hugging Face's layout,
+ * a file per quantization, with its SHA-256 where it is known for
+ * certain. The file of quantization Q is fetched from
+ * {registry}/{repo}/resolve/{revision}/{file} (catalog_gguf_url). */
+#define CAT_GGUF_MAX_FILES 16
+struct cat_gguf_file {
+    char quant[16];          /* canonical name, upper case: Q4_K_M, IQ4_XS, MXFP4, ... */
+    char file[128];          /* file name in the repository (may hold '/': a folder) */
+    char sha256[65];         /* lower-case hex, "" when not pinned */
+};
+struct cat_gguf {
+    char repo[96];           /* "owner/name"; "" when the catalog names no repository */
+    char revision[64];       /* branch, tag or commit ("main" unless given) */
+    struct cat_gguf_file files[CAT_GGUF_MAX_FILES];
+    int n_files;
+};
+
 struct cat_model {
     char id[48];
     char name[80];
@@ -46,6 +63,7 @@ struct cat_model {
     char license[32];
     char note[160];
     char source[200];
+    struct cat_gguf gguf;    /* optional ("gguf" in models.json) */
 };
 
 enum cat_kind { CAT_GPU, CAT_APPLE, CAT_APU, CAT_CPU };
@@ -106,6 +124,39 @@ enum cat_table { CAT_MODELS, CAT_DEVICES, CAT_PRICES };
 void catalog_near(const struct catalog *c, enum cat_table t, const char *name, char *buf, size_t size);
 
 const char *cat_kind_name(enum cat_kind k);
+
+/* ---- GGUF files by name (plumb pull NAME[:QUANT], plumb search) ---- */
+
+/* The quantization names a catalog "gguf" entry may list (canonical, upper
+ * case), NULL-terminated. */
+extern const char *const cat_gguf_quants[];
+
+/* The file of quantization quant (case-insensitive) in m's repository;
+ * NULL when m has no repository or not that file. */
+const struct cat_gguf_file *cat_gguf_file_of(const struct cat_model *m, const char *quant);
+
+/* A model name resolved to the file to download. */
+#define CAT_GGUF_DEFAULT_QUANT "Q4_K_M"
+struct cat_gguf_ref {
+    const struct cat_model *m;
+    const struct cat_gguf_file *f;
+    char url[1024];          /* {registry}/{repo}/resolve/{revision}/{file} */
+    char name[112];          /* the store name it defaults to: "id:quant", lower case */
+};
+
+/* Checks a registry's base URL: http:// or https://, with a host, no
+ * query, fragment, spaces or control characters. */
+int catalog_registry_check(const char *registry, pb_err *err);
+
+/* Resolves "NAME[:QUANT]" (both case-insensitive) against the catalog's
+ * models: the quantization defaults to Q4_K_M when the repository has it.
+ * Fails, with a message for the user, with PB_ENOTFOUND for an unknown
+ * name (naming close ids), PB_EUNSUPPORTED for a model without a known
+ * repository, and PB_EINVAL for a quantization the catalog does not list
+ * for the model, or no default (listing those it does), or a bad
+ * registry URL. Nothing is fetched. */
+int catalog_gguf_resolve(const struct catalog *c, const char *spec, const char *registry, struct cat_gguf_ref *out,
+                         pb_err *err);
 
 /* ==== capacity planning ====
  *

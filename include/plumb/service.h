@@ -15,6 +15,7 @@
 
 #include "plumb/base.h"
 
+#include <jansson.h>
 #include <stddef.h>
 
 struct service_params {
@@ -101,7 +102,9 @@ int service_lb(const struct lb_params *p, char **out, pb_err *err);
  *   stop sending before SIGTERM starts plumb's drain, and
  *   terminationGracePeriodSeconds = pause + drain_timeout + 5. Requests:
  *   the CPUs (threads) and memory from plumb's own estimate (the sum of
- *   engine_estimate over the models, as plumb serve checks it); the memory
+ *   engine_estimate over the models, as plumb serve checks it, at most the
+ *   configuration's memory_limit), which the pods' configuration takes as
+ *   its memory_limit (models loaded on demand stay within it); the memory
  *   limit 20 % above (the estimate holds within 10 % of the peak). Runs as
  *   user 10001 without privileges on a read-only root file system, with
  *   Prometheus scrape annotations and a checksum of the configuration that
@@ -160,5 +163,16 @@ int service_k8s_models(const struct config *cfg, const char *home, struct k8s_mo
  * not say insecure = yes (the pods listen on their network), a port 0, or
  * a value the configuration file cannot carry. */
 int service_k8s(const struct k8s_params *p, bool json, char **out, pb_err *err);
+
+/* ---- a running server ----
+ * One request to the operations API of a running plumb serve (plumb ps,
+ * load, unload): METHOD url + path (url http(s)://HOST[:PORT], its path
+ * ignored), with api_key (NULL: none) as a Bearer token, a POST with an
+ * empty body, within timeout_s. *status is the HTTP status and *body the
+ * answer parsed as JSON (NULL when it is not). Fails only when no answer
+ * came: PB_EIO with a message that says when nothing listens at url
+ * ("is plumb serve running?"), PB_EINVAL for a bad url. */
+int service_call(const char *url, const char *api_key, const char *method, const char *path, double timeout_s,
+                 int *status, json_t **body, pb_err *err);
 
 #endif

@@ -103,6 +103,11 @@ void store_close(struct store *s);
 const char *store_home(const struct store *s);
 /* blobs/sha256-DIGEST under the home. */
 void store_blob_path(const struct store *s, const char *digest, char *buf, size_t size);
+/* The digest (64 lower-case hex digits) of a path that names a store's
+ * model file, ".../blobs/sha256-DIGEST", as store_resolve gives it: what
+ * plumb serve reports as the digest of a model it serves. False for any
+ * other path (a GGUF file outside a store). */
+bool store_blob_digest(const char *path, char out[65]);
 
 /* ---- reading ---- */
 
@@ -179,6 +184,8 @@ struct store_pull_opts {
                                  * then shares the file: an edit of the original changes the model,
                                  * which store_resolve refuses); default: a copy (a reflink where the
                                  * file system can: instant, and an edit of either side stays there) */
+    const char *bearer_token;   /* http(s), may be NULL: sent as "Authorization: Bearer TOKEN" to the URL's
+                                 * own host only; a redirect to another host (a CDN) does not carry it */
     int max_attempts;           /* http(s): attempts in all; 0: 8 */
     int retry_delay_ms;         /* first back-off between attempts, doubling to at most 30 s; 0: 1000 */
     const volatile sig_atomic_t *cancel; /* when it becomes non-zero the pull stops (PB_EIO, "interrupted") */
@@ -193,6 +200,7 @@ struct store_pull_result {
     bool linked;                /* a local file was hard-linked, not copied */
     bool reflinked;             /* a local file was cloned (FICLONE), not copied byte by byte */
     int attempts;               /* http(s) requests made */
+    long http_status;           /* a failed download: the HTTP status that ended it (0: none, another error) */
 };
 
 /* Pulls SOURCE (an http:// or https:// URL, or a local GGUF file) into the

@@ -4,10 +4,13 @@
 
 #include "base/err.h"
 #include "base/utf8.h"
+#include "chat/chat.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "quant/types.h"
+#include "tokenizer/tokenizer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct type_sum {
@@ -153,4 +156,27 @@ int engine_describe(const char *path, bool tensors, bool with_metadata, json_t *
     gguf_close(f);
     *out = o;
     return PB_OK;
+}
+
+int engine_caps_of(const char *path, const char *chat_format, struct engine_caps *out, pb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    struct gguf_file *f;
+    struct tokenizer *tok = NULL;
+    struct chat *chat = NULL;
+    struct model_hparams hp;
+    int rc = gguf_open(path, &f, err);
+    if (rc)
+        return rc;
+    if ((rc = model_hparams_read(f, &hp, err)) || (rc = tok_load(f, &tok, err)) ||
+        (rc = chat_open(f, tok, chat_format, &chat, NULL, 0, err)))
+        goto done;
+    bool knows;
+    out->encoder = !hp.causal;
+    snprintf(out->tool_style, sizeof out->tool_style, "%s", chat_tool_style_name(chat_tool_style(chat, &knows)));
+done:
+    chat_free(chat);
+    tok_free(tok);
+    gguf_close(f);
+    return rc;
 }

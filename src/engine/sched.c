@@ -71,6 +71,10 @@ struct engine_request {
     struct textout tx;
     struct sbuf text;    /* what a step lets out (the answer's, when reasoning is split) */
     struct chat_reasoning *rsn; /* splits reasoning from the answer, or NULL */
+    /* the grammar constrains the answer, not the thinking before it: when
+     * the output starts inside a thinking block (or in harmony's headers),
+     * it applies from the first text of the answer on */
+    bool grammar_waits, in_answer;
     struct sbuf raw;     /* with rsn: text before the split */
     struct sbuf reasoning;
     bool split_failed;   /* out of memory splitting */
@@ -444,6 +448,7 @@ static int req_prepare(struct sched *s, struct engine_request *r, const int32_t 
             return rc;
         if (p->grammar && !(r->p.grammar = strdup(p->grammar)))
             return pb_fail(err, PB_ENOMEM, "out of memory");
+        r->grammar_waits = r->rsn && (p->reasoning.style == ENGINE_REASONING_HARMONY || p->reasoning.in_reasoning);
     }
     if (p->n_logit_bias < 0 || p->n_logit_bias > ENGINE_MAX_LOGIT_BIAS)
         return pb_fail(err, PB_EINVAL, "at most %d logit biases", ENGINE_MAX_LOGIT_BIAS);
@@ -942,7 +947,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
     }
     int32_t id = -1;
     bool fed = false; /* the grammar has taken id already */
-    if (r->gm && fast_grammar_draw(r)) {
+    struct gmatch *gm = r->grammar_waits && !r->in_answer ? NULL : r->gm;
+    if (gm && fast_grammar_draw(r)) {
         /* a draw without the mask stands when the grammar takes it: for
          * greedy and plain temperature sampling that is the same
          * distribution as drawing under the mask (P(t) + P(refused) x
@@ -951,16 +957,16 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         int32_t t = sampler_sample(r->smp, logits);
         /* a refused feed leaves the state as it was: feeding is the test */
         if (tok_is_eog(s->tok, t))
-            id = gmatch_complete(r->gm) ? t : -1;
+            id = gmatch_complete(gm) ? t : -1;
         else if (s->piece_off[t + 1] > s->piece_off[t] &&
-                 gmatch_feed(r->gm, s->pieces + s->piece_off[t], s->piece_off[t + 1] - s->piece_off[t]))
+                 gmatch_feed(gm, s->pieces + s->piece_off[t], s->piece_off[t + 1] - s->piece_off[t]))
             id = t, fed = true;
     }
     if (id >= 0) {
         /* drawn above */
-    } else if (r->gm) {
-        gmatch_mask(r->gm, s->trie, s->allowed);
-        const bool complete = gmatch_complete(r->gm);
+    } else if (gm) {
+        gmatch_mask(gm, s->trie, s->allowed);
+        const bool complete = gmatch_complete(gm);
         for (int k = 0; k < s->n_eog; k++)
             s->allowed[s->eog[k]] = complete;
         id = sampler_sample_allowed(r->smp, logits, s->allowed);
@@ -976,8 +982,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_EOG);
         return false;
     }
-    if (r->gm && !fed && !tok_is_eog(s->tok, id))
-        gmatch_feed(r->gm, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
+    if (gm && !fed && !tok_is_eog(s->tok, id))
+        gmatch_feed(gm, s->pieces + s->piece_off[id], s->piece_off[id + 1] - s->piece_off[id]);
     char buf[256];
     size_t n = tok_piece(s->tok, id, false, buf, sizeof buf);
     const char *piece = buf;
@@ -995,6 +1001,12 @@ static bool sample_next(struct sched *s, int i, const float *logits)
     const bool stopped = textout_push(&r->tx, piece, n, r->rsn ? &r->raw : &r->text, &rc);
     free(big);
     split_reasoning(r, false);
+    if (r->grammar_waits && !r->in_answer && r->text.len > 0) {
+        /* the answer began in this token: what of it came is the
+         * grammar's first input (refused, the grammar starts after it) */
+        r->in_answer = true;
+        gmatch_feed(r->gm, r->text.data, r->text.len);
+    }
     if (!rc && r->split_failed)
         rc = PB_ENOMEM;
     if (rc) {
@@ -1027,7 +1039,8 @@ static bool sample_next(struct sched *s, int i, const float *logits)
         finish(s, r, ENGINE_FINISH_CALLER);
         return false;
     }
-    if (r->gm && (gmatch_done(r->gm) || (r->p.ignore_eog && gmatch_complete(r->gm)))) {
+    if (r->gm && (!r->grammar_waits || r->in_answer) &&
+        (gmatch_done(r->gm) || (r->p.ignore_eog && gmatch_complete(r->gm)))) {
         finish(s, r, ENGINE_FINISH_STOP); /* nothing can follow: no end-of-generation to wait for */
         return false;
     }

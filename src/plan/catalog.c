@@ -20,7 +20,7 @@
 extern const char plumb_catalog_models[], plumb_catalog_hardware[], plumb_catalog_prices[];
 extern const size_t plumb_catalog_models_len, plumb_catalog_hardware_len, plumb_catalog_prices_len;
 
-enum ftype { F_STR, F_INT, F_NUM, F_BOOL, F_KIND, F_URL, F_DATE };
+enum ftype { F_STR, F_INT, F_NUM, F_BOOL, F_KIND, F_URL, F_DATE, F_GGUF };
 
 struct field {
     const char *name;
@@ -60,6 +60,7 @@ static const struct field model_fields[] = {
     S(cat_model, license, true),
     S(cat_model, note, false),
     U(cat_model, source),
+    {"gguf", F_GGUF, offsetof(struct cat_model, gguf), 0, false, 0, 0},
 };
 
 static const struct field device_fields[] = {
@@ -137,6 +138,143 @@ static bool valid_date(const char *s)
     return false;
 }
 
+/* ---- "gguf": where a model's files live ---- */
+
+const char *const cat_gguf_quants[] = {"F16",    "Q8_0",   "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_NL",
+                                       "IQ4_XS", "Q3_K_M", "Q2_K", "MXFP4",  NULL};
+
+static const char *gguf_quant_canonical(const char *name)
+{
+    for (int i = 0; cat_gguf_quants[i]; i++)
+        if (!strcasecmp(cat_gguf_quants[i], name))
+            return cat_gguf_quants[i];
+    return NULL;
+}
+
+/* A path segment list of a URL as it is, without escaping: letters,
+ * digits and "-._" (plus '/' between segments when slash), no empty
+ * segment, none that is "." or "..", none starting with '.' or '-'. */
+static bool url_path_ok(const char *s, bool slash)
+{
+    if (!*s)
+        return false;
+    const char *seg = s;
+    for (const char *p = s;; p++) {
+        if (*p == '/' || !*p) {
+            size_t n = (size_t)(p - seg);
+            if (n == 0 || seg[0] == '.' || seg[0] == '-')
+                return false;
+            if (!*p)
+                return true;
+            if (!slash)
+                return false;
+            seg = p + 1;
+        } else if (!isalnum((unsigned char)*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+}
+
+static bool hex64(const char *s)
+{
+    if (strlen(s) != 64)
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s) && !(*s >= 'a' && *s <= 'f'))
+            return false;
+    return true;
+}
+
+/* A JSON string member into buf; false (err set) when absent and
+ * required, not a string, empty or too long. */
+static int gguf_str(const json_t *o, const char *key, bool required, char *buf, size_t size, const char *where,
+                    pb_err *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v) {
+        buf[0] = 0;
+        return required ? pb_fail(err, PB_EFORMAT, "%s: '%s' is missing", where, key) : PB_OK;
+    }
+    if (!json_is_string(v) || !*json_string_value(v))
+        return pb_fail(err, PB_EFORMAT, "%s: '%s' must be a non-empty string", where, key);
+    if (strlen(json_string_value(v)) >= size)
+        return pb_fail(err, PB_EFORMAT, "%s: '%s' is longer than %zu characters", where, key, size - 1);
+    strcpy(buf, json_string_value(v));
+    return PB_OK;
+}
+
+static int only_keys(const json_t *o, const char *const *keys, const char *where, pb_err *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
+        bool known = false;
+        for (int i = 0; keys[i] && !known; i++)
+            known = !strcmp(keys[i], key);
+        if (!known)
+            return pb_fail(err, PB_EFORMAT, "%s: unknown field '%s'", where, key);
+    }
+    return PB_OK;
+}
+
+/* {"repo": "owner/name", "revision": "main", "files": {"Q4_K_M":
+ * {"file": "x-Q4_K_M.gguf", "sha256": "..."}, ...}} */
+static int parse_gguf(const json_t *v, struct cat_gguf *g, const char *entry, pb_err *err)
+{
+    static const char *const top[] = {"repo", "revision", "files", NULL}, *const per[] = {"file", "sha256", NULL};
+    char where[480];
+    snprintf(where, sizeof where, "%s: gguf", entry);
+    int rc;
+    if (!json_is_object(v))
+        return pb_fail(err, PB_EFORMAT, "%s: must be an object {\"repo\", \"revision\", \"files\"}", where);
+    if ((rc = only_keys(v, top, where, err)) || (rc = gguf_str(v, "repo", true, g->repo, sizeof g->repo, where, err)) ||
+        (rc = gguf_str(v, "revision", false, g->revision, sizeof g->revision, where, err)))
+        return rc;
+    const char *slash = strchr(g->repo, '/');
+    if (!slash || strchr(slash + 1, '/') || !url_path_ok(g->repo, true))
+        return pb_fail(err, PB_EFORMAT, "%s: 'repo' must be OWNER/NAME (letters, digits, '-', '.', '_'), got '%s'",
+                       where, g->repo);
+    if (!g->revision[0])
+        strcpy(g->revision, "main");
+    else if (!url_path_ok(g->revision, true))
+        return pb_fail(err, PB_EFORMAT, "%s: 'revision' '%s' must be a branch, tag or commit (letters, digits, "
+                       "'-', '.', '_', '/')", where, g->revision);
+    const json_t *files = json_object_get(v, "files");
+    if (!json_is_object(files) || json_object_size(files) == 0)
+        return pb_fail(err, PB_EFORMAT, "%s: 'files' must be an object with a file per quantization", where);
+    if (json_object_size(files) > CAT_GGUF_MAX_FILES)
+        return pb_fail(err, PB_EFORMAT, "%s: more than %d files", where, CAT_GGUF_MAX_FILES);
+    const char *q;
+    json_t *f;
+    json_object_foreach((json_t *)files, q, f) {
+        char w[560];
+        snprintf(w, sizeof w, "%s: files: %.40s", where, q);
+        const char *canon = gguf_quant_canonical(q);
+        if (!canon || strcmp(canon, q)) {
+            char list[200];
+            size_t n = 0;
+            for (int i = 0; cat_gguf_quants[i] && n < sizeof list; i++)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", cat_gguf_quants[i]);
+            return pb_fail(err, PB_EFORMAT, "%s: not a quantization name (one of %s, upper case)", w, list);
+        }
+        struct cat_gguf_file *e = &g->files[g->n_files];
+        snprintf(e->quant, sizeof e->quant, "%s", canon);
+        if (!json_is_object(f))
+            return pb_fail(err, PB_EFORMAT, "%s: must be an object {\"file\", \"sha256\"}", w);
+        if ((rc = only_keys(f, per, w, err)) || (rc = gguf_str(f, "file", true, e->file, sizeof e->file, w, err)) ||
+            (rc = gguf_str(f, "sha256", false, e->sha256, sizeof e->sha256, w, err)))
+            return rc;
+        size_t n = strlen(e->file);
+        if (!url_path_ok(e->file, true) || n < 6 || strcasecmp(e->file + n - 5, ".gguf"))
+            return pb_fail(err, PB_EFORMAT, "%s: 'file' must be a .gguf file name (letters, digits, '-', '.', '_', "
+                           "'/' between folders), got '%s'", w, e->file);
+        if (e->sha256[0] && !hex64(e->sha256))
+            return pb_fail(err, PB_EFORMAT, "%s: 'sha256' must be 64 lower-case hexadecimal digits", w);
+        g->n_files++;
+    }
+    return PB_OK;
+}
+
 /* One field of entry (a JSON object) into dst. */
 static int parse_field(const struct field *f, const json_t *v, void *dst, const char *where, pb_err *err)
 {
@@ -185,6 +323,8 @@ static int parse_field(const struct field *f, const json_t *v, void *dst, const 
                 return PB_OK;
             }
         return pb_fail(err, PB_EFORMAT, "%s: 'kind' must be one of gpu, apple, apu, cpu", where);
+    case F_GGUF:
+        return parse_gguf(v, (struct cat_gguf *)p, where, err);
     }
     return PB_OK;
 }
@@ -483,4 +623,85 @@ void catalog_near(const struct catalog *c, enum cat_table t, const char *name, c
     size_t o = 0;
     for (int k = 0; k < n && o < size; k++)
         o += (size_t)snprintf(buf + o, size - o, "%s%s", k ? ", " : "", entry_id(c, t, best[k].i));
+}
+
+/* ---- GGUF files by name ---- */
+
+const struct cat_gguf_file *cat_gguf_file_of(const struct cat_model *m, const char *quant)
+{
+    for (int i = 0; i < m->gguf.n_files; i++)
+        if (!strcasecmp(m->gguf.files[i].quant, quant))
+            return &m->gguf.files[i];
+    return NULL;
+}
+
+int catalog_registry_check(const char *registry, pb_err *err)
+{
+    size_t skip = !strncasecmp(registry, "https://", 8) ? 8 : !strncasecmp(registry, "http://", 7) ? 7 : 0;
+    if (!skip)
+        return pb_fail(err, PB_EINVAL, "registry '%.200s' is not an http:// or https:// URL", registry);
+    if (!registry[skip] || registry[skip] == '/')
+        return pb_fail(err, PB_EINVAL, "registry '%.200s' names no host", registry);
+    for (const char *p = registry; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+            return pb_fail(err, PB_EINVAL, "registry '%.200s': a base URL holds no spaces, control characters, "
+                           "query or fragment", registry);
+    if (strlen(registry) > 600)
+        return pb_fail(err, PB_EINVAL, "registry URL longer than 600 characters");
+    return PB_OK;
+}
+
+static void quant_list(const struct cat_model *m, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < m->gguf.n_files && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? ", " : "", m->gguf.files[i].quant);
+}
+
+int catalog_gguf_resolve(const struct catalog *c, const char *spec, const char *registry, struct cat_gguf_ref *out,
+                         pb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = catalog_registry_check(registry, err);
+    if (rc)
+        return rc;
+    char name[128], list[400];
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (len == 0 || len >= sizeof name)
+        return pb_fail(err, PB_ENOTFOUND, "'%.200s' is not a catalog model name", spec);
+    memcpy(name, spec, len);
+    name[len] = 0;
+    const struct cat_model *m = catalog_model(c, name);
+    if (!m) {
+        char near[300];
+        catalog_near(c, CAT_MODELS, name, near, sizeof near);
+        return pb_fail(err, PB_ENOTFOUND, "'%s' is not a model of the catalog%s%s%s (plumb search WORD finds them)",
+                       name, near[0] ? "; did you mean " : "", near, near[0] ? "?" : "");
+    }
+    if (!m->gguf.repo[0])
+        return pb_fail(err, PB_EUNSUPPORTED, "the catalog knows no GGUF repository for %s: pull its file by URL",
+                       m->id);
+    const char *quant = colon ? colon + 1 : CAT_GGUF_DEFAULT_QUANT;
+    const struct cat_gguf_file *f = cat_gguf_file_of(m, quant);
+    quant_list(m, list, sizeof list);
+    if (!f && !colon)
+        return pb_fail(err, PB_EINVAL, "%s has no %s file in %s: name one of %s (%s:QUANT)", m->id,
+                       CAT_GGUF_DEFAULT_QUANT, m->gguf.repo, list, m->id);
+    if (!f)
+        return pb_fail(err, PB_EINVAL, "%s: the catalog lists no %.40s file in %s; it lists %s", m->id, quant,
+                       m->gguf.repo, list);
+    size_t rl = strlen(registry);
+    while (rl > 0 && registry[rl - 1] == '/')
+        rl--;
+    if ((size_t)snprintf(out->url, sizeof out->url, "%.*s/%s/resolve/%s/%s", (int)rl, registry, m->gguf.repo,
+                         m->gguf.revision, f->file) >= sizeof out->url)
+        return pb_fail(err, PB_EINVAL, "the URL of %s is too long", m->id);
+    snprintf(out->name, sizeof out->name, "%s:%s", m->id, f->quant);
+    for (char *p = out->name; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    out->m = m;
+    out->f = f;
+    return PB_OK;
 }

@@ -1,6 +1,10 @@
 /* Counters and histograms in Prometheus' text format (metrics.h). */
 #include "server/metrics.h"
 
+#include "base/sys.h"
+
+#include <jansson.h>
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -14,6 +18,8 @@ static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.
 void metrics_init(struct metrics *m)
 {
     memset(m, 0, sizeof *m);
+    for (int i = 0; i < METRICS_RATE_PERIODS; i++)
+        m->rate_period[i] = -1;
     pthread_mutex_init(&m->mu, NULL);
 }
 
@@ -49,17 +55,6 @@ void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated, uint
     pthread_mutex_unlock(&m->mu);
 }
 
-static void observe(struct metrics *m, struct histogram *h, double v)
-{
-    pthread_mutex_lock(&m->mu);
-    int b = 0;
-    while (b < METRICS_BUCKETS && v > bounds[b])
-        b++;
-    h->count[b]++;
-    h->sum += v;
-    h->n++;
-    pthread_mutex_unlock(&m->mu);
-}
 
 /* The series of model (created when new; the last slot is shared when
  * more models than slots came and went). Under m->mu. */
@@ -85,6 +80,13 @@ static void observe_locked(struct histogram *h, double v)
     h->n++;
 }
 
+static void observe(struct metrics *m, struct histogram *h, double v)
+{
+    pthread_mutex_lock(&m->mu);
+    observe_locked(h, v);
+    pthread_mutex_unlock(&m->mu);
+}
+
 void metrics_model_request(struct metrics *m, const struct metrics_obs *o)
 {
     pthread_mutex_lock(&m->mu);
@@ -107,6 +109,40 @@ void metrics_model_itl(struct metrics *m, const char *model, double seconds)
     pthread_mutex_lock(&m->mu);
     observe_locked(&series_of(m, model)->itl, seconds);
     pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_generated(struct metrics *m, double now, uint64_t n)
+{
+    const int64_t period = (int64_t)(now / METRICS_RATE_PERIOD_S);
+    const int slot = (int)(period % METRICS_RATE_PERIODS);
+    pthread_mutex_lock(&m->mu);
+    if (m->rate_period[slot] != period) { /* a slot last used 5 minutes or more ago */
+        m->rate_period[slot] = period;
+        m->rate_tokens[slot] = 0;
+    }
+    m->rate_tokens[slot] += n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+double metrics_rate(struct metrics *m, double now, double window_s)
+{
+    const int64_t period = (int64_t)(now / METRICS_RATE_PERIOD_S);
+    int periods = (int)(window_s / METRICS_RATE_PERIOD_S);
+    if (periods < 1)
+        periods = 1;
+    if (periods > METRICS_RATE_PERIODS)
+        periods = METRICS_RATE_PERIODS;
+    uint64_t tokens = 0;
+    pthread_mutex_lock(&m->mu);
+    for (int64_t p = period - periods + 1; p <= period; p++) {
+        const int slot = (int)(p % METRICS_RATE_PERIODS);
+        if (p >= 0 && m->rate_period[slot] == p)
+            tokens += m->rate_tokens[slot];
+    }
+    pthread_mutex_unlock(&m->mu);
+    /* the earlier periods whole, the current one as far as it has gone */
+    const double span = (periods - 1) * (double)METRICS_RATE_PERIOD_S + (now - (double)period * METRICS_RATE_PERIOD_S);
+    return span > 0 ? (double)tokens / span : 0;
 }
 
 void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
@@ -279,4 +315,72 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
         rc = render_models(m, g, out);
     pthread_mutex_unlock(&m->mu);
     return rc;
+}
+
+/* The q-quantile of h, interpolated inside its bucket (the last finite
+ * bound for the +Inf bucket); 0 when empty. */
+static double quantile(const struct histogram *h, double q)
+{
+    if (!h->n)
+        return 0;
+    const double want = q * (double)h->n;
+    uint64_t below = 0;
+    for (int b = 0; b <= METRICS_BUCKETS; b++) {
+        if (below + h->count[b] >= want && h->count[b]) {
+            if (b == METRICS_BUCKETS)
+                return bounds[METRICS_BUCKETS - 1];
+            const double lo = b ? bounds[b - 1] : 0;
+            return lo + (bounds[b] - lo) * (want - (double)below) / (double)h->count[b];
+        }
+        below += h->count[b];
+    }
+    return bounds[METRICS_BUCKETS - 1];
+}
+
+static json_t *histogram_json(const struct histogram *h)
+{
+    return json_pack("{s:I, s:f, s:f, s:f}", "count", (json_int_t)h->n, "sum", h->sum, "p50", quantile(h, 0.5), "p95",
+                     quantile(h, 0.95));
+}
+
+json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g)
+{
+    const double now = sys_now();
+    const double rate_1m = metrics_rate(m, now, 60), rate_5m = metrics_rate(m, now, 300);
+    json_t *req = json_array(), *models = json_array();
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < m->n_req; i++)
+        json_array_append_new(req, json_pack("{s:s, s:i, s:I}", "endpoint", m->req[i].endpoint, "status",
+                                             m->req[i].status, "count", (json_int_t)m->req[i].n));
+    for (int i = 0; i < g->n_model_gauges; i++) {
+        const struct metrics_model_gauges *mg = &g->models[i];
+        json_t *o = json_pack("{s:s, s:s?, s:s?, s:i, s:i, s:f}", "id", mg->model, "source", mg->source, "digest",
+                              mg->digest, "running", mg->running, "waiting", mg->waiting, "kv_usage", mg->kv_usage);
+        for (int k = 0; k < m->n_models; k++) {
+            const struct model_series *ms = &m->models[k];
+            if (strcmp(ms->model, mg->model) != 0)
+                continue;
+            json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)ms->prompt_tokens));
+            json_object_set_new(o, "generated_tokens", json_integer((json_int_t)ms->generation_tokens));
+            json_object_set_new(o, "ttft", histogram_json(&ms->ttft));
+            json_object_set_new(o, "itl", histogram_json(&ms->itl));
+        }
+        json_array_append_new(models, o);
+    }
+    json_t *v = json_pack("{s:o, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "requests", req, "prompt_tokens",
+                          (json_int_t)m->prompt_tokens, "generated_tokens", (json_int_t)m->generated_tokens,
+                          "reused_tokens", (json_int_t)m->reused_tokens, "rejected_busy",
+                          (json_int_t)m->rejected_busy, "ttft", histogram_json(&m->ttft), "itl",
+                          histogram_json(&m->itl), "duration", histogram_json(&m->duration));
+    pthread_mutex_unlock(&m->mu);
+    json_object_update_new(v, json_pack("{s:i, s:i, s:i, s:I, s:I, s:f, s:I, s:I, s:i, s:o}", "slots", g->slots_total,
+                                        "slots_active", g->slots_active, "queue_depth", g->queue_depth, "kv_used",
+                                        (json_int_t)g->kv_used, "kv_capacity", (json_int_t)g->kv_capacity,
+                                        "kv_usage",
+                                        g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, "steps",
+                                        (json_int_t)g->steps, "step_tokens", (json_int_t)g->step_tokens,
+                                        "connections", g->conn_open, "models", models));
+    json_object_set_new(v, "tokens_per_s_1m", json_real(rate_1m));
+    json_object_set_new(v, "tokens_per_s_5m", json_real(rate_5m));
+    return v;
 }

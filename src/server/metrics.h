@@ -7,6 +7,7 @@
 #include "base/sbuf.h"
 #include "server/gate.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -31,8 +32,16 @@ struct model_series {
     struct histogram ttft, itl, e2e, queue;
 };
 
+/* Generated tokens per 10-second period over the last 5 minutes, for
+ * tokens/s over the last minute and the last 5 (a ring of periods; each
+ * slot knows which period it counts, so a quiet spell needs no sweep). */
+#define METRICS_RATE_PERIOD_S 10
+#define METRICS_RATE_PERIODS 30
+
 struct metrics {
     pthread_mutex_t mu;
+    uint64_t rate_tokens[METRICS_RATE_PERIODS];
+    int64_t rate_period[METRICS_RATE_PERIODS]; /* floor(t / period) counted in that slot; -1: none yet */
     struct model_series models[METRICS_MAX_MODELS];
     int n_models;
     /* requests by endpoint and status */
@@ -53,6 +62,12 @@ void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated, uint
 void metrics_ttft(struct metrics *m, double seconds);
 void metrics_itl(struct metrics *m, double seconds);
 void metrics_duration(struct metrics *m, double seconds);
+/* n tokens generated at now (sys_now()'s monotonic seconds). */
+void metrics_generated(struct metrics *m, double now, uint64_t n);
+/* Generated tokens per second over the window_s seconds before now
+ * (at most METRICS_RATE_PERIODS periods; whole periods, the current one
+ * counted for the part that has passed). */
+double metrics_rate(struct metrics *m, double now, double window_s);
 
 /* A finished generation (or embedding) request of model: its tokens,
  * latencies and finish reason ("stop", "length", "tool_calls",
@@ -69,6 +84,8 @@ void metrics_model_itl(struct metrics *m, const char *model, double seconds);
 /* A model's gauges at the time of the scrape. */
 struct metrics_model_gauges {
     const char *model;
+    const char *source; /* what the configuration named: a store name or a file */
+    const char *digest; /* "sha256:HEX" when the file is a store's, else NULL */
     int running, waiting;
     double kv_usage; /* 0..1 */
 };
@@ -88,5 +105,10 @@ struct metrics_gauges {
 
 /* The Prometheus text exposition of everything into out. */
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbuf *out);
+/* The same as JSON (GET /v1/plumb/status): counters, latency histograms
+ * as count, sum and estimated p50/p95 (seconds), gauges, tokens/s over the
+ * last minute and 5 minutes (tokens_per_s_1m, _5m), and per model (id,
+ * source, digest, running, waiting, ...). A new reference. */
+json_t *metrics_json(struct metrics *m, const struct metrics_gauges *g);
 
 #endif

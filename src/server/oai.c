@@ -4,6 +4,7 @@
 
 #include "base/sbuf.h"
 #include "base/sys.h"
+#include "base/units.h"
 #include "base/utf8.h"
 
 #include <errno.h>
@@ -18,34 +19,18 @@
 
 /* ---- the served model ---- */
 
-int oai_model_open(struct oai_model *om, const char *path, const char *alias, const struct engine_params *ep,
-                   pb_err *err)
+void oai_model_id(const char *path, const char *alias, char *out, size_t size)
 {
-    memset(om, 0, sizeof *om);
-    int rc = engine_open(path, ep, &om->e, err);
-    if (rc)
-        return rc;
-    struct engine_info info;
-    engine_get_info(om->e, &info);
-    om->n_ctx = info.n_ctx;
     if (alias && *alias) {
-        snprintf(om->id, sizeof om->id, "%s", alias);
-    } else {
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
-        size_t n = strlen(base);
-        if (n > 5 && !strcmp(base + n - 5, ".gguf"))
-            n -= 5;
-        snprintf(om->id, sizeof om->id, "%.*s", (int)n, base);
+        snprintf(out, size, "%s", alias);
+        return;
     }
-    om->created = (int64_t)time(NULL);
-    return PB_OK;
-}
-
-void oai_model_close(struct oai_model *om)
-{
-    engine_close(om->e);
-    memset(om, 0, sizeof *om);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf"))
+        n -= 5;
+    snprintf(out, size, "%.*s", (int)n, base);
 }
 
 json_t *oai_model_object(const struct oai_model *om)
@@ -124,6 +109,8 @@ struct oai_gen {
     struct choice ch[OAI_MAX_CHOICES];
     int n_logprobs;        /* alternatives per token (-1: none asked) */
     json_t *tools;         /* offered and to be read back from the answers (tool_choice not "none") */
+    bool has_keep_alive;   /* the request's keep_alive */
+    double keep_alive_s;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -338,6 +325,13 @@ static int read_logit_bias(const json_t *req, int32_t n_vocab, struct oai_reques
     return 200;
 }
 
+/* A seed for a request that names none. */
+static uint64_t fresh_seed(void)
+{
+    static atomic_uint_fast64_t counter;
+    return (uint64_t)(sys_now() * 1e9) ^ (atomic_fetch_add(&counter, 1) * 0x9E3779B97F4A7C15ull);
+}
+
 /* The sampling and length fields every generation request has. */
 static int read_common(const json_t *req, struct oai_request *r, bool chat, int32_t n_vocab, struct oai_error *e)
 {
@@ -349,8 +343,7 @@ static int read_common(const json_t *req, struct oai_request *r, bool chat, int3
     sp->top_k = 0;
     sp->top_p = 1.0f;
     sp->min_p = 0;
-    static atomic_uint_fast64_t counter;
-    sp->seed = (uint64_t)(sys_now() * 1e9) ^ (atomic_fetch_add(&counter, 1) * 0x9E3779B97F4A7C15ull);
+    sp->seed = fresh_seed();
     double temp = 1, top_p = 1, min_p = 0, pp = 0, fp = 0, rep = 1;
     long long top_k = 0, seed = 0, n = 1;
     int st;
@@ -644,6 +637,100 @@ static int read_prompt(const json_t *req, int32_t n_vocab, struct oai_request *r
     return BAD("'prompt' must be a string or an array of token ids (one prompt per request)");
 }
 
+/* keep_alive, as Ollama takes it: seconds (a number, or a string such as
+ * "300"), a duration ("5m", "1h"), 0 to unload the model once the
+ * request ends, a negative number or "forever" to keep it loaded. */
+static int read_keep_alive(const json_t *req, struct oai_request *r, struct oai_error *e)
+{
+    const json_t *v = json_object_get(req, "keep_alive");
+    if (!v || json_is_null(v))
+        return 200;
+    double x = 0;
+    bool ok;
+    if (json_is_number(v)) {
+        x = json_number_value(v);
+        ok = isfinite(x) && x <= 10.0 * 365 * 86400;
+        if (x < 0)
+            x = -1;
+    } else {
+        ok = json_is_string(v) && units_parse_duration(json_string_value(v), &x);
+    }
+    if (!ok)
+        return BAD("'keep_alive' must be seconds or a duration such as \"5m\" or \"1h\" (0: unload after this "
+                   "request; negative: keep loaded)");
+    r->has_keep_alive = true;
+    r->keep_alive_s = x;
+    return 200;
+}
+
+static bool has_field(const json_t *req, const char *name)
+{
+    const json_t *v = json_object_get(req, name);
+    return v && !json_is_null(v);
+}
+
+/* The model's preset over what the request said (oai_request_read). */
+static int apply_preset(const json_t *req, const struct server_preset *ps, struct oai_request *r, struct oai_error *e)
+{
+    (void)e;
+    struct engine_request_params *rp = &r->rp;
+    struct sampler_params *sp = &rp->sampling;
+    const unsigned set = ps->set, fixed = ps->fixed;
+    /* the request's own value stands unless the field is fixed; else the
+     * preset's, or the API's default for a fixed field without one */
+#define OWN(bit, key) (!(fixed & (bit)) && has_field(req, key))
+    if (!OWN(SERVER_PRESET_TEMPERATURE, "temperature"))
+        sp->temp = set & SERVER_PRESET_TEMPERATURE ? (float)ps->temperature : 1.0f;
+    if (!OWN(SERVER_PRESET_TOP_P, "top_p"))
+        sp->top_p = !(set & SERVER_PRESET_TOP_P) ? 1.0f : ps->top_p <= 0 ? 1e-6f : (float)ps->top_p;
+    if (!OWN(SERVER_PRESET_MIN_P, "min_p"))
+        sp->min_p = set & SERVER_PRESET_MIN_P ? (float)ps->min_p : 0.0f;
+    if (!OWN(SERVER_PRESET_TOP_K, "top_k"))
+        sp->top_k = set & SERVER_PRESET_TOP_K ? ps->top_k : 0;
+    if (!OWN(SERVER_PRESET_REPEAT_PENALTY, "repeat_penalty"))
+        sp->repeat_penalty = set & SERVER_PRESET_REPEAT_PENALTY ? (float)ps->repeat_penalty : 1.0f;
+    if (!OWN(SERVER_PRESET_SEED, "seed") && ((set & SERVER_PRESET_SEED) || has_field(req, "seed")))
+        sp->seed = set & SERVER_PRESET_SEED ? (uint64_t)ps->seed : fresh_seed();
+    if (!OWN(SERVER_PRESET_STOP, "stop")) {
+        rp->n_stop = 0;
+        for (int i = 0; (set & SERVER_PRESET_STOP) && i < ps->n_stop && i < ENGINE_MAX_STOPS; i++)
+            rp->stop[rp->n_stop++] = ps->stop[i];
+    }
+    if ((set & SERVER_PRESET_MAX_TOKENS) && ps->max_tokens > 0 &&
+        (rp->n_predict < 0 || rp->n_predict > ps->max_tokens))
+        rp->n_predict = ps->max_tokens;
+    if (!r->chat)
+        return 200;
+    const json_t *kw = json_object_get(req, "chat_template_kwargs");
+    const bool own_thinking = !(fixed & SERVER_PRESET_REASONING) && has_field(kw, "enable_thinking");
+    if (!own_thinking)
+        r->co.no_thinking = set & SERVER_PRESET_REASONING ? !ps->reasoning : false;
+    if ((set | fixed) & SERVER_PRESET_SYSTEM) {
+        bool has_system = false;
+        for (size_t i = 0; i < json_array_size(r->messages);) {
+            const char *role = json_string_value(json_object_get(json_array_get(r->messages, i), "role"));
+            if (role && !strcmp(role, "system")) {
+                has_system = true;
+                if (fixed & SERVER_PRESET_SYSTEM) { /* the preset's (or none) in place of the request's */
+                    json_array_remove(r->messages, i);
+                    continue;
+                }
+            }
+            i++;
+        }
+        if ((set & SERVER_PRESET_SYSTEM) && ps->system && ((fixed & SERVER_PRESET_SYSTEM) || !has_system)) {
+            json_t *m = json_pack("{s:s, s:o}", "role", "system", "content",
+                                  pb_json_text(ps->system, strlen(ps->system)));
+            if (!m || json_array_insert_new(r->messages, 0, m))
+                return 500;
+        }
+        if (json_array_size(r->messages) == 0)
+            return BAD("'messages' holds only system messages, which this model's preset replaces");
+    }
+#undef OWN
+    return 200;
+}
+
 void oai_request_free(struct oai_request *r)
 {
     json_decref(r->messages);
@@ -655,7 +742,7 @@ void oai_request_free(struct oai_request *r)
 }
 
 int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const char *body, size_t len,
-                     struct oai_request *r, struct oai_error *e)
+                     const struct server_preset *preset, struct oai_request *r, struct oai_error *e)
 {
     memset(r, 0, sizeof *r);
     r->chat = chat;
@@ -685,7 +772,7 @@ int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const cha
     }
     if ((st = read_common(req, r, chat, n_vocab, e)) != 200 || (st = get_stops(req, &r->rp, e)) != 200)
         goto done;
-    if ((st = get_bool(req, "stream", &r->stream, e)) != 200)
+    if ((st = get_bool(req, "stream", &r->stream, e)) != 200 || (st = read_keep_alive(req, r, e)) != 200)
         goto done;
     const json_t *so = json_object_get(req, "stream_options");
     if (so && !json_is_null(so)) {
@@ -719,6 +806,8 @@ int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const cha
         st = read_chat_opts(req, &r->co, &r->split, e);
         r->co.tools = r->tools;
     }
+    if (st == 200 && preset)
+        st = apply_preset(req, preset, r, e);
 done:
     if (st != 200)
         oai_request_free(r);
@@ -802,8 +891,9 @@ static int on_step(void *user, const struct engine_step *st)
         record_logprobs(c, st);
     if (g->n_tokens++ == 0)
         g->t_first = now;
-    if (c->n_tokens++ > 0 && g->om->on_itl)
-        g->om->on_itl(g->om->on_itl_user, g->om->id, now - c->t_last);
+    if (g->om->on_itl)
+        g->om->on_itl(g->om->on_itl_user, g->om->id, c->n_tokens > 0 ? now - c->t_last : -1);
+    c->n_tokens++;
     c->t_last = now;
     bool stop = sbuf_add(&c->text, st->text, st->text_len) != PB_OK ||
                 sbuf_add(&c->reasoning, st->reasoning, st->reasoning_len) != PB_OK;
@@ -862,7 +952,7 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     *out = NULL;
     struct oai_request r;
     const struct tokenizer *tok = engine_tokenizer(om->e);
-    int st = oai_request_read(om->id, tok_n_vocab(tok), chat, body, len, &r, e);
+    int st = oai_request_read(om->id, tok_n_vocab(tok), chat, body, len, om->preset, &r, e);
     if (st != 200)
         return st;
     struct engine_request_params rp = r.rp;
@@ -911,6 +1001,8 @@ int oai_gen_start(struct oai_model *om, bool chat, const char *body, size_t len,
     g->n_logprobs = r.n_logprobs;
     g->stream = r.stream;
     g->include_usage = r.include_usage;
+    g->has_keep_alive = r.has_keep_alive;
+    g->keep_alive_s = r.keep_alive_s;
     g->created = (int64_t)time(NULL);
     g->n_prompt = (int)n_ids;
     g->t_start = sys_now();
@@ -1285,6 +1377,8 @@ void oai_gen_info(struct oai_gen *g, struct oai_gen_info *info)
     info->finish = finish_reason(g, &g->ch[0]);
     if (g->n_done < g->n)
         info->finish = "running";
+    info->has_keep_alive = g->has_keep_alive;
+    info->keep_alive_s = g->keep_alive_s;
     pthread_mutex_unlock(&g->mu);
 }
 

@@ -7,25 +7,30 @@
 
 #include "plumb/engine.h"
 #include "plumb/sampler.h"
+#include "plumb/server.h"
 
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
+/* A model as a request sees it: its name, the engine it runs on (loaded,
+ * owned by the server) and its preset. */
 struct oai_model {
     char id[128];
     int64_t created;
     struct engine *e;
     int64_t n_ctx;   /* per slot */
-    /* called (on the engine's thread) with each inter-token latency */
+    const struct server_preset *preset; /* NULL: none */
+    /* called (on the engine's thread) for each generated token with its
+     * inter-token latency, or -1 for the first token of a choice */
     void (*on_itl)(void *user, const char *model, double seconds);
     void *on_itl_user;
 };
 
-int oai_model_open(struct oai_model *om, const char *path, const char *alias, const struct engine_params *ep,
-                   pb_err *err);
-void oai_model_close(struct oai_model *om);
+/* The model's name (alias, else path's file name without .gguf). */
+void oai_model_id(const char *path, const char *alias, char *out, size_t size);
+/* GET /v1/models's object of a loaded model. */
 json_t *oai_model_object(const struct oai_model *om);
 /* {"error": {"message", "type", "param": null, "code"}} */
 json_t *oai_error(const char *message, const char *type, const char *code);
@@ -70,14 +75,18 @@ struct oai_request {
     size_t prompt_len;
     int32_t *ids;                    /* completion: the prompt as token ids (each below n_vocab), or NULL */
     size_t n_ids;
+    bool has_keep_alive;             /* "keep_alive" (Ollama's): how long the model stays loaded after this */
+    double keep_alive_s;             /* seconds (0: unload when it ends), -1: forever */
 };
 
 /* Reads a request body (chat: /v1/chat/completions, else /v1/completions)
- * for the model model_id, whose vocabulary has n_vocab tokens. Returns 200
- * and *r (free it with oai_request_free), or the HTTP status of the error
+ * for the model model_id, whose vocabulary has n_vocab tokens, with its
+ * preset (NULL: none) applied: a field the request leaves out, or one the
+ * preset fixes, takes the preset's value (server_preset). Returns 200 and
+ * *r (free it with oai_request_free), or the HTTP status of the error
  * described in *e (400, 404, 500), with *r left empty. */
 int oai_request_read(const char *model_id, int32_t n_vocab, bool chat, const char *body, size_t len,
-                     struct oai_request *r, struct oai_error *e);
+                     const struct server_preset *preset, struct oai_request *r, struct oai_error *e);
 void oai_request_free(struct oai_request *r);
 
 struct oai_gen;
@@ -141,6 +150,8 @@ struct oai_gen_info {
     double ttft;        /* seconds from submission to the first token */
     double queue_s;     /* seconds waiting for a slot (the first choice) */
     const char *finish; /* "stop", "length", "cancelled", "error", or "running" */
+    bool has_keep_alive;/* the request's "keep_alive" */
+    double keep_alive_s;
 };
 void oai_gen_info(struct oai_gen *g, struct oai_gen_info *info);
 void oai_gen_free(struct oai_gen *g);

@@ -3,12 +3,14 @@
  * oai.c. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "plumb/server.h"
+#include "plumb/store.h"
 #include "base/err.h"
 
 #include "base/sbuf.h"
 #include "base/sys.h"
 #include "server/gate.h"
 #include "server/metrics.h"
+#include "server/models.h"
 #include "server/oai.h"
 
 #include <ctype.h>
@@ -36,23 +38,13 @@ struct api_key {
     char id[64];
     char key[MAX_KEY_LEN];
     size_t len;
-};
-
-/* A loaded model and who uses it: the server's list holds one reference,
- * each request in progress another; the last to let go unloads it. */
-struct served {
-    struct oai_model om;
-    struct server_model spec; /* strings below */
-    char alias[128], path[1024], source[1024], chat_format[64];
-    int refs; /* under server.models_mu */
+    bool admin; /* may read the operations data and load or unload models (/v1/plumb/...) */
 };
 
 struct server {
     struct server_params p;
     struct engine_threads *threads; /* shared by every model */
-    pthread_mutex_t models_mu;
-    struct served *models[SERVER_MAX_MODELS];
-    int n_models;
+    struct models *models;          /* the names served and their loaded copies (models.h) */
     struct MHD_Daemon *mhd;
     struct gate *gate;  /* accepts, and hands over connections whose request head has come */
     atomic_int n_conn;  /* connections libmicrohttpd holds */
@@ -63,6 +55,8 @@ struct server {
     atomic_bool draining;
     atomic_int running; /* generation requests in progress */
     char instance_id[72]; /* "" when none */
+    double t_start;       /* sys_now() at server_open */
+    bool ui;              /* the console's page is served (GET /) */
 };
 
 struct server_params server_defaults(void)
@@ -83,7 +77,7 @@ struct server_params server_defaults(void)
 
 struct server_model server_model_defaults(void)
 {
-    struct server_model m = {.engine = engine_defaults()};
+    struct server_model m = {.engine = engine_defaults(), .keep_alive_s = SERVER_KEEP_ALIVE_DEFAULT};
     m.engine.n_slots = SERVER_DEFAULT_PARALLEL;
     return m;
 }
@@ -151,16 +145,21 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
         char *p = line + strspn(line, " \t");
         if (!*p || *p == '#')
             continue;
-        char *sp = p + strcspn(p, " \t"), *id = NULL, *key = p;
-        if (*sp) {
-            *sp = '\0';
-            id = p;
-            key = sp + 1 + strspn(sp + 1, " \t");
-            if (strpbrk(key, " \t")) {
-                rc = pb_fail(err, PB_EFORMAT, "%s:%d: expected KEY or ID KEY", path, lineno);
-                break;
-            }
+        /* KEY, ID KEY, or ID KEY admin */
+        char *field[4];
+        int nf = 0;
+        for (char *q = p; *q && nf < 4;) {
+            field[nf++] = q;
+            q += strcspn(q, " \t");
+            if (*q)
+                *q++ = '\0';
+            q += strspn(q, " \t");
         }
+        if (nf == 4 || (nf == 3 && strcmp(field[2], "admin") != 0)) {
+            rc = pb_fail(err, PB_EFORMAT, "%s:%d: expected KEY, ID KEY or ID KEY admin", path, lineno);
+            break;
+        }
+        char *id = nf >= 2 ? field[0] : NULL, *key = nf >= 2 ? field[1] : field[0];
         size_t kl = strlen(key);
         if (kl < 8 || kl >= MAX_KEY_LEN) {
             rc = pb_fail(err, PB_EFORMAT, "%s:%d: a key must have 8 to %d characters", path, lineno, MAX_KEY_LEN - 1);
@@ -183,11 +182,35 @@ static int load_keys(struct server *s, const char *path, pb_err *err)
             snprintf(k->id, sizeof k->id, "key%d", s->n_keys);
         memcpy(k->key, key, kl);
         k->len = kl;
+        k->admin = nf == 3;
     }
     fclose(f);
     if (!rc && s->n_keys == 0)
         rc = pb_fail(err, PB_EFORMAT, "%s: no keys in the file", path);
     return rc;
+}
+
+bool server_key_pick(char *text, bool admin_first, char *key, size_t size)
+{
+    key[0] = 0;
+    bool found_admin = false;
+    for (char *save = NULL, *line = strtok_r(text, "\r\n", &save); line && !found_admin;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        char *words[4] = {0};
+        int n = 0;
+        for (char *s2 = NULL, *w = strtok_r(line, " \t", &s2); w && n < 4; w = strtok_r(NULL, " \t", &s2))
+            words[n++] = w;
+        if (n == 0 || words[0][0] == '#' || n == 4 || (n == 3 && strcmp(words[2], "admin") != 0))
+            continue;
+        const char *k = n == 1 ? words[0] : words[1];
+        if (admin_first && n == 3) {
+            snprintf(key, size, "%s", k);
+            found_admin = true;
+        } else if (!key[0]) {
+            snprintf(key, size, "%s", k);
+        }
+    }
+    return key[0] != 0;
 }
 
 /* Compares in time that depends only on the key's length bound, not on
@@ -213,108 +236,6 @@ static const struct api_key *find_key(const struct server *s, const char *given)
 
 static void on_itl(void *user, const char *model, double seconds);
 
-static int served_open(struct server *s, const struct server_model *spec, struct served **out, pb_err *err)
-{
-    *out = NULL;
-    struct served *m = calloc(1, sizeof *m);
-    if (!m)
-        return pb_fail(err, PB_ENOMEM, "out of memory");
-    m->spec = *spec;
-    snprintf(m->path, sizeof m->path, "%s", spec->path);
-    m->spec.path = m->path;
-    snprintf(m->source, sizeof m->source, "%s", spec->source ? spec->source : spec->path);
-    m->spec.source = m->source;
-    if (spec->alias) {
-        snprintf(m->alias, sizeof m->alias, "%s", spec->alias);
-        m->spec.alias = m->alias;
-    }
-    if (spec->engine.chat_format) {
-        snprintf(m->chat_format, sizeof m->chat_format, "%s", spec->engine.chat_format);
-        m->spec.engine.chat_format = m->chat_format;
-    }
-    struct engine_params ep = m->spec.engine;
-    ep.threads = s->threads;
-    ep.max_queue = s->p.max_queue;
-    ep.ignore_memory = true; /* open_models checked all of them together */
-    int rc = oai_model_open(&m->om, spec->path, spec->alias, &ep, err);
-    if (rc) {
-        oai_model_close(&m->om);
-        free(m);
-        return pb_wrap(err, rc, "%s", spec->path);
-    }
-    m->om.on_itl = on_itl;
-    m->om.on_itl_user = s;
-    m->refs = 1;
-    struct engine_info in;
-    char warn[512];
-    engine_get_info(m->om.e, &in);
-    if (engine_ctx_advice(in.n_ctx, in.n_ctx_train, warn, sizeof warn))
-        logf_(s, "warning: model '%s': %s", m->om.id, warn);
-    *out = m;
-    return PB_OK;
-}
-
-static void served_free(struct served *m)
-{
-    oai_model_close(&m->om);
-    free(m);
-}
-
-static void served_unref(struct server *s, struct served *m)
-{
-    pthread_mutex_lock(&s->models_mu);
-    bool last = --m->refs == 0;
-    pthread_mutex_unlock(&s->models_mu);
-    if (last) {
-        logf_(s, "unloaded '%s' (%s)", m->om.id, m->source);
-        served_free(m);
-    }
-}
-
-/* The model a request names (NULL: the only one), with a reference; or
- * the HTTP status of the error in *e. */
-static int pick_model(struct server *s, const char *name, struct served **out, struct oai_error *e)
-{
-    *out = NULL;
-    pthread_mutex_lock(&s->models_mu);
-    int st = 200;
-    if (!name) {
-        if (s->n_models == 1)
-            *out = s->models[0];
-        else
-            st = 400;
-    } else {
-        for (int i = 0; i < s->n_models && !*out; i++)
-            if (!strcmp(s->models[i]->om.id, name))
-                *out = s->models[i];
-        if (!*out)
-            st = 404;
-    }
-    if (*out)
-        (*out)->refs++;
-    pthread_mutex_unlock(&s->models_mu);
-    if (st == 400) {
-        snprintf(e->message, sizeof e->message, "this server serves %d models: say which in 'model'", s->n_models);
-        snprintf(e->type, sizeof e->type, "invalid_request_error");
-        snprintf(e->code, sizeof e->code, "model_required");
-    } else if (st == 404) {
-        snprintf(e->message, sizeof e->message, "the model '%.400s' does not exist (GET /v1/models lists them)", name);
-        snprintf(e->type, sizeof e->type, "invalid_request_error");
-        snprintf(e->code, sizeof e->code, "model_not_found");
-    }
-    return st;
-}
-
-/* Whether two specs load the same thing the same way. */
-static bool same_spec(const struct server_model *a, const struct server_model *b)
-{
-    const struct engine_params *x = &a->engine, *y = &b->engine;
-    return !strcmp(a->path, b->path) && !strcmp(a->alias ? a->alias : "", b->alias ? b->alias : "") &&
-           !strcmp(x->chat_format ? x->chat_format : "", y->chat_format ? y->chat_format : "") &&
-           x->n_slots == y->n_slots && x->n_ctx == y->n_ctx && x->n_batch == y->n_batch &&
-           x->kv_type == y->kv_type && x->prefill_chunk == y->prefill_chunk && x->step_target_s == y->step_target_s;
-}
-
 /* ---- responses ---- */
 
 /* What a connection's current request has gathered. */
@@ -327,11 +248,15 @@ struct conn {
     double t0;
     struct oai_gen *gen; /* a generation request, streaming or not */
     struct served *model;/* its model (a reference) */
+    struct oai_model om; /* the model as the request uses it (when using) */
+    bool using;          /* a use of the model's loaded copy (models_use) */
     char key_id[64];
+    bool admin;              /* the key has the admin flag, or the server has no keys */
     struct MHD_Connection *connection;
     uint64_t content_length; /* 0 when none (or chunked) */
     char request_id[72];     /* X-Request-Id: the client's, or made here */
     int n_embedded;          /* tokens of /v1/embeddings */
+    int retry_after;         /* a model's 503: seconds to wait */
     char origin[256];        /* Origin, when CORS allows it ("" otherwise) */
 };
 
@@ -408,6 +333,10 @@ static const char *known_endpoint(const char *url)
             return names[i];
     if (!strncmp(url, "/v1/models/", 11))
         return "/v1/models";
+    if (!strncmp(url, "/v1/plumb/", 10))
+        return "/v1/plumb";
+    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4))
+        return "/ui";
     return "other";
 }
 
@@ -450,6 +379,7 @@ static void stream_free(void *cls)
 }
 
 static int body_model(struct conn *cn, struct oai_error *e);
+static enum MHD_Result reply_model_error(struct conn *cn, int status, const struct oai_error *e);
 
 static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection *c, bool chat)
 {
@@ -459,9 +389,9 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
     struct oai_error e = {0};
     int status = body_model(cn, &e);
     if (status != 200)
-        return reply_error(cn, status, e.type, e.code, "%s", e.message);
+        return reply_model_error(cn, status, &e);
     struct oai_gen *g = NULL;
-    status = oai_gen_start(&cn->model->om, chat, cn->body.data, cn->body.len, s->p.max_tokens, s->p.timeout_s, &g, &e);
+    status = oai_gen_start(&cn->om, chat, cn->body.data, cn->body.len, s->p.max_tokens, s->p.timeout_s, &g, &e);
     if (status != 200) {
         if (status == 503)
             logf_(s, "busy: %s", e.message);
@@ -493,22 +423,46 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
 }
 
 /* The model a body names (or the only one), with a reference in
- * cn->model; an error reply when there is none. */
+ * cn->model and a use of its loaded copy (loaded first if need be) in
+ * cn->om; else the status of the error in *e. */
 static int body_model(struct conn *cn, struct oai_error *e)
 {
     struct server *s = cn->srv;
     char name[400];
     int has = oai_peek_model(cn->body.data, cn->body.len, name, sizeof name);
-    int status = pick_model(s, has == 1 ? name : NULL, &cn->model, e);
-    if (status != 200 && has >= 0)
-        return status;
-    if (!cn->model) { /* a body that is not JSON: any model reports it */
-        pthread_mutex_lock(&s->models_mu);
-        cn->model = s->models[0];
-        cn->model->refs++;
-        pthread_mutex_unlock(&s->models_mu);
+    if (has < 0) { /* not a JSON object, or a 'model' that is no name: said without loading a model */
+        struct oai_request r;
+        int st = oai_request_read("", 1, true, cn->body.data, cn->body.len, NULL, &r, e);
+        if (st == 404) /* a name too long to be one */
+            snprintf(e->message, sizeof e->message, "the model named does not exist (GET /v1/models lists them)");
+        if (st == 200) {
+            oai_request_free(&r);
+            snprintf(e->message, sizeof e->message, "'model' must be the name of a model (GET /v1/models)");
+            snprintf(e->type, sizeof e->type, "invalid_request_error");
+            snprintf(e->code, sizeof e->code, "invalid_value");
+            st = 400;
+        }
+        return st;
     }
-    return 200;
+    int status = models_pick(s->models, has == 1 ? name : NULL, &cn->model, e);
+    if (status != 200)
+        return status;
+    status = models_use(s->models, cn->model, s->p.timeout_s, &cn->om, e, &cn->retry_after);
+    cn->using = status == 200;
+    if (status == 503)
+        logf_(s, "busy: %s", e->message);
+    return status;
+}
+
+/* A model's error: a 503's Retry-After as the model said. */
+static enum MHD_Result reply_model_error(struct conn *cn, int status, const struct oai_error *e)
+{
+    if (status != 503 || cn->retry_after <= 0)
+        return reply_error(cn, status, e->type, e->code[0] ? e->code : NULL, "%s", e->message);
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", cn->retry_after);
+    cn->status = status;
+    return send_json(cn, status, oai_error(e->message, e->type, e->code[0] ? e->code : NULL), ra);
 }
 
 /* POST /v1/embeddings, /tokenize, /detokenize */
@@ -517,8 +471,10 @@ static enum MHD_Result handle_model_call(struct conn *cn, const char *url)
     struct oai_error e = {0};
     int status = body_model(cn, &e);
     json_t *out = NULL;
+    if (status != 200)
+        return reply_model_error(cn, status, &e);
     if (status == 200) {
-        struct oai_model *om = &cn->model->om;
+        struct oai_model *om = &cn->om;
         if (!strcmp(url, "/v1/embeddings")) {
             int n_tok = 0;
             status = oai_embeddings(om, cn->body.data, cn->body.len, &out, &n_tok, &e);
@@ -535,18 +491,11 @@ static enum MHD_Result handle_model_call(struct conn *cn, const char *url)
     return send_json(cn, 200, out, NULL);
 }
 
-/* GET /v1/models and /v1/models/ID */
+/* GET /v1/models and /v1/models/ID: every model served, loaded or not */
 static enum MHD_Result list_models(struct conn *cn, const char *id)
 {
     struct server *s = cn->srv;
-    json_t *data = json_array(), *one = NULL;
-    pthread_mutex_lock(&s->models_mu);
-    for (int i = 0; i < s->n_models; i++) {
-        if (id && !strcmp(s->models[i]->om.id, id))
-            one = oai_model_object(&s->models[i]->om);
-        json_array_append_new(data, oai_model_object(&s->models[i]->om));
-    }
-    pthread_mutex_unlock(&s->models_mu);
+    json_t *data = models_openai(s->models, NULL), *one = id ? models_openai(s->models, id) : NULL;
     if (id) {
         json_decref(data);
         if (!one)
@@ -557,6 +506,141 @@ static enum MHD_Result list_models(struct conn *cn, const char *id)
     }
     cn->status = 200;
     return send_json(cn, 200, json_pack("{s:s, s:o}", "object", "list", "data", data), NULL);
+}
+
+/* ---- the console (src/server/ui, embedded by cmake/embed.cmake) ---- */
+
+extern const char plumb_ui_index_html[], plumb_ui_app_js[], plumb_ui_app_css[];
+extern const size_t plumb_ui_index_html_len, plumb_ui_app_js_len, plumb_ui_app_css_len;
+
+/* GET / and /ui/FILE. The page runs only its own script and style (no
+ * inline code, nothing from elsewhere), in no frame, and talks only to
+ * this server: model output it shows can never become code. */
+static enum MHD_Result serve_ui(struct conn *cn, const char *url, bool get)
+{
+    const char *body = NULL, *type = NULL;
+    size_t len = 0;
+    if (!strcmp(url, "/") || !strcmp(url, "/ui") || !strcmp(url, "/ui/") || !strcmp(url, "/ui/index.html"))
+        body = plumb_ui_index_html, len = plumb_ui_index_html_len, type = "text/html; charset=utf-8";
+    else if (!strcmp(url, "/ui/app.js"))
+        body = plumb_ui_app_js, len = plumb_ui_app_js_len, type = "text/javascript; charset=utf-8";
+    else if (!strcmp(url, "/ui/app.css"))
+        body = plumb_ui_app_css, len = plumb_ui_app_css_len, type = "text/css; charset=utf-8";
+    else
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "no such page: %s", url);
+    if (!get)
+        return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    common_headers(cn, r);
+    cn->status = 200;
+    return queue(cn, 200, r);
+}
+
+/* The gauges of every model, for /metrics and /v1/plumb/status. */
+struct gauges {
+    struct metrics_gauges g;
+    struct metrics_model_gauges per[SERVER_MAX_MODELS];
+    char ids[SERVER_MAX_MODELS][128], sources[SERVER_MAX_MODELS][1024], digests[SERVER_MAX_MODELS][72];
+};
+
+static void gather_gauges(struct server *s, struct gauges *gs)
+{
+    struct metrics_gauges *g = &gs->g;
+    *g = (struct metrics_gauges){.ready = !atomic_load(&s->draining)};
+    /* all models together, and each */
+    models_gauges(s->models, g, gs->per, gs->ids, gs->sources, gs->digests, SERVER_MAX_MODELS);
+    g->conn_open = atomic_load(&s->n_conn);
+    gate_get_stats(s->gate, &g->gate);
+}
+
+/* GET /v1/plumb/status: the server's counters and gauges now. */
+static enum MHD_Result plumb_status(struct conn *cn)
+{
+    struct server *s = cn->srv;
+    struct gauges gs;
+    gather_gauges(s, &gs);
+    json_t *v = metrics_json(&s->metrics, &gs.g);
+    json_object_update_new(v, json_pack("{s:s, s:f, s:f, s:b, s:b, s:s?}", "version", PLUMB_VERSION, "time",
+                                        sys_wall_now(), "uptime_s", sys_now() - s->t_start, "ready",
+                                        !atomic_load(&s->draining), "keys", s->n_keys > 0, "instance_id",
+                                        s->instance_id[0] ? s->instance_id : NULL));
+    cn->status = 200;
+    return send_json(cn, 200, v, NULL);
+}
+
+/* GET /v1/plumb/usage, /doctor, /machine: what the server's owner reports
+ * (server_params.report). */
+static enum MHD_Result plumb_report(struct conn *cn, const char *what)
+{
+    struct server *s = cn->srv;
+    if (!s->p.report)
+        return reply_error(cn, 404, "invalid_request_error", "not_found", "this server has no %s report", what);
+    char *text = NULL;
+    pb_err err = {0};
+    if (s->p.report(s->p.report_user, what, &text, &err) || !text) {
+        free(text);
+        return reply_error(cn, 500, "server_error", NULL, "%s: %s", what, err.msg[0] ? err.msg : "no report");
+    }
+    cn->status = 200;
+    enum MHD_Result r = send_buffer(cn, 200, "application/json", text, strlen(text), NULL);
+    free(text);
+    return r;
+}
+
+/* /v1/plumb/WHAT: the operations data (the console's dashboard, plumb
+ * ps); only for admin keys.
+ *   GET  models               every model served: state, memory, slots, keep-alive, preset
+ *   POST models/NAME/load     loads it (as a request would) and answers its object
+ *   POST models/NAME/unload   unloads it now, or once its requests end */
+static enum MHD_Result plumb_route(struct conn *cn, struct MHD_Connection *c, const char *what, bool get, bool post)
+{
+    (void)c;
+    struct server *s = cn->srv;
+    const bool status = !strcmp(what, "status"),
+               report = !strcmp(what, "usage") || !strcmp(what, "doctor") || !strcmp(what, "machine");
+    if ((status || report) && !get)
+        return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for /v1/plumb/%s", what);
+    if (status)
+        return plumb_status(cn);
+    if (report)
+        return plumb_report(cn, what);
+    if (!strcmp(what, "models")) {
+        if (!get)
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for /v1/plumb/models");
+        cn->status = 200;
+        return send_json(cn, 200, models_status(s->models), NULL);
+    }
+    if (!strncmp(what, "models/", 7)) {
+        const char *name = what + 7, *slash = strrchr(name, '/');
+        const bool load = slash && !strcmp(slash, "/load"), unload = slash && !strcmp(slash, "/unload");
+        if (!load && !unload)
+            return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: /v1/plumb/%.300s "
+                               "(models/NAME/load, models/NAME/unload)", what);
+        if (!post)
+            return reply_error(cn, 405, "invalid_request_error", NULL, "use POST for /v1/plumb/%.300s", what);
+        char id[200];
+        snprintf(id, sizeof id, "%.*s", (int)(slash - name < 199 ? slash - name : 199), name);
+        if (load && atomic_load(&s->draining))
+            return reply_error(cn, 503, "server_error", "draining", "the server is shutting down");
+        struct oai_error e = {0};
+        json_t *out = NULL;
+        int st = load ? models_load(s->models, id, s->p.timeout_s, &out, &e, &cn->retry_after)
+                      : models_unload(s->models, id, &out, &e);
+        if (st != 200)
+            return reply_model_error(cn, st, &e);
+        cn->status = 200;
+        return send_json(cn, 200, out, NULL);
+    }
+    return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: /v1/plumb/%.300s", what);
 }
 
 static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const char *url, const char *method)
@@ -597,34 +681,10 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
     if (!strcmp(url, "/metrics")) {
         if (!get)
             return reply_error(cn, 405, "invalid_request_error", NULL, "use GET for %s", url);
-        struct metrics_gauges g = {.ready = !atomic_load(&s->draining)};
-        struct metrics_model_gauges per[SERVER_MAX_MODELS];
-        char ids[SERVER_MAX_MODELS][128];
-        pthread_mutex_lock(&s->models_mu);
-        for (int i = 0; i < s->n_models; i++) { /* all models together, and each */
-            struct engine_stats st;
-            engine_get_stats(s->models[i]->om.e, &st);
-            snprintf(ids[i], sizeof ids[i], "%s", s->models[i]->om.id);
-            per[i] = (struct metrics_model_gauges){ids[i], st.active, st.queued,
-                                                   st.kv_capacity ? (double)st.kv_used / (double)st.kv_capacity : 0};
-            g.slots_total += st.n_slots;
-            g.slots_active += st.active;
-            g.queue_depth += st.queued;
-            g.kv_used += st.kv_used;
-            g.kv_capacity += st.kv_capacity;
-            g.steps += st.steps;
-            g.step_tokens += st.step_tokens;
-            g.step_seconds += st.step_seconds;
-            g.sample_seconds += st.sample_seconds;
-        }
-        g.n_models = s->n_models;
-        g.models = per;
-        g.n_model_gauges = s->n_models;
-        pthread_mutex_unlock(&s->models_mu);
-        g.conn_open = atomic_load(&s->n_conn);
-        gate_get_stats(s->gate, &g.gate);
+        struct gauges gs;
+        gather_gauges(s, &gs);
         struct sbuf out = {0};
-        if (metrics_render(&s->metrics, &g, &out)) {
+        if (metrics_render(&s->metrics, &gs.g, &out)) {
             sbuf_free(&out);
             return MHD_NO;
         }
@@ -633,6 +693,8 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
         sbuf_free(&out);
         return r;
     }
+    if (s->ui && (!strcmp(url, "/") || !strncmp(url, "/ui", 3)))
+        return serve_ui(cn, url, get);
     const bool tokens = !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
     if (strncmp(url, "/v1/", 4) != 0 && !tokens)
         return reply_error(cn, 404, "invalid_request_error", "not_found", "no such route: %s %s", method, url);
@@ -647,6 +709,15 @@ static enum MHD_Result route(struct conn *cn, struct MHD_Connection *c, const ch
             return reply_error(cn, 401, "invalid_request_error", "invalid_api_key",
                                auth ? "incorrect API key provided" : "missing API key (Authorization: Bearer KEY)");
         snprintf(cn->key_id, sizeof cn->key_id, "%s", k->id);
+        cn->admin = k->admin;
+    } else {
+        cn->admin = true; /* no keys: whoever reaches the server runs it */
+    }
+    if (!strncmp(url, "/v1/plumb/", 10)) {
+        if (!cn->admin)
+            return reply_error(cn, 403, "permission_error", "admin_required",
+                               "%s needs a key with the admin flag (\"ID KEY admin\" in the key file)", url);
+        return plumb_route(cn, c, url + 10, get, post);
     }
     if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
         if (!get)
@@ -814,7 +885,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         if (info.n_gen > 0)
             metrics_ttft(&s->metrics, info.ttft);
         if (cn->model && status == 200 && (cn->gen || !strcmp(cn->endpoint, "/v1/embeddings"))) {
-            const struct metrics_obs o = {cn->model->om.id, (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
+            const struct metrics_obs o = {models_id(cn->model), (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
                                           info.n_gen > 0 ? info.ttft : -1, dt, info.queue_s,
                                           cn->gen ? info.finish : NULL};
             metrics_model_request(&s->metrics, &o);
@@ -824,7 +895,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
             .endpoint = cn->endpoint,
             .status = status,
             .key_id = cn->key_id,
-            .model = cn->model ? cn->model->om.id : "",
+            .model = cn->model ? models_id(cn->model) : "",
             .prompt_tokens = info.n_prompt,
             .completion_tokens = info.n_gen,
             .cached_tokens = info.n_reused,
@@ -841,16 +912,23 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
             oai_gen_free(cn->gen);
             atomic_fetch_sub(&s->running, 1);
         }
+        if (cn->using)
+            models_done(s->models, cn->model, info.has_keep_alive, info.keep_alive_s);
         if (cn->model)
-            served_unref(s, cn->model);
+            models_unref(s->models, cn->model);
     }
     sbuf_free(&cn->body);
     free(cn);
 }
 
+/* Each generated token: the tokens/s window, and the latency since the
+ * token before (seconds < 0 for a choice's first). */
 static void on_itl(void *user, const char *model, double seconds)
 {
     struct server *s = user;
+    metrics_generated(&s->metrics, sys_now(), 1);
+    if (seconds < 0)
+        return;
     metrics_itl(&s->metrics, seconds);
     metrics_model_itl(&s->metrics, model, seconds);
 }
@@ -916,7 +994,11 @@ static int check_exposure(struct server *s, pb_err *err)
     socklen_t sl;
     bool v6;
     int rc = resolve_host(s->p.host, s->p.port, &ss, &sl, &v6, err);
-    if (rc || is_loopback(&ss) || s->p.api_key_file)
+    if (rc)
+        return rc;
+    /* the page itself holds nothing; what it shows needs the API's keys */
+    s->ui = s->p.ui == SERVER_UI_ON || (s->p.ui == SERVER_UI_AUTO && is_loopback(&ss));
+    if (is_loopback(&ss) || s->p.api_key_file)
         return rc;
     if (!s->p.insecure)
         return pb_fail(err, PB_EINVAL, "host %s is reachable from other machines and no API key file is given: anyone "
@@ -976,78 +1058,6 @@ static int listen_on(const char *host, int port, int *fd_out, int *bound, pb_err
     return PB_OK;
 }
 
-/* Whether the models of the list that are not loaded yet fit together in
- * the memory available now (their estimates at full contexts). */
-static int check_memory(struct server *s, const struct server_model *models, int n, pb_err *err)
-{
-    uint64_t need = 0, avail = 0;
-    char what[300] = "";
-    size_t at = 0;
-    for (int i = 0; i < n; i++) {
-        bool loaded = false;
-        pthread_mutex_lock(&s->models_mu);
-        for (int k = 0; k < s->n_models; k++)
-            loaded |= same_spec(&s->models[k]->spec, &models[i]);
-        pthread_mutex_unlock(&s->models_mu);
-        if (loaded || !models[i].path)
-            continue;
-        struct engine_params ep = models[i].engine;
-        ep.threads = s->threads;
-        struct engine_memory mem;
-        int rc = engine_estimate(models[i].path, &ep, &mem, err);
-        if (rc)
-            return pb_wrap(err, rc, "%s", models[i].path);
-        need += mem.total;
-        avail = mem.available;
-        if (at < sizeof what)
-            at += (size_t)snprintf(what + at, sizeof what - at, "%s%s %.2f GiB (%d x %lld tokens)", at ? ", " : "",
-                                   models[i].alias ? models[i].alias : models[i].path, mem.total / 1073741824.0,
-                                   ep.n_slots, (long long)mem.n_ctx);
-    }
-    if (!s->p.ignore_memory && avail && need > avail)
-        return pb_fail(err, PB_ENOMEM, "the models need about %.2f GiB together (%s) but %.2f GiB are available; "
-                       "use smaller contexts or fewer slots", need / 1073741824.0, what,
-                       avail / 1073741824.0);
-    return PB_OK;
-}
-
-/* Loads every model of the list into out[] (all or nothing); one already
- * loaded the same way is kept (a reference more). */
-static int open_models(struct server *s, const struct server_model *models, int n, struct served **out, pb_err *err)
-{
-    if (n < 1 || n > SERVER_MAX_MODELS)
-        return pb_fail(err, PB_EINVAL, "%d models to serve (1..%d)", n, SERVER_MAX_MODELS);
-    int rc = check_memory(s, models, n, err);
-    if (rc)
-        return rc;
-    for (int i = 0; i < n; i++) {
-        out[i] = NULL;
-        if (!models[i].path)
-            rc = pb_fail(err, PB_EINVAL, "model %d has no file", i + 1);
-        if (!rc) {
-            pthread_mutex_lock(&s->models_mu);
-            for (int k = 0; k < s->n_models && !out[i]; k++)
-                if (same_spec(&s->models[k]->spec, &models[i])) {
-                    out[i] = s->models[k];
-                    out[i]->refs++;
-                }
-            pthread_mutex_unlock(&s->models_mu);
-            if (!out[i])
-                rc = served_open(s, &models[i], &out[i], err);
-        }
-        for (int k = 0; k < i && rc == PB_OK; k++)
-            if (!strcmp(out[k]->om.id, out[i]->om.id))
-                rc = pb_fail(err, PB_EINVAL, "two models are called '%s' (give them different aliases)", out[i]->om.id);
-        if (rc) {
-            for (int k = 0; k <= i; k++)
-                if (out[k])
-                    served_unref(s, out[k]);
-            return rc;
-        }
-    }
-    return PB_OK;
-}
-
 int server_open(const struct server_params *p, struct server **out, pb_err *err)
 {
     *out = NULL;
@@ -1076,8 +1086,8 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         s->p.host = "127.0.0.1";
     if (s->p.max_connections <= 0)
         s->p.max_connections = 256;
-    pthread_mutex_init(&s->models_mu, NULL);
     metrics_init(&s->metrics);
+    s->t_start = sys_now();
     atomic_init(&s->draining, false);
     atomic_init(&s->running, 0);
     atomic_init(&s->n_conn, 0);
@@ -1091,9 +1101,18 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         logf_(s, "warning: %s", warn);
     if ((rc = engine_threads_create(p->n_threads, &s->threads, err)))
         goto fail;
-    if ((rc = open_models(s, p->models, p->n_models, s->models, err)))
+    const struct models_params mp = {
+        .threads = s->threads,
+        .max_queue = s->p.max_queue,
+        .memory_limit = s->p.memory_limit,
+        .ignore_memory = s->p.ignore_memory,
+        .log = s->p.log,
+        .log_user = s->p.log_user,
+        .on_itl = on_itl,
+        .on_itl_user = s,
+    };
+    if ((rc = models_create(&mp, &s->models, err)) || (rc = models_set(s->models, p->models, p->n_models, false, err)))
         goto fail;
-    s->n_models = p->n_models;
     int lfd = -1;
     if ((rc = listen_on(s->p.host, p->port, &lfd, &s->port, err)))
         goto fail;
@@ -1126,10 +1145,6 @@ int server_open(const struct server_params *p, struct server **out, pb_err *err)
         close(lfd);
         goto fail;
     }
-    for (int i = 0; i < s->n_models; i++)
-        logf_(s, "serving %s as '%s' (%d slot%s x %lld tokens)", s->models[i]->source, s->models[i]->om.id,
-              s->models[i]->spec.engine.n_slots, s->models[i]->spec.engine.n_slots == 1 ? "" : "s",
-              (long long)s->models[i]->om.n_ctx);
     logf_(s, "listening on http://%s:%d (%s%s%s)", s->p.host, s->port, s->n_keys ? "API keys required" : "no API keys",
           s->instance_id[0] ? ", instance " : "", s->instance_id);
     *out = s;
@@ -1141,38 +1156,10 @@ fail:
 
 int server_reload(struct server *s, const struct server_model *models, int n_models, pb_err *err)
 {
-    struct served *next[SERVER_MAX_MODELS];
-    int rc = open_models(s, models, n_models, next, err);
-    if (rc) {
+    int rc = models_set(s->models, models, n_models, true, err);
+    if (rc)
         logf_(s, "error: reload failed, serving as before: %s", err ? err->msg : "");
-        return rc;
-    }
-    struct served *old[SERVER_MAX_MODELS];
-    pthread_mutex_lock(&s->models_mu);
-    const int n_old = s->n_models;
-    memcpy(old, s->models, (size_t)n_old * sizeof *old);
-    memcpy(s->models, next, (size_t)n_models * sizeof *next);
-    s->n_models = n_models;
-    pthread_mutex_unlock(&s->models_mu);
-    int kept = 0;
-    for (int i = 0; i < n_old; i++) {
-        bool still = false;
-        for (int k = 0; k < n_models; k++)
-            still |= next[k] == old[i];
-        kept += still;
-        if (!still)
-            logf_(s, "reload: '%s' (%s) leaves when its requests finish", old[i]->om.id, old[i]->source);
-        served_unref(s, old[i]); /* the old list's reference */
-    }
-    for (int k = 0; k < n_models; k++) {
-        bool was = false;
-        for (int i = 0; i < n_old; i++)
-            was |= next[k] == old[i];
-        if (!was)
-            logf_(s, "reload: serving %s as '%s'", next[k]->source, next[k]->om.id);
-    }
-    logf_(s, "reload: %d model%s, %d unchanged", n_models, n_models == 1 ? "" : "s", kept);
-    return PB_OK;
+    return rc;
 }
 
 int server_drain(struct server *s, double timeout_s)
@@ -1193,16 +1180,13 @@ void server_free(struct server *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->n_models; i++)
-        engine_cancel_all(s->models[i]->om.e); /* waiting connections end */
+    models_cancel_all(s->models); /* waiting connections end */
     gate_free(s->gate); /* no more hand-overs */
     if (s->mhd)
         MHD_stop_daemon(s->mhd); /* joins the connection threads */
-    for (int i = 0; i < s->n_models; i++)
-        served_unref(s, s->models[i]);
+    models_free(s->models);
     engine_threads_free(s->threads);
     metrics_destroy(&s->metrics);
-    pthread_mutex_destroy(&s->models_mu);
     if (s->keys) {
         volatile char *k = (volatile char *)s->keys; /* keys do not linger in freed memory */
         for (size_t i = 0; i < MAX_KEYS * sizeof *s->keys; i++)

@@ -335,6 +335,16 @@ static CURL *transfer_new(const char *url, struct dl *d, char *errbuf)
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xfer);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, d);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    if (d->k->o->bearer_token) {
+        /* libcurl's own authentication: sent to the URL's host, dropped
+         * on a redirect to another host or port (CURLOPT_UNRESTRICTED_AUTH
+         * stays off). Not a header of CURLOPT_HTTPHEADER: libcurl since
+         * 7.58 drops a custom Authorization header there too, but any
+         * other custom header follows the redirect. test_registry checks
+         * that a CDN the registry redirects to gets no Authorization. */
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+        curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, d->k->o->bearer_token);
+    }
     return h;
 }
 
@@ -344,7 +354,7 @@ static CURL *transfer_new(const char *url, struct dl *d, char *errbuf)
  * (one starting with a space) right after the next response's status
  * line is appended to it (a use after free, curl issue 11101, fixed in
  * 8.1.0). A server could reach it with any error, then such a line. */
-static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
+static int download(const char *url, struct sink *k, int *attempts, long *http_status, pb_err *err)
 {
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK)
@@ -407,6 +417,7 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
             retry = true;
         } else if (c == CURLE_HTTP_RETURNED_ERROR) {
             snprintf(why, sizeof why, "HTTP %ld", code);
+            *http_status = code;
             retry = code >= 500 || code == 408 || code == 429;
             if (code == 416 && d.from > 0) /* the range no longer fits: start over */
                 retry = sink_restart(k);
@@ -424,6 +435,8 @@ static int download(const char *url, struct sink *k, int *attempts, pb_err *err)
             snprintf(why, sizeof why, "%s", errbuf[0] ? errbuf : curl_easy_strerror(c));
             retry = transient(c);
         }
+        if (c != CURLE_HTTP_RETURNED_ERROR)
+            *http_status = 0;
         if (!retry || attempt >= max) {
             rc = pb_fail(err, PB_EIO, "downloading %.300s: %s%s", url, why,
                          retry ? " (gave up after the last attempt)" : "");
@@ -569,7 +582,7 @@ int store_pull(struct store *s, const char *source, const struct store_pull_opts
         goto fail;
     k.path = tmp;
     if (url) {
-        if ((rc = download(source, &k, &res->attempts, err)))
+        if ((rc = download(source, &k, &res->attempts, &res->http_status, err)))
             goto fail;
         sha256_final_hex(k.hash, got);
     } else {

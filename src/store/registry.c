@@ -356,6 +356,17 @@ void store_blob_path(const struct store *s, const char *digest, char *buf, size_
     snprintf(buf, size, "%s/sha256-%s", s->blobs, digest);
 }
 
+bool store_blob_digest(const char *path, char out[65])
+{
+    static const char dir[] = "blobs/sha256-";
+    const size_t n = strlen(path), dn = sizeof dir - 1;
+    if (n < dn + 64 || strncmp(path + n - 64 - dn, dir, dn) != 0 || (n > dn + 64 && path[n - 65 - dn] != '/'))
+        return false;
+    memcpy(out, path + n - 64, 64);
+    out[64] = '\0';
+    return files_is_digest(out);
+}
+
 /* ---- reading ---- */
 
 #define ENTRY_SELECT                                                                                                   \

@@ -78,16 +78,18 @@ static void check_cpu(struct doctor_report *r)
 /* Each configured model: found, a valid GGUF, and within memory (the
  * engine's estimate, as plumb serve checks it). */
 static void check_models(struct doctor_report *r, const struct config *c, const char *home, uint64_t available,
-                         double *total)
+                         double *total, double *start_total, char (*paths)[4096])
 {
-    *total = 0;
+    *total = *start_total = 0;
     for (int i = 0; i < c->n_models; i++) {
         const struct config_model *m = &c->models[i];
-        char name[96], path[4096];
+        char name[96], *path = paths[i];
         snprintf(name, sizeof name, "model %s", m->alias);
         pb_err err = {0};
         struct store_entry entry;
-        if (store_resolve(home, m->source, path, sizeof path, &entry, &err)) {
+        path[0] = '\0';
+        if (store_resolve(home, m->source, path, 4096, &entry, &err)) {
+            path[0] = '\0';
             add(r, name, DOCTOR_ERROR, "pull it (plumb pull SOURCE --name NAME) or fix 'source' in the configuration",
                 "%s", err.msg);
             continue;
@@ -106,6 +108,10 @@ static void check_models(struct doctor_report *r, const struct config *c, const 
         }
         const double need = (double)mem.total;
         *total += need;
+        const int load = m->load != SERVER_LOAD_DEFAULT ? m->load : c->n_models > 1 ? SERVER_LOAD_DEMAND
+                                                                                    : SERVER_LOAD_START;
+        if (load == SERVER_LOAD_START)
+            *start_total += need;
         char w[32], k[32], n[32], a[32];
         fmt_gib((double)mem.weights, w, sizeof w);
         fmt_gib((double)mem.kv, k, sizeof k);
@@ -376,6 +382,99 @@ static void check_clock(struct doctor_report *r)
         add(r, "clock", DOCTOR_OK, NULL, "%s", s);
 }
 
+/* Whether a chat template reads system messages at all (a template that
+ * never mentions "system" drops them); true when it cannot tell. */
+static bool template_takes_system(const char *path)
+{
+    json_t *d = NULL;
+    pb_err err = {0};
+    if (engine_describe(path, false, true, &d, &err))
+        return true;
+    const char *t = json_string_value(json_object_get(json_object_get(d, "metadata"), "tokenizer.chat_template"));
+    const bool takes = !t || strstr(t, "system") != NULL;
+    json_decref(d);
+    return takes;
+}
+
+/* Each model's preset, and models that share a file: a fixed field
+ * without a value, sampling far from the usual, a system prompt the
+ * template would drop, one file loaded twice for differing engine
+ * settings. */
+static void check_presets(struct doctor_report *r, const struct config *c, char (*paths)[4096])
+{
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        char name[96], problems[512] = "", fix[512] = "";
+        size_t at = 0, fat = 0;
+        bool bad = false;
+#define NOTE(...) (at < sizeof problems ? at += (size_t)snprintf(problems + at, sizeof problems - at, __VA_ARGS__) : 0)
+#define FIX(...) (fat < sizeof fix ? fat += (size_t)snprintf(fix + fat, sizeof fix - fat, __VA_ARGS__) : 0)
+        snprintf(name, sizeof name, "preset %s", m->alias);
+        const unsigned loose = m->preset_fixed & ~m->preset_set;
+        for (int k = 0; k < SERVER_PRESET_FIELDS; k++)
+            if (loose & (1u << k)) {
+                const unsigned bit = 1u << k;
+                NOTE("%s'%s' is fixed without a value: %s", at ? "; " : "", server_preset_field_name(bit),
+                     bit == SERVER_PRESET_SYSTEM ? "every request's system messages are removed"
+                                                 : "requests get the API's default and cannot change it");
+                FIX("%sset %s or take it out of 'fixed'", fat ? "; " : "", server_preset_field_name(bit));
+                bad = true;
+            }
+        if ((m->preset_set & SERVER_PRESET_TEMPERATURE) && m->temperature > 1.5) {
+            NOTE("%stemperature %g: answers that high are mostly noise", at ? "; " : "", m->temperature);
+            FIX("%suse a temperature of 0 to 1.2", fat ? "; " : "");
+            bad = true;
+        }
+        if ((m->preset_set & SERVER_PRESET_TOP_P) && m->top_p == 0) {
+            NOTE("%stop_p 0: only the most likely token (say temperature = 0 for that)", at ? "; " : "");
+            FIX("%suse temperature = 0 instead", fat ? "; " : "");
+            bad = true;
+        }
+        if ((m->preset_set & SERVER_PRESET_MAX_TOKENS) && m->ctx > 0 && m->max_tokens >= m->ctx) {
+            NOTE("%smax_tokens %d is not below the context (%lld): it caps nothing", at ? "; " : "", m->max_tokens,
+                 (long long)m->ctx);
+            FIX("%slower max_tokens", fat ? "; " : "");
+            bad = true;
+        }
+        if ((m->preset_set & SERVER_PRESET_SYSTEM) && !m->chat_format[0] && paths[i][0] &&
+            !template_takes_system(paths[i])) {
+            NOTE("%sthe model's chat template never reads a system message: the system prompt is dropped",
+                 at ? "; " : "");
+            FIX("%sset chat_format to a built-in format that has one, or leave 'system' out", fat ? "; " : "");
+            bad = true;
+        }
+#undef NOTE
+#undef FIX
+        if (bad)
+            add(r, name, DOCTOR_WARN, fix, "%s", problems);
+        else if (m->preset_set || m->preset_fixed)
+            add(r, name, DOCTOR_OK, NULL, "%d field%s set, %d fixed", __builtin_popcount(m->preset_set),
+                __builtin_popcount(m->preset_set) == 1 ? "" : "s", __builtin_popcount(m->preset_fixed));
+    }
+    /* one file, several sections: one copy when their engine settings match */
+    for (int i = 0; i < c->n_models; i++)
+        for (int k = i + 1; k < c->n_models; k++) {
+            if (!paths[i][0] || strcmp(paths[i], paths[k]) != 0)
+                continue;
+            const struct engine_params a = config_engine_params(&c->models[i]),
+                                       b = config_engine_params(&c->models[k]);
+            const bool same = a.n_slots == b.n_slots && a.n_ctx == b.n_ctx && a.n_batch == b.n_batch &&
+                              a.kv_type == b.kv_type && a.prefill_chunk == b.prefill_chunk &&
+                              a.step_target_s == b.step_target_s &&
+                              !strcmp(a.chat_format ? a.chat_format : "", b.chat_format ? b.chat_format : "");
+            char name[96];
+            snprintf(name, sizeof name, "shared %.20s, %.20s", c->models[i].alias, c->models[k].alias);
+            if (same)
+                add(r, name, DOCTOR_OK, NULL, "[model %s] and [model %s] share one loaded copy of %s",
+                    c->models[i].alias, c->models[k].alias, paths[i]);
+            else
+                add(r, name, DOCTOR_WARN, "give them the same parallel, ctx, kv_type, batch, step_ms, prefill_chunk "
+                    "and chat_format to share one copy", "[model %s] and [model %s] name the same file with "
+                    "different engine settings: it is loaded twice, in twice the memory", c->models[i].alias,
+                    c->models[k].alias);
+        }
+}
+
 int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *err)
 {
     (void)err;
@@ -385,7 +484,7 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
             "then run plumb doctor --config FILE again", "%s", p->config_error);
     check_cpu(r);
     const uint64_t available = sys_mem_available();
-    double need = 0;
+    double need = 0, start_need = 0;
     const struct config *c = p->config;
     /* the store: the configuration's, else the default one */
     char home[1024];
@@ -397,12 +496,26 @@ int doctor_run(const struct doctor_params *p, struct doctor_report *r, pb_err *e
     else if (store_default_home(home, sizeof home, &herr))
         have_home = false;
     if (c) {
-        check_models(r, c, have_home ? home : NULL, available, &need);
+        static char paths[CONFIG_MAX_MODELS][4096]; /* doctor runs once per process */
+        /* what the models may use: memory_limit, else what is available */
+        const uint64_t limit = c->memory_limit ? c->memory_limit : available;
+        if (c->memory_limit && available && c->memory_limit > available)
+            add(r, "memory limit", DOCTOR_WARN, "lower memory_limit to what the machine has free",
+                "memory_limit %.2f GiB is more than the %.2f GiB available now", c->memory_limit / 1073741824.0,
+                available / 1073741824.0);
+        check_models(r, c, have_home ? home : NULL, limit, &need, &start_need, paths);
+        check_presets(r, c, paths);
         if (c->n_models == 0)
             add(r, "models", DOCTOR_ERROR, "add a [model NAME] section with a source", "%s serves no model", c->path);
-        else if (c->n_models > 1 && need > (double)available)
-            add(r, "models", DOCTOR_ERROR, "serve fewer models at once, or smaller ones",
-                "all %d models together need more than the memory available", c->n_models);
+        else if (c->n_models > 1 && start_need > (double)(c->memory_limit ? c->memory_limit : available))
+            add(r, "models", DOCTOR_ERROR, "load fewer at start (load = demand), or serve smaller ones",
+                "the models loaded at start need more than the memory %s together",
+                c->memory_limit ? "memory_limit allows" : "available");
+        else if (c->n_models > 1 && need > (double)(c->memory_limit ? c->memory_limit : available))
+            add(r, "models", DOCTOR_WARN, "lower their 'parallel' or 'ctx', or raise memory_limit, to keep them "
+                "all loaded", "all %d models do not fit at once: those loaded on demand take turns (an idle one "
+                "is unloaded, least recently used first, to load another; a request then waits for the load)",
+                c->n_models);
     } else if (!p->config_error) {
         add(r, "models", DOCTOR_SKIP, NULL, "no configuration given (--config FILE)");
     }

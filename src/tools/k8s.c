@@ -384,8 +384,21 @@ int service_k8s(const struct k8s_params *p, bool json_out, char **out, pb_err *e
                            cfg->models[i].source);
     }
 
-    /* the configuration as the pods read it */
+    /* resources: the estimate (at most memory_limit: models loaded on
+     * demand take turns within it), the files */
+    uint64_t mem = 0, files = 0;
+    for (int i = 0; i < cfg->n_models; i++) {
+        mem += p->models[i].memory_bytes;
+        files += p->models[i].file_bytes;
+    }
+    if (cfg->memory_limit && cfg->memory_limit < mem)
+        mem = cfg->memory_limit;
+
+    /* the configuration as the pods read it: what the models may use is
+     * the pod's memory request (the memory the node says is free is not
+     * the pod's) */
     struct config pc = *cfg;
+    pc.memory_limit = mem;
     snprintf(pc.host, sizeof pc.host, "0.0.0.0");
     snprintf(pc.store, sizeof pc.store, "%s", K8S_STORE_DIR);
     snprintf(pc.api_key_file, sizeof pc.api_key_file, "%s", keys ? K8S_KEYS_PATH : "");
@@ -405,12 +418,6 @@ int service_k8s(const struct k8s_params *p, bool json_out, char **out, pb_err *e
     }
     free(ini);
 
-    /* resources: the estimate, the files */
-    uint64_t mem = 0, files = 0;
-    for (int i = 0; i < cfg->n_models; i++) {
-        mem += p->models[i].memory_bytes;
-        files += p->models[i].file_bytes;
-    }
     char mem_req[32], mem_lim[32], storage[32], cpus[16], port_s[8], hash[24];
     mebibytes(mem, mem_req, sizeof mem_req);
     mebibytes(mem + mem / 5, mem_lim, sizeof mem_lim);

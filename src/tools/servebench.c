@@ -310,7 +310,7 @@ static int level_figures(const struct servebench_params *p, struct sample *all, 
     int rc = !itl || !ttft || !tpu || (p->keep_requests && !kept) ? PB_ENOMEM : PB_OK;
     if (kept)
         r->requests = kept;
-    size_t ni = 0, nt = 0;
+    size_t ni = 0, nt = 0, ntpu = 0;
     for (int i = 0; i < n_req && rc == PB_OK; i++) {
         if (!all[i].sent)
             continue; /* after a stop */
@@ -323,8 +323,14 @@ static int level_figures(const struct servebench_params *p, struct sample *all, 
             continue;
         }
         lv->tokens += all[i].tokens;
-        ttft[nt] = all[i].ttft;
-        tpu[nt++] = all[i].gen_s > 0 ? (all[i].tokens - 1) / all[i].gen_s : 0;
+        ttft[nt++] = all[i].ttft;
+        /* an answer whose tokens all came in one read has no rate of its
+         * own (not a rate of 0): its tokens over the whole request, a
+         * bound below, stands for it */
+        if (all[i].gen_s > 0 && all[i].tokens > 1)
+            tpu[ntpu++] = (all[i].tokens - 1) / all[i].gen_s;
+        else if (all[i].ttft + all[i].gen_s > 0)
+            tpu[ntpu++] = all[i].tokens / (all[i].ttft + all[i].gen_s);
         memcpy(itl + ni, all[i].itl, (size_t)all[i].n_itl * sizeof *itl);
         ni += (size_t)all[i].n_itl;
     }
@@ -336,7 +342,7 @@ static int level_figures(const struct servebench_params *p, struct sample *all, 
         lv->ttft_p95 = quantile(ttft, nt, 0.95);
         lv->itl_median = quantile(itl, ni, 0.5);
         lv->itl_p95 = quantile(itl, ni, 0.95);
-        lv->tps_per_user = quantile(tpu, nt, 0.5);
+        lv->tps_per_user = quantile(tpu, ntpu, 0.5);
     }
     free(itl);
     free(ttft);

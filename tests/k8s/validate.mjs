@@ -236,6 +236,8 @@ const mib = (bytes) => `${Math.ceil(bytes / 1048576)}Mi`;
     "threads = 3", "drain_timeout = 20", "insecure = no", "[model a]", "[model b]", "source = tiny:1"])
     assert.ok(ini.split("\n").includes(line), `plumb.ini has '${line}'`);
   assert.ok(!/^pid_file/m.test(ini), "no pid file in a pod");
+  // the models stay within the pod's memory request, not the node's free memory
+  assert.ok(ini.split("\n").includes(`memory_limit = ${2 * facts.memory_total_bytes}`), "memory_limit is the request");
   fs.writeFileSync(path.join(work, "pod.ini"), ini);
   const secret = one(objs, "Secret");
   assert.equal(secret.stringData.keys, fs.readFileSync(path.join(work, "keys"), "utf8"));
