@@ -211,7 +211,7 @@ int fleet_add(struct fleet *f, const char *name, const char *url, const char *ke
         if ((rc = fleet_read_key(abs, key, sizeof key, err)))
             return rc;
         explicit_bzero(key, sizeof key);
-        snprintf(s.key_file, sizeof s.key_file, "%s", abs);
+        memcpy(s.key_file, abs, strlen(abs) + 1); /* its length checked above */
     }
     struct fleet_site *more = realloc(f->sites, (size_t)(f->n + 1) * sizeof *more);
     if (!more)
