@@ -137,16 +137,7 @@ static void server_start(struct server *sv, const char *path, const char *body, 
     sv->path = path;
     sv->body = body;
     sv->len = len;
-    sv->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(sv->lfd >= 0);
-    int one = 1;
-    setsockopt(sv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_int_equal(bind(sv->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(sv->lfd, 16), 0);
-    assert_int_equal(getsockname(sv->lfd, (struct sockaddr *)&a, &al), 0);
-    sv->port = ntohs(a.sin_port);
+    sv->lfd = test_listen_loopback(&sv->port);
     assert_int_equal(pthread_create(&sv->th, NULL, accept_loop, sv), 0);
 }
 

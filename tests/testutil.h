@@ -44,6 +44,10 @@ int test_special_files(const char *name, char paths[2][600]);
 /* Fails unless paths[k] is still the FIFO (k 0) or the device (k 1). */
 void test_expect_special(char paths[2][600], int k);
 
+/* A socket listening on a free port of 127.0.0.1 (SO_REUSEADDR); its port
+ * into *port. For the tests' own little servers. */
+int test_listen_loopback(int *port);
+
 /* Child processes a test starts (servers, balancers): each tracked one that
  * is still running when the program exits (a failed test leaves it
  * behind) is killed then. Untrack it once it has been waited for. */

@@ -104,23 +104,33 @@ void metrics_model_request(struct metrics *m, const struct metrics_obs *o)
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_model_itl(struct metrics *m, const char *model, double seconds)
-{
-    pthread_mutex_lock(&m->mu);
-    observe_locked(&series_of(m, model)->itl, seconds);
-    pthread_mutex_unlock(&m->mu);
-}
-
-void metrics_generated(struct metrics *m, double now, uint64_t n)
+/* n tokens generated at now into the rate window. Under m->mu. */
+static void rate_add_locked(struct metrics *m, double now, uint64_t n)
 {
     const int64_t period = (int64_t)(now / METRICS_RATE_PERIOD_S);
     const int slot = (int)(period % METRICS_RATE_PERIODS);
-    pthread_mutex_lock(&m->mu);
     if (m->rate_period[slot] != period) { /* a slot last used 5 minutes or more ago */
         m->rate_period[slot] = period;
         m->rate_tokens[slot] = 0;
     }
     m->rate_tokens[slot] += n;
+}
+
+void metrics_generated(struct metrics *m, double now, uint64_t n)
+{
+    pthread_mutex_lock(&m->mu);
+    rate_add_locked(m, now, n);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_token(struct metrics *m, const char *model, double now, double itl)
+{
+    pthread_mutex_lock(&m->mu);
+    rate_add_locked(m, now, 1);
+    if (itl >= 0) {
+        observe_locked(&m->itl, itl);
+        observe_locked(&series_of(m, model)->itl, itl);
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -146,7 +156,6 @@ double metrics_rate(struct metrics *m, double now, double window_s)
 }
 
 void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
-void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
 void metrics_duration(struct metrics *m, double s) { observe(m, &m->duration, s); }
 
 /* A model's histogram: its buckets, sum and count with the model label

@@ -60,7 +60,6 @@ void metrics_destroy(struct metrics *m);
 void metrics_request(struct metrics *m, const char *endpoint, int status);
 void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated, uint64_t reused);
 void metrics_ttft(struct metrics *m, double seconds);
-void metrics_itl(struct metrics *m, double seconds);
 void metrics_duration(struct metrics *m, double seconds);
 /* n tokens generated at now (sys_now()'s monotonic seconds). */
 void metrics_generated(struct metrics *m, double now, uint64_t n);
@@ -68,6 +67,10 @@ void metrics_generated(struct metrics *m, double now, uint64_t n);
  * (at most METRICS_RATE_PERIODS periods; whole periods, the current one
  * counted for the part that has passed). */
 double metrics_rate(struct metrics *m, double now, double window_s);
+/* One generated token of model (the hook of every token): the rate window,
+ * and the inter-token latency itl into the server's and the model's
+ * histograms (itl < 0: a choice's first token, none), under one lock. */
+void metrics_token(struct metrics *m, const char *model, double now, double itl);
 
 /* A finished generation (or embedding) request of model: its tokens,
  * latencies and finish reason ("stop", "length", "tool_calls",
@@ -79,7 +82,6 @@ struct metrics_obs {
     const char *finish;
 };
 void metrics_model_request(struct metrics *m, const struct metrics_obs *o);
-void metrics_model_itl(struct metrics *m, const char *model, double seconds);
 
 /* A model's gauges at the time of the scrape. */
 struct metrics_model_gauges {

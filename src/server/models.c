@@ -2,6 +2,7 @@
 /* The served names and their loaded copies (models.h): loading on
  * demand, unloading when idle or to make room, presets. */
 #include "server/models.h"
+#include "server/log.h"
 
 #include "plumb/store.h"
 
@@ -75,14 +76,10 @@ struct models {
 static void logf_(struct models *ms, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(struct models *ms, const char *fmt, ...)
 {
-    if (!ms->p.log)
-        return;
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    server_vlog(ms->p.log, ms->p.log_user, fmt, ap);
     va_end(ap);
-    ms->p.log(ms->p.log_user, line);
 }
 
 static double mib(uint64_t b)

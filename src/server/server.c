@@ -9,6 +9,7 @@
 #include "base/sbuf.h"
 #include "base/sys.h"
 #include "server/gate.h"
+#include "server/log.h"
 #include "server/metrics.h"
 #include "server/models.h"
 #include "server/oai.h"
@@ -98,14 +99,19 @@ bool server_instance_id_valid(const char *id)
 static void logf_(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(struct server *s, const char *fmt, ...)
 {
-    if (!s->p.log)
-        return;
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    server_vlog(s->p.log, s->p.log_user, fmt, ap);
     va_end(ap);
-    s->p.log(s->p.log_user, line);
+}
+
+void server_vlog(void (*log)(void *user, const char *line), void *user, const char *fmt, va_list ap)
+{
+    if (!log)
+        return;
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    log(user, line);
 }
 
 /* ---- API keys ---- */
@@ -926,11 +932,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 static void on_itl(void *user, const char *model, double seconds)
 {
     struct server *s = user;
-    metrics_generated(&s->metrics, sys_now(), 1);
-    if (seconds < 0)
-        return;
-    metrics_itl(&s->metrics, seconds);
-    metrics_model_itl(&s->metrics, model, seconds);
+    metrics_token(&s->metrics, model, sys_now(), seconds);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
