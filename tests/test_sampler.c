@@ -2,6 +2,7 @@
  * their masks, JSON Schema to grammar. */
 #include "testutil.h"
 
+#include "base/rng.h"
 #include "sampler/grammar.h"
 #include "sampler/sampler.h"
 
@@ -255,6 +256,101 @@ static void test_allowed_mask(void **state)
         assert_int_equal(sampler_sample_allowed(s, logits, none), -1);
         sampler_free(s);
     }
+}
+
+/* sampler_sample_checked's offers: what a take() callback accepts, and
+ * how many it was asked. */
+struct offers {
+    const uint8_t *allowed;
+    int asked;
+};
+
+static bool take_allowed(void *user, int32_t id)
+{
+    struct offers *o = user;
+    o->asked++;
+    return o->allowed[id] != 0;
+}
+
+/* Offering draws to a test equals sampling under the mask of what the
+ * test takes: greedy in order of logit (ties to the lower id, penalties
+ * applied), temperature by drawing again; -1 when the offers run out or
+ * the sampling has cut-offs. */
+static void test_checked_draws(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    float logits[N];
+    uint8_t allowed[N];
+    struct rng g;
+    rng_seed(&g, 5);
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < N; i++) {
+            logits[i] = (float)(rng_u64(&g) % 40) / 4.0f; /* ties on purpose */
+            allowed[i] = rng_u64(&g) % 3 == 0;
+        }
+        struct sampler_params p = sampler_defaults();
+        p.temp = 0;
+        p.presence_penalty = 3.0f;
+        struct sampler *s = make(p, N), *t = make(p, N);
+        sampler_accept(s, round), sampler_accept(t, round); /* a penalized token */
+        const int32_t want = sampler_sample_allowed(t, logits, allowed);
+        struct offers o = {allowed, 0};
+        const int32_t got = sampler_sample_checked(s, logits, N, take_allowed, &o);
+        assert_int_equal(got, want);
+        /* the offers went best first: as many as tokens rank at or above the choice */
+        int above = 0;
+        float lw = logits[want] - (want == round ? 3.0f : 0);
+        for (int i = 0; i < N; i++) {
+            float li = logits[i] - (i == round ? 3.0f : 0);
+            above += li > lw || (li == lw && i <= want);
+        }
+        assert_int_equal(o.asked, above);
+        /* too few offers for the choice: none taken */
+        if (above > 1) {
+            o.asked = 0;
+            assert_int_equal(sampler_sample_checked(s, logits, above - 1, take_allowed, &o), -1);
+            assert_int_equal(o.asked, above - 1);
+        }
+        sampler_free(s);
+        sampler_free(t);
+    }
+
+    /* temperature: the draws taken follow the masked distribution
+     * (p(2) / p(4) = e^(3 / T)) */
+    float lg[5] = {5.0f, 4.0f, 1.0f, 0.5f, -2.0f};
+    uint8_t al[5] = {0, 0, 1, 0, 1};
+    struct sampler_params p = sampler_defaults();
+    p.temp = 4.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0;
+    p.seed = 3;
+    struct sampler *s = make(p, 5);
+    int seen[5] = {0}, refused = 0;
+    struct offers o = {al, 0};
+    for (int calls = 0; seen[2] + seen[4] < 4000 && calls < 20000; calls++) {
+        int32_t id = sampler_sample_checked(s, lg, 16, take_allowed, &o);
+        if (id < 0)
+            refused++;
+        else
+            seen[id]++;
+    }
+    assert_int_equal(seen[0] + seen[1] + seen[3], 0);
+    assert_int_equal(seen[2] + seen[4], 4000);
+    const double ratio = (double)seen[2] / seen[4], want = exp(3.0 / 4.0);
+    assert_true(fabs(ratio - want) < 0.15 * want);
+    assert_true(refused < 400); /* P(allowed) is about 0.22: 16 draws rarely all miss */
+    sampler_free(s);
+
+    /* top-k, top-p or min-p: never drawn for */
+    p = sampler_defaults();
+    assert_false(sampler_can_check(&p));
+    s = make(p, 5);
+    o.asked = 0;
+    assert_int_equal(sampler_sample_checked(s, lg, 16, take_allowed, &o), -1);
+    assert_int_equal(o.asked, 0);
+    sampler_free(s);
 }
 
 static struct grammar *compile(const char *text)
@@ -527,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_repetition_penalty),
         cmocka_unit_test(test_presence_frequency),
         cmocka_unit_test(test_allowed_mask),
+        cmocka_unit_test(test_checked_draws),
         cmocka_unit_test(test_json_grammar),
         cmocka_unit_test(test_grammar_errors),
         cmocka_unit_test(test_grammar_mask),

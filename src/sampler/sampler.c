@@ -199,23 +199,51 @@ static void apply_penalties(struct sampler *s, struct cand *c, int32_t n)
     }
 }
 
-int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uint8_t *allowed)
+/* The candidates from the logits: a NaN (broken model) is never chosen,
+ * the penalties applied, the tokens a mask refuses at -inf (a penalty
+ * cannot revive them). False when the mask allows none. */
+static bool load_cands(struct sampler *s, const float *logits, const uint8_t *allowed)
 {
     struct cand *c = s->cand;
-    int32_t n = s->n_vocab;
+    const int32_t n = s->n_vocab;
     bool any = false;
-    for (int32_t i = 0; i < n; i++) { /* a NaN (broken model) is never chosen */
+    for (int32_t i = 0; i < n; i++) {
         bool ok = !allowed || allowed[i];
         any |= ok;
         c[i] = (struct cand){i, ok && logits[i] == logits[i] ? logits[i] : -INFINITY, 0};
     }
     if (!any)
-        return -1;
+        return false;
     apply_penalties(s, c, n);
-    if (allowed) /* a penalty cannot revive a token the grammar refused */
+    if (allowed)
         for (int32_t i = 0; i < n; i++)
             if (!allowed[i])
                 c[i].logit = -INFINITY;
+    return true;
+}
+
+/* The candidate (by id order) where the running sum of c[].p passes r. */
+static int32_t draw_cands(const struct cand *c, int32_t n, double r)
+{
+    double cum = 0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (c[i].p <= 0)
+            continue;
+        cum += c[i].p;
+        last = i;
+        if (r < cum)
+            return i;
+    }
+    return last;
+}
+
+int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uint8_t *allowed)
+{
+    struct cand *c = s->cand;
+    int32_t n = s->n_vocab;
+    if (!load_cands(s, logits, allowed))
+        return -1;
 
     if (s->p.temp <= 0) {
         int32_t best = -1;
@@ -234,17 +262,7 @@ int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uin
         double sum = 0;
         for (int32_t i = 0; i < n; i++)
             sum += (c[i].p = expf((c[i].logit - mx) / s->p.temp));
-        double r = rng_uniform(&s->rng) * sum, cum = 0;
-        int32_t last = 0;
-        for (int32_t i = 0; i < n; i++) {
-            if (c[i].p <= 0)
-                continue;
-            cum += c[i].p;
-            last = i;
-            if (r < cum)
-                return i;
-        }
-        return last;
+        return draw_cands(c, n, rng_uniform(&s->rng) * sum);
     }
 
     if (s->p.top_k > 0 && s->p.top_k < n) {
@@ -283,4 +301,51 @@ int32_t sampler_sample_allowed(struct sampler *s, const float *logits, const uin
             return c[i].id;
     }
     return c[n - 1].id;
+}
+
+bool sampler_can_check(const struct sampler_params *p)
+{
+    return p->temp <= 0 || (p->top_k <= 0 && p->top_p >= 1.0f && p->min_p <= 0);
+}
+
+int32_t sampler_sample_checked(struct sampler *s, const float *logits, int tries, bool (*take)(void *user, int32_t id),
+                               void *user)
+{
+    if (!sampler_can_check(&s->p) || tries < 1)
+        return -1;
+    struct cand *c = s->cand;
+    const int32_t n = s->n_vocab;
+    load_cands(s, logits, NULL);
+    if (s->p.temp <= 0) {
+        /* the best first (as the greedy pass picks it); after a refusal
+         * the next best in order: ties go to the lower id in both */
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (c[i].logit > c[best].logit)
+                best = i;
+        if (take(user, best))
+            return best;
+        const int32_t k = tries < n ? tries : n;
+        if (k < 2)
+            return -1;
+        top_k_front(c, n, k);
+        for (int32_t i = 1; i < k; i++)
+            if (take(user, c[i].id))
+                return c[i].id;
+        return -1;
+    }
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        mx = c[i].logit > mx ? c[i].logit : mx;
+    if (!(mx > -INFINITY)) /* nothing has any probability: the mask decides */
+        return -1;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += (c[i].p = expf((c[i].logit - mx) / s->p.temp));
+    for (int t = 0; t < tries; t++) {
+        const int32_t id = draw_cands(c, n, rng_uniform(&s->rng) * sum);
+        if (take(user, id))
+            return id;
+    }
+    return -1;
 }
