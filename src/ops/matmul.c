@@ -4,7 +4,9 @@
  * Work is cut into units of consecutive row groups (at most 128 KiB of
  * weights each, so that a unit stays in the L2 cache while every
  * activation row of the batch passes over it; smaller for larger
- * batches) and handed out through an
+ * batches; 512 KiB for one or two rows, where nothing is reused and a
+ * thread's stream of weights should run long: each unit starts where the
+ * kernels' prefetches did not reach) and handed out through an
  * atomic counter: a thread slowed by something else on the machine takes
  * fewer units instead of holding the others up.
  */
@@ -18,6 +20,9 @@
 #define UNIT_BYTES (128u << 10)
 #define UNIT_TOKENS 128
 #define UNIT_MIN_GROUPS 4
+#ifndef UNIT_STREAM_BYTES
+#define UNIT_STREAM_BYTES (512u << 10)
+#endif
 
 int op_matrix_plan(struct pb_tensor *t, int level, size_t *packed_bytes, pb_err *err)
 {
@@ -171,6 +176,7 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
 {
     struct mm_job j = {.n = n};
     uint8_t *free_at = scratch;
+    const int64_t nth = pool_size(pool);
     j.first[0] = 0;
     for (int m = 0; m < n; m++) {
         const struct op_mm_task *t = &tasks[m];
@@ -207,6 +213,14 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
          * others wait for) */
         size_t unit = t->n_tok > UNIT_TOKENS ? UNIT_BYTES / (size_t)(t->n_tok / UNIT_TOKENS) : UNIT_BYTES;
         int64_t chunk = (int64_t)(unit / (group_bytes ? group_bytes : 1));
+        if (t->n_tok <= 2) {
+            /* streams: long units, but two per thread at least, so that a
+             * small matrix still keeps every thread reading */
+            int64_t stream = (int64_t)(UNIT_STREAM_BYTES / (group_bytes ? group_bytes : 1));
+            const int64_t share = (n_groups + 2 * nth - 1) / (2 * nth);
+            stream = stream < share ? stream : share;
+            chunk = stream > chunk ? stream : chunk;
+        }
         /* kernels may take groups in pairs (two groups share each
          * activation load): whole pairs, and a few of them */
         chunk = chunk < UNIT_MIN_GROUPS ? UNIT_MIN_GROUPS : chunk & ~(int64_t)1;
