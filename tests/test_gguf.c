@@ -221,6 +221,15 @@ static void check_sample(const char *path, uint64_t alignment)
         assert_int_equal(((uintptr_t)t->data) % alignment, 0);
     }
     assert_int_equal(gguf_data_offset(f) % alignment, 0);
+    /* read through the file: the bytes the mapping holds; outside the image: refused */
+    uint8_t got[68];
+    assert_int_equal(gguf_read_at(f, c->data, c->nbytes, got), 0);
+    assert_memory_equal(got, c->data, c->nbytes);
+    assert_int_equal(gguf_read_at(f, (const uint8_t *)a->data + 8, 10, got), 0);
+    assert_memory_equal(got, (const uint8_t *)a->data + 8, 10);
+    assert_int_equal(gguf_read_at(f, c->data, gguf_file_size(f), got), -1);
+    assert_int_equal(gguf_read_at(f, base + gguf_file_size(f), 1, got), -1);
+    assert_int_equal(gguf_read_at(f, (const void *)((uintptr_t)base - 1), 1, got), -1);
     gguf_close(f);
 }
 

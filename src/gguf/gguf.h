@@ -92,6 +92,12 @@ void gguf_release(struct gguf_file *f, const void *p, size_t n);
  * row by row): its pages leave this process's memory now and come back
  * one by one as they are read. Nothing is freed. */
 void gguf_evict(struct gguf_file *f, const void *p, size_t n);
+/* Copies [p, p + n) of the image into dst through the file (pread), not
+ * the mapping: the mapping's pages stay out of this process's memory,
+ * where a kernel that maps large page-cache folios would bring in far
+ * more than n bytes at each touch. An image in memory is copied. 0, or
+ * -1 when the range is outside the image or the file cannot be read. */
+int gguf_read_at(const struct gguf_file *f, const void *p, size_t n, void *dst);
 
 const char *gguf_name(const struct gguf_file *f);
 uint32_t gguf_version(const struct gguf_file *f);

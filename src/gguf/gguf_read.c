@@ -47,7 +47,8 @@ struct gguf_file {
     const uint8_t *base;
     uint64_t size;
     void *map; /* NULL for gguf_open_memory */
-    int fd;    /* kept for gguf_release of a discardable image, else -1 */
+    int fd;    /* the file's descriptor (gguf_read_at, gguf_release), else -1 */
+    bool discardable;
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;
@@ -601,10 +602,16 @@ int gguf_open(const char *path, struct gguf_file **out, pb_err *err)
     size_t size = (size_t)st.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
-    close(fd); /* the mapping keeps the file alive */
-    if (map == MAP_FAILED)
+    if (map == MAP_FAILED) {
+        close(fd);
         return pb_fail(err, PB_EIO, "%s: cannot map %zu bytes: %s", path, size, strerror(e));
-    return open_image(map, size, map, path, out, err);
+    }
+    int rc = open_image(map, size, map, path, out, err);
+    if (rc) /* open_image unmapped it */
+        close(fd);
+    else
+        (*out)->fd = fd; /* for gguf_read_at */
+    return rc;
 }
 
 int gguf_open_fd(int fd, const char *name, bool discardable, struct gguf_file **out, pb_err *err)
@@ -626,10 +633,12 @@ int gguf_open_fd(int fd, const char *name, bool discardable, struct gguf_file **
         return pb_fail(err, PB_EIO, "%s: cannot map %zu bytes: %s", name, size, strerror(e));
     }
     int rc = open_image(map, size, map, name, out, err);
-    if (rc || !discardable)
+    if (rc) {
         close(own);
-    else
+    } else {
         (*out)->fd = own;
+        (*out)->discardable = discardable;
+    }
     return rc;
 }
 
@@ -646,13 +655,33 @@ static void drop_pages(struct gguf_file *f, const void *p, size_t n, bool discar
     if (a < lo || b > hi || b <= a)
         return;
     madvise((void *)a, b - a, MADV_DONTNEED);
-    if (discard && f->fd >= 0)
+    if (discard && f->discardable && f->fd >= 0)
         fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(a - lo), (off_t)(b - a));
 }
 
 void gguf_release(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, p, n, true); }
 
 void gguf_evict(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, p, n, false); }
+
+int gguf_read_at(const struct gguf_file *f, const void *p, size_t n, void *dst)
+{
+    const uintptr_t lo = (uintptr_t)f->base, at = (uintptr_t)p;
+    if (at < lo || n > f->size || at - lo > f->size - n)
+        return -1;
+    if (f->fd < 0 || !f->map) {
+        memcpy(dst, p, n);
+        return 0;
+    }
+    for (size_t done = 0; done < n;) {
+        const ssize_t got = pread(f->fd, (char *)dst + done, n - done, (off_t)(at - lo + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        done += (size_t)got;
+    }
+    return 0;
+}
 
 void gguf_close(struct gguf_file *f)
 {

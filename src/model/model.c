@@ -450,9 +450,9 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
         int64_t step = (int64_t)(PACK_STEP_BYTES / (group_bytes ? group_bytes : 1));
         step = step < 1 ? 1 : step;
         /* token_embd stays readable when it is also the output (tied
-         * embeddings): its pages are evicted, not released, and come back
-         * a row at a time as tokens are looked up; kept, the table stayed
-         * resident beside its repacked copy */
+         * embeddings): its pages are evicted, not released, and its rows
+         * are read from the file as tokens are looked up (layer_embed);
+         * kept, the table stayed resident beside its repacked copy */
         const bool tied = t->data == m->tok_embd.data;
         for (int64_t g0 = 0; g0 < n_groups; g0 += step) {
             const int64_t g1 = g0 + step < n_groups ? g0 + step : n_groups;
@@ -464,6 +464,7 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
                 gguf_release(m->file, p, (size_t)(g1 - g0) * group_bytes);
         }
         op_matrix_use_packed(mats[i], at);
+        m->embd_read |= tied;
         at += (bytes[i] + 63) / 64 * 64;
     }
     pool_free(own);
