@@ -1,9 +1,11 @@
 #define _POSIX_C_SOURCE 200809L
 /* Kernel micro-benchmark: multiply-accumulates per second of each matrix
  * kernel on one thread, for a batch of activation rows (prompt
- * processing: compute-bound, weights in cache) and for one row over a
- * large matrix (generation: memory-bound). Compare kernel sets and builds
- * on one machine, in one run.
+ * processing: compute-bound, weights in cache), for one row over a
+ * large matrix (generation: memory-bound), and for 16 and 4 rows in
+ * cache (pp16, pp4: a server's batched decoding step, which should run
+ * at prompt speed). Compare kernel sets and builds on one machine, in
+ * one run.
  *
  * Then the products of a TinyLlama-1.1B layer's FFN (2048 -> 5632 and
  * back) through op_matmul on all CPUs, for 128 and 512 activation rows:
@@ -32,8 +34,8 @@
 #include <string.h>
 #include <time.h>
 
-#define N_CASES 3
-static const char *const case_names[N_CASES] = {"pp128", "tg1", "tg1-L2"};
+#define N_CASES 5
+static const char *const case_names[N_CASES] = {"pp128", "tg1", "tg1-L2", "pp16", "pp4"};
 static int use_cpu_time, skip_ffn;
 /* GMAC/s per type, level and case (0: not measured) */
 static double results[PB_TYPE_COUNT][KERN_LEVEL_COUNT][N_CASES];
@@ -86,12 +88,13 @@ static void run(enum pb_type t, enum kern_level level)
         return;
     /* pp: 256 rows x 2048 (weights stay in L2), 128 activation rows;
      * tg: 256 MiB of rows of 2048 (beyond the caches), one activation row;
-     * tg1-L2: the same from the L2 cache (the kernel's own speed) */
+     * tg1-L2: the same from the L2 cache (the kernel's own speed);
+     * pp16, pp4: 16 and 4 activation rows, weights in L2 */
     const struct {
         const char *name;
         int64_t n_in, n_rows;
         int n_tok, reps;
-    } cases[N_CASES] = {{"pp128", 2048, 256, 128, 25}, {"tg1", 2048, 0, 1, 5}, {"tg1-L2", 2048, 128, 1, 2000}};
+    } cases[N_CASES] = {{"pp128", 2048, 256, 128, 25}, {"tg1", 2048, 0, 1, 5}, {"tg1-L2", 2048, 128, 1, 2000}, {"pp16", 2048, 256, 16, 200}, {"pp4", 2048, 256, 4, 500}};
     for (int c = 0; c < N_CASES; c++) {
         int64_t n_in = cases[c].n_in, n_rows = cases[c].n_rows;
         if (n_rows == 0) /* far beyond the last-level cache: 256 MiB of weights */
