@@ -225,7 +225,7 @@ static float *eval_logits(const char *path, const int32_t *toks, int n, int batc
     pb_err err;
     if (model_load(path, NULL, &m, &err))
         fail_msg("%s", err.msg);
-    struct model_ctx_params cp = {.n_ctx = 64, .n_threads = threads, .n_batch = batch};
+    struct model_ctx_params cp = {.n_ctx = n > 64 ? n : 64, .n_threads = threads, .n_batch = batch};
     struct model_ctx *c;
     if (model_ctx_create(m, &cp, &c, &err))
         fail_msg("%s", err.msg);
@@ -263,6 +263,21 @@ static void test_batch_equals_sequential(void **state)
         }
         free(a);
         free(b);
+        free(c);
+    }
+    /* a batch longer than the FFN's pieces (FFN_ROWS) against batches of
+     * 100 that never split */
+    int32_t longp[300];
+    for (int i = 0; i < 300; i++)
+        longp[i] = (int32_t)((i * 37 + 11) % 1000);
+    for (size_t k = 0; k < 4; k += 2) {
+        const char *path = test_tiny_model(types[k]);
+        float *a = eval_logits(path, longp, 300, 512, 2, false);
+        float *c = eval_logits(path, longp, 300, 100, 2, false);
+        for (int i = 0; i < 1000; i++)
+            if (a[i] != c[i])
+                fail_msg("%s, 300 tokens, logit %d: one batch %.9g, batches of 100 %.9g", types[k], i, a[i], c[i]);
+        free(a);
         free(c);
     }
 }

@@ -50,12 +50,15 @@ int bert_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logit
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);
         op_layernorm_rows(c->x, c->x, lw->attn_post_norm.data, lw->attn_post_norm_b.data, n, E, hp->rms_eps);
-        if ((rc = op_matmul(c->pool, &lw->ffn_up, c->x, n, c->up, c->act, err)))
-            return rc;
-        add_rows(c->up, lw->ffn_up_b.data, n, F);
-        op_gelu(c->up, (int64_t)n * F);
-        if ((rc = op_matmul(c->pool, &lw->ffn_down, c->up, n, c->xb, c->act, err)))
-            return rc;
+        for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* the hidden buffer holds FFN_ROWS tokens */
+            const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
+            if ((rc = op_matmul(c->pool, &lw->ffn_up, c->x + (size_t)t0 * (size_t)E, k, c->up, c->act, err)))
+                return rc;
+            add_rows(c->up, lw->ffn_up_b.data, k, F);
+            op_gelu(c->up, (int64_t)k * F);
+            if ((rc = op_matmul(c->pool, &lw->ffn_down, c->up, k, c->xb + (size_t)t0 * (size_t)E, c->act, err)))
+                return rc;
+        }
         add_rows(c->xb, lw->ffn_down_b.data, n, E);
         op_add(c->x, c->xb, (int64_t)n * E);
         op_layernorm_rows(c->x, c->x, lw->ffn_post_norm.data, lw->ffn_post_norm_b.data, n, E, hp->rms_eps);

@@ -135,13 +135,20 @@ static void activate(struct model_ctx *c, enum ffn_act act, float *g, const floa
 int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
 {
     const struct layer_weights *lw = &c->m->layers[l];
-    int rc;
+    const size_t E = (size_t)c->m->hp.n_embd;
     const struct pb_tensor *w[2] = {&lw->ffn_gate, &lw->ffn_up};
     float *y[2] = {c->gate, c->up};
-    if ((rc = op_matmul_n(c->pool, 2, w, c->xb, n, y, c->act, err)))
-        return rc;
-    activate(c, act, c->gate, c->up, (int64_t)n * c->m->hp.n_ff);
-    return op_matmul(c->pool, &lw->ffn_down, c->gate, n, c->xb, c->act, err);
+    for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* xb's rows in pieces, each replaced by its output */
+        const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
+        float *xb = c->xb + (size_t)t0 * E;
+        int rc = op_matmul_n(c->pool, 2, w, xb, k, y, c->act, err);
+        if (rc)
+            return rc;
+        activate(c, act, c->gate, c->up, (int64_t)k * c->m->hp.n_ff);
+        if ((rc = op_matmul(c->pool, &lw->ffn_down, c->gate, k, xb, c->act, err)))
+            return rc;
+    }
+    return PB_OK;
 }
 
 /* The experts token t uses and their weights, from its router logits:

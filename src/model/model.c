@@ -700,7 +700,8 @@ static int ctx_plan_shape(const struct model_hparams *hp, size_t act_bytes, cons
     cp->act = (act_bytes + 63) / 64 * 64 + 64;
     cp->kv = (uint64_t)cp->n_seq * seq_kv_bytes(hp, cp->n_ctx, cp->n_batch, (enum pb_kv_type)p->kv_type);
     const size_t B = (size_t)cp->n_batch;
-    cp->compute = 2 * float_bytes(B * cp->x) + 2 * float_bytes(B * cp->q) + 2 * float_bytes(B * cp->ff) +
+    const size_t B_ff = B < FFN_ROWS ? B : FFN_ROWS;
+    cp->compute = 2 * float_bytes(B * cp->x) + 2 * float_bytes(B * cp->q) + 2 * float_bytes(B_ff * cp->ff) +
                   2 * float_bytes(B * cp->kvd) + float_bytes(cp->att_scratch) + cp->act +
                   B * (sizeof(struct ctx_seg) + sizeof(struct kern_attn_args)) +
                   (size_t)cp->n_seq * ((size_t)cp->n_ctx * sizeof(int32_t) + sizeof(int64_t) +
@@ -778,8 +779,8 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
     c->xb = alloc_floats(B * plan.x);
     c->q = alloc_floats(B * plan.q);
     c->att = alloc_floats(B * plan.q);
-    c->gate = alloc_floats(B * plan.ff);
-    c->up = alloc_floats(B * plan.ff);
+    c->gate = alloc_floats((B < FFN_ROWS ? B : FFN_ROWS) * plan.ff);
+    c->up = alloc_floats((B < FFN_ROWS ? B : FFN_ROWS) * plan.ff);
     c->k_new = alloc_floats(B * plan.kvd);
     c->v_new = alloc_floats(B * plan.kvd);
     c->att_scratch = alloc_floats(plan.att_scratch);
@@ -917,11 +918,15 @@ uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 
 /* The matrices as they are resident: repacked ones in their own memory,
  * the others and the embedding table (read row by row, counted whole) in
- * the mapped file. */
+ * the mapped file. A table that is also the output, repacked, is read
+ * through the file (layer_embed) and never resident. */
 static uint64_t resident_weights(const struct model *m, const size_t *packed, int n_mats,
                                  struct pb_tensor *const *mats)
 {
-    uint64_t total = (uint64_t)m->tok_embd.row_bytes * (uint64_t)m->tok_embd.ne[1];
+    bool table_read = false;
+    for (int i = 0; i < n_mats; i++)
+        table_read |= packed[i] && mats[i]->data == m->tok_embd.data;
+    uint64_t total = table_read ? 0 : (uint64_t)m->tok_embd.row_bytes * (uint64_t)m->tok_embd.ne[1];
     for (int i = 0; i < n_mats; i++) {
         if (packed[i])
             total += (packed[i] + 63) / 64 * 64;
