@@ -25,7 +25,10 @@ static void help(void)
            "same run it measures the memory bandwidth of the machine (a streaming read\n"
            "with the same threads, before and after the tests; the higher is used, as\n"
            "other load on the machine only lowers it) and the share of it generation\n"
-           "used (weight bytes per token x tokens per second / bandwidth).\n"
+           "used (weight bytes per token x tokens per second / bandwidth); then where\n"
+           "the first tg test's time went: the weight matrices' products, the rest of\n"
+           "the forward passes (attention, norms, RoPE, activations), and sampling and\n"
+           "scheduling.\n"
            "\n"
            "Options:\n"
            "      --shape NAME:QUANT  synthesize the model in memory instead of reading a\n"
@@ -178,6 +181,11 @@ static void print_table(const struct bench_report *r)
         if (r->tests[i].generation) {
             printf("%s reads %s of weights per token: %.2f of that bandwidth\n", r->tests[i].name, wb,
                    r->tg_bandwidth_share);
+            if (r->tg_step_wall_s > 0)
+                printf("%s's time: %.2f in the weight matrices' products, %.2f elsewhere in the forward passes "
+                       "(attention, norms, RoPE, activations), %.2f sampling and scheduling\n",
+                       r->tests[i].name, r->tg_step_matrices, r->tg_step_forward - r->tg_step_matrices,
+                       r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0);
             break;
         }
     char kv[32];
@@ -248,6 +256,11 @@ static int print_json(const struct bench_report *r)
                           r->load_s);
     if (o)
         json_object_set_new(o, "ftype", json_string(r->ftype));
+    if (o && r->tg_step_wall_s > 0) /* the first tg test's time, as the table's line says */
+        json_object_set_new(o, "tg_time_shares",
+                            json_pack("{s:f,s:f,s:f}", "matrices", r->tg_step_matrices, "forward_other",
+                                      r->tg_step_forward - r->tg_step_matrices, "sampling_scheduling",
+                                      r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0));
     return cli_print_json(o, true);
 }
 

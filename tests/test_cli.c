@@ -378,6 +378,14 @@ static void test_bench(void **state)
     assert_true(num(j, "peak_rss_bytes") > 0);
     assert_true(num(j, "kv_bytes") > 0);
     assert_int_equal((int)num(j, "threads"), 2);
+    /* where tg4's time went: three shares, none negative, the matrices'
+     * products a real part of it, together the whole */
+    json_t *sh = json_object_get(j, "tg_time_shares");
+    assert_non_null(sh);
+    const double mat = num(sh, "matrices"), other = num(sh, "forward_other"), rest = num(sh, "sampling_scheduling");
+    assert_true(mat > 0.05 && mat < 1.0);
+    assert_true(other >= 0 && rest >= 0);
+    assert_true(fabs(mat + other + rest - 1) < 0.05);
     json_decref(j);
     result_free(&r);
 

@@ -54,6 +54,10 @@ struct bench_report {
     double bandwidth_gbs;     /* the higher of the measurements before and after the tests */
     double bandwidth_before_gbs, bandwidth_after_gbs;
     double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
+    /* the first tg test's time (its unconstrained repetitions, tg_step_wall_s
+     * seconds in all): the shares in forward passes, and in those in the
+     * weight matrices' products; the rest is sampling and scheduling */
+    double tg_step_wall_s, tg_step_forward, tg_step_matrices;
     uint64_t peak_rss_bytes;
     uint64_t kv_bytes;        /* the KV cache of the context the tests used */
     struct bench_test tests[3 * BENCH_MAX_TESTS];

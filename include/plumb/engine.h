@@ -352,6 +352,7 @@ struct engine_stats {
     uint64_t steps;            /* forward passes */
     uint64_t step_tokens;      /* tokens they evaluated */
     double step_seconds;       /* time in forward passes */
+    double matrix_seconds;     /* of that, in the weight matrices' products */
     double sample_seconds;     /* time sampling and handing tokens over */
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */
 };

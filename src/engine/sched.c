@@ -745,12 +745,14 @@ static void run_embed(struct sched *s, struct embed_job *j)
             n_tok += (int)j->n_toks[k];
             n_segs++;
         }
-        const double t_start = sys_now();
+        const double t_start = sys_now(), m0 = model_ctx_matrix_seconds(s->ctx);
         j->rc = model_eval_hidden(s->ctx, s->tokens, s->segs, n_segs, hidden, &j->err);
+        const double matrices = model_ctx_matrix_seconds(s->ctx) - m0;
         pthread_mutex_lock(&s->mu);
         s->stats.steps++;
         s->stats.step_tokens += (uint64_t)n_tok;
         s->stats.step_seconds += sys_now() - t_start;
+        s->stats.matrix_seconds += matrices;
         s->stats.embedded_tokens += (uint64_t)n_tok;
         pthread_mutex_unlock(&s->mu);
         for (int k = 0, row = 0; k < n_segs && !j->rc; row += s->segs[k].n, k++)
@@ -1116,9 +1118,9 @@ static void step(struct sched *s)
     if (n_segs == 0)
         return;
     pb_err err;
-    const double t0 = sys_now();
+    const double t0 = sys_now(), m0 = model_ctx_matrix_seconds(s->ctx);
     int rc = model_eval_batch(s->ctx, s->tokens, s->segs, n_segs, s->logits, &err);
-    const double t1 = sys_now();
+    const double t1 = sys_now(), matrices = model_ctx_matrix_seconds(s->ctx) - m0;
     const double per = (t1 - t0) / n_tok;
     s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
     /* the positions held, before any request of this step reports its end */
@@ -1127,6 +1129,10 @@ static void step(struct sched *s)
         used += model_seq_pos(s->ctx, i);
     pthread_mutex_lock(&s->mu);
     s->stats.kv_used = used;
+    /* counted before sampling ends any request: a caller that reads the
+     * stats when its request is done finds its last pass in them */
+    s->stats.step_seconds += t1 - t0;
+    s->stats.matrix_seconds += matrices;
     pthread_mutex_unlock(&s->mu);
     int with_logits = 0;
     for (int k = 0; k < n_segs; k++) {
@@ -1151,7 +1157,6 @@ static void step(struct sched *s)
     pthread_mutex_lock(&s->mu);
     s->stats.steps++;
     s->stats.step_tokens += (uint64_t)n_tok;
-    s->stats.step_seconds += t1 - t0;
     s->stats.sample_seconds += sys_now() - t1;
     pthread_mutex_unlock(&s->mu);
 }

@@ -52,11 +52,11 @@ int bert_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logit
         op_layernorm_rows(c->x, c->x, lw->attn_post_norm.data, lw->attn_post_norm_b.data, n, E, hp->rms_eps);
         for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* the hidden buffer holds FFN_ROWS tokens */
             const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
-            if ((rc = op_matmul(c->pool, &lw->ffn_up, c->x + (size_t)t0 * (size_t)E, k, c->up, c->act, err)))
+            if ((rc = layer_matmul(c, &lw->ffn_up, c->x + (size_t)t0 * (size_t)E, k, c->up, err)))
                 return rc;
             add_rows(c->up, lw->ffn_up_b.data, k, F);
             op_gelu(c->up, (int64_t)k * F);
-            if ((rc = op_matmul(c->pool, &lw->ffn_down, c->up, k, c->xb + (size_t)t0 * (size_t)E, c->act, err)))
+            if ((rc = layer_matmul(c, &lw->ffn_down, c->up, k, c->xb + (size_t)t0 * (size_t)E, err)))
                 return rc;
         }
         add_rows(c->xb, lw->ffn_down_b.data, n, E);

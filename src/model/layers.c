@@ -1,10 +1,36 @@
 /* Layer helpers shared by the forward functions of every architecture. */
 #include "model/model_internal.h"
 
+#include "base/sys.h"
 #include "kernels/kernels.h"
 
 #include <math.h>
 #include <string.h>
+
+int layer_matmul(struct model_ctx *c, const struct pb_tensor *w, const float *x, int n_tok, float *y, pb_err *err)
+{
+    const double t0 = sys_now();
+    const int rc = op_matmul(c->pool, w, x, n_tok, y, c->act, err);
+    c->t_matrices += sys_now() - t0;
+    return rc;
+}
+
+int layer_matmul_n(struct model_ctx *c, int n, const struct pb_tensor *const *w, const float *x, int n_tok,
+                   float *const *y, pb_err *err)
+{
+    const double t0 = sys_now();
+    const int rc = op_matmul_n(c->pool, n, w, x, n_tok, y, c->act, err);
+    c->t_matrices += sys_now() - t0;
+    return rc;
+}
+
+int layer_matmul_tasks(struct model_ctx *c, int n, const struct op_mm_task *tasks, pb_err *err)
+{
+    const double t0 = sys_now();
+    const int rc = op_matmul_tasks(c->pool, n, tasks, c->act, err);
+    c->t_matrices += sys_now() - t0;
+    return rc;
+}
 
 /* Row `id` of token_embd into out. A table whose pages were evicted
  * (tied embeddings: the output uses its repacked copy) is read through
@@ -73,7 +99,7 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
 
     const struct pb_tensor *w[3] = {&lw->wq, &lw->wk, &lw->wv};
     float *y[3] = {c->q, c->k_new, c->v_new};
-    if ((rc = op_matmul_n(c->pool, 3, w, c->xb, n, y, c->act, err)))
+    if ((rc = layer_matmul_n(c, 3, w, c->xb, n, y, err)))
         return rc;
     add_bias(c->q, &lw->bq, n, q_dim);
     add_bias(c->k_new, &lw->bk, n, kv_dim);
@@ -111,7 +137,7 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
         };
     }
     op_attention_n(c->pool, c->attn, c->n_segs, c->att_scratch);
-    if ((rc = op_matmul(c->pool, &lw->wo, c->att, n, c->xb, c->act, err)))
+    if ((rc = layer_matmul(c, &lw->wo, c->att, n, c->xb, err)))
         return rc;
     add_bias(c->xb, &lw->bo, n, hp->n_embd);
     return PB_OK;
@@ -141,11 +167,11 @@ int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
     for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* xb's rows in pieces, each replaced by its output */
         const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
         float *xb = c->xb + (size_t)t0 * E;
-        int rc = op_matmul_n(c->pool, 2, w, xb, k, y, c->act, err);
+        int rc = layer_matmul_n(c, 2, w, xb, k, y, err);
         if (rc)
             return rc;
         activate(c, act, c->gate, c->up, (int64_t)k * c->m->hp.n_ff);
-        if ((rc = op_matmul(c->pool, &lw->ffn_down, c->gate, k, xb, c->act, err)))
+        if ((rc = layer_matmul(c, &lw->ffn_down, c->gate, k, xb, err)))
             return rc;
     }
     return PB_OK;
@@ -196,7 +222,7 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
     int rc;
 
     /* routing */
-    if ((rc = op_matmul(c->pool, &lw->ffn_gate_inp, c->xb, n, c->moe_logits, c->act, err)))
+    if ((rc = layer_matmul(c, &lw->ffn_gate_inp, c->xb, n, c->moe_logits, err)))
         return rc;
     for (int t = 0; t < n; t++) {
         float *lg = c->moe_logits + (size_t)t * (size_t)X;
@@ -223,7 +249,7 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], x, row - first, c->moe_g + (size_t)first * F};
         c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], x, row - first, c->moe_u + (size_t)first * F};
     }
-    if ((rc = op_matmul_tasks(c->pool, n_tasks, c->moe_tasks, c->act, err)))
+    if ((rc = layer_matmul_tasks(c, n_tasks, c->moe_tasks, err)))
         return rc;
 
     /* biases and the activation, then the down products into moe_x (the
@@ -243,7 +269,7 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         const int64_t e = gt->w - lw->gate_exps;
         c->moe_tasks[i / 2] = (struct op_mm_task){&lw->down_exps[e], gt->y, gt->n_tok, c->moe_x + (size_t)first * E};
     }
-    if ((rc = op_matmul_tasks(c->pool, n_tasks / 2, c->moe_tasks, c->act, err)))
+    if ((rc = layer_matmul_tasks(c, n_tasks / 2, c->moe_tasks, err)))
         return rc;
 
     /* each token's experts, weighted, summed in the order they were chosen */
@@ -276,7 +302,7 @@ int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
                    E, m->hp.rms_eps);
         k++;
     }
-    if (!k || (rc = op_matmul(c->pool, &m->output, c->xb, k, logits, c->act, err)))
+    if (!k || (rc = layer_matmul(c, &m->output, c->xb, k, logits, err)))
         return k ? rc : PB_OK;
     if (m->final_softcap > 0)
         op_softcap(logits, (int64_t)k * m->hp.n_vocab, m->final_softcap);

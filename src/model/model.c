@@ -909,6 +909,11 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
     return PB_OK;
 }
 
+double model_ctx_matrix_seconds(const struct model_ctx *c)
+{
+    return c->t_matrices;
+}
+
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 {
     return (uint64_t)c->n_seq * kv_cache_bytes(&c->kv[0]);

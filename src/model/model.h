@@ -147,6 +147,9 @@ void model_ctx_free(struct model_ctx *c);
 int64_t model_ctx_n_ctx(const struct model_ctx *c);
 /* Bytes the KV cache holds at full context (all sequences). */
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
+/* Seconds the context's forward passes have spent in the weight matrices'
+ * products so far (the rest of a pass: attention, norms, RoPE, activations). */
+double model_ctx_matrix_seconds(const struct model_ctx *c);
 
 /* Evaluates n tokens of sequence 0 at its next positions (in batches of
  * n_batch) and, when logits is non-NULL, writes the n_vocab logits after

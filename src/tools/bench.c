@@ -71,8 +71,15 @@ static int cmp_double(const void *a, const void *b)
  * of n tokens (pp), or of n generated tokens after a one-token prompt
  * (tg: n + 1 tokens are sampled, n of them evaluated one by one; sampling
  * is part of what is measured). */
+/* Where a generation's time went: the whole, the forward passes, and of
+ * those the weight matrices' products (the engine's counters around each
+ * request; the rest of the whole is sampling and scheduling). */
+struct step_split {
+    double wall, forward, matrices;
+};
+
 static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, int n, bool generation,
-                    const char *grammar, double *tps, pb_err *err)
+                    const char *grammar, struct step_split *split, double *tps, pb_err *err)
 {
     struct engine_request_params rp = engine_request_defaults();
     rp.sampling.temp = 0;
@@ -88,9 +95,19 @@ static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *t
             tokens[i] = (int32_t)(rng_u64(g) % (uint64_t)n_vocab);
         rp.n_predict = generation ? n - done + 1 : 1;
         struct engine_result res;
+        struct engine_stats st0, st1;
+        if (split)
+            engine_get_stats(e, &st0);
+        const double w0 = sys_now();
         int rc = engine_generate(e, tokens, (size_t)n_prompt, &rp, NULL, &res, err);
         if (rc)
             return rc;
+        if (split) {
+            split->wall += sys_now() - w0;
+            engine_get_stats(e, &st1);
+            split->forward += st1.step_seconds - st0.step_seconds;
+            split->matrices += st1.matrix_seconds - st0.matrix_seconds;
+        }
         if (!grammar && res.n_gen != rp.n_predict)
             return pb_fail(err, PB_EIO, "a bench run stopped after %d of %d tokens (%s)", res.n_gen, rp.n_predict,
                            engine_finish_name(res.finish));
@@ -121,16 +138,16 @@ static void summarize(struct bench_test *t, double *rate, int reps)
  * alternate, repetition by repetition, so that other load on the machine
  * weighs on both alike. */
 static int run_test(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, struct bench_test *t,
-                    struct bench_test *twin, int reps, const char *grammar, pb_err *err)
+                    struct bench_test *twin, int reps, const char *grammar, struct step_split *split, pb_err *err)
 {
     double *rate = malloc(2 * (size_t)reps * sizeof *rate), *rate2 = rate + reps;
     if (!rate)
         return pb_fail(err, PB_ENOMEM, "out of memory");
     int rc = PB_OK;
     for (int i = 0; i < reps && rc == PB_OK; i++) {
-        rc = run_once(e, g, n_vocab, tokens, t->n_tokens, t->generation, NULL, &rate[i], err);
+        rc = run_once(e, g, n_vocab, tokens, t->n_tokens, t->generation, NULL, split, &rate[i], err);
         if (!rc && twin)
-            rc = run_once(e, g, n_vocab, tokens, twin->n_tokens, true, grammar, &rate2[i], err);
+            rc = run_once(e, g, n_vocab, tokens, twin->n_tokens, true, grammar, NULL, &rate2[i], err);
     }
     if (rc == PB_OK) {
         summarize(t, rate, reps);
@@ -308,8 +325,8 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
 
     /* warm-up: fault in every page, spin up the threads */
     double s;
-    if ((rc = run_once(e, &g, info.n_vocab, tokens, max_pp < 32 ? max_pp : 32, false, NULL, &s, err)) ||
-        (rc = run_once(e, &g, info.n_vocab, tokens, 4, true, NULL, &s, err)))
+    if ((rc = run_once(e, &g, info.n_vocab, tokens, max_pp < 32 ? max_pp : 32, false, NULL, NULL, &s, err)) ||
+        (rc = run_once(e, &g, info.n_vocab, tokens, 4, true, NULL, NULL, &s, err)))
         goto done;
 
     for (int k = 0; k < 2; k++) {
@@ -325,8 +342,15 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
                 twin->constrained = true;
                 snprintf(twin->name, sizeof twin->name, "tg%d+grammar", t->n_tokens);
             }
-            if ((rc = run_test(e, &g, info.n_vocab, tokens, t, twin, reps, p->grammar, err)))
+            /* the first tg test's step: where its time went */
+            struct step_split split = {0}, *sp = k == 1 && !r->tg_step_wall_s ? &split : NULL;
+            if ((rc = run_test(e, &g, info.n_vocab, tokens, t, twin, reps, p->grammar, sp, err)))
                 break;
+            if (sp && split.wall > 0) {
+                r->tg_step_wall_s = split.wall;
+                r->tg_step_forward = split.forward / split.wall;
+                r->tg_step_matrices = split.matrices / split.wall;
+            }
             r->n_tests += twin ? 2 : 1;
             if (p->on_test)
                 p->on_test(p->user, t);
