@@ -20,6 +20,18 @@ static struct sampler *make(struct sampler_params p, int32_t n)
     return s;
 }
 
+/* Sampling at temperature temp with top-k (0: none) as the only cut-off. */
+static struct sampler_params temp_top_k(float temp, int top_k, uint64_t seed)
+{
+    struct sampler_params p = sampler_defaults();
+    p.temp = temp;
+    p.top_k = top_k;
+    p.top_p = 1.0f;
+    p.min_p = 0;
+    p.seed = seed;
+    return p;
+}
+
 static void test_greedy_ties_lowest(void **state)
 {
     (void)state;
@@ -114,12 +126,7 @@ static void test_top_k_selection(void **state)
     for (int i = 0; i < N; i++)
         logits[i] = (float)((i * 7919) % N) / 100.0f; /* a permutation of 0..9.99 */
     logits[17] = logits[(N - 1) * 7919 % N == 0 ? 1 : 2]; /* a tie somewhere in the middle */
-    struct sampler_params p = sampler_defaults();
-    p.top_k = 5;
-    p.top_p = 1;
-    p.min_p = 0;
-    p.temp = 0.5f;
-    p.seed = 3;
+    struct sampler_params p = temp_top_k(0.5f, 5, 3);
     struct sampler *s = make(p, N);
     histogram(s, logits, N, 5000, counts);
     /* the five best values are 9.99 .. 9.95 */
@@ -149,12 +156,7 @@ static void test_seed_determinism(void **state)
     float logits[100];
     for (int i = 0; i < 100; i++)
         logits[i] = sinf((float)i) * 2;
-    struct sampler_params p = sampler_defaults();
-    p.temp = 1.5f;
-    p.top_k = 0;
-    p.top_p = 1;
-    p.min_p = 0;
-    p.seed = 1234;
+    struct sampler_params p = temp_top_k(1.5f, 0, 1234);
     struct sampler *a = make(p, 100), *b = make(p, 100);
     p.seed = 1235;
     struct sampler *c = make(p, 100);
@@ -236,13 +238,8 @@ static void test_allowed_mask(void **state)
     sampler_free(s);
     const float temps[2] = {1.0f, 5.0f};
     for (int k = 0; k < 2; k++) {
-        p = sampler_defaults();
-        p.temp = temps[k];
-        p.top_k = k ? 0 : 40;
-        p.top_p = 1.0f; /* k = 0: the sorted path (top-k), k = 1: the one-pass path */
-        p.min_p = 0;
+        p = temp_top_k(temps[k], k ? 0 : 40, 9); /* k = 0: the sorted path (top-k), k = 1: the one-pass path */
         p.frequency_penalty = -10.0f; /* favours the refused token 3 */
-        p.seed = 9;
         s = make(p, 5);
         sampler_accept(s, 3);
         int seen[5] = {0};
@@ -320,12 +317,7 @@ static void test_checked_draws(void **state)
      * (p(2) / p(4) = e^(3 / T)) */
     float lg[5] = {5.0f, 4.0f, 1.0f, 0.5f, -2.0f};
     uint8_t al[5] = {0, 0, 1, 0, 1};
-    struct sampler_params p = sampler_defaults();
-    p.temp = 4.0f;
-    p.top_k = 0;
-    p.top_p = 1.0f;
-    p.min_p = 0;
-    p.seed = 3;
+    struct sampler_params p = temp_top_k(4.0f, 0, 3);
     struct sampler *s = make(p, 5);
     int seen[5] = {0}, refused = 0;
     struct offers o = {al, 0};

@@ -7,14 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-int layer_matmul(struct model_ctx *c, const struct pb_tensor *w, const float *x, int n_tok, float *y, pb_err *err)
-{
-    const double t0 = sys_now();
-    const int rc = op_matmul(c->pool, w, x, n_tok, y, c->act, err);
-    c->t_matrices += sys_now() - t0;
-    return rc;
-}
-
 int layer_matmul_n(struct model_ctx *c, int n, const struct pb_tensor *const *w, const float *x, int n_tok,
                    float *const *y, pb_err *err)
 {
@@ -22,6 +14,11 @@ int layer_matmul_n(struct model_ctx *c, int n, const struct pb_tensor *const *w,
     const int rc = op_matmul_n(c->pool, n, w, x, n_tok, y, c->act, err);
     c->t_matrices += sys_now() - t0;
     return rc;
+}
+
+int layer_matmul(struct model_ctx *c, const struct pb_tensor *w, const float *x, int n_tok, float *y, pb_err *err)
+{
+    return layer_matmul_n(c, 1, &w, x, n_tok, &y, err);
 }
 
 int layer_matmul_tasks(struct model_ctx *c, int n, const struct op_mm_task *tasks, pb_err *err)
