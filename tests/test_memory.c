@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,6 +194,77 @@ static void test_estimate_against_rss(void **state)
     check_config(e, "qwen3moe 16x4 experts, Q8_0", 1024, 2, PB_KV_F16);
 }
 
+/* Bytes of this process's memory that map `path` (/proc/self/smaps). */
+static uint64_t mapped_rss(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[4096];
+    bool in = false;
+    unsigned long long kb, total = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strchr(line, '-') && strchr(line, '-') < strchr(line, ' ')) { /* a mapping's first line */
+            const char *name = strchr(line, '/');
+            in = name && !strncmp(name, path, strlen(path)) && name[strlen(path)] == '\n';
+        } else if (in && sscanf(line, "Rss: %llu kB", &kb) == 1) {
+            total += kb;
+        }
+    }
+    if (f)
+        fclose(f);
+    return (uint64_t)total * 1024;
+}
+
+/* Once loaded, the file's pages leave the process: the weights live in
+ * the engine's own memory and the embedding rows are read through the
+ * file. Read in place, a prompt's lookups map a page-cache folio around
+ * each row and much of the table stays in the resident set, beside every
+ * neighbour of the small tensors read in place. */
+static void test_file_pages_leave(void **state)
+{
+    (void)state;
+    for (int tied = 0; tied < 2; tied++) {
+        char rel[512], path[4096];
+        const char *made = make_model(tied ? "mem-pages-tied.gguf" : "mem-pages.gguf",
+                                      tied ? "dim=256,layers=2,heads=4,kv_heads=2,ffn=512,vocab=32000,ctx=1024,tied=1"
+                                           : "dim=256,layers=2,heads=4,kv_heads=2,ffn=512,vocab=32000,ctx=1024,tied=0",
+                                      PB_FTYPE_Q8_0);
+        snprintf(rel, sizeof rel, "%s", made);
+        assert_non_null(realpath(rel, path));
+        struct engine_params p = engine_defaults();
+        p.n_ctx = 1024;
+        p.n_threads = 2;
+        struct engine *e;
+        pb_err err;
+        if (engine_open(path, &p, &e, &err))
+            fail_msg("%s", err.msg);
+        enum { N = 1000 };
+        int32_t prompt[N];
+        for (int i = 0; i < N; i++) /* rows all over the table */
+            prompt[i] = (int32_t)(((int64_t)i * 7919 + 13) % 32000);
+        struct filled f = {.left = 1};
+        pthread_mutex_init(&f.mu, NULL);
+        pthread_cond_init(&f.cv, NULL);
+        struct engine_request_params rp = engine_request_defaults();
+        rp.n_predict = 4;
+        rp.sampling.temp = 0;
+        struct engine_request *r;
+        const struct engine_events ev = {&f, NULL, on_done};
+        assert_int_equal(engine_submit(e, prompt, N, &rp, &ev, &r, &err), 0);
+        pthread_mutex_lock(&f.mu);
+        while (f.left > 0)
+            pthread_cond_wait(&f.cv, &f.mu);
+        pthread_mutex_unlock(&f.mu);
+        const uint64_t held = mapped_rss(path);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        print_message("  %s table, 32000 x 256 Q8_0: %.1f KiB of the %.1f MiB file mapped after a %d-token prompt\n",
+                      tied ? "tied" : "untied", held / 1024.0, st.st_size / 1048576.0, N);
+        assert_true(held <= 64 * 1024); /* a few pages, faulted back at most */
+        engine_release(e, r);
+        engine_close(e);
+    }
+}
+
 /* The process's own share, on the plumb binary: a small model's run
  * (whose weights and cache are a few MB) against its estimate. */
 static void test_process_share(void **state)
@@ -236,6 +308,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_estimate_against_rss),
         cmocka_unit_test(test_process_share),
+        cmocka_unit_test(test_file_pages_leave),
     };
     return cmocka_run_group_tests_name("memory", tests, NULL, NULL);
 }

@@ -663,6 +663,12 @@ void gguf_release(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, 
 
 void gguf_evict(struct gguf_file *f, const void *p, size_t n) { drop_pages(f, p, n, false); }
 
+void gguf_evict_all(struct gguf_file *f)
+{
+    if (f->map)
+        drop_pages(f, f->map, f->size, false);
+}
+
 int gguf_read_at(const struct gguf_file *f, const void *p, size_t n, void *dst)
 {
     const uintptr_t lo = (uintptr_t)f->base, at = (uintptr_t)p;

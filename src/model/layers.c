@@ -29,20 +29,22 @@ int layer_matmul_tasks(struct model_ctx *c, int n, const struct op_mm_task *task
     return rc;
 }
 
-/* Row `id` of token_embd into out. A table whose pages were evicted
- * (tied embeddings: the output uses its repacked copy) is read through
- * the file: touching the mapping would bring back a large page-cache
- * folio per token (hundreds of KiB each, 275 MiB for a 512-token prompt
- * on gemma-3's table) where one row is wanted. */
+/* Row `id` of token_embd into out, read through the file rather than the
+ * mapping. Touching the mapping brings in a large page-cache folio per
+ * token (hundreds of KiB each) where one row is wanted: a 512-token prompt
+ * mapped 275 MiB of gemma-3's tied table and 170 MiB of qwen3-30b-a3b's
+ * untied one into the process. A failed read falls back to the mapping,
+ * which still holds the row (also where a tied table's pages were
+ * evicted after repacking). */
 static void embed_row(const struct model *m, int32_t id, float *out)
 {
     const struct pb_tensor *t = &m->tok_embd;
     const uint8_t *src = (const uint8_t *)t->data + (size_t)id * t->row_bytes;
     uint8_t buf[1 << 16];
-    if (m->embd_read && t->row_bytes <= sizeof buf && gguf_read_at(m->file, src, t->row_bytes, buf) == 0)
+    if (t->row_bytes <= sizeof buf && gguf_read_at(m->file, src, t->row_bytes, buf) == 0)
         pb_type_get(t->type)->to_float(buf, out, t->ne[0]);
     else
-        op_get_row(t, id, out); /* (a failed read: the mapping still holds the row) */
+        op_get_row(t, id, out);
 }
 
 void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)

@@ -406,7 +406,11 @@ static int list_matrices(struct model *m, struct pb_tensor **out)
 
 /* Chooses every matrix's kernels and, where they read a repacked layout,
  * repacks it into one large allocation, releasing the file's pages of
- * each tensor once copied: memory holds one copy of the weights. */
+ * each tensor once copied: memory holds one copy of the weights. A matrix
+ * read as stored is copied there too, through the file (pread): read in
+ * place, each touch maps a whole page-cache folio around it, and the
+ * small ones (qwen3-30b-a3b's 48 F32 routers, 1 MiB each) kept 90 MiB of
+ * their neighbours' pages in the process beside their own 48. */
 static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
 {
     const int n_max = n_matrices(m);
@@ -421,6 +425,8 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
     size_t total = 0;
     for (int i = 0; i < n && rc == PB_OK; i++) {
         rc = op_matrix_plan(mats[i], kern_level(), &bytes[i], err);
+        if (!bytes[i]) /* read as stored: copied */
+            bytes[i] = matrix_bytes(mats[i]);
         total += (bytes[i] + 63) / 64 * 64;
     }
     if (rc || total == 0)
@@ -438,9 +444,20 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
     if (!pool)
         pool = own;
     uint8_t *at = m->packed;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && rc == PB_OK; i++) {
         if (!bytes[i])
             continue;
+        const bool tied = mats[i]->data == m->tok_embd.data;
+        if (!mats[i]->mm->pack) {
+            if (gguf_read_at(m->file, mats[i]->data, bytes[i], at) != 0) {
+                rc = pb_fail(err, PB_EIO, "%s: cannot read tensor '%s'", gguf_name(m->file), mats[i]->name);
+                break;
+            }
+            (tied ? gguf_evict : gguf_release)(m->file, mats[i]->data, bytes[i]);
+            op_matrix_use_packed(mats[i], at);
+            at += (bytes[i] + 63) / 64 * 64;
+            continue;
+        }
         /* in steps of at most PACK_STEP_BYTES of the file's rows, each
          * released once copied: at no time are more than a step's bytes
          * held twice (the output matrix alone can be 50+ MB) */
@@ -451,9 +468,9 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
         step = step < 1 ? 1 : step;
         /* token_embd stays readable when it is also the output (tied
          * embeddings): its pages are evicted, not released, and its rows
-         * are read from the file as tokens are looked up (layer_embed);
-         * kept, the table stayed resident beside its repacked copy */
-        const bool tied = t->data == m->tok_embd.data;
+         * are read from the file as tokens are looked up (layer_embed, as
+         * every table's are); kept, the table stayed resident beside its
+         * repacked copy */
         for (int64_t g0 = 0; g0 < n_groups; g0 += step) {
             const int64_t g1 = g0 + step < n_groups ? g0 + step : n_groups;
             op_matrix_pack_groups(pool, t, at, g0, g1);
@@ -464,7 +481,6 @@ static int prepare_matrices(struct model *m, struct pool *shared, pb_err *err)
                 gguf_release(m->file, p, (size_t)(g1 - g0) * group_bytes);
         }
         op_matrix_use_packed(mats[i], at);
-        m->embd_read |= tied;
         at += (bytes[i] + 63) / 64 * 64;
     }
     pool_free(own);
@@ -506,6 +522,8 @@ static int finish_load(struct model *m, int rc, const char *name, struct pool *p
         rc = bind_model(m, name, err);
     if (rc == PB_OK)
         rc = prepare_matrices(m, pool, err);
+    if (rc == PB_OK) /* the weights are in memory of their own now */
+        gguf_evict_all(m->file);
     if (rc) {
         model_free(m);
         return rc;
@@ -921,23 +939,15 @@ uint64_t model_ctx_kv_bytes(const struct model_ctx *c)
 
 /* ---- memory ---- */
 
-/* The matrices as they are resident: repacked ones in their own memory,
- * the others and the embedding table (read row by row, counted whole) in
- * the mapped file. A table that is also the output, repacked, is read
- * through the file (layer_embed) and never resident. */
-static uint64_t resident_weights(const struct model *m, const size_t *packed, int n_mats,
-                                 struct pb_tensor *const *mats)
+/* The matrices as they are resident: each in the model's own memory,
+ * repacked or copied as stored (the output counted once when it is the
+ * embedding table). The table itself is read row by row through the file
+ * (layer_embed) and never resident. */
+static uint64_t resident_weights(const size_t *packed, int n_mats, struct pb_tensor *const *mats)
 {
-    bool table_read = false;
+    uint64_t total = 0;
     for (int i = 0; i < n_mats; i++)
-        table_read |= packed[i] && mats[i]->data == m->tok_embd.data;
-    uint64_t total = table_read ? 0 : (uint64_t)m->tok_embd.row_bytes * (uint64_t)m->tok_embd.ne[1];
-    for (int i = 0; i < n_mats; i++) {
-        if (packed[i])
-            total += (packed[i] + 63) / 64 * 64;
-        else if (mats[i]->data != m->tok_embd.data)
-            total += (uint64_t)mats[i]->row_bytes * (uint64_t)mats[i]->ne[1];
-    }
+        total += packed[i] ? (packed[i] + 63) / 64 * 64 : (uint64_t)mats[i]->row_bytes * (uint64_t)mats[i]->ne[1];
     return total;
 }
 
@@ -990,7 +1000,7 @@ static int mem_of(struct model *m, const struct model_ctx_params *p, struct mode
     }
     if (rc)
         goto done;
-    mm->weights = resident_weights(m, bytes, n, mats);
+    mm->weights = resident_weights(bytes, n, mats);
     mm->vectors = vector_bytes(m);
     struct ctx_plan plan;
     if ((rc = ctx_plan(m, p, &plan, err)))

@@ -61,7 +61,6 @@ struct model {
     struct pb_tensor embd_norm, embd_norm_b; /* encoders: LayerNorm of the embeddings */
     float attn_scale;            /* applied to q.k */
     float embd_scale;            /* applied to the embeddings (1: none) */
-    bool embd_read;              /* token_embd's rows are read from the file (its pages evicted) */
     float final_softcap;         /* on the logits (0: none) */
     struct layer_weights *layers;
     struct pb_tensor *exp_views; /* every layer's per-expert views */
