@@ -667,6 +667,8 @@ void gguf_evict_all(struct gguf_file *f)
 {
     if (f->map)
         drop_pages(f, f->map, f->size, false);
+    if (f->fd >= 0)
+        (void)posix_fadvise(f->fd, 0, 0, POSIX_FADV_RANDOM); /* a hint */
 }
 
 int gguf_read_at(const struct gguf_file *f, const void *p, size_t n, void *dst)
