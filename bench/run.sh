@@ -12,6 +12,7 @@
 #     generation used;
 #   - peak RSS against file size + KV cache + 100 MB (weights are mapped, or
 #     repacked with the mapped pages released, never held twice);
+#   - serving the TinyLlama Q4_0 shape to 1, 4 and 16 users (SERVE=0 skips it);
 #   - plumb tune on the TinyLlama Q4_0 shape for 4 users (TUNE=0 skips it),
 #     and the written configuration served and checked under the same load.
 # The llama.cpp column is the issue's table (llama.cpp 3f545bec, llama-bench
@@ -121,6 +122,54 @@ for SPEC in qwen3-30b-a3b:Q4_K_M gpt-oss-20b:MXFP4_MOE gemma-3-4b:Q4_K_M phi-4-m
     fi
 done
 
+# Serving (issue 18), the TinyLlama shape in Q4_0: plumb serve with 16
+# slots and 2 threads under plumb's own load (bench --serve, 2 requests
+# per client): 1, 4 and 16 users streaming 64-token answers, with prompts
+# of 45 and of 170 tokens of their own, and with 45 after a 1,000-token
+# system prompt they all share. The aggregate is set against this run's
+# pp128 of the same file with 2 threads (SERVE=0 skips the case).
+SERVE_ROWS=$WORK/serve-rows-$stamp.md
+: > "$SERVE_ROWS"
+if [ "${SERVE:-1}" = 1 ]; then
+    MODEL=$WORK/tinyllama-1.1b-q4_0.gguf
+    PP128=$(jq '.results[] | select(.test == "pp128") | .t_s' "$WORK/bench-q4_0-t2.json" 2>/dev/null || true)
+    echo "== serving, TinyLlama Q4_0, 16 slots, 2 threads" >&2
+    "$PLUMB" serve "$MODEL" --parallel 16 -t 2 -c 1152 --port 0 > "$WORK/serve.out" 2> "$WORK/serve.log" &
+    SPID=$!
+    i=0
+    until grep -q "listening on" "$WORK/serve.out" 2>/dev/null || [ $i -gt 600 ]; do i=$((i + 1)); sleep 0.1; done
+    URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+    for LOAD in "45 0" "170 0" "45 1000"; do
+        set -- $LOAD
+        JSON=$WORK/serve-$1-$2.json
+        if ! "$PLUMB" bench --serve "$URL" --concurrency 1,4,16 --prompt-tokens "$1" --shared-prefix "$2" \
+            --gen-tokens 64 --requests 2 --json > "$JSON"; then
+            echo "| $2 + $1 | not run: plumb bench --serve failed (see the log) ||||||||" >> "$SERVE_ROWS"
+            fail=1
+            continue
+        fi
+        # the issue's targets at 16 users: ITL p95 < 150 ms with 45-token
+        # prompts (and aggregate >= 0.8 of pp128), < 250 ms with 170
+        jq -r --arg pp "${PP128:-0}" '
+            (.prompt_tokens) as $own | (.shared_prefix) as $shared | ($pp | tonumber) as $pp |
+            .levels[] |
+            "| \(if $shared > 0 then "\($shared) shared + \($own)" else "\($own)" end) | \(.concurrency) "
+            + "| \(.agg_t_s * 10 | round / 10) | \(if $pp > 0 then (.agg_t_s / $pp * 100 | round / 100) else "-" end) "
+            + "| \(.t_s_per_user * 10 | round / 10) | \(.ttft_median_s * 100 | round / 100)/\(.ttft_p95_s * 100 | round / 100) "
+            + "| \(.itl_median_s * 1000 | round)/\(.itl_p95_s * 1000 | round) "
+            + "| \(if .prompt_tokens > 0 then (.cached_tokens / .prompt_tokens * 100 | round) else 0 end) % | \(.failed) "
+            + "| \(if .concurrency != 16 or $shared > 0 then "" elif $own <= 45 then
+                   "ITL p95 < 150 ms: \(if .itl_p95_s < 0.15 then "met" else "missed" end); "
+                   + "aggregate >= 0.8 pp128: \(if $pp > 0 and .agg_t_s >= 0.8 * $pp then "met" else "missed" end)"
+                 else "ITL p95 < 250 ms: \(if .itl_p95_s < 0.25 then "met" else "missed" end)" end) |"
+        ' "$JSON" >> "$SERVE_ROWS"
+        if ! jq -e 'all(.levels[]; .failed == 0)' "$JSON" >/dev/null; then
+            fail=1
+        fi
+    done
+    kill -TERM $SPID; wait $SPID || true
+fi
+
 # plumb tune on the TinyLlama shape (Q4_0): TUNE_USERS users with loose
 # targets, within TUNE_BUDGET; then a server started from the file tune
 # wrote is put under the same load, and must meet the targets tune claimed.
@@ -178,6 +227,16 @@ fi
     echo "| shape | type | file | read per token | pp128 t/s | pp512 t/s | tg64 t/s | bandwidth GB/s | tg share | peak RSS | RSS limit | RSS |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     cat "$NEW_ROWS"
+    if [ -s "$SERVE_ROWS" ]; then
+        echo
+        echo "Serving, TinyLlama shape Q4_0: \`plumb serve FILE --parallel 16 -t 2 -c 1152\` under"
+        echo "\`plumb bench --serve URL --concurrency 1,4,16 --prompt-tokens N [--shared-prefix 1000] --gen-tokens 64 --requests 2\`;"
+        echo "aggregate t/s over the run's pp128 with 2 threads; prompt reused: tokens the server took from its cache."
+        echo
+        echo "| prompt tokens | users | aggregate t/s | x pp128 | t/s per user | TTFT p50/p95 s | ITL p50/p95 ms | prompt reused | failed | issue 18's target |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        cat "$SERVE_ROWS"
+    fi
     if [ -s "$TUNE_ROWS" ]; then
         echo
         echo "plumb tune, TinyLlama shape Q4_0: $USERS users, targets TTFT p95 <= $SLO_TTFT s and >= $SLO_TPS t/s per user,"
@@ -188,7 +247,7 @@ fi
         cat "$TUNE_ROWS"
     fi
 } > "$RESULT"
-rm -f "$ROWS" "$NEW_ROWS" "$TUNE_ROWS"
+rm -f "$ROWS" "$NEW_ROWS" "$SERVE_ROWS" "$TUNE_ROWS"
 cat "$RESULT"
 echo "written to $RESULT" >&2
 exit $fail

@@ -45,6 +45,9 @@ static void help(void)
            "      --grammar FILE      the same with a GBNF grammar\n"
            "      --embed [B,B,...]   embeddings instead: texts of 10-16 tokens in batches of B\n"
            "                          (default 1,16,64), texts/s and tokens/s\n"
+           "      --profile           then the same time part by part (Q/K/V, attention, FFN,\n"
+           "                          norms, activations' quantization, ...): ms per token and\n"
+           "                          share, largest first (--json always has it: tg_profile)\n"
            "      --no-save           do not add this run to the machine's calibration\n"
            "      --save-calibration  add it even when it does not represent larger models\n"
            "      --json              print the results as JSON\n"
@@ -75,14 +78,18 @@ static void help(void)
            "      --session-header H  each client is a session: it sends 'H: bench-LEVEL-CLIENT'\n"
            "                          (e.g. X-Session-Id, for a balancer's affinity)\n"
            "      --repeat-prompt     each client sends one prompt every time (a cached prefix)\n"
+           "      --shared-prefix N   every prompt begins with the same N tokens (a shared system\n"
+           "                          prompt; default 0), then its own --prompt-tokens\n"
            "      --per-request       every request: start, end, status, the replica that\n"
            "                          answered (X-Plumb-Instance), reused prompt tokens, error\n"
            "\n"
            "Examples:\n"
            "  plumb bench model.gguf -p 128,512 -n 64\n"
            "  plumb bench --shape tinyllama-1.1b:Q4_0 -t 2 --json\n"
+           "  plumb bench model.gguf -p 0 -n 64 --profile\n"
            "  plumb bench --serve http://127.0.0.1:8080 --concurrency 1,4,16\n"
-           "  plumb bench --serve http://127.0.0.1:8000 --concurrency 8 --per-request --json\n",
+           "  plumb bench --serve http://127.0.0.1:8000 --concurrency 8 --per-request --json\n"
+           "  plumb bench --serve http://127.0.0.1:8080 --shared-prefix 1000 --prompt-tokens 45\n",
            pb_ftype_names());
 }
 
@@ -232,6 +239,49 @@ static void save_calibration(const struct bench_report *r, bool quiet, bool forc
         printf("calibration record saved to %s/calibration.json (used by plumb plan)\n", dir);
 }
 
+/* The first tg test's passes part by part (--profile): time per token
+ * evaluated and share of the test's time, the largest first; what no
+ * part covers, and sampling with scheduling, last. */
+static void print_profile(const struct bench_report *r)
+{
+    const char *tg = "tg";
+    for (int i = 0; i < r->n_tests; i++)
+        if (r->tests[i].generation) {
+            tg = r->tests[i].name;
+            break;
+        }
+    if (r->tg_step_wall_s <= 0 || r->tg_step_tokens == 0) {
+        printf("\nno profile: no tg test ran\n");
+        return;
+    }
+    const double ms = 1000.0 * r->tg_step_wall_s / (double)r->tg_step_tokens; /* per token, all of it */
+    int order[PB_PART_COUNT];
+    double covered = 0;
+    for (int p = 0; p < PB_PART_COUNT; p++) {
+        order[p] = p;
+        covered += r->tg_step_parts[p];
+    }
+    for (int a = 1; a < PB_PART_COUNT; a++) /* largest first */
+        for (int b = a; b > 0 && r->tg_step_parts[order[b]] > r->tg_step_parts[order[b - 1]]; b--) {
+            const int x = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = x;
+        }
+    printf("\n%s, part by part (%llu tokens evaluated, %.3f ms each):\n\n", tg, (unsigned long long)r->tg_step_tokens,
+           ms);
+    printf("| part | kind | ms per token | share |\n|---|---|---|---|\n");
+    for (int i = 0; i < PB_PART_COUNT; i++) {
+        const enum pb_part p = (enum pb_part)order[i];
+        if (r->tg_step_parts[p] > 0)
+            printf("| %s | %s | %.3f | %.3f |\n", pb_part_name(p), pb_part_is_matrix(p) ? "matrix" : "other",
+                   ms * r->tg_step_parts[p], r->tg_step_parts[p]);
+    }
+    const double rest = r->tg_step_forward - covered, sampling = r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0;
+    printf("| rest of the passes (residual adds, biases, glue) | other | %.3f | %.3f |\n", ms * (rest > 0 ? rest : 0),
+           rest > 0 ? rest : 0);
+    printf("| sampling and scheduling | other | %.3f | %.3f |\n", ms * sampling, sampling);
+}
+
 static int print_json(const struct bench_report *r)
 {
     json_t *res = json_array();
@@ -261,6 +311,16 @@ static int print_json(const struct bench_report *r)
                             json_pack("{s:f,s:f,s:f}", "matrices", r->tg_step_matrices, "forward_other",
                                       r->tg_step_forward - r->tg_step_matrices, "sampling_scheduling",
                                       r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0));
+    if (o && r->tg_step_wall_s > 0 && r->tg_step_tokens > 0) { /* the same time, part by part */
+        json_t *parts = json_object();
+        const double ms = 1000.0 * r->tg_step_wall_s / (double)r->tg_step_tokens;
+        for (int p = 0; p < PB_PART_COUNT; p++)
+            json_object_set_new(parts, pb_part_name((enum pb_part)p),
+                                json_pack("{s:f,s:f,s:b}", "ms_per_token", ms * r->tg_step_parts[p], "share",
+                                          r->tg_step_parts[p], "matrix", pb_part_is_matrix((enum pb_part)p)));
+        json_object_set_new(o, "tg_profile", json_pack("{s:I,s:f,s:o}", "tokens", (json_int_t)r->tg_step_tokens,
+                                                       "ms_per_token", ms, "parts", parts));
+    }
     return cli_print_json(o, true);
 }
 
@@ -305,8 +365,9 @@ static int run_serve(struct servebench_params *sp, bool json)
     struct servebench_report r;
     pb_err err = {0};
     if (!json)
-        fprintf(stderr, "load on %s: prompts of %d tokens, answers of %d, %d requests per client...\n", sp->url,
-                sp->prompt_tokens, sp->gen_tokens, sp->requests_per_client);
+        fprintf(stderr, "load on %s: prompts of %d tokens%s, answers of %d, %d requests per client...\n", sp->url,
+                sp->prompt_tokens, sp->shared_prefix ? " after a shared prefix" : "", sp->gen_tokens,
+                sp->requests_per_client);
     if (servebench_run(sp, &r, &err))
         return cli_error("bench", "%s", err.msg);
     int rc = CLI_OK;
@@ -321,9 +382,12 @@ static int run_serve(struct servebench_params *sp, bool json)
                                                     "ttft_median_s", l->ttft_median, "ttft_p95_s", l->ttft_p95,
                                                     "itl_median_s", l->itl_median, "itl_p95_s", l->itl_p95,
                                                     "first_error", l->first_error[0] ? l->first_error : NULL));
+            json_t *lo = json_array_get(levels, json_array_size(levels) - 1);
+            json_object_set_new(lo, "prompt_tokens", json_integer((json_int_t)l->prompt_tokens));
+            json_object_set_new(lo, "cached_tokens", json_integer((json_int_t)l->cached_tokens));
         }
-        json_t *o = json_pack("{s:s, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
-                              "gen_tokens", sp->gen_tokens, "levels", levels);
+        json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:o}", "url", sp->url, "prompt_tokens", sp->prompt_tokens,
+                              "shared_prefix", sp->shared_prefix, "gen_tokens", sp->gen_tokens, "levels", levels);
         if (o && sp->keep_requests) {
             json_t *reqs = json_array();
             for (int i = 0; i < r.n_requests; i++)
@@ -333,13 +397,15 @@ static int run_serve(struct servebench_params *sp, bool json)
         servebench_report_free(&r);
         return cli_print_json(o, true);
     }
-    printf("| users | requests | failed | aggregate t/s | t/s per user | TTFT median | TTFT p95 | ITL median | ITL p95 |\n"
-           "| ----- | -------- | ------ | ------------- | ------------ | ----------- | -------- | ---------- | ------- |\n");
+    printf("| users | requests | failed | aggregate t/s | t/s per user | TTFT median | TTFT p95 | ITL median | ITL p95 "
+           "| prompt reused |\n"
+           "| ----- | -------- | ------ | ------------- | ------------ | ----------- | -------- | ---------- | ------- "
+           "| ------------- |\n");
     for (int i = 0; i < r.n_levels; i++) {
         const struct servebench_level *l = &r.levels[i];
-        printf("| %5d | %8d | %6d | %13.1f | %12.1f | %9.3f s | %6.3f s | %8.3f s | %5.3f s |\n", l->concurrency,
-               l->requests, l->failed, l->agg_tps, l->tps_per_user, l->ttft_median, l->ttft_p95, l->itl_median,
-               l->itl_p95);
+        printf("| %5d | %8d | %6d | %13.1f | %12.1f | %9.3f s | %6.3f s | %8.3f s | %5.3f s | %11.1f %% |\n",
+               l->concurrency, l->requests, l->failed, l->agg_tps, l->tps_per_user, l->ttft_median, l->ttft_p95,
+               l->itl_median, l->itl_p95, l->prompt_tokens ? 100.0 * (double)l->cached_tokens / (double)l->prompt_tokens : 0);
     }
     if (sp->keep_requests) {
         char counts[1200];
@@ -363,7 +429,7 @@ static int run_serve(struct servebench_params *sp, bool json)
 int cmd_bench(int argc, char **argv)
 {
     enum { OPT_SHAPE = 1000, OPT_JSON, OPT_KV, OPT_NO_SAVE, OPT_SAVE, OPT_SERVE, OPT_CONC, OPT_PT, OPT_GT, OPT_REQ, OPT_MODEL, OPT_KEY, OPT_KEY_FILE,
-           OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_PER_REQUEST, OPT_SCHEMA, OPT_GRAMMAR, OPT_EMBED };
+           OPT_VOCAB, OPT_SESSION, OPT_REPEAT, OPT_SHARED, OPT_PER_REQUEST, OPT_SCHEMA, OPT_GRAMMAR, OPT_EMBED, OPT_PROFILE };
     static const struct option longopts[] = {
         {"serve", required_argument, 0, OPT_SERVE},   {"concurrency", required_argument, 0, OPT_CONC},
         {"prompt-tokens", required_argument, 0, OPT_PT}, {"gen-tokens", required_argument, 0, OPT_GT},
@@ -371,20 +437,20 @@ int cmd_bench(int argc, char **argv)
         {"api-key-file", required_argument, 0, OPT_KEY_FILE},
         {"api-key", required_argument, 0, OPT_KEY}, /* the old way, the key itself (shows in ps) */   {"vocab", required_argument, 0, OPT_VOCAB},
         {"session-header", required_argument, 0, OPT_SESSION}, {"repeat-prompt", no_argument, 0, OPT_REPEAT},
-        {"per-request", no_argument, 0, OPT_PER_REQUEST},
+        {"per-request", no_argument, 0, OPT_PER_REQUEST}, {"shared-prefix", required_argument, 0, OPT_SHARED},
         {"shape", required_argument, 0, OPT_SHAPE},   {"n-prompt", required_argument, 0, 'p'},
         {"n-gen", required_argument, 0, 'n'},         {"repetitions", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'},       {"kv-type", required_argument, 0, OPT_KV},
         {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
         {"no-save", no_argument, 0, OPT_NO_SAVE},     {"save-calibration", no_argument, 0, OPT_SAVE},
         {"json-schema", required_argument, 0, OPT_SCHEMA}, {"grammar", required_argument, 0, OPT_GRAMMAR},
-        {"embed", optional_argument, 0, OPT_EMBED},
+        {"embed", optional_argument, 0, OPT_EMBED},   {"profile", no_argument, 0, OPT_PROFILE},
         {0, 0, 0, 0},
     };
     struct bench_params p = {.pp = {512}, .n_pp = 1, .tg = {128}, .n_tg = 1, .reps = 3};
     struct servebench_params sp = {.levels = {1, 4, 16}, .n_levels = 3, .prompt_tokens = 32, .gen_tokens = 64,
                                    .requests_per_client = 2, .vocab_lo = 100, .vocab_hi = 1000};
-    bool shape = false, json = false, save = true, force_save = false;
+    bool shape = false, json = false, save = true, force_save = false, profile = false;
     char *grammar = NULL; /* --json-schema or --grammar as GBNF */
     static char key[512];
     long long v;
@@ -453,6 +519,11 @@ int cmd_bench(int argc, char **argv)
             break;
         case OPT_SESSION: sp.session_header = optarg; break;
         case OPT_REPEAT: sp.repeat_prompt = true; break;
+        case OPT_SHARED:
+            if (!cli_parse_int("bench", "--shared-prefix", optarg, 0, 1 << 20, &v))
+                return CLI_USAGE;
+            sp.shared_prefix = (int)v;
+            break;
         case OPT_PER_REQUEST: sp.keep_requests = true; break;
         case OPT_JSON: json = true; break;
         case OPT_NO_SAVE: save = false; break;
@@ -471,6 +542,7 @@ int cmd_bench(int argc, char **argv)
             p.grammar = grammar;
             break;
         case OPT_SAVE: force_save = true; break;
+        case OPT_PROFILE: profile = true; break;
         case 'h': help(); return CLI_OK;
         default: return CLI_USAGE; /* cli_getopt said why */
         }
@@ -514,10 +586,13 @@ int cmd_bench(int argc, char **argv)
     free(grammar);
     if (brc)
         return cli_error("bench", "%s", err.msg);
-    if (json)
+    if (json) {
         rc = print_json(&r);
-    else
+    } else {
         print_table(&r);
+        if (profile)
+            print_profile(&r);
+    }
     if (save && !p.n_embed) /* a calibration is of generation speed */
         save_calibration(&r, json, force_save);
     return rc;

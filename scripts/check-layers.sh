@@ -5,7 +5,8 @@
 # internal header. Prints the graph it checked.
 #
 # Public headers (include/plumb/NAME.h) count as their implementing
-# module: quantize, synth, bench, doctor, service, fleet and tune are src/tools'.
+# module: quantize, synth, bench, doctor, service, fleet and tune are src/tools',
+# profile (the parts of a forward pass) is src/model's.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,6 +14,7 @@ cd "$root"
 module_of_public() {
     case "$1" in
     quantize | synth | bench | doctor | service | fleet | tune) echo tools ;;
+    profile) echo model ;;
     *) echo "$1" ;;
     esac
 }

@@ -386,7 +386,39 @@ static void test_bench(void **state)
     assert_true(mat > 0.05 && mat < 1.0);
     assert_true(other >= 0 && rest >= 0);
     assert_true(fabs(mat + other + rest - 1) < 0.05);
+    /* the same time part by part: the matrix parts add up to the matrices'
+     * share, the others to no more than the rest of the passes, and a
+     * llama's passes have Q/K/V, attention, FFN and norms in them */
+    json_t *prof = json_object_get(j, "tg_profile");
+    assert_non_null(prof);
+    assert_true(num(prof, "tokens") >= 4 && num(prof, "ms_per_token") > 0);
+    double mat_parts = 0, other_parts = 0;
+    const char *key;
+    json_t *part;
+    json_object_foreach(json_object_get(prof, "parts"), key, part) {
+        const double part_share = num(part, "share");
+        assert_true(part_share >= 0);
+        assert_true(fabs(num(part, "ms_per_token") - part_share * num(prof, "ms_per_token")) < 1e-9 + 1e-6 * part_share);
+        if (json_is_true(json_object_get(part, "matrix")))
+            mat_parts += part_share;
+        else
+            other_parts += part_share;
+    }
+    assert_true(fabs(mat_parts - mat) < 1e-6);
+    assert_true(other_parts <= other + 1e-6);
+    const char *present[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize", "embed"};
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
+        if (!(num(json_object_get(json_object_get(prof, "parts"), present[i]), "share") > 0))
+            fail_msg("the profile's '%s' part is empty", present[i]);
+    assert_true(num(json_object_get(json_object_get(prof, "parts"), "experts"), "share") == 0); /* a dense model */
     json_decref(j);
+    result_free(&r);
+    /* --profile prints it as a table */
+    r = run("bench --shape tiny:Q8_0 -p 0 -n 4 -r 1 -t 2 --no-save --profile");
+    EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "tg4, part by part"));
+    assert_non_null(strstr(r.out, "| qkv | matrix |"));
+    assert_non_null(strstr(r.out, "| sampling and scheduling | other |"));
     result_free(&r);
 
     /* bad input: usage errors (2), a missing file (1) */

@@ -824,6 +824,53 @@ static void test_bench_keys(void **state)
     assert_int_equal(stop_server(&s, SIGTERM), 0);
 }
 
+/* bench --serve --shared-prefix: every prompt begins with the same ids,
+ * which the server evaluates once and then reuses (its slots copy the
+ * prefix another holds): every request after a client's first reports
+ * at least the prefix as cached, and the level's figures add up. */
+static void test_bench_shared_prefix(void **state)
+{
+    (void)state;
+    struct server s = start_server(model_path(), "-np 3 --ctx 512");
+    char args[800], *out;
+    snprintf(args, sizeof args, "bench --serve http://127.0.0.1:%d --concurrency 1,3 --requests 2 --shared-prefix 96 "
+             "--prompt-tokens 8 --gen-tokens 4 --per-request --json", s.port);
+    if (run_plumb(args, &out) != 0)
+        fail_msg("%s", out);
+    json_t *v = test_parse_json(out);
+    free(out);
+    assert_int_equal(json_integer_value(json_object_get(v, "shared_prefix")), 96);
+    json_t *levels = json_object_get(v, "levels");
+    long long cached = 0;
+    for (size_t i = 0; i < json_array_size(levels); i++) {
+        json_t *l = json_array_get(levels, i);
+        const long long users = json_integer_value(json_object_get(l, "concurrency"));
+        assert_int_equal(json_integer_value(json_object_get(l, "failed")), 0);
+        assert_int_equal(json_integer_value(json_object_get(l, "prompt_tokens")), users * 2 * (96 + 8));
+        cached += json_integer_value(json_object_get(l, "cached_tokens"));
+    }
+    json_t *reqs = json_object_get(v, "requests");
+    long long per_request = 0;
+    assert_int_equal(json_array_size(reqs), 2 + 6);
+    for (size_t i = 0; i < json_array_size(reqs); i++) {
+        json_t *q = json_array_get(reqs, i);
+        const long long c = json_integer_value(json_object_get(q, "cached_tokens"));
+        per_request += c;
+        if (json_integer_value(json_object_get(q, "index")) > 0 && c < 96)
+            fail_msg("request %zu reused %lld prompt tokens, not the shared 96", i, c);
+        assert_true(c <= 96 + 8 - 1); /* its own tokens differ: at most the prefix and a chance match */
+    }
+    assert_int_equal(cached, per_request);
+    json_decref(v);
+    /* the table says how much was reused */
+    snprintf(args, sizeof args, "bench --serve http://127.0.0.1:%d --concurrency 1 --requests 2 --shared-prefix 96 "
+             "--prompt-tokens 8 --gen-tokens 4", s.port);
+    if (run_plumb(args, &out) != 0 || !strstr(out, "| prompt reused |"))
+        fail_msg("%s", out);
+    free(out);
+    assert_int_equal(stop_server(&s, SIGTERM), 0);
+}
+
 /* Usage accounting: what `plumb usage` reports per key and per model is
  * what the server's answers said in their usage fields. */
 static void test_usage_accounting(void **state)
@@ -2398,7 +2445,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_timeout),    cmocka_unit_test(test_sigterm_drain),
         cmocka_unit_test(test_config_hot_swap),
         cmocka_unit_test(test_store_name),
-        cmocka_unit_test(test_bench_keys), cmocka_unit_test(test_usage_accounting),
+        cmocka_unit_test(test_bench_keys),
+        cmocka_unit_test(test_bench_shared_prefix), cmocka_unit_test(test_usage_accounting),
         cmocka_unit_test(test_same_through_every_path),
         cmocka_unit_test(test_memory_refused),
         cmocka_unit_test(test_reasoning_content),

@@ -7,6 +7,7 @@
 #define PLUMB_BENCH_H
 
 #include "plumb/base.h"
+#include "plumb/profile.h"
 #include "plumb/synth.h"
 
 #include <stdatomic.h>
@@ -58,6 +59,10 @@ struct bench_report {
      * seconds in all): the shares in forward passes, and in those in the
      * weight matrices' products; the rest is sampling and scheduling */
     double tg_step_wall_s, tg_step_forward, tg_step_matrices;
+    /* of that time, the share of each part of the passes (plumb/profile.h),
+     * over tg_step_tokens tokens evaluated */
+    double tg_step_parts[PB_PART_COUNT];
+    uint64_t tg_step_tokens;
     uint64_t peak_rss_bytes;
     uint64_t kv_bytes;        /* the KV cache of the context the tests used */
     struct bench_test tests[3 * BENCH_MAX_TESTS];
@@ -94,6 +99,7 @@ struct servebench_params {
     int levels[SERVEBENCH_MAX_LEVELS];
     int n_levels;
     int prompt_tokens, gen_tokens;
+    int shared_prefix;       /* every prompt begins with the same this many token ids (a system prompt), then its own prompt_tokens */
     int requests_per_client; /* each client's requests at each level */
     int vocab_lo, vocab_hi;  /* prompt token ids are drawn from [lo, hi) */
     const char *session_header; /* NULL: none; else client k of level l sends "NAME: bench-l-k" */
@@ -118,6 +124,7 @@ struct servebench_request {
 struct servebench_level {
     int concurrency, requests, failed;
     long long tokens;      /* generated, all requests */
+    long long prompt_tokens, cached_tokens; /* sent, and of those the server reused (its usage's cached_tokens), answered requests */
     double wall_s;         /* from the first request to the last byte */
     double agg_tps;        /* tokens / wall_s */
     double ttft_median, ttft_p95;

@@ -564,6 +564,19 @@ void sched_get_stats(struct sched *s, struct engine_stats *st)
 
 /* ---- the loop ---- */
 
+/* What the pass just ended spent in each part (before: the context's
+ * counters when it began) into the stats. Under s->mu. */
+static void add_parts(struct sched *s, const double before[PB_PART_COUNT])
+{
+    double now[PB_PART_COUNT];
+    model_ctx_part_seconds(s->ctx, now);
+    for (int p = 0; p < PB_PART_COUNT; p++) {
+        s->stats.part_seconds[p] += now[p] - before[p];
+        if (pb_part_is_matrix((enum pb_part)p))
+            s->stats.matrix_seconds += now[p] - before[p];
+    }
+}
+
 static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)
 {
     int64_t n = na < nb ? na : nb, i = 0;
@@ -745,14 +758,15 @@ static void run_embed(struct sched *s, struct embed_job *j)
             n_tok += (int)j->n_toks[k];
             n_segs++;
         }
-        const double t_start = sys_now(), m0 = model_ctx_matrix_seconds(s->ctx);
+        const double t_start = sys_now();
+        double parts[PB_PART_COUNT];
+        model_ctx_part_seconds(s->ctx, parts);
         j->rc = model_eval_hidden(s->ctx, s->tokens, s->segs, n_segs, hidden, &j->err);
-        const double matrices = model_ctx_matrix_seconds(s->ctx) - m0;
         pthread_mutex_lock(&s->mu);
         s->stats.steps++;
         s->stats.step_tokens += (uint64_t)n_tok;
         s->stats.step_seconds += sys_now() - t_start;
-        s->stats.matrix_seconds += matrices;
+        add_parts(s, parts);
         s->stats.embedded_tokens += (uint64_t)n_tok;
         pthread_mutex_unlock(&s->mu);
         for (int k = 0, row = 0; k < n_segs && !j->rc; row += s->segs[k].n, k++)
@@ -1118,9 +1132,11 @@ static void step(struct sched *s)
     if (n_segs == 0)
         return;
     pb_err err;
-    const double t0 = sys_now(), m0 = model_ctx_matrix_seconds(s->ctx);
+    const double t0 = sys_now();
+    double parts[PB_PART_COUNT];
+    model_ctx_part_seconds(s->ctx, parts);
     int rc = model_eval_batch(s->ctx, s->tokens, s->segs, n_segs, s->logits, &err);
-    const double t1 = sys_now(), matrices = model_ctx_matrix_seconds(s->ctx) - m0;
+    const double t1 = sys_now();
     const double per = (t1 - t0) / n_tok;
     s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
     /* the positions held, before any request of this step reports its end */
@@ -1132,7 +1148,7 @@ static void step(struct sched *s)
     /* counted before sampling ends any request: a caller that reads the
      * stats when its request is done finds its last pass in them */
     s->stats.step_seconds += t1 - t0;
-    s->stats.matrix_seconds += matrices;
+    add_parts(s, parts);
     pthread_mutex_unlock(&s->mu);
     int with_logits = 0;
     for (int k = 0; k < n_segs; k++) {

@@ -6,6 +6,8 @@
  * embeddings). */
 #include "model/model_internal.h"
 
+#include "base/sys.h"
+
 #include <inttypes.h>
 #include <string.h>
 
@@ -26,6 +28,7 @@ int bert_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logit
         return pb_fail(err, PB_EUNSUPPORTED, "a %s model is an encoder: it makes embeddings, not next-token logits",
                        hp->arch);
     float *row = c->xb; /* scratch for one row */
+    double t = sys_now();
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         if (sg->pos0 + sg->n > m->pos_embd.ne[1])
@@ -42,26 +45,34 @@ int bert_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logit
             }
         }
     }
+    t = layer_timed(c, PB_PART_EMBED, t);
     op_layernorm_rows(c->x, c->x, m->embd_norm.data, m->embd_norm_b.data, n, E, hp->rms_eps);
+    layer_timed(c, PB_PART_NORM, t);
     for (int l = 0; l < (int)hp->n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
         memcpy(c->xb, c->x, (size_t)n * (size_t)E * sizeof *c->xb);
         if ((rc = layer_attention(c, l, n, err)))
             return rc;
         op_add(c->x, c->xb, (int64_t)n * E);
+        t = sys_now();
         op_layernorm_rows(c->x, c->x, lw->attn_post_norm.data, lw->attn_post_norm_b.data, n, E, hp->rms_eps);
+        layer_timed(c, PB_PART_NORM, t);
         for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* the hidden buffer holds FFN_ROWS tokens */
             const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
-            if ((rc = layer_matmul(c, &lw->ffn_up, c->x + (size_t)t0 * (size_t)E, k, c->up, err)))
+            if ((rc = layer_matmul(c, PB_PART_FFN_UP, &lw->ffn_up, c->x + (size_t)t0 * (size_t)E, k, c->up, err)))
                 return rc;
             add_rows(c->up, lw->ffn_up_b.data, k, F);
+            t = sys_now();
             op_gelu(c->up, (int64_t)k * F);
-            if ((rc = layer_matmul(c, &lw->ffn_down, c->up, k, c->xb + (size_t)t0 * (size_t)E, err)))
+            layer_timed(c, PB_PART_FFN_ACT, t);
+            if ((rc = layer_matmul(c, PB_PART_FFN_DOWN, &lw->ffn_down, c->up, k, c->xb + (size_t)t0 * (size_t)E, err)))
                 return rc;
         }
         add_rows(c->xb, lw->ffn_down_b.data, n, E);
         op_add(c->x, c->xb, (int64_t)n * E);
+        t = sys_now();
         op_layernorm_rows(c->x, c->x, lw->ffn_post_norm.data, lw->ffn_post_norm_b.data, n, E, hp->rms_eps);
+        layer_timed(c, PB_PART_NORM, t);
     }
     return PB_OK;
 }

@@ -7,26 +7,38 @@
 #include <math.h>
 #include <string.h>
 
-int layer_matmul_n(struct model_ctx *c, int n, const struct pb_tensor *const *w, const float *x, int n_tok,
-                   float *const *y, pb_err *err)
+double layer_timed(struct model_ctx *c, enum pb_part part, double t0)
+{
+    const double now = sys_now();
+    c->t_part[part] += now - t0;
+    return now;
+}
+
+int layer_matmul_tasks(struct model_ctx *c, enum pb_part part, int n, const struct op_mm_task *tasks, pb_err *err)
 {
     const double t0 = sys_now();
-    const int rc = op_matmul_n(c->pool, n, w, x, n_tok, y, c->act, err);
-    c->t_matrices += sys_now() - t0;
+    double quantize = 0;
+    const int rc = op_matmul_tasks_timed(c->pool, n, tasks, c->act, &quantize, err);
+    c->t_part[part] += sys_now() - t0 - quantize;
+    c->t_part[PB_PART_QUANTIZE] += quantize;
     return rc;
 }
 
-int layer_matmul(struct model_ctx *c, const struct pb_tensor *w, const float *x, int n_tok, float *y, pb_err *err)
+int layer_matmul_n(struct model_ctx *c, enum pb_part part, int n, const struct pb_tensor *const *w, const float *x,
+                   int n_tok, float *const *y, pb_err *err)
 {
-    return layer_matmul_n(c, 1, &w, x, n_tok, &y, err);
+    struct op_mm_task t[OP_MATMUL_MAX];
+    if (n < 1 || n > OP_MATMUL_MAX)
+        return pb_fail(err, PB_EINVAL, "layer_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
+    for (int i = 0; i < n; i++)
+        t[i] = (struct op_mm_task){w[i], x, n_tok, y[i]};
+    return layer_matmul_tasks(c, part, n, t, err);
 }
 
-int layer_matmul_tasks(struct model_ctx *c, int n, const struct op_mm_task *tasks, pb_err *err)
+int layer_matmul(struct model_ctx *c, enum pb_part part, const struct pb_tensor *w, const float *x, int n_tok,
+                 float *y, pb_err *err)
 {
-    const double t0 = sys_now();
-    const int rc = op_matmul_tasks(c->pool, n, tasks, c->act, err);
-    c->t_matrices += sys_now() - t0;
-    return rc;
+    return layer_matmul_n(c, part, 1, &w, x, n_tok, &y, err);
 }
 
 /* Row `id` of token_embd into out, read through the file rather than the
@@ -47,8 +59,10 @@ static void embed_row(const struct model *m, int32_t id, float *out)
         op_get_row(t, id, out);
 }
 
-void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
+void layer_embed(struct model_ctx *c, const int32_t *tokens, int n, float *x)
 {
+    const struct model *m = c->m;
+    const double t0 = sys_now();
     const int64_t E = m->hp.n_embd;
     for (int t = 0; t < n; t++) {
         float *row = x + (size_t)t * (size_t)E;
@@ -57,11 +71,14 @@ void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x)
             for (int64_t i = 0; i < E; i++)
                 row[i] *= m->embd_scale;
     }
+    layer_timed(c, PB_PART_EMBED, t0);
 }
 
 void layer_norm_rows(struct model_ctx *c, const struct pb_tensor *w, const float *x, float *xb, int n)
 {
+    const double t0 = sys_now();
     op_rmsnorm_rows(c->pool, xb, x, w->data, n, c->m->hp.n_embd, c->m->hp.rms_eps);
+    layer_timed(c, PB_PART_NORM, t0);
 }
 
 /* rows[t] += bias for n rows of len (no-op for an absent bias). */
@@ -98,13 +115,15 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
 
     const struct pb_tensor *w[3] = {&lw->wq, &lw->wk, &lw->wv};
     float *y[3] = {c->q, c->k_new, c->v_new};
-    if ((rc = layer_matmul_n(c, 3, w, c->xb, n, y, err)))
+    if ((rc = layer_matmul_n(c, PB_PART_QKV, 3, w, c->xb, n, y, err)))
         return rc;
     add_bias(c->q, &lw->bq, n, q_dim);
     add_bias(c->k_new, &lw->bk, n, kv_dim);
     add_bias(c->v_new, &lw->bv, n, kv_dim);
+    double t = sys_now();
     norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
     norm_heads(c->k_new, &lw->k_norm, n, KV, D, hp->rms_eps);
+    t = layer_timed(c, PB_PART_NORM, t);
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         struct kv_cache *kv = &c->kv[sg->seq];
@@ -135,8 +154,10 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
             .non_causal = !hp->causal,
         };
     }
+    t = layer_timed(c, PB_PART_ROPE_KV, t);
     op_attention_n(c->pool, c->attn, c->n_segs, c->att_scratch);
-    if ((rc = layer_matmul(c, &lw->wo, c->att, n, c->xb, err)))
+    layer_timed(c, PB_PART_ATTENTION, t);
+    if ((rc = layer_matmul(c, PB_PART_ATTN_OUT, &lw->wo, c->att, n, c->xb, err)))
         return rc;
     add_bias(c->xb, &lw->bo, n, hp->n_embd);
     return PB_OK;
@@ -150,11 +171,13 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
 /* g = act(g) * u over n elements. */
 static void activate(struct model_ctx *c, enum ffn_act act, float *g, const float *u, int64_t n)
 {
+    const double t0 = sys_now();
     switch (act) {
     case FFN_SILU: op_swiglu(c->pool, g, u, n); break;
     case FFN_GELU: op_geglu(c->pool, g, u, n); break;
     case FFN_OAI: op_swiglu_oai(g, u, n, OAI_ALPHA, OAI_LIMIT); break;
     }
+    layer_timed(c, PB_PART_FFN_ACT, t0);
 }
 
 int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
@@ -166,11 +189,11 @@ int layer_ffn(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *err)
     for (int t0 = 0; t0 < n; t0 += FFN_ROWS) { /* xb's rows in pieces, each replaced by its output */
         const int k = n - t0 < FFN_ROWS ? n - t0 : FFN_ROWS;
         float *xb = c->xb + (size_t)t0 * E;
-        int rc = layer_matmul_n(c, 2, w, xb, k, y, err);
+        int rc = layer_matmul_n(c, PB_PART_FFN_UP, 2, w, xb, k, y, err);
         if (rc)
             return rc;
         activate(c, act, c->gate, c->up, (int64_t)k * c->m->hp.n_ff);
-        if ((rc = layer_matmul(c, &lw->ffn_down, c->gate, k, xb, err)))
+        if ((rc = layer_matmul(c, PB_PART_FFN_DOWN, &lw->ffn_down, c->gate, k, xb, err)))
             return rc;
     }
     return PB_OK;
@@ -221,14 +244,16 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
     int rc;
 
     /* routing */
-    if ((rc = layer_matmul(c, &lw->ffn_gate_inp, c->xb, n, c->moe_logits, err)))
+    if ((rc = layer_matmul(c, PB_PART_ROUTER, &lw->ffn_gate_inp, c->xb, n, c->moe_logits, err)))
         return rc;
+    const double t0 = sys_now();
     for (int t = 0; t < n; t++) {
         float *lg = c->moe_logits + (size_t)t * (size_t)X;
         if (lw->ffn_gate_inp_b.data)
             op_add(lg, lw->ffn_gate_inp_b.data, X);
         route(lg, X, k, act == FFN_OAI, c->moe_sel + (size_t)t * k, c->moe_w + (size_t)t * k);
     }
+    layer_timed(c, PB_PART_ROUTER, t0);
 
     /* the (token, choice) pairs grouped by expert, tokens in order: each
      * expert's rows are one matrix-matrix product over its own tokens */
@@ -248,7 +273,7 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], x, row - first, c->moe_g + (size_t)first * F};
         c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], x, row - first, c->moe_u + (size_t)first * F};
     }
-    if ((rc = layer_matmul_tasks(c, n_tasks, c->moe_tasks, err)))
+    if ((rc = layer_matmul_tasks(c, PB_PART_EXPERTS, n_tasks, c->moe_tasks, err)))
         return rc;
 
     /* biases and the activation, then the down products into moe_x (the
@@ -268,7 +293,7 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         const int64_t e = gt->w - lw->gate_exps;
         c->moe_tasks[i / 2] = (struct op_mm_task){&lw->down_exps[e], gt->y, gt->n_tok, c->moe_x + (size_t)first * E};
     }
-    if ((rc = layer_matmul_tasks(c, n_tasks / 2, c->moe_tasks, err)))
+    if ((rc = layer_matmul_tasks(c, PB_PART_EXPERTS, n_tasks / 2, c->moe_tasks, err)))
         return rc;
 
     /* each token's experts, weighted, summed in the order they were chosen */
@@ -293,6 +318,7 @@ int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
     const struct model *m = c->m;
     const int64_t E = m->hp.n_embd;
     int k = 0, rc;
+    const double t0 = sys_now();
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         if (!sg->logits)
@@ -301,7 +327,8 @@ int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err)
                    E, m->hp.rms_eps);
         k++;
     }
-    if (!k || (rc = layer_matmul(c, &m->output, c->xb, k, logits, err)))
+    layer_timed(c, PB_PART_NORM, t0);
+    if (!k || (rc = layer_matmul(c, PB_PART_OUTPUT, &m->output, c->xb, k, logits, err)))
         return k ? rc : PB_OK;
     if (m->final_softcap > 0)
         op_softcap(logits, (int64_t)k * m->hp.n_vocab, m->final_softcap);

@@ -13,7 +13,7 @@ int llama_forward(struct model_ctx *c, const int32_t *tokens, int n, float *logi
     const enum ffn_act act = m->arch->needs & ARCH_OAI ? FFN_OAI : FFN_SILU;
     int rc;
 
-    layer_embed(m, tokens, n, c->x);
+    layer_embed(c, tokens, n, c->x);
     for (int l = 0; l < (int)m->hp.n_layer; l++) {
         const struct layer_weights *lw = &m->layers[l];
         layer_norm_rows(c, &lw->attn_norm, c->x, c->xb, n);

@@ -927,9 +927,33 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
     return PB_OK;
 }
 
-double model_ctx_matrix_seconds(const struct model_ctx *c)
+void model_ctx_part_seconds(const struct model_ctx *c, double out[PB_PART_COUNT])
 {
-    return c->t_matrices;
+    memcpy(out, c->t_part, sizeof c->t_part);
+}
+
+static const char *const part_names[PB_PART_COUNT] = {
+    [PB_PART_EMBED] = "embed",         [PB_PART_NORM] = "norms",         [PB_PART_QKV] = "qkv",
+    [PB_PART_ROPE_KV] = "rope_kv",     [PB_PART_ATTENTION] = "attention", [PB_PART_ATTN_OUT] = "attn_out",
+    [PB_PART_FFN_UP] = "ffn_gate_up",  [PB_PART_FFN_ACT] = "ffn_act",     [PB_PART_FFN_DOWN] = "ffn_down",
+    [PB_PART_ROUTER] = "router",       [PB_PART_EXPERTS] = "experts",     [PB_PART_OUTPUT] = "output",
+    [PB_PART_QUANTIZE] = "quantize",
+};
+
+const char *pb_part_name(enum pb_part p)
+{
+    return (unsigned)p < PB_PART_COUNT ? part_names[p] : "?";
+}
+
+int pb_part_is_matrix(enum pb_part p)
+{
+    switch (p) {
+    case PB_PART_QKV: case PB_PART_ATTN_OUT: case PB_PART_FFN_UP: case PB_PART_FFN_DOWN: case PB_PART_ROUTER:
+    case PB_PART_EXPERTS: case PB_PART_OUTPUT: case PB_PART_QUANTIZE:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c)

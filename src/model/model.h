@@ -14,6 +14,7 @@
 #include "base/err.h"
 #include "gguf/gguf.h"
 #include "ops/ops.h"
+#include "plumb/profile.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -147,9 +148,8 @@ void model_ctx_free(struct model_ctx *c);
 int64_t model_ctx_n_ctx(const struct model_ctx *c);
 /* Bytes the KV cache holds at full context (all sequences). */
 uint64_t model_ctx_kv_bytes(const struct model_ctx *c);
-/* Seconds the context's forward passes have spent in the weight matrices'
- * products so far (the rest of a pass: attention, norms, RoPE, activations). */
-double model_ctx_matrix_seconds(const struct model_ctx *c);
+/* Seconds in each part of the passes so far (plumb/profile.h) into out. */
+void model_ctx_part_seconds(const struct model_ctx *c, double out[PB_PART_COUNT]);
 
 /* Evaluates n tokens of sequence 0 at its next positions (in batches of
  * n_batch) and, when logits is non-NULL, writes the n_vocab logits after

@@ -98,7 +98,7 @@ struct model_ctx {
     int64_t n_ctx;       /* per sequence */
     int64_t swa_cap;     /* rows of a sliding layer's ring (n_ctx when it never wraps) */
     int n_batch;
-    double t_matrices;   /* seconds in the weight matrices' products, all passes so far */
+    double t_part[PB_PART_COUNT]; /* seconds in each part of the passes so far (plumb/profile.h) */
     struct rope_params rope[2]; /* full layers, sliding-window layers */
     /* the batch being evaluated: n_segs <= n_batch segments */
     struct ctx_seg *segs;
@@ -148,14 +148,18 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
  * order; soft-capped when the model says). */
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err);
 /* x[t] = embedding of tokens[t] (times the model's embedding scale). */
-/* The weight matrices' products of a forward pass (op_matmul,
- * op_matmul_n, op_matmul_tasks on the context's pool and scratch),
- * timed into c->t_matrices. */
-int layer_matmul(struct model_ctx *c, const struct pb_tensor *w, const float *x, int n_tok, float *y, pb_err *err);
-int layer_matmul_n(struct model_ctx *c, int n, const struct pb_tensor *const *w, const float *x, int n_tok,
-                   float *const *y, pb_err *err);
-int layer_matmul_tasks(struct model_ctx *c, int n, const struct op_mm_task *tasks, pb_err *err);
-void layer_embed(const struct model *m, const int32_t *tokens, int n, float *x);
+/* The weight matrices' products of a forward pass (op_matmul_tasks on
+ * the context's pool and scratch), timed into c->t_part[part], their
+ * activations' quantization into PB_PART_QUANTIZE. */
+int layer_matmul(struct model_ctx *c, enum pb_part part, const struct pb_tensor *w, const float *x, int n_tok,
+                 float *y, pb_err *err);
+int layer_matmul_n(struct model_ctx *c, enum pb_part part, int n, const struct pb_tensor *const *w, const float *x,
+                   int n_tok, float *const *y, pb_err *err);
+int layer_matmul_tasks(struct model_ctx *c, enum pb_part part, int n, const struct op_mm_task *tasks, pb_err *err);
+/* The time since t0 (sys_now) into c->t_part[part]; returns now, for the
+ * next part's start. */
+double layer_timed(struct model_ctx *c, enum pb_part part, double t0);
+void layer_embed(struct model_ctx *c, const int32_t *tokens, int n, float *x);
 
 /* ---- forward functions (one file per architecture family) ---- */
 

@@ -11,6 +11,7 @@
  * fewer units instead of holding the others up.
  */
 #include "ops/ops.h"
+#include "base/sys.h"
 
 #include "kernels/kernels.h"
 
@@ -171,8 +172,10 @@ size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks)
     return total;
 }
 
-/* One pool job over tasks [0, n) (n <= OP_MM_JOB_TASKS). */
-static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err)
+/* One pool job over tasks [0, n) (n <= OP_MM_JOB_TASKS); the time spent
+ * quantizing activations is added to *quantize_s when given. */
+static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, double *quantize_s,
+                      pb_err *err)
 {
     struct mm_job j = {.n = n};
     uint8_t *free_at = scratch;
@@ -198,10 +201,13 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
             j.act_stride[m] = j.act_stride[same];
         } else {
             struct quant_job q = {k, t->x, t->w->ne[0], t->n_tok, free_at, act_stride_of(k, t->w->ne[0])};
+            const double q0 = quantize_s ? sys_now() : 0;
             if (t->n_tok > 1)
                 pool_run(pool, quant_worker, &q);
             else
                 quant_worker(&q, 0, 1);
+            if (quantize_s)
+                *quantize_s += sys_now() - q0;
             j.act[m] = free_at;
             j.act_stride[m] = q.stride;
             free_at += q.stride * (size_t)t->n_tok;
@@ -234,14 +240,21 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
     return PB_OK;
 }
 
-int op_matmul_tasks(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err)
+int op_matmul_tasks_timed(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, double *quantize_s,
+                          pb_err *err)
 {
     for (int i = 0; i < n; i += OP_MM_JOB_TASKS) {
-        int rc = matmul_job(pool, n - i < OP_MM_JOB_TASKS ? n - i : OP_MM_JOB_TASKS, tasks + i, scratch, err);
+        int rc = matmul_job(pool, n - i < OP_MM_JOB_TASKS ? n - i : OP_MM_JOB_TASKS, tasks + i, scratch, quantize_s,
+                            err);
         if (rc)
             return rc;
     }
     return PB_OK;
+}
+
+int op_matmul_tasks(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err)
+{
+    return op_matmul_tasks_timed(pool, n, tasks, scratch, NULL, err);
 }
 
 int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, const float *x, int n_tok, float *const *y,
@@ -252,7 +265,7 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
     struct op_mm_task t[OP_MATMUL_MAX];
     for (int m = 0; m < n; m++)
         t[m] = (struct op_mm_task){w[m], x, n_tok, y[m]};
-    return matmul_job(pool, n, t, scratch, err);
+    return matmul_job(pool, n, t, scratch, NULL, err);
 }
 
 int op_matmul(struct pool *pool, const struct pb_tensor *w, const float *x, int n_tok, float *y, void *scratch,

@@ -137,6 +137,10 @@ struct op_mm_task {
 #define OP_MM_JOB_TASKS 64
 size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks);
 int op_matmul_tasks(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, pb_err *err);
+/* The same, adding the seconds spent quantizing the activations (on the
+ * caller's thread or the pool's) to *quantize_s. */
+int op_matmul_tasks_timed(struct pool *pool, int n, const struct op_mm_task *tasks, void *scratch, double *quantize_s,
+                          pb_err *err);
 
 /* ---- on the pool: work split over its threads ---- */
 

@@ -76,6 +76,8 @@ static int cmp_double(const void *a, const void *b)
  * request; the rest of the whole is sampling and scheduling). */
 struct step_split {
     double wall, forward, matrices;
+    double parts[PB_PART_COUNT];
+    uint64_t tokens; /* evaluated */
 };
 
 static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, int n, bool generation,
@@ -107,6 +109,9 @@ static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *t
             engine_get_stats(e, &st1);
             split->forward += st1.step_seconds - st0.step_seconds;
             split->matrices += st1.matrix_seconds - st0.matrix_seconds;
+            for (int k = 0; k < PB_PART_COUNT; k++)
+                split->parts[k] += st1.part_seconds[k] - st0.part_seconds[k];
+            split->tokens += st1.step_tokens - st0.step_tokens;
         }
         if (!grammar && res.n_gen != rp.n_predict)
             return pb_fail(err, PB_EIO, "a bench run stopped after %d of %d tokens (%s)", res.n_gen, rp.n_predict,
@@ -350,6 +355,9 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
                 r->tg_step_wall_s = split.wall;
                 r->tg_step_forward = split.forward / split.wall;
                 r->tg_step_matrices = split.matrices / split.wall;
+                for (int q = 0; q < PB_PART_COUNT; q++)
+                    r->tg_step_parts[q] = split.parts[q] / split.wall;
+                r->tg_step_tokens = split.tokens;
             }
             r->n_tests += twin ? 2 : 1;
             if (p->on_test)

@@ -67,13 +67,24 @@ struct sample {
     struct servebench_request rec;
 };
 
-/* The request body: a prompt of token ids from g (the same ids each time
+/* A token id drawn from g within the load's vocabulary. */
+static json_t *draw_id(const struct servebench_params *p, struct rng *g)
+{
+    return json_integer(p->vocab_lo + (json_int_t)(rng_u64(g) % (uint64_t)(p->vocab_hi - p->vocab_lo)));
+}
+
+/* The request body: the shared prefix (the same ids in every request of
+ * the run), then a prompt of token ids from g (the same ids each time
  * when g is reseeded for it). */
 static char *request_body(const struct servebench_params *p, struct rng *g)
 {
     json_t *ids = json_array();
+    struct rng shared;
+    rng_seed(&shared, p->seed ^ 0x5ca1ab1e5eedull);
+    for (int i = 0; i < p->shared_prefix; i++)
+        json_array_append_new(ids, draw_id(p, &shared));
     for (int i = 0; i < p->prompt_tokens; i++)
-        json_array_append_new(ids, json_integer(p->vocab_lo + (json_int_t)(rng_u64(g) % (uint64_t)(p->vocab_hi - p->vocab_lo))));
+        json_array_append_new(ids, draw_id(p, g));
     json_t *body = json_pack("{s:o, s:i, s:b, s:b, s:f, s:{s:b}}", "prompt", ids, "max_tokens", p->gen_tokens, "stream",
                              1, "ignore_eos", 1, "temperature", 0.0, "stream_options", "include_usage", 1);
     if (p->model)
@@ -323,6 +334,8 @@ static int level_figures(const struct servebench_params *p, struct sample *all, 
             continue;
         }
         lv->tokens += all[i].tokens;
+        lv->prompt_tokens += p->shared_prefix + p->prompt_tokens;
+        lv->cached_tokens += all[i].rec.cached_tokens;
         ttft[nt++] = all[i].ttft;
         /* an answer whose tokens all came in one read has no rate of its
          * own (not a rate of 0): its tokens over the whole request, a
@@ -357,7 +370,7 @@ int servebench_run(const struct servebench_params *p, struct servebench_report *
     int rc = parse_target(p->url, &t, err);
     if (rc)
         return rc;
-    if (p->n_levels < 1 || p->n_levels > SERVEBENCH_MAX_LEVELS || p->prompt_tokens < 1 || p->gen_tokens < 1 ||
+    if (p->n_levels < 1 || p->n_levels > SERVEBENCH_MAX_LEVELS || p->prompt_tokens < 1 || p->shared_prefix < 0 || p->gen_tokens < 1 ||
         p->requests_per_client < 1 || p->vocab_hi <= p->vocab_lo)
         return pb_fail(err, PB_EINVAL, "bad load parameters");
     if (p->session_header) {
