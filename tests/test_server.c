@@ -417,6 +417,23 @@ static void test_api_shapes(void **state)
     const char *reused = strstr(r.body, "\nplumb_prompt_tokens_reused_total ");
     assert_non_null(reused);
     assert_true(atoll(reused + 34) >= pt - 1);
+    /* the passes' time part by part: each part counted, Q/K/V and attention
+     * really, together within the passes' time */
+    const char *fwd = strstr(r.body, "\nplumb_forward_seconds_total ");
+    assert_non_null(fwd);
+    double parts = 0;
+    const char *part_names[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize"};
+    for (size_t i = 0; i < sizeof part_names / sizeof part_names[0]; i++) {
+        char key[128];
+        snprintf(key, sizeof key, "plumb_forward_part_seconds_total{part=\"%s\",kind=", part_names[i]);
+        const char *at = strstr(r.body, key);
+        if (!at)
+            fail_msg("/metrics lacks '%s':\n%s", key, r.body);
+        const double secs = atof(strchr(at, '}') + 2);
+        assert_true(secs > 0);
+        parts += secs;
+    }
+    assert_true(parts <= atof(fwd + 30) + 1e-6);
     response_free(&r);
 
     /* a completion, with a stop string that cuts the text */

@@ -300,6 +300,14 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_sampling_seconds_total counter\nplumb_sampling_seconds_total %.6f\n",
                  (unsigned long long)g->steps, (unsigned long long)g->step_tokens, g->step_seconds, g->sample_seconds);
     if (!rc)
+        rc = sbuf_addf(out, "# HELP plumb_forward_part_seconds_total Seconds of the forward passes in each part "
+                            "(plumb bench --profile's parts; the matrix parts are the weight products).\n"
+                            "# TYPE plumb_forward_part_seconds_total counter\n");
+    for (int p = 0; p < PB_PART_COUNT && !rc; p++)
+        rc = sbuf_addf(out, "plumb_forward_part_seconds_total{part=\"%s\",kind=\"%s\"} %.6f\n",
+                       pb_part_name((enum pb_part)p), pb_part_is_matrix((enum pb_part)p) ? "matrix" : "other",
+                       g->part_seconds[p]);
+    if (!rc)
         rc = sbuf_addf(out,
                  "# HELP plumb_connections_open Connections with a request in progress.\n"
                  "# TYPE plumb_connections_open gauge\nplumb_connections_open %d\n"

@@ -5,6 +5,7 @@
 
 #include "base/err.h"
 #include "base/sbuf.h"
+#include "plumb/profile.h"
 #include "server/gate.h"
 
 #include <jansson.h>
@@ -99,6 +100,7 @@ struct metrics_gauges {
     int ready, n_models;
     uint64_t steps, step_tokens;
     double step_seconds, sample_seconds;
+    double part_seconds[PB_PART_COUNT]; /* of step_seconds, per part of the passes */
     int conn_open;            /* connections with a request in progress */
     const struct metrics_model_gauges *models; /* per model */
     int n_model_gauges;

@@ -249,6 +249,8 @@ static void retire_stats(struct models *ms, struct engine *e)
     ms->retired.step_tokens += st.step_tokens;
     ms->retired.step_seconds += st.step_seconds;
     ms->retired.sample_seconds += st.sample_seconds;
+    for (int p = 0; p < PB_PART_COUNT; p++)
+        ms->retired.part_seconds[p] += st.part_seconds[p];
 }
 
 static void copy_unref(struct models *ms, struct copy *c)
@@ -1050,6 +1052,8 @@ void models_gauges(struct models *ms, struct metrics_gauges *g, struct metrics_m
     g->step_tokens += ms->retired.step_tokens;
     g->step_seconds += ms->retired.step_seconds;
     g->sample_seconds += ms->retired.sample_seconds;
+    for (int p = 0; p < PB_PART_COUNT; p++)
+        g->part_seconds[p] += ms->retired.part_seconds[p];
     for (const struct copy *c = ms->copies; c; c = c->next) { /* each engine once */
         if (c->state != COPY_LOADED)
             continue;
@@ -1064,6 +1068,8 @@ void models_gauges(struct models *ms, struct metrics_gauges *g, struct metrics_m
         g->step_tokens += st.step_tokens;
         g->step_seconds += st.step_seconds;
         g->sample_seconds += st.sample_seconds;
+        for (int p = 0; p < PB_PART_COUNT; p++)
+            g->part_seconds[p] += st.part_seconds[p];
     }
     int k = 0;
     for (int i = 0; i < ms->n && k < max; i++) {
