@@ -44,10 +44,10 @@ int layer_matmul(struct model_ctx *c, enum pb_part part, const struct pb_tensor 
 /* Row `id` of token_embd into out, read through the file rather than the
  * mapping. Touching the mapping brings in a large page-cache folio per
  * token (hundreds of KiB each) where one row is wanted: a 512-token prompt
- * mapped 275 MiB of gemma-3's tied table and 170 MiB of qwen3-30b-a3b's
- * untied one into the process. A failed read falls back to the mapping,
- * which still holds the row (also where a tied table's pages were
- * evicted after repacking). */
+ * mapped 275 MiB of gemma-3's tied table into the process, and prompts of
+ * 128 and 512 tokens 31 MiB of qwen3-30b-a3b's untied one. A failed read
+ * falls back to the mapping, which still holds the row (also where a tied
+ * table's pages were evicted after repacking). */
 static void embed_row(const struct model *m, int32_t id, float *out)
 {
     const struct pb_tensor *t = &m->tok_embd;
