@@ -37,7 +37,7 @@
  *                             ; model's training context, at most 4096)
  *   kv_type = f16             ; f16, f32, q8_0
  *   batch = 512
- *   step_ms = 150
+ *   step_ms = 130
  *   prefill_chunk = 256
  *   chat_format =             ; a built-in format instead of the model's template
  *   load = demand             ; start: at start; demand: at its first request (default:
