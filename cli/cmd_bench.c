@@ -145,6 +145,13 @@ static void on_test(void *user, const struct bench_test *t)
         fprintf(stderr, "  %s: %.2f t/s\n", t->name, t->t_s_median);
 }
 
+/* The first tg test's share of time outside the forward passes:
+ * sampling and scheduling. */
+static double sampling_share(const struct bench_report *r)
+{
+    return r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0;
+}
+
 static void print_table(const struct bench_report *r)
 {
     char size[32], params[32];
@@ -192,7 +199,7 @@ static void print_table(const struct bench_report *r)
                 printf("%s's time: %.2f in the weight matrices' products, %.2f elsewhere in the forward passes "
                        "(attention, norms, RoPE, activations), %.2f sampling and scheduling\n",
                        r->tests[i].name, r->tg_step_matrices, r->tg_step_forward - r->tg_step_matrices,
-                       r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0);
+                       sampling_share(r));
             break;
         }
     char kv[32];
@@ -276,7 +283,7 @@ static void print_profile(const struct bench_report *r)
             printf("| %s | %s | %.3f | %.3f |\n", pb_part_name(p), pb_part_is_matrix(p) ? "matrix" : "other",
                    ms * r->tg_step_parts[p], r->tg_step_parts[p]);
     }
-    const double rest = r->tg_step_forward - covered, sampling = r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0;
+    const double rest = r->tg_step_forward - covered, sampling = sampling_share(r);
     printf("| rest of the passes (residual adds, biases, glue) | other | %.3f | %.3f |\n", ms * (rest > 0 ? rest : 0),
            rest > 0 ? rest : 0);
     printf("| sampling and scheduling | other | %.3f | %.3f |\n", ms * sampling, sampling);
@@ -310,7 +317,7 @@ static int print_json(const struct bench_report *r)
         json_object_set_new(o, "tg_time_shares",
                             json_pack("{s:f,s:f,s:f}", "matrices", r->tg_step_matrices, "forward_other",
                                       r->tg_step_forward - r->tg_step_matrices, "sampling_scheduling",
-                                      r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0));
+                                      sampling_share(r)));
     if (o && r->tg_step_wall_s > 0 && r->tg_step_tokens > 0) { /* the same time, part by part */
         json_t *parts = json_object();
         const double ms = 1000.0 * r->tg_step_wall_s / (double)r->tg_step_tokens;

@@ -386,9 +386,10 @@ static void test_bench(void **state)
     assert_true(mat > 0.05 && mat < 1.0);
     assert_true(other >= 0 && rest >= 0);
     assert_true(fabs(mat + other + rest - 1) < 0.05);
-    /* the same time part by part: the matrix parts add up to the matrices'
-     * share, the others to no more than the rest of the passes, and a
-     * llama's passes have Q/K/V, attention, FFN and norms in them */
+    /* the same time part by part, timed inside the passes: together no
+     * more than the passes' own time (timed around them by the scheduler),
+     * each part's ms what its share says, and a llama's passes have Q/K/V,
+     * attention, FFN and norms in them */
     json_t *prof = json_object_get(j, "tg_profile");
     assert_non_null(prof);
     assert_true(num(prof, "tokens") >= 4 && num(prof, "ms_per_token") > 0);
@@ -404,8 +405,8 @@ static void test_bench(void **state)
         else
             other_parts += part_share;
     }
-    assert_true(fabs(mat_parts - mat) < 1e-6);
-    assert_true(other_parts <= other + 1e-6);
+    assert_true(mat_parts > 0.05);
+    assert_true(mat_parts + other_parts <= mat + other + 1e-6);
     const char *present[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize", "embed"};
     for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
         if (!(num(json_object_get(json_object_get(prof, "parts"), present[i]), "share") > 0))

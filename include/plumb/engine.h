@@ -356,7 +356,6 @@ struct engine_stats {
     uint64_t steps;            /* forward passes */
     uint64_t step_tokens;      /* tokens they evaluated */
     double step_seconds;       /* time in forward passes */
-    double matrix_seconds;     /* of that, in the weight matrices' products */
     double part_seconds[PB_PART_COUNT]; /* of step_seconds, in each part of the passes (plumb/profile.h) */
     double sample_seconds;     /* time sampling and handing tokens over */
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */

@@ -26,7 +26,7 @@ enum pb_part {
 /* A short name ("qkv", "attention", ...) for tables and JSON. */
 const char *pb_part_name(enum pb_part p);
 /* Whether the part is a weight matrix product (or its activations'
- * quantization): what engine_stats.matrix_seconds adds up. */
+ * quantization): the parts plumb bench adds up as the matrices' share. */
 int pb_part_is_matrix(enum pb_part p);
 
 #endif

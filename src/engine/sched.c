@@ -570,11 +570,8 @@ static void add_parts(struct sched *s, const double before[PB_PART_COUNT])
 {
     double now[PB_PART_COUNT];
     model_ctx_part_seconds(s->ctx, now);
-    for (int p = 0; p < PB_PART_COUNT; p++) {
+    for (int p = 0; p < PB_PART_COUNT; p++)
         s->stats.part_seconds[p] += now[p] - before[p];
-        if (pb_part_is_matrix((enum pb_part)p))
-            s->stats.matrix_seconds += now[p] - before[p];
-    }
 }
 
 static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)

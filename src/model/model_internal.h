@@ -147,7 +147,6 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
  * output projection into logits (n_vocab floats per such segment, in
  * order; soft-capped when the model says). */
 int layer_logits(struct model_ctx *c, int n, float *logits, pb_err *err);
-/* x[t] = embedding of tokens[t] (times the model's embedding scale). */
 /* The weight matrices' products of a forward pass (op_matmul_tasks on
  * the context's pool and scratch), timed into c->t_part[part], their
  * activations' quantization into PB_PART_QUANTIZE. */
@@ -159,6 +158,7 @@ int layer_matmul_tasks(struct model_ctx *c, enum pb_part part, int n, const stru
 /* The time since t0 (sys_now) into c->t_part[part]; returns now, for the
  * next part's start. */
 double layer_timed(struct model_ctx *c, enum pb_part part, double t0);
+/* x[t] = embedding of tokens[t] (times the model's embedding scale). */
 void layer_embed(struct model_ctx *c, const int32_t *tokens, int n, float *x);
 
 /* ---- forward functions (one file per architecture family) ---- */

@@ -11,8 +11,8 @@
  * fewer units instead of holding the others up.
  */
 #include "ops/ops.h"
-#include "base/sys.h"
 
+#include "base/sys.h"
 #include "kernels/kernels.h"
 
 #include <stdatomic.h>

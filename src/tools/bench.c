@@ -66,20 +66,20 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Where a generation's time went: the whole, the forward passes, and of
+ * those each part (the engine's counters around each request; the rest of
+ * the whole is sampling and scheduling). */
+struct step_split {
+    double wall, forward;
+    double parts[PB_PART_COUNT];
+    uint64_t tokens; /* evaluated */
+};
+
 /* One repetition through the engine, from an empty cache (random tokens:
  * no prefix is shared with the last run): tokens per second of a prompt
  * of n tokens (pp), or of n generated tokens after a one-token prompt
  * (tg: n + 1 tokens are sampled, n of them evaluated one by one; sampling
  * is part of what is measured). */
-/* Where a generation's time went: the whole, the forward passes, and of
- * those the weight matrices' products (the engine's counters around each
- * request; the rest of the whole is sampling and scheduling). */
-struct step_split {
-    double wall, forward, matrices;
-    double parts[PB_PART_COUNT];
-    uint64_t tokens; /* evaluated */
-};
-
 static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *tokens, int n, bool generation,
                     const char *grammar, struct step_split *split, double *tps, pb_err *err)
 {
@@ -108,7 +108,6 @@ static int run_once(struct engine *e, struct rng *g, int32_t n_vocab, int32_t *t
             split->wall += sys_now() - w0;
             engine_get_stats(e, &st1);
             split->forward += st1.step_seconds - st0.step_seconds;
-            split->matrices += st1.matrix_seconds - st0.matrix_seconds;
             for (int k = 0; k < PB_PART_COUNT; k++)
                 split->parts[k] += st1.part_seconds[k] - st0.part_seconds[k];
             split->tokens += st1.step_tokens - st0.step_tokens;
@@ -354,9 +353,12 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
             if (sp && split.wall > 0) {
                 r->tg_step_wall_s = split.wall;
                 r->tg_step_forward = split.forward / split.wall;
-                r->tg_step_matrices = split.matrices / split.wall;
-                for (int q = 0; q < PB_PART_COUNT; q++)
+                r->tg_step_matrices = 0;
+                for (int q = 0; q < PB_PART_COUNT; q++) {
                     r->tg_step_parts[q] = split.parts[q] / split.wall;
+                    if (pb_part_is_matrix((enum pb_part)q))
+                        r->tg_step_matrices += r->tg_step_parts[q];
+                }
                 r->tg_step_tokens = split.tokens;
             }
             r->n_tests += twin ? 2 : 1;
