@@ -264,7 +264,11 @@ struct conn {
     int n_embedded;          /* tokens of /v1/embeddings */
     int retry_after;         /* a model's 503: seconds to wait */
     char origin[256];        /* Origin, when CORS allows it ("" otherwise) */
+    bool accounted;          /* metrics, log line and record made (account) */
+    bool left;               /* the client went away while its answer was made */
 };
+
+static void account(struct conn *cn, int status, bool client_gone);
 
 
 /* The headers every response of a request carries: its id, and CORS's
@@ -287,6 +291,8 @@ static void common_headers(const struct conn *cn, struct MHD_Response *r)
 static enum MHD_Result queue(struct conn *cn, int status, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "Connection", "close");
+    if (!cn->gen || !oai_gen_streaming(cn->gen)) /* a whole answer: counted before it can arrive */
+        account(cn, status, cn->left);
     enum MHD_Result ret = MHD_queue_response(cn->connection, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -368,8 +374,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct conn *cn = cls;
     for (;;) {
         ssize_t n = oai_stream_read(cn->gen, buf, max, 0.1);
-        if (n == OAI_STREAM_END)
+        if (n == OAI_STREAM_END) {
+            account(cn, 200, false); /* before the stream's last chunk reaches the client */
             return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         if (n > 0)
             return n;
         if (client_gone(cn->connection)) {
@@ -418,8 +426,10 @@ static enum MHD_Result handle_generation(struct conn *cn, struct MHD_Connection 
     }
     /* the whole answer, waiting here while checking that the client stays */
     while (!oai_gen_wait(g, 0.1))
-        if (client_gone(c))
+        if (client_gone(c)) {
+            cn->left = true;
             oai_gen_cancel(g);
+        }
     json_t *body = NULL;
     status = oai_gen_result(g, &body, &e);
     if (status != 200)
@@ -868,6 +878,53 @@ static void log_record(struct server *s, const struct server_record *r)
           r->client_gone ? " client_gone" : "");
 }
 
+/* A request's metrics, log line and record, made once: when its whole
+ * answer is queued or its stream ends (so that a client reading /metrics
+ * or the status right after its answer finds it counted), else when the
+ * connection ends. */
+static void account(struct conn *cn, int status, bool gone)
+{
+    if (cn->accounted)
+        return;
+    cn->accounted = true;
+    struct server *s = cn->srv;
+    const double dt = sys_now() - cn->t0;
+    metrics_request(&s->metrics, cn->endpoint, status);
+    metrics_duration(&s->metrics, dt);
+    if (!cn->gen && !cn->model)
+        return;
+    struct oai_gen_info info = {.finish = "", .n_prompt = cn->n_embedded};
+    if (cn->gen)
+        oai_gen_info(cn->gen, &info);
+    metrics_tokens(&s->metrics, (uint64_t)info.n_prompt, (uint64_t)info.n_gen, (uint64_t)info.n_reused);
+    if (info.n_gen > 0)
+        metrics_ttft(&s->metrics, info.ttft);
+    if (cn->model && status == 200 && (cn->gen || !strcmp(cn->endpoint, "/v1/embeddings"))) {
+        const struct metrics_obs o = {models_id(cn->model), (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
+                                      info.n_gen > 0 ? info.ttft : -1, dt, info.queue_s,
+                                      cn->gen ? info.finish : NULL};
+        metrics_model_request(&s->metrics, &o);
+    }
+    struct server_record rec = {
+        .time = sys_wall_now(),
+        .endpoint = cn->endpoint,
+        .status = status,
+        .key_id = cn->key_id,
+        .model = cn->model ? models_id(cn->model) : "",
+        .prompt_tokens = info.n_prompt,
+        .completion_tokens = info.n_gen,
+        .cached_tokens = info.n_reused,
+        .ttft_s = info.ttft,
+        .duration_s = dt,
+        .finish = info.finish,
+        .client_gone = gone,
+        .request_id = cn->request_id,
+    };
+    log_record(s, &rec);
+    if (s->p.on_record)
+        s->p.on_record(s->p.record_user, &rec);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)c;
@@ -876,53 +933,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     if (!cn)
         return;
     *con_cls = NULL;
-    const double dt = sys_now() - cn->t0;
-    const int status = cn->status ? cn->status : 400;
-    metrics_request(&s->metrics, cn->endpoint, status);
-    metrics_duration(&s->metrics, dt);
-    if (cn->gen || cn->model) {
-        struct oai_gen_info info = {.finish = "", .n_prompt = cn->n_embedded};
-        if (cn->gen) {
-            oai_gen_info(cn->gen, &info);
-            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-                oai_gen_cancel(cn->gen);
-        }
-        metrics_tokens(&s->metrics, (uint64_t)info.n_prompt, (uint64_t)info.n_gen, (uint64_t)info.n_reused);
-        if (info.n_gen > 0)
-            metrics_ttft(&s->metrics, info.ttft);
-        if (cn->model && status == 200 && (cn->gen || !strcmp(cn->endpoint, "/v1/embeddings"))) {
-            const struct metrics_obs o = {models_id(cn->model), (uint64_t)info.n_prompt, (uint64_t)info.n_gen,
-                                          info.n_gen > 0 ? info.ttft : -1, dt, info.queue_s,
-                                          cn->gen ? info.finish : NULL};
-            metrics_model_request(&s->metrics, &o);
-        }
-        struct server_record rec = {
-            .time = sys_wall_now(),
-            .endpoint = cn->endpoint,
-            .status = status,
-            .key_id = cn->key_id,
-            .model = cn->model ? models_id(cn->model) : "",
-            .prompt_tokens = info.n_prompt,
-            .completion_tokens = info.n_gen,
-            .cached_tokens = info.n_reused,
-            .ttft_s = info.ttft,
-            .duration_s = dt,
-            .finish = info.finish,
-            .client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK,
-            .request_id = cn->request_id,
-        };
-        log_record(s, &rec);
-        if (s->p.on_record)
-            s->p.on_record(s->p.record_user, &rec);
-        if (cn->gen) {
-            oai_gen_free(cn->gen);
-            atomic_fetch_sub(&s->running, 1);
-        }
-        if (cn->using)
-            models_done(s->models, cn->model, info.has_keep_alive, info.keep_alive_s);
-        if (cn->model)
-            models_unref(s->models, cn->model);
+    const bool gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (cn->gen && gone)
+        oai_gen_cancel(cn->gen);
+    account(cn, cn->status ? cn->status : 400, gone);
+    struct oai_gen_info info = {.finish = ""};
+    if (cn->gen) {
+        oai_gen_info(cn->gen, &info); /* the request's keep_alive */
+        oai_gen_free(cn->gen);
+        atomic_fetch_sub(&s->running, 1);
     }
+    if (cn->using)
+        models_done(s->models, cn->model, info.has_keep_alive, info.keep_alive_s);
+    if (cn->model)
+        models_unref(s->models, cn->model);
     sbuf_free(&cn->body);
     free(cn);
 }
