@@ -216,8 +216,10 @@ void kern_act_quantize_q8Kx_avx2(const float *x, void *out, int64_t n)
         }
         for (int g = 0; g < 8; g++)
             o->bs32[g] = (int16_t)(o->bs16[2 * g] + o->bs16[2 * g + 1]);
-        for (int g = 0; g < 16; g++)
+        for (int g = 0; g < 16; g++) {
             o->bs16w[g] = (int32_t)(uint16_t)o->bs16[g];
+            o->bs16o[g] = -32 * o->bs16[g];
+        }
     }
 }
 

@@ -202,6 +202,7 @@ struct q8Kx {
     int16_t bs16[16];
     int16_t bs32[8];
     int32_t bs16w[16]; /* bs16 zero-extended: (bs16, 0) int16 pairs for madd */
+    int32_t bs16o[16]; /* -32 bs16: where a Q6_K sub-block's sum starts (codes q + 32) */
     int8_t qs[QK_K];
 };
 
