@@ -45,9 +45,10 @@ static void help(void)
            "      --grammar FILE      the same with a GBNF grammar\n"
            "      --embed [B,B,...]   embeddings instead: texts of 10-16 tokens in batches of B\n"
            "                          (default 1,16,64), texts/s and tokens/s\n"
-           "      --profile           then the same time part by part (Q/K/V, attention, FFN,\n"
-           "                          norms, activations' quantization, ...): ms per token and\n"
-           "                          share, largest first (--json always has it: tg_profile)\n"
+           "      --profile           then the first pp and tg tests' time part by part (Q/K/V,\n"
+           "                          attention, FFN, norms, activations' quantization, ...): ms\n"
+           "                          per token and share, largest first (--json always has them:\n"
+           "                          pp_profile, tg_profile)\n"
            "      --no-save           do not add this run to the machine's calibration\n"
            "      --save-calibration  add it even when it does not represent larger models\n"
            "      --json              print the results as JSON\n"
@@ -145,11 +146,11 @@ static void on_test(void *user, const struct bench_test *t)
         fprintf(stderr, "  %s: %.2f t/s\n", t->name, t->t_s_median);
 }
 
-/* The first tg test's share of time outside the forward passes:
- * sampling and scheduling. */
-static double sampling_share(const struct bench_report *r)
+/* A test's share of time outside the forward passes: sampling and
+ * scheduling. */
+static double sampling_share(const struct bench_profile *pf)
 {
-    return r->tg_step_forward < 1 ? 1 - r->tg_step_forward : 0;
+    return pf->forward < 1 ? 1 - pf->forward : 0;
 }
 
 static void print_table(const struct bench_report *r)
@@ -195,11 +196,11 @@ static void print_table(const struct bench_report *r)
         if (r->tests[i].generation) {
             printf("%s reads %s of weights per token: %.2f of that bandwidth\n", r->tests[i].name, wb,
                    r->tg_bandwidth_share);
-            if (r->tg_step_wall_s > 0)
+            if (r->tg_profile.wall_s > 0)
                 printf("%s's time: %.2f in the weight matrices' products, %.2f elsewhere in the forward passes "
                        "(attention, norms, RoPE, activations), %.2f sampling and scheduling\n",
-                       r->tests[i].name, r->tg_step_matrices, r->tg_step_forward - r->tg_step_matrices,
-                       sampling_share(r));
+                       r->tests[i].name, r->tg_profile.matrices, r->tg_profile.forward - r->tg_profile.matrices,
+                       sampling_share(&r->tg_profile));
             break;
         }
     char kv[32];
@@ -246,47 +247,67 @@ static void save_calibration(const struct bench_report *r, bool quiet, bool forc
         printf("calibration record saved to %s/calibration.json (used by plumb plan)\n", dir);
 }
 
-/* The first tg test's passes part by part (--profile): time per token
- * evaluated and share of the test's time, the largest first; what no
- * part covers, and sampling with scheduling, last. */
-static void print_profile(const struct bench_report *r)
+/* A test's passes part by part (--profile): time per token evaluated and
+ * share of the test's time, the largest first; what no part covers, and
+ * sampling with scheduling, last. */
+static void print_profile(const char *test, const struct bench_profile *pf)
 {
-    const char *tg = "tg";
-    for (int i = 0; i < r->n_tests; i++)
-        if (r->tests[i].generation) {
-            tg = r->tests[i].name;
-            break;
-        }
-    if (r->tg_step_wall_s <= 0 || r->tg_step_tokens == 0) {
-        printf("\nno profile: no tg test ran\n");
-        return;
-    }
-    const double ms = 1000.0 * r->tg_step_wall_s / (double)r->tg_step_tokens; /* per token, all of it */
+    const double ms = 1000.0 * pf->wall_s / (double)pf->tokens; /* per token, all of it */
     int order[PB_PART_COUNT];
     double covered = 0;
     for (int p = 0; p < PB_PART_COUNT; p++) {
         order[p] = p;
-        covered += r->tg_step_parts[p];
+        covered += pf->parts[p];
     }
     for (int a = 1; a < PB_PART_COUNT; a++) /* largest first */
-        for (int b = a; b > 0 && r->tg_step_parts[order[b]] > r->tg_step_parts[order[b - 1]]; b--) {
+        for (int b = a; b > 0 && pf->parts[order[b]] > pf->parts[order[b - 1]]; b--) {
             const int x = order[b];
             order[b] = order[b - 1];
             order[b - 1] = x;
         }
-    printf("\n%s, part by part (%llu tokens evaluated, %.3f ms each):\n\n", tg, (unsigned long long)r->tg_step_tokens,
-           ms);
+    printf("\n%s, part by part (%llu tokens evaluated, %.3f ms each):\n\n", test, (unsigned long long)pf->tokens, ms);
     printf("| part | kind | ms per token | share |\n|---|---|---|---|\n");
     for (int i = 0; i < PB_PART_COUNT; i++) {
         const enum pb_part p = (enum pb_part)order[i];
-        if (r->tg_step_parts[p] > 0)
+        if (pf->parts[p] > 0)
             printf("| %s | %s | %.3f | %.3f |\n", pb_part_name(p), pb_part_is_matrix(p) ? "matrix" : "other",
-                   ms * r->tg_step_parts[p], r->tg_step_parts[p]);
+                   ms * pf->parts[p], pf->parts[p]);
     }
-    const double rest = r->tg_step_forward - covered, sampling = sampling_share(r);
+    const double rest = pf->forward - covered, sampling = sampling_share(pf);
     printf("| rest of the passes (residual adds, biases, glue) | other | %.3f | %.3f |\n", ms * (rest > 0 ? rest : 0),
            rest > 0 ? rest : 0);
     printf("| sampling and scheduling | other | %.3f | %.3f |\n", ms * sampling, sampling);
+}
+
+/* The first pp test's and the first tg test's profiles. */
+static void print_profiles(const struct bench_report *r)
+{
+    bool any = false;
+    for (int k = 0; k < 2; k++) {
+        const struct bench_profile *pf = k == 0 ? &r->pp_profile : &r->tg_profile;
+        for (int i = 0; i < r->n_tests; i++)
+            if (r->tests[i].generation == (k == 1) && pf->wall_s > 0 && pf->tokens > 0) {
+                print_profile(r->tests[i].name, pf);
+                any = true;
+                break;
+            }
+    }
+    if (!any)
+        printf("\nno profile: no pp or tg test ran\n");
+}
+
+/* A profile as JSON: tokens, ms per token, the shares in the passes and
+ * in the matrices' products, and each part's time. */
+static json_t *profile_json(const struct bench_profile *pf)
+{
+    json_t *parts = json_object();
+    const double ms = 1000.0 * pf->wall_s / (double)pf->tokens;
+    for (int p = 0; p < PB_PART_COUNT; p++)
+        json_object_set_new(parts, pb_part_name((enum pb_part)p),
+                            json_pack("{s:f,s:f,s:b}", "ms_per_token", ms * pf->parts[p], "share", pf->parts[p],
+                                      "matrix", pb_part_is_matrix((enum pb_part)p)));
+    return json_pack("{s:I,s:f,s:f,s:f,s:o}", "tokens", (json_int_t)pf->tokens, "ms_per_token", ms, "forward",
+                     pf->forward, "matrices", pf->matrices, "parts", parts);
 }
 
 static int print_json(const struct bench_report *r)
@@ -313,21 +334,15 @@ static int print_json(const struct bench_report *r)
                           r->load_s);
     if (o)
         json_object_set_new(o, "ftype", json_string(r->ftype));
-    if (o && r->tg_step_wall_s > 0) /* the first tg test's time, as the table's line says */
+    if (o && r->tg_profile.wall_s > 0) /* the first tg test's time, as the table's line says */
         json_object_set_new(o, "tg_time_shares",
-                            json_pack("{s:f,s:f,s:f}", "matrices", r->tg_step_matrices, "forward_other",
-                                      r->tg_step_forward - r->tg_step_matrices, "sampling_scheduling",
-                                      sampling_share(r)));
-    if (o && r->tg_step_wall_s > 0 && r->tg_step_tokens > 0) { /* the same time, part by part */
-        json_t *parts = json_object();
-        const double ms = 1000.0 * r->tg_step_wall_s / (double)r->tg_step_tokens;
-        for (int p = 0; p < PB_PART_COUNT; p++)
-            json_object_set_new(parts, pb_part_name((enum pb_part)p),
-                                json_pack("{s:f,s:f,s:b}", "ms_per_token", ms * r->tg_step_parts[p], "share",
-                                          r->tg_step_parts[p], "matrix", pb_part_is_matrix((enum pb_part)p)));
-        json_object_set_new(o, "tg_profile", json_pack("{s:I,s:f,s:o}", "tokens", (json_int_t)r->tg_step_tokens,
-                                                       "ms_per_token", ms, "parts", parts));
-    }
+                            json_pack("{s:f,s:f,s:f}", "matrices", r->tg_profile.matrices, "forward_other",
+                                      r->tg_profile.forward - r->tg_profile.matrices, "sampling_scheduling",
+                                      sampling_share(&r->tg_profile)));
+    if (o && r->tg_profile.wall_s > 0 && r->tg_profile.tokens > 0) /* the same time, part by part */
+        json_object_set_new(o, "tg_profile", profile_json(&r->tg_profile));
+    if (o && r->pp_profile.wall_s > 0 && r->pp_profile.tokens > 0) /* the first pp test's */
+        json_object_set_new(o, "pp_profile", profile_json(&r->pp_profile));
     return cli_print_json(o, true);
 }
 
@@ -598,7 +613,7 @@ int cmd_bench(int argc, char **argv)
     } else {
         print_table(&r);
         if (profile)
-            print_profile(&r);
+            print_profiles(&r);
     }
     if (save && !p.n_embed) /* a calibration is of generation speed */
         save_calibration(&r, json, force_save);

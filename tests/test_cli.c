@@ -350,6 +350,37 @@ static double num(json_t *o, const char *key)
     return json_number_value(v);
 }
 
+/* A bench profile: parts timed inside the passes, together no more than
+ * the passes' own time (timed around them by the scheduler), each part's
+ * ms what its share says, the matrices' share their parts' sum, and a
+ * llama's passes have Q/K/V, attention, FFN and norms in them. */
+static void check_profile(json_t *prof, int min_tokens)
+{
+    assert_non_null(prof);
+    assert_true(num(prof, "tokens") >= min_tokens && num(prof, "ms_per_token") > 0);
+    double mat_parts = 0, other_parts = 0;
+    const char *key;
+    json_t *part;
+    json_object_foreach(json_object_get(prof, "parts"), key, part) {
+        const double part_share = num(part, "share");
+        assert_true(part_share >= 0);
+        assert_true(fabs(num(part, "ms_per_token") - part_share * num(prof, "ms_per_token")) < 1e-9 + 1e-6 * part_share);
+        if (json_is_true(json_object_get(part, "matrix")))
+            mat_parts += part_share;
+        else
+            other_parts += part_share;
+    }
+    assert_true(mat_parts > 0.05);
+    assert_true(fabs(num(prof, "matrices") - mat_parts) < 1e-9);
+    assert_true(mat_parts + other_parts <= num(prof, "forward") + 1e-6);
+    assert_true(num(prof, "forward") <= 1 + 1e-6);
+    const char *present[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize", "embed"};
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
+        if (!(num(json_object_get(json_object_get(prof, "parts"), present[i]), "share") > 0))
+            fail_msg("the profile's '%s' part is empty", present[i]);
+    assert_true(num(json_object_get(json_object_get(prof, "parts"), "experts"), "share") == 0); /* a dense model */
+}
+
 static void test_bench(void **state)
 {
     (void)state;
@@ -386,37 +417,17 @@ static void test_bench(void **state)
     assert_true(mat > 0.05 && mat < 1.0);
     assert_true(other >= 0 && rest >= 0);
     assert_true(fabs(mat + other + rest - 1) < 0.05);
-    /* the same time part by part, timed inside the passes: together no
-     * more than the passes' own time (timed around them by the scheduler),
-     * each part's ms what its share says, and a llama's passes have Q/K/V,
-     * attention, FFN and norms in them */
+    /* the same time part by part (tg_profile), and the prompt's (pp_profile) */
     json_t *prof = json_object_get(j, "tg_profile");
-    assert_non_null(prof);
-    assert_true(num(prof, "tokens") >= 4 && num(prof, "ms_per_token") > 0);
-    double mat_parts = 0, other_parts = 0;
-    const char *key;
-    json_t *part;
-    json_object_foreach(json_object_get(prof, "parts"), key, part) {
-        const double part_share = num(part, "share");
-        assert_true(part_share >= 0);
-        assert_true(fabs(num(part, "ms_per_token") - part_share * num(prof, "ms_per_token")) < 1e-9 + 1e-6 * part_share);
-        if (json_is_true(json_object_get(part, "matrix")))
-            mat_parts += part_share;
-        else
-            other_parts += part_share;
-    }
-    assert_true(mat_parts > 0.05);
-    assert_true(mat_parts + other_parts <= mat + other + 1e-6);
-    const char *present[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize", "embed"};
-    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
-        if (!(num(json_object_get(json_object_get(prof, "parts"), present[i]), "share") > 0))
-            fail_msg("the profile's '%s' part is empty", present[i]);
-    assert_true(num(json_object_get(json_object_get(prof, "parts"), "experts"), "share") == 0); /* a dense model */
+    check_profile(prof, 4);
+    assert_true(fabs(num(prof, "forward") - (mat + other)) < 1e-9);
+    check_profile(json_object_get(j, "pp_profile"), 2 * 16);
     json_decref(j);
     result_free(&r);
     /* --profile prints it as a table */
-    r = run("bench --shape tiny:Q8_0 -p 0 -n 4 -r 1 -t 2 --no-save --profile");
+    r = run("bench --shape tiny:Q8_0 -p 8 -n 4 -r 1 -t 2 --no-save --profile");
     EXPECT_STATUS(r, 0);
+    assert_non_null(strstr(r.out, "pp8, part by part"));
     assert_non_null(strstr(r.out, "tg4, part by part"));
     assert_non_null(strstr(r.out, "| qkv | matrix |"));
     assert_non_null(strstr(r.out, "| sampling and scheduling | other |"));

@@ -43,6 +43,16 @@ struct bench_params {
     void *user;
 };
 
+/* Where a test's time went (its unconstrained repetitions, wall_s
+ * seconds in all, tokens evaluated): the shares in forward passes, in the
+ * weight matrices' products (the matrix parts' sum), and in each part of
+ * the passes (plumb/profile.h); the rest is sampling and scheduling. */
+struct bench_profile {
+    double wall_s, forward, matrices;
+    double parts[PB_PART_COUNT];
+    uint64_t tokens;
+};
+
 struct bench_report {
     char model[96];           /* file name, or "SHAPE QUANT (synthesized)" */
     char ftype[16];           /* the file type (general.file_type), "" when unknown */
@@ -55,14 +65,8 @@ struct bench_report {
     double bandwidth_gbs;     /* the higher of the measurements before and after the tests */
     double bandwidth_before_gbs, bandwidth_after_gbs;
     double tg_bandwidth_share; /* of the first tg test: weight_bytes x t/s / bandwidth */
-    /* the first tg test's time (its unconstrained repetitions, tg_step_wall_s
-     * seconds in all): the shares in forward passes, and in those in the
-     * weight matrices' products; the rest is sampling and scheduling */
-    double tg_step_wall_s, tg_step_forward, tg_step_matrices;
-    /* of that time, the share of each part of the passes (plumb/profile.h),
-     * over tg_step_tokens tokens evaluated */
-    double tg_step_parts[PB_PART_COUNT];
-    uint64_t tg_step_tokens;
+    /* where the first pp test's and the first tg test's time went */
+    struct bench_profile pp_profile, tg_profile;
     uint64_t peak_rss_bytes;
     uint64_t kv_bytes;        /* the KV cache of the context the tests used */
     struct bench_test tests[3 * BENCH_MAX_TESTS];

@@ -1144,6 +1144,8 @@ static void step(struct sched *s)
     s->stats.kv_used = used;
     /* counted before sampling ends any request: a caller that reads the
      * stats when its request is done finds its last pass in them */
+    s->stats.steps++;
+    s->stats.step_tokens += (uint64_t)n_tok;
     s->stats.step_seconds += t1 - t0;
     add_parts(s, parts);
     pthread_mutex_unlock(&s->mu);
@@ -1168,8 +1170,6 @@ static void step(struct sched *s)
         }
     }
     pthread_mutex_lock(&s->mu);
-    s->stats.steps++;
-    s->stats.step_tokens += (uint64_t)n_tok;
     s->stats.sample_seconds += sys_now() - t1;
     pthread_mutex_unlock(&s->mu);
 }

@@ -346,20 +346,21 @@ int bench_run(const struct bench_params *p, struct bench_report *r, pb_err *err)
                 twin->constrained = true;
                 snprintf(twin->name, sizeof twin->name, "tg%d+grammar", t->n_tokens);
             }
-            /* the first tg test's step: where its time went */
-            struct step_split split = {0}, *sp = k == 1 && !r->tg_step_wall_s ? &split : NULL;
+            /* the first pp and tg tests: where their time went */
+            struct bench_profile *prof = k == 0 ? &r->pp_profile : &r->tg_profile;
+            struct step_split split = {0}, *sp = prof->wall_s == 0 ? &split : NULL;
             if ((rc = run_test(e, &g, info.n_vocab, tokens, t, twin, reps, p->grammar, sp, err)))
                 break;
             if (sp && split.wall > 0) {
-                r->tg_step_wall_s = split.wall;
-                r->tg_step_forward = split.forward / split.wall;
-                r->tg_step_matrices = 0;
+                prof->wall_s = split.wall;
+                prof->forward = split.forward / split.wall;
+                prof->matrices = 0;
                 for (int q = 0; q < PB_PART_COUNT; q++) {
-                    r->tg_step_parts[q] = split.parts[q] / split.wall;
+                    prof->parts[q] = split.parts[q] / split.wall;
                     if (pb_part_is_matrix((enum pb_part)q))
-                        r->tg_step_matrices += r->tg_step_parts[q];
+                        prof->matrices += prof->parts[q];
                 }
-                r->tg_step_tokens = split.tokens;
+                prof->tokens = split.tokens;
             }
             r->n_tests += twin ? 2 : 1;
             if (p->on_test)
