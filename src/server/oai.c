@@ -1336,8 +1336,9 @@ static void advance_stream(struct oai_gen *g)
     }
 }
 
-ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s)
+ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s, bool *last)
 {
+    *last = false;
     pthread_mutex_lock(&g->mu);
     if (g->sse_off == g->sse.len) {
         g->sse.len = g->sse_off = 0;
@@ -1362,6 +1363,7 @@ ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s)
         n = max;
     memcpy(buf, g->sse.data + g->sse_off, n);
     g->sse_off += n;
+    *last = g->phase == PH_END && g->sse_off == g->sse.len;
     pthread_mutex_unlock(&g->mu);
     return (ssize_t)n;
 }

@@ -112,9 +112,10 @@ int oai_gen_result(struct oai_gen *g, json_t **body, struct oai_error *e);
 
 /* Streaming: up to max bytes of the event stream into buf, waiting up to
  * wait_s for more. Returns the bytes, 0 when nothing came in time,
- * OAI_STREAM_END when the stream is complete. */
+ * OAI_STREAM_END when the stream is complete; *last is set when the bytes
+ * returned end the stream (the next read returns OAI_STREAM_END). */
 #define OAI_STREAM_END (-1)
-ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s);
+ssize_t oai_stream_read(struct oai_gen *g, char *buf, size_t max, double wait_s, bool *last);
 
 /* POST /v1/embeddings: input (a string, strings, token ids or lists of
  * them, at most OAI_MAX_INPUTS), encoding_format (float, base64),

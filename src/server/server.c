@@ -264,11 +264,11 @@ struct conn {
     int n_embedded;          /* tokens of /v1/embeddings */
     int retry_after;         /* a model's 503: seconds to wait */
     char origin[256];        /* Origin, when CORS allows it ("" otherwise) */
-    bool accounted;          /* metrics, log line and record made (account) */
+    bool counted;            /* in the metrics (count) */
     bool left;               /* the client went away while its answer was made */
 };
 
-static void account(struct conn *cn, int status, bool client_gone);
+static void count(struct conn *cn, int status);
 
 
 /* The headers every response of a request carries: its id, and CORS's
@@ -292,7 +292,7 @@ static enum MHD_Result queue(struct conn *cn, int status, struct MHD_Response *r
 {
     MHD_add_response_header(r, "Connection", "close");
     if (!cn->gen || !oai_gen_streaming(cn->gen)) /* a whole answer: counted before it can arrive */
-        account(cn, status, cn->left);
+        count(cn, status);
     enum MHD_Result ret = MHD_queue_response(cn->connection, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -373,11 +373,12 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     struct conn *cn = cls;
     for (;;) {
-        ssize_t n = oai_stream_read(cn->gen, buf, max, 0.1);
-        if (n == OAI_STREAM_END) {
-            account(cn, 200, false); /* before the stream's last chunk reaches the client */
+        bool last;
+        ssize_t n = oai_stream_read(cn->gen, buf, max, 0.1, &last);
+        if (n == OAI_STREAM_END)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        }
+        if (last)
+            count(cn, 200); /* before the stream's last events ([DONE]) can arrive */
         if (n > 0)
             return n;
         if (client_gone(cn->connection)) {
@@ -878,15 +879,15 @@ static void log_record(struct server *s, const struct server_record *r)
           r->client_gone ? " client_gone" : "");
 }
 
-/* A request's metrics, log line and record, made once: when its whole
- * answer is queued or its stream ends (so that a client reading /metrics
- * or the status right after its answer finds it counted), else when the
- * connection ends. */
-static void account(struct conn *cn, int status, bool gone)
+/* A request in the metrics, once: when its whole answer is queued or its
+ * stream's last events are handed over, so that a client that reads
+ * /metrics or the status right after its answer finds it counted; else
+ * when the connection ends. */
+static void count(struct conn *cn, int status)
 {
-    if (cn->accounted)
+    if (cn->counted)
         return;
-    cn->accounted = true;
+    cn->counted = true;
     struct server *s = cn->srv;
     const double dt = sys_now() - cn->t0;
     metrics_request(&s->metrics, cn->endpoint, status);
@@ -905,26 +906,11 @@ static void account(struct conn *cn, int status, bool gone)
                                       cn->gen ? info.finish : NULL};
         metrics_model_request(&s->metrics, &o);
     }
-    struct server_record rec = {
-        .time = sys_wall_now(),
-        .endpoint = cn->endpoint,
-        .status = status,
-        .key_id = cn->key_id,
-        .model = cn->model ? models_id(cn->model) : "",
-        .prompt_tokens = info.n_prompt,
-        .completion_tokens = info.n_gen,
-        .cached_tokens = info.n_reused,
-        .ttft_s = info.ttft,
-        .duration_s = dt,
-        .finish = info.finish,
-        .client_gone = gone,
-        .request_id = cn->request_id,
-    };
-    log_record(s, &rec);
-    if (s->p.on_record)
-        s->p.on_record(s->p.record_user, &rec);
 }
 
+/* When the connection ends: the request counted (if its answer was not),
+ * its log line and record (written now, not before the answer: the
+ * record may wait on the registry's disk), and its resources let go. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)c;
@@ -933,20 +919,43 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     if (!cn)
         return;
     *con_cls = NULL;
-    const bool gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (cn->gen && gone)
+    const double dt = sys_now() - cn->t0;
+    const int status = cn->status ? cn->status : 400;
+    const bool gone = cn->left || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (cn->gen && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         oai_gen_cancel(cn->gen);
-    account(cn, cn->status ? cn->status : 400, gone);
-    struct oai_gen_info info = {.finish = ""};
-    if (cn->gen) {
-        oai_gen_info(cn->gen, &info); /* the request's keep_alive */
-        oai_gen_free(cn->gen);
-        atomic_fetch_sub(&s->running, 1);
+    count(cn, status);
+    if (cn->gen || cn->model) {
+        struct oai_gen_info info = {.finish = "", .n_prompt = cn->n_embedded};
+        if (cn->gen)
+            oai_gen_info(cn->gen, &info);
+        struct server_record rec = {
+            .time = sys_wall_now(),
+            .endpoint = cn->endpoint,
+            .status = status,
+            .key_id = cn->key_id,
+            .model = cn->model ? models_id(cn->model) : "",
+            .prompt_tokens = info.n_prompt,
+            .completion_tokens = info.n_gen,
+            .cached_tokens = info.n_reused,
+            .ttft_s = info.ttft,
+            .duration_s = dt,
+            .finish = info.finish,
+            .client_gone = gone,
+            .request_id = cn->request_id,
+        };
+        log_record(s, &rec);
+        if (s->p.on_record)
+            s->p.on_record(s->p.record_user, &rec);
+        if (cn->gen) {
+            oai_gen_free(cn->gen);
+            atomic_fetch_sub(&s->running, 1);
+        }
+        if (cn->using)
+            models_done(s->models, cn->model, info.has_keep_alive, info.keep_alive_s);
+        if (cn->model)
+            models_unref(s->models, cn->model);
     }
-    if (cn->using)
-        models_done(s->models, cn->model, info.has_keep_alive, info.keep_alive_s);
-    if (cn->model)
-        models_unref(s->models, cn->model);
     sbuf_free(&cn->body);
     free(cn);
 }
