@@ -282,18 +282,17 @@ static void print_profile(const char *test, const struct bench_profile *pf)
 /* The first pp test's and the first tg test's profiles. */
 static void print_profiles(const struct bench_report *r)
 {
-    bool any = false;
     for (int k = 0; k < 2; k++) {
         const struct bench_profile *pf = k == 0 ? &r->pp_profile : &r->tg_profile;
-        for (int i = 0; i < r->n_tests; i++)
+        bool shown = false;
+        for (int i = 0; i < r->n_tests && !shown; i++)
             if (r->tests[i].generation == (k == 1) && pf->wall_s > 0 && pf->tokens > 0) {
                 print_profile(r->tests[i].name, pf);
-                any = true;
-                break;
+                shown = true;
             }
+        if (!shown)
+            printf("\nno %s profile: no %s test ran\n", k == 0 ? "pp" : "tg", k == 0 ? "pp" : "tg");
     }
-    if (!any)
-        printf("\nno profile: no pp or tg test ran\n");
 }
 
 /* A profile as JSON: tokens, ms per token, the shares in the passes and

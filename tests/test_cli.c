@@ -352,8 +352,8 @@ static double num(json_t *o, const char *key)
 
 /* A bench profile: parts timed inside the passes, together no more than
  * the passes' own time (timed around them by the scheduler), each part's
- * ms what its share says, the matrices' share their parts' sum, and a
- * llama's passes have Q/K/V, attention, FFN and norms in them. */
+ * ms what its share says, and a llama's passes have Q/K/V, attention, FFN
+ * and norms in them. */
 static void check_profile(json_t *prof, int min_tokens)
 {
     assert_non_null(prof);
@@ -371,7 +371,6 @@ static void check_profile(json_t *prof, int min_tokens)
             other_parts += part_share;
     }
     assert_true(mat_parts > 0.05);
-    assert_true(fabs(num(prof, "matrices") - mat_parts) < 1e-9);
     assert_true(mat_parts + other_parts <= num(prof, "forward") + 1e-6);
     assert_true(num(prof, "forward") <= 1 + 1e-6);
     const char *present[] = {"qkv", "attention", "ffn_gate_up", "ffn_down", "norms", "output", "quantize", "embed"};
@@ -420,7 +419,6 @@ static void test_bench(void **state)
     /* the same time part by part (tg_profile), and the prompt's (pp_profile) */
     json_t *prof = json_object_get(j, "tg_profile");
     check_profile(prof, 4);
-    assert_true(fabs(num(prof, "forward") - (mat + other)) < 1e-9);
     check_profile(json_object_get(j, "pp_profile"), 2 * 16);
     json_decref(j);
     result_free(&r);
