@@ -102,6 +102,20 @@ static void norm_heads(float *rows, const struct pb_tensor *w, int n, int n_head
         }
 }
 
+/* The angles of the pass's rows for rope[which], made once per pass. */
+static const float *rope_angles(struct model_ctx *c, int which)
+{
+    const struct rope_params *rp = &c->rope[which];
+    float *cs = c->rope_cs[which];
+    if (!c->rope_ready[which]) {
+        for (int s = 0; s < c->n_segs; s++)
+            for (int r = 0; r < c->segs[s].n; r++)
+                op_rope_angles(c->segs[s].pos0 + r, rp, cs + (size_t)(c->segs[s].off + r) * (size_t)rp->n_rot);
+        c->rope_ready[which] = true;
+    }
+    return cs;
+}
+
 int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
 {
     const struct model *m = c->m;
@@ -124,14 +138,17 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     norm_heads(c->q, &lw->q_norm, n, H, D, hp->rms_eps);
     norm_heads(c->k_new, &lw->k_norm, n, KV, D, hp->rms_eps);
     t = layer_timed(c, PB_PART_NORM, t);
+    const bool rotate = !(m->arch->needs & ARCH_ENCODER); /* encoders learn their positions */
+    const float *angles = rotate ? rope_angles(c, swa) : NULL;
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         struct kv_cache *kv = &c->kv[sg->seq];
         float *q = c->q + (size_t)sg->off * (size_t)q_dim;
         float *k = c->k_new + (size_t)sg->off * (size_t)kv_dim, *v = c->v_new + (size_t)sg->off * (size_t)kv_dim;
-        if (!(m->arch->needs & ARCH_ENCODER)) { /* encoders learn their positions */
-            op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, sg->pos0, rope);
-            op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, sg->pos0, rope);
+        if (rotate) {
+            const float *cs = angles + (size_t)sg->off * (size_t)rope->n_rot;
+            op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, cs, rope);
+            op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, cs, rope);
         }
         kv_store(kv, l, sg->pos0, sg->n, k, v);
         c->attn[s] = (struct kern_attn_args){

@@ -674,6 +674,7 @@ struct ctx_plan {
     int64_t n_ctx;
     int n_seq, n_batch, n_threads;
     size_t x, q, ff, kvd;  /* floats per batch row: residual, queries, dense FFN, new K/V */
+    size_t rope;           /* floats per batch row of each RoPE angle table */
     size_t moe_x, moe_ff;  /* floats per batch row of the experts' grouped inputs and FFN */
     size_t att_scratch;    /* floats, all threads */
     size_t act;            /* bytes of quantized activations */
@@ -712,6 +713,7 @@ static int ctx_plan_shape(const struct model_hparams *hp, size_t act_bytes, cons
     cp->moe_x = (size_t)(hp->n_expert_used * hp->n_embd);
     cp->moe_ff = (size_t)(hp->n_expert_used * hp->n_ff_exp);
     cp->kvd = (size_t)(hp->n_head_kv * hp->head_dim);
+    cp->rope = (size_t)hp->n_rot;
     struct kern_attn_args shape = {.n_head = (int)hp->n_head, .n_head_kv = (int)hp->n_head_kv,
                                    .head_dim = (int)hp->head_dim};
     cp->att_scratch = (size_t)cp->n_threads * op_attention_scratch(&shape);
@@ -720,7 +722,7 @@ static int ctx_plan_shape(const struct model_hparams *hp, size_t act_bytes, cons
     const size_t B = (size_t)cp->n_batch;
     const size_t B_ff = B < FFN_ROWS ? B : FFN_ROWS;
     cp->compute = 2 * float_bytes(B * cp->x) + 2 * float_bytes(B * cp->q) + 2 * float_bytes(B_ff * cp->ff) +
-                  2 * float_bytes(B * cp->kvd) + float_bytes(cp->att_scratch) + cp->act +
+                  2 * float_bytes(B * cp->kvd) + 2 * float_bytes(B * cp->rope) + float_bytes(cp->att_scratch) + cp->act +
                   B * (sizeof(struct ctx_seg) + sizeof(struct kern_attn_args)) +
                   (size_t)cp->n_seq * ((size_t)cp->n_ctx * sizeof(int32_t) + sizeof(int64_t) +
                                        sizeof(struct kv_cache) + sizeof(struct seq_state));
@@ -802,9 +804,11 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
     c->k_new = alloc_floats(B * plan.kvd);
     c->v_new = alloc_floats(B * plan.kvd);
     c->att_scratch = alloc_floats(plan.att_scratch);
+    c->rope_cs[0] = alloc_floats(B * plan.rope);
+    c->rope_cs[1] = alloc_floats(B * plan.rope);
     c->act = aligned_alloc(64, plan.act);
     if (!c->x || !c->xb || !c->q || !c->att || !c->gate || !c->up || !c->att_scratch || !c->act || !c->k_new ||
-        !c->v_new) {
+        !c->v_new || !c->rope_cs[0] || !c->rope_cs[1]) {
         rc = pb_fail(err, PB_ENOMEM, "out of memory for activation buffers (batch %d)", c->n_batch);
         goto fail;
     }
@@ -853,6 +857,8 @@ void model_ctx_free(struct model_ctx *c)
     free(c->gate);
     free(c->up);
     free(c->att_scratch);
+    free(c->rope_cs[0]);
+    free(c->rope_cs[1]);
     free(c->k_new);
     free(c->v_new);
     free(c->act);
@@ -1105,6 +1111,7 @@ static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n,
  * sequences' positions and histories advance. */
 static int forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
 {
+    c->rope_ready[0] = c->rope_ready[1] = false; /* new rows, new angles */
     int rc = c->m->arch->forward(c, tokens, n, logits, err);
     if (rc)
         return rc;

@@ -100,6 +100,11 @@ struct model_ctx {
     int n_batch;
     double t_part[PB_PART_COUNT]; /* seconds in each part of the passes so far (plumb/profile.h) */
     struct rope_params rope[2]; /* full layers, sliding-window layers */
+    /* the RoPE angles of the pass's rows for rope[0] and rope[1]
+     * (op_rope_angles, n_rot floats a row): made by the first layer that
+     * needs them, used by every layer of the pass */
+    float *rope_cs[2];
+    bool rope_ready[2];
     /* the batch being evaluated: n_segs <= n_batch segments */
     struct ctx_seg *segs;
     int n_segs;

@@ -36,7 +36,7 @@ void op_rope_yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float base, float bet
     dims[1] = hi < (float)(n_rot - 1) ? hi : (float)(n_rot - 1);
 }
 
-void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
+void op_rope_angles(int64_t pos, const struct rope_params *rp, float *cs)
 {
     const int half = rp->n_rot / 2;
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication
@@ -62,15 +62,39 @@ void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_
             c *= mscale;
             s *= mscale;
         }
-        int a = rp->style == ROPE_NORM ? 2 * i : i;
-        int b = rp->style == ROPE_NORM ? 2 * i + 1 : i + half;
-        for (int h = 0; h < n_head; h++) {
-            float *v = x + (size_t)h * head_dim;
-            float x0 = v[a], x1 = v[b];
-            v[a] = x0 * c - x1 * s;
-            v[b] = x0 * s + x1 * c;
+        cs[2 * i] = c;
+        cs[2 * i + 1] = s;
+    }
+}
+
+void op_rope_apply(float *x, int n_head, int head_dim, const float *cs, const struct rope_params *rp)
+{
+    const int half = rp->n_rot / 2;
+    for (int h = 0; h < n_head; h++) {
+        float *v = x + (size_t)h * head_dim;
+        if (rp->style == ROPE_NORM) {
+            for (int i = 0; i < half; i++) {
+                const float c = cs[2 * i], s = cs[2 * i + 1], x0 = v[2 * i], x1 = v[2 * i + 1];
+                v[2 * i] = x0 * c - x1 * s;
+                v[2 * i + 1] = x0 * s + x1 * c;
+            }
+        } else {
+            for (int i = 0; i < half; i++) {
+                const float c = cs[2 * i], s = cs[2 * i + 1], x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * c - x1 * s;
+                v[i + half] = x0 * s + x1 * c;
+            }
         }
     }
+}
+
+void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
+{
+    float cs[1 << 14]; /* n_rot <= head_dim <= 2^14 (model_hparams) */
+    if (rp->n_rot < 2 || rp->n_rot > (int)(sizeof cs / sizeof cs[0]))
+        return;
+    op_rope_angles(pos, rp, cs);
+    op_rope_apply(x, n_head, head_dim, cs, rp);
 }
 
 void op_add(float *x, const float *y, int64_t n)
@@ -228,7 +252,7 @@ struct rope_job {
     int n_rows;
     size_t stride;
     int n_head, head_dim;
-    int64_t pos0;
+    const float *cs;
     const struct rope_params *rp;
 };
 
@@ -238,13 +262,14 @@ static void rope_worker(void *arg, int ith, int nth)
     long r0, r1;
     pool_range(j->n_rows, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++)
-        op_rope(j->x + (size_t)r * j->stride, j->n_head, j->head_dim, j->pos0 + r, j->rp);
+        op_rope_apply(j->x + (size_t)r * j->stride, j->n_head, j->head_dim, j->cs + (size_t)r * (size_t)j->rp->n_rot,
+                      j->rp);
 }
 
-void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim, int64_t pos0,
-                  const struct rope_params *rp)
+void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim,
+                  const float *cs, const struct rope_params *rp)
 {
-    struct rope_job j = {x, n_rows, row_stride, n_head, head_dim, pos0, rp};
+    struct rope_job j = {x, n_rows, row_stride, n_head, head_dim, cs, rp};
     if (n_rows == 1)
         rope_worker(&j, 0, 1);
     else

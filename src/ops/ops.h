@@ -77,8 +77,18 @@ struct rope_params {
 void op_rope_yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float base, float beta_fast, float beta_slow,
                             float dims[2]);
 
-/* Rotates n_head heads of head_dim in x (one token at position pos). */
+/* Rotates n_head heads of head_dim in x (one token at position pos):
+ * op_rope_angles, then op_rope_apply. */
 void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp);
+
+/* A token's angles at position pos: for each of the n_rot / 2 pairs, its
+ * cos and sin (times the attention factor) at cs[2i] and cs[2i + 1]. They
+ * depend on the position and rp only, so one table serves every layer
+ * (and the queries and keys) of a forward pass. */
+void op_rope_angles(int64_t pos, const struct rope_params *rp, float *cs);
+
+/* Rotates n_head heads of head_dim in x by the angles cs. */
+void op_rope_apply(float *x, int n_head, int head_dim, const float *cs, const struct rope_params *rp);
 
 /* x += y, n elements. */
 void op_add(float *x, const float *y, int64_t n);
@@ -162,10 +172,10 @@ void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit
 /* x = cap * tanh(x / cap) over n elements (soft-capping). */
 void op_softcap(float *x, int64_t n, float cap);
 
-/* Rotates the n_head heads of n_rows rows (row r at position pos0 + r,
- * rows row_stride floats apart). */
-void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim, int64_t pos0,
-                  const struct rope_params *rp);
+/* op_rope_apply on n_rows rows of x (row_stride floats apart), row r by
+ * the angles at cs + r * rp->n_rot, split across the pool. */
+void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim,
+                  const float *cs, const struct rope_params *rp);
 
 /* Causal grouped-query attention over a layer's KV cache (see
  * kernels.h: struct kern_attn_args), of n sequences of the same head
