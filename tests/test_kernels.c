@@ -29,7 +29,7 @@ static const enum pb_type weight_types[] = {
 /* The types every SIMD level has matrix kernels for (its own or a lower
  * level's): each must have been compared at each level the CPU runs. */
 static const enum pb_type simd_types[] = {
-    PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,   PB_TYPE_Q5_0,   PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K,
+    PB_TYPE_F32,  PB_TYPE_F16,  PB_TYPE_Q4_0, PB_TYPE_Q4_1,   PB_TYPE_Q5_0,   PB_TYPE_Q5_1, PB_TYPE_Q8_0, PB_TYPE_Q4_K, PB_TYPE_Q5_K,
     PB_TYPE_Q6_K, PB_TYPE_Q2_K, PB_TYPE_Q3_K, PB_TYPE_IQ4_NL, PB_TYPE_IQ4_XS, PB_TYPE_MXFP4,
 };
 

@@ -249,6 +249,87 @@ static void act_quantize_f32h(const float *x, void *out, int64_t n)
         o[i] = fp16_to_f32(f32_to_fp16(x[i]));
 }
 
+/* ---- F32 (routers and other matrices kept in full precision) ----
+ * The reference's arithmetic: per row, sum += (double)w * (double)a in
+ * element order, rounded to float at the end. The product of two floats
+ * is exact in double, so one fused multiply-add in double rounds as the
+ * reference's add does, and the results are bit for bit the scalar
+ * kernel's. The activations are widened to double once ("f64"); a group of
+ * 8 rows is two chains of 4 doubles, and tiles of up to 4 groups keep
+ * enough chains in flight to hide the multiply-add's latency. */
+
+static size_t act_size_f64(int64_t n)
+{
+    return (size_t)n * sizeof(double);
+}
+
+static void act_quantize_f64(const float *x, void *out, int64_t n)
+{
+    double *o = out;
+    for (int64_t i = 0; i < n; i++)
+        o[i] = x[i];
+}
+
+/* ng groups from w (nb blocks each) x nt activation rows; ng x nt <= 4. */
+static inline __attribute__((always_inline)) void tile_f32(const struct blk_f32_r8 *w, int64_t nb, const int ng,
+                                                           const double *const *a, const int nt, float *y,
+                                                           size_t y_stride)
+{
+    __m256d acc[4][2];
+    for (int i = 0; i < ng * nt; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+    for (int64_t b = 0; b < nb; b++) {
+        for (int g = 0; g < ng; g++)
+            prefetch_block(&w[g * nb + b], sizeof w[b]);
+        for (int e = 0; e < 8; e++)
+            for (int g = 0; g < ng; g++) {
+                const float *wp = w[g * nb + b].w + 8 * e;
+                const __m256d lo = _mm256_cvtps_pd(_mm_loadu_ps(wp)), hi = _mm256_cvtps_pd(_mm_loadu_ps(wp + 4));
+                for (int t = 0; t < nt; t++) {
+                    const __m256d av = _mm256_broadcast_sd(a[t] + 8 * b + e);
+                    acc[g * nt + t][0] = _mm256_fmadd_pd(lo, av, acc[g * nt + t][0]);
+                    acc[g * nt + t][1] = _mm256_fmadd_pd(hi, av, acc[g * nt + t][1]);
+                }
+            }
+    }
+    for (int g = 0; g < ng; g++)
+        for (int t = 0; t < nt; t++) {
+            float *yt = y + (size_t)t * y_stride + 8 * g;
+            _mm_storeu_ps(yt, _mm256_cvtpd_ps(acc[g * nt + t][0]));
+            _mm_storeu_ps(yt + 4, _mm256_cvtpd_ps(acc[g * nt + t][1]));
+        }
+}
+
+static void gemm_f32(const void *w, size_t w_row_bytes, int64_t n_in, int64_t g0, int64_t g1, const void *a,
+                     size_t a_stride, int n_tok, float *y, size_t y_stride)
+{
+    (void)w_row_bytes;
+    const int64_t nb = n_in / 8;
+    const struct blk_f32_r8 *wb = w;
+    for (int t0 = 0; t0 < n_tok; t0 += 4) {
+        const int nt = n_tok - t0 < 4 ? n_tok - t0 : 4;
+        const double *av[4] = {0};
+        for (int t = 0; t < nt; t++)
+            av[t] = (const double *)(const void *)((const uint8_t *)a + (size_t)(t0 + t) * a_stride);
+        float *yt = y + (size_t)t0 * y_stride;
+        int64_t g = g0;
+        /* one activation row: four groups a tile; two: two; more: one */
+        if (nt == 1)
+            for (; g + 4 <= g1; g += 4)
+                tile_f32(wb + g * nb, nb, 4, av, 1, yt + 8 * g, y_stride);
+        if (nt <= 2)
+            for (; g + 2 <= g1; g += 2)
+                tile_f32(wb + g * nb, nb, 2, av, nt, yt + 8 * g, y_stride);
+        for (; g < g1; g++)
+            switch (nt) {
+            case 1: tile_f32(wb + g * nb, nb, 1, av, 1, yt + 8 * g, y_stride); break;
+            case 2: tile_f32(wb + g * nb, nb, 1, av, 2, yt + 8 * g, y_stride); break;
+            case 3: tile_f32(wb + g * nb, nb, 1, av, 3, yt + 8 * g, y_stride); break;
+            default: tile_f32(wb + g * nb, nb, 1, av, 4, yt + 8 * g, y_stride); break;
+            }
+    }
+}
+
 /* ---- F16 ----
  * One fused multiply-add per element and row, in element order: the
  * scalar kernel's arithmetic. 8 activation rows give 8 independent
@@ -1085,6 +1166,15 @@ GEMM(iq4_xs, blk_iq4_xs_r8, tile_iq4_xs, tile_iq4_xs, 0, QK_K, T_K16, const stru
 #define MM(t, T, act) MM_AS(t, T, act, t)
 
 static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
+    [PB_TYPE_F32] = {.name = "f32_r8/avx2",
+                     .wtype = PB_TYPE_F32,
+                     .group = 8,
+                     .in_block = 8,
+                     .act_size = act_size_f64,
+                     .act_quantize = act_quantize_f64,
+                     .packed_size = pack_r8_size_f32,
+                     .pack = pack_r8_f32,
+                     .gemm = gemm_f32},
     [PB_TYPE_F16] = {.name = "f16_r8/avx2",
                      .wtype = PB_TYPE_F16,
                      .group = 8,

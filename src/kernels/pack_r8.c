@@ -13,6 +13,7 @@
     }
 
 SIZE_FN(f16, 8, blk_f16_r8)
+SIZE_FN(f32, 8, blk_f32_r8)
 SIZE_FN(q4_0, QK4_0, blk_q4_0_r8)
 SIZE_FN(q8_0, QK8_0, blk_q8_0_r8)
 SIZE_FN(q4_K, QK_K, blk_q4_K_r8)
@@ -42,19 +43,25 @@ static void interleave4(uint8_t *vec, const uint8_t *const rows[8], int n_vec)
             memcpy(vec + 32 * k + 4 * r, rows[r] + 4 * k, 4);
 }
 
-void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
-{
-    const int64_t nb = n_in / 8;
-    for (int64_t g = g0; g < g1; g++) {
-        struct blk_f16_r8 *out = (struct blk_f16_r8 *)dst + g * nb;
-        for (int r = 0; r < 8; r++) {
-            const uint16_t *row = (const uint16_t *)(const void *)((const uint8_t *)src + (size_t)(8 * g + r) * src_row_bytes);
-            for (int64_t b = 0; b < nb; b++)
-                for (int e = 0; e < 8; e++)
-                    out[b].w[8 * e + r] = row[8 * b + e];
-        }
+/* F16 and F32: element e of the 8 rows side by side, 8 elements a block. */
+#define PACK_ELEMENTS(t, blk, elem_t)                                                                                  \
+    void pack_r8_##t(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)           \
+    {                                                                                                                  \
+        const int64_t nb = n_in / 8;                                                                                   \
+        for (int64_t g = g0; g < g1; g++) {                                                                            \
+            struct blk *out = (struct blk *)dst + g * nb;                                                              \
+            for (int r = 0; r < 8; r++) {                                                                              \
+                const elem_t *row =                                                                                    \
+                    (const elem_t *)(const void *)((const uint8_t *)src + (size_t)(8 * g + r) * src_row_bytes);        \
+                for (int64_t b = 0; b < nb; b++)                                                                       \
+                    for (int e = 0; e < 8; e++)                                                                        \
+                        out[b].w[8 * e + r] = row[8 * b + e];                                                          \
+            }                                                                                                          \
+        }                                                                                                              \
     }
-}
+
+PACK_ELEMENTS(f16, blk_f16_r8, uint16_t)
+PACK_ELEMENTS(f32, blk_f32_r8, float)
 
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1)
 {

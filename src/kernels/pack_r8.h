@@ -27,6 +27,12 @@ struct blk_f16_r8 {
     uint16_t w[8 * 8];
 };
 
+/* F32, 8 elements at a time: w[8e + r] = row r's element e (two 128-bit
+ * loads hold an element of 8 rows). */
+struct blk_f32_r8 {
+    float w[8 * 8];
+};
+
 /* Q8_0: vector l (0..7), lane r, byte i = row r's element 4l + i. */
 struct blk_q8_0_r8 {
     uint16_t d[8];
@@ -137,6 +143,7 @@ struct blk_iq4_xs_r8 {
 };
 
 _Static_assert(sizeof(struct blk_f16_r8) == 8 * 16, "f16_r8 size");
+_Static_assert(sizeof(struct blk_f32_r8) == 8 * 32, "f32_r8 size");
 _Static_assert(sizeof(struct blk_mxfp4_r8) == 8 * 17, "mxfp4_r8 size");
 _Static_assert(sizeof(struct blk_q4_1_r8) == 8 * 20, "q4_1_r8 size");
 _Static_assert(sizeof(struct blk_q5_0_r8) == 8 * 22, "q5_0_r8 size");
@@ -152,6 +159,7 @@ _Static_assert(sizeof(struct blk_q6_K_r8) == 8 * 210, "q6_K_r8 size");
 
 /* Bytes of an r8-packed matrix (the same as the file's). */
 size_t pack_r8_size_f16(int64_t n_in, int64_t n_rows);
+size_t pack_r8_size_f32(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q8_0(int64_t n_in, int64_t n_rows);
 size_t pack_r8_size_q4_K(int64_t n_in, int64_t n_rows);
@@ -167,6 +175,7 @@ size_t pack_r8_size_iq4_xs(int64_t n_in, int64_t n_rows);
 
 /* Packs row groups [g0, g1) (rows 8 g0 .. 8 g1 - 1) of src. */
 void pack_r8_f16(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
+void pack_r8_f32(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q4_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 void pack_r8_q8_0(const void *src, size_t src_row_bytes, void *dst, int64_t n_in, int64_t g0, int64_t g1);
 /* As pack_r8_q8_0, with each code q stored as the unsigned byte q + 128
