@@ -166,6 +166,19 @@ size_t kern_act_size_q8Kx(int64_t n)
     return (size_t)(n / QK_K) * sizeof(struct q8Kx);
 }
 
+/* The first of a block's QK_K (finite) values whose magnitude is amax, as
+ * the reference takes it: its sign sets the scale's. */
+static float first_of_magnitude(const float *x, float amax)
+{
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), m = _mm256_set1_ps(amax);
+    for (int j = 0; j < QK_K; j += 8) {
+        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), abs), m, _CMP_EQ_OQ));
+        if (hit)
+            return x[j + __builtin_ctz((unsigned)hit)];
+    }
+    return 0;
+}
+
 void kern_act_quantize_q8Kx_avx2(const float *x, void *out, int64_t n)
 {
     struct q8Kx *o = out;
@@ -191,12 +204,7 @@ void kern_act_quantize_q8Kx_avx2(const float *x, void *out, int64_t n)
                 memset(o, 0, sizeof *o);
                 continue;
             }
-            float max = 0;
-            for (int j = 0; j < QK_K; j++) /* the first value of largest magnitude, as the reference */
-                if (fabsf(x[j]) == amax) {
-                    max = x[j];
-                    break;
-                }
+            const float max = first_of_magnitude(x, amax);
             float iscale = -127.0f / max;
             const __m256 vs = _mm256_set1_ps(iscale);
             for (int j = 0; j < QK_K; j += 32) {
