@@ -111,9 +111,106 @@ static void softcap_scores(float *si, int j0, int j1, float cap)
         si[j] = poly_softcap(si[j], cap);
 }
 
+/* The outputs' vectors e0 .. e0 + NE - 1 of R rows: scaled by corr, plus
+ * the tile's probabilities times V, key by key. */
+static inline __attribute__((always_inline)) void rows_pv(const int R, const int NE, const int e0,
+                                                          float *const *ss, float *const *os, const __m256 *cv,
+                                                          const float *V, size_t vs, int j0, int n)
+{
+    __m256 acc[2][4];
+    for (int r = 0; r < R; r++)
+        for (int e = 0; e < NE; e++)
+            acc[r][e] = _mm256_mul_ps(_mm256_loadu_ps(os[r] + 8 * (e0 + e)), cv[r]);
+    for (int j = j0; j < n; j++) {
+        const float *vr = V + (size_t)j * vs + 8 * e0;
+        for (int r = 0; r < R; r++) {
+            const __m256 p = _mm256_set1_ps(ss[r][j]);
+            for (int e = 0; e < NE; e++)
+                acc[r][e] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * e), acc[r][e]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int e = 0; e < NE; e++)
+            _mm256_storeu_ps(os[r] + 8 * (e0 + e), acc[r][e]);
+}
+
+/* One tile for R rows (1 or 2: two query heads of one token, which see the
+ * same keys [j0, n)): scores, their softmax step, and the outputs. Each
+ * K and V vector loaded serves the R rows; each row's arithmetic is the
+ * one-row path's, so the results are the same whichever way rows go. */
+static inline __attribute__((always_inline)) void rows_tile(const struct kern_attn_args *a, const int R,
+                                                            const float *const *qs, float *const *ss, float *const *os,
+                                                            float *mx, float *sum, const float *K, size_t ks,
+                                                            const float *V, size_t vs, int j0, int n)
+{
+    const int hd = a->head_dim, nv = hd / 8;
+    /* scores, four keys at a time */
+    int j = j0;
+    for (; j + 4 <= n; j += 4) {
+        __m256 c[2][4];
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < 4; k++)
+                c[r][k] = _mm256_setzero_ps();
+        for (int e = 0; e < hd; e += 8) {
+            __m256 kv[4];
+            for (int k = 0; k < 4; k++)
+                kv[k] = _mm256_loadu_ps(K + (size_t)(j + k) * ks + e);
+            for (int r = 0; r < R; r++) {
+                const __m256 qv = _mm256_loadu_ps(qs[r] + e);
+                for (int k = 0; k < 4; k++)
+                    c[r][k] = _mm256_fmadd_ps(qv, kv[k], c[r][k]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c[r][0], c[r][1]), _mm256_hadd_ps(c[r][2], c[r][3]));
+            __m128 x = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(ss[r] + j, _mm_mul_ps(x, _mm_set1_ps(a->scale)));
+        }
+    }
+    for (; j < n; j++)
+        for (int r = 0; r < R; r++) {
+            __m256 c = _mm256_setzero_ps();
+            for (int e = 0; e < hd; e += 8)
+                c = _mm256_fmadd_ps(_mm256_loadu_ps(qs[r] + e), _mm256_loadu_ps(K + (size_t)j * ks + e), c);
+            ss[r][j] = hsum8(c) * a->scale;
+        }
+    __m256 cv[2];
+    for (int r = 0; r < R; r++) {
+        float *si = ss[r];
+        if (a->softcap > 0)
+            softcap_scores(si, j0, n, a->softcap);
+        float m = mx[r];
+        for (j = j0; j < n; j++)
+            m = si[j] > m ? si[j] : m;
+        const float corr = mx[r] == -INFINITY ? 0.0f : poly_exp(mx[r] - m);
+        /* probabilities of this tile */
+        __m256 psum = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
+        for (j = j0; j + 8 <= n; j += 8) {
+            __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(si + j), mv));
+            _mm256_storeu_ps(si + j, p);
+            psum = _mm256_add_ps(psum, p);
+        }
+        float ps = hsum8(psum);
+        for (; j < n; j++) {
+            si[j] = poly_exp(si[j] - m);
+            ps += si[j];
+        }
+        sum[r] = sum[r] * corr + ps;
+        mx[r] = m;
+        cv[r] = _mm256_set1_ps(corr);
+    }
+    /* o = o * corr + sum_j p_j v_j, eight output values per vector */
+    for (int e0 = 0; e0 < nv; e0 += 4) {
+        if (nv - e0 >= 4)
+            rows_pv(R, 4, e0, ss, os, cv, V, vs, j0, n);
+        else
+            rows_pv(R, nv - e0, e0, ss, os, cv, V, vs, j0, n);
+    }
+}
+
 void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, float *scratch)
 {
-    const int hd = a->head_dim, G = a->n_head / a->n_head_kv, nv = hd / 8;
+    const int hd = a->head_dim, G = a->n_head / a->n_head_kv;
     const struct attn_work w = attn_work_at(scratch, hd, G);
     float *kt = w.kt, *vt = w.vt, *s = w.s, *o = w.o, *mx = w.mx, *sum = w.sum;
     for (int64_t item = i0; item < i1; item++) {
@@ -122,69 +219,26 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
             const int nt = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
             size_t ks, vs;
             const float *K = tile(a, a->k, it.g, k0, nt, kt, &ks), *V = tile(a, a->v, it.g, k0, nt, vt, &vs);
-            for (int i = 0; i < it.rows; i++) {
+            for (int i = 0; i < it.rows;) {
                 int j0, n;
-                if (!attn_row_keys(a, &it, i, k0, nt, &j0, &n))
+                if (!attn_row_keys(a, &it, i, k0, nt, &j0, &n)) {
+                    i++;
                     continue;
-                const float *qi = a->q + attn_row_offset(a, &it, i);
-                float *si = s + (size_t)i * KERN_ATTN_TILE, *oi = o + (size_t)i * hd;
-                /* scores, four keys at a time */
-                int j = j0;
-                for (; j + 4 <= n; j += 4) {
-                    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-                    for (int e = 0; e < hd; e += 8) {
-                        __m256 qv = _mm256_loadu_ps(qi + e);
-                        c0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)j * ks + e), c0);
-                        c1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 1) * ks + e), c1);
-                        c2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 2) * ks + e), c2);
-                        c3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(j + 3) * ks + e), c3);
-                    }
-                    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
-                    __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-                    _mm_storeu_ps(si + j, _mm_mul_ps(r, _mm_set1_ps(a->scale)));
                 }
-                for (; j < n; j++) {
-                    __m256 c = _mm256_setzero_ps();
-                    for (int e = 0; e < hd; e += 8)
-                        c = _mm256_fmadd_ps(_mm256_loadu_ps(qi + e), _mm256_loadu_ps(K + (size_t)j * ks + e), c);
-                    si[j] = hsum8(c) * a->scale;
+                /* the next row is the same token's next head: the same keys */
+                const int R = i + 1 < it.rows && (i + 1) / G == i / G ? 2 : 1;
+                const float *qs[2];
+                float *ss[2], *os[2];
+                for (int r = 0; r < R; r++) {
+                    qs[r] = a->q + attn_row_offset(a, &it, i + r);
+                    ss[r] = s + (size_t)(i + r) * KERN_ATTN_TILE;
+                    os[r] = o + (size_t)(i + r) * hd;
                 }
-                if (a->softcap > 0)
-                    softcap_scores(si, j0, n, a->softcap);
-                float m = mx[i];
-                for (j = j0; j < n; j++)
-                    m = si[j] > m ? si[j] : m;
-                const float corr = mx[i] == -INFINITY ? 0.0f : poly_exp(mx[i] - m);
-                /* probabilities of this tile */
-                __m256 psum = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
-                for (j = j0; j + 8 <= n; j += 8) {
-                    __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(si + j), mv));
-                    _mm256_storeu_ps(si + j, p);
-                    psum = _mm256_add_ps(psum, p);
-                }
-                float ps = hsum8(psum);
-                for (; j < n; j++) {
-                    si[j] = poly_exp(si[j] - m);
-                    ps += si[j];
-                }
-                sum[i] = sum[i] * corr + ps;
-                mx[i] = m;
-                /* o = o * corr + sum_j p_j v_j, eight output values per vector */
-                const __m256 cv = _mm256_set1_ps(corr);
-                for (int e0 = 0; e0 < nv; e0 += 4) {
-                    int ne = nv - e0 < 4 ? nv - e0 : 4;
-                    __m256 acc[4];
-                    for (int e = 0; e < ne; e++)
-                        acc[e] = _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (e0 + e)), cv);
-                    for (j = j0; j < n; j++) {
-                        const __m256 p = _mm256_set1_ps(si[j]);
-                        const float *vr = V + (size_t)j * vs + 8 * e0;
-                        for (int e = 0; e < ne; e++)
-                            acc[e] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * e), acc[e]);
-                    }
-                    for (int e = 0; e < ne; e++)
-                        _mm256_storeu_ps(oi + 8 * (e0 + e), acc[e]);
-                }
+                if (R == 2)
+                    rows_tile(a, 2, qs, ss, os, mx + i, sum + i, K, ks, V, vs, j0, n);
+                else
+                    rows_tile(a, 1, qs, ss, os, mx + i, sum + i, K, ks, V, vs, j0, n);
+                i += R;
             }
         }
         for (int i = 0; i < it.rows; i++) {
