@@ -52,6 +52,16 @@ static void test_swiglu(void **state)
     free(ref);
 }
 
+/* Rotates n_head heads of head_dim in x as a token at position pos
+ * (op_rope_angles, then op_rope_apply: what a layer does). */
+static void rope_at(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
+{
+    float cs[256];
+    assert_true(rp->n_rot <= 256);
+    op_rope_angles(pos, rp, cs);
+    op_rope_apply(x, n_head, head_dim, cs, rp);
+}
+
 static void test_rope(void **state)
 {
     (void)state;
@@ -60,11 +70,11 @@ static void test_rope(void **state)
     /* position 0 is the identity */
     memcpy(y, x, sizeof x);
     struct rope_params rp = {.n_rot = 8, .base = 10000.0f, .freq_scale = 1.0f, .style = ROPE_NORM};
-    op_rope(y, 2, 8, 0, &rp);
+    rope_at(y, 2, 8, 0, &rp);
     assert_memory_equal(x, y, sizeof x);
     /* norm style rotates (2i, 2i+1) by pos * base^(-2i/n) */
     memcpy(y, x, sizeof x);
-    op_rope(y, 2, 8, 7, &rp);
+    rope_at(y, 2, 8, 7, &rp);
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < 4; i++) {
             double th = 7 * pow(10000.0, -2.0 * i / 8);
@@ -75,7 +85,7 @@ static void test_rope(void **state)
     /* neox style rotates (i, i + n/2); partial rotation leaves the rest */
     memcpy(y, x, sizeof x);
     struct rope_params neox = {.n_rot = 4, .base = 100.0f, .freq_scale = 1.0f, .style = ROPE_NEOX};
-    op_rope(y, 2, 8, 3, &neox);
+    rope_at(y, 2, 8, 3, &neox);
     for (int h = 0; h < 2; h++) {
         for (int i = 0; i < 2; i++) {
             double th = 3 * pow(100.0, -2.0 * i / 4);
@@ -90,7 +100,7 @@ static void test_rope(void **state)
     float ff[4] = {1, 2, 4, 8};
     struct rope_params scaled = {.n_rot = 8, .base = 10000.0f, .freq_scale = 0.25f, .style = ROPE_NORM, .freq_factors = ff};
     memcpy(y, x, sizeof x);
-    op_rope(y, 1, 8, 5, &scaled);
+    rope_at(y, 1, 8, 5, &scaled);
     double th = 5 * pow(10000.0, -2.0 * 3 / 8) / 8 * 0.25; /* linear scaling multiplies on top */
     assert_float_equal(y[6], x[6] * cos(th) - x[7] * sin(th), 1e-5);
 }
@@ -115,7 +125,7 @@ static void test_rope_yarn(void **state)
     float x[D], y[D];
     test_randn(x, D, 11, 1.0f);
     memcpy(y, x, sizeof x);
-    op_rope(y, 1, D, POS, &rp);
+    rope_at(y, 1, D, POS, &rp);
     const double mscale = 0.75 * (1 + 0.1 * log(32.0));
     for (int i = 0; i < D / 2; i++) {
         const double extrap = POS * pow(150000.0, -2.0 * i / D), interp = extrap / 32;
@@ -129,16 +139,16 @@ static void test_rope_yarn(void **state)
     float z[D];
     memcpy(z, x, sizeof x);
     struct rope_params plain = {.n_rot = D, .base = 150000.0f, .freq_scale = 1.0f, .style = ROPE_NEOX};
-    op_rope(z, 1, D, POS, &plain);
+    rope_at(z, 1, D, POS, &plain);
     assert_float_equal(y[0], z[0] * mscale, 1e-5);
     /* an attention factor alone (LongRoPE) scales the rotation */
     struct rope_params lr = {.n_rot = D, .base = 10000.0f, .freq_scale = 1.0f, .style = ROPE_NEOX, .attn_factor = 1.19f};
     float u[D], v[D];
     memcpy(u, x, sizeof x);
     memcpy(v, x, sizeof x);
-    op_rope(u, 1, D, 7, &lr);
+    rope_at(u, 1, D, 7, &lr);
     lr.attn_factor = 0;
-    op_rope(v, 1, D, 7, &lr);
+    rope_at(v, 1, D, 7, &lr);
     for (int i = 0; i < D; i++)
         assert_float_equal(u[i], v[i] * 1.19f, 1e-5);
 }

@@ -1172,26 +1172,23 @@ GEMM(iq4_xs, blk_iq4_xs_r8, tile_iq4_xs, tile_iq4_xs, 0, QK_K, T_K16, const stru
         .gemm = gemm_##t,                                                                                              \
     }
 #define MM(t, T, act) MM_AS(t, T, act, t)
+/* F32 and F16: 8 elements a block, the activations' formats of this file. */
+#define MM_ELEMENTS(t, T, act)                                                                                         \
+    [PB_TYPE_##T] = {                                                                                                  \
+        .name = #t "_r8/avx2",                                                                                         \
+        .wtype = PB_TYPE_##T,                                                                                          \
+        .group = 8,                                                                                                    \
+        .in_block = 8,                                                                                                 \
+        .act_size = act_size_##act,                                                                                    \
+        .act_quantize = act_quantize_##act,                                                                            \
+        .packed_size = pack_r8_size_##t,                                                                               \
+        .pack = pack_r8_##t,                                                                                           \
+        .gemm = gemm_##t,                                                                                              \
+    }
 
 static const struct kern_mm avx2_table[PB_TYPE_COUNT] = {
-    [PB_TYPE_F32] = {.name = "f32_r8/avx2",
-                     .wtype = PB_TYPE_F32,
-                     .group = 8,
-                     .in_block = 8,
-                     .act_size = act_size_f64,
-                     .act_quantize = act_quantize_f64,
-                     .packed_size = pack_r8_size_f32,
-                     .pack = pack_r8_f32,
-                     .gemm = gemm_f32},
-    [PB_TYPE_F16] = {.name = "f16_r8/avx2",
-                     .wtype = PB_TYPE_F16,
-                     .group = 8,
-                     .in_block = 8,
-                     .act_size = act_size_f32h,
-                     .act_quantize = act_quantize_f32h,
-                     .packed_size = pack_r8_size_f16,
-                     .pack = pack_r8_f16,
-                     .gemm = gemm_f16},
+    MM_ELEMENTS(f32, F32, f64),
+    MM_ELEMENTS(f16, F16, f32h),
     MM(q4_0, Q4_0, q8x),
     MM(q8_0, Q8_0, q8x),
     MM(q4_K, Q4_K, q8Kx),

@@ -88,15 +88,6 @@ void op_rope_apply(float *x, int n_head, int head_dim, const float *cs, const st
     }
 }
 
-void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp)
-{
-    float cs[1 << 14]; /* n_rot <= head_dim <= 2^14 (model_hparams) */
-    if (rp->n_rot < 2 || rp->n_rot > (int)(sizeof cs / sizeof cs[0]))
-        return;
-    op_rope_angles(pos, rp, cs);
-    op_rope_apply(x, n_head, head_dim, cs, rp);
-}
-
 void op_add(float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -77,10 +77,6 @@ struct rope_params {
 void op_rope_yarn_corr_dims(int n_rot, int64_t n_ctx_orig, float base, float beta_fast, float beta_slow,
                             float dims[2]);
 
-/* Rotates n_head heads of head_dim in x (one token at position pos):
- * op_rope_angles, then op_rope_apply. */
-void op_rope(float *x, int n_head, int head_dim, int64_t pos, const struct rope_params *rp);
-
 /* A token's angles at position pos: for each of the n_rot / 2 pairs, its
  * cos and sin (times the attention factor) at cs[2i] and cs[2i + 1]. They
  * depend on the position and rp only, so one table serves every layer

@@ -270,7 +270,6 @@ struct conn {
 
 static void count(struct conn *cn, int status);
 
-
 /* The headers every response of a request carries: its id, and CORS's
  * when the origin is allowed. */
 static void common_headers(const struct conn *cn, struct MHD_Response *r)
