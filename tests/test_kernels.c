@@ -357,6 +357,7 @@ struct attn_case {
     float softcap;
     bool sinks;
     bool non_causal; /* an encoder's attention */
+    int shared;      /* positions read from another cache's rows (not a ring) */
 };
 
 /* Runs case cs with cache type kt through every kernel this CPU has and
@@ -388,6 +389,19 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
         pb_type_get(kt)->to_float(kr, kf + (size_t)j * kvd, kvd);
         pb_type_get(kt)->to_float(vr, vf + (size_t)j * kvd, kvd);
     }
+    /* shared rows: the first positions in buffers of their own, and the
+     * cache's own rows there spoiled (NaN in F32 and F16), so a kernel that
+     * reads the wrong ones fails */
+    uint8_t *ks = NULL, *vs = NULL;
+    if (cs->shared) {
+        assert_true(!cs->cap && cs->shared <= n_pos);
+        ks = malloc(row_bytes * (size_t)cs->shared);
+        vs = malloc(row_bytes * (size_t)cs->shared);
+        memcpy(ks, kc, row_bytes * (size_t)cs->shared);
+        memcpy(vs, vc, row_bytes * (size_t)cs->shared);
+        memset(kc, 0xff, row_bytes * (size_t)cs->shared);
+        memset(vc, 0xff, row_bytes * (size_t)cs->shared);
+    }
     const size_t n_out = (size_t)(cs->n_tok * cs->n_head * hd);
     float *out = malloc(n_out * sizeof *out);
     double *ref = malloc(n_out * sizeof *ref);
@@ -396,7 +410,7 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
                                .n_tok = cs->n_tok, .n_head = cs->n_head, .n_head_kv = cs->n_head_kv, .head_dim = hd,
                                .pos0 = cs->pos0, .scale = 1.0f / sqrtf((float)hd), .window = cs->window,
                                .kv_cap = cs->cap, .softcap = cs->softcap, .sinks = cs->sinks ? sinks : NULL,
-                               .non_causal = cs->non_causal};
+                               .non_causal = cs->non_causal, .k_shared = ks, .v_shared = vs, .n_shared = cs->shared};
     attention_naive(&a, kf, vf, ref);
     float *scalar = malloc(n_out * sizeof *scalar);
     int checked = 0;
@@ -428,6 +442,8 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
     free(scalar);
     free(kc);
     free(vc);
+    free(ks);
+    free(vs);
     free(kf);
     free(vf);
     free(q);
@@ -445,9 +461,9 @@ static void test_attention_kernels(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 4, 64, 0, 0, 0, 0, false, false},  {1, 8, 2, 64, 100, 0, 0, 0, false, false}, {7, 8, 2, 32, 0, 0, 0, 0, false, false},
-        {13, 6, 3, 64, 29, 0, 0, 0, false, false}, {4, 2, 1, 128, 70, 0, 0, 0, false, false}, {33, 4, 1, 64, 5, 0, 0, 0, false, false},
-        {2, 4, 2, 40, 37, 0, 0, 0, false, false}};
+        {1, 4, 4, 64, 0, 0, 0, 0, false, false, 0},  {1, 8, 2, 64, 100, 0, 0, 0, false, false, 0}, {7, 8, 2, 32, 0, 0, 0, 0, false, false, 0},
+        {13, 6, 3, 64, 29, 0, 0, 0, false, false, 0}, {4, 2, 1, 128, 70, 0, 0, 0, false, false, 0}, {33, 4, 1, 64, 5, 0, 0, 0, false, false, 0},
+        {2, 4, 2, 40, 37, 0, 0, 0, false, false, 0}};
     int checked = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
@@ -463,11 +479,11 @@ static void test_attention_variants(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 2, 64, 100, 8, 0, 0, false, false},    {1, 4, 2, 64, 100, 8, 9, 0, false, false},
-        {6, 4, 2, 64, 57, 20, 25, 0, false, false},   {13, 8, 2, 32, 70, 33, 45, 0, false, false},
-        {5, 4, 4, 64, 3, 16, 20, 0, false, false},    {7, 4, 2, 64, 40, 0, 0, 0.7f, false, false},
-        {3, 4, 2, 64, 20, 0, 0, 0, true, false},      {9, 8, 2, 64, 90, 32, 40, 2.0f, true, false},
-        {1, 2, 1, 128, 300, 128, 128, 50, true, false},
+        {1, 4, 2, 64, 100, 8, 0, 0, false, false, 0},    {1, 4, 2, 64, 100, 8, 9, 0, false, false, 0},
+        {6, 4, 2, 64, 57, 20, 25, 0, false, false, 0},   {13, 8, 2, 32, 70, 33, 45, 0, false, false, 0},
+        {5, 4, 4, 64, 3, 16, 20, 0, false, false, 0},    {7, 4, 2, 64, 40, 0, 0, 0.7f, false, false, 0},
+        {3, 4, 2, 64, 20, 0, 0, 0, true, false, 0},      {9, 8, 2, 64, 90, 32, 40, 2.0f, true, false, 0},
+        {1, 2, 1, 128, 300, 128, 128, 50, true, false, 0},
     };
     int checked = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -477,6 +493,25 @@ static void test_attention_variants(void **state)
     assert_true(checked >= 27);
 }
 
+/* Keys and values of the first positions read from another cache's rows
+ * (a shared prefix): at a tile boundary as the caches share them, and
+ * inside a tile, in several layouts and in caches of every type. */
+static void test_attention_shared_rows(void **state)
+{
+    (void)state;
+    static const struct attn_case cases[] = {
+        {1, 4, 2, 64, 100, 0, 0, 0, false, false, 64},  {1, 8, 2, 64, 100, 0, 0, 0, false, false, 45},
+        {7, 8, 2, 32, 60, 0, 0, 0, false, false, 32},   {13, 6, 3, 64, 29, 0, 0, 0, false, false, 29},
+        {5, 4, 2, 64, 90, 40, 0, 0.7f, true, false, 64}, {3, 4, 4, 128, 33, 0, 0, 0, false, false, 36},
+    };
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
+            checked += check_attention(&cases[c], kv_types[k], 300 + c, 2e-5, 2e-4);
+    print_message("  %d attention runs over shared rows match the definition\n", checked);
+    assert_true(checked >= 18);
+}
+
 /* Attention both ways (encoders): every row sees all the batch's keys,
  * with batches that fill several token blocks and tiles, and from a
  * cache that already holds earlier positions. */
@@ -484,9 +519,9 @@ static void test_attention_non_causal(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 4, 32, 0, 0, 0, 0, false, true},   {6, 4, 4, 32, 0, 0, 0, 0, false, true},
-        {37, 4, 4, 32, 0, 0, 0, 0, false, true},  {70, 8, 2, 64, 0, 0, 0, 0, false, true},
-        {9, 4, 2, 64, 30, 0, 0, 0, false, true},
+        {1, 4, 4, 32, 0, 0, 0, 0, false, true, 0},   {6, 4, 4, 32, 0, 0, 0, 0, false, true, 0},
+        {37, 4, 4, 32, 0, 0, 0, 0, false, true, 0},  {70, 8, 2, 64, 0, 0, 0, 0, false, true, 0},
+        {9, 4, 2, 64, 30, 0, 0, 0, false, true, 0},
     };
     int checked = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -549,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_attention_variants),
         cmocka_unit_test(test_attention_non_causal),
+        cmocka_unit_test(test_attention_shared_rows),
         cmocka_unit_test(test_swiglu_kernels),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);

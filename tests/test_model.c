@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- reference continuations ---- */
 
@@ -394,6 +395,165 @@ static void test_sequences_in_one_batch(void **state)
     }
 }
 
+/* ---- shared prefixes ---- */
+
+/* Evaluates toks[0..n) on sequence seq (after what it holds), n_batch at
+ * a time; the last token's logits into lg (may be NULL). */
+static void feed_seq(struct model_ctx *c, int seq, const int32_t *toks, int n, int n_batch, float *lg)
+{
+    pb_err err;
+    for (int i = 0; i < n; i += n_batch) {
+        const int k = n - i < n_batch ? n - i : n_batch;
+        struct model_seg sg = {seq, k, i + k == n && lg};
+        if (model_eval_batch(c, toks + i, &sg, 1, lg, &err))
+            fail_msg("sequence %d: %s", seq, err.msg);
+    }
+}
+
+/* The last logits of toks[0..n) evaluated alone, with cache type kv. */
+static float *last_alone(const struct model *m, enum pb_kv_type kv, const int32_t *toks, int n)
+{
+    struct model_ctx_params cp = {.n_ctx = 256, .n_batch = 64, .n_threads = 2, .kv_type = kv};
+    struct model_ctx *c;
+    pb_err err;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    float *lg = malloc((size_t)model_hparams(m)->n_vocab * sizeof *lg);
+    feed_seq(c, 0, toks, n, 64, lg);
+    model_ctx_free(c);
+    return lg;
+}
+
+/* Sequence seq, given toks[0..n) of which it holds n - k, evaluates the
+ * last k: its logits are those of toks alone. */
+static void continues_as_alone(const struct model *m, struct model_ctx *c, enum pb_kv_type kv, int seq,
+                               const int32_t *toks, int n, int k, const char *what)
+{
+    const int64_t nv = model_hparams(m)->n_vocab;
+    assert_int_equal(model_seq_pos(c, seq), n - k);
+    float *lg = malloc((size_t)nv * sizeof *lg), *ref = last_alone(m, kv, toks, n);
+    feed_seq(c, seq, toks + n - k, k, 64, lg);
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s (%s cache)", what, pb_kv_type_name(kv));
+    assert_same_logits(lg, ref, nv, msg);
+    free(lg);
+    free(ref);
+}
+
+/* A taken prefix is shared by whole blocks (model_seq_n_shared), also
+ * when taken from a sequence that shares it; the sequences continue bit
+ * for bit as alone, also after the owner or a reader writes over shared
+ * positions (the others take copies first, or one takes all and the
+ * others read from it). */
+static void test_shared_prefix(void **state)
+{
+    (void)state;
+    struct model *m;
+    pb_err err;
+    if (model_load(test_tiny_model("Q8_0"), NULL, &m, &err))
+        fail_msg("%s", err.msg);
+    /* P and Q share their first 40 tokens; X, Y, Z, W follow them */
+    int32_t P[104], Q[104], PX[101], PY[102], QZ[101];
+    for (int i = 0; i < 100; i++) {
+        P[i] = (int32_t)((i * 37 + 11) % 1000);
+        Q[i] = i < 40 ? P[i] : (int32_t)((i * 91 + 5) % 1000);
+    }
+    memcpy(PX, P, 100 * sizeof *P);
+    PX[100] = 17;
+    memcpy(PY, P, 100 * sizeof *P);
+    PY[100] = 23;
+    PY[101] = 29;
+    memcpy(QZ, Q, 100 * sizeof *Q);
+    QZ[100] = 31;
+    const enum pb_kv_type kvs[] = {PB_KV_F16, PB_KV_F32, PB_KV_Q8_0};
+    for (size_t t = 0; t < sizeof kvs / sizeof kvs[0]; t++) {
+        const enum pb_kv_type kv = kvs[t];
+        struct model_ctx_params cp = {.n_ctx = 256, .n_batch = 64, .n_threads = 2, .n_seq = 4, .kv_type = kv};
+        struct model_ctx *c;
+        if (model_ctx_create(m, &cp, &c, &err))
+            fail_msg("%s", err.msg);
+        feed_seq(c, 0, P, 100, 64, NULL);
+        assert_int_equal(model_seq_n_shared(c, 0), 0);
+        /* 1 takes 80 of 0's positions: 64 shared, 16 copied */
+        assert_int_equal(model_seq_copy(c, 1, 0, 80, &err), 0);
+        assert_int_equal(model_seq_n_shared(c, 1), 64);
+        continues_as_alone(m, c, kv, 1, P, 100, 20, "a shared prefix");
+        /* 2 takes 90 of 1's: the 64 1 reads from 0, the rest copied */
+        assert_int_equal(model_seq_copy(c, 2, 1, 90, &err), 0);
+        assert_int_equal(model_seq_n_shared(c, 2), 64);
+        continues_as_alone(m, c, kv, 2, P, 100, 10, "a prefix shared twice over");
+        /* the owner writes from position 40: its readers keep 32 shared */
+        model_seq_truncate(c, 0, 40);
+        continues_as_alone(m, c, kv, 0, Q, 100, 60, "the owner after a truncation");
+        assert_int_equal(model_seq_n_shared(c, 1), 32);
+        assert_int_equal(model_seq_n_shared(c, 2), 32);
+        continues_as_alone(m, c, kv, 1, PX, 101, 1, "a reader after its owner wrote");
+        continues_as_alone(m, c, kv, 2, PY, 101, 1, "the other reader after its owner wrote");
+        /* 1 and 3 take all of 0's; 0 starts over: one of its readers
+         * takes its rows, the others read from that one */
+        assert_int_equal(model_seq_copy(c, 1, 0, 100, &err), 0);
+        assert_int_equal(model_seq_copy(c, 3, 0, 100, &err), 0);
+        assert_int_equal(model_seq_n_shared(c, 1), 96);
+        assert_int_equal(model_seq_n_shared(c, 3), 96);
+        model_seq_truncate(c, 0, 0);
+        continues_as_alone(m, c, kv, 0, P, 64, 64, "the owner starting over");
+        assert_int_equal(model_seq_n_shared(c, 1) + model_seq_n_shared(c, 3), 96);
+        assert_int_equal(model_seq_n_shared(c, 2), 32);
+        continues_as_alone(m, c, kv, 3, QZ, 101, 1, "a reader after the handover");
+        QZ[100] = 37;
+        continues_as_alone(m, c, kv, 1, QZ, 101, 1, "the other reader after the handover");
+        continues_as_alone(m, c, kv, 2, PY, 102, 1, "a reader of the old owner's first block");
+        model_ctx_free(c);
+    }
+    model_free(m);
+}
+
+/* Resident pages of this process, in bytes. */
+static long long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long size = 0, res = 0;
+    if (!f || fscanf(f, "%lld %lld", &size, &res) != 2)
+        fail_msg("cannot read /proc/self/statm");
+    fclose(f);
+    return res * sysconf(_SC_PAGESIZE);
+}
+
+/* Seven sequences that take a 480-position prefix hold it once: the
+ * process grows by far less than seven copies, and a sequence that held
+ * other rows gives their pages back. */
+static void test_shared_prefix_memory(void **state)
+{
+    (void)state;
+    struct model *m;
+    pb_err err;
+    if (model_load(test_tiny_model("Q8_0"), NULL, &m, &err))
+        fail_msg("%s", err.msg);
+    struct model_ctx_params cp = {.n_ctx = 512, .n_batch = 64, .n_threads = 2, .n_seq = 8};
+    struct model_ctx *c;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    int32_t toks[480];
+    for (int i = 0; i < 480; i++)
+        toks[i] = (int32_t)((i * 53 + 7) % 1000);
+    feed_seq(c, 0, toks, 480, 64, NULL);
+    feed_seq(c, 1, toks, 480, 64, NULL); /* its own rows, given back below */
+    const struct model_hparams *hp = model_hparams(m);
+    const long long per_seq = (long long)kv_bytes((int)hp->n_layer, 480, hp->n_head_kv * hp->head_dim, PB_KV_F16);
+    const long long before = resident_bytes();
+    for (int s = 1; s < 8; s++) {
+        assert_int_equal(model_seq_copy(c, s, 0, 480, &err), 0);
+        assert_int_equal(model_seq_n_shared(c, s), 480);
+    }
+    const long long grown = resident_bytes() - before;
+    print_message("7 sequences took a prefix of %lld KiB: the process grew by %lld KiB\n", per_seq / 1024,
+                  grown / 1024);
+    if (grown > 7 * per_seq / 4)
+        fail_msg("7 shared prefixes of %lld bytes grew the process by %lld bytes", per_seq, grown);
+    model_ctx_free(c);
+    model_free(m);
+}
+
 /* Synthesized qwen2 / qwen3 models load (their required tensors are
  * checked) and evaluate consistently; a qwen2 without its biases is
  * refused. */
@@ -687,6 +847,8 @@ int main(void)
         cmocka_unit_test(test_llama3_rope_factors),
         cmocka_unit_test(test_batch_equals_sequential),
         cmocka_unit_test(test_sequences_in_one_batch),
+        cmocka_unit_test(test_shared_prefix),
+        cmocka_unit_test(test_shared_prefix_memory),
         cmocka_unit_test(test_quantized_close_to_f32),
         cmocka_unit_test(test_eval_limits),
         cmocka_unit_test(test_refused_models),

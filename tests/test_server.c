@@ -835,9 +835,10 @@ static void test_bench_keys(void **state)
 }
 
 /* bench --serve --shared-prefix: every prompt begins with the same ids,
- * which the server evaluates once and then reuses (its slots copy the
+ * which the server evaluates once and then reuses (its slots share the
  * prefix another holds): every request after a client's first reports
- * at least the prefix as cached, and the level's figures add up. */
+ * at least the prefix as cached, the level's figures add up, and the
+ * status counts the positions held once for several slots. */
 static void test_bench_shared_prefix(void **state)
 {
     (void)state;
@@ -872,6 +873,16 @@ static void test_bench_shared_prefix(void **state)
     }
     assert_int_equal(cached, per_request);
     json_decref(v);
+    /* the slots that took the prefix from another read its rows, not a
+     * copy: at least one slot's 96 positions are held once */
+    struct response sr = request(s.port, "GET", "/v1/plumb/status", NULL, NULL);
+    assert_int_equal(sr.status, 200);
+    json_t *sv = body_json(&sr);
+    response_free(&sr);
+    const long long shared = json_integer_value(json_object_get(sv, "kv_shared"));
+    if (shared < 96 || shared > json_integer_value(json_object_get(sv, "kv_used")))
+        fail_msg("kv_shared %lld of kv_used %lld", shared, (long long)json_integer_value(json_object_get(sv, "kv_used")));
+    json_decref(sv);
     /* the table says how much was reused */
     snprintf(args, sizeof args, "bench --serve http://127.0.0.1:%d --concurrency 1 --requests 2 --shared-prefix 96 "
              "--prompt-tokens 8 --gen-tokens 4", s.port);

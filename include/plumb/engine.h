@@ -359,6 +359,7 @@ struct engine_stats {
     double part_seconds[PB_PART_COUNT]; /* of step_seconds, in each part of the passes (plumb/profile.h) */
     double sample_seconds;     /* time sampling and handing tokens over */
     int64_t kv_used, kv_capacity; /* positions held / positions of all slots */
+    int64_t kv_shared;            /* of kv_used, positions a slot reads from another's rows (held once) */
 };
 void engine_get_stats(struct engine *e, struct engine_stats *st);
 

@@ -574,6 +574,20 @@ static void add_parts(struct sched *s, const double before[PB_PART_COUNT])
         s->stats.part_seconds[p] += now[p] - before[p];
 }
 
+/* The positions the slots hold, and of them those read from another
+ * slot's rows, into the stats. Under s->mu (the cache changes only on the
+ * scheduler thread, which calls this). */
+static void count_kv(struct sched *s)
+{
+    int64_t used = 0, shared = 0;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        used += model_seq_pos(s->ctx, i);
+        shared += model_seq_n_shared(s->ctx, i);
+    }
+    s->stats.kv_used = used;
+    s->stats.kv_shared = shared;
+}
+
 static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb)
 {
     int64_t n = na < nb ? na : nb, i = 0;
@@ -901,12 +915,9 @@ static bool gather(struct sched *s)
         follow(q, admitted);
         reused += (uint64_t)(q->leader ? q->share - q->n_evaluated : q->res.n_reused);
     }
-    int64_t used = 0;
-    for (int i = 0; i < s->p.n_slots; i++)
-        used += model_seq_pos(s->ctx, i);
     pthread_mutex_lock(&s->mu);
     s->stats.reused_tokens += reused;
-    s->stats.kv_used = used;
+    count_kv(s);
     pthread_mutex_unlock(&s->mu);
     return true;
 }
@@ -1137,11 +1148,8 @@ static void step(struct sched *s)
     const double per = (t1 - t0) / n_tok;
     s->token_s = s->token_s > 0 ? 0.8 * s->token_s + 0.2 * per : per;
     /* the positions held, before any request of this step reports its end */
-    int64_t used = 0;
-    for (int i = 0; i < s->p.n_slots; i++)
-        used += model_seq_pos(s->ctx, i);
     pthread_mutex_lock(&s->mu);
-    s->stats.kv_used = used;
+    count_kv(s);
     /* counted before sampling ends any request: a caller that reads the
      * stats when its request is done finds its last pass in them */
     s->stats.steps++;

@@ -67,18 +67,19 @@ static inline __m256 tanh8(__m256 x)
 /* Rows of positions [k0, k0 + n) of KV head g as floats (hd apart), or a
  * pointer into the cache itself for F32 when they are contiguous (rows
  * *stride floats apart). */
-static const float *tile(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst,
+static const float *tile(const struct kern_attn_args *a, bool v, int g, int64_t k0, int n, float *dst,
                          size_t *stride)
 {
     const int hd = a->head_dim;
-    const bool contiguous = a->kv_cap <= 0 || k0 % a->kv_cap + n <= a->kv_cap;
+    const bool contiguous = (a->kv_cap <= 0 || k0 % a->kv_cap + n <= a->kv_cap) &&
+                            (k0 + n <= a->n_shared || k0 >= a->n_shared);
     if (a->kv_type == PB_TYPE_F32 && contiguous) {
         *stride = a->kv_row_bytes / sizeof(float);
-        return (const float *)(const void *)((const uint8_t *)base + attn_row_at(a, k0)) + (size_t)g * (size_t)hd;
+        return (const float *)(const void *)attn_row(a, v, k0) + (size_t)g * (size_t)hd;
     }
     *stride = (size_t)hd;
     for (int j = 0; j < n; j++) {
-        const uint8_t *row = (const uint8_t *)base + attn_row_at(a, k0 + j);
+        const uint8_t *row = attn_row(a, v, k0 + j);
         float *d = dst + (size_t)j * hd;
         if (a->kv_type == PB_TYPE_F32) {
             memcpy(d, (const float *)(const void *)row + (size_t)g * (size_t)hd, (size_t)hd * sizeof *d);
@@ -218,7 +219,7 @@ void kern_attn_avx2(const struct kern_attn_args *a, int64_t i0, int64_t i1, floa
         for (int64_t k0 = it.k_lo; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
             const int nt = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
             size_t ks, vs;
-            const float *K = tile(a, a->k, it.g, k0, nt, kt, &ks), *V = tile(a, a->v, it.g, k0, nt, vt, &vs);
+            const float *K = tile(a, false, it.g, k0, nt, kt, &ks), *V = tile(a, true, it.g, k0, nt, vt, &vs);
             for (int i = 0; i < it.rows;) {
                 int j0, n;
                 if (!attn_row_keys(a, &it, i, k0, nt, &j0, &n)) {

@@ -99,10 +99,13 @@ static inline bool attn_row_keys(const struct kern_attn_args *a, const struct at
     return *j0 < *j1;
 }
 
-/* Byte offset of position j's row in the layer's cache. */
-static inline size_t attn_row_at(const struct kern_attn_args *a, int64_t j)
+/* Position j's row of the keys (values when v): below n_shared in the
+ * shared rows, else in the layer's own (a ring's row j % kv_cap). */
+static inline const uint8_t *attn_row(const struct kern_attn_args *a, bool v, int64_t j)
 {
-    return (size_t)(a->kv_cap > 0 ? j % a->kv_cap : j) * a->kv_row_bytes;
+    if (j < a->n_shared)
+        return (const uint8_t *)(v ? a->v_shared : a->k_shared) + (size_t)j * a->kv_row_bytes;
+    return (const uint8_t *)(v ? a->v : a->k) + (size_t)(a->kv_cap > 0 ? j % a->kv_cap : j) * a->kv_row_bytes;
 }
 
 /* The score of a dot product: scaled, then soft-capped when asked. */

@@ -25,12 +25,12 @@ int64_t kern_attn_items(const struct kern_attn_args *a)
 }
 
 /* Rows of positions [k0, k0 + n) of KV head g as floats, hd apart. */
-static void tile_to_float(const struct kern_attn_args *a, const void *base, int g, int64_t k0, int n, float *dst)
+static void tile_to_float(const struct kern_attn_args *a, bool v, int g, int64_t k0, int n, float *dst)
 {
     const struct pb_type_traits *tr = pb_type_get(a->kv_type);
     const size_t off = pb_row_size(a->kv_type, (int64_t)g * a->head_dim);
     for (int j = 0; j < n; j++)
-        tr->to_float((const uint8_t *)base + attn_row_at(a, k0 + j) + off, dst + (size_t)j * a->head_dim,
+        tr->to_float(attn_row(a, v, k0 + j) + off, dst + (size_t)j * a->head_dim,
                      a->head_dim);
 }
 
@@ -65,8 +65,8 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
         const struct attn_item it = attn_item_begin(a, item, &w);
         for (int64_t k0 = it.k_lo; k0 < it.n_keys; k0 += KERN_ATTN_TILE) {
             int n = it.n_keys - k0 < KERN_ATTN_TILE ? (int)(it.n_keys - k0) : KERN_ATTN_TILE;
-            tile_to_float(a, a->k, it.g, k0, n, kt);
-            tile_to_float(a, a->v, it.g, k0, n, vt);
+            tile_to_float(a, false, it.g, k0, n, kt);
+            tile_to_float(a, true, it.g, k0, n, vt);
             for (int i = 0; i < it.rows; i++) {
                 int j0, j1;
                 if (!attn_row_keys(a, &it, i, k0, n, &j0, &j1))

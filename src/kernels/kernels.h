@@ -130,6 +130,8 @@ const struct kern_mm *kern_mm_avx512vnni(enum pb_type t);
 struct kern_attn_args {
     const float *q;       /* [n_tok][n_head * head_dim] */
     const void *k, *v;    /* the layer's cache rows */
+    const void *k_shared, *v_shared; /* rows of positions below n_shared, read from another cache */
+    int64_t n_shared;                /* 0: every position in k and v */
     enum pb_type kv_type; /* F32, F16 or Q8_0 */
     size_t kv_row_bytes;  /* bytes per position (all KV heads) */
     float *out;           /* [n_tok][n_head * head_dim] */

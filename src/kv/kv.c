@@ -1,8 +1,11 @@
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE, madvise */
 #include "kv/kv.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const char *const names[] = {"f16", "f32", "q8_0"};
 
@@ -74,10 +77,13 @@ int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, en
             return pb_fail(err, PB_ENOMEM, "KV cache size overflows");
         }
     }
-    /* calloc of a large block maps zero pages lazily */
-    kv->k = calloc(rows, row);
-    kv->v = calloc(rows, row);
-    if (!kv->k || !kv->v) {
+    /* mapped, not allocated: zero pages are committed as positions fill,
+     * and the pages of positions read from another cache can be given
+     * back (release_rows) */
+    kv->bytes = rows * row;
+    kv->k = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    kv->v = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (kv->k == MAP_FAILED || kv->v == MAP_FAILED) {
         kv_free(kv);
         return pb_fail(err, PB_ENOMEM, "cannot allocate the KV cache (%.1f MiB)",
                        2.0 * (double)rows * (double)row / (1024.0 * 1024.0));
@@ -92,13 +98,17 @@ int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, en
 
 void kv_free(struct kv_cache *kv)
 {
-    free(kv->k);
-    free(kv->v);
+    if (kv->k && kv->k != MAP_FAILED)
+        munmap(kv->k, kv->bytes);
+    if (kv->v && kv->v != MAP_FAILED)
+        munmap(kv->v, kv->bytes);
     free(kv->cap);
     free(kv->off);
     kv->k = kv->v = NULL;
     kv->cap = NULL;
     kv->off = NULL;
+    kv->shared = NULL;
+    kv->n_shared = 0;
 }
 
 void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_rows, const float *v_rows)
@@ -112,14 +122,118 @@ void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_ro
     }
 }
 
-void kv_copy(struct kv_cache *dst, const struct kv_cache *src, int64_t n)
+/* ---- sharing ---- */
+
+static int64_t block_floor(int64_t pos)
+{
+    return pos / KV_BLOCK * KV_BLOCK;
+}
+
+/* Gives back the whole pages of kv's own rows of positions [lo, hi) in
+ * the full layers (they read as zeros if touched again). */
+static void release_rows(struct kv_cache *kv, int64_t lo, int64_t hi)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (int l = 0; l < kv->n_layer && lo < hi; l++) {
+        if (!kv_layer_full(kv, l))
+            continue;
+        size_t a = kv->off[l] + (size_t)lo * kv->row_bytes, b = kv->off[l] + (size_t)hi * kv->row_bytes;
+        a = (a + page - 1) / page * page;
+        b = b / page * page;
+        if (a < b) {
+            madvise(kv->k + a, b - a, MADV_DONTNEED);
+            madvise(kv->v + a, b - a, MADV_DONTNEED);
+        }
+    }
+}
+
+/* Copies the full layers' rows [lo, hi) of src's positions (its own or
+ * those it shares) into dst's own rows. */
+static void copy_rows(struct kv_cache *dst, const struct kv_cache *src, int64_t lo, int64_t hi)
 {
     for (int l = 0; l < src->n_layer; l++) {
-        const bool ring = src->cap[l] < src->n_ctx;
-        const size_t bytes = (size_t)(ring ? src->cap[l] : n) * src->row_bytes;
-        if (bytes == 0)
+        if (!kv_layer_full(src, l))
             continue;
-        memcpy(dst->k + dst->off[l], src->k + src->off[l], bytes);
-        memcpy(dst->v + dst->off[l], src->v + src->off[l], bytes);
+        for (int own = 0; own < 2; own++) { /* the shared part, then src's own */
+            const int64_t split = kv_layer_shared(src, l);
+            const int64_t a = own ? (lo > split ? lo : split) : lo, b = own ? hi : (hi < split ? hi : split);
+            if (a >= b)
+                continue;
+            const struct kv_cache *from = own ? src : src->shared;
+            const size_t at = (size_t)a * src->row_bytes, bytes = (size_t)(b - a) * src->row_bytes;
+            memcpy(dst->k + dst->off[l] + at, from->k + from->off[l] + at, bytes);
+            memcpy(dst->v + dst->off[l] + at, from->v + from->off[l] + at, bytes);
+        }
+    }
+}
+
+/* kv reads shared rows only below `keep` (a block boundary), holding its
+ * own copy of those of [keep, upto). */
+static void shrink_sharing(struct kv_cache *kv, int64_t keep, int64_t upto)
+{
+    if (kv_n_shared(kv) <= keep)
+        return;
+    if (upto > kv->n_shared)
+        upto = kv->n_shared;
+    struct kv_cache reader = *kv; /* the rows as they are read now */
+    copy_rows(kv, &reader, keep, upto);
+    kv->n_shared = keep;
+    if (keep == 0)
+        kv->shared = NULL;
+}
+
+void kv_before_write(struct kv_cache *set, int n_set, int w, int64_t from)
+{
+    struct kv_cache *kv = &set[w];
+    const int64_t keep = block_floor(from);
+    shrink_sharing(kv, keep, from);
+    /* the readers of rows at or after keep: copy each (cost: what each
+     * needs beyond keep), or hand all of it to the one reading most */
+    int most = -1;
+    int64_t each = 0;
+    for (int r = 0; r < n_set; r++) {
+        if (set[r].shared != kv || set[r].n_shared <= keep)
+            continue;
+        each += set[r].n_shared - keep;
+        if (most < 0 || set[r].n_shared > set[most].n_shared)
+            most = r;
+    }
+    if (most < 0)
+        return;
+    if (each <= set[most].n_shared) {
+        for (int r = 0; r < n_set; r++)
+            if (set[r].shared == kv)
+                shrink_sharing(&set[r], keep, set[r].n_shared);
+        return;
+    }
+    struct kv_cache *heir = &set[most];
+    shrink_sharing(heir, 0, heir->n_shared);
+    for (int r = 0; r < n_set; r++)
+        if (set[r].shared == kv && set[r].n_shared > keep)
+            set[r].shared = heir; /* heir holds at least as many rows */
+}
+
+void kv_copy(struct kv_cache *set, int n_set, int dst, int src, int64_t n)
+{
+    struct kv_cache *d = &set[dst];
+    const struct kv_cache *s = &set[src];
+    kv_before_write(set, n_set, dst, 0);
+    /* the blocks to share, from whoever holds them */
+    const struct kv_cache *owner = s->shared ? s->shared : s;
+    int64_t share = block_floor(n);
+    if (s->shared && share > s->n_shared)
+        share = s->n_shared;
+    if (share > 0) {
+        release_rows(d, 0, share);
+        d->shared = owner;
+        d->n_shared = share;
+    }
+    copy_rows(d, s, share, n);
+    for (int l = 0; l < s->n_layer; l++) { /* rings: whole */
+        if (kv_layer_full(s, l))
+            continue;
+        const size_t bytes = (size_t)s->cap[l] * s->row_bytes;
+        memcpy(d->k + d->off[l], s->k + s->off[l], bytes);
+        memcpy(d->v + d->off[l], s->v + s->off[l], bytes);
     }
 }

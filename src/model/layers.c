@@ -7,6 +7,10 @@
 #include <math.h>
 #include <string.h>
 
+/* A tile of keys lies in one cache, shared or own: the kernels then read
+ * it in one piece. */
+_Static_assert(KV_BLOCK % KERN_ATTN_TILE == 0, "shared KV blocks are whole attention tiles");
+
 double layer_timed(struct model_ctx *c, enum pb_part part, double t0)
 {
     const double now = sys_now();
@@ -155,6 +159,9 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
             .q = q,
             .k = kv_k(kv, l),
             .v = kv_v(kv, l),
+            .k_shared = kv->shared ? kv_k(kv->shared, l) : NULL,
+            .v_shared = kv->shared ? kv_v(kv->shared, l) : NULL,
+            .n_shared = kv_layer_shared(kv, l),
             .kv_type = kv_type_pb(kv->type),
             .kv_row_bytes = kv->row_bytes,
             .out = c->att + (size_t)sg->off * (size_t)q_dim,

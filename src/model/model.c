@@ -923,7 +923,7 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
                        c->seq_pos[src], n);
     const struct seq_state *s = &c->st[src];
     struct seq_state *d = &c->st[dst];
-    kv_copy(&c->kv[dst], &c->kv[src], n < s->computed ? n : s->computed);
+    kv_copy(c->kv, c->n_seq, dst, src, n < s->computed ? n : s->computed);
     memcpy(c->tokens + (size_t)dst * (size_t)c->n_ctx, c->tokens + (size_t)src * (size_t)c->n_ctx,
            (size_t)n * sizeof *c->tokens);
     d->computed = n < s->computed ? n : s->computed;
@@ -931,6 +931,14 @@ int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err
     c->seq_pos[dst] = n;
     check_windows(c, dst);
     return PB_OK;
+}
+
+int64_t model_seq_n_shared(const struct model_ctx *c, int seq)
+{
+    if (seq < 0 || seq >= c->n_seq)
+        return 0;
+    const int64_t n = kv_n_shared(&c->kv[seq]);
+    return n < c->st[seq].computed ? n : c->st[seq].computed;
 }
 
 void model_ctx_part_seconds(const struct model_ctx *c, double out[PB_PART_COUNT])
@@ -1112,6 +1120,8 @@ static int check_tokens(const struct model_ctx *c, const int32_t *tokens, int n,
 static int forward(struct model_ctx *c, const int32_t *tokens, int n, float *logits, pb_err *err)
 {
     c->rope_ready[0] = c->rope_ready[1] = false; /* new rows, new angles */
+    for (int s = 0; s < c->n_segs; s++) /* rows others read are theirs before they change */
+        kv_before_write(c->kv, c->n_seq, c->segs[s].seq, c->segs[s].pos0);
     int rc = c->m->arch->forward(c, tokens, n, logits, err);
     if (rc)
         return rc;

@@ -210,9 +210,15 @@ const int32_t *model_seq_tokens(const struct model_ctx *c, int seq);
  * positions are pending. */
 void model_seq_truncate(struct model_ctx *c, int seq, int64_t pos);
 /* Sequence dst becomes the first n positions of sequence src (a shared
- * prompt prefix, copied rather than computed again; with sliding-window
- * layers the same rule as model_seq_truncate applies). */
+ * prompt prefix, taken rather than computed again; with sliding-window
+ * layers the same rule as model_seq_truncate applies). Whole blocks of
+ * the prefix are shared, not copied: both sequences read the same cache
+ * rows until one of them writes over its own, when the other takes a
+ * copy first (so memory holds a shared system prompt once). */
 int model_seq_copy(struct model_ctx *c, int dst, int src, int64_t n, pb_err *err);
+/* Positions of sequence seq whose keys and values it reads from another
+ * sequence's cache rows (held once for both). */
+int64_t model_seq_n_shared(const struct model_ctx *c, int seq);
 /* Positions of sequence seq whose cache must be computed again before its
  * next token (0 unless a truncation or copy went further back than the
  * sliding windows keep). */

@@ -96,7 +96,7 @@ struct metrics_model_gauges {
 /* Gauges that belong to others (the scheduler), given when printing. */
 struct metrics_gauges {
     int slots_total, slots_active, queue_depth;
-    int64_t kv_used, kv_capacity;
+    int64_t kv_used, kv_capacity, kv_shared;
     int ready, n_models;
     uint64_t steps, step_tokens;
     double step_seconds, sample_seconds;

@@ -1063,6 +1063,7 @@ void models_gauges(struct models *ms, struct metrics_gauges *g, struct metrics_m
         g->slots_active += st.active;
         g->queue_depth += st.queued;
         g->kv_used += st.kv_used;
+        g->kv_shared += st.kv_shared;
         g->kv_capacity += st.kv_capacity;
         g->steps += st.steps;
         g->step_tokens += st.step_tokens;
