@@ -519,6 +519,57 @@ static void test_shared_prompt(void **state)
     engine_close(s);
 }
 
+/* A prompt that arrives while another with the same beginning is still
+ * being read (a system prompt ahead of many users' questions) waits for
+ * that reading and takes all it shares, rather than taking what is read
+ * so far and reading the rest again itself. */
+static void test_prompt_behind_one_being_read(void **state)
+{
+    (void)state;
+    struct engine *s = make("Q8_0", 3, 4, 1024);
+    static int32_t a[1000], b[1000], c[8];
+    make_prompt(a, 1000, 5);
+    memcpy(b, a, 960 * sizeof *a);
+    for (int i = 960; i < 1000; i++)
+        b[i] = 3 + (i * 13) % 900; /* differs from a's from position 960 */
+    assert_true(b[960] != a[960]);
+    make_prompt(c, 8, 6);
+    struct engine_request_params rp = params_of(2), gen = params_of(3);
+    rp.n_predict = 2;
+    gen.n_predict = 4000; /* generates while a is read: a's prompt goes in chunks beside it */
+    static struct outcome oc, oa, ob;
+    outcome_init(&oc);
+    struct engine_request *rc = submit(s, c, 8, &gen, &oc);
+    for (int i = 0; i < 5000; i++) { /* until c generates */
+        pthread_mutex_lock(&oc.mu);
+        const int n = oc.n;
+        pthread_mutex_unlock(&oc.mu);
+        if (n >= 1)
+            break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    outcome_init(&oa);
+    struct engine_request *ra = submit(s, a, 1000, &rp, &oa);
+    struct engine_stats st0, st;
+    engine_get_stats(s, &st0);
+    do { /* until a's reading has begun */
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+        engine_get_stats(s, &st);
+    } while (st.steps < st0.steps + 3);
+    outcome_init(&ob);
+    struct engine_request *rb = submit(s, b, 1000, &rp, &ob);
+    wait_done(&oa);
+    wait_done(&ob);
+    print_message("  the second prompt took %d of its 960 shared tokens\n", ob.res.n_reused);
+    assert_int_equal(ob.res.n_reused, 960);
+    engine_release(s, ra);
+    engine_release(s, rb);
+    engine_cancel(s, rc);
+    wait_done(&oc);
+    engine_release(s, rc);
+    engine_close(s);
+}
+
 /* The text of an answer: whole UTF-8 characters only, never a part of a
  * stop string; the earliest stop string ends it; what is held comes out
  * at the end. */
@@ -829,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_json_mode),
         cmocka_unit_test(test_grammar_requests),
         cmocka_unit_test(test_shared_prompt),
+        cmocka_unit_test(test_prompt_behind_one_being_read),
         cmocka_unit_test(test_textout),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_top_logits),

@@ -659,16 +659,19 @@ static void admit(struct sched *s, struct engine_request *r)
         sampler_accept(r->smp, r->prompt[i]);
 }
 
-/* A request admitted in the same gather as earlier ones that share its
- * prompt (the choices of one request): it follows the one that shares
- * most, waiting for its evaluation instead of computing the same
- * positions again. */
-static void follow(struct engine_request *r, struct engine_request *admitted)
+/* A request whose prompt shares more with one still being evaluated (the
+ * choices of one request, or prompts behind one system prompt arriving
+ * while the first is read) than its slot now holds: it follows the one
+ * that shares most, waiting for that evaluation instead of computing the
+ * same positions again. Only requests already admitted lead (their slots
+ * hold what they have evaluated); followers do not lead. */
+static void follow(struct sched *s, struct engine_request *r)
 {
     struct engine_request *best = NULL;
     int64_t best_lcp = r->n_evaluated + MIN_COPY_TOKENS - 1;
-    for (struct engine_request *q = admitted; q && q != r; q = q->next) {
-        if (q->leader) /* followers do not lead */
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct engine_request *q = s->slots[i].req;
+        if (!q || q == r || q->leader || q->t_admit == 0)
             continue;
         int64_t lcp = common_prefix(q->prompt, q->n_prompt, r->prompt, r->n_prompt);
         if (lcp > r->n_prompt - 1)
@@ -912,7 +915,7 @@ static bool gather(struct sched *s)
     uint64_t reused = 0;
     for (struct engine_request *q = admitted; q; q = q->next) {
         admit(s, q);
-        follow(q, admitted);
+        follow(s, q);
         reused += (uint64_t)(q->leader ? q->share - q->n_evaluated : q->res.n_reused);
     }
     pthread_mutex_lock(&s->mu);
