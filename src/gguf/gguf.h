@@ -100,6 +100,11 @@ void gguf_evict(struct gguf_file *f, const void *p, size_t n);
  * rows): no read-ahead, which made each gguf_read_at of a cached row take
  * 28 us instead of 2. */
 void gguf_evict_all(struct gguf_file *f);
+/* Asks the kernel to read [p, p + n) of the file into its page cache now,
+ * in the background (a hint: the embedding table, whose rows gguf_read_at
+ * reads one at a time, each a disk read while its page is not cached).
+ * The page cache is the kernel's to reclaim: not this process's memory. */
+void gguf_prefetch(const struct gguf_file *f, const void *p, size_t n);
 /* Copies [p, p + n) of the image into dst through the file (pread), not
  * the mapping: the mapping's pages stay out of this process's memory,
  * where a kernel that maps large page-cache folios would bring in far

@@ -671,6 +671,19 @@ void gguf_evict_all(struct gguf_file *f)
         (void)posix_fadvise(f->fd, 0, 0, POSIX_FADV_RANDOM); /* a hint */
 }
 
+void gguf_prefetch(const struct gguf_file *f, const void *p, size_t n)
+{
+    const uintptr_t lo = (uintptr_t)f->base, at = (uintptr_t)p;
+    if (f->fd < 0 || !f->map || at < lo || n > f->size || at - lo > f->size - n)
+        return;
+    /* in pieces: the kernel reads only the first few MiB of one large
+     * request */
+    const size_t piece = (size_t)2 << 20;
+    for (size_t done = 0; done < n; done += piece)
+        (void)posix_fadvise(f->fd, (off_t)(at - lo + done), (off_t)(n - done < piece ? n - done : piece),
+                            POSIX_FADV_WILLNEED);
+}
+
 int gguf_read_at(const struct gguf_file *f, const void *p, size_t n, void *dst)
 {
     const uintptr_t lo = (uintptr_t)f->base, at = (uintptr_t)p;

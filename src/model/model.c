@@ -522,8 +522,13 @@ static int finish_load(struct model *m, int rc, const char *name, struct pool *p
         rc = bind_model(m, name, err);
     if (rc == PB_OK)
         rc = prepare_matrices(m, pool, err);
-    if (rc == PB_OK) /* the weights are in memory of their own now */
+    if (rc == PB_OK) { /* the weights are in memory of their own now; the
+                        * embedding table is read row by row (layer_embed):
+                        * its rows come from the page cache, not the disk */
         gguf_evict_all(m->file);
+        if (m->tok_embd.data)
+            gguf_prefetch(m->file, m->tok_embd.data, m->tok_embd.row_bytes * (size_t)m->tok_embd.ne[1]);
+    }
     if (rc) {
         model_free(m);
         return rc;
