@@ -58,10 +58,13 @@ struct engine_request {
     /* the scheduler thread's own from here */
     int slot;
     int64_t n_evaluated; /* prompt tokens in the slot's cache */
-    /* a request admitted beside another with the same prompt (n choices)
-     * waits for that one's evaluation and copies it: the leader's slot
-     * and request, and how many positions to take (0: not waiting) */
+    /* a request admitted while another reads the same beginning waits for
+     * that reading and takes it: the leader's slot and its admission
+     * there (how to tell it is still there: the request itself may be
+     * gone and its memory reused), the leader (NULL: not waiting; only
+     * compared while it is the slot's), and how many positions to take */
     int lead_slot;
+    uint64_t lead_admitted;
     struct engine_request *leader;
     int64_t share;
     struct sampler *smp;
@@ -684,28 +687,37 @@ static void follow(struct sched *s, struct engine_request *r)
     if (best) {
         r->leader = best;
         r->lead_slot = best->slot;
+        r->lead_admitted = s->slots[best->slot].admitted;
         r->share = best_lcp;
     }
 }
 
-/* Followers whose leader has evaluated what they share copy it; those
+/* Followers whose leader has evaluated what they share take it; those
  * whose leader went away before that evaluate their prompt themselves. */
 static void catch_up(struct sched *s)
 {
+    uint64_t reused = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct engine_request *r = s->slots[i].req;
         if (!r || !r->leader)
             continue;
+        const struct slot *lead = &s->slots[r->lead_slot];
         const int64_t have = slot_prefix(s, r->lead_slot, r);
         if (have >= r->share) {
             if (model_seq_copy(s->ctx, r->slot, r->lead_slot, r->share, NULL) == PB_OK) {
+                reused += (uint64_t)(r->share - r->n_evaluated);
                 r->n_evaluated = r->share;
                 r->res.n_reused = (int)r->share;
             }
             r->leader = NULL;
-        } else if (s->slots[r->lead_slot].req != r->leader) {
+        } else if (!lead->req || lead->admitted != r->lead_admitted) {
             r->leader = NULL; /* the leader ended early: on its own */
         }
+    }
+    if (reused) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.reused_tokens += reused;
+        pthread_mutex_unlock(&s->mu);
     }
 }
 
@@ -916,7 +928,7 @@ static bool gather(struct sched *s)
     for (struct engine_request *q = admitted; q; q = q->next) {
         admit(s, q);
         follow(s, q);
-        reused += (uint64_t)(q->leader ? q->share - q->n_evaluated : q->res.n_reused);
+        reused += (uint64_t)q->res.n_reused; /* a follower's share is counted when it is taken */
     }
     pthread_mutex_lock(&s->mu);
     s->stats.reused_tokens += reused;

@@ -1,4 +1,4 @@
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE, madvise */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
 #include "kv/kv.h"
 
 #include <stdlib.h>
@@ -81,8 +81,8 @@ int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, en
      * and the pages of positions read from another cache can be given
      * back (release_rows) */
     kv->bytes = rows * row;
-    kv->k = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    kv->v = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    kv->k = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    kv->v = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (kv->k == MAP_FAILED || kv->v == MAP_FAILED) {
         kv_free(kv);
         return pb_fail(err, PB_ENOMEM, "cannot allocate the KV cache (%.1f MiB)",

@@ -21,7 +21,7 @@
  * are given back). Ring layers are small and rewritten as positions
  * advance: each cache keeps its own. Writing is the caller's to order:
  * before the owner of shared rows overwrites them, whoever reads them
- * takes a copy (kv_unshare), so sharing is copy-on-write by blocks.
+ * takes a copy (kv_before_write), so sharing is copy-on-write by blocks.
  */
 #ifndef PLUMB_KV_KV_H
 #define PLUMB_KV_KV_H
