@@ -407,6 +407,91 @@ static void test_windows_truncate_and_copy(void **state)
     model_free(m);
 }
 
+/* Tokens for the longer sequences below (vocabulary of 400). */
+static void long_tokens(int32_t *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        t[i] = (int32_t)(i ? (i * 53 + 11) % 399 + 1 : 1);
+}
+
+/* Logits after t[0, n) evaluated alone, 16 at a time. */
+static float *alone_tokens(const struct model *m, const int32_t *t, int n)
+{
+    struct model_ctx_params cp = {.n_ctx = 128, .n_batch = 16, .n_threads = 2};
+    struct model_ctx *c;
+    pb_err err;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    float *lg = malloc((size_t)model_hparams(m)->n_vocab * sizeof *lg);
+    for (int i = 0; i < n; i += 16) {
+        const int k = n - i < 16 ? n - i : 16;
+        if (model_eval(c, t + i, k, i + k == n ? lg : NULL, &err))
+            fail_msg("%s", err.msg);
+    }
+    model_ctx_free(c);
+    return lg;
+}
+
+/* Sequence seq evaluates t[from, to), 16 at a time: its logits must be
+ * those of t[0, to) alone. */
+static void continue_alone(const struct model *m, struct model_ctx *c, int seq, const int32_t *t, int from, int to,
+                           const char *what)
+{
+    const int64_t nv = model_hparams(m)->n_vocab;
+    assert_int_equal(model_seq_pos(c, seq), from);
+    float *lg = malloc((size_t)nv * sizeof *lg), *ref = alone_tokens(m, t, to);
+    pb_err err;
+    for (int i = from; i < to; i += 16) {
+        const int k = to - i < 16 ? to - i : 16;
+        struct model_seg sg = {seq, k, i + k == to};
+        if (model_eval_batch(c, t + i, &sg, 1, lg, &err))
+            fail_msg("%s: %s", what, err.msg);
+    }
+    assert_bits_equal(lg, ref, nv, what);
+    free(lg);
+    free(ref);
+}
+
+/* Shared prefixes beside sliding windows (gemma2: full and window
+ * layers): the full layers' blocks are shared, the rings copied; a copy
+ * of a prefix the rings no longer hold is recomputed and shares nothing;
+ * an owner that must recompute from position 0 first hands its rows to
+ * its reader. Every sequence continues bit for bit as alone. */
+static void test_windows_shared_prefix(void **state)
+{
+    (void)state;
+    struct model *m;
+    pb_err err;
+    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
+        fail_msg("%s", err.msg);
+    int32_t t[80];
+    long_tokens(t, 80);
+    struct model_ctx_params cp = {.n_ctx = 128, .n_batch = 16, .n_threads = 2, .n_seq = 3};
+    struct model_ctx *c;
+    if (model_ctx_create(m, &cp, &c, &err))
+        fail_msg("%s", err.msg);
+    continue_alone(m, c, 0, t, 0, 70, "the owner");
+    /* a recent prefix: 64 shared, the rings copied */
+    assert_int_equal(model_seq_copy(c, 1, 0, 68, &err), 0);
+    assert_int_equal(model_seq_n_recompute(c, 1), 0);
+    assert_int_equal(model_seq_n_shared(c, 1), 64);
+    continue_alone(m, c, 1, t, 68, 70, "a shared prefix beside windows");
+    /* an old prefix: recomputed, nothing left shared */
+    assert_int_equal(model_seq_copy(c, 2, 0, 40, &err), 0);
+    assert_int_equal(model_seq_n_recompute(c, 2), 40);
+    continue_alone(m, c, 2, t, 40, 70, "an old prefix, recomputed");
+    assert_int_equal(model_seq_n_shared(c, 2), 0);
+    /* the owner goes back further than its rings: it recomputes from 0,
+     * and its reader keeps its rows */
+    model_seq_truncate(c, 0, 50);
+    assert_int_equal(model_seq_n_recompute(c, 0), 50);
+    continue_alone(m, c, 0, t, 50, 75, "the owner after recomputing");
+    assert_int_equal(model_seq_n_shared(c, 1), 0);
+    continue_alone(m, c, 1, t, 70, 75, "the reader after its owner recomputed");
+    model_ctx_free(c);
+    model_free(m);
+}
+
 /* Mixture-of-experts sequences batched together (their tokens grouped by
  * expert across sequences) give what each gives alone. */
 static void test_moe_sequences_together(void **state)
@@ -686,6 +771,7 @@ int main(void)
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_batching_is_invisible),
         cmocka_unit_test(test_windows_truncate_and_copy),
+        cmocka_unit_test(test_windows_shared_prefix),
         cmocka_unit_test(test_moe_sequences_together),
         cmocka_unit_test(test_moe_decode_reads_chosen_experts),
         cmocka_unit_test(test_refused_files),
