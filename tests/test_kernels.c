@@ -574,6 +574,58 @@ static void test_swiglu_kernels(void **state)
     assert_true(checked >= 4);
 }
 
+/* Floats to half: every level's kernel gives the scalar one's bits, which
+ * round to nearest even (checked through the half's value), across the
+ * range, at the subnormal and overflow edges, for signed zeros and
+ * infinities, with remainders; a NaN stays a NaN. */
+static void test_to_f16_kernels(void **state)
+{
+    (void)state;
+    enum { N = 4103 };
+    static float x[N];
+    static uint16_t want[N], got[N];
+    test_randn(x, N, 17, 1.0f);
+    for (int i = 0; i < N; i++) /* magnitudes from 2^-30 to 2^17 */
+        x[i] = ldexpf(x[i], (i * 7) % 48 - 30);
+    const float edges[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.99f, 65520.0f, -65520.0f,
+                           0x1p-14f, 0x1.ffcp-15f, 0x1p-24f, 0x1p-25f, 0x1.000002p-25f, 0x1.8p-24f, 1.00048828125f,
+                           1.000488281250001f, 1.00146484375f, 2049.0f, 2051.0f};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+        x[e * 97] = edges[e];
+    int checked = 0;
+    for (int level = 0; level < KERN_LEVEL_COUNT; level++) {
+        if (!kern_level_available((enum kern_level)level))
+            continue;
+        kern_to_f16_fn fn = kern_to_f16_for((enum kern_level)level);
+        for (int n = N; n >= N - 9; n -= 3) {
+            memset(got, 0xaa, sizeof got);
+            fn(x, got, n);
+            if (level == KERN_SCALAR && n == N) {
+                memcpy(want, got, sizeof got);
+                for (int i = 0; i < N; i++) { /* nearest, ties to even, or inf beyond the range */
+                    if (isnan(x[i])) {
+                        assert_true((got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff) != 0);
+                        continue;
+                    }
+                    const double h = fp16_to_f32(got[i]), d = fabs((double)x[i] - h);
+                    const double ulp = fabs(h) < 0x1p-14 ? 0x1p-24 : ldexp(1.0, ilogb(fabs(h) ? h : 1.0) - 10);
+                    if (isinf(h) ? fabs(x[i]) < 65520.0 : d > ulp / 2 || (d == ulp / 2 && (got[i] & 1)))
+                        fail_msg("half of %.9g is %.9g (bits %04x)", x[i], h, got[i]);
+                }
+            }
+            for (int i = 0; i < n; i++)
+                if (got[i] != want[i] && !(isnan(x[i]) && (got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff)))
+                    fail_msg("to_f16 %s: %.9g gives %04x, the scalar kernel %04x",
+                             kern_level_name((enum kern_level)level), x[i], got[i], want[i]);
+            if (n < N && got[n] != 0xaaaa)
+                fail_msg("to_f16 %s wrote past %d values", kern_level_name((enum kern_level)level), n);
+            checked++;
+        }
+    }
+    print_message("  %d half conversions agree with the scalar kernel\n", checked);
+    assert_true(checked >= 4);
+}
+
 int main(void)
 {
     print_message("kernel level in use: %s\n", kern_level_name(kern_level()));
@@ -586,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_attention_non_causal),
         cmocka_unit_test(test_attention_shared_rows),
         cmocka_unit_test(test_swiglu_kernels),
+        cmocka_unit_test(test_to_f16_kernels),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

@@ -54,6 +54,17 @@ void kern_swiglu_avx2(float *g, const float *u, int64_t n)
         g[i] = g[i] / (1.0f + poly_exp(-g[i])) * u[i];
 }
 
+void kern_to_f16_avx2(const float *src, void *dst, int64_t n)
+{
+    uint16_t *h = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(h + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n)
+        kern_to_f16_scalar(src + i, h + i, n - i);
+}
+
 /* poly_tanh in eight lanes. */
 static inline __m256 tanh8(__m256 x)
 {

@@ -120,6 +120,11 @@ void kern_swiglu_avx2(float *g, const float *u, int64_t n)
 {
     kern_swiglu_scalar(g, u, n);
 }
+
+void kern_to_f16_avx2(const float *src, void *dst, int64_t n)
+{
+    kern_to_f16_scalar(src, dst, n);
+}
 #endif
 
 kern_attn_fn kern_attn_for(const struct kern_attn_args *a, enum kern_level l)
@@ -132,6 +137,16 @@ kern_attn_fn kern_attn_for(const struct kern_attn_args *a, enum kern_level l)
     (void)a;
     (void)l;
     return kern_attn_scalar;
+}
+
+kern_to_f16_fn kern_to_f16_for(enum kern_level l)
+{
+#if defined(PLUMB_HAVE_AVX2)
+    if (l >= KERN_AVX2 && kern_level_available(KERN_AVX2))
+        return kern_to_f16_avx2;
+#endif
+    (void)l;
+    return kern_to_f16_scalar;
 }
 
 kern_swiglu_fn kern_swiglu_for(enum kern_level l)

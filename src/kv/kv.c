@@ -1,6 +1,8 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
 #include "kv/kv.h"
 
+#include "kernels/kernels.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -88,6 +90,8 @@ int kv_alloc(struct kv_cache *kv, int n_layer, int64_t n_ctx, int64_t kv_dim, en
         return pb_fail(err, PB_ENOMEM, "cannot allocate the KV cache (%.1f MiB)",
                        2.0 * (double)rows * (double)row / (1024.0 * 1024.0));
     }
+    /* F16 rows by the CPU's conversion instruction where it has one */
+    kv->to_row = type == PB_KV_F16 ? kern_to_f16_for(kern_level()) : pb_type_get(kv_type_pb(type))->from_float;
     kv->n_layer = n_layer;
     kv->n_ctx = n_ctx;
     kv->kv_dim = kv_dim;
@@ -113,12 +117,11 @@ void kv_free(struct kv_cache *kv)
 
 void kv_store(struct kv_cache *kv, int l, int64_t pos0, int n, const float *k_rows, const float *v_rows)
 {
-    const struct pb_type_traits *tr = pb_type_get(kv_type_pb(kv->type));
     const int64_t cap = kv->cap[l];
     for (int i = 0; i < n; i++) {
         const size_t at = kv->off[l] + (size_t)((pos0 + i) % cap) * kv->row_bytes;
-        tr->from_float(k_rows + (size_t)i * (size_t)kv->kv_dim, kv->k + at, kv->kv_dim);
-        tr->from_float(v_rows + (size_t)i * (size_t)kv->kv_dim, kv->v + at, kv->kv_dim);
+        kv->to_row(k_rows + (size_t)i * (size_t)kv->kv_dim, kv->k + at, kv->kv_dim);
+        kv->to_row(v_rows + (size_t)i * (size_t)kv->kv_dim, kv->v + at, kv->kv_dim);
     }
 }
 

@@ -53,6 +53,7 @@ struct kv_cache {
     int64_t *cap;     /* [n_layer]: rows of each layer (n_ctx, or a ring) */
     size_t *off;      /* [n_layer]: byte offset of each layer's rows */
     size_t bytes;     /* of k (and of v): mapped, committed as touched */
+    void (*to_row)(const float *src, void *dst, int64_t n); /* floats to the stored type */
     const struct kv_cache *shared; /* whose rows positions [0, n_shared) of full layers are read from */
     int64_t n_shared;              /* a multiple of KV_BLOCK; 0 when shared is NULL */
 };

@@ -120,6 +120,28 @@ static const float *rope_angles(struct model_ctx *c, int which)
     return cs;
 }
 
+/* Stores the batch's rows [r0, r1) of keys and values (c->k_new, c->v_new)
+ * in their sequences' caches at layer l (each thread its rows, after
+ * rotating them). */
+struct store_rows {
+    struct model_ctx *c;
+    int l;
+};
+
+static void store_rows(void *arg, int r0, int r1)
+{
+    const struct store_rows *st = arg;
+    struct model_ctx *c = st->c;
+    const size_t kv_dim = (size_t)(c->m->hp.n_head_kv * c->m->hp.head_dim);
+    for (int s = 0; s < c->n_segs; s++) {
+        const struct ctx_seg *sg = &c->segs[s];
+        const int a = r0 > sg->off ? r0 : sg->off, b = r1 < sg->off + sg->n ? r1 : sg->off + sg->n;
+        if (a < b)
+            kv_store(&c->kv[sg->seq], st->l, sg->pos0 + (a - sg->off), b - a, c->k_new + (size_t)a * kv_dim,
+                     c->v_new + (size_t)a * kv_dim);
+    }
+}
+
 int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
 {
     const struct model *m = c->m;
@@ -143,18 +165,13 @@ int layer_attention(struct model_ctx *c, int l, int n, pb_err *err)
     norm_heads(c->k_new, &lw->k_norm, n, KV, D, hp->rms_eps);
     t = layer_timed(c, PB_PART_NORM, t);
     const bool rotate = !(m->arch->needs & ARCH_ENCODER); /* encoders learn their positions */
-    const float *angles = rotate ? rope_angles(c, swa) : NULL;
+    struct store_rows st = {c, l};
+    op_rope_qk_rows(c->pool, c->q, H, c->k_new, KV, D, n, rotate ? rope_angles(c, swa) : NULL, rope, store_rows,
+                    &st);
     for (int s = 0; s < c->n_segs; s++) {
         const struct ctx_seg *sg = &c->segs[s];
         struct kv_cache *kv = &c->kv[sg->seq];
         float *q = c->q + (size_t)sg->off * (size_t)q_dim;
-        float *k = c->k_new + (size_t)sg->off * (size_t)kv_dim, *v = c->v_new + (size_t)sg->off * (size_t)kv_dim;
-        if (rotate) {
-            const float *cs = angles + (size_t)sg->off * (size_t)rope->n_rot;
-            op_rope_rows(c->pool, q, sg->n, (size_t)q_dim, H, D, cs, rope);
-            op_rope_rows(c->pool, k, sg->n, (size_t)kv_dim, KV, D, cs, rope);
-        }
-        kv_store(kv, l, sg->pos0, sg->n, k, v);
         c->attn[s] = (struct kern_attn_args){
             .q = q,
             .k = kv_k(kv, l),

@@ -239,12 +239,12 @@ void op_softcap(float *x, int64_t n, float cap)
 }
 
 struct rope_job {
-    float *x;
-    int n_rows;
-    size_t stride;
-    int n_head, head_dim;
+    float *q, *k;
+    int n_rows, q_heads, k_heads, head_dim;
     const float *cs;
     const struct rope_params *rp;
+    op_rows_fn then;
+    void *ctx;
 };
 
 static void rope_worker(void *arg, int ith, int nth)
@@ -252,15 +252,22 @@ static void rope_worker(void *arg, int ith, int nth)
     const struct rope_job *j = arg;
     long r0, r1;
     pool_range(j->n_rows, ith, nth, &r0, &r1);
-    for (long r = r0; r < r1; r++)
-        op_rope_apply(j->x + (size_t)r * j->stride, j->n_head, j->head_dim, j->cs + (size_t)r * (size_t)j->rp->n_rot,
-                      j->rp);
+    if (r0 >= r1)
+        return;
+    const size_t qs = (size_t)j->q_heads * (size_t)j->head_dim, ks = (size_t)j->k_heads * (size_t)j->head_dim;
+    for (long r = r0; j->cs && r < r1; r++) {
+        const float *cs = j->cs + (size_t)r * (size_t)j->rp->n_rot;
+        op_rope_apply(j->q + (size_t)r * qs, j->q_heads, j->head_dim, cs, j->rp);
+        op_rope_apply(j->k + (size_t)r * ks, j->k_heads, j->head_dim, cs, j->rp);
+    }
+    if (j->then)
+        j->then(j->ctx, (int)r0, (int)r1);
 }
 
-void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim,
-                  const float *cs, const struct rope_params *rp)
+void op_rope_qk_rows(struct pool *pool, float *q, int q_heads, float *k, int k_heads, int head_dim, int n_rows,
+                     const float *cs, const struct rope_params *rp, op_rows_fn then, void *ctx)
 {
-    struct rope_job j = {x, n_rows, row_stride, n_head, head_dim, cs, rp};
+    struct rope_job j = {q, k, n_rows, q_heads, k_heads, head_dim, cs, rp, then, ctx};
     if (n_rows == 1)
         rope_worker(&j, 0, 1);
     else

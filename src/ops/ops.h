@@ -168,10 +168,14 @@ void op_swiglu_oai(float *g, const float *u, int64_t n, float alpha, float limit
 /* x = cap * tanh(x / cap) over n elements (soft-capping). */
 void op_softcap(float *x, int64_t n, float cap);
 
-/* op_rope_apply on n_rows rows of x (row_stride floats apart), row r by
- * the angles at cs + r * rp->n_rot, split across the pool. */
-void op_rope_rows(struct pool *pool, float *x, int n_rows, size_t row_stride, int n_head, int head_dim,
-                  const float *cs, const struct rope_params *rp);
+/* op_rope_apply on n_rows rows of queries q (q_heads heads each) and of
+ * keys k (k_heads), row r by the angles at cs + r * rp->n_rot (NULL: no
+ * rotation), split across the pool in one job; then each thread hands its
+ * rows [r0, r1) to then(ctx, r0, r1) (may be NULL): the cache stores them
+ * while they are in its core's cache. */
+typedef void (*op_rows_fn)(void *ctx, int r0, int r1);
+void op_rope_qk_rows(struct pool *pool, float *q, int q_heads, float *k, int k_heads, int head_dim, int n_rows,
+                     const float *cs, const struct rope_params *rp, op_rows_fn then, void *ctx);
 
 /* Causal grouped-query attention over a layer's KV cache (see
  * kernels.h: struct kern_attn_args), of n sequences of the same head
