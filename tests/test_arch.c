@@ -338,13 +338,7 @@ static float *alone(const struct model *m, int n)
 static float *feed(struct model_ctx *c, int64_t nv, int seq, int from, int to, int step)
 {
     float *lg = malloc((size_t)nv * sizeof *lg);
-    pb_err err;
-    for (int i = from; i < to; i += step) {
-        const int k = to - i < step ? to - i : step;
-        struct model_seg sg = {seq, k, i + k == to};
-        if (model_eval_batch(c, probe + i, &sg, 1, lg, &err))
-            fail_msg("sequence %d at %d: %s", seq, i, err.msg);
-    }
+    test_feed_seq(c, seq, probe + from, to - from, step, lg);
     return lg;
 }
 
@@ -414,44 +408,6 @@ static void long_tokens(int32_t *t, int n)
         t[i] = (int32_t)(i ? (i * 53 + 11) % 399 + 1 : 1);
 }
 
-/* Logits after t[0, n) evaluated alone, 16 at a time. */
-static float *alone_tokens(const struct model *m, const int32_t *t, int n)
-{
-    struct model_ctx_params cp = {.n_ctx = 128, .n_batch = 16, .n_threads = 2};
-    struct model_ctx *c;
-    pb_err err;
-    if (model_ctx_create(m, &cp, &c, &err))
-        fail_msg("%s", err.msg);
-    float *lg = malloc((size_t)model_hparams(m)->n_vocab * sizeof *lg);
-    for (int i = 0; i < n; i += 16) {
-        const int k = n - i < 16 ? n - i : 16;
-        if (model_eval(c, t + i, k, i + k == n ? lg : NULL, &err))
-            fail_msg("%s", err.msg);
-    }
-    model_ctx_free(c);
-    return lg;
-}
-
-/* Sequence seq evaluates t[from, to), 16 at a time: its logits must be
- * those of t[0, to) alone. */
-static void continue_alone(const struct model *m, struct model_ctx *c, int seq, const int32_t *t, int from, int to,
-                           const char *what)
-{
-    const int64_t nv = model_hparams(m)->n_vocab;
-    assert_int_equal(model_seq_pos(c, seq), from);
-    float *lg = malloc((size_t)nv * sizeof *lg), *ref = alone_tokens(m, t, to);
-    pb_err err;
-    for (int i = from; i < to; i += 16) {
-        const int k = to - i < 16 ? to - i : 16;
-        struct model_seg sg = {seq, k, i + k == to};
-        if (model_eval_batch(c, t + i, &sg, 1, lg, &err))
-            fail_msg("%s: %s", what, err.msg);
-    }
-    assert_bits_equal(lg, ref, nv, what);
-    free(lg);
-    free(ref);
-}
-
 /* Shared prefixes beside sliding windows (gemma2: full and window
  * layers): the full layers' blocks are shared, the rings copied; a copy
  * of a prefix the rings no longer hold is recomputed and shares nothing;
@@ -470,24 +426,24 @@ static void test_windows_shared_prefix(void **state)
     struct model_ctx *c;
     if (model_ctx_create(m, &cp, &c, &err))
         fail_msg("%s", err.msg);
-    continue_alone(m, c, 0, t, 0, 70, "the owner");
+    test_continues_as_alone(m, c, PB_KV_F16, 0, t, 0, 70, 16, "the owner");
     /* a recent prefix: 64 shared, the rings copied */
     assert_int_equal(model_seq_copy(c, 1, 0, 68, &err), 0);
     assert_int_equal(model_seq_n_recompute(c, 1), 0);
     assert_int_equal(model_seq_n_shared(c, 1), 64);
-    continue_alone(m, c, 1, t, 68, 70, "a shared prefix beside windows");
+    test_continues_as_alone(m, c, PB_KV_F16, 1, t, 68, 70, 16, "a shared prefix beside windows");
     /* an old prefix: recomputed, nothing left shared */
     assert_int_equal(model_seq_copy(c, 2, 0, 40, &err), 0);
     assert_int_equal(model_seq_n_recompute(c, 2), 40);
-    continue_alone(m, c, 2, t, 40, 70, "an old prefix, recomputed");
+    test_continues_as_alone(m, c, PB_KV_F16, 2, t, 40, 70, 16, "an old prefix, recomputed");
     assert_int_equal(model_seq_n_shared(c, 2), 0);
     /* the owner goes back further than its rings: it recomputes from 0,
      * and its reader keeps its rows */
     model_seq_truncate(c, 0, 50);
     assert_int_equal(model_seq_n_recompute(c, 0), 50);
-    continue_alone(m, c, 0, t, 50, 75, "the owner after recomputing");
+    test_continues_as_alone(m, c, PB_KV_F16, 0, t, 50, 75, 16, "the owner after recomputing");
     assert_int_equal(model_seq_n_shared(c, 1), 0);
-    continue_alone(m, c, 1, t, 70, 75, "the reader after its owner recomputed");
+    test_continues_as_alone(m, c, PB_KV_F16, 1, t, 70, 75, 16, "the reader after its owner recomputed");
     model_ctx_free(c);
     model_free(m);
 }

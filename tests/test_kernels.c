@@ -454,6 +454,19 @@ static int check_attention(const struct attn_case *cs, enum pb_type kt, uint64_t
 
 static const enum pb_type kv_types[] = {PB_TYPE_F32, PB_TYPE_F16, PB_TYPE_Q8_0};
 
+/* check_attention on each of n cases in every cache type (case c's seed
+ * seed0 + c); at least `least` runs must fit their types. */
+static void check_attention_cases(const struct attn_case *cases, size_t n, uint64_t seed0, double abs, double rel,
+                                  const char *what, int least)
+{
+    int checked = 0;
+    for (size_t c = 0; c < n; c++)
+        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
+            checked += check_attention(&cases[c], kv_types[k], seed0 + c, abs, rel);
+    print_message("  %d %s match the definition\n", checked, what);
+    assert_true(checked >= least);
+}
+
 /* Every attention kernel (scalar and this CPU's SIMD) against the naive
  * definition: several head layouts, KV types, batches that do and do not
  * fill the token blocks, and caches spanning several tiles. */
@@ -461,15 +474,11 @@ static void test_attention_kernels(void **state)
 {
     (void)state;
     static const struct attn_case cases[] = {
-        {1, 4, 4, 64, 0, 0, 0, 0, false, false, 0},  {1, 8, 2, 64, 100, 0, 0, 0, false, false, 0}, {7, 8, 2, 32, 0, 0, 0, 0, false, false, 0},
-        {13, 6, 3, 64, 29, 0, 0, 0, false, false, 0}, {4, 2, 1, 128, 70, 0, 0, 0, false, false, 0}, {33, 4, 1, 64, 5, 0, 0, 0, false, false, 0},
+        {1, 4, 4, 64, 0, 0, 0, 0, false, false, 0},   {1, 8, 2, 64, 100, 0, 0, 0, false, false, 0},
+        {7, 8, 2, 32, 0, 0, 0, 0, false, false, 0},   {13, 6, 3, 64, 29, 0, 0, 0, false, false, 0},
+        {4, 2, 1, 128, 70, 0, 0, 0, false, false, 0}, {33, 4, 1, 64, 5, 0, 0, 0, false, false, 0},
         {2, 4, 2, 40, 37, 0, 0, 0, false, false, 0}};
-    int checked = 0;
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
-            checked += check_attention(&cases[c], kv_types[k], c, 1e-5, 1e-4);
-    print_message("  %d attention kernel runs match the definition\n", checked);
-    assert_true(checked >= 14);
+    check_attention_cases(cases, sizeof cases / sizeof cases[0], 0, 1e-5, 1e-4, "attention kernel runs", 14);
 }
 
 /* Sliding windows over full and ring caches (the ring holding only the
@@ -485,12 +494,7 @@ static void test_attention_variants(void **state)
         {3, 4, 2, 64, 20, 0, 0, 0, true, false, 0},      {9, 8, 2, 64, 90, 32, 40, 2.0f, true, false, 0},
         {1, 2, 1, 128, 300, 128, 128, 50, true, false, 0},
     };
-    int checked = 0;
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
-            checked += check_attention(&cases[c], kv_types[k], 100 + c, 2e-5, 2e-4);
-    print_message("  %d attention variant runs match the definition\n", checked);
-    assert_true(checked >= 27);
+    check_attention_cases(cases, sizeof cases / sizeof cases[0], 100, 2e-5, 2e-4, "attention variant runs", 27);
 }
 
 /* Keys and values of the first positions read from another cache's rows
@@ -504,12 +508,8 @@ static void test_attention_shared_rows(void **state)
         {7, 8, 2, 32, 60, 0, 0, 0, false, false, 32},   {13, 6, 3, 64, 29, 0, 0, 0, false, false, 29},
         {5, 4, 2, 64, 90, 40, 0, 0.7f, true, false, 64}, {3, 4, 4, 128, 33, 0, 0, 0, false, false, 36},
     };
-    int checked = 0;
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
-            checked += check_attention(&cases[c], kv_types[k], 300 + c, 2e-5, 2e-4);
-    print_message("  %d attention runs over shared rows match the definition\n", checked);
-    assert_true(checked >= 18);
+    check_attention_cases(cases, sizeof cases / sizeof cases[0], 300, 2e-5, 2e-4, "attention runs over shared rows",
+                          18);
 }
 
 /* Attention both ways (encoders): every row sees all the batch's keys,
@@ -523,12 +523,7 @@ static void test_attention_non_causal(void **state)
         {37, 4, 4, 32, 0, 0, 0, 0, false, true, 0},  {70, 8, 2, 64, 0, 0, 0, 0, false, true, 0},
         {9, 4, 2, 64, 30, 0, 0, 0, false, true, 0},
     };
-    int checked = 0;
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (size_t k = 0; k < sizeof kv_types / sizeof kv_types[0]; k++)
-            checked += check_attention(&cases[c], kv_types[k], 200 + c, 2e-5, 2e-4);
-    print_message("  %d non-causal attention runs match the definition\n", checked);
-    assert_true(checked >= 15);
+    check_attention_cases(cases, sizeof cases / sizeof cases[0], 200, 2e-5, 2e-4, "non-causal attention runs", 15);
 }
 
 /* SwiGLU: every level's kernel the scalar one's twin, bit for bit, on

@@ -397,49 +397,6 @@ static void test_sequences_in_one_batch(void **state)
 
 /* ---- shared prefixes ---- */
 
-/* Evaluates toks[0..n) on sequence seq (after what it holds), n_batch at
- * a time; the last token's logits into lg (may be NULL). */
-static void feed_seq(struct model_ctx *c, int seq, const int32_t *toks, int n, int n_batch, float *lg)
-{
-    pb_err err;
-    for (int i = 0; i < n; i += n_batch) {
-        const int k = n - i < n_batch ? n - i : n_batch;
-        struct model_seg sg = {seq, k, i + k == n && lg};
-        if (model_eval_batch(c, toks + i, &sg, 1, lg, &err))
-            fail_msg("sequence %d: %s", seq, err.msg);
-    }
-}
-
-/* The last logits of toks[0..n) evaluated alone, with cache type kv. */
-static float *last_alone(const struct model *m, enum pb_kv_type kv, const int32_t *toks, int n)
-{
-    struct model_ctx_params cp = {.n_ctx = 256, .n_batch = 64, .n_threads = 2, .kv_type = kv};
-    struct model_ctx *c;
-    pb_err err;
-    if (model_ctx_create(m, &cp, &c, &err))
-        fail_msg("%s", err.msg);
-    float *lg = malloc((size_t)model_hparams(m)->n_vocab * sizeof *lg);
-    feed_seq(c, 0, toks, n, 64, lg);
-    model_ctx_free(c);
-    return lg;
-}
-
-/* Sequence seq, given toks[0..n) of which it holds n - k, evaluates the
- * last k: its logits are those of toks alone. */
-static void continues_as_alone(const struct model *m, struct model_ctx *c, enum pb_kv_type kv, int seq,
-                               const int32_t *toks, int n, int k, const char *what)
-{
-    const int64_t nv = model_hparams(m)->n_vocab;
-    assert_int_equal(model_seq_pos(c, seq), n - k);
-    float *lg = malloc((size_t)nv * sizeof *lg), *ref = last_alone(m, kv, toks, n);
-    feed_seq(c, seq, toks + n - k, k, 64, lg);
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s (%s cache)", what, pb_kv_type_name(kv));
-    assert_same_logits(lg, ref, nv, msg);
-    free(lg);
-    free(ref);
-}
-
 /* A taken prefix is shared by whole blocks (model_seq_n_shared), also
  * when taken from a sequence that shares it; the sequences continue bit
  * for bit as alone, also after the owner or a reader writes over shared
@@ -472,23 +429,23 @@ static void test_shared_prefix(void **state)
         struct model_ctx *c;
         if (model_ctx_create(m, &cp, &c, &err))
             fail_msg("%s", err.msg);
-        feed_seq(c, 0, P, 100, 64, NULL);
+        test_feed_seq(c, 0, P, 100, 64, NULL);
         assert_int_equal(model_seq_n_shared(c, 0), 0);
         /* 1 takes 80 of 0's positions: 64 shared, 16 copied */
         assert_int_equal(model_seq_copy(c, 1, 0, 80, &err), 0);
         assert_int_equal(model_seq_n_shared(c, 1), 64);
-        continues_as_alone(m, c, kv, 1, P, 100, 20, "a shared prefix");
+        test_continues_as_alone(m, c, kv, 1, P, 80, 100, 64, "a shared prefix");
         /* 2 takes 90 of 1's: the 64 1 reads from 0, the rest copied */
         assert_int_equal(model_seq_copy(c, 2, 1, 90, &err), 0);
         assert_int_equal(model_seq_n_shared(c, 2), 64);
-        continues_as_alone(m, c, kv, 2, P, 100, 10, "a prefix shared twice over");
+        test_continues_as_alone(m, c, kv, 2, P, 90, 100, 64, "a prefix shared twice over");
         /* the owner writes from position 40: its readers keep 32 shared */
         model_seq_truncate(c, 0, 40);
-        continues_as_alone(m, c, kv, 0, Q, 100, 60, "the owner after a truncation");
+        test_continues_as_alone(m, c, kv, 0, Q, 40, 100, 64, "the owner after a truncation");
         assert_int_equal(model_seq_n_shared(c, 1), 32);
         assert_int_equal(model_seq_n_shared(c, 2), 32);
-        continues_as_alone(m, c, kv, 1, PX, 101, 1, "a reader after its owner wrote");
-        continues_as_alone(m, c, kv, 2, PY, 101, 1, "the other reader after its owner wrote");
+        test_continues_as_alone(m, c, kv, 1, PX, 100, 101, 64, "a reader after its owner wrote");
+        test_continues_as_alone(m, c, kv, 2, PY, 100, 101, 64, "the other reader after its owner wrote");
         /* 1 and 3 take all of 0's; 0 starts over: one of its readers
          * takes its rows, the others read from that one */
         assert_int_equal(model_seq_copy(c, 1, 0, 100, &err), 0);
@@ -496,13 +453,13 @@ static void test_shared_prefix(void **state)
         assert_int_equal(model_seq_n_shared(c, 1), 96);
         assert_int_equal(model_seq_n_shared(c, 3), 96);
         model_seq_truncate(c, 0, 0);
-        continues_as_alone(m, c, kv, 0, P, 64, 64, "the owner starting over");
+        test_continues_as_alone(m, c, kv, 0, P, 0, 64, 64, "the owner starting over");
         assert_int_equal(model_seq_n_shared(c, 1) + model_seq_n_shared(c, 3), 96);
         assert_int_equal(model_seq_n_shared(c, 2), 32);
-        continues_as_alone(m, c, kv, 3, QZ, 101, 1, "a reader after the handover");
+        test_continues_as_alone(m, c, kv, 3, QZ, 100, 101, 64, "a reader after the handover");
         QZ[100] = 37;
-        continues_as_alone(m, c, kv, 1, QZ, 101, 1, "the other reader after the handover");
-        continues_as_alone(m, c, kv, 2, PY, 102, 1, "a reader of the old owner's first block");
+        test_continues_as_alone(m, c, kv, 1, QZ, 100, 101, 64, "the other reader after the handover");
+        test_continues_as_alone(m, c, kv, 2, PY, 101, 102, 64, "a reader of the old owner's first block");
         model_ctx_free(c);
     }
     model_free(m);
@@ -536,8 +493,8 @@ static void test_shared_prefix_memory(void **state)
     int32_t toks[480];
     for (int i = 0; i < 480; i++)
         toks[i] = (int32_t)((i * 53 + 7) % 1000);
-    feed_seq(c, 0, toks, 480, 64, NULL);
-    feed_seq(c, 1, toks, 480, 64, NULL); /* its own rows, given back below */
+    test_feed_seq(c, 0, toks, 480, 64, NULL);
+    test_feed_seq(c, 1, toks, 480, 64, NULL); /* its own rows, given back below */
     const struct model_hparams *hp = model_hparams(m);
     const long long per_seq = (long long)kv_bytes((int)hp->n_layer, 480, hp->n_head_kv * hp->head_dim, PB_KV_F16);
     const long long before = resident_bytes();

@@ -1,12 +1,14 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "model/model.h"
 #include "plumb/synth.h"
 #include "base/rng.h"
 #include "base/fp16.h"
 #include "quant/blocks.h"
 
 #include <ftw.h>
+#include <math.h>
 #include <stddef.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -275,4 +277,37 @@ int test_listen_loopback(int *port)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     *port = ntohs(a.sin_port);
     return fd;
+}
+
+void test_feed_seq(struct model_ctx *c, int seq, const int32_t *toks, int n, int n_batch, float *lg)
+{
+    pb_err err;
+    for (int i = 0; i < n; i += n_batch) {
+        const int k = n - i < n_batch ? n - i : n_batch;
+        struct model_seg sg = {seq, k, i + k == n && lg};
+        if (model_eval_batch(c, toks + i, &sg, 1, lg, &err))
+            fail_msg("sequence %d at %d: %s", seq, i, err.msg);
+    }
+}
+
+void test_continues_as_alone(const struct model *m, struct model_ctx *c, int kv, int seq, const int32_t *toks,
+                             int from, int to, int n_batch, const char *what)
+{
+    assert_int_equal(model_seq_pos(c, seq), from);
+    const int64_t nv = model_hparams(m)->n_vocab;
+    float *lg = malloc((size_t)nv * sizeof *lg), *ref = malloc((size_t)nv * sizeof *ref);
+    struct model_ctx_params cp = {.n_ctx = to, .n_batch = n_batch, .n_threads = 2, .kv_type = (enum pb_kv_type)kv};
+    struct model_ctx *alone;
+    pb_err err;
+    if (model_ctx_create(m, &cp, &alone, &err))
+        fail_msg("%s", err.msg);
+    test_feed_seq(alone, 0, toks, to, n_batch, ref);
+    model_ctx_free(alone);
+    test_feed_seq(c, seq, toks + from, to - from, n_batch, lg);
+    for (int64_t i = 0; i < nv; i++)
+        if (!isfinite(lg[i]) || lg[i] != ref[i])
+            fail_msg("%s (%s cache): logit %lld is %.9g, %.9g alone", what, pb_kv_type_name((enum pb_kv_type)kv),
+                     (long long)i, lg[i], ref[i]);
+    free(lg);
+    free(ref);
 }

@@ -62,6 +62,20 @@ int test_write_file(const char *path, const void *data, size_t len);
  * given file type to the temp dir and returns its path (cached per type). */
 const char *test_tiny_model(const char *ftype_name);
 
+/* Sequences of a model context (model/model.h). */
+struct model;
+struct model_ctx;
+/* Evaluates toks[0, n) into sequence seq after what it holds, n_batch per
+ * call; the last token's logits into lg (NULL: none). Fails the test on an
+ * error. */
+void test_feed_seq(struct model_ctx *c, int seq, const int32_t *toks, int n, int n_batch, float *lg);
+/* Sequence seq, holding toks[0, from), evaluates toks[from, to) n_batch at
+ * a time: its last logits must be bit for bit (and finite) those of
+ * toks[0, to) evaluated alone in a context of its own with cache type kv
+ * (an int: enum pb_kv_type). */
+void test_continues_as_alone(const struct model *m, struct model_ctx *c, int kv, int seq, const int32_t *toks,
+                             int from, int to, int n_batch, const char *what);
+
 /* In a test of a command's run r (fields status, out, err): fails with
  * both outputs unless it exited with code. */
 #define EXPECT_STATUS(r, code)                                                                                         \

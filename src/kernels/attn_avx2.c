@@ -9,6 +9,7 @@
 #include "kernels/poly.h"
 
 #include "quant/blocks.h"
+#include "quant/quant.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -62,7 +63,7 @@ void kern_to_f16_avx2(const float *src, void *dst, int64_t n)
         _mm_storeu_si128((__m128i *)(void *)(h + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (i < n)
-        kern_to_f16_scalar(src + i, h + i, n - i);
+        quant_row_f16(src + i, h + i, n - i);
 }
 
 /* poly_tanh in eight lanes. */

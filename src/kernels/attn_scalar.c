@@ -6,7 +6,6 @@
  * of poly.h. */
 #include "kernels/kernels.h"
 
-#include "base/fp16.h"
 #include "kernels/attn_item.h"
 #include "kernels/poly.h"
 
@@ -115,13 +114,6 @@ void kern_attn_scalar(const struct kern_attn_args *a, int64_t i0, int64_t i1, fl
                 out[e] = o[(size_t)i * hd + e] * inv;
         }
     }
-}
-
-void kern_to_f16_scalar(const float *src, void *dst, int64_t n)
-{
-    uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++)
-        h[i] = f32_to_fp16(src[i]);
 }
 
 void kern_swiglu_scalar(float *g, const float *u, int64_t n)

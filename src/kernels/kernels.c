@@ -2,6 +2,7 @@
 #include "kernels/kernels.h"
 
 #include "kernels/cpu.h"
+#include "quant/quant.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -123,7 +124,7 @@ void kern_swiglu_avx2(float *g, const float *u, int64_t n)
 
 void kern_to_f16_avx2(const float *src, void *dst, int64_t n)
 {
-    kern_to_f16_scalar(src, dst, n);
+    quant_row_f16(src, dst, n);
 }
 #endif
 
@@ -146,7 +147,7 @@ kern_to_f16_fn kern_to_f16_for(enum kern_level l)
         return kern_to_f16_avx2;
 #endif
     (void)l;
-    return kern_to_f16_scalar;
+    return quant_row_f16;
 }
 
 kern_swiglu_fn kern_swiglu_for(enum kern_level l)

@@ -171,11 +171,11 @@ void kern_swiglu_scalar(float *g, const float *u, int64_t n);
 void kern_swiglu_avx2(float *g, const float *u, int64_t n);
 
 /* n floats to IEEE half (dst: uint16_t), rounded to nearest even: the
- * F16 KV cache's rows. The vector kernel gives the scalar one's bits for
- * every value but NaN (a NaN either way). */
+ * F16 KV cache's rows. The scalar kernel is quant_row_f16 (the F16
+ * type's from_float); the vector one gives its bits for every value but
+ * NaN (a NaN either way). */
 typedef void (*kern_to_f16_fn)(const float *src, void *dst, int64_t n);
 kern_to_f16_fn kern_to_f16_for(enum kern_level l);
-void kern_to_f16_scalar(const float *src, void *dst, int64_t n);
 void kern_to_f16_avx2(const float *src, void *dst, int64_t n);
 
 #endif

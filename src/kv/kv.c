@@ -150,23 +150,27 @@ static void release_rows(struct kv_cache *kv, int64_t lo, int64_t hi)
     }
 }
 
-/* Copies the full layers' rows [lo, hi) of src's positions (its own or
- * those it shares) into dst's own rows. */
+/* Copies layer l's own rows [lo, hi) of from into dst's own rows. */
+static void copy_layer_rows(struct kv_cache *dst, const struct kv_cache *from, int l, int64_t lo, int64_t hi)
+{
+    if (lo >= hi)
+        return;
+    const size_t at = (size_t)lo * from->row_bytes, bytes = (size_t)(hi - lo) * from->row_bytes;
+    memcpy(dst->k + dst->off[l] + at, from->k + from->off[l] + at, bytes);
+    memcpy(dst->v + dst->off[l] + at, from->v + from->off[l] + at, bytes);
+}
+
+/* Copies the full layers' rows [lo, hi) of src's positions (those it
+ * shares, then its own) into dst's own rows. */
 static void copy_rows(struct kv_cache *dst, const struct kv_cache *src, int64_t lo, int64_t hi)
 {
     for (int l = 0; l < src->n_layer; l++) {
         if (!kv_layer_full(src, l))
             continue;
-        for (int own = 0; own < 2; own++) { /* the shared part, then src's own */
-            const int64_t split = kv_layer_shared(src, l);
-            const int64_t a = own ? (lo > split ? lo : split) : lo, b = own ? hi : (hi < split ? hi : split);
-            if (a >= b)
-                continue;
-            const struct kv_cache *from = own ? src : src->shared;
-            const size_t at = (size_t)a * src->row_bytes, bytes = (size_t)(b - a) * src->row_bytes;
-            memcpy(dst->k + dst->off[l] + at, from->k + from->off[l] + at, bytes);
-            memcpy(dst->v + dst->off[l] + at, from->v + from->off[l] + at, bytes);
-        }
+        const int64_t split = kv_layer_shared(src, l);
+        if (split > 0)
+            copy_layer_rows(dst, src->shared, l, lo, hi < split ? hi : split);
+        copy_layer_rows(dst, src, l, lo > split ? lo : split, hi);
     }
 }
 

@@ -255,11 +255,12 @@ static void rope_worker(void *arg, int ith, int nth)
     if (r0 >= r1)
         return;
     const size_t qs = (size_t)j->q_heads * (size_t)j->head_dim, ks = (size_t)j->k_heads * (size_t)j->head_dim;
-    for (long r = r0; j->cs && r < r1; r++) {
-        const float *cs = j->cs + (size_t)r * (size_t)j->rp->n_rot;
-        op_rope_apply(j->q + (size_t)r * qs, j->q_heads, j->head_dim, cs, j->rp);
-        op_rope_apply(j->k + (size_t)r * ks, j->k_heads, j->head_dim, cs, j->rp);
-    }
+    if (j->cs)
+        for (long r = r0; r < r1; r++) {
+            const float *cs = j->cs + (size_t)r * (size_t)j->rp->n_rot;
+            op_rope_apply(j->q + (size_t)r * qs, j->q_heads, j->head_dim, cs, j->rp);
+            op_rope_apply(j->k + (size_t)r * ks, j->k_heads, j->head_dim, cs, j->rp);
+        }
     if (j->then)
         j->then(j->ctx, (int)r0, (int)r1);
 }

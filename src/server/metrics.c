@@ -279,7 +279,8 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_queue_depth gauge\nplumb_queue_depth %d\n"
                  "# HELP plumb_kv_cache_tokens Positions held in the KV cache of all slots.\n"
                  "# TYPE plumb_kv_cache_tokens gauge\nplumb_kv_cache_tokens %lld\n"
-                 "# HELP plumb_kv_cache_shared_tokens Positions a slot reads from another slot's cache rows (a shared prefix held once).\n"
+                 "# HELP plumb_kv_cache_shared_tokens Positions a slot reads from another slot's cache rows "
+                 "(a shared prefix held once).\n"
                  "# TYPE plumb_kv_cache_shared_tokens gauge\nplumb_kv_cache_shared_tokens %lld\n"
                  "# HELP plumb_kv_cache_capacity_tokens Positions the KV cache of all slots can hold.\n"
                  "# TYPE plumb_kv_cache_capacity_tokens gauge\nplumb_kv_cache_capacity_tokens %lld\n"
@@ -289,7 +290,8 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct sbu
                  "# TYPE plumb_ready gauge\nplumb_ready %d\n"
                  "# HELP plumb_models Models served.\n# TYPE plumb_models gauge\nplumb_models %d\n",
                  g->slots_total, g->slots_active, g->queue_depth, (long long)g->kv_used, (long long)g->kv_shared,
-                 (long long)g->kv_capacity, g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0, g->ready, g->n_models);
+                 (long long)g->kv_capacity, g->kv_capacity ? (double)g->kv_used / (double)g->kv_capacity : 0.0,
+                 g->ready, g->n_models);
     if (!rc)
         rc = sbuf_addf(out,
                  "# HELP plumb_forward_passes_total Batched forward passes (scheduler steps).\n"
