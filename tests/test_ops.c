@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include "base/pool.h"
+#include "kernels/kernels.h"
 #include "ops/ops.h"
 #include "quant/types.h"
 
@@ -235,6 +236,81 @@ static void test_matmul_threads(void **state)
     pool_free(p3);
 }
 
+/* Products over chosen rows of one input (a mixture's experts over the
+ * tokens that chose them): bit for bit the products of the same rows
+ * copied out, in the scratch op_matmul_tasks_scratch asks for; a row
+ * outside the input is refused. */
+static void test_matmul_chosen_rows(void **state)
+{
+    (void)state;
+    enum { N_IN = 512, N_OUT = 24, N_SRC = 5 };
+    enum pb_type types[] = {PB_TYPE_Q4_K, PB_TYPE_Q8_0, PB_TYPE_F32};
+    float x[N_SRC * N_IN], w[N_OUT * N_IN];
+    test_randn(x, N_SRC * N_IN, 11, 1.0f);
+    test_randn(w, N_OUT * N_IN, 12, 0.1f);
+    struct pool *pool;
+    pb_err err;
+    assert_int_equal(pool_create(2, &pool, &err), 0);
+    for (int ti = 0; ti < 3; ti++) {
+        struct pb_tensor t[2];
+        void *wq[2], *packed[2] = {0};
+        size_t packed_bytes[2] = {0};
+        const size_t rb = pb_row_size(types[ti], N_IN);
+        for (int m = 0; m < 2; m++) {
+            wq[m] = malloc(rb * N_OUT);
+            for (int r = 0; r < N_OUT; r++) /* the second matrix: the rows in reverse */
+                pb_type_get(types[ti])->from_float(w + (m ? N_OUT - 1 - r : r) * N_IN, (uint8_t *)wq[m] + rb * (size_t)r,
+                                                   N_IN);
+            t[m] = (struct pb_tensor){.name = m ? "up" : "gate", .type = types[ti], .ne = {N_IN, N_OUT, 1, 1},
+                                      .row_bytes = rb, .data = wq[m]};
+            assert_int_equal(op_matrix_plan(&t[m], kern_level(), &packed_bytes[m], &err), 0);
+            if (packed_bytes[m]) {
+                packed[m] = malloc(packed_bytes[m]);
+                op_matrix_pack(pool, &t[m], packed[m]);
+            }
+        }
+        static const int32_t rows_a[] = {4, 0, 4}, rows_b[] = {1, 3};
+        float ya[2][3 * N_OUT], yb[2 * N_OUT];
+        const struct op_mm_task tasks[] = {
+            {.w = &t[0], .x = x, .n_tok = 3, .y = ya[0], .rows = rows_a, .n_x = N_SRC},
+            {.w = &t[1], .x = x, .n_tok = 3, .y = ya[1], .rows = rows_a, .n_x = N_SRC},
+            {.w = &t[1], .x = x, .n_tok = 2, .y = yb, .rows = rows_b, .n_x = N_SRC},
+        };
+        const size_t need = op_matmul_tasks_scratch(3, tasks);
+        assert_true(need > 0);
+        void *scratch = aligned_alloc(64, (need + 63) / 64 * 64);
+        assert_int_equal(op_matmul_tasks(pool, 3, tasks, scratch, &err), 0);
+        free(scratch);
+        /* the same rows copied out, one product at a time */
+        const struct {
+            const int32_t *rows;
+            int n, m;
+            const float *y;
+        } cases[] = {{rows_a, 3, 0, ya[0]}, {rows_a, 3, 1, ya[1]}, {rows_b, 2, 1, yb}};
+        for (int c = 0; c < 3; c++) {
+            float xs[3 * N_IN], ys[3 * N_OUT];
+            for (int r = 0; r < cases[c].n; r++)
+                memcpy(xs + r * N_IN, x + cases[c].rows[r] * N_IN, sizeof(float) * N_IN);
+            void *s1 = aligned_alloc(64, (op_matmul_scratch(&t[cases[c].m], cases[c].n) + 63) / 64 * 64 + 64);
+            assert_int_equal(op_matmul(pool, &t[cases[c].m], xs, cases[c].n, ys, s1, &err), 0);
+            free(s1);
+            assert_memory_equal(ys, cases[c].y, sizeof(float) * (size_t)(cases[c].n * N_OUT));
+        }
+        /* a row the input does not have */
+        static const int32_t rows_bad[] = {2, N_SRC};
+        const struct op_mm_task bad = {.w = &t[0], .x = x, .n_tok = 2, .y = yb, .rows = rows_bad, .n_x = N_SRC};
+        scratch = aligned_alloc(64, (op_matmul_tasks_scratch(1, &bad) + 63) / 64 * 64);
+        assert_int_equal(op_matmul_tasks(pool, 1, &bad, scratch, &err), PB_EINVAL);
+        assert_non_null(strstr(err.msg, "input row 5 of 5"));
+        free(scratch);
+        for (int m = 0; m < 2; m++) {
+            free(packed[m]);
+            free(wq[m]);
+        }
+    }
+    pool_free(pool);
+}
+
 struct count_job {
     int hits[64];
 };
@@ -283,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_rope_yarn),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_matmul_threads),
+        cmocka_unit_test(test_matmul_chosen_rows),
         cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);

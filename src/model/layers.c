@@ -35,7 +35,7 @@ int layer_matmul_n(struct model_ctx *c, enum pb_part part, int n, const struct p
     if (n < 1 || n > OP_MATMUL_MAX)
         return pb_fail(err, PB_EINVAL, "layer_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
     for (int i = 0; i < n; i++)
-        t[i] = (struct op_mm_task){w[i], x, n_tok, y[i]};
+        t[i] = (struct op_mm_task){.w = w[i], .x = x, .n_tok = n_tok, .y = y[i]};
     return layer_matmul_tasks(c, part, n, t, err);
 }
 
@@ -297,7 +297,8 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
     layer_timed(c, PB_PART_ROUTER, t0);
 
     /* the (token, choice) pairs grouped by expert, tokens in order: each
-     * expert's rows are one matrix-matrix product over its own tokens */
+     * expert's rows are one matrix-matrix product over its own tokens,
+     * chosen from xb by index (each token's row is quantized once) */
     int n_tasks = 0, row = 0;
     for (int64_t e = 0; e < X; e++) {
         const int first = row;
@@ -305,20 +306,20 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
             for (int j = 0; j < k; j++)
                 if (c->moe_sel[t * k + j] == e) {
                     c->moe_slot[t * k + j] = row;
-                    memcpy(c->moe_x + (size_t)row * (size_t)E, c->xb + (size_t)t * (size_t)E, (size_t)E * sizeof(float));
-                    row++;
+                    c->moe_rows[row++] = t;
                 }
         if (row == first)
             continue; /* no token chose it: its weights are not read */
-        const float *x = c->moe_x + (size_t)first * (size_t)E;
-        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], x, row - first, c->moe_g + (size_t)first * F};
-        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], x, row - first, c->moe_u + (size_t)first * F};
+        const int32_t *rows = c->moe_rows + first;
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], c->xb, row - first,
+                                                      c->moe_g + (size_t)first * F, rows, n};
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], c->xb, row - first,
+                                                      c->moe_u + (size_t)first * F, rows, n};
     }
     if ((rc = layer_matmul_tasks(c, PB_PART_EXPERTS, n_tasks, c->moe_tasks, err)))
         return rc;
 
-    /* biases and the activation, then the down products into moe_x (the
-     * inputs are no longer needed) */
+    /* biases and the activation, then the down products into moe_x */
     for (int t = 0; t < n; t++)
         for (int j = 0; j < k; j++) {
             const int r = c->moe_slot[t * k + j], e = c->moe_sel[t * k + j];
@@ -332,7 +333,8 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         const struct op_mm_task *gt = &c->moe_tasks[i];
         const int first = (int)((gt->y - c->moe_g) / F);
         const int64_t e = gt->w - lw->gate_exps;
-        c->moe_tasks[i / 2] = (struct op_mm_task){&lw->down_exps[e], gt->y, gt->n_tok, c->moe_x + (size_t)first * E};
+        c->moe_tasks[i / 2] =
+            (struct op_mm_task){.w = &lw->down_exps[e], .x = gt->y, .n_tok = gt->n_tok, .y = c->moe_x + (size_t)first * E};
     }
     if ((rc = layer_matmul_tasks(c, PB_PART_EXPERTS, n_tasks / 2, c->moe_tasks, err)))
         return rc;

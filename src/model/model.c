@@ -591,9 +591,11 @@ static size_t max_matmul_scratch(const struct model *m, int n_batch)
                               op_matmul_scratch(&lw->wv, n_batch));
         max = max_sz(max, op_matmul_scratch(&lw->wo, n_batch));
         if (lw->gate_exps) {
-            /* every expert's inputs at once (op_matmul_tasks) */
+            /* every expert's inputs at once (op_matmul_tasks): the batch's
+             * rows quantized, then each expert's chosen ones copied */
             max = max_sz(max, op_matmul_scratch(&lw->ffn_gate_inp, n_batch));
-            max = max_sz(max, op_matmul_scratch(&lw->gate_exps[0], rows) + op_matmul_scratch(&lw->up_exps[0], rows));
+            max = max_sz(max, op_matmul_scratch(&lw->gate_exps[0], n_batch) + op_matmul_scratch(&lw->up_exps[0], n_batch) +
+                                  op_matmul_scratch(&lw->gate_exps[0], rows) + op_matmul_scratch(&lw->up_exps[0], rows));
             max = max_sz(max, op_matmul_scratch(&lw->down_exps[0], rows));
         } else {
             max = max_sz(max, op_matmul_scratch(&lw->ffn_gate, n_batch) + op_matmul_scratch(&lw->ffn_up, n_batch));
@@ -680,7 +682,7 @@ struct ctx_plan {
     int n_seq, n_batch, n_threads;
     size_t x, q, ff, kvd;  /* floats per batch row: residual, queries, dense FFN, new K/V */
     size_t rope;           /* floats per batch row of each RoPE angle table */
-    size_t moe_x, moe_ff;  /* floats per batch row of the experts' grouped inputs and FFN */
+    size_t moe_x, moe_ff;  /* floats per batch row of the experts' grouped outputs and FFN */
     size_t att_scratch;    /* floats, all threads */
     size_t act;            /* bytes of quantized activations */
     uint64_t kv;           /* both caches of all sequences at full context */
@@ -734,7 +736,7 @@ static int ctx_plan_shape(const struct model_hparams *hp, size_t act_bytes, cons
     if (hp->n_expert > 0) { /* router logits, choices, grouped rows, one task per expert and product */
         const size_t K = (size_t)hp->n_expert_used;
         cp->compute += float_bytes(B * (size_t)hp->n_expert) + float_bytes(B * K) +
-                       2 * B * K * sizeof(int32_t) + float_bytes(B * cp->moe_x) + 2 * float_bytes(B * cp->moe_ff) +
+                       3 * B * K * sizeof(int32_t) + float_bytes(B * cp->moe_x) + 2 * float_bytes(B * cp->moe_ff) +
                        2 * (size_t)hp->n_expert * sizeof(struct op_mm_task);
     }
     return PB_OK;
@@ -823,12 +825,13 @@ int model_ctx_create(const struct model *m, const struct model_ctx_params *p, st
         c->moe_sel = malloc(B * K * sizeof *c->moe_sel);
         c->moe_w = alloc_floats(B * K);
         c->moe_slot = malloc(B * K * sizeof *c->moe_slot);
+        c->moe_rows = malloc(B * K * sizeof *c->moe_rows);
         c->moe_x = alloc_floats(B * plan.moe_x);
         c->moe_g = alloc_floats(B * plan.moe_ff);
         c->moe_u = alloc_floats(B * plan.moe_ff);
         c->moe_tasks = malloc(2 * X * sizeof *c->moe_tasks);
-        if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_slot || !c->moe_x || !c->moe_g || !c->moe_u ||
-            !c->moe_tasks) {
+        if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_slot || !c->moe_rows || !c->moe_x || !c->moe_g ||
+            !c->moe_u || !c->moe_tasks) {
             rc = pb_fail(err, PB_ENOMEM, "out of memory for the experts' buffers (batch %d)", c->n_batch);
             goto fail;
         }
@@ -871,6 +874,7 @@ void model_ctx_free(struct model_ctx *c)
     free(c->moe_sel);
     free(c->moe_w);
     free(c->moe_slot);
+    free(c->moe_rows);
     free(c->moe_x);
     free(c->moe_g);
     free(c->moe_u);

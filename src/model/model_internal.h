@@ -124,7 +124,8 @@ struct model_ctx {
     int32_t *moe_sel;    /* [n_batch x k] chosen experts, best first */
     float *moe_w;        /* [n_batch x k] their weights */
     int32_t *moe_slot;   /* [n_batch x k] row of (token, choice) in the grouped buffers */
-    float *moe_x;        /* [n_batch*k x n_embd] inputs grouped by expert, then their outputs */
+    int32_t *moe_rows;   /* [n_batch x k] the token of each grouped row */
+    float *moe_x;        /* [n_batch*k x n_embd] the down products' outputs, grouped by expert */
     float *moe_g, *moe_u;/* [n_batch*k x n_ff_exp] */
     struct op_mm_task *moe_tasks; /* [2 * n_expert] */
 };

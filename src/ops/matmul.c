@@ -16,6 +16,7 @@
 #include "kernels/kernels.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #define UNIT_BYTES (128u << 10)
@@ -155,6 +156,21 @@ static size_t act_stride_of(const struct kern_mm *k, int64_t n_in)
     return (k->act_size(n_in) + 63) / 64 * 64;
 }
 
+/* Whether products a and b (a before b) read the same activations: the
+ * same rows of the same input, in the same format. */
+static bool same_activations(const struct op_mm_task *a, const struct kern_mm *ka, const struct op_mm_task *b,
+                             const struct kern_mm *kb)
+{
+    return a->x == b->x && a->rows == b->rows && a->n_tok == b->n_tok && ka->act_quantize == kb->act_quantize;
+}
+
+/* Whether a (before b) quantizes the whole input b chooses rows from. */
+static bool same_source(const struct op_mm_task *a, const struct kern_mm *ka, const struct op_mm_task *b,
+                        const struct kern_mm *kb)
+{
+    return a->rows && a->x == b->x && a->n_x == b->n_x && ka->act_quantize == kb->act_quantize;
+}
+
 size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks)
 {
     size_t total = 0;
@@ -162,14 +178,34 @@ size_t op_matmul_tasks_scratch(int n, const struct op_mm_task *tasks)
         const struct kern_mm *k = kernels_of(tasks[i].w);
         if (!k)
             continue;
-        int same = 0; /* an earlier product of the same input and format shares its activations */
-        for (int e = 0; e < i && !same; e++)
-            same = tasks[e].x == tasks[i].x && tasks[e].n_tok == tasks[i].n_tok && kernels_of(tasks[e].w) &&
-                   kernels_of(tasks[e].w)->act_quantize == k->act_quantize;
+        bool same = false, source = false;
+        for (int e = 0; e < i; e++) {
+            const struct kern_mm *ke = kernels_of(tasks[e].w);
+            same |= ke && same_activations(&tasks[e], ke, &tasks[i], k);
+            source |= ke && same_source(&tasks[e], ke, &tasks[i], k);
+        }
+        const size_t stride = act_stride_of(k, tasks[i].w->ne[0]);
+        if (tasks[i].rows && !same && !source)
+            total += stride * (size_t)tasks[i].n_x;
         if (!same)
-            total += act_stride_of(k, tasks[i].w->ne[0]) * (size_t)tasks[i].n_tok;
+            total += stride * (size_t)tasks[i].n_tok;
     }
     return total;
+}
+
+/* n rows of x quantized by k into out (stride bytes apart), over the pool
+ * for more than one; the seconds it took added to *quantize_s. */
+static void quantize_rows(struct pool *pool, const struct kern_mm *k, const float *x, int64_t n_in, int n, uint8_t *out,
+                          size_t stride, double *quantize_s)
+{
+    struct quant_job q = {k, x, n_in, n, out, stride};
+    const double q0 = quantize_s ? sys_now() : 0;
+    if (n > 1)
+        pool_run(pool, quant_worker, &q);
+    else
+        quant_worker(&q, 0, 1);
+    if (quantize_s)
+        *quantize_s += sys_now() - q0;
 }
 
 /* One pool job over tasks [0, n) (n <= OP_MM_JOB_TASKS); the time spent
@@ -178,6 +214,7 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
                       pb_err *err)
 {
     struct mm_job j = {.n = n};
+    const uint8_t *src[OP_MM_JOB_TASKS] = {0}; /* with rows: where the whole input was quantized */
     uint8_t *free_at = scratch;
     const int64_t nth = pool_size(pool);
     j.first[0] = 0;
@@ -192,26 +229,43 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
         j.y[m] = t->y;
         j.n_tok[m] = t->n_tok;
         /* activations: shared with an earlier product of the same input and format */
-        int same = -1;
-        for (int e = 0; e < m && same < 0; e++)
-            if (tasks[e].x == t->x && tasks[e].n_tok == t->n_tok && j.k[e]->act_quantize == k->act_quantize)
+        int same = -1, source = -1;
+        for (int e = 0; e < m; e++) {
+            if (same < 0 && same_activations(&tasks[e], j.k[e], t, k))
                 same = e;
+            if (source < 0 && same_source(&tasks[e], j.k[e], t, k))
+                source = e;
+        }
+        const size_t stride = act_stride_of(k, t->w->ne[0]);
         if (same >= 0) {
             j.act[m] = j.act[same];
-            j.act_stride[m] = j.act_stride[same];
-        } else {
-            struct quant_job q = {k, t->x, t->w->ne[0], t->n_tok, free_at, act_stride_of(k, t->w->ne[0])};
+            src[m] = src[same];
+        } else if (t->rows) {
+            /* the input's rows quantized once, then the chosen ones copied */
+            if (source >= 0) {
+                src[m] = src[source];
+            } else {
+                src[m] = free_at;
+                quantize_rows(pool, k, t->x, t->w->ne[0], t->n_x, free_at, stride, quantize_s);
+                free_at += stride * (size_t)t->n_x;
+            }
             const double q0 = quantize_s ? sys_now() : 0;
-            if (t->n_tok > 1)
-                pool_run(pool, quant_worker, &q);
-            else
-                quant_worker(&q, 0, 1);
+            for (int r = 0; r < t->n_tok; r++) {
+                if (t->rows[r] < 0 || t->rows[r] >= t->n_x)
+                    return pb_fail(err, PB_EINVAL, "product of '%s': row %d chooses input row %d of %d", t->w->name,
+                                   r, (int)t->rows[r], t->n_x);
+                memcpy(free_at + (size_t)r * stride, src[m] + (size_t)t->rows[r] * stride, stride);
+            }
             if (quantize_s)
                 *quantize_s += sys_now() - q0;
             j.act[m] = free_at;
-            j.act_stride[m] = q.stride;
-            free_at += q.stride * (size_t)t->n_tok;
+            free_at += stride * (size_t)t->n_tok;
+        } else {
+            quantize_rows(pool, k, t->x, t->w->ne[0], t->n_tok, free_at, stride, quantize_s);
+            j.act[m] = free_at;
+            free_at += stride * (size_t)t->n_tok;
         }
+        j.act_stride[m] = stride;
         const int64_t n_groups = t->w->ne[1] / k->group;
         const size_t group_bytes = t->w->row_bytes * (size_t)k->group;
         /* a batch multiplies the work per weight: smaller units keep the
@@ -264,7 +318,7 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
         return pb_fail(err, PB_EINVAL, "op_matmul_n: %d matrices (1..%d)", n, OP_MATMUL_MAX);
     struct op_mm_task t[OP_MATMUL_MAX];
     for (int m = 0; m < n; m++)
-        t[m] = (struct op_mm_task){w[m], x, n_tok, y[m]};
+        t[m] = (struct op_mm_task){.w = w[m], .x = x, .n_tok = n_tok, .y = y[m]};
     return matmul_job(pool, n, t, scratch, NULL, err);
 }
 

@@ -126,17 +126,24 @@ int op_matmul_n(struct pool *pool, int n, const struct pb_tensor *const *w, cons
                 void *scratch, pb_err *err);
 
 /* One product of a batch of them: y = w x for n_tok rows (x is
- * [n_tok x w->ne[0]], y is [n_tok x w->ne[1]]). */
+ * [n_tok x w->ne[0]], y is [n_tok x w->ne[1]]). With rows, row r of the
+ * product is row rows[r] of x, which holds n_x rows (the experts of a
+ * mixture, each over the tokens that chose it: every token's row is
+ * quantized once, not once for each expert it chose). */
 struct op_mm_task {
     const struct pb_tensor *w;
     const float *x;
     int n_tok;
     float *y;
+    const int32_t *rows; /* NULL: rows 0..n_tok-1 of x */
+    int n_x;             /* with rows: rows of x */
 };
 
 /* Any number of products with inputs of their own (the experts of a
  * mixture, each over the tokens that chose it): each distinct input is
- * quantized once per activation format and the rows of all matrices are
+ * quantized once per activation format (with rows: the rows a product
+ * chooses are copied from its input's, quantized once per job), and the
+ * rows of all matrices are
  * shared out over the pool (in jobs of up to OP_MM_JOB_TASKS products).
  * Each row is computed as op_matmul computes it. scratch holds
  * op_matmul_tasks_scratch(n, tasks) bytes aligned to 64. */
