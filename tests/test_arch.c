@@ -342,6 +342,16 @@ static float *feed(struct model_ctx *c, int64_t nv, int seq, int from, int to, i
     return lg;
 }
 
+/* The small gemma2 (full and sliding-window layers), Q8_0. */
+static struct model *load_windowed(void)
+{
+    struct model *m;
+    pb_err err;
+    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
+        fail_msg("%s", err.msg);
+    return m;
+}
+
 /* Behind a sliding window (8 keys; rings of 8 + batch 4 - 1 rows): a
  * truncation the rings still cover continues at once, a deeper one or a
  * copy of an older prefix is recomputed from the sequence's tokens; every
@@ -350,10 +360,8 @@ static float *feed(struct model_ctx *c, int64_t nv, int seq, int from, int to, i
 static void test_windows_truncate_and_copy(void **state)
 {
     (void)state;
-    struct model *m;
+    struct model *m = load_windowed();
     pb_err err;
-    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
-        fail_msg("%s", err.msg);
     const int64_t nv = model_hparams(m)->n_vocab;
     float *ref30 = alone(m, 30), *ref25 = alone(m, 25), *ref33 = alone(m, 33);
     struct model_ctx_params cp = {.n_ctx = 64, .n_batch = 4, .n_threads = 2, .n_seq = 3};
@@ -416,10 +424,8 @@ static void long_tokens(int32_t *t, int n)
 static void test_windows_shared_prefix(void **state)
 {
     (void)state;
-    struct model *m;
+    struct model *m = load_windowed();
     pb_err err;
-    if (model_load(synth_model(small[0].arch, small[0].dims, PB_FTYPE_Q8_0), NULL, &m, &err))
-        fail_msg("%s", err.msg);
     int32_t t[80];
     long_tokens(t, 80);
     struct model_ctx_params cp = {.n_ctx = 128, .n_batch = 16, .n_threads = 2, .n_seq = 3};

@@ -311,10 +311,10 @@ int layer_ffn_moe(struct model_ctx *c, int l, int n, enum ffn_act act, pb_err *e
         if (row == first)
             continue; /* no token chose it: its weights are not read */
         const int32_t *rows = c->moe_rows + first;
-        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->gate_exps[e], c->xb, row - first,
-                                                      c->moe_g + (size_t)first * F, rows, n};
-        c->moe_tasks[n_tasks++] = (struct op_mm_task){&lw->up_exps[e], c->xb, row - first,
-                                                      c->moe_u + (size_t)first * F, rows, n};
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){.w = &lw->gate_exps[e], .x = c->xb, .n_tok = row - first,
+                                                      .y = c->moe_g + (size_t)first * F, .rows = rows, .n_x = n};
+        c->moe_tasks[n_tasks++] = (struct op_mm_task){.w = &lw->up_exps[e], .x = c->xb, .n_tok = row - first,
+                                                      .y = c->moe_u + (size_t)first * F, .rows = rows, .n_x = n};
     }
     if ((rc = layer_matmul_tasks(c, PB_PART_EXPERTS, n_tasks, c->moe_tasks, err)))
         return rc;

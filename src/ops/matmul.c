@@ -240,28 +240,27 @@ static int matmul_job(struct pool *pool, int n, const struct op_mm_task *tasks, 
         if (same >= 0) {
             j.act[m] = j.act[same];
             src[m] = src[same];
-        } else if (t->rows) {
-            /* the input's rows quantized once, then the chosen ones copied */
-            if (source >= 0) {
-                src[m] = src[source];
-            } else {
-                src[m] = free_at;
-                quantize_rows(pool, k, t->x, t->w->ne[0], t->n_x, free_at, stride, quantize_s);
-                free_at += stride * (size_t)t->n_x;
-            }
-            const double q0 = quantize_s ? sys_now() : 0;
-            for (int r = 0; r < t->n_tok; r++) {
-                if (t->rows[r] < 0 || t->rows[r] >= t->n_x)
-                    return pb_fail(err, PB_EINVAL, "product of '%s': row %d chooses input row %d of %d", t->w->name,
-                                   r, (int)t->rows[r], t->n_x);
-                memcpy(free_at + (size_t)r * stride, src[m] + (size_t)t->rows[r] * stride, stride);
-            }
-            if (quantize_s)
-                *quantize_s += sys_now() - q0;
-            j.act[m] = free_at;
-            free_at += stride * (size_t)t->n_tok;
         } else {
-            quantize_rows(pool, k, t->x, t->w->ne[0], t->n_tok, free_at, stride, quantize_s);
+            if (!t->rows) {
+                quantize_rows(pool, k, t->x, t->w->ne[0], t->n_tok, free_at, stride, quantize_s);
+            } else { /* the input's rows quantized once, then the chosen ones copied */
+                if (source >= 0) {
+                    src[m] = src[source];
+                } else {
+                    src[m] = free_at;
+                    quantize_rows(pool, k, t->x, t->w->ne[0], t->n_x, free_at, stride, quantize_s);
+                    free_at += stride * (size_t)t->n_x;
+                }
+                const double q0 = quantize_s ? sys_now() : 0;
+                for (int r = 0; r < t->n_tok; r++) {
+                    if (t->rows[r] < 0 || t->rows[r] >= t->n_x)
+                        return pb_fail(err, PB_EINVAL, "product of '%s': row %d chooses input row %d of %d",
+                                       t->w->name, r, (int)t->rows[r], t->n_x);
+                    memcpy(free_at + (size_t)r * stride, src[m] + (size_t)t->rows[r] * stride, stride);
+                }
+                if (quantize_s)
+                    *quantize_s += sys_now() - q0;
+            }
             j.act[m] = free_at;
             free_at += stride * (size_t)t->n_tok;
         }

@@ -143,8 +143,8 @@ struct op_mm_task {
  * mixture, each over the tokens that chose it): each distinct input is
  * quantized once per activation format (with rows: the rows a product
  * chooses are copied from its input's, quantized once per job), and the
- * rows of all matrices are
- * shared out over the pool (in jobs of up to OP_MM_JOB_TASKS products).
+ * rows of all matrices are shared out over the pool (in jobs of up to
+ * OP_MM_JOB_TASKS products).
  * Each row is computed as op_matmul computes it. scratch holds
  * op_matmul_tasks_scratch(n, tasks) bytes aligned to 64. */
 #define OP_MM_JOB_TASKS 64
